@@ -1,0 +1,24 @@
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from .models import ApiToken, Membership, User
+from .services import hash_token_key
+
+
+def token_list(*, user: User) -> QuerySet[ApiToken]:
+    return ApiToken.objects.filter(user=user).order_by("revoked_at", "-created_at")
+
+
+def token_authenticate(*, key: str) -> ApiToken | None:
+    token = ApiToken.objects.select_related("user").filter(key_hash=hash_token_key(key), revoked_at__isnull=True).first()
+    if token is None or not token.user.is_active:
+        return None
+    now = timezone.now()
+    # Touch last_used_at at most once a minute so a busy script does not write on every call.
+    if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return token
+
+
+def membership_list(*, user: User) -> QuerySet[Membership]:
+    return Membership.objects.filter(user=user).select_related("team")

@@ -1,0 +1,25 @@
+"""Audit Django's own authentication events. Django emits these as signals; listening is the
+only way to see them, and the audit write is the whole of the handler."""
+
+from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
+from django.dispatch import receiver
+
+from apps.audit.services import audit_record
+
+
+@receiver(user_logged_in)
+def _logged_in(sender, request, user, **kwargs):
+    audit_record(action="user.logged_in", subject=user, actor=user)
+
+
+@receiver(user_logged_out)
+def _logged_out(sender, request, user, **kwargs):
+    if user is not None:
+        audit_record(action="user.logged_out", subject=user, actor=user)
+
+
+@receiver(user_login_failed)
+def _login_failed(sender, credentials, request=None, **kwargs):
+    # ``credentials`` has the password scrubbed by Django; keep only the username tried.
+    username = str(credentials.get("username", ""))[:150]
+    audit_record(action="user.login_failed", subject_type="accounts.user", subject_text=username, after={"username": username})

@@ -1,0 +1,56 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class AuditEvent(models.Model):
+    """One append-only, hash-chained record of a change of state.
+
+    ``hash = sha256(prev_hash + canonical(event))``; see apps.audit.chain. On PostgreSQL a
+    trigger refuses UPDATE, DELETE and TRUNCATE on this table."""
+
+    seq = models.PositiveBigIntegerField(unique=True)
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    created_at = models.DateTimeField(db_index=True)
+    # No database-level foreign key: deleting a user must never need to touch the trail.
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
+    actor_username = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=100, db_index=True)
+    subject_type = models.CharField(max_length=100, blank=True, db_index=True)
+    subject_id = models.CharField(max_length=64, blank=True, db_index=True)
+    subject_text = models.CharField(max_length=255, blank=True)
+    request_id = models.CharField(max_length=64, blank=True, db_index=True)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["-seq"]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.action} {self.subject_text}".strip()
+
+    @property
+    def actor_display(self) -> str:
+        return self.actor_username or "system"
+
+
+class AuditChainHead(models.Model):
+    """The single row that says where the chain ends. Locking it serializes appends, and it
+    lets verification notice events cut off the end of the chain."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    seq = models.PositiveBigIntegerField(default=0)
+    hash = models.CharField(max_length=64, default="0" * 64)
+
+    def __str__(self) -> str:
+        return f"audit head #{self.seq}"

@@ -1,0 +1,77 @@
+"""Recording audit events. Every write in Axle calls ``audit_record`` inside the transaction
+that makes the change, so the change and its record commit or roll back together."""
+
+import json
+import uuid as uuid_lib
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models, transaction
+from django.utils import timezone
+
+from apps.core import context
+
+from .chain import event_hash
+from .models import AuditChainHead, AuditEvent
+
+
+def _plain(data: Any) -> Any:
+    # Store exactly what was hashed: JSON round-tripping turns datetimes, uuids and decimals
+    # into the strings the database will hand back later.
+    if data is None:
+        return None
+    return json.loads(json.dumps(data, cls=DjangoJSONEncoder))
+
+
+def _subject_fields(subject: models.Model | None) -> dict:
+    if subject is None:
+        return {}
+    public_id = getattr(subject, "uuid", None) or subject.pk
+    return {
+        "subject_type": subject._meta.label_lower,
+        "subject_id": str(public_id),
+        "subject_text": str(subject)[:255],
+    }
+
+
+def audit_record(
+    *,
+    action: str,
+    subject: models.Model | None = None,
+    actor=None,
+    before: dict | None = None,
+    after: dict | None = None,
+    subject_type: str = "",
+    subject_id: str = "",
+    subject_text: str = "",
+) -> AuditEvent:
+    """Append one event to the chain.
+
+    ``actor`` defaults to whoever the current request or task acts for; None there means the
+    system itself. Appends are serialized on the chain head row (a row lock on PostgreSQL,
+    BEGIN IMMEDIATE on SQLite) so concurrent writers never fork the chain."""
+    ctx = context.current()
+    if actor is None and ctx.actor_id is not None:
+        actor = get_user_model().objects.filter(pk=ctx.actor_id).first()
+    fields = {"subject_type": subject_type, "subject_id": subject_id, "subject_text": subject_text[:255]}
+    fields.update(_subject_fields(subject))
+    with transaction.atomic():
+        head = AuditChainHead.objects.select_for_update().get(pk=1)
+        event = AuditEvent(
+            seq=head.seq + 1,
+            uuid=uuid_lib.uuid4(),
+            created_at=timezone.now(),
+            actor=actor,
+            actor_username=actor.get_username() if actor is not None else "",
+            action=action,
+            request_id=ctx.request_id,
+            before=_plain(before),
+            after=_plain(after),
+            prev_hash=head.hash,
+            **fields,
+        )
+        event.hash = event_hash(event, head.hash)
+        event.save(force_insert=True)
+        AuditChainHead.objects.filter(pk=1).update(seq=event.seq, hash=event.hash)
+    return event

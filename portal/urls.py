@@ -1,0 +1,31 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from apps.accounts import views as account_views
+from apps.audit import views as audit_views
+from apps.core import views as core_views
+
+urlpatterns = [
+    path("", core_views.home, name="home"),
+    path("healthz", core_views.healthz, name="healthz"),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("password/change/", auth_views.PasswordChangeView.as_view(), name="password_change"),
+    path("password/change/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
+    path("tokens/", account_views.token_list, name="token-list"),
+    path("tokens/<uuid:token_uuid>/revoke/", account_views.token_revoke, name="token-revoke"),
+    path("audit/", audit_views.audit_list, name="audit-list"),
+    path("audit/export.csv", audit_views.audit_export, {"fmt": "csv"}, name="audit-export-csv"),
+    path("audit/export.jsonl", audit_views.audit_export, {"fmt": "jsonl"}, name="audit-export-jsonl"),
+    path("jobs/", core_views.section, {"name": "jobs"}, name="job-list"),
+    path("datasets/", core_views.section, {"name": "datasets"}, name="dataset-list"),
+    path("models/", core_views.section, {"name": "models"}, name="model-list"),
+    path("deployments/", core_views.section, {"name": "deployments"}, name="deployment-list"),
+    path("clusters/", core_views.section, {"name": "clusters"}, name="cluster-list"),
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/v1/", include("portal.api_urls")),
+]
