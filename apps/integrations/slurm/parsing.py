@@ -1,0 +1,424 @@
+"""The exact command lines the SSH transport runs, and pure parsers for their output.
+
+Every command asks for a fixed set of fields separated by ASCII unit separator (0x1f):
+job names, comments and reasons are free text and may hold '|' or spaces, but nobody
+types 0x1f. Times are asked as Unix seconds (`SLURM_TIME_FORMAT=%s`) so they carry no
+time zone ambiguity.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from .base import ClusterState, JobInfo, NodeInfo, PartitionInfo
+
+DELIM = "\x1f"
+TIME_ENV = {"SLURM_TIME_FORMAT": "%s"}
+
+# squeue: one row per job, pending array tasks expanded (--array).
+SQUEUE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("job_id", "%A"),
+    ("array_job_id", "%F"),
+    ("array_task_id", "%K"),
+    ("name", "%j"),
+    ("comment", "%k"),
+    ("state", "%T"),
+    ("reason", "%r"),
+    ("user", "%u"),
+    ("account", "%a"),
+    ("partition", "%P"),
+    ("submit_time", "%V"),
+    ("start_time", "%S"),
+    ("time_used", "%M"),
+    ("time_limit", "%l"),
+    ("node_list", "%N"),
+    ("cpus", "%C"),
+    ("nodes", "%D"),
+    ("work_dir", "%Z"),
+)
+SQUEUE_FORMAT = DELIM.join(code for _, code in SQUEUE_FIELDS)
+
+SACCT_FIELDS: tuple[str, ...] = (
+    "JobID",
+    "JobIDRaw",
+    "JobName",
+    "Comment",
+    "State",
+    "Reason",
+    "User",
+    "Account",
+    "Partition",
+    "Submit",
+    "Start",
+    "End",
+    "ElapsedRaw",
+    "TimelimitRaw",
+    "NodeList",
+    "ExitCode",
+    "TotalCPU",
+    "MaxRSS",
+    "AllocCPUS",
+    "AllocTRES",
+    "NNodes",
+    "WorkDir",
+)
+SACCT_FORMAT = ",".join(SACCT_FIELDS)
+
+# sinfo: one row per (node, partition).
+SINFO_FIELDS: tuple[tuple[str, str], ...] = (
+    ("node", "%N"),
+    ("partition", "%P"),
+    ("avail", "%a"),
+    ("time_limit", "%l"),
+    ("state", "%T"),
+    ("cpus", "%c"),
+    ("cpus_state", "%C"),
+    ("memory", "%m"),
+    ("free_memory", "%e"),
+    ("gres", "%G"),
+    ("reason", "%E"),
+)
+SINFO_FORMAT = DELIM.join(code for _, code in SINFO_FIELDS)
+
+
+def squeue_args(user: str | None = None, *, all_states: bool = False) -> list[str]:
+    args = ["squeue", "--noheader", "--array", f"--format={SQUEUE_FORMAT}"]
+    args.append(f"--user={user}" if user else "--me")
+    if all_states:
+        args.append("--states=all")
+    return args
+
+
+def sacct_args(
+    job_ids: Iterable[str] | None = None, *, since: str | None = None
+) -> list[str]:
+    args = [
+        "sacct",
+        "--noheader",
+        "--parsable2",
+        f"--delimiter={DELIM}",
+        f"--format={SACCT_FORMAT}",
+    ]
+    if job_ids is not None:
+        args.append("--jobs=" + ",".join(job_ids))
+    if since:
+        args.append(f"--starttime={since}")
+    return args
+
+
+def sinfo_args() -> list[str]:
+    return ["sinfo", "--noheader", "--Node", f"--format={SINFO_FORMAT}"]
+
+
+# ------------------------------------------------------------------ scalar parsers
+
+_EMPTY = {"", "N/A", "n/a", "(null)", "None", "NONE", "Unknown", "INVALID"}
+
+
+def _text(value: str) -> str:
+    return "" if value in ("(null)", "N/A") else value
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in a Slurm duration: '1-02:03:04', '02:03:04', '03:04', '00:01.234'.
+    None for 'UNLIMITED', 'INVALID', 'N/A' and anything unreadable."""
+    s = text.strip()
+    m = re.fullmatch(
+        r"(?:(\d+)-)?(\d+(?:\.\d+)?)(?::(\d+(?:\.\d+)?))?(?::(\d+(?:\.\d+)?))?", s
+    )
+    if not m:
+        return None
+    days, a, b, c = m.groups()
+    parts = [float(x) for x in (a, b, c) if x is not None]
+    if days is not None and len(parts) == 1:
+        parts += [0.0, 0.0]  # 'D-HH'
+    if len(parts) == 3:
+        h, mi, sec = parts
+    elif len(parts) == 2:
+        h, (mi, sec) = 0.0, parts
+    else:
+        h, mi, sec = 0.0, 0.0, parts[0]
+    return (int(days or 0) * 86400) + h * 3600 + mi * 60 + sec
+
+
+def parse_minutes(text: str) -> int | None:
+    """A time limit: 'UNLIMITED' and 'Partition_Limit' give None, else whole minutes."""
+    s = text.strip()
+    if s.isdigit():
+        return int(s)
+    seconds = parse_duration(s)
+    return None if seconds is None else int(seconds // 60)
+
+
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "P": 1024**5}
+
+
+def parse_size_bytes(text: str, default_unit: str = "") -> int | None:
+    """'1234K', '12.50M', '2G', '0' -> bytes. `default_unit` applies to bare numbers."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGTP]?)", text.strip().upper())
+    if not m:
+        return None
+    unit = m.group(2) or default_unit
+    return round(float(m.group(1)) * _UNITS[unit])
+
+
+def parse_time(text: str) -> datetime | None:
+    """A timestamp as Slurm prints it: Unix seconds (our SLURM_TIME_FORMAT) or ISO 8601.
+    ISO without an offset is the cluster's local time and is returned naive."""
+    s = text.strip()
+    if s in _EMPTY or s == "0":
+        return None
+    if s.isdigit():
+        return datetime.fromtimestamp(int(s), tz=UTC)
+    try:
+        return datetime.fromisoformat(s)
+    except ValueError:
+        return None
+
+
+def parse_exit_code(text: str) -> tuple[int | None, int | None]:
+    """'2:0' -> (exit status 2, signal 0)."""
+    m = re.fullmatch(r"(\d+):(\d+)", text.strip())
+    if not m:
+        return None, None
+    return int(m.group(1)), int(m.group(2))
+
+
+def parse_tres(text: str) -> dict[str, str]:
+    """'cpu=2,mem=2G,node=1,gres/gpu=1' -> {'cpu': '2', 'mem': '2G', ...}."""
+    out: dict[str, str] = {}
+    for item in text.split(","):
+        key, eq, value = item.partition("=")
+        if eq:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def gpus_in_gres(text: str) -> int:
+    """GPUs in a node's GRES string: 'gpu:4', 'gpu:a100:4(S:0-1)', 'gpu:2,mps:100'."""
+    total = 0
+    for entry in re.split(r",(?![^(]*\))", text):
+        entry = re.sub(r"\(.*\)$", "", entry.strip())
+        parts = entry.split(":")
+        if parts[0] == "gpu" and len(parts) > 1 and parts[-1].isdigit():
+            total += int(parts[-1])
+    return total
+
+
+def _int(text: str) -> int | None:
+    s = text.strip()
+    return int(s) if s.isdigit() else None
+
+
+def _fields(line: str, names: Iterable[str]) -> dict[str, str] | None:
+    names = list(names)
+    values = line.split(DELIM)
+    if len(values) != len(names):
+        return None
+    return dict(zip(names, values, strict=True))
+
+
+# ------------------------------------------------------------------ squeue
+
+
+def parse_squeue(output: str) -> list[JobInfo]:
+    """Rows of `squeue_args()`, one JobInfo each; rows that do not fit are skipped."""
+    jobs: list[JobInfo] = []
+    names = [name for name, _ in SQUEUE_FIELDS]
+    for line in output.splitlines():
+        row = _fields(line, names)
+        if row is None:
+            continue
+        is_array = row["array_task_id"] not in _EMPTY
+        task_id = row["array_task_id"].strip("[]") if is_array else None
+        jobs.append(
+            JobInfo(
+                job_id=row["job_id"],
+                array_job_id=row["array_job_id"] if is_array else None,
+                array_task_id=task_id,
+                name=row["name"],
+                comment=_text(row["comment"]),
+                state=row["state"],
+                reason="" if row["reason"] in ("None", "(null)") else row["reason"],
+                user=row["user"],
+                account=_text(row["account"]),
+                partition=row["partition"],
+                submit_time=parse_time(row["submit_time"]),
+                start_time=parse_time(row["start_time"]),
+                elapsed_seconds=_seconds(row["time_used"]),
+                time_limit_minutes=parse_minutes(row["time_limit"]),
+                node_list=_text(row["node_list"]),
+                alloc_cpus=_int(row["cpus"]),
+                num_nodes=_int(row["nodes"]),
+                work_dir=_text(row["work_dir"]),
+            )
+        )
+    return jobs
+
+
+def _seconds(text: str) -> int | None:
+    value = parse_duration(text)
+    return None if value is None else int(value)
+
+
+# ------------------------------------------------------------------ sacct
+
+_ARRAY_JOB_ID = re.compile(r"^(\d+)_(\[?[^.\]]+\]?)")
+
+
+def parse_sacct(output: str) -> list[JobInfo]:
+    """Rows of `sacct_args()` folded into one JobInfo per job or array task: the
+    allocation row gives state, times and exit code; steps (`.batch`, `.0`...) add the
+    peak memory, which Slurm only measures per step."""
+    jobs: dict[str, JobInfo] = {}
+    order: list[str] = []
+    step_rss: dict[str, int] = {}
+    for line in output.splitlines():
+        row = _fields(line, SACCT_FIELDS)
+        if row is None:
+            continue
+        raw = row["JobIDRaw"]
+        job_key, dot, _step = raw.partition(".")
+        if dot:
+            rss = parse_size_bytes(row["MaxRSS"])
+            if rss is not None:
+                step_rss[job_key] = max(step_rss.get(job_key, 0), rss)
+            continue
+        array = _ARRAY_JOB_ID.match(row["JobID"])
+        exit_code, exit_signal = parse_exit_code(row["ExitCode"])
+        tres = parse_tres(row["AllocTRES"])
+        gpus = tres.get("gres/gpu")
+        state = row["State"].split(" ")[0]  # 'CANCELLED by 1000' -> 'CANCELLED'
+        info = JobInfo(
+            job_id=raw,
+            array_job_id=array.group(1) if array else None,
+            array_task_id=array.group(2).strip("[]") if array else None,
+            name=row["JobName"],
+            comment=_text(row["Comment"]),
+            state=state,
+            reason="" if row["Reason"] in ("None", "(null)") else row["Reason"],
+            user=row["User"],
+            account=row["Account"],
+            partition=row["Partition"],
+            submit_time=parse_time(row["Submit"]),
+            start_time=parse_time(row["Start"]),
+            end_time=parse_time(row["End"]),
+            elapsed_seconds=_int(row["ElapsedRaw"]),
+            time_limit_minutes=_int(row["TimelimitRaw"]),
+            node_list=""
+            if row["NodeList"] in ("None assigned", "(null)")
+            else row["NodeList"],
+            exit_code=exit_code,
+            exit_signal=exit_signal,
+            cpu_time_seconds=parse_duration(row["TotalCPU"]),
+            alloc_cpus=_int(row["AllocCPUS"]),
+            alloc_gpus=int(gpus) if gpus and gpus.isdigit() else (0 if tres else None),
+            num_nodes=_int(row["NNodes"]),
+            work_dir=row["WorkDir"],
+        )
+        if raw not in jobs:
+            order.append(raw)
+        jobs[raw] = info  # a requeued job appears twice: the last row is current
+    for key, rss in step_rss.items():
+        if key in jobs:
+            jobs[key].max_rss_bytes = rss
+    return [jobs[k] for k in order]
+
+
+# ------------------------------------------------------------------ sinfo
+
+
+def parse_sinfo(output: str) -> ClusterState:
+    """Rows of `sinfo_args()`, folded into partitions and nodes."""
+    names = [name for name, _ in SINFO_FIELDS]
+    nodes: dict[str, NodeInfo] = {}
+    partitions: dict[str, PartitionInfo] = {}
+    for line in output.splitlines():
+        row = _fields(line, names)
+        if row is None:
+            continue
+        part_name = row["partition"]
+        is_default = part_name.endswith("*")
+        part_name = part_name.rstrip("*")
+        name = row["node"]
+        cpus = _int(row["cpus"]) or 0
+        memory = _int(row["memory"]) or 0
+        gres = _text(row["gres"])
+        gpus = gpus_in_gres(gres)
+        if name not in nodes:
+            alloc = row["cpus_state"].split("/")
+            nodes[name] = NodeInfo(
+                name=name,
+                state=row["state"],
+                cpus=cpus,
+                memory_mb=memory,
+                gpus=gpus,
+                gres=gres,
+                cpus_allocated=_int(alloc[0]) if alloc else None,
+                free_memory_mb=_int(row["free_memory"]),
+                reason="" if row["reason"] == "none" else row["reason"],
+            )
+        nodes[name].partitions.append(part_name)
+        part = partitions.get(part_name)
+        if part is None:
+            limit = row["time_limit"]
+            part = partitions[part_name] = PartitionInfo(
+                name=part_name,
+                state=row["avail"].upper(),
+                is_default=is_default,
+                time_limit_minutes=None
+                if limit.lower() == "infinite"
+                else parse_minutes(limit),
+            )
+        part.nodes.append(name)
+        part.total_cpus += cpus
+        part.total_memory_mb += memory
+        part.total_gpus += gpus
+    return ClusterState(
+        partitions=list(partitions.values()), nodes=list(nodes.values())
+    )
+
+
+# ------------------------------------------------------------------ sbatch / scontrol
+
+
+def parse_sbatch_parsable(output: str) -> str | None:
+    """`sbatch --parsable` prints 'jobid' or 'jobid;cluster' on the last line."""
+    for line in reversed(output.strip().splitlines()):
+        job_id = line.strip().split(";")[0]
+        if job_id.isdigit():
+            return job_id
+    return None
+
+
+_SCONTROL_KEY = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z0-9_:/]*)=")
+
+
+@dataclass(frozen=True)
+class ScontrolJob:
+    fields: dict[str, str]
+
+    def __getitem__(self, key: str) -> str:
+        return self.fields[key]
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        return self.fields.get(key, default)
+
+
+def parse_scontrol_oneliner(line: str) -> ScontrolJob:
+    """`scontrol show job -o ID`: 'Key=Value Key=Value ...' where values may hold spaces
+    (JobName, Comment) and '=' (TRES); a key is a word directly followed by '='."""
+    fields: dict[str, str] = {}
+    matches = list(_SCONTROL_KEY.finditer(line))
+    known: list[re.Match[str]] = []
+    for m in matches:
+        # inside a TRES value ('cpu=1,mem=1G') keys follow a comma, not a space
+        if m.start() == 0 or line[m.start()].isspace():
+            known.append(m)
+    for i, m in enumerate(known):
+        end = known[i + 1].start() if i + 1 < len(known) else len(line)
+        fields[m.group(1)] = line[m.end() : end].strip()
+    return ScontrolJob(fields)

@@ -1,0 +1,562 @@
+"""`SlurmClient` over slurmrestd (Slurm 22.05, OpenAPI plugin v0.0.38), authenticated with a
+JWT for one cluster user: a token the user gave, or one minted here from the cluster's
+HS256 key (short-lived, for this username only).
+
+Two things slurmrestd does differently from sbatch, both handled here so the hub sees
+the same job on either transport:
+
+* slurmrestd 22.05 does not read the ``#SBATCH`` lines of the script: every option must be
+  a job property. The script is parsed with `sbatch.py` (the same rules as sbatch), the
+  hub's options are applied on top, and each option is sent as its property.
+* It has no file API. Logs are read by a paired `FileReader` (an `SSHClient` for the same
+  user, or anything reading the cluster's shared file system); without one, `read_file`
+  raises `UnsupportedOperation`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Self
+
+import jwt
+import requests
+
+from . import sbatch
+from .base import (
+    AmbiguousSubmitError,
+    ClusterState,
+    FileReader,
+    JobInfo,
+    NodeInfo,
+    PartitionInfo,
+    SlurmRejected,
+    SubmitRequest,
+    TransportError,
+    UnsupportedOperation,
+)
+from .parsing import gpus_in_gres
+
+DEFAULT_API_VERSION = "v0.0.38"
+TOKEN_LIFETIME_SECONDS = 300
+
+# sbatch long option -> slurmrestd v0.0.38 job property (src/plugins/openapi/v0.0.38/
+# jobs.c `job_params`). Properties take the same strings the command line takes.
+PROPERTY: dict[str, str] = {
+    "account": "account",
+    "acctg-freq": "account_gather_frequency",
+    "array": "array",
+    "batch": "batch_features",
+    "begin": "begin_time",
+    "bb": "burst_buffer",
+    "chdir": "current_working_directory",
+    "cluster-constraint": "cluster_constraint",
+    "comment": "comment",
+    "constraint": "constraints",
+    "core-spec": "core_specification",
+    "cores-per-socket": "cores_per_socket",
+    "cpu-freq": "cpu_frequency",
+    "cpus-per-gpu": "cpus_per_gpu",
+    "cpus-per-task": "cpus_per_task",
+    "deadline": "deadline",
+    "delay-boot": "delay_boot",
+    "dependency": "dependency",
+    "distribution": "distribution",
+    "error": "standard_error",
+    "exclude": "exclude_nodes",
+    "exclusive": "exclusive",
+    "get-user-env": "get_user_environment",
+    "gpu-bind": "gpu_binding",
+    "gpu-freq": "gpu_frequency",
+    "gpus": "gpus",
+    "gpus-per-node": "gpus_per_node",
+    "gpus-per-socket": "gpus_per_socket",
+    "gpus-per-task": "gpus_per_task",
+    "gres": "gres",
+    "gres-flags": "gres_flags",
+    "hint": "cpu_binding_hint",
+    "hold": "hold",
+    "input": "standard_input",
+    "job-name": "name",
+    "kill-on-invalid-dep": "kill_on_invalid_dependency",
+    "licenses": "licenses",
+    "mail-type": "mail_type",
+    "mail-user": "mail_user",
+    "mcs-label": "mcs_label",
+    "mem": "memory_per_node",
+    "mem-bind": "memory_binding",
+    "mem-per-cpu": "memory_per_cpu",
+    "mem-per-gpu": "memory_per_gpu",
+    "mincpus": "minimum_cpus_per_node",
+    "nice": "nice",
+    "no-kill": "no_kill",
+    "no-requeue": "no_requeue",
+    "nodelist": "nodelist",
+    "nodes": "nodes",
+    "ntasks": "tasks",
+    "ntasks-per-core": "tasks_per_core",
+    "ntasks-per-gpu": "ntasks_per_gpu",
+    "ntasks-per-node": "tasks_per_node",
+    "ntasks-per-socket": "tasks_per_socket",
+    "open-mode": "open_mode",
+    "output": "standard_output",
+    "partition": "partition",
+    "priority": "priority",
+    "profile": "profile",
+    "qos": "qos",
+    "requeue": "requeue",
+    "reservation": "reservation",
+    "signal": "signal",
+    "sockets-per-node": "sockets_per_node",
+    "spread-job": "spread_job",
+    "thread-spec": "thread_specification",
+    "threads-per-core": "threads_per_core",
+    "time": "time_limit",
+    "time-min": "time_minimum",
+    "tmp": "temporary_disk_per_node",
+    "use-min-nodes": "minimum_nodes",
+    "wait-all-nodes": "wait_all_nodes",
+    "wckey": "wckey",
+}
+# Options that only change what the sbatch program prints: nothing to send.
+IGNORED = {"quiet", "verbose", "parsable", "ignore-pbs", "help", "usage", "version"}
+MEMORY_PROPERTIES = ("memory_per_node", "memory_per_cpu", "memory_per_gpu")
+FLAG_PROPERTIES = {"hold", "requeue", "no_requeue", "spread_job", "minimum_nodes"}
+
+# sbatch gives a job the submitting shell's environment. A REST submission has no shell,
+# and slurmrestd refuses a job with an empty environment, so a job gets this minimum.
+BASE_ENVIRONMENT = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+
+
+def mint_token(
+    key: bytes, username: str, lifetime: int = TOKEN_LIFETIME_SECONDS
+) -> str:
+    """A slurmrestd JWT for `username` only (auth/jwt reads the `sun` claim)."""
+    now = int(time.time())
+    return jwt.encode(
+        {"iat": now, "exp": now + lifetime, "sun": username}, key, algorithm="HS256"
+    )
+
+
+def job_properties(req: SubmitRequest) -> dict[str, Any]:
+    """The v0.0.38 job description that makes slurmrestd do what sbatch would do with
+    the same script and command line. Raises SlurmRejected for what sbatch would refuse
+    to read and UnsupportedOperation for options slurmrestd 22.05 cannot take."""
+    directives, problems = sbatch.parse_script(req.script)
+    hub = [f"--job-name={req.job_name}"] if req.job_name else []
+    hub += [f"--comment={req.comment}"] if req.comment else []
+    hub += [f"--chdir={req.workdir}"] if req.workdir else []
+    cli, cli_problems = sbatch.parse_command_line([*hub, *req.extra_args])
+    fatal = [p for p in problems + cli_problems if "#SBATCH instead" not in p.message]
+    if fatal:
+        raise SlurmRejected("; ".join(str(p) for p in fatal))
+    props: dict[str, Any] = {}
+    for d in [*directives, *cli]:
+        if d.option in IGNORED:
+            continue
+        key = PROPERTY.get(d.option)
+        if key is None:
+            raise UnsupportedOperation(
+                f"slurmrestd 22.05 cannot take the sbatch option --{d.option}"
+                + (f" (line {d.line})" if d.line else "")
+                + "; submit this job through an SSH cluster instead."
+            )
+        if key in MEMORY_PROPERTIES and not d.from_script:
+            # like sbatch: a command-line memory option replaces the script's others
+            for other in MEMORY_PROPERTIES:
+                props.pop(other, None)
+        if key in FLAG_PROPERTIES or d.value is None:
+            props[key] = True
+        else:
+            props[key] = d.value
+    props["environment"] = {**BASE_ENVIRONMENT, **req.env}
+    return props
+
+
+def _epoch(value: Any) -> datetime | None:
+    if isinstance(value, int) and value > 0:
+        return datetime.fromtimestamp(value, tz=UTC)
+    return None
+
+
+def _str(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+class RestClient:
+    """slurmrestd for one cluster user. Reuses one HTTP session (keep-alive)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        username: str,
+        *,
+        token: str | None = None,
+        jwt_key: bytes | None = None,
+        api_version: str = DEFAULT_API_VERSION,
+        timeout: float = 30.0,
+        file_reader: FileReader | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        if not token and not jwt_key:
+            raise ValueError("RestClient needs a token or a JWT signing key")
+        self.base_url = base_url.rstrip("/")
+        self.username = username
+        self._token = token
+        self._jwt_key = jwt_key
+        self._minted_at = 0.0
+        self.api_version = api_version
+        self.timeout = timeout
+        self.file_reader = file_reader
+        self._session = session or requests.Session()
+
+    def __repr__(self) -> str:  # never the token
+        return f"RestClient({self.username}@{self.base_url})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._session.close()
+        closer = getattr(self.file_reader, "close", None)
+        if closer:
+            closer()
+
+    # ---------------------------------------------------------------- HTTP
+
+    def _headers(self) -> dict[str, str]:
+        # re-mint well before expiry so a long poll cycle never sends a stale token
+        stale = (
+            not self._token
+            or time.time() - self._minted_at > TOKEN_LIFETIME_SECONDS / 2
+        )
+        if self._jwt_key is not None and stale:
+            self._token = mint_token(self._jwt_key, self.username)
+            self._minted_at = time.time()
+        assert self._token
+        return {
+            "X-SLURM-USER-NAME": self.username,
+            "X-SLURM-USER-TOKEN": self._token,
+            "Accept": "application/json",
+        }
+
+    def _url(self, plugin: str, path: str) -> str:
+        return f"{self.base_url}/{plugin}/{self.api_version}/{path.lstrip('/')}"
+
+    def _request(
+        self,
+        method: str,
+        plugin: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        ambiguous: bool = False,
+    ) -> dict[str, Any]:
+        url = self._url(plugin, path)
+        try:
+            response = self._session.request(
+                method,
+                url,
+                headers=self._headers(),
+                json=json,
+                params=params,
+                timeout=self.timeout,
+            )
+        except requests.ConnectionError as exc:
+            # A refused connection never reached slurmrestd; a reset after sending did.
+            if ambiguous and not _never_sent(exc):
+                raise AmbiguousSubmitError(
+                    f"The connection to {self.base_url} broke during the submission; the job "
+                    "may or may not have been submitted."
+                ) from None
+            raise TransportError(
+                f"Cannot reach {self.base_url}: {exc}", permanent=False
+            ) from None
+        except requests.Timeout:
+            if ambiguous:
+                raise AmbiguousSubmitError(
+                    f"{self.base_url} did not answer the submission in time; the job may or "
+                    "may not have been submitted."
+                ) from None
+            raise TransportError(
+                f"{self.base_url} did not answer in time.", permanent=False
+            ) from None
+        except requests.RequestException as exc:
+            raise TransportError(
+                f"Request to {self.base_url} failed: {exc}", permanent=False
+            ) from None
+        if response.status_code in (401, 403):
+            raise TransportError(
+                f"slurmrestd refused the credentials of {self.username} "
+                f"(HTTP {response.status_code}).",
+                permanent=True,
+            )
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        errors = [e for e in body.get("errors") or [] if e]
+        if response.status_code >= 500 and not errors:
+            raise TransportError(
+                f"slurmrestd answered HTTP {response.status_code}: {response.text[:200]}",
+                permanent=False,
+            )
+        if errors or response.status_code >= 400:
+            raise SlurmRejected(_error_text(errors) or f"HTTP {response.status_code}")
+        return body
+
+    # ---------------------------------------------------------------- SlurmClient
+
+    def submit(self, req: SubmitRequest) -> str:
+        body = {"script": req.script, "job": job_properties(req)}
+        answer = self._request("POST", "slurm", "job/submit", json=body, ambiguous=True)
+        job_id = answer.get("job_id")
+        if not job_id:
+            raise AmbiguousSubmitError(
+                f"slurmrestd answered without a job id: {answer}"
+            )
+        return str(job_id)
+
+    def queue(self, user: str) -> list[JobInfo]:
+        # v0.0.38 cannot filter by user: one call, filtered here.
+        answer = self._request("GET", "slurm", "jobs")
+        return [
+            _job_from_slurm(j)
+            for j in answer.get("jobs") or []
+            if j.get("user_name") == user and j.get("job_state") not in FINISHED_STATES
+        ]
+
+    def accounting(self, job_ids: list[str]) -> list[JobInfo]:
+        if not job_ids:
+            return []
+        wanted = {str(j) for j in job_ids}
+        # v0.0.38's /slurmdb/jobs has no job-id filter; asking for this user's jobs since
+        # the oldest wanted one's submission is still one call. The caller knows no
+        # submission times here, so the window is the accounting default (this user, all
+        # time is too much; one week back is the tracking horizon).
+        params = {
+            "users": self.username,
+            "start_time": str(int(time.time()) - 7 * 86400),
+        }
+        answer = self._request("GET", "slurmdb", "jobs", params=params)
+        out = []
+        for j in answer.get("jobs") or []:
+            info = _job_from_slurmdb(j)
+            if info.job_id in wanted or (
+                info.array_job_id and info.array_job_id in wanted
+            ):
+                out.append(info)
+        return out
+
+    def find_by_comment(self, marker: str) -> list[JobInfo]:
+        answer = self._request("GET", "slurm", "jobs")
+        return [
+            _job_from_slurm(j)
+            for j in answer.get("jobs") or []
+            if j.get("comment") == marker and j.get("user_name") == self.username
+        ]
+
+    def cancel(self, job_id: str) -> None:
+        self._request("DELETE", "slurm", f"job/{job_id}")
+
+    def read_file(
+        self, path: str, offset: int = 0, limit: int = 1 << 20
+    ) -> tuple[bytes, int]:
+        if self.file_reader is None:
+            raise UnsupportedOperation(
+                "slurmrestd has no file API; this cluster needs an SSH login (or a shared "
+                "file system) to read job logs."
+            )
+        return self.file_reader.read_file(path, offset, limit)
+
+    def cluster_state(self) -> ClusterState:
+        # Nodes carry their partitions; partitions carry defaults and limits. Two calls
+        # per cycle however many jobs: the REST form of one sinfo.
+        nodes_answer = self._request("GET", "slurm", "nodes")
+        parts_answer = self._request("GET", "slurm", "partitions")
+        nodes = [_node(n) for n in nodes_answer.get("nodes") or []]
+        partitions = []
+        for p in parts_answer.get("partitions") or []:
+            name = p.get("name", "")
+            members = [n for n in nodes if name in n.partitions]
+            limit = (
+                (p.get("maximums") or {}).get("time")
+                if "maximums" in p
+                else p.get("maximum_time")
+            )
+            flags = p.get("flags") or []
+            partitions.append(
+                PartitionInfo(
+                    name=name,
+                    state=_str(p.get("state") or "UP").upper(),
+                    is_default="default" in [f.lower() for f in flags]
+                    or "DEFAULT" in flags,
+                    time_limit_minutes=limit
+                    if isinstance(limit, int) and 0 <= limit < 2**31 - 1
+                    else None,
+                    nodes=[n.name for n in members],
+                    total_cpus=sum(n.cpus for n in members),
+                    total_memory_mb=sum(n.memory_mb for n in members),
+                    total_gpus=sum(n.gpus for n in members),
+                )
+            )
+        return ClusterState(partitions=partitions, nodes=nodes)
+
+    def ping(self) -> None:
+        answer = self._request("GET", "slurm", "ping")
+        pings = answer.get("pings") or []
+        if not any(_str(p.get("ping")).upper() == "UP" for p in pings):
+            raise TransportError(
+                f"The Slurm controller does not answer: {pings}", permanent=False
+            )
+
+
+FINISHED_STATES = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "OUT_OF_MEMORY",
+    "NODE_FAIL",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "PREEMPTED",
+}
+
+
+def _never_sent(exc: requests.ConnectionError) -> bool:
+    text = str(exc).lower()
+    return any(
+        s in text
+        for s in ("refused", "name or service", "no route", "failed to establish")
+    )
+
+
+def _error_text(errors: Iterable[Mapping[str, Any]]) -> str:
+    parts = []
+    for e in errors:
+        text = e.get("error") or e.get("description") or ""
+        if text and text not in parts:
+            parts.append(str(text))
+    return "; ".join(parts)
+
+
+def _job_from_slurm(j: Mapping[str, Any]) -> JobInfo:
+    task = j.get("array_task_id")
+    array_job = j.get("array_job_id") or 0
+    pending_range = j.get("array_task_string") or ""
+    is_array = task is not None or bool(pending_range)
+    limit = j.get("time_limit")
+    start = _epoch(j.get("start_time"))
+    now = datetime.now(tz=UTC)
+    elapsed = None
+    if j.get("job_state") == "RUNNING" and start:
+        elapsed = int((now - start).total_seconds())
+    return JobInfo(
+        job_id=str(j.get("job_id")),
+        array_job_id=str(array_job) if is_array and array_job else None,
+        array_task_id=(str(task) if task is not None else pending_range)
+        if is_array
+        else None,
+        name=_str(j.get("name")),
+        comment=_str(j.get("comment")),
+        state=_str(j.get("job_state")),
+        reason=""
+        if j.get("state_reason") in (None, "None")
+        else _str(j.get("state_reason")),
+        user=_str(j.get("user_name")),
+        account=_str(j.get("account")),
+        partition=_str(j.get("partition")),
+        submit_time=_epoch(j.get("submit_time")),
+        start_time=start,
+        end_time=_epoch(j.get("end_time")),
+        node_list=_str(j.get("nodes")),
+        elapsed_seconds=elapsed,
+        time_limit_minutes=limit
+        if isinstance(limit, int) and limit < 2**31 - 1
+        else None,
+        alloc_cpus=j.get("cpus"),
+        num_nodes=j.get("node_count"),
+        work_dir=_str(j.get("current_working_directory")),
+    )
+
+
+def _job_from_slurmdb(j: Mapping[str, Any]) -> JobInfo:
+    times = j.get("time") or {}
+    state = j.get("state") or {}
+    array = j.get("array") or {}
+    exit_code = j.get("exit_code") or {}
+    total = times.get("total") or {}
+    tres = j.get("tres") or {}
+    allocated = {
+        t.get("type") + ("/" + t["name"] if t.get("name") else ""): t.get("count")
+        for t in tres.get("allocated") or []
+    }
+    max_rss = None
+    for step in j.get("steps") or []:
+        for t in ((step.get("tres") or {}).get("requested") or {}).get("max") or []:
+            if t.get("type") == "mem" and isinstance(t.get("count"), int):
+                max_rss = max(max_rss or 0, t["count"])
+    task = array.get("task_id")
+    array_job = array.get("job_id") or 0
+    signal = (exit_code.get("signal") or {}).get("signal_id")
+    comment = j.get("comment")
+    return JobInfo(
+        job_id=str(j.get("job_id")),
+        array_job_id=str(array_job) if array_job else None,
+        array_task_id=str(task) if array_job and task is not None else None,
+        name=_str(j.get("name")),
+        comment=_str(comment.get("job") if isinstance(comment, dict) else comment),
+        state=_str(state.get("current")),
+        reason=""
+        if state.get("reason") in (None, "None")
+        else _str(state.get("reason")),
+        user=_str(j.get("user")),
+        account=_str(j.get("account")),
+        partition=_str(j.get("partition")),
+        submit_time=_epoch(times.get("submission")),
+        start_time=_epoch(times.get("start")),
+        end_time=_epoch(times.get("end")),
+        node_list=""
+        if j.get("nodes") in (None, "None assigned")
+        else _str(j.get("nodes")),
+        elapsed_seconds=times.get("elapsed"),
+        time_limit_minutes=times.get("limit"),
+        exit_code=exit_code.get("return_code"),
+        exit_signal=signal if isinstance(signal, int) else None,
+        cpu_time_seconds=(total.get("seconds") or 0)
+        + (total.get("microseconds") or 0) / 1e6
+        if total
+        else None,
+        max_rss_bytes=max_rss,
+        alloc_cpus=allocated.get("cpu"),
+        alloc_gpus=allocated.get("gres/gpu", 0) if allocated else None,
+        num_nodes=allocated.get("node"),
+        work_dir=_str(j.get("working_directory")),
+    )
+
+
+def _node(n: Mapping[str, Any]) -> NodeInfo:
+    gres = _str(n.get("gres"))
+    state = n.get("state")
+    if isinstance(state, list):
+        state = "+".join(state)
+    return NodeInfo(
+        name=_str(n.get("name")),
+        state=_str(state).upper(),
+        cpus=int(n.get("cpus") or 0),
+        memory_mb=int(n.get("real_memory") or 0),
+        gpus=gpus_in_gres(gres),
+        gres=gres,
+        partitions=list(n.get("partitions") or []),
+        cpus_allocated=n.get("alloc_cpus"),
+        free_memory_mb=n.get("free_memory")
+        if isinstance(n.get("free_memory"), int)
+        else None,
+        reason=_str(n.get("reason")),
+    )
