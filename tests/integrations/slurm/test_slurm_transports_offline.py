@@ -1,0 +1,177 @@
+"""Transport behaviour that needs no cluster: how a REST submission is described, how
+tokens are minted, how failures are classified."""
+
+from __future__ import annotations
+
+import jwt
+import paramiko
+import pytest
+
+from apps.integrations.slurm.base import (
+    AmbiguousSubmitError,
+    HostKeyError,
+    SlurmRejected,
+    SubmitRequest,
+    TransportError,
+    UnsupportedOperation,
+)
+from apps.integrations.slurm.rest import RestClient, job_properties, mint_token
+from apps.integrations.slurm.ssh import (
+    PinnedHostKey,
+    SSHClient,
+    _ConnectionLost,
+    _PinnedPolicy,
+    fingerprint,
+)
+
+
+def req(script: str, *extra: str, env: dict[str, str] | None = None) -> SubmitRequest:
+    return SubmitRequest(
+        script=script,
+        job_name="hub-name",
+        comment="axle:1",
+        workdir="/scratch/alice/jobs/1",
+        env=env or {},
+        extra_args=list(extra),
+    )
+
+
+def test_rest_sends_the_scripts_directives_as_job_properties() -> None:
+    props = job_properties(
+        req(
+            "#!/bin/bash\n#SBATCH -p debug -N 2 --ntasks-per-node 4\n#SBATCH -t 1:00:00 --mem=4G\necho\n"
+        )
+    )
+    assert props["partition"] == "debug"
+    assert props["nodes"] == "2"
+    assert props["tasks_per_node"] == "4"
+    assert props["time_limit"] == "1:00:00"
+    assert props["memory_per_node"] == "4G"
+    assert props["name"] == "hub-name"
+    assert props["comment"] == "axle:1"
+    assert props["current_working_directory"] == "/scratch/alice/jobs/1"
+
+
+def test_rest_applies_the_hubs_options_over_the_script() -> None:
+    props = job_properties(
+        req("#SBATCH -o mine.out -J mine\n", "--output=/x/%j.out", "--hold")
+    )
+    assert props["standard_output"] == "/x/%j.out"
+    assert props["hold"] is True
+    assert props["name"] == "hub-name"
+
+
+def test_a_hub_memory_option_replaces_the_scripts_other_memory_option_over_rest() -> (
+    None
+):
+    props = job_properties(req("#SBATCH --mem-per-cpu=1G\n", "--mem=2G"))
+    assert props["memory_per_node"] == "2G"
+    assert "memory_per_cpu" not in props
+
+
+def test_rest_jobs_get_a_minimal_environment_plus_parameters() -> None:
+    props = job_properties(req("#!/bin/bash\n", env={"EPOCHS": "3"}))
+    assert props["environment"]["EPOCHS"] == "3"
+    assert "PATH" in props["environment"]
+
+
+def test_rest_refuses_options_slurmrestd_cannot_take() -> None:
+    with pytest.raises(UnsupportedOperation) as caught:
+        job_properties(req("#SBATCH --export=ALL\n"))
+    assert "--export" in caught.value.message and "line 1" in caught.value.message
+
+
+def test_rest_refuses_a_script_sbatch_could_not_read() -> None:
+    with pytest.raises(SlurmRejected):
+        job_properties(req("#SBATCH --no-such-option\n"))
+
+
+def test_a_minted_token_names_the_user_and_expires_soon() -> None:
+    token = mint_token(b"k" * 32, "alice", lifetime=60)
+    claims = jwt.decode(token, b"k" * 32, algorithms=["HS256"])
+    assert claims["sun"] == "alice"
+    assert claims["exp"] - claims["iat"] == 60
+
+
+def test_rest_without_a_file_reader_says_logs_are_unsupported() -> None:
+    client = RestClient("http://127.0.0.1:9", "alice", token="t")
+    with pytest.raises(UnsupportedOperation):
+        client.read_file("/x", 0, 10)
+
+
+def test_rest_maps_a_refused_connection_to_a_transient_transport_error() -> None:
+    client = RestClient("http://127.0.0.1:9", "alice", token="t", timeout=2)
+    with pytest.raises(TransportError) as caught:
+        client.ping()
+    assert not caught.value.permanent
+    with pytest.raises(TransportError) as caught:
+        client.submit(req("#!/bin/bash\n"))
+    assert not isinstance(caught.value, AmbiguousSubmitError)
+
+
+# ------------------------------------------------------------------ SSH
+
+
+def _ed25519_line() -> tuple[str, paramiko.PKey]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    private = Ed25519PrivateKey.generate()
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    ).decode()
+    import io
+
+    key = paramiko.Ed25519Key.from_private_key(io.StringIO(pem))
+    return pem, key
+
+
+def test_the_pinned_policy_accepts_the_pinned_key_by_fingerprint_or_known_hosts_line() -> (
+    None
+):
+    _, key = _ed25519_line()
+    for pin in (
+        fingerprint(key),
+        f"[127.0.0.1]:2222 {key.get_name()} {key.get_base64()}",
+    ):
+        _PinnedPolicy(PinnedHostKey.parse(pin)).missing_host_key(None, "h", key)  # type: ignore[arg-type]
+
+
+def test_the_pinned_policy_refuses_any_other_key() -> None:
+    _, key = _ed25519_line()
+    _, other = _ed25519_line()
+    policy = _PinnedPolicy(PinnedHostKey.parse(fingerprint(key)))
+    with pytest.raises(HostKeyError):
+        policy.missing_host_key(None, "h", other)  # type: ignore[arg-type]
+
+
+def test_an_ssh_client_never_shows_its_key() -> None:
+    pem, _ = _ed25519_line()
+    client = SSHClient("127.0.0.1", 9, "alice", pem, host_key="SHA256:x")
+    assert "PRIVATE" not in repr(client) and "PRIVATE" not in str(vars(client))
+
+
+def test_a_connection_refused_is_a_transient_transport_error() -> None:
+    pem, _ = _ed25519_line()
+    client = SSHClient(
+        "127.0.0.1", 9, "alice", pem, host_key="SHA256:x", connect_timeout=2
+    )
+    with pytest.raises(TransportError) as caught:
+        client.connect()
+    assert not caught.value.permanent
+
+
+def test_a_connection_lost_during_sbatch_is_ambiguous(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pem, _ = _ed25519_line()
+    client = SSHClient("127.0.0.1", 9, "alice", pem, host_key="SHA256:x")
+
+    def drop(*args: object, **kwargs: object) -> None:
+        raise _ConnectionLost("reset by peer")
+
+    monkeypatch.setattr(client, "run", drop)
+    with pytest.raises(AmbiguousSubmitError):
+        client.submit(req("#!/bin/bash\n"))
