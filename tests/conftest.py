@@ -61,29 +61,23 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def _set_truncate_guard(enabled: bool) -> None:
-    from django.db import connection
 
-    if connection.vendor != "postgresql":
-        return
-    verb = "ENABLE" if enabled else "DISABLE"
-    with connection.cursor() as cursor:
-        cursor.execute(f"ALTER TABLE audit_auditevent {verb} TRIGGER audit_auditevent_no_truncate")
+def _allow_test_flush_of_the_audit_table():
+    """Django empties tables between transactional tests with TRUNCATE, which the audit
+    table's append-only trigger rightly refuses. For the test database only, lift the guard
+    inside the flush's own transaction and put it back before that transaction commits."""
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    original = DatabaseOperations.sql_flush
+
+    def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
+        sql = original(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
+        if "audit_auditevent" in tables:
+            guard = "ALTER TABLE audit_auditevent {} TRIGGER audit_auditevent_no_truncate;"
+            sql = [guard.format("DISABLE"), *sql, guard.format("ENABLE")]
+        return sql
+
+    DatabaseOperations.sql_flush = sql_flush
 
 
-@pytest.fixture
-def _audit_guard_restored(django_db_blocker):
-    yield
-    with django_db_blocker.unblock():
-        _set_truncate_guard(True)
-
-
-@pytest.fixture
-def transactional_audit_db(_audit_guard_restored, transactional_db):
-    """A transactional database whose audit table can be emptied afterwards.
-
-    Django empties the tables between transactional tests with TRUNCATE, which the
-    append-only trigger rightly refuses; the guard is lifted for that flush only (teardown
-    order: this fixture, then the flush, then ``_audit_guard_restored``)."""
-    yield
-    _set_truncate_guard(False)
+_allow_test_flush_of_the_audit_table()

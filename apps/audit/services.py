@@ -35,6 +35,15 @@ def _subject_fields(subject: models.Model | None) -> dict:
     }
 
 
+def _locked_head() -> AuditChainHead:
+    head = AuditChainHead.objects.select_for_update().filter(pk=1).first()
+    if head is None:
+        # The migration creates the head; only an emptied database (a test flush) lacks it.
+        AuditChainHead.objects.bulk_create([AuditChainHead(pk=1)], ignore_conflicts=True)
+        head = AuditChainHead.objects.select_for_update().get(pk=1)
+    return head
+
+
 def audit_record(
     *,
     action: str,
@@ -57,7 +66,7 @@ def audit_record(
     fields = {"subject_type": subject_type, "subject_id": subject_id, "subject_text": subject_text[:255]}
     fields.update(_subject_fields(subject))
     with transaction.atomic():
-        head = AuditChainHead.objects.select_for_update().get(pk=1)
+        head = _locked_head()
         event = AuditEvent(
             seq=head.seq + 1,
             uuid=uuid_lib.uuid4(),

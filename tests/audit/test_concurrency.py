@@ -8,7 +8,8 @@ from apps.audit.selectors import audit_verify
 from apps.audit.services import audit_record
 
 
-def test_concurrent_writers_keep_one_chain(transactional_audit_db):
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_writers_keep_one_chain():
     threads, per_thread, errors = 6, 15, []
 
     def writer(n):

@@ -32,7 +32,7 @@ def request(
         job_name=name,
         comment=marker,
         workdir=scratch,
-        env={"AXLE_TEST_PARAM": "a,b=c d"},
+        env={"TEST_PARAM": "a,b=c d"},
         extra_args=[
             f"--output={scratch}/%x-%j.out",
             f"--error={scratch}/%x-%j.err",
@@ -52,7 +52,7 @@ HELLO = """#!/bin/bash
 #SBATCH --time=2
 #SBATCH --ntasks=1
 echo "line one"
-echo "param=$AXLE_TEST_PARAM"
+echo "param=$TEST_PARAM"
 echo "line three" >&2
 """
 
