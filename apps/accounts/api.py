@@ -23,19 +23,19 @@ class TokenObtainApi(APIView):
     authentication_classes = []
     throttle_classes = [TokenObtainThrottle]
 
-    class InputSerializer(serializers.Serializer):
+    class TokenObtainInputSerializer(serializers.Serializer):
         username = serializers.CharField()
         password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False)
         name = serializers.CharField(required=False, default="API token")
 
-    class OutputSerializer(serializers.Serializer):
+    class TokenOutputSerializer(serializers.Serializer):
         token = serializers.CharField()
         id = serializers.UUIDField()
         name = serializers.CharField()
 
-    @extend_schema(request=InputSerializer, responses={201: OutputSerializer}, auth=[])
+    @extend_schema(request=TokenObtainInputSerializer, responses={201: TokenOutputSerializer}, auth=[])
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
+        data = self.TokenObtainInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         user = authenticate(request, username=data.validated_data["username"], password=data.validated_data["password"])
         if user is None:
@@ -46,7 +46,7 @@ class TokenObtainApi(APIView):
 
 
 class MeApi(APIView):
-    class OutputSerializer(serializers.Serializer):
+    class MeOutputSerializer(serializers.Serializer):
         id = serializers.UUIDField(source="uuid")
         username = serializers.CharField()
         email = serializers.EmailField()
@@ -56,6 +56,6 @@ class MeApi(APIView):
         def get_teams(self, user) -> list[dict]:
             return [{"team": m.team.name, "role": m.role} for m in selectors.membership_list(user=user)]
 
-    @extend_schema(responses=OutputSerializer)
+    @extend_schema(responses=MeOutputSerializer)
     def get(self, request):
-        return Response(self.OutputSerializer(request.user).data)
+        return Response(self.MeOutputSerializer(request.user).data)

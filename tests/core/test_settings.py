@@ -1,0 +1,50 @@
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _manage(*args, **env):
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_URL"))}
+    full.update(DJANGO_SETTINGS_MODULE="portal.settings.production", DATABASE_URL="sqlite:////tmp/axle-deploy-check.db", **env)
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=full, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_production_settings_pass_the_deploy_check():
+    result = _manage(
+        "check", "--deploy", "--fail-level", "WARNING",
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(50), DJANGO_ALLOWED_HOSTS="axle.example.org",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", ["", "change-me", "django-insecure-" + "x" * 60])
+def test_production_refuses_to_start_without_a_real_secret_key(key):
+    result = _manage("check", DJANGO_SECRET_KEY=key)
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_the_secret_key_may_come_from_a_file(tmp_path):
+    key_file = tmp_path / "key"
+    key_file.write_text(secrets.token_urlsafe(50) + "\n")
+    result = _manage("check", DJANGO_SECRET_KEY_FILE=str(key_file), DJANGO_ALLOWED_HOSTS="axle.example.org")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.django_db
+def test_the_openapi_schema_describes_the_api(client, alice):
+    client.force_login(alice)
+    response = client.get("/api/schema/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    assert "/api/v1/auth/token/" in response.json()["paths"]
+    assert client.get("/api/docs/").status_code == 200
