@@ -275,10 +275,9 @@ class SSHClient:
 
     def _collect(self, channel: paramiko.Channel, timeout: float) -> CommandResult:
         # Drain both streams together: a command filling stderr's window while we block
-        # on stdout would hang both ends.
+        # on stdout would hang both ends. Done means exit status and end of output.
         out, err = bytearray(), bytearray()
         deadline = time.monotonic() + timeout
-        channel.settimeout(1.0)
         while True:
             progressed = False
             while channel.recv_ready():
@@ -287,22 +286,18 @@ class SSHClient:
             while channel.recv_stderr_ready():
                 err += channel.recv_stderr(65536)
                 progressed = True
-            if (
-                channel.exit_status_ready()
-                and not channel.recv_ready()
-                and not channel.recv_stderr_ready()
-            ):
-                break
-            if channel.closed or not self._alive():
-                if channel.exit_status_ready():
+            if channel.exit_status_ready() and (channel.eof_received or channel.closed):
+                if not channel.recv_ready() and not channel.recv_stderr_ready():
                     break
+                continue
+            if not self._alive():
                 raise _ConnectionLost(
                     "the connection closed before the command finished"
                 )
             if time.monotonic() > deadline:
                 raise _ConnectionLost(f"no answer within {timeout:.0f}s")
             if not progressed:
-                time.sleep(0.01)
+                time.sleep(0.005)
         return CommandResult(channel.recv_exit_status(), bytes(out), bytes(err))
 
     def _query(
