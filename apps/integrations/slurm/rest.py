@@ -334,24 +334,12 @@ class RestClient:
     def accounting(self, job_ids: list[str]) -> list[JobInfo]:
         if not job_ids:
             return []
-        wanted = {str(j) for j in job_ids}
-        # v0.0.38's /slurmdb/jobs has no job-id filter; asking for this user's jobs since
-        # the oldest wanted one's submission is still one call. The caller knows no
-        # submission times here, so the window is the accounting default (this user, all
-        # time is too much; one week back is the tracking horizon).
-        params = {
-            "users": self.username,
-            "start_time": str(int(time.time()) - 7 * 86400),
-        }
-        answer = self._request("GET", "slurmdb", "jobs", params=params)
-        out = []
-        for j in answer.get("jobs") or []:
-            info = _job_from_slurmdb(j)
-            if info.job_id in wanted or (
-                info.array_job_id and info.array_job_id in wanted
-            ):
-                out.append(info)
-        return out
+        # v0.0.38's `step` filter is sacct's --jobs: a CSV of ids, an array's id bringing
+        # all its tasks (src/plugins/openapi/dbv0.0.38/jobs.c). One call for all of them.
+        answer = self._request(
+            "GET", "slurmdb", "jobs", params={"step": ",".join(job_ids)}
+        )
+        return [_job_from_slurmdb(j) for j in answer.get("jobs") or []]
 
     def find_by_comment(self, marker: str) -> list[JobInfo]:
         answer = self._request("GET", "slurm", "jobs")
