@@ -34,6 +34,8 @@ INSTALLED_APPS = [
     "apps.core",
     "apps.accounts",
     "apps.audit",
+    "apps.clusters",
+    "apps.jobs",
 ]
 
 MIDDLEWARE = [
@@ -151,6 +153,10 @@ if AXLE_REDIS_URL:
     Q_CLUSTER["redis"] = AXLE_REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
+
+# Fernet keys for secrets at rest, newest first. See apps/core/crypto.py.
+AXLE_ENCRYPTION_KEYS = [k.strip() for k in (secret("AXLE_ENCRYPTION_KEYS") or "").split(",") if k.strip()]
+AXLE_ENCRYPTION_KEY_AUTOCREATE = False
 
 AXLE_MLFLOW_TRACKING_URI = env.str("AXLE_MLFLOW_TRACKING_URI", default="http://127.0.0.1:5000")
 

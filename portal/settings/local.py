@@ -13,3 +13,6 @@ if not SECRET_KEY:
         _key_file.write_text(secrets.token_urlsafe(50))
         _key_file.chmod(0o600)
     SECRET_KEY = _key_file.read_text().strip()
+
+# One host: the encryption key for secrets at rest is made once beside the database too.
+AXLE_ENCRYPTION_KEY_AUTOCREATE = True

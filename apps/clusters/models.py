@@ -1,0 +1,152 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from apps.core.models import BaseModel
+
+
+class Cluster(BaseModel):
+    """A Slurm cluster (a spoke), reached only through Slurm's own interfaces."""
+
+    class Transport(models.TextChoices):
+        SSH = "ssh", "SSH to a login node"
+        REST = "rest", "slurmrestd"
+
+    name = models.SlugField(max_length=64, unique=True)
+    description = models.TextField(blank=True)
+    transport = models.CharField(max_length=8, choices=Transport.choices, default=Transport.SSH)
+    is_active = models.BooleanField(default=True)
+
+    # The login node: jobs go through it over SSH; a REST cluster reads job logs through it.
+    login_host = models.CharField(max_length=255, blank=True)
+    login_port = models.PositiveIntegerField(default=22)
+    host_key = models.TextField(
+        blank=True,
+        help_text="The login node's public host key(s), one per line, e.g. 'ssh-ed25519 AAAA…'. "
+        "Connections are refused unless the server presents one of these.",
+    )
+    host_key_fingerprint = models.CharField(
+        max_length=128, blank=True, help_text="SHA256 fingerprint(s) an administrator confirmed."
+    )
+
+    rest_url = models.URLField(blank=True, help_text="slurmrestd base URL, e.g. http://login:6820")
+    rest_api_version = models.CharField(max_length=16, default="v0.0.38")
+    jwt_key_encrypted = models.TextField(
+        blank=True, editable=False, help_text="Cluster-level JWT signing key (encrypted); mints per-user tokens."
+    )
+
+    job_root = models.CharField(
+        max_length=500,
+        default="/home/{username}/axle-jobs",
+        help_text="Where users' job folders live on the cluster; {username} is the cluster username.",
+    )
+    mlflow_tracking_uri = models.CharField(
+        max_length=500, blank=True, help_text="MLflow tracking URI as seen from the compute nodes."
+    )
+
+    # Health, from the periodic sinfo-style read.
+    reachable = models.BooleanField(null=True)
+    last_error = models.TextField(blank=True)
+    checked_at = models.DateTimeField(null=True, blank=True)
+    state = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def has_jwt_key(self) -> bool:
+        return bool(self.jwt_key_encrypted)
+
+    def job_root_for(self, username: str) -> str:
+        return self.job_root.replace("{username}", username)
+
+
+class ClusterGrant(BaseModel):
+    """Access for one user to one cluster, as one cluster account, within limits."""
+
+    class Status(models.TextChoices):
+        REQUESTED = "requested", "Requested"
+        ACTIVE = "active", "Active"
+        DECLINED = "declined", "Declined"
+        REVOKED = "revoked", "Revoked"
+
+    TRANSITIONS = {
+        Status.REQUESTED: {Status.ACTIVE, Status.DECLINED},
+        Status.ACTIVE: {Status.REVOKED},
+        Status.DECLINED: set(),
+        Status.REVOKED: set(),
+    }
+    TERMINAL = {Status.DECLINED, Status.REVOKED}
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="grants")
+    cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="grants")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.REQUESTED)
+    cluster_username = models.CharField(
+        max_length=64, blank=True, help_text="The Unix account jobs run as. Set by an administrator only."
+    )
+
+    # Limits. A blank list means the script may not choose (Slurm's default for the user
+    # applies); None on a number means no limit beyond Slurm's own.
+    allowed_partitions = models.JSONField(default=list, blank=True)
+    allowed_accounts = models.JSONField(default=list, blank=True)
+    allowed_qos = models.JSONField(default=list, blank=True)
+    max_nodes = models.PositiveIntegerField(null=True, blank=True)
+    max_cpus = models.PositiveIntegerField(null=True, blank=True, help_text="per job")
+    max_gpus = models.PositiveIntegerField(null=True, blank=True, help_text="per job")
+    max_mem_mb = models.PositiveIntegerField(null=True, blank=True, help_text="per job, MB")
+    max_time_minutes = models.PositiveIntegerField(null=True, blank=True)
+    max_active_jobs = models.PositiveIntegerField(null=True, blank=True)
+    max_array_size = models.PositiveIntegerField(null=True, blank=True)
+    valid_until = models.DateTimeField(null=True, blank=True)
+
+    request_reason = models.TextField(blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_comment = models.TextField(blank=True)
+
+    # Credentials, encrypted at rest with apps.core.crypto; never rendered or logged.
+    ssh_private_key_encrypted = models.TextField(blank=True, editable=False)
+    ssh_public_key = models.TextField(blank=True, editable=False)
+    rest_token_encrypted = models.TextField(blank=True, editable=False)
+    rest_token_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["cluster__name", "user__username"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "cluster"],
+                condition=Q(status__in=["requested", "active"]),
+                name="grant_one_open_per_user_cluster",
+            )
+        ]
+
+    def __str__(self) -> str:
+        who = self.cluster_username or "?"
+        return f"{self.user} on {self.cluster} as {who}"
+
+    @property
+    def is_usable(self) -> bool:
+        return (
+            self.status == self.Status.ACTIVE
+            and bool(self.cluster_username)
+            and self.cluster.is_active
+            and (self.valid_until is None or self.valid_until > timezone.now())
+        )
+
+    @property
+    def has_ssh_key(self) -> bool:
+        return bool(self.ssh_private_key_encrypted)
+
+    @property
+    def has_rest_token(self) -> bool:
+        return bool(self.rest_token_encrypted)
+
+    @property
+    def job_root(self) -> str:
+        return self.cluster.job_root_for(self.cluster_username)

@@ -1,0 +1,112 @@
+from django.conf import settings
+from django.db import models
+
+from apps.clusters.models import Cluster, ClusterGrant
+from apps.core.models import BaseModel
+
+
+class Job(BaseModel):
+    """One sbatch submission of a user's own script, as their granted cluster account."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued in hub"
+        SUBMITTING = "submitting", "Submitting"
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+        TIMEOUT = "timeout", "Timed out"
+        OUT_OF_MEMORY = "out_of_memory", "Out of memory"
+        NODE_FAIL = "node_fail", "Node failure"
+        UNKNOWN = "unknown", "Unknown"
+
+    TERMINAL = frozenset({
+        Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.TIMEOUT, Status.OUT_OF_MEMORY, Status.NODE_FAIL,
+    })
+    # Where Slurm may take a job from any of its own states.
+    _SLURM = frozenset({Status.PENDING, Status.RUNNING, *TERMINAL})
+    TRANSITIONS = {
+        # A cluster that is down sends a submission back to the hub's queue (with back-off).
+        Status.QUEUED: frozenset({Status.SUBMITTING, Status.CANCELLED}),
+        Status.SUBMITTING: frozenset({Status.QUEUED, Status.UNKNOWN, *_SLURM}),
+        # Reconciliation either finds the job by its marker or, once sure it never reached
+        # Slurm, returns it to the queue.
+        Status.UNKNOWN: frozenset({Status.QUEUED, *_SLURM}),
+        Status.PENDING: frozenset({Status.RUNNING, Status.UNKNOWN, *TERMINAL}),
+        Status.RUNNING: frozenset({Status.UNKNOWN, *TERMINAL}),
+        **{s: frozenset() for s in TERMINAL},
+    }
+    ACTIVE_ON_CLUSTER = frozenset({Status.PENDING, Status.RUNNING})
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="jobs")
+    grant = models.ForeignKey(ClusterGrant, on_delete=models.PROTECT, related_name="jobs")
+    cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="jobs")
+    name = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+
+    # What was asked, recorded once at creation and never edited.
+    script = models.TextField()
+    script_sha256 = models.CharField(max_length=64)
+    parameters = models.JSONField(default=dict, blank=True)
+    effective_request = models.JSONField(default=dict, blank=True)
+    hub_args = models.JSONField(default=list, blank=True, help_text="The hub's own sbatch options.")
+    cluster_username = models.CharField(max_length=64)
+    marker = models.CharField(max_length=64, unique=True, help_text="Unique comment that finds the job on Slurm.")
+    workdir = models.CharField(max_length=1000)
+    stdout_path = models.CharField(max_length=1000)
+    stderr_path = models.CharField(max_length=1000)
+    rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns")
+
+    # What Slurm says.
+    slurm_job_id = models.CharField(max_length=32, blank=True, db_index=True)
+    slurm_state = models.CharField(max_length=32, blank=True)
+    reason = models.CharField(max_length=255, blank=True)
+    estimated_start = models.DateTimeField(null=True, blank=True)
+    accounting = models.JSONField(default=dict, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    failure_message = models.TextField(blank=True, help_text="Slurm's own words when it refused the job.")
+
+    # Delivery bookkeeping.
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    unknown_since = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["cluster", "status"]), models.Index(fields=["owner", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.slurm_job_id or self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL
+
+    @property
+    def is_array(self) -> bool:
+        return bool(self.effective_request.get("array"))
+
+
+class JobTask(models.Model):
+    """One task of an array job, as Slurm reports it."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="tasks")
+    task_id = models.CharField(max_length=64)
+    slurm_job_id = models.CharField(max_length=32, blank=True)
+    state = models.CharField(max_length=32, blank=True)
+    reason = models.CharField(max_length=255, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    accounting = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["job", "task_id"]
+        constraints = [models.UniqueConstraint(fields=["job", "task_id"], name="jobtask_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}[{self.task_id}]"
