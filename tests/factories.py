@@ -36,3 +36,38 @@ class MembershipFactory(factory.django.DjangoModelFactory):
     user = factory.SubFactory(UserFactory)
     team = factory.SubFactory(TeamFactory)
     role = Membership.Role.MEMBER
+
+
+# ---------------------------------------------------------------- clusters and grants
+# Imported late so that the account factories above stay usable without the clusters app.
+from apps.clusters.models import Cluster, ClusterGrant  # noqa: E402
+
+
+class ClusterFactory(factory.django.DjangoModelFactory):
+    """A cluster row; no host key, credentials or health unless a test sets them."""
+
+    class Meta:
+        model = Cluster
+        django_get_or_create = ("name",)
+
+    name = factory.Sequence(lambda n: f"cluster{n}")
+    description = factory.LazyAttribute(lambda c: f"The {c.name} cluster")
+    transport = Cluster.Transport.SSH
+    login_host = "127.0.0.1"
+    login_port = 22
+    rest_url = "http://127.0.0.1:6820"
+    job_root = "/scratch/{username}/axle-jobs"
+
+
+class ClusterGrantFactory(factory.django.DjangoModelFactory):
+    """An active grant whose cluster username is the user's own name, with no limits."""
+
+    class Meta:
+        model = ClusterGrant
+
+    user = factory.SubFactory(UserFactory)
+    cluster = factory.SubFactory(ClusterFactory)
+    status = ClusterGrant.Status.ACTIVE
+    cluster_username = factory.LazyAttribute(lambda g: g.user.username)
+    allowed_partitions = factory.LazyFunction(lambda: ["debug"])
+    request_reason = "Training runs"
