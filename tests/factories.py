@@ -40,7 +40,7 @@ class MembershipFactory(factory.django.DjangoModelFactory):
 
 # ---------------------------------------------------------------- clusters and grants
 # Imported late so that the account factories above stay usable without the clusters app.
-from apps.clusters.models import Cluster, ClusterGrant  # noqa: E402
+from apps.clusters.models import Cluster, ClusterGrant
 
 
 class ClusterFactory(factory.django.DjangoModelFactory):
