@@ -14,7 +14,7 @@ from apps.integrations.slurm.base import (
     SubmitRequest,
 )
 from apps.integrations.slurm.parsing import parse_duration, parse_scontrol_oneliner
-from apps.integrations.slurm.sbatch import effective_request, parse_memory_mb
+from apps.integrations.slurm.sbatch import effective_request, parse_array, parse_memory_mb
 from apps.integrations.slurm.ssh import SSHClient
 
 from .conftest import USER, wait_for
@@ -270,5 +270,6 @@ def test_the_effective_request_equals_what_slurm_resolves(
         seconds = parse_duration(shown["TimeLimit"])
         assert seconds is not None and seconds / 60 == req.time_limit_minutes
     if req.array is not None:
-        assert shown["ArrayTaskId"] == req.array
+        spec = parse_array(shown["ArrayTaskId"])
+        assert spec is not None and spec.count == req.array_task_count
     assert shown["StdOut"].startswith(scratch)
