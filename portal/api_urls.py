@@ -1,8 +1,15 @@
 from django.urls import path
 
 from apps.accounts import api as accounts_api
+from apps.jobs import api as jobs_api
 
 urlpatterns = [
     path("auth/token/", accounts_api.TokenObtainApi.as_view(), name="api-token-obtain"),
     path("me/", accounts_api.MeApi.as_view(), name="api-me"),
+    path("jobs/", jobs_api.JobListCreateApi.as_view(), name="api-job-list"),
+    path("jobs/validate/", jobs_api.JobValidateApi.as_view(), name="api-job-validate"),
+    path("jobs/<uuid:job_id>/", jobs_api.JobDetailApi.as_view(), name="api-job-detail"),
+    path("jobs/<uuid:job_id>/cancel/", jobs_api.JobCancelApi.as_view(), name="api-job-cancel"),
+    path("jobs/<uuid:job_id>/rerun/", jobs_api.JobRerunApi.as_view(), name="api-job-rerun"),
+    path("jobs/<uuid:job_id>/logs/", jobs_api.JobLogsApi.as_view(), name="api-job-logs"),
 ]

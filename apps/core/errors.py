@@ -27,3 +27,9 @@ class Conflict(ApplicationError):
     """The thing changed under you (a lost race, an illegal transition)."""
 
     status_code = 409
+
+
+class Unavailable(ApplicationError):
+    """Something outside the hub (a cluster, MLflow) cannot be reached right now."""
+
+    status_code = 503

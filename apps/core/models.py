@@ -12,3 +12,13 @@ class BaseModel(models.Model):
 
     class Meta:
         abstract = True
+
+
+class Lease(models.Model):
+    """A named, expiring lock that any process can take: keeps periodic loops from overlapping."""
+
+    name = models.CharField(max_length=64, primary_key=True)
+    held_until = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.name

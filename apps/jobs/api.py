@@ -1,0 +1,160 @@
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.clusters.selectors import cluster_get
+from apps.core.errors import ValidationFailed
+
+from . import selectors, services
+
+
+class JobInputSerializer(serializers.Serializer):
+    cluster = serializers.CharField(help_text="Cluster name or id")
+    name = serializers.CharField(required=False, allow_blank=True, default="")
+    script = serializers.CharField(trim_whitespace=False)
+    parameters = serializers.DictField(required=False, default=dict, help_text="Exported to the job as environment variables")
+
+
+class ProblemSerializer(serializers.Serializer):
+    line = serializers.IntegerField(allow_null=True)
+    message = serializers.CharField()
+
+
+class ValidationOutputSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    effective_request = serializers.DictField()
+    problems = ProblemSerializer(many=True)
+
+
+class JobTaskOutputSerializer(serializers.Serializer):
+    task_id = serializers.CharField()
+    slurm_job_id = serializers.CharField()
+    state = serializers.CharField()
+    reason = serializers.CharField()
+    exit_code = serializers.IntegerField(allow_null=True)
+    accounting = serializers.DictField()
+
+
+class JobOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField(source="uuid")
+    name = serializers.CharField()
+    status = serializers.CharField()
+    cluster = serializers.CharField(source="cluster.name")
+    cluster_username = serializers.CharField()
+    slurm_job_id = serializers.CharField()
+    slurm_state = serializers.CharField()
+    reason = serializers.CharField()
+    estimated_start = serializers.DateTimeField(allow_null=True)
+    parameters = serializers.DictField()
+    effective_request = serializers.DictField()
+    script_sha256 = serializers.CharField()
+    accounting = serializers.DictField()
+    exit_code = serializers.IntegerField(allow_null=True)
+    failure_message = serializers.CharField()
+    last_error = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    submitted_at = serializers.DateTimeField(allow_null=True)
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    rerun_of = serializers.UUIDField(source="rerun_of.uuid", allow_null=True, default=None)
+
+
+class JobDetailOutputSerializer(JobOutputSerializer):
+    script = serializers.CharField()
+    tasks = JobTaskOutputSerializer(many=True, source="tasks.all")
+
+
+def _cluster(request, ident):
+    return cluster_get(user=request.user, ident=ident)
+
+
+class JobValidateApi(APIView):
+    @extend_schema(request=JobInputSerializer, responses=ValidationOutputSerializer)
+    def post(self, request):
+        data = JobInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        result, _ = services.job_validate(
+            user=request.user, cluster=_cluster(request, data.validated_data["cluster"]),
+            script=data.validated_data["script"], parameters=data.validated_data["parameters"],
+        )
+        return Response({"ok": result.ok, "effective_request": result.effective_request, "problems": result.problems})
+
+
+class JobListCreateApi(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("status", str), OpenApiParameter("cluster", str)],
+        responses=JobOutputSerializer(many=True),
+    )
+    def get(self, request):
+        jobs = selectors.job_list(user=request.user, status=request.query_params.get("status", ""),
+                                  cluster=request.query_params.get("cluster", ""))
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(jobs.select_related("rerun_of"), request, view=self)
+        return paginator.get_paginated_response(JobOutputSerializer(page, many=True).data)
+
+    @extend_schema(request=JobInputSerializer, responses={201: JobOutputSerializer})
+    def post(self, request):
+        data = JobInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        job = services.job_create(
+            user=request.user, cluster=_cluster(request, data.validated_data["cluster"]),
+            name=data.validated_data["name"], script=data.validated_data["script"],
+            parameters=data.validated_data["parameters"],
+        )
+        job.refresh_from_db()
+        return Response(JobOutputSerializer(job).data, status=201)
+
+
+class JobDetailApi(APIView):
+    @extend_schema(responses=JobDetailOutputSerializer)
+    def get(self, request, job_id):
+        job = selectors.job_get(user=request.user, job_id=job_id)
+        return Response(JobDetailOutputSerializer(job).data)
+
+
+class JobCancelApi(APIView):
+    @extend_schema(request=None, responses=JobOutputSerializer)
+    def post(self, request, job_id):
+        job = services.job_cancel(user=request.user, job=selectors.job_get(user=request.user, job_id=job_id))
+        return Response(JobOutputSerializer(job).data)
+
+
+class JobRerunApi(APIView):
+    @extend_schema(request=None, responses={201: JobOutputSerializer})
+    def post(self, request, job_id):
+        job = services.job_rerun(user=request.user, job=selectors.job_get(user=request.user, job_id=job_id))
+        job.refresh_from_db()
+        return Response(JobOutputSerializer(job).data, status=201)
+
+
+class JobLogsOutputSerializer(serializers.Serializer):
+    stream = serializers.CharField()
+    text = serializers.CharField()
+    offset = serializers.IntegerField()
+    next_offset = serializers.IntegerField()
+    missing = serializers.BooleanField()
+    message = serializers.CharField()
+
+
+class JobLogsApi(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("stream", str, enum=["stdout", "stderr"]),
+            OpenApiParameter("offset", int),
+            OpenApiParameter("task", str, description="array task index"),
+        ],
+        responses=JobLogsOutputSerializer,
+    )
+    def get(self, request, job_id):
+        job = selectors.job_get(user=request.user, job_id=job_id)
+        stream = request.query_params.get("stream", "stdout")
+        try:
+            offset = int(request.query_params.get("offset", "0"))
+        except ValueError:
+            raise ValidationFailed("offset must be a whole number of bytes.") from None
+        chunk = services.job_log_read(job=job, stream=stream, offset=offset, task=request.query_params.get("task"))
+        return Response({"stream": stream, "text": chunk.text, "offset": offset, "next_offset": chunk.next_offset,
+                         "missing": chunk.missing, "message": chunk.message})
+

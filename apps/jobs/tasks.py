@@ -1,0 +1,55 @@
+"""Background work for jobs. Each task fetches by id and calls one service; all are safe to
+run twice."""
+
+import logging
+import time
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from apps.core.leases import acquire_lease, release_lease
+
+from . import services
+from .models import Job
+
+log = logging.getLogger(__name__)
+
+
+def job_submit(job_id: int):
+    services.job_submit(job_id=job_id)
+
+
+def job_reconcile(job_id: int):
+    services.job_reconcile(job_id=job_id)
+
+
+def jobs_tick() -> services.PollStats:
+    """One cycle of everything periodic: due submissions, stuck and unknown jobs, tracking."""
+    now = timezone.now()
+    for job_id in Job.objects.filter(status=Job.Status.QUEUED, next_attempt_at__lte=now).values_list("pk", flat=True):
+        services.job_submit(job_id=job_id)
+    services.jobs_find_stuck()
+    for job_id in Job.objects.filter(status=Job.Status.UNKNOWN).values_list("pk", flat=True):
+        services.job_reconcile(job_id=job_id)
+    return services.jobs_poll()
+
+
+def jobs_track(seconds: int = 55, interval: float = 5.0):
+    """Run ``jobs_tick`` every few seconds for about a minute.
+
+    django-q2's schedules fire at most once a minute; live status needs more often, so the
+    minutely schedule starts this loop. A lease row keeps two loops from overlapping."""
+    deadline = time.monotonic() + seconds
+    if not acquire_lease("jobs-track", timedelta(seconds=seconds + 10)):
+        return "another tracker holds the lease"
+    while time.monotonic() < deadline:
+        try:
+            jobs_tick()
+        except Exception:  # one bad cycle must not end tracking for the minute
+            log.exception("tracking cycle failed")
+        finally:
+            transaction.get_connection().close_if_unusable_or_obsolete()
+        time.sleep(interval)
+    release_lease("jobs-track")
+    return "done"
