@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from apps.accounts import views as account_views
 from apps.audit import views as audit_views
 from apps.core import views as core_views
+from apps.jobs import views as job_views
 
 urlpatterns = [
     path("", core_views.home, name="home"),
@@ -19,7 +20,13 @@ urlpatterns = [
     path("audit/", audit_views.audit_list, name="audit-list"),
     path("audit/export.csv", audit_views.audit_export, {"fmt": "csv"}, name="audit-export-csv"),
     path("audit/export.jsonl", audit_views.audit_export, {"fmt": "jsonl"}, name="audit-export-jsonl"),
-    path("jobs/", core_views.section, {"name": "jobs"}, name="job-list"),
+    path("jobs/", job_views.job_list, name="job-list"),
+    path("jobs/new/", job_views.job_new, name="job-new"),
+    path("jobs/<uuid:job_id>/", job_views.job_detail, name="job-detail"),
+    path("jobs/<uuid:job_id>/cancel/", job_views.job_cancel, name="job-cancel"),
+    path("jobs/<uuid:job_id>/rerun/", job_views.job_rerun, name="job-rerun"),
+    path("jobs/<uuid:job_id>/logs/<str:stream>/", job_views.job_log, name="job-log"),
+    path("jobs/<uuid:job_id>/logs/<str:stream>/download/", job_views.job_log_download, name="job-log-download"),
     path("datasets/", core_views.section, {"name": "datasets"}, name="dataset-list"),
     path("models/", core_views.section, {"name": "models"}, name="model-list"),
     path("deployments/", core_views.section, {"name": "deployments"}, name="deployment-list"),

@@ -1,0 +1,172 @@
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import Http404, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from apps.clusters.selectors import grant_usable_list
+from apps.core.errors import ApplicationError, NotFound
+
+from . import selectors, services
+from .models import Job
+
+SCRIPT_TEMPLATE = """#!/bin/bash
+#SBATCH --job-name=train
+#SBATCH --partition=debug
+#SBATCH --ntasks=1
+#SBATCH --cpus-per-task=1
+#SBATCH --mem=512M
+#SBATCH --time=00:10:00
+
+# Parameters arrive as environment variables, e.g. $LEARNING_RATE.
+echo "Training on $(hostname) with learning rate ${LEARNING_RATE:-0.01}"
+sleep 5
+echo done
+"""
+
+
+def _parse_parameters(text: str) -> tuple[dict, list[str]]:
+    params, errors = {}, []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if "=" not in line:
+            errors.append(f"Parameter line {number} needs the form NAME=value.")
+            continue
+        name, value = line.split("=", 1)
+        params[name.strip()] = value.strip()
+    return params, errors
+
+
+def _job(request, job_id) -> Job:
+    try:
+        return selectors.job_get(user=request.user, job_id=job_id)
+    except NotFound:
+        raise Http404("No such job.") from None
+
+
+def job_list(request):
+    status = request.GET.get("status", "")
+    cluster = request.GET.get("cluster", "")
+    jobs = selectors.job_list(user=request.user, status=status, cluster=cluster, q=request.GET.get("q", ""))
+    page = Paginator(jobs, 25).get_page(request.GET.get("page"))
+    context = {
+        "page": page, "status": status, "cluster": cluster, "q": request.GET.get("q", ""),
+        "statuses": Job.Status.choices, "grants": grant_usable_list(user=request.user),
+    }
+    template = "jobs/_job_rows.html" if request.headers.get("HX-Request") else "jobs/list.html"
+    return render(request, template, context)
+
+
+def job_new(request):
+    grants = list(grant_usable_list(user=request.user))
+    rerun_of = None
+    initial = {"script": SCRIPT_TEMPLATE, "name": "", "parameters": "LEARNING_RATE=0.01", "cluster": ""}
+    if request.GET.get("from"):
+        rerun_of = _job(request, request.GET["from"])
+        params = "\n".join(f"{k}={v}" for k, v in rerun_of.parameters.items())
+        initial = {"script": rerun_of.script, "name": rerun_of.name, "parameters": params, "cluster": rerun_of.cluster.name}
+    context = {"grants": grants, "form": initial, "problems": [], "errors": []}
+    if request.method == "POST":
+        form = {k: request.POST.get(k, "") for k in ("script", "name", "parameters", "cluster")}
+        context["form"] = form
+        params, errors = _parse_parameters(form["parameters"])
+        grant = next((g for g in grants if g.cluster.name == form["cluster"]), None)
+        if grant is None:
+            errors.append("Pick a cluster you hold an active grant on.")
+        if errors:
+            context["errors"] = errors
+        elif request.POST.get("action") == "validate":
+            result, _ = services.job_validate(user=request.user, cluster=grant.cluster, script=form["script"],
+                                              parameters=params)
+            context.update(problems=result.problems, effective=result.effective_request, validated=result.ok)
+        else:
+            try:
+                job = services.job_create(user=request.user, cluster=grant.cluster, name=form["name"],
+                                          script=form["script"], parameters=params)
+            except ApplicationError as exc:
+                context["problems"] = exc.extra.get("problems") or [{"line": None, "message": exc.message}]
+                context["effective"] = exc.extra.get("effective_request")
+            else:
+                messages.success(request, f"Job “{job.name}” queued for {job.cluster.name}.")
+                return redirect("job-detail", job_id=job.uuid)
+    return render(request, "jobs/new.html", context)
+
+
+def job_detail(request, job_id):
+    job = _job(request, job_id)
+    context = {
+        "job": job, "timeline": selectors.job_timeline(job=job), "tasks": job.tasks.all()[:500],
+        "task_count": job.tasks.count(),
+    }
+    if request.headers.get("HX-Request") and request.GET.get("part") == "status":
+        return render(request, "jobs/_status.html", context)
+    return render(request, "jobs/detail.html", context)
+
+
+@require_GET
+def job_log(request, job_id, stream):
+    """A chunk of log from ``offset`` on, for the live tail (htmx appends it)."""
+    job = _job(request, job_id)
+    try:
+        offset = max(int(request.GET.get("offset", "0")), 0)
+    except ValueError:
+        offset = 0
+    task = request.GET.get("task") or None
+    try:
+        chunk = services.job_log_read(job=job, stream=stream, offset=offset, task=task)
+        error = ""
+    except ApplicationError as exc:
+        chunk, error = services.LogChunk("", offset), exc.message
+    return render(request, "jobs/_log_chunk.html", {
+        "job": job, "stream": stream, "chunk": chunk, "error": error, "task": task or "",
+        "done": job.is_terminal and not chunk.text and not chunk.missing,
+    })
+
+
+@require_GET
+def job_log_download(request, job_id, stream):
+    job = _job(request, job_id)
+    task = request.GET.get("task") or None
+
+    def chunks():
+        offset = 0
+        while True:
+            chunk = services.job_log_read(job=job, stream=stream, offset=offset, task=task)
+            if not chunk.text and chunk.next_offset == offset:
+                return
+            yield chunk.text.encode("utf-8")
+            offset = chunk.next_offset
+
+    try:
+        services.job_log_read(job=job, stream=stream, offset=0, task=task, limit=1)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        return redirect("job-detail", job_id=job.uuid)
+    response = StreamingHttpResponse(chunks(), content_type="text/plain; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{job.slurm_job_id or job.uuid}-{stream}.log"'
+    return response
+
+
+@require_POST
+def job_cancel(request, job_id):
+    job = _job(request, job_id)
+    try:
+        services.job_cancel(user=request.user, job=job)
+        messages.success(request, "Cancellation sent to Slurm.")
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    return redirect("job-detail", job_id=job.uuid)
+
+
+@require_POST
+def job_rerun(request, job_id):
+    job = _job(request, job_id)
+    try:
+        new = services.job_rerun(user=request.user, job=job)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        return redirect("job-detail", job_id=job.uuid)
+    messages.success(request, f"Running “{new.name}” again as a new job.")
+    return redirect("job-detail", job_id=new.uuid)
