@@ -4,7 +4,7 @@ import tempfile
 from pathlib import Path
 
 from .base import *  # noqa: F403
-from .base import DATABASES
+from .base import DATABASES, Q_CLUSTER
 
 SECRET_KEY = "test-only-not-secret-" + "x" * 40
 DEBUG = False
@@ -19,3 +19,6 @@ EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / "axle-test.sqlite3")}
 AXLE_ENCRYPTION_KEYS = ["h2vJ0t1mJb0c1kqW2oZkQmPz3sV8oJ5cJ8m3Qk9rV0Y="]
+# Tasks run inline when their transaction commits, so tests see their effect at once.
+Q_CLUSTER = {**Q_CLUSTER, "sync": True}
+AXLE_SUBMIT_BACKOFF_SECONDS = 1

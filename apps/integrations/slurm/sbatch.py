@@ -903,9 +903,11 @@ def check_against_limits(request: EffectiveRequest, limits: Limits) -> list[Prob
 
     if limits.job_root:
         base = limits.workdir or limits.job_root
-        for option in ("output", "error", "input"):
-            d = w.get(option)
-            if d is None or not d.from_script or not d.value:
+        # Every such directive in the script counts, even one the hub's own --output
+        # overrides: a script that tries to write elsewhere is refused, not silently fixed.
+        for d in request.directives:
+            option = d.option
+            if option not in ("output", "error", "input") or not d.from_script or not d.value:
                 continue
             if d.value.lower() == "none" or d.value == "/dev/null":
                 continue  # sbatch maps "none" to /dev/null
