@@ -13,6 +13,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent.parent
 # the one-host stack) the local cluster's state. The README names it.
 AXLE_HOME = Path(env.str("AXLE_HOME", default="/var/lib/axle"))
 AXLE_HUB_DIR = Path(env.str("AXLE_HUB_DIR", default=str(AXLE_HOME / "hub")))
+# Where compose/local keeps the one-host cluster and its cluster.env.
+AXLE_STACK_DIR = Path(env.str("AXLE_STACK_DIR", default=str(AXLE_HOME)))
 
 SECRET_KEY = secret("DJANGO_SECRET_KEY")
 DEBUG = env.bool("DJANGO_DEBUG", default=False)

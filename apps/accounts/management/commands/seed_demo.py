@@ -31,6 +31,30 @@ class Command(BaseCommand):
                     )
                 if role:
                     services.membership_set(user=user, team=team, role=role)
+        self._clusters()
         for username, superuser, role in DEMO_USERS:
             what = "superuser" if superuser else f"{role} of team vision"
             self.stdout.write(f"  {username:<10} {what}")
+
+    def _clusters(self):
+        """Register the local cluster once per transport and grant scientist both."""
+        from pathlib import Path
+
+        from django.conf import settings
+
+        from apps.clusters.local import grant_local, read_cluster_env, register_local_cluster
+
+        env = read_cluster_env(Path(settings.AXLE_STACK_DIR) / "cluster.env")
+        if env is None:
+            self.stdout.write("  (no local cluster: compose/local/stack.sh has not run, so no demo clusters)")
+            return
+        scientist = User.objects.get(username="scientist")
+        admin = User.objects.get(username="admin")
+        limits = {
+            "allowed_partitions": ["debug"], "allowed_accounts": ["vision"], "max_nodes": 1, "max_cpus": 2,
+            "max_mem_mb": 4096, "max_time_minutes": 60, "max_active_jobs": 20, "max_array_size": 100,
+        }
+        for transport in ("ssh", "rest"):
+            cluster = register_local_cluster(env=env, transport=transport, name=f"local-{transport}", actor=admin)
+            grant_local(env=env, cluster=cluster, user=scientist, cluster_username="scientist", actor=admin, **limits)
+        self.stdout.write("  clusters local-ssh and local-rest registered; scientist granted both (partition debug)")

@@ -1,0 +1,213 @@
+"""The hub's job contract against the real local Slurm cluster, through both transports.
+
+Each test drives the services the way the worker does (submit task, tracking cycles) and
+checks what a user would see: status, Slurm's words, logs, accounting."""
+
+import time
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from apps.audit.models import AuditEvent
+from apps.clusters.models import Cluster
+from apps.clusters.transport import slurm_client
+from apps.integrations.slurm.base import AmbiguousSubmitError
+from apps.jobs import services, tasks
+from apps.jobs.models import Job
+from tests.local_cluster import LOCAL_CLUSTER_MISSING, local_cluster_env, make_local_cluster, make_local_grant
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+S = Job.Status
+
+
+def script(body: str, *directives: str) -> str:
+    lines = ["#!/bin/bash", "#SBATCH --partition=debug", "#SBATCH --time=00:05:00", "#SBATCH --mem=100M", *directives]
+    return "\n".join(lines) + "\n" + body + "\n"
+
+
+@pytest.fixture(params=["ssh", "rest"])
+def grant(request, alice):
+    if local_cluster_env() is None:
+        pytest.skip(LOCAL_CLUSTER_MISSING)
+    cluster = make_local_cluster(request.param, f"local-{request.param}")
+    return make_local_grant(cluster, alice, "scientist", max_cpus=2, max_array_size=10, max_time_minutes=60)
+
+
+def submit(grant, body, *directives, name="contract", parameters=None) -> Job:
+    job = services.job_create(user=grant.user, cluster=grant.cluster, name=name, script=script(body, *directives),
+                              parameters=parameters)
+    services.job_submit(job_id=job.pk)
+    job.refresh_from_db()
+    return job
+
+
+def wait_for(job: Job, statuses, timeout: float = 90) -> Job:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        services.jobs_poll()
+        job.refresh_from_db()
+        if job.status in statuses:
+            return job
+        time.sleep(1)
+    raise AssertionError(f"job stayed {job.status} ({job.slurm_state} {job.reason}) for {timeout}s")
+
+
+def read_all(job: Job, stream: str = "stdout", task=None, limit=16) -> tuple[str, int]:
+    """Read the log in small chunks by offset, as the live tail does; count the calls."""
+    text, offset, calls = "", 0, 0
+    while True:
+        chunk = services.job_log_read(job=job, stream=stream, offset=offset, task=task, limit=limit)
+        calls += 1
+        if not chunk.text and chunk.next_offset == offset:
+            return text, calls
+        text, offset = text + chunk.text, chunk.next_offset
+
+
+def test_a_job_runs_to_completion_with_logs_and_accounting(grant):
+    job = submit(grant, 'echo "hello from $(hostname) lr=$LR"; echo "to stderr" >&2', parameters={"LR": 0.5})
+    assert job.status == S.PENDING and job.slurm_job_id.isdigit()
+    job = wait_for(job, Job.TERMINAL)
+    assert job.status == S.COMPLETED, job.failure_message
+    assert job.exit_code == 0
+    assert job.accounting["node_list"] and job.accounting["elapsed_seconds"] is not None
+    text, calls = read_all(job)
+    assert text.startswith("hello from ") and text.strip().endswith("lr=0.5")
+    assert calls >= 2  # read incrementally by offset, in several chunks
+    assert read_all(job, "stderr")[0] == "to stderr\n"
+    actions = list(AuditEvent.objects.filter(subject_id=str(job.uuid)).order_by("seq").values_list("action", flat=True))
+    assert actions[:3] == ["job.created", "job.submitting", "job.submitted"]
+    assert actions[-1] == "job.completed"
+
+
+def test_a_running_job_is_cancelled(grant, api):
+    job = submit(grant, "sleep 120")
+    wait_for(job, {S.RUNNING})
+    api.force_authenticate(grant.user)
+    response = api.post(f"/api/v1/jobs/{job.uuid}/cancel/")
+    assert response.status_code == 200, response.json()
+    job = wait_for(job, Job.TERMINAL)
+    assert job.status == S.CANCELLED
+
+
+def test_an_array_job_shows_each_task(grant):
+    job = submit(grant, 'echo "task $SLURM_ARRAY_TASK_ID"', "#SBATCH --array=0-2")
+    job = wait_for(job, Job.TERMINAL)
+    assert job.status == S.COMPLETED
+    tasks_ = {t.task_id: t for t in job.tasks.all()}
+    assert set(tasks_) == {"0", "1", "2"}
+    assert all(t.state.startswith("COMPLETED") for t in tasks_.values())
+    assert read_all(job, task="2")[0] == "task 2\n"
+
+
+def test_slurms_own_rejection_fails_the_job_with_its_words(grant):
+    # Within the grant (it sets no memory limit), but more than the node has: Slurm refuses.
+    job = submit(grant, "hostname", "#SBATCH --mem=100T")
+    assert job.status == S.FAILED
+    assert "sbatch: error" in job.failure_message or "Memory" in job.failure_message or "node" in job.failure_message.lower()
+
+
+def test_a_policy_rejection_never_reaches_slurm(grant, api):
+    api.force_authenticate(grant.user)
+    response = api.post("/api/v1/jobs/", {"cluster": grant.cluster.name, "script": script("hostname", "#SBATCH -p batch")},
+                        format="json")
+    assert response.status_code == 400
+    assert response.json()["problems"] == [{"line": 5, "message": response.json()["problems"][0]["message"]}]
+    assert "partition 'batch'" in response.json()["problems"][0]["message"]
+    assert not Job.objects.exists()
+
+
+def test_a_worker_killed_after_sbatch_does_not_submit_twice(grant, monkeypatch):
+    job = services.job_create(user=grant.user, cluster=grant.cluster, name="killed", script=script("sleep 2"))
+    real_transition = services.transition
+
+    def die_after_sbatch(**kwargs):
+        if kwargs.get("action") == "job.submitted":
+            raise SystemExit("worker killed")
+        return real_transition(**kwargs)
+
+    monkeypatch.setattr(services, "transition", die_after_sbatch)
+    with pytest.raises(SystemExit):
+        services.job_submit(job_id=job.pk)
+    monkeypatch.setattr(services, "transition", real_transition)
+    job.refresh_from_db()
+    assert job.status == S.SUBMITTING and not job.slurm_job_id
+
+    # Later, the periodic tick notices the stuck submission and reconciles by marker.
+    Job.objects.filter(pk=job.pk).update(updated_at=timezone.now() - timedelta(minutes=10))
+    tasks.jobs_tick()
+    job.refresh_from_db()
+    assert job.status in (S.PENDING, S.RUNNING, S.COMPLETED) and job.slurm_job_id
+    with slurm_client(grant) as client:
+        assert len([j for j in client.find_by_comment(job.marker) if not j.is_array_task]) == 1
+    assert wait_for(job, Job.TERMINAL).status == S.COMPLETED
+
+
+def test_an_ambiguous_failure_waits_in_unknown_and_reconciles(grant, monkeypatch):
+    job = services.job_create(user=grant.user, cluster=grant.cluster, name="ambiguous", script=script("true"))
+    from apps.clusters import transport
+
+    real = transport.slurm_client
+
+    class DropsAfterSubmit:
+        def __init__(self, grant):
+            self.cm = real(grant)
+
+        def __enter__(self):
+            self.client = self.cm.__enter__()
+            original = self.client.submit
+
+            def submit(req):
+                original(req)
+                raise AmbiguousSubmitError("connection dropped mid-call")
+
+            self.client.submit = submit
+            return self.client
+
+        def __exit__(self, *exc):
+            return self.cm.__exit__(*exc)
+
+    monkeypatch.setattr(services, "slurm_client", DropsAfterSubmit)
+    services.job_submit(job_id=job.pk)
+    monkeypatch.setattr(services, "slurm_client", real)
+    job.refresh_from_db()
+    if job.status == S.UNKNOWN:  # inline task execution may already have reconciled it
+        services.job_reconcile(job_id=job.pk)
+        job.refresh_from_db()
+    assert job.status in (S.PENDING, S.RUNNING, S.COMPLETED) and job.slurm_job_id
+    with slurm_client(grant) as client:
+        assert len([j for j in client.find_by_comment(job.marker) if not j.is_array_task]) == 1
+
+
+def test_a_cluster_that_is_down_delays_submission_then_delivers(grant):
+    cluster = grant.cluster
+    if cluster.transport == Cluster.Transport.SSH:
+        Cluster.objects.filter(pk=cluster.pk).update(login_port=1)
+    else:
+        Cluster.objects.filter(pk=cluster.pk).update(rest_url="http://127.0.0.1:1")
+    grant.refresh_from_db()
+    job = submit(grant, "echo back")
+    assert job.status == S.QUEUED
+    assert "could not be reached" in job.last_error and job.next_attempt_at > timezone.now()
+    assert job.attempts == 1
+
+    # The cluster comes back; the next due tick delivers it.
+    make_local_cluster(cluster.transport, cluster.name)
+    Job.objects.filter(pk=job.pk).update(next_attempt_at=timezone.now() - timedelta(seconds=1))
+    tasks.jobs_tick()
+    job.refresh_from_db()
+    assert job.status != S.QUEUED, job.last_error
+    assert wait_for(job, Job.TERMINAL).status == S.COMPLETED
+    assert read_all(job)[0] == "back\n"
+
+
+def test_tracking_costs_two_slurm_calls_per_account_whatever_the_number_of_jobs(grant):
+    jobs = [submit(grant, "sleep 1", name=f"many-{i}") for i in range(5)]
+    for job in jobs:
+        assert job.slurm_job_id
+    stats = services.jobs_poll()
+    assert stats.jobs == 5 and stats.groups == 1
+    assert stats.slurm_calls <= 2
+    for job in jobs:
+        wait_for(job, Job.TERMINAL)
