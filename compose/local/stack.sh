@@ -1,0 +1,539 @@
+#!/usr/bin/env bash
+# The one-host HPC site: munge, Slurm (slurmctld, slurmd, slurmdbd on MariaDB, slurmrestd),
+# a login-node sshd and an MLflow tracking server, all on loopback.
+#
+#   compose/local/stack.sh up|down|status
+#
+# State and logs live under AXLE_STACK_DIR (default /var/lib/axle). See README.md here.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source-path=SCRIPTDIR
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
+
+PACKAGES=(
+  munge slurmctld slurmd slurmdbd slurmrestd slurm-client
+  slurm-wlm-jwt-plugin slurm-wlm-mysql-plugin
+  mariadb-server mariadb-client openssh-server openssh-client
+  python3.11-venv curl iproute2 util-linux passwd
+)
+
+# ---------------------------------------------------------------- install and layout
+
+do_packages() {
+  pkg_ensure "${PACKAGES[@]}"
+  command -v python3.11 >/dev/null
+}
+
+do_layout() {
+  install -d -m 0755 -o root -g root "$AXLE_STACK_DIR" "$LOGS_DIR" "$RUN_DIR" \
+    "$SLURM_DIR" "$SLURM_DIR/etc" "$SSH_DIR" "$AXLE_STACK_DIR/cluster"
+  install -d -m 0700 -o root -g root "$KEYS_DIR"
+  install -d -m 0700 -o slurm -g slurm "$SLURM_DIR/state"
+  install -d -m 0755 -o root -g root "$SLURM_DIR/spool" "$SLURM_DIR/spool/slurmd"
+  # 0711: munged needs every directory above its socket searchable by all.
+  install -d -m 0711 -o munge -g munge "$MUNGE_DIR"
+  # Scratch is shared like a cluster file system: every user owns a folder of their own.
+  install -d -m 0755 -o root -g root "$SCRATCH_ROOT"
+  # Daemons that drop privileges write their own log and pid file.
+  local f
+  for f in munged slurmctld slurmdbd; do
+    touch "$LOGS_DIR/$f.log"
+  done
+  chown munge:munge "$LOGS_DIR/munged.log"
+  chown slurm:slurm "$LOGS_DIR/slurmctld.log" "$LOGS_DIR/slurmdbd.log"
+  chmod 0640 "$LOGS_DIR/munged.log"
+}
+
+# ---------------------------------------------------------------- munge
+
+munge_alive() { alive "$RUN_DIR/munged.pid" && [[ -S "$MUNGE_SOCKET" ]]; }
+
+do_munge() {
+  local key="$MUNGE_DIR/munge.key"
+  if [[ ! -s "$key" ]]; then
+    echo "generating $key"
+    dd if=/dev/urandom of="$key" bs=1024 count=1 status=none
+  fi
+  chown munge:munge "$key"
+  chmod 0400 "$key"
+  if munge_alive; then
+    echo "munged already running (pid $(pid_from "$RUN_DIR/munged.pid"))"
+  else
+    install -d -m 0755 -o munge -g munge "$(dirname "$MUNGE_SOCKET")"
+    rm -f "$MUNGE_SOCKET" "$MUNGE_SOCKET.lock"
+    touch "$RUN_DIR/munged.pid"
+    chown munge:munge "$RUN_DIR/munged.pid"
+    setpriv --reuid=munge --regid=munge --init-groups -- /usr/sbin/munged \
+      --key-file="$key" --socket="$MUNGE_SOCKET" --pid-file="$RUN_DIR/munged.pid" \
+      --log-file="$LOGS_DIR/munged.log" --seed-file="$MUNGE_DIR/munged.seed"
+    wait_up 10 "$RUN_DIR/munged.pid" munge_alive
+  fi
+  munge -n -S "$MUNGE_SOCKET" | unmunge -S "$MUNGE_SOCKET" >/dev/null
+}
+
+# ---------------------------------------------------------------- MariaDB for slurmdbd
+
+mariadb_up() { mariadb-admin --protocol=socket ping >/dev/null 2>&1; }
+
+do_mariadb() {
+  if mariadb_up; then
+    echo "MariaDB already running"
+  else
+    echo "starting mariadbd"
+    install -d -m 0755 -o mysql -g mysql /run/mysqld
+    if [[ ! -d /var/lib/mysql/mysql ]]; then
+      mariadb-install-db --user=mysql --datadir=/var/lib/mysql
+    fi
+    spawn "$RUN_DIR/mariadbd.pid" "$LOGS_DIR/mariadbd.log" root /usr/sbin/mariadbd --user=mysql
+    # Only a MariaDB this script started is stopped by `down`.
+    touch "$RUN_DIR/mariadbd.started-by-axle"
+    wait_for 60 mariadb_up
+  fi
+  local pass_file="$SLURM_DIR/dbd.pass" pass
+  if [[ ! -s "$pass_file" ]]; then
+    (umask 077 && head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' >"$pass_file")
+  fi
+  chmod 0600 "$pass_file"
+  pass="$(<"$pass_file")"
+  mariadb --protocol=socket -u root <<SQL
+CREATE DATABASE IF NOT EXISTS slurm_acct_db;
+CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '${pass}';
+CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY '${pass}';
+ALTER USER 'slurm'@'localhost' IDENTIFIED BY '${pass}';
+ALTER USER 'slurm'@'127.0.0.1' IDENTIFIED BY '${pass}';
+GRANT ALL PRIVILEGES ON slurm_acct_db.* TO 'slurm'@'localhost';
+GRANT ALL PRIVILEGES ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';
+FLUSH PRIVILEGES;
+SQL
+}
+
+# ---------------------------------------------------------------- Unix users and keys
+
+# cluster_users: the demo users this stack may manage (skips accounts it did not create).
+cluster_users() {
+  local u gecos
+  for u in $AXLE_CLUSTER_USERS; do
+    if id -u "$u" >/dev/null 2>&1; then
+      gecos="$(getent passwd "$u" | cut -d: -f5)"
+      [[ "$gecos" == "$AXLE_USER_GECOS" ]] || continue
+    fi
+    printf '%s\n' "$u"
+  done
+}
+
+first_cluster_user() {
+  local u
+  for u in $(cluster_users); do
+    printf '%s\n' "$u"
+    return 0
+  done
+  return 1
+}
+
+do_users() {
+  local u gecos home group_opts keydir
+  for u in $AXLE_CLUSTER_USERS; do
+    if ! [[ "$u" =~ ^[a-z_][a-z0-9_-]{0,31}$ ]]; then
+      echo "not a valid user name: $u" >&2
+      return 1
+    fi
+    if id -u "$u" >/dev/null 2>&1; then
+      gecos="$(getent passwd "$u" | cut -d: -f5)"
+      if [[ "$gecos" != "$AXLE_USER_GECOS" ]]; then
+        # Never adopt somebody else's account (e.g. a real `admin`): no keys, no Slurm user.
+        echo "SKIP $u: a Unix account '$u' exists that this stack did not create" \
+          "(GECOS '$gecos'); set AXLE_CLUSTER_USERS to use another name" >&2
+        continue
+      fi
+    else
+      # A group of the same name may exist without a user (Ubuntu has an `admin` group
+      # that grants sudo): never join it, use the common `users` group instead.
+      if getent group "$u" >/dev/null; then
+        group_opts=(--no-user-group --gid users)
+      else
+        group_opts=(--user-group)
+      fi
+      useradd --create-home --shell /bin/bash --comment "$AXLE_USER_GECOS" "${group_opts[@]}" "$u"
+    fi
+    # '*' rather than the locked '!': no password works, yet sshd lets key logins in.
+    usermod -p '*' "$u"
+    home="$(getent passwd "$u" | cut -d: -f6)"
+    install -d -m 0700 -o "$u" -g "$(id -g "$u")" "$home/.ssh"
+    install -d -m 0700 -o "$u" -g "$(id -g "$u")" "$SCRATCH_ROOT/$u"
+    keydir="$KEYS_DIR/$u"
+    install -d -m 0700 -o root -g root "$keydir"
+    if [[ ! -s "$keydir/id_ed25519" ]]; then
+      rm -f "$keydir/id_ed25519" "$keydir/id_ed25519.pub"
+      ssh-keygen -q -t ed25519 -N '' -C "axle-hub-$u@local" -f "$keydir/id_ed25519"
+    fi
+    chmod 0600 "$keydir/id_ed25519"
+    # The hub's key is the only one the stack manages; other lines are left alone.
+    local ak="$home/.ssh/authorized_keys" pub
+    pub="$(<"$keydir/id_ed25519.pub")"
+    touch "$ak"
+    grep -qxF "$pub" "$ak" || printf '%s\n' "$pub" >>"$ak"
+    chown "$u:$(id -g "$u")" "$ak"
+    chmod 0600 "$ak"
+    echo "user $u ok (home $home, scratch $SCRATCH_ROOT/$u)"
+  done
+  [[ -n "$(cluster_users)" ]]
+}
+
+# ---------------------------------------------------------------- Slurm configuration
+
+# Upper-case locals are read by name in render().
+# shellcheck disable=SC2034
+do_slurm_config() {
+  local jwt="$SLURM_DIR/jwt_hs256.key"
+  if [[ ! -s "$jwt" ]]; then
+    echo "generating $jwt"
+    dd if=/dev/urandom of="$jwt" bs=32 count=1 status=none
+  fi
+  chown slurm:slurm "$jwt"
+  chmod 0600 "$jwt"
+
+  # One node sized from this machine; RealMemory stays below the real value so the
+  # node is not drained when the kernel's view moves by a few MiB.
+  local hw node_hw mem
+  hw="$(env -u SLURM_CONF slurmd -C | head -n 1)"
+  node_hw="$(grep -oE '(CPUs|Boards|SocketsPerBoard|CoresPerSocket|ThreadsPerCore)=[0-9]+' <<<"$hw" | tr '\n' ' ')"
+  mem="$(grep -oE 'RealMemory=[0-9]+' <<<"$hw" | cut -d= -f2)"
+  [[ -n "$node_hw" && -n "$mem" ]] || {
+    echo "cannot read the hardware from 'slurmd -C': $hw" >&2
+    return 1
+  }
+  local CLUSTER="$AXLE_SLURM_CLUSTER" NODE_NAME NODE_HW="${node_hw% }"
+  local REAL_MEMORY=$((mem - (mem / 20 > 512 ? mem / 20 : 512)))
+  local DEF_MEM_PER_CPU=1024 JWT_KEY="$jwt"
+  local SLURMCTLD_PORT="$AXLE_SLURMCTLD_PORT" SLURMD_PORT="$AXLE_SLURMD_PORT"
+  local SLURMDBD_PORT="$AXLE_SLURMDBD_PORT" DB_PASS
+  NODE_NAME="$(hostname -s)"
+  DB_PASS="$(<"$SLURM_DIR/dbd.pass")"
+  ((REAL_MEMORY > DEF_MEM_PER_CPU)) || DEF_MEM_PER_CPU=$((REAL_MEMORY / 2))
+  echo "node $NODE_NAME: $NODE_HW RealMemory=$REAL_MEMORY (machine: $mem MiB)"
+
+  render "$HERE/slurm.conf.in" "$SLURM_DIR/etc/slurm.conf" 0644 root:root \
+    CLUSTER NODE_NAME NODE_HW REAL_MEMORY DEF_MEM_PER_CPU JWT_KEY SLURMCTLD_PORT \
+    SLURMD_PORT SLURMDBD_PORT SLURM_DIR RUN_DIR LOGS_DIR
+  render "$HERE/slurmdbd.conf.in" "$SLURM_DIR/etc/slurmdbd.conf" 0600 slurm:slurm \
+    JWT_KEY SLURMDBD_PORT RUN_DIR LOGS_DIR DB_PASS
+
+  # Slurm clients default to /etc/slurm/slurm.conf: point it at this site, as on a real
+  # login node, unless the machine already has a Slurm configuration of its own.
+  local etc=/etc/slurm/slurm.conf
+  install -d -m 0755 /etc/slurm
+  if [[ -L "$etc" || ! -e "$etc" ]]; then
+    ln -sfn "$SLURM_CONF" "$etc"
+  else
+    echo "WARNING: $etc is a real file; left alone. Use SLURM_CONF=$SLURM_CONF" >&2
+  fi
+}
+
+# ---------------------------------------------------------------- slurmdbd and accounting
+
+slurmdbd_alive() { alive "$RUN_DIR/slurmdbd.pid" "$AXLE_SLURMDBD_PORT"; }
+
+do_slurmdbd() {
+  if slurmdbd_alive; then
+    echo "slurmdbd already running"
+  else
+    stop_pidfile slurmdbd "$RUN_DIR/slurmdbd.pid"
+    /usr/sbin/slurmdbd
+    wait_up 60 "$RUN_DIR/slurmdbd.pid" slurmdbd_alive
+  fi
+  wait_for 30 sacctmgr_ready
+}
+
+sacctmgr_ready() { sacctmgr_q show cluster format=cluster >/dev/null 2>&1; }
+
+# sacctmgr_q ARGS...: sacctmgr, parsable, never interactive, never hung for good
+# (a sacctmgr that misparses its arguments falls into its prompt and spins on EOF).
+sacctmgr_q() { timeout 60 sacctmgr -nP "$@" </dev/null; }
+
+do_accounting() {
+  local c="$AXLE_SLURM_CLUSTER" u
+  [[ -n "$(sacctmgr_q show cluster where cluster="$c" format=cluster)" ]] ||
+    timeout 60 sacctmgr -i add cluster "$c" </dev/null
+  [[ -n "$(sacctmgr_q show account where name=vision format=account)" ]] ||
+    timeout 60 sacctmgr -i add account vision cluster="$c" description="Computer vision" organization=axle </dev/null
+  [[ -n "$(sacctmgr_q show account where name=research format=account)" ]] ||
+    timeout 60 sacctmgr -i add account research cluster="$c" description="Research" organization=axle </dev/null
+  for u in $(cluster_users); do
+    if [[ -z "$(sacctmgr_q show assoc where cluster="$c" user="$u" account=vision format=user)" ]]; then
+      timeout 60 sacctmgr -i add user "$u" account=vision defaultaccount=vision cluster="$c" </dev/null
+    fi
+  done
+  sacctmgr_q show assoc where cluster="$c" format=cluster,account,user
+}
+
+# ---------------------------------------------------------------- slurmctld and slurmd
+
+slurmctld_alive() { alive "$RUN_DIR/slurmctld.pid" "$AXLE_SLURMCTLD_PORT" && scontrol ping >/dev/null 2>&1; }
+slurmd_alive() { alive "$RUN_DIR/slurmd.pid" "$AXLE_SLURMD_PORT"; }
+
+do_slurmctld() {
+  if slurmctld_alive; then
+    echo "slurmctld already running; re-reading the configuration"
+    scontrol reconfigure
+  else
+    stop_pidfile slurmctld "$RUN_DIR/slurmctld.pid"
+    /usr/sbin/slurmctld
+    wait_up 60 "$RUN_DIR/slurmctld.pid" slurmctld_alive
+  fi
+}
+
+node_idle() {
+  local node
+  node="$(hostname -s)"
+  sinfo -h -n "$node" -o '%T' | grep -qE '^(idle|mixed|allocated|completing)$'
+}
+
+do_slurmd() {
+  if slurmd_alive; then
+    echo "slurmd already running"
+  else
+    stop_pidfile slurmd "$RUN_DIR/slurmd.pid"
+    /usr/sbin/slurmd
+    wait_up 30 "$RUN_DIR/slurmd.pid" slurmd_alive
+  fi
+  local node state
+  node="$(hostname -s)"
+  state="$(sinfo -h -n "$node" -o '%T' | head -n 1)"
+  if [[ "$state" == down* || "$state" == drain* ]]; then
+    echo "node $node is $state; resuming it"
+    scontrol update nodename="$node" state=resume || true
+  fi
+  wait_for 60 node_idle
+  sinfo
+}
+
+# ---------------------------------------------------------------- slurmrestd
+
+slurmrestd_alive() { alive "$RUN_DIR/slurmrestd.pid" "$AXLE_SLURMRESTD_PORT"; }
+
+do_slurmrestd() {
+  ensure_system_user "$AXLE_SLURMREST_USER" /nonexistent
+  if slurmrestd_alive; then
+    echo "slurmrestd already running"
+  else
+    stop_pidfile slurmrestd "$RUN_DIR/slurmrestd.pid"
+    # SLURM_JWT=daemon: slurmrestd forwards each client's token instead of using munge.
+    SLURM_JWT=daemon spawn "$RUN_DIR/slurmrestd.pid" "$LOGS_DIR/slurmrestd.log" "$AXLE_SLURMREST_USER" \
+      /usr/sbin/slurmrestd -f "$SLURM_CONF" -a rest_auth/jwt \
+      -s "openapi/$AXLE_REST_API_VERSION,openapi/db$AXLE_REST_API_VERSION" \
+      "127.0.0.1:$AXLE_SLURMRESTD_PORT"
+    wait_up 30 "$RUN_DIR/slurmrestd.pid" slurmrestd_alive
+  fi
+  local user token
+  user="$(first_cluster_user)"
+  token="$(scontrol token username="$user" lifespan=300 | sed -n 's/^SLURM_JWT=//p')"
+  curl -fsS -H "X-SLURM-USER-NAME: $user" -H "X-SLURM-USER-TOKEN: $token" \
+    "http://127.0.0.1:$AXLE_SLURMRESTD_PORT/slurm/$AXLE_REST_API_VERSION/diag" >/dev/null
+  echo "GET /slurm/$AXLE_REST_API_VERSION/diag as $user: ok"
+}
+
+# ---------------------------------------------------------------- login node sshd
+
+sshd_alive() { alive "$RUN_DIR/sshd.pid" "$AXLE_SSH_PORT"; }
+
+# shellcheck disable=SC2034 # SSH_PORT is read by name in render()
+do_sshd() {
+  local hostkey="$SSH_DIR/ssh_host_ed25519_key"
+  if [[ ! -s "$hostkey" ]]; then
+    rm -f "$hostkey" "$hostkey.pub"
+    ssh-keygen -q -t ed25519 -N '' -C "axle-local-login" -f "$hostkey"
+  fi
+  chmod 0600 "$hostkey"
+  local SSH_PORT="$AXLE_SSH_PORT" ALLOWED_USERS
+  ALLOWED_USERS="$(cluster_users | tr '\n' ' ')"
+  ALLOWED_USERS="${ALLOWED_USERS% }"
+  render "$HERE/sshd_config.in" "$SSH_DIR/sshd_config" 0644 root:root \
+    SSH_PORT SSH_DIR RUN_DIR ALLOWED_USERS SLURM_CONF
+  install -d -m 0755 /run/sshd
+  /usr/sbin/sshd -t -f "$SSH_DIR/sshd_config"
+
+  # The hub trusts exactly this host key; nothing is learnt on first use.
+  local kh="$SSH_DIR/known_hosts"
+  printf '[127.0.0.1]:%s %s\n' "$AXLE_SSH_PORT" "$(cut -d' ' -f1-2 "$hostkey.pub")" >"$kh.tmp"
+  chmod 0644 "$kh.tmp"
+  mv -f "$kh.tmp" "$kh"
+  ssh-keygen -l -E sha256 -f "$hostkey.pub" | awk '{print $2}' >"$SSH_DIR/host_fingerprint"
+
+  if sshd_alive; then
+    echo "sshd already running; reloading its configuration"
+    kill -HUP "$(pid_from "$RUN_DIR/sshd.pid")"
+    sleep 0.5
+    wait_for 10 sshd_alive
+  else
+    stop_pidfile sshd "$RUN_DIR/sshd.pid"
+    /usr/sbin/sshd -f "$SSH_DIR/sshd_config" -E "$LOGS_DIR/sshd.log"
+    wait_up 10 "$RUN_DIR/sshd.pid" sshd_alive
+  fi
+  local user
+  user="$(first_cluster_user)"
+  ssh -p "$AXLE_SSH_PORT" -i "$KEYS_DIR/$user/id_ed25519" -o BatchMode=yes \
+    -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$kh" -o IdentitiesOnly=yes \
+    "$user@127.0.0.1" sinfo --version
+}
+
+# ---------------------------------------------------------------- MLflow
+
+mlflow_alive() {
+  alive "$RUN_DIR/mlflow.pid" "$AXLE_MLFLOW_PORT" &&
+    curl -fsS -m 5 "http://127.0.0.1:$AXLE_MLFLOW_PORT/health" >/dev/null 2>&1
+}
+
+do_venv() {
+  local req="$HERE/requirements-cluster.txt" stamp="$VENV_DIR/.axle-requirements.sha256" sum
+  sum="$(sha256sum "$req" | cut -d' ' -f1)"
+  if [[ ! -x "$VENV_DIR/bin/python" ]]; then
+    # Debian's interpreter, not a per-user one (pyenv under /root): job users must run it.
+    /usr/bin/python3.11 -m venv "$VENV_DIR"
+  fi
+  if [[ ! -f "$stamp" || "$(<"$stamp")" != "$sum" ]]; then
+    "$VENV_DIR/bin/pip" install --disable-pip-version-check -q -r "$req"
+    printf '%s' "$sum" >"$stamp"
+  else
+    echo "requirements unchanged; nothing to install"
+  fi
+  # Jobs of every cluster user run this interpreter.
+  chmod -R a+rX "$VENV_DIR"
+  "$VENV_DIR/bin/python" -c 'import mlflow, sklearn; print("mlflow", mlflow.__version__, "sklearn", sklearn.__version__)'
+}
+
+do_mlflow() {
+  ensure_system_user mlflow "$MLFLOW_DIR"
+  install -d -m 0755 -o mlflow -g mlflow "$MLFLOW_DIR" "$MLFLOW_DIR/artifacts"
+  if mlflow_alive; then
+    echo "MLflow already running"
+    return 0
+  fi
+  stop_pidfile mlflow "$RUN_DIR/mlflow.pid"
+  spawn "$RUN_DIR/mlflow.pid" "$LOGS_DIR/mlflow.log" mlflow \
+    "$VENV_DIR/bin/mlflow" server \
+    --host 127.0.0.1 --port "$AXLE_MLFLOW_PORT" --workers 2 \
+    --backend-store-uri "sqlite:///$MLFLOW_DIR/mlflow.db" \
+    --serve-artifacts --artifacts-destination "$MLFLOW_DIR/artifacts"
+  wait_up 180 "$RUN_DIR/mlflow.pid" mlflow_alive
+}
+
+# ---------------------------------------------------------------- the hub's view
+
+do_cluster_env() {
+  local user env_file="$AXLE_STACK_DIR/cluster.env"
+  user="$(cluster_users | tr '\n' ' ')"
+  {
+    echo "# Written by compose/local/stack.sh up. Facts the hub needs about the local cluster."
+    echo "AXLE_STACK_DIR=$AXLE_STACK_DIR"
+    echo "AXLE_LOCAL_CLUSTER_NAME=$AXLE_SLURM_CLUSTER"
+    echo "AXLE_LOCAL_SSH_HOST=$AXLE_HOST"
+    echo "AXLE_LOCAL_SSH_PORT=$AXLE_SSH_PORT"
+    echo "AXLE_LOCAL_SSH_KNOWN_HOSTS=$SSH_DIR/known_hosts"
+    echo "AXLE_LOCAL_SSH_HOST_FINGERPRINT=$(<"$SSH_DIR/host_fingerprint")"
+    echo "AXLE_LOCAL_REST_URL=http://$AXLE_HOST:$AXLE_SLURMRESTD_PORT"
+    echo "AXLE_LOCAL_REST_API_VERSION=$AXLE_REST_API_VERSION"
+    echo "AXLE_LOCAL_JWT_KEY_FILE=$SLURM_DIR/jwt_hs256.key"
+    echo "AXLE_LOCAL_KEYS_DIR=$KEYS_DIR"
+    echo "AXLE_LOCAL_SCRATCH_ROOT=$SCRATCH_ROOT"
+    echo "AXLE_LOCAL_PYTHON=$VENV_DIR/bin/python"
+    echo "AXLE_LOCAL_USERS=\"${user% }\""
+    echo "AXLE_LOCAL_SLURM_CONF=$SLURM_CONF"
+    echo "AXLE_MLFLOW_TRACKING_URI=http://$AXLE_HOST:$AXLE_MLFLOW_PORT"
+  } >"$env_file.tmp"
+  chmod 0644 "$env_file.tmp"
+  mv -f "$env_file.tmp" "$env_file"
+  cat "$env_file"
+}
+
+# ---------------------------------------------------------------- commands
+
+cmd_up() {
+  if [[ "$(id -u)" -ne 0 ]]; then
+    echo "stack.sh up must run as root (it installs packages and starts daemons)" >&2
+    exit 1
+  fi
+  local t0="$SECONDS"
+  step packages do_packages
+  step layout do_layout
+  step munge do_munge
+  step mariadb do_mariadb
+  step users do_users
+  step slurm-config do_slurm_config
+  step slurmdbd do_slurmdbd
+  step accounting do_accounting
+  step slurmctld do_slurmctld
+  step slurmd do_slurmd
+  step slurmrestd do_slurmrestd
+  step sshd do_sshd
+  step venv do_venv
+  step mlflow do_mlflow
+  step cluster-env do_cluster_env
+  local skipped="" managed u
+  managed="$(cluster_users)"
+  for u in $AXLE_CLUSTER_USERS; do
+    grep -qxF "$u" <<<"$managed" || skipped+=" $u"
+  done
+  [[ -z "$skipped" ]] || warn "users skipped (their Unix accounts are not the stack's):$skipped"
+  say "stack up in $((SECONDS - t0))s; facts for the hub: $AXLE_STACK_DIR/cluster.env"
+}
+
+cmd_down() {
+  local name
+  mkdir -p "$LOGS_DIR"
+  for name in mlflow sshd slurmrestd slurmd slurmctld slurmdbd; do
+    printf '==> stop %s ... ' "$name"
+    stop_pidfile "$name" "$RUN_DIR/$name.pid" >>"$LOGS_DIR/down.log" 2>&1
+    say "ok"
+  done
+  printf '==> stop munge ... '
+  stop_pidfile munged "$RUN_DIR/munged.pid" >>"$LOGS_DIR/down.log" 2>&1
+  rm -f "$MUNGE_SOCKET" "$MUNGE_SOCKET.lock"
+  say "ok"
+  if [[ -e "$RUN_DIR/mariadbd.started-by-axle" ]]; then
+    printf '==> stop mariadb ... '
+    stop_pidfile mariadbd "$RUN_DIR/mariadbd.pid" >>"$LOGS_DIR/down.log" 2>&1
+    rm -f "$RUN_DIR/mariadbd.started-by-axle"
+    say "ok"
+  fi
+  say "stack down; data kept in $AXLE_STACK_DIR"
+}
+
+status_line() {
+  local name="$1" where="$2"
+  shift 2
+  if "$@"; then
+    printf '  %-11s %-5s %s\n' "$name" up "$where"
+    return 0
+  fi
+  printf '  %-11s %-5s %s\n' "$name" down "$where"
+  return 1
+}
+
+cmd_status() {
+  local bad=0
+  status_line munge "$MUNGE_SOCKET" munge_alive || bad=1
+  status_line mariadb "socket /run/mysqld/mysqld.sock" mariadb_up || bad=1
+  status_line slurmdbd "127.0.0.1:$AXLE_SLURMDBD_PORT" slurmdbd_alive || bad=1
+  status_line slurmctld "127.0.0.1:$AXLE_SLURMCTLD_PORT" slurmctld_alive || bad=1
+  status_line slurmd "127.0.0.1:$AXLE_SLURMD_PORT" slurmd_alive || bad=1
+  status_line slurmrestd "127.0.0.1:$AXLE_SLURMRESTD_PORT" slurmrestd_alive || bad=1
+  status_line sshd "127.0.0.1:$AXLE_SSH_PORT" sshd_alive || bad=1
+  status_line mlflow "127.0.0.1:$AXLE_MLFLOW_PORT" mlflow_alive || bad=1
+  return "$bad"
+}
+
+main() {
+  case "${1:-}" in
+    up) cmd_up ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    *)
+      echo "usage: $0 up|down|status" >&2
+      exit 2
+      ;;
+  esac
+}
+
+main "$@"
