@@ -1,11 +1,15 @@
 from django.urls import path
 
 from apps.accounts import api as accounts_api
+from apps.clusters import api as clusters_api
 from apps.jobs import api as jobs_api
 
 urlpatterns = [
     path("auth/token/", accounts_api.TokenObtainApi.as_view(), name="api-token-obtain"),
     path("me/", accounts_api.MeApi.as_view(), name="api-me"),
+    path("clusters/", clusters_api.ClusterListApi.as_view(), name="api-cluster-list"),
+    path("clusters/<str:ident>/", clusters_api.ClusterDetailApi.as_view(), name="api-cluster-detail"),
+    path("grants/", clusters_api.GrantListApi.as_view(), name="api-grant-list"),
     path("jobs/", jobs_api.JobListCreateApi.as_view(), name="api-job-list"),
     path("jobs/validate/", jobs_api.JobValidateApi.as_view(), name="api-job-validate"),
     path("jobs/<uuid:job_id>/", jobs_api.JobDetailApi.as_view(), name="api-job-detail"),

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from apps.accounts import views as account_views
 from apps.audit import views as audit_views
+from apps.clusters import views as cluster_views
 from apps.core import views as core_views
 from apps.jobs import views as job_views
 
@@ -30,7 +31,10 @@ urlpatterns = [
     path("datasets/", core_views.section, {"name": "datasets"}, name="dataset-list"),
     path("models/", core_views.section, {"name": "models"}, name="model-list"),
     path("deployments/", core_views.section, {"name": "deployments"}, name="deployment-list"),
-    path("clusters/", core_views.section, {"name": "clusters"}, name="cluster-list"),
+    path("clusters/", cluster_views.cluster_list, name="cluster-list"),
+    path("clusters/<slug:name>/", cluster_views.cluster_detail, name="cluster-detail"),
+    path("clusters/<slug:name>/request/", cluster_views.cluster_request_access, name="cluster-request-access"),
+    path("grants/", cluster_views.grant_list, name="grant-list"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -56,6 +57,17 @@ class Cluster(BaseModel):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        errors = {}
+        if self.transport == self.Transport.SSH and not self.login_host:
+            errors["login_host"] = "A cluster reached over SSH needs its login host."
+        if self.transport == self.Transport.REST and not self.rest_url:
+            errors["rest_url"] = "A cluster reached through slurmrestd needs its URL."
+        if "{username}" not in self.job_root:
+            errors["job_root"] = "The job root must contain {username}, so that users never share a folder."
+        if errors:
+            raise ValidationError(errors)
 
     @property
     def has_jwt_key(self) -> bool:

@@ -1,3 +1,5 @@
+import uuid
+
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -33,8 +35,8 @@ def cluster_get(*, user, ident: str) -> Cluster:
     cluster = qs.filter(name=ident).first()
     if cluster is None:
         try:
-            cluster = qs.filter(uuid=ident).first()
-        except Exception:  # not a uuid
+            cluster = qs.filter(uuid=uuid.UUID(str(ident))).first()
+        except ValueError:  # not a uuid either
             cluster = None
     if cluster is None:
         raise NotFound(f"No cluster {ident!r}.")
@@ -43,3 +45,35 @@ def cluster_get(*, user, ident: str) -> Cluster:
 
 def grant_for_submission(*, user, cluster: Cluster) -> ClusterGrant | None:
     return grant_usable_list(user=user).filter(cluster=cluster).first()
+
+
+def grant_for_health_check(*, cluster: Cluster) -> ClusterGrant | None:
+    """One usable grant whose credentials can reach the cluster over its transport.
+
+    The oldest such grant is used, so checks keep going through the same account."""
+    grants = (
+        ClusterGrant.objects.filter(cluster=cluster, status=ClusterGrant.Status.ACTIVE)
+        .exclude(cluster_username="")
+        .filter(Q(valid_until__isnull=True) | Q(valid_until__gt=timezone.now()))
+        .select_related("cluster")
+        .order_by("created_at", "pk")
+    )
+    if cluster.transport == Cluster.Transport.REST:
+        live_token = Q(rest_token_encrypted__gt="") & (
+            Q(rest_token_expires_at__isnull=True) | Q(rest_token_expires_at__gt=timezone.now())
+        )
+        # The cluster's JWT signing key mints a token for any grant's username.
+        return grants.filter(live_token).first() or (grants.first() if cluster.jwt_key_encrypted else None)
+    return grants.exclude(ssh_private_key_encrypted="").first()
+
+
+def grant_mine_by_cluster(*, user) -> dict[int, ClusterGrant]:
+    """The grant that matters to a user on each cluster (active, else requested, else the latest
+    decided one), in one query."""
+    rank = {ClusterGrant.Status.ACTIVE: 0, ClusterGrant.Status.REQUESTED: 1}
+    mine: dict[int, ClusterGrant] = {}
+    for grant in ClusterGrant.objects.filter(user=user).select_related("cluster").order_by("-created_at"):
+        best = mine.get(grant.cluster_id)
+        if best is None or rank.get(grant.status, 2) < rank.get(best.status, 2):
+            mine[grant.cluster_id] = grant
+    return mine

@@ -2,17 +2,19 @@
 never appear in audit data, logs or pages."""
 
 import base64
+from dataclasses import asdict
 from datetime import datetime
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from apps.audit.services import audit_record
 from apps.core import crypto
 from apps.core.errors import ValidationFailed
 from apps.core.transitions import transition
+from apps.integrations.slurm.base import ClusterState
 from apps.integrations.slurm.ssh import PinnedHostKey, load_private_key
 
 from .models import Cluster, ClusterGrant
@@ -27,22 +29,79 @@ def _limits_snapshot(grant: ClusterGrant) -> dict:
     return {f: getattr(grant, f) for f in LIMIT_FIELDS}
 
 
-def cluster_set_host_key(*, cluster: Cluster, host_key: str, confirmed_fingerprint: str, actor) -> Cluster:
-    """Pin the login node's host key once an administrator confirmed its fingerprint."""
+# What an administrator configures on a cluster; health and secrets have their own services.
+CLUSTER_CONFIG_FIELDS = (
+    "name", "description", "transport", "is_active", "login_host", "login_port", "rest_url", "rest_api_version",
+    "job_root", "mlflow_tracking_uri",
+)
+JWT_KEY_MIN_BYTES = 16
+
+
+def host_key_confirm(*, host_key: str, confirmed_fingerprint: str) -> str:
+    """Check that the pasted host key lines have the fingerprint the administrator confirmed out
+    of band; return the keys' fingerprints. Pure, so forms can show the refusal on the field."""
+    lines = [line for line in host_key.strip().splitlines() if line.strip()]
+    if not lines:
+        raise ValidationFailed("Paste the login node's public host key, e.g. 'ssh-ed25519 AAAA…'.")
+    if any(line.strip().startswith("SHA256:") for line in lines):
+        raise ValidationFailed("Paste the public key itself, not its fingerprint: Axle computes the fingerprint.")
     try:
-        pinned = PinnedHostKey.parse([line for line in host_key.strip().splitlines() if line.strip()])
-    except Exception as exc:  # paramiko raises several types for a malformed key
+        pinned = PinnedHostKey.parse(lines)
+    except Exception as exc:  # paramiko and base64 raise several types for a malformed key
         raise ValidationFailed(f"That is not an SSH public host key: {exc}") from None
     confirmed = confirmed_fingerprint.strip()
-    if confirmed not in pinned.fingerprints:
+    if not confirmed:
+        raise ValidationFailed("Type the SHA256 fingerprint you confirmed with the cluster's administrators.")
+    if not confirmed.startswith("SHA256:"):
+        confirmed = f"SHA256:{confirmed}"
+    if confirmed.rstrip("=") not in pinned.fingerprints:
         raise ValidationFailed(
-            f"The fingerprint you confirmed ({confirmed or 'none'}) is not the key's fingerprint "
+            f"The fingerprint you confirmed ({confirmed}) is not the key's fingerprint "
             f"({', '.join(sorted(pinned.fingerprints))}). Check it with the cluster's administrators."
         )
+    return ", ".join(sorted(pinned.fingerprints))
+
+
+def cluster_create(*, actor, **fields) -> Cluster:
+    unknown = set(fields) - set(CLUSTER_CONFIG_FIELDS)
+    if unknown:
+        raise ValueError(f"Not cluster settings: {sorted(unknown)}")
+    if Cluster.objects.filter(name=fields.get("name", "")).exists():
+        raise ValidationFailed(f"A cluster named {fields['name']} exists already.")
+    with transaction.atomic():
+        cluster = Cluster(**fields)
+        cluster.full_clean(exclude=["reachable", "last_error", "checked_at", "state"])
+        cluster.save()
+        audit_record(action="cluster.created", subject=cluster, actor=actor,
+                     after={f: getattr(cluster, f) for f in CLUSTER_CONFIG_FIELDS})
+    return cluster
+
+
+def cluster_update(*, cluster: Cluster, actor, **fields) -> Cluster:
+    """Change a cluster's settings; audit only what changed, with its old and new value."""
+    unknown = set(fields) - set(CLUSTER_CONFIG_FIELDS)
+    if unknown:
+        raise ValueError(f"Not cluster settings: {sorted(unknown)}")
+    before, after = {}, {}
+    for name, value in fields.items():
+        if getattr(cluster, name) != value:
+            before[name], after[name] = getattr(cluster, name), value
+            setattr(cluster, name, value)
+    if not after:
+        return cluster
+    with transaction.atomic():
+        cluster.save(update_fields=[*after, "updated_at"])
+        audit_record(action="cluster.updated", subject=cluster, actor=actor, before=before, after=after)
+    return cluster
+
+
+def cluster_set_host_key(*, cluster: Cluster, host_key: str, confirmed_fingerprint: str, actor) -> Cluster:
+    """Pin the login node's host key once an administrator confirmed its fingerprint."""
+    fingerprints = host_key_confirm(host_key=host_key, confirmed_fingerprint=confirmed_fingerprint)
     with transaction.atomic():
         before = {"host_key_fingerprint": cluster.host_key_fingerprint}
-        cluster.host_key = host_key.strip()
-        cluster.host_key_fingerprint = ", ".join(sorted(pinned.fingerprints))
+        cluster.host_key = "\n".join(line.strip() for line in host_key.strip().splitlines() if line.strip())
+        cluster.host_key_fingerprint = fingerprints
         cluster.save(update_fields=["host_key", "host_key_fingerprint", "updated_at"])
         audit_record(action="cluster.host_key_pinned", subject=cluster, actor=actor, before=before,
                      after={"host_key_fingerprint": cluster.host_key_fingerprint})
@@ -50,8 +109,8 @@ def cluster_set_host_key(*, cluster: Cluster, host_key: str, confirmed_fingerpri
 
 
 def cluster_set_jwt_key(*, cluster: Cluster, key: bytes, actor) -> Cluster:
-    if len(key) < 16:
-        raise ValidationFailed("A JWT signing key must be at least 16 bytes.")
+    if len(key) < JWT_KEY_MIN_BYTES:
+        raise ValidationFailed(f"A JWT signing key must be at least {JWT_KEY_MIN_BYTES} bytes; this one has {len(key)}.")
     with transaction.atomic():
         cluster.jwt_key_encrypted = crypto.encrypt(base64.b64encode(key).decode("ascii"))
         cluster.save(update_fields=["jwt_key_encrypted", "updated_at"])
@@ -67,9 +126,13 @@ def grant_request(*, user, cluster: Cluster, reason: str) -> ClusterGrant:
         raise ValidationFailed(f"Cluster {cluster.name} does not accept new users right now.")
     if ClusterGrant.objects.filter(user=user, cluster=cluster, status__in=["requested", "active"]).exists():
         raise ValidationFailed(f"You already have access to {cluster.name}, or a request waiting for it.")
-    with transaction.atomic():
-        grant = ClusterGrant.objects.create(user=user, cluster=cluster, request_reason=reason)
-        audit_record(action="grant.requested", subject=grant, actor=user, after={"reason": reason})
+    try:
+        with transaction.atomic():
+            grant = ClusterGrant.objects.create(user=user, cluster=cluster, request_reason=reason)
+            audit_record(action="grant.requested", subject=grant, actor=user, after={"reason": reason})
+    except IntegrityError:
+        # Two requests raced past the check above; the constraint let one through.
+        raise ValidationFailed(f"You already have access to {cluster.name}, or a request waiting for it.") from None
     return grant
 
 
@@ -90,16 +153,47 @@ def grant_create(*, user, cluster: Cluster, cluster_username: str, actor, **limi
 def grant_approve(*, grant: ClusterGrant, actor, cluster_username: str, comment: str = "", **limits) -> ClusterGrant:
     if not cluster_username:
         raise ValidationFailed("Set the cluster username this user's jobs run as before approving.")
+    unknown = set(limits) - set(LIMIT_FIELDS)
+    if unknown:
+        raise ValueError(f"Not grant limits: {sorted(unknown)}")
+    # Username and limits go into the same compare-and-swap UPDATE as the status: saving them
+    # first would write a stale status back over a decision made meanwhile.
+    after = {f: limits.get(f, getattr(grant, f)) for f in LIMIT_FIELDS}
+    return transition(
+        obj=grant, to=ClusterGrant.Status.ACTIVE, transitions=ClusterGrant.TRANSITIONS, action="grant.approved",
+        actor=actor,
+        fields={"cluster_username": cluster_username, **limits, "decided_by": actor, "decided_at": timezone.now(),
+                "decision_comment": comment},
+        data={"cluster_username": cluster_username, **after},
+    )
+
+
+def grant_update_limits(
+    *, grant: ClusterGrant, actor, cluster_username: str | None = None, **limits
+) -> ClusterGrant:
+    """Change a grant's cluster username and limits; audit `grant.updated` with the old and new
+    value of what changed (nothing is written when nothing changed)."""
+    unknown = set(limits) - set(LIMIT_FIELDS)
+    if unknown:
+        raise ValueError(f"Not grant limits: {sorted(unknown)}")
+    changes = dict(limits)
+    if cluster_username is not None:
+        cluster_username = cluster_username.strip()
+        if not cluster_username and grant.status == ClusterGrant.Status.ACTIVE:
+            raise ValidationFailed("An active grant needs the cluster username its jobs run as.")
+        changes["cluster_username"] = cluster_username
+    before, after = {}, {}
+    for name, value in changes.items():
+        if getattr(grant, name) != value:
+            before[name], after[name] = getattr(grant, name), value
+    if not after:
+        return grant
     with transaction.atomic():
-        for name, value in limits.items():
+        for name, value in after.items():
             setattr(grant, name, value)
-        grant.cluster_username = cluster_username
-        grant.save()
-        transition(
-            obj=grant, to=ClusterGrant.Status.ACTIVE, transitions=ClusterGrant.TRANSITIONS, action="grant.approved",
-            actor=actor, fields={"decided_by": actor, "decided_at": timezone.now(), "decision_comment": comment},
-            data={"cluster_username": cluster_username, **_limits_snapshot(grant)},
-        )
+        grant.full_clean(exclude=["user", "cluster"], validate_unique=False, validate_constraints=False)
+        grant.save(update_fields=[*after, "updated_at"])
+        audit_record(action="grant.updated", subject=grant, actor=actor, before=before, after=after)
     return grant
 
 
@@ -164,6 +258,40 @@ def grant_set_rest_token(*, grant: ClusterGrant, token: str, expires_at: datetim
         audit_record(action="grant.rest_token_set", subject=grant, actor=actor,
                      after={"expires_at": expires_at.isoformat() if expires_at else None})
     return grant
+
+
+def cluster_state_json(state: ClusterState) -> dict:
+    """A cluster's partitions and nodes as plain JSON for `Cluster.state`."""
+    return {
+        "partitions": [asdict(p) for p in state.partitions],
+        "nodes": [asdict(n) for n in state.nodes],
+        "read_at": timezone.now().isoformat(),
+    }
+
+
+def cluster_record_health(
+    *, cluster_id: int, reachable: bool | None, error: str = "", state: ClusterState | None = None
+) -> Cluster:
+    """Store what a health check found. Only a change of reachability is audited; a check that
+    merely confirms what we knew is not an event. Without a fresh state the last known one is
+    kept, with the time it was read, so the page can still show it."""
+    with transaction.atomic():
+        cluster = Cluster.objects.select_for_update().get(pk=cluster_id)
+        was = cluster.reachable
+        cluster.reachable = reachable
+        cluster.last_error = error
+        cluster.checked_at = timezone.now()
+        fields = ["reachable", "last_error", "checked_at"]
+        if state is not None:
+            cluster.state = cluster_state_json(state)
+            fields.append("state")
+        cluster.save(update_fields=fields)
+        if reachable is not None and reachable != was:
+            audit_record(
+                action="cluster.became_reachable" if reachable else "cluster.became_unreachable",
+                subject=cluster, before={"reachable": was}, after={"reachable": reachable, "error": error},
+            )
+    return cluster
 
 
 def secrets_rotate() -> int:

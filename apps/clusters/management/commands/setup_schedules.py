@@ -1,0 +1,40 @@
+from datetime import timedelta
+
+from django.apps import apps
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from django.utils import timezone
+from django.utils.module_loading import import_string
+from django_q.models import Schedule
+
+
+class Command(BaseCommand):
+    help = (
+        "Register the periodic tasks every installed app lists in its schedules.py (SCHEDULES) as "
+        "django-q2 Schedules. Idempotent: run it on every start; a changed period or function is updated."
+    )
+
+    def handle(self, *args, **options):
+        for config in apps.get_app_configs():
+            try:
+                entries = import_string(f"{config.name}.schedules.SCHEDULES")
+            except ImportError:
+                continue
+            for name, func, seconds in entries:
+                self._ensure(name, func, seconds)
+
+    def _ensure(self, name: str, func: str, seconds: int) -> None:
+        # django-q2 counts MINUTES in whole minutes; anything shorter than a minute is a minute.
+        minutes = max(1, round(seconds / 60))
+        defaults = {"func": func, "schedule_type": Schedule.MINUTES, "minutes": minutes, "repeats": -1}
+        with transaction.atomic():
+            schedule, created = Schedule.objects.select_for_update().get_or_create(
+                name=name, defaults={**defaults, "next_run": timezone.now() + timedelta(seconds=5)}
+            )
+            changed = [k for k, v in defaults.items() if getattr(schedule, k) != v]
+            if changed:
+                for key in changed:
+                    setattr(schedule, key, defaults[key])
+                schedule.save(update_fields=changed)
+        verb = "added" if created else ("updated" if changed else "unchanged")
+        self.stdout.write(f"{name}: {func} every {minutes} min ({verb})")
