@@ -370,11 +370,24 @@ def _poll_group(jobs: list[Job]) -> int:
             calls += 1
     # Results are written after the connection is closed, one short transaction per job.
     for jid, job in by_id.items():
-        if jid in accounting:
+        if jid in accounting and _complete_record(job, accounting[jid]):
             _apply_infos(job, accounting[jid], final=True)
         elif jid in seen:
             _apply_infos(job, seen[jid])
     return calls
+
+
+def _complete_record(job: Job, infos: list[JobInfo]) -> bool:
+    """Accounting tells the end only once every row (every array task) has ended; slurmdbd
+    can lag behind the controller by a cycle."""
+    if _combined_state(infos) not in Job.TERMINAL:
+        return False
+    expected = job.effective_request.get("array_task_count") if job.is_array else None
+    if expected is None:
+        return True
+    # Tasks cancelled before they started stay one row with a range ("[1-9]"), ended too.
+    ranges = [i for i in infos if i.array_task_id and not _task_key(i)]
+    return bool(ranges) or len([i for i in infos if _task_key(i)]) >= expected
 
 
 # ---------------------------------------------------------------- cancel
