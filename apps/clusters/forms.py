@@ -52,6 +52,9 @@ class CommaListField(forms.CharField):
 
 
 class ClusterAdminForm(forms.ModelForm):
+    rest_url = forms.CharField(
+        required=False, max_length=200, label="slurmrestd URL", help_text="e.g. http://login:6820"
+    )
     new_host_key = forms.CharField(
         required=False,
         label="Pin a host key",
@@ -76,6 +79,16 @@ class ClusterAdminForm(forms.ModelForm):
     class Meta:
         model = Cluster
         fields = list(services.CLUSTER_CONFIG_FIELDS)
+
+    def _get_validation_exclusions(self):
+        # The model's URLValidator refuses hosts without a domain; clean_rest_url checks instead.
+        return {*super()._get_validation_exclusions(), "rest_url"}
+
+    def clean_rest_url(self):
+        try:
+            return services.rest_url_check(self.cleaned_data.get("rest_url") or "")
+        except ValidationFailed as exc:
+            raise forms.ValidationError(exc.message) from None
 
     def clean(self):
         data = super().clean()

@@ -3,6 +3,7 @@ never appear in audit data, logs or pages."""
 
 import base64
 from dataclasses import asdict
+from urllib.parse import urlsplit
 from datetime import datetime
 
 from cryptography.hazmat.primitives import serialization
@@ -62,6 +63,22 @@ def host_key_confirm(*, host_key: str, confirmed_fingerprint: str) -> str:
     return ", ".join(sorted(pinned.fingerprints))
 
 
+def rest_url_check(url: str) -> str:
+    """slurmrestd URLs often name a host without a domain (http://login:6820), which Django's
+    URLValidator refuses; accept any http(s) URL with a host."""
+    url = url.strip()
+    if not url:
+        return url
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ValidationFailed(f"The slurmrestd URL {url} has a port that is not a number.") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationFailed(f"The slurmrestd URL must look like http://host:6820, not {url}.")
+    return url.rstrip("/")
+
+
 def cluster_create(*, actor, **fields) -> Cluster:
     unknown = set(fields) - set(CLUSTER_CONFIG_FIELDS)
     if unknown:
@@ -70,7 +87,8 @@ def cluster_create(*, actor, **fields) -> Cluster:
         raise ValidationFailed(f"A cluster named {fields['name']} exists already.")
     with transaction.atomic():
         cluster = Cluster(**fields)
-        cluster.full_clean(exclude=["reachable", "last_error", "checked_at", "state"])
+        cluster.rest_url = rest_url_check(cluster.rest_url)
+        cluster.full_clean(exclude=["reachable", "last_error", "checked_at", "state", "rest_url"])
         cluster.save()
         audit_record(action="cluster.created", subject=cluster, actor=actor,
                      after={f: getattr(cluster, f) for f in CLUSTER_CONFIG_FIELDS})
@@ -82,6 +100,8 @@ def cluster_update(*, cluster: Cluster, actor, **fields) -> Cluster:
     unknown = set(fields) - set(CLUSTER_CONFIG_FIELDS)
     if unknown:
         raise ValueError(f"Not cluster settings: {sorted(unknown)}")
+    if "rest_url" in fields:
+        fields["rest_url"] = rest_url_check(fields["rest_url"])
     before, after = {}, {}
     for name, value in fields.items():
         if getattr(cluster, name) != value:
