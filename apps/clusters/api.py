@@ -1,4 +1,4 @@
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
@@ -121,11 +121,24 @@ class ClusterDetailOutputSerializer(ClusterOutputSerializer):
         return (cluster.state or {}).get("nodes", [])
 
 
+def _page_of(serializer: type[serializers.Serializer], name: str) -> serializers.Serializer:
+    """The schema of a LimitOffsetPagination page of `serializer` items."""
+    return inline_serializer(
+        name=name,
+        fields={
+            "count": serializers.IntegerField(),
+            "next": serializers.URLField(allow_null=True),
+            "previous": serializers.URLField(allow_null=True),
+            "results": serializer(many=True),
+        },
+    )
+
+
 class ClusterListApi(APIView):
     """Clusters you may see (active ones, and any you hold a grant on), with their health and
     your grant there."""
 
-    @extend_schema(responses=ClusterOutputSerializer(many=True))
+    @extend_schema(operation_id="clusters_list", responses=_page_of(ClusterOutputSerializer, "ClusterPage"))
     def get(self, request):
         paginator = LimitOffsetPagination()
         page = paginator.paginate_queryset(selectors.cluster_list(user=request.user), request, view=self)
@@ -137,7 +150,7 @@ class ClusterListApi(APIView):
 class ClusterDetailApi(APIView):
     """One cluster by name or id, with its partitions and nodes as last read."""
 
-    @extend_schema(responses=ClusterDetailOutputSerializer)
+    @extend_schema(operation_id="clusters_retrieve", responses=ClusterDetailOutputSerializer)
     def get(self, request, ident: str):
         cluster = selectors.cluster_get(user=request.user, ident=ident)
         mine = selectors.grant_mine_by_cluster(user=request.user)
@@ -151,13 +164,13 @@ class GrantListApi(APIView):
         cluster = serializers.CharField(help_text="The cluster's name or id.")
         reason = serializers.CharField(allow_blank=True, default="", max_length=2000)
 
-    @extend_schema(responses=GrantOutputSerializer(many=True))
+    @extend_schema(operation_id="grants_list", responses=_page_of(GrantOutputSerializer, "GrantPage"))
     def get(self, request):
         paginator = LimitOffsetPagination()
         page = paginator.paginate_queryset(selectors.grant_list(user=request.user), request, view=self)
         return paginator.get_paginated_response(GrantOutputSerializer(page, many=True).data)
 
-    @extend_schema(request=GrantRequestInputSerializer, responses={201: GrantOutputSerializer})
+    @extend_schema(operation_id="grants_request", request=GrantRequestInputSerializer, responses={201: GrantOutputSerializer})
     def post(self, request):
         data = self.GrantRequestInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
