@@ -3,8 +3,8 @@ never appear in audit data, logs or pages."""
 
 import base64
 from dataclasses import asdict
-from urllib.parse import urlsplit
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519

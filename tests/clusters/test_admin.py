@@ -224,3 +224,26 @@ def test_nothing_is_deleted_from_the_admin(admin_client):
     grant = ClusterGrantFactory()
     assert admin_client.get(f"/admin/clusters/clustergrant/{grant.pk}/delete/").status_code == 403
     assert admin_client.get(f"/admin/clusters/cluster/{grant.cluster.pk}/delete/").status_code == 403
+
+
+def test_the_admin_pages_open(admin_client):
+    grant = ClusterGrantFactory(status=ClusterGrant.Status.REQUESTED, request_reason="Please")
+    for url in (
+        "/admin/clusters/cluster/", "/admin/clusters/cluster/add/", f"/admin/clusters/cluster/{grant.cluster.pk}/change/",
+        "/admin/clusters/clustergrant/", "/admin/clusters/clustergrant/add/",
+        f"/admin/clusters/clustergrant/{grant.pk}/change/", "/admin/clusters/clustergrant/?status__exact=requested",
+    ):
+        assert admin_client.get(url).status_code == 200, url
+
+
+def test_rotate_secrets_command_reports_what_it_rewrote(root, alice):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from apps.clusters import services
+
+    services.grant_generate_ssh_key(grant=ClusterGrantFactory(user=alice), actor=root)
+    out = StringIO()
+    call_command("rotate_secrets", stdout=out)
+    assert "Re-encrypted 1 secrets" in out.getvalue()
