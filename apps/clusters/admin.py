@@ -19,11 +19,10 @@ def _set_or_not(value: bool) -> str:
 
 
 def _health_html(cluster: Cluster):
-    if cluster.reachable is None:
-        return format_html('<span style="color:#9a6700">unknown</span>')
-    if cluster.reachable:
-        return format_html('<span style="color:#1a7f37">reachable</span>')
-    return format_html('<span style="color:#c0362c">unreachable</span>')
+    colour, text = {None: ("#9a6700", "unknown"), True: ("#1a7f37", "reachable"), False: ("#c0362c", "unreachable")}[
+        cluster.reachable
+    ]
+    return format_html('<span style="color:{}">{}</span>', colour, text)
 
 
 class ServiceSaveMixin:
