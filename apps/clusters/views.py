@@ -1,6 +1,7 @@
 from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_POST
 
 from apps.core.errors import ApplicationError, NotFound
@@ -62,7 +63,7 @@ def _detail(request, cluster: Cluster, form: GrantRequestForm, status: int = 200
         "form": form,
         "partitions": state.get("partitions", []),
         "nodes": state.get("nodes", []),
-        "state_read_at": state.get("read_at"),
+        "state_read_at": parse_datetime(state["read_at"]) if state.get("read_at") else None,
     }
     return render(request, "clusters/detail.html", context, status=status)
 
