@@ -42,6 +42,15 @@ def root(db):
     return UserFactory(username="root", is_staff=True, is_superuser=True)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cluster_connections():
+    """Each test starts without cached cluster connections from an earlier one."""
+    yield
+    from apps.clusters import transport
+
+    transport.close_all()
+
+
 @pytest.fixture
 def api(db):
     from rest_framework.test import APIClient

@@ -3,6 +3,9 @@
 Callers use it as a context manager and never inside a database transaction."""
 
 import base64
+import hashlib
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -63,13 +66,59 @@ def _rest(grant: ClusterGrant) -> RestClient:
     )
 
 
+# Connections are kept per thread and reused while idle for less than this long: an SSH
+# handshake costs more than most Slurm calls, and a tracking cycle or a burst of submissions
+# talks to the same account again and again.
+IDLE_SECONDS = 60
+_local = threading.local()
+
+
+def _cache() -> dict:
+    if not hasattr(_local, "clients"):
+        _local.clients = {}
+    return _local.clients
+
+
+def _key(grant: ClusterGrant) -> str:
+    c = grant.cluster
+    # Everything that decides where and as whom we connect: change any, get a new connection.
+    parts = [c.pk, c.transport, c.login_host, c.login_port, c.host_key, c.rest_url, c.rest_api_version,
+             c.jwt_key_encrypted, grant.pk, grant.cluster_username, grant.ssh_private_key_encrypted,
+             grant.rest_token_encrypted]
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def _evict_idle(now: float) -> None:
+    cache = _cache()
+    for key, (client, last_used) in list(cache.items()):
+        if now - last_used > IDLE_SECONDS:
+            cache.pop(key, None)
+            client.close()
+
+
+def close_all() -> None:
+    cache = _cache()
+    for client, _ in cache.values():
+        client.close()
+    cache.clear()
+
+
 @contextmanager
 def slurm_client(grant: ClusterGrant) -> Iterator[SlurmClient]:
-    client = _rest(grant) if grant.cluster.transport == Cluster.Transport.REST else _ssh(grant)
+    """A client for the grant's account, reused from earlier calls on this thread when it can be.
+
+    A call that fails drops the connection, since its state is then unknown."""
+    now = time.monotonic()
+    _evict_idle(now)
+    key = _key(grant)
+    cached = _cache().pop(key, None)
+    client = cached[0] if cached else (_rest(grant) if grant.cluster.transport == Cluster.Transport.REST else _ssh(grant))
     try:
         yield client
-    finally:
+    except BaseException:
         client.close()
+        raise
+    _cache()[key] = (client, time.monotonic())
 
 
 def ssh_for_files(client: SlurmClient) -> SSHClient | None:

@@ -166,6 +166,7 @@ def test_an_ambiguous_failure_waits_in_unknown_and_reconciles(grant, monkeypatch
             return self.client
 
         def __exit__(self, *exc):
+            del self.client.submit  # connections are reused: leave no patched method behind
             return self.cm.__exit__(*exc)
 
     monkeypatch.setattr(services, "slurm_client", DropsAfterSubmit)
