@@ -90,3 +90,14 @@ def _allow_test_flush_of_the_audit_table():
 
 
 _allow_test_flush_of_the_audit_table()
+
+
+def pytest_sessionstart(session):
+    """In CI the local cluster must be up: `./dev test` starts it, so its absence is a
+    failure of that step, and silently skipping every cluster test would hide it."""
+    if os.environ.get("CI") != "true":
+        return
+    from tests.local_cluster import CLUSTER_ENV
+
+    if not CLUSTER_ENV.exists():
+        pytest.exit(f"{CLUSTER_ENV} is missing in CI: compose/local/stack.sh up did not finish", returncode=1)
