@@ -3,7 +3,7 @@
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 GENESIS = "0" * 64
 
@@ -13,7 +13,7 @@ def canonical(*, seq, uuid, created_at: datetime, actor_id, actor_username, acti
     payload = {
         "seq": int(seq),
         "uuid": str(uuid),
-        "created_at": created_at.astimezone(timezone.utc).isoformat(timespec="microseconds"),
+        "created_at": created_at.astimezone(UTC).isoformat(timespec="microseconds"),
         "actor_id": actor_id,
         "actor_username": actor_username,
         "action": action,

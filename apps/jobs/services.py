@@ -59,10 +59,6 @@ def hub_state(slurm_state: str) -> str | None:
     return SLURM_STATES.get(word)
 
 
-def _setting(name: str, default):
-    return getattr(settings, name, default)
-
-
 # ---------------------------------------------------------------- validation and creation
 
 
@@ -129,7 +125,7 @@ def job_rerun(*, user, job: Job) -> Job:
 
 
 def _backoff(attempts: int) -> timedelta:
-    base = _setting("AXLE_SUBMIT_BACKOFF_SECONDS", 15)
+    base = settings.AXLE_SUBMIT_BACKOFF_SECONDS
     return timedelta(seconds=min(base * (2 ** max(attempts - 1, 0)), 900))
 
 
@@ -215,7 +211,7 @@ def job_reconcile(*, job_id: int) -> Job | None:
                          data={"slurm_job_id": head, "found_by": "marker"})
         _apply_infos(job, found)
         return job
-    grace = timedelta(seconds=_setting("AXLE_RECONCILE_GRACE_SECONDS", 120))
+    grace = timedelta(seconds=settings.AXLE_RECONCILE_GRACE_SECONDS)
     if job.unknown_since and timezone.now() - job.unknown_since >= grace:
         # Neither the queue nor accounting knows the marker after the grace period: the
         # submission never reached Slurm, so sending it again cannot make a second job.
@@ -229,7 +225,7 @@ def job_reconcile(*, job_id: int) -> Job | None:
 
 def jobs_find_stuck() -> list[int]:
     """Jobs whose worker died mid-submission: `submitting` for longer than any sbatch takes."""
-    cutoff = timezone.now() - timedelta(seconds=_setting("AXLE_SUBMIT_STUCK_SECONDS", 120))
+    cutoff = timezone.now() - timedelta(seconds=settings.AXLE_SUBMIT_STUCK_SECONDS)
     stuck = []
     for job in Job.objects.filter(status=S.SUBMITTING, updated_at__lt=cutoff):
         try:

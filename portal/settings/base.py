@@ -160,6 +160,13 @@ else:
 AXLE_ENCRYPTION_KEYS = [k.strip() for k in (secret("AXLE_ENCRYPTION_KEYS") or "").split(",") if k.strip()]
 AXLE_ENCRYPTION_KEY_AUTOCREATE = False
 
+# Job delivery: back-off after a failed submission (doubles per attempt, at most 15 min);
+# how long an unknown submission is searched for by its marker before it is sent again; how
+# long "submitting" may last before the worker is presumed dead.
+AXLE_SUBMIT_BACKOFF_SECONDS = env.int("AXLE_SUBMIT_BACKOFF_SECONDS", default=15)
+AXLE_RECONCILE_GRACE_SECONDS = env.int("AXLE_RECONCILE_GRACE_SECONDS", default=120)
+AXLE_SUBMIT_STUCK_SECONDS = env.int("AXLE_SUBMIT_STUCK_SECONDS", default=120)
+
 AXLE_MLFLOW_TRACKING_URI = env.str("AXLE_MLFLOW_TRACKING_URI", default="http://127.0.0.1:5000")
 
 EMAIL_BACKEND = env.str("DJANGO_EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")

@@ -2,7 +2,6 @@ import pytest
 from django.db import DatabaseError, connection, transaction
 
 from apps.audit.models import AuditEvent
-from apps.audit.selectors import audit_verify
 from apps.audit.services import audit_record
 
 pytestmark = pytest.mark.postgres
