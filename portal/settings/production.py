@@ -21,3 +21,12 @@ SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+
+from .base import AXLE_ENCRYPTION_KEYS  # noqa: E402
+
+if not AXLE_ENCRYPTION_KEYS:
+    raise ImproperlyConfigured(
+        "AXLE_ENCRYPTION_KEYS (or AXLE_ENCRYPTION_KEYS_FILE) must be set in production: it encrypts cluster "
+        "credentials at rest. Generate one with: python -c 'from cryptography.fernet import Fernet; "
+        "print(Fernet.generate_key().decode())'"
+    )

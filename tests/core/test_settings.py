@@ -5,13 +5,19 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _manage(*args, **env):
     full = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_URL"))}
-    full.update(DJANGO_SETTINGS_MODULE="portal.settings.production", DATABASE_URL="sqlite:////tmp/axle-deploy-check.db", **env)
+    full.update(
+        DJANGO_SETTINGS_MODULE="portal.settings.production",
+        DATABASE_URL="sqlite:////tmp/axle-deploy-check.db",
+        AXLE_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
+    )
+    full.update(env)
     return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=full, capture_output=True, text=True, timeout=120)
 
 
@@ -48,3 +54,11 @@ def test_the_openapi_schema_describes_the_api(client, alice):
     assert response.status_code == 200
     assert "/api/v1/auth/token/" in response.json()["paths"]
     assert client.get("/api/docs/").status_code == 200
+
+
+@pytest.mark.slow
+def test_production_refuses_to_start_without_an_encryption_key():
+    result = _manage(
+        "check", DJANGO_SECRET_KEY=secrets.token_urlsafe(50), DJANGO_ALLOWED_HOSTS="x.org", AXLE_ENCRYPTION_KEYS=""
+    )
+    assert result.returncode != 0 and "AXLE_ENCRYPTION_KEYS" in result.stderr
