@@ -18,10 +18,10 @@ import os
 import shlex
 from pathlib import Path
 
-CLUSTER_ENV = Path(
-    os.environ.get("AXLE_LOCAL_CLUSTER_ENV", "/var/lib/axle/cluster.env")
+CLUSTER_ENV = Path(os.environ.get("AXLE_LOCAL_CLUSTER_ENV", "/var/lib/axle/cluster.env"))
+LOCAL_CLUSTER_MISSING = (
+    f"{CLUSTER_ENV} is missing: the local Slurm cluster is not up (start it with compose/local/stack.sh up)"
 )
-LOCAL_CLUSTER_MISSING = f"{CLUSTER_ENV} is missing: the local Slurm cluster is not up (start it with compose/local/stack.sh up)"
 
 
 def _read_env_file(path: Path) -> dict[str, str]:
@@ -65,9 +65,7 @@ def local_host_key(env: dict[str, str] | None = None) -> str:
     return "\n".join(keys)
 
 
-def local_private_key(
-    username: str = "scientist", env: dict[str, str] | None = None
-) -> str:
+def local_private_key(username: str = "scientist", env: dict[str, str] | None = None) -> str:
     env = env or _require_env()
     return (Path(env["AXLE_LOCAL_KEYS_DIR"]) / username / "id_ed25519").read_text()
 
@@ -83,9 +81,7 @@ def make_local_cluster(transport: str, name: str):
     from apps.integrations.slurm.ssh import PinnedHostKey
 
     env = _require_env()
-    scratch = env.get(
-        "AXLE_LOCAL_SCRATCH_ROOT", "/var/lib/axle/cluster/scratch"
-    ).rstrip("/")
+    scratch = env.get("AXLE_LOCAL_SCRATCH_ROOT", "/var/lib/axle/cluster/scratch").rstrip("/")
     cluster, _ = Cluster.objects.update_or_create(
         name=name,
         defaults={
@@ -98,18 +94,13 @@ def make_local_cluster(transport: str, name: str):
             "rest_api_version": env.get("AXLE_LOCAL_REST_API_VERSION", "v0.0.38"),
             "job_root": f"{scratch}/{{username}}/axle-jobs",
             # Compute nodes are this machine, so they see MLflow where the hub does.
-            "mlflow_tracking_uri": env.get("AXLE_LOCAL_MLFLOW_URI")
-            or settings.AXLE_MLFLOW_TRACKING_URI,
+            "mlflow_tracking_uri": env.get("AXLE_LOCAL_MLFLOW_URI") or settings.AXLE_MLFLOW_TRACKING_URI,
         },
     )
     host_key = local_host_key(env)
     # The stack printed the fingerprint with ssh-keygen: that is the out-of-band confirmation.
-    confirmed = env.get("AXLE_LOCAL_SSH_HOST_FINGERPRINT") or min(
-        PinnedHostKey.parse(host_key).fingerprints
-    )
-    services.cluster_set_host_key(
-        cluster=cluster, host_key=host_key, confirmed_fingerprint=confirmed, actor=None
-    )
+    confirmed = env.get("AXLE_LOCAL_SSH_HOST_FINGERPRINT") or min(PinnedHostKey.parse(host_key).fingerprints)
+    services.cluster_set_host_key(cluster=cluster, host_key=host_key, confirmed_fingerprint=confirmed, actor=None)
     if transport == Cluster.Transport.REST:
         key = Path(env["AXLE_LOCAL_JWT_KEY_FILE"]).read_bytes()
         services.cluster_set_jwt_key(cluster=cluster, key=key, actor=None)
@@ -130,8 +121,6 @@ def make_local_grant(cluster, user, cluster_username: str = "scientist", **limit
         actor=None,
         **limits,
     )
-    services.grant_set_ssh_key(
-        grant=grant, private_key=local_private_key(cluster_username), actor=None
-    )
+    services.grant_set_ssh_key(grant=grant, private_key=local_private_key(cluster_username), actor=None)
     grant.refresh_from_db()
     return grant

@@ -60,30 +60,60 @@ class ServiceSaveMixin:
 class ClusterAdmin(ServiceSaveMixin, admin.ModelAdmin):
     form = ClusterAdminForm
     list_display = [
-        "name", "transport", "is_active", "health", "checked_at", "short_error", "host_key_status", "jwt_key_status",
-        "active_grants", "requested_grants",
+        "name",
+        "transport",
+        "is_active",
+        "health",
+        "checked_at",
+        "short_error",
+        "host_key_status",
+        "jwt_key_status",
+        "active_grants",
+        "requested_grants",
     ]
     list_filter = ["transport", "is_active", "reachable"]
     search_fields = ["name", "description", "login_host"]
     actions = ["check_health_now"]
     readonly_fields = [
-        "pinned_host_key", "host_key_fingerprint", "jwt_key_status", "health", "last_error", "checked_at", "state_summary",
+        "pinned_host_key",
+        "host_key_fingerprint",
+        "jwt_key_status",
+        "health",
+        "last_error",
+        "checked_at",
+        "state_summary",
     ]
     fieldsets = [
         (None, {"fields": ["name", "description", "transport", "is_active"]}),
-        ("Login node (SSH)", {"fields": [
-            "login_host", "login_port", "pinned_host_key", "host_key_fingerprint", "new_host_key",
-            "confirmed_fingerprint",
-        ]}),
-        ("slurmrestd", {"fields": ["rest_url", "rest_api_version", "jwt_key_status", "jwt_key_file", "jwt_key_base64"]}),
+        (
+            "Login node (SSH)",
+            {
+                "fields": [
+                    "login_host",
+                    "login_port",
+                    "pinned_host_key",
+                    "host_key_fingerprint",
+                    "new_host_key",
+                    "confirmed_fingerprint",
+                ]
+            },
+        ),
+        (
+            "slurmrestd",
+            {"fields": ["rest_url", "rest_api_version", "jwt_key_status", "jwt_key_file", "jwt_key_base64"]},
+        ),
         ("Jobs", {"fields": ["job_root", "mlflow_tracking_uri"]}),
         ("Health", {"fields": ["health", "checked_at", "last_error", "state_summary"]}),
     ]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(
-            n_active=Count("grants", filter=Q(grants__status=ClusterGrant.Status.ACTIVE)),
-            n_requested=Count("grants", filter=Q(grants__status=ClusterGrant.Status.REQUESTED)),
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                n_active=Count("grants", filter=Q(grants__status=ClusterGrant.Status.ACTIVE)),
+                n_requested=Count("grants", filter=Q(grants__status=ClusterGrant.Status.REQUESTED)),
+            )
         )
 
     @admin.display(description="health", ordering="reachable")
@@ -141,7 +171,9 @@ class ClusterAdmin(ServiceSaveMixin, admin.ModelAdmin):
                 obj.pk = cluster.pk
             if data.get("new_host_key", "").strip():
                 services.cluster_set_host_key(
-                    cluster=cluster, host_key=data["new_host_key"], confirmed_fingerprint=data["confirmed_fingerprint"],
+                    cluster=cluster,
+                    host_key=data["new_host_key"],
+                    confirmed_fingerprint=data["confirmed_fingerprint"],
                     actor=request.user,
                 )
                 self.message_user(request, f"Host key pinned: {cluster.host_key_fingerprint}.", messages.SUCCESS)
@@ -164,30 +196,65 @@ class ClusterAdmin(ServiceSaveMixin, admin.ModelAdmin):
 class ClusterGrantAdmin(ServiceSaveMixin, admin.ModelAdmin):
     form = ClusterGrantAdminForm
     list_display = [
-        "user", "cluster", "cluster_username", "status_badge", "partitions", "credentials", "valid_until", "created_at",
+        "user",
+        "cluster",
+        "cluster_username",
+        "status_badge",
+        "partitions",
+        "credentials",
+        "valid_until",
+        "created_at",
     ]
     list_filter = ["status", "cluster"]
     list_select_related = ["user", "cluster"]
     search_fields = ["user__username", "cluster__name", "cluster_username", "request_reason"]
     actions = ["approve_selected", "decline_selected", "revoke_selected", "generate_ssh_keys"]
     readonly_fields = [
-        "status", "request_reason", "decided_by", "decided_at", "decision_comment", "ssh_key_status", "ssh_public_key",
+        "status",
+        "request_reason",
+        "decided_by",
+        "decided_at",
+        "decision_comment",
+        "ssh_key_status",
+        "ssh_public_key",
         "rest_token_status",
     ]
     ordering = ["status", "cluster__name", "user__username"]
 
     def get_fieldsets(self, request, obj=None):
         who = ["user", "cluster", "cluster_username"]
-        decision = [("Decision", {"fields": [
-            "status", "request_reason", "decision", "decision_note", "decided_by", "decided_at", "decision_comment",
-        ]})]
+        decision = [
+            (
+                "Decision",
+                {
+                    "fields": [
+                        "status",
+                        "request_reason",
+                        "decision",
+                        "decision_note",
+                        "decided_by",
+                        "decided_at",
+                        "decision_comment",
+                    ]
+                },
+            )
+        ]
         return [
             (None, {"fields": who}),
             *(decision if obj is not None else []),
             ("Limits", {"fields": list(services.LIMIT_FIELDS)}),
-            ("SSH key", {"fields": [
-                "ssh_key_status", "ssh_public_key", "generate_ssh_key", "ssh_private_key_file", "ssh_private_key_text",
-            ]}),
+            (
+                "SSH key",
+                {
+                    "fields": [
+                        "ssh_key_status",
+                        "ssh_public_key",
+                        "generate_ssh_key",
+                        "ssh_private_key_file",
+                        "ssh_private_key_text",
+                    ]
+                },
+            ),
             ("slurmrestd token", {"fields": ["rest_token_status", "rest_token", "rest_token_expires"]}),
         ]
 
@@ -240,8 +307,11 @@ class ClusterGrantAdmin(ServiceSaveMixin, admin.ModelAdmin):
                 self._decide(request, grant, data.get("decision"), data.get("decision_note", ""))
             else:
                 grant = services.grant_create(
-                    user=data["user"], cluster=data["cluster"], cluster_username=data["cluster_username"],
-                    actor=request.user, **limits,
+                    user=data["user"],
+                    cluster=data["cluster"],
+                    cluster_username=data["cluster_username"],
+                    actor=request.user,
+                    **limits,
                 )
                 obj.pk = grant.pk
             self._credentials(request, grant, data)
@@ -252,7 +322,9 @@ class ClusterGrantAdmin(ServiceSaveMixin, admin.ModelAdmin):
 
     def _decide(self, request, grant: ClusterGrant, decision: str | None, note: str) -> None:
         if decision == "approve":
-            services.grant_approve(grant=grant, actor=request.user, cluster_username=grant.cluster_username, comment=note)
+            services.grant_approve(
+                grant=grant, actor=request.user, cluster_username=grant.cluster_username, comment=note
+            )
         elif decision == "decline":
             services.grant_decline(grant=grant, actor=request.user, comment=note)
         elif decision == "revoke":
@@ -276,8 +348,12 @@ class ClusterGrantAdmin(ServiceSaveMixin, admin.ModelAdmin):
             request,
             format_html(
                 "New SSH key pair for {} on {}. Install this public key in {}'s ~/.ssh/authorized_keys on the "
-                "cluster (the private key stays encrypted in Axle):<pre style='white-space:pre-wrap;user-select:all'>{}</pre>",
-                grant.user, grant.cluster, grant.cluster_username or "the user", public,
+                "cluster (the private key stays encrypted in Axle):"
+                "<pre style='white-space:pre-wrap;user-select:all'>{}</pre>",
+                grant.user,
+                grant.cluster,
+                grant.cluster_username or "the user",
+                public,
             ),
             messages.SUCCESS,
         )

@@ -170,7 +170,9 @@ class GrantListApi(APIView):
         page = paginator.paginate_queryset(selectors.grant_list(user=request.user), request, view=self)
         return paginator.get_paginated_response(GrantOutputSerializer(page, many=True).data)
 
-    @extend_schema(operation_id="grants_request", request=GrantRequestInputSerializer, responses={201: GrantOutputSerializer})
+    @extend_schema(
+        operation_id="grants_request", request=GrantRequestInputSerializer, responses={201: GrantOutputSerializer}
+    )
     def post(self, request):
         data = self.GrantRequestInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

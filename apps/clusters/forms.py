@@ -117,7 +117,10 @@ class ClusterAdminForm(forms.ModelForm):
         key = data["jwt_key"]
         if key is not None and len(key) < services.JWT_KEY_MIN_BYTES:
             field = "jwt_key_file" if upload else "jwt_key_base64"
-            self.add_error(field, f"A JWT signing key must be at least {services.JWT_KEY_MIN_BYTES} bytes; this one has {len(key)}.")
+            self.add_error(
+                field,
+                f"A JWT signing key must be at least {services.JWT_KEY_MIN_BYTES} bytes; this one has {len(key)}.",
+            )
         return data
 
 
@@ -129,7 +132,9 @@ DECISIONS = {
 
 
 class ClusterGrantAdminForm(forms.ModelForm):
-    allowed_partitions = CommaListField(required=False, help_text="Comma-separated. Blank: the script may not choose one.")
+    allowed_partitions = CommaListField(
+        required=False, help_text="Comma-separated. Blank: the script may not choose one."
+    )
     allowed_accounts = CommaListField(required=False, help_text="Comma-separated Slurm accounts.")
     allowed_qos = CommaListField(required=False, help_text="Comma-separated QoS names.")
 
@@ -158,9 +163,7 @@ class ClusterGrantAdminForm(forms.ModelForm):
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
         help_text="A token for this cluster username (scontrol token). Stored encrypted and never shown again.",
     )
-    rest_token_expires = forms.SplitDateTimeField(
-        required=False, label="Token expires at", widget=AdminSplitDateTime
-    )
+    rest_token_expires = forms.SplitDateTimeField(required=False, label="Token expires at", widget=AdminSplitDateTime)
 
     class Meta:
         model = ClusterGrant
@@ -183,7 +186,11 @@ class ClusterGrantAdminForm(forms.ModelForm):
             self.add_error("cluster_username", "A grant made here is active at once, so it needs the cluster username.")
 
         upload, text = data.get("ssh_private_key_file"), (data.get("ssh_private_key_text") or "").strip()
-        chosen = [name for name, given in (("generate", data.get("generate_ssh_key")), ("file", upload), ("text", text)) if given]
+        chosen = [
+            name
+            for name, given in (("generate", data.get("generate_ssh_key")), ("file", upload), ("text", text))
+            if given
+        ]
         data["ssh_private_key"] = None
         if len(chosen) > 1:
             self.add_error("generate_ssh_key", "Generate a key, upload one, or paste one: only one of them.")

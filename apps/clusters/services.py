@@ -130,7 +130,9 @@ def cluster_set_host_key(*, cluster: Cluster, host_key: str, confirmed_fingerpri
 
 def cluster_set_jwt_key(*, cluster: Cluster, key: bytes, actor) -> Cluster:
     if len(key) < JWT_KEY_MIN_BYTES:
-        raise ValidationFailed(f"A JWT signing key must be at least {JWT_KEY_MIN_BYTES} bytes; this one has {len(key)}.")
+        raise ValidationFailed(
+            f"A JWT signing key must be at least {JWT_KEY_MIN_BYTES} bytes; this one has {len(key)}."
+        )
     with transaction.atomic():
         cluster.jwt_key_encrypted = crypto.encrypt(base64.b64encode(key).decode("ascii"))
         cluster.save(update_fields=["jwt_key_encrypted", "updated_at"])

@@ -36,7 +36,11 @@ def cluster_refresh_health(cluster_id: int) -> Cluster | None:
         return None
     grant = selectors.grant_for_health_check(cluster=cluster)
     if grant is None:
-        what = "an SSH key" if cluster.transport == Cluster.Transport.SSH else "a slurmrestd token (or set the cluster's JWT key)"
+        what = (
+            "an SSH key"
+            if cluster.transport == Cluster.Transport.SSH
+            else "a slurmrestd token (or set the cluster's JWT key)"
+        )
         return services.cluster_record_health(cluster_id=cluster.pk, reachable=None, error=NO_GRANT.format(what=what))
 
     # Talking to the cluster may take seconds or time out: never while holding a transaction,
@@ -53,7 +57,8 @@ def cluster_refresh_health(cluster_id: int) -> Cluster | None:
         # A bug or an unexpected library error must still show on the cluster page, not only in the worker log.
         log.exception("health check of cluster %s failed unexpectedly", cluster.name)
         return services.cluster_record_health(
-            cluster_id=cluster.pk, reachable=False, error=f"Unexpected error while reading the cluster: {type(exc).__name__}"
+            cluster_id=cluster.pk,
+            reachable=False,
+            error=f"Unexpected error while reading the cluster: {type(exc).__name__}",
         )
     return services.cluster_record_health(cluster_id=cluster.pk, reachable=True, state=state)
-

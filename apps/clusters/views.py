@@ -82,7 +82,9 @@ def cluster_request_access(request, name: str):
         except ApplicationError as exc:
             form.add_error("reason", exc.message)
         else:
-            messages.success(request, f"Access to {cluster.name} requested. An administrator will approve or decline it.")
+            messages.success(
+                request, f"Access to {cluster.name} requested. An administrator will approve or decline it."
+            )
             return redirect("cluster-detail", name=cluster.name)
     return _detail(request, cluster, form, status=400)
 

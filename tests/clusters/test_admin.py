@@ -13,9 +13,19 @@ from tests.factories import ClusterFactory, ClusterGrantFactory
 pytestmark = pytest.mark.django_db
 
 CLUSTER_FORM = {
-    "name": "hpc1", "description": "Our GPU cluster", "transport": "ssh", "is_active": "on", "login_host": "login.hpc1",
-    "login_port": "22", "rest_url": "", "rest_api_version": "v0.0.38", "job_root": "/scratch/{username}/axle-jobs",
-    "mlflow_tracking_uri": "", "new_host_key": "", "confirmed_fingerprint": "", "jwt_key_base64": "",
+    "name": "hpc1",
+    "description": "Our GPU cluster",
+    "transport": "ssh",
+    "is_active": "on",
+    "login_host": "login.hpc1",
+    "login_port": "22",
+    "rest_url": "",
+    "rest_api_version": "v0.0.38",
+    "job_root": "/scratch/{username}/axle-jobs",
+    "mlflow_tracking_uri": "",
+    "new_host_key": "",
+    "confirmed_fingerprint": "",
+    "jwt_key_base64": "",
 }
 
 
@@ -27,11 +37,25 @@ def admin_client(client, root):
 
 def grant_form(grant: ClusterGrant, **changes) -> dict:
     data = {
-        "cluster_username": grant.cluster_username, "allowed_partitions": ", ".join(grant.allowed_partitions),
-        "allowed_accounts": "", "allowed_qos": "", "max_nodes": "", "max_cpus": "", "max_gpus": "", "max_mem_mb": "",
-        "max_time_minutes": "", "max_active_jobs": "", "max_array_size": "", "valid_until_0": "", "valid_until_1": "",
-        "decision": "", "decision_note": "", "ssh_private_key_text": "", "rest_token": "",
-        "rest_token_expires_0": "", "rest_token_expires_1": "",
+        "cluster_username": grant.cluster_username,
+        "allowed_partitions": ", ".join(grant.allowed_partitions),
+        "allowed_accounts": "",
+        "allowed_qos": "",
+        "max_nodes": "",
+        "max_cpus": "",
+        "max_gpus": "",
+        "max_mem_mb": "",
+        "max_time_minutes": "",
+        "max_active_jobs": "",
+        "max_array_size": "",
+        "valid_until_0": "",
+        "valid_until_1": "",
+        "decision": "",
+        "decision_note": "",
+        "ssh_private_key_text": "",
+        "rest_token": "",
+        "rest_token_expires_0": "",
+        "rest_token_expires_1": "",
     }
     data.update(changes)
     return data
@@ -110,7 +134,9 @@ def test_an_admin_approves_a_request_with_the_bulk_action(admin_client, alice, r
 def test_decline_and_revoke_actions_go_through_the_state_machine(admin_client):
     requested = ClusterGrantFactory(status=ClusterGrant.Status.REQUESTED)
     active = ClusterGrantFactory()
-    admin_client.post("/admin/clusters/clustergrant/", {"action": "decline_selected", "_selected_action": [requested.pk]})
+    admin_client.post(
+        "/admin/clusters/clustergrant/", {"action": "decline_selected", "_selected_action": [requested.pk]}
+    )
     admin_client.post(
         "/admin/clusters/clustergrant/", {"action": "revoke_selected", "_selected_action": [active.pk, requested.pk]}
     )
@@ -122,10 +148,17 @@ def test_decline_and_revoke_actions_go_through_the_state_machine(admin_client):
 
 
 def test_an_admin_sets_username_and_limits_and_approves_in_the_form(admin_client, alice, root):
-    grant = ClusterGrantFactory(user=alice, status=ClusterGrant.Status.REQUESTED, cluster_username="", allowed_partitions=[])
+    grant = ClusterGrantFactory(
+        user=alice, status=ClusterGrant.Status.REQUESTED, cluster_username="", allowed_partitions=[]
+    )
     form = grant_form(
-        grant, cluster_username="alice01", allowed_partitions="debug, gpu,debug", allowed_qos="normal", max_cpus="16",
-        decision="approve", decision_note="Welcome",
+        grant,
+        cluster_username="alice01",
+        allowed_partitions="debug, gpu,debug",
+        allowed_qos="normal",
+        max_cpus="16",
+        decision="approve",
+        decision_note="Welcome",
     )
     response = admin_client.post(f"/admin/clusters/clustergrant/{grant.pk}/change/", form)
     assert response.status_code == 302, response.content.decode()[:4000]
@@ -136,14 +169,19 @@ def test_an_admin_sets_username_and_limits_and_approves_in_the_form(admin_client
     updated = AuditEvent.objects.get(action="grant.updated")
     assert updated.before == {"allowed_partitions": [], "allowed_qos": [], "max_cpus": None, "cluster_username": ""}
     assert updated.after == {
-        "allowed_partitions": ["debug", "gpu"], "allowed_qos": ["normal"], "max_cpus": 16, "cluster_username": "alice01"
+        "allowed_partitions": ["debug", "gpu"],
+        "allowed_qos": ["normal"],
+        "max_cpus": 16,
+        "cluster_username": "alice01",
     }
     assert AuditEvent.objects.get(action="grant.approved").actor == root
 
 
 def test_the_form_refuses_to_approve_without_a_username(admin_client):
     grant = ClusterGrantFactory(status=ClusterGrant.Status.REQUESTED, cluster_username="")
-    response = admin_client.post(f"/admin/clusters/clustergrant/{grant.pk}/change/", grant_form(grant, decision="approve"))
+    response = admin_client.post(
+        f"/admin/clusters/clustergrant/{grant.pk}/change/", grant_form(grant, decision="approve")
+    )
     assert response.status_code == 200
     assert "Set the cluster username" in response.content.decode()
     assert ClusterGrant.objects.get(pk=grant.pk).status == ClusterGrant.Status.REQUESTED
@@ -173,7 +211,10 @@ def test_generating_a_key_pair_shows_the_public_key_and_never_the_private_one(ad
 def test_the_change_form_generates_a_key_and_stores_a_token_with_its_expiry(admin_client):
     grant = ClusterGrantFactory()
     form = grant_form(
-        grant, generate_ssh_key="on", rest_token="tok-abc-secret", rest_token_expires_0="2099-01-01",
+        grant,
+        generate_ssh_key="on",
+        rest_token="tok-abc-secret",
+        rest_token_expires_0="2099-01-01",
         rest_token_expires_1="12:00:00",
     )
     response = admin_client.post(f"/admin/clusters/clustergrant/{grant.pk}/change/", form, follow=True)
@@ -199,10 +240,14 @@ def test_an_uploaded_private_key_is_stored_and_a_bad_one_is_not_echoed(admin_cli
     assert "not-really-a-key-but-secret" not in response.content.decode()
     assert "not an unencrypted SSH private key" in response.content.decode()
 
-    pem = ed25519.Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-    ).decode()
-    response = admin_client.post(f"/admin/clusters/clustergrant/{grant.pk}/change/", grant_form(grant, ssh_private_key_text=pem))
+    pem = (
+        ed25519.Ed25519PrivateKey.generate()
+        .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+        .decode()
+    )
+    response = admin_client.post(
+        f"/admin/clusters/clustergrant/{grant.pk}/change/", grant_form(grant, ssh_private_key_text=pem)
+    )
     assert response.status_code == 302
     grant.refresh_from_db()
     assert crypto.decrypt(grant.ssh_private_key_encrypted).strip() == pem.strip()
@@ -229,9 +274,13 @@ def test_nothing_is_deleted_from_the_admin(admin_client):
 def test_the_admin_pages_open(admin_client):
     grant = ClusterGrantFactory(status=ClusterGrant.Status.REQUESTED, request_reason="Please")
     for url in (
-        "/admin/clusters/cluster/", "/admin/clusters/cluster/add/", f"/admin/clusters/cluster/{grant.cluster.pk}/change/",
-        "/admin/clusters/clustergrant/", "/admin/clusters/clustergrant/add/",
-        f"/admin/clusters/clustergrant/{grant.pk}/change/", "/admin/clusters/clustergrant/?status__exact=requested",
+        "/admin/clusters/cluster/",
+        "/admin/clusters/cluster/add/",
+        f"/admin/clusters/cluster/{grant.cluster.pk}/change/",
+        "/admin/clusters/clustergrant/",
+        "/admin/clusters/clustergrant/add/",
+        f"/admin/clusters/clustergrant/{grant.pk}/change/",
+        "/admin/clusters/clustergrant/?status__exact=requested",
     ):
         assert admin_client.get(url).status_code == 200, url
 

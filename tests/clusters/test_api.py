@@ -9,14 +9,32 @@ from tests.factories import ClusterFactory, ClusterGrantFactory
 pytestmark = pytest.mark.django_db
 
 STATE = {
-    "partitions": [{
-        "name": "debug", "state": "UP", "is_default": True, "time_limit_minutes": 60, "nodes": ["n1"],
-        "total_cpus": 8, "total_memory_mb": 16000, "total_gpus": 1,
-    }],
-    "nodes": [{
-        "name": "n1", "state": "idle", "cpus": 8, "memory_mb": 16000, "gpus": 1, "gres": "gpu:a100:1",
-        "partitions": ["debug"], "cpus_allocated": 0, "free_memory_mb": 15000, "reason": "",
-    }],
+    "partitions": [
+        {
+            "name": "debug",
+            "state": "UP",
+            "is_default": True,
+            "time_limit_minutes": 60,
+            "nodes": ["n1"],
+            "total_cpus": 8,
+            "total_memory_mb": 16000,
+            "total_gpus": 1,
+        }
+    ],
+    "nodes": [
+        {
+            "name": "n1",
+            "state": "idle",
+            "cpus": 8,
+            "memory_mb": 16000,
+            "gpus": 1,
+            "gres": "gpu:a100:1",
+            "partitions": ["debug"],
+            "cpus_allocated": 0,
+            "free_memory_mb": 15000,
+            "reason": "",
+        }
+    ],
     "read_at": "2026-01-01T00:00:00+00:00",
 }
 
@@ -28,7 +46,9 @@ def as_alice(api, alice):
 
 
 def test_the_cluster_list_shows_health_and_my_grant(as_alice, alice, bob):
-    mine = ClusterGrantFactory(user=alice, cluster=ClusterFactory(name="hpc1", reachable=True), cluster_username="alice01")
+    mine = ClusterGrantFactory(
+        user=alice, cluster=ClusterFactory(name="hpc1", reachable=True), cluster_username="alice01"
+    )
     ClusterGrantFactory(user=bob, cluster=ClusterFactory(name="hpc2", reachable=False, last_error="Connection refused"))
     ClusterFactory(name="retired", is_active=False)
 
@@ -88,7 +108,9 @@ def test_charlie_sees_none_of_alices_grants(api, alice, charlie):
 
 def test_requesting_access_answers_201_and_is_audited(as_alice, alice):
     cluster = ClusterFactory(name="hpc1")
-    response = as_alice.post("/api/v1/grants/", {"cluster": "hpc1", "reason": "Sweep over learning rates"}, format="json")
+    response = as_alice.post(
+        "/api/v1/grants/", {"cluster": "hpc1", "reason": "Sweep over learning rates"}, format="json"
+    )
     assert response.status_code == 201
     body = response.json()
     assert body["status"] == "requested" and body["cluster"] == {"id": str(cluster.uuid), "name": "hpc1"}

@@ -86,7 +86,9 @@ def test_a_dead_login_node_is_unreachable(alice, root):
     from apps.integrations.slurm.ssh import PinnedHostKey
 
     services.cluster_set_host_key(
-        cluster=cluster, host_key=WRONG_HOST_KEY, confirmed_fingerprint=min(PinnedHostKey.parse(WRONG_HOST_KEY).fingerprints),
+        cluster=cluster,
+        host_key=WRONG_HOST_KEY,
+        confirmed_fingerprint=min(PinnedHostKey.parse(WRONG_HOST_KEY).fingerprints),
         actor=root,
     )
     cluster = cluster_refresh_health(cluster.pk)

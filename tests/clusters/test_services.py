@@ -49,8 +49,10 @@ def test_it_pins_a_host_key_whose_fingerprint_the_admin_confirmed(root):
 def test_it_accepts_a_known_hosts_line_and_a_fingerprint_without_prefix(root):
     cluster = ClusterFactory()
     services.cluster_set_host_key(
-        cluster=cluster, host_key=f"[127.0.0.1]:2222 {HOST_KEY}",
-        confirmed_fingerprint=fingerprint_of(HOST_KEY).removeprefix("SHA256:"), actor=root,
+        cluster=cluster,
+        host_key=f"[127.0.0.1]:2222 {HOST_KEY}",
+        confirmed_fingerprint=fingerprint_of(HOST_KEY).removeprefix("SHA256:"),
+        actor=root,
     )
     assert Cluster.objects.get(pk=cluster.pk).host_key_fingerprint == fingerprint_of(HOST_KEY)
 
@@ -120,7 +122,8 @@ def test_a_decline_is_final_and_audited(alice, root):
     grant = services.grant_request(user=alice, cluster=ClusterFactory(), reason="x")
     services.grant_decline(grant=grant, actor=root, comment="Use the other cluster")
     assert AuditEvent.objects.get(action="grant.declined").after == {
-        "status": "declined", "comment": "Use the other cluster"
+        "status": "declined",
+        "comment": "Use the other cluster",
     }
     with pytest.raises(Conflict):
         services.grant_approve(grant=grant, actor=root, cluster_username="alice")
@@ -168,7 +171,9 @@ def test_credentials_are_encrypted_and_never_in_the_audit_trail(alice, root):
 def test_an_uploaded_private_key_that_is_not_one_is_refused_without_echoing_it(alice, root):
     grant = ClusterGrantFactory(user=alice)
     with pytest.raises(ValidationFailed) as exc:
-        services.grant_set_ssh_key(grant=grant, private_key="-----BEGIN OPENSSH PRIVATE KEY-----\nsecretstuff\n", actor=root)
+        services.grant_set_ssh_key(
+            grant=grant, private_key="-----BEGIN OPENSSH PRIVATE KEY-----\nsecretstuff\n", actor=root
+        )
     assert "secretstuff" not in exc.value.message
 
 
