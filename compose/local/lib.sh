@@ -117,11 +117,20 @@ pid_from() {
   printf '%s' "$pid"
 }
 
+# pid_is PID PIDFILE: PID is alive and is the daemon the pidfile is named after
+# (<name>.pid), so a stale pidfile whose pid was reused never points at a stranger.
+pid_is() {
+  local pid="$1" name
+  name="$(basename "$2" .pid)"
+  kill -0 "$pid" 2>/dev/null || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$name"
+}
+
 # alive PIDFILE [PORT]: the pidfile names a live process and, if given, the port listens.
 alive() {
   local pid
   pid="$(pid_from "$1")" || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
+  pid_is "$pid" "$1" || return 1
   if [[ -n "${2:-}" ]]; then
     port_listening "$2" || return 1
   fi
@@ -163,7 +172,7 @@ wait_up() {
 stop_pidfile() {
   local name="$1" pidfile="$2" pid i
   pid="$(pid_from "$pidfile")" || return 0
-  if kill -0 "$pid" 2>/dev/null; then
+  if pid_is "$pid" "$pidfile"; then
     kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < 40; i++)); do
       kill -0 "$pid" 2>/dev/null || break

@@ -211,12 +211,19 @@ do_slurm_config() {
   local SLURMDBD_PORT="$AXLE_SLURMDBD_PORT" DB_PASS
   NODE_NAME="$(hostname -s)"
   DB_PASS="$(<"$SLURM_DIR/dbd.pass")"
+  # Job ids restart at 1 when slurmctld's state is new (a wiped stack folder) while the
+  # accounting database still holds the old jobs; ids would then name two jobs in sacct.
+  local FIRST_JOB_ID max_job
+  max_job="$(mariadb --protocol=socket -u root -N -B \
+    -e "SELECT COALESCE(MAX(id_job), 0) FROM slurm_acct_db.\`${CLUSTER}_job_table\`" 2>/dev/null || true)"
+  [[ "$max_job" =~ ^[0-9]+$ ]] || max_job=0
+  FIRST_JOB_ID=$((max_job + 1))
   ((REAL_MEMORY > DEF_MEM_PER_CPU)) || DEF_MEM_PER_CPU=$((REAL_MEMORY / 2))
   echo "node $NODE_NAME: $NODE_HW RealMemory=$REAL_MEMORY (machine: $mem MiB)"
 
   render "$HERE/slurm.conf.in" "$SLURM_DIR/etc/slurm.conf" 0644 root:root \
     CLUSTER NODE_NAME NODE_HW REAL_MEMORY DEF_MEM_PER_CPU JWT_KEY SLURMCTLD_PORT \
-    SLURMD_PORT SLURMDBD_PORT SLURM_DIR RUN_DIR LOGS_DIR
+    SLURMD_PORT SLURMDBD_PORT SLURM_DIR FIRST_JOB_ID RUN_DIR LOGS_DIR
   render "$HERE/slurmdbd.conf.in" "$SLURM_DIR/etc/slurmdbd.conf" 0600 slurm:slurm \
     JWT_KEY SLURMDBD_PORT RUN_DIR LOGS_DIR DB_PASS
 

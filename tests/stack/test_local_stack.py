@@ -120,12 +120,8 @@ def hs256_token(username: str, *, key: bytes | None = None, lifespan: int = 300)
         key = Path(ENV["AXLE_LOCAL_JWT_KEY_FILE"]).read_bytes()
     now = int(time.time())
     header = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    claims = b64url(
-        json.dumps({"exp": now + lifespan, "iat": now, "sun": username}).encode()
-    )
-    signature = b64url(
-        hmac.new(key, f"{header}.{claims}".encode(), hashlib.sha256).digest()
-    )
+    claims = b64url(json.dumps({"exp": now + lifespan, "iat": now, "sun": username}).encode())
+    signature = b64url(hmac.new(key, f"{header}.{claims}".encode(), hashlib.sha256).digest())
     return f"{header}.{claims}.{signature}"
 
 
@@ -137,9 +133,7 @@ def scontrol_token(username: str) -> str:
     return out.strip().removeprefix("SLURM_JWT=")
 
 
-def rest(
-    method: str, path: str, token: str, body: dict | None = None, user: str = USER
-) -> tuple[int, dict]:
+def rest(method: str, path: str, token: str, body: dict | None = None, user: str = USER) -> tuple[int, dict]:
     request = urllib.request.Request(
         f"{ENV['AXLE_LOCAL_REST_URL']}{path}",
         method=method,
@@ -159,6 +153,38 @@ def rest(
             return error.code, json.loads(raw or b"{}")
         except json.JSONDecodeError:
             return error.code, {"raw": raw.decode(errors="replace")}
+
+
+STACK_SH = Path(__file__).resolve().parents[2] / "compose" / "local" / "stack.sh"
+
+
+def _pids() -> dict[str, str]:
+    return {p.stem: p.read_text().strip() for p in (STACK_DIR / "run").glob("*.pid")}
+
+
+# ---------------------------------------------------------------- the script
+
+
+@pytest.mark.slurm
+def test_status_reports_every_part_up():
+    result = subprocess.run([str(STACK_SH), "status"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout
+    for part in ("munge", "slurmdbd", "slurmctld", "slurmd", "slurmrestd", "sshd", "mlflow"):
+        assert any(line.split()[:2] == [part, "up"] for line in result.stdout.splitlines()), result.stdout
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_second_up_restarts_nothing():
+    before = _pids()
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(STACK_SH), "up"], capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert time.monotonic() - started < 60
+    assert _pids() == before
+    assert "==> slurmctld ... ok" in result.stdout
 
 
 # ---------------------------------------------------------------- Slurm itself
@@ -190,11 +216,7 @@ def test_the_cluster_allows_large_job_counts_and_arrays():
         env=_slurm_env(),
         timeout=30,
     ).stdout
-    config = {
-        k.strip(): v.strip()
-        for k, _, v in (line.partition("=") for line in out.splitlines())
-        if v
-    }
+    config = {k.strip(): v.strip() for k, _, v in (line.partition("=") for line in out.splitlines()) if v}
     assert int(config["MaxJobCount"]) >= 50000
     assert int(config["MaxArraySize"]) >= 10001
     assert config["ClusterName"] == "local"
@@ -251,18 +273,14 @@ def test_the_published_fingerprint_is_the_login_nodes_host_key():
     assert (
         Path(ENV["AXLE_LOCAL_SSH_KNOWN_HOSTS"])
         .read_text()
-        .startswith(
-            f"[{ENV['AXLE_LOCAL_SSH_HOST']}]:{ENV['AXLE_LOCAL_SSH_PORT']} ssh-ed25519 "
-        )
+        .startswith(f"[{ENV['AXLE_LOCAL_SSH_HOST']}]:{ENV['AXLE_LOCAL_SSH_PORT']} ssh-ed25519 ")
     )
 
 
 @pytest.mark.slurm
 def test_a_key_the_user_does_not_hold_is_refused(tmp_path):
     stranger = tmp_path / "id_ed25519"
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True
-    )
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
     argv = [
         "ssh", "-p", ENV["AXLE_LOCAL_SSH_PORT"], "-i", str(stranger),
         "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes",
@@ -297,9 +315,7 @@ def test_a_jobs_memory_high_water_mark_is_recorded():
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.strip()
     assert wait_for_sacct_state(job_id)["state"] == "COMPLETED"
-    out = ssh(
-        "sacct", "-n", "-P", "-j", f"{job_id}.batch", "-o", "MaxRSS"
-    ).stdout.strip()
+    out = ssh("sacct", "-n", "-P", "-j", f"{job_id}.batch", "-o", "MaxRSS").stdout.strip()
     assert out.endswith("K"), out
     assert int(out[:-1]) >= 64 * 1024
 
@@ -351,17 +367,13 @@ def test_slurmrestd_submits_and_lists_with_a_token_signed_by_the_cluster_key():
     status, body = rest("GET", f"/slurmdb/{version}/jobs", token)
     assert status == 200, body
     mine = [j for j in body["jobs"] if j["job_id"] == job_id]
-    assert [(j["name"], j["user"], j["account"]) for j in mine] == [
-        (name, USER, "vision")
-    ]
+    assert [(j["name"], j["user"], j["account"]) for j in mine] == [(name, USER, "vision")]
 
 
 @pytest.mark.slurm
 def test_slurmrestd_refuses_a_token_signed_by_another_key():
     version = ENV["AXLE_LOCAL_REST_API_VERSION"]
-    status, body = rest(
-        "GET", f"/slurm/{version}/diag", hs256_token(USER, key=os.urandom(32))
-    )
+    status, body = rest("GET", f"/slurm/{version}/diag", hs256_token(USER, key=os.urandom(32)))
     # 22.05 forwards the token to slurmctld, whose refusal comes back as a failed request.
     assert status in {401, 403, 500}
     assert body.get("errors"), body
