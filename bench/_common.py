@@ -1,0 +1,294 @@
+"""What both benchmarks share: the local cluster's facts, a throwaway hub (database, home
+folder, Django), SSH to the login node, cleanup on the cluster, CPU counters.
+
+Nothing here touches the demo's data: the hub runs with AXLE_HOME in a temporary folder and
+a database made for the run and dropped after it.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+CLUSTER_ENV = Path(os.environ.get("AXLE_LOCAL_CLUSTER_ENV", "/var/lib/axle/cluster.env"))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+BENCH_USER = "scientist"  # the cluster account the bench's jobs run as
+
+
+def die(message: str, code: int = 2) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def run_id() -> str:
+    return f"{time.strftime('%H%M%S')}-{os.getpid()}"
+
+
+# ---------------------------------------------------------------- the local cluster
+
+
+def cluster_env() -> dict[str, str]:
+    """cluster.env as a dict, or exit: the local cluster is not up."""
+    if not CLUSTER_ENV.exists():
+        die(f"{CLUSTER_ENV} is missing: the local Slurm cluster is not up (start it with compose/local/stack.sh up).")
+    env: dict[str, str] = {}
+    for line in CLUSTER_ENV.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        words = shlex.split(value) if value else [""]
+        env[key.strip()] = words[0] if words else ""
+    return env
+
+
+def ssh_client(env: dict[str, str], user: str = BENCH_USER):
+    """A plain SSHClient (the hub's own class, pinned host key) to the login node as `user`."""
+    from apps.integrations.slurm.ssh import SSHClient
+
+    key = (Path(env["AXLE_LOCAL_KEYS_DIR"]) / user / "id_ed25519").read_text()
+    known = Path(env["AXLE_LOCAL_SSH_KNOWN_HOSTS"]).read_text()
+    return SSHClient(
+        env.get("AXLE_LOCAL_SSH_HOST", "127.0.0.1"),
+        int(env.get("AXLE_LOCAL_SSH_PORT", "2222")),
+        user,
+        key,
+        known,
+        command_timeout=600,
+    )
+
+
+def check_cluster(env: dict[str, str]):
+    """Connect and ask slurmctld for a ping; exit with a clear message when that fails.
+    Returns the connected client."""
+    from apps.integrations.slurm.base import SlurmError
+
+    try:
+        ssh = ssh_client(env)
+        ssh.connect()
+        ssh.ping()
+    except (SlurmError, OSError, KeyError) as exc:
+        die(f"the local Slurm cluster does not answer ({exc}); is it up? (compose/local/stack.sh up)")
+    return ssh
+
+
+def remote(ssh, args: list[str], timeout: float = 600):
+    """Run a command on the login node; exit on a transport failure."""
+    return ssh.run(args, timeout=timeout)
+
+
+def count_named(ssh, name: str) -> int:
+    result = ssh.run(["squeue", "--noheader", "--me", f"--name={name}", "--format=%i"], timeout=120)
+    return len(result.out.split())
+
+
+def cancel_named(ssh, name: str, *, wait: float = 120) -> None:
+    """Cancel every job of this run (by its unique job name, own jobs only) and wait until
+    the queue no longer shows one."""
+    result = ssh.run(["scancel", f"--user={BENCH_USER}", f"--name={name}"], timeout=300)
+    if result.exit_status != 0:
+        say(f"  scancel --name={name} said: {result.err}")
+    deadline = time.monotonic() + wait
+    while True:
+        left = ssh.run(
+            ["squeue", "--noheader", "--me", f"--name={name}", "--states=PENDING,RUNNING,SUSPENDED", "--format=%i"],
+            timeout=120,
+        ).out.split()
+        if not left:
+            say(f"  cancelled: no job named {name} is left in the queue")
+            return
+        if time.monotonic() > deadline:
+            say(
+                f"  WARNING: {len(left)} jobs named {name} are still queued; cancel them with "
+                f"`scancel --name={name}` as {BENCH_USER}"
+            )
+            return
+        ssh.run(["scancel", f"--user={BENCH_USER}", f"--name={name}"], timeout=300)
+        time.sleep(2)
+
+
+# ---------------------------------------------------------------- a throwaway hub
+
+
+@contextmanager
+def throwaway_hub(*, db_name: str, pg_url: str, sqlite: bool, keep_db: bool, env: dict[str, str]):
+    """Point Django at a fresh database and a temporary AXLE_HOME, migrate, and drop it all
+    afterwards. Yields the database URL."""
+    home = Path(tempfile.mkdtemp(prefix="axle-bench-"))
+    if sqlite:
+        url = f"sqlite:///{home / 'bench.sqlite3'}"
+    else:
+        import psycopg
+
+        admin = f"{pg_url.rstrip('/')}/postgres"
+        try:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db_name]).fetchone():
+                    die(
+                        f"database {db_name} already exists (another bench running, or one that was killed); "
+                        f"drop it with `dropdb -h 127.0.0.1 -U postgres {db_name}` or pass --db-name"
+                    )
+                conn.execute(f'CREATE DATABASE "{db_name}"')
+        except psycopg.OperationalError as exc:
+            die(f"cannot reach PostgreSQL at {pg_url}: {exc}")
+        url = f"{pg_url.rstrip('/')}/{db_name}"
+    # Only this process's environment; nothing of the demo's configuration is used.
+    for name in (
+        "DATABASE_URL_FILE",
+        "AXLE_REDIS_URL",
+        "AXLE_ENCRYPTION_KEYS",
+        "AXLE_ENCRYPTION_KEYS_FILE",
+        "DJANGO_SECRET_KEY",
+        "DJANGO_SECRET_KEY_FILE",
+    ):
+        os.environ.pop(name, None)
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "portal.settings.local",
+            "DATABASE_URL": url,
+            "AXLE_HOME": str(home),
+            "AXLE_HUB_DIR": str(home / "hub"),
+            "AXLE_STACK_DIR": env.get("AXLE_STACK_DIR", "/var/lib/axle"),
+            "DJANGO_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+        }
+    )
+    try:
+        import django
+        from django.core.management import call_command
+
+        django.setup()
+        t0 = time.monotonic()
+        call_command("migrate", verbosity=0, interactive=False)
+        say(f"hub: {url} migrated in {time.monotonic() - t0:.1f}s, AXLE_HOME={home}")
+        yield url
+    finally:
+        try:
+            from django.db import connections
+
+            connections.close_all()
+        except Exception:  # noqa: BLE001 - cleanup goes on whatever happened
+            pass
+        if not sqlite and not keep_db:
+            import psycopg
+
+            with psycopg.connect(f"{pg_url.rstrip('/')}/postgres", autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+            say(f"hub: dropped database {db_name}")
+        elif keep_db:
+            say(f"hub: kept {url}")
+        if not keep_db:
+            import shutil
+
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def hub_cluster(env: dict[str, str], transport: str):
+    """A hub user with an active grant on the local cluster (as `scientist`), limits high."""
+    from django.contrib.auth import get_user_model
+
+    from apps.clusters.local import grant_local, register_local_cluster
+
+    user = get_user_model().objects.create_user(username="bench", password=None)
+    cluster = register_local_cluster(env=env, transport=transport, name=f"local-{transport}")
+    grant = grant_local(
+        env=env,
+        cluster=cluster,
+        user=user,
+        cluster_username=BENCH_USER,
+        allowed_partitions=["debug"],
+        max_active_jobs=None,
+    )
+    return user, cluster, grant
+
+
+def add_db_args(parser) -> None:
+    parser.add_argument("--db-name", default="axle_bench", help="throwaway PostgreSQL database (default axle_bench)")
+    parser.add_argument(
+        "--pg",
+        default="postgresql://postgres@127.0.0.1:5432",
+        help="PostgreSQL server, without database (default %(default)s)",
+    )
+    parser.add_argument("--sqlite", action="store_true", help="use a temporary SQLite file instead of PostgreSQL")
+    parser.add_argument("--keep-db", action="store_true", help="keep the database and AXLE_HOME for inspection")
+
+
+# ---------------------------------------------------------------- counters
+
+
+class SSHHandshakes:
+    """Counts real SSH connections (key exchange + auth) the process opens."""
+
+    count = 0
+
+    @classmethod
+    def install(cls) -> None:
+        import paramiko
+
+        original = paramiko.SSHClient.connect
+
+        def connect(self, *args, **kwargs):
+            cls.count += 1
+            return original(self, *args, **kwargs)
+
+        paramiko.SSHClient.connect = connect
+
+
+def pids_named(comm: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == comm:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of a process so far (from /proc; needs the right to read it)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent not idle since boot."""
+    words = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    ticks = [int(w) for w in words[:8]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks) - idle) / CLK_TCK
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def git_head() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(
+            ["git", "-C", str(REPO), "log", "-1", "--format=%h %s"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()[:90]
+    except OSError:
+        return "?"

@@ -1,0 +1,197 @@
+#!/usr/bin/env python
+"""Submission rate: N held jobs through the hub, and N through a plain sbatch loop.
+
+(a) hub:   job_create + job_submit per job, the whole path a submission takes (validation
+           against the grant, Job row, audit events, queued task, compare-and-swap
+           transitions, mkdir of the job folder and sbatch over the cluster's transport);
+(b) plain: `sbatch --parsable --hold` with the same script on stdin, one command per job,
+           over ONE SSH connection opened beforehand (the hub's own SSHClient).
+
+Prints both rates, their ratio and p50/p95 latency per job, then cancels every job it made
+(they carry a unique job name) and drops its throwaway database.
+
+    .venv/bin/python bench/submit_rate.py [--jobs 1000] [--transport ssh|rest]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import _common as c  # noqa: E402
+
+SCRIPT = """#!/bin/bash
+#SBATCH --partition=debug
+#SBATCH --hold
+#SBATCH --time=1
+#SBATCH --ntasks=1
+true
+"""
+
+
+def progress(label: str, done: int, total: int, started: float, every: int) -> None:
+    if done % every == 0 or done == total:
+        elapsed = time.monotonic() - started
+        c.say(f"  {label}: {done}/{total} jobs, {elapsed:.1f}s, {done / elapsed:.1f} jobs/s")
+
+
+def run_plain(ssh, n: int, name: str, every: int) -> tuple[float, list[float], int]:
+    """One `.run` per job over one open connection. Returns wall seconds, latencies, failures."""
+    args = ["sbatch", "--parsable", "--hold", f"--job-name={name}", "--output=/dev/null"]
+    ssh.connect()
+    latencies: list[float] = []
+    failures = 0
+    script = SCRIPT.encode()
+    started = time.monotonic()
+    for i in range(1, n + 1):
+        t0 = time.monotonic()
+        result = ssh.run(args, stdin=script)
+        latencies.append(time.monotonic() - t0)
+        if result.exit_status != 0 or not result.out.strip().split(";")[0].isdigit():
+            failures += 1
+            if failures <= 3:
+                c.say(f"  plain sbatch failed: {result.err or result.out!r}")
+        progress("plain", i, n, started, every)
+    return time.monotonic() - started, latencies, failures
+
+
+def run_hub(user, cluster, n: int, name: str, every: int) -> tuple[float, list[float], list[float], list[float]]:
+    """job_create + job_submit per job, each under the user's context as the API and the
+    task worker would run them. Returns wall seconds and latencies (total, create, submit)."""
+    from apps.core import context
+    from apps.jobs.services import job_create, job_submit
+
+    total, creates, submits = [], [], []
+    started = time.monotonic()
+    for i in range(1, n + 1):
+        t0 = time.monotonic()
+        with context.bind(actor_id=user.pk):
+            job = job_create(user=user, cluster=cluster, name=name, script=SCRIPT, parameters={"BENCH_I": str(i)})
+        t1 = time.monotonic()
+        with context.bind(actor_id=user.pk):
+            job_submit(job_id=job.pk)
+        t2 = time.monotonic()
+        total.append(t2 - t0)
+        creates.append(t1 - t0)
+        submits.append(t2 - t1)
+        progress(f"hub ({cluster.transport})", i, n, started, every)
+    return time.monotonic() - started, total, creates, submits
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=1000, help="jobs per path (default 1000)")
+    parser.add_argument(
+        "--transport",
+        choices=["ssh", "rest"],
+        default="ssh",
+        help="the hub's cluster transport (the plain loop is always sbatch over SSH)",
+    )
+    parser.add_argument("--order", choices=["plain-first", "hub-first"], default="plain-first")
+    parser.add_argument("--progress", type=int, default=100, help="print progress every N jobs (default 100)")
+    c.add_db_args(parser)
+    args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+
+    env = c.cluster_env()
+    ssh = c.check_cluster(env)
+    c.SSHHandshakes.install()
+    rid = c.run_id()
+    plain_name, hub_name = f"axlebench-plain-{rid}", f"axlebench-hub-{rid}"
+    c.say(
+        f"submit_rate: {args.jobs} held jobs per path, hub transport {args.transport}, "
+        f"job names {plain_name} / {hub_name}; repo at {c.git_head()}"
+    )
+
+    results: dict[str, dict] = {}
+    with c.throwaway_hub(db_name=args.db_name, pg_url=args.pg, sqlite=args.sqlite, keep_db=args.keep_db, env=env):
+        from django.db.models import Count
+
+        from apps.jobs.models import Job
+
+        user, cluster, grant = c.hub_cluster(env, args.transport)
+        workdirs: list[str] = []
+        try:
+            for phase in ["plain", "hub"] if args.order == "plain-first" else ["hub", "plain"]:
+                if phase == "plain":
+                    c.say(f"(b) plain sbatch loop over one SSH connection, {args.jobs} jobs")
+                    wall, lat, failures = run_plain(ssh, args.jobs, plain_name, args.progress)
+                    results["plain"] = {"wall": wall, "lat": lat, "failures": failures}
+                    c.cancel_named(ssh, plain_name)
+                else:
+                    c.say(f"(a) hub: job_create + job_submit over {args.transport}, {args.jobs} jobs")
+                    before = c.SSHHandshakes.count
+                    wall, lat, creates, submits = run_hub(user, cluster, args.jobs, hub_name, args.progress)
+                    jobs = Job.objects.filter(name=hub_name)
+                    workdirs = list(jobs.values_list("workdir", flat=True))
+                    by_status = dict(jobs.order_by().values_list("status").annotate(n=Count("id")))
+                    failed = jobs.exclude(status=Job.Status.PENDING)
+                    for job in failed[:3]:
+                        c.say(f"  hub job {job.pk} is {job.status}: {job.failure_message or job.last_error}")
+                    results["hub"] = {
+                        "wall": wall,
+                        "lat": lat,
+                        "creates": creates,
+                        "submits": submits,
+                        "failures": failed.count(),
+                        "by_status": by_status,
+                        "handshakes": c.SSHHandshakes.count - before,
+                    }
+                    c.cancel_named(ssh, hub_name)
+        finally:
+            # Whatever happened above: nothing of this run stays queued on the cluster.
+            for name in (plain_name, hub_name):
+                if c.count_named(ssh, name):
+                    c.cancel_named(ssh, name)
+            if workdirs:
+                # The hub made one (empty: the jobs never ran) folder per job; remove exactly those.
+                ssh.run(
+                    ["xargs", "-0", "rmdir", "--ignore-fail-on-non-empty", "--"],
+                    stdin="\0".join(workdirs).encode(),
+                    timeout=300,
+                )
+
+    ssh.close()
+    n = args.jobs
+    plain, hub = results["plain"], results["hub"]
+    plain_rate, hub_rate = n / plain["wall"], n / hub["wall"]
+    c.say("")
+    c.say(f"== submit_rate: {n} held jobs each, {c.git_head()}")
+    c.say(
+        f"plain sbatch, one SSH connection : {plain_rate:7.1f} jobs/s  ({plain['wall']:.1f}s)  "
+        f"p50 {ms(c.percentile(plain['lat'], 50))}  p95 {ms(c.percentile(plain['lat'], 95))}  "
+        f"failures {plain['failures']}"
+    )
+    c.say(
+        f"hub job_create+job_submit ({args.transport:>4}): {hub_rate:7.1f} jobs/s  ({hub['wall']:.1f}s)  "
+        f"p50 {ms(c.percentile(hub['lat'], 50))}  p95 {ms(c.percentile(hub['lat'], 95))}  "
+        f"not pending {hub['failures']}"
+    )
+    c.say(
+        f"  of which job_create            : p50 {ms(c.percentile(hub['creates'], 50))}  "
+        f"p95 {ms(c.percentile(hub['creates'], 95))}"
+    )
+    c.say(
+        f"  of which job_submit            : p50 {ms(c.percentile(hub['submits'], 50))}  "
+        f"p95 {ms(c.percentile(hub['submits'], 95))}"
+    )
+    c.say(f"  SSH handshakes on the hub path : {hub['handshakes']} ({hub['handshakes'] / n:.2f} per job)")
+    c.say(f"  hub job states                 : {hub['by_status']}")
+    c.say(
+        f"ratio hub/plain (rate)           : {hub_rate / plain_rate:.2f}  "
+        f"(the hub path takes {plain_rate / hub_rate:.1f}x the plain loop's time)"
+    )
+    return 0 if plain["failures"] == 0 and hub["failures"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
