@@ -64,7 +64,8 @@ step() {
 pkg_ensure() {
   local missing=() p
   for p in "$@"; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    # `dpkg -s` alone also succeeds for a removed package whose config files remain.
+    [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" == "install ok installed" ]] || missing+=("$p")
   done
   [[ "${#missing[@]}" -eq 0 ]] && return 0
   echo "installing: ${missing[*]}"

@@ -300,6 +300,14 @@ def test_a_key_the_user_does_not_hold_is_refused(tmp_path):
 
 
 @pytest.mark.slurm
+def test_the_cluster_python_serves_every_user():
+    code = "import mlflow, sklearn; print(mlflow.__version__, sklearn.__version__)"
+    result = ssh(ENV["AXLE_LOCAL_PYTHON"], "-c", code, user="approver")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[1] == "1.9.1"
+
+
+@pytest.mark.slurm
 def test_slurm_rejects_a_job_charged_to_a_foreign_account():
     result = ssh("sbatch", "--parsable", "--account", "research", "--wrap", "hostname")
     assert result.returncode != 0
