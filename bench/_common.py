@@ -222,6 +222,11 @@ def add_db_args(parser) -> None:
         help="PostgreSQL server, without database (default %(default)s)",
     )
     parser.add_argument("--sqlite", action="store_true", help="use a temporary SQLite file instead of PostgreSQL")
+    parser.add_argument(
+        "--tcp-nodelay",
+        action="store_true",
+        help="set TCP_NODELAY on the SSH connections (a bench-only patch of SSHClient.connect)",
+    )
     parser.add_argument("--keep-db", action="store_true", help="keep the database and AXLE_HOME for inspection")
 
 
@@ -244,6 +249,29 @@ class SSHHandshakes:
             return original(self, *args, **kwargs)
 
         paramiko.SSHClient.connect = connect
+
+
+def tcp_nodelay() -> None:
+    """Set TCP_NODELAY on every SSH connection this process opens (paramiko leaves Nagle on:
+    a command's small packets then wait for the peer's delayed ACK, about 40 ms a command)."""
+    import socket
+
+    from apps.integrations.slurm.ssh import SSHClient
+
+    original = SSHClient.connect
+
+    def connect(self) -> None:
+        original(self)
+        transport = self._client.get_transport() if self._client else None
+        if transport is not None:
+            transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    SSHClient.connect = connect
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f}/{five:.2f} on {os.cpu_count()} cores"
 
 
 def pids_named(comm: str) -> list[int]:
@@ -287,8 +315,17 @@ def git_head() -> str:
     import subprocess
 
     try:
-        return subprocess.run(
+        out = subprocess.run(
             ["git", "-C", str(REPO), "log", "-1", "--format=%h %s"], capture_output=True, text=True, timeout=10
-        ).stdout.strip()[:90]
+        ).stdout.strip()
     except OSError:
-        return "?"
+        out = ""
+    return out[:90] or f"tree {REPO}"
+
+
+def describe_hub() -> str:
+    """Which hub is measured: the commit, and whether it reuses Slurm connections."""
+    from apps.clusters import transport
+
+    reuse = "reuses connections" if hasattr(transport, "close_all") else "one connection per call"
+    return f"{git_head()} [{reuse}]"

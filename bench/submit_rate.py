@@ -103,13 +103,15 @@ def main() -> int:
         parser.error("--jobs must be at least 1")
 
     env = c.cluster_env()
+    if args.tcp_nodelay:
+        c.tcp_nodelay()
     ssh = c.check_cluster(env)
     c.SSHHandshakes.install()
     rid = c.run_id()
     plain_name, hub_name = f"axlebench-plain-{rid}", f"axlebench-hub-{rid}"
     c.say(
         f"submit_rate: {args.jobs} held jobs per path, hub transport {args.transport}, "
-        f"job names {plain_name} / {hub_name}; repo at {c.git_head()}"
+        f"job names {plain_name} / {hub_name}; {c.load()}"
     )
 
     results: dict[str, dict] = {}
@@ -119,6 +121,8 @@ def main() -> int:
         from apps.jobs.models import Job
 
         user, cluster, grant = c.hub_cluster(env, args.transport)
+        hub_label = c.describe_hub()
+        c.say(f"hub under test: {hub_label}")
         workdirs: list[str] = []
         try:
             for phase in ["plain", "hub"] if args.order == "plain-first" else ["hub", "plain"]:
@@ -165,7 +169,7 @@ def main() -> int:
     plain, hub = results["plain"], results["hub"]
     plain_rate, hub_rate = n / plain["wall"], n / hub["wall"]
     c.say("")
-    c.say(f"== submit_rate: {n} held jobs each, {c.git_head()}")
+    c.say(f"== submit_rate: {n} held jobs each, hub {hub_label}; {c.load()}; tcp_nodelay {args.tcp_nodelay}")
     c.say(
         f"plain sbatch, one SSH connection : {plain_rate:7.1f} jobs/s  ({plain['wall']:.1f}s)  "
         f"p50 {ms(c.percentile(plain['lat'], 50))}  p95 {ms(c.percentile(plain['lat'], 95))}  "

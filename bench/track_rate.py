@@ -1,0 +1,231 @@
+#!/usr/bin/env python
+"""Tracking cost: jobs_poll() over N active jobs (default 10,000), K cycles (default 5).
+
+Set-up: N separate held jobs are put on the cluster by one SSH command running a shell loop
+of sbatch (not an array: N real jobs), and N hub Job rows (status pending, Slurm job id,
+grant, cluster, owner, unique marker) are bulk-created. Then each cycle of jobs_poll() is
+measured: Slurm calls, jobs tracked, wall seconds, CPU seconds of the hub process, of
+slurmctld, and of the rest of the machine (sshd, squeue, PostgreSQL, anything else running).
+
+Afterwards every job of the run is cancelled by its unique name and the database dropped.
+
+    .venv/bin/python bench/track_rate.py [--jobs 10000] [--cycles 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+import shlex
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import _common as c  # noqa: E402
+
+# $0 is the job name, "$@" a batch of numbers from xargs. sbatch is retried when slurmctld is
+# too busy to answer; an ambiguous failure may leave an extra job, which the name still finds.
+LOOP = r"""
+name=$1 n=$2 par=$3
+seq "$n" | xargs -P "$par" -n 25 sh -c '
+for i; do
+  for try in 1 2 3 4 5; do
+    if out=$(sbatch --parsable --hold --job-name="$0" --partition=debug --time=1 --output=/dev/null --wrap=true 2>&1)
+    then echo "$out"; break
+    fi
+    echo "sbatch failed (try $try): $out"; sleep 1
+  done
+done' "$name"
+"""
+
+SCRIPT = "#!/bin/bash\ntrue\n"
+JOB_ID = re.compile(r"^(\d+)(;.*)?$")
+
+
+def submit_held(ssh, n: int, name: str, parallel: int, every: int) -> list[str]:
+    """One SSH command; its output (one job id per line) is read as it comes."""
+    ssh.connect()
+    channel = ssh._client.get_transport().open_session()  # the bench streams; SSHClient.run collects
+    channel.set_combine_stderr(True)
+    channel.exec_command(shlex.join(["/bin/sh", "-c", LOOP, "sh", name, str(n), str(parallel)]))
+    channel.shutdown_write()
+    ids: list[str] = []
+    complaints = 0
+    started = time.monotonic()
+    for line in channel.makefile("r"):
+        line = line.strip()
+        match = JOB_ID.match(line)
+        if match:
+            ids.append(match.group(1))
+            if len(ids) % every == 0 or len(ids) == n:
+                elapsed = time.monotonic() - started
+                c.say(f"  sbatch loop: {len(ids)}/{n} jobs, {elapsed:.0f}s, {len(ids) / elapsed:.1f} jobs/s")
+        elif line:
+            complaints += 1
+            if complaints <= 10:
+                c.say(f"  cluster said: {line}")
+    status = channel.recv_exit_status()
+    channel.close()
+    if status != 0 or complaints:
+        c.say(f"  the loop exited with {status}; {complaints} complaints")
+    return ids
+
+
+def bulk_rows(user, cluster, grant, name: str, slurm_ids: list[str]) -> None:
+    from django.utils import timezone
+
+    from apps.jobs.models import Job
+
+    now = timezone.now()
+    sha = hashlib.sha256(SCRIPT.encode()).hexdigest()
+    rows = []
+    for sid in slurm_ids:
+        u = uuid.uuid4()
+        workdir = f"{grant.job_root}/{u}"
+        rows.append(
+            Job(
+                uuid=u,
+                owner=user,
+                grant=grant,
+                cluster=cluster,
+                name=name,
+                status=Job.Status.PENDING,
+                script=SCRIPT,
+                script_sha256=sha,
+                parameters={},
+                effective_request={"partition": "debug", "nodes": 1, "time_minutes": 1},
+                hub_args=[f"--output={workdir}/slurm-%j.out", f"--error={workdir}/slurm-%j.err"],
+                cluster_username=grant.cluster_username,
+                marker=f"axle-{u.hex}",
+                workdir=workdir,
+                stdout_path=f"{workdir}/slurm-%j.out",
+                stderr_path=f"{workdir}/slurm-%j.err",
+                slurm_job_id=sid,
+                submitted_at=now,
+                attempts=1,
+            )
+        )
+    Job.objects.bulk_create(rows, batch_size=1000)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=10_000, help="active jobs to track (default 10000)")
+    parser.add_argument("--cycles", type=int, default=5, help="jobs_poll() cycles to measure (default 5)")
+    parser.add_argument("--transport", choices=["ssh", "rest"], default="ssh", help="the hub's cluster transport")
+    parser.add_argument("--parallel", type=int, default=2, help="parallel sbatch loops on the cluster (default 2)")
+    parser.add_argument("--progress", type=int, default=100, help="print progress every N jobs (default 100)")
+    parser.add_argument("--profile", action="store_true", help="profile the last cycle and print the top functions")
+    c.add_db_args(parser)
+    args = parser.parse_args()
+    if args.jobs < 1 or args.cycles < 1:
+        parser.error("--jobs and --cycles must be at least 1")
+
+    env = c.cluster_env()
+    if args.tcp_nodelay:
+        c.tcp_nodelay()
+    ssh = c.check_cluster(env)
+    name = f"axlebench-track-{c.run_id()}"
+    ctld = c.pids_named("slurmctld")
+    c.say(
+        f"track_rate: {args.jobs} held jobs named {name}, {args.cycles} cycles over {args.transport}; "
+        f"{c.load()}; slurmctld pid {ctld or 'not visible'}"
+    )
+
+    rows: list[dict] = []
+    hub_label = "?"
+    setup_seconds = 0.0
+    try:
+        with c.throwaway_hub(db_name=args.db_name, pg_url=args.pg, sqlite=args.sqlite, keep_db=args.keep_db, env=env):
+            from django.db.models import Count
+
+            from apps.clusters import transport
+            from apps.jobs.models import Job
+            from apps.jobs.services import jobs_poll
+
+            user, cluster, grant = c.hub_cluster(env, args.transport)
+            hub_label = c.describe_hub()
+            c.say(f"hub under test: {hub_label}")
+            t0 = time.monotonic()
+            c.say(f"setting up: {args.jobs} held jobs by one remote sbatch loop ({args.parallel} in parallel)")
+            ids = submit_held(ssh, args.jobs, name, args.parallel, args.progress)
+            submit_seconds = time.monotonic() - t0
+            if len(ids) < args.jobs:
+                c.say(f"  WARNING: only {len(ids)} of {args.jobs} jobs were submitted; tracking those")
+            t1 = time.monotonic()
+            bulk_rows(user, cluster, grant, name, ids)
+            rows_seconds = time.monotonic() - t1
+            setup_seconds = time.monotonic() - t0
+            c.say(
+                f"  set up in {setup_seconds:.0f}s: sbatch loop {submit_seconds:.0f}s "
+                f"({len(ids) / submit_seconds:.1f} jobs/s), bulk_create {rows_seconds:.1f}s"
+            )
+
+            c.say(
+                f"{'cycle':>5} {'slurm calls':>11} {'jobs':>6} {'errors':>6} {'wall s':>7} {'hub CPU s':>9} "
+                f"{'slurmctld CPU s':>15} {'rest of machine CPU s':>21}"
+            )
+            for cycle in range(1, args.cycles + 1):
+                profiler = None
+                if args.profile and cycle == args.cycles:
+                    import cProfile
+
+                    profiler = cProfile.Profile()
+                ctl0 = sum(c.cpu_seconds(p) or 0 for p in ctld)
+                busy0 = c.machine_busy_seconds()
+                cpu0, wall0 = time.process_time(), time.monotonic()
+                if profiler:
+                    profiler.enable()
+                stats = jobs_poll()
+                if profiler:
+                    profiler.disable()
+                wall, cpu = time.monotonic() - wall0, time.process_time() - cpu0
+                ctl = sum(c.cpu_seconds(p) or 0 for p in ctld) - ctl0
+                busy = c.machine_busy_seconds() - busy0
+                row = {
+                    "cycle": cycle,
+                    "calls": stats.slurm_calls,
+                    "jobs": stats.jobs,
+                    "errors": stats.errors,
+                    "wall": wall,
+                    "cpu": cpu,
+                    "ctld": ctl,
+                    "other": max(busy - cpu - ctl, 0.0),
+                }
+                rows.append(row)
+                c.say(
+                    f"{cycle:>5} {row['calls']:>11} {row['jobs']:>6} {row['errors']:>6} {wall:>7.2f} {cpu:>9.2f} "
+                    f"{ctl:>15.2f} {row['other']:>21.2f}"
+                )
+                if profiler:
+                    import pstats
+
+                    pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(25)
+            states = dict(Job.objects.filter(name=name).order_by().values_list("slurm_state").annotate(n=Count("id")))
+            c.say(f"  hub rows by Slurm state after the last cycle: {states}")
+            getattr(transport, "close_all", lambda: None)()
+    finally:
+        c.say("cleaning up")
+        c.cancel_named(ssh, name, wait=300)
+        ssh.close()
+
+    if not rows:
+        return 1
+    n = len(rows)
+    avg = {k: sum(r[k] for r in rows) / n for k in ("calls", "wall", "cpu", "ctld", "other")}
+    c.say("")
+    c.say(f"== track_rate: {rows[0]['jobs']} active jobs, {n} cycles, hub {hub_label}; {c.load()}")
+    c.say(
+        f"per cycle (mean): {avg['calls']:.1f} Slurm calls, {avg['wall']:.2f}s wall, {avg['cpu']:.2f} hub CPU s, "
+        f"{avg['ctld']:.2f} slurmctld CPU s, {avg['other']:.2f} rest-of-machine CPU s; "
+        f"set-up {setup_seconds:.0f}s"
+    )
+    return 0 if all(r["errors"] == 0 and r["jobs"] == rows[0]["jobs"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
