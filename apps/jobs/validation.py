@@ -86,6 +86,9 @@ def validate(*, script: str, grant: ClusterGrant | None, workdir: str, parameter
     if len(script.encode("utf-8")) > MAX_SCRIPT_BYTES:
         result.add(f"The script is larger than {MAX_SCRIPT_BYTES // 1024} KiB.")
         return result, params
+    if "\r\n" in script:
+        result.add("The script has DOS line breaks (\\r\\n); sbatch refuses them. Save it with UNIX line breaks.")
+        return result, params
     if not script.startswith("#!"):
         # sbatch itself refuses a script without an interpreter line.
         result.add("The script must start with an interpreter line such as #!/bin/bash, as sbatch requires.", 1)

@@ -69,7 +69,8 @@ def job_new(request):
         initial = {"script": rerun_of.script, "name": rerun_of.name, "parameters": params, "cluster": rerun_of.cluster.name}
     context = {"grants": grants, "form": initial, "problems": [], "errors": []}
     if request.method == "POST":
-        form = {k: request.POST.get(k, "") for k in ("script", "name", "parameters", "cluster")}
+        # Browsers send a textarea with CRLF line breaks, which sbatch refuses; the user typed LF.
+        form = {k: request.POST.get(k, "").replace("\r\n", "\n") for k in ("script", "name", "parameters", "cluster")}
         context["form"] = form
         params, errors = _parse_parameters(form["parameters"])
         grant = next((g for g in grants if g.cluster.name == form["cluster"]), None)

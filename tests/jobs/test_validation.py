@@ -125,3 +125,11 @@ def test_a_log_chunk_never_ends_inside_a_character():
     assert services._incomplete_utf8_tail(data[:-1]) == 2
     assert services._incomplete_utf8_tail(data[:-2]) == 1
     assert services._incomplete_utf8_tail(b"abc") == 0
+
+
+@pytest.mark.django_db
+def test_dos_line_breaks_are_refused_before_slurm_sees_them(alice, grant):
+    result, _ = services.job_validate(user=alice, cluster=grant.cluster, script=SCRIPT.replace("\n", "\r\n"))
+    assert [p["message"] for p in result.problems] == [
+        "The script has DOS line breaks (\\r\\n); sbatch refuses them. Save it with UNIX line breaks."
+    ]
