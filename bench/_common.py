@@ -314,6 +314,9 @@ def percentile(values: list[float], p: float) -> float:
 def git_head() -> str:
     import subprocess
 
+    if os.environ.get("BENCH_HUB_LABEL"):
+        return os.environ["BENCH_HUB_LABEL"]
+
     try:
         out = subprocess.run(
             ["git", "-C", str(REPO), "log", "-1", "--format=%h %s"], capture_output=True, text=True, timeout=10
