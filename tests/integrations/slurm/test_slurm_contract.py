@@ -190,6 +190,9 @@ def test_an_unknown_host_key_is_refused(ssh_factory: Callable[..., SSHClient]) -
 # Validation equals what Slurm resolves: the same script, submitted held, as scontrol
 # shows it.
 
+# The local cluster's users are associated with account `vision` only (`research`
+# exists but has no users), so every script here names `vision` or none: a script naming
+# another account is refused at submission, which test_slurm_rejects_an_account_... covers.
 REALISTIC = {
     "single-gpu-style training": """#!/bin/bash
 #SBATCH --job-name=train-resnet
@@ -213,7 +216,7 @@ srun hostname
 # a small hyper-parameter sweep
 #SBATCH --array=0-9%2
 #SBATCH --time 1-0
-#SBATCH -p batch -A research # the research allocation
+#SBATCH -p batch -A vision # the group's allocation
 #SBATCH --cpus-per-task 1
 python sweep.py --trial $SLURM_ARRAY_TASK_ID
 """,
