@@ -91,9 +91,11 @@ class JobInfo:
     """What Slurm knows about one job or one array task.
 
     For an array task `job_id` is the task's own id and `array_job_id` the id of the
-    whole array; for a plain job `array_job_id` is None. A pending array that Slurm has
-    not split yet comes as one row whose `array_task_id` is the remaining range
-    (e.g. ``"3-9%2"``), so it stays a string.
+    whole array; for a plain job `array_job_id` is None. Tasks that have not started
+    have no id of their own yet: accounting (sacct, slurmdbd) and slurmrestd's queue
+    give them as one row whose `array_task_id` is the remaining range (e.g.
+    ``"3-9%2"``), so it stays a string; squeue gives one row per task, each with the
+    array's id as `job_id`.
     """
 
     job_id: str

@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parents[3]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from apps.integrations.slurm.base import JobInfo, SlurmClient
-from apps.integrations.slurm.rest import RestClient
-from apps.integrations.slurm.ssh import SSHClient
+from apps.integrations.slurm.base import JobInfo, SlurmClient  # noqa: E402
+from apps.integrations.slurm.rest import RestClient  # noqa: E402
+from apps.integrations.slurm.ssh import SSHClient  # noqa: E402
 
 CLUSTER_ENV = Path(
     os.environ.get("AXLE_LOCAL_CLUSTER_ENV", "/var/lib/axle/cluster.env")

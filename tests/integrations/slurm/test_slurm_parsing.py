@@ -1,22 +1,25 @@
 """Parsers for squeue, sacct, sinfo and scontrol output as the SSH transport asks for it.
 
-The fixtures are output captured from Slurm 22.05.8 (the local cluster), with the
-unit separator our format strings use shown as `|` for readability.
+The fixtures in captured/ are real output of Slurm 22.05.8 on the local cluster,
+produced by captured/capture.py with the parsers' own arguments and TIME_ENV (fields
+separated by 0x1f, times in Unix seconds); see that script for the scenario.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from apps.integrations.slurm.base import JobInfo
 from apps.integrations.slurm.parsing import (
     DELIM,
-    SACCT_FIELDS,
     SQUEUE_FIELDS,
     gpus_in_gres,
     parse_duration,
     parse_exit_code,
+    parse_minutes,
     parse_sacct,
     parse_sbatch_parsable,
     parse_scontrol_oneliner,
@@ -29,13 +32,8 @@ from apps.integrations.slurm.parsing import (
 )
 
 
-def rows(text: str) -> str:
-    return (
-        "\n".join(
-            line.strip().replace("|", DELIM) for line in text.strip().splitlines()
-        )
-        + "\n"
-    )
+def captured(name: str) -> str:
+    return (Path(__file__).parent / "captured" / name).read_text()
 
 
 # ------------------------------------------------------------------ scalars
@@ -136,52 +134,58 @@ def test_sacct_asks_for_every_job_in_one_call() -> None:
 
 # ------------------------------------------------------------------ squeue
 
-SQUEUE = rows(
-    """
-    12|12|N/A|train|axle:6f1c|RUNNING|None|scientist|vision|debug|1732860000|1732860005|1:05|1:00:00|vm|2|1|/scratch/scientist/jobs/1
-    14|13|1|sweep|axle:77aa|RUNNING|None|scientist|vision|debug|1732860010|1732860011|0:03|10:00|vm|1|1|/scratch/scientist/jobs/2
-    15|13|2|sweep|axle:77aa|PENDING|Resources|scientist|vision|debug|1732860010|1732863600|0:00|10:00||1|1|/scratch/scientist/jobs/2
-    13|13|3-9%2|sweep|axle:77aa|PENDING|JobArrayTaskLimit|scientist|vision|debug|1732860010|N/A|0:00|10:00||1|1|/scratch/scientist/jobs/2
-    16|16|N/A|held|(null)|PENDING|JobHeldUser|scientist|research|batch|1732860020|N/A|0:00|UNLIMITED||1|1|/scratch/scientist
-    """
-)
+SQUEUE = captured("squeue.out")
+
+
+def by_id(jobs: list[JobInfo]) -> dict[tuple[str, str | None], JobInfo]:
+    return {(j.job_id, j.array_task_id): j for j in jobs}
 
 
 def test_it_reads_a_running_job_from_squeue() -> None:
-    job = parse_squeue(SQUEUE)[0]
-    assert job.job_id == "12"
-    assert job.array_job_id is None and job.array_task_id is None
+    job = by_id(parse_squeue(SQUEUE))[("508", None)]
+    assert job.array_job_id is None
     assert (job.name, job.comment, job.state, job.reason) == (
-        "train",
-        "axle:6f1c",
+        "long",
+        "axle:90ab",
         "RUNNING",
         "",
     )
-    assert job.start_time == datetime.fromtimestamp(1732860005, tz=UTC)
-    assert job.elapsed_seconds == 65
+    assert (job.user, job.account, job.partition) == ("scientist", "vision", "debug")
+    assert job.submit_time == datetime.fromtimestamp(1795932458, tz=UTC)
+    assert job.start_time == datetime.fromtimestamp(1795932460, tz=UTC)
+    assert job.elapsed_seconds == 4
     assert job.time_limit_minutes == 60
-    assert (job.node_list, job.alloc_cpus, job.num_nodes) == ("vm", 2, 1)
+    assert (job.node_list, job.alloc_cpus, job.num_nodes) == ("vm", 1, 1)
+    assert job.work_dir == "/var/lib/axle/cluster/scratch/scientist/capture"
 
 
 def test_it_reads_each_array_task_from_squeue() -> None:
-    tasks = [j for j in parse_squeue(SQUEUE) if j.array_job_id == "13"]
-    assert [(t.job_id, t.array_task_id) for t in tasks] == [
-        ("14", "1"),
-        ("15", "2"),
-        ("13", "3-9%2"),
+    tasks = [j for j in parse_squeue(SQUEUE) if j.array_job_id == "510"]
+    # --array lists every pending task on its own row; until a task starts it has no
+    # id of its own, so its row carries the array's id.
+    assert sorted((t.array_task_id, t.job_id, t.state) for t in tasks) == [
+        ("0", "516", "RUNNING"),
+        *((str(i), "510", "PENDING") for i in range(1, 7)),
     ]
-    assert tasks[1].reason == "Resources"
-    assert tasks[1].start_time is not None  # Slurm's estimate for a pending job
-
-
-def test_it_reads_a_held_job_without_comment_or_limit() -> None:
-    job = parse_squeue(SQUEUE)[-1]
-    assert (job.comment, job.reason, job.time_limit_minutes) == (
-        "",
-        "JobHeldUser",
+    pending = next(t for t in tasks if t.array_task_id == "1")
+    assert (pending.reason, pending.start_time, pending.node_list) == (
+        "Resources",
         None,
+        "",
     )
-    assert job.start_time is None
+    assert {t.time_limit_minutes for t in tasks} == {10}
+
+
+def test_it_reads_a_held_job_without_comment() -> None:
+    job = by_id(parse_squeue(SQUEUE))[("511", None)]
+    assert (job.comment, job.state, job.reason, job.partition) == (
+        "",
+        "PENDING",
+        "JobHeldUser",
+        "batch",
+    )
+    assert job.time_limit_minutes == 24 * 60  # the partition's MaxTime, 1-00:00:00
+    assert (job.start_time, job.node_list) == (None, "")
 
 
 def test_it_skips_lines_that_do_not_fit_the_format() -> None:
@@ -189,122 +193,134 @@ def test_it_skips_lines_that_do_not_fit_the_format() -> None:
 
 
 def test_free_text_with_pipes_and_spaces_survives() -> None:
-    line = DELIM.join(
-        ["20", "20", "N/A", "a|b c", "x|y", "PENDING", "None", "u", "a", "p"]
-        + ["0", "N/A", "0:00", "5:00", "", "1", "1", "/w"]
-    )
-    job = parse_squeue(line)[0]
+    job = by_id(parse_squeue(SQUEUE))[("513", None)]
     assert (job.name, job.comment) == ("a|b c", "x|y")
+
+
+@pytest.mark.parametrize("text", ["UNLIMITED", "Partition_Limit", "INVALID"])
+def test_a_time_limit_that_is_no_duration_is_none(text: str) -> None:
+    assert parse_minutes(text) is None
 
 
 # ------------------------------------------------------------------ sacct
 
-SACCT_HEADER = "|".join(SACCT_FIELDS)
-SACCT = rows(
-    """
-    12|12|train|axle:6f1c|COMPLETED|None|scientist|vision|debug|1732860000|1732860005|1732860070|65|60|vm|0:0|00:02.345||2|billing=2,cpu=2,mem=2G,node=1|1|/scratch/scientist/jobs/1
-    12.batch|12.batch|batch||COMPLETED||||||1732860005|1732860070|65||vm|0:0|00:02.300|2048K|2|cpu=2,mem=2G,node=1|1|
-    12.extern|12.extern|extern||COMPLETED||||||1732860005|1732860070|65||vm|0:0|00:00.045|512K|2|billing=2,cpu=2,mem=2G,node=1|1|
-    13_1|14|sweep||FAILED|None|scientist|vision|debug|1732860010|1732860011|1732860020|9|10|vm|3:0|00:00.100||1|billing=1,cpu=1,gres/gpu=1,mem=1G,node=1|1|/w
-    13_1.batch|14.batch|batch||FAILED||||||1732860011|1732860020|9||vm|3:0|00:00.100|1.50M|1|cpu=1,mem=1G,node=1|1|
-    13_[3-9%2]|13|sweep||PENDING|JobArrayTaskLimit|scientist|vision|debug|1732860010|Unknown|Unknown|0|10|None assigned|0:0|00:00:00||1||1|/w
-    17|17|long||CANCELLED by 1000|None|scientist|vision|debug|1732860100|1732860101|1732860130|29|60|vm|0:15|00:00.010||1|billing=1,cpu=1,mem=1G,node=1|1|/w
-    """
-)
+SACCT = captured("sacct.out")
 
 
 def test_it_folds_steps_into_their_job_and_keeps_the_peak_memory() -> None:
     job = parse_sacct(SACCT)[0]
-    assert (job.job_id, job.state, job.exit_code, job.exit_signal) == (
-        "12",
+    assert (job.job_id, job.name, job.state, job.exit_code, job.exit_signal) == (
+        "481",
+        "train",
         "COMPLETED",
         0,
         0,
     )
-    assert job.elapsed_seconds == 65
-    assert job.cpu_time_seconds == pytest.approx(2.345)
-    assert job.max_rss_bytes == 2048 * 1024
+    assert job.elapsed_seconds == 4
+    assert job.time_limit_minutes == 60
+    assert job.cpu_time_seconds == pytest.approx(0.042)
+    assert job.max_rss_bytes == 72080 * 1024  # the 60 MiB the job held, plus python
     assert (job.alloc_cpus, job.alloc_gpus, job.node_list) == (2, 0, "vm")
-    assert job.end_time == datetime.fromtimestamp(1732860070, tz=UTC)
+    assert job.end_time == datetime.fromtimestamp(1795932458, tz=UTC)
 
 
 def test_it_reads_array_tasks_from_sacct() -> None:
     jobs = {j.job_id: j for j in parse_sacct(SACCT)}
-    task = jobs["14"]
-    assert (task.array_job_id, task.array_task_id, task.state, task.exit_code) == (
-        "13",
-        "1",
-        "FAILED",
-        3,
-    )
-    assert task.alloc_gpus == 1
-    assert task.max_rss_bytes == int(1.5 * 1024**2)
-    pending = jobs["13"]
-    assert (pending.array_task_id, pending.node_list, pending.start_time) == (
-        "3-9%2",
-        "",
+    failed = jobs["517"]
+    assert (
+        failed.array_job_id,
+        failed.array_task_id,
+        failed.state,
+        failed.exit_code,
+    ) == ("510", "1", "FAILED", 3)
+    running = jobs["518"]
+    assert (running.array_task_id, running.state, running.end_time) == (
+        "2",
+        "RUNNING",
         None,
     )
+    # sacct, unlike squeue --array, keeps the tasks that never started as one row
+    pending = jobs["510"]
+    assert (pending.array_task_id, pending.state, pending.reason) == (
+        "3-6%2",
+        "PENDING",
+        "JobArrayTaskLimit",
+    )
+    assert (pending.node_list, pending.start_time) == ("", None)
 
 
 def test_it_drops_who_cancelled_from_the_state() -> None:
-    job = parse_sacct(SACCT)[-1]
-    assert (job.state, job.exit_signal) == ("CANCELLED", 15)
+    job = {j.job_id: j for j in parse_sacct(SACCT)}["508"]
+    # Slurm reports the SIGTERM only on the batch step (0:15): the allocation says 0:0
+    assert (job.state, job.exit_code, job.exit_signal) == ("CANCELLED", 0, 0)
+    assert job.max_rss_bytes == 4280 * 1024
 
 
-def test_it_keeps_one_row_per_job_in_submission_order() -> None:
-    assert [j.job_id for j in parse_sacct(SACCT)] == ["12", "14", "13", "17"]
+def test_it_keeps_one_row_per_job_in_the_order_sacct_gives() -> None:
+    assert [j.job_id for j in parse_sacct(SACCT)] == [
+        "481",
+        "508",
+        "516",
+        "517",
+        "518",
+        "510",
+    ]
+
+
+def test_accounting_without_job_comment_storage_has_no_comment() -> None:
+    # slurm.conf lacks AccountingStoreFlags=job_comment: sacct's Comment stays empty
+    assert {j.comment for j in parse_sacct(SACCT)} == {""}
 
 
 # ------------------------------------------------------------------ sinfo
 
-SINFO = rows(
-    """
-    vm|debug*|up|1:00:00|idle|2|0/2/0/2|22900|20000|(null)|none
-    vm|batch|up|1-00:00:00|idle|2|0/2/0/2|22900|20000|(null)|none
-    gpu1|gpu|up|infinite|mixed|64|16/48/0/64|512000|400000|gpu:a100:4(S:0-1)|none
-    """
-)
+SINFO = captured("sinfo.out")
 
 
 def test_it_folds_sinfo_rows_into_partitions_and_nodes() -> None:
     state = parse_sinfo(SINFO)
-    assert [p.name for p in state.partitions] == ["debug", "batch", "gpu"]
+    assert [p.name for p in state.partitions] == ["debug", "batch"]
     assert state.default_partition == "debug"
     debug = state.partition("debug")
     assert debug is not None
     assert (debug.time_limit_minutes, debug.total_cpus, debug.nodes) == (60, 2, ["vm"])
     assert state.partition("batch").time_limit_minutes == 1440  # type: ignore[union-attr]
-    assert state.partition("gpu").time_limit_minutes is None  # type: ignore[union-attr]
-    vm = state.nodes[0]
+    [vm] = state.nodes
     assert (vm.name, vm.state, vm.cpus, vm.memory_mb, vm.partitions) == (
         "vm",
-        "idle",
+        "allocated",
         2,
         22900,
         ["debug", "batch"],
     )
-    gpu = state.nodes[1]
-    assert (gpu.gpus, gpu.cpus_allocated) == (4, 16)
+    assert (vm.gpus, vm.gres, vm.cpus_allocated, vm.free_memory_mb) == (0, "", 2, 19600)
+
+
+def test_an_unlimited_partition_of_gpu_nodes_from_sinfo() -> None:
+    # The local cluster has neither: its real row with the time limit and GRES a GPU
+    # partition without MaxTime shows (sinfo prints 'infinite' and the node's Gres).
+    row = SINFO.splitlines()[0].split(DELIM)
+    row[1:5] = ["gpu", "up", "infinite", "mixed"]
+    row[9] = "gpu:a100:4(S:0-1)"
+    state = parse_sinfo(DELIM.join(row))
+    gpu = state.partition("gpu")
+    assert gpu is not None and gpu.time_limit_minutes is None and gpu.total_gpus == 4
 
 
 # ------------------------------------------------------------------ scontrol
 
-SCONTROL = (
-    "JobId=21 JobName=two words UserId=scientist(1001) GroupId=scientist(1001) MCS_label=N/A "
-    "Priority=0 Nice=0 Account=vision QOS=normal JobState=PENDING Reason=JobHeldUser "
-    "Dependency=(null) TimeLimit=00:30:00 NumNodes=1 NumCPUs=4 NumTasks=2 CPUs/Task=2 "
-    "ReqB:S:C:T=0:0:*:* TRES=cpu=4,mem=4G,node=1,billing=4 MinMemoryNode=4G "
-    "Comment=axle:x y StdOut=/scratch/scientist/slurm-21.out"
-)
+SCONTROL = captured("scontrol.out").strip()
 
 
 def test_it_reads_scontrol_one_liners_with_spaces_and_tres() -> None:
     job = parse_scontrol_oneliner(SCONTROL)
     assert job["JobName"] == "two words"
-    assert job["NumCPUs"] == "4"
-    assert job["CPUs/Task"] == "2"
-    assert job["TRES"] == "cpu=4,mem=4G,node=1,billing=4"
+    assert (job["JobState"], job["Reason"]) == ("PENDING", "JobHeldUser")
+    assert (job["NumCPUs"], job["NumTasks"], job["CPUs/Task"]) == ("2", "1", "2")
+    assert job["TRES"] == "cpu=2,mem=4G,node=1,billing=2"
     assert job["ReqB:S:C:T"] == "0:0:*:*"
+    assert job["MinMemoryNode"] == "4G"
+    assert job["TimeLimit"] == "00:30:00"
     assert job["Comment"] == "axle:x y"
+    assert job["NodeList"] == ""
     assert job.get("Missing") is None
