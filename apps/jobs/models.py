@@ -57,6 +57,28 @@ class Job(BaseModel):
     stdout_path = models.CharField(max_length=1000)
     stderr_path = models.CharField(max_length=1000)
     rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns")
+    reproduced_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reproductions"
+    )
+    team = models.ForeignKey("accounts.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="jobs")
+    # dataset_versions: added with the datasets app
+    code_repo = models.CharField(max_length=500, blank=True)
+    code_ref = models.CharField(max_length=200, blank=True, help_text="Branch, tag or commit as asked.")
+    code_commit = models.CharField(max_length=64, blank=True, help_text="The commit SHA it resolved to at submission.")
+    image_path = models.CharField(max_length=1000, blank=True, help_text="Apptainer/Singularity image on the cluster.")
+    image_digest = models.CharField(max_length=80, blank=True, help_text="sha256 of the image file at submission.")
+    verify_datasets = models.BooleanField(default=False, help_text="Re-verify dataset checksums before submission.")
+    register_model_as = models.CharField(
+        max_length=200, blank=True, help_text="Register the run's logged model under this name when the job completes."
+    )
+
+    # Tracking.
+    tracking_mode = models.CharField(max_length=8, blank=True)
+    mlflow_experiment_id = models.CharField(max_length=64, blank=True)
+    mlflow_run_id = models.CharField(max_length=64, blank=True, db_index=True)
+    metrics = models.JSONField(default=dict, blank=True, help_text="Final value of each metric.")
+    import_state = models.JSONField(default=dict, blank=True, help_text="Offsets of the file store already imported.")
+    finalized_at = models.DateTimeField(null=True, blank=True)
 
     # What Slurm says.
     slurm_job_id = models.CharField(max_length=32, blank=True, db_index=True)
