@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "apps.audit",
     "apps.clusters",
     "apps.jobs",
+    "apps.datasets",
 ]
 
 MIDDLEWARE = [

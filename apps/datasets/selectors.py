@@ -1,0 +1,140 @@
+"""Reads for datasets. A user sees the datasets of the teams they belong to, nothing else."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable
+
+from django.db.models import Count, Max, QuerySet
+
+from apps.accounts.models import Team
+from apps.clusters.models import Cluster
+from apps.core.errors import NotFound, ValidationFailed
+
+from .models import Dataset, DatasetVersion
+
+V = DatasetVersion.Status
+
+
+def _uuid(value) -> uuid.UUID | None:
+    try:
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+def team_choices(*, user) -> QuerySet[Team]:
+    """Teams the user can create datasets in."""
+    return Team.objects.filter(memberships__user=user).order_by("name")
+
+
+def team_get(*, user, ident: str) -> Team:
+    """One of the user's teams, by name or id."""
+    teams = team_choices(user=user)
+    team = teams.filter(name=ident).first()
+    if team is None and (u := _uuid(ident)):
+        team = teams.filter(uuid=u).first()
+    if team is None:
+        raise NotFound(f"You are not in a team {ident!r}.")
+    return team
+
+
+def dataset_list(*, user, team: str = "", q: str = "") -> QuerySet[Dataset]:
+    datasets = Dataset.objects.filter(team__memberships__user=user)
+    if team:
+        datasets = datasets.filter(team__name=team)
+    if q:
+        datasets = datasets.filter(name__icontains=q)
+    return (
+        datasets.select_related("team", "created_by")
+        .annotate(version_count=Count("versions"), latest_number=Max("versions__number"))
+        .order_by("team__name", "name")
+    )
+
+
+def dataset_get(*, user, id) -> Dataset:
+    u = _uuid(id)
+    dataset = (
+        Dataset.objects.filter(team__memberships__user=user, uuid=u).select_related("team", "created_by").first()
+        if u else None
+    )
+    if dataset is None:
+        raise NotFound("No such dataset.")
+    return dataset
+
+
+def dataset_version_list(*, user, dataset: Dataset) -> QuerySet[DatasetVersion]:
+    """A dataset's versions, newest first, without their manifests (which may be large)."""
+    return (
+        DatasetVersion.objects.filter(dataset=dataset, dataset__team__memberships__user=user)
+        .select_related("cluster", "created_by", "dataset")
+        .defer("manifest")
+        .order_by("-number")
+    )
+
+
+def dataset_version_get(*, user, id) -> DatasetVersion:
+    u = _uuid(id)
+    version = (
+        DatasetVersion.objects.filter(uuid=u, dataset__team__memberships__user=user)
+        .select_related("dataset__team", "cluster", "created_by").first()
+        if u else None
+    )
+    if version is None:
+        raise NotFound("No such dataset version.")
+    return version
+
+
+def dataset_version_by_number(*, user, dataset: Dataset, number: int) -> DatasetVersion:
+    version = (
+        DatasetVersion.objects.filter(dataset=dataset, number=number, dataset__team__memberships__user=user)
+        .select_related("dataset__team", "cluster", "created_by").first()
+    )
+    if version is None:
+        raise NotFound(f"Dataset {dataset.name} has no version {number}.")
+    return version
+
+
+def env_name(dataset: Dataset) -> str:
+    """The environment variable a job reads the dataset's location from: AXLE_DATASET_<NAME>."""
+    return "AXLE_DATASET_" + re.sub(r"[^A-Z0-9]", "_", dataset.name.upper())
+
+
+def dataset_env(versions: Iterable[DatasetVersion]) -> dict[str, str]:
+    """{AXLE_DATASET_<NAME>: path or uri} for a job's declared inputs."""
+    return {env_name(v.dataset): v.path or v.uri for v in versions}
+
+
+def dataset_versions_for_job(user, ids, cluster: Cluster | None = None) -> list[DatasetVersion]:
+    """The versions a job declares as inputs, in the order given: each must be one the user may
+    see, ready, and (for a path) on the job's cluster. Raises ValidationFailed naming every
+    problem at once, with the list under ``problems``."""
+    ids = list(ids or [])
+    wanted = [_uuid(i) for i in ids]
+    found = {
+        v.uuid: v
+        for v in DatasetVersion.objects.filter(
+            uuid__in=[u for u in wanted if u], dataset__team__memberships__user=user
+        ).select_related("dataset__team", "cluster")
+    }
+    problems, versions, names = [], [], {}
+    for raw, u in zip(ids, wanted, strict=True):
+        version = found.get(u) if u else None
+        if version is None:
+            problems.append(f"Dataset version {raw} does not exist or is not one of your teams'.")
+            continue
+        label = f"{version.dataset.name}@{version.number}"
+        if version.status != V.READY:
+            problems.append(f"{label} is {version.status}, not ready" +
+                            (f": {version.error}" if version.error else "; wait for its checksum."))
+        if cluster is not None and version.cluster_id is not None and version.cluster_id != cluster.pk:
+            problems.append(f"{label} is on cluster {version.cluster.name}, not on {cluster.name}.")
+        name = env_name(version.dataset)
+        if name in names:
+            problems.append(f"{label} and {names[name]} would both be {name}; declare one version per dataset.")
+        names[name] = label
+        versions.append(version)
+    if problems:
+        raise ValidationFailed("Dataset inputs: " + " ".join(problems), extra={"problems": problems})
+    return versions

@@ -1,0 +1,380 @@
+"""Writes for datasets: create one, register a version, checksum it on the cluster, verify it.
+
+The checksum runs on the cluster as the registering user's own account (through their grant),
+with no database transaction open while the cluster works: the version is committed as
+pending first, then moved to checksumming, measured, and moved to ready or failed."""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_slug
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from apps.accounts.models import Membership, Team
+from apps.audit.services import audit_record
+from apps.clusters.models import Cluster, ClusterGrant
+from apps.clusters.selectors import grant_for_submission
+from apps.clusters.transport import slurm_client, ssh_for_files
+from apps.core.errors import Conflict, NotFound, PermissionDenied, Unavailable, ValidationFailed
+from apps.core.tasks import enqueue
+from apps.core.transitions import transition
+from apps.integrations.slurm.base import SlurmError
+
+from . import remote
+from .models import Dataset, DatasetVersion
+
+log = logging.getLogger(__name__)
+V = DatasetVersion.Status
+
+URI_RE = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*)://\S+$")
+URI_SCHEMES = {"http", "https", "s3", "gs", "gcs", "az", "abfs", "abfss", "wasbs", "hdfs", "hf", "ftp", "sftp"}
+
+# Each hashing call aims to take about this long, so progress moves about once a second
+# whatever the file sizes, and tiny files do not cost one SSH round trip each.
+CHUNK_SECONDS = 1.0
+FIRST_CHUNK_FILES, MIN_CHUNK_FILES, MAX_CHUNK_FILES = 256, 16, 20_000
+FIRST_CHUNK_BYTES, MIN_CHUNK_BYTES, MAX_CHUNK_BYTES = 64 << 20, 4 << 20, 16 << 30
+LIST_TIMEOUT = 600.0
+SLOWEST_HASH_RATE = 20 << 20  # bytes/s we still wait for before calling a hashing call lost
+
+
+def _is_member(user, team: Team) -> bool:
+    return Membership.objects.filter(user=user, team=team).exists()
+
+
+# ---------------------------------------------------------------- datasets
+
+
+def dataset_create(*, user, team: Team, name: str, description: str = "") -> Dataset:
+    if not _is_member(user, team):
+        raise PermissionDenied(f"You are not a member of team {team.name}.")
+    name = (name or "").strip()
+    try:
+        validate_slug(name)
+    except ValidationError:
+        raise ValidationFailed("A dataset name uses letters, digits, hyphens and underscores only.") from None
+    if len(name) > 64:
+        raise ValidationFailed("A dataset name has at most 64 characters.")
+    if Dataset.objects.filter(team=team, name=name).exists():
+        raise ValidationFailed(f"Team {team.name} already has a dataset named {name}.")
+    try:
+        with transaction.atomic():
+            dataset = Dataset.objects.create(team=team, name=name, description=(description or "").strip(),
+                                             created_by=user)
+            audit_record(action="dataset.created", subject=dataset, actor=user,
+                         after={"team": team.name, "name": name, "description": dataset.description})
+    except IntegrityError:  # a teammate took the name a moment ago
+        raise ValidationFailed(f"Team {team.name} already has a dataset named {name}.") from None
+    return dataset
+
+
+# ---------------------------------------------------------------- registering a version
+
+
+def _clean_path(path: str) -> str:
+    path = (path or "").strip()
+    if not path.startswith("/"):
+        raise ValidationFailed("The path must be absolute, as seen on the cluster's shared filesystem (/…).")
+    if "\0" in path or "\n" in path or len(path) > 4000:
+        raise ValidationFailed("The path contains characters a cluster path cannot hold, or is too long.")
+    # ".." is refused rather than resolved: on the cluster it follows symlinks, here it would not.
+    if ".." in path.split("/"):
+        raise ValidationFailed("Give the path without “..” components.")
+    return posixpath.normpath(path).replace("//", "/")
+
+
+def _clean_uri(uri: str) -> str:
+    uri = (uri or "").strip()
+    match = URI_RE.match(uri)
+    if not match or len(uri) > 4000:
+        raise ValidationFailed("The URI must look like scheme://location, e.g. s3://bucket/prefix or https://….")
+    if match["scheme"] not in URI_SCHEMES:
+        raise ValidationFailed(
+            f"URIs with {match['scheme']}:// are not accepted; use one of {', '.join(sorted(URI_SCHEMES))}, "
+            "or a path on a cluster."
+        )
+    return uri
+
+
+def dataset_version_register(
+    *, user, dataset: Dataset, cluster: Cluster | None = None, path: str | None = None, uri: str | None = None
+) -> DatasetVersion:
+    """Record a new version and, for a cluster path, queue its checksum on the cluster.
+
+    A URI version is ready at once: the hub does not download data to checksum it."""
+    if not _is_member(user, dataset.team):
+        raise PermissionDenied(f"You are not a member of team {dataset.team.name}.")
+    if bool(path) == bool(uri):
+        raise ValidationFailed("Give either a path on a cluster or a URI.")
+    if path:
+        path = _clean_path(path)
+        if cluster is None:
+            raise ValidationFailed("Say which cluster the path is on.")
+        grant = grant_for_submission(user=user, cluster=cluster)
+        if grant is None:
+            raise PermissionDenied(
+                f"You have no active grant on cluster {cluster.name}; the checksum runs as your cluster account."
+            )
+    else:
+        uri = _clean_uri(uri)
+        if cluster is not None:
+            raise ValidationFailed("A URI version is not on a cluster; leave the cluster out.")
+    with transaction.atomic():
+        # Numbers come from the dataset row's lock: two registrations at once queue here and
+        # get consecutive numbers; the unique constraint is the backstop.
+        Dataset.objects.select_for_update().filter(pk=dataset.pk).get()
+        number = (dataset.versions.aggregate(n=Max("number"))["n"] or 0) + 1
+        version = DatasetVersion.objects.create(
+            dataset=dataset, number=number, cluster=cluster if path else None, path=path or "", uri=uri or "",
+            status=V.PENDING if path else V.READY, created_by=user,
+            cluster_username=grant.cluster_username if path else "",
+        )
+        audit_record(
+            action="dataset_version.registered", subject=version, actor=user,
+            after={"dataset": str(dataset.uuid), "number": number, "status": version.status,
+                   "cluster": cluster.name if path else None, "path": version.path, "uri": version.uri},
+        )
+        if path:
+            enqueue("apps.datasets.tasks.dataset_version_checksum", version.pk)
+    return version
+
+
+# ---------------------------------------------------------------- measuring on the cluster
+
+
+class MeasureFailed(Exception):
+    def __init__(self, message: str, *, transient: bool = False):
+        super().__init__(message)
+        self.message = message
+        self.transient = transient
+
+
+@dataclass
+class Measurement:
+    size_bytes: int
+    file_count: int
+    checksum: str
+    lines: list[bytes]
+
+
+def _clamp(value: float, low: int, high: int) -> int:
+    return int(max(low, min(high, value)))
+
+
+def _measure(
+    grant: ClusterGrant,
+    path: str,
+    *,
+    on_listing: Callable[[int, int], None] = lambda files, size: None,
+    on_progress: Callable[[int, int], None] = lambda files, size: None,
+) -> Measurement:
+    """List, then hash ``path`` on the grant's cluster as the grant's account, chunk by chunk."""
+    cluster, account = grant.cluster.name, grant.cluster_username
+    try:
+        with slurm_client(grant) as client:
+            ssh = ssh_for_files(client)
+            if ssh is None:
+                raise MeasureFailed(
+                    f"Cluster {cluster} is reached through slurmrestd and your grant has no SSH key; "
+                    "checksums are computed over SSH on the login node."
+                )
+            listed = ssh.run(["/bin/sh", "-c", remote.LIST_SCRIPT, "sh", path], timeout=LIST_TIMEOUT)
+            if listed.exit_status in (remote.MISSING, remote.UNREADABLE):
+                raise MeasureFailed(f"{path} does not exist on {cluster} or is not readable by {account}.")
+            if listed.exit_status == remote.NOT_A_FILE:
+                raise MeasureFailed(f"{path} on {cluster} is neither a folder nor a regular file.")
+            if listed.exit_status != 0:
+                # find goes on past an unreadable subfolder, says so on stderr and exits 1.
+                detail = "; ".join(listed.err.splitlines()[:3])
+                raise MeasureFailed(f"Part of {path} on {cluster} cannot be read by {account}: {detail}")
+            listing = remote.parse_listing(listed.stdout)
+            if not listing.files:
+                raise MeasureFailed(f"{path} on {cluster} holds no files.")
+            total_files, total_bytes = len(listing.files), listing.total_bytes
+            on_listing(total_files, total_bytes)
+
+            base = path if listing.is_dir else posixpath.dirname(path)
+            lines: list[bytes] = []
+            files_done = bytes_done = 0
+            max_files, max_bytes = FIRST_CHUNK_FILES, FIRST_CHUNK_BYTES
+            while files_done < total_files:
+                chunk, chunk_bytes = [], 0
+                for name, size in listing.files[files_done:]:
+                    if chunk and (len(chunk) >= max_files or chunk_bytes + size > max_bytes):
+                        break
+                    chunk.append(name)
+                    chunk_bytes += size
+                started = time.monotonic()
+                hashed = ssh.run(
+                    ["/bin/sh", "-c", remote.HASH_SCRIPT, "sh", base],
+                    stdin=b"\0".join(chunk) + b"\0",
+                    timeout=max(120.0, chunk_bytes / SLOWEST_HASH_RATE),
+                )
+                if hashed.exit_status == remote.UNREADABLE:
+                    raise MeasureFailed(f"{path} disappeared from {cluster} while it was being checksummed.")
+                if hashed.exit_status != 0:
+                    detail = "; ".join(hashed.err.splitlines()[:3])
+                    raise MeasureFailed(f"Checksumming {path} on {cluster} as {account} failed: {detail}")
+                lines.extend(remote.parse_sha256sum(hashed.stdout, len(chunk)))
+                files_done += len(chunk)
+                bytes_done += chunk_bytes
+                on_progress(files_done, bytes_done)
+                scale = CHUNK_SECONDS / max(time.monotonic() - started, 0.01)
+                scale = max(0.5, min(4.0, scale))
+                max_files = _clamp(max_files * scale, MIN_CHUNK_FILES, MAX_CHUNK_FILES)
+                max_bytes = _clamp(max_bytes * scale, MIN_CHUNK_BYTES, MAX_CHUNK_BYTES)
+    except MeasureFailed:
+        raise
+    except SlurmError as exc:
+        raise MeasureFailed(f"Could not reach {cluster}: {exc}", transient=not exc.permanent) from None
+    except ValueError as exc:  # output we could not read
+        raise MeasureFailed(f"Unexpected answer from {cluster} while checksumming {path}: {exc}") from None
+    except Exception as exc:  # the SSH connection broke mid-command, or something we did not foresee
+        log.exception("checksumming %s on %s failed", path, cluster)
+        raise MeasureFailed(f"Checksumming {path} on {cluster} stopped: {exc}", transient=True) from None
+    return Measurement(size_bytes=total_bytes, file_count=total_files, checksum=remote.manifest_checksum(lines),
+                       lines=lines)
+
+
+def _manifest_text(lines: list[bytes]) -> tuple[str, bool]:
+    kept = lines[: DatasetVersion.MANIFEST_MAX_LINES]
+    return b"".join(line + b"\n" for line in kept).decode("utf-8", "replace"), len(kept) == len(lines)
+
+
+def _fail(version: DatasetVersion, message: str) -> DatasetVersion:
+    try:
+        transition(obj=version, to=V.FAILED, transitions=DatasetVersion.TRANSITIONS, action="dataset_version.failed",
+                   fields={"error": message, "checksum_finished_at": timezone.now()}, data={"error": message})
+    except Conflict:
+        version.refresh_from_db()
+    return version
+
+
+def dataset_version_checksum(*, version_id: int) -> DatasetVersion | None:
+    """Measure a pending version on its cluster. Safe to run twice: only the run that moves
+    it from pending to checksumming goes on."""
+    version = DatasetVersion.objects.select_related("dataset", "cluster", "created_by").filter(pk=version_id).first()
+    if version is None or version.status != V.PENDING:
+        return version
+    grant = grant_for_submission(user=version.created_by, cluster=version.cluster)
+    if grant is None:
+        return _fail(version, f"{version.created_by} no longer holds an active grant on {version.cluster.name}.")
+    try:
+        transition(obj=version, to=V.CHECKSUMMING, transitions=DatasetVersion.TRANSITIONS,
+                   action="dataset_version.checksumming",
+                   fields={"cluster_username": grant.cluster_username, "checksum_started_at": timezone.now(),
+                           "files_done": 0, "bytes_done": 0})
+    except Conflict:
+        return version  # another worker took it
+
+    # Progress is plain autocommitted UPDATEs, guarded by status: never a transaction held
+    # open across cluster calls, and a version that was failed meanwhile is left alone.
+    def on_listing(files: int, size: int) -> None:
+        DatasetVersion.objects.filter(pk=version.pk, status=V.CHECKSUMMING).update(
+            files_total=files, bytes_total=size, updated_at=timezone.now())
+
+    def on_progress(files: int, size: int) -> None:
+        DatasetVersion.objects.filter(pk=version.pk, status=V.CHECKSUMMING).update(
+            files_done=files, bytes_done=size, updated_at=timezone.now())
+
+    try:
+        measured = _measure(grant, version.path, on_listing=on_listing, on_progress=on_progress)
+    except MeasureFailed as exc:
+        version.refresh_from_db()
+        return _fail(version, exc.message)
+    manifest, complete = _manifest_text(measured.lines)
+    version.refresh_from_db()
+    try:
+        transition(
+            obj=version, to=V.READY, transitions=DatasetVersion.TRANSITIONS, action="dataset_version.ready",
+            fields={"size_bytes": measured.size_bytes, "file_count": measured.file_count,
+                    "checksum": measured.checksum, "manifest": manifest, "manifest_complete": complete,
+                    "files_total": measured.file_count, "bytes_total": measured.size_bytes,
+                    "files_done": measured.file_count, "bytes_done": measured.size_bytes,
+                    "checksum_finished_at": timezone.now()},
+            data={"checksum": measured.checksum, "size_bytes": measured.size_bytes,
+                  "file_count": measured.file_count},
+        )
+    except Conflict:
+        version.refresh_from_db()
+    return version
+
+
+# ---------------------------------------------------------------- verification
+
+
+@dataclass
+class Verification:
+    """Whether a ready version's content on the cluster still has its recorded checksum.
+
+    Truthy when it matches, so ``if not dataset_version_verify(...)`` reads naturally."""
+
+    matches: bool
+    message: str
+    checksum: str = ""
+    size_bytes: int | None = None
+    file_count: int | None = None
+    differences: list[str] = field(default_factory=list)
+    skipped: bool = False
+
+    def __bool__(self) -> bool:
+        return self.matches
+
+
+def _differences(recorded: str, lines: list[bytes], complete: bool, limit: int = 20) -> list[str]:
+    before = remote.manifest_names([line.encode() for line in recorded.splitlines()])
+    now = remote.manifest_names(lines)
+    found = [f"changed: {name}" for name, digest in before.items() if name in now and now[name] != digest]
+    found += [f"missing: {name}" for name in before if name not in now]
+    if complete:
+        found += [f"added: {name}" for name in now if name not in before]
+    return sorted(found)[:limit]
+
+
+def dataset_version_verify(*, version: DatasetVersion, user) -> Verification:
+    """Checksum a ready version again, now, as ``user``'s cluster account, and compare.
+
+    Runs in the caller's thread and talks to the cluster: never call it inside a transaction.
+    Raises Unavailable when the cluster cannot be reached, since then nothing is known."""
+    if not _is_member(user, version.dataset.team):
+        raise NotFound("No such dataset version.")
+    if version.status != V.READY:
+        raise Conflict(f"Version {version.number} of {version.dataset.name} is {version.status}; "
+                       "only a ready version can be verified.")
+    if version.uri:
+        return Verification(matches=True, skipped=True, message=f"{version.uri} is a URI; the hub keeps no checksum "
+                            "of it, so there is nothing to verify.")
+    grant = grant_for_submission(user=user, cluster=version.cluster)
+    if grant is None:
+        raise PermissionDenied(f"You have no active grant on cluster {version.cluster.name}.")
+    try:
+        measured = _measure(grant, version.path)
+    except MeasureFailed as exc:
+        if exc.transient:
+            raise Unavailable(exc.message) from None
+        result = Verification(matches=False, message=exc.message)
+    else:
+        matches = measured.checksum == version.checksum
+        result = Verification(
+            matches=matches, checksum=measured.checksum, size_bytes=measured.size_bytes,
+            file_count=measured.file_count,
+            message=(f"{version.dataset.name}@{version.number} still has checksum {version.checksum[:12]}…"
+                     if matches else
+                     f"{version.dataset.name}@{version.number} changed on {version.cluster.name}: checksum is now "
+                     f"{measured.checksum[:12]}…, was {version.checksum[:12]}…"),
+            differences=[] if matches else _differences(version.manifest, measured.lines, version.manifest_complete),
+        )
+    with transaction.atomic():
+        audit_record(action="dataset_version.verified", subject=version, actor=user,
+                     after={"matches": result.matches, "checksum": result.checksum, "message": result.message,
+                            "cluster_username": grant.cluster_username})
+    return result
