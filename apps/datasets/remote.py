@@ -6,7 +6,7 @@ into shell syntax. GNU find and coreutils are assumed, as on every Linux cluster
 
 The checksum of a version is the sha256 of its manifest, which is exactly what
 
-    cd DIR && find . -type f -printf '%P\\0' | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum
+    cd DIR && find . -type f -printf '%P\\0' | LC_ALL=C sort -z | xargs -0 sha256sum -- | sha256sum
 
 prints on the cluster, so anyone can check a version by hand without Axle."""
 
