@@ -2,6 +2,7 @@ from django.urls import path
 
 from apps.accounts import api as accounts_api
 from apps.clusters import api as clusters_api
+from apps.datasets import api as datasets_api
 from apps.jobs import api as jobs_api
 
 urlpatterns = [
@@ -16,4 +17,10 @@ urlpatterns = [
     path("jobs/<uuid:job_id>/cancel/", jobs_api.JobCancelApi.as_view(), name="api-job-cancel"),
     path("jobs/<uuid:job_id>/rerun/", jobs_api.JobRerunApi.as_view(), name="api-job-rerun"),
     path("jobs/<uuid:job_id>/logs/", jobs_api.JobLogsApi.as_view(), name="api-job-logs"),
+    path("datasets/", datasets_api.DatasetListCreateApi.as_view(), name="api-dataset-list"),
+    path("datasets/<uuid:dataset_id>/", datasets_api.DatasetDetailApi.as_view(), name="api-dataset-detail"),
+    path("datasets/<uuid:dataset_id>/versions/", datasets_api.DatasetVersionListCreateApi.as_view(),
+         name="api-dataset-version-list"),
+    path("datasets/<uuid:dataset_id>/versions/<int:number>/", datasets_api.DatasetVersionDetailApi.as_view(),
+         name="api-dataset-version-detail"),
 ]

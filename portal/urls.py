@@ -7,6 +7,7 @@ from apps.accounts import views as account_views
 from apps.audit import views as audit_views
 from apps.clusters import views as cluster_views
 from apps.core import views as core_views
+from apps.datasets import views as dataset_views
 from apps.jobs import views as job_views
 
 urlpatterns = [
@@ -28,7 +29,10 @@ urlpatterns = [
     path("jobs/<uuid:job_id>/rerun/", job_views.job_rerun, name="job-rerun"),
     path("jobs/<uuid:job_id>/logs/<str:stream>/", job_views.job_log, name="job-log"),
     path("jobs/<uuid:job_id>/logs/<str:stream>/download/", job_views.job_log_download, name="job-log-download"),
-    path("datasets/", core_views.section, {"name": "datasets"}, name="dataset-list"),
+    path("datasets/", dataset_views.dataset_list, name="dataset-list"),
+    path("datasets/<uuid:dataset_id>/", dataset_views.dataset_detail, name="dataset-detail"),
+    path("datasets/<uuid:dataset_id>/versions/<int:number>/", dataset_views.dataset_version_detail,
+         name="dataset-version-detail"),
     path("models/", core_views.section, {"name": "models"}, name="model-list"),
     path("deployments/", core_views.section, {"name": "deployments"}, name="deployment-list"),
     path("clusters/", cluster_views.cluster_list, name="cluster-list"),

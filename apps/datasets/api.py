@@ -1,0 +1,136 @@
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.clusters.selectors import cluster_get
+
+from . import selectors, services
+
+
+class DatasetInputSerializer(serializers.Serializer):
+    team = serializers.CharField(help_text="Team name or id; you must be a member")
+    name = serializers.CharField(max_length=64, help_text="Letters, digits, hyphens, underscores; unique in the team")
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class DatasetOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField(source="uuid")
+    team = serializers.CharField(source="team.name")
+    name = serializers.CharField()
+    description = serializers.CharField()
+    env_name = serializers.SerializerMethodField()
+    created_by = serializers.CharField(source="created_by.username")
+    created_at = serializers.DateTimeField()
+    version_count = serializers.IntegerField(default=None)
+    latest_version = serializers.IntegerField(source="latest_number", default=None, allow_null=True)
+
+    def get_env_name(self, obj) -> str:
+        return selectors.env_name(obj)
+
+
+class DatasetVersionInputSerializer(serializers.Serializer):
+    cluster = serializers.CharField(required=False, allow_blank=True, default="", help_text="Cluster name or id")
+    path = serializers.CharField(required=False, allow_blank=True, default="",
+                                 help_text="Absolute path (folder or file) on the cluster's shared filesystem")
+    uri = serializers.CharField(required=False, allow_blank=True, default="",
+                                help_text="Instead of a path: s3://…, https://…; not checksummed by the hub")
+
+
+class DatasetVersionProgressSerializer(serializers.Serializer):
+    files_done = serializers.IntegerField()
+    files_total = serializers.IntegerField(allow_null=True)
+    bytes_done = serializers.IntegerField()
+    bytes_total = serializers.IntegerField(allow_null=True)
+    percent = serializers.IntegerField(source="progress_percent")
+
+
+class DatasetVersionOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField(source="uuid")
+    dataset = serializers.UUIDField(source="dataset.uuid")
+    dataset_name = serializers.CharField(source="dataset.name")
+    number = serializers.IntegerField()
+    status = serializers.CharField()
+    cluster = serializers.CharField(source="cluster.name", allow_null=True, default=None)
+    path = serializers.CharField()
+    uri = serializers.CharField()
+    size_bytes = serializers.IntegerField(allow_null=True)
+    file_count = serializers.IntegerField(allow_null=True)
+    checksum = serializers.CharField(help_text="sha256 of the manifest of `sha256  relative/path` lines")
+    progress = DatasetVersionProgressSerializer(source="*")
+    error = serializers.CharField()
+    cluster_username = serializers.CharField(help_text="The cluster account the checksum ran as")
+    created_by = serializers.CharField(source="created_by.username")
+    created_at = serializers.DateTimeField()
+    checksum_started_at = serializers.DateTimeField(allow_null=True)
+    checksum_finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class DatasetVersionDetailOutputSerializer(DatasetVersionOutputSerializer):
+    manifest = serializers.CharField(help_text="The manifest, cut after 10,000 lines on large datasets")
+    manifest_complete = serializers.BooleanField()
+
+
+class DatasetListCreateApi(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("team", str), OpenApiParameter("q", str)],
+        responses=DatasetOutputSerializer(many=True),
+    )
+    def get(self, request):
+        datasets = selectors.dataset_list(user=request.user, team=request.query_params.get("team", ""),
+                                          q=request.query_params.get("q", ""))
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(datasets, request, view=self)
+        return paginator.get_paginated_response(DatasetOutputSerializer(page, many=True).data)
+
+    @extend_schema(request=DatasetInputSerializer, responses={201: DatasetOutputSerializer})
+    def post(self, request):
+        data = DatasetInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        dataset = services.dataset_create(
+            user=request.user, team=selectors.team_get(user=request.user, ident=data.validated_data["team"]),
+            name=data.validated_data["name"], description=data.validated_data["description"],
+        )
+        dataset = selectors.dataset_list(user=request.user).get(pk=dataset.pk)
+        return Response(DatasetOutputSerializer(dataset).data, status=201)
+
+
+class DatasetDetailApi(APIView):
+    @extend_schema(responses=DatasetOutputSerializer)
+    def get(self, request, dataset_id):
+        selectors.dataset_get(user=request.user, id=dataset_id)
+        dataset = selectors.dataset_list(user=request.user).get(uuid=dataset_id)
+        return Response(DatasetOutputSerializer(dataset).data)
+
+
+class DatasetVersionListCreateApi(APIView):
+    @extend_schema(responses=DatasetVersionOutputSerializer(many=True))
+    def get(self, request, dataset_id):
+        dataset = selectors.dataset_get(user=request.user, id=dataset_id)
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(selectors.dataset_version_list(user=request.user, dataset=dataset),
+                                           request, view=self)
+        return paginator.get_paginated_response(DatasetVersionOutputSerializer(page, many=True).data)
+
+    @extend_schema(request=DatasetVersionInputSerializer, responses={201: DatasetVersionOutputSerializer})
+    def post(self, request, dataset_id):
+        dataset = selectors.dataset_get(user=request.user, id=dataset_id)
+        data = DatasetVersionInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        ident = data.validated_data["cluster"]
+        version = services.dataset_version_register(
+            user=request.user, dataset=dataset,
+            cluster=cluster_get(user=request.user, ident=ident) if ident else None,
+            path=data.validated_data["path"] or None, uri=data.validated_data["uri"] or None,
+        )
+        version = selectors.dataset_version_get(user=request.user, id=version.uuid)
+        return Response(DatasetVersionOutputSerializer(version).data, status=201)
+
+
+class DatasetVersionDetailApi(APIView):
+    @extend_schema(responses=DatasetVersionDetailOutputSerializer)
+    def get(self, request, dataset_id, number):
+        dataset = selectors.dataset_get(user=request.user, id=dataset_id)
+        version = selectors.dataset_version_by_number(user=request.user, dataset=dataset, number=number)
+        return Response(DatasetVersionDetailOutputSerializer(version).data)
