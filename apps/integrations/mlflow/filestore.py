@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from .base import MetricPoint
+from .base import MetricPoint, MlflowError, RunInfo
 
 # read(path, offset) -> (bytes from offset on, offset after them). May return fewer bytes
 # than are there (a transport caps one read); returns b"" at the end of the file.
@@ -325,14 +325,40 @@ class _Importer(Protocol):
         tags: Mapping[str, str] | None = ...,
     ) -> int: ...
 
+    def get_run(self, run_id: str) -> RunInfo: ...
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    calls: int  # runs/log-batch (and get) requests made
+    points: int
+    # Params the job logged with another value than the hub's run already had: MLflow
+    # never changes a param, so the hub's value stays and the job's is reported here.
+    conflicts: dict[str, tuple[str, str]] = field(default_factory=dict)
+
 
 def import_into(
     client: _Importer,
     run_id: str,
-    points: list[MetricPoint],
+    points: Sequence[MetricPoint],
     params: Mapping[str, str],
     tags: Mapping[str, str],
-) -> int:
+) -> ImportResult:
     """Log an increment into the hub's run in as few calls as MLflow's limits allow.
-    Returns the number of HTTP calls made."""
-    return client.log_batch(run_id, metrics=points, params=dict(params), tags=dict(tags))
+
+    Safe to repeat: the server keeps one copy of an identical metric point and accepts a
+    param logged again with the same value, so an import interrupted after some batches
+    is simply done again from the previous state.
+    """
+    try:
+        calls = client.log_batch(run_id, metrics=points, params=params, tags=tags)
+        return ImportResult(calls=calls, points=len(points))
+    except MlflowError as exc:
+        # One conflicting param makes MLflow refuse the whole batch, metrics included.
+        if exc.code != "INVALID_PARAMETER_VALUE" or not params:
+            raise
+    existing = client.get_run(run_id).params
+    conflicts = {k: (existing[k], v) for k, v in params.items() if k in existing and existing[k] != v}
+    fresh = {k: v for k, v in params.items() if k not in existing}
+    calls = client.log_batch(run_id, metrics=points, params=fresh, tags=tags)
+    return ImportResult(calls=calls + 2, points=len(points), conflicts=conflicts)
