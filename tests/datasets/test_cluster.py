@@ -5,6 +5,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -192,3 +193,46 @@ def test_verification_tells_an_unchanged_version_from_a_changed_one(grant, scrat
     assert not result and "does not exist" in result.message
     verified = AuditEvent.objects.filter(subject_id=str(version.uuid), action="dataset_version.verified")
     assert [e.after["matches"] for e in verified.order_by("seq")] == [True, False, False]
+
+
+@pytest.mark.slow
+def test_a_large_folder_reports_progress_about_every_second(grant, scratch, alice, team, monkeypatch):
+    """200 files, 200 MB. Hashing speed decides how many updates there are; what matters is
+    that none is far apart from the last, and the last one is the total."""
+    data = scratch / "big"
+    data.mkdir()
+    block = os.urandom(1 << 20)
+    for i in range(200):
+        (data / f"shard-{i:04d}.bin").write_bytes(block[i:] + block[:i])
+    give_to_scientist(scratch)
+    dataset = services.dataset_create(user=alice, team=team, name="big")
+    version = services.dataset_version_register(user=alice, dataset=dataset, cluster=grant.cluster, path=str(data))
+    stamps = []
+    real = services._measure
+
+    def timed(grant_, path, *, on_listing, on_progress):
+        stamps.append(("start", time.monotonic(), 0))
+
+        def listing(files, size):
+            on_listing(files, size)
+            stamps.append(("listed", time.monotonic(), 0))
+
+        def progress(files, size):
+            on_progress(files, size)
+            stamps.append(("progress", time.monotonic(), size))
+
+        return real(grant_, path, on_listing=listing, on_progress=progress)
+
+    monkeypatch.setattr(services, "_measure", timed)
+    services.dataset_version_checksum(version_id=version.pk)
+    version.refresh_from_db()
+    assert version.status == V.READY, version.error
+    assert version.checksum == by_hand(data) and version.size_bytes == 200 << 20
+    times = [t for _, t, _ in stamps]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    total = times[-1] - times[0]
+    print(f"\n{grant.cluster.transport}: 200 files / 200 MiB in {total:.2f}s "
+          f"({200 / total:.0f} MiB/s), listing {stamps[1][1] - stamps[0][1]:.3f}s, "
+          f"{len(stamps) - 2} progress updates, longest gap {max(gaps):.2f}s")
+    assert stamps[-1][2] == 200 << 20
+    assert max(gaps) < 3 * services.CHUNK_SECONDS
