@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
@@ -378,3 +379,35 @@ def dataset_version_verify(*, version: DatasetVersion, user) -> Verification:
                      after={"matches": result.matches, "checksum": result.checksum, "message": result.message,
                             "cluster_username": grant.cluster_username})
     return result
+
+
+# ---------------------------------------------------------------- rescue
+
+
+PENDING_RESEND_AFTER = timedelta(minutes=5)
+STALE_GRACE = timedelta(minutes=10)
+
+
+def dataset_versions_rescue() -> dict[str, int]:
+    """Pick up versions a worker dropped. A pending version whose task was lost is queued again
+    (the task is safe to run twice). A checksumming version whose worker died is failed with a
+    reason, once no progress for longer than its current hashing call could take: each call
+    hashes at most the bytes still to do and gives up at SLOWEST_HASH_RATE, so a slow big file
+    is not mistaken for a dead worker."""
+    now = timezone.now()
+    resent = failed = 0
+    for pk in DatasetVersion.objects.filter(status=V.PENDING, updated_at__lt=now - PENDING_RESEND_AFTER).values_list(
+        "pk", flat=True
+    ):
+        enqueue("apps.datasets.tasks.dataset_version_checksum", pk)
+        resent += 1
+    for version in DatasetVersion.objects.filter(status=V.CHECKSUMMING, updated_at__lt=now - STALE_GRACE).defer(
+        "manifest"
+    ):
+        remaining = max((version.bytes_total or 0) - version.bytes_done, 0)
+        allowed = STALE_GRACE + timedelta(seconds=max(120.0, remaining / SLOWEST_HASH_RATE))
+        if version.updated_at < now - allowed:
+            _fail(version, f"The worker checksumming this version stopped (no progress since "
+                           f"{version.updated_at:%Y-%m-%d %H:%M} UTC); register the path again.")
+            failed += 1
+    return {"resent": resent, "failed": failed}

@@ -247,3 +247,29 @@ def test_a_version_of_another_team_is_not_found(dataset, alice, cluster):
         selectors.dataset_version_get(user=stranger, id=version.uuid)
     with pytest.raises(NotFound):
         selectors.dataset_version_get(user=alice, id="not-a-uuid")
+
+
+def test_the_rescue_requeues_lost_pending_versions_and_fails_dead_checksums(
+    dataset, alice, cluster, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    lost = services.dataset_version_register(user=alice, dataset=dataset, cluster=cluster, path="/lost")
+    dead = services.dataset_version_register(user=alice, dataset=dataset, cluster=cluster, path="/dead")
+    slow = services.dataset_version_register(user=alice, dataset=dataset, cluster=cluster, path="/slow")
+    fresh = services.dataset_version_register(user=alice, dataset=dataset, cluster=cluster, path="/fresh")
+    long_ago = timezone.now() - timedelta(minutes=20)
+    DatasetVersion.objects.filter(pk=lost.pk).update(updated_at=long_ago)
+    DatasetVersion.objects.filter(pk=dead.pk).update(status=V.CHECKSUMMING, updated_at=long_ago, bytes_total=10)
+    # 100 GB still to hash: its current call may legitimately run for much longer than 20 minutes.
+    DatasetVersion.objects.filter(pk=slow.pk).update(status=V.CHECKSUMMING, updated_at=long_ago,
+                                                     bytes_total=100 << 30)
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert services.dataset_versions_rescue() == {"resent": 1, "failed": 1}
+    assert len(callbacks) == 1
+    statuses = dict(DatasetVersion.objects.values_list("path", "status"))
+    assert statuses == {"/lost": V.PENDING, "/dead": V.FAILED, "/slow": V.CHECKSUMMING, "/fresh": V.PENDING}
+    assert "stopped" in DatasetVersion.objects.get(pk=dead.pk).error
+    assert fresh.status == V.PENDING
