@@ -32,10 +32,18 @@ class DatasetOutputSerializer(serializers.Serializer):
 
 class DatasetVersionInputSerializer(serializers.Serializer):
     cluster = serializers.CharField(required=False, allow_blank=True, default="", help_text="Cluster name or id")
-    path = serializers.CharField(required=False, allow_blank=True, default="",
-                                 help_text="Absolute path (folder or file) on the cluster's shared filesystem")
-    uri = serializers.CharField(required=False, allow_blank=True, default="",
-                                help_text="Instead of a path: s3://…, https://…; not checksummed by the hub")
+    path = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Absolute path (folder or file) on the cluster's shared filesystem",
+    )
+    uri = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Instead of a path: s3://…, https://…; not checksummed by the hub",
+    )
 
 
 class DatasetVersionProgressSerializer(serializers.Serializer):
@@ -78,8 +86,9 @@ class DatasetListCreateApi(APIView):
         responses=DatasetOutputSerializer(many=True),
     )
     def get(self, request):
-        datasets = selectors.dataset_list(user=request.user, team=request.query_params.get("team", ""),
-                                          q=request.query_params.get("q", ""))
+        datasets = selectors.dataset_list(
+            user=request.user, team=request.query_params.get("team", ""), q=request.query_params.get("q", "")
+        )
         paginator = LimitOffsetPagination()
         page = paginator.paginate_queryset(datasets, request, view=self)
         return paginator.get_paginated_response(DatasetOutputSerializer(page, many=True).data)
@@ -89,8 +98,10 @@ class DatasetListCreateApi(APIView):
         data = DatasetInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         dataset = services.dataset_create(
-            user=request.user, team=selectors.team_get(user=request.user, ident=data.validated_data["team"]),
-            name=data.validated_data["name"], description=data.validated_data["description"],
+            user=request.user,
+            team=selectors.team_get(user=request.user, ident=data.validated_data["team"]),
+            name=data.validated_data["name"],
+            description=data.validated_data["description"],
         )
         dataset = selectors.dataset_list(user=request.user).get(pk=dataset.pk)
         return Response(DatasetOutputSerializer(dataset).data, status=201)
@@ -109,8 +120,9 @@ class DatasetVersionListCreateApi(APIView):
     def get(self, request, dataset_id):
         dataset = selectors.dataset_get(user=request.user, id=dataset_id)
         paginator = LimitOffsetPagination()
-        page = paginator.paginate_queryset(selectors.dataset_version_list(user=request.user, dataset=dataset),
-                                           request, view=self)
+        page = paginator.paginate_queryset(
+            selectors.dataset_version_list(user=request.user, dataset=dataset), request, view=self
+        )
         return paginator.get_paginated_response(DatasetVersionOutputSerializer(page, many=True).data)
 
     @extend_schema(request=DatasetVersionInputSerializer, responses={201: DatasetVersionOutputSerializer})
@@ -120,9 +132,11 @@ class DatasetVersionListCreateApi(APIView):
         data.is_valid(raise_exception=True)
         ident = data.validated_data["cluster"]
         version = services.dataset_version_register(
-            user=request.user, dataset=dataset,
+            user=request.user,
+            dataset=dataset,
             cluster=cluster_get(user=request.user, ident=ident) if ident else None,
-            path=data.validated_data["path"] or None, uri=data.validated_data["uri"] or None,
+            path=data.validated_data["path"] or None,
+            uri=data.validated_data["uri"] or None,
         )
         version = selectors.dataset_version_get(user=request.user, id=version.uuid)
         return Response(DatasetVersionOutputSerializer(version).data, status=201)

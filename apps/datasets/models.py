@@ -48,8 +48,19 @@ class DatasetVersion(BaseModel):
     }
     MANIFEST_MAX_LINES = 10_000
     # What a version *is*: never changes once it is ready.
-    IMMUTABLE_FIELDS = ("dataset_id", "number", "cluster_id", "path", "uri", "size_bytes", "file_count", "checksum",
-                        "manifest", "manifest_complete", "created_by_id")
+    IMMUTABLE_FIELDS = (
+        "dataset_id",
+        "number",
+        "cluster_id",
+        "path",
+        "uri",
+        "size_bytes",
+        "file_count",
+        "checksum",
+        "manifest",
+        "manifest_complete",
+        "created_by_id",
+    )
 
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="versions")
     number = models.PositiveIntegerField()

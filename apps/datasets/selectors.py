@@ -57,7 +57,8 @@ def dataset_get(*, user, id) -> Dataset:
     u = _uuid(id)
     dataset = (
         Dataset.objects.filter(team__memberships__user=user, uuid=u).select_related("team", "created_by").first()
-        if u else None
+        if u
+        else None
     )
     if dataset is None:
         raise NotFound("No such dataset.")
@@ -78,8 +79,10 @@ def dataset_version_get(*, user, id) -> DatasetVersion:
     u = _uuid(id)
     version = (
         DatasetVersion.objects.filter(uuid=u, dataset__team__memberships__user=user)
-        .select_related("dataset__team", "cluster", "created_by").first()
-        if u else None
+        .select_related("dataset__team", "cluster", "created_by")
+        .first()
+        if u
+        else None
     )
     if version is None:
         raise NotFound("No such dataset version.")
@@ -89,7 +92,8 @@ def dataset_version_get(*, user, id) -> DatasetVersion:
 def dataset_version_by_number(*, user, dataset: Dataset, number: int) -> DatasetVersion:
     version = (
         DatasetVersion.objects.filter(dataset=dataset, number=number, dataset__team__memberships__user=user)
-        .select_related("dataset__team", "cluster", "created_by").first()
+        .select_related("dataset__team", "cluster", "created_by")
+        .first()
     )
     if version is None:
         raise NotFound(f"Dataset {dataset.name} has no version {number}.")
@@ -126,8 +130,10 @@ def dataset_versions_for_job(user, ids, cluster: Cluster | None = None) -> list[
             continue
         label = f"{version.dataset.name}@{version.number}"
         if version.status != V.READY:
-            problems.append(f"{label} is {version.status}, not ready" +
-                            (f": {version.error}" if version.error else "; wait for its checksum."))
+            problems.append(
+                f"{label} is {version.status}, not ready"
+                + (f": {version.error}" if version.error else "; wait for its checksum.")
+            )
         if cluster is not None and version.cluster_id is not None and version.cluster_id != cluster.pk:
             problems.append(f"{label} is on cluster {version.cluster.name}, not on {cluster.name}.")
         name = env_name(version.dataset)

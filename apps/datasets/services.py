@@ -69,10 +69,15 @@ def dataset_create(*, user, team: Team, name: str, description: str = "") -> Dat
         raise ValidationFailed(f"Team {team.name} already has a dataset named {name}.")
     try:
         with transaction.atomic():
-            dataset = Dataset.objects.create(team=team, name=name, description=(description or "").strip(),
-                                             created_by=user)
-            audit_record(action="dataset.created", subject=dataset, actor=user,
-                         after={"team": team.name, "name": name, "description": dataset.description})
+            dataset = Dataset.objects.create(
+                team=team, name=name, description=(description or "").strip(), created_by=user
+            )
+            audit_record(
+                action="dataset.created",
+                subject=dataset,
+                actor=user,
+                after={"team": team.name, "name": name, "description": dataset.description},
+            )
     except IntegrityError:  # a teammate took the name a moment ago
         raise ValidationFailed(f"Team {team.name} already has a dataset named {name}.") from None
     return dataset
@@ -135,14 +140,27 @@ def dataset_version_register(
         Dataset.objects.select_for_update().filter(pk=dataset.pk).get()
         number = (dataset.versions.aggregate(n=Max("number"))["n"] or 0) + 1
         version = DatasetVersion.objects.create(
-            dataset=dataset, number=number, cluster=cluster if path else None, path=path or "", uri=uri or "",
-            status=V.PENDING if path else V.READY, created_by=user,
+            dataset=dataset,
+            number=number,
+            cluster=cluster if path else None,
+            path=path or "",
+            uri=uri or "",
+            status=V.PENDING if path else V.READY,
+            created_by=user,
             cluster_username=grant.cluster_username if path else "",
         )
         audit_record(
-            action="dataset_version.registered", subject=version, actor=user,
-            after={"dataset": str(dataset.uuid), "number": number, "status": version.status,
-                   "cluster": cluster.name if path else None, "path": version.path, "uri": version.uri},
+            action="dataset_version.registered",
+            subject=version,
+            actor=user,
+            after={
+                "dataset": str(dataset.uuid),
+                "number": number,
+                "status": version.status,
+                "cluster": cluster.name if path else None,
+                "path": version.path,
+                "uri": version.uri,
+            },
         )
         if path:
             enqueue("apps.datasets.tasks.dataset_version_checksum", version.pk)
@@ -242,8 +260,9 @@ def _measure(
     except Exception as exc:  # the SSH connection broke mid-command, or something we did not foresee
         log.exception("checksumming %s on %s failed", path, cluster)
         raise MeasureFailed(f"Checksumming {path} on {cluster} stopped: {exc}", transient=True) from None
-    return Measurement(size_bytes=total_bytes, file_count=total_files, checksum=remote.manifest_checksum(lines),
-                       lines=lines)
+    return Measurement(
+        size_bytes=total_bytes, file_count=total_files, checksum=remote.manifest_checksum(lines), lines=lines
+    )
 
 
 def _manifest_text(lines: list[bytes]) -> tuple[str, bool]:
@@ -251,10 +270,17 @@ def _manifest_text(lines: list[bytes]) -> tuple[str, bool]:
     return b"".join(line + b"\n" for line in kept).decode("utf-8", "replace"), len(kept) == len(lines)
 
 
-def _fail(version: DatasetVersion, message: str) -> DatasetVersion:
+def _fail(version: DatasetVersion, message: str, *, actor=None) -> DatasetVersion:
     try:
-        transition(obj=version, to=V.FAILED, transitions=DatasetVersion.TRANSITIONS, action="dataset_version.failed",
-                   fields={"error": message, "checksum_finished_at": timezone.now()}, data={"error": message})
+        transition(
+            obj=version,
+            to=V.FAILED,
+            actor=actor,
+            transitions=DatasetVersion.TRANSITIONS,
+            action="dataset_version.failed",
+            fields={"error": message, "checksum_finished_at": timezone.now()},
+            data={"error": message},
+        )
     except Conflict:
         version.refresh_from_db()
     return version
@@ -266,14 +292,25 @@ def dataset_version_checksum(*, version_id: int) -> DatasetVersion | None:
     version = DatasetVersion.objects.select_related("dataset", "cluster", "created_by").filter(pk=version_id).first()
     if version is None or version.status != V.PENDING:
         return version
-    grant = grant_for_submission(user=version.created_by, cluster=version.cluster)
+    # The task acts for whoever registered the version, also when the rescue queued it again.
+    owner = version.created_by
+    grant = grant_for_submission(user=owner, cluster=version.cluster)
     if grant is None:
-        return _fail(version, f"{version.created_by} no longer holds an active grant on {version.cluster.name}.")
+        return _fail(version, f"{owner} no longer holds an active grant on {version.cluster.name}.", actor=owner)
     try:
-        transition(obj=version, to=V.CHECKSUMMING, transitions=DatasetVersion.TRANSITIONS,
-                   action="dataset_version.checksumming",
-                   fields={"cluster_username": grant.cluster_username, "checksum_started_at": timezone.now(),
-                           "files_done": 0, "bytes_done": 0})
+        transition(
+            obj=version,
+            to=V.CHECKSUMMING,
+            actor=owner,
+            transitions=DatasetVersion.TRANSITIONS,
+            action="dataset_version.checksumming",
+            fields={
+                "cluster_username": grant.cluster_username,
+                "checksum_started_at": timezone.now(),
+                "files_done": 0,
+                "bytes_done": 0,
+            },
+        )
     except Conflict:
         return version  # another worker took it
 
@@ -281,29 +318,41 @@ def dataset_version_checksum(*, version_id: int) -> DatasetVersion | None:
     # open across cluster calls, and a version that was failed meanwhile is left alone.
     def on_listing(files: int, size: int) -> None:
         DatasetVersion.objects.filter(pk=version.pk, status=V.CHECKSUMMING).update(
-            files_total=files, bytes_total=size, updated_at=timezone.now())
+            files_total=files, bytes_total=size, updated_at=timezone.now()
+        )
 
     def on_progress(files: int, size: int) -> None:
         DatasetVersion.objects.filter(pk=version.pk, status=V.CHECKSUMMING).update(
-            files_done=files, bytes_done=size, updated_at=timezone.now())
+            files_done=files, bytes_done=size, updated_at=timezone.now()
+        )
 
     try:
         measured = _measure(grant, version.path, on_listing=on_listing, on_progress=on_progress)
     except MeasureFailed as exc:
         version.refresh_from_db()
-        return _fail(version, exc.message)
+        return _fail(version, exc.message, actor=owner)
     manifest, complete = _manifest_text(measured.lines)
     version.refresh_from_db()
     try:
         transition(
-            obj=version, to=V.READY, transitions=DatasetVersion.TRANSITIONS, action="dataset_version.ready",
-            fields={"size_bytes": measured.size_bytes, "file_count": measured.file_count,
-                    "checksum": measured.checksum, "manifest": manifest, "manifest_complete": complete,
-                    "files_total": measured.file_count, "bytes_total": measured.size_bytes,
-                    "files_done": measured.file_count, "bytes_done": measured.size_bytes,
-                    "checksum_finished_at": timezone.now()},
-            data={"checksum": measured.checksum, "size_bytes": measured.size_bytes,
-                  "file_count": measured.file_count},
+            obj=version,
+            to=V.READY,
+            actor=owner,
+            transitions=DatasetVersion.TRANSITIONS,
+            action="dataset_version.ready",
+            fields={
+                "size_bytes": measured.size_bytes,
+                "file_count": measured.file_count,
+                "checksum": measured.checksum,
+                "manifest": manifest,
+                "manifest_complete": complete,
+                "files_total": measured.file_count,
+                "bytes_total": measured.size_bytes,
+                "files_done": measured.file_count,
+                "bytes_done": measured.size_bytes,
+                "checksum_finished_at": timezone.now(),
+            },
+            data={"checksum": measured.checksum, "size_bytes": measured.size_bytes, "file_count": measured.file_count},
         )
     except Conflict:
         version.refresh_from_db()
@@ -349,11 +398,16 @@ def dataset_version_verify(*, version: DatasetVersion, user) -> Verification:
     if not _is_member(user, version.dataset.team):
         raise NotFound("No such dataset version.")
     if version.status != V.READY:
-        raise Conflict(f"Version {version.number} of {version.dataset.name} is {version.status}; "
-                       "only a ready version can be verified.")
+        raise Conflict(
+            f"Version {version.number} of {version.dataset.name} is {version.status}; "
+            "only a ready version can be verified."
+        )
     if version.uri:
-        return Verification(matches=True, skipped=True, message=f"{version.uri} is a URI; the hub keeps no checksum "
-                            "of it, so there is nothing to verify.")
+        return Verification(
+            matches=True,
+            skipped=True,
+            message=f"{version.uri} is a URI; the hub keeps no checksum of it, so there is nothing to verify.",
+        )
     grant = grant_for_submission(user=user, cluster=version.cluster)
     if grant is None:
         raise PermissionDenied(f"You have no active grant on cluster {version.cluster.name}.")
@@ -366,18 +420,30 @@ def dataset_version_verify(*, version: DatasetVersion, user) -> Verification:
     else:
         matches = measured.checksum == version.checksum
         result = Verification(
-            matches=matches, checksum=measured.checksum, size_bytes=measured.size_bytes,
+            matches=matches,
+            checksum=measured.checksum,
+            size_bytes=measured.size_bytes,
             file_count=measured.file_count,
-            message=(f"{version.dataset.name}@{version.number} still has checksum {version.checksum[:12]}…"
-                     if matches else
-                     f"{version.dataset.name}@{version.number} changed on {version.cluster.name}: checksum is now "
-                     f"{measured.checksum[:12]}…, was {version.checksum[:12]}…"),
+            message=(
+                f"{version.dataset.name}@{version.number} still has checksum {version.checksum[:12]}…"
+                if matches
+                else f"{version.dataset.name}@{version.number} changed on {version.cluster.name}: checksum is now "
+                f"{measured.checksum[:12]}…, was {version.checksum[:12]}…"
+            ),
             differences=[] if matches else _differences(version.manifest, measured.lines, version.manifest_complete),
         )
     with transaction.atomic():
-        audit_record(action="dataset_version.verified", subject=version, actor=user,
-                     after={"matches": result.matches, "checksum": result.checksum, "message": result.message,
-                            "cluster_username": grant.cluster_username})
+        audit_record(
+            action="dataset_version.verified",
+            subject=version,
+            actor=user,
+            after={
+                "matches": result.matches,
+                "checksum": result.checksum,
+                "message": result.message,
+                "cluster_username": grant.cluster_username,
+            },
+        )
     return result
 
 
@@ -407,7 +473,10 @@ def dataset_versions_rescue() -> dict[str, int]:
         remaining = max((version.bytes_total or 0) - version.bytes_done, 0)
         allowed = STALE_GRACE + timedelta(seconds=max(120.0, remaining / SLOWEST_HASH_RATE))
         if version.updated_at < now - allowed:
-            _fail(version, f"The worker checksumming this version stopped (no progress since "
-                           f"{version.updated_at:%Y-%m-%d %H:%M} UTC); register the path again.")
+            _fail(
+                version,
+                f"The worker checksumming this version stopped (no progress since "
+                f"{version.updated_at:%Y-%m-%d %H:%M} UTC); register the path again.",
+            )
             failed += 1
     return {"resent": resent, "failed": failed}

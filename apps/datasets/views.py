@@ -27,24 +27,34 @@ def dataset_list(request):
             errors.append("Pick one of your teams.")
         else:
             try:
-                dataset = services.dataset_create(user=request.user, team=team, name=form["name"],
-                                                  description=form["description"])
+                dataset = services.dataset_create(
+                    user=request.user, team=team, name=form["name"], description=form["description"]
+                )
             except ApplicationError as exc:
                 errors.append(exc.message)
             else:
                 messages.success(request, f"“{dataset.name}” in {team.name} created: register its first version.")
                 return redirect("dataset-detail", dataset_id=dataset.uuid)
     q = request.GET.get("q", "")
-    context = {"datasets": selectors.dataset_list(user=request.user, q=q), "teams": teams, "form": form,
-               "errors": errors, "q": q}
+    context = {
+        "datasets": selectors.dataset_list(user=request.user, q=q),
+        "teams": teams,
+        "form": form,
+        "errors": errors,
+        "q": q,
+    }
     return render(request, "datasets/list.html", context, status=400 if errors else 200)
 
 
 def dataset_detail(request, dataset_id):
     dataset = _dataset(request, dataset_id)
     versions = list(selectors.dataset_version_list(user=request.user, dataset=dataset))
-    context = {"dataset": dataset, "versions": versions, "env_name": selectors.env_name(dataset),
-               "polling": any(not v.is_terminal for v in versions)}
+    context = {
+        "dataset": dataset,
+        "versions": versions,
+        "env_name": selectors.env_name(dataset),
+        "polling": any(not v.is_terminal for v in versions),
+    }
     if request.headers.get("HX-Request") and request.GET.get("part") == "versions":
         return render(request, "datasets/_versions.html", context)
     grants = list(grant_usable_list(user=request.user))
@@ -59,13 +69,17 @@ def dataset_detail(request, dataset_id):
             elif grant is None:
                 raise ApplicationError("Pick a cluster you hold an active grant on; the checksum runs as your account.")
             else:
-                version = services.dataset_version_register(user=request.user, dataset=dataset,
-                                                            cluster=grant.cluster, path=form["path"])
+                version = services.dataset_version_register(
+                    user=request.user, dataset=dataset, cluster=grant.cluster, path=form["path"]
+                )
         except ApplicationError as exc:
             errors.append(exc.message)
         else:
-            messages.success(request, f"Version {version.number} registered"
-                             + ("; it is being checksummed on the cluster." if version.path else "."))
+            messages.success(
+                request,
+                f"Version {version.number} registered"
+                + ("; it is being checksummed on the cluster." if version.path else "."),
+            )
             return redirect("dataset-detail", dataset_id=dataset.uuid)
     context.update(grants=grants, form=form, errors=errors)
     return render(request, "datasets/detail.html", context, status=400 if errors else 200)
@@ -77,5 +91,8 @@ def dataset_version_detail(request, dataset_id, number):
         version = selectors.dataset_version_by_number(user=request.user, dataset=dataset, number=number)
     except NotFound:
         raise Http404("No such version.") from None
-    return render(request, "datasets/version.html", {"dataset": dataset, "version": version,
-                                                     "env_name": selectors.env_name(dataset)})
+    return render(
+        request,
+        "datasets/version.html",
+        {"dataset": dataset, "version": version, "env_name": selectors.env_name(dataset)},
+    )

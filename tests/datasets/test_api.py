@@ -54,28 +54,37 @@ def test_charlie_can_neither_see_nor_add_to_visions_datasets(api, charlie, datas
 
 
 def test_registering_a_path_answers_201_with_a_pending_version_and_its_progress(as_alice, dataset, cluster):
-    response = as_alice.post(f"/api/v1/datasets/{dataset.uuid}/versions/",
-                             {"cluster": "hpc1", "path": "/scratch/alice01/cifar10"})
+    response = as_alice.post(
+        f"/api/v1/datasets/{dataset.uuid}/versions/", {"cluster": "hpc1", "path": "/scratch/alice01/cifar10"}
+    )
     assert response.status_code == 201, response.json()
     body = response.json()
     assert body["number"] == 1 and body["status"] == "pending" and body["cluster"] == "hpc1"
     assert body["path"] == "/scratch/alice01/cifar10" and body["cluster_username"] == "alice01"
-    assert body["progress"] == {"files_done": 0, "files_total": None, "bytes_done": 0, "bytes_total": None,
-                                "percent": 0}
+    assert body["progress"] == {
+        "files_done": 0,
+        "files_total": None,
+        "bytes_done": 0,
+        "bytes_total": None,
+        "percent": 0,
+    }
     # by cluster id too
-    response = as_alice.post(f"/api/v1/datasets/{dataset.uuid}/versions/",
-                             {"cluster": str(cluster.uuid), "path": "/scratch/alice01/cifar10"})
+    response = as_alice.post(
+        f"/api/v1/datasets/{dataset.uuid}/versions/", {"cluster": str(cluster.uuid), "path": "/scratch/alice01/cifar10"}
+    )
     assert response.json()["number"] == 2
 
 
 def test_polling_a_version_by_number_shows_progress_then_the_result(as_alice, dataset, cluster):
     version = services.dataset_version_register(user=dataset.created_by, dataset=dataset, cluster=cluster, path="/d")
-    DatasetVersion.objects.filter(pk=version.pk).update(status="checksumming", files_done=5, files_total=20,
-                                                        bytes_done=250, bytes_total=1000)
+    DatasetVersion.objects.filter(pk=version.pk).update(
+        status="checksumming", files_done=5, files_total=20, bytes_done=250, bytes_total=1000
+    )
     body = as_alice.get(f"/api/v1/datasets/{dataset.uuid}/versions/1/").json()
     assert body["status"] == "checksumming" and body["progress"]["percent"] == 25
-    DatasetVersion.objects.filter(pk=version.pk).update(status="ready", checksum="f" * 64, size_bytes=1000,
-                                                        file_count=20, manifest="…", manifest_complete=True)
+    DatasetVersion.objects.filter(pk=version.pk).update(
+        status="ready", checksum="f" * 64, size_bytes=1000, file_count=20, manifest="…", manifest_complete=True
+    )
     body = as_alice.get(f"/api/v1/datasets/{dataset.uuid}/versions/1/").json()
     assert (body["status"], body["checksum"], body["file_count"], body["size_bytes"]) == ("ready", "f" * 64, 20, 1000)
     assert body["manifest_complete"] is True
@@ -117,5 +126,8 @@ def test_the_schema_describes_the_datasets_api(as_alice):
     response = as_alice.get("/api/schema/", {"format": "json"})
     assert response.status_code == 200
     paths = response.json()["paths"]
-    assert {"/api/v1/datasets/", "/api/v1/datasets/{dataset_id}/versions/",
-            "/api/v1/datasets/{dataset_id}/versions/{number}/"} <= set(paths)
+    assert {
+        "/api/v1/datasets/",
+        "/api/v1/datasets/{dataset_id}/versions/",
+        "/api/v1/datasets/{dataset_id}/versions/{number}/",
+    } <= set(paths)

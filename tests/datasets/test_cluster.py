@@ -73,7 +73,10 @@ def by_hand(folder: Path) -> str:
     """The documented one-liner, run locally on the same files."""
     out = subprocess.run(
         "find . -type f -printf '%P\\0' | LC_ALL=C sort -z | xargs -0 sha256sum -- | sha256sum",
-        shell=True, cwd=folder, check=True, capture_output=True,
+        shell=True,
+        cwd=folder,
+        check=True,
+        capture_output=True,
     ).stdout.decode()
     return out.split()[0]
 
@@ -128,8 +131,9 @@ def test_a_folder_is_checksummed_on_the_cluster_with_progress(grant, scratch, mo
 def test_a_single_file_is_a_version_too(grant, scratch, alice, team):
     data = make_dataset(scratch)
     dataset = services.dataset_create(user=alice, team=team, name="one-file")
-    version = services.dataset_version_register(user=alice, dataset=dataset, cluster=grant.cluster,
-                                                path=str(data / "a.txt"))
+    version = services.dataset_version_register(
+        user=alice, dataset=dataset, cluster=grant.cluster, path=str(data / "a.txt")
+    )
     services.dataset_version_checksum(version_id=version.pk)
     version.refresh_from_db()
     assert version.status == V.READY, version.error
@@ -231,8 +235,27 @@ def test_a_large_folder_reports_progress_about_every_second(grant, scratch, alic
     times = [t for _, t, _ in stamps]
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     total = times[-1] - times[0]
-    print(f"\n{grant.cluster.transport}: 200 files / 200 MiB in {total:.2f}s "
-          f"({200 / total:.0f} MiB/s), listing {stamps[1][1] - stamps[0][1]:.3f}s, "
-          f"{len(stamps) - 2} progress updates, longest gap {max(gaps):.2f}s")
+    print(
+        f"\n{grant.cluster.transport}: 200 files / 200 MiB in {total:.2f}s "
+        f"({200 / total:.0f} MiB/s), listing {stamps[1][1] - stamps[0][1]:.3f}s, "
+        f"{len(stamps) - 2} progress updates, longest gap {max(gaps):.2f}s"
+    )
     assert stamps[-1][2] == 200 << 20
     assert max(gaps) < 3 * services.CHUNK_SECONDS
+
+
+@pytest.mark.django_db(transaction=True)
+def test_registering_through_the_api_runs_the_checksum_task_as_the_worker_would(env, scratch, api, alice, team):
+    # Tasks run inline on commit in the test settings, so the answer already carries the result.
+    grant = make_local_grant(make_local_cluster("ssh", "local-ssh"), alice, "scientist")
+    data = make_dataset(scratch)
+    api.force_authenticate(alice)
+    dataset = api.post("/api/v1/datasets/", {"team": "vision", "name": "via-api"}).json()
+    response = api.post(f"/api/v1/datasets/{dataset['id']}/versions/", {"cluster": "local-ssh", "path": str(data)})
+    assert response.status_code == 201
+    body = api.get(f"/api/v1/datasets/{dataset['id']}/versions/1/").json()
+    assert body["status"] == "ready", body["error"]
+    assert body["checksum"] == by_hand(data) and body["cluster_username"] == grant.cluster_username
+    assert body["progress"]["percent"] == 100 and body["progress"]["files_done"] == body["file_count"] == 17
+    event = AuditEvent.objects.filter(subject_id=body["id"], action="dataset_version.ready").get()
+    assert event.actor == alice  # the task acted for whoever registered it

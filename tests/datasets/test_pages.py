@@ -56,15 +56,17 @@ def test_registering_a_folder_shows_it_checksumming_with_a_progress_bar(client, 
     response = client.post(f"/datasets/{dataset.uuid}/", {"kind": "path", "cluster": "hpc1", "path": "/d/cifar"})
     assert response.status_code == 302
     version = DatasetVersion.objects.get(dataset=dataset)
-    DatasetVersion.objects.filter(pk=version.pk).update(status="checksumming", files_done=1, files_total=4,
-                                                        bytes_done=50, bytes_total=200)
+    DatasetVersion.objects.filter(pk=version.pk).update(
+        status="checksumming", files_done=1, files_total=4, bytes_done=50, bytes_total=200
+    )
     page = client.get(f"/datasets/{dataset.uuid}/").content.decode()
     assert 'hx-trigger="every 2s"' in page and "<progress" in page and "25%" in page
     part = client.get(f"/datasets/{dataset.uuid}/?part=versions", HTTP_HX_REQUEST="true").content.decode()
     assert part.startswith('<div id="dataset-versions"') and "1 / 4 files" in part
 
-    DatasetVersion.objects.filter(pk=version.pk).update(status="ready", checksum="e" * 64, file_count=4,
-                                                        size_bytes=200, manifest="x  a\n", manifest_complete=True)
+    DatasetVersion.objects.filter(pk=version.pk).update(
+        status="ready", checksum="e" * 64, file_count=4, size_bytes=200, manifest="x  a\n", manifest_complete=True
+    )
     part = client.get(f"/datasets/{dataset.uuid}/?part=versions", HTTP_HX_REQUEST="true").content.decode()
     assert "hx-trigger" not in part and "eeeeeeeeeeee…" in part  # polling stops once all are done
 
@@ -72,7 +74,8 @@ def test_registering_a_folder_shows_it_checksumming_with_a_progress_bar(client, 
 def test_a_failed_version_shows_its_reason(client, alice, dataset, cluster):
     version = services.dataset_version_register(user=alice, dataset=dataset, cluster=cluster, path="/nope")
     DatasetVersion.objects.filter(pk=version.pk).update(
-        status="failed", error="/nope does not exist on hpc1 or is not readable by alice01.")
+        status="failed", error="/nope does not exist on hpc1 or is not readable by alice01."
+    )
     client.force_login(alice)
     page = client.get(f"/datasets/{dataset.uuid}/").content.decode()
     assert "/nope does not exist on hpc1 or is not readable by alice01." in page

@@ -74,8 +74,9 @@ def test_registering_a_path_makes_a_pending_version_and_queues_its_checksum(
     dataset, alice, cluster, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks() as callbacks:
-        version = services.dataset_version_register(user=alice, dataset=dataset, cluster=cluster,
-                                                    path="/scratch/alice/data/cifar10/")
+        version = services.dataset_version_register(
+            user=alice, dataset=dataset, cluster=cluster, path="/scratch/alice/data/cifar10/"
+        )
     assert (version.number, version.status, version.path) == (1, V.PENDING, "/scratch/alice/data/cifar10")
     assert version.cluster_username == "alice"
     assert len(callbacks) == 1  # the checksum task, sent once the row is committed
@@ -83,8 +84,10 @@ def test_registering_a_path_makes_a_pending_version_and_queues_its_checksum(
 
 
 def test_versions_are_numbered_one_two_three_per_dataset(dataset, alice, bob, team, cluster):
-    numbers = [services.dataset_version_register(user=u, dataset=dataset, cluster=cluster, path=f"/d/{i}").number
-               for i, u in enumerate([alice, bob, alice])]
+    numbers = [
+        services.dataset_version_register(user=u, dataset=dataset, cluster=cluster, path=f"/d/{i}").number
+        for i, u in enumerate([alice, bob, alice])
+    ]
     other = services.dataset_create(user=alice, team=team, name="other")
     assert numbers == [1, 2, 3]
     assert services.dataset_version_register(user=alice, dataset=other, uri="s3://b/k").number == 1
@@ -184,8 +187,9 @@ def test_running_the_checksum_task_twice_does_nothing_the_second_time(dataset, a
         calls.append(path)
         on_listing(2, 10)
         on_progress(2, 10)
-        return services.Measurement(size_bytes=10, file_count=2, checksum="c" * 64,
-                                    lines=[b"0" * 64 + b"  a", b"1" * 64 + b"  b"])
+        return services.Measurement(
+            size_bytes=10, file_count=2, checksum="c" * 64, lines=[b"0" * 64 + b"  a", b"1" * 64 + b"  b"]
+        )
 
     monkeypatch.setattr(services, "_measure", fake)
     services.dataset_version_checksum(version_id=version.pk)
@@ -264,8 +268,7 @@ def test_the_rescue_requeues_lost_pending_versions_and_fails_dead_checksums(
     DatasetVersion.objects.filter(pk=lost.pk).update(updated_at=long_ago)
     DatasetVersion.objects.filter(pk=dead.pk).update(status=V.CHECKSUMMING, updated_at=long_ago, bytes_total=10)
     # 100 GB still to hash: its current call may legitimately run for much longer than 20 minutes.
-    DatasetVersion.objects.filter(pk=slow.pk).update(status=V.CHECKSUMMING, updated_at=long_ago,
-                                                     bytes_total=100 << 30)
+    DatasetVersion.objects.filter(pk=slow.pk).update(status=V.CHECKSUMMING, updated_at=long_ago, bytes_total=100 << 30)
     with django_capture_on_commit_callbacks() as callbacks:
         assert services.dataset_versions_rescue() == {"resent": 1, "failed": 1}
     assert len(callbacks) == 1
