@@ -374,10 +374,17 @@ def test_slurmrestd_submits_and_lists_with_a_token_signed_by_the_cluster_key():
     assert wait_for_sacct_state(str(job_id))["state"] == "COMPLETED"
     # Ask for this job only: an unfiltered listing is bounded by a default time window and
     # the benchmarks leave thousands of records behind.
-    status, body = rest("GET", f"/slurmdb/{version}/jobs?step={job_id}", token)
-    assert status == 200, body
-    mine = [j for j in body["jobs"] if j["job_id"] == job_id]
-    assert [(j["name"], j["user"], j["account"]) for j in mine] == [(name, USER, "vision")]
+    # slurmdbd may briefly hold a provisional record (name "allocation") after sacct already
+    # shows the job completed; wait for the final one, boundedly.
+    deadline = time.monotonic() + 20
+    while True:
+        status, body = rest("GET", f"/slurmdb/{version}/jobs?step={job_id}", token)
+        assert status == 200, body
+        mine = [(j["name"], j["user"], j["account"]) for j in body["jobs"] if j["job_id"] == job_id]
+        if mine == [(name, USER, "vision")] or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert mine == [(name, USER, "vision")]
 
 
 @pytest.mark.slurm
