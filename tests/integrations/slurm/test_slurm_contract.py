@@ -167,12 +167,6 @@ def test_accounting_for_a_job_slurm_never_had_is_empty(slurm: SlurmClient) -> No
     assert slurm.accounting(["99999999"]) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="compose/local/slurm.conf.in lacks AccountingStoreFlags=job_comment, so "
-    "slurmdbd drops the comment and find_by_comment cannot find a job that has left "
-    "squeue (MinJobAge); remove this mark once the flag is set",
-)
 def test_accounting_keeps_the_marker_of_a_finished_job(
     slurm: SlurmClient, scratch: str, marker: str
 ) -> None:
