@@ -61,7 +61,7 @@ class Job(BaseModel):
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reproductions"
     )
     team = models.ForeignKey("accounts.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="jobs")
-    # dataset_versions: added with the datasets app
+    dataset_versions = models.ManyToManyField("datasets.DatasetVersion", blank=True, related_name="jobs")
     code_repo = models.CharField(max_length=500, blank=True)
     code_ref = models.CharField(max_length=200, blank=True, help_text="Branch, tag or commit as asked.")
     code_commit = models.CharField(max_length=64, blank=True, help_text="The commit SHA it resolved to at submission.")

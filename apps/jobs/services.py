@@ -29,7 +29,11 @@ from apps.integrations.slurm.base import (
     TransportError,
 )
 
-from . import validation
+from apps.datasets.selectors import dataset_env, dataset_versions_for_job
+from apps.datasets.services import dataset_version_verify
+from apps.integrations.mlflow.base import MlflowError, MlflowUnavailable
+
+from . import inputs, tracking, validation
 from .models import Job, JobTask
 
 log = logging.getLogger(__name__)
@@ -71,11 +75,34 @@ def job_validate(*, user, cluster: Cluster, script: str, parameters=None) -> tup
     return result, grant
 
 
-def job_create(*, user, cluster: Cluster, name: str, script: str, parameters=None, rerun_of: Job | None = None) -> Job:
-    """Check the script against the user's grant, record the job, and queue its submission."""
+def job_create(
+    *,
+    user,
+    cluster: Cluster,
+    name: str,
+    script: str,
+    parameters=None,
+    rerun_of: Job | None = None,
+    reproduced_from: Job | None = None,
+    dataset_versions=(),
+    code: dict | None = None,
+    image: str = "",
+    image_digest: str = "",
+    code_commit: str = "",
+    verify_datasets: bool = False,
+    register_model_as: str = "",
+    team=None,
+) -> Job:
+    """Check the script and its inputs against the user's grant, record the job with every
+    input, and queue its submission. Nothing recorded here can change afterwards."""
     grant = grant_for_submission(user=user, cluster=cluster)
     if grant is None:
         raise PermissionDenied(f"You have no active grant on cluster {cluster.name}.")
+    code = code or {}
+    if code and not str(code.get("repo", "")).strip():
+        raise ValidationFailed("code needs a repo (a git URL or path the cluster can read) and optionally a ref.")
+    versions = dataset_versions_for_job(user, list(dataset_versions), cluster) if dataset_versions else []
+    team = team or _default_team(user)
     name = (name or "").strip()[:200] or "job"
     job_uuid = uuid_lib.uuid4()
     workdir = f"{grant.job_root}/{job_uuid}"
@@ -103,22 +130,57 @@ def job_create(*, user, cluster: Cluster, name: str, script: str, parameters=Non
             effective_request=result.effective_request,
             hub_args=validation.hub_args(stdout_path=stdout_path, stderr_path=stderr_path),
             cluster_username=grant.cluster_username, marker=f"axle-{job_uuid.hex}", workdir=workdir,
-            stdout_path=stdout_path, stderr_path=stderr_path, rerun_of=rerun_of,
+            stdout_path=stdout_path, stderr_path=stderr_path, rerun_of=rerun_of, reproduced_from=reproduced_from,
+            team=team, code_repo=str(code.get("repo", "")).strip(), code_ref=str(code.get("ref", "") or "").strip(),
+            code_commit=code_commit, image_path=(image or "").strip(), image_digest=image_digest,
+            verify_datasets=verify_datasets, register_model_as=(register_model_as or "").strip(),
+            tracking_mode=cluster.tracking_mode,
         )
+        job.dataset_versions.set(versions)
         audit_record(
             action="job.created", subject=job, actor=user,
             after={"status": job.status, "cluster": cluster.name, "cluster_username": grant.cluster_username,
-                   "script_sha256": job.script_sha256, "rerun_of": str(rerun_of.uuid) if rerun_of else None},
+                   "script_sha256": job.script_sha256, "rerun_of": str(rerun_of.uuid) if rerun_of else None,
+                   "reproduced_from": str(reproduced_from.uuid) if reproduced_from else None,
+                   "dataset_versions": [str(v.uuid) for v in versions], "code": code or None,
+                   "image": job.image_path or None},
         )
         enqueue("apps.jobs.tasks.job_submit", job.pk)
     return job
 
 
+def _default_team(user):
+    membership = user.memberships.select_related("team").order_by("created_at").first()
+    return membership.team if membership else None
+
+
 def job_rerun(*, user, job: Job) -> Job:
+    """A new job with the same script, parameters and cluster (and inputs as first asked)."""
     if job.owner_id != user.pk:
         raise PermissionDenied("Only the job's owner can run it again.")
-    return job_create(user=user, cluster=job.cluster, name=job.name, script=job.script, parameters=job.parameters,
-                      rerun_of=job)
+    return job_create(
+        user=user, cluster=job.cluster, name=job.name, script=job.script, parameters=job.parameters, rerun_of=job,
+        dataset_versions=[v.uuid for v in job.dataset_versions.all()],
+        code={"repo": job.code_repo, "ref": job.code_ref} if job.code_repo else None, image=job.image_path,
+        verify_datasets=job.verify_datasets, team=job.team,
+    )
+
+
+def job_reproduce(*, user, job: Job) -> Job:
+    """A new job with identical recorded inputs: the same script, parameters, dataset
+    versions, code commit (not the branch) and image digest, linked to the original."""
+    if job.owner_id != user.pk:
+        raise PermissionDenied("Only the job's owner can reproduce it.")
+    if job.code_repo and not job.code_commit:
+        raise Conflict("The original job's code commit was never resolved, so it cannot be reproduced exactly.")
+    return job_create(
+        user=user, cluster=job.cluster, name=f"{job.name} (reproduction)"[:200], script=job.script,
+        parameters=job.parameters, reproduced_from=job,
+        dataset_versions=[v.uuid for v in job.dataset_versions.all()],
+        code={"repo": job.code_repo, "ref": job.code_commit} if job.code_repo else None,
+        code_commit=job.code_commit, image=job.image_path, image_digest=job.image_digest,
+        verify_datasets=True, team=job.team,
+    )
 
 
 # ---------------------------------------------------------------- submission
@@ -129,10 +191,47 @@ def _backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(base * (2 ** max(attempts - 1, 0)), 900))
 
 
-def _submit_request(job: Job) -> SubmitRequest:
-    env = {**job.parameters, "AXLE_JOB_ID": str(job.uuid)}
-    return SubmitRequest(script=job.script, job_name=job.name, comment=job.marker, workdir=job.workdir, env=env,
-                         extra_args=list(job.hub_args))
+def _submit_request(job: Job, env: dict[str, str]) -> SubmitRequest:
+    return SubmitRequest(script=job.script, job_name=job.name, comment=job.marker, workdir=job.workdir,
+                         env={**job.parameters, **env}, extra_args=list(job.hub_args))
+
+
+def _prepare(job: Job, client) -> dict[str, str]:
+    """Resolve the inputs, open the MLflow run and lay out the job folder, all before sbatch.
+    Returns the job's environment. Records what it resolved at once (never edited later)."""
+    files = ssh_for_files(client)
+    if files is not None:
+        files.run(["mkdir", "-p", "--", job.workdir])
+    resolved: dict = {}
+    if job.code_repo and not job.code_commit:
+        resolved["code_commit"] = inputs.resolve_commit(files, job.code_repo, job.code_ref)
+    if job.image_path:
+        digest = inputs.image_digest(files, job.image_path)
+        if job.image_digest and digest != job.image_digest:
+            raise inputs.InputError(
+                f"The image {job.image_path} changed since it was recorded ({job.image_digest}, now {digest})."
+            )
+        resolved["image_digest"] = digest
+    versions = list(job.dataset_versions.select_related("dataset"))
+    if job.verify_datasets:
+        for version in versions:
+            check = dataset_version_verify(version=version, user=job.owner)
+            if not check:
+                raise inputs.InputError(f"Dataset {version.dataset.name} v{version.number}: {check.message}")
+    for key, value in resolved.items():
+        setattr(job, key, value)
+    experiment_id, run_id = tracking.start_run(job)
+    resolved.update(mlflow_experiment_id=experiment_id, mlflow_run_id=run_id)
+    Job.objects.filter(pk=job.pk, status=S.SUBMITTING).update(**resolved, updated_at=timezone.now())
+    job.mlflow_experiment_id, job.mlflow_run_id = experiment_id, run_id
+    if job.tracking_mode == Cluster.TrackingMode.FILE:
+        inputs.write_files(files, tracking.mlruns_dir(job), tracking.bootstrap_file_store(job, experiment_id, run_id))
+    env = {**tracking.job_environment(job, experiment_id, run_id), **dataset_env(versions)}
+    if job.code_repo:
+        env.update(AXLE_CODE_REPO=job.code_repo, AXLE_CODE_COMMIT=job.code_commit)
+    if job.image_path:
+        env["AXLE_IMAGE"] = job.image_path
+    return env
 
 
 def job_submit(*, job_id: int) -> Job | None:
@@ -152,10 +251,17 @@ def job_submit(*, job_id: int) -> Job | None:
     # No transaction is open from here until the answer is recorded.
     try:
         with slurm_client(job.grant) as client:
-            files = ssh_for_files(client)
-            if files is not None:
-                files.run(["mkdir", "-p", "--", job.workdir])
-            slurm_job_id = client.submit(_submit_request(job))
+            env = _prepare(job, client)
+            slurm_job_id = client.submit(_submit_request(job, env))
+    except inputs.InputError as exc:
+        return transition(obj=job, to=S.FAILED, transitions=Job.TRANSITIONS, action="job.inputs_refused",
+                          fields={"failure_message": str(exc), "finished_at": timezone.now()}, data={"error": str(exc)})
+    except (MlflowUnavailable, Unavailable) as exc:
+        return _requeue(job, str(exc), what="MLflow or the cluster")
+    except MlflowError as exc:
+        return transition(obj=job, to=S.FAILED, transitions=Job.TRANSITIONS, action="job.tracking_refused",
+                          fields={"failure_message": f"MLflow refused the job's run: {exc}",
+                                  "finished_at": timezone.now()}, data={"error": str(exc)})
     except SlurmRejected as exc:
         return transition(obj=job, to=S.FAILED, transitions=Job.TRANSITIONS, action="job.rejected",
                           fields={"failure_message": exc.message, "finished_at": timezone.now(), "last_error": ""},
@@ -180,10 +286,11 @@ def job_submit(*, job_id: int) -> Job | None:
                       data={"slurm_job_id": slurm_job_id})
 
 
-def _requeue(job: Job, error: str) -> Job:
-    """The cluster could not be reached: the job waits in the hub and tries again later."""
+def _requeue(job: Job, error: str, what: str = "") -> Job:
+    """The cluster (or MLflow) could not be reached: the job waits in the hub and tries again later."""
     retry_at = timezone.now() + _backoff(job.attempts)
-    message = f"Cluster {job.cluster.name} could not be reached ({error}); trying again at {retry_at:%H:%M:%S} UTC."
+    what = what or f"Cluster {job.cluster.name}"
+    message = f"{what} could not be reached ({error}); trying again at {retry_at:%H:%M:%S} UTC."
     return transition(obj=job, to=S.QUEUED, transitions=Job.TRANSITIONS, action="job.submit_delayed",
                       fields={"next_attempt_at": retry_at, "last_error": message}, data={"error": error})
 
@@ -309,6 +416,9 @@ def _apply_infos(job: Job, infos: list[JobInfo], *, final: bool = False) -> Job:
                            data={"slurm_state": head.state, "exit_code": fields.get("exit_code")})
             except Conflict:
                 pass  # the user cancelled or another poll won; the next cycle sees the new state
+            else:
+                if state in Job.TERMINAL:
+                    enqueue("apps.jobs.tasks.job_finalize", job.pk)
         else:
             Job.objects.filter(pk=job.pk, status=job.status).update(**fields, updated_at=timezone.now())
     return job
@@ -477,3 +587,57 @@ def _incomplete_utf8_tail(data: bytes) -> int:
         need = 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4 if byte >> 3 == 0b11110 else 1
         return back if back < need else 0
     return 0
+
+
+# ---------------------------------------------------------------- tracking sync
+
+
+def job_sync_tracking(*, job_id: int) -> int:
+    """While a file-mode job runs, import what it appended to its file store since last time."""
+    job = Job.objects.select_related("grant__cluster", "owner", "team").filter(pk=job_id).first()
+    if job is None or job.tracking_mode != Cluster.TrackingMode.FILE or not job.mlflow_run_id:
+        return 0
+    with slurm_client(job.grant) as client:
+        files = ssh_for_files(client)
+        if files is None:
+            return 0
+        count, state = tracking.import_file_store(job, files)
+    Job.objects.filter(pk=job.pk).update(import_state=state)
+    return count
+
+
+def job_finalize(*, job_id: int) -> Job | None:
+    """Once a job ended: pull the rest of a file store, mirror the state and Slurm's
+    accounting onto the run, snapshot its final metrics, register its model if asked.
+    Safe to repeat; retried by the periodic tick while MLflow is unreachable."""
+    job = Job.objects.select_related("grant__cluster", "owner", "team").filter(pk=job_id).first()
+    if job is None or not job.is_terminal or job.finalized_at:
+        return job
+    metrics: dict = {}
+    state = job.import_state
+    if job.mlflow_run_id:
+        try:
+            if job.tracking_mode == Cluster.TrackingMode.FILE:
+                with slurm_client(job.grant) as client:
+                    files = ssh_for_files(client)
+                    if files is not None:
+                        _, state = tracking.import_file_store(job, files, final=True)
+                        tracking.import_spooled_models(job, files)
+            tracking.finish_run(job)
+            metrics = tracking.final_metrics(job)
+        except (MlflowUnavailable, SlurmError) as exc:
+            Job.objects.filter(pk=job.pk).update(last_error=f"Tracking data not synced yet: {exc}")
+            return job
+        except MlflowError as exc:
+            # MLflow refused for good (the run was deleted, say): record it and stop retrying.
+            Job.objects.filter(pk=job.pk).update(last_error=f"Tracking data could not be synced: {exc}")
+    with transaction.atomic():
+        updated = Job.objects.filter(pk=job.pk, finalized_at__isnull=True).update(
+            metrics=metrics, import_state=state or {}, finalized_at=timezone.now(), last_error=""
+        )
+        if updated:
+            audit_record(action="job.tracking_synced", subject=job, after={"metrics": metrics})
+    job.refresh_from_db()
+    if updated and job.register_model_as and job.status == S.COMPLETED:
+        enqueue("apps.registry.tasks.model_version_register_from_job", job.pk)
+    return job

@@ -24,6 +24,10 @@ def job_reconcile(job_id: int):
     services.job_reconcile(job_id=job_id)
 
 
+def job_finalize(job_id: int):
+    services.job_finalize(job_id=job_id)
+
+
 def jobs_tick() -> services.PollStats:
     """One cycle of everything periodic: due submissions, stuck and unknown jobs, tracking."""
     now = timezone.now()
@@ -32,7 +36,19 @@ def jobs_tick() -> services.PollStats:
     services.jobs_find_stuck()
     for job_id in Job.objects.filter(status=Job.Status.UNKNOWN).values_list("pk", flat=True):
         services.job_reconcile(job_id=job_id)
-    return services.jobs_poll()
+    stats = services.jobs_poll()
+    # File-mode runs are pulled while they run; ended jobs whose tracking sync failed
+    # (MLflow unreachable) are retried.
+    for job_id in Job.objects.filter(status=Job.Status.RUNNING, tracking_mode="file").values_list("pk", flat=True):
+        try:
+            services.job_sync_tracking(job_id=job_id)
+        except Exception:
+            log.exception("pulling the file store of job %s failed", job_id)
+    for job_id in Job.objects.filter(status__in=Job.TERMINAL, finalized_at__isnull=True).exclude(
+        mlflow_run_id=""
+    ).values_list("pk", flat=True)[:50]:
+        services.job_finalize(job_id=job_id)
+    return stats
 
 
 def jobs_track(seconds: int = 55, interval: float = 5.0):

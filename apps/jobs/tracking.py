@@ -1,0 +1,171 @@
+"""A job's MLflow run: created by the hub at submission, mirrored at the end, and (for
+clusters whose compute nodes cannot reach the hub) fed from a file store in the job folder.
+
+Only called from services and tasks, never inside a database transaction."""
+
+import posixpath
+import tempfile
+from pathlib import Path
+
+from django.conf import settings
+
+from apps.clusters.models import Cluster
+from apps.integrations.mlflow import filestore
+from apps.integrations.mlflow.base import MetricPoint
+from apps.integrations.mlflow.client import TrackingClient
+
+from .models import Job
+
+# How a finished job's state reads in MLflow.
+RUN_STATUS = {
+    Job.Status.COMPLETED: "FINISHED",
+    Job.Status.CANCELLED: "KILLED",
+}
+
+
+def client() -> TrackingClient:
+    return TrackingClient(settings.AXLE_MLFLOW_TRACKING_URI)
+
+
+def experiment_name(job: Job) -> str:
+    return f"team-{job.team.name}" if job.team_id else f"user-{job.owner.get_username()}"
+
+
+def mlruns_dir(job: Job) -> str:
+    return posixpath.join(job.workdir, "mlruns")
+
+
+def run_tags(job: Job) -> dict[str, str]:
+    tags = {
+        "mlflow.runName": job.name,
+        "mlflow.user": job.owner.get_username(),
+        "axle.job_id": str(job.uuid),
+        "axle.cluster": job.cluster.name,
+        "axle.cluster_username": job.cluster_username,
+        "axle.script_sha256": job.script_sha256,
+    }
+    if job.code_repo:
+        tags.update({"mlflow.source.git.repoURL": job.code_repo, "axle.code_ref": job.code_ref})
+    if job.code_commit:
+        tags["mlflow.source.git.commit"] = job.code_commit
+    if job.image_path:
+        tags.update({"axle.image": job.image_path, "axle.image_digest": job.image_digest})
+    partition = (job.effective_request or {}).get("partition")
+    if partition:
+        tags["axle.partition"] = partition
+    return tags
+
+
+def start_run(job: Job) -> tuple[str, str]:
+    """Create (or find again) the job's run; return (experiment id, run id)."""
+    tracking = client()
+    experiment_id = job.mlflow_experiment_id or tracking.ensure_experiment(experiment_name(job))
+    run_id = job.mlflow_run_id or tracking.create_run(experiment_id, job.name, run_tags(job))
+    if job.parameters:
+        tracking.log_params(run_id, job.parameters)
+    return experiment_id, run_id
+
+
+def job_environment(job: Job, experiment_id: str, run_id: str) -> dict[str, str]:
+    """What the job's own `mlflow` client needs; nothing Axle-specific in the user's code."""
+    env = {"MLFLOW_RUN_ID": run_id, "MLFLOW_EXPERIMENT_ID": experiment_id, "AXLE_JOB_ID": str(job.uuid)}
+    if job.cluster.tracking_mode == Cluster.TrackingMode.FILE:
+        env["MLFLOW_TRACKING_URI"] = filestore.tracking_uri(mlruns_dir(job))
+        env.update(filestore.ALLOW_FILE_STORE_ENV)
+    else:
+        env["MLFLOW_TRACKING_URI"] = job.cluster.mlflow_tracking_uri or settings.AXLE_MLFLOW_TRACKING_URI
+    return env
+
+
+def bootstrap_file_store(job: Job, experiment_id: str, run_id: str) -> dict[str, bytes]:
+    return filestore.bootstrap_files(
+        experiment_id, run_id, job.name, mlruns_dir(job), experiment_name=experiment_name(job),
+        user_id=job.cluster_username,
+    )
+
+
+class ClusterFiles:
+    """The two callables the file-store reader needs, over the job account's SSH login."""
+
+    def __init__(self, files):
+        self.files = files
+
+    def read(self, path: str, offset: int) -> tuple[bytes, int]:
+        return self.files.read_file(path, offset, 1 << 20)
+
+    def read_whole(self, path: str) -> bytes:
+        data, offset = b"", 0
+        while True:
+            chunk, offset = self.read(path, offset)
+            if not chunk:
+                return data
+            data += chunk
+
+    def list_files(self, directory: str) -> dict[str, int | None]:
+        result = self.files.run(["find", directory, "-type", "f", "-printf", "%P\t%s\n"], timeout=60)
+        if result.exit_status != 0:
+            return {}  # not there (yet)
+        listing: dict[str, int | None] = {}
+        for line in result.out.splitlines():
+            name, _, size = line.rpartition("\t")
+            if name:
+                listing[name] = int(size) if size.isdigit() else None
+        return listing
+
+
+def import_file_store(job: Job, files, *, final: bool = False) -> tuple[int, dict]:
+    """Pull what the job appended to its file store since the last pull and import it in
+    batches. Returns (points imported, new state)."""
+    remote = ClusterFiles(files)
+    increment = filestore.read_increment(
+        run_path=filestore.run_dir(mlruns_dir(job), job.mlflow_experiment_id, job.mlflow_run_id),
+        read=remote.read, list_files=remote.list_files, state=job.import_state or None, final=final,
+    )
+    if increment:
+        filestore.import_into(client(), job.mlflow_run_id, increment.points, increment.params, increment.tags)
+    return len(increment.points), increment.state
+
+
+def import_spooled_models(job: Job, files) -> int:
+    """Copy the models the job logged into its file store into the hub's run artifacts."""
+    remote = ClusterFiles(files)
+    models = filestore.find_models(
+        mlruns_dir=mlruns_dir(job), experiment_id=job.mlflow_experiment_id, run_id=job.mlflow_run_id,
+        list_files=remote.list_files, read=remote.read,
+    )
+    tracking = client()
+    for model in models:
+        with tempfile.TemporaryDirectory(prefix="axle-spool-") as tmp:
+            for relative in remote.list_files(model.artifact_dir):
+                target = Path(tmp) / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(remote.read_whole(posixpath.join(model.artifact_dir, relative)))
+            tracking.log_artifacts(job.mlflow_run_id, tmp, model.name if len(models) > 1 else "model")
+    return len(models)
+
+
+def final_metrics(job: Job) -> dict[str, float]:
+    return dict(client().get_run(job.mlflow_run_id).metrics)
+
+
+def metric_history(job: Job, keys: list[str] | None = None) -> dict[str, list[MetricPoint]]:
+    tracking = client()
+    if keys is None:
+        keys = sorted(tracking.get_run(job.mlflow_run_id).metrics)
+    return tracking.metric_history(job.mlflow_run_id, keys)
+
+
+def finish_run(job: Job) -> None:
+    tracking = client()
+    accounting = job.accounting or {}
+    tags = {
+        "axle.status": job.status,
+        "axle.slurm_job_id": job.slurm_job_id,
+        "axle.slurm_state": job.slurm_state,
+        "axle.exit_code": "" if job.exit_code is None else str(job.exit_code),
+        "axle.node_list": str(accounting.get("node_list", "")),
+        "axle.elapsed_seconds": str(accounting.get("elapsed_seconds", "")),
+        "axle.alloc_gpus": str(accounting.get("alloc_gpus", "")),
+    }
+    tracking.set_tags(job.mlflow_run_id, {k: v for k, v in tags.items() if v})
+    tracking.terminate(job.mlflow_run_id, RUN_STATUS.get(job.status, "FAILED"))
