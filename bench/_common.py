@@ -24,6 +24,18 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 BENCH_USER = "scientist"  # the cluster account the bench's jobs run as
 
 
+def interruptible() -> None:
+    """Ctrl-C and SIGTERM (also when started in the background, where SIGINT is ignored)
+    end the run through its cleanup: cancel the jobs, drop the database."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+
 def die(message: str, code: int = 2) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(code)

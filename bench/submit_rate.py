@@ -102,6 +102,7 @@ def main() -> int:
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
 
+    c.interruptible()
     env = c.cluster_env()
     if args.tcp_nodelay:
         c.tcp_nodelay()

@@ -125,6 +125,7 @@ def main() -> int:
     if args.jobs < 1 or args.cycles < 1:
         parser.error("--jobs and --cycles must be at least 1")
 
+    c.interruptible()
     env = c.cluster_env()
     if args.tcp_nodelay:
         c.tcp_nodelay()
