@@ -17,6 +17,8 @@ urlpatterns = [
     path("jobs/<uuid:job_id>/cancel/", jobs_api.JobCancelApi.as_view(), name="api-job-cancel"),
     path("jobs/<uuid:job_id>/rerun/", jobs_api.JobRerunApi.as_view(), name="api-job-rerun"),
     path("jobs/<uuid:job_id>/logs/", jobs_api.JobLogsApi.as_view(), name="api-job-logs"),
+    path("jobs/<uuid:job_id>/metrics/", jobs_api.JobMetricsApi.as_view(), name="api-job-metrics"),
+    path("jobs/<uuid:job_id>/reproduce/", jobs_api.JobReproduceApi.as_view(), name="api-job-reproduce"),
     path("datasets/", datasets_api.DatasetListCreateApi.as_view(), name="api-dataset-list"),
     path("datasets/<uuid:dataset_id>/", datasets_api.DatasetDetailApi.as_view(), name="api-dataset-detail"),
     path("datasets/<uuid:dataset_id>/versions/", datasets_api.DatasetVersionListCreateApi.as_view(),

@@ -10,11 +10,26 @@ from apps.core.errors import ValidationFailed
 from . import selectors, services
 
 
+class CodeInputSerializer(serializers.Serializer):
+    repo = serializers.CharField(help_text="git URL or path, as the cluster account reads it")
+    ref = serializers.CharField(required=False, allow_blank=True, default="", help_text="branch, tag or commit")
+
+
 class JobInputSerializer(serializers.Serializer):
     cluster = serializers.CharField(help_text="Cluster name or id")
     name = serializers.CharField(required=False, allow_blank=True, default="")
     script = serializers.CharField(trim_whitespace=False)
     parameters = serializers.DictField(required=False, default=dict, help_text="Exported to the job as environment variables")
+
+
+class JobCreateInputSerializer(JobInputSerializer):
+    dataset_versions = serializers.ListField(
+        child=serializers.CharField(), required=False, default=list, help_text="Dataset version ids used as inputs"
+    )
+    code = CodeInputSerializer(required=False, allow_null=True, default=None)
+    image = serializers.CharField(required=False, allow_blank=True, default="", help_text="Apptainer image on the cluster")
+    verify_datasets = serializers.BooleanField(required=False, default=False)
+    register_model_as = serializers.CharField(required=False, allow_blank=True, default="")
 
 
 class ProblemSerializer(serializers.Serializer):
@@ -59,11 +74,37 @@ class JobOutputSerializer(serializers.Serializer):
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
     rerun_of = serializers.UUIDField(source="rerun_of.uuid", allow_null=True, default=None)
+    reproduced_from = serializers.UUIDField(source="reproduced_from.uuid", allow_null=True, default=None)
+    mlflow_experiment_id = serializers.CharField()
+    mlflow_run_id = serializers.CharField()
+    metrics = serializers.DictField()
+    inputs = serializers.SerializerMethodField()
+
+    def get_inputs(self, job) -> dict:
+        return job_inputs(job)
 
 
 class JobDetailOutputSerializer(JobOutputSerializer):
     script = serializers.CharField()
     tasks = JobTaskOutputSerializer(many=True, source="tasks.all")
+
+
+def job_inputs(job) -> dict:
+    """Everything recorded about what the job was made from."""
+    return {
+        "script_sha256": job.script_sha256,
+        "parameters": job.parameters,
+        "cluster": job.cluster.name,
+        "partition": (job.effective_request or {}).get("partition"),
+        "effective_request": job.effective_request,
+        "dataset_versions": [
+            {"id": str(v.uuid), "dataset": v.dataset.name, "number": v.number, "checksum": v.checksum,
+             "location": v.path or v.uri}
+            for v in job.dataset_versions.all()
+        ],
+        "code": {"repo": job.code_repo, "ref": job.code_ref, "commit": job.code_commit} if job.code_repo else None,
+        "image": {"path": job.image_path, "digest": job.image_digest} if job.image_path else None,
+    }
 
 
 def _cluster(request, ident):
@@ -94,14 +135,15 @@ class JobListCreateApi(APIView):
         page = paginator.paginate_queryset(jobs.select_related("rerun_of"), request, view=self)
         return paginator.get_paginated_response(JobOutputSerializer(page, many=True).data)
 
-    @extend_schema(request=JobInputSerializer, responses={201: JobOutputSerializer})
+    @extend_schema(request=JobCreateInputSerializer, responses={201: JobOutputSerializer})
     def post(self, request):
-        data = JobInputSerializer(data=request.data)
+        data = JobCreateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        d = data.validated_data
         job = services.job_create(
-            user=request.user, cluster=_cluster(request, data.validated_data["cluster"]),
-            name=data.validated_data["name"], script=data.validated_data["script"],
-            parameters=data.validated_data["parameters"],
+            user=request.user, cluster=_cluster(request, d["cluster"]), name=d["name"], script=d["script"],
+            parameters=d["parameters"], dataset_versions=d["dataset_versions"], code=d["code"], image=d["image"],
+            verify_datasets=d["verify_datasets"], register_model_as=d["register_model_as"],
         )
         job.refresh_from_db()
         return Response(JobOutputSerializer(job).data, status=201)
@@ -158,3 +200,29 @@ class JobLogsApi(APIView):
         return Response({"stream": stream, "text": chunk.text, "offset": offset, "next_offset": chunk.next_offset,
                          "missing": chunk.missing, "message": chunk.message})
 
+
+
+class JobReproduceApi(APIView):
+    @extend_schema(request=None, responses={201: JobOutputSerializer})
+    def post(self, request, job_id):
+        job = services.job_reproduce(user=request.user, job=selectors.job_get(user=request.user, job_id=job_id))
+        job.refresh_from_db()
+        return Response(JobOutputSerializer(job).data, status=201)
+
+
+class MetricPointSerializer(serializers.Serializer):
+    step = serializers.IntegerField()
+    value = serializers.FloatField()
+    timestamp = serializers.IntegerField()
+
+
+class JobMetricsOutputSerializer(serializers.Serializer):
+    run_id = serializers.CharField()
+    metrics = serializers.DictField(child=MetricPointSerializer(many=True))
+
+
+class JobMetricsApi(APIView):
+    @extend_schema(responses=JobMetricsOutputSerializer)
+    def get(self, request, job_id):
+        job = selectors.job_get(user=request.user, job_id=job_id)
+        return Response({"run_id": job.mlflow_run_id, "metrics": services.job_metric_history(job=job)})

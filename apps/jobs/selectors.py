@@ -8,7 +8,10 @@ from .models import Job
 
 
 def job_list(*, user, status: str = "", cluster: str = "", q: str = "") -> QuerySet[Job]:
-    qs = Job.objects.filter(owner=user).select_related("cluster").order_by("-created_at")
+    qs = (
+        Job.objects.filter(owner=user).select_related("cluster", "rerun_of", "reproduced_from")
+        .prefetch_related("dataset_versions__dataset").order_by("-created_at")
+    )
     if status == "active":
         qs = qs.exclude(status__in=Job.TERMINAL)
     elif status:
@@ -23,7 +26,10 @@ def job_list(*, user, status: str = "", cluster: str = "", q: str = "") -> Query
 def job_get(*, user, job_id) -> Job:
     """A job of the user's own; anybody else's answers as if it did not exist."""
     try:
-        job = Job.objects.select_related("cluster", "grant__cluster", "rerun_of").filter(owner=user, uuid=job_id).first()
+        job = (
+            Job.objects.select_related("cluster", "grant__cluster", "rerun_of", "reproduced_from", "team")
+            .prefetch_related("dataset_versions__dataset").filter(owner=user, uuid=job_id).first()
+        )
     except ValidationError:
         job = None
     if job is None:

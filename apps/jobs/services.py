@@ -4,6 +4,7 @@ The rule everywhere: record the intent and commit, talk to the cluster with no t
 open, then record the result with a compare-and-swap transition."""
 
 import hashlib
+import math
 import logging
 import uuid as uuid_lib
 from dataclasses import asdict, dataclass
@@ -641,3 +642,53 @@ def job_finalize(*, job_id: int) -> Job | None:
     if updated and job.register_model_as and job.status == S.COMPLETED:
         enqueue("apps.registry.tasks.model_version_register_from_job", job.pk)
     return job
+
+
+def job_metric_history(*, job: Job) -> dict[str, list[dict]]:
+    """Every metric's points per step, from the hub's MLflow run (live while the job runs)."""
+    if not job.mlflow_run_id:
+        return {}
+    try:
+        history = tracking.metric_history(job)
+    except MlflowUnavailable as exc:
+        raise Unavailable(f"MLflow could not be reached: {exc}") from None
+    except MlflowError as exc:
+        raise Unavailable(f"MLflow could not give the job's metrics: {exc}") from None
+    return {
+        # NaN and infinity are valid metric values but not JSON: they travel as null.
+        key: [{"step": p.step, "value": p.value if math.isfinite(p.value) else None, "timestamp": p.timestamp_ms}
+              for p in points]
+        for key, points in history.items()
+    }
+
+
+def job_artifacts(*, job: Job, path: str = "") -> list:
+    if not job.mlflow_run_id:
+        return []
+    try:
+        return tracking.client().list_artifacts(job.mlflow_run_id, path)
+    except MlflowUnavailable as exc:
+        raise Unavailable(f"MLflow could not be reached: {exc}") from None
+    except MlflowError as exc:
+        raise ValidationFailed(f"MLflow could not list the artifacts: {exc}") from None
+
+
+def job_artifact_file(*, job: Job, path: str) -> tuple[str, str]:
+    """Download one artifact from the hub's MLflow to a temporary file; return (file, name)."""
+    import tempfile
+    from pathlib import PurePosixPath
+
+    if not job.mlflow_run_id or not path or ".." in PurePosixPath(path).parts:
+        raise ValidationFailed("No such artifact.")
+    target = tempfile.mkdtemp(prefix="axle-artifact-")
+    try:
+        local = tracking.client().download_artifact(job.mlflow_run_id, path, target)
+    except MlflowUnavailable as exc:
+        raise Unavailable(f"MLflow could not be reached: {exc}") from None
+    except MlflowError as exc:
+        raise ValidationFailed(f"MLflow could not give the artifact: {exc}") from None
+    from pathlib import Path
+
+    if Path(local).is_dir():
+        raise ValidationFailed("That is a folder; download the files in it one by one.")
+    return local, PurePosixPath(path).name

@@ -1,6 +1,6 @@
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import Http404, StreamingHttpResponse
+from django.http import FileResponse, Http404, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -8,6 +8,7 @@ from apps.clusters.selectors import grant_usable_list
 from apps.core.errors import ApplicationError, NotFound
 
 from . import selectors, services
+from .api import job_inputs
 from .models import Job
 
 SCRIPT_TEMPLATE = """#!/bin/bash
@@ -99,7 +100,8 @@ def job_detail(request, job_id):
     job = _job(request, job_id)
     context = {
         "job": job, "timeline": selectors.job_timeline(job=job), "tasks": job.tasks.all()[:500],
-        "task_count": job.tasks.count(),
+        "task_count": job.tasks.count(), "inputs": job_inputs(job),
+        "reproductions": job.reproductions.order_by("created_at"),
     }
     if request.headers.get("HX-Request") and request.GET.get("part") == "status":
         return render(request, "jobs/_status.html", context)
@@ -171,3 +173,73 @@ def job_rerun(request, job_id):
         return redirect("job-detail", job_id=job.uuid)
     messages.success(request, f"Running “{new.name}” again as a new job.")
     return redirect("job-detail", job_id=new.uuid)
+
+
+@require_POST
+def job_reproduce(request, job_id):
+    job = _job(request, job_id)
+    try:
+        new = services.job_reproduce(user=request.user, job=job)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        return redirect("job-detail", job_id=job.uuid)
+    messages.success(request, "Reproducing with identical recorded inputs.")
+    return redirect("job-detail", job_id=new.uuid)
+
+
+@require_GET
+def job_artifacts(request, job_id):
+    """The run's artifacts (htmx fragment), listed from the hub's MLflow."""
+    job = _job(request, job_id)
+    try:
+        entries = services.job_artifacts(job=job, path=request.GET.get("path", ""))
+        error = ""
+    except ApplicationError as exc:
+        entries, error = [], exc.message
+    return render(request, "jobs/_artifacts.html", {"job": job, "entries": entries, "error": error})
+
+
+@require_GET
+def job_artifact_download(request, job_id):
+    job = _job(request, job_id)
+    try:
+        path, name = services.job_artifact_file(job=job, path=request.GET.get("path", ""))
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        return redirect("job-detail", job_id=job.uuid)
+    return FileResponse(open(path, "rb"), as_attachment=True, filename=name)
+
+
+def job_compare(request):
+    """Inputs diffed and final metrics side by side for two or more of the user's jobs."""
+    ids = [i for i in request.GET.getlist("id") + request.GET.get("ids", "").split(",") if i.strip()]
+    jobs, missing = [], []
+    for ident in ids[:10]:
+        try:
+            jobs.append(selectors.job_get(user=request.user, job_id=ident.strip()))
+        except NotFound:
+            missing.append(ident)
+    rows = []
+    if jobs:
+        inputs = [job_inputs(j) for j in jobs]
+        fields = [
+            ("Cluster", lambda j, i: i["cluster"]),
+            ("Partition", lambda j, i: i["partition"]),
+            ("Script sha256", lambda j, i: j.script_sha256[:16]),
+            ("Code", lambda j, i: f"{i['code']['repo']}@{(i['code']['commit'] or i['code']['ref'])[:12]}" if i["code"] else ""),
+            ("Image", lambda j, i: f"{i['image']['path']} {i['image']['digest'][:19]}" if i["image"] else ""),
+            ("Datasets", lambda j, i: ", ".join(f"{d['dataset']} v{d['number']}" for d in i["dataset_versions"])),
+            ("Status", lambda j, i: j.get_status_display()),
+        ]
+        for label, get in fields:
+            values = [str(get(j, i) or "") for j, i in zip(jobs, inputs, strict=True)]
+            rows.append((label, values, len(set(values)) > 1))
+        for name in sorted({k for j in jobs for k in j.parameters}):
+            values = [str(j.parameters.get(name, "—")) for j in jobs]
+            rows.append((f"param {name}", values, len(set(values)) > 1))
+    metric_names = sorted({k for j in jobs for k in (j.metrics or {})})
+    metric_rows = [(m, [j.metrics.get(m) for j in jobs]) for m in metric_names]
+    return render(request, "jobs/compare.html", {
+        "jobs": jobs, "rows": rows, "metric_rows": metric_rows, "missing": missing,
+        "recent": selectors.job_list(user=request.user)[:30],
+    })
