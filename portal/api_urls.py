@@ -4,6 +4,8 @@ from apps.accounts import api as accounts_api
 from apps.clusters import api as clusters_api
 from apps.datasets import api as datasets_api
 from apps.jobs import api as jobs_api
+from apps.lineage import api as lineage_api
+from apps.registry import api as registry_api
 
 urlpatterns = [
     path("auth/token/", accounts_api.TokenObtainApi.as_view(), name="api-token-obtain"),
@@ -25,4 +27,10 @@ urlpatterns = [
          name="api-dataset-version-list"),
     path("datasets/<uuid:dataset_id>/versions/<int:number>/", datasets_api.DatasetVersionDetailApi.as_view(),
          name="api-dataset-version-detail"),
+    path("models/", registry_api.ModelListCreateApi.as_view(), name="api-model-list"),
+    path("models/<str:name>/", registry_api.ModelDetailApi.as_view(), name="api-model-detail"),
+    path("models/<str:name>/versions/", registry_api.ModelVersionListCreateApi.as_view(), name="api-model-version-list"),
+    path("models/<str:name>/versions/<int:number>/", registry_api.ModelVersionDetailApi.as_view(),
+         name="api-model-version-detail"),
+    path("lineage/", lineage_api.LineageApi.as_view(), name="api-lineage"),
 ]

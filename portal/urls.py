@@ -9,6 +9,8 @@ from apps.clusters import views as cluster_views
 from apps.core import views as core_views
 from apps.datasets import views as dataset_views
 from apps.jobs import views as job_views
+from apps.lineage import views as lineage_views
+from apps.registry import views as registry_views
 
 urlpatterns = [
     path("", core_views.home, name="home"),
@@ -37,7 +39,10 @@ urlpatterns = [
     path("datasets/<uuid:dataset_id>/", dataset_views.dataset_detail, name="dataset-detail"),
     path("datasets/<uuid:dataset_id>/versions/<int:number>/", dataset_views.dataset_version_detail,
          name="dataset-version-detail"),
-    path("models/", core_views.section, {"name": "models"}, name="model-list"),
+    path("models/", registry_views.model_list, name="model-list"),
+    path("models/register/", registry_views.model_register, name="model-register"),
+    path("models/<str:name>/", registry_views.model_detail, name="model-detail"),
+    path("lineage/<slug:kind>/<uuid:id>/", lineage_views.lineage, name="lineage"),
     path("deployments/", core_views.section, {"name": "deployments"}, name="deployment-list"),
     path("clusters/", cluster_views.cluster_list, name="cluster-list"),
     path("clusters/<slug:name>/", cluster_views.cluster_detail, name="cluster-detail"),

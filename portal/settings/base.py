@@ -39,6 +39,8 @@ INSTALLED_APPS = [
     "apps.clusters",
     "apps.jobs",
     "apps.datasets",
+    "apps.registry",
+    "apps.lineage",
 ]
 
 MIDDLEWARE = [

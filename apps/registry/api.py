@@ -1,0 +1,119 @@
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.datasets.selectors import team_get
+
+from . import selectors, services
+from .models import ModelVersion
+
+
+class ModelInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200, help_text="Unique across the hub, as in MLflow's registry")
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    team = serializers.CharField(help_text="Team name or id; you must be a member")
+
+
+class ModelVersionOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField(source="uuid")
+    model = serializers.CharField(source="model.name")
+    number = serializers.IntegerField(help_text="MLflow's version number")
+    job = serializers.UUIDField(source="job.uuid")
+    mlflow_run_id = serializers.CharField()
+    source_uri = serializers.CharField(help_text="models:/m-… or runs:/<run>/<path>")
+    artifact_uri = serializers.CharField()
+    sha256 = serializers.CharField(help_text="sha256 of the model's artifact directory")
+    metrics = serializers.DictField(child=serializers.FloatField(allow_null=True))
+    created_by = serializers.CharField(source="created_by.username")
+    created_at = serializers.DateTimeField()
+
+
+class ModelOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField(source="uuid")
+    name = serializers.CharField()
+    description = serializers.CharField()
+    team = serializers.CharField(source="team.name")
+    created_by = serializers.CharField(source="created_by.username")
+    created_at = serializers.DateTimeField()
+    version_count = serializers.IntegerField(default=None)
+    latest_version = serializers.IntegerField(source="latest_number", default=None, allow_null=True)
+
+
+class ModelDetailOutputSerializer(ModelOutputSerializer):
+    versions = ModelVersionOutputSerializer(many=True, source="version_rows")
+
+
+class ModelVersionInputSerializer(serializers.Serializer):
+    job = serializers.UUIDField(help_text="The completed job whose MLflow run logged the model")
+
+
+class ModelListCreateApi(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("team", str), OpenApiParameter("q", str)],
+        responses=ModelOutputSerializer(many=True),
+    )
+    def get(self, request):
+        models = selectors.registered_model_list(
+            user=request.user, team=request.query_params.get("team", ""), q=request.query_params.get("q", "")
+        )
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(models, request, view=self)
+        return paginator.get_paginated_response(ModelOutputSerializer(page, many=True).data)
+
+    @extend_schema(request=ModelInputSerializer, responses={201: ModelOutputSerializer})
+    def post(self, request):
+        data = ModelInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        model = services.registered_model_create(
+            user=request.user,
+            team=team_get(user=request.user, ident=data.validated_data["team"]),
+            name=data.validated_data["name"],
+            description=data.validated_data["description"],
+        )
+        model = selectors.registered_model_list(user=request.user).get(pk=model.pk)
+        return Response(ModelOutputSerializer(model).data, status=201)
+
+
+class ModelDetailApi(APIView):
+    @extend_schema(responses=ModelDetailOutputSerializer)
+    def get(self, request, name):
+        selectors.registered_model_get(user=request.user, name=name)
+        model = selectors.registered_model_list(user=request.user).get(name=name)
+        model.version_rows = list(selectors.model_version_list(user=request.user, model=model))
+        return Response(ModelDetailOutputSerializer(model).data)
+
+
+class ModelVersionListCreateApi(APIView):
+    @extend_schema(responses=ModelVersionOutputSerializer(many=True))
+    def get(self, request, name):
+        model = selectors.registered_model_get(user=request.user, name=name)
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(
+            selectors.model_version_list(user=request.user, model=model), request, view=self
+        )
+        return paginator.get_paginated_response(ModelVersionOutputSerializer(page, many=True).data)
+
+    @extend_schema(
+        request=ModelVersionInputSerializer,
+        responses={201: ModelVersionOutputSerializer, 200: ModelVersionOutputSerializer},
+        description="Register the model a completed job's MLflow run logged as a new version of this model "
+        "(created in the job's team if it does not exist). Registering the same job again answers 200 with "
+        "the version it already made.",
+    )
+    def post(self, request, name):
+        data = ModelVersionInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        job = selectors.job_for_registration(user=request.user, id=data.validated_data["job"])
+        existed = ModelVersion.objects.filter(model__name=name, job=job).exists()
+        version = services.model_version_register(user=request.user, model_name=name, job=job)
+        return Response(ModelVersionOutputSerializer(version).data, status=200 if existed else 201)
+
+
+class ModelVersionDetailApi(APIView):
+    @extend_schema(responses=ModelVersionOutputSerializer)
+    def get(self, request, name, number):
+        model = selectors.registered_model_get(user=request.user, name=name)
+        version = selectors.model_version_by_number(user=request.user, model=model, number=number)
+        return Response(ModelVersionOutputSerializer(version).data)

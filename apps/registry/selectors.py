@@ -1,0 +1,101 @@
+"""Reads for the model registry. A user sees the models of the teams they belong to."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db.models import Count, Max, Q, QuerySet
+
+from apps.accounts.models import Team
+from apps.core.errors import NotFound
+from apps.jobs.models import Job
+
+from .models import ModelVersion, RegisteredModel
+
+
+def _uuid(value) -> uuid.UUID | None:
+    try:
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+def team_choices(*, user) -> QuerySet[Team]:
+    return Team.objects.filter(memberships__user=user).order_by("name")
+
+
+def visible_jobs(*, user) -> QuerySet[Job]:
+    """Jobs whose models the user may register and whose lineage they may see: their own, and
+    their teams' (a teammate's job is where a team's model comes from)."""
+    team_ids = Team.objects.filter(memberships__user=user).values("pk")
+    return Job.objects.filter(Q(owner=user) | Q(team__in=team_ids))
+
+
+def job_for_registration(*, user, id) -> Job:
+    u = _uuid(id)
+    job = visible_jobs(user=user).filter(uuid=u).select_related("team", "owner").first() if u else None
+    if job is None:
+        raise NotFound(f"No job {id} of yours or your teams'.")
+    return job
+
+
+def registered_model_list(*, user, team: str = "", q: str = "") -> QuerySet[RegisteredModel]:
+    models = RegisteredModel.objects.filter(team__memberships__user=user)
+    if team:
+        models = models.filter(team__name=team)
+    if q:
+        models = models.filter(name__icontains=q)
+    return (
+        models.select_related("team", "created_by")
+        .annotate(version_count=Count("versions"), latest_number=Max("versions__number"))
+        .order_by("name")
+    )
+
+
+def registered_model_get(*, user, name: str) -> RegisteredModel:
+    model = (
+        RegisteredModel.objects.filter(team__memberships__user=user, name=name)
+        .select_related("team", "created_by")
+        .first()
+    )
+    if model is None:
+        raise NotFound(f"No model named {name!r} in your teams.")
+    return model
+
+
+def model_version_list(*, user, model: RegisteredModel) -> QuerySet[ModelVersion]:
+    return (
+        ModelVersion.objects.filter(model=model, model__team__memberships__user=user)
+        .select_related("model", "job", "created_by")
+        .order_by("-number")
+    )
+
+
+def model_version_get(*, user, id) -> ModelVersion:
+    u = _uuid(id)
+    version = (
+        ModelVersion.objects.filter(uuid=u, model__team__memberships__user=user)
+        .select_related("model__team", "job", "created_by")
+        .first()
+        if u
+        else None
+    )
+    if version is None:
+        raise NotFound("No such model version.")
+    return version
+
+
+def model_version_by_number(*, user, model: RegisteredModel, number: int) -> ModelVersion:
+    version = model_version_list(user=user, model=model).filter(number=number).first()
+    if version is None:
+        raise NotFound(f"Model {model.name} has no version {number}.")
+    return version
+
+
+def metric_columns(versions, limit: int = 12) -> list[str]:
+    """The metric names to show side by side: those most versions have, then by name."""
+    counts: dict[str, int] = {}
+    for v in versions:
+        for key in v.metrics or {}:
+            counts[key] = counts.get(key, 0) + 1
+    return sorted(sorted(counts, key=lambda k: (-counts[k], k))[:limit])

@@ -1,0 +1,259 @@
+"""Writes for the model registry.
+
+Registering a version talks to MLflow (find the run's model, hash its files, register it in
+MLflow's registry) with no database transaction open, then records the version and its audit
+event in one short transaction. MLflow's registry cannot be rolled back with the database, so
+a retry after a crash between the two first looks for the version MLflow already made."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+
+from apps.accounts.models import Membership, Team
+from apps.audit.services import audit_record
+from apps.core.errors import Conflict, NotFound, PermissionDenied, Unavailable, ValidationFailed
+from apps.integrations.mlflow.base import MlflowError, MlflowUnavailable
+from apps.integrations.mlflow.client import TrackingClient
+from apps.jobs import tracking
+from apps.jobs.models import Job
+
+from .models import ModelVersion, RegisteredModel
+
+log = logging.getLogger(__name__)
+
+# A model's name appears in URLs (/models/<name>/) and in MLflow's models:/<name>/<n> URIs.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+RESERVED_NAMES = {"register"}  # /models/register/ is the registration form
+
+
+def _is_member(user, team: Team) -> bool:
+    return Membership.objects.filter(user=user, team=team).exists()
+
+
+def _clean_name(name: str) -> str:
+    name = (name or "").strip()
+    if not NAME_RE.match(name):
+        raise ValidationFailed(
+            "A model name starts with a letter or digit and uses letters, digits, “.”, “_” and “-” "
+            "(at most 200 characters)."
+        )
+    if name.lower() in RESERVED_NAMES:
+        raise ValidationFailed(f"“{name}” is reserved; choose another model name.")
+    return name
+
+
+def _model_for(*, user, name: str, team: Team | None) -> RegisteredModel | None:
+    """The existing model `name` if the user may add to it; None when the name is free."""
+    model = RegisteredModel.objects.select_related("team").filter(name=name).first()
+    if model is None:
+        return None
+    if not _is_member(user, model.team):
+        # Names are global, as in MLflow's registry: say it is taken, not whose it is.
+        raise Conflict(f"The model name {name} is taken by another team; choose another name.")
+    return model
+
+
+# ---------------------------------------------------------------- registered models
+
+
+def registered_model_create(*, user, team: Team, name: str, description: str = "") -> RegisteredModel:
+    """An empty model in the hub. MLflow's registry gets it with its first version."""
+    if not _is_member(user, team):
+        raise PermissionDenied(f"You are not a member of team {team.name}.")
+    name = _clean_name(name)
+    if RegisteredModel.objects.filter(name=name).exists():
+        raise Conflict(f"A model named {name} already exists.")
+    try:
+        with transaction.atomic():
+            model = RegisteredModel.objects.create(
+                team=team, name=name, description=(description or "").strip(), created_by=user
+            )
+            audit_record(
+                action="model.created",
+                subject=model,
+                actor=user,
+                after={"team": team.name, "name": name, "description": model.description},
+            )
+    except IntegrityError:  # somebody took the name a moment ago
+        raise Conflict(f"A model named {name} already exists.") from None
+    return model
+
+
+# ---------------------------------------------------------------- model versions
+
+
+@dataclass(frozen=True)
+class _Logged:
+    source_uri: str
+    artifact_uri: str
+    sha256: str
+    number: int
+    metrics: dict
+
+
+def _plain_metrics(metrics: dict) -> dict[str, float | None]:
+    """{name: float}; MLflow points are reduced to their value, NaN and infinities to None
+    (JSON has no spelling for them)."""
+    plain: dict[str, float | None] = {}
+    for key, value in (metrics or {}).items():
+        value = getattr(value, "value", value)
+        if isinstance(value, dict):
+            value = value.get("value")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        plain[str(key)] = number if math.isfinite(number) else None
+    return plain
+
+
+def _artifact_uri(client: TrackingClient, run_id: str, source: str) -> str:
+    if source.startswith("models:/"):
+        model_id = source[len("models:/") :].split("/", 1)[0]
+        return client.logged_model(model_id).get("artifact_uri", "")
+    path = source[len(f"runs:/{run_id}") :].strip("/")
+    root = client.get_run(run_id).artifact_uri.rstrip("/")
+    return f"{root}/{path}" if path else root
+
+
+def _existing_mlflow_version(
+    client: TrackingClient, name: str, run_id: str, source: str, artifact_uri: str
+) -> int | None:
+    """The version MLflow already holds for this run's model, made by an attempt that died
+    before the hub recorded it. The client has no search call of its own yet, so this uses
+    its typed GET."""
+    try:
+        found = client._get(  # noqa: SLF001
+            "model-versions/search",
+            "searching model versions",
+            filter=f"name='{name}' and run_id='{run_id}'",
+            max_results=200,
+        )
+    except MlflowError as exc:
+        if exc.permanent:
+            return None
+        raise
+    model_id = source[len("models:/") :].split("/", 1)[0] if source.startswith("models:/") else ""
+    numbers = [
+        int(v["version"])
+        for v in found.get("model_versions", [])
+        if (model_id and v.get("model_id") == model_id) or v.get("source") in (source, artifact_uri)
+    ]
+    return min(numbers) if numbers else None
+
+
+def _register_in_mlflow(job: Job, name: str) -> _Logged:
+    client = tracking.client()
+    try:
+        source = client.find_logged_model(job.mlflow_run_id)
+        if source is None:
+            raise ValidationFailed(
+                f"Job {job.name} ({job.uuid}) logged no MLflow model: log one in the job with "
+                'mlflow.<flavor>.log_model(model, name="model").'
+            )
+        sha256 = client.model_sha256(source)
+        artifact_uri = _artifact_uri(client, job.mlflow_run_id, source)
+        metrics = job.metrics or client.get_run(job.mlflow_run_id).metrics
+        number = _existing_mlflow_version(client, name, job.mlflow_run_id, source, artifact_uri)
+        if number is None:
+            number = int(client.register_model(name, source, job.mlflow_run_id).version)
+    except MlflowUnavailable as exc:
+        raise Unavailable(f"MLflow cannot be reached right now; try again shortly. ({exc})") from None
+    except MlflowError as exc:
+        raise ValidationFailed(f"MLflow refused to register the model of job {job.name}: {exc}") from None
+    return _Logged(source, artifact_uri, sha256, number, _plain_metrics(metrics))
+
+
+def model_version_register(*, user, model_name: str, job: Job, description: str = "") -> ModelVersion:
+    """Register the MLflow model that `job`'s run logged as a new version of `model_name`
+    (created, in the job's team, on first use). Registering the same job under the same
+    name again returns the version it already made."""
+    name = _clean_name(model_name)
+    job = Job.objects.select_related("team", "owner").get(pk=job.pk)
+    if job.owner_id != user.pk and not (job.team_id and _is_member(user, job.team)):
+        raise NotFound("No such job.")
+    model = _model_for(user=user, name=name, team=job.team)
+    if model is not None:
+        existing = ModelVersion.objects.filter(model=model, job=job).select_related("model", "job").first()
+        if existing is not None:
+            return existing
+    team = model.team if model is not None else job.team
+    if team is None:
+        raise ValidationFailed(f"Job {job.name} belongs to no team; models are kept by a team.")
+    if job.status != Job.Status.COMPLETED:
+        raise ValidationFailed(
+            f"Job {job.name} is {job.get_status_display().lower()}; only a completed job's model can be registered."
+        )
+    if not job.mlflow_run_id:
+        raise ValidationFailed(f"Job {job.name} has no MLflow run, so it logged no MLflow model.")
+
+    logged = _register_in_mlflow(job, name)
+
+    try:
+        with transaction.atomic():
+            model, created = RegisteredModel.objects.get_or_create(
+                name=name, defaults={"team": team, "created_by": user, "description": (description or "").strip()}
+            )
+            if created:
+                audit_record(action="model.created", subject=model, actor=user, after={"team": team.name, "name": name})
+            version = ModelVersion.objects.create(
+                model=model,
+                number=logged.number,
+                job=job,
+                mlflow_run_id=job.mlflow_run_id,
+                source_uri=logged.source_uri,
+                artifact_uri=logged.artifact_uri,
+                sha256=logged.sha256,
+                metrics=logged.metrics,
+                created_by=user,
+            )
+            audit_record(
+                action="model_version.registered",
+                subject=version,
+                actor=user,
+                after={
+                    "model": name,
+                    "number": version.number,
+                    "job": str(job.uuid),
+                    "mlflow_run_id": job.mlflow_run_id,
+                    "source_uri": version.source_uri,
+                    "artifact_uri": version.artifact_uri,
+                    "sha256": version.sha256,
+                    "metrics": version.metrics,
+                },
+            )
+    except IntegrityError:
+        # A concurrent registration of the same job won the race: hand back its version.
+        existing = ModelVersion.objects.filter(model__name=name, job=job).select_related("model", "job").first()
+        if existing is None:
+            raise Conflict(f"Version {logged.number} of {name} was recorded by someone else; try again.") from None
+        return existing
+    return version
+
+
+def model_version_register_from_job(*, job_id: int) -> ModelVersion | None:
+    """Automatic registration of a completed job that asked for it, as its owner. A refusal
+    that retrying cannot fix is recorded on the job's audit trail; MLflow being down raises,
+    so the task fails visibly and can be run again."""
+    job = Job.objects.select_related("owner", "team").filter(pk=job_id).first()
+    if job is None or not job.register_model_as or job.status != Job.Status.COMPLETED:
+        return None
+    try:
+        return model_version_register(user=job.owner, model_name=job.register_model_as, job=job)
+    except Unavailable:
+        raise
+    except (ValidationFailed, Conflict, NotFound, PermissionDenied) as exc:
+        log.warning("automatic registration of job %s as %s failed: %s", job.uuid, job.register_model_as, exc.message)
+        with transaction.atomic():
+            audit_record(
+                action="model_version.register_failed",
+                subject=job,
+                actor=job.owner,
+                after={"model": job.register_model_as, "error": exc.message},
+            )
+        return None
