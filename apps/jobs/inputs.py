@@ -49,10 +49,16 @@ def image_digest(files: SSHClient | None, path: str) -> str:
 
 
 def write_files(files: SSHClient | None, root: str, contents: dict[str, bytes]) -> None:
-    """Write small files below ``root`` on the cluster as the job's account."""
+    """Write small files (and folders, for names ending in /) below ``root`` on the cluster
+    as the job's account."""
     files = _need_ssh(files, "the file-based tracking store")
     for relative, data in contents.items():
         path = f"{root.rstrip('/')}/{relative}"
+        if relative.endswith("/"):  # an empty folder the store expects to exist
+            result = files.run(["mkdir", "-p", "--", path])
+            if result.exit_status != 0:
+                raise TransportError(f"Could not create {path} on the cluster: {result.err.strip()}", permanent=False)
+            continue
         folder = path.rsplit("/", 1)[0]
         script = 'mkdir -p -- "$1" && cat > "$2"'
         result = files.run(["/bin/sh", "-c", script, "sh", folder, path], stdin=data)

@@ -3,6 +3,7 @@ clusters whose compute nodes cannot reach the hub) fed from a file store in the 
 
 Only called from services and tasks, never inside a database transaction."""
 
+import math
 import posixpath
 import tempfile
 from pathlib import Path
@@ -144,8 +145,10 @@ def import_spooled_models(job: Job, files) -> int:
     return len(models)
 
 
-def final_metrics(job: Job) -> dict[str, float]:
-    return dict(client().get_run(job.mlflow_run_id).metrics)
+def final_metrics(job: Job) -> dict[str, float | None]:
+    """The last value of each metric; NaN and infinity (not JSON) become None."""
+    latest = client().get_run(job.mlflow_run_id).metrics
+    return {key: (p.value if math.isfinite(p.value) else None) for key, p in sorted(latest.items())}
 
 
 def metric_history(job: Job, keys: list[str] | None = None) -> dict[str, list[MetricPoint]]:
