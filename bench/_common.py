@@ -207,6 +207,93 @@ def throwaway_hub(*, db_name: str, pg_url: str, sqlite: bool, keep_db: bool, env
             shutil.rmtree(home, ignore_errors=True)
 
 
+@contextmanager
+def throwaway_mlflow(*, uri: str, env: dict[str, str], home: Path | None = None):
+    """The hub opens an MLflow run per job at submission. Unless `uri` names a server, start
+    a private one (SQLite, temporary folder) so the bench's runs never land in the demo's
+    MLflow; stop it afterwards. Yields the tracking URI (None when the hub has no tracking)."""
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import urllib.request
+
+    if not (REPO / "apps" / "jobs" / "tracking.py").exists():
+        yield None  # a hub from before MLflow tracking
+        return
+    if uri != "throwaway":
+        os.environ["AXLE_MLFLOW_TRACKING_URI"] = env["AXLE_MLFLOW_TRACKING_URI"] = uri
+        yield uri
+        return
+    binary = next(
+        (
+            b
+            for b in (
+                REPO / ".venv/bin/mlflow",
+                Path(sys.executable).parent / "mlflow",
+                Path(env.get("AXLE_LOCAL_PYTHON", "/nonexistent")).parent / "mlflow",
+            )
+            if b.exists()
+        ),
+        None,
+    )
+    if binary is None:
+        die("no mlflow command to start a private MLflow server; pass --mlflow URL of one")
+    folder = Path(tempfile.mkdtemp(prefix="axle-bench-mlflow-"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    log = (folder / "server.log").open("wb")
+    server = subprocess.Popen(
+        [
+            str(binary),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'mlflow.db'}",
+            "--serve-artifacts",
+            "--artifacts-destination",
+            str(folder / "artifacts"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=folder,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                die(f"the private MLflow server did not start; see {folder / 'server.log'}")
+            time.sleep(0.5)
+        say(f"mlflow: private server {uri} (pid {server.pid}), store in {folder}")
+        os.environ["AXLE_MLFLOW_TRACKING_URI"] = env["AXLE_MLFLOW_TRACKING_URI"] = uri
+        yield uri
+    finally:
+        try:
+            os.killpg(server.pid, signal.SIGTERM)  # the server and its workers: a session of its own
+            server.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(server.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        log.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def hub_cluster(env: dict[str, str], transport: str):
     """A hub user with an active grant on the local cluster (as `scientist`), limits high."""
     from django.contrib.auth import get_user_model
@@ -239,10 +326,74 @@ def add_db_args(parser) -> None:
         action="store_true",
         help="set TCP_NODELAY on the SSH connections (a bench-only patch of SSHClient.connect)",
     )
+    parser.add_argument(
+        "--mlflow",
+        default="throwaway",
+        metavar="URL",
+        help="MLflow server for the run the hub opens per job (default: a private one the bench starts and stops, "
+        "so the demo's MLflow never sees them)",
+    )
     parser.add_argument("--keep-db", action="store_true", help="keep the database and AXLE_HOME for inspection")
 
 
 # ---------------------------------------------------------------- counters
+
+
+class Waits:
+    """Wall time the process spends waiting on the outside: SSH commands (by program) and
+    HTTP requests (slurmrestd or MLflow). Installed by wrapping, nothing in apps/ changes."""
+
+    calls: dict[str, int] = {}
+    seconds: dict[str, float] = {}
+
+    @classmethod
+    def _add(cls, kind: str, since: float) -> None:
+        cls.calls[kind] = cls.calls.get(kind, 0) + 1
+        cls.seconds[kind] = cls.seconds.get(kind, 0.0) + time.monotonic() - since
+
+    @classmethod
+    def install(cls, env: dict[str, str]) -> None:
+        import requests
+
+        from apps.integrations.slurm.ssh import SSHClient
+
+        exec_ = SSHClient._exec
+
+        def timed_exec(self, command, **kwargs):
+            words = command.split()
+            # `env K=V ... program args`: name the program
+            program = next((w for w in words if w != "env" and "=" not in w), "?") if words else "?"
+            t0 = time.monotonic()
+            try:
+                return exec_(self, command, **kwargs)
+            finally:
+                cls._add(f"ssh {program.strip(chr(39))}", t0)
+
+        SSHClient._exec = timed_exec
+        rest = env.get("AXLE_LOCAL_REST_URL", "http://127.0.0.1:6820")
+        request = requests.Session.request
+
+        def timed_request(self, method, url, *args, **kwargs):
+            t0 = time.monotonic()
+            try:
+                return request(self, method, url, *args, **kwargs)
+            finally:
+                cls._add("http slurmrestd" if str(url).startswith(rest) else "http mlflow", t0)
+
+        requests.Session.request = timed_request
+
+    @classmethod
+    def snapshot(cls) -> tuple[dict[str, int], dict[str, float]]:
+        return dict(cls.calls), dict(cls.seconds)
+
+    @classmethod
+    def since(cls, snap) -> dict[str, tuple[int, float]]:
+        calls, seconds = snap
+        return {
+            k: (cls.calls[k] - calls.get(k, 0), cls.seconds[k] - seconds.get(k, 0.0))
+            for k in cls.calls
+            if cls.calls[k] - calls.get(k, 0)
+        }
 
 
 class SSHHandshakes:

@@ -108,6 +108,7 @@ def main() -> int:
         c.tcp_nodelay()
     ssh = c.check_cluster(env)
     c.SSHHandshakes.install()
+    c.Waits.install(env)
     rid = c.run_id()
     plain_name, hub_name = f"axlebench-plain-{rid}", f"axlebench-hub-{rid}"
     c.say(
@@ -116,7 +117,10 @@ def main() -> int:
     )
 
     results: dict[str, dict] = {}
-    with c.throwaway_hub(db_name=args.db_name, pg_url=args.pg, sqlite=args.sqlite, keep_db=args.keep_db, env=env):
+    with (
+        c.throwaway_mlflow(uri=args.mlflow, env=env),
+        c.throwaway_hub(db_name=args.db_name, pg_url=args.pg, sqlite=args.sqlite, keep_db=args.keep_db, env=env),
+    ):
         from django.db.models import Count
 
         from apps.jobs.models import Job
@@ -135,6 +139,7 @@ def main() -> int:
                 else:
                     c.say(f"(a) hub: job_create + job_submit over {args.transport}, {args.jobs} jobs")
                     before = c.SSHHandshakes.count
+                    waits = c.Waits.snapshot()
                     wall, lat, creates, submits = run_hub(user, cluster, args.jobs, hub_name, args.progress)
                     jobs = Job.objects.filter(name=hub_name)
                     workdirs = list(jobs.values_list("workdir", flat=True))
@@ -150,6 +155,7 @@ def main() -> int:
                         "failures": failed.count(),
                         "by_status": by_status,
                         "handshakes": c.SSHHandshakes.count - before,
+                        "waits": c.Waits.since(waits),
                     }
                     c.cancel_named(ssh, hub_name)
         finally:
@@ -190,6 +196,11 @@ def main() -> int:
         f"p95 {ms(c.percentile(hub['submits'], 95))}"
     )
     c.say(f"  SSH handshakes on the hub path : {hub['handshakes']} ({hub['handshakes'] / n:.2f} per job)")
+    waited = 0.0
+    for kind, (calls, seconds) in sorted(hub["waits"].items()):
+        waited += seconds
+        c.say(f"  waiting on {kind:<18}: {calls / n:.1f} calls/job, {ms(seconds / n)}/job")
+    c.say(f"  the rest (DB, checks, Python)  : {ms((hub['wall'] - waited) / n)}/job")
     c.say(f"  hub job states                 : {hub['by_status']}")
     c.say(
         f"ratio hub/plain (rate)           : {hub_rate / plain_rate:.2f}  "

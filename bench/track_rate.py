@@ -141,7 +141,10 @@ def main() -> int:
     hub_label = "?"
     setup_seconds = 0.0
     try:
-        with c.throwaway_hub(db_name=args.db_name, pg_url=args.pg, sqlite=args.sqlite, keep_db=args.keep_db, env=env):
+        with (
+            c.throwaway_mlflow(uri=args.mlflow, env=env),
+            c.throwaway_hub(db_name=args.db_name, pg_url=args.pg, sqlite=args.sqlite, keep_db=args.keep_db, env=env),
+        ):
             from django.db.models import Count
 
             from apps.clusters import transport
