@@ -169,7 +169,7 @@ class TrackingClient:
             "POST",
             f"api/2.0/mlflow/{endpoint}",
             what=what,
-            data=json.dumps(body),
+            data=json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
         )
         return resp.json() if resp.content else {}
