@@ -110,7 +110,19 @@ def _kv(items: Iterable[dict[str, Any]] | None) -> dict[str, str]:
     return {i["key"]: i.get("value", "") for i in items or []}
 
 
+def _model_version(mv: Mapping[str, Any]) -> ModelVersionInfo:
+    return ModelVersionInfo(
+        name=mv["name"],
+        version=str(mv["version"]),
+        source=mv.get("source", ""),
+        run_id=mv.get("run_id", ""),
+        status=mv.get("status", ""),
+    )
+
+
 class TrackingClient:
+    """One per thread: it keeps a `requests.Session`, which is not thread-safe."""
+
     def __init__(
         self,
         tracking_uri: str,
@@ -508,6 +520,30 @@ class TrackingClient:
             local = self.download_artifact(model_uri, "", Path(tmp) / "model")
             return directory_sha256(local)
 
+    def artifact_uri(self, ref: str) -> str:
+        """The storage URI behind a run id, `runs:/<id>/<path>` or `models:/m-…[/path]`."""
+        root, path = self._root_of(ref)
+        return f"{root.rstrip('/')}/{path}" if path else root
+
+    def search_model_versions(self, name: str, run_id: str | None = None) -> list[ModelVersionInfo]:
+        """The versions of registered model `name` (made from `run_id`, if given), oldest
+        first. Lets a retried registration find the version an attempt that died made."""
+        # MLflow's filter grammar takes either quote and has no escape for it.
+        quote_char = '"' if "'" in name else "'"
+        filter_ = f"name={quote_char}{name}{quote_char}" + (f" and run_id='{run_id}'" if run_id else "")
+        versions: list[ModelVersionInfo] = []
+        token: str | None = None
+        while True:
+            params: dict[str, Any] = {"filter": filter_, "max_results": 200}
+            if token:
+                params["page_token"] = token
+            page = self._get("model-versions/search", "searching model versions", **params)
+            versions.extend(_model_version(mv) for mv in page.get("model_versions", []))
+            token = page.get("next_page_token")
+            if not token:
+                break
+        return sorted(versions, key=lambda v: int(v.version))
+
     def register_model(self, name: str, source: str, run_id: str) -> ModelVersionInfo:
         """A new version of registered model `name` (created if missing) from `source`, a
         `models:/m-…` or `runs:/<id>/<path>` URI as `find_logged_model` returns."""
@@ -523,11 +559,4 @@ class TrackingClient:
         elif source.startswith("runs:/"):
             root, path = self._root_of(source)
             body["source"] = f"{root.rstrip('/')}/{path}" if path else root
-        mv = self._post("model-versions/create", "registering a model version", body)["model_version"]
-        return ModelVersionInfo(
-            name=mv["name"],
-            version=str(mv["version"]),
-            source=mv.get("source", ""),
-            run_id=mv.get("run_id", ""),
-            status=mv.get("status", ""),
-        )
+        return _model_version(self._post("model-versions/create", "registering a model version", body)["model_version"])

@@ -232,7 +232,7 @@ def read_increment(
         offset = offsets.get(key, 0)
         if size is not None and size <= offset:
             continue
-        data, end = _read_all(read, posixpath.join(run_path, "metrics", key), offset, size)
+        data, _ = _read_all(read, posixpath.join(run_path, "metrics", key), offset, size)
         complete = data.rfind(b"\n") + 1
         for raw in data[:complete].decode("utf-8", "replace").splitlines():
             if not raw.strip():
@@ -241,8 +241,7 @@ def read_increment(
                 out.points.append(parse_metric_line(key, raw))
             except ValueError:
                 out.malformed.append(f"{key}: {raw[:200]}")
-        offsets[key] = offset + complete
-        del end  # the partial tail is re-read next time from offsets[key]
+        offsets[key] = offset + complete  # a partial tail is read again next time
 
     for key, _size in sorted(_listing(list_files, posixpath.join(run_path, "params")).items()):
         if key in seen_params:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -147,7 +146,3 @@ def test_a_param_the_job_changes_is_reported_not_lost_with_the_metrics(client: T
     assert result.conflicts == {"lr": ("0.1", "0.2")}
     run = client.get_run(run_id)
     assert run.params == {"lr": "0.1", "epochs": "3"} and run.metrics["loss"].value == 0.5 and run.tags["t"] == "v"
-
-
-def test_sys_path_has_the_repository():
-    assert any(Path(p).joinpath("apps").is_dir() for p in sys.path)

@@ -128,3 +128,6 @@ def test_a_model_logged_by_mlflow_3_is_found_hashed_and_registered(
     assert (first.version, second.version) == ("1", "2")
     assert first.run_id == run_id and first.source == uri and first.status == "READY"
     assert client.logged_model(model_id)["source_run_id"] == run_id
+    assert [v.version for v in client.search_model_versions(name, run_id)] == ["1", "2"]
+    assert client.search_model_versions(name, "0" * 32) == []
+    assert client.artifact_uri(uri) == client.logged_model(model_id)["artifact_uri"]
