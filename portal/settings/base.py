@@ -181,5 +181,10 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("DJANGO_LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # One line per SSH connection and per queued task is noise at INFO.
+        "paramiko": {"level": "WARNING"},
+        "django-q": {"level": env.str("AXLE_QUEUE_LOG_LEVEL", default="WARNING")},
+    },
 }
