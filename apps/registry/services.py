@@ -112,39 +112,16 @@ def _plain_metrics(metrics: dict) -> dict[str, float | None]:
     return plain
 
 
-def _artifact_uri(client: TrackingClient, run_id: str, source: str) -> str:
-    if source.startswith("models:/"):
-        model_id = source[len("models:/") :].split("/", 1)[0]
-        return client.logged_model(model_id).get("artifact_uri", "")
-    path = source[len(f"runs:/{run_id}") :].strip("/")
-    root = client.get_run(run_id).artifact_uri.rstrip("/")
-    return f"{root}/{path}" if path else root
-
-
 def _existing_mlflow_version(
     client: TrackingClient, name: str, run_id: str, source: str, artifact_uri: str
 ) -> int | None:
     """The version MLflow already holds for this run's model, made by an attempt that died
-    before the hub recorded it. The client has no search call of its own yet, so this uses
-    its typed GET."""
-    try:
-        found = client._get(  # noqa: SLF001
-            "model-versions/search",
-            "searching model versions",
-            filter=f"name='{name}' and run_id='{run_id}'",
-            max_results=200,
-        )
-    except MlflowError as exc:
-        if exc.permanent:
-            return None
-        raise
-    model_id = source[len("models:/") :].split("/", 1)[0] if source.startswith("models:/") else ""
-    numbers = [
-        int(v["version"])
-        for v in found.get("model_versions", [])
-        if (model_id and v.get("model_id") == model_id) or v.get("source") in (source, artifact_uri)
-    ]
-    return min(numbers) if numbers else None
+    before the hub recorded it (MLflow keeps `models:/m-…` sources as given and `runs:/`
+    ones resolved to their storage URI)."""
+    for version in client.search_model_versions(name, run_id=run_id):
+        if version.source in (source, artifact_uri):
+            return int(version.version)
+    return None
 
 
 def _register_in_mlflow(job: Job, name: str) -> _Logged:
@@ -157,7 +134,7 @@ def _register_in_mlflow(job: Job, name: str) -> _Logged:
                 'mlflow.<flavor>.log_model(model, name="model").'
             )
         sha256 = client.model_sha256(source)
-        artifact_uri = _artifact_uri(client, job.mlflow_run_id, source)
+        artifact_uri = client.artifact_uri(source)
         metrics = job.metrics or client.get_run(job.mlflow_run_id).metrics
         number = _existing_mlflow_version(client, name, job.mlflow_run_id, source, artifact_uri)
         if number is None:

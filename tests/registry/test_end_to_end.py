@@ -87,8 +87,8 @@ def test_a_real_jobs_model_is_registered_with_its_lineage(
         version.metrics["train_accuracy"] == pytest.approx(job.metrics["train_accuracy"])
         and version.metrics["train_accuracy"] > 0.9
     )
-    registered = mlflow._get("model-versions/get", "reading a model version", name=name, version="1")
-    assert registered["model_version"]["run_id"] == job.mlflow_run_id
+    [registered] = mlflow.search_model_versions(name)
+    assert (registered.version, registered.run_id, registered.source) == ("1", job.mlflow_run_id, version.source_uri)
 
     # Registering it by hand now returns that same version.
     assert services.model_version_register(user=alice, model_name=name, job=job).pk == version.pk

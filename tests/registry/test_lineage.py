@@ -142,7 +142,9 @@ def test_another_app_can_hang_deployments_after_model_versions(alice, world, mon
     from apps.lineage.graph import Node
 
     monkeypatch.setattr(lineage_graph, "KINDS", dict(lineage_graph.KINDS))
-    monkeypatch.setattr(lineage_graph, "EXPANDERS", {d: dict(e) for d, e in lineage_graph.EXPANDERS.items()})
+    monkeypatch.setattr(
+        lineage_graph, "EXPANDERS", {d: {k: list(v) for k, v in e.items()} for d, e in lineage_graph.EXPANDERS.items()}
+    )
 
     def deployments(*, user, ids):
         for key in ids:

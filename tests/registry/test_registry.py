@@ -40,8 +40,9 @@ def test_it_registers_a_jobs_logged_model_here_and_in_mlflow(api, alice, complet
     assert body["metrics"] == {"accuracy": 0.93, "loss": 0.2}
     model = RegisteredModel.objects.get(name=name)
     assert model.team == completed_job.team and model.created_by == alice
-    found = mlflow._get("model-versions/get", "reading", name=name, version="1")["model_version"]
-    assert found["run_id"] == completed_job.mlflow_run_id
+    [found] = mlflow.search_model_versions(name)
+    assert (found.version, found.run_id) == ("1", completed_job.mlflow_run_id)
+    assert found.source == body["artifact_uri"]
     actions = set(AuditEvent.objects.values_list("action", flat=True))
     assert {"model.created", "model_version.registered"} <= actions
 
@@ -56,18 +57,16 @@ def test_registering_the_same_job_twice_returns_the_same_version(api, alice, bob
     response = api.post(f"/api/v1/models/{name}/versions/", {"job": str(completed_job.uuid)}, format="json")
     assert response.status_code == 200 and response.json()["number"] == first.number
     assert ModelVersion.objects.count() == 1
-    versions = mlflow._get("model-versions/search", "searching", filter=f"name='{name}'")["model_versions"]
-    assert len(versions) == 1
+    assert len(mlflow.search_model_versions(name)) == 1
 
 
 @pytest.mark.mlflow
-def test_a_retry_after_a_crash_reuses_the_version_mlflow_already_made(alice, completed_job, mlflow, monkeypatch):
+def test_a_retry_after_a_crash_reuses_the_version_mlflow_already_made(alice, completed_job, mlflow):
     name = unique_name()
     mlflow.register_model(name, f"runs:/{completed_job.mlflow_run_id}/model", completed_job.mlflow_run_id)
     version = services.model_version_register(user=alice, model_name=name, job=completed_job)
     assert version.number == 1
-    versions = mlflow._get("model-versions/search", "searching", filter=f"name='{name}'")["model_versions"]
-    assert len(versions) == 1
+    assert len(mlflow.search_model_versions(name)) == 1
 
 
 @pytest.mark.mlflow
