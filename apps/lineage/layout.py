@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .graph import Graph
 
-COL_WIDTH, ROW_HEIGHT = 250, 64
+COL_WIDTH, ROW_HEIGHT = 290, 64
 NODE_WIDTH, NODE_HEIGHT = 190, 44
 MARGIN = 20
 LABEL_CHARS = 24

@@ -38,6 +38,13 @@ def model_list(request):
     return render(request, "registry/list.html", context, status=400 if errors else 200)
 
 
+def _metric(value) -> tuple[str, str] | None:
+    """(shown, exact) for a metric cell: four significant digits side by side, all on hover."""
+    if value is None:
+        return None
+    return f"{value:.4g}", repr(value)
+
+
 def model_detail(request, name):
     try:
         model = selectors.registered_model_get(user=request.user, name=name)
@@ -45,7 +52,7 @@ def model_detail(request, name):
         raise Http404("No such model.") from None
     versions = list(selectors.model_version_list(user=request.user, model=model))
     columns = selectors.metric_columns(versions)
-    rows = [(v, [(v.metrics or {}).get(c) for c in columns]) for v in versions]
+    rows = [(v, [_metric((v.metrics or {}).get(c)) for c in columns]) for v in versions]
     context = {"model": model, "versions": versions, "columns": columns, "rows": rows}
     return render(request, "registry/detail.html", context)
 
