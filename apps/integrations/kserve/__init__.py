@@ -1,0 +1,1 @@
+"""KServe serving backend: InferenceService manifests and the Kubernetes API client."""
