@@ -11,10 +11,15 @@ import logging
 import math
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.db import IntegrityError, transaction
+from django.db.models import CharField, Exists, OuterRef
+from django.db.models.functions import Cast
+from django.utils import timezone
 
 from apps.accounts.models import Membership, Team
+from apps.audit.models import AuditEvent
 from apps.audit.services import audit_record
 from apps.core.errors import Conflict, NotFound, PermissionDenied, Unavailable, ValidationFailed
 from apps.integrations.mlflow.base import MlflowError, MlflowUnavailable
@@ -234,3 +239,30 @@ def model_version_register_from_job(*, job_id: int) -> ModelVersion | None:
                 after={"model": job.register_model_as, "error": exc.message},
             )
         return None
+
+
+def model_versions_register_pending(*, within: timedelta = timedelta(days=7)) -> int:
+    """Retry automatic registrations that MLflow being down left undone: completed jobs that
+    asked for one, were finalized recently, have no version under that name and no recorded
+    refusal. Stops at the first outage; returns how many versions it made."""
+    registered = ModelVersion.objects.filter(job=OuterRef("pk"), model__name=OuterRef("register_model_as"))
+    refused = AuditEvent.objects.filter(
+        action="model_version.register_failed", subject_type="jobs.job", subject_id=OuterRef("uuid_text")
+    )
+    pending = (
+        Job.objects.filter(status=Job.Status.COMPLETED, finalized_at__gte=timezone.now() - within)
+        .exclude(register_model_as="")
+        .annotate(uuid_text=Cast("uuid", CharField()))
+        .filter(~Exists(registered), ~Exists(refused))
+        .order_by("finalized_at")
+        .values_list("pk", flat=True)
+    )
+    made = 0
+    for job_id in list(pending[:100]):
+        try:
+            if model_version_register_from_job(job_id=job_id) is not None:
+                made += 1
+        except Unavailable:
+            log.info("MLflow is down; pending registrations wait for the next round")
+            break
+    return made

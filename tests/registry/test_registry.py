@@ -242,3 +242,28 @@ def test_the_register_form_redirects_to_the_model_page(client, alice, completed_
     client.force_login(alice)
     response = client.post("/models/register/", {"job": str(completed_job.uuid), "name": name})
     assert response.status_code == 302 and response["Location"] == f"/models/{name}/#v1"
+
+
+@pytest.mark.mlflow
+def test_registrations_an_outage_left_undone_are_retried(alice, team, completed_job, mlflow, monkeypatch):
+    from django.utils import timezone
+
+    from apps.integrations.mlflow.client import TrackingClient
+    from apps.jobs import tracking
+
+    name = unique_name()
+    Job.objects.filter(pk=completed_job.pk).update(register_model_as=name, finalized_at=timezone.now())
+    refused = make_job(alice, team=team, register_model_as=unique_name(), finalized_at=timezone.now(), mlflow_run_id="")
+    assert services.model_version_register_from_job(job_id=refused.pk) is None  # refused for good, on record
+
+    monkeypatch.setattr(tracking, "client", lambda: TrackingClient("http://127.0.0.1:9", timeout=2))
+    with pytest.raises(services.Unavailable):
+        services.model_version_register_from_job(job_id=completed_job.pk)
+    assert services.model_versions_register_pending() == 0
+    assert not AuditEvent.objects.filter(action="model_version.register_failed", subject_id=str(completed_job.uuid))
+
+    monkeypatch.undo()
+    assert services.model_versions_register_pending() == 1
+    assert ModelVersion.objects.get().job == completed_job
+    assert services.model_versions_register_pending() == 0
+    assert AuditEvent.objects.filter(action="model_version.register_failed", subject_id=str(refused.uuid)).count() == 1
