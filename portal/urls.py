@@ -9,6 +9,7 @@ from apps.clusters import views as cluster_views
 from apps.core import views as core_views
 from apps.datasets import views as dataset_views
 from apps.jobs import views as job_views
+from apps.serving import views as serving_views
 from apps.lineage import views as lineage_views
 from apps.registry import views as registry_views
 
@@ -43,7 +44,12 @@ urlpatterns = [
     path("models/register/", registry_views.model_register, name="model-register"),
     path("models/<str:name>/", registry_views.model_detail, name="model-detail"),
     path("lineage/<slug:kind>/<uuid:id>/", lineage_views.lineage, name="lineage"),
-    path("deployments/", core_views.section, {"name": "deployments"}, name="deployment-list"),
+    path("deployments/", serving_views.deployment_list, name="deployment-list"),
+    path("deployments/inbox/", serving_views.deployment_inbox, name="deployment-inbox"),
+    path("deployments/new/", serving_views.deployment_new, name="deployment-new"),
+    path("deployments/<uuid:deployment_id>/", serving_views.deployment_detail, name="deployment-detail"),
+    path("deployments/<uuid:deployment_id>/try/", serving_views.deployment_try, name="deployment-try"),
+    path("deployments/<uuid:deployment_id>/<slug:action>/", serving_views.deployment_action, name="deployment-action"),
     path("clusters/", cluster_views.cluster_list, name="cluster-list"),
     path("clusters/<slug:name>/", cluster_views.cluster_detail, name="cluster-detail"),
     path("clusters/<slug:name>/request/", cluster_views.cluster_request_access, name="cluster-request-access"),

@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "apps.datasets",
     "apps.registry",
     "apps.lineage",
+    "apps.serving",
 ]
 
 MIDDLEWARE = [
@@ -169,6 +170,10 @@ AXLE_ENCRYPTION_KEY_AUTOCREATE = False
 AXLE_SUBMIT_BACKOFF_SECONDS = env.int("AXLE_SUBMIT_BACKOFF_SECONDS", default=15)
 AXLE_RECONCILE_GRACE_SECONDS = env.int("AXLE_RECONCILE_GRACE_SECONDS", default=120)
 AXLE_SUBMIT_STUCK_SECONDS = env.int("AXLE_SUBMIT_STUCK_SECONDS", default=120)
+
+# Local model servers (the one-host serving backend): their state and the mlflow that runs them.
+AXLE_SERVING_DIR = Path(env.str("AXLE_SERVING_DIR", default=str(AXLE_HUB_DIR / "serving")))
+AXLE_MODEL_SERVER_MLFLOW = env.str("AXLE_MODEL_SERVER_MLFLOW", default=str(AXLE_STACK_DIR / "venv" / "bin" / "mlflow"))
 
 AXLE_MLFLOW_TRACKING_URI = env.str("AXLE_MLFLOW_TRACKING_URI", default="http://127.0.0.1:5000")
 

@@ -1,0 +1,27 @@
+"""The serving backend of an environment. Built per call: cheap, and never shared across
+threads or processes."""
+
+from pathlib import Path
+
+from django.conf import settings
+
+from apps.core import crypto
+from apps.integrations.serving.base import ServingBackend, ServingError
+
+from .models import Environment
+
+
+def backend_for(environment: Environment) -> ServingBackend:
+    if environment.backend == Environment.Backend.KSERVE:
+        from apps.integrations.kserve.backend import KServeBackend
+
+        if not environment.kubeconfig_encrypted:
+            raise ServingError(f"Environment {environment.name} has no kubeconfig yet.", permanent=True)
+        return KServeBackend.from_kubeconfig_text(crypto.decrypt(environment.kubeconfig_encrypted))
+    from apps.integrations.local_serving.backend import LocalBackend
+
+    return LocalBackend(
+        Path(settings.AXLE_SERVING_DIR),
+        settings.AXLE_MODEL_SERVER_MLFLOW,
+        tracking_uri=settings.AXLE_MLFLOW_TRACKING_URI,
+    )
