@@ -4,7 +4,9 @@ model, prove it is the approved artifact, then become `mlflow models serve`.
 Standalone on purpose: it runs in the environment models are served from, which has mlflow
 but not Axle. The sha256 is the registry's `directory_sha256` (sorted relative paths, each
 followed by NUL, its 8-byte length and its bytes) so a model whose files changed after
-approval is refused instead of served. `os.execv` keeps the pid, so the pid the backend
+approval is refused instead of served. Downloading `models:/<name>/<version>` makes mlflow
+write a `registered_model_meta` file (name and version) next to the model; it is not part of
+the logged artifact the registry hashed, so it is left out. `os.execv` keeps the pid, so the pid the backend
 recorded is the model server's.
 
     python launch.py MLFLOW_BIN MODEL_URI SHA256 DEST HOST PORT WORKERS
@@ -16,9 +18,13 @@ import sys
 from pathlib import Path
 
 
+ADDED_BY_DOWNLOAD = {"registered_model_meta"}
+
+
 def directory_sha256(root):
     base = Path(root)
     files = sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
+    files = [rel for rel in files if rel not in ADDED_BY_DOWNLOAD]
     digest = hashlib.sha256()
     for rel in files:
         digest.update(rel.encode() + b"\0")
