@@ -223,7 +223,8 @@ class KServeBackend:
         try:
             response = self._http.post(url, data=json.dumps(payload), headers=headers, timeout=self._predict_timeout)
         except requests.Timeout:
-            raise ServingError(f"The model server of {where} did not answer within {self._predict_timeout:g}s.") from None
+            waited = f"{self._predict_timeout:g}s"
+            raise ServingError(f"The model server of {where} did not answer within {waited}.") from None
         except requests.RequestException as exc:
             raise ServingError(f"The model server of {where} is unreachable: {exc.__class__.__name__}.") from None
         if response.status_code >= 400:
@@ -270,7 +271,8 @@ class KServeBackend:
             ) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             # The exception text holds the host and path, never the credentials.
-            raise ServingError(f"The Kubernetes API is unreachable ({action} {where}): {exc}", permanent=False) from None
+            message = f"The Kubernetes API is unreachable ({action} {where}): {exc}"
+            raise ServingError(message, permanent=False) from None
 
 
 class _Conflict(Exception):

@@ -41,6 +41,7 @@ _ISVC_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _LABEL_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_LABEL_RULE = "at most 63 characters of [-_.A-Za-z0-9], alphanumeric at both ends"
 _URI_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 # MLflow resolves these through its tracking server; KServe's storage initializer cannot,
 # so the serving app must hand over the artifact's real storage location instead.
@@ -136,7 +137,7 @@ def label_problem(key: str, value: str) -> str:
     if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
         return f"Label key {key!r}: the prefix must be a DNS subdomain."
     if not name or len(name) > 63 or not _LABEL_NAME.fullmatch(name):
-        return f"Label key {key!r}: the name must be at most 63 characters of [-_.A-Za-z0-9], alphanumeric at both ends."
+        return f"Label key {key!r}: the name must be {_LABEL_RULE}."
     if not isinstance(value, str) or len(value) > 63 or (value and not _LABEL_NAME.fullmatch(value)):
-        return f"Label {key!r}: the value {value!r} must be at most 63 characters of [-_.A-Za-z0-9], alphanumeric at both ends."
+        return f"Label {key!r}: the value {value!r} must be {_LABEL_RULE}."
     return ""
