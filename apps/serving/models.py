@@ -51,7 +51,7 @@ class Deployment(BaseModel):
 
     TRANSITIONS = {
         Status.REQUESTED: frozenset({Status.APPROVED, Status.REJECTED}),
-        Status.APPROVED: frozenset({Status.DEPLOYING, Status.RETIRED}),
+        Status.APPROVED: frozenset({Status.DEPLOYING, Status.FAILED, Status.RETIRED}),
         Status.DEPLOYING: frozenset({Status.LIVE, Status.FAILED}),
         Status.LIVE: frozenset({Status.RETIRED, Status.ROLLED_BACK}),
         # A failed deployment may be tried again; a retired one comes back by rollback.
