@@ -104,6 +104,9 @@ class KubernetesStandIn:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path with query), in order
         self.model_handler: ModelHandler = default_model
+        # Called with (method, path) before each API request is handled: a test plays a
+        # concurrent writer here, e.g. to make a resourceVersion stale.
+        self.on_request: Callable[[str, str], None] | None = None
         self._failures: list[int] = []
         self._versions = itertools.count(1000)
         self._last_version = 999
@@ -167,6 +170,13 @@ class KubernetesStandIn:
             obj["metadata"].setdefault("finalizers", []).append(finalizer)
             obj["metadata"]["resourceVersion"] = self._next_version()
 
+    def touch(self, name: str, namespace: str = "default", **labels: str) -> None:
+        """Another writer changes the object (adds labels): its resourceVersion moves on."""
+        with self._lock:
+            obj = self.objects[(namespace, name)]
+            obj["metadata"].setdefault("labels", {}).update(labels)
+            obj["metadata"]["resourceVersion"] = self._next_version()
+
     def fail_next(self, code: int = 503, times: int = 1) -> None:
         """Answer the next `times` API requests with `code`, as an overloaded server does."""
         with self._lock:
@@ -208,6 +218,8 @@ class KubernetesStandIn:
         infer = _INFER.match(path)
         if infer and method == "POST":
             return self._infer(infer.group(1), headers.get("host", ""), body)
+        if self.on_request is not None:
+            self.on_request(method, path)
         try:
             self._authenticate(headers)
             with self._lock:
