@@ -152,12 +152,7 @@ class LocalBackend:
             log.info("local serving: deleted %s", name)
 
     def list_names(self, namespace: str) -> list[str]:
-        names = []
-        for path in sorted(self.state_dir.glob("*.json")):
-            state = self._load(path.stem)
-            if state is not None and state["namespace"] == namespace:
-                names.append(state["name"])
-        return names
+        return [state["name"] for state in self._states() if state["namespace"] == namespace]
 
     def predict(self, name: str, namespace: str, payload: dict) -> dict:
         """POST `payload` (MLflow scoring JSON: inputs, instances, dataframe_split,
@@ -222,12 +217,9 @@ class LocalBackend:
         Returns the names stopped."""
         stopped = []
         with self._lock():
-            for path in sorted(self.state_dir.glob("*.json")):
-                state = self._load(path.stem)
-                if state is None:
-                    continue
+            for state in self._states():
                 self._stop_everything(state)
-                path.unlink(missing_ok=True)
+                self._path(state["name"]).unlink(missing_ok=True)
                 stopped.append(state["name"])
         return stopped
 
@@ -363,10 +355,7 @@ class LocalBackend:
 
     def _ports_taken(self) -> set[int]:
         taken = set()
-        for path in self.state_dir.glob("*.json"):
-            state = self._load(path.stem)
-            if state is None:
-                continue
+        for state in self._states():
             for server in [state.get("server"), *state.get("retiring", [])]:
                 if server:
                     taken.add(server["port"])
@@ -417,6 +406,22 @@ class LocalBackend:
         if state.get("format") != FORMAT or not state.get("server"):
             raise ServingError(f"the state file of {name} is not one this version understands", permanent=True)
         return state
+
+    def _states(self) -> list[dict[str, Any]]:
+        """Every readable state file. One damaged file must not stop the others from being
+        listed, reconciled or stopped; it is reported and left for a person to look at."""
+        states = []
+        for path in sorted(self.state_dir.glob("*.json")):
+            if not NAME_RE.match(path.stem):
+                continue
+            try:
+                state = self._load(path.stem)
+            except ServingError as exc:
+                log.warning("local serving: skipping %s: %s", path.name, exc)
+                continue
+            if state is not None:
+                states.append(state)
+        return states
 
     def _save(self, state: dict[str, Any]) -> None:
         path = self._path(state["name"])

@@ -17,7 +17,6 @@ import os
 import sys
 from pathlib import Path
 
-
 ADDED_BY_DOWNLOAD = {"registered_model_meta"}
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -63,13 +64,18 @@ def test_a_marked_process_is_ours_and_is_terminated_with_its_group():
     env = {**os.environ, procs.MARKER: "t0ken"}
     child = subprocess.Popen(["sleep", "60"], env=env, start_new_session=True)
     try:
+        # Until it has exec'd, the child still shows our environment, without the marker.
+        deadline = time.monotonic() + 5
+        while procs.read_marker(child.pid) != "t0ken" and time.monotonic() < deadline:
+            time.sleep(0.01)
         stat = procs.read_stat(child.pid)
         assert stat is not None
         assert procs.is_ours(child.pid, stat.start_ticks, procs.boot_id(), "t0ken")
 
         assert procs.terminate("t0ken", child.pid, grace=5)
 
-        assert child.wait(timeout=5) == -15
+        # terminate() reaps its own children, so the exit status is gone: ask /proc instead.
+        assert procs.read_stat(child.pid) is None
         assert not procs.is_ours(child.pid, stat.start_ticks, procs.boot_id(), "t0ken")
     finally:
         child.kill()
@@ -182,3 +188,16 @@ def test_the_launcher_runs_on_the_standard_library_until_it_needs_mlflow():
         timeout=30,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_a_damaged_state_file_does_not_hide_the_others(backend):
+    (backend.state_dir / "broken.json").write_text("{not json")
+    me = procs.read_stat(os.getpid())
+    server = {"pid": os.getpid(), "port": 5100, "token": "x", "boot_id": "", "start_ticks": me.start_ticks}
+    state = {"format": 1, "name": "iris", "namespace": "staging", "retiring": [], "server": server, "spec": {}}
+    (backend.state_dir / "iris.json").write_text(json.dumps(state))
+
+    assert backend.list_names("staging") == ["iris"]
+    with pytest.raises(ServingError):
+        backend.status("broken", "staging")
+    assert backend.stop_all() == ["iris"]
