@@ -120,7 +120,9 @@ class KubernetesStandIn:
         handler = type("Handler", (_Handler,), {"standin": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="k8s-standin", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="k8s-standin", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -537,13 +539,16 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # a bug in the stand-in must reach the test as a 500, not a hang
             code, payload, extra = 500, ApiError(500, "InternalError", f"stand-in bug: {exc!r}").body(), {}
         data = json.dumps(payload).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for key, value in extra.items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in extra.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client gave up (a timeout test): nobody to answer
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
