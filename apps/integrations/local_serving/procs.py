@@ -119,9 +119,9 @@ def terminate(token: str, pgid: int, grace: float = 10.0) -> bool:
                 pass
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            for pid in pids:
-                reap(pid)
             if not members(token):
+                for pid in pids:
+                    reap(pid)  # our own children are zombies now: collect them
                 return True
             time.sleep(0.1)
     return not members(token)
