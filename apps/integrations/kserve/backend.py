@@ -260,10 +260,12 @@ class KServeBackend:
         try:
             return method(*args, _request_timeout=self._timeout, **kwargs)
         except ApiException as exc:
-            reason, message = _server_status(exc)
+            reason, message, details = _server_status(exc)
             if exc.status == 409:
                 raise _Conflict(message) from None
-            if exc.status == 404 and reason == "NotFound" and action != "create":
+            # Only a 404 naming the object means it is absent; a bare one ("the server could
+            # not find the requested resource") means KServe's CRD is not installed.
+            if exc.status == 404 and details.get("name") and action != "create":
                 raise _NotFound(message) from None
             raise ServingError(
                 f"Kubernetes refused to {action} InferenceService {where} (HTTP {exc.status}): {message}",
@@ -304,16 +306,17 @@ def _config_problem(exc: Exception) -> str:
     return exc.__class__.__name__
 
 
-def _server_status(exc: ApiException) -> tuple[str, str]:
-    """The reason and message of the API server's Status body (never the headers, which
-    `str(exc)` would include)."""
+def _server_status(exc: ApiException) -> tuple[str, str, dict[str, Any]]:
+    """The reason, message and details of the API server's Status body (never the headers,
+    which `str(exc)` would include)."""
     try:
         body = json.loads(exc.body or "")
     except ValueError:
         body = None
     if isinstance(body, dict) and body.get("kind") == "Status":
-        return str(body.get("reason") or ""), str(body.get("message") or exc.reason or "")
-    return "", str(exc.reason or f"HTTP {exc.status}")
+        details = body.get("details") if isinstance(body.get("details"), dict) else {}
+        return str(body.get("reason") or ""), str(body.get("message") or exc.reason or ""), details
+    return "", str(exc.reason or f"HTTP {exc.status}"), {}
 
 
 def _refuse_foreign(current: dict[str, Any], where: str) -> None:

@@ -101,6 +101,7 @@ class KubernetesStandIn:
         self.token = token
         self.namespaces: set[str] = set(namespaces)
         self.forbidden_namespaces: set[str] = set()
+        self.crd_installed = True  # False: a cluster without KServe, where the API path is unknown
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path with query), in order
         self.model_handler: ModelHandler = default_model
@@ -247,7 +248,7 @@ class KubernetesStandIn:
             return 200, self.crd, {}
         if path == f"{_API_PREFIX}/{PLURAL}" and method == "GET":
             return 200, self._list(None, query), {}
-        match = _NAMESPACED.match(path)
+        match = _NAMESPACED.match(path) if self.crd_installed else None
         if not match:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         namespace, name, subresource = match.groups()

@@ -284,6 +284,15 @@ def test_a_namespace_the_service_account_may_not_write_is_a_permanent_error(back
     assert "HTTP 403" in refused.value.message
 
 
+def test_a_cluster_without_kserve_installed_is_a_permanent_error_for_every_call(backend, standin):
+    standin.crd_installed = False
+
+    for call in (lambda: backend.apply(digits()), lambda: backend.status("digits", NS), lambda: backend.list_names(NS)):
+        with pytest.raises(ServingError, match="could not find the requested resource") as refused:
+            call()
+        assert refused.value.permanent
+
+
 def test_an_overloaded_api_server_is_a_transient_error(backend, standin):
     standin.fail_next(503)
 
