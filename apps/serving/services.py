@@ -346,12 +346,17 @@ def serving_reconcile() -> dict[str, int]:
     """Make what runs match what should: finish deployments a dead worker left deploying,
     restart live ones whose server is gone, stop servers nothing live owns."""
     counts = {"converged": 0, "restarted": 0, "stopped": 0}
-    wanted: dict[tuple[int, str], set[str]] = {}
+    # Environments that share a backend and namespace (two local ones, say) share the
+    # servers there: what one of them wants must not be stopped on behalf of the other.
+    def place(env: Environment) -> tuple[str, str, str]:
+        return env.backend, env.namespace, env.kubeconfig_encrypted
+
+    wanted: dict[tuple[str, str, str], set[str]] = {}
     for deployment in Deployment.objects.filter(status__in=Deployment.SERVING).select_related(
         "environment", "model_version__model"
     ):
         env = deployment.environment
-        wanted.setdefault((env.pk, env.namespace), set()).add(deployment.backend_name)
+        wanted.setdefault(place(env), set()).add(deployment.backend_name)
         backend = backend_for(env)
         try:
             status = backend.status(deployment.backend_name, env.namespace)
@@ -370,13 +375,14 @@ def serving_reconcile() -> dict[str, int]:
                 counts["restarted"] += 1
             except ServingError as exc:
                 Deployment.objects.filter(pk=deployment.pk).update(last_error=exc.message)
-    for env in Environment.objects.filter(is_active=True):
-        backend = backend_for(env)
+    places = {place(env): env for env in Environment.objects.filter(is_active=True)}
+    for key, env in places.items():
         try:
+            backend = backend_for(env)
             running = set(backend.list_names(env.namespace))
         except ServingError:
             continue
-        for name in running - wanted.get((env.pk, env.namespace), set()):
+        for name in running - wanted.get(key, set()):
             backend.delete(name, env.namespace)
             counts["stopped"] += 1
     return counts

@@ -1,3 +1,4 @@
+from tests.serving.conftest import real_version, serving_dir, trained_model  # noqa: F401  (shared fixtures)
 import os
 import shutil
 import tempfile
