@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 D = Deployment.Status
 ROLE_RANK = {Membership.Role.MEMBER: 0, Membership.Role.APPROVER: 1, Membership.Role.ADMIN: 2}
 READY_TIMEOUT_SECONDS = 180
+KSERVE_WAIT_SECONDS = 10
 
 
 def _required(deployment: Deployment) -> int:
@@ -64,6 +65,8 @@ def valid_approvals(deployment: Deployment):
 
 def _backend_name(model_name: str, environment: Environment) -> str:
     name = re.sub(r"[^a-z0-9-]+", "-", f"{model_name}-{environment.name}".lower()).strip("-")
+    if not name[:1].isalpha():
+        name = f"m-{name}"  # Kubernetes names (and so KServe) must start with a letter
     return name[:63].rstrip("-") or "model"
 
 
@@ -252,8 +255,12 @@ def deployment_deploy(*, deployment_id: int) -> Deployment | None:
     return _converge(deployment)
 
 
-def _converge(deployment: Deployment, timeout: float = READY_TIMEOUT_SECONDS) -> Deployment:
-    """Apply the spec and wait, boundedly, for the backend to say it serves."""
+def _converge(deployment: Deployment, timeout: float | None = None) -> Deployment:
+    """Apply the spec and wait, boundedly, for the backend to say it serves. A local server
+    is up in seconds; KServe may take minutes, so the worker does not wait for it and the
+    reconciler records it live when Kubernetes says it is ready."""
+    if timeout is None:
+        timeout = READY_TIMEOUT_SECONDS if deployment.environment.backend == "local" else KSERVE_WAIT_SECONDS
     backend = backend_for(deployment.environment)
     try:
         backend.apply(_spec(deployment))
@@ -367,7 +374,7 @@ def serving_reconcile() -> dict[str, int]:
             if status.ready and status.exists:
                 _went_live(deployment, status.url)
             else:
-                _converge(deployment, timeout=30)
+                _converge(deployment, timeout=0)
             counts["converged"] += 1
         elif not status.ready:
             try:
