@@ -4,9 +4,9 @@ from apps.accounts import api as accounts_api
 from apps.clusters import api as clusters_api
 from apps.datasets import api as datasets_api
 from apps.jobs import api as jobs_api
-from apps.serving import api as serving_api
 from apps.lineage import api as lineage_api
 from apps.registry import api as registry_api
+from apps.serving import api as serving_api
 
 urlpatterns = [
     path("auth/token/", accounts_api.TokenObtainApi.as_view(), name="api-token-obtain"),
@@ -24,25 +24,48 @@ urlpatterns = [
     path("jobs/<uuid:job_id>/reproduce/", jobs_api.JobReproduceApi.as_view(), name="api-job-reproduce"),
     path("datasets/", datasets_api.DatasetListCreateApi.as_view(), name="api-dataset-list"),
     path("datasets/<uuid:dataset_id>/", datasets_api.DatasetDetailApi.as_view(), name="api-dataset-detail"),
-    path("datasets/<uuid:dataset_id>/versions/", datasets_api.DatasetVersionListCreateApi.as_view(),
-         name="api-dataset-version-list"),
-    path("datasets/<uuid:dataset_id>/versions/<int:number>/", datasets_api.DatasetVersionDetailApi.as_view(),
-         name="api-dataset-version-detail"),
+    path(
+        "datasets/<uuid:dataset_id>/versions/",
+        datasets_api.DatasetVersionListCreateApi.as_view(),
+        name="api-dataset-version-list",
+    ),
+    path(
+        "datasets/<uuid:dataset_id>/versions/<int:number>/",
+        datasets_api.DatasetVersionDetailApi.as_view(),
+        name="api-dataset-version-detail",
+    ),
     path("models/", registry_api.ModelListCreateApi.as_view(), name="api-model-list"),
     path("models/<str:name>/", registry_api.ModelDetailApi.as_view(), name="api-model-detail"),
-    path("models/<str:name>/versions/", registry_api.ModelVersionListCreateApi.as_view(), name="api-model-version-list"),
-    path("models/<str:name>/versions/<int:number>/", registry_api.ModelVersionDetailApi.as_view(),
-         name="api-model-version-detail"),
+    path(
+        "models/<str:name>/versions/", registry_api.ModelVersionListCreateApi.as_view(), name="api-model-version-list"
+    ),
+    path(
+        "models/<str:name>/versions/<int:number>/",
+        registry_api.ModelVersionDetailApi.as_view(),
+        name="api-model-version-detail",
+    ),
     path("lineage/", lineage_api.LineageApi.as_view(), name="api-lineage"),
     path("environments/", serving_api.EnvironmentListApi.as_view(), name="api-environment-list"),
     path("deployments/", serving_api.DeploymentListCreateApi.as_view(), name="api-deployment-list"),
     path("deployments/<uuid:deployment_id>/", serving_api.DeploymentDetailApi.as_view(), name="api-deployment-detail"),
-    path("deployments/<uuid:deployment_id>/approve/", serving_api.DeploymentApproveApi.as_view(),
-         name="api-deployment-approve"),
-    path("deployments/<uuid:deployment_id>/reject/", serving_api.DeploymentRejectApi.as_view(),
-         name="api-deployment-reject"),
-    path("deployments/<uuid:deployment_id>/rollback/", serving_api.DeploymentRollbackApi.as_view(),
-         name="api-deployment-rollback"),
-    path("deployments/<uuid:deployment_id>/predict/", serving_api.DeploymentPredictApi.as_view(),
-         name="api-deployment-predict"),
+    path(
+        "deployments/<uuid:deployment_id>/approve/",
+        serving_api.DeploymentApproveApi.as_view(),
+        name="api-deployment-approve",
+    ),
+    path(
+        "deployments/<uuid:deployment_id>/reject/",
+        serving_api.DeploymentRejectApi.as_view(),
+        name="api-deployment-reject",
+    ),
+    path(
+        "deployments/<uuid:deployment_id>/rollback/",
+        serving_api.DeploymentRollbackApi.as_view(),
+        name="api-deployment-rollback",
+    ),
+    path(
+        "deployments/<uuid:deployment_id>/predict/",
+        serving_api.DeploymentPredictApi.as_view(),
+        name="api-deployment-predict",
+    ),
 ]

@@ -9,9 +9,9 @@ from apps.clusters import views as cluster_views
 from apps.core import views as core_views
 from apps.datasets import views as dataset_views
 from apps.jobs import views as job_views
-from apps.serving import views as serving_views
 from apps.lineage import views as lineage_views
 from apps.registry import views as registry_views
+from apps.serving import views as serving_views
 
 urlpatterns = [
     path("", core_views.home, name="home"),
@@ -38,8 +38,11 @@ urlpatterns = [
     path("jobs/<uuid:job_id>/logs/<str:stream>/download/", job_views.job_log_download, name="job-log-download"),
     path("datasets/", dataset_views.dataset_list, name="dataset-list"),
     path("datasets/<uuid:dataset_id>/", dataset_views.dataset_detail, name="dataset-detail"),
-    path("datasets/<uuid:dataset_id>/versions/<int:number>/", dataset_views.dataset_version_detail,
-         name="dataset-version-detail"),
+    path(
+        "datasets/<uuid:dataset_id>/versions/<int:number>/",
+        dataset_views.dataset_version_detail,
+        name="dataset-version-detail",
+    ),
     path("models/", registry_views.model_list, name="model-list"),
     path("models/register/", registry_views.model_register, name="model-register"),
     path("models/<str:name>/", registry_views.model_detail, name="model-detail"),

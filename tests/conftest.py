@@ -70,7 +70,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-
 def _allow_test_flush_of_the_audit_table():
     """Django empties tables between transactional tests with TRUNCATE, which the audit
     table's append-only trigger rightly refuses. For the test database only, lift the guard

@@ -1,6 +1,7 @@
 import factory
 
 from apps.accounts.models import Membership, Team, User
+from apps.clusters.models import Cluster, ClusterGrant
 
 PASSWORD = "correct horse battery staple"
 
@@ -39,8 +40,6 @@ class MembershipFactory(factory.django.DjangoModelFactory):
 
 
 # ---------------------------------------------------------------- clusters and grants
-# Imported late so that the account factories above stay usable without the clusters app.
-from apps.clusters.models import Cluster, ClusterGrant
 
 
 class ClusterFactory(factory.django.DjangoModelFactory):

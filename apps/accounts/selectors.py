@@ -10,7 +10,9 @@ def token_list(*, user: User) -> QuerySet[ApiToken]:
 
 
 def token_authenticate(*, key: str) -> ApiToken | None:
-    token = ApiToken.objects.select_related("user").filter(key_hash=hash_token_key(key), revoked_at__isnull=True).first()
+    token = (
+        ApiToken.objects.select_related("user").filter(key_hash=hash_token_key(key), revoked_at__isnull=True).first()
+    )
     if token is None or not token.user.is_active:
         return None
     now = timezone.now()

@@ -27,7 +27,9 @@ def token_create(*, user: User, name: str) -> tuple[ApiToken, str]:
         raise ValidationFailed("A token name can be at most 100 characters.")
     key = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with transaction.atomic():
-        token = ApiToken.objects.create(user=user, name=name, prefix=key[: len(TOKEN_PREFIX) + 6], key_hash=hash_token_key(key))
+        token = ApiToken.objects.create(
+            user=user, name=name, prefix=key[: len(TOKEN_PREFIX) + 6], key_hash=hash_token_key(key)
+        )
         audit_record(action="token.created", subject=token, actor=user, after={"name": name, "prefix": token.prefix})
     return token, key
 
@@ -40,7 +42,9 @@ def token_revoke(*, user: User, token_uuid) -> ApiToken:
         if token.revoked_at is None:
             token.revoked_at = timezone.now()
             token.save(update_fields=["revoked_at", "updated_at"])
-            audit_record(action="token.revoked", subject=token, actor=user, before={"active": True}, after={"active": False})
+            audit_record(
+                action="token.revoked", subject=token, actor=user, before={"active": True}, after={"active": False}
+            )
     return token
 
 
@@ -49,7 +53,9 @@ def user_create(*, username: str, password: str, email: str = "", is_superuser: 
         user = User.objects.create_user(
             username=username, password=password, email=email, is_staff=is_superuser, is_superuser=is_superuser
         )
-        audit_record(action="user.created", subject=user, actor=actor, after={"username": username, "superuser": is_superuser})
+        audit_record(
+            action="user.created", subject=user, actor=actor, after={"username": username, "superuser": is_superuser}
+        )
     return user
 
 
@@ -64,7 +70,9 @@ def membership_set(*, user: User, team: Team, role: str, actor=None) -> Membersh
     if role not in Membership.Role.values:
         raise ValidationFailed(f"Unknown role {role!r}; use one of {', '.join(Membership.Role.values)}.")
     with transaction.atomic():
-        membership, created = Membership.objects.select_for_update().get_or_create(user=user, team=team, defaults={"role": role})
+        membership, created = Membership.objects.select_for_update().get_or_create(
+            user=user, team=team, defaults={"role": role}
+        )
         before = None if created else {"role": membership.role}
         if created or membership.role != role:
             membership.role = role

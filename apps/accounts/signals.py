@@ -22,4 +22,6 @@ def _logged_out(sender, request, user, **kwargs):
 def _login_failed(sender, credentials, request=None, **kwargs):
     # ``credentials`` has the password scrubbed by Django; keep only the username tried.
     username = str(credentials.get("username", ""))[:150]
-    audit_record(action="user.login_failed", subject_type="accounts.user", subject_text=username, after={"username": username})
+    audit_record(
+        action="user.login_failed", subject_type="accounts.user", subject_text=username, after={"username": username}
+    )

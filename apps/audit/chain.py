@@ -8,8 +8,21 @@ from datetime import UTC, datetime
 GENESIS = "0" * 64
 
 
-def canonical(*, seq, uuid, created_at: datetime, actor_id, actor_username, action, subject_type, subject_id,
-              subject_text, request_id, before, after) -> str:
+def canonical(
+    *,
+    seq,
+    uuid,
+    created_at: datetime,
+    actor_id,
+    actor_username,
+    action,
+    subject_type,
+    subject_id,
+    subject_text,
+    request_id,
+    before,
+    after,
+) -> str:
     payload = {
         "seq": int(seq),
         "uuid": str(uuid),
@@ -78,12 +91,18 @@ def verify(events, head_seq: int, head_hash: str) -> Verification:
             return Verification(False, count, prev_hash, event.seq, problem)
         if event.prev_hash != prev_hash:
             return Verification(
-                False, count, prev_hash, event.seq,
+                False,
+                count,
+                prev_hash,
+                event.seq,
                 f"event #{event.seq} does not link to the event before it: a row was inserted, deleted or reordered",
             )
         if event_hash(event, prev_hash) != event.hash:
             return Verification(
-                False, count, prev_hash, event.seq,
+                False,
+                count,
+                prev_hash,
+                event.seq,
                 f"event #{event.seq} ({event.action}) was modified: its content no longer matches its hash",
             )
         prev_hash = event.hash
@@ -91,7 +110,11 @@ def verify(events, head_seq: int, head_hash: str) -> Verification:
         count += 1
     if count != head_seq or prev_hash != head_hash:
         return Verification(
-            False, count, prev_hash, count + 1,
-            f"the chain ends at #{count} but the recorded head is #{head_seq}: events were removed from or added to the end",
+            False,
+            count,
+            prev_hash,
+            count + 1,
+            f"the chain ends at #{count} but the recorded head is #{head_seq}: "
+            "events were removed from or added to the end",
         )
     return Verification(True, count, prev_hash)

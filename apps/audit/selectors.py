@@ -41,8 +41,24 @@ def audit_event_list(
 
 def audit_verify() -> Verification:
     head = AuditChainHead.objects.filter(pk=1).first() or AuditChainHead(pk=1)
-    events = AuditEvent.objects.order_by("seq").only(
-        "seq", "uuid", "created_at", "actor_id", "actor_username", "action", "subject_type", "subject_id",
-        "subject_text", "request_id", "before", "after", "prev_hash", "hash",
-    ).iterator(chunk_size=2000)
+    events = (
+        AuditEvent.objects.order_by("seq")
+        .only(
+            "seq",
+            "uuid",
+            "created_at",
+            "actor_id",
+            "actor_username",
+            "action",
+            "subject_type",
+            "subject_id",
+            "subject_text",
+            "request_id",
+            "before",
+            "after",
+            "prev_hash",
+            "hash",
+        )
+        .iterator(chunk_size=2000)
+    )
     return verify(events, head.seq, head.hash)

@@ -13,8 +13,18 @@ from apps.core.errors import PermissionDenied
 from .selectors import audit_event_list, user_can_read_audit
 
 EXPORT_FIELDS = [
-    "seq", "created_at", "actor_username", "action", "subject_type", "subject_id", "subject_text",
-    "request_id", "before", "after", "prev_hash", "hash",
+    "seq",
+    "created_at",
+    "actor_username",
+    "action",
+    "subject_type",
+    "subject_id",
+    "subject_text",
+    "request_id",
+    "before",
+    "after",
+    "prev_hash",
+    "hash",
 ]
 
 
@@ -49,8 +59,12 @@ def _filtered(request):
     if filters["until"] and until is None:
         errors.append("“To” is not a date (use YYYY-MM-DD or YYYY-MM-DD HH:MM).")
     qs = audit_event_list(
-        user=request.user, actor=filters["actor"], action=filters["action"], subject=filters["subject"],
-        since=since, until=until,
+        user=request.user,
+        actor=filters["actor"],
+        action=filters["action"],
+        subject=filters["subject"],
+        since=since,
+        until=until,
     )
     return qs, filters, errors
 
@@ -63,7 +77,8 @@ def audit_list(request):
     query = request.GET.copy()
     query.pop("page", None)
     return render(
-        request, "audit/list.html",
+        request,
+        "audit/list.html",
         {"page": page, "filters": filters, "errors": errors, "query": query.urlencode()},
     )
 

@@ -63,16 +63,22 @@ def register_local_cluster(*, env: dict[str, str], transport: str, name: str, ac
     if cluster.host_key != host_key:
         services.cluster_set_host_key(cluster=cluster, host_key=host_key, confirmed_fingerprint=confirmed, actor=actor)
     if transport == Cluster.Transport.REST and not cluster.has_jwt_key:
-        services.cluster_set_jwt_key(cluster=cluster, key=Path(env["AXLE_LOCAL_JWT_KEY_FILE"]).read_bytes(), actor=actor)
+        services.cluster_set_jwt_key(
+            cluster=cluster, key=Path(env["AXLE_LOCAL_JWT_KEY_FILE"]).read_bytes(), actor=actor
+        )
     cluster.refresh_from_db()
     return cluster
 
 
-def grant_local(*, env: dict[str, str], cluster: Cluster, user, cluster_username: str, actor=None, **limits) -> ClusterGrant:
+def grant_local(
+    *, env: dict[str, str], cluster: Cluster, user, cluster_username: str, actor=None, **limits
+) -> ClusterGrant:
     """An active grant holding the hub's key for ``cluster_username`` (idempotent)."""
     grant = ClusterGrant.objects.filter(user=user, cluster=cluster, status=ClusterGrant.Status.ACTIVE).first()
     if grant is None:
-        grant = services.grant_create(user=user, cluster=cluster, cluster_username=cluster_username, actor=actor, **limits)
+        grant = services.grant_create(
+            user=user, cluster=cluster, cluster_username=cluster_username, actor=actor, **limits
+        )
     if not grant.has_ssh_key:
         key = (Path(env["AXLE_LOCAL_KEYS_DIR"]) / cluster_username / "id_ed25519").read_text()
         services.grant_set_ssh_key(grant=grant, private_key=key, actor=actor)

@@ -42,12 +42,15 @@ class Cluster(BaseModel):
         default="/home/{username}/axle-jobs",
         help_text="Where users' job folders live on the cluster; {username} is the cluster username.",
     )
+
     class TrackingMode(models.TextChoices):
         SERVER = "server", "Compute nodes reach the hub's MLflow server"
         FILE = "file", "File store in the job folder, pulled by the hub"
 
     tracking_mode = models.CharField(
-        max_length=8, choices=TrackingMode.choices, default=TrackingMode.SERVER,
+        max_length=8,
+        choices=TrackingMode.choices,
+        default=TrackingMode.SERVER,
         help_text="Many HPC sites' compute nodes cannot reach the hub: then jobs log to files the hub pulls.",
     )
     mlflow_tracking_uri = models.CharField(

@@ -21,8 +21,17 @@ from apps.integrations.slurm.ssh import PinnedHostKey, load_private_key
 from .models import Cluster, ClusterGrant
 
 LIMIT_FIELDS = (
-    "allowed_partitions", "allowed_accounts", "allowed_qos", "max_nodes", "max_cpus", "max_gpus", "max_mem_mb",
-    "max_time_minutes", "max_active_jobs", "max_array_size", "valid_until",
+    "allowed_partitions",
+    "allowed_accounts",
+    "allowed_qos",
+    "max_nodes",
+    "max_cpus",
+    "max_gpus",
+    "max_mem_mb",
+    "max_time_minutes",
+    "max_active_jobs",
+    "max_array_size",
+    "valid_until",
 )
 
 
@@ -32,8 +41,16 @@ def _limits_snapshot(grant: ClusterGrant) -> dict:
 
 # What an administrator configures on a cluster; health and secrets have their own services.
 CLUSTER_CONFIG_FIELDS = (
-    "name", "description", "transport", "is_active", "login_host", "login_port", "rest_url", "rest_api_version",
-    "job_root", "mlflow_tracking_uri",
+    "name",
+    "description",
+    "transport",
+    "is_active",
+    "login_host",
+    "login_port",
+    "rest_url",
+    "rest_api_version",
+    "job_root",
+    "mlflow_tracking_uri",
 )
 JWT_KEY_MIN_BYTES = 16
 
@@ -90,8 +107,12 @@ def cluster_create(*, actor, **fields) -> Cluster:
         cluster.rest_url = rest_url_check(cluster.rest_url)
         cluster.full_clean(exclude=["reachable", "last_error", "checked_at", "state", "rest_url"])
         cluster.save()
-        audit_record(action="cluster.created", subject=cluster, actor=actor,
-                     after={f: getattr(cluster, f) for f in CLUSTER_CONFIG_FIELDS})
+        audit_record(
+            action="cluster.created",
+            subject=cluster,
+            actor=actor,
+            after={f: getattr(cluster, f) for f in CLUSTER_CONFIG_FIELDS},
+        )
     return cluster
 
 
@@ -123,8 +144,13 @@ def cluster_set_host_key(*, cluster: Cluster, host_key: str, confirmed_fingerpri
         cluster.host_key = "\n".join(line.strip() for line in host_key.strip().splitlines() if line.strip())
         cluster.host_key_fingerprint = fingerprints
         cluster.save(update_fields=["host_key", "host_key_fingerprint", "updated_at"])
-        audit_record(action="cluster.host_key_pinned", subject=cluster, actor=actor, before=before,
-                     after={"host_key_fingerprint": cluster.host_key_fingerprint})
+        audit_record(
+            action="cluster.host_key_pinned",
+            subject=cluster,
+            actor=actor,
+            before=before,
+            after={"host_key_fingerprint": cluster.host_key_fingerprint},
+        )
     return cluster
 
 
@@ -164,11 +190,20 @@ def grant_create(*, user, cluster: Cluster, cluster_username: str, actor, **limi
         raise ValidationFailed("A grant needs the cluster username jobs run as.")
     with transaction.atomic():
         grant = ClusterGrant.objects.create(
-            user=user, cluster=cluster, cluster_username=cluster_username, status=ClusterGrant.Status.ACTIVE,
-            decided_by=actor, decided_at=timezone.now(), **limits,
+            user=user,
+            cluster=cluster,
+            cluster_username=cluster_username,
+            status=ClusterGrant.Status.ACTIVE,
+            decided_by=actor,
+            decided_at=timezone.now(),
+            **limits,
         )
-        audit_record(action="grant.created", subject=grant, actor=actor,
-                     after={"cluster_username": cluster_username, **_limits_snapshot(grant)})
+        audit_record(
+            action="grant.created",
+            subject=grant,
+            actor=actor,
+            after={"cluster_username": cluster_username, **_limits_snapshot(grant)},
+        )
     return grant
 
 
@@ -182,17 +217,23 @@ def grant_approve(*, grant: ClusterGrant, actor, cluster_username: str, comment:
     # first would write a stale status back over a decision made meanwhile.
     after = {f: limits.get(f, getattr(grant, f)) for f in LIMIT_FIELDS}
     return transition(
-        obj=grant, to=ClusterGrant.Status.ACTIVE, transitions=ClusterGrant.TRANSITIONS, action="grant.approved",
+        obj=grant,
+        to=ClusterGrant.Status.ACTIVE,
+        transitions=ClusterGrant.TRANSITIONS,
+        action="grant.approved",
         actor=actor,
-        fields={"cluster_username": cluster_username, **limits, "decided_by": actor, "decided_at": timezone.now(),
-                "decision_comment": comment},
+        fields={
+            "cluster_username": cluster_username,
+            **limits,
+            "decided_by": actor,
+            "decided_at": timezone.now(),
+            "decision_comment": comment,
+        },
         data={"cluster_username": cluster_username, **after},
     )
 
 
-def grant_update_limits(
-    *, grant: ClusterGrant, actor, cluster_username: str | None = None, **limits
-) -> ClusterGrant:
+def grant_update_limits(*, grant: ClusterGrant, actor, cluster_username: str | None = None, **limits) -> ClusterGrant:
     """Change a grant's cluster username and limits; audit `grant.updated` with the old and new
     value of what changed (nothing is written when nothing changed)."""
     unknown = set(limits) - set(LIMIT_FIELDS)
@@ -221,16 +262,24 @@ def grant_update_limits(
 
 def grant_decline(*, grant: ClusterGrant, actor, comment: str = "") -> ClusterGrant:
     return transition(
-        obj=grant, to=ClusterGrant.Status.DECLINED, transitions=ClusterGrant.TRANSITIONS, action="grant.declined",
-        actor=actor, fields={"decided_by": actor, "decided_at": timezone.now(), "decision_comment": comment},
+        obj=grant,
+        to=ClusterGrant.Status.DECLINED,
+        transitions=ClusterGrant.TRANSITIONS,
+        action="grant.declined",
+        actor=actor,
+        fields={"decided_by": actor, "decided_at": timezone.now(), "decision_comment": comment},
         data={"comment": comment},
     )
 
 
 def grant_revoke(*, grant: ClusterGrant, actor, comment: str = "") -> ClusterGrant:
     return transition(
-        obj=grant, to=ClusterGrant.Status.REVOKED, transitions=ClusterGrant.TRANSITIONS, action="grant.revoked",
-        actor=actor, data={"comment": comment},
+        obj=grant,
+        to=ClusterGrant.Status.REVOKED,
+        transitions=ClusterGrant.TRANSITIONS,
+        action="grant.revoked",
+        actor=actor,
+        data={"comment": comment},
     )
 
 
@@ -241,7 +290,9 @@ def grant_generate_ssh_key(*, grant: ClusterGrant, actor) -> str:
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
     ).decode("ascii")
     public = private.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    public_line = f"{public.decode('ascii')} axle-{grant.cluster.name}-{grant.cluster_username or grant.user.get_username()}"
+    public_line = (
+        f"{public.decode('ascii')} axle-{grant.cluster.name}-{grant.cluster_username or grant.user.get_username()}"
+    )
     _store_ssh_key(grant=grant, pem=pem, public_line=public_line, actor=actor, how="generated")
     return public_line
 
@@ -263,8 +314,9 @@ def _store_ssh_key(*, grant: ClusterGrant, pem: str, public_line: str, actor, ho
         grant.ssh_private_key_encrypted = crypto.encrypt(pem)
         grant.ssh_public_key = public_line
         grant.save(update_fields=["ssh_private_key_encrypted", "ssh_public_key", "updated_at"])
-        audit_record(action="grant.ssh_key_set", subject=grant, actor=actor,
-                     after={"how": how, "public_key": public_line})
+        audit_record(
+            action="grant.ssh_key_set", subject=grant, actor=actor, after={"how": how, "public_key": public_line}
+        )
 
 
 def grant_set_rest_token(*, grant: ClusterGrant, token: str, expires_at: datetime | None, actor) -> ClusterGrant:
@@ -277,8 +329,12 @@ def grant_set_rest_token(*, grant: ClusterGrant, token: str, expires_at: datetim
         grant.rest_token_encrypted = crypto.encrypt(token)
         grant.rest_token_expires_at = expires_at
         grant.save(update_fields=["rest_token_encrypted", "rest_token_expires_at", "updated_at"])
-        audit_record(action="grant.rest_token_set", subject=grant, actor=actor,
-                     after={"expires_at": expires_at.isoformat() if expires_at else None})
+        audit_record(
+            action="grant.rest_token_set",
+            subject=grant,
+            actor=actor,
+            after={"expires_at": expires_at.isoformat() if expires_at else None},
+        )
     return grant
 
 
@@ -311,7 +367,9 @@ def cluster_record_health(
         if reachable is not None and reachable != was:
             audit_record(
                 action="cluster.became_reachable" if reachable else "cluster.became_unreachable",
-                subject=cluster, before={"reachable": was}, after={"reachable": reachable, "error": error},
+                subject=cluster,
+                before={"reachable": was},
+                after={"reachable": reachable, "error": error},
             )
     return cluster
 

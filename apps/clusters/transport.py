@@ -61,8 +61,12 @@ def _rest(grant: ClusterGrant) -> RestClient:
     # also holds an SSH key.
     files = _ssh(grant) if grant.ssh_private_key_encrypted and cluster.login_host and cluster.host_key else None
     return RestClient(
-        cluster.rest_url, grant.cluster_username, token=token, jwt_key=jwt_key,
-        api_version=cluster.rest_api_version, file_reader=files,
+        cluster.rest_url,
+        grant.cluster_username,
+        token=token,
+        jwt_key=jwt_key,
+        api_version=cluster.rest_api_version,
+        file_reader=files,
     )
 
 
@@ -82,9 +86,20 @@ def _cache() -> dict:
 def _key(grant: ClusterGrant) -> str:
     c = grant.cluster
     # Everything that decides where and as whom we connect: change any, get a new connection.
-    parts = [c.pk, c.transport, c.login_host, c.login_port, c.host_key, c.rest_url, c.rest_api_version,
-             c.jwt_key_encrypted, grant.pk, grant.cluster_username, grant.ssh_private_key_encrypted,
-             grant.rest_token_encrypted]
+    parts = [
+        c.pk,
+        c.transport,
+        c.login_host,
+        c.login_port,
+        c.host_key,
+        c.rest_url,
+        c.rest_api_version,
+        c.jwt_key_encrypted,
+        grant.pk,
+        grant.cluster_username,
+        grant.ssh_private_key_encrypted,
+        grant.rest_token_encrypted,
+    ]
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
@@ -112,7 +127,9 @@ def slurm_client(grant: ClusterGrant) -> Iterator[SlurmClient]:
     _evict_idle(now)
     key = _key(grant)
     cached = _cache().pop(key, None)
-    client = cached[0] if cached else (_rest(grant) if grant.cluster.transport == Cluster.Transport.REST else _ssh(grant))
+    client = (
+        cached[0] if cached else (_rest(grant) if grant.cluster.transport == Cluster.Transport.REST else _ssh(grant))
+    )
     try:
         yield client
     except BaseException:

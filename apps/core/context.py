@@ -15,7 +15,10 @@ class RequestContext:
     actor_id: int | None = None
 
 
-_current: contextvars.ContextVar[RequestContext] = contextvars.ContextVar("axle_request_context", default=RequestContext())
+_current: contextvars.ContextVar[RequestContext] = contextvars.ContextVar(
+    "axle_request_context",
+    default=RequestContext(),  # noqa: B039  (a frozen dataclass: nothing can mutate the shared default)
+)
 
 
 def current() -> RequestContext:

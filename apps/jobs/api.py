@@ -19,7 +19,9 @@ class JobInputSerializer(serializers.Serializer):
     cluster = serializers.CharField(help_text="Cluster name or id")
     name = serializers.CharField(required=False, allow_blank=True, default="")
     script = serializers.CharField(trim_whitespace=False)
-    parameters = serializers.DictField(required=False, default=dict, help_text="Exported to the job as environment variables")
+    parameters = serializers.DictField(
+        required=False, default=dict, help_text="Exported to the job as environment variables"
+    )
 
 
 class JobCreateInputSerializer(JobInputSerializer):
@@ -27,7 +29,9 @@ class JobCreateInputSerializer(JobInputSerializer):
         child=serializers.CharField(), required=False, default=list, help_text="Dataset version ids used as inputs"
     )
     code = CodeInputSerializer(required=False, allow_null=True, default=None)
-    image = serializers.CharField(required=False, allow_blank=True, default="", help_text="Apptainer image on the cluster")
+    image = serializers.CharField(
+        required=False, allow_blank=True, default="", help_text="Apptainer image on the cluster"
+    )
     verify_datasets = serializers.BooleanField(required=False, default=False)
     register_model_as = serializers.CharField(required=False, allow_blank=True, default="")
 
@@ -98,8 +102,13 @@ def job_inputs(job) -> dict:
         "partition": (job.effective_request or {}).get("partition"),
         "effective_request": job.effective_request,
         "dataset_versions": [
-            {"id": str(v.uuid), "dataset": v.dataset.name, "number": v.number, "checksum": v.checksum,
-             "location": v.path or v.uri}
+            {
+                "id": str(v.uuid),
+                "dataset": v.dataset.name,
+                "number": v.number,
+                "checksum": v.checksum,
+                "location": v.path or v.uri,
+            }
             for v in job.dataset_versions.all()
         ],
         "code": {"repo": job.code_repo, "ref": job.code_ref, "commit": job.code_commit} if job.code_repo else None,
@@ -117,8 +126,10 @@ class JobValidateApi(APIView):
         data = JobInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         result, _ = services.job_validate(
-            user=request.user, cluster=_cluster(request, data.validated_data["cluster"]),
-            script=data.validated_data["script"], parameters=data.validated_data["parameters"],
+            user=request.user,
+            cluster=_cluster(request, data.validated_data["cluster"]),
+            script=data.validated_data["script"],
+            parameters=data.validated_data["parameters"],
         )
         return Response({"ok": result.ok, "effective_request": result.effective_request, "problems": result.problems})
 
@@ -129,8 +140,11 @@ class JobListCreateApi(APIView):
         responses=JobOutputSerializer(many=True),
     )
     def get(self, request):
-        jobs = selectors.job_list(user=request.user, status=request.query_params.get("status", ""),
-                                  cluster=request.query_params.get("cluster", ""))
+        jobs = selectors.job_list(
+            user=request.user,
+            status=request.query_params.get("status", ""),
+            cluster=request.query_params.get("cluster", ""),
+        )
         paginator = LimitOffsetPagination()
         page = paginator.paginate_queryset(jobs.select_related("rerun_of"), request, view=self)
         return paginator.get_paginated_response(JobOutputSerializer(page, many=True).data)
@@ -141,9 +155,16 @@ class JobListCreateApi(APIView):
         data.is_valid(raise_exception=True)
         d = data.validated_data
         job = services.job_create(
-            user=request.user, cluster=_cluster(request, d["cluster"]), name=d["name"], script=d["script"],
-            parameters=d["parameters"], dataset_versions=d["dataset_versions"], code=d["code"], image=d["image"],
-            verify_datasets=d["verify_datasets"], register_model_as=d["register_model_as"],
+            user=request.user,
+            cluster=_cluster(request, d["cluster"]),
+            name=d["name"],
+            script=d["script"],
+            parameters=d["parameters"],
+            dataset_versions=d["dataset_versions"],
+            code=d["code"],
+            image=d["image"],
+            verify_datasets=d["verify_datasets"],
+            register_model_as=d["register_model_as"],
         )
         job.refresh_from_db()
         return Response(JobOutputSerializer(job).data, status=201)
@@ -197,9 +218,16 @@ class JobLogsApi(APIView):
         except ValueError:
             raise ValidationFailed("offset must be a whole number of bytes.") from None
         chunk = services.job_log_read(job=job, stream=stream, offset=offset, task=request.query_params.get("task"))
-        return Response({"stream": stream, "text": chunk.text, "offset": offset, "next_offset": chunk.next_offset,
-                         "missing": chunk.missing, "message": chunk.message})
-
+        return Response(
+            {
+                "stream": stream,
+                "text": chunk.text,
+                "offset": offset,
+                "next_offset": chunk.next_offset,
+                "missing": chunk.missing,
+                "message": chunk.message,
+            }
+        )
 
 
 class JobReproduceApi(APIView):

@@ -64,4 +64,3 @@ def write_files(files: SSHClient | None, root: str, contents: dict[str, bytes]) 
         result = files.run(["/bin/sh", "-c", script, "sh", folder, path], stdin=data)
         if result.exit_status != 0:
             raise TransportError(f"Could not write {path} on the cluster: {result.err.strip()}", permanent=False)
-

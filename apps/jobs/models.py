@@ -21,9 +21,16 @@ class Job(BaseModel):
         NODE_FAIL = "node_fail", "Node failure"
         UNKNOWN = "unknown", "Unknown"
 
-    TERMINAL = frozenset({
-        Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.TIMEOUT, Status.OUT_OF_MEMORY, Status.NODE_FAIL,
-    })
+    TERMINAL = frozenset(
+        {
+            Status.COMPLETED,
+            Status.FAILED,
+            Status.CANCELLED,
+            Status.TIMEOUT,
+            Status.OUT_OF_MEMORY,
+            Status.NODE_FAIL,
+        }
+    )
     # Where Slurm may take a job from any of its own states.
     _SLURM = frozenset({Status.PENDING, Status.RUNNING, *TERMINAL})
     TRANSITIONS = {

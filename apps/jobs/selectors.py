@@ -9,8 +9,10 @@ from .models import Job
 
 def job_list(*, user, status: str = "", cluster: str = "", q: str = "") -> QuerySet[Job]:
     qs = (
-        Job.objects.filter(owner=user).select_related("cluster", "rerun_of", "reproduced_from")
-        .prefetch_related("dataset_versions__dataset").order_by("-created_at")
+        Job.objects.filter(owner=user)
+        .select_related("cluster", "rerun_of", "reproduced_from")
+        .prefetch_related("dataset_versions__dataset")
+        .order_by("-created_at")
     )
     if status == "active":
         qs = qs.exclude(status__in=Job.TERMINAL)
@@ -28,7 +30,9 @@ def job_get(*, user, job_id) -> Job:
     try:
         job = (
             Job.objects.select_related("cluster", "grant__cluster", "rerun_of", "reproduced_from", "team")
-            .prefetch_related("dataset_versions__dataset").filter(owner=user, uuid=job_id).first()
+            .prefetch_related("dataset_versions__dataset")
+            .filter(owner=user, uuid=job_id)
+            .first()
         )
     except ValidationError:
         job = None

@@ -4,8 +4,8 @@ The rule everywhere: record the intent and commit, talk to the cluster with no t
 open, then record the result with a compare-and-swap transition."""
 
 import hashlib
-import math
 import logging
+import math
 import uuid as uuid_lib
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -21,6 +21,9 @@ from apps.clusters.transport import slurm_client, ssh_for_files
 from apps.core.errors import Conflict, PermissionDenied, Unavailable, ValidationFailed
 from apps.core.tasks import enqueue
 from apps.core.transitions import transition
+from apps.datasets.selectors import dataset_env, dataset_versions_for_job
+from apps.datasets.services import dataset_version_verify
+from apps.integrations.mlflow.base import MlflowError, MlflowUnavailable
 from apps.integrations.slurm.base import (
     AmbiguousSubmitError,
     JobInfo,
@@ -30,10 +33,6 @@ from apps.integrations.slurm.base import (
     TransportError,
 )
 
-from apps.datasets.selectors import dataset_env, dataset_versions_for_job
-from apps.datasets.services import dataset_version_verify
-from apps.integrations.mlflow.base import MlflowError, MlflowUnavailable
-
 from . import inputs, tracking, validation
 from .models import Job, JobTask
 
@@ -42,13 +41,26 @@ S = Job.Status
 
 # Slurm's job states (squeue and sacct spell them the same) to the hub's.
 SLURM_STATES = {
-    "PENDING": S.PENDING, "REQUEUED": S.PENDING, "REQUEUE_HOLD": S.PENDING, "REQUEUE_FED": S.PENDING,
+    "PENDING": S.PENDING,
+    "REQUEUED": S.PENDING,
+    "REQUEUE_HOLD": S.PENDING,
+    "REQUEUE_FED": S.PENDING,
     "RESV_DEL_HOLD": S.PENDING,
-    "CONFIGURING": S.RUNNING, "RUNNING": S.RUNNING, "COMPLETING": S.RUNNING, "SUSPENDED": S.RUNNING,
-    "STOPPED": S.RUNNING, "SIGNALING": S.RUNNING, "STAGE_OUT": S.RUNNING, "RESIZING": S.RUNNING,
+    "CONFIGURING": S.RUNNING,
+    "RUNNING": S.RUNNING,
+    "COMPLETING": S.RUNNING,
+    "SUSPENDED": S.RUNNING,
+    "STOPPED": S.RUNNING,
+    "SIGNALING": S.RUNNING,
+    "STAGE_OUT": S.RUNNING,
+    "RESIZING": S.RUNNING,
     "COMPLETED": S.COMPLETED,
-    "FAILED": S.FAILED, "BOOT_FAIL": S.FAILED, "DEADLINE": S.FAILED, "SPECIAL_EXIT": S.FAILED,
-    "PREEMPTED": S.FAILED, "REVOKED": S.FAILED,
+    "FAILED": S.FAILED,
+    "BOOT_FAIL": S.FAILED,
+    "DEADLINE": S.FAILED,
+    "SPECIAL_EXIT": S.FAILED,
+    "PREEMPTED": S.FAILED,
+    "REVOKED": S.FAILED,
     "CANCELLED": S.CANCELLED,
     "TIMEOUT": S.TIMEOUT,
     "OUT_OF_MEMORY": S.OUT_OF_MEMORY,
@@ -67,7 +79,9 @@ def hub_state(slurm_state: str) -> str | None:
 # ---------------------------------------------------------------- validation and creation
 
 
-def job_validate(*, user, cluster: Cluster, script: str, parameters=None) -> tuple[validation.Validation, ClusterGrant | None]:
+def job_validate(
+    *, user, cluster: Cluster, script: str, parameters=None
+) -> tuple[validation.Validation, ClusterGrant | None]:
     grant = grant_for_submission(user=user, cluster=cluster)
     workdir = f"{grant.job_root}/<job id>" if grant else "/<job id>"
     result, _ = validation.validate(script=script, grant=grant, workdir=workdir, parameters=parameters)
@@ -117,34 +131,57 @@ def job_create(
             )
     if not result.ok:
         raise ValidationFailed(
-            "The job does not fit your grant: " + "; ".join(
-                (f"line {p['line']}: " if p["line"] else "") + p["message"] for p in result.problems
-            ),
+            "The job does not fit your grant: "
+            + "; ".join((f"line {p['line']}: " if p["line"] else "") + p["message"] for p in result.problems),
             extra={"problems": result.problems, "effective_request": result.effective_request},
         )
     is_array = bool(result.effective_request.get("array"))
     stdout_path, stderr_path = validation.log_paths(workdir, is_array)
     with transaction.atomic():
         job = Job.objects.create(
-            uuid=job_uuid, owner=user, grant=grant, cluster=cluster, name=name, script=script,
-            script_sha256=hashlib.sha256(script.encode("utf-8")).hexdigest(), parameters=params,
+            uuid=job_uuid,
+            owner=user,
+            grant=grant,
+            cluster=cluster,
+            name=name,
+            script=script,
+            script_sha256=hashlib.sha256(script.encode("utf-8")).hexdigest(),
+            parameters=params,
             effective_request=result.effective_request,
             hub_args=validation.hub_args(stdout_path=stdout_path, stderr_path=stderr_path),
-            cluster_username=grant.cluster_username, marker=f"axle-{job_uuid.hex}", workdir=workdir,
-            stdout_path=stdout_path, stderr_path=stderr_path, rerun_of=rerun_of, reproduced_from=reproduced_from,
-            team=team, code_repo=str(code.get("repo", "")).strip(), code_ref=str(code.get("ref", "") or "").strip(),
-            code_commit=code_commit, image_path=(image or "").strip(), image_digest=image_digest,
-            verify_datasets=verify_datasets, register_model_as=(register_model_as or "").strip(),
+            cluster_username=grant.cluster_username,
+            marker=f"axle-{job_uuid.hex}",
+            workdir=workdir,
+            stdout_path=stdout_path,
+            stderr_path=stderr_path,
+            rerun_of=rerun_of,
+            reproduced_from=reproduced_from,
+            team=team,
+            code_repo=str(code.get("repo", "")).strip(),
+            code_ref=str(code.get("ref", "") or "").strip(),
+            code_commit=code_commit,
+            image_path=(image or "").strip(),
+            image_digest=image_digest,
+            verify_datasets=verify_datasets,
+            register_model_as=(register_model_as or "").strip(),
             tracking_mode=cluster.tracking_mode,
         )
         job.dataset_versions.set(versions)
         audit_record(
-            action="job.created", subject=job, actor=user,
-            after={"status": job.status, "cluster": cluster.name, "cluster_username": grant.cluster_username,
-                   "script_sha256": job.script_sha256, "rerun_of": str(rerun_of.uuid) if rerun_of else None,
-                   "reproduced_from": str(reproduced_from.uuid) if reproduced_from else None,
-                   "dataset_versions": [str(v.uuid) for v in versions], "code": code or None,
-                   "image": job.image_path or None},
+            action="job.created",
+            subject=job,
+            actor=user,
+            after={
+                "status": job.status,
+                "cluster": cluster.name,
+                "cluster_username": grant.cluster_username,
+                "script_sha256": job.script_sha256,
+                "rerun_of": str(rerun_of.uuid) if rerun_of else None,
+                "reproduced_from": str(reproduced_from.uuid) if reproduced_from else None,
+                "dataset_versions": [str(v.uuid) for v in versions],
+                "code": code or None,
+                "image": job.image_path or None,
+            },
         )
         enqueue("apps.jobs.tasks.job_submit", job.pk)
     return job
@@ -160,10 +197,17 @@ def job_rerun(*, user, job: Job) -> Job:
     if job.owner_id != user.pk:
         raise PermissionDenied("Only the job's owner can run it again.")
     return job_create(
-        user=user, cluster=job.cluster, name=job.name, script=job.script, parameters=job.parameters, rerun_of=job,
+        user=user,
+        cluster=job.cluster,
+        name=job.name,
+        script=job.script,
+        parameters=job.parameters,
+        rerun_of=job,
         dataset_versions=[v.uuid for v in job.dataset_versions.all()],
-        code={"repo": job.code_repo, "ref": job.code_ref} if job.code_repo else None, image=job.image_path,
-        verify_datasets=job.verify_datasets, team=job.team,
+        code={"repo": job.code_repo, "ref": job.code_ref} if job.code_repo else None,
+        image=job.image_path,
+        verify_datasets=job.verify_datasets,
+        team=job.team,
     )
 
 
@@ -175,12 +219,19 @@ def job_reproduce(*, user, job: Job) -> Job:
     if job.code_repo and not job.code_commit:
         raise Conflict("The original job's code commit was never resolved, so it cannot be reproduced exactly.")
     return job_create(
-        user=user, cluster=job.cluster, name=f"{job.name} (reproduction)"[:200], script=job.script,
-        parameters=job.parameters, reproduced_from=job,
+        user=user,
+        cluster=job.cluster,
+        name=f"{job.name} (reproduction)"[:200],
+        script=job.script,
+        parameters=job.parameters,
+        reproduced_from=job,
         dataset_versions=[v.uuid for v in job.dataset_versions.all()],
         code={"repo": job.code_repo, "ref": job.code_commit} if job.code_repo else None,
-        code_commit=job.code_commit, image=job.image_path, image_digest=job.image_digest,
-        verify_datasets=True, team=job.team,
+        code_commit=job.code_commit,
+        image=job.image_path,
+        image_digest=job.image_digest,
+        verify_datasets=True,
+        team=job.team,
     )
 
 
@@ -193,8 +244,14 @@ def _backoff(attempts: int) -> timedelta:
 
 
 def _submit_request(job: Job, env: dict[str, str]) -> SubmitRequest:
-    return SubmitRequest(script=job.script, job_name=job.name, comment=job.marker, workdir=job.workdir,
-                         env={**job.parameters, **env}, extra_args=list(job.hub_args))
+    return SubmitRequest(
+        script=job.script,
+        job_name=job.name,
+        comment=job.marker,
+        workdir=job.workdir,
+        env={**job.parameters, **env},
+        extra_args=list(job.hub_args),
+    )
 
 
 def _prepare(job: Job, client) -> dict[str, str]:
@@ -244,8 +301,13 @@ def job_submit(*, job_id: int) -> Job | None:
     if job.next_attempt_at and job.next_attempt_at > timezone.now():
         return job
     try:
-        transition(obj=job, to=S.SUBMITTING, transitions=Job.TRANSITIONS, action="job.submitting",
-                   fields={"attempts": job.attempts + 1})
+        transition(
+            obj=job,
+            to=S.SUBMITTING,
+            transitions=Job.TRANSITIONS,
+            action="job.submitting",
+            fields={"attempts": job.attempts + 1},
+        )
     except Conflict:
         return job  # another worker took it
 
@@ -255,36 +317,71 @@ def job_submit(*, job_id: int) -> Job | None:
             env = _prepare(job, client)
             slurm_job_id = client.submit(_submit_request(job, env))
     except inputs.InputError as exc:
-        return transition(obj=job, to=S.FAILED, transitions=Job.TRANSITIONS, action="job.inputs_refused",
-                          fields={"failure_message": str(exc), "finished_at": timezone.now()}, data={"error": str(exc)})
+        return transition(
+            obj=job,
+            to=S.FAILED,
+            transitions=Job.TRANSITIONS,
+            action="job.inputs_refused",
+            fields={"failure_message": str(exc), "finished_at": timezone.now()},
+            data={"error": str(exc)},
+        )
     except (MlflowUnavailable, Unavailable) as exc:
         return _requeue(job, str(exc), what="MLflow or the cluster")
     except MlflowError as exc:
-        return transition(obj=job, to=S.FAILED, transitions=Job.TRANSITIONS, action="job.tracking_refused",
-                          fields={"failure_message": f"MLflow refused the job's run: {exc}",
-                                  "finished_at": timezone.now()}, data={"error": str(exc)})
+        return transition(
+            obj=job,
+            to=S.FAILED,
+            transitions=Job.TRANSITIONS,
+            action="job.tracking_refused",
+            fields={"failure_message": f"MLflow refused the job's run: {exc}", "finished_at": timezone.now()},
+            data={"error": str(exc)},
+        )
     except SlurmRejected as exc:
-        return transition(obj=job, to=S.FAILED, transitions=Job.TRANSITIONS, action="job.rejected",
-                          fields={"failure_message": exc.message, "finished_at": timezone.now(), "last_error": ""},
-                          data={"slurm_message": exc.message})
+        return transition(
+            obj=job,
+            to=S.FAILED,
+            transitions=Job.TRANSITIONS,
+            action="job.rejected",
+            fields={"failure_message": exc.message, "finished_at": timezone.now(), "last_error": ""},
+            data={"slurm_message": exc.message},
+        )
     except AmbiguousSubmitError as exc:
-        job = transition(obj=job, to=S.UNKNOWN, transitions=Job.TRANSITIONS, action="job.submit_ambiguous",
-                         fields={"unknown_since": timezone.now(), "last_error": exc.message},
-                         data={"error": exc.message})
+        job = transition(
+            obj=job,
+            to=S.UNKNOWN,
+            transitions=Job.TRANSITIONS,
+            action="job.submit_ambiguous",
+            fields={"unknown_since": timezone.now(), "last_error": exc.message},
+            data={"error": exc.message},
+        )
         enqueue("apps.jobs.tasks.job_reconcile", job.pk)
         return job
     except TransportError as exc:
         if exc.permanent:
-            return transition(obj=job, to=S.FAILED, transitions=Job.TRANSITIONS, action="job.submit_failed",
-                              fields={"failure_message": exc.message, "finished_at": timezone.now()},
-                              data={"error": exc.message})
+            return transition(
+                obj=job,
+                to=S.FAILED,
+                transitions=Job.TRANSITIONS,
+                action="job.submit_failed",
+                fields={"failure_message": exc.message, "finished_at": timezone.now()},
+                data={"error": exc.message},
+            )
         return _requeue(job, exc.message)
     except SlurmError as exc:
         return _requeue(job, exc.message)
-    return transition(obj=job, to=S.PENDING, transitions=Job.TRANSITIONS, action="job.submitted",
-                      fields={"slurm_job_id": slurm_job_id, "submitted_at": timezone.now(), "last_error": "",
-                              "next_attempt_at": None},
-                      data={"slurm_job_id": slurm_job_id})
+    return transition(
+        obj=job,
+        to=S.PENDING,
+        transitions=Job.TRANSITIONS,
+        action="job.submitted",
+        fields={
+            "slurm_job_id": slurm_job_id,
+            "submitted_at": timezone.now(),
+            "last_error": "",
+            "next_attempt_at": None,
+        },
+        data={"slurm_job_id": slurm_job_id},
+    )
 
 
 def _requeue(job: Job, error: str, what: str = "") -> Job:
@@ -292,8 +389,14 @@ def _requeue(job: Job, error: str, what: str = "") -> Job:
     retry_at = timezone.now() + _backoff(job.attempts)
     what = what or f"Cluster {job.cluster.name}"
     message = f"{what} could not be reached ({error}); trying again at {retry_at:%H:%M:%S} UTC."
-    return transition(obj=job, to=S.QUEUED, transitions=Job.TRANSITIONS, action="job.submit_delayed",
-                      fields={"next_attempt_at": retry_at, "last_error": message}, data={"error": error})
+    return transition(
+        obj=job,
+        to=S.QUEUED,
+        transitions=Job.TRANSITIONS,
+        action="job.submit_delayed",
+        fields={"next_attempt_at": retry_at, "last_error": message},
+        data={"error": error},
+    )
 
 
 # ---------------------------------------------------------------- reconciliation
@@ -308,25 +411,44 @@ def job_reconcile(*, job_id: int) -> Job | None:
         with slurm_client(job.grant) as client:
             found = client.find_by_comment(job.marker)
     except SlurmError as exc:
-        Job.objects.filter(pk=job.pk, status=S.UNKNOWN).update(last_error=f"Reconciliation could not reach the cluster: {exc.message}")
+        Job.objects.filter(pk=job.pk, status=S.UNKNOWN).update(
+            last_error=f"Reconciliation could not reach the cluster: {exc.message}"
+        )
         return job
     if found:
         head = _array_head(found)
         state = _combined_state(found) or S.PENDING
-        job = transition(obj=job, to=state, transitions=Job.TRANSITIONS, action="job.reconciled",
-                         fields={"slurm_job_id": head, "submitted_at": job.submitted_at or timezone.now(),
-                                 "unknown_since": None, "last_error": ""},
-                         data={"slurm_job_id": head, "found_by": "marker"})
+        job = transition(
+            obj=job,
+            to=state,
+            transitions=Job.TRANSITIONS,
+            action="job.reconciled",
+            fields={
+                "slurm_job_id": head,
+                "submitted_at": job.submitted_at or timezone.now(),
+                "unknown_since": None,
+                "last_error": "",
+            },
+            data={"slurm_job_id": head, "found_by": "marker"},
+        )
         _apply_infos(job, found)
         return job
     grace = timedelta(seconds=settings.AXLE_RECONCILE_GRACE_SECONDS)
     if job.unknown_since and timezone.now() - job.unknown_since >= grace:
         # Neither the queue nor accounting knows the marker after the grace period: the
         # submission never reached Slurm, so sending it again cannot make a second job.
-        job = transition(obj=job, to=S.QUEUED, transitions=Job.TRANSITIONS, action="job.requeued",
-                         fields={"unknown_since": None, "next_attempt_at": None,
-                                 "last_error": "The earlier submission never reached Slurm; submitting again."},
-                         data={"reason": "marker not found on the cluster"})
+        job = transition(
+            obj=job,
+            to=S.QUEUED,
+            transitions=Job.TRANSITIONS,
+            action="job.requeued",
+            fields={
+                "unknown_since": None,
+                "next_attempt_at": None,
+                "last_error": "The earlier submission never reached Slurm; submitting again.",
+            },
+            data={"reason": "marker not found on the cluster"},
+        )
         enqueue("apps.jobs.tasks.job_submit", job.pk)
     return job
 
@@ -337,9 +459,14 @@ def jobs_find_stuck() -> list[int]:
     stuck = []
     for job in Job.objects.filter(status=S.SUBMITTING, updated_at__lt=cutoff):
         try:
-            transition(obj=job, to=S.UNKNOWN, transitions=Job.TRANSITIONS, action="job.submit_interrupted",
-                       fields={"unknown_since": job.updated_at},
-                       data={"reason": "the worker stopped while submitting"})
+            transition(
+                obj=job,
+                to=S.UNKNOWN,
+                transitions=Job.TRANSITIONS,
+                action="job.submit_interrupted",
+                fields={"unknown_since": job.updated_at},
+                data={"reason": "the worker stopped while submitting"},
+            )
             stuck.append(job.pk)
         except Conflict:
             continue
@@ -392,11 +519,15 @@ def _apply_infos(job: Job, infos: list[JobInfo], *, final: bool = False) -> Job:
     if running and not job.started_at:
         fields["started_at"] = min(running)
     if final or (state in Job.TERMINAL):
-        fields["accounting"] = _info_dict(head) if not job.is_array else {
-            "tasks": len([i for i in infos if _task_key(i)]),
-            "elapsed_seconds": max((i.elapsed_seconds or 0) for i in infos),
-            "node_list": ",".join(sorted({i.node_list for i in infos if i.node_list})),
-        }
+        fields["accounting"] = (
+            _info_dict(head)
+            if not job.is_array
+            else {
+                "tasks": len([i for i in infos if _task_key(i)]),
+                "elapsed_seconds": max((i.elapsed_seconds or 0) for i in infos),
+                "node_list": ",".join(sorted({i.node_list for i in infos if i.node_list})),
+            }
+        )
         fields["exit_code"] = max((i.exit_code for i in infos if i.exit_code is not None), default=None)
         ends = [i.end_time for i in infos if i.end_time]
         fields["finished_at"] = max(ends) if ends else timezone.now()
@@ -407,14 +538,26 @@ def _apply_infos(job: Job, infos: list[JobInfo], *, final: bool = False) -> Job:
                 if key is None:
                     continue
                 JobTask.objects.update_or_create(
-                    job=job, task_id=key,
-                    defaults={"slurm_job_id": info.job_id, "state": info.state[:32], "reason": info.reason[:255],
-                              "exit_code": info.exit_code, "accounting": _info_dict(info)},
+                    job=job,
+                    task_id=key,
+                    defaults={
+                        "slurm_job_id": info.job_id,
+                        "state": info.state[:32],
+                        "reason": info.reason[:255],
+                        "exit_code": info.exit_code,
+                        "accounting": _info_dict(info),
+                    },
                 )
         if state and state != job.status and state in Job.TRANSITIONS.get(job.status, ()):
             try:
-                transition(obj=job, to=state, transitions=Job.TRANSITIONS, action=f"job.{state}", fields=fields,
-                           data={"slurm_state": head.state, "exit_code": fields.get("exit_code")})
+                transition(
+                    obj=job,
+                    to=state,
+                    transitions=Job.TRANSITIONS,
+                    action=f"job.{state}",
+                    fields=fields,
+                    data={"slurm_state": head.state, "exit_code": fields.get("exit_code")},
+                )
             except Conflict:
                 pass  # the user cancelled or another poll won; the next cycle sees the new state
             else:
@@ -439,8 +582,10 @@ def jobs_poll() -> PollStats:
     then one sacct for those that left the queue; never one call per job."""
     stats = PollStats()
     active = (
-        Job.objects.filter(status__in=[S.PENDING, S.RUNNING]).exclude(slurm_job_id="")
-        .select_related("grant__cluster").order_by("grant_id")
+        Job.objects.filter(status__in=[S.PENDING, S.RUNNING])
+        .exclude(slurm_job_id="")
+        .select_related("grant__cluster")
+        .order_by("grant_id")
     )
     groups: dict[int, list[Job]] = {}
     for job in active:
@@ -506,8 +651,15 @@ def job_cancel(*, user, job: Job) -> Job:
     if job.is_terminal:
         raise Conflict(f"The job already ended ({job.get_status_display().lower()}).")
     if job.status == S.QUEUED:
-        return transition(obj=job, to=S.CANCELLED, transitions=Job.TRANSITIONS, action="job.cancelled", actor=user,
-                          fields={"finished_at": timezone.now()}, data={"where": "hub queue"})
+        return transition(
+            obj=job,
+            to=S.CANCELLED,
+            transitions=Job.TRANSITIONS,
+            action="job.cancelled",
+            actor=user,
+            fields={"finished_at": timezone.now()},
+            data={"where": "hub queue"},
+        )
     if not job.slurm_job_id:
         raise Conflict("The job is being handed to Slurm right now; cancel it again in a few seconds.")
     with transaction.atomic():
@@ -551,7 +703,9 @@ class LogChunk:
     message: str = ""
 
 
-def job_log_read(*, job: Job, stream: str, offset: int = 0, task: str | None = None, limit: int = LOG_CHUNK) -> LogChunk:
+def job_log_read(
+    *, job: Job, stream: str, offset: int = 0, task: str | None = None, limit: int = LOG_CHUNK
+) -> LogChunk:
     """Read the log from ``offset`` on; only what is new crosses the wire."""
     from apps.integrations.slurm.base import RemoteFileMissing, UnsupportedOperation
 
@@ -656,8 +810,10 @@ def job_metric_history(*, job: Job) -> dict[str, list[dict]]:
         raise Unavailable(f"MLflow could not give the job's metrics: {exc}") from None
     return {
         # NaN and infinity are valid metric values but not JSON: they travel as null.
-        key: [{"step": p.step, "value": p.value if math.isfinite(p.value) else None, "timestamp": p.timestamp_ms}
-              for p in points]
+        key: [
+            {"step": p.step, "value": p.value if math.isfinite(p.value) else None, "timestamp": p.timestamp_ms}
+            for p in points
+        ]
         for key, points in history.items()
     }
 

@@ -44,9 +44,11 @@ def jobs_tick() -> services.PollStats:
             services.job_sync_tracking(job_id=job_id)
         except Exception:
             log.exception("pulling the file store of job %s failed", job_id)
-    for job_id in Job.objects.filter(status__in=Job.TERMINAL, finalized_at__isnull=True).exclude(
-        mlflow_run_id=""
-    ).values_list("pk", flat=True)[:50]:
+    for job_id in (
+        Job.objects.filter(status__in=Job.TERMINAL, finalized_at__isnull=True)
+        .exclude(mlflow_run_id="")
+        .values_list("pk", flat=True)[:50]
+    ):
         services.job_finalize(job_id=job_id)
     return stats
 

@@ -80,7 +80,11 @@ def job_environment(job: Job, experiment_id: str, run_id: str) -> dict[str, str]
 
 def bootstrap_file_store(job: Job, experiment_id: str, run_id: str) -> dict[str, bytes]:
     return filestore.bootstrap_files(
-        experiment_id, run_id, job.name, mlruns_dir(job), experiment_name=experiment_name(job),
+        experiment_id,
+        run_id,
+        job.name,
+        mlruns_dir(job),
+        experiment_name=experiment_name(job),
         user_id=job.cluster_username,
     )
 
@@ -120,7 +124,10 @@ def import_file_store(job: Job, files, *, final: bool = False) -> tuple[int, dic
     remote = ClusterFiles(files)
     increment = filestore.read_increment(
         run_path=filestore.run_dir(mlruns_dir(job), job.mlflow_experiment_id, job.mlflow_run_id),
-        read=remote.read, list_files=remote.list_files, state=job.import_state or None, final=final,
+        read=remote.read,
+        list_files=remote.list_files,
+        state=job.import_state or None,
+        final=final,
     )
     if increment:
         filestore.import_into(client(), job.mlflow_run_id, increment.points, increment.params, increment.tags)
@@ -131,8 +138,11 @@ def import_spooled_models(job: Job, files) -> int:
     """Copy the models the job logged into its file store into the hub's run artifacts."""
     remote = ClusterFiles(files)
     models = filestore.find_models(
-        mlruns_dir=mlruns_dir(job), experiment_id=job.mlflow_experiment_id, run_id=job.mlflow_run_id,
-        list_files=remote.list_files, read=remote.read,
+        mlruns_dir=mlruns_dir(job),
+        experiment_id=job.mlflow_experiment_id,
+        run_id=job.mlflow_run_id,
+        list_files=remote.list_files,
+        read=remote.read,
     )
     tracking = client()
     for model in models:

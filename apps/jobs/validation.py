@@ -67,7 +67,9 @@ def validate_parameters(parameters, result: Validation) -> dict[str, str]:
             result.add(f"Parameter name {name!r} cannot be an environment variable: use letters, digits and _.")
             continue
         if name.upper().startswith(RESERVED_PREFIXES):
-            result.add(f"Parameter {name} uses a prefix reserved for Slurm, Axle or MLflow ({', '.join(RESERVED_PREFIXES)}).")
+            result.add(
+                f"Parameter {name} uses a prefix reserved for Slurm, Axle or MLflow ({', '.join(RESERVED_PREFIXES)})."
+            )
             continue
         if isinstance(value, (dict, list)):
             result.add(f"Parameter {name} must be a plain value (text or number), not a list or object.")

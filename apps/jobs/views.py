@@ -53,8 +53,12 @@ def job_list(request):
     jobs = selectors.job_list(user=request.user, status=status, cluster=cluster, q=request.GET.get("q", ""))
     page = Paginator(jobs, 25).get_page(request.GET.get("page"))
     context = {
-        "page": page, "status": status, "cluster": cluster, "q": request.GET.get("q", ""),
-        "statuses": Job.Status.choices, "grants": grant_usable_list(user=request.user),
+        "page": page,
+        "status": status,
+        "cluster": cluster,
+        "q": request.GET.get("q", ""),
+        "statuses": Job.Status.choices,
+        "grants": grant_usable_list(user=request.user),
     }
     template = "jobs/_job_rows.html" if request.headers.get("HX-Request") else "jobs/list.html"
     return render(request, template, context)
@@ -67,7 +71,12 @@ def job_new(request):
     if request.GET.get("from"):
         rerun_of = _job(request, request.GET["from"])
         params = "\n".join(f"{k}={v}" for k, v in rerun_of.parameters.items())
-        initial = {"script": rerun_of.script, "name": rerun_of.name, "parameters": params, "cluster": rerun_of.cluster.name}
+        initial = {
+            "script": rerun_of.script,
+            "name": rerun_of.name,
+            "parameters": params,
+            "cluster": rerun_of.cluster.name,
+        }
     context = {"grants": grants, "form": initial, "problems": [], "errors": []}
     if request.method == "POST":
         # Browsers send a textarea with CRLF line breaks, which sbatch refuses; the user typed LF.
@@ -80,13 +89,19 @@ def job_new(request):
         if errors:
             context["errors"] = errors
         elif request.POST.get("action") == "validate":
-            result, _ = services.job_validate(user=request.user, cluster=grant.cluster, script=form["script"],
-                                              parameters=params)
+            result, _ = services.job_validate(
+                user=request.user, cluster=grant.cluster, script=form["script"], parameters=params
+            )
             context.update(problems=result.problems, effective=result.effective_request, validated=result.ok)
         else:
             try:
-                job = services.job_create(user=request.user, cluster=grant.cluster, name=form["name"],
-                                          script=form["script"], parameters=params)
+                job = services.job_create(
+                    user=request.user,
+                    cluster=grant.cluster,
+                    name=form["name"],
+                    script=form["script"],
+                    parameters=params,
+                )
             except ApplicationError as exc:
                 context["problems"] = exc.extra.get("problems") or [{"line": None, "message": exc.message}]
                 context["effective"] = exc.extra.get("effective_request")
@@ -99,8 +114,11 @@ def job_new(request):
 def job_detail(request, job_id):
     job = _job(request, job_id)
     context = {
-        "job": job, "timeline": selectors.job_timeline(job=job), "tasks": job.tasks.all()[:500],
-        "task_count": job.tasks.count(), "inputs": job_inputs(job),
+        "job": job,
+        "timeline": selectors.job_timeline(job=job),
+        "tasks": job.tasks.all()[:500],
+        "task_count": job.tasks.count(),
+        "inputs": job_inputs(job),
         "reproductions": job.reproductions.order_by("created_at"),
     }
     if request.headers.get("HX-Request") and request.GET.get("part") == "status":
@@ -122,10 +140,18 @@ def job_log(request, job_id, stream):
         error = ""
     except ApplicationError as exc:
         chunk, error = services.LogChunk("", offset), exc.message
-    return render(request, "jobs/_log_chunk.html", {
-        "job": job, "stream": stream, "chunk": chunk, "error": error, "task": task or "",
-        "done": job.is_terminal and not chunk.text and not chunk.missing,
-    })
+    return render(
+        request,
+        "jobs/_log_chunk.html",
+        {
+            "job": job,
+            "stream": stream,
+            "chunk": chunk,
+            "error": error,
+            "task": task or "",
+            "done": job.is_terminal and not chunk.text and not chunk.missing,
+        },
+    )
 
 
 @require_GET
@@ -226,7 +252,12 @@ def job_compare(request):
             ("Cluster", lambda j, i: i["cluster"]),
             ("Partition", lambda j, i: i["partition"]),
             ("Script sha256", lambda j, i: j.script_sha256[:16]),
-            ("Code", lambda j, i: f"{i['code']['repo']}@{(i['code']['commit'] or i['code']['ref'])[:12]}" if i["code"] else ""),
+            (
+                "Code",
+                lambda j, i: (
+                    f"{i['code']['repo']}@{(i['code']['commit'] or i['code']['ref'])[:12]}" if i["code"] else ""
+                ),
+            ),
             ("Image", lambda j, i: f"{i['image']['path']} {i['image']['digest'][:19]}" if i["image"] else ""),
             ("Datasets", lambda j, i: ", ".join(f"{d['dataset']} v{d['number']}" for d in i["dataset_versions"])),
             ("Status", lambda j, i: j.get_status_display()),
@@ -239,7 +270,14 @@ def job_compare(request):
             rows.append((f"param {name}", values, len(set(values)) > 1))
     metric_names = sorted({k for j in jobs for k in (j.metrics or {})})
     metric_rows = [(m, [j.metrics.get(m) for j in jobs]) for m in metric_names]
-    return render(request, "jobs/compare.html", {
-        "jobs": jobs, "rows": rows, "metric_rows": metric_rows, "missing": missing,
-        "recent": selectors.job_list(user=request.user)[:30],
-    })
+    return render(
+        request,
+        "jobs/compare.html",
+        {
+            "jobs": jobs,
+            "rows": rows,
+            "metric_rows": metric_rows,
+            "missing": missing,
+            "recent": selectors.job_list(user=request.user)[:30],
+        },
+    )

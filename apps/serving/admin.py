@@ -11,21 +11,38 @@ from .models import Deployment, DeploymentApproval, Environment
 
 class EnvironmentForm(forms.ModelForm):
     kubeconfig = forms.CharField(
-        required=False, widget=forms.Textarea(attrs={"rows": 6}),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 6}),
         help_text="Paste a kubeconfig for KServe environments. Stored encrypted; never shown again.",
     )
 
     class Meta:
         model = Environment
-        fields = ["name", "description", "required_approvals", "approver_role", "approver_team", "backend",
-                  "namespace", "is_active"]
+        fields = [
+            "name",
+            "description",
+            "required_approvals",
+            "approver_role",
+            "approver_team",
+            "backend",
+            "namespace",
+            "is_active",
+        ]
 
 
 @admin.register(Environment)
 class EnvironmentAdmin(admin.ModelAdmin):
     form = EnvironmentForm
-    list_display = ["name", "backend", "namespace", "required_approvals", "approver_role", "approver_team",
-                    "kubeconfig_set", "is_active"]
+    list_display = [
+        "name",
+        "backend",
+        "namespace",
+        "required_approvals",
+        "approver_role",
+        "approver_team",
+        "kubeconfig_set",
+        "is_active",
+    ]
 
     @admin.display(boolean=True, description="kubeconfig")
     def kubeconfig_set(self, obj):
@@ -35,17 +52,34 @@ class EnvironmentAdmin(admin.ModelAdmin):
         before = None
         if change:
             old = Environment.objects.get(pk=obj.pk)
-            before = {f: getattr(old, f) for f in ("required_approvals", "approver_role", "approver_team_id",
-                                                   "backend", "namespace", "is_active")}
+            before = {
+                f: getattr(old, f)
+                for f in (
+                    "required_approvals",
+                    "approver_role",
+                    "approver_team_id",
+                    "backend",
+                    "namespace",
+                    "is_active",
+                )
+            }
         if form.cleaned_data.get("kubeconfig"):
             obj.kubeconfig_encrypted = crypto.encrypt(form.cleaned_data["kubeconfig"])
         super().save_model(request, obj, form, change)
         audit_record(
-            action="environment.updated" if change else "environment.created", subject=obj, actor=request.user,
+            action="environment.updated" if change else "environment.created",
+            subject=obj,
+            actor=request.user,
             before=before,
-            after={"required_approvals": obj.required_approvals, "approver_role": obj.approver_role,
-                   "approver_team_id": obj.approver_team_id, "backend": obj.backend, "namespace": obj.namespace,
-                   "is_active": obj.is_active, "kubeconfig": "set" if obj.kubeconfig_encrypted else "not set"},
+            after={
+                "required_approvals": obj.required_approvals,
+                "approver_role": obj.approver_role,
+                "approver_team_id": obj.approver_team_id,
+                "backend": obj.backend,
+                "namespace": obj.namespace,
+                "is_active": obj.is_active,
+                "kubeconfig": "set" if obj.kubeconfig_encrypted else "not set",
+            },
         )
 
     def has_delete_permission(self, request, obj=None):

@@ -69,8 +69,11 @@ class DeploymentListCreateApi(APIView):
     @extend_schema(responses=DeploymentOutputSerializer(many=True))
     def get(self, request):
         paginator = LimitOffsetPagination()
-        qs = selectors.deployment_list(user=request.user, status=request.query_params.get("status", ""),
-                                       environment=request.query_params.get("environment", ""))
+        qs = selectors.deployment_list(
+            user=request.user,
+            status=request.query_params.get("status", ""),
+            environment=request.query_params.get("environment", ""),
+        )
         page = paginator.paginate_queryset(qs, request, view=self)
         return paginator.get_paginated_response(DeploymentOutputSerializer(page, many=True).data)
 
@@ -82,9 +85,12 @@ class DeploymentListCreateApi(APIView):
         model = registered_model_get(user=request.user, name=d["model"])
         version = model_version_by_number(user=request.user, model=model, number=d["version"])
         deployment = services.deployment_request(
-            user=request.user, model_version=version, environment=selectors.environment_get(user=request.user,
-                                                                                          ident=d["environment"]),
-            reason=d["reason"], resources=d["resources"], canary_percent=d["canary_percent"],
+            user=request.user,
+            model_version=version,
+            environment=selectors.environment_get(user=request.user, ident=d["environment"]),
+            reason=d["reason"],
+            resources=d["resources"],
+            canary_percent=d["canary_percent"],
         )
         deployment.refresh_from_db()
         return Response(DeploymentOutputSerializer(deployment).data, status=201)
@@ -103,9 +109,11 @@ class DeploymentApproveApi(APIView):
     def post(self, request, deployment_id):
         data = DecisionInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        deployment = self.decide(user=request.user, deployment=selectors.deployment_get(user=request.user,
-                                                                                       id=deployment_id),
-                                 comment=data.validated_data["comment"])
+        deployment = self.decide(
+            user=request.user,
+            deployment=selectors.deployment_get(user=request.user, id=deployment_id),
+            comment=data.validated_data["comment"],
+        )
         deployment.refresh_from_db()
         return Response(DeploymentOutputSerializer(deployment).data)
 
@@ -117,8 +125,9 @@ class DeploymentRejectApi(DeploymentApproveApi):
 class DeploymentRollbackApi(APIView):
     @extend_schema(request=None, responses=DeploymentOutputSerializer)
     def post(self, request, deployment_id):
-        back_to = services.deployment_rollback(user=request.user, deployment=selectors.deployment_get(
-            user=request.user, id=deployment_id))
+        back_to = services.deployment_rollback(
+            user=request.user, deployment=selectors.deployment_get(user=request.user, id=deployment_id)
+        )
         back_to.refresh_from_db()
         return Response(DeploymentOutputSerializer(back_to).data)
 

@@ -12,11 +12,16 @@ from .selectors import deployment_list
 
 def deployment_node(d) -> Node:
     return Node(
-        id=f"deployment:{d.uuid}", kind="deployment",
+        id=f"deployment:{d.uuid}",
+        kind="deployment",
         label=f"{d.environment.name}: {d.model_version.model.name} v{d.model_version.number} ({d.status})",
         url=reverse("deployment-detail", args=[d.uuid]),
-        attrs={"environment": d.environment.name, "status": d.status, "url": d.url,
-               "artifact_sha256": d.artifact_sha256},
+        attrs={
+            "environment": d.environment.name,
+            "status": d.status,
+            "url": d.url,
+            "artifact_sha256": d.artifact_sha256,
+        },
     )
 
 

@@ -17,11 +17,17 @@ class Environment(BaseModel):
     description = models.TextField(blank=True)
     required_approvals = models.PositiveSmallIntegerField(default=1)
     approver_role = models.CharField(
-        max_length=16, choices=Membership.Role.choices, default=Membership.Role.APPROVER,
+        max_length=16,
+        choices=Membership.Role.choices,
+        default=Membership.Role.APPROVER,
         help_text="Role (or higher) in the approver team that may approve.",
     )
     approver_team = models.ForeignKey(
-        Team, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        Team,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
         help_text="Team whose members approve; empty means the model's own team.",
     )
     backend = models.CharField(max_length=8, choices=Backend.choices, default=Backend.LOCAL)

@@ -23,7 +23,8 @@ def deployment_list(*, user, status: str = "", environment: str = "") -> QuerySe
     ).prefetch_related("approvals__approver")
     if not user.is_staff:
         qs = qs.filter(
-            Q(model_version__model__team__memberships__user=user) | Q(environment__approver_team__memberships__user=user)
+            Q(model_version__model__team__memberships__user=user)
+            | Q(environment__approver_team__memberships__user=user)
         ).distinct()
     if status:
         qs = qs.filter(status=status)
@@ -48,5 +49,8 @@ def inbox(*, user) -> list[Deployment]:
 
 
 def live_in(*, environment: Environment, model) -> Deployment | None:
-    return Deployment.objects.filter(environment=environment, model_version__model=model,
-                                     status=Deployment.Status.LIVE).select_related("model_version").first()
+    return (
+        Deployment.objects.filter(environment=environment, model_version__model=model, status=Deployment.Status.LIVE)
+        .select_related("model_version")
+        .first()
+    )

@@ -73,7 +73,9 @@ def _backend_name(model_name: str, environment: Environment) -> str:
 def _notify(subject: str, body: str, recipients: list[str]) -> None:
     recipients = sorted({r for r in recipients if r})
     if recipients:
-        transaction.on_commit(lambda: send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients, fail_silently=True))
+        transaction.on_commit(
+            lambda: send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients, fail_silently=True)
+        )
 
 
 def _approver_emails(deployment: Deployment) -> list[str]:
@@ -81,7 +83,8 @@ def _approver_emails(deployment: Deployment) -> list[str]:
     need = ROLE_RANK[deployment.environment.approver_role]
     roles = [r for r, rank in ROLE_RANK.items() if rank >= need]
     return list(
-        Membership.objects.filter(team=team, role__in=roles).exclude(user=deployment.requested_by)
+        Membership.objects.filter(team=team, role__in=roles)
+        .exclude(user=deployment.requested_by)
         .values_list("user__email", flat=True)
     )
 
@@ -90,8 +93,13 @@ def _approver_emails(deployment: Deployment) -> list[str]:
 
 
 def deployment_request(
-    *, user: User, model_version: ModelVersion, environment: Environment, reason: str,
-    resources: dict | None = None, canary_percent: int | None = None,
+    *,
+    user: User,
+    model_version: ModelVersion,
+    environment: Environment,
+    reason: str,
+    resources: dict | None = None,
+    canary_percent: int | None = None,
 ) -> Deployment:
     reason = (reason or "").strip()
     if not reason:
@@ -109,7 +117,9 @@ def deployment_request(
         if not 1 <= canary_percent <= 99:
             raise ValidationFailed("A canary percentage is between 1 and 99.")
         if live is None:
-            raise ValidationFailed(f"Nothing of {model_version.model.name} is live in {environment.name}, so there is no canary.")
+            raise ValidationFailed(
+                f"Nothing of {model_version.model.name} is live in {environment.name}, so there is no canary."
+            )
         if environment.backend != Environment.Backend.KSERVE:
             raise ValidationFailed("Canary traffic splitting needs an environment served by KServe.")
     try:
@@ -122,21 +132,40 @@ def deployment_request(
         raise Conflict(f"{model_version} already has an open request for {environment.name}.")
     with transaction.atomic():
         deployment = Deployment.objects.create(
-            environment=environment, model_version=model_version, requested_by=user, reason=reason,
-            artifact_sha256=model_version.sha256, required_approvals=environment.required_approvals,
-            resources=asdict(resources_obj), canary_percent=canary_percent,
-            backend_name=_backend_name(model_version.model.name, environment), replaces=live,
+            environment=environment,
+            model_version=model_version,
+            requested_by=user,
+            reason=reason,
+            artifact_sha256=model_version.sha256,
+            required_approvals=environment.required_approvals,
+            resources=asdict(resources_obj),
+            canary_percent=canary_percent,
+            backend_name=_backend_name(model_version.model.name, environment),
+            replaces=live,
         )
         audit_record(
-            action="deployment.requested", subject=deployment, actor=user,
-            after={"status": deployment.status, "environment": environment.name, "model": model_version.model.name,
-                   "version": model_version.number, "artifact_sha256": deployment.artifact_sha256,
-                   "required_approvals": deployment.required_approvals, "canary_percent": canary_percent},
+            action="deployment.requested",
+            subject=deployment,
+            actor=user,
+            after={
+                "status": deployment.status,
+                "environment": environment.name,
+                "model": model_version.model.name,
+                "version": model_version.number,
+                "artifact_sha256": deployment.artifact_sha256,
+                "required_approvals": deployment.required_approvals,
+                "canary_percent": canary_percent,
+            },
         )
         if _required(deployment) == 0:
-            transition(obj=deployment, to=D.APPROVED, transitions=Deployment.TRANSITIONS,
-                       action="deployment.approved", actor=user,
-                       data={"approvals": 0, "rule": f"{environment.name} needs no approval"})
+            transition(
+                obj=deployment,
+                to=D.APPROVED,
+                transitions=Deployment.TRANSITIONS,
+                action="deployment.approved",
+                actor=user,
+                data={"approvals": 0, "rule": f"{environment.name} needs no approval"},
+            )
             enqueue("apps.serving.tasks.deployment_deploy", deployment.pk)
         else:
             _notify(
@@ -159,19 +188,38 @@ def _decide(*, user: User, deployment: Deployment, decision: str, comment: str) 
         try:
             with transaction.atomic():
                 DeploymentApproval.objects.create(
-                    deployment=locked, approver=user, decision=decision, comment=comment.strip(),
+                    deployment=locked,
+                    approver=user,
+                    decision=decision,
+                    comment=comment.strip(),
                     artifact_sha256=locked.artifact_sha256,
                 )
         except IntegrityError:
             raise Conflict("You already decided this request.") from None
-        audit_record(action=f"deployment.{decision}_given", subject=locked, actor=user,
-                     after={"comment": comment.strip(), "artifact_sha256": locked.artifact_sha256})
+        audit_record(
+            action=f"deployment.{decision}_given",
+            subject=locked,
+            actor=user,
+            after={"comment": comment.strip(), "artifact_sha256": locked.artifact_sha256},
+        )
         if decision == DeploymentApproval.Decision.REJECT:
-            transition(obj=locked, to=D.REJECTED, transitions=Deployment.TRANSITIONS, action="deployment.rejected",
-                       actor=user, data={"comment": comment.strip()})
+            transition(
+                obj=locked,
+                to=D.REJECTED,
+                transitions=Deployment.TRANSITIONS,
+                action="deployment.rejected",
+                actor=user,
+                data={"comment": comment.strip()},
+            )
         elif valid_approvals(locked).count() >= _required(locked):
-            transition(obj=locked, to=D.APPROVED, transitions=Deployment.TRANSITIONS, action="deployment.approved",
-                       actor=user, data={"approvals": valid_approvals(locked).count()})
+            transition(
+                obj=locked,
+                to=D.APPROVED,
+                transitions=Deployment.TRANSITIONS,
+                action="deployment.approved",
+                actor=user,
+                data={"approvals": valid_approvals(locked).count()},
+            )
             enqueue("apps.serving.tasks.deployment_deploy", locked.pk)
         if locked.status != D.REQUESTED:
             _notify(
@@ -212,8 +260,14 @@ def _spec(deployment: Deployment) -> DeploymentSpec:
 
 
 def _fail(deployment: Deployment, message: str) -> Deployment:
-    return transition(obj=deployment, to=D.FAILED, transitions=Deployment.TRANSITIONS, action="deployment.failed",
-                      fields={"last_error": message}, data={"error": message})
+    return transition(
+        obj=deployment,
+        to=D.FAILED,
+        transitions=Deployment.TRANSITIONS,
+        action="deployment.failed",
+        fields={"last_error": message},
+        data={"error": message},
+    )
 
 
 def _check_artifact(deployment: Deployment) -> str | None:
@@ -227,14 +281,18 @@ def _check_artifact(deployment: Deployment) -> str | None:
             return f"The model's artifact cannot be read any more ({exc}); the approval is void."
         raise Unavailable(f"MLflow could not be reached to check the artifact: {exc}") from None
     if actual != deployment.artifact_sha256:
-        return (f"The model's artifact changed since it was approved (approved {deployment.artifact_sha256[:12]}…, "
-                f"now {actual[:12]}…); the approval is void and nothing was deployed.")
+        return (
+            f"The model's artifact changed since it was approved (approved {deployment.artifact_sha256[:12]}…, "
+            f"now {actual[:12]}…); the approval is void and nothing was deployed."
+        )
     return None
 
 
 def deployment_deploy(*, deployment_id: int) -> Deployment | None:
     """Serve an approved deployment. Safe to run twice: only one run moves it to deploying."""
-    deployment = Deployment.objects.select_related("environment", "model_version__model").filter(pk=deployment_id).first()
+    deployment = (
+        Deployment.objects.select_related("environment", "model_version__model").filter(pk=deployment_id).first()
+    )
     if deployment is None or deployment.status not in (D.APPROVED, D.FAILED, D.RETIRED):
         return deployment
     if valid_approvals(deployment).count() < _required(deployment):
@@ -283,15 +341,27 @@ def _converge(deployment: Deployment, timeout: float | None = None) -> Deploymen
 def _went_live(deployment: Deployment, url: str) -> Deployment:
     with transaction.atomic():
         deployment = transition(
-            obj=deployment, to=D.LIVE, transitions=Deployment.TRANSITIONS, action="deployment.live",
-            fields={"url": url, "live_at": timezone.now(), "last_error": ""}, data={"url": url},
+            obj=deployment,
+            to=D.LIVE,
+            transitions=Deployment.TRANSITIONS,
+            action="deployment.live",
+            fields={"url": url, "live_at": timezone.now(), "last_error": ""},
+            data={"url": url},
         )
         # What this replaces in the environment stops being live (its server was replaced).
         for older in Deployment.objects.filter(
-            environment=deployment.environment, model_version__model=deployment.model_version.model, status=D.LIVE,
+            environment=deployment.environment,
+            model_version__model=deployment.model_version.model,
+            status=D.LIVE,
         ).exclude(pk=deployment.pk):
-            transition(obj=older, to=D.RETIRED, transitions=Deployment.TRANSITIONS, action="deployment.retired",
-                       fields={"retired_at": timezone.now()}, data={"replaced_by": str(deployment.uuid)})
+            transition(
+                obj=older,
+                to=D.RETIRED,
+                transitions=Deployment.TRANSITIONS,
+                action="deployment.retired",
+                fields={"retired_at": timezone.now()},
+                data={"replaced_by": str(deployment.uuid)},
+            )
     return deployment
 
 
@@ -299,8 +369,14 @@ def deployment_retire(*, user: User, deployment: Deployment) -> Deployment:
     _may_operate(user, deployment)
     if deployment.status != D.LIVE:
         raise Conflict("Only a live deployment can be retired.")
-    transition(obj=deployment, to=D.RETIRED, transitions=Deployment.TRANSITIONS, action="deployment.retired",
-               actor=user, fields={"retired_at": timezone.now()})
+    transition(
+        obj=deployment,
+        to=D.RETIRED,
+        transitions=Deployment.TRANSITIONS,
+        action="deployment.retired",
+        actor=user,
+        fields={"retired_at": timezone.now()},
+    )
     try:
         backend_for(deployment.environment).delete(deployment.backend_name, deployment.environment.namespace)
     except ServingError as exc:
@@ -323,10 +399,17 @@ def deployment_rollback(*, user: User, deployment: Deployment) -> Deployment:
     if previous is None or previous.status != D.RETIRED:
         raise Conflict("There is no previously live version to return to.")
     with transaction.atomic():
-        transition(obj=deployment, to=D.ROLLED_BACK, transitions=Deployment.TRANSITIONS,
-                   action="deployment.rolled_back", actor=user, data={"back_to": str(previous.uuid)})
-        audit_record(action="deployment.rollback_started", subject=previous, actor=user,
-                     after={"from": str(deployment.uuid)})
+        transition(
+            obj=deployment,
+            to=D.ROLLED_BACK,
+            transitions=Deployment.TRANSITIONS,
+            action="deployment.rolled_back",
+            actor=user,
+            data={"back_to": str(previous.uuid)},
+        )
+        audit_record(
+            action="deployment.rollback_started", subject=previous, actor=user, after={"from": str(deployment.uuid)}
+        )
         enqueue("apps.serving.tasks.deployment_deploy", previous.pk)
     return previous
 
@@ -353,6 +436,7 @@ def serving_reconcile() -> dict[str, int]:
     """Make what runs match what should: finish deployments a dead worker left deploying,
     restart live ones whose server is gone, stop servers nothing live owns."""
     counts = {"converged": 0, "restarted": 0, "stopped": 0}
+
     # Environments that share a backend and namespace (two local ones, say) share the
     # servers there: what one of them wants must not be stopped on behalf of the other.
     def place(env: Environment) -> tuple[str, str, str]:

@@ -23,12 +23,20 @@ def _deployment(request, deployment_id) -> Deployment:
 def deployment_list(request):
     deployments = selectors.deployment_list(user=request.user)
     environments = selectors.environment_list(user=request.user)
-    live = {env: [d for d in deployments if d.environment_id == env.pk and d.status == Deployment.Status.LIVE]
-            for env in environments}
-    return render(request, "serving/list.html", {
-        "environments": environments, "live": live, "deployments": deployments[:100],
-        "inbox_count": len(selectors.inbox(user=request.user)),
-    })
+    live = {
+        env: [d for d in deployments if d.environment_id == env.pk and d.status == Deployment.Status.LIVE]
+        for env in environments
+    }
+    return render(
+        request,
+        "serving/list.html",
+        {
+            "environments": environments,
+            "live": live,
+            "deployments": deployments[:100],
+            "inbox_count": len(selectors.inbox(user=request.user)),
+        },
+    )
 
 
 def deployment_inbox(request):
@@ -36,9 +44,16 @@ def deployment_inbox(request):
     for d in selectors.inbox(user=request.user):
         current = selectors.live_in(environment=d.environment, model=d.model_version.model)
         names = sorted(set(d.model_version.metrics) | set(current.model_version.metrics if current else {}))
-        rows.append({"deployment": d, "current": current, "metrics": [
-            (n, d.model_version.metrics.get(n), current.model_version.metrics.get(n) if current else None)
-            for n in names]})
+        rows.append(
+            {
+                "deployment": d,
+                "current": current,
+                "metrics": [
+                    (n, d.model_version.metrics.get(n), current.model_version.metrics.get(n) if current else None)
+                    for n in names
+                ],
+            }
+        )
     return render(request, "serving/inbox.html", {"rows": rows})
 
 
@@ -56,8 +71,12 @@ def deployment_new(request):
             resources = {k: params[k] for k in ("cpu", "memory") if params.get(k)}
             environment = selectors.environment_get(user=request.user, ident=params.get("environment", ""))
             deployment = services.deployment_request(
-                user=request.user, model_version=version, environment=environment, reason=params.get("reason", ""),
-                resources=resources, canary_percent=canary,
+                user=request.user,
+                model_version=version,
+                environment=environment,
+                reason=params.get("reason", ""),
+                resources=resources,
+                canary_percent=canary,
             )
         except ValueError:
             error = "The canary percentage must be a whole number."
@@ -66,22 +85,38 @@ def deployment_new(request):
         else:
             messages.success(request, f"Deployment of {version} to {deployment.environment.name} requested.")
             return redirect("deployment-detail", deployment_id=deployment.uuid)
-    return render(request, "serving/new.html", {
-        "version": version, "environments": selectors.environment_list(user=request.user), "error": error,
-        "form": params,
-    })
+    return render(
+        request,
+        "serving/new.html",
+        {
+            "version": version,
+            "environments": selectors.environment_list(user=request.user),
+            "error": error,
+            "form": params,
+        },
+    )
 
 
 def deployment_detail(request, deployment_id):
     deployment = _deployment(request, deployment_id)
     allowed, why = services.can_approve(request.user, deployment)
-    timeline = AuditEvent.objects.filter(subject_type="serving.deployment", subject_id=str(deployment.uuid)).order_by("seq")
+    timeline = AuditEvent.objects.filter(subject_type="serving.deployment", subject_id=str(deployment.uuid)).order_by(
+        "seq"
+    )
     example = json.dumps({"inputs": [[0.0] * 64]}) if deployment.model_version.model.name.startswith("digits") else "{}"
-    return render(request, "serving/detail.html", {
-        "d": deployment, "can_decide": allowed and deployment.status == Deployment.Status.REQUESTED,
-        "why_not": why, "timeline": timeline, "example": example,
-        "valid_approvals": services.valid_approvals(deployment).count(), "required": services._required(deployment),
-    })
+    return render(
+        request,
+        "serving/detail.html",
+        {
+            "d": deployment,
+            "can_decide": allowed and deployment.status == Deployment.Status.REQUESTED,
+            "why_not": why,
+            "timeline": timeline,
+            "example": example,
+            "valid_approvals": services.valid_approvals(deployment).count(),
+            "required": services._required(deployment),
+        },
+    )
 
 
 def _action(request, deployment_id, action):
@@ -121,8 +156,9 @@ def deployment_try(request, deployment_id):
     result, error = None, None
     try:
         payload = json.loads(text)
-        result = json.dumps(services.deployment_predict(user=request.user, deployment=deployment, payload=payload),
-                            indent=2)
+        result = json.dumps(
+            services.deployment_predict(user=request.user, deployment=deployment, payload=payload), indent=2
+        )
     except json.JSONDecodeError as exc:
         error = f"That is not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})."
     except ApplicationError as exc:

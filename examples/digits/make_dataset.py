@@ -17,7 +17,9 @@ def main(target: str) -> None:
         writer.writerow([f"p{i}" for i in range(digits.data.shape[1])] + ["label"])
         for row, label in zip(digits.data, digits.target, strict=True):
             writer.writerow([int(v) for v in row] + [int(label)])
-    (folder / "README.txt").write_text("scikit-learn digits: 8x8 grey images, 64 pixel columns p0..p63 (0-16) and a label 0-9.\n")
+    (folder / "README.txt").write_text(
+        "scikit-learn digits: 8x8 grey images, 64 pixel columns p0..p63 (0-16) and a label 0-9.\n"
+    )
 
 
 if __name__ == "__main__":

@@ -42,8 +42,15 @@ def main() -> int:
     classes = np.unique(y)
 
     with mlflow.start_run():
-        mlflow.log_params({"epochs": epochs, "learning_rate": learning_rate, "model": "SGDClassifier(log_loss)",
-                           "train_size": len(X_train), "val_size": len(X_val)})
+        mlflow.log_params(
+            {
+                "epochs": epochs,
+                "learning_rate": learning_rate,
+                "model": "SGDClassifier(log_loss)",
+                "train_size": len(X_train),
+                "val_size": len(X_val),
+            }
+        )
         model = SGDClassifier(loss="log_loss", learning_rate="constant", eta0=learning_rate, random_state=0)
         for epoch in range(1, epochs + 1):
             model.partial_fit(X_train, y_train, classes=classes)

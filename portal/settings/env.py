@@ -20,5 +20,7 @@ def secret(name: str, default: str | None = None) -> str | None:
         try:
             return Path(path).read_text().strip()
         except OSError as exc:
-            raise ImproperlyConfigured(f"{name}_FILE points at {path!r}, which cannot be read: {exc.strerror}.") from exc
+            raise ImproperlyConfigured(
+                f"{name}_FILE points at {path!r}, which cannot be read: {exc.strerror}."
+            ) from exc
     return env.str(name, default=default)

@@ -8,7 +8,9 @@ from apps.audit.models import AuditEvent
 @pytest.mark.django_db
 class TestApiTokens:
     def test_it_exchanges_username_and_password_for_a_working_token(self, api, alice, password):
-        response = api.post("/api/v1/auth/token/", {"username": "alice", "password": password, "name": "cli"}, format="json")
+        response = api.post(
+            "/api/v1/auth/token/", {"username": "alice", "password": password, "name": "cli"}, format="json"
+        )
         assert response.status_code == 201
         key = response.json()["token"]
         api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
@@ -80,7 +82,11 @@ class TestSessions:
         client.force_login(alice)
         response = client.post(
             "/password/change/",
-            {"old_password": password, "new_password1": "a much newer passphrase", "new_password2": "a much newer passphrase"},
+            {
+                "old_password": password,
+                "new_password1": "a much newer passphrase",
+                "new_password2": "a much newer passphrase",
+            },
         )
         assert response.status_code == 302
         alice.refresh_from_db()

@@ -11,7 +11,9 @@ from apps.core import context
 
 
 def _record_some(n=5, actor=None):
-    return [audit_record(action="thing.changed", actor=actor, subject_text=f"thing {i}", after={"i": i}) for i in range(n)]
+    return [
+        audit_record(action="thing.changed", actor=actor, subject_text=f"thing {i}", after={"i": i}) for i in range(n)
+    ]
 
 
 def _raw(sql, params=()):
@@ -87,15 +89,21 @@ class TestChain:
         _raw("UPDATE audit_auditevent SET seq = seq + 100 WHERE seq >= 3")
         _raw("UPDATE audit_auditevent SET seq = seq - 99 WHERE seq >= 100")
         forged = AuditEvent(
-            seq=3, created_at=events[2].created_at, action="thing.forged", prev_hash=events[1].hash,
-            subject_text="", before=None, after=None,
+            seq=3,
+            created_at=events[2].created_at,
+            action="thing.forged",
+            prev_hash=events[1].hash,
+            subject_text="",
+            before=None,
+            after=None,
         )
         from apps.audit.chain import event_hash
 
         forged.hash = event_hash(forged, events[1].hash)
         _raw(
             "INSERT INTO audit_auditevent (seq, uuid, created_at, actor_username, action, subject_type, subject_id,"
-            " subject_text, request_id, before, after, prev_hash, hash) VALUES (%s,%s,%s,'',%s,'','','','',NULL,NULL,%s,%s)",
+            " subject_text, request_id, before, after, prev_hash, hash)"
+            " VALUES (%s,%s,%s,'',%s,'','','','',NULL,NULL,%s,%s)",
             [3, forged.uuid.hex, forged.created_at, forged.action, forged.prev_hash, forged.hash],
         )
         _raw("UPDATE audit_auditchainhead SET seq = 5")

@@ -1,9 +1,10 @@
-from tests.serving.conftest import real_version, serving_dir, trained_model  # noqa: F401  (shared fixtures)
 import os
 import shutil
 import tempfile
 
 import pytest
+
+from tests.serving.conftest import real_version, serving_dir, trained_model  # noqa: F401  (shared fixtures)
 
 
 def _chromium() -> str | None:
@@ -27,8 +28,13 @@ def browser():
             executable_path=executable,
             headless=True,
             args=[
-                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
             ],
         )
         yield browser

@@ -30,13 +30,13 @@ def test_a_scientist_validates_submits_and_watches_a_job(page, grant):
     login(page, "alice")
     page.goto("/jobs/new/")
     page.fill("#id_name", "browser-run")
-    page.fill("#id_script", "#!/bin/bash\n#SBATCH --partition=batch\n#SBATCH -t 5\necho \"hello $GREETING\"\n")
+    page.fill("#id_script", '#!/bin/bash\n#SBATCH --partition=batch\n#SBATCH -t 5\necho "hello $GREETING"\n')
     page.fill("#id_parameters", "GREETING=axle")
     page.click("button[value=validate]")
     problems = page.locator(".problems").inner_text()
     assert "Line 2" in problems and "partition 'batch'" in problems
 
-    page.fill("#id_script", "#!/bin/bash\n#SBATCH --partition=debug\n#SBATCH -t 5\necho \"hello $GREETING\"\n")
+    page.fill("#id_script", '#!/bin/bash\n#SBATCH --partition=debug\n#SBATCH -t 5\necho "hello $GREETING"\n')
     page.click("button[value=validate]")
     assert "fits your grant" in page.locator("#validation").inner_text()
     page.click("button[value=submit]")

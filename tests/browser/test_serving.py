@@ -16,8 +16,9 @@ def login(page, username):
     page.wait_for_url("**/")
 
 
-def test_a_production_deployment_needs_someone_else_and_then_predicts(page, transactional_db, alice, team,
-                                                                      real_version, serving_dir):
+def test_a_production_deployment_needs_someone_else_and_then_predicts(
+    page, transactional_db, alice, team, real_version, serving_dir
+):
     Environment.objects.create(name="production", required_approvals=1, approver_team=team)
     MembershipFactory(user=UserFactory(username="ann"), team=team, role=Membership.Role.APPROVER)
 

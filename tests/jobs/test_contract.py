@@ -36,8 +36,9 @@ def grant(request, alice):
 
 
 def submit(grant, body, *directives, name="contract", parameters=None) -> Job:
-    job = services.job_create(user=grant.user, cluster=grant.cluster, name=name, script=script(body, *directives),
-                              parameters=parameters)
+    job = services.job_create(
+        user=grant.user, cluster=grant.cluster, name=name, script=script(body, *directives), parameters=parameters
+    )
     services.job_submit(job_id=job.pk)
     job.refresh_from_db()
     return job
@@ -105,13 +106,20 @@ def test_slurms_own_rejection_fails_the_job_with_its_words(grant):
     # Within the grant (it sets no memory limit), but more than the node has: Slurm refuses.
     job = submit(grant, "hostname", "#SBATCH --mem=100T")
     assert job.status == S.FAILED
-    assert "sbatch: error" in job.failure_message or "Memory" in job.failure_message or "node" in job.failure_message.lower()
+    assert (
+        "sbatch: error" in job.failure_message
+        or "Memory" in job.failure_message
+        or "node" in job.failure_message.lower()
+    )
 
 
 def test_a_policy_rejection_never_reaches_slurm(grant, api):
     api.force_authenticate(grant.user)
-    response = api.post("/api/v1/jobs/", {"cluster": grant.cluster.name, "script": script("hostname", "#SBATCH -p batch")},
-                        format="json")
+    response = api.post(
+        "/api/v1/jobs/",
+        {"cluster": grant.cluster.name, "script": script("hostname", "#SBATCH -p batch")},
+        format="json",
+    )
     assert response.status_code == 400
     assert response.json()["problems"] == [{"line": 5, "message": response.json()["problems"][0]["message"]}]
     assert "partition 'batch'" in response.json()["problems"][0]["message"]

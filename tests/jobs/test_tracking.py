@@ -53,7 +53,9 @@ def _setup(env, user, team, transport: str, mode: str):
     with slurm_client(grant) as client:
         files = ssh_for_files(client)
         if files.run(["test", "-s", f"{data_dir}/digits.csv"]).exit_status != 0:
-            result = files.run([env["AXLE_LOCAL_PYTHON"], "-", data_dir], stdin=(EXAMPLE / "make_dataset.py").read_bytes())
+            result = files.run(
+                [env["AXLE_LOCAL_PYTHON"], "-", data_dir], stdin=(EXAMPLE / "make_dataset.py").read_bytes()
+            )
             assert result.exit_status == 0, result.err
     dataset = dataset_services.dataset_create(user=user, team=team, name="digits")
     version = dataset_services.dataset_version_register(user=user, dataset=dataset, cluster=cluster, path=data_dir)
@@ -80,8 +82,12 @@ def _code_repo(path: str) -> str:
 
 def _run(user, cluster, version, repo, *, epochs="4", poll=None) -> Job:
     job = services.job_create(
-        user=user, cluster=cluster, name="digits-test", script=(EXAMPLE / "train.sbatch").read_text(),
-        parameters={"EPOCHS": epochs, "LEARNING_RATE": "0.05"}, dataset_versions=[version.uuid],
+        user=user,
+        cluster=cluster,
+        name="digits-test",
+        script=(EXAMPLE / "train.sbatch").read_text(),
+        parameters={"EPOCHS": epochs, "LEARNING_RATE": "0.05"},
+        dataset_versions=[version.uuid],
         code={"repo": repo, "ref": "main"},
     )
     services.job_submit(job_id=job.pk)
@@ -115,7 +121,9 @@ def test_the_example_lands_in_the_hubs_run_with_its_inputs(env, alice, team, tra
 
     job = _run(alice, cluster, version, repo, epochs="4", poll=pull)
     # Inputs recorded: the branch resolved to its commit, the dataset version, the script.
-    head = subprocess.run(["git", "--git-dir", repo, "rev-parse", "main"], capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "--git-dir", repo, "rev-parse", "main"], capture_output=True, text=True
+    ).stdout.strip()
     assert job.code_ref == "main" and job.code_commit == head
     assert list(job.dataset_versions.all()) == [version]
     assert job.mlflow_run_id and job.tracking_mode == mode
@@ -155,8 +163,12 @@ def test_a_reproduction_gives_identical_metrics(env, alice, team):
 def test_an_unknown_branch_fails_the_job_with_a_clear_message(env, alice, team):
     cluster, version, repo = _setup(env, alice, team, "ssh", "server")
     job = services.job_create(
-        user=alice, cluster=cluster, name="bad-ref", script=(EXAMPLE / "train.sbatch").read_text(),
-        dataset_versions=[version.uuid], code={"repo": repo, "ref": "no-such-branch"},
+        user=alice,
+        cluster=cluster,
+        name="bad-ref",
+        script=(EXAMPLE / "train.sbatch").read_text(),
+        dataset_versions=[version.uuid],
+        code={"repo": repo, "ref": "no-such-branch"},
     )
     services.job_submit(job_id=job.pk)
     job.refresh_from_db()

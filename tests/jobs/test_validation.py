@@ -16,8 +16,15 @@ echo hi
 def grant(alice):
     cluster = ClusterFactory(name="hpc", job_root="/scratch/{username}/axle")
     return ClusterGrantFactory(
-        user=alice, cluster=cluster, cluster_username="alice_hpc", allowed_partitions=["debug"],
-        max_cpus=4, max_mem_mb=2048, max_time_minutes=60, max_active_jobs=2, max_array_size=10,
+        user=alice,
+        cluster=cluster,
+        cluster_username="alice_hpc",
+        allowed_partitions=["debug"],
+        max_cpus=4,
+        max_mem_mb=2048,
+        max_time_minutes=60,
+        max_active_jobs=2,
+        max_array_size=10,
     )
 
 
@@ -27,7 +34,12 @@ class TestValidation:
         result, _ = services.job_validate(user=alice, cluster=grant.cluster, script=SCRIPT)
         assert result.ok, result.problems
         req = result.effective_request
-        assert (req["partition"], req["cpus_per_task"], req["total_memory_mb"], req["time_limit_minutes"]) == ("debug", 2, 1024, 30)
+        assert (req["partition"], req["cpus_per_task"], req["total_memory_mb"], req["time_limit_minutes"]) == (
+            "debug",
+            2,
+            1024,
+            30,
+        )
         assert req["output"].startswith("/scratch/alice_hpc/axle/")
 
     def test_each_problem_names_its_line(self, alice, grant):
@@ -37,10 +49,17 @@ class TestValidation:
         assert "partition 'batch'" in by_line[2]
         assert "16 CPUs" in by_line[3]
 
-    @pytest.mark.parametrize("directive", [
-        "#SBATCH --uid=0", "#SBATCH --chdir=/tmp", "#SBATCH --output=/etc/passwd", "#SBATCH --export=AXLE_SECRET",
-        "#SBATCH --get-user-env", "#SBATCH --account=physics",
-    ])
+    @pytest.mark.parametrize(
+        "directive",
+        [
+            "#SBATCH --uid=0",
+            "#SBATCH --chdir=/tmp",
+            "#SBATCH --output=/etc/passwd",
+            "#SBATCH --export=AXLE_SECRET",
+            "#SBATCH --get-user-env",
+            "#SBATCH --account=physics",
+        ],
+    )
     def test_it_refuses_options_that_change_identity_or_escape(self, alice, grant, directive):
         script = SCRIPT.replace("#SBATCH --time=00:30:00", f"#SBATCH --time=00:30:00\n{directive}")
         result, _ = services.job_validate(user=alice, cluster=grant.cluster, script=script)
@@ -57,7 +76,9 @@ class TestValidation:
 
     def test_parameters_must_be_plain_environment_names(self, alice, grant):
         result, _ = services.job_validate(
-            user=alice, cluster=grant.cluster, script=SCRIPT,
+            user=alice,
+            cluster=grant.cluster,
+            script=SCRIPT,
             parameters={"LR": 0.1, "bad-name": 1, "SLURM_JOB_ID": 3, "nested": {"a": 1}},
         )
         messages = " ".join(p["message"] for p in result.problems)
@@ -76,7 +97,9 @@ class TestCreation:
 
     def test_an_invalid_job_is_refused_with_every_problem(self, api, alice, grant):
         api.force_authenticate(alice)
-        response = api.post("/api/v1/jobs/", {"cluster": "hpc", "script": SCRIPT.replace("-c 2", "-c 64")}, format="json")
+        response = api.post(
+            "/api/v1/jobs/", {"cluster": "hpc", "script": SCRIPT.replace("-c 2", "-c 64")}, format="json"
+        )
         assert response.status_code == 400
         assert response.json()["problems"][0]["line"] == 3
         assert not Job.objects.exists()
@@ -98,7 +121,10 @@ class TestCreation:
     def test_another_users_job_answers_404(self, api, alice, bob, grant):
         job = services.job_create(user=alice, cluster=grant.cluster, name="t", script=SCRIPT)
         api.force_authenticate(bob)
-        for path in ("", "logs/", ):
+        for path in (
+            "",
+            "logs/",
+        ):
             assert api.get(f"/api/v1/jobs/{job.uuid}/{path}").status_code == 404
         assert api.post(f"/api/v1/jobs/{job.uuid}/cancel/").status_code == 404
         assert api.post(f"/api/v1/jobs/{job.uuid}/rerun/").status_code == 404
@@ -110,11 +136,22 @@ class TestCreation:
         assert response.status_code == 200 and response.json()["status"] == "cancelled"
 
 
-@pytest.mark.parametrize("slurm,hub", [
-    ("PENDING", "pending"), ("RUNNING", "running"), ("COMPLETING", "running"), ("COMPLETED", "completed"),
-    ("CANCELLED by 1000", "cancelled"), ("TIMEOUT", "timeout"), ("OUT_OF_MEMORY", "out_of_memory"),
-    ("NODE_FAIL", "node_fail"), ("FAILED", "failed"), ("BOOT_FAIL", "failed"), ("WHATEVER", None),
-])
+@pytest.mark.parametrize(
+    "slurm,hub",
+    [
+        ("PENDING", "pending"),
+        ("RUNNING", "running"),
+        ("COMPLETING", "running"),
+        ("COMPLETED", "completed"),
+        ("CANCELLED by 1000", "cancelled"),
+        ("TIMEOUT", "timeout"),
+        ("OUT_OF_MEMORY", "out_of_memory"),
+        ("NODE_FAIL", "node_fail"),
+        ("FAILED", "failed"),
+        ("BOOT_FAIL", "failed"),
+        ("WHATEVER", None),
+    ],
+)
 def test_slurm_states_map_to_the_hubs(slurm, hub):
     assert services.hub_state(slurm) == hub
 

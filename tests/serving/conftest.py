@@ -10,6 +10,8 @@ import pytest
 import requests
 from django.conf import settings
 
+from tests.integrations.kserve.conftest import crd, standin  # noqa: F401  (the Kubernetes stand-in fixtures)
+
 SERVING_PYTHON = Path("/var/lib/axle/venv/bin/python")
 
 TRAIN = textwrap.dedent(
@@ -23,7 +25,9 @@ TRAIN = textwrap.dedent(
     mlflow.set_experiment("axle-tests-serving")
     with mlflow.start_run() as run:
         model = LogisticRegression(max_iter=200).fit(X / 16.0, y)
-        info = mlflow.sklearn.log_model(model, name="model", registered_model_name=sys.argv[1], input_example=X[:2] / 16.0)
+        info = mlflow.sklearn.log_model(
+            model, name="model", registered_model_name=sys.argv[1], input_example=X[:2] / 16.0
+        )
         print("MODEL", run.info.run_id, info.registered_model_version, info.model_uri, flush=True)
     """
 )
@@ -41,8 +45,12 @@ def trained_model(tmp_path_factory):
         pytest.skip("needs the MLflow server and the serving environment of compose/local (stack.sh up)")
     name = f"axle-serving-test-{uuid.uuid4().hex[:8]}"
     out = subprocess.run(
-        [str(SERVING_PYTHON), "-c", TRAIN, name], capture_output=True, text=True, timeout=300,
-        env={**os.environ, "MLFLOW_TRACKING_URI": uri}, cwd=tmp_path_factory.mktemp("train"),
+        [str(SERVING_PYTHON), "-c", TRAIN, name],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+        cwd=tmp_path_factory.mktemp("train"),
     )
     assert out.returncode == 0, out.stderr[-2000:]
     line = next(x for x in out.stdout.splitlines() if x.startswith("MODEL "))
@@ -62,8 +70,15 @@ def real_version(trained_model, alice, team):
     job = make_job(alice, team=team, mlflow_run_id=run_id, metrics={"val_accuracy": 0.97})
     model, _ = RegisteredModel.objects.get_or_create(name=name, defaults={"team": team, "created_by": alice})
     return ModelVersion.objects.create(
-        model=model, number=number, job=job, mlflow_run_id=run_id, source_uri=model_uri, artifact_uri=model_uri,
-        sha256=sha, metrics={"val_accuracy": 0.97}, created_by=alice,
+        model=model,
+        number=number,
+        job=job,
+        mlflow_run_id=run_id,
+        source_uri=model_uri,
+        artifact_uri=model_uri,
+        sha256=sha,
+        metrics={"val_accuracy": 0.97},
+        created_by=alice,
     )
 
 
@@ -74,5 +89,6 @@ def serving_dir(tmp_path, settings):
     yield settings.AXLE_SERVING_DIR
     from apps.integrations.local_serving.backend import LocalBackend
 
-    LocalBackend(settings.AXLE_SERVING_DIR, settings.AXLE_MODEL_SERVER_MLFLOW,
-                 tracking_uri=settings.AXLE_MLFLOW_TRACKING_URI).stop_all()
+    LocalBackend(
+        settings.AXLE_SERVING_DIR, settings.AXLE_MODEL_SERVER_MLFLOW, tracking_uri=settings.AXLE_MLFLOW_TRACKING_URI
+    ).stop_all()

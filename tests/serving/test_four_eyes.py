@@ -8,9 +8,9 @@ from django.db import DatabaseError, IntegrityError, connections, transaction
 
 from apps.accounts.models import Membership
 from apps.audit.selectors import audit_verify
+from apps.integrations.serving.base import BackendStatus
 from apps.serving import services
 from apps.serving.models import Deployment, DeploymentApproval, Environment
-from apps.integrations.serving.base import BackendStatus
 from tests.factories import MembershipFactory, UserFactory
 from tests.registry.conftest import make_job, make_model_version
 
@@ -28,8 +28,7 @@ class FakeBackend:
 
     def status(self, name, namespace):
         spec = self.servers.get((namespace, name))
-        return BackendStatus(exists=spec is not None, ready=spec is not None,
-                             url=f"http://fake/{name}" if spec else "")
+        return BackendStatus(exists=spec is not None, ready=spec is not None, url=f"http://fake/{name}" if spec else "")
 
     def delete(self, name, namespace):
         self.servers.pop((namespace, name), None)
@@ -38,7 +37,10 @@ class FakeBackend:
         return [n for ns, n in self.servers if ns == namespace]
 
     def predict(self, name, namespace, payload):
-        return {"predictions": [len(payload.get("inputs", []))], "served": self.servers[(namespace, name)].model_version}
+        return {
+            "predictions": [len(payload.get("inputs", []))],
+            "served": self.servers[(namespace, name)].model_version,
+        }
 
 
 class ArtifactAsRecorded:
@@ -99,12 +101,15 @@ class TestWorkflow:
         d.refresh_from_db()
         assert d.status == D.LIVE and d.url == "http://fake/digits-staging"
 
-    def test_production_waits_for_an_approver_then_goes_live(self, alice, approver, version, production,
-                                                             django_capture_on_commit_callbacks, mailoutbox):
+    def test_production_waits_for_an_approver_then_goes_live(
+        self, alice, approver, version, production, django_capture_on_commit_callbacks, mailoutbox
+    ):
         with django_capture_on_commit_callbacks(execute=True):
             d = request(alice, version, production)
         assert d.status == D.REQUESTED
-        assert [(m.to, m.subject.startswith("[Axle] Approval wanted")) for m in mailoutbox] == [(["ann@example.org"], True)]
+        assert [(m.to, m.subject.startswith("[Axle] Approval wanted")) for m in mailoutbox] == [
+            (["ann@example.org"], True)
+        ]
         with django_capture_on_commit_callbacks(execute=True):
             services.deployment_approve(user=approver, deployment=d, comment="metrics better than live")
         d.refresh_from_db()
@@ -117,8 +122,9 @@ class TestWorkflow:
         d = services.deployment_reject(user=approver, deployment=request(alice, version, production), comment="no")
         assert d.status == D.REJECTED
 
-    def test_rollback_returns_to_the_previous_version_in_one_action(self, alice, approver, team, version, staging,
-                                                                   django_capture_on_commit_callbacks, artifact):
+    def test_rollback_returns_to_the_previous_version_in_one_action(
+        self, alice, approver, team, version, staging, django_capture_on_commit_callbacks, artifact
+    ):
         with django_capture_on_commit_callbacks(execute=True):
             first = request(alice, version, staging)
         v2 = make_model_version(make_job(alice, team=team), alice, name="digits", metrics={"val_accuracy": 0.97})
@@ -142,7 +148,9 @@ class TestWorkflow:
         with django_capture_on_commit_callbacks(execute=True):
             d = request(alice, version, staging)
         d.refresh_from_db()
-        assert services.deployment_predict(user=alice, deployment=d, payload={"inputs": [[1], [2]]})["predictions"] == [2]
+        assert services.deployment_predict(user=alice, deployment=d, payload={"inputs": [[1], [2]]})["predictions"] == [
+            2
+        ]
 
 
 @pytest.mark.django_db
@@ -179,8 +187,9 @@ class TestFourEyes:
     def test_the_database_refuses_a_self_approval_written_directly(self, alice, version, production):
         d = request(alice, version, production)
         with pytest.raises((IntegrityError, DatabaseError)), transaction.atomic():
-            DeploymentApproval.objects.create(deployment=d, approver=alice, decision="approve",
-                                              artifact_sha256=d.artifact_sha256)
+            DeploymentApproval.objects.create(
+                deployment=d, approver=alice, decision="approve", artifact_sha256=d.artifact_sha256
+            )
 
     def test_the_requester_cannot_be_changed_afterwards(self, alice, approver, version, production):
         d = request(alice, version, production)
@@ -201,8 +210,9 @@ class TestFourEyes:
         api.force_authenticate(bob)
         assert api.post(f"/api/v1/deployments/{d.uuid}/approve/", {}, format="json").status_code == 403
 
-    def test_an_approval_is_void_when_the_artifact_changed(self, alice, approver, version, production, artifact,
-                                                           django_capture_on_commit_callbacks):
+    def test_an_approval_is_void_when_the_artifact_changed(
+        self, alice, approver, version, production, artifact, django_capture_on_commit_callbacks
+    ):
         d = request(alice, version, production)
         artifact["sha"] = "f" * 64  # someone replaced the model's files in the artifact store
         with django_capture_on_commit_callbacks(execute=True):
@@ -223,8 +233,9 @@ class TestFourEyes:
 @pytest.mark.django_db(transaction=True)
 def test_two_approvers_at_once_give_exactly_one_transition(alice, team, artifact, monkeypatch):
     production = Environment.objects.create(name="production", required_approvals=1, approver_role="approver")
-    approvers = [MembershipFactory(user=UserFactory(username=f"a{i}"), team=team, role="approver").user
-                 for i in range(4)]
+    approvers = [
+        MembershipFactory(user=UserFactory(username=f"a{i}"), team=team, role="approver").user for i in range(4)
+    ]
     version = make_model_version(make_job(alice, team=team), alice, name="digits")
     artifact["sha"] = version.sha256
     d = request(alice, version, production)
@@ -252,14 +263,18 @@ def test_two_approvers_at_once_give_exactly_one_transition(alice, team, artifact
 
 
 @pytest.mark.django_db
-def test_lineage_reaches_from_the_dataset_side_to_the_deployment(api, alice, version, staging,
-                                                                django_capture_on_commit_callbacks):
+def test_lineage_reaches_from_the_dataset_side_to_the_deployment(
+    api, alice, version, staging, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
         d = request(alice, version, staging)
     api.force_authenticate(alice)
     graph = api.get("/api/v1/lineage/", {"kind": "model_version", "id": str(version.uuid)}).json()
     assert f"deployment:{d.uuid}" in {n["id"] for n in graph["nodes"]}
-    assert {"source": f"model_version:{version.uuid}", "target": f"deployment:{d.uuid}",
-            "relation": "deployed_as"} in graph["edges"]
+    assert {
+        "source": f"model_version:{version.uuid}",
+        "target": f"deployment:{d.uuid}",
+        "relation": "deployed_as",
+    } in graph["edges"]
     back = api.get("/api/v1/lineage/", {"kind": "deployment", "id": str(d.uuid)}).json()
     assert f"job:{version.job.uuid}" in {n["id"] for n in back["nodes"]}

@@ -7,7 +7,6 @@ import yaml
 from apps.core import crypto
 from apps.serving import services
 from apps.serving.models import Deployment, Environment
-from tests.integrations.kserve.conftest import crd, standin  # noqa: F401  (fixtures)
 from tests.integrations.kserve.test_kserve_backend import kubeconfig
 from tests.registry.conftest import make_job, make_model_version
 
@@ -24,11 +23,14 @@ class ArtifactAsRecorded:
 
 
 @pytest.fixture
-def kserve_env(standin, db):  # noqa: F811
+def kserve_env(standin, db):
     standin.token = TOKEN
     config = {**kubeconfig(standin, TOKEN), "current-context": "axle-staging"}
     return Environment.objects.create(
-        name="k8s-staging", required_approvals=0, backend="kserve", namespace="ml-staging",
+        name="k8s-staging",
+        required_approvals=0,
+        backend="kserve",
+        namespace="ml-staging",
         kubeconfig_encrypted=crypto.encrypt(yaml.safe_dump(config)),
     )
 
@@ -43,8 +45,13 @@ def s3_version(alice, team, monkeypatch):
     return version
 
 
-def test_a_worker_killed_while_deploying_converges_to_one_inference_service(alice, kserve_env, s3_version, standin,
-                                                                            monkeypatch):  # noqa: F811
+def test_a_worker_killed_while_deploying_converges_to_one_inference_service(
+    alice,
+    kserve_env,
+    s3_version,
+    standin,
+    monkeypatch,
+):
     d = services.deployment_request(user=alice, model_version=s3_version, environment=kserve_env, reason="try")
     real_converge = services._converge
 
@@ -71,8 +78,14 @@ def test_a_worker_killed_while_deploying_converges_to_one_inference_service(alic
     assert [key for key in standin.objects if key[0] == "ml-staging"] == [("ml-staging", d.backend_name)]
 
 
-def test_a_canary_on_kserve_sets_the_traffic_split(alice, kserve_env, s3_version, standin, team,
-                                                   django_capture_on_commit_callbacks):  # noqa: F811
+def test_a_canary_on_kserve_sets_the_traffic_split(
+    alice,
+    kserve_env,
+    s3_version,
+    standin,
+    team,
+    django_capture_on_commit_callbacks,
+):
     with django_capture_on_commit_callbacks(execute=True):
         first = services.deployment_request(user=alice, model_version=s3_version, environment=kserve_env, reason="a")
     standin.mark_ready(first.backend_name, "ml-staging")
@@ -83,8 +96,9 @@ def test_a_canary_on_kserve_sets_the_traffic_split(alice, kserve_env, s3_version
     type(v2).objects.filter(pk=v2.pk).update(artifact_uri="s3://models/vision/digits/2/model", sha256=s3_version.sha256)
     v2.refresh_from_db()
     with django_capture_on_commit_callbacks(execute=True):
-        canary = services.deployment_request(user=alice, model_version=v2, environment=kserve_env, reason="b",
-                                             canary_percent=10)
+        canary = services.deployment_request(
+            user=alice, model_version=v2, environment=kserve_env, reason="b", canary_percent=10
+        )
     isvc = standin.get(canary.backend_name, "ml-staging")
     assert isvc["spec"]["predictor"]["canaryTrafficPercent"] == 10
     assert isvc["spec"]["predictor"]["model"]["storageUri"].endswith("/2/model")

@@ -21,13 +21,15 @@ def envs(db, team):
 
 
 def backend(settings):
-    return LocalBackend(settings.AXLE_SERVING_DIR, settings.AXLE_MODEL_SERVER_MLFLOW,
-                        tracking_uri=settings.AXLE_MLFLOW_TRACKING_URI)
+    return LocalBackend(
+        settings.AXLE_SERVING_DIR, settings.AXLE_MODEL_SERVER_MLFLOW, tracking_uri=settings.AXLE_MLFLOW_TRACKING_URI
+    )
 
 
 @pytest.mark.django_db
-def test_an_approved_version_serves_predictions(alice, team, real_version, envs, serving_dir, settings,
-                                                django_capture_on_commit_callbacks):
+def test_an_approved_version_serves_predictions(
+    alice, team, real_version, envs, serving_dir, settings, django_capture_on_commit_callbacks
+):
     _, production = envs
     approver = MembershipFactory(user=UserFactory(username="ann"), team=team, role=Membership.Role.APPROVER).user
     d = services.deployment_request(user=alice, model_version=real_version, environment=production, reason="better")
@@ -41,8 +43,9 @@ def test_an_approved_version_serves_predictions(alice, team, real_version, envs,
 
 
 @pytest.mark.django_db
-def test_a_worker_killed_while_deploying_converges_to_one_live_server(alice, real_version, envs, serving_dir,
-                                                                      settings, monkeypatch):
+def test_a_worker_killed_while_deploying_converges_to_one_live_server(
+    alice, real_version, envs, serving_dir, settings, monkeypatch
+):
     staging, _ = envs
     d = services.deployment_request(user=alice, model_version=real_version, environment=staging, reason="try")
     assert d.status == D.APPROVED
@@ -64,8 +67,9 @@ def test_a_worker_killed_while_deploying_converges_to_one_live_server(alice, rea
 
 
 @pytest.mark.django_db
-def test_a_server_that_died_is_restarted_and_a_stray_one_stopped(alice, real_version, envs, serving_dir, settings,
-                                                                 django_capture_on_commit_callbacks):
+def test_a_server_that_died_is_restarted_and_a_stray_one_stopped(
+    alice, real_version, envs, serving_dir, settings, django_capture_on_commit_callbacks
+):
     staging, _ = envs
     with django_capture_on_commit_callbacks(execute=True):
         d = services.deployment_request(user=alice, model_version=real_version, environment=staging, reason="try")

@@ -169,9 +169,7 @@ class ClusterState:
 
 @runtime_checkable
 class FileReader(Protocol):
-    def read_file(
-        self, path: str, offset: int = 0, limit: int = 1 << 20
-    ) -> tuple[bytes, int]:
+    def read_file(self, path: str, offset: int = 0, limit: int = 1 << 20) -> tuple[bytes, int]:
         """Read at most `limit` bytes of `path` starting at byte `offset`; return the bytes
         and the offset to ask for next. Never re-reads what came before `offset`."""
         ...

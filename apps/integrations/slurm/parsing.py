@@ -92,9 +92,7 @@ def squeue_args(user: str | None = None, *, all_states: bool = False) -> list[st
     return args
 
 
-def sacct_args(
-    job_ids: Iterable[str] | None = None, *, since: str | None = None
-) -> list[str]:
+def sacct_args(job_ids: Iterable[str] | None = None, *, since: str | None = None) -> list[str]:
     args = [
         "sacct",
         "--noheader",
@@ -126,9 +124,7 @@ def parse_duration(text: str) -> float | None:
     """Seconds in a Slurm duration: '1-02:03:04', '02:03:04', '03:04', '00:01.234'.
     None for 'UNLIMITED', 'INVALID', 'N/A' and anything unreadable."""
     s = text.strip()
-    m = re.fullmatch(
-        r"(?:(\d+)-)?(\d+(?:\.\d+)?)(?::(\d+(?:\.\d+)?))?(?::(\d+(?:\.\d+)?))?", s
-    )
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+(?:\.\d+)?)(?::(\d+(?:\.\d+)?))?(?::(\d+(?:\.\d+)?))?", s)
     if not m:
         return None
     days, a, b, c = m.groups()
@@ -308,9 +304,7 @@ def parse_sacct(output: str) -> list[JobInfo]:
             end_time=parse_time(row["End"]),
             elapsed_seconds=_int(row["ElapsedRaw"]),
             time_limit_minutes=_int(row["TimelimitRaw"]),
-            node_list=""
-            if row["NodeList"] in ("None assigned", "(null)")
-            else row["NodeList"],
+            node_list="" if row["NodeList"] in ("None assigned", "(null)") else row["NodeList"],
             exit_code=exit_code,
             exit_signal=exit_signal,
             cpu_time_seconds=parse_duration(row["TotalCPU"]),
@@ -369,17 +363,13 @@ def parse_sinfo(output: str) -> ClusterState:
                 name=part_name,
                 state=row["avail"].upper(),
                 is_default=is_default,
-                time_limit_minutes=None
-                if limit.lower() == "infinite"
-                else parse_minutes(limit),
+                time_limit_minutes=None if limit.lower() == "infinite" else parse_minutes(limit),
             )
         part.nodes.append(name)
         part.total_cpus += cpus
         part.total_memory_mb += memory
         part.total_gpus += gpus
-    return ClusterState(
-        partitions=list(partitions.values()), nodes=list(nodes.values())
-    )
+    return ClusterState(partitions=list(partitions.values()), nodes=list(nodes.values()))
 
 
 # ------------------------------------------------------------------ sbatch / scontrol

@@ -134,14 +134,10 @@ FLAG_PROPERTIES = {"hold", "requeue", "no_requeue", "spread_job", "minimum_nodes
 BASE_ENVIRONMENT = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 
-def mint_token(
-    key: bytes, username: str, lifetime: int = TOKEN_LIFETIME_SECONDS
-) -> str:
+def mint_token(key: bytes, username: str, lifetime: int = TOKEN_LIFETIME_SECONDS) -> str:
     """A slurmrestd JWT for `username` only (auth/jwt reads the `sun` claim)."""
     now = int(time.time())
-    return jwt.encode(
-        {"iat": now, "exp": now + lifetime, "sun": username}, key, algorithm="HS256"
-    )
+    return jwt.encode({"iat": now, "exp": now + lifetime, "sun": username}, key, algorithm="HS256")
 
 
 def job_properties(req: SubmitRequest) -> dict[str, Any]:
@@ -235,10 +231,7 @@ class RestClient:
 
     def _headers(self) -> dict[str, str]:
         # re-mint well before expiry so a long poll cycle never sends a stale token
-        stale = (
-            not self._token
-            or time.time() - self._minted_at > TOKEN_LIFETIME_SECONDS / 2
-        )
+        stale = not self._token or time.time() - self._minted_at > TOKEN_LIFETIME_SECONDS / 2
         if self._jwt_key is not None and stale:
             self._token = mint_token(self._jwt_key, self.username)
             self._minted_at = time.time()
@@ -282,26 +275,19 @@ class RestClient:
                     f"The connection to {self.base_url} broke during the submission; the job "
                     "may or may not have been submitted."
                 ) from None
-            raise TransportError(
-                f"Cannot reach {self.base_url}: {exc}", permanent=False
-            ) from None
+            raise TransportError(f"Cannot reach {self.base_url}: {exc}", permanent=False) from None
         except requests.Timeout:
             if ambiguous:
                 raise AmbiguousSubmitError(
                     f"{self.base_url} did not answer the submission in time; the job may or "
                     "may not have been submitted."
                 ) from None
-            raise TransportError(
-                f"{self.base_url} did not answer in time.", permanent=False
-            ) from None
+            raise TransportError(f"{self.base_url} did not answer in time.", permanent=False) from None
         except requests.RequestException as exc:
-            raise TransportError(
-                f"Request to {self.base_url} failed: {exc}", permanent=False
-            ) from None
+            raise TransportError(f"Request to {self.base_url} failed: {exc}", permanent=False) from None
         if response.status_code in (401, 403):
             raise TransportError(
-                f"slurmrestd refused the credentials of {self.username} "
-                f"(HTTP {response.status_code}).",
+                f"slurmrestd refused the credentials of {self.username} (HTTP {response.status_code}).",
                 permanent=True,
             )
         try:
@@ -337,9 +323,7 @@ class RestClient:
         if notes:
             log.info("slurmrestd accepted job %s with a note: %s", job_id, notes)
         if not job_id:
-            raise AmbiguousSubmitError(
-                f"slurmrestd answered without a job id: {answer}"
-            )
+            raise AmbiguousSubmitError(f"slurmrestd answered without a job id: {answer}")
         return str(job_id)
 
     def queue(self, user: str) -> list[JobInfo]:
@@ -376,9 +360,7 @@ class RestClient:
     def cancel(self, job_id: str) -> None:
         self._request("DELETE", "slurm", f"job/{job_id}")
 
-    def read_file(
-        self, path: str, offset: int = 0, limit: int = 1 << 20
-    ) -> tuple[bytes, int]:
+    def read_file(self, path: str, offset: int = 0, limit: int = 1 << 20) -> tuple[bytes, int]:
         if self.file_reader is None:
             raise UnsupportedOperation(
                 "slurmrestd has no file API; this cluster needs an SSH login (or a shared "
@@ -403,11 +385,8 @@ class RestClient:
                 PartitionInfo(
                     name=name,
                     state=_str(p.get("state") or "UP").upper(),
-                    is_default="default" in [f.lower() for f in flags]
-                    or "DEFAULT" in flags,
-                    time_limit_minutes=limit
-                    if isinstance(limit, int) and 0 <= limit < NO_VAL
-                    else None,
+                    is_default="default" in [f.lower() for f in flags] or "DEFAULT" in flags,
+                    time_limit_minutes=limit if isinstance(limit, int) and 0 <= limit < NO_VAL else None,
                     nodes=[n.name for n in members],
                     total_cpus=sum(n.cpus for n in members),
                     total_memory_mb=sum(n.memory_mb for n in members),
@@ -420,9 +399,7 @@ class RestClient:
         answer = self._request("GET", "slurm", "ping")
         pings = answer.get("pings") or []
         if not any(_str(p.get("ping")).upper() == "UP" for p in pings):
-            raise TransportError(
-                f"The Slurm controller does not answer: {pings}", permanent=False
-            )
+            raise TransportError(f"The Slurm controller does not answer: {pings}", permanent=False)
 
 
 FINISHED_STATES = {
@@ -443,9 +420,7 @@ ESLURM_REST_EMPTY_RESULT = 9003
 
 
 def _error_codes(body: Mapping[str, Any]) -> set[Any]:
-    return {
-        e.get("error_code", e.get("error_number")) for e in body.get("errors") or [] if e
-    }
+    return {e.get("error_code", e.get("error_number")) for e in body.get("errors") or [] if e}
 
 
 def _submitted_anyway(status: int, body: Mapping[str, Any]) -> bool:
@@ -465,10 +440,7 @@ def _nothing_found(status: int, body: Mapping[str, Any]) -> bool:
 
 def _never_sent(exc: requests.ConnectionError) -> bool:
     text = str(exc).lower()
-    return any(
-        s in text
-        for s in ("refused", "name or service", "no route", "failed to establish")
-    )
+    return any(s in text for s in ("refused", "name or service", "no route", "failed to establish"))
 
 
 def _error_text(errors: Iterable[Mapping[str, Any]]) -> str:
@@ -494,15 +466,11 @@ def _job_from_slurm(j: Mapping[str, Any]) -> JobInfo:
     return JobInfo(
         job_id=str(j.get("job_id")),
         array_job_id=str(array_job) if is_array and array_job else None,
-        array_task_id=(str(task) if task is not None else pending_range)
-        if is_array
-        else None,
+        array_task_id=(str(task) if task is not None else pending_range) if is_array else None,
         name=_str(j.get("name")),
         comment=_str(j.get("comment")),
         state=_str(j.get("job_state")),
-        reason=""
-        if j.get("state_reason") in (None, "None")
-        else _str(j.get("state_reason")),
+        reason="" if j.get("state_reason") in (None, "None") else _str(j.get("state_reason")),
         user=_str(j.get("user_name")),
         account=_str(j.get("account")),
         partition=_str(j.get("partition")),
@@ -511,9 +479,7 @@ def _job_from_slurm(j: Mapping[str, Any]) -> JobInfo:
         end_time=_epoch(j.get("end_time")),
         node_list=_str(j.get("nodes")),
         elapsed_seconds=elapsed,
-        time_limit_minutes=limit
-        if isinstance(limit, int) and limit < 2**31 - 1
-        else None,
+        time_limit_minutes=limit if isinstance(limit, int) and limit < 2**31 - 1 else None,
         alloc_cpus=j.get("cpus"),
         num_nodes=j.get("node_count"),
         work_dir=_str(j.get("current_working_directory")),
@@ -528,8 +494,7 @@ def _job_from_slurmdb(j: Mapping[str, Any]) -> JobInfo:
     total = times.get("total") or {}
     tres = j.get("tres") or {}
     allocated = {
-        t.get("type") + ("/" + t["name"] if t.get("name") else ""): t.get("count")
-        for t in tres.get("allocated") or []
+        t.get("type") + ("/" + t["name"] if t.get("name") else ""): t.get("count") for t in tres.get("allocated") or []
     }
     max_rss = None
     for step in j.get("steps") or []:
@@ -547,26 +512,19 @@ def _job_from_slurmdb(j: Mapping[str, Any]) -> JobInfo:
         name=_str(j.get("name")),
         comment=_str(comment.get("job") if isinstance(comment, dict) else comment),
         state=_str(state.get("current")),
-        reason=""
-        if state.get("reason") in (None, "None")
-        else _str(state.get("reason")),
+        reason="" if state.get("reason") in (None, "None") else _str(state.get("reason")),
         user=_str(j.get("user")),
         account=_str(j.get("account")),
         partition=_str(j.get("partition")),
         submit_time=_epoch(times.get("submission")),
         start_time=_epoch(times.get("start")),
         end_time=_epoch(times.get("end")),
-        node_list=""
-        if j.get("nodes") in (None, "None assigned")
-        else _str(j.get("nodes")),
+        node_list="" if j.get("nodes") in (None, "None assigned") else _str(j.get("nodes")),
         elapsed_seconds=times.get("elapsed"),
         time_limit_minutes=times.get("limit"),
         exit_code=exit_code.get("return_code"),
         exit_signal=signal if isinstance(signal, int) else None,
-        cpu_time_seconds=(total.get("seconds") or 0)
-        + (total.get("microseconds") or 0) / 1e6
-        if total
-        else None,
+        cpu_time_seconds=(total.get("seconds") or 0) + (total.get("microseconds") or 0) / 1e6 if total else None,
         max_rss_bytes=max_rss,
         alloc_cpus=allocated.get("cpu"),
         alloc_gpus=allocated.get("gres/gpu", 0) if allocated else None,
@@ -589,8 +547,6 @@ def _node(n: Mapping[str, Any]) -> NodeInfo:
         gres=gres,
         partitions=list(n.get("partitions") or []),
         cpus_allocated=n.get("alloc_cpus"),
-        free_memory_mb=n.get("free_memory")
-        if isinstance(n.get("free_memory"), int)
-        else None,
+        free_memory_mb=n.get("free_memory") if isinstance(n.get("free_memory"), int) else None,
         reason=_str(n.get("reason")),
     )

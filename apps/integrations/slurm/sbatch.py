@@ -138,9 +138,7 @@ OPTIONS: dict[str, tuple[str | None, str]] = {
     "wckey": (None, REQUIRED),
     "wrap": (None, REQUIRED),
 }
-SHORT_OPTIONS: dict[str, str] = {
-    short: name for name, (short, _) in OPTIONS.items() if short
-}
+SHORT_OPTIONS: dict[str, str] = {short: name for name, (short, _) in OPTIONS.items() if short}
 
 MAGIC_WORDS = ("#SBATCH", "#SLURM")
 
@@ -236,9 +234,7 @@ def extract_directive_words(script: str) -> tuple[list[tuple[int, str]], list[Pr
                 continue
             break  # the first command ends the directives
         if magic == "#SLURM":
-            problems.append(
-                Problem(lineno, "#SLURM is an old spelling; write #SBATCH instead.")
-            )
+            problems.append(Problem(lineno, "#SLURM is an old spelling; write #SBATCH instead."))
         lowered = line.lower()
         if "hetjob" in lowered or "packjob" in lowered:
             problems.append(
@@ -303,11 +299,7 @@ def parse_arguments(
                 directives.append(Directive(line, option, value if eq else None, word))
                 i += 1
             elif i + 1 < len(words):
-                directives.append(
-                    Directive(
-                        line, option, words[i + 1][1], f"{word} {words[i + 1][1]}"
-                    )
-                )
+                directives.append(Directive(line, option, words[i + 1][1], f"{word} {words[i + 1][1]}"))
                 i += 2
             else:
                 problems.append(Problem(line, f"--{option} needs a value."))
@@ -332,11 +324,7 @@ def parse_arguments(
                 if rest or kind == OPTIONAL:
                     directives.append(Directive(line, option, rest or None, word))
                 elif i + 1 < len(words):
-                    directives.append(
-                        Directive(
-                            line, option, words[i + 1][1], f"{word} {words[i + 1][1]}"
-                        )
-                    )
+                    directives.append(Directive(line, option, words[i + 1][1], f"{word} {words[i + 1][1]}"))
                     consumed_next = True
                 else:
                     problems.append(Problem(line, f"-{letter} needs a value."))
@@ -361,8 +349,7 @@ def parse_script(script: str) -> tuple[list[Directive], list[Problem]]:
             Problem(
                 line,
                 f"sbatch stops reading options at `{word}`, which is not an option "
-                f"(did you forget a '-' or '--', or quotes around a value with spaces?)."
-                + tail,
+                f"(did you forget a '-' or '--', or quotes around a value with spaces?)." + tail,
             )
         )
     return directives, problems
@@ -372,9 +359,7 @@ def parse_command_line(args: Iterable[str]) -> tuple[list[Directive], list[Probl
     """The hub's own sbatch options, as sbatch reads its command line."""
     directives, problems, leftover = parse_arguments([(None, a) for a in args])
     if leftover:
-        problems.append(
-            Problem(None, f"Unexpected sbatch argument {leftover[0][1]!r}.")
-        )
+        problems.append(Problem(None, f"Unexpected sbatch argument {leftover[0][1]!r}."))
     return directives, problems
 
 
@@ -580,11 +565,7 @@ class EffectiveRequest:
             "time_limit_minutes": (
                 None
                 if self.time_limit_minutes is None
-                else (
-                    "UNLIMITED"
-                    if self.time_limit_minutes == INFINITE
-                    else int(self.time_limit_minutes)
-                )
+                else ("UNLIMITED" if self.time_limit_minutes == INFINITE else int(self.time_limit_minutes))
             ),
             "array": self.array,
             "array_task_count": self.array_task_count,
@@ -596,9 +577,7 @@ class EffectiveRequest:
         }
 
 
-def resolve(
-    directives: Sequence[Directive], problems: list[Problem] | None = None
-) -> EffectiveRequest:
+def resolve(directives: Sequence[Directive], problems: list[Problem] | None = None) -> EffectiveRequest:
     """Apply directives in order (later wins, like sbatch) and interpret the values that
     matter for policy. Unreadable values are appended to `problems`."""
     problems = problems if problems is not None else []
@@ -654,11 +633,7 @@ def resolve(
                 continue
             for other in ("mem", "mem-per-cpu", "mem-per-gpu"):
                 prev = mem_sources.get(other)
-                if (
-                    other != o
-                    and prev is not None
-                    and prev.from_script == d.from_script
-                ):
+                if other != o and prev is not None and prev.from_script == d.from_script:
                     bad(
                         d,
                         f"--{o} cannot be combined with --{other} (line {prev.line}); keep one",
@@ -731,9 +706,7 @@ def _total_gpus(req: EffectiveRequest) -> int:
     return 0
 
 
-def effective_request(
-    script: str, hub_args: Sequence[str] = ()
-) -> tuple[EffectiveRequest, list[Problem]]:
+def effective_request(script: str, hub_args: Sequence[str] = ()) -> tuple[EffectiveRequest, list[Problem]]:
     """Parse `script`, apply the hub's command-line options on top, and resolve."""
     directives, problems = parse_script(script)
     cli, cli_problems = parse_command_line(hub_args)
@@ -806,9 +779,7 @@ def check_against_limits(request: EffectiveRequest, limits: Limits) -> list[Prob
         if not d.from_script:
             continue
         if d.option in FORBIDDEN:
-            problems.append(
-                Problem(d.line, f"`{d.text}` is not allowed: it {FORBIDDEN[d.option]}.")
-            )
+            problems.append(Problem(d.line, f"`{d.text}` is not allowed: it {FORBIDDEN[d.option]}."))
         elif d.option == "export" and d.value:
             for item in d.value.split(","):
                 name = item.split("=", 1)[0].strip()
@@ -821,9 +792,7 @@ def check_against_limits(request: EffectiveRequest, limits: Limits) -> list[Prob
                         )
                     )
 
-    def check_set(
-        option: str, label: str, values: list[str], allowed: frozenset[str] | None
-    ) -> None:
+    def check_set(option: str, label: str, values: list[str], allowed: frozenset[str] | None) -> None:
         if allowed is None:
             return
         for value in values:
@@ -848,16 +817,13 @@ def check_against_limits(request: EffectiveRequest, limits: Limits) -> list[Prob
     if request.qos:
         check_set("qos", "QoS", [request.qos], limits.allowed_qos)
 
-    def over(
-        option: str, what: str, value: float, limit: int | None, unit: str = ""
-    ) -> None:
+    def over(option: str, what: str, value: float, limit: int | None, unit: str = "") -> None:
         if limit is not None and value > limit:
             shown = "unlimited" if value == INFINITE else f"{int(value)}{unit}"
             problems.append(
                 Problem(
                     line_of(option),
-                    f"This job asks for {shown} {what}, more than your grant's limit of "
-                    f"{limit}{unit}.",
+                    f"This job asks for {shown} {what}, more than your grant's limit of {limit}{unit}.",
                 )
             )
 
@@ -872,15 +838,9 @@ def check_against_limits(request: EffectiveRequest, limits: Limits) -> list[Prob
         "gpus",
     )
     over(gpu_option, "GPUs", request.gpus, limits.max_gpus)
-    mem_option = next(
-        (o for o in ("mem", "mem-per-cpu", "mem-per-gpu") if o in w), "mem"
-    )
+    mem_option = next((o for o in ("mem", "mem-per-cpu", "mem-per-gpu") if o in w), "mem")
     total_mem = request.total_memory_mb
-    if (
-        total_mem == 0
-        and request.mem_per_node_mb == 0
-        and limits.max_mem_mb is not None
-    ):
+    if total_mem == 0 and request.mem_per_node_mb == 0 and limits.max_mem_mb is not None:
         problems.append(
             Problem(
                 line_of("mem"),

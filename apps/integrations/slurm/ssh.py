@@ -91,9 +91,7 @@ class _PinnedPolicy(paramiko.MissingHostKeyPolicy):
     def __init__(self, pinned: PinnedHostKey) -> None:
         self.pinned = pinned
 
-    def missing_host_key(
-        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
-    ) -> None:
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         presented = fingerprint(key)
         if presented not in self.pinned.fingerprints:
             raise HostKeyError(
@@ -103,9 +101,7 @@ class _PinnedPolicy(paramiko.MissingHostKeyPolicy):
             )
 
 
-def load_private_key(
-    key: str | paramiko.PKey, passphrase: str | None = None
-) -> paramiko.PKey:
+def load_private_key(key: str | paramiko.PKey, passphrase: str | None = None) -> paramiko.PKey:
     if isinstance(key, paramiko.PKey):
         return key
     for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
@@ -242,14 +238,10 @@ class SSHClient:
         Raises TransportError if the command could not be started (nothing ran) and
         _ConnectionLost if the connection died after it was sent (it may have run)."""
         words = [*(f"{k}={v}" for k, v in (env or {}).items())]
-        command = " ".join(
-            shlex.quote(w) for w in (["env", *words] if words else []) + list(args)
-        )
+        command = " ".join(shlex.quote(w) for w in (["env", *words] if words else []) + list(args))
         return self._exec(command, stdin=stdin, timeout=timeout)
 
-    def _exec(
-        self, command: str, *, stdin: bytes | None, timeout: float | None
-    ) -> CommandResult:
+    def _exec(self, command: str, *, stdin: bytes | None, timeout: float | None) -> CommandResult:
         self.connect()
         assert self._client is not None
         transport = self._client.get_transport()
@@ -259,9 +251,7 @@ class SSHClient:
             channel.exec_command(command)
         except (paramiko.SSHException, OSError, EOFError, AssertionError) as exc:
             self.close()
-            raise TransportError(
-                f"Cannot start a command on {self.host}: {exc}", permanent=False
-            ) from None
+            raise TransportError(f"Cannot start a command on {self.host}: {exc}", permanent=False) from None
         try:
             if stdin is not None:
                 channel.sendall(stdin)
@@ -291,25 +281,19 @@ class SSHClient:
                     break
                 continue
             if not self._alive():
-                raise _ConnectionLost(
-                    "the connection closed before the command finished"
-                )
+                raise _ConnectionLost("the connection closed before the command finished")
             if time.monotonic() > deadline:
                 raise _ConnectionLost(f"no answer within {timeout:.0f}s")
             if not progressed:
                 time.sleep(0.005)
         return CommandResult(channel.recv_exit_status(), bytes(out), bytes(err))
 
-    def _query(
-        self, args: Sequence[str], env: Mapping[str, str] | None = None
-    ) -> CommandResult:
+    def _query(self, args: Sequence[str], env: Mapping[str, str] | None = None) -> CommandResult:
         """A read-only command: a lost connection is just a transient transport error."""
         try:
             return self.run(args, env=env)
         except _ConnectionLost as exc:
-            raise TransportError(
-                f"Lost the connection to {self.host}: {exc}", permanent=False
-            ) from None
+            raise TransportError(f"Lost the connection to {self.host}: {exc}", permanent=False) from None
 
     # ---------------------------------------------------------------- SlurmClient
 
@@ -332,14 +316,10 @@ class SSHClient:
                 "the job may or may not have been submitted."
             ) from None
         if result.exit_status != 0:
-            raise SlurmRejected(
-                result.err or f"sbatch exited with status {result.exit_status}"
-            )
+            raise SlurmRejected(result.err or f"sbatch exited with status {result.exit_status}")
         job_id = parsing.parse_sbatch_parsable(result.out)
         if job_id is None:
-            raise AmbiguousSubmitError(
-                f"sbatch succeeded but printed no job id: {result.out!r}"
-            )
+            raise AmbiguousSubmitError(f"sbatch succeeded but printed no job id: {result.out!r}")
         return job_id
 
     def queue(self, user: str) -> list[JobInfo]:
@@ -358,9 +338,7 @@ class SSHClient:
         # squeue keeps finished jobs for MinJobAge (300 s by default), which covers a
         # worker restarting; accounting only has comments with
         # AccountingStoreFlags=job_comment, so it is the fallback, not the source.
-        result = self._query(
-            parsing.squeue_args(None, all_states=True), env=parsing.TIME_ENV
-        )
+        result = self._query(parsing.squeue_args(None, all_states=True), env=parsing.TIME_ENV)
         self._check(result, "squeue")
         found = [j for j in parsing.parse_squeue(result.out) if j.comment == marker]
         if found:
@@ -375,21 +353,15 @@ class SSHClient:
     def cancel(self, job_id: str) -> None:
         result = self._query(["scancel", job_id])
         if result.exit_status != 0 or result.err:
-            raise SlurmRejected(
-                result.err or f"scancel exited with status {result.exit_status}"
-            )
+            raise SlurmRejected(result.err or f"scancel exited with status {result.exit_status}")
 
-    def read_file(
-        self, path: str, offset: int = 0, limit: int = 1 << 20
-    ) -> tuple[bytes, int]:
+    def read_file(self, path: str, offset: int = 0, limit: int = 1 << 20) -> tuple[bytes, int]:
         limit = max(0, min(limit, MAX_READ))
         # tail seeks to the offset and head stops after `limit` bytes, so only the new
         # part of a growing log crosses the wire. /bin/sh, not the user's login shell,
         # interprets the pipe: a csh user must not change the meaning.
         script = 'test -r "$1" || exit 44; tail -c +"$2" -- "$1" | head -c "$3"'
-        result = self._query(
-            ["/bin/sh", "-c", script, "sh", path, str(offset + 1), str(limit)]
-        )
+        result = self._query(["/bin/sh", "-c", script, "sh", path, str(offset + 1), str(limit)])
         if result.exit_status == 44:
             raise RemoteFileMissing(f"{path} does not exist (yet) or cannot be read.")
         self._check(result, "tail")

@@ -25,9 +25,7 @@ from apps.integrations.slurm.base import JobInfo, SlurmClient  # noqa: E402
 from apps.integrations.slurm.rest import RestClient  # noqa: E402
 from apps.integrations.slurm.ssh import SSHClient  # noqa: E402
 
-CLUSTER_ENV = Path(
-    os.environ.get("AXLE_LOCAL_CLUSTER_ENV", "/var/lib/axle/cluster.env")
-)
+CLUSTER_ENV = Path(os.environ.get("AXLE_LOCAL_CLUSTER_ENV", "/var/lib/axle/cluster.env"))
 USER = "scientist"
 
 
@@ -48,8 +46,7 @@ def read_env_file(path: Path) -> dict[str, str]:
 def cluster() -> dict[str, str]:
     if not CLUSTER_ENV.exists():
         pytest.skip(
-            f"{CLUSTER_ENV} is missing: the local Slurm cluster is not up "
-            "(start it with compose/local/stack.sh up)"
+            f"{CLUSTER_ENV} is missing: the local Slurm cluster is not up (start it with compose/local/stack.sh up)"
         )
     return read_env_file(CLUSTER_ENV)
 
@@ -89,9 +86,7 @@ def ssh(ssh_factory: Callable[..., SSHClient]) -> Iterator[SSHClient]:
 
 
 @pytest.fixture(scope="session")
-def rest(
-    cluster: dict[str, str], ssh_factory: Callable[..., SSHClient]
-) -> Iterator[RestClient]:
+def rest(cluster: dict[str, str], ssh_factory: Callable[..., SSHClient]) -> Iterator[RestClient]:
     key = Path(cluster["AXLE_LOCAL_JWT_KEY_FILE"]).read_bytes()
     client = RestClient(
         cluster.get("AXLE_LOCAL_REST_URL", "http://127.0.0.1:6820"),

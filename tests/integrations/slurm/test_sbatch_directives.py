@@ -27,9 +27,7 @@ def options(script: str) -> list[tuple[int | None, str, str | None]]:
 
 
 def test_it_reads_directives_after_the_shebang_blank_lines_and_comments() -> None:
-    script = (
-        "#!/bin/bash\n\n# train the model\n#SBATCH -p debug\n   \n#SBATCH --time=10\n"
-    )
+    script = "#!/bin/bash\n\n# train the model\n#SBATCH -p debug\n   \n#SBATCH --time=10\n"
     assert options(script) == [(4, "partition", "debug"), (6, "time", "10")]
 
 
@@ -135,9 +133,7 @@ def test_it_reports_an_unclosed_quote() -> None:
     assert "never closed" in problems[0].message
 
 
-def test_it_stops_at_a_word_that_is_not_an_option_and_ignores_later_directives() -> (
-    None
-):
+def test_it_stops_at_a_word_that_is_not_an_option_and_ignores_later_directives() -> None:
     directives, problems = parse_script("#SBATCH -N 2\n#SBATCH time=10\n#SBATCH -n 4\n")
     assert [(d.option, d.value) for d in directives] == [("nodes", "2")]
     assert problems[0].line == 2
@@ -163,9 +159,7 @@ def test_it_refuses_heterogeneous_jobs() -> None:
 
 def test_it_takes_the_next_word_as_the_value_even_on_the_next_line() -> None:
     # getopt sees one argument vector for the whole script
-    assert options("#SBATCH --partition\n#SBATCH debug\n") == [
-        (1, "partition", "debug")
-    ]
+    assert options("#SBATCH --partition\n#SBATCH debug\n") == [(1, "partition", "debug")]
 
 
 def test_tokenizer_splits_on_any_whitespace() -> None:
@@ -239,9 +233,7 @@ def test_it_refuses_memory_it_cannot_read(text: str) -> None:
         ("0-15:4%2", 4, 12, 2),
     ],
 )
-def test_it_counts_array_tasks(
-    text: str, count: int, max_index: int, throttle: int | None
-) -> None:
+def test_it_counts_array_tasks(text: str, count: int, max_index: int, throttle: int | None) -> None:
     spec = parse_array(text)
     assert spec is not None
     assert (spec.count, spec.max_index, spec.throttle) == (count, max_index, throttle)
@@ -283,9 +275,7 @@ def test_it_resolves_a_realistic_training_script() -> None:
 
 
 def test_hub_options_override_the_script() -> None:
-    req, _ = effective_request(
-        TRAIN, ["--output=/jobs/1/out", "--hold", "--job-name=hub"]
-    )
+    req, _ = effective_request(TRAIN, ["--output=/jobs/1/out", "--hold", "--job-name=hub"])
     assert req.output == "/jobs/1/out"
     assert req.hold is True
     assert req.job_name == "hub"
@@ -380,9 +370,7 @@ LIMITS = Limits(
 )
 
 
-def problems_for(
-    script: str, hub_args: list[str] | None = None
-) -> list[tuple[int | None, str]]:
+def problems_for(script: str, hub_args: list[str] | None = None) -> list[tuple[int | None, str]]:
     req, parse_problems = effective_request(script, hub_args or [])
     assert parse_problems == []
     return [(p.line, p.message) for p in check_against_limits(req, LIMITS)]
@@ -474,9 +462,7 @@ def test_it_refuses_exporting_the_hubs_secrets(export: str) -> None:
     assert "reserved" in message
 
 
-@pytest.mark.parametrize(
-    "export", ["ALL", "NONE", "ALL,EPOCHS=3", "MLFLOW_TRACKING_URI"]
-)
+@pytest.mark.parametrize("export", ["ALL", "NONE", "ALL,EPOCHS=3", "MLFLOW_TRACKING_URI"])
 def test_it_allows_ordinary_exports(export: str) -> None:
     assert problems_for(f"#SBATCH --export={export}\n") == []
 

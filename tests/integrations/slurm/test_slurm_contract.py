@@ -28,9 +28,7 @@ pytestmark = pytest.mark.slurm
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"}
 
 
-def request(
-    script: str, scratch: str, marker: str, *extra: str, name: str = "contract"
-) -> SubmitRequest:
+def request(script: str, scratch: str, marker: str, *extra: str, name: str = "contract") -> SubmitRequest:
     return SubmitRequest(
         script=script,
         job_name=name,
@@ -61,9 +59,7 @@ echo "line three" >&2
 """
 
 
-def test_it_submits_a_job_and_sees_it_in_the_queue(
-    slurm: SlurmClient, scratch: str, marker: str
-) -> None:
+def test_it_submits_a_job_and_sees_it_in_the_queue(slurm: SlurmClient, scratch: str, marker: str) -> None:
     job_id = slurm.submit(request("#!/bin/bash\nsleep 20\n", scratch, marker))
     try:
         queued = {j.job_id: j for j in slurm.queue(USER)}
@@ -80,11 +76,7 @@ def test_it_tracks_a_job_to_completion_and_reads_its_log_in_two_chunks(
     job_id = slurm.submit(request(HELLO, scratch, marker))
     [job] = finished(slurm, job_id)
     assert (job.state, job.exit_code) == ("COMPLETED", 0)
-    assert (
-        job.node_list
-        and job.elapsed_seconds is not None
-        and job.cpu_time_seconds is not None
-    )
+    assert job.node_list and job.elapsed_seconds is not None and job.cpu_time_seconds is not None
     assert job.alloc_cpus and job.alloc_cpus >= 1
 
     path = f"{scratch}/contract-{job_id}.out"
@@ -99,20 +91,14 @@ def test_it_tracks_a_job_to_completion_and_reads_its_log_in_two_chunks(
 
 
 def test_it_cancels_a_long_job(slurm: SlurmClient, scratch: str, marker: str) -> None:
-    job_id = slurm.submit(
-        request("#!/bin/bash\n#SBATCH -t 5\nsleep 300\n", scratch, marker)
-    )
-    wait_for(
-        lambda: slurm.queue(USER), lambda jobs: any(j.job_id == job_id for j in jobs)
-    )
+    job_id = slurm.submit(request("#!/bin/bash\n#SBATCH -t 5\nsleep 300\n", scratch, marker))
+    wait_for(lambda: slurm.queue(USER), lambda jobs: any(j.job_id == job_id for j in jobs))
     slurm.cancel(job_id)
     [job] = finished(slurm, job_id)
     assert job.state == "CANCELLED"
 
 
-def test_an_array_job_shows_each_task(
-    slurm: SlurmClient, scratch: str, marker: str
-) -> None:
+def test_an_array_job_shows_each_task(slurm: SlurmClient, scratch: str, marker: str) -> None:
     script = "#!/bin/bash\n#SBATCH --array=0-2%2\n#SBATCH -t 2\necho task $SLURM_ARRAY_TASK_ID\n"
     job_id = slurm.submit(
         SubmitRequest(
@@ -131,9 +117,7 @@ def test_an_array_job_shows_each_task(
     assert out == b"task 2\n"
 
 
-def test_slurms_rejection_comes_back_verbatim(
-    slurm: SlurmClient, scratch: str, marker: str
-) -> None:
+def test_slurms_rejection_comes_back_verbatim(slurm: SlurmClient, scratch: str, marker: str) -> None:
     with pytest.raises(SlurmRejected) as caught:
         slurm.submit(request(HELLO, scratch, marker, "--partition=nosuchpartition"))
     assert "invalid partition" in caught.value.message.lower()
@@ -144,15 +128,11 @@ def test_slurm_rejects_an_account_the_user_has_no_association_with(
     slurm: SlurmClient, scratch: str, marker: str
 ) -> None:
     with pytest.raises(SlurmRejected) as caught:
-        slurm.submit(
-            request("#!/bin/bash\n#SBATCH -A nosuchaccount\ntrue\n", scratch, marker)
-        )
+        slurm.submit(request("#!/bin/bash\n#SBATCH -A nosuchaccount\ntrue\n", scratch, marker))
     assert "account" in caught.value.message.lower()
 
 
-def test_it_finds_a_job_by_its_marker(
-    slurm: SlurmClient, scratch: str, marker: str
-) -> None:
+def test_it_finds_a_job_by_its_marker(slurm: SlurmClient, scratch: str, marker: str) -> None:
     job_id = slurm.submit(request("#!/bin/bash\nsleep 20\n", scratch, marker, "--hold"))
     try:
         found = slurm.find_by_comment(marker)
@@ -167,9 +147,7 @@ def test_accounting_for_a_job_slurm_never_had_is_empty(slurm: SlurmClient) -> No
     assert slurm.accounting(["99999999"]) == []
 
 
-def test_accounting_keeps_the_marker_of_a_finished_job(
-    slurm: SlurmClient, scratch: str, marker: str
-) -> None:
+def test_accounting_keeps_the_marker_of_a_finished_job(slurm: SlurmClient, scratch: str, marker: str) -> None:
     job_id = slurm.submit(request("#!/bin/bash\ntrue\n", scratch, marker))
     [job] = finished(slurm, job_id)
     assert job.comment == marker
@@ -180,9 +158,7 @@ def test_it_reads_the_clusters_partitions_and_nodes(slurm: SlurmClient) -> None:
     assert {p.name for p in state.partitions} >= {"debug", "batch"}
     assert state.default_partition == "debug"
     debug = state.partition("debug")
-    assert (
-        debug is not None and debug.time_limit_minutes == 60 and debug.total_cpus >= 1
-    )
+    assert debug is not None and debug.time_limit_minutes == 60 and debug.total_cpus >= 1
     assert state.nodes and state.nodes[0].cpus >= 1 and state.nodes[0].memory_mb > 0
 
 
@@ -256,9 +232,7 @@ def test_the_effective_request_equals_what_slurm_resolves(
 ) -> None:
     script = REALISTIC[case]
     hub = [f"--output={scratch}/%x-%j.out", "--hold"]
-    req, problems = effective_request(
-        script, ["--job-name=" + case.replace(" ", "-"), *hub]
-    )
+    req, problems = effective_request(script, ["--job-name=" + case.replace(" ", "-"), *hub])
     assert problems == []
     job_id = slurm.submit(
         SubmitRequest(

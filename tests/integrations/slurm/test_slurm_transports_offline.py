@@ -38,9 +38,7 @@ def req(script: str, *extra: str, env: dict[str, str] | None = None) -> SubmitRe
 
 def test_rest_sends_the_scripts_directives_as_job_properties() -> None:
     props = job_properties(
-        req(
-            "#!/bin/bash\n#SBATCH -p debug -N 2 --ntasks-per-node 4\n#SBATCH -t 1:00:00 --mem=4G\necho\n"
-        )
+        req("#!/bin/bash\n#SBATCH -p debug -N 2 --ntasks-per-node 4\n#SBATCH -t 1:00:00 --mem=4G\necho\n")
     )
     assert props["partition"] == "debug"
     assert props["nodes"] == "2"
@@ -53,17 +51,13 @@ def test_rest_sends_the_scripts_directives_as_job_properties() -> None:
 
 
 def test_rest_applies_the_hubs_options_over_the_script() -> None:
-    props = job_properties(
-        req("#SBATCH -o mine.out -J mine\n", "--output=/x/%j.out", "--hold")
-    )
+    props = job_properties(req("#SBATCH -o mine.out -J mine\n", "--output=/x/%j.out", "--hold"))
     assert props["standard_output"] == "/x/%j.out"
     assert props["hold"] is True
     assert props["name"] == "hub-name"
 
 
-def test_a_hub_memory_option_replaces_the_scripts_other_memory_option_over_rest() -> (
-    None
-):
+def test_a_hub_memory_option_replaces_the_scripts_other_memory_option_over_rest() -> None:
     props = job_properties(req("#SBATCH --mem-per-cpu=1G\n", "--mem=2G"))
     assert props["memory_per_node"] == "2G"
     assert "memory_per_cpu" not in props
@@ -128,9 +122,7 @@ def _ed25519_line() -> tuple[str, paramiko.PKey]:
     return pem, key
 
 
-def test_the_pinned_policy_accepts_the_pinned_key_by_fingerprint_or_known_hosts_line() -> (
-    None
-):
+def test_the_pinned_policy_accepts_the_pinned_key_by_fingerprint_or_known_hosts_line() -> None:
     _, key = _ed25519_line()
     for pin in (
         fingerprint(key),
@@ -155,9 +147,7 @@ def test_an_ssh_client_never_shows_its_key() -> None:
 
 def test_a_connection_refused_is_a_transient_transport_error() -> None:
     pem, _ = _ed25519_line()
-    client = SSHClient(
-        "127.0.0.1", 9, "alice", pem, host_key="SHA256:x", connect_timeout=2
-    )
+    client = SSHClient("127.0.0.1", 9, "alice", pem, host_key="SHA256:x", connect_timeout=2)
     with pytest.raises(TransportError) as caught:
         client.connect()
     assert not caught.value.permanent

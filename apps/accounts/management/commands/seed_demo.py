@@ -51,8 +51,14 @@ class Command(BaseCommand):
         scientist = User.objects.get(username="scientist")
         admin = User.objects.get(username="admin")
         limits = {
-            "allowed_partitions": ["debug"], "allowed_accounts": ["vision"], "max_nodes": 1, "max_cpus": 2,
-            "max_mem_mb": 4096, "max_time_minutes": 60, "max_active_jobs": 20, "max_array_size": 100,
+            "allowed_partitions": ["debug"],
+            "allowed_accounts": ["vision"],
+            "max_nodes": 1,
+            "max_cpus": 2,
+            "max_mem_mb": 4096,
+            "max_time_minutes": 60,
+            "max_active_jobs": 20,
+            "max_array_size": 100,
         }
         for transport in ("ssh", "rest"):
             cluster = register_local_cluster(env=env, transport=transport, name=f"local-{transport}", actor=admin)

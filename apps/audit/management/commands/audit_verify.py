@@ -10,6 +10,7 @@ class Command(BaseCommand):
         result = audit_verify()
         if not result.ok:
             raise CommandError(
-                f"Audit chain BROKEN after {result.count} good events: {result.problem} (first bad event #{result.bad_seq})."
+                f"Audit chain BROKEN after {result.count} good events: {result.problem} "
+                f"(first bad event #{result.bad_seq})."
             )
         self.stdout.write(f"Audit chain OK: {result.count} events, head {result.head_hash}")

@@ -59,9 +59,15 @@ class Command(BaseCommand):
 
         self.say("submitting the example job (scikit-learn on the digits data, logged with plain mlflow)")
         job = services.job_create(
-            user=scientist, cluster=cluster_row, name=JOB_NAME, script=(EXAMPLE / "train.sbatch").read_text(),
-            parameters={"EPOCHS": "15", "LEARNING_RATE": "0.01"}, dataset_versions=[version.uuid],
-            code={"repo": repo, "ref": self._branch()}, register_model_as=MODEL_NAME, team=team,
+            user=scientist,
+            cluster=cluster_row,
+            name=JOB_NAME,
+            script=(EXAMPLE / "train.sbatch").read_text(),
+            parameters={"EPOCHS": "15", "LEARNING_RATE": "0.01"},
+            dataset_versions=[version.uuid],
+            code={"repo": repo, "ref": self._branch()},
+            register_model_as=MODEL_NAME,
+            team=team,
         )
         services.job_submit(job_id=job.pk)
         job.refresh_from_db()
@@ -105,7 +111,9 @@ class Command(BaseCommand):
         )
         version = dataset.versions.filter(status="ready", path=data_dir).order_by("number").first()
         if version is None:
-            version = dataset_services.dataset_version_register(user=user, dataset=dataset, cluster=cluster, path=data_dir)
+            version = dataset_services.dataset_version_register(
+                user=user, dataset=dataset, cluster=cluster, path=data_dir
+            )
             version = dataset_services.dataset_version_checksum(version_id=version.pk) or version
             version.refresh_from_db()
             if version.status != "ready":
@@ -114,14 +122,16 @@ class Command(BaseCommand):
         return version
 
     def _branch(self) -> str:
-        out = subprocess.run(["git", "rev-parse", "--abbrev-ref", "HEAD"], cwd=settings.BASE_DIR,
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            ["git", "rev-parse", "--abbrev-ref", "HEAD"], cwd=settings.BASE_DIR, capture_output=True, text=True
+        )
         branch = out.stdout.strip()
         return branch if out.returncode == 0 and branch and branch != "HEAD" else self._head()
 
     def _head(self) -> str:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=settings.BASE_DIR, capture_output=True,
-                              text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=settings.BASE_DIR, capture_output=True, text=True, check=True
+        ).stdout.strip()
 
     def _code_mirror(self, path: str) -> str:
         """This repository, mirrored where scientist's jobs can clone it: the example's code
@@ -131,8 +141,19 @@ class Command(BaseCommand):
             target.parent.mkdir(parents=True, exist_ok=True)
             subprocess.run(["git", "clone", "--quiet", "--bare", str(settings.BASE_DIR), str(target)], check=True)
         else:
-            subprocess.run(["git", "--git-dir", str(target), "fetch", "--quiet", "--force", str(settings.BASE_DIR),
-                            "+refs/heads/*:refs/heads/*"], check=True)
+            subprocess.run(
+                [
+                    "git",
+                    "--git-dir",
+                    str(target),
+                    "fetch",
+                    "--quiet",
+                    "--force",
+                    str(settings.BASE_DIR),
+                    "+refs/heads/*:refs/heads/*",
+                ],
+                check=True,
+            )
         # The jobs run as scientist, and git refuses repositories other users own.
         subprocess.run(["chown", "-R", "scientist:", str(target.parent)], check=True)
         self.say(f"code: {target} at {self._branch()} ({self._head()[:12]})")

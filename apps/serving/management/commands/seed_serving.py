@@ -30,12 +30,22 @@ class Command(BaseCommand):
         ]:
             with transaction.atomic():
                 env, created = Environment.objects.get_or_create(
-                    name=name, defaults={"required_approvals": approvals, "approver_role": "approver",
-                                         "approver_team": vision, "backend": "local", "description": description},
+                    name=name,
+                    defaults={
+                        "required_approvals": approvals,
+                        "approver_role": "approver",
+                        "approver_team": vision,
+                        "backend": "local",
+                        "description": description,
+                    },
                 )
                 if created:
-                    audit_record(action="environment.created", subject=env, actor=admin,
-                                 after={"required_approvals": approvals, "backend": "local"})
+                    audit_record(
+                        action="environment.created",
+                        subject=env,
+                        actor=admin,
+                        after={"required_approvals": approvals, "backend": "local"},
+                    )
         counts = services.serving_reconcile()
         if counts["restarted"] or counts["converged"]:
             self.say(f"model servers reconciled: {counts}")
@@ -46,12 +56,17 @@ class Command(BaseCommand):
             return
         staging = Environment.objects.get(name="staging")
         version = model.versions.order_by("-number").first()
-        deployment = Deployment.objects.filter(environment=staging, model_version=version).exclude(
-            status__in=[Deployment.Status.REJECTED, Deployment.Status.ROLLED_BACK]
-        ).order_by("-created_at").first()
+        deployment = (
+            Deployment.objects.filter(environment=staging, model_version=version)
+            .exclude(status__in=[Deployment.Status.REJECTED, Deployment.Status.ROLLED_BACK])
+            .order_by("-created_at")
+            .first()
+        )
         if deployment is None:
             deployment = services.deployment_request(
-                user=User.objects.get(username="scientist"), model_version=version, environment=staging,
+                user=User.objects.get(username="scientist"),
+                model_version=version,
+                environment=staging,
                 reason="Demo: try the example model",
             )
         deadline = time.monotonic() + 240
@@ -65,6 +80,8 @@ class Command(BaseCommand):
             elif deployment.status == Deployment.Status.DEPLOYING:
                 services.serving_reconcile()
             if time.monotonic() > deadline or deployment.status in Deployment.TERMINAL:
-                raise CommandError(f"{version} did not go live in staging: {deployment.last_error or deployment.status}")
+                raise CommandError(
+                    f"{version} did not go live in staging: {deployment.last_error or deployment.status}"
+                )
             time.sleep(1)
         self.say(f"{version} is live in staging at {deployment.url}; production waits for approver")
