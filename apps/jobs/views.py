@@ -6,6 +6,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from apps.clusters.selectors import grant_usable_list
 from apps.core.errors import ApplicationError, NotFound
+from apps.datasets.models import DatasetVersion
 
 from . import selectors, services
 from .api import job_inputs
@@ -67,7 +68,18 @@ def job_list(request):
 def job_new(request):
     grants = list(grant_usable_list(user=request.user))
     rerun_of = None
-    initial = {"script": SCRIPT_TEMPLATE, "name": "", "parameters": "LEARNING_RATE=0.01", "cluster": ""}
+    initial = {
+        "script": SCRIPT_TEMPLATE,
+        "name": "",
+        "parameters": "LEARNING_RATE=0.01",
+        "cluster": "",
+        "datasets": [],
+        "code_repo": "",
+        "code_ref": "",
+        "image": "",
+        "verify": "",
+        "register": "",
+    }
     if request.GET.get("from"):
         rerun_of = _job(request, request.GET["from"])
         params = "\n".join(f"{k}={v}" for k, v in rerun_of.parameters.items())
@@ -76,11 +88,27 @@ def job_new(request):
             "name": rerun_of.name,
             "parameters": params,
             "cluster": rerun_of.cluster.name,
+            "datasets": [str(v.uuid) for v in rerun_of.dataset_versions.all()],
+            "code_repo": rerun_of.code_repo,
+            "code_ref": rerun_of.code_ref,
+            "image": rerun_of.image_path,
+            "verify": "on" if rerun_of.verify_datasets else "",
+            "register": rerun_of.register_model_as,
         }
-    context = {"grants": grants, "form": initial, "problems": [], "errors": []}
+    versions = (
+        DatasetVersion.objects.filter(dataset__team__memberships__user=request.user, status=DatasetVersion.Status.READY)
+        .select_related("dataset", "cluster")
+        .defer("manifest")
+        .order_by("dataset__name", "-number")
+    )
+    context = {"grants": grants, "form": initial, "problems": [], "errors": [], "dataset_versions": versions}
     if request.method == "POST":
         # Browsers send a textarea with CRLF line breaks, which sbatch refuses; the user typed LF.
-        form = {k: request.POST.get(k, "").replace("\r\n", "\n") for k in ("script", "name", "parameters", "cluster")}
+        form = {
+            k: request.POST.get(k, "").replace("\r\n", "\n")
+            for k in ("script", "name", "parameters", "cluster", "code_repo", "code_ref", "image", "verify", "register")
+        }
+        form["datasets"] = request.POST.getlist("datasets")
         context["form"] = form
         params, errors = _parse_parameters(form["parameters"])
         grant = next((g for g in grants if g.cluster.name == form["cluster"]), None)
@@ -101,6 +129,11 @@ def job_new(request):
                     name=form["name"],
                     script=form["script"],
                     parameters=params,
+                    dataset_versions=form["datasets"],
+                    code={"repo": form["code_repo"], "ref": form["code_ref"]} if form["code_repo"].strip() else None,
+                    image=form["image"],
+                    verify_datasets=bool(form["verify"]),
+                    register_model_as=form["register"],
                 )
             except ApplicationError as exc:
                 context["problems"] = exc.extra.get("problems") or [{"line": None, "message": exc.message}]
