@@ -84,4 +84,12 @@ class Command(BaseCommand):
                     f"{version} did not go live in staging: {deployment.last_error or deployment.status}"
                 )
             time.sleep(1)
+        # A server the reconciler just restarted is live on paper before it answers.
+        from apps.serving.backends import backend_for
+
+        backend, ready_by = backend_for(staging), time.monotonic() + 180
+        while not backend.status(deployment.backend_name, staging.namespace).ready:
+            if time.monotonic() > ready_by:
+                raise CommandError(f"the model server for {version} does not answer; see {deployment.backend_name}.log")
+            time.sleep(1)
         self.say(f"{version} is live in staging at {deployment.url}; production waits for approver")
