@@ -455,8 +455,15 @@ def serving_reconcile() -> dict[str, int]:
             log.warning("status of %s failed: %s", deployment.backend_name, exc)
             continue
         if deployment.status == D.DEPLOYING:
-            if status.ready and status.exists:
-                _went_live(deployment, status.url)
+            # The worker may have died before the artifact check, and a ready status under
+            # this name may be the version this one replaces: check, then apply our own spec.
+            try:
+                problem = _check_artifact(deployment)
+            except Unavailable as exc:
+                Deployment.objects.filter(pk=deployment.pk).update(last_error=exc.message)
+                continue
+            if problem:
+                _fail(deployment, problem)
             else:
                 _converge(deployment, timeout=0)
             counts["converged"] += 1

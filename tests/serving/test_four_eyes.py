@@ -221,6 +221,20 @@ class TestFourEyes:
         assert d.status == D.FAILED and "approval is void" in d.last_error
         assert FakeBackend.servers == {}
 
+    def test_the_reconciler_checks_the_artifact_of_a_deployment_a_dead_worker_left_deploying(
+        self, alice, approver, version, production, artifact
+    ):
+        d = request(alice, version, production)
+        services.deployment_approve(user=approver, deployment=d)
+        d.refresh_from_db()
+        # The worker died right after moving it to deploying, before checking the artifact.
+        services.transition(obj=d, to=D.DEPLOYING, transitions=Deployment.TRANSITIONS, action="deployment.deploying")
+        artifact["sha"] = "f" * 64
+        services.serving_reconcile()
+        d.refresh_from_db()
+        assert d.status == D.FAILED and "approval is void" in d.last_error
+        assert FakeBackend.servers == {}
+
     def test_approving_twice_gives_one_decision(self, api, alice, approver, version, production):
         d = request(alice, version, production)
         api.force_authenticate(approver)
