@@ -383,6 +383,35 @@ class Waits:
         requests.Session.request = timed_request
 
     @classmethod
+    @contextmanager
+    def sql(cls):
+        """Also time every SQL statement and COMMIT (round trips to the database) while open."""
+        from django.db import connection
+
+        def wrapper(execute, sql, params, many, context):
+            t0 = time.monotonic()
+            try:
+                return execute(sql, params, many, context)
+            finally:
+                cls._add("db (SQL)", t0)
+
+        commit = connection.commit
+
+        def timed_commit():
+            t0 = time.monotonic()
+            try:
+                return commit()
+            finally:
+                cls._add("db (COMMIT)", t0)
+
+        connection.commit = timed_commit
+        try:
+            with connection.execute_wrapper(wrapper):
+                yield
+        finally:
+            del connection.commit  # back to the class's method
+
+    @classmethod
     def snapshot(cls) -> tuple[dict[str, int], dict[str, float]]:
         return dict(cls.calls), dict(cls.seconds)
 
@@ -456,6 +485,10 @@ def cpu_seconds(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+
+def cpu_of_named(comm: str) -> float:
+    return sum(c or 0.0 for c in (cpu_seconds(p) for p in pids_named(comm)))
 
 
 def machine_busy_seconds() -> float:

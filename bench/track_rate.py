@@ -130,6 +130,7 @@ def main() -> int:
     if args.tcp_nodelay:
         c.tcp_nodelay()
     ssh = c.check_cluster(env)
+    c.Waits.install(env)
     name = f"axlebench-track-{c.run_id()}"
     ctld = c.pids_named("slurmctld")
     c.say(
@@ -170,8 +171,15 @@ def main() -> int:
             )
 
             c.say(
-                f"{'cycle':>5} {'slurm calls':>11} {'jobs':>6} {'errors':>6} {'wall s':>7} {'hub CPU s':>9} "
-                f"{'slurmctld CPU s':>15} {'rest of machine CPU s':>21}"
+                "wall: the cycle's duration; squeue: the hub waiting for the squeue command; DB: the hub waiting "
+                "for its SQL statements and COMMITs (counts in brackets); CPU: seconds of the hub process, "
+                "slurmctld, PostgreSQL (all its processes) and everything else on the machine (sshd, squeue, "
+                "other work)"
+            )
+            c.say(
+                f"{'cycle':>5} {'slurm calls':>11} {'jobs':>6} {'errors':>6} {'wall s':>7} {'squeue s':>8} "
+                f"{'DB s (stmts/commits)':>22} {'hub CPU s':>9} {'slurmctld CPU':>13} {'postgres CPU':>12} "
+                f"{'other CPU':>9}"
             )
             for cycle in range(1, args.cycles + 1):
                 profiler = None
@@ -180,16 +188,25 @@ def main() -> int:
 
                     profiler = cProfile.Profile()
                 ctl0 = sum(c.cpu_seconds(p) or 0 for p in ctld)
+                pg0 = c.cpu_of_named("postgres")
                 busy0 = c.machine_busy_seconds()
+                waits = c.Waits.snapshot()
                 cpu0, wall0 = time.process_time(), time.monotonic()
                 if profiler:
                     profiler.enable()
-                stats = jobs_poll()
+                with c.Waits.sql():
+                    stats = jobs_poll()
                 if profiler:
                     profiler.disable()
                 wall, cpu = time.monotonic() - wall0, time.process_time() - cpu0
                 ctl = sum(c.cpu_seconds(p) or 0 for p in ctld) - ctl0
                 busy = c.machine_busy_seconds() - busy0
+                pg = max(c.cpu_of_named("postgres") - pg0, 0.0)  # backends that ended meanwhile drop out
+                waited = c.Waits.since(waits)
+                sql_calls, sql_s = waited.get("db (SQL)", (0, 0.0))
+                commits, commit_s = waited.get("db (COMMIT)", (0, 0.0))
+                sql_s += commit_s
+                squeue_s = sum(sec for kind, (_, sec) in waited.items() if kind.startswith(("ssh", "http")))
                 row = {
                     "cycle": cycle,
                     "calls": stats.slurm_calls,
@@ -198,12 +215,18 @@ def main() -> int:
                     "wall": wall,
                     "cpu": cpu,
                     "ctld": ctl,
-                    "other": max(busy - cpu - ctl, 0.0),
+                    "pg": pg,
+                    "other": max(busy - cpu - ctl - pg, 0.0),
+                    "squeue": squeue_s,
+                    "sql": sql_s,
+                    "sql_calls": sql_calls,
+                    "commits": commits,
                 }
                 rows.append(row)
                 c.say(
-                    f"{cycle:>5} {row['calls']:>11} {row['jobs']:>6} {row['errors']:>6} {wall:>7.2f} {cpu:>9.2f} "
-                    f"{ctl:>15.2f} {row['other']:>21.2f}"
+                    f"{cycle:>5} {row['calls']:>11} {row['jobs']:>6} {row['errors']:>6} {wall:>7.2f} {squeue_s:>8.2f} "
+                    f"{sql_s:>7.2f} ({sql_calls:>5}/{commits:>5}) {cpu:>9.2f} {ctl:>13.2f} {pg:>12.2f} "
+                    f"{row['other']:>9.2f}"
                 )
                 if profiler:
                     import pstats
@@ -220,12 +243,16 @@ def main() -> int:
     if not rows:
         return 1
     n = len(rows)
-    avg = {k: sum(r[k] for r in rows) / n for k in ("calls", "wall", "cpu", "ctld", "other")}
+    avg = {
+        k: sum(r[k] for r in rows) / n
+        for k in ("calls", "wall", "cpu", "ctld", "pg", "other", "sql_calls", "commits", "sql")
+    }
     c.say("")
     c.say(f"== track_rate: {rows[0]['jobs']} active jobs, {n} cycles, hub {hub_label}; {c.load()}")
     c.say(
         f"per cycle (mean): {avg['calls']:.1f} Slurm calls, {avg['wall']:.2f}s wall, {avg['cpu']:.2f} hub CPU s, "
-        f"{avg['ctld']:.2f} slurmctld CPU s, {avg['other']:.2f} rest-of-machine CPU s; "
+        f"{avg['ctld']:.2f} slurmctld CPU s, {avg['pg']:.2f} PostgreSQL CPU s, {avg['other']:.2f} other CPU s, "
+        f"DB waits {avg['sql']:.2f}s for {avg['sql_calls']:.0f} SQL statements and {avg['commits']:.0f} COMMITs; "
         f"set-up {setup_seconds:.0f}s"
     )
     return 0 if all(r["errors"] == 0 and r["jobs"] == rows[0]["jobs"] for r in rows) else 1
