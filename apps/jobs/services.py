@@ -254,6 +254,10 @@ def _submit_request(job: Job, env: dict[str, str]) -> SubmitRequest:
     )
 
 
+class _Superseded(Exception):
+    """The job left `submitting` while its inputs were being resolved."""
+
+
 def _prepare(job: Job, client) -> dict[str, str]:
     """Resolve the inputs, open the MLflow run and lay out the job folder, all before sbatch.
     Returns the job's environment. Records what it resolved at once (never edited later)."""
@@ -280,7 +284,10 @@ def _prepare(job: Job, client) -> dict[str, str]:
         setattr(job, key, value)
     experiment_id, run_id = tracking.start_run(job)
     resolved.update(mlflow_experiment_id=experiment_id, mlflow_run_id=run_id)
-    Job.objects.filter(pk=job.pk, status=S.SUBMITTING).update(**resolved, updated_at=timezone.now())
+    # Resolving inputs may outlast AXLE_SUBMIT_STUCK_SECONDS: if the job was taken for stuck
+    # meanwhile, it is another worker's now, and a sbatch from here would make a second job.
+    if not Job.objects.filter(pk=job.pk, status=S.SUBMITTING).update(**resolved, updated_at=timezone.now()):
+        raise _Superseded
     job.mlflow_experiment_id, job.mlflow_run_id = experiment_id, run_id
     if job.tracking_mode == Cluster.TrackingMode.FILE:
         inputs.write_files(files, tracking.mlruns_dir(job), tracking.bootstrap_file_store(job, experiment_id, run_id))
@@ -316,6 +323,8 @@ def job_submit(*, job_id: int) -> Job | None:
         with slurm_client(job.grant) as client:
             env = _prepare(job, client)
             slurm_job_id = client.submit(_submit_request(job, env))
+    except _Superseded:
+        return Job.objects.get(pk=job.pk)
     except inputs.InputError as exc:
         return transition(
             obj=job,

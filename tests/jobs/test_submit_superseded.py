@@ -1,0 +1,40 @@
+"""A submission whose inputs took longer to resolve than the stuck cutoff must not reach sbatch."""
+
+from contextlib import contextmanager
+
+import pytest
+
+from apps.jobs import services, tracking
+from apps.jobs.models import Job
+from tests.registry.conftest import make_job
+
+S = Job.Status
+
+
+class RecordingClient:
+    submitted: list = []
+
+    def submit(self, request):
+        self.submitted.append(request)
+        return "4242"
+
+
+@pytest.mark.django_db
+def test_it_does_not_sbatch_a_job_taken_for_stuck_while_its_inputs_were_resolved(alice, monkeypatch):
+    job = make_job(alice, status=S.QUEUED)
+    RecordingClient.submitted = []
+
+    @contextmanager
+    def fake_client(grant):
+        yield RecordingClient()
+
+    def slow_start_run(j):
+        # Meanwhile the periodic tick took the job for one a dead worker left submitting.
+        Job.objects.filter(pk=j.pk).update(status=S.UNKNOWN)
+        return "1", "run-1"
+
+    monkeypatch.setattr(services, "slurm_client", fake_client)
+    monkeypatch.setattr(tracking, "start_run", slow_start_run)
+    result = services.job_submit(job_id=job.pk)
+    assert RecordingClient.submitted == []
+    assert result.status == S.UNKNOWN and result.slurm_job_id == ""
