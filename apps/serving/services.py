@@ -319,8 +319,8 @@ def _converge(deployment: Deployment, timeout: float | None = None) -> Deploymen
     reconciler records it live when Kubernetes says it is ready."""
     if timeout is None:
         timeout = READY_TIMEOUT_SECONDS if deployment.environment.backend == "local" else KSERVE_WAIT_SECONDS
-    backend = backend_for(deployment.environment)
     try:
+        backend = backend_for(deployment.environment)
         backend.apply(_spec(deployment))
         deadline = time.monotonic() + timeout
         status = backend.status(deployment.backend_name, deployment.environment.namespace)
@@ -448,8 +448,9 @@ def serving_reconcile() -> dict[str, int]:
     ):
         env = deployment.environment
         wanted.setdefault(place(env), set()).add(deployment.backend_name)
-        backend = backend_for(env)
         try:
+            # One environment without a usable kubeconfig must not stop the others' reconciling.
+            backend = backend_for(env)
             status = backend.status(deployment.backend_name, env.namespace)
         except ServingError as exc:
             log.warning("status of %s failed: %s", deployment.backend_name, exc)

@@ -235,6 +235,26 @@ class TestFourEyes:
         assert d.status == D.FAILED and "approval is void" in d.last_error
         assert FakeBackend.servers == {}
 
+    def test_an_environment_without_a_kubeconfig_does_not_stop_reconciling_the_others(
+        self, alice, version, staging, monkeypatch, django_capture_on_commit_callbacks
+    ):
+        with django_capture_on_commit_callbacks(execute=True):
+            d = request(alice, version, staging)
+        Environment.objects.create(name="k8s", required_approvals=0, backend="kserve")
+        broken = make_model_version(make_job(alice, team=version.model.team), alice, name="other")
+        monkeypatch.setattr("apps.jobs.tracking.client", lambda: ArtifactAsRecorded(broken.sha256))
+        k8s = request(alice, broken, Environment.objects.get(name="k8s"))  # queued, not run yet
+        services.transition(obj=k8s, to=D.DEPLOYING, transitions=Deployment.TRANSITIONS, action="deployment.deploying")
+        from apps.serving.backends import backend_for as real
+
+        monkeypatch.setattr(services, "backend_for", lambda env: real(env) if env.backend == "kserve" else FakeBackend())
+        FakeBackend.servers.clear()  # the staging server died
+        services.serving_reconcile()
+        d.refresh_from_db()
+        k8s.refresh_from_db()
+        assert d.status == D.LIVE and [name for _, name in FakeBackend.servers] == [d.backend_name]
+        assert k8s.status == D.DEPLOYING
+
     def test_approving_twice_gives_one_decision(self, api, alice, approver, version, production):
         d = request(alice, version, production)
         api.force_authenticate(approver)
