@@ -247,7 +247,9 @@ class TestFourEyes:
         services.transition(obj=k8s, to=D.DEPLOYING, transitions=Deployment.TRANSITIONS, action="deployment.deploying")
         from apps.serving.backends import backend_for as real
 
-        monkeypatch.setattr(services, "backend_for", lambda env: real(env) if env.backend == "kserve" else FakeBackend())
+        monkeypatch.setattr(
+            services, "backend_for", lambda env: real(env) if env.backend == "kserve" else FakeBackend()
+        )
         FakeBackend.servers.clear()  # the staging server died
         services.serving_reconcile()
         d.refresh_from_db()
