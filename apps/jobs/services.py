@@ -9,6 +9,7 @@ import math
 import uuid as uuid_lib
 from dataclasses import asdict, dataclass
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
@@ -116,6 +117,12 @@ def job_create(
     code = code or {}
     if code and not str(code.get("repo", "")).strip():
         raise ValidationFailed("code needs a repo (a git URL or path the cluster can read) and optionally a ref.")
+    if code and (urlsplit(str(code["repo"]).strip()).username or urlsplit(str(code["repo"]).strip()).password):
+        # The repo URL is recorded, audited, tagged on the run and shown: it must hold no secret.
+        raise ValidationFailed(
+            "The code repository URL contains a user name or token; give a URL without credentials "
+            "(the cluster account's own git credentials or SSH key are used to fetch it)."
+        )
     versions = dataset_versions_for_job(user, list(dataset_versions), cluster) if dataset_versions else []
     team = team or _default_team(user)
     name = (name or "").strip()[:200] or "job"
@@ -207,6 +214,7 @@ def job_rerun(*, user, job: Job) -> Job:
         code={"repo": job.code_repo, "ref": job.code_ref} if job.code_repo else None,
         image=job.image_path,
         verify_datasets=job.verify_datasets,
+        register_model_as=job.register_model_as,
         team=job.team,
     )
 
@@ -265,9 +273,17 @@ def _prepare(job: Job, client) -> dict[str, str]:
     if files is not None:
         files.run(["mkdir", "-p", "--", job.workdir])
     resolved: dict = {}
+
+    def still_mine() -> None:
+        # A heartbeat between long steps (hashing an image, re-verifying a dataset), so the
+        # stuck-submission check does not take a busy worker for a dead one.
+        if not Job.objects.filter(pk=job.pk, status=S.SUBMITTING).update(updated_at=timezone.now()):
+            raise _Superseded
+
     if job.code_repo and not job.code_commit:
         resolved["code_commit"] = inputs.resolve_commit(files, job.code_repo, job.code_ref)
     if job.image_path:
+        still_mine()
         digest = inputs.image_digest(files, job.image_path)
         if job.image_digest and digest != job.image_digest:
             raise inputs.InputError(
@@ -277,6 +293,7 @@ def _prepare(job: Job, client) -> dict[str, str]:
     versions = list(job.dataset_versions.select_related("dataset"))
     if job.verify_datasets:
         for version in versions:
+            still_mine()
             check = dataset_version_verify(version=version, user=job.owner)
             if not check:
                 raise inputs.InputError(f"Dataset {version.dataset.name} v{version.number}: {check.message}")

@@ -17,7 +17,11 @@ def backend_for(environment: Environment) -> ServingBackend:
 
         if not environment.kubeconfig_encrypted:
             raise ServingError(f"Environment {environment.name} has no kubeconfig yet.", permanent=True)
-        return KServeBackend.from_kubeconfig_text(crypto.decrypt(environment.kubeconfig_encrypted))
+        try:
+            config = crypto.decrypt(environment.kubeconfig_encrypted)
+        except crypto.SecretUnreadable as exc:
+            raise ServingError(f"Environment {environment.name}: {exc}", permanent=True) from None
+        return KServeBackend.from_kubeconfig_text(config)
     from apps.integrations.local_serving.backend import LocalBackend
 
     return LocalBackend(

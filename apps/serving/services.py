@@ -3,6 +3,7 @@
 Every state change is a compare-and-swap transition with its audit event; backends (model
 servers, KServe) and MLflow are called with no transaction open."""
 
+import hashlib
 import logging
 import re
 import time
@@ -15,6 +16,7 @@ from django.utils import timezone
 
 from apps.accounts.models import Membership, User
 from apps.audit.services import audit_record
+from apps.core import crypto
 from apps.core.errors import Conflict, PermissionDenied, Unavailable, ValidationFailed
 from apps.core.tasks import enqueue
 from apps.core.transitions import transition
@@ -440,7 +442,12 @@ def serving_reconcile() -> dict[str, int]:
     # Environments that share a backend and namespace (two local ones, say) share the
     # servers there: what one of them wants must not be stopped on behalf of the other.
     def place(env: Environment) -> tuple[str, str, str]:
-        return env.backend, env.namespace, env.kubeconfig_encrypted
+        # Ciphertexts of the same kubeconfig differ; what it says decides the cluster.
+        try:
+            config = crypto.decrypt(env.kubeconfig_encrypted) if env.kubeconfig_encrypted else ""
+        except crypto.SecretUnreadable:
+            config = env.kubeconfig_encrypted
+        return env.backend, env.namespace, hashlib.sha256(config.encode()).hexdigest()
 
     wanted: dict[tuple[str, str, str], set[str]] = {}
     for deployment in Deployment.objects.filter(status__in=Deployment.SERVING).select_related(

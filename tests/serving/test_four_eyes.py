@@ -314,3 +314,45 @@ def test_lineage_reaches_from_the_dataset_side_to_the_deployment(
     } in graph["edges"]
     back = api.get("/api/v1/lineage/", {"kind": "deployment", "id": str(d.uuid)}).json()
     assert f"job:{version.job.uuid}" in {n["id"] for n in back["nodes"]}
+
+
+@pytest.mark.django_db
+def test_rotating_keys_re_encrypts_environment_kubeconfigs(settings, capsys):
+    from cryptography.fernet import Fernet
+    from django.core.management import call_command
+
+    from apps.core import crypto
+
+    old, new = settings.AXLE_ENCRYPTION_KEYS[0], Fernet.generate_key().decode()
+    env = Environment.objects.create(
+        name="k8s", backend="kserve", kubeconfig_encrypted=crypto.encrypt("apiVersion: v1")
+    )
+    settings.AXLE_ENCRYPTION_KEYS = [new, old]
+    crypto.reset_cache()
+    try:
+        call_command("rotate_secrets")
+        settings.AXLE_ENCRYPTION_KEYS = [new]
+        crypto.reset_cache()
+        env.refresh_from_db()
+        assert crypto.decrypt(env.kubeconfig_encrypted) == "apiVersion: v1"
+    finally:
+        settings.AXLE_ENCRYPTION_KEYS = [old]
+        crypto.reset_cache()
+
+
+@pytest.mark.django_db
+def test_a_repository_url_with_a_token_is_refused(alice, team):
+    from apps.core.errors import ValidationFailed
+    from apps.jobs import services as job_services
+    from tests.factories import ClusterFactory, ClusterGrantFactory
+
+    cluster = ClusterFactory(name="hpc", job_root="/scratch/{username}/axle")
+    ClusterGrantFactory(user=alice, cluster=cluster, allowed_partitions=["debug"])
+    with pytest.raises(ValidationFailed, match="contains a user name or token"):
+        job_services.job_create(
+            user=alice,
+            cluster=cluster,
+            name="x",
+            script="#!/bin/bash\nhostname\n",
+            code={"repo": "https://bob:ghp_secret@git.example.org/x.git", "ref": "main"},
+        )
