@@ -6,9 +6,12 @@ open, then record the result with a compare-and-swap transition."""
 import hashlib
 import logging
 import math
+import shutil
+import tempfile
 import uuid as uuid_lib
 from dataclasses import asdict, dataclass
 from datetime import timedelta
+from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -857,20 +860,18 @@ def job_artifacts(*, job: Job, path: str = "") -> list:
 
 def job_artifact_file(*, job: Job, path: str) -> tuple[str, str]:
     """Download one artifact from the hub's MLflow to a temporary file; return (file, name)."""
-    import tempfile
-    from pathlib import PurePosixPath
-
     if not job.mlflow_run_id or not path or ".." in PurePosixPath(path).parts:
         raise ValidationFailed("No such artifact.")
     target = tempfile.mkdtemp(prefix="axle-artifact-")
     try:
         local = tracking.client().download_artifact(job.mlflow_run_id, path, target)
-    except MlflowUnavailable as exc:
-        raise Unavailable(f"MLflow could not be reached: {exc}") from None
-    except MlflowError as exc:
-        raise ValidationFailed(f"MLflow could not give the artifact: {exc}") from None
-    from pathlib import Path
-
-    if Path(local).is_dir():
-        raise ValidationFailed("That is a folder; download the files in it one by one.")
+        if Path(local).is_dir() or Path(local).parent != Path(target):
+            raise ValidationFailed("That is a folder; download the files in it one by one.")
+    except BaseException as exc:
+        shutil.rmtree(target, ignore_errors=True)  # the caller removes it only after a success
+        if isinstance(exc, MlflowUnavailable):
+            raise Unavailable(f"MLflow could not be reached: {exc}") from None
+        if isinstance(exc, MlflowError):
+            raise ValidationFailed(f"MLflow could not give the artifact: {exc}") from None
+        raise
     return local, PurePosixPath(path).name

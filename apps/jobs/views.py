@@ -1,3 +1,7 @@
+import io
+import os
+import shutil
+
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, StreamingHttpResponse
@@ -258,6 +262,14 @@ def job_artifacts(request, job_id):
     return render(request, "jobs/_artifacts.html", {"job": job, "entries": entries, "error": error})
 
 
+class _RemovedWhenClosed(io.FileIO):
+    """The downloaded artifact's temporary folder goes once the response has been sent."""
+
+    def close(self):
+        super().close()
+        shutil.rmtree(os.path.dirname(self.name), ignore_errors=True)
+
+
 @require_GET
 def job_artifact_download(request, job_id):
     job = _job(request, job_id)
@@ -266,7 +278,7 @@ def job_artifact_download(request, job_id):
     except ApplicationError as exc:
         messages.error(request, exc.message)
         return redirect("job-detail", job_id=job.uuid)
-    return FileResponse(open(path, "rb"), as_attachment=True, filename=name)
+    return FileResponse(_RemovedWhenClosed(path), as_attachment=True, filename=name)
 
 
 def job_compare(request):

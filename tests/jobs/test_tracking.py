@@ -175,3 +175,22 @@ def test_an_unknown_branch_fails_the_job_with_a_clear_message(env, alice, team):
     assert job.status == S.FAILED
     assert "no branch or tag named 'no-such-branch'" in job.failure_message
     assert not job.slurm_job_id
+
+
+def test_an_artifact_downloads_and_leaves_no_temporary_files(env, alice, team, client):
+    import tempfile
+
+    cluster, version, repo = _setup(env, alice, team, "ssh", "server")
+    job = _run(alice, cluster, version, repo, epochs="2")
+    tracking_client = TrackingClient(settings.AXLE_MLFLOW_TRACKING_URI)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "notes.txt").write_text("hello artifact\n")
+        tracking_client.log_artifacts(job.mlflow_run_id, tmp)
+    before = set(Path(tempfile.gettempdir()).glob("axle-artifact-*"))
+    client.force_login(alice)
+    listing = client.get(f"/jobs/{job.uuid}/artifacts/").content.decode()
+    assert "notes.txt" in listing
+    response = client.get(f"/jobs/{job.uuid}/artifacts/download/", {"path": "notes.txt"})
+    assert b"".join(response.streaming_content) == b"hello artifact\n"
+    response.close()
+    assert set(Path(tempfile.gettempdir()).glob("axle-artifact-*")) == before
