@@ -560,6 +560,9 @@ def _apply_infos(job: Job, infos: list[JobInfo], *, final: bool = False) -> Job:
         fields["exit_code"] = max((i.exit_code for i in infos if i.exit_code is not None), default=None)
         ends = [i.end_time for i in infos if i.end_time]
         fields["finished_at"] = max(ends) if ends else timezone.now()
+    moves = bool(state and state != job.status and state in Job.TRANSITIONS.get(job.status, ()))
+    if not job.is_array and not moves and all(getattr(job, k) == v for k, v in fields.items()):
+        return job  # nothing new: no transaction, no write
     with transaction.atomic():
         if job.is_array:
             for info in infos:
@@ -577,7 +580,7 @@ def _apply_infos(job: Job, infos: list[JobInfo], *, final: bool = False) -> Job:
                         "accounting": _info_dict(info),
                     },
                 )
-        if state and state != job.status and state in Job.TRANSITIONS.get(job.status, ()):
+        if moves:
             try:
                 transition(
                     obj=job,
@@ -593,7 +596,10 @@ def _apply_infos(job: Job, infos: list[JobInfo], *, final: bool = False) -> Job:
                 if state in Job.TERMINAL:
                     enqueue("apps.jobs.tasks.job_finalize", job.pk)
         else:
-            Job.objects.filter(pk=job.pk, status=job.status).update(**fields, updated_at=timezone.now())
+            # A cycle sees most jobs unchanged: write only what Slurm says differently.
+            changed = {k: v for k, v in fields.items() if getattr(job, k) != v}
+            if changed:
+                Job.objects.filter(pk=job.pk, status=job.status).update(**changed, updated_at=timezone.now())
     return job
 
 
