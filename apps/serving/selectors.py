@@ -1,5 +1,6 @@
 from django.db.models import Q, QuerySet
 
+from apps.accounts.models import Membership
 from apps.core.errors import NotFound
 
 from .models import Deployment, Environment
@@ -19,7 +20,7 @@ def environment_get(*, user, ident: str) -> Environment:
 def deployment_list(*, user, status: str = "", environment: str = "") -> QuerySet[Deployment]:
     """Deployments of the user's teams' models, and those they may approve."""
     qs = Deployment.objects.select_related(
-        "environment", "model_version__model__team", "requested_by"
+        "environment", "model_version__model__team", "model_version__job", "requested_by"
     ).prefetch_related("approvals__approver")
     if not user.is_staff:
         qs = qs.filter(
@@ -41,11 +42,32 @@ def deployment_get(*, user, id) -> Deployment:
 
 
 def inbox(*, user) -> list[Deployment]:
-    """Requests waiting for a decision this user may give (never their own)."""
-    from .services import can_approve
+    """Requests waiting for a decision this user may give (never their own), in a fixed
+    number of queries. services.can_approve decides again when the decision is made."""
+    from .services import ROLE_RANK
 
-    pending = deployment_list(user=user, status=Deployment.Status.REQUESTED).exclude(requested_by=user)
-    return [d for d in pending if can_approve(user, d)[0] and not d.approvals.filter(approver=user).exists()]
+    roles = dict(Membership.objects.filter(user=user).values_list("team_id", "role"))
+    pending = (
+        deployment_list(user=user, status=Deployment.Status.REQUESTED)
+        .exclude(requested_by=user)
+        .exclude(approvals__approver=user)
+    )
+    waiting = []
+    for d in pending:
+        role = roles.get(d.environment.approver_team_id or d.model_version.model.team_id)
+        if role is not None and ROLE_RANK[role] >= ROLE_RANK[d.environment.approver_role]:
+            waiting.append(d)
+    return waiting
+
+
+def live_for(deployments) -> dict[tuple[int, int], Deployment]:
+    """What is live now for each (environment, model) of ``deployments``, in one query."""
+    envs = {d.environment_id for d in deployments}
+    models = {d.model_version.model_id for d in deployments}
+    live = Deployment.objects.filter(
+        status=Deployment.Status.LIVE, environment_id__in=envs, model_version__model_id__in=models
+    ).select_related("model_version__model")
+    return {(d.environment_id, d.model_version.model_id): d for d in live}
 
 
 def live_in(*, environment: Environment, model) -> Deployment | None:

@@ -41,8 +41,10 @@ def deployment_list(request):
 
 def deployment_inbox(request):
     rows = []
-    for d in selectors.inbox(user=request.user):
-        current = selectors.live_in(environment=d.environment, model=d.model_version.model)
+    waiting = selectors.inbox(user=request.user)
+    live = selectors.live_for(waiting)
+    for d in waiting:
+        current = live.get((d.environment_id, d.model_version.model_id))
         names = sorted(set(d.model_version.metrics) | set(current.model_version.metrics if current else {}))
         rows.append(
             {

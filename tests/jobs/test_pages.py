@@ -55,3 +55,31 @@ def test_a_foreign_dataset_version_is_refused_on_the_form(client, alice, charlie
     )
     assert response.status_code == 200 and not Job.objects.exists()
     assert "cannot run as written" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_job_lists_cost_the_same_queries_for_3_or_12_jobs(client, api, alice, team):
+    from tests.registry.conftest import make_job
+
+    grant = ClusterGrantFactory(user=alice, cluster=ClusterFactory(name="hpc"))
+    version = make_dataset_version(team, alice, name="digits")
+
+    def add(n):
+        for _ in range(n):
+            make_job(alice, team=team, grant=grant).dataset_versions.add(version)
+
+    def count(fn):
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        with CaptureQueriesContext(connection) as ctx:
+            fn()
+        return len(ctx.captured_queries)
+
+    client.force_login(alice)
+    api.force_authenticate(alice)
+    add(3)
+    page_3, api_3 = count(lambda: client.get("/jobs/")), count(lambda: api.get("/api/v1/jobs/"))
+    add(9)
+    page_12, api_12 = count(lambda: client.get("/jobs/")), count(lambda: api.get("/api/v1/jobs/"))
+    assert (page_12, api_12) == (page_3, api_3)

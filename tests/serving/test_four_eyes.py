@@ -356,3 +356,34 @@ def test_a_repository_url_with_a_token_is_refused(alice, team):
             script="#!/bin/bash\nhostname\n",
             code={"repo": "https://bob:ghp_secret@git.example.org/x.git", "ref": "main"},
         )
+
+
+@pytest.mark.django_db
+def test_deployment_lists_and_the_inbox_cost_the_same_queries_for_more_requests(
+    client, api, alice, approver, team, production, artifact
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def add(n):
+        for _ in range(n):
+            v = make_model_version(make_job(alice, team=team), alice, name="digits")
+            request(alice, v, production)
+
+    def count(fn):
+        with CaptureQueriesContext(connection) as ctx:
+            assert fn().status_code == 200
+        return len(ctx.captured_queries)
+
+    client.force_login(approver)
+    api.force_authenticate(approver)
+    pages = (
+        lambda: client.get("/deployments/"),
+        lambda: api.get("/api/v1/deployments/"),
+        lambda: client.get("/deployments/inbox/"),
+    )
+    add(2)
+    before = [count(p) for p in pages]
+    add(6)
+    after = [count(p) for p in pages]
+    assert after == before
