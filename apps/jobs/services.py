@@ -444,6 +444,32 @@ def job_reconcile(*, job_id: int) -> Job | None:
             last_error=f"Reconciliation could not reach the cluster: {exc.message}"
         )
         return job
+    return _reconcile_with(job, found)
+
+
+def jobs_reconcile_unknown() -> int:
+    """Reconcile every unknown job, with one marker search per cluster account."""
+    groups: dict[int, list[Job]] = {}
+    for job in Job.objects.filter(status=S.UNKNOWN).select_related("grant__cluster"):
+        groups.setdefault(job.grant_id, []).append(job)
+    for jobs in groups.values():
+        try:
+            with slurm_client(jobs[0].grant) as client:
+                found = client.find_by_comments([j.marker for j in jobs])
+        except SlurmError as exc:
+            Job.objects.filter(pk__in=[j.pk for j in jobs], status=S.UNKNOWN).update(
+                last_error=f"Reconciliation could not reach the cluster: {exc.message}"
+            )
+            continue
+        for job in jobs:
+            try:
+                _reconcile_with(job, found.get(job.marker, []))
+            except Conflict:
+                continue  # someone else moved it meanwhile
+    return sum(len(j) for j in groups.values())
+
+
+def _reconcile_with(job: Job, found: list[JobInfo]) -> Job:
     if found:
         head = _array_head(found)
         state = _combined_state(found) or S.PENDING

@@ -34,8 +34,7 @@ def jobs_tick() -> services.PollStats:
     for job_id in Job.objects.filter(status=Job.Status.QUEUED, next_attempt_at__lte=now).values_list("pk", flat=True):
         services.job_submit(job_id=job_id)
     services.jobs_find_stuck()
-    for job_id in Job.objects.filter(status=Job.Status.UNKNOWN).values_list("pk", flat=True):
-        services.job_reconcile(job_id=job_id)
+    services.jobs_reconcile_unknown()
     stats = services.jobs_poll()
     # File-mode runs are pulled while they run; ended jobs whose tracking sync failed
     # (MLflow unreachable) are retried.

@@ -220,3 +220,56 @@ def test_tracking_costs_two_slurm_calls_per_account_whatever_the_number_of_jobs(
     assert stats.slurm_calls <= 2
     for job in jobs:
         wait_for(job, Job.TERMINAL)
+
+
+def test_unknown_jobs_are_reconciled_with_one_marker_search_per_account(grant, monkeypatch):
+    jobs = [
+        services.job_create(user=grant.user, cluster=grant.cluster, name=f"lost-{i}", script=script("true"))
+        for i in range(3)
+    ]
+    real_transition = services.transition
+
+    def die_after_sbatch(**kwargs):
+        if kwargs.get("action") == "job.submitted":
+            raise SystemExit("worker killed")
+        return real_transition(**kwargs)
+
+    monkeypatch.setattr(services, "transition", die_after_sbatch)
+    for job in jobs:
+        with pytest.raises(SystemExit):
+            services.job_submit(job_id=job.pk)
+    monkeypatch.setattr(services, "transition", real_transition)
+    Job.objects.filter(pk__in=[j.pk for j in jobs]).update(updated_at=timezone.now() - timedelta(minutes=10))
+    services.jobs_find_stuck()
+
+    searches = []
+    from apps.clusters import transport
+
+    real_client = transport.slurm_client
+
+    class Counting:
+        def __init__(self, grant):
+            self.cm = real_client(grant)
+
+        def __enter__(self):
+            client = self.cm.__enter__()
+            original = client.find_by_comments
+
+            def find_by_comments(markers):
+                searches.append(len(markers))
+                return original(markers)
+
+            client.find_by_comments = find_by_comments
+            self.client = client
+            return client
+
+        def __exit__(self, *exc):
+            del self.client.find_by_comments
+            return self.cm.__exit__(*exc)
+
+    monkeypatch.setattr(services, "slurm_client", Counting)
+    services.jobs_reconcile_unknown()
+    assert searches == [3]
+    for job in jobs:
+        job.refresh_from_db()
+        assert job.status in (S.PENDING, S.RUNNING, S.COMPLETED) and job.slurm_job_id

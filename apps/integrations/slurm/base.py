@@ -6,6 +6,7 @@ Framework-free on purpose: services import this, never the other way round.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -194,6 +195,10 @@ class SlurmClient(FileReader, Protocol):
 
     def find_by_comment(self, marker: str) -> list[JobInfo]:
         """Jobs whose comment equals `marker`: how a lost submission is found again."""
+        ...
+
+    def find_by_comments(self, markers: Sequence[str]) -> dict[str, list[JobInfo]]:
+        """`find_by_comment` for many markers in one Slurm call (one more at most)."""
         ...
 
     def cancel(self, job_id: str) -> None: ...

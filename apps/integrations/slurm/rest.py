@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Self
 
@@ -350,12 +350,20 @@ class RestClient:
         return [_job_from_slurmdb(j) for j in answer.get("jobs") or []]
 
     def find_by_comment(self, marker: str) -> list[JobInfo]:
+        return self.find_by_comments([marker]).get(marker, [])
+
+    def find_by_comments(self, markers: Sequence[str]) -> dict[str, list[JobInfo]]:
+        """One call for every marker. Only the controller's view: v0.0.38's slurmdb has no
+        user or comment filter, so a job that already left the queue is not found here."""
+        wanted = set(markers)
+        found: dict[str, list[JobInfo]] = {}
+        if not wanted:
+            return found
         answer = self._request("GET", "slurm", "jobs")
-        return [
-            _job_from_slurm(j)
-            for j in answer.get("jobs") or []
-            if j.get("comment") == marker and j.get("user_name") == self.username
-        ]
+        for j in answer.get("jobs") or []:
+            if j.get("comment") in wanted and j.get("user_name") == self.username:
+                found.setdefault(j["comment"], []).append(_job_from_slurm(j))
+        return found
 
     def cancel(self, job_id: str) -> None:
         self._request("DELETE", "slurm", f"job/{job_id}")

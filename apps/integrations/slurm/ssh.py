@@ -341,20 +341,33 @@ class SSHClient:
         return parsing.parse_sacct(result.out)
 
     def find_by_comment(self, marker: str) -> list[JobInfo]:
+        return self.find_by_comments([marker]).get(marker, [])
+
+    def find_by_comments(self, markers: Sequence[str]) -> dict[str, list[JobInfo]]:
         # squeue keeps finished jobs for MinJobAge (300 s by default), which covers a
         # worker restarting; accounting only has comments with
-        # AccountingStoreFlags=job_comment, so it is the fallback, not the source.
+        # AccountingStoreFlags=job_comment, so it is the fallback, not the source. One
+        # squeue (and at most one sacct) however many markers are looked for.
+        wanted = set(markers)
+        found: dict[str, list[JobInfo]] = {}
+        if not wanted:
+            return found
         result = self._query(parsing.squeue_args(None, all_states=True), env=parsing.TIME_ENV)
         self._check(result, "squeue")
-        found = [j for j in parsing.parse_squeue(result.out) if j.comment == marker]
-        if found:
-            return found
-        result = self._query(
-            [*parsing.sacct_args(since="now-7days"), f"--user={self.username}"],
-            env=parsing.TIME_ENV,
-        )
-        self._check(result, "sacct")
-        return [j for j in parsing.parse_sacct(result.out) if j.comment == marker]
+        for job in parsing.parse_squeue(result.out):
+            if job.comment in wanted:
+                found.setdefault(job.comment, []).append(job)
+        missing = wanted - set(found)
+        if missing:
+            result = self._query(
+                [*parsing.sacct_args(since="now-7days"), f"--user={self.username}"],
+                env=parsing.TIME_ENV,
+            )
+            self._check(result, "sacct")
+            for job in parsing.parse_sacct(result.out):
+                if job.comment in missing:
+                    found.setdefault(job.comment, []).append(job)
+        return found
 
     def cancel(self, job_id: str) -> None:
         result = self._query(["scancel", job_id])
