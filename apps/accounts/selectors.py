@@ -1,7 +1,7 @@
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from .models import ApiToken, Membership, User
+from .models import ApiToken, Membership, Team, User
 from .services import hash_token_key
 
 
@@ -24,3 +24,8 @@ def token_authenticate(*, key: str) -> ApiToken | None:
 
 def membership_list(*, user: User) -> QuerySet[Membership]:
     return Membership.objects.filter(user=user).select_related("team")
+
+
+def team_choices(*, user) -> QuerySet[Team]:
+    """The teams a user may create things in."""
+    return Team.objects.filter(memberships__user=user).order_by("name")

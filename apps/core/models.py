@@ -22,3 +22,11 @@ class Lease(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+def parse_uuid(value) -> uuid.UUID | None:
+    """A public id from a URL or request body, or None when it is not a uuid at all."""
+    try:
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    except ValueError:
+        return None

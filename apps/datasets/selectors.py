@@ -3,37 +3,26 @@
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Iterable
 
 from django.db.models import Count, Max, QuerySet
 
 from apps.accounts.models import Team
+from apps.accounts.selectors import team_choices
 from apps.clusters.models import Cluster
 from apps.core.errors import NotFound, ValidationFailed
+from apps.core.models import parse_uuid
 
 from .models import Dataset, DatasetVersion
 
 V = DatasetVersion.Status
 
 
-def _uuid(value) -> uuid.UUID | None:
-    try:
-        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-    except ValueError:
-        return None
-
-
-def team_choices(*, user) -> QuerySet[Team]:
-    """Teams the user can create datasets in."""
-    return Team.objects.filter(memberships__user=user).order_by("name")
-
-
 def team_get(*, user, ident: str) -> Team:
     """One of the user's teams, by name or id."""
     teams = team_choices(user=user)
     team = teams.filter(name=ident).first()
-    if team is None and (u := _uuid(ident)):
+    if team is None and (u := parse_uuid(ident)):
         team = teams.filter(uuid=u).first()
     if team is None:
         raise NotFound(f"You are not in a team {ident!r}.")
@@ -54,7 +43,7 @@ def dataset_list(*, user, team: str = "", q: str = "") -> QuerySet[Dataset]:
 
 
 def dataset_get(*, user, id) -> Dataset:
-    u = _uuid(id)
+    u = parse_uuid(id)
     dataset = (
         Dataset.objects.filter(team__memberships__user=user, uuid=u).select_related("team", "created_by").first()
         if u
@@ -76,7 +65,7 @@ def dataset_version_list(*, user, dataset: Dataset) -> QuerySet[DatasetVersion]:
 
 
 def dataset_version_get(*, user, id) -> DatasetVersion:
-    u = _uuid(id)
+    u = parse_uuid(id)
     version = (
         DatasetVersion.objects.filter(uuid=u, dataset__team__memberships__user=user)
         .select_related("dataset__team", "cluster", "created_by")
@@ -115,7 +104,7 @@ def dataset_versions_for_job(user, ids, cluster: Cluster | None = None) -> list[
     see, ready, and (for a path) on the job's cluster. Raises ValidationFailed naming every
     problem at once, with the list under ``problems``."""
     ids = list(ids or [])
-    wanted = [_uuid(i) for i in ids]
+    wanted = [parse_uuid(i) for i in ids]
     found = {
         v.uuid: v
         for v in DatasetVersion.objects.filter(

@@ -2,6 +2,7 @@ from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import redirect, render
 
+from apps.accounts.selectors import team_choices
 from apps.clusters.selectors import grant_usable_list
 from apps.core.errors import ApplicationError, NotFound
 
@@ -17,7 +18,7 @@ def _dataset(request, dataset_id) -> Dataset:
 
 
 def dataset_list(request):
-    teams = list(selectors.team_choices(user=request.user))
+    teams = list(team_choices(user=request.user))
     form = {"team": teams[0].name if len(teams) == 1 else "", "name": "", "description": ""}
     errors = []
     if request.method == "POST":

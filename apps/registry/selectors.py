@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
-
 from django.db.models import Count, Max, Q, QuerySet
 
 from apps.accounts.models import Team
 from apps.core.errors import NotFound
+from apps.core.models import parse_uuid
 from apps.jobs.models import Job
 
 from .models import ModelVersion, RegisteredModel
-
-
-def _uuid(value) -> uuid.UUID | None:
-    try:
-        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-    except ValueError:
-        return None
-
-
-def team_choices(*, user) -> QuerySet[Team]:
-    return Team.objects.filter(memberships__user=user).order_by("name")
 
 
 def visible_jobs(*, user) -> QuerySet[Job]:
@@ -32,7 +20,7 @@ def visible_jobs(*, user) -> QuerySet[Job]:
 
 
 def job_for_registration(*, user, id) -> Job:
-    u = _uuid(id)
+    u = parse_uuid(id)
     job = visible_jobs(user=user).filter(uuid=u).select_related("team", "owner").first() if u else None
     if job is None:
         raise NotFound(f"No job {id} of yours or your teams'.")
@@ -72,7 +60,7 @@ def model_version_list(*, user, model: RegisteredModel) -> QuerySet[ModelVersion
 
 
 def model_version_get(*, user, id) -> ModelVersion:
-    u = _uuid(id)
+    u = parse_uuid(id)
     version = (
         ModelVersion.objects.filter(uuid=u, model__team__memberships__user=user)
         .select_related("model__team", "job", "created_by")

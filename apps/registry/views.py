@@ -3,13 +3,15 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
+from apps.accounts.selectors import team_choices
 from apps.core.errors import ApplicationError, NotFound
+from apps.core.models import parse_uuid
 
 from . import selectors, services
 
 
 def model_list(request):
-    teams = list(selectors.team_choices(user=request.user))
+    teams = list(team_choices(user=request.user))
     form = {"team": teams[0].name if len(teams) == 1 else "", "name": "", "description": ""}
     errors = []
     if request.method == "POST":
@@ -65,7 +67,7 @@ def model_register(request):
     error = ""
     job = None
     if request.method != "POST":
-        job = selectors.visible_jobs(user=request.user).filter(uuid=selectors._uuid(form["job"])).first()
+        job = selectors.visible_jobs(user=request.user).filter(uuid=parse_uuid(form["job"])).first()
         return render(request, "registry/register.html", {"form": form, "job": job, "error": ""})
     try:
         job = selectors.job_for_registration(user=request.user, id=form["job"])
