@@ -21,7 +21,7 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.clusters.models import Cluster, ClusterGrant
 from apps.clusters.selectors import grant_for_submission
-from apps.clusters.transport import slurm_client, ssh_for_files
+from apps.clusters.transport import slurm_client
 from apps.core.errors import Conflict, PermissionDenied, Unavailable, ValidationFailed
 from apps.core.tasks import enqueue
 from apps.core.transitions import transition
@@ -31,10 +31,12 @@ from apps.integrations.mlflow.base import MlflowError, MlflowUnavailable
 from apps.integrations.slurm.base import (
     AmbiguousSubmitError,
     JobInfo,
+    RemoteCommandFailed,
     SlurmError,
     SlurmRejected,
     SubmitRequest,
     TransportError,
+    UnsupportedOperation,
 )
 
 from . import inputs, tracking, validation
@@ -272,9 +274,11 @@ class _Superseded(Exception):
 def _prepare(job: Job, client) -> dict[str, str]:
     """Resolve the inputs, open the MLflow run and lay out the job folder, all before sbatch.
     Returns the job's environment. Records what it resolved at once (never edited later)."""
-    files = ssh_for_files(client)
-    if files is not None:
-        files.run(["mkdir", "-p", "--", job.workdir])
+    files = client.files
+    try:
+        files.mkdir(job.workdir)
+    except (UnsupportedOperation, RemoteCommandFailed):
+        pass  # a REST-only grant, or a folder this account cannot create: sbatch then says why
     resolved: dict = {}
 
     def still_mine() -> None:
@@ -779,7 +783,7 @@ def job_log_read(
     path = job_log_path(job, stream, task)
     try:
         with slurm_client(job.grant) as client:
-            data, next_offset = client.read_file(path, offset, limit)
+            data, next_offset = client.files.read(path, offset, limit)
     except RemoteFileMissing:
         return LogChunk("", offset, missing=True, message="No log yet: Slurm creates it when the job starts.")
     except UnsupportedOperation as exc:
@@ -813,11 +817,11 @@ def job_sync_tracking(*, job_id: int) -> int:
     job = Job.objects.select_related("grant__cluster", "owner", "team").filter(pk=job_id).first()
     if job is None or job.tracking_mode != Cluster.TrackingMode.FILE or not job.mlflow_run_id:
         return 0
-    with slurm_client(job.grant) as client:
-        files = ssh_for_files(client)
-        if files is None:
-            return 0
-        count, state = tracking.import_file_store(job, files)
+    try:
+        with slurm_client(job.grant) as client:
+            count, state = tracking.import_file_store(job, client.files)
+    except UnsupportedOperation:
+        return 0  # a REST-only grant: its file store cannot be read while the job runs
     Job.objects.filter(pk=job.pk).update(import_state=state)
     return count
 
@@ -834,11 +838,12 @@ def job_finalize(*, job_id: int) -> Job | None:
     if job.mlflow_run_id:
         try:
             if job.tracking_mode == Cluster.TrackingMode.FILE:
-                with slurm_client(job.grant) as client:
-                    files = ssh_for_files(client)
-                    if files is not None:
-                        _, state = tracking.import_file_store(job, files, final=True)
-                        tracking.import_spooled_models(job, files)
+                try:
+                    with slurm_client(job.grant) as client:
+                        _, state = tracking.import_file_store(job, client.files, final=True)
+                        tracking.import_spooled_models(job, client.files)
+                except UnsupportedOperation:
+                    pass  # a REST-only grant: its file store cannot be read
             tracking.finish_run(job)
             metrics = tracking.final_metrics(job)
         except (MlflowUnavailable, SlurmError) as exc:

@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 
 from apps.clusters.models import Cluster
-from apps.clusters.transport import slurm_client, ssh_for_files
+from apps.clusters.transport import slurm_client
 from apps.datasets import services as dataset_services
 from apps.integrations.mlflow.client import TrackingClient
 from apps.jobs import services
@@ -51,7 +51,7 @@ def _setup(env, user, team, transport: str, mode: str):
     scratch = env["AXLE_LOCAL_SCRATCH_ROOT"].rstrip("/") + "/scientist"
     data_dir = f"{scratch}/test-datasets/digits"
     with slurm_client(grant) as client:
-        files = ssh_for_files(client)
+        files = client.files
         if files.run(["test", "-s", f"{data_dir}/digits.csv"]).exit_status != 0:
             result = files.run(
                 [env["AXLE_LOCAL_PYTHON"], "-", data_dir], stdin=(EXAMPLE / "make_dataset.py").read_bytes()
