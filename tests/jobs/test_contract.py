@@ -13,8 +13,10 @@ from apps.audit.models import AuditEvent
 from apps.clusters.models import Cluster
 from apps.clusters.transport import slurm_client
 from apps.integrations.slurm.base import AmbiguousSubmitError
-from apps.jobs import services, tasks
+from apps.jobs import selectors, services, tasks
 from apps.jobs.models import Job
+from apps.jobs.services import reconcile as reconciling
+from apps.jobs.services import submit as submitting
 from tests.local_cluster import LOCAL_CLUSTER_MISSING, local_cluster_env, make_local_cluster, make_local_grant
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -59,7 +61,7 @@ def read_all(job: Job, stream: str = "stdout", task=None, limit=16) -> tuple[str
     """Read the log in small chunks by offset, as the live tail does; count the calls."""
     text, offset, calls = "", 0, 0
     while True:
-        chunk = services.job_log_read(job=job, stream=stream, offset=offset, task=task, limit=limit)
+        chunk = selectors.job_log_read(job=job, stream=stream, offset=offset, task=task, limit=limit)
         calls += 1
         if not chunk.text and chunk.next_offset == offset:
             return text, calls
@@ -128,17 +130,17 @@ def test_a_policy_rejection_never_reaches_slurm(grant, api):
 
 def test_a_worker_killed_after_sbatch_does_not_submit_twice(grant, monkeypatch):
     job = services.job_create(user=grant.user, cluster=grant.cluster, name="killed", script=script("sleep 2"))
-    real_transition = services.transition
+    real_transition = submitting.transition
 
     def die_after_sbatch(**kwargs):
         if kwargs.get("action") == "job.submitted":
             raise SystemExit("worker killed")
         return real_transition(**kwargs)
 
-    monkeypatch.setattr(services, "transition", die_after_sbatch)
+    monkeypatch.setattr(submitting, "transition", die_after_sbatch)
     with pytest.raises(SystemExit):
         services.job_submit(job_id=job.pk)
-    monkeypatch.setattr(services, "transition", real_transition)
+    monkeypatch.setattr(submitting, "transition", real_transition)
     job.refresh_from_db()
     assert job.status == S.SUBMITTING and not job.slurm_job_id
 
@@ -177,9 +179,9 @@ def test_an_ambiguous_failure_waits_in_unknown_and_reconciles(grant, monkeypatch
             del self.client.submit  # connections are reused: leave no patched method behind
             return self.cm.__exit__(*exc)
 
-    monkeypatch.setattr(services, "slurm_client", DropsAfterSubmit)
+    monkeypatch.setattr(submitting, "slurm_client", DropsAfterSubmit)
     services.job_submit(job_id=job.pk)
-    monkeypatch.setattr(services, "slurm_client", real)
+    monkeypatch.setattr(submitting, "slurm_client", real)
     job.refresh_from_db()
     if job.status == S.UNKNOWN:  # inline task execution may already have reconciled it
         services.job_reconcile(job_id=job.pk)
@@ -227,18 +229,18 @@ def test_unknown_jobs_are_reconciled_with_one_marker_search_per_account(grant, m
         services.job_create(user=grant.user, cluster=grant.cluster, name=f"lost-{i}", script=script("true"))
         for i in range(3)
     ]
-    real_transition = services.transition
+    real_transition = submitting.transition
 
     def die_after_sbatch(**kwargs):
         if kwargs.get("action") == "job.submitted":
             raise SystemExit("worker killed")
         return real_transition(**kwargs)
 
-    monkeypatch.setattr(services, "transition", die_after_sbatch)
+    monkeypatch.setattr(submitting, "transition", die_after_sbatch)
     for job in jobs:
         with pytest.raises(SystemExit):
             services.job_submit(job_id=job.pk)
-    monkeypatch.setattr(services, "transition", real_transition)
+    monkeypatch.setattr(submitting, "transition", real_transition)
     Job.objects.filter(pk__in=[j.pk for j in jobs]).update(updated_at=timezone.now() - timedelta(minutes=10))
     services.jobs_find_stuck()
 
@@ -267,7 +269,7 @@ def test_unknown_jobs_are_reconciled_with_one_marker_search_per_account(grant, m
             del self.client.find_by_comments
             return self.cm.__exit__(*exc)
 
-    monkeypatch.setattr(services, "slurm_client", Counting)
+    monkeypatch.setattr(reconciling, "slurm_client", Counting)
     services.jobs_reconcile_unknown()
     assert searches == [3]
     for job in jobs:
