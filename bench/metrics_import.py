@@ -49,7 +49,7 @@ JOB = textwrap.dedent(
 
 
 def local_read(path: str, offset: int) -> tuple[bytes, int]:
-    # Capped like the SSH transport's read_file (1 MiB a call).
+    # Capped like the hub's ClusterFiles.read of a file store (1 MiB a call).
     with open(path, "rb") as fh:
         fh.seek(offset)
         data = fh.read(1 << 20)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from apps.core import crypto
-from apps.integrations.slurm.base import HostKeyError, SlurmClient, TransportError
+from apps.integrations.slurm.base import ClusterFiles, HostKeyError, NoClusterFiles, SlurmClient, TransportError
 from apps.integrations.slurm.rest import RestClient
 from apps.integrations.slurm.ssh import SSHClient
 
@@ -57,17 +57,23 @@ def _rest(grant: ClusterGrant) -> RestClient:
             f"Neither the grant for {grant.cluster_username} nor cluster {cluster.name} has a slurmrestd credential.",
             permanent=True,
         )
-    # slurmrestd has no file API: job logs are read over the login node when the grant
-    # also holds an SSH key.
-    files = _ssh(grant) if grant.ssh_private_key_encrypted and cluster.login_host and cluster.host_key else None
     return RestClient(
         cluster.rest_url,
         grant.cluster_username,
         token=token,
         jwt_key=jwt_key,
         api_version=cluster.rest_api_version,
-        file_reader=files,
+        files=_rest_files(grant),
     )
+
+
+def _rest_files(grant: ClusterGrant) -> ClusterFiles:
+    """slurmrestd has no file API: files (logs, checksums, tracking stores) are reached over
+    the login node when the grant also holds an SSH key."""
+    cluster = grant.cluster
+    if grant.ssh_private_key_encrypted and cluster.login_host and cluster.host_key.strip():
+        return _ssh(grant).files
+    return NoClusterFiles(f"A REST-only grant ({grant.cluster_username} on cluster {cluster.name})")
 
 
 # Connections are kept per thread and reused while idle for less than this long: an SSH
@@ -136,11 +142,3 @@ def slurm_client(grant: ClusterGrant) -> Iterator[SlurmClient]:
         client.close()
         raise
     _cache()[key] = (client, time.monotonic())
-
-
-def ssh_for_files(client: SlurmClient) -> SSHClient | None:
-    """The SSH connection behind a client, for creating folders and reading files."""
-    if isinstance(client, SSHClient):
-        return client
-    reader = getattr(client, "file_reader", None)
-    return reader if isinstance(reader, SSHClient) else None

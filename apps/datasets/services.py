@@ -24,11 +24,11 @@ from apps.accounts.models import Membership, Team
 from apps.audit.services import audit_record
 from apps.clusters.models import Cluster, ClusterGrant
 from apps.clusters.selectors import grant_for_submission
-from apps.clusters.transport import slurm_client, ssh_for_files
+from apps.clusters.transport import slurm_client
 from apps.core.errors import Conflict, NotFound, PermissionDenied, Unavailable, ValidationFailed
 from apps.core.tasks import enqueue
 from apps.core.transitions import transition
-from apps.integrations.slurm.base import SlurmError
+from apps.integrations.slurm.base import SlurmError, UnsupportedOperation
 
 from . import remote
 from .models import Dataset, DatasetVersion
@@ -200,13 +200,8 @@ def _measure(
     cluster, account = grant.cluster.name, grant.cluster_username
     try:
         with slurm_client(grant) as client:
-            ssh = ssh_for_files(client)
-            if ssh is None:
-                raise MeasureFailed(
-                    f"Cluster {cluster} is reached through slurmrestd and your grant has no SSH key; "
-                    "checksums are computed over SSH on the login node."
-                )
-            listed = ssh.run(["/bin/sh", "-c", remote.LIST_SCRIPT, "sh", path], timeout=LIST_TIMEOUT)
+            files = client.files
+            listed = files.run(["/bin/sh", "-c", remote.LIST_SCRIPT, "sh", path], timeout=LIST_TIMEOUT)
             if listed.exit_status in (remote.MISSING, remote.UNREADABLE):
                 raise MeasureFailed(f"{path} does not exist on {cluster} or is not readable by {account}.")
             if listed.exit_status == remote.NOT_A_FILE:
@@ -233,7 +228,7 @@ def _measure(
                     chunk.append(name)
                     chunk_bytes += size
                 started = time.monotonic()
-                hashed = ssh.run(
+                hashed = files.run(
                     ["/bin/sh", "-c", remote.HASH_SCRIPT, "sh", base],
                     stdin=b"\0".join(chunk) + b"\0",
                     timeout=max(120.0, chunk_bytes / SLOWEST_HASH_RATE),
@@ -253,6 +248,8 @@ def _measure(
                 max_bytes = _clamp(max_bytes * scale, MIN_CHUNK_BYTES, MAX_CHUNK_BYTES)
     except MeasureFailed:
         raise
+    except UnsupportedOperation as exc:  # a grant whose transport has no way to the files
+        raise MeasureFailed(exc.message) from None
     except SlurmError as exc:
         raise MeasureFailed(f"Could not reach {cluster}: {exc}", transient=not exc.permanent) from None
     except ValueError as exc:  # output we could not read

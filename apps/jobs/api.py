@@ -217,7 +217,7 @@ class JobLogsApi(APIView):
             offset = int(request.query_params.get("offset", "0"))
         except ValueError:
             raise ValidationFailed("offset must be a whole number of bytes.") from None
-        chunk = services.job_log_read(job=job, stream=stream, offset=offset, task=request.query_params.get("task"))
+        chunk = selectors.job_log_read(job=job, stream=stream, offset=offset, task=request.query_params.get("task"))
         return Response(
             {
                 "stream": stream,
@@ -253,4 +253,4 @@ class JobMetricsApi(APIView):
     @extend_schema(responses=JobMetricsOutputSerializer)
     def get(self, request, job_id):
         job = selectors.job_get(user=request.user, job_id=job_id)
-        return Response({"run_id": job.mlflow_run_id, "metrics": services.job_metric_history(job=job)})
+        return Response({"run_id": job.mlflow_run_id, "metrics": selectors.job_metric_history(job=job)})

@@ -1,14 +1,17 @@
 """Resolving and preparing a job's recorded inputs on the cluster, just before sbatch.
 
 Runs in the worker with no database transaction open. Everything here talks to the cluster
-through the grant's own account, so it sees exactly what the job will see."""
+through the grant's own account (`client.files`), so it sees exactly what the job will see."""
 
 import re
+from collections.abc import Callable
+from functools import wraps
+from typing import TypeVar
 
-from apps.integrations.slurm.base import TransportError
-from apps.integrations.slurm.ssh import SSHClient
+from apps.integrations.slurm.base import ClusterFiles, RemoteCommandFailed, RemoteFileMissing, UnsupportedOperation
 
 SHA = re.compile(r"^[0-9a-f]{40}$")
+F = TypeVar("F", bound=Callable)
 
 
 class InputError(Exception):
@@ -16,18 +19,26 @@ class InputError(Exception):
     job fails with this sentence, since retrying would not change it."""
 
 
-def _need_ssh(files: SSHClient | None, what: str) -> SSHClient:
-    if files is None:
-        raise InputError(f"Resolving {what} needs an SSH login on the cluster, and this grant has no SSH key.")
-    return files
+def _refusals_are_input_errors(fn: F) -> F:
+    # A grant whose transport cannot reach files (REST without an SSH key) cannot resolve
+    # inputs at all: the job fails with the sentence saying what the grant lacks.
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UnsupportedOperation as exc:
+            raise InputError(exc.message) from None
+
+    return wrapper  # type: ignore[return-value]
 
 
-def resolve_commit(files: SSHClient | None, repo: str, ref: str) -> str:
+@_refusals_are_input_errors
+def resolve_commit(files: ClusterFiles, repo: str, ref: str) -> str:
     """The commit SHA ``ref`` names in ``repo``, as the cluster account sees the repository."""
     ref = ref.strip() or "HEAD"
     if SHA.match(ref):
         return ref
-    result = _need_ssh(files, "a git ref").run(["git", "ls-remote", "--", repo, ref], timeout=60)
+    result = files.run(["git", "ls-remote", "--", repo, ref], timeout=60)
     if result.exit_status != 0:
         raise InputError(f"git could not read {repo} from the cluster: {result.err.strip() or result.exit_status}")
     for line in result.out.splitlines():
@@ -37,30 +48,26 @@ def resolve_commit(files: SSHClient | None, repo: str, ref: str) -> str:
     raise InputError(f"{repo} has no branch or tag named {ref!r}.")
 
 
-def image_digest(files: SSHClient | None, path: str) -> str:
-    """sha256 of the container image file on the cluster."""
-    result = _need_ssh(files, "a container image").run(["sha256sum", "--", path], timeout=600)
-    if result.exit_status != 0:
-        raise InputError(f"The image {path} does not exist on the cluster or is not readable by the job's account.")
-    digest = result.out.split()[0] if result.out.split() else ""
-    if not re.fullmatch(r"[0-9a-f]{64}", digest):
-        raise InputError(f"Could not compute the digest of {path}: {result.out.strip()[:200]}")
-    return f"sha256:{digest}"
+@_refusals_are_input_errors
+def image_digest(files: ClusterFiles, path: str) -> str:
+    """sha256 of the container image file, computed on the cluster."""
+    try:
+        return f"sha256:{files.sha256(path, timeout=600)}"
+    except RemoteFileMissing:
+        raise InputError(
+            f"The image {path} does not exist on the cluster or is not readable by the job's account."
+        ) from None
+    except RemoteCommandFailed as exc:
+        raise InputError(f"Could not compute the digest of {path}: {exc.message}") from None
 
 
-def write_files(files: SSHClient | None, root: str, contents: dict[str, bytes]) -> None:
+@_refusals_are_input_errors
+def write_files(files: ClusterFiles, root: str, contents: dict[str, bytes]) -> None:
     """Write small files (and folders, for names ending in /) below ``root`` on the cluster
     as the job's account."""
-    files = _need_ssh(files, "the file-based tracking store")
     for relative, data in contents.items():
         path = f"{root.rstrip('/')}/{relative}"
         if relative.endswith("/"):  # an empty folder the store expects to exist
-            result = files.run(["mkdir", "-p", "--", path])
-            if result.exit_status != 0:
-                raise TransportError(f"Could not create {path} on the cluster: {result.err.strip()}", permanent=False)
-            continue
-        folder = path.rsplit("/", 1)[0]
-        script = 'mkdir -p -- "$1" && cat > "$2"'
-        result = files.run(["/bin/sh", "-c", script, "sh", folder, path], stdin=data)
-        if result.exit_status != 0:
-            raise TransportError(f"Could not write {path} on the cluster: {result.err.strip()}", permanent=False)
+            files.mkdir(path)
+        else:
+            files.write(path, data)

@@ -1,9 +1,22 @@
+"""Reads for jobs: the user's own jobs and their timeline from the database; a job's log
+from its cluster, its metrics and artifacts from the hub's MLflow. Nothing here writes."""
+
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
 from apps.audit.models import AuditEvent
-from apps.core.errors import NotFound
+from apps.clusters.transport import slurm_client
+from apps.core.errors import NotFound, Unavailable, ValidationFailed
+from apps.integrations.mlflow.base import MlflowError, MlflowUnavailable
+from apps.integrations.slurm.base import RemoteFileMissing, SlurmError, UnsupportedOperation
 
+from . import tracking
 from .models import Job
 
 
@@ -43,3 +56,120 @@ def job_get(*, user, job_id) -> Job:
 
 def job_timeline(*, job: Job) -> QuerySet[AuditEvent]:
     return AuditEvent.objects.filter(subject_type="jobs.job", subject_id=str(job.uuid)).order_by("seq")
+
+
+# ---------------------------------------------------------------- logs
+
+LOG_CHUNK = 256 * 1024
+
+
+def job_log_path(job: Job, stream: str, task: str | None = None) -> str:
+    template = job.stdout_path if stream == "stdout" else job.stderr_path
+    head = job.slurm_job_id
+    if job.is_array:
+        if task is None:
+            first = job.tasks.order_by("task_id").first()
+            task = first.task_id if first else "0"
+        return template.replace("%A", head).replace("%a", str(task))
+    return template.replace("%j", head)
+
+
+@dataclass
+class LogChunk:
+    text: str
+    next_offset: int
+    missing: bool = False
+    message: str = ""
+
+
+def job_log_read(
+    *, job: Job, stream: str, offset: int = 0, task: str | None = None, limit: int = LOG_CHUNK
+) -> LogChunk:
+    """Read the log from ``offset`` on, through the grant's `ClusterFiles`; only what is new
+    crosses the wire."""
+    if stream not in ("stdout", "stderr"):
+        raise ValidationFailed("stream must be stdout or stderr.")
+    if offset < 0:
+        raise ValidationFailed("offset must be 0 or more.")
+    if not job.slurm_job_id:
+        return LogChunk("", offset, missing=True, message="The job has not reached Slurm yet.")
+    path = job_log_path(job, stream, task)
+    try:
+        with slurm_client(job.grant) as client:
+            data, next_offset = client.files.read(path, offset, limit)
+    except RemoteFileMissing:
+        return LogChunk("", offset, missing=True, message="No log yet: Slurm creates it when the job starts.")
+    except UnsupportedOperation as exc:
+        raise Unavailable(exc.message) from None
+    except SlurmError as exc:
+        raise Unavailable(f"Cluster {job.cluster.name} could not be reached for the log: {exc.message}") from None
+    cut = _incomplete_utf8_tail(data)
+    if cut:
+        # A chunk may end inside a multi-byte character: leave those bytes for next time.
+        data, next_offset = data[:-cut], next_offset - cut
+    return LogChunk(data.decode("utf-8", errors="replace"), next_offset)
+
+
+def _incomplete_utf8_tail(data: bytes) -> int:
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0b1100_0000 == 0b1000_0000:
+            continue  # a continuation byte: look further back for the lead byte
+        if byte & 0b1000_0000 == 0:
+            return 0
+        need = 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4 if byte >> 3 == 0b11110 else 1
+        return back if back < need else 0
+    return 0
+
+
+# ---------------------------------------------------------------- tracking
+
+
+def job_metric_history(*, job: Job) -> dict[str, list[dict]]:
+    """Every metric's points per step, from the hub's MLflow run (live while the job runs)."""
+    if not job.mlflow_run_id:
+        return {}
+    try:
+        history = tracking.metric_history(job)
+    except MlflowUnavailable as exc:
+        raise Unavailable(f"MLflow could not be reached: {exc}") from None
+    except MlflowError as exc:
+        raise Unavailable(f"MLflow could not give the job's metrics: {exc}") from None
+    return {
+        # NaN and infinity are valid metric values but not JSON: they travel as null.
+        key: [
+            {"step": p.step, "value": p.value if math.isfinite(p.value) else None, "timestamp": p.timestamp_ms}
+            for p in points
+        ]
+        for key, points in history.items()
+    }
+
+
+def job_artifacts(*, job: Job, path: str = "") -> list:
+    if not job.mlflow_run_id:
+        return []
+    try:
+        return tracking.client().list_artifacts(job.mlflow_run_id, path)
+    except MlflowUnavailable as exc:
+        raise Unavailable(f"MLflow could not be reached: {exc}") from None
+    except MlflowError as exc:
+        raise ValidationFailed(f"MLflow could not list the artifacts: {exc}") from None
+
+
+def job_artifact_file(*, job: Job, path: str) -> tuple[str, str]:
+    """Download one artifact from the hub's MLflow to a temporary file; return (file, name)."""
+    if not job.mlflow_run_id or not path or ".." in PurePosixPath(path).parts:
+        raise ValidationFailed("No such artifact.")
+    target = tempfile.mkdtemp(prefix="axle-artifact-")
+    try:
+        local = tracking.client().download_artifact(job.mlflow_run_id, path, target)
+        if Path(local).is_dir() or Path(local).parent != Path(target):
+            raise ValidationFailed("That is a folder; download the files in it one by one.")
+    except BaseException as exc:
+        shutil.rmtree(target, ignore_errors=True)  # the caller removes it only after a success
+        if isinstance(exc, MlflowUnavailable):
+            raise Unavailable(f"MLflow could not be reached: {exc}") from None
+        if isinstance(exc, MlflowError):
+            raise ValidationFailed(f"MLflow could not give the artifact: {exc}") from None
+        raise
+    return local, PurePosixPath(path).name

@@ -14,6 +14,7 @@ from apps.clusters.models import Cluster
 from apps.integrations.mlflow import filestore
 from apps.integrations.mlflow.base import MetricPoint
 from apps.integrations.mlflow.client import TrackingClient
+from apps.integrations.slurm.base import ClusterFiles, RemoteFileMissing
 
 from .models import Job
 
@@ -89,14 +90,14 @@ def bootstrap_file_store(job: Job, experiment_id: str, run_id: str) -> dict[str,
     )
 
 
-class ClusterFiles:
-    """The two callables the file-store reader needs, over the job account's SSH login."""
+class _StoreReader:
+    """The two callables the file-store reader needs, over the job account's `ClusterFiles`."""
 
-    def __init__(self, files):
+    def __init__(self, files: ClusterFiles):
         self.files = files
 
     def read(self, path: str, offset: int) -> tuple[bytes, int]:
-        return self.files.read_file(path, offset, 1 << 20)
+        return self.files.read(path, offset, 1 << 20)
 
     def read_whole(self, path: str) -> bytes:
         data, offset = b"", 0
@@ -107,21 +108,16 @@ class ClusterFiles:
             data += chunk
 
     def list_files(self, directory: str) -> dict[str, int | None]:
-        result = self.files.run(["find", directory, "-type", "f", "-printf", "%P\t%s\n"], timeout=60)
-        if result.exit_status != 0:
+        try:
+            return {entry.name: entry.size for entry in self.files.list(directory)}
+        except RemoteFileMissing:
             return {}  # not there (yet)
-        listing: dict[str, int | None] = {}
-        for line in result.out.splitlines():
-            name, _, size = line.rpartition("\t")
-            if name:
-                listing[name] = int(size) if size.isdigit() else None
-        return listing
 
 
-def import_file_store(job: Job, files, *, final: bool = False) -> tuple[int, dict]:
+def import_file_store(job: Job, files: ClusterFiles, *, final: bool = False) -> tuple[int, dict]:
     """Pull what the job appended to its file store since the last pull and import it in
     batches. Returns (points imported, new state)."""
-    remote = ClusterFiles(files)
+    remote = _StoreReader(files)
     increment = filestore.read_increment(
         run_path=filestore.run_dir(mlruns_dir(job), job.mlflow_experiment_id, job.mlflow_run_id),
         read=remote.read,
@@ -134,9 +130,9 @@ def import_file_store(job: Job, files, *, final: bool = False) -> tuple[int, dic
     return len(increment.points), increment.state
 
 
-def import_spooled_models(job: Job, files) -> int:
+def import_spooled_models(job: Job, files: ClusterFiles) -> int:
     """Copy the models the job logged into its file store into the hub's run artifacts."""
-    remote = ClusterFiles(files)
+    remote = _StoreReader(files)
     models = filestore.find_models(
         mlruns_dir=mlruns_dir(job),
         experiment_id=job.mlflow_experiment_id,

@@ -14,8 +14,15 @@ MAX_SCRIPT_BYTES = 256 * 1024
 
 @dataclass
 class Validation:
+    """Everything job creation needs from one parse of the script: the problems, the
+    effective request, the clean parameters and the hub's own options and log paths."""
+
     effective_request: dict = field(default_factory=dict)
     problems: list[dict] = field(default_factory=list)
+    parameters: dict[str, str] = field(default_factory=dict)
+    stdout_path: str = ""
+    stderr_path: str = ""
+    hub_args: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -78,30 +85,35 @@ def validate_parameters(parameters, result: Validation) -> dict[str, str]:
     return clean
 
 
-def validate(*, script: str, grant: ClusterGrant | None, workdir: str, parameters=None) -> tuple[Validation, dict]:
-    """Resolve the effective request as sbatch would and list every problem with the grant."""
+def validate(*, script: str, grant: ClusterGrant | None, workdir: str, parameters=None) -> Validation:
+    """Resolve the effective request as sbatch would and list every problem with the grant.
+    The script is parsed once."""
     result = Validation()
-    params = validate_parameters(parameters, result)
+    result.parameters = validate_parameters(parameters, result)
     if not script or not script.strip():
         result.add("The script is empty.")
-        return result, params
+        return result
     if len(script.encode("utf-8")) > MAX_SCRIPT_BYTES:
         result.add(f"The script is larger than {MAX_SCRIPT_BYTES // 1024} KiB.")
-        return result, params
+        return result
     if "\r\n" in script:
         result.add("The script has DOS line breaks (\\r\\n); sbatch refuses them. Save it with UNIX line breaks.")
-        return result, params
+        return result
     if not script.startswith("#!"):
         # sbatch itself refuses a script without an interpreter line.
         result.add("The script must start with an interpreter line such as #!/bin/bash, as sbatch requires.", 1)
+    directives, problems = sbatch.parse_script(script)
     # Whether the script is an array decides the log file names the hub adds.
-    script_only, _ = sbatch.effective_request(script)
-    stdout_path, stderr_path = log_paths(workdir, script_only.array is not None)
-    request, problems = sbatch.effective_request(script, hub_args(stdout_path=stdout_path, stderr_path=stderr_path))
+    is_array = sbatch.resolve(directives, []).array is not None
+    result.stdout_path, result.stderr_path = log_paths(workdir, is_array)
+    result.hub_args = hub_args(stdout_path=result.stdout_path, stderr_path=result.stderr_path)
+    cli, cli_problems = sbatch.parse_command_line(result.hub_args)
+    problems.extend(cli_problems)
+    request = sbatch.resolve([*directives, *cli], problems)
     for p in problems:
         result.add(p.message, p.line)
     result.effective_request = request.as_dict()
     if grant is not None:
         for p in sbatch.check_against_limits(request, grant_limits(grant, workdir)):
             result.add(p.message, p.line)
-    return result, params
+    return result

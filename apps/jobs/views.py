@@ -173,10 +173,10 @@ def job_log(request, job_id, stream):
         offset = 0
     task = request.GET.get("task") or None
     try:
-        chunk = services.job_log_read(job=job, stream=stream, offset=offset, task=task)
+        chunk = selectors.job_log_read(job=job, stream=stream, offset=offset, task=task)
         error = ""
     except ApplicationError as exc:
-        chunk, error = services.LogChunk("", offset), exc.message
+        chunk, error = selectors.LogChunk("", offset), exc.message
     return render(
         request,
         "jobs/_log_chunk.html",
@@ -199,14 +199,14 @@ def job_log_download(request, job_id, stream):
     def chunks():
         offset = 0
         while True:
-            chunk = services.job_log_read(job=job, stream=stream, offset=offset, task=task)
+            chunk = selectors.job_log_read(job=job, stream=stream, offset=offset, task=task)
             if not chunk.text and chunk.next_offset == offset:
                 return
             yield chunk.text.encode("utf-8")
             offset = chunk.next_offset
 
     try:
-        services.job_log_read(job=job, stream=stream, offset=0, task=task, limit=1)
+        selectors.job_log_read(job=job, stream=stream, offset=0, task=task, limit=1)
     except ApplicationError as exc:
         messages.error(request, exc.message)
         return redirect("job-detail", job_id=job.uuid)
@@ -255,7 +255,7 @@ def job_artifacts(request, job_id):
     """The run's artifacts (htmx fragment), listed from the hub's MLflow."""
     job = _job(request, job_id)
     try:
-        entries = services.job_artifacts(job=job, path=request.GET.get("path", ""))
+        entries = selectors.job_artifacts(job=job, path=request.GET.get("path", ""))
         error = ""
     except ApplicationError as exc:
         entries, error = [], exc.message
@@ -274,7 +274,7 @@ class _RemovedWhenClosed(io.FileIO):
 def job_artifact_download(request, job_id):
     job = _job(request, job_id)
     try:
-        path, name = services.job_artifact_file(job=job, path=request.GET.get("path", ""))
+        path, name = selectors.job_artifact_file(job=job, path=request.GET.get("path", ""))
     except ApplicationError as exc:
         messages.error(request, exc.message)
         return redirect("job-detail", job_id=job.uuid)

@@ -259,3 +259,25 @@ def test_registering_through_the_api_runs_the_checksum_task_as_the_worker_would(
     assert body["progress"]["percent"] == 100 and body["progress"]["files_done"] == body["file_count"] == 17
     event = AuditEvent.objects.filter(subject_id=body["id"], action="dataset_version.ready").get()
     assert event.actor == alice  # the task acted for whoever registered it
+
+
+def test_a_rest_only_grant_fails_the_checksum_saying_what_it_lacks(env, scratch, alice, team):
+    from apps.clusters import services as cluster_services
+
+    cluster = make_local_cluster("rest", "local-rest")
+    # slurmrestd only: no SSH key on the grant, so the login node's files are out of reach.
+    grant = cluster_services.grant_create(
+        user=alice, cluster=cluster, cluster_username="scientist", actor=None, allowed_partitions=["debug"]
+    )
+    assert not grant.ssh_private_key_encrypted
+    data = make_dataset(scratch)
+    dataset = services.dataset_create(user=alice, team=team, name="rest-only")
+    version = services.dataset_version_register(user=alice, dataset=dataset, cluster=cluster, path=str(data))
+    services.dataset_version_checksum(version_id=version.pk)
+    version.refresh_from_db()
+    assert version.status == V.FAILED
+    assert version.error == (
+        "A REST-only grant (scientist on cluster local-rest) cannot run a command on the cluster: slurmrestd has "
+        "no file API, so files on the cluster are reached over SSH on its login node. An administrator must add "
+        "an SSH key to the grant (and a login host with a confirmed host key to the cluster)."
+    )

@@ -4,8 +4,10 @@ from contextlib import contextmanager
 
 import pytest
 
+from apps.integrations.slurm.base import NoClusterFiles
 from apps.jobs import services, tracking
 from apps.jobs.models import Job
+from apps.jobs.services import submit as submitting
 from tests.registry.conftest import make_job
 
 S = Job.Status
@@ -13,6 +15,7 @@ S = Job.Status
 
 class RecordingClient:
     submitted: list = []
+    files = NoClusterFiles("A client that records submissions")
 
     def submit(self, request):
         self.submitted.append(request)
@@ -33,7 +36,7 @@ def test_it_does_not_sbatch_a_job_taken_for_stuck_while_its_inputs_were_resolved
         Job.objects.filter(pk=j.pk).update(status=S.UNKNOWN)
         return "1", "run-1"
 
-    monkeypatch.setattr(services, "slurm_client", fake_client)
+    monkeypatch.setattr(submitting, "slurm_client", fake_client)
     monkeypatch.setattr(tracking, "start_run", slow_start_run)
     result = services.job_submit(job_id=job.pk)
     assert RecordingClient.submitted == []

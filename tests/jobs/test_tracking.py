@@ -10,10 +10,10 @@ import pytest
 from django.conf import settings
 
 from apps.clusters.models import Cluster
-from apps.clusters.transport import slurm_client, ssh_for_files
+from apps.clusters.transport import slurm_client
 from apps.datasets import services as dataset_services
 from apps.integrations.mlflow.client import TrackingClient
-from apps.jobs import services
+from apps.jobs import selectors, services
 from apps.jobs.models import Job
 from tests.local_cluster import LOCAL_CLUSTER_MISSING, local_cluster_env, make_local_cluster, make_local_grant
 
@@ -51,7 +51,7 @@ def _setup(env, user, team, transport: str, mode: str):
     scratch = env["AXLE_LOCAL_SCRATCH_ROOT"].rstrip("/") + "/scientist"
     data_dir = f"{scratch}/test-datasets/digits"
     with slurm_client(grant) as client:
-        files = ssh_for_files(client)
+        files = client.files
         if files.run(["test", "-s", f"{data_dir}/digits.csv"]).exit_status != 0:
             result = files.run(
                 [env["AXLE_LOCAL_PYTHON"], "-", data_dir], stdin=(EXAMPLE / "make_dataset.py").read_bytes()
@@ -100,7 +100,7 @@ def _run(user, cluster, version, repo, *, epochs="4", poll=None) -> Job:
         if poll:
             poll(job)
         job.refresh_from_db()
-    assert job.status == S.COMPLETED, (job.status, services.job_log_read(job=job, stream="stderr").text[-2000:])
+    assert job.status == S.COMPLETED, (job.status, selectors.job_log_read(job=job, stream="stderr").text[-2000:])
     services.job_finalize(job_id=job.pk)
     job.refresh_from_db()
     return job
@@ -116,7 +116,7 @@ def test_the_example_lands_in_the_hubs_run_with_its_inputs(env, alice, team, tra
         if job.status == S.RUNNING and mode == "file":
             services.job_sync_tracking(job_id=job.pk)
         if job.mlflow_run_id:
-            history = services.job_metric_history(job=Job.objects.get(pk=job.pk))
+            history = selectors.job_metric_history(job=Job.objects.get(pk=job.pk))
             seen_while_running.append(len(history.get("val_accuracy", [])))
 
     job = _run(alice, cluster, version, repo, epochs="4", poll=pull)

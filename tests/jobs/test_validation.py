@@ -1,6 +1,8 @@
 import pytest
 
-from apps.jobs import services
+from apps.core.errors import PermissionDenied, ValidationFailed
+from apps.integrations.slurm import sbatch, states
+from apps.jobs import selectors, services
 from apps.jobs.models import Job
 from tests.factories import ClusterFactory, ClusterGrantFactory
 
@@ -95,6 +97,20 @@ class TestCreation:
         assert job.stdout_path == f"/scratch/alice_hpc/axle/{job.uuid}/slurm-%j.out"
         assert job.hub_args == [f"--output={job.stdout_path}", f"--error={job.stderr_path}"]
 
+    def test_creating_a_job_parses_its_script_once(self, alice, grant, monkeypatch):
+        parses = []
+        real = sbatch.parse_script
+
+        def counting(script):
+            parses.append(script)
+            return real(script)
+
+        monkeypatch.setattr(sbatch, "parse_script", counting)
+        script = SCRIPT.replace("echo hi", "#SBATCH --array=0-3\necho hi")
+        job = services.job_create(user=alice, cluster=grant.cluster, name="t", script=script)
+        assert parses == [script]
+        assert job.stdout_path == f"/scratch/alice_hpc/axle/{job.uuid}/slurm-%A_%a.out"
+
     def test_an_invalid_job_is_refused_with_every_problem(self, api, alice, grant):
         api.force_authenticate(alice)
         response = api.post(
@@ -107,7 +123,7 @@ class TestCreation:
     def test_the_active_jobs_limit_is_enforced(self, alice, grant):
         for _ in range(2):
             services.job_create(user=alice, cluster=grant.cluster, name="t", script=SCRIPT)
-        with pytest.raises(services.ValidationFailed, match="active jobs"):
+        with pytest.raises(ValidationFailed, match="active jobs"):
             services.job_create(user=alice, cluster=grant.cluster, name="t", script=SCRIPT)
 
     def test_an_expired_grant_cannot_submit(self, alice, grant):
@@ -115,7 +131,7 @@ class TestCreation:
 
         grant.valid_until = timezone.now()
         grant.save()
-        with pytest.raises(services.PermissionDenied):
+        with pytest.raises(PermissionDenied):
             services.job_create(user=alice, cluster=grant.cluster, name="t", script=SCRIPT)
 
     def test_another_users_job_answers_404(self, api, alice, bob, grant):
@@ -153,15 +169,32 @@ class TestCreation:
     ],
 )
 def test_slurm_states_map_to_the_hubs(slurm, hub):
-    assert services.hub_state(slurm) == hub
+    assert states.hub_state(slurm) == hub
+    assert hub is None or Job.Status(hub)  # every value is one of the job's statuses
+
+
+@pytest.mark.parametrize(
+    "rows,combined",
+    [
+        (["COMPLETED", "RUNNING", "PENDING"], "running"),
+        (["COMPLETED", "PENDING"], "pending"),
+        (["COMPLETED", "CANCELLED by 1000", "FAILED"], "failed"),
+        (["COMPLETED", "TIMEOUT", "FAILED"], "timeout"),
+        (["NODE_FAIL", "OUT_OF_MEMORY", "TIMEOUT"], "out_of_memory"),
+        (["COMPLETED", "COMPLETED"], "completed"),
+        (["WHATEVER"], None),
+    ],
+)
+def test_an_arrays_tasks_combine_into_the_most_telling_state(rows, combined):
+    assert states.combined_state(rows) == combined
 
 
 def test_a_log_chunk_never_ends_inside_a_character():
     data = "héllo €".encode()
-    assert services._incomplete_utf8_tail(data) == 0
-    assert services._incomplete_utf8_tail(data[:-1]) == 2
-    assert services._incomplete_utf8_tail(data[:-2]) == 1
-    assert services._incomplete_utf8_tail(b"abc") == 0
+    assert selectors._incomplete_utf8_tail(data) == 0
+    assert selectors._incomplete_utf8_tail(data[:-1]) == 2
+    assert selectors._incomplete_utf8_tail(data[:-2]) == 1
+    assert selectors._incomplete_utf8_tail(b"abc") == 0
 
 
 @pytest.mark.django_db

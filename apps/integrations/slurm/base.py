@@ -6,6 +6,7 @@ Framework-free on purpose: services import this, never the other way round.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -57,7 +58,7 @@ class SlurmRejected(SlurmError):
 
 
 class RemoteFileMissing(SlurmError):
-    """A file asked for by `read_file` does not exist (yet): a pending job has no log."""
+    """A file asked for does not exist (yet) or cannot be read: a pending job has no log."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message, permanent=False)
@@ -65,6 +66,14 @@ class RemoteFileMissing(SlurmError):
 
 class UnsupportedOperation(SlurmError):
     """The transport cannot do this at all (e.g. slurmrestd has no file API)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, permanent=True)
+
+
+class RemoteCommandFailed(SlurmError):
+    """A file operation ran on the cluster and failed there (permissions, a full disk):
+    retrying the same call would fail the same way."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message, permanent=True)
@@ -168,18 +177,136 @@ class ClusterState:
         return next((p.name for p in self.partitions if p.is_default), None)
 
 
+class CommandOutput(Protocol):
+    """What a command run on the cluster answered."""
+
+    exit_status: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def out(self) -> str: ...
+
+    @property
+    def err(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A regular file below a listed folder: its path relative to that folder, and its size.
+
+    Names are decoded as UTF-8 with ``surrogateescape``, so ``name.encode("utf-8",
+    "surrogateescape")`` gives back the exact bytes of any name."""
+
+    name: str
+    size: int
+
+
+@dataclass(frozen=True)
+class FileStat:
+    kind: str  # "file", "dir" or "other" (links are followed)
+    size: int
+    mtime: datetime
+
+
 @runtime_checkable
-class FileReader(Protocol):
-    def read_file(self, path: str, offset: int = 0, limit: int = 1 << 20) -> tuple[bytes, int]:
+class ClusterFiles(Protocol):
+    """The cluster's file system, as the grant's cluster user sees it on the login host.
+
+    Every call is one round trip; nothing is ever downloaded to compute something that the
+    cluster can compute itself (a checksum). Paths are passed as arguments, never as shell
+    text. A transport that cannot reach files raises `UnsupportedOperation` from every
+    method, with a sentence saying what is missing."""
+
+    def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None) -> CommandOutput:
+        """Run one command (argv, every word quoted) as the cluster user; a non-zero exit is
+        returned, not raised."""
+        ...
+
+    def read(self, path: str, offset: int = 0, limit: int = 1 << 20) -> tuple[bytes, int]:
         """Read at most `limit` bytes of `path` starting at byte `offset`; return the bytes
-        and the offset to ask for next. Never re-reads what came before `offset`."""
+        and the offset to ask for next. Never re-reads what came before `offset`. Raises
+        `RemoteFileMissing` when the file is not there (yet) or not readable."""
+        ...
+
+    def write(self, path: str, data: bytes, *, mode: int = 0o644) -> None:
+        """Replace `path` with `data` atomically (a temporary file in the same folder, then a
+        rename), creating its folder if needed; a reader never sees half a file."""
+        ...
+
+    def mkdir(self, path: str) -> None:
+        """Create `path` and its parents; nothing happens when it exists."""
+        ...
+
+    def stat(self, path: str) -> FileStat:
+        """Kind, size and modification time of `path`; `RemoteFileMissing` if it is not there."""
+        ...
+
+    def sha256(self, path: str, *, timeout: float | None = None) -> str:
+        """The hex sha256 of a file, computed on the cluster while it streams through
+        `sha256sum`. `RemoteFileMissing` if it is not there or not readable."""
+        ...
+
+    def list(self, path: str) -> builtins.list[FileEntry]:
+        """Every regular file below the folder `path` (recursively, links not followed), sorted
+        by name. `RemoteFileMissing` if the folder is not there."""
         ...
 
 
+class NoClusterFiles:
+    """`ClusterFiles` for a transport that has no way to the cluster's files: every method
+    raises `UnsupportedOperation` saying what could not be done and what would fix it."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return "NoClusterFiles()"
+
+    def _refuse(self, what: str) -> UnsupportedOperation:
+        return UnsupportedOperation(f"{self.reason} cannot {what}: {_NO_FILES_FIX}")
+
+    def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None) -> CommandOutput:
+        raise self._refuse("run a command on the cluster")
+
+    def read(self, path: str, offset: int = 0, limit: int = 1 << 20) -> tuple[bytes, int]:
+        raise self._refuse(f"read {path}")
+
+    def write(self, path: str, data: bytes, *, mode: int = 0o644) -> None:
+        raise self._refuse(f"write {path}")
+
+    def mkdir(self, path: str) -> None:
+        raise self._refuse(f"create the folder {path}")
+
+    def stat(self, path: str) -> FileStat:
+        raise self._refuse(f"look at {path}")
+
+    def sha256(self, path: str, *, timeout: float | None = None) -> str:
+        raise self._refuse(f"checksum {path}")
+
+    def list(self, path: str) -> builtins.list[FileEntry]:
+        raise self._refuse(f"list {path}")
+
+    def close(self) -> None:
+        pass
+
+
+_NO_FILES_FIX = (
+    "slurmrestd has no file API, so files on the cluster are reached over SSH on its login node. "
+    "An administrator must add an SSH key to the grant (and a login host with a confirmed host key "
+    "to the cluster)."
+)
+
+
 @runtime_checkable
-class SlurmClient(FileReader, Protocol):
+class SlurmClient(Protocol):
     """One cluster, seen as one cluster user. Every method is one Slurm call whatever the
-    number of jobs involved, so a tracking cycle costs a constant number of calls."""
+    number of jobs involved, so a tracking cycle costs a constant number of calls.
+
+    `files` is the cluster's file system as the same user (`ClusterFiles`)."""
+
+    @property
+    def files(self) -> ClusterFiles: ...
 
     def submit(self, req: SubmitRequest) -> str:
         """Submit and return the job id (for an array, the array's job id)."""

@@ -8,9 +8,9 @@ the same job on either transport:
 * slurmrestd 22.05 does not read the ``#SBATCH`` lines of the script: every option must be
   a job property. The script is parsed with `sbatch.py` (the same rules as sbatch), the
   hub's options are applied on top, and each option is sent as its property.
-* It has no file API. Logs are read by a paired `FileReader` (an `SSHClient` for the same
-  user, or anything reading the cluster's shared file system); without one, `read_file`
-  raises `UnsupportedOperation`.
+* It has no file API. `files` is a paired `ClusterFiles` (the SSH file layer for the same
+  user, when the grant also holds an SSH key); without one, its every method raises
+  `UnsupportedOperation` saying what the grant lacks.
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ import requests
 from . import sbatch
 from .base import (
     AmbiguousSubmitError,
+    ClusterFiles,
     ClusterState,
-    FileReader,
     JobInfo,
+    NoClusterFiles,
     NodeInfo,
     PartitionInfo,
     SlurmRejected,
@@ -197,7 +198,7 @@ class RestClient:
         jwt_key: bytes | None = None,
         api_version: str = DEFAULT_API_VERSION,
         timeout: float = 30.0,
-        file_reader: FileReader | None = None,
+        files: ClusterFiles | None = None,
         session: requests.Session | None = None,
     ) -> None:
         if not token and not jwt_key:
@@ -209,7 +210,7 @@ class RestClient:
         self._minted_at = 0.0
         self.api_version = api_version
         self.timeout = timeout
-        self.file_reader = file_reader
+        self._files = files or NoClusterFiles(f"A REST-only grant ({username} at {self.base_url})")
         self._session = session or requests.Session()
 
     def __repr__(self) -> str:  # never the token
@@ -223,7 +224,7 @@ class RestClient:
 
     def close(self) -> None:
         self._session.close()
-        closer = getattr(self.file_reader, "close", None)
+        closer = getattr(self._files, "close", None)
         if closer:
             closer()
 
@@ -368,13 +369,9 @@ class RestClient:
     def cancel(self, job_id: str) -> None:
         self._request("DELETE", "slurm", f"job/{job_id}")
 
-    def read_file(self, path: str, offset: int = 0, limit: int = 1 << 20) -> tuple[bytes, int]:
-        if self.file_reader is None:
-            raise UnsupportedOperation(
-                "slurmrestd has no file API; this cluster needs an SSH login (or a shared "
-                "file system) to read job logs."
-            )
-        return self.file_reader.read_file(path, offset, limit)
+    @property
+    def files(self) -> ClusterFiles:
+        return self._files
 
     def cluster_state(self) -> ClusterState:
         # Nodes carry their partitions; partitions carry defaults and limits. Two calls

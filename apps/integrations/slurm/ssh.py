@@ -24,21 +24,21 @@ import paramiko
 from . import parsing
 from .base import (
     AmbiguousSubmitError,
+    ClusterFiles,
     ClusterState,
     HostKeyError,
     JobInfo,
-    RemoteFileMissing,
     SlurmError,
     SlurmRejected,
     SubmitRequest,
     TransportError,
 )
+from .sshfiles import SSHFiles
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_COMMAND_TIMEOUT = 60.0
-MAX_READ = 8 << 20
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -160,6 +160,7 @@ class SSHClient:
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
         self._client: paramiko.SSHClient | None = None
+        self._files = SSHFiles(self)
 
     def __repr__(self) -> str:  # the key must never show up in logs or tracebacks
         return f"SSHClient({self.username}@{self.host}:{self.port})"
@@ -303,6 +304,11 @@ class SSHClient:
 
     # ---------------------------------------------------------------- SlurmClient
 
+    @property
+    def files(self) -> ClusterFiles:
+        """The cluster's files as this user, over this same connection."""
+        return self._files
+
     def submit(self, req: SubmitRequest) -> str:
         args = ["sbatch", "--parsable"]
         if req.job_name:
@@ -373,18 +379,6 @@ class SSHClient:
         result = self._query(["scancel", job_id])
         if result.exit_status != 0 or result.err:
             raise SlurmRejected(result.err or f"scancel exited with status {result.exit_status}")
-
-    def read_file(self, path: str, offset: int = 0, limit: int = 1 << 20) -> tuple[bytes, int]:
-        limit = max(0, min(limit, MAX_READ))
-        # tail seeks to the offset and head stops after `limit` bytes, so only the new
-        # part of a growing log crosses the wire. /bin/sh, not the user's login shell,
-        # interprets the pipe: a csh user must not change the meaning.
-        script = 'test -r "$1" || exit 44; tail -c +"$2" -- "$1" | head -c "$3"'
-        result = self._query(["/bin/sh", "-c", script, "sh", path, str(offset + 1), str(limit)])
-        if result.exit_status == 44:
-            raise RemoteFileMissing(f"{path} does not exist (yet) or cannot be read.")
-        self._check(result, "tail")
-        return result.stdout, offset + len(result.stdout)
 
     def cluster_state(self) -> ClusterState:
         result = self._query(parsing.sinfo_args())

@@ -114,7 +114,7 @@ def run_training(
 
 
 def local_read(path: str, offset: int) -> tuple[bytes, int]:
-    """The hub's SSH `read_file`, on the local disk."""
+    """The hub's `ClusterFiles.read`, on the local disk."""
     with open(path, "rb") as fh:
         fh.seek(offset)
         data = fh.read(1 << 20)

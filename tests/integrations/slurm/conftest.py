@@ -93,7 +93,7 @@ def rest(cluster: dict[str, str], ssh_factory: Callable[..., SSHClient]) -> Iter
         USER,
         jwt_key=key,
         api_version=cluster.get("AXLE_LOCAL_REST_API_VERSION", "v0.0.38"),
-        file_reader=ssh_factory(),
+        files=ssh_factory().files,
     )
     yield client
     client.close()

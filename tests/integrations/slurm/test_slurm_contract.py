@@ -80,13 +80,13 @@ def test_it_tracks_a_job_to_completion_and_reads_its_log_in_two_chunks(
     assert job.alloc_cpus and job.alloc_cpus >= 1
 
     path = f"{scratch}/contract-{job_id}.out"
-    first, offset = slurm.read_file(path, 0, 5)
-    rest, end = slurm.read_file(path, offset, 1 << 20)
+    first, offset = slurm.files.read(path, 0, 5)
+    rest, end = slurm.files.read(path, offset, 1 << 20)
     assert (first, offset) == (b"line ", 5)
     assert first + rest == b"line one\nparam=a,b=c d\n"
     assert end == len(first + rest)
-    assert slurm.read_file(path, end, 100) == (b"", end)
-    err, _ = slurm.read_file(f"{scratch}/contract-{job_id}.err", 0, 100)
+    assert slurm.files.read(path, end, 100) == (b"", end)
+    err, _ = slurm.files.read(f"{scratch}/contract-{job_id}.err", 0, 100)
     assert err == b"line three\n"
 
 
@@ -113,7 +113,7 @@ def test_an_array_job_shows_each_task(slurm: SlurmClient, scratch: str, marker: 
     assert sorted(t.array_task_id or "" for t in tasks) == ["0", "1", "2"]
     assert {t.array_job_id for t in tasks} == {job_id}
     assert {t.state for t in tasks} == {"COMPLETED"}
-    out, _ = slurm.read_file(f"{scratch}/{job_id}_2.out", 0, 100)
+    out, _ = slurm.files.read(f"{scratch}/{job_id}_2.out", 0, 100)
     assert out == b"task 2\n"
 
 

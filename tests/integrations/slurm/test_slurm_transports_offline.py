@@ -87,10 +87,13 @@ def test_a_minted_token_names_the_user_and_expires_soon() -> None:
     assert claims["exp"] - claims["iat"] == 60
 
 
-def test_rest_without_a_file_reader_says_logs_are_unsupported() -> None:
+def test_rest_without_ssh_files_says_what_it_cannot_do_and_what_is_missing() -> None:
     client = RestClient("http://127.0.0.1:9", "alice", token="t")
-    with pytest.raises(UnsupportedOperation):
-        client.read_file("/x", 0, 10)
+    with pytest.raises(UnsupportedOperation) as caught:
+        client.files.read("/x", 0, 10)
+    assert caught.value.message.startswith("A REST-only grant (alice at http://127.0.0.1:9) cannot read /x: ")
+    assert "An administrator must add an SSH key to the grant" in caught.value.message
+    assert caught.value.permanent
 
 
 def test_rest_maps_a_refused_connection_to_a_transient_transport_error() -> None:

@@ -12,7 +12,7 @@ from apps.accounts.models import Team, User
 from apps.clusters.local import read_cluster_env
 from apps.clusters.models import Cluster
 from apps.clusters.selectors import grant_for_submission
-from apps.clusters.transport import slurm_client, ssh_for_files
+from apps.clusters.transport import slurm_client
 from apps.datasets import services as dataset_services
 from apps.datasets.models import Dataset, DatasetVersion
 from apps.jobs import services
@@ -93,9 +93,7 @@ class Command(BaseCommand):
 
     def _write_dataset(self, grant, env, data_dir: str) -> None:
         with slurm_client(grant) as client:
-            files = ssh_for_files(client)
-            if files is None:
-                raise CommandError("the example needs an SSH login on the cluster to write its dataset")
+            files = client.files
             if files.run(["test", "-s", f"{data_dir}/digits.csv"]).exit_status == 0:
                 return
             self.say(f"writing the digits dataset to {data_dir} as scientist")

@@ -1,0 +1,129 @@
+"""`ClusterFiles` over SSH: the login host's coreutils, run as the grant's cluster user
+through the same pinned-host-key connection as the Slurm commands.
+
+Every path travels as a positional argument of a fixed `/bin/sh` script (not the user's
+login shell, whose syntax a csh user could change), never as part of the script text.
+GNU coreutils and find are assumed, as on every Linux cluster."""
+
+from __future__ import annotations
+
+import builtins
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from .base import FileEntry, FileStat, RemoteCommandFailed, RemoteFileMissing, TransportError
+
+if TYPE_CHECKING:
+    from .ssh import CommandResult, SSHClient
+
+MAX_READ = 8 << 20
+HASH_TIMEOUT = 600.0
+# The exit status our scripts use for "not there, or not readable by this account".
+MISSING = 44
+
+# tail seeks to the offset and head stops after `limit` bytes, so only the new part of a
+# growing log crosses the wire.
+READ_SCRIPT = f'test -r "$1" || exit {MISSING}; tail -c +"$2" -- "$1" | head -c "$3"'
+# mktemp in the target's own folder makes the rename atomic (same file system); the trap
+# removes the temporary file when anything before the rename fails.
+WRITE_SCRIPT = """set -e
+dir=$(dirname -- "$1")
+mkdir -p -- "$dir"
+tmp=$(mktemp -- "$dir/.axle-write.XXXXXXXX")
+trap 'rm -f -- "$tmp"' EXIT
+cat > "$tmp"
+chmod -- "$2" "$tmp"
+mv -fT -- "$tmp" "$1"
+trap - EXIT
+"""
+STAT_SCRIPT = f'test -e "$1" || exit {MISSING}; exec stat -L -c "%F/%s/%Y" -- "$1"'
+HASH_SCRIPT = f'test -f "$1" && test -r "$1" || exit {MISSING}; exec sha256sum -- "$1"'
+LIST_SCRIPT = f'test -d "$1" || exit {MISSING}; cd -- "$1" && exec find . -type f -printf \'%s %P\\0\''
+
+SHA256 = re.compile(rb"^\\?([0-9a-f]{64}) ")
+
+
+class SSHFiles:
+    """`ClusterFiles` on one `SSHClient`; closing it closes that connection."""
+
+    def __init__(self, ssh: SSHClient) -> None:
+        self.ssh = ssh
+
+    def __repr__(self) -> str:
+        return f"SSHFiles({self.ssh!r})"
+
+    def close(self) -> None:
+        self.ssh.close()
+
+    def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None) -> CommandResult:
+        from .ssh import _ConnectionLost
+
+        try:
+            return self.ssh.run(argv, stdin=stdin, timeout=timeout)
+        except _ConnectionLost as exc:
+            # Every file operation here is safe to repeat (a write lands by rename or not at all).
+            raise TransportError(f"Lost the connection to {self.ssh.host}: {exc}", permanent=False) from None
+
+    def _sh(self, script: str, *args: str, stdin: bytes | None = None, timeout: float | None = None) -> CommandResult:
+        return self.run(["/bin/sh", "-c", script, "sh", *args], stdin=stdin, timeout=timeout)
+
+    def _failed(self, result: CommandResult, what: str) -> RemoteCommandFailed:
+        detail = "; ".join(result.err.splitlines()[:3]) or f"exit status {result.exit_status}"
+        return RemoteCommandFailed(f"Could not {what} on {self.ssh.host} as {self.ssh.username}: {detail}")
+
+    def read(self, path: str, offset: int = 0, limit: int = 1 << 20) -> tuple[bytes, int]:
+        limit = max(0, min(limit, MAX_READ))
+        result = self._sh(READ_SCRIPT, path, str(offset + 1), str(limit))
+        if result.exit_status == MISSING:
+            raise RemoteFileMissing(f"{path} does not exist (yet) or cannot be read.")
+        if result.exit_status != 0:
+            raise self._failed(result, f"read {path}")
+        return result.stdout, offset + len(result.stdout)
+
+    def write(self, path: str, data: bytes, *, mode: int = 0o644) -> None:
+        result = self._sh(WRITE_SCRIPT, path, f"{mode & 0o7777:o}", stdin=data)
+        if result.exit_status != 0:
+            raise self._failed(result, f"write {path}")
+
+    def mkdir(self, path: str) -> None:
+        result = self.run(["mkdir", "-p", "--", path])
+        if result.exit_status != 0:
+            raise self._failed(result, f"create the folder {path}")
+
+    def stat(self, path: str) -> FileStat:
+        result = self._sh(STAT_SCRIPT, path)
+        if result.exit_status == MISSING:
+            raise RemoteFileMissing(f"{path} does not exist.")
+        if result.exit_status != 0:
+            raise self._failed(result, f"look at {path}")
+        kind, size, mtime = result.out.strip().rsplit("/", 2)
+        return FileStat(
+            kind="dir" if kind == "directory" else "file" if kind.startswith("regular") else "other",
+            size=int(size),
+            mtime=datetime.fromtimestamp(int(mtime), UTC),
+        )
+
+    def sha256(self, path: str, *, timeout: float | None = None) -> str:
+        result = self._sh(HASH_SCRIPT, path, timeout=timeout or HASH_TIMEOUT)
+        if result.exit_status == MISSING:
+            raise RemoteFileMissing(f"{path} does not exist or is not a file this account can read.")
+        match = SHA256.match(result.stdout) if result.exit_status == 0 else None
+        if match is None:
+            raise self._failed(result, f"checksum {path}")
+        return match.group(1).decode()
+
+    def list(self, path: str) -> builtins.list[FileEntry]:
+        result = self._sh(LIST_SCRIPT, path, timeout=max(self.ssh.command_timeout, 300.0))
+        if result.exit_status == MISSING:
+            raise RemoteFileMissing(f"{path} is not a folder (yet).")
+        if result.exit_status != 0:
+            # find goes on past an unreadable subfolder, says so on stderr and exits 1.
+            raise self._failed(result, f"list {path}")
+        entries = []
+        for record in result.stdout.split(b"\0"):
+            size, sep, name = record.partition(b" ")
+            if sep and size.isdigit() and name:
+                entries.append(FileEntry(name.decode("utf-8", "surrogateescape"), int(size)))
+        return sorted(entries, key=lambda e: e.name.encode("utf-8", "surrogateescape"))

@@ -1,0 +1,179 @@
+"""Creating a job: check the script and its inputs against the grant (one parse of the
+script), record the job with every input, and queue its submission."""
+
+import hashlib
+import uuid as uuid_lib
+from urllib.parse import urlsplit
+
+from django.db import transaction
+
+from apps.audit.services import audit_record
+from apps.clusters.models import Cluster, ClusterGrant
+from apps.clusters.selectors import grant_for_submission
+from apps.core.errors import Conflict, PermissionDenied, ValidationFailed
+from apps.core.tasks import enqueue
+from apps.datasets.selectors import dataset_versions_for_job
+
+from .. import validation
+from ..models import Job
+
+
+def job_validate(
+    *, user, cluster: Cluster, script: str, parameters=None
+) -> tuple[validation.Validation, ClusterGrant | None]:
+    grant = grant_for_submission(user=user, cluster=cluster)
+    workdir = f"{grant.job_root}/<job id>" if grant else "/<job id>"
+    result = validation.validate(script=script, grant=grant, workdir=workdir, parameters=parameters)
+    if grant is None:
+        result.add(f"You have no active grant on cluster {cluster.name}; request access on the cluster's page.")
+    return result, grant
+
+
+def job_create(
+    *,
+    user,
+    cluster: Cluster,
+    name: str,
+    script: str,
+    parameters=None,
+    rerun_of: Job | None = None,
+    reproduced_from: Job | None = None,
+    dataset_versions=(),
+    code: dict | None = None,
+    image: str = "",
+    image_digest: str = "",
+    code_commit: str = "",
+    verify_datasets: bool = False,
+    register_model_as: str = "",
+    team=None,
+) -> Job:
+    """Check the script and its inputs against the user's grant, record the job with every
+    input, and queue its submission. Nothing recorded here can change afterwards."""
+    grant = grant_for_submission(user=user, cluster=cluster)
+    if grant is None:
+        raise PermissionDenied(f"You have no active grant on cluster {cluster.name}.")
+    code = code or {}
+    if code and not str(code.get("repo", "")).strip():
+        raise ValidationFailed("code needs a repo (a git URL or path the cluster can read) and optionally a ref.")
+    if code and (urlsplit(str(code["repo"]).strip()).username or urlsplit(str(code["repo"]).strip()).password):
+        # The repo URL is recorded, audited, tagged on the run and shown: it must hold no secret.
+        raise ValidationFailed(
+            "The code repository URL contains a user name or token; give a URL without credentials "
+            "(the cluster account's own git credentials or SSH key are used to fetch it)."
+        )
+    versions = dataset_versions_for_job(user, list(dataset_versions), cluster) if dataset_versions else []
+    team = team or _default_team(user)
+    name = (name or "").strip()[:200] or "job"
+    job_uuid = uuid_lib.uuid4()
+    workdir = f"{grant.job_root}/{job_uuid}"
+    result = validation.validate(script=script, grant=grant, workdir=workdir, parameters=parameters)
+    if grant.max_active_jobs is not None:
+        active = Job.objects.filter(grant=grant).exclude(status__in=Job.TERMINAL).count()
+        if active >= grant.max_active_jobs:
+            result.add(
+                f"You already have {active} active jobs on {cluster.name}, your grant's limit; "
+                "wait for one to finish or cancel one."
+            )
+    if not result.ok:
+        raise ValidationFailed(
+            "The job does not fit your grant: "
+            + "; ".join((f"line {p['line']}: " if p["line"] else "") + p["message"] for p in result.problems),
+            extra={"problems": result.problems, "effective_request": result.effective_request},
+        )
+    with transaction.atomic():
+        job = Job.objects.create(
+            uuid=job_uuid,
+            owner=user,
+            grant=grant,
+            cluster=cluster,
+            name=name,
+            script=script,
+            script_sha256=hashlib.sha256(script.encode("utf-8")).hexdigest(),
+            parameters=result.parameters,
+            effective_request=result.effective_request,
+            hub_args=result.hub_args,
+            cluster_username=grant.cluster_username,
+            marker=f"axle-{job_uuid.hex}",
+            workdir=workdir,
+            stdout_path=result.stdout_path,
+            stderr_path=result.stderr_path,
+            rerun_of=rerun_of,
+            reproduced_from=reproduced_from,
+            team=team,
+            code_repo=str(code.get("repo", "")).strip(),
+            code_ref=str(code.get("ref", "") or "").strip(),
+            code_commit=code_commit,
+            image_path=(image or "").strip(),
+            image_digest=image_digest,
+            verify_datasets=verify_datasets,
+            register_model_as=(register_model_as or "").strip(),
+            tracking_mode=cluster.tracking_mode,
+        )
+        job.dataset_versions.set(versions)
+        audit_record(
+            action="job.created",
+            subject=job,
+            actor=user,
+            after={
+                "status": job.status,
+                "cluster": cluster.name,
+                "cluster_username": grant.cluster_username,
+                "script_sha256": job.script_sha256,
+                "rerun_of": str(rerun_of.uuid) if rerun_of else None,
+                "reproduced_from": str(reproduced_from.uuid) if reproduced_from else None,
+                "dataset_versions": [str(v.uuid) for v in versions],
+                "code": code or None,
+                "image": job.image_path or None,
+            },
+        )
+        enqueue("apps.jobs.tasks.job_submit", job.pk)
+    return job
+
+
+def _default_team(user):
+    membership = user.memberships.select_related("team").order_by("created_at").first()
+    return membership.team if membership else None
+
+
+def job_rerun(*, user, job: Job) -> Job:
+    """A new job with the same script, parameters and cluster (and inputs as first asked)."""
+    if job.owner_id != user.pk:
+        raise PermissionDenied("Only the job's owner can run it again.")
+    return job_create(
+        user=user,
+        cluster=job.cluster,
+        name=job.name,
+        script=job.script,
+        parameters=job.parameters,
+        rerun_of=job,
+        dataset_versions=[v.uuid for v in job.dataset_versions.all()],
+        code={"repo": job.code_repo, "ref": job.code_ref} if job.code_repo else None,
+        image=job.image_path,
+        verify_datasets=job.verify_datasets,
+        register_model_as=job.register_model_as,
+        team=job.team,
+    )
+
+
+def job_reproduce(*, user, job: Job) -> Job:
+    """A new job with identical recorded inputs: the same script, parameters, dataset
+    versions, code commit (not the branch) and image digest, linked to the original."""
+    if job.owner_id != user.pk:
+        raise PermissionDenied("Only the job's owner can reproduce it.")
+    if job.code_repo and not job.code_commit:
+        raise Conflict("The original job's code commit was never resolved, so it cannot be reproduced exactly.")
+    return job_create(
+        user=user,
+        cluster=job.cluster,
+        name=f"{job.name} (reproduction)"[:200],
+        script=job.script,
+        parameters=job.parameters,
+        reproduced_from=job,
+        dataset_versions=[v.uuid for v in job.dataset_versions.all()],
+        code={"repo": job.code_repo, "ref": job.code_commit} if job.code_repo else None,
+        code_commit=job.code_commit,
+        image=job.image_path,
+        image_digest=job.image_digest,
+        verify_datasets=True,
+        team=job.team,
+    )

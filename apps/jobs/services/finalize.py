@@ -1,0 +1,69 @@
+"""A job's tracking data: the file store pulled while it runs, and once it ended, the run
+mirrored, its final metrics snapshot, its model registered if asked."""
+
+from django.db import transaction
+from django.utils import timezone
+
+from apps.audit.services import audit_record
+from apps.clusters.models import Cluster
+from apps.clusters.transport import slurm_client
+from apps.core.tasks import enqueue
+from apps.integrations.mlflow.base import MlflowError, MlflowUnavailable
+from apps.integrations.slurm.base import SlurmError, UnsupportedOperation
+
+from .. import tracking
+from ..models import Job
+
+S = Job.Status
+
+
+def job_sync_tracking(*, job_id: int) -> int:
+    """While a file-mode job runs, import what it appended to its file store since last time."""
+    job = Job.objects.select_related("grant__cluster", "owner", "team").filter(pk=job_id).first()
+    if job is None or job.tracking_mode != Cluster.TrackingMode.FILE or not job.mlflow_run_id:
+        return 0
+    try:
+        with slurm_client(job.grant) as client:
+            count, state = tracking.import_file_store(job, client.files)
+    except UnsupportedOperation:
+        return 0  # a REST-only grant: its file store cannot be read while the job runs
+    Job.objects.filter(pk=job.pk).update(import_state=state)
+    return count
+
+
+def job_finalize(*, job_id: int) -> Job | None:
+    """Once a job ended: pull the rest of a file store, mirror the state and Slurm's
+    accounting onto the run, snapshot its final metrics, register its model if asked.
+    Safe to repeat; retried by the periodic tick while MLflow is unreachable."""
+    job = Job.objects.select_related("grant__cluster", "owner", "team").filter(pk=job_id).first()
+    if job is None or not job.is_terminal or job.finalized_at:
+        return job
+    metrics: dict = {}
+    state = job.import_state
+    if job.mlflow_run_id:
+        try:
+            if job.tracking_mode == Cluster.TrackingMode.FILE:
+                try:
+                    with slurm_client(job.grant) as client:
+                        _, state = tracking.import_file_store(job, client.files, final=True)
+                        tracking.import_spooled_models(job, client.files)
+                except UnsupportedOperation:
+                    pass  # a REST-only grant: its file store cannot be read
+            tracking.finish_run(job)
+            metrics = tracking.final_metrics(job)
+        except (MlflowUnavailable, SlurmError) as exc:
+            Job.objects.filter(pk=job.pk).update(last_error=f"Tracking data not synced yet: {exc}")
+            return job
+        except MlflowError as exc:
+            # MLflow refused for good (the run was deleted, say): record it and stop retrying.
+            Job.objects.filter(pk=job.pk).update(last_error=f"Tracking data could not be synced: {exc}")
+    with transaction.atomic():
+        updated = Job.objects.filter(pk=job.pk, finalized_at__isnull=True).update(
+            metrics=metrics, import_state=state or {}, finalized_at=timezone.now(), last_error=""
+        )
+        if updated:
+            audit_record(action="job.tracking_synced", subject=job, after={"metrics": metrics})
+    job.refresh_from_db()
+    if updated and job.register_model_as and job.status == S.COMPLETED:
+        enqueue("apps.registry.tasks.model_version_register_from_job", job.pk)
+    return job

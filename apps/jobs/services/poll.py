@@ -1,0 +1,75 @@
+"""One tracking cycle: per cluster account, one squeue for every active job, then one
+sacct for those that left the queue; never one Slurm call per job."""
+
+import logging
+from dataclasses import dataclass
+
+from apps.clusters.transport import slurm_client
+from apps.integrations.slurm.base import JobInfo, SlurmError
+
+from ..models import Job
+from .fold import apply_infos, combined_state, complete_record
+
+log = logging.getLogger(__name__)
+S = Job.Status
+
+
+@dataclass
+class PollStats:
+    clusters: int = 0
+    groups: int = 0
+    jobs: int = 0
+    slurm_calls: int = 0
+    errors: int = 0
+
+
+def jobs_poll() -> PollStats:
+    """One tracking cycle: per cluster and cluster account, one squeue for every active job,
+    then one sacct for those that left the queue; never one call per job."""
+    stats = PollStats()
+    active = (
+        Job.objects.filter(status__in=[S.PENDING, S.RUNNING])
+        .exclude(slurm_job_id="")
+        .select_related("grant__cluster")
+        .order_by("grant_id")
+    )
+    groups: dict[int, list[Job]] = {}
+    for job in active:
+        groups.setdefault(job.grant_id, []).append(job)
+    stats.clusters = len({jobs[0].cluster_id for jobs in groups.values()})
+    for jobs in groups.values():
+        stats.groups += 1
+        stats.jobs += len(jobs)
+        try:
+            stats.slurm_calls += _poll_group(jobs)
+        except SlurmError as exc:
+            stats.errors += 1
+            log.warning("tracking %s on %s failed: %s", jobs[0].cluster_username, jobs[0].cluster.name, exc.message)
+    return stats
+
+
+def _poll_group(jobs: list[Job]) -> int:
+    grant = jobs[0].grant
+    calls = 0
+    by_id = {job.slurm_job_id: job for job in jobs}
+    with slurm_client(grant) as client:
+        queue = client.queue(grant.cluster_username)
+        calls += 1
+        seen: dict[str, list[JobInfo]] = {}
+        for info in queue:
+            key = info.array_job_id or info.job_id
+            if key in by_id:
+                seen.setdefault(key, []).append(info)
+        finished = [jid for jid in by_id if jid not in seen or combined_state(seen[jid]) in Job.TERMINAL]
+        accounting: dict[str, list[JobInfo]] = {}
+        if finished:
+            for info in client.accounting(finished):
+                accounting.setdefault(info.array_job_id or info.job_id, []).append(info)
+            calls += 1
+    # Results are written after the connection is closed, one short transaction per job.
+    for jid, job in by_id.items():
+        if jid in accounting and complete_record(job, accounting[jid]):
+            apply_infos(job, accounting[jid], final=True)
+        elif jid in seen:
+            apply_infos(job, seen[jid])
+    return calls

@@ -1,0 +1,136 @@
+"""`ClusterFiles`, the cluster's file system as the grant's user, against the real login node
+(compose/local's sshd), through `client.files` of both transports (REST pairs the SSH layer)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+
+import pytest
+
+from apps.integrations.slurm.base import (
+    ClusterFiles,
+    FileEntry,
+    RemoteCommandFailed,
+    RemoteFileMissing,
+    SlurmClient,
+    UnsupportedOperation,
+)
+from apps.integrations.slurm.rest import RestClient
+from apps.integrations.slurm.ssh import SSHClient
+
+pytestmark = pytest.mark.slurm
+
+
+@pytest.fixture
+def files(slurm: SlurmClient) -> ClusterFiles:
+    assert isinstance(slurm.files, ClusterFiles)
+    return slurm.files
+
+
+@pytest.fixture
+def folder(scratch: str) -> str:
+    """A fresh folder below the scratch folder, with a name a shell would act on."""
+    return f"{scratch}/files-{uuid.uuid4().hex[:8]}/odd $(touch PWNED) name"
+
+
+def inode(ssh: SSHClient, path: str) -> str:
+    result = ssh.run(["stat", "-c", "%i", "--", path])
+    assert result.exit_status == 0, result.err
+    return result.out.strip()
+
+
+def test_it_writes_a_file_atomically_creating_its_folder(files: ClusterFiles, ssh: SSHClient, folder: str) -> None:
+    path = f"{folder}/params.json"
+    files.write(path, b'{"lr": 0.1}\n', mode=0o600)
+    first = inode(ssh, path)
+    files.write(path, b'{"lr": 0.2}\n')
+    # A rename puts a new file in place: a reader that opened the old one keeps it whole.
+    assert inode(ssh, path) != first
+    assert files.read(path) == (b'{"lr": 0.2}\n', 12)
+    assert ssh.run(["stat", "-c", "%a", "--", path]).out.strip() == "644"
+    # Nothing left behind: no temporary file, and the $(...) in the name ran nothing.
+    assert [e.name for e in files.list(folder)] == ["params.json"]
+    assert ssh.run(["test", "-e", "PWNED"]).exit_status == 1
+
+
+def test_a_failed_write_leaves_no_temporary_file(files: ClusterFiles, folder: str) -> None:
+    files.mkdir(f"{folder}/taken")
+    files.write(f"{folder}/keep.txt", b"kept")
+    with pytest.raises(RemoteCommandFailed) as caught:
+        files.write(f"{folder}/taken", b"would replace a folder")
+    assert f"Could not write {folder}/taken" in caught.value.message
+    assert files.stat(f"{folder}/taken").kind == "dir"
+    assert files.list(folder) == [FileEntry("keep.txt", 4)]
+
+
+def test_it_reads_by_byte_offset(files: ClusterFiles, folder: str) -> None:
+    path = f"{folder}/log.txt"
+    files.write(path, b"0123456789")
+    assert files.read(path, 0, 3) == (b"012", 3)
+    assert files.read(path, 3, 4) == (b"3456", 7)
+    assert files.read(path, 7, 100) == (b"789", 10)
+    assert files.read(path, 10, 100) == (b"", 10)
+    with pytest.raises(RemoteFileMissing):
+        files.read(f"{folder}/nothing.txt")
+
+
+def test_it_lists_every_file_below_a_folder_with_its_size(files: ClusterFiles, folder: str) -> None:
+    files.write(f"{folder}/b.txt", b"bb")
+    files.write(f"{folder}/sub dir/a.txt", b"a")
+    files.write(f"{folder}/-dash\nnewline", b"odd")
+    files.mkdir(f"{folder}/empty/deeper")
+    assert files.list(folder) == [
+        FileEntry("-dash\nnewline", 3),
+        FileEntry("b.txt", 2),
+        FileEntry("sub dir/a.txt", 1),
+    ]
+    with pytest.raises(RemoteFileMissing):
+        files.list(f"{folder}/nothing")
+
+
+def test_it_stats_files_and_folders(files: ClusterFiles, folder: str) -> None:
+    files.write(f"{folder}/five", b"12345")
+    stat = files.stat(f"{folder}/five")
+    assert (stat.kind, stat.size) == ("file", 5)
+    assert stat.mtime.tzinfo is not None
+    assert files.stat(folder).kind == "dir"
+    with pytest.raises(RemoteFileMissing):
+        files.stat(f"{folder}/nothing")
+
+
+def test_its_sha256_is_computed_on_the_cluster_and_equals_hashlibs(files: ClusterFiles, folder: str) -> None:
+    data = os.urandom(3 << 20)
+    files.write(f"{folder}/image.sif", data)
+    assert files.sha256(f"{folder}/image.sif") == hashlib.sha256(data).hexdigest()
+    with pytest.raises(RemoteFileMissing):
+        files.sha256(f"{folder}/nothing.sif")
+    with pytest.raises(RemoteFileMissing):
+        files.sha256(folder)  # a folder has no checksum of its own
+
+
+def test_its_commands_take_every_word_literally(files: ClusterFiles) -> None:
+    result = files.run(["printf", "%s|", "$(id)", "a b", "; echo no"])
+    assert (result.exit_status, result.stdout) == (0, b"$(id)|a b|; echo no|")
+
+
+def test_a_rest_only_client_says_for_every_operation_what_it_lacks(rest: RestClient) -> None:
+    rest_only = RestClient(rest.base_url, "scientist", token="unused")
+    calls = {
+        "run a command on the cluster": lambda f: f.run(["true"]),
+        "read /x": lambda f: f.read("/x"),
+        "write /x": lambda f: f.write("/x", b""),
+        "create the folder /x": lambda f: f.mkdir("/x"),
+        "look at /x": lambda f: f.stat("/x"),
+        "checksum /x": lambda f: f.sha256("/x"),
+        "list /x": lambda f: f.list("/x"),
+    }
+    for what, call in calls.items():
+        with pytest.raises(UnsupportedOperation) as caught:
+            call(rest_only.files)
+        assert caught.value.message == (
+            f"A REST-only grant (scientist at {rest.base_url}) cannot {what}: slurmrestd has no file API, "
+            "so files on the cluster are reached over SSH on its login node. An administrator must add "
+            "an SSH key to the grant (and a login host with a confirmed host key to the cluster)."
+        )
