@@ -13,8 +13,10 @@ from apps.lineage import views as lineage_views
 from apps.registry import views as registry_views
 from apps.serving import views as serving_views
 
+from . import dashboard
+
 urlpatterns = [
-    path("", core_views.home, name="home"),
+    path("", dashboard.home, name="home"),
     path("healthz", core_views.healthz, name="healthz"),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -39,6 +39,7 @@ from apps.integrations.slurm.base import (
 
 from . import inputs, tracking, validation
 from .models import Job, JobTask
+from .signals import job_finalized
 
 log = logging.getLogger(__name__)
 S = Job.Status
@@ -854,8 +855,8 @@ def job_finalize(*, job_id: int) -> Job | None:
         if updated:
             audit_record(action="job.tracking_synced", subject=job, after={"metrics": metrics})
     job.refresh_from_db()
-    if updated and job.register_model_as and job.status == S.COMPLETED:
-        enqueue("apps.registry.tasks.model_version_register_from_job", job.pk)
+    if updated:
+        job_finalized.send(sender=Job, job=job)
     return job
 
 
