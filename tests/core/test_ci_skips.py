@@ -10,6 +10,8 @@ NEEDS_THE_CLUSTER = """
 import os
 from pathlib import Path
 
+import pytest
+
 
 @pytest.fixture
 def cluster_env():
@@ -31,6 +33,7 @@ def test_known_bug():
 """
 
 SKIPPED_MODULE = """
+import pytest
 
 pytest.skip("Chromium is not installed", allow_module_level=True)
 
