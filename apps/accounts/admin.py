@@ -45,7 +45,8 @@ class UserAdmin(AuditedMembershipsMixin, DjangoUserAdmin):
                 actor=request.user,
                 groups=data.get("groups"),
                 permissions=data.get("user_permissions"),
-                **{f: data[f] for f in services.USER_FIELDS if f in data},
+                # Only what the form changed: its dates show whole seconds, the rows keep more.
+                **{f: data[f] for f in services.USER_FIELDS if f in form.changed_data},
             )
         else:
             usable = data.get("set_usable_password", True)
