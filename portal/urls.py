@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from apps.accounts import views as account_views
+from apps.accounts.forms import PasswordChangeForm
 from apps.audit import views as audit_views
 from apps.clusters import views as cluster_views
 from apps.core import views as core_views
@@ -13,12 +14,18 @@ from apps.lineage import views as lineage_views
 from apps.registry import views as registry_views
 from apps.serving import views as serving_views
 
+from . import dashboard
+
 urlpatterns = [
-    path("", core_views.home, name="home"),
+    path("", dashboard.home, name="home"),
     path("healthz", core_views.healthz, name="healthz"),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("password/change/", auth_views.PasswordChangeView.as_view(), name="password_change"),
+    path(
+        "password/change/",
+        auth_views.PasswordChangeView.as_view(form_class=PasswordChangeForm),
+        name="password_change",
+    ),
     path("password/change/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
     path("tokens/", account_views.token_list, name="token-list"),
     path("tokens/<uuid:token_uuid>/revoke/", account_views.token_revoke, name="token-revoke"),

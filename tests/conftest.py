@@ -7,6 +7,8 @@ import pytest
 
 from tests.factories import PASSWORD, MembershipFactory, TeamFactory, UserFactory
 
+pytest_plugins = ["tests.ci_skips", "pytester"]
+
 # Playwright's sync API runs an event loop in the test thread; Django's ORM refuses to run
 # in a thread with a running loop unless told this is deliberate.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")

@@ -1,6 +1,9 @@
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from apps.core.errors import NotFound
+from apps.core.models import parse_uuid
+
 from .models import ApiToken, Membership, Team, User
 from .services import hash_token_key
 
@@ -29,3 +32,14 @@ def membership_list(*, user: User) -> QuerySet[Membership]:
 def team_choices(*, user) -> QuerySet[Team]:
     """The teams a user may create things in."""
     return Team.objects.filter(memberships__user=user).order_by("name")
+
+
+def team_get(*, user, ident: str) -> Team:
+    """One of the user's teams, by name or id."""
+    teams = team_choices(user=user)
+    team = teams.filter(name=ident).first()
+    if team is None and (u := parse_uuid(ident)):
+        team = teams.filter(uuid=u).first()
+    if team is None:
+        raise NotFound(f"You are not in a team {ident!r}.")
+    return team

@@ -5,8 +5,7 @@ from collections.abc import Mapping
 from django.db import models, transaction
 from django.utils import timezone
 
-from apps.audit.services import audit_record
-
+from . import audit_hook
 from .errors import Conflict
 
 
@@ -38,7 +37,7 @@ def transition(
             raise Conflict(f"{obj._meta.verbose_name.capitalize()} changed meanwhile; it is no longer {old}.")
         for name, value in values.items():
             setattr(obj, name, value)
-        audit_record(
+        audit_hook.record(
             action=action,
             subject=obj,
             actor=actor,

@@ -4,13 +4,14 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.accounts.teams import TeamField
 from apps.clusters.selectors import cluster_get
 
 from . import selectors, services
 
 
 class DatasetInputSerializer(serializers.Serializer):
-    team = serializers.CharField(help_text="Team name or id; you must be a member")
+    team = TeamField()
     name = serializers.CharField(max_length=64, help_text="Letters, digits, hyphens, underscores; unique in the team")
     description = serializers.CharField(required=False, allow_blank=True, default="")
 
@@ -95,11 +96,11 @@ class DatasetListCreateApi(APIView):
 
     @extend_schema(request=DatasetInputSerializer, responses={201: DatasetOutputSerializer})
     def post(self, request):
-        data = DatasetInputSerializer(data=request.data)
+        data = DatasetInputSerializer(data=request.data, context={"request": request})
         data.is_valid(raise_exception=True)
         dataset = services.dataset_create(
             user=request.user,
-            team=selectors.team_get(user=request.user, ident=data.validated_data["team"]),
+            team=data.validated_data["team"],
             name=data.validated_data["name"],
             description=data.validated_data["description"],
         )

@@ -7,8 +7,7 @@ from collections.abc import Iterable
 
 from django.db.models import Count, Max, QuerySet
 
-from apps.accounts.models import Team
-from apps.accounts.selectors import team_choices
+from apps.accounts.teams import team_owned
 from apps.clusters.models import Cluster
 from apps.core.errors import NotFound, ValidationFailed
 from apps.core.models import parse_uuid
@@ -18,21 +17,8 @@ from .models import Dataset, DatasetVersion
 V = DatasetVersion.Status
 
 
-def team_get(*, user, ident: str) -> Team:
-    """One of the user's teams, by name or id."""
-    teams = team_choices(user=user)
-    team = teams.filter(name=ident).first()
-    if team is None and (u := parse_uuid(ident)):
-        team = teams.filter(uuid=u).first()
-    if team is None:
-        raise NotFound(f"You are not in a team {ident!r}.")
-    return team
-
-
 def dataset_list(*, user, team: str = "", q: str = "") -> QuerySet[Dataset]:
-    datasets = Dataset.objects.filter(team__memberships__user=user)
-    if team:
-        datasets = datasets.filter(team__name=team)
+    datasets = team_owned(Dataset.objects.all(), user=user, team=team)
     if q:
         datasets = datasets.filter(name__icontains=q)
     return (
@@ -45,7 +31,7 @@ def dataset_list(*, user, team: str = "", q: str = "") -> QuerySet[Dataset]:
 def dataset_get(*, user, id) -> Dataset:
     u = parse_uuid(id)
     dataset = (
-        Dataset.objects.filter(team__memberships__user=user, uuid=u).select_related("team", "created_by").first()
+        team_owned(Dataset.objects.filter(uuid=u), user=user).select_related("team", "created_by").first()
         if u
         else None
     )
@@ -57,7 +43,7 @@ def dataset_get(*, user, id) -> Dataset:
 def dataset_version_list(*, user, dataset: Dataset) -> QuerySet[DatasetVersion]:
     """A dataset's versions, newest first, without their manifests (which may be large)."""
     return (
-        DatasetVersion.objects.filter(dataset=dataset, dataset__team__memberships__user=user)
+        team_owned(DatasetVersion.objects.filter(dataset=dataset), user=user, via="dataset__team")
         .select_related("cluster", "created_by", "dataset")
         .defer("manifest")
         .order_by("-number")
@@ -67,7 +53,7 @@ def dataset_version_list(*, user, dataset: Dataset) -> QuerySet[DatasetVersion]:
 def dataset_version_get(*, user, id) -> DatasetVersion:
     u = parse_uuid(id)
     version = (
-        DatasetVersion.objects.filter(uuid=u, dataset__team__memberships__user=user)
+        team_owned(DatasetVersion.objects.filter(uuid=u), user=user, via="dataset__team")
         .select_related("dataset__team", "cluster", "created_by")
         .first()
         if u
@@ -80,7 +66,7 @@ def dataset_version_get(*, user, id) -> DatasetVersion:
 
 def dataset_version_by_number(*, user, dataset: Dataset, number: int) -> DatasetVersion:
     version = (
-        DatasetVersion.objects.filter(dataset=dataset, number=number, dataset__team__memberships__user=user)
+        team_owned(DatasetVersion.objects.filter(dataset=dataset, number=number), user=user, via="dataset__team")
         .select_related("dataset__team", "cluster", "created_by")
         .first()
     )
@@ -107,8 +93,8 @@ def dataset_versions_for_job(user, ids, cluster: Cluster | None = None) -> list[
     wanted = [parse_uuid(i) for i in ids]
     found = {
         v.uuid: v
-        for v in DatasetVersion.objects.filter(
-            uuid__in=[u for u in wanted if u], dataset__team__memberships__user=user
+        for v in team_owned(
+            DatasetVersion.objects.filter(uuid__in=[u for u in wanted if u]), user=user, via="dataset__team"
         ).select_related("dataset__team", "cluster")
     }
     problems, versions, names = [], [], {}

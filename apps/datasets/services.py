@@ -20,7 +20,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from apps.accounts.models import Membership, Team
+from apps.accounts.models import Team
+from apps.accounts.teams import is_team_member, team_member_require
 from apps.audit.services import audit_record
 from apps.clusters.models import Cluster, ClusterGrant
 from apps.clusters.selectors import grant_for_submission
@@ -48,16 +49,11 @@ LIST_TIMEOUT = 600.0
 SLOWEST_HASH_RATE = 20 << 20  # bytes/s we still wait for before calling a hashing call lost
 
 
-def _is_member(user, team: Team) -> bool:
-    return Membership.objects.filter(user=user, team=team).exists()
-
-
 # ---------------------------------------------------------------- datasets
 
 
 def dataset_create(*, user, team: Team, name: str, description: str = "") -> Dataset:
-    if not _is_member(user, team):
-        raise PermissionDenied(f"You are not a member of team {team.name}.")
+    team_member_require(user=user, team=team)
     name = (name or "").strip()
     try:
         validate_slug(name)
@@ -117,8 +113,7 @@ def dataset_version_register(
     """Record a new version and, for a cluster path, queue its checksum on the cluster.
 
     A URI version is ready at once: the hub does not download data to checksum it."""
-    if not _is_member(user, dataset.team):
-        raise PermissionDenied(f"You are not a member of team {dataset.team.name}.")
+    team_member_require(user=user, team=dataset.team)
     if bool(path) == bool(uri):
         raise ValidationFailed("Give either a path on a cluster or a URI.")
     if path:
@@ -392,7 +387,7 @@ def dataset_version_verify(*, version: DatasetVersion, user) -> Verification:
 
     Runs in the caller's thread and talks to the cluster: never call it inside a transaction.
     Raises Unavailable when the cluster cannot be reached, since then nothing is known."""
-    if not _is_member(user, version.dataset.team):
+    if not is_team_member(user=user, team=version.dataset.team):
         raise NotFound("No such dataset version.")
     if version.status != V.READY:
         raise Conflict(

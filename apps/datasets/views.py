@@ -2,7 +2,7 @@ from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import redirect, render
 
-from apps.accounts.selectors import team_choices
+from apps.accounts.teams import team_choices, team_initial, team_pick
 from apps.clusters.selectors import grant_usable_list
 from apps.core.errors import ApplicationError, NotFound
 
@@ -19,23 +19,20 @@ def _dataset(request, dataset_id) -> Dataset:
 
 def dataset_list(request):
     teams = list(team_choices(user=request.user))
-    form = {"team": teams[0].name if len(teams) == 1 else "", "name": "", "description": ""}
+    form = {"team": team_initial(teams), "name": "", "description": ""}
     errors = []
     if request.method == "POST":
         form = {k: request.POST.get(k, "").strip() for k in ("team", "name", "description")}
-        team = next((t for t in teams if t.name == form["team"]), None)
-        if team is None:
-            errors.append("Pick one of your teams.")
+        try:
+            team = team_pick(teams=teams, name=form["team"])
+            dataset = services.dataset_create(
+                user=request.user, team=team, name=form["name"], description=form["description"]
+            )
+        except ApplicationError as exc:
+            errors.append(exc.message)
         else:
-            try:
-                dataset = services.dataset_create(
-                    user=request.user, team=team, name=form["name"], description=form["description"]
-                )
-            except ApplicationError as exc:
-                errors.append(exc.message)
-            else:
-                messages.success(request, f"“{dataset.name}” in {team.name} created: register its first version.")
-                return redirect("dataset-detail", dataset_id=dataset.uuid)
+            messages.success(request, f"“{dataset.name}” in {team.name} created: register its first version.")
+            return redirect("dataset-detail", dataset_id=dataset.uuid)
     q = request.GET.get("q", "")
     context = {
         "datasets": selectors.dataset_list(user=request.user, q=q),

@@ -4,7 +4,7 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.datasets.selectors import team_get
+from apps.accounts.teams import TeamField
 
 from . import selectors, services
 from .models import ModelVersion
@@ -13,7 +13,7 @@ from .models import ModelVersion
 class ModelInputSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200, help_text="Unique across the hub, as in MLflow's registry")
     description = serializers.CharField(required=False, allow_blank=True, default="")
-    team = serializers.CharField(help_text="Team name or id; you must be a member")
+    team = TeamField()
 
 
 class ModelVersionOutputSerializer(serializers.Serializer):
@@ -64,11 +64,11 @@ class ModelListCreateApi(APIView):
 
     @extend_schema(request=ModelInputSerializer, responses={201: ModelOutputSerializer})
     def post(self, request):
-        data = ModelInputSerializer(data=request.data)
+        data = ModelInputSerializer(data=request.data, context={"request": request})
         data.is_valid(raise_exception=True)
         model = services.registered_model_create(
             user=request.user,
-            team=team_get(user=request.user, ident=data.validated_data["team"]),
+            team=data.validated_data["team"],
             name=data.validated_data["name"],
             description=data.validated_data["description"],
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db.models import Count, Max, Q, QuerySet
 
 from apps.accounts.models import Team
+from apps.accounts.teams import team_owned
 from apps.core.errors import NotFound
 from apps.core.models import parse_uuid
 from apps.jobs.models import Job
@@ -28,9 +29,7 @@ def job_for_registration(*, user, id) -> Job:
 
 
 def registered_model_list(*, user, team: str = "", q: str = "") -> QuerySet[RegisteredModel]:
-    models = RegisteredModel.objects.filter(team__memberships__user=user)
-    if team:
-        models = models.filter(team__name=team)
+    models = team_owned(RegisteredModel.objects.all(), user=user, team=team)
     if q:
         models = models.filter(name__icontains=q)
     return (
@@ -42,9 +41,7 @@ def registered_model_list(*, user, team: str = "", q: str = "") -> QuerySet[Regi
 
 def registered_model_get(*, user, name: str) -> RegisteredModel:
     model = (
-        RegisteredModel.objects.filter(team__memberships__user=user, name=name)
-        .select_related("team", "created_by")
-        .first()
+        team_owned(RegisteredModel.objects.filter(name=name), user=user).select_related("team", "created_by").first()
     )
     if model is None:
         raise NotFound(f"No model named {name!r} in your teams.")
@@ -53,7 +50,7 @@ def registered_model_get(*, user, name: str) -> RegisteredModel:
 
 def model_version_list(*, user, model: RegisteredModel) -> QuerySet[ModelVersion]:
     return (
-        ModelVersion.objects.filter(model=model, model__team__memberships__user=user)
+        team_owned(ModelVersion.objects.filter(model=model), user=user, via="model__team")
         .select_related("model", "job", "created_by")
         .order_by("-number")
     )
@@ -62,7 +59,7 @@ def model_version_list(*, user, model: RegisteredModel) -> QuerySet[ModelVersion
 def model_version_get(*, user, id) -> ModelVersion:
     u = parse_uuid(id)
     version = (
-        ModelVersion.objects.filter(uuid=u, model__team__memberships__user=user)
+        team_owned(ModelVersion.objects.filter(uuid=u), user=user, via="model__team")
         .select_related("model__team", "job", "created_by")
         .first()
         if u

@@ -18,7 +18,8 @@ from django.db.models import CharField, Exists, OuterRef
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from apps.accounts.models import Membership, Team
+from apps.accounts.models import Team
+from apps.accounts.teams import is_team_member, team_member_require
 from apps.audit.models import AuditEvent
 from apps.audit.services import audit_record
 from apps.core.errors import Conflict, NotFound, PermissionDenied, Unavailable, ValidationFailed
@@ -34,10 +35,6 @@ log = logging.getLogger(__name__)
 # A model's name appears in URLs (/models/<name>/) and in MLflow's models:/<name>/<n> URIs.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 RESERVED_NAMES = {"register"}  # /models/register/ is the registration form
-
-
-def _is_member(user, team: Team) -> bool:
-    return Membership.objects.filter(user=user, team=team).exists()
 
 
 def _clean_name(name: str) -> str:
@@ -57,7 +54,7 @@ def _model_for(*, user, name: str, team: Team | None) -> RegisteredModel | None:
     model = RegisteredModel.objects.select_related("team").filter(name=name).first()
     if model is None:
         return None
-    if not _is_member(user, model.team):
+    if not is_team_member(user=user, team=model.team):
         # Names are global, as in MLflow's registry: say it is taken, not whose it is.
         raise Conflict(f"The model name {name} is taken by another team; choose another name.")
     return model
@@ -68,8 +65,7 @@ def _model_for(*, user, name: str, team: Team | None) -> RegisteredModel | None:
 
 def registered_model_create(*, user, team: Team, name: str, description: str = "") -> RegisteredModel:
     """An empty model in the hub. MLflow's registry gets it with its first version."""
-    if not _is_member(user, team):
-        raise PermissionDenied(f"You are not a member of team {team.name}.")
+    team_member_require(user=user, team=team)
     name = _clean_name(name)
     if RegisteredModel.objects.filter(name=name).exists():
         raise Conflict(f"A model named {name} already exists.")
@@ -157,7 +153,7 @@ def model_version_register(*, user, model_name: str, job: Job, description: str 
     name again returns the version it already made."""
     name = _clean_name(model_name)
     job = Job.objects.select_related("team", "owner").get(pk=job.pk)
-    if job.owner_id != user.pk and not (job.team_id and _is_member(user, job.team)):
+    if job.owner_id != user.pk and not is_team_member(user=user, team=job.team):
         raise NotFound("No such job.")
     model = _model_for(user=user, name=name, team=job.team)
     if model is not None:

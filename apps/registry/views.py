@@ -3,7 +3,7 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
-from apps.accounts.selectors import team_choices
+from apps.accounts.teams import team_choices, team_initial, team_pick
 from apps.core.errors import ApplicationError, NotFound
 from apps.core.models import parse_uuid
 
@@ -12,23 +12,20 @@ from . import selectors, services
 
 def model_list(request):
     teams = list(team_choices(user=request.user))
-    form = {"team": teams[0].name if len(teams) == 1 else "", "name": "", "description": ""}
+    form = {"team": team_initial(teams), "name": "", "description": ""}
     errors = []
     if request.method == "POST":
         form = {k: request.POST.get(k, "").strip() for k in ("team", "name", "description")}
-        team = next((t for t in teams if t.name == form["team"]), None)
-        if team is None:
-            errors.append("Pick one of your teams.")
+        try:
+            team = team_pick(teams=teams, name=form["team"])
+            model = services.registered_model_create(
+                user=request.user, team=team, name=form["name"], description=form["description"]
+            )
+        except ApplicationError as exc:
+            errors.append(exc.message)
         else:
-            try:
-                model = services.registered_model_create(
-                    user=request.user, team=team, name=form["name"], description=form["description"]
-                )
-            except ApplicationError as exc:
-                errors.append(exc.message)
-            else:
-                messages.success(request, f"Model “{model.name}” created: register a version from a completed job.")
-                return redirect("model-detail", name=model.name)
+            messages.success(request, f"Model “{model.name}” created: register a version from a completed job.")
+            return redirect("model-detail", name=model.name)
     q = request.GET.get("q", "")
     context = {
         "models": selectors.registered_model_list(user=request.user, q=q),

@@ -110,6 +110,9 @@ class DeploymentAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def has_change_permission(self, request, obj=None):
+        return False  # every field is read-only; decisions go through the actions
+
     def has_delete_permission(self, request, obj=None):
         return False
 

@@ -42,6 +42,8 @@ INSTALLED_APPS = [
     "apps.registry",
     "apps.lineage",
     "apps.serving",
+    "apps.hub",
+    "apps.demo",
 ]
 
 MIDDLEWARE = [

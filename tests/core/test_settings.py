@@ -68,3 +68,33 @@ def test_production_refuses_to_start_without_an_encryption_key():
         "check", DJANGO_SECRET_KEY=secrets.token_urlsafe(50), DJANGO_ALLOWED_HOSTS="x.org", AXLE_ENCRYPTION_KEYS=""
     )
     assert result.returncode != 0 and "AXLE_ENCRYPTION_KEYS" in result.stderr
+
+
+def _import_server_module(module: str, **env):
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_URL", "AXLE_"))}
+    full.update(DATABASE_URL="sqlite:////tmp/axle-deploy-check.db", AXLE_HUB_DIR="/tmp/axle-wsgi-check")
+    full.update(env)
+    return subprocess.run(
+        [sys.executable, "-c", f"import {module}"], cwd=ROOT, env=full, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", ["portal.wsgi", "portal.asgi"])
+def test_a_server_started_without_settings_gets_production_and_refuses_to_invent_keys(module, tmp_path):
+    result = _import_server_module(module, AXLE_HUB_DIR=str(tmp_path))
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no key file made on the side
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", ["portal.wsgi", "portal.asgi"])
+def test_a_server_started_with_production_secrets_loads(module):
+    result = _import_server_module(
+        module,
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
+        DJANGO_ALLOWED_HOSTS="axle.example.org",
+        AXLE_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
+    )
+    assert result.returncode == 0, result.stderr

@@ -7,14 +7,13 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.clusters.models import Cluster
 from apps.clusters.transport import slurm_client
-from apps.core.tasks import enqueue
 from apps.integrations.mlflow.base import MlflowError, MlflowUnavailable
 from apps.integrations.slurm.base import SlurmError, UnsupportedOperation
 
 from .. import tracking
 from ..models import Job
+from ..signals import job_finalized
 
-S = Job.Status
 
 
 def job_sync_tracking(*, job_id: int) -> int:
@@ -64,6 +63,6 @@ def job_finalize(*, job_id: int) -> Job | None:
         if updated:
             audit_record(action="job.tracking_synced", subject=job, after={"metrics": metrics})
     job.refresh_from_db()
-    if updated and job.register_model_as and job.status == S.COMPLETED:
-        enqueue("apps.registry.tasks.model_version_register_from_job", job.pk)
+    if updated:
+        job_finalized.send(sender=Job, job=job)
     return job

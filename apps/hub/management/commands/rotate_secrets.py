@@ -13,7 +13,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         count = secrets_rotate()
-        # Apps that keep secrets of their own offer a secrets.rotate() (clusters cannot import them).
+        # Apps that keep secrets of their own offer a secrets.rotate(), found by name like schedules.
         for config in apps.get_app_configs():
             try:
                 rotate = import_string(f"{config.name}.secrets.rotate")

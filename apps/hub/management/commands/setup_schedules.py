@@ -7,6 +7,8 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 from django_q.models import Schedule
 
+from apps.hub import services
+
 
 class Command(BaseCommand):
     help = (
@@ -28,13 +30,15 @@ class Command(BaseCommand):
         minutes = max(1, round(seconds / 60))
         defaults = {"func": func, "schedule_type": Schedule.MINUTES, "minutes": minutes, "repeats": -1}
         with transaction.atomic():
-            schedule, created = Schedule.objects.select_for_update().get_or_create(
-                name=name, defaults={**defaults, "next_run": timezone.now() + timedelta(seconds=5)}
-            )
-            changed = [k for k, v in defaults.items() if getattr(schedule, k) != v]
-            if changed:
-                for key in changed:
-                    setattr(schedule, key, defaults[key])
-                schedule.save(update_fields=changed)
+            schedule = Schedule.objects.select_for_update().filter(name=name).first()
+            created = schedule is None
+            if created:
+                next_run = timezone.now() + timedelta(seconds=5)
+                services.schedule_save(schedule=Schedule(), actor=None, name=name, next_run=next_run, **defaults)
+                changed = []
+            else:
+                changed = [k for k, v in defaults.items() if getattr(schedule, k) != v]
+                if changed:
+                    services.schedule_save(schedule=schedule, actor=None, **{k: defaults[k] for k in changed})
         verb = "added" if created else ("updated" if changed else "unchanged")
         self.stdout.write(f"{name}: {func} every {minutes} min ({verb})")
