@@ -164,6 +164,15 @@ else:
 AXLE_ENCRYPTION_KEYS = [k.strip() for k in (secret("AXLE_ENCRYPTION_KEYS") or "").split(",") if k.strip()]
 AXLE_ENCRYPTION_KEY_AUTOCREATE = False
 
+# The audit key signs the chain and its checkpoints; it never goes into the database. One key or
+# several, comma-separated, newest first (older ones only verify). See apps/audit/keys.py.
+AXLE_AUDIT_KEY = secret("AXLE_AUDIT_KEY") or ""
+AXLE_AUDIT_KEY_AUTOCREATE = False
+# Signed checkpoints of the chain, appended outside the database (apps/audit/checkpoints.py).
+AXLE_AUDIT_CHECKPOINT_FILE = Path(
+    env.str("AXLE_AUDIT_CHECKPOINT_FILE", default=str(AXLE_HUB_DIR / "audit" / "checkpoints.log"))
+)
+
 # Job delivery: back-off after a failed submission (doubles per attempt, at most 15 min);
 # how long an unknown submission is searched for by its marker before it is sent again; how
 # long "submitting" may last before the worker is presumed dead.
