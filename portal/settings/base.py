@@ -93,6 +93,9 @@ def _database() -> dict:
 
 
 DATABASES = {"default": _database()}
+# PostgreSQL: the owner's credentials for the same database. `migrate` runs with them, then
+# grants DATABASE_URL's role DML but only SELECT/INSERT on the audit trail (apps/audit/roles.py).
+DATABASE_MIGRATE_URL = secret("DATABASE_MIGRATE_URL", default="") or ""
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"

@@ -13,9 +13,11 @@ from apps.audit.chain import canonical, chain_hash
 def raw(sql, params=()):
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            # Superuser-only switch that skips ordinary triggers: the worst case, a database
-            # superuser; what the hub's own role may do is in test_postgres_guard.py.
-            cursor.execute("SET LOCAL session_replication_role = replica")
+            cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            if cursor.fetchone()[0]:
+                # Superuser-only switch that skips ordinary triggers: the worst case, a database
+                # superuser; what the hub's own role may do is in test_postgres_guard.py.
+                cursor.execute("SET LOCAL session_replication_role = replica")
         cursor.execute(sql, params)
 
 
