@@ -183,8 +183,7 @@ def verify(
         if computed != event.hash:
             return broken(
                 event.seq,
-                f"event #{event.seq} ({event.action}) was modified or forged: its content no longer matches its "
-                "keyed hash",
+                f"event #{event.seq} ({event.action}) was modified or forged: its content no longer matches its hash",
             )
         if event.seq in expected and expected[event.seq] != event.hash:
             return broken(

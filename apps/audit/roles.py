@@ -47,7 +47,9 @@ def grant_app_role(connection, role: str, *, create: bool = False, password: str
             )
         ident = sql.Identifier(role)
         statements = [
-            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(connection.settings_dict["NAME"]), ident),
+            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+                sql.Identifier(connection.settings_dict["NAME"]), ident
+            ),
             sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(ident),
             sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}").format(ident),
             sql.SQL("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {}").format(ident),

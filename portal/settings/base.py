@@ -96,6 +96,8 @@ DATABASES = {"default": _database()}
 # PostgreSQL: the owner's credentials for the same database. `migrate` runs with them, then
 # grants DATABASE_URL's role DML but only SELECT/INSERT on the audit trail (apps/audit/roles.py).
 DATABASE_MIGRATE_URL = secret("DATABASE_MIGRATE_URL", default="") or ""
+# dumpdata/loaddata keep datetimes to the microsecond, so old audit events survive a move.
+SERIALIZATION_MODULES = {"json": "apps.audit.serializers_json", "jsonl": "apps.audit.serializers_jsonl"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"

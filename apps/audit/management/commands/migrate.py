@@ -22,4 +22,6 @@ class Command(MigrateCommand):
                 except RoleError as exc:
                     raise CommandError(str(exc)) from exc
                 if options["verbosity"]:
-                    self.stdout.write(f"Granted the hub's role {app_role!r} DML, and SELECT/INSERT only on the audit trail.")
+                    self.stdout.write(
+                        f"Granted the hub's role {app_role!r} DML, and SELECT/INSERT only on the audit trail."
+                    )
