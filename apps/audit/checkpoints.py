@@ -47,7 +47,7 @@ def checkpoint_append(*, seq: int, hash_: str) -> Checkpoint:
     record = {"seq": seq, "hash": hash_, "at": at, "key_id": key_id}
     record["mac"] = audit_keys.sign(key, "checkpoint", _signed_text(seq, hash_, at, key_id))
     path = checkpoint_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     # One write() of one line on an O_APPEND descriptor: concurrent writers never interleave.
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:

@@ -15,7 +15,11 @@ class Command(BaseCommand):
         if not result.ok:
             where = f" (first bad event #{result.bad_seq})" if result.bad_seq else ""
             raise CommandError(f"Audit chain BROKEN after {result.count} good events: {result.problem}{where}.")
-        audit_checkpoint_write(verification=result)
+        try:
+            audit_checkpoint_write(verification=result)
+        except OSError as exc:
+            # The chain verified; only signing its end failed (e.g. run as another user than the hub's).
+            self.stderr.write(f"No checkpoint written to {exc.filename}: {exc.strerror}. Run this as the hub's user.")
         self.stdout.write(
             f"Audit chain OK: {result.count} events, head {result.head_hash}, "
             f"{result.checkpoints} signed checkpoints matched"
