@@ -6,6 +6,10 @@ from django.contrib.auth import SESSION_KEY, logout
 LAST_SEEN = "axle_last_seen"
 
 
+def session_mark_seen(session) -> None:
+    session[LAST_SEEN] = int(time.time())
+
+
 class SessionIdleTimeoutMiddleware:
     """Log a browser session out after AXLE_SESSION_IDLE_SECONDS without a request.
 
@@ -26,5 +30,5 @@ class SessionIdleTimeoutMiddleware:
             if last is not None and now - last > idle:
                 logout(request)
             elif last is None or now - last >= min(60, max(1, idle // 2)):
-                session[LAST_SEEN] = now
+                session_mark_seen(session)
         return self.get_response(request)

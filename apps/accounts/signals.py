@@ -7,10 +7,15 @@ from django.dispatch import receiver
 
 from apps.audit.services import audit_record
 
+from .middleware import session_mark_seen
+
 
 @receiver(user_logged_in)
 def _logged_in(sender, request, user, **kwargs):
     audit_record(action="user.logged_in", subject=user, actor=user)
+    if request is not None and hasattr(request, "session"):
+        # Start the idle clock with the session, so the first page does not write it again.
+        session_mark_seen(request.session)
 
 
 @receiver(user_logged_out)

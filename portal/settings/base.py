@@ -255,6 +255,8 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
         # One line per SSH connection and per queued task is noise at INFO.
         "paramiko": {"level": "WARNING"},
+        # Every login attempt is in the audit trail already; axes' own lockout warnings stay.
+        "axes": {"level": "WARNING"},
         "django-q": {"level": env.str("AXLE_QUEUE_LOG_LEVEL", default="WARNING")},
     },
 }
