@@ -157,3 +157,22 @@ def test_it_refuses_a_superuser_or_owner_as_the_hubs_role():
         me = cursor.fetchone()[0]
     with pytest.raises(RoleError, match="superuser|owns"):
         grant_app_role(connection, me)
+
+
+@pytest.mark.django_db
+def test_audit_db_roles_creates_the_hubs_role_with_append_only_rights_on_the_trail():
+    role = f"axle_cmd_{connection.settings_dict['NAME']}"[:63]
+    call_command("audit_db_roles", "--role", role, "--create", stdout=open("/dev/null", "w"))
+
+    def allowed(table, privilege):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT has_table_privilege(%s, %s, %s)", [role, table, privilege])
+            return cursor.fetchone()[0]
+
+    rights = {
+        table: [p for p in ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "TRIGGER") if allowed(table, p)]
+        for table in ("audit_auditevent", "audit_auditchainhead", "accounts_user")
+    }
+    assert rights["audit_auditevent"] == ["SELECT", "INSERT"]
+    assert rights["audit_auditchainhead"] == ["SELECT", "INSERT", "UPDATE"]
+    assert rights["accounts_user"] == ["SELECT", "INSERT", "UPDATE", "DELETE"]
