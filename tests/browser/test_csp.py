@@ -66,7 +66,25 @@ def pages(transactional_db, alice, team, run_with_metrics):
     )
     production = Environment.objects.create(name="production", required_approvals=1, approver_team=team)
     deployment = deployment_request(user=alice, model_version=version, environment=production, reason="csp test")
-    return {"job": f"/jobs/{job.uuid}/", "deployment": f"/deployments/{deployment.uuid}/"}
+    return {
+        "job": f"/jobs/{job.uuid}/",
+        "deployment": f"/deployments/{deployment.uuid}/",
+        "others": [
+            "/jobs/",
+            "/jobs/new/",
+            "/datasets/",
+            "/models/",
+            f"/models/{model.name}/",
+            f"/lineage/job/{job.uuid}/",
+            "/deployments/",
+            "/deployments/inbox/",
+            "/clusters/",
+            "/audit/",
+            "/tokens/",
+            "/admin/",
+            "/admin/audit/auditevent/",
+        ],
+    }
 
 
 def _violations(page):
@@ -108,7 +126,7 @@ def test_the_dashboards_own_pages_run_without_a_violation(page, pages):
     page.wait_for_timeout(500)
     assert _violations(page) == [], "deployment page"
 
-    for path in ("/jobs/", "/deployments/", "/audit/", "/tokens/"):
+    for path in pages["others"]:
         page.goto(path)
         page.wait_for_load_state("networkidle")
         assert _violations(page) == [], path
