@@ -9,6 +9,7 @@ production it is required."""
 
 import hashlib
 import hmac
+import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -40,13 +41,15 @@ def _configured() -> list[bytes]:
     path = Path(settings.AXLE_HUB_DIR) / "audit.key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        # O_EXCL: two processes starting at once must not each write a different key.
+        # O_EXCL: two processes starting at once must not each write a different key; 0600
+        # from the start, never readable by others even for a moment.
         try:
-            with open(path, "x") as fh:
-                path.chmod(0o600)
-                fh.write(secrets.token_urlsafe(32))
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(32))
     return [path.read_text().strip().encode("utf-8")]
 
 

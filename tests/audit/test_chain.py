@@ -277,3 +277,38 @@ class TestTampering:
         set_head(4, prev)
         result = audit_verify()
         assert not result.ok and result.bad_seq == 4 and "differs from the signed checkpoint" in result.problem
+
+
+@pytest.mark.django_db
+def test_one_host_makes_its_audit_key_once_readable_by_the_hub_only(settings, tmp_path):
+    settings.AXLE_AUDIT_KEY = ""
+    settings.AXLE_AUDIT_KEY_AUTOCREATE = True
+    settings.AXLE_HUB_DIR = tmp_path
+    audit_keys.reset_cache()
+    try:
+        first = audit_keys.current()
+        audit_keys.reset_cache()
+        assert audit_keys.current() == first  # kept, not made again
+        key_file = tmp_path / "audit.key"
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        assert first[1] == key_file.read_text().encode() and len(first[1]) >= 32
+        assert audit_record(action="thing.created").key_id == first[0]
+    finally:
+        audit_keys.reset_cache()
+
+
+def test_without_a_key_and_outside_one_host_it_refuses_to_start(settings):
+    from django.core.exceptions import ImproperlyConfigured
+
+    settings.AXLE_AUDIT_KEY = ""
+    settings.AXLE_AUDIT_KEY_AUTOCREATE = False
+    audit_keys.reset_cache()
+    try:
+        with pytest.raises(ImproperlyConfigured, match="AXLE_AUDIT_KEY"):
+            audit_keys.current()
+        settings.AXLE_AUDIT_KEY = "too-short"
+        audit_keys.reset_cache()
+        with pytest.raises(ImproperlyConfigured, match="shorter than 32"):
+            audit_keys.current()
+    finally:
+        audit_keys.reset_cache()
