@@ -53,6 +53,13 @@ def _fresh_cluster_connections():
     transport.close_all()
 
 
+@pytest.fixture(autouse=True)
+def _own_audit_checkpoint_file(settings, tmp_path):
+    """Each test's database starts with an empty audit chain, so it gets its own empty file of
+    signed checkpoints too (a shared file would hold checkpoints of other tests' chains)."""
+    settings.AXLE_AUDIT_CHECKPOINT_FILE = tmp_path / "audit-checkpoints.log"
+
+
 @pytest.fixture
 def api(db):
     from rest_framework.test import APIClient
@@ -82,9 +89,14 @@ def _allow_test_flush_of_the_audit_table():
 
     def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
         sql = original(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
-        if "audit_auditevent" in tables:
-            guard = "ALTER TABLE audit_auditevent {} TRIGGER audit_auditevent_no_truncate;"
-            sql = [guard.format("DISABLE"), *sql, guard.format("ENABLE")]
+        guards = [
+            ("audit_auditevent", "audit_auditevent_no_truncate"),
+            ("audit_auditchainhead", "audit_auditchainhead_no_truncate"),
+        ]
+        for table, trigger in guards:
+            if table in tables:
+                guard = f"ALTER TABLE {table} {{}} TRIGGER {trigger};"
+                sql = [guard.format("DISABLE"), *sql, guard.format("ENABLE")]
         return sql
 
     DatabaseOperations.sql_flush = sql_flush

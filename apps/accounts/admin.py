@@ -2,10 +2,14 @@
 administrator's change is audited like any other. Users, teams and groups that other rows
 point at are deactivated rather than deleted."""
 
+from axes.admin import AccessAttemptAdmin as AxesAccessAttemptAdmin
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.models import Group
+from django.utils import timezone
 
 from . import services
 from .forms import AdminPasswordChangeForm
@@ -132,3 +136,47 @@ class ApiTokenAdmin(admin.ModelAdmin):
         for token in queryset.select_related("user"):
             services.token_revoke(user=token.user, token_uuid=token.uuid, actor=request.user)
         self.message_user(request, f"Revoked {queryset.count()} token(s).", messages.SUCCESS)
+
+
+# django-axes' own admin deletes failure counts (which lifts a lockout) without a trace: the
+# same pages, with every deletion going through a service that audits it. Its access logs are
+# off (AXES_DISABLE_ACCESS_LOG) and stay read-only here.
+for _model in (AccessAttempt, AccessLog, AccessFailureLog):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+
+
+@admin.register(AccessAttempt)
+class AccessAttemptAdmin(AxesAccessAttemptAdmin):
+    actions = ["delete_selected", "cleanup_expired_attempts"]
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def delete_model(self, request, obj) -> None:
+        services.lockouts_clear(attempts=[obj], actor=request.user)
+
+    def delete_queryset(self, request, queryset) -> None:
+        services.lockouts_clear(attempts=queryset, actor=request.user)
+
+    @admin.action(description="Delete expired attempts")
+    def cleanup_expired_attempts(self, request, queryset):
+        # As axes' own action: every attempt older than the cool-off, whatever was selected.
+        expired = AccessAttempt.objects.filter(attempt_time__lte=timezone.now() - settings.AXES_COOLOFF_TIME)
+        count = services.lockouts_clear(attempts=expired, actor=request.user)
+        self.message_user(request, f"Deleted {count} expired attempts.", messages.SUCCESS)
+
+
+class _ReadOnlyLogAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+admin.site.register(AccessLog, _ReadOnlyLogAdmin)
+admin.site.register(AccessFailureLog, _ReadOnlyLogAdmin)

@@ -37,7 +37,11 @@ class TokenObtainApi(APIView):
     def post(self, request):
         data = self.TokenObtainInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        user = authenticate(request, username=data.validated_data["username"], password=data.validated_data["password"])
+        # The Django request, not DRF's wrapper: django-axes marks a lockout on it, and its
+        # middleware then answers 429 instead of this view.
+        user = authenticate(
+            request._request, username=data.validated_data["username"], password=data.validated_data["password"]
+        )
         if user is None:
             raise ValidationFailed("Unable to log in with that username and password.")
         context.set_actor(user.pk)

@@ -220,3 +220,25 @@ def membership_set(*, user: User, team: Team, role: str, actor=None) -> Membersh
             membership.save(update_fields=["role", "updated_at"])
             audit_record(action="membership.set", subject=membership, actor=actor, before=before, after={"role": role})
     return membership
+
+
+def lockouts_clear(*, attempts, actor) -> int:
+    """Lift login lockouts early (django-axes' failure counts), one audit event per cleared
+    username/address, so an administrator unlocking someone is on the record too."""
+    cleared = 0
+    with transaction.atomic():
+        for attempt in list(attempts):
+            audit_record(
+                action="user.lockout_cleared",
+                subject_type="accounts.user",
+                subject_text=str(attempt.username or "")[:150],
+                actor=actor,
+                before={
+                    "username": attempt.username,
+                    "ip_address": attempt.ip_address,
+                    "failures": attempt.failures_since_start,
+                },
+            )
+            attempt.delete()
+            cleared += 1
+    return cleared

@@ -5,10 +5,12 @@ from django.db import models
 
 
 class AuditEvent(models.Model):
-    """One append-only, hash-chained record of a change of state.
+    """One append-only, chained record of a change of state.
 
-    ``hash = sha256(prev_hash + canonical(event))``; see apps.audit.chain. On PostgreSQL a
-    trigger refuses UPDATE, DELETE and TRUNCATE on this table."""
+    ``hash = HMAC-SHA256(audit key, prev_hash + canonical(event))`` (version 2; version 1 is
+    the plain sha256 of trails begun before the chain was keyed); see apps.audit.chain. On
+    PostgreSQL a trigger refuses UPDATE, DELETE and TRUNCATE on this table, and the hub's own
+    database role may only SELECT and INSERT it."""
 
     seq = models.PositiveBigIntegerField(unique=True)
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
@@ -30,6 +32,9 @@ class AuditEvent(models.Model):
     request_id = models.CharField(max_length=64, blank=True, db_index=True)
     before = models.JSONField(null=True, blank=True)
     after = models.JSONField(null=True, blank=True)
+    # Which canonical form and link (apps.audit.chain) and which audit key signed it.
+    version = models.PositiveSmallIntegerField()
+    key_id = models.CharField(max_length=16, blank=True)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
 
@@ -46,7 +51,9 @@ class AuditEvent(models.Model):
 
 class AuditChainHead(models.Model):
     """The single row that says where the chain ends. Locking it serializes appends, and it
-    lets verification notice events cut off the end of the chain."""
+    lets verification notice events cut off the end of the chain. It is not trusted alone:
+    signed checkpoints outside the database record where the chain was, and on PostgreSQL a
+    trigger lets it move only forward, onto the last event."""
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
     seq = models.PositiveBigIntegerField(default=0)

@@ -12,7 +12,9 @@ from django.utils import timezone
 
 from apps.core import context
 
-from .chain import event_hash
+from . import keys as audit_keys
+from .chain import CURRENT_VERSION, Verification, event_hash
+from .checkpoints import Checkpoint, checkpoint_append
 from .models import AuditChainHead, AuditEvent
 
 
@@ -65,12 +67,18 @@ def audit_record(
         actor = get_user_model().objects.filter(pk=ctx.actor_id).first()
     fields = {"subject_type": subject_type, "subject_id": subject_id, "subject_text": subject_text[:255]}
     fields.update(_subject_fields(subject))
+    key_id, key = audit_keys.current()
+    # Milliseconds: what every database and Django's JSON serializer keep (see chain.py).
+    now = timezone.now()
+    now = now.replace(microsecond=now.microsecond // 1000 * 1000)
     with transaction.atomic():
         head = _locked_head()
         event = AuditEvent(
             seq=head.seq + 1,
             uuid=uuid_lib.uuid4(),
-            created_at=timezone.now(),
+            created_at=now,
+            version=CURRENT_VERSION,
+            key_id=key_id,
             actor=actor,
             actor_username=actor.get_username() if actor is not None else "",
             action=action,
@@ -80,7 +88,22 @@ def audit_record(
             prev_hash=head.hash,
             **fields,
         )
-        event.hash = event_hash(event, head.hash)
+        event.hash = event_hash(event, head.hash, {key_id: key})
         event.save(force_insert=True)
         AuditChainHead.objects.filter(pk=1).update(seq=event.seq, hash=event.hash)
     return event
+
+
+def audit_checkpoint_write(*, verification: Verification) -> Checkpoint | None:
+    """Sign the chain's end as ``verification`` found it into the checkpoint file.
+
+    Only a chain that verified is signed: a checkpoint must never bless a tampered state.
+    Nothing is written when the newest checkpoint already says the same."""
+    from .checkpoints import checkpoint_list
+
+    if not verification.ok or verification.count == 0:
+        return None
+    existing = checkpoint_list()
+    if existing and (existing[-1].seq, existing[-1].hash) == (verification.count, verification.head_hash):
+        return existing[-1]
+    return checkpoint_append(seq=verification.count, hash_=verification.head_hash)

@@ -1,8 +1,10 @@
 """Settings shared by every environment. See README.md for every variable."""
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
+from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from .env import env, secret
@@ -33,6 +35,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_q",
+    "axes",
+    "csp",
     "apps.core",
     "apps.accounts",
     "apps.audit",
@@ -48,15 +52,19 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "apps.accounts.middleware.SessionIdleTimeoutMiddleware",
     "apps.core.middleware.LoginRequiredMiddleware",
     "apps.core.middleware.RequestContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into its lockout response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -95,6 +103,11 @@ def _database() -> dict:
 
 
 DATABASES = {"default": _database()}
+# PostgreSQL: the owner's credentials for the same database. `migrate` runs with them, then
+# grants DATABASE_URL's role DML but only SELECT/INSERT on the audit trail (apps/audit/roles.py).
+DATABASE_MIGRATE_URL = secret("DATABASE_MIGRATE_URL", default="") or ""
+# dumpdata/loaddata keep datetimes to the microsecond, so old audit events survive a move.
+SERIALIZATION_MODULES = {"json": "apps.audit.serializers_json", "jsonl": "apps.audit.serializers_jsonl"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"
@@ -104,6 +117,32 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# django-axes counts failed logins (the login page, the admin's and the API token exchange) and
+# locks out a username, and separately an address, after AXLE_LOGIN_FAILURE_LIMIT failures for
+# AXLE_LOGIN_LOCKOUT_SECONDS; each lockout is audited (apps/accounts/signals.py).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AXLE_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(seconds=env.int("AXLE_LOGIN_LOCKOUT_SECONDS", default=900))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True  # successful logins are in the audit trail already
+AXES_CLIENT_IP_CALLABLE = "apps.accounts.security.client_ip"
+AXES_LOCKOUT_CALLABLE = "apps.accounts.security.lockout_response"
+AXES_VERBOSE = False
+# Behind N reverse proxies that each append to X-Forwarded-For, the client is the Nth address
+# from the right; 0 (no proxy) uses the connection's own address.
+AXLE_TRUSTED_PROXIES = env.int("AXLE_TRUSTED_PROXIES", default=0)
+
+# Sessions end after DJANGO_SESSION_AGE seconds whatever happens, and after
+# AXLE_SESSION_IDLE_SECONDS without a request (apps/accounts/middleware.py).
+SESSION_COOKIE_AGE = env.int("DJANGO_SESSION_AGE", default=8 * 3600)
+AXLE_SESSION_IDLE_SECONDS = env.int("AXLE_SESSION_IDLE_SECONDS", default=30 * 60)
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -144,6 +183,23 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
 }
 
+# Content-Security-Policy (django-csp 4): only the hub's own scripts and styles, no inline code.
+# Pages that need an inline block (the API docs) mark it with the per-request nonce.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+
 # Background work. The ORM broker needs nothing but the database; set AXLE_REDIS_URL to use
 # Redis and run many workers.
 AXLE_REDIS_URL = env.str("AXLE_REDIS_URL", default="")
@@ -165,6 +221,15 @@ else:
 # Fernet keys for secrets at rest, newest first. See apps/core/crypto.py.
 AXLE_ENCRYPTION_KEYS = [k.strip() for k in (secret("AXLE_ENCRYPTION_KEYS") or "").split(",") if k.strip()]
 AXLE_ENCRYPTION_KEY_AUTOCREATE = False
+
+# The audit key signs the chain and its checkpoints; it never goes into the database. One key or
+# several, comma-separated, newest first (older ones only verify). See apps/audit/keys.py.
+AXLE_AUDIT_KEY = secret("AXLE_AUDIT_KEY") or ""
+AXLE_AUDIT_KEY_AUTOCREATE = False
+# Signed checkpoints of the chain, appended outside the database (apps/audit/checkpoints.py).
+AXLE_AUDIT_CHECKPOINT_FILE = Path(
+    env.str("AXLE_AUDIT_CHECKPOINT_FILE", default=str(AXLE_HUB_DIR / "audit" / "checkpoints.log"))
+)
 
 # Job delivery: back-off after a failed submission (doubles per attempt, at most 15 min);
 # how long an unknown submission is searched for by its marker before it is sent again; how
@@ -192,6 +257,8 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
         # One line per SSH connection and per queued task is noise at INFO.
         "paramiko": {"level": "WARNING"},
+        # Every login attempt is in the audit trail already; axes' own lockout warnings stay.
+        "axes": {"level": "WARNING"},
         "django-q": {"level": env.str("AXLE_QUEUE_LOG_LEVEL", default="WARNING")},
     },
 }

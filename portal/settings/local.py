@@ -16,3 +16,5 @@ if not SECRET_KEY:
 
 # One host: the encryption key for secrets at rest is made once beside the database too.
 AXLE_ENCRYPTION_KEY_AUTOCREATE = True
+# And the audit key that signs the audit chain (hub/audit.key).
+AXLE_AUDIT_KEY_AUTOCREATE = True

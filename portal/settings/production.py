@@ -30,3 +30,11 @@ if not AXLE_ENCRYPTION_KEYS:
         "credentials at rest. Generate one with: python -c 'from cryptography.fernet import Fernet; "
         "print(Fernet.generate_key().decode())'"
     )
+
+from .base import AXLE_AUDIT_KEY  # noqa: E402
+
+if not AXLE_AUDIT_KEY:
+    raise ImproperlyConfigured(
+        "AXLE_AUDIT_KEY (or AXLE_AUDIT_KEY_FILE) must be set in production: it signs the audit trail and must be "
+        "kept outside the database. Generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    )

@@ -18,6 +18,8 @@ STATIC_ROOT.mkdir(exist_ok=True)
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / "axle-test.sqlite3")}
+AXLE_AUDIT_KEY = "test-only-audit-key-" + "k" * 32
+AXLE_AUDIT_CHECKPOINT_FILE = Path(tempfile.gettempdir()) / "axle-test-audit-checkpoints.log"
 AXLE_ENCRYPTION_KEYS = ["h2vJ0t1mJb0c1kqW2oZkQmPz3sV8oJ5cJ8m3Qk9rV0Y="]
 # Tasks run inline when their transaction commits, so tests see their effect at once.
 Q_CLUSTER = {**Q_CLUSTER, "sync": True}

@@ -8,8 +8,10 @@ or action without a case below fails here until someone decides how it is audite
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import pytest
+from axes.models import AccessAttempt
 from django.contrib import admin
 from django.contrib.auth.models import Group
 from django.test import RequestFactory
@@ -59,11 +61,24 @@ def _schedule():
     return Schedule.objects.create(name="nightly", func="math.floor", args="1.5", schedule_type=Schedule.DAILY)
 
 
+def _failed_logins():
+    attempt = AccessAttempt.objects.create(
+        username="mallory", ip_address="127.0.0.9", user_agent="curl", failures_since_start=3
+    )
+    # attempt_time is set on insert; age it past the cool-off so it counts as expired.
+    AccessAttempt.objects.filter(pk=attempt.pk).update(attempt_time=timezone.now() - timedelta(days=2))
+    return attempt
+
+
 def _requested_grant():
     return ClusterGrantFactory(status=ClusterGrant.Status.REQUESTED, cluster_username="alice01")
 
 
 CASES: dict[str, Case] = {
+    "axes.accessattempt": Case(
+        make=_failed_logins,
+        actions={"delete_selected": _failed_logins, "cleanup_expired_attempts": _failed_logins},
+    ),
     "auth.group": Case(
         make=lambda: Group.objects.create(name="operators"),
         add=lambda: {"name": "auditors"},

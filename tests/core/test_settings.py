@@ -16,6 +16,7 @@ def _manage(*args, **env):
         DJANGO_SETTINGS_MODULE="portal.settings.production",
         DATABASE_URL="sqlite:////tmp/axle-deploy-check.db",
         AXLE_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
+        AXLE_AUDIT_KEY=secrets.token_urlsafe(32),
     )
     full.update(env)
     return subprocess.run(
@@ -96,5 +97,14 @@ def test_a_server_started_with_production_secrets_loads(module):
         DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
         DJANGO_ALLOWED_HOSTS="axle.example.org",
         AXLE_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
+        AXLE_AUDIT_KEY=secrets.token_urlsafe(32),
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.slow
+def test_production_refuses_to_start_without_an_audit_key():
+    result = _manage(
+        "check", DJANGO_SECRET_KEY=secrets.token_urlsafe(50), DJANGO_ALLOWED_HOSTS="x.org", AXLE_AUDIT_KEY=""
+    )
+    assert result.returncode != 0 and "AXLE_AUDIT_KEY" in result.stderr and "Traceback" not in result.stderr

@@ -15,7 +15,6 @@ from ..models import Job
 from ..signals import job_finalized
 
 
-
 def job_sync_tracking(*, job_id: int) -> int:
     """While a file-mode job runs, import what it appended to its file store since last time."""
     job = Job.objects.select_related("grant__cluster", "owner", "team").filter(pk=job_id).first()
