@@ -131,7 +131,7 @@ def job_create(
     name = (name or "").strip()[:200] or "job"
     job_uuid = uuid_lib.uuid4()
     workdir = f"{grant.job_root}/{job_uuid}"
-    result, params = validation.validate(script=script, grant=grant, workdir=workdir, parameters=parameters)
+    result, params = validation.validate(script=script, grant=grant, workdir=workdir, parameters=parameters, name=name)
     if grant.max_active_jobs is not None:
         active = Job.objects.filter(grant=grant).exclude(status__in=Job.TERMINAL).count()
         if active >= grant.max_active_jobs:
@@ -158,7 +158,7 @@ def job_create(
             script_sha256=hashlib.sha256(script.encode("utf-8")).hexdigest(),
             parameters=params,
             effective_request=result.effective_request,
-            hub_args=validation.hub_args(stdout_path=stdout_path, stderr_path=stderr_path),
+            hub_args=result.hub_args,
             cluster_username=grant.cluster_username,
             marker=f"axle-{job_uuid.hex}",
             workdir=workdir,

@@ -3,19 +3,27 @@
 import re
 from dataclasses import dataclass, field
 
-from apps.clusters.models import ClusterGrant
-from apps.integrations.slurm import sbatch
+from apps.clusters.models import Cluster, ClusterGrant
+from apps.integrations.slurm import policy, request
+from apps.integrations.slurm.sbatch import INFINITE
 
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 # Names Slurm, the hub or MLflow set for the job; a parameter may not shadow them.
 RESERVED_PREFIXES = ("SLURM_", "AXLE_", "MLFLOW_", "SBATCH_")
 MAX_SCRIPT_BYTES = 256 * 1024
+NAME_CONTROL = (
+    "The job name holds a control character (a line break, tab, escape or the like), which would "
+    "corrupt Slurm's listings; use printable characters only."
+)
 
 
 @dataclass
 class Validation:
     effective_request: dict = field(default_factory=dict)
     problems: list[dict] = field(default_factory=list)
+    # The hub's own sbatch options for this job: log paths, and what the script leaves to
+    # Slurm's defaults that the grant must bound (time, partition, memory).
+    hub_args: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -36,10 +44,10 @@ def hub_args(*, stdout_path: str, stderr_path: str) -> list[str]:
     return [f"--output={stdout_path}", f"--error={stderr_path}"]
 
 
-def grant_limits(grant: ClusterGrant, workdir: str) -> sbatch.Limits:
+def grant_limits(grant: ClusterGrant, workdir: str, job_name: str | None = None) -> policy.Limits:
     state = grant.cluster.state or {}
     default_partition = next((p["name"] for p in state.get("partitions", []) if p.get("is_default")), None)
-    return sbatch.Limits(
+    return policy.Limits(
         allowed_partitions=frozenset(grant.allowed_partitions or []),
         allowed_accounts=frozenset(grant.allowed_accounts or []),
         allowed_qos=frozenset(grant.allowed_qos or []),
@@ -52,7 +60,30 @@ def grant_limits(grant: ClusterGrant, workdir: str) -> sbatch.Limits:
         max_array_size=grant.max_array_size,
         job_root=grant.job_root,
         workdir=workdir,
+        # Before the job has a name (a preview), %x stands for the default one; the job is
+        # checked again with its real name when it is created.
+        job_name=job_name or "job",
+        username=grant.cluster_username,
+        rest=grant.cluster.transport == Cluster.Transport.REST,
     )
+
+
+def defaults_within_grant(req: request.EffectiveRequest, grant: ClusterGrant | None) -> list[str]:
+    """Explicit options for what the script leaves to Slurm, so Slurm runs what the hub
+    recorded and checked: the default partition by name, a wall time within the grant
+    (the partition's default when smaller), and memory when the cluster's default is not
+    known (slurmrestd does not show cluster-wide defaults)."""
+    args: list[str] = []
+    if req.partition_is_default and req.partition:
+        args.append(f"--partition={req.partition}")
+    if "time" not in req.winning:
+        bounds = [t for t in (req.time_limit_minutes, grant.max_time_minutes if grant else None) if t is not None]
+        bounds = [t for t in bounds if t != INFINITE]
+        if bounds:
+            args.append(f"--time={int(min(bounds))}")
+    if grant is not None and grant.max_mem_mb and not req.asks_memory and req.total_memory_mb is None:
+        args.append(f"--mem={grant.max_mem_mb // max(req.nodes_max or req.nodes, 1)}M")
+    return args
 
 
 def validate_parameters(parameters, result: Validation) -> dict[str, str]:
@@ -78,30 +109,40 @@ def validate_parameters(parameters, result: Validation) -> dict[str, str]:
     return clean
 
 
-def validate(*, script: str, grant: ClusterGrant | None, workdir: str, parameters=None) -> tuple[Validation, dict]:
-    """Resolve the effective request as sbatch would and list every problem with the grant."""
+def validate(
+    *, script: str, grant: ClusterGrant | None, workdir: str, parameters=None, name: str | None = None
+) -> tuple[Validation, dict]:
+    """Resolve the effective request as Slurm would and list every problem with the grant."""
     result = Validation()
     params = validate_parameters(parameters, result)
+    if name and policy.has_control_characters(name):
+        result.add(NAME_CONTROL)
     if not script or not script.strip():
         result.add("The script is empty.")
         return result, params
-    if len(script.encode("utf-8")) > MAX_SCRIPT_BYTES:
+    if len(script) > MAX_SCRIPT_BYTES or len(script.encode("utf-8")) > MAX_SCRIPT_BYTES:
         result.add(f"The script is larger than {MAX_SCRIPT_BYTES // 1024} KiB.")
         return result, params
     if "\r\n" in script:
         result.add("The script has DOS line breaks (\\r\\n); sbatch refuses them. Save it with UNIX line breaks.")
         return result, params
+    if "\0" in script:
+        result.add("The script holds a NUL character, which sbatch refuses; save it as plain text.")
+        return result, params
     if not script.startswith("#!"):
         # sbatch itself refuses a script without an interpreter line.
         result.add("The script must start with an interpreter line such as #!/bin/bash, as sbatch requires.", 1)
-    # Whether the script is an array decides the log file names the hub adds.
-    script_only, _ = sbatch.effective_request(script)
+    partitions = request.partitions_from_state(grant.cluster.state) if grant else None
+    # What the script alone asks decides the log file names and the defaults the hub adds.
+    script_only, _ = request.effective_request(script, partitions=partitions)
     stdout_path, stderr_path = log_paths(workdir, script_only.array is not None)
-    request, problems = sbatch.effective_request(script, hub_args(stdout_path=stdout_path, stderr_path=stderr_path))
+    args = [*hub_args(stdout_path=stdout_path, stderr_path=stderr_path), *defaults_within_grant(script_only, grant)]
+    req, problems = request.effective_request(script, args, partitions)
     for p in problems:
         result.add(p.message, p.line)
-    result.effective_request = request.as_dict()
+    result.effective_request = req.as_dict()
+    result.hub_args = args
     if grant is not None:
-        for p in sbatch.check_against_limits(request, grant_limits(grant, workdir)):
+        for p in policy.check_against_limits(req, grant_limits(grant, workdir, name)):
             result.add(p.message, p.line)
     return result, params
