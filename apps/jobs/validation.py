@@ -5,7 +5,6 @@ from dataclasses import dataclass, field
 
 from apps.clusters.models import Cluster, ClusterGrant
 from apps.integrations.slurm import policy, request
-from apps.integrations.slurm.sbatch import INFINITE
 
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 # Names Slurm, the hub or MLflow set for the job; a parameter may not shadow them.
@@ -68,24 +67,6 @@ def grant_limits(grant: ClusterGrant, workdir: str, job_name: str | None = None)
     )
 
 
-def defaults_within_grant(req: request.EffectiveRequest, grant: ClusterGrant | None) -> list[str]:
-    """Explicit options for what the script leaves to Slurm, so Slurm runs what the hub
-    recorded and checked: the default partition by name, a wall time within the grant
-    (the partition's default when smaller), and memory when the cluster's default is not
-    known (slurmrestd does not show cluster-wide defaults)."""
-    args: list[str] = []
-    if req.partition_is_default and req.partition:
-        args.append(f"--partition={req.partition}")
-    if "time" not in req.winning:
-        bounds = [t for t in (req.time_limit_minutes, grant.max_time_minutes if grant else None) if t is not None]
-        bounds = [t for t in bounds if t != INFINITE]
-        if bounds:
-            args.append(f"--time={int(min(bounds))}")
-    if grant is not None and grant.max_mem_mb and not req.asks_memory and req.total_memory_mb is None:
-        args.append(f"--mem={grant.max_mem_mb // max(req.nodes_max or req.nodes, 1)}M")
-    return args
-
-
 def validate_parameters(parameters, result: Validation) -> dict[str, str]:
     if parameters in (None, ""):
         return {}
@@ -136,7 +117,14 @@ def validate(
     # What the script alone asks decides the log file names and the defaults the hub adds.
     script_only, _ = request.effective_request(script, partitions=partitions)
     stdout_path, stderr_path = log_paths(workdir, script_only.array is not None)
-    args = [*hub_args(stdout_path=stdout_path, stderr_path=stderr_path), *defaults_within_grant(script_only, grant)]
+    args = [
+        *hub_args(stdout_path=stdout_path, stderr_path=stderr_path),
+        *request.hub_defaults(
+            script_only,
+            max_time_minutes=grant.max_time_minutes if grant else None,
+            max_mem_mb=grant.max_mem_mb if grant else None,
+        ),
+    ]
     req, problems = request.effective_request(script, args, partitions)
     for p in problems:
         result.add(p.message, p.line)

@@ -346,3 +346,21 @@ def _apply_partition(req: EffectiveRequest, part: PartitionInfo) -> None:
         if part.def_mem_per_cpu_mb is None and part.def_mem_per_node_mb is None:
             # no default anywhere: Slurm gives the job all the memory of its nodes
             req.default_mem_per_node_mb = part.node_memory_mb or None
+
+
+def hub_defaults(req: EffectiveRequest, *, max_time_minutes: int | None, max_mem_mb: int | None) -> list[str]:
+    """Explicit sbatch options for what the script (resolved with `apply_cluster`) leaves
+    to Slurm, so that Slurm runs what the hub recorded and checked: the default partition
+    by name, a wall time within the grant (the partition's default when smaller), and
+    memory within the grant when the cluster's default is not known (slurmrestd does not
+    show cluster-wide defaults)."""
+    args: list[str] = []
+    if req.partition_is_default and req.partition:
+        args.append(f"--partition={req.partition}")
+    if "time" not in req.winning:
+        bounds = [t for t in (req.time_limit_minutes, max_time_minutes) if t is not None and t != INFINITE]
+        if bounds:
+            args.append(f"--time={int(min(bounds))}")
+    if max_mem_mb and not req.asks_memory and req.total_memory_mb is None:
+        args.append(f"--mem={max_mem_mb // max(req.nodes_max or req.nodes, 1)}M")
+    return args
