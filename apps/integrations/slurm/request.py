@@ -17,6 +17,7 @@ What Slurm 22.05 does, checked against the local cluster (held jobs' `scontrol s
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -267,12 +268,20 @@ def _total_gpus(req: EffectiveRequest) -> int:
     return 0
 
 
+@functools.lru_cache(maxsize=4)
+def _parsed(script: str) -> tuple[tuple[Directive, ...], tuple[Problem, ...]]:
+    # Validation resolves a script twice (alone, then with the hub's options): read it once.
+    directives, problems = parse_script(script)
+    return tuple(directives), tuple(problems)
+
+
 def effective_request(
     script: str, hub_args: Sequence[str] = (), partitions: Sequence[PartitionInfo] | None = None
 ) -> tuple[EffectiveRequest, list[Problem]]:
     """Parse `script`, apply the hub's command-line options on top, and resolve; with the
     cluster's `partitions`, apply its defaults too."""
-    directives, problems = parse_script(script)
+    directives, problems = _parsed(script)
+    directives, problems = list(directives), list(problems)
     cli, cli_problems = parse_command_line(hub_args)
     problems.extend(cli_problems)
     req = resolve([*directives, *cli], problems)

@@ -21,6 +21,7 @@ The rules come from Slurm's own source (src/sbatch/opt.c `_opt_batch_script` and
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -221,17 +222,39 @@ def tokenize_directive(text: str) -> tuple[list[str], str | None]:
         words.append("".join(chars))
 
 
+# The first command: a line whose first non-blank character is not '#'. Before it come
+# blank lines and lines starting with '#' (comments, the shebang, the directives).
+_FIRST_COMMAND = re.compile(r"^[^\S\n]*[^\s#]", re.MULTILINE)
+_DIRECTIVE_LINE = re.compile(r"^#(?:SBATCH|SLURM)[^\n]*", re.MULTILINE)
+# Real scripts hold well under 1 KiB of directives. A bound keeps reading them (and every
+# list in them) cheap whatever a script holds: the regular expressions above skip the rest
+# of the script in C, and only directive lines reach Python, at most this much of them.
+MAX_DIRECTIVE_CHARS = 16 * 1024
+MAX_PROBLEMS = 50  # a script with more is read no further: the first ones say enough
+
+
 def extract_directive_words(script: str) -> tuple[list[tuple[int, str]], list[Problem]]:
     """The words of every directive line, each with its line number, in order."""
     out: list[tuple[int, str]] = []
     problems: list[Problem] = []
-    for lineno, line in enumerate(script.split("\n"), start=1):
-        magic = next((m for m in MAGIC_WORDS if line.startswith(m)), None)
-        if magic is None:
-            stripped = line.lstrip()
-            if stripped == "" or stripped.startswith("#"):
-                continue
-            break  # the first command ends the directives
+    first_command = _FIRST_COMMAND.search(script)
+    header = script[: first_command.start() if first_command else len(script)]
+    lineno, counted_to, total = 1, 0, 0
+    for m in _DIRECTIVE_LINE.finditer(header):
+        lineno += header.count("\n", counted_to, m.start())
+        counted_to = m.start()
+        line = m.group()
+        total += len(line)
+        if total > MAX_DIRECTIVE_CHARS:
+            problems.append(
+                Problem(
+                    lineno,
+                    f"The #SBATCH lines of this script hold more than {MAX_DIRECTIVE_CHARS // 1024} KiB of "
+                    "options; the hub reads no further. Put long lists (array indexes, node names) in ranges.",
+                )
+            )
+            break
+        magic = "#SLURM" if line.startswith("#SLURM") else "#SBATCH"
         if magic == "#SLURM":
             problems.append(Problem(lineno, "#SLURM is an old spelling; write #SBATCH instead."))
         lowered = line.lower()
@@ -252,6 +275,7 @@ def extract_directive_words(script: str) -> tuple[list[tuple[int, str]], list[Pr
     return out, problems
 
 
+@functools.lru_cache(maxsize=512)
 def _match_long(name: str) -> tuple[str | None, str | None]:
     """getopt_long's lookup: an exact name, or a prefix of exactly one name."""
     if name in OPTIONS:
@@ -278,6 +302,9 @@ def parse_arguments(
     i = 0
     while i < len(words):
         line, word = words[i]
+        if len(problems) >= MAX_PROBLEMS:
+            problems.append(Problem(line, f"More than {MAX_PROBLEMS} problems: the hub stopped reading here."))
+            return directives, problems, []
         if word == "--":
             return directives, problems, list(words[i + 1 :])
         if word.startswith("--"):
@@ -423,6 +450,9 @@ def parse_node_count(text: str) -> tuple[int, int | None] | None:
 # Slurm refuses MaxArraySize above 4000001, so no array index can exceed 4000000: a bound
 # that keeps counting cheap whatever the spec says.
 MAX_ARRAY_INDEX = 4_000_000
+# Overlapping ranges are counted index by index; a spec listing more than this many
+# indexes with overlaps is refused rather than counted (no real array comes close).
+MAX_OVERLAPPING_INDEXES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -453,7 +483,8 @@ def _array_ranges(spec: str) -> list[tuple[int, int, int]] | None:
 
 def parse_array(text: str) -> ArraySpec | None:
     """`--array`: '0-15', '1,3,5-7', '0-20:4', any of them with '%N' to run N at a time.
-    None if Slurm would not read it, or an index is beyond any Slurm's MaxArraySize."""
+    None if Slurm would not read it, an index is beyond any Slurm's MaxArraySize, or
+    overlapping ranges list more than MAX_OVERLAPPING_INDEXES indexes."""
     spec, percent, throttle_text = text.strip().partition("%")
     throttle = None
     if percent:
@@ -467,14 +498,21 @@ def parse_array(text: str) -> ArraySpec | None:
     if max_index > MAX_ARRAY_INDEX:
         return None
     ranges.sort()
+    sizes = sum((hi - lo) // step + 1 for lo, hi, step in ranges)
     if all(a[1] < b[0] for a, b in zip(ranges, ranges[1:], strict=False)):
-        # disjoint ranges (the usual case): the count is arithmetic
-        count = sum((hi - lo) // step + 1 for lo, hi, step in ranges)
+        count = sizes  # disjoint ranges (the usual case): the count is arithmetic
+    elif sizes > MAX_OVERLAPPING_INDEXES:
+        return None
     else:
-        # overlapping ranges count once, as in Slurm's bitmap: a byte per index, at most 4 MB
+        # overlapping ranges count once, as in Slurm's bitmap: a byte per index, at most
+        # 4 MB, and at most MAX_OVERLAPPING_INDEXES bytes written
         seen = bytearray(max_index + 1)
         for lo, hi, step in ranges:
-            seen[lo : hi + 1 : step] = b"\x01" * ((hi - lo) // step + 1)
+            n = (hi - lo) // step + 1
+            if step == 1:
+                seen[lo : hi + 1] = b"\x01" * n
+            else:
+                seen[lo : hi + 1 : step] = b"\x01" * n
         count = seen.count(1)
     return ArraySpec(count, max_index, throttle)
 

@@ -12,7 +12,7 @@ from apps.integrations.slurm.base import ClusterState, NodeInfo, PartitionInfo
 from apps.integrations.slurm.config import apply_partition_config, parse_config, rest_partition_config
 from apps.integrations.slurm.policy import Limits, check_against_limits, expand_filename
 from apps.integrations.slurm.request import effective_request, hub_defaults
-from apps.integrations.slurm.sbatch import parse_array
+from apps.integrations.slurm.sbatch import parse_array, parse_script
 
 
 def local_partitions(**changes) -> list[PartitionInfo]:
@@ -272,3 +272,19 @@ def test_rest_partitions_know_memory_defaults_only_when_the_partition_sets_them(
     assert (part.default_time_minutes, part.memory_defaults_known) == (None, False)
     rest_partition_config(part, {"default_time_limit": 15, "default_memory_per_cpu": 900})
     assert (part.default_time_minutes, part.def_mem_per_cpu_mb, part.memory_defaults_known) == (15, 900, True)
+
+
+def test_directives_beyond_the_bound_are_refused_with_a_sentence() -> None:
+    script = "#!/bin/bash\n" + "#SBATCH -N1 -n1 -c1\n" * 2000 + "hostname\n"
+    directives, problems = parse_script(script)
+    assert problems and "16 KiB" in problems[-1].message
+    assert len(directives) < 3000
+
+
+def test_reading_stops_after_fifty_problems() -> None:
+    _, problems = parse_script("#SBATCH " + "--zzz " * 500 + "\n")
+    assert len(problems) == 51 and "stopped reading" in problems[-1].message
+
+
+def test_overlapping_ranges_with_too_many_indexes_are_refused() -> None:
+    assert parse_array("0-3999999,1-3999999:2") is None
