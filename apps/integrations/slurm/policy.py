@@ -65,7 +65,14 @@ NOT_OVER_REST: dict[str, str] = {
     "overcommit": "slurmrestd 0.0.38 has no overcommit property",
     "oversubscribe": "slurmrestd 0.0.38 has no oversubscribe property",
     "contiguous": "slurmrestd 0.0.38 has no contiguous property",
-    "cluster-constraint": "slurmrestd sends the job to its own cluster only",
+}
+
+
+# What sbatch makes of these hints, which slurmrestd 0.0.38 does not (checked with scontrol).
+HINT_LAYOUTS = {
+    "nomultithread": "--threads-per-core=1",
+    "compute_bound": "--threads-per-core=1",
+    "memory_bound": "--cores-per-socket=1 --threads-per-core=1",
 }
 
 
@@ -73,11 +80,25 @@ def rest_refusal(option: str, value: str | None) -> str | None:
     """Why slurmrestd 0.0.38 refuses an option sbatch takes, or None."""
     if option in NOT_OVER_REST:
         return NOT_OVER_REST[option]
+    if option == "hint" and (value or "").lower() in HINT_LAYOUTS:
+        return (
+            f"slurmrestd 0.0.38 takes --hint={value} without its thread layout; "
+            f"write {HINT_LAYOUTS[(value or '').lower()]} instead"
+        )
     if option == "signal" and (value or "").upper().startswith("B:"):
         return "slurmrestd 0.0.38 refuses the B: form of --signal (signal the batch shell only); drop the B:"
     return None
 
 
+GPU_OPTIONS = (
+    "gpus",
+    "gpus-per-node",
+    "gpus-per-socket",
+    "gpus-per-task",
+    "cpus-per-gpu",
+    "mem-per-gpu",
+    "ntasks-per-gpu",
+)
 SECRET_ENV = re.compile(r"^(AXLE_|MLFLOW_TRACKING_TOKEN$)")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -243,6 +264,15 @@ def check_against_limits(request: EffectiveRequest, limits: Limits) -> list[Prob
         why=why,
     )
     over(line_of("gpus", "gpus-per-node", "gres", "gpus-per-task"), "GPUs", request.gpus, limits.max_gpus)
+    gpu_options = [o for o in GPU_OPTIONS if o in w] + (["gres"] if request.gpus and "gres" in w else [])
+    if request.partition_gpus == 0 and gpu_options:
+        # Slurm refuses it anyway; slurmrestd 22.05 was seen to corrupt its heap on it.
+        problems.append(
+            Problem(
+                line_of(*gpu_options),
+                f"--{gpu_options[0]} asks for GPUs, and partition {request.partition} has none.",
+            )
+        )
     total_mem = request.total_memory_mb
     if request.mem_per_node_mb == 0 and limits.max_mem_mb is not None:
         problems.append(

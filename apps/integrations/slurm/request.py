@@ -80,6 +80,7 @@ class EffectiveRequest:
     # Filled from the cluster's configuration by `apply_cluster`.
     partition_is_default: bool = False
     node_cpus: int | None = None  # CPUs of a whole node, when the job gets whole nodes
+    partition_gpus: int | None = None  # GPUs in the partitions it may run in; None: unknown
     default_mem_per_cpu_mb: int | None = None
     default_mem_per_node_mb: int | None = None
 
@@ -336,6 +337,7 @@ def apply_cluster(req: EffectiveRequest, partitions: Sequence[PartitionInfo]) ->
     picked = worst[2]
     for name in ("node_cpus", "cpus_per_task", "mem_per_cpu_mb", "default_mem_per_cpu_mb", "default_mem_per_node_mb"):
         setattr(req, name, getattr(picked, name))
+    req.partition_gpus = max(p.total_gpus for p in chosen)
     if req.time_limit_minutes is None:
         defaults = [default_time_minutes(p) for p in chosen]
         req.time_limit_minutes = INFINITE if None in defaults else max(d for d in defaults if d is not None)

@@ -166,6 +166,10 @@ def job_properties(req: SubmitRequest) -> dict[str, Any]:
                 + (f" (line {d.line})" if d.line else "")
                 + f": {refusal or 'it has no job property for it'}; submit this job through an SSH cluster instead."
             )
+        if key == "no_kill" and d.value is None:
+            # the same: a bare flag is parsed as --no-kill=true, which it refuses
+            props[key] = "set"
+            continue
         if key == "exclusive":
             # slurmrestd parses the value as --exclusive=VALUE, and a bare flag as true,
             # which it refuses: plain --exclusive is the value "exclusive".
