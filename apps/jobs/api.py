@@ -6,8 +6,9 @@ from rest_framework.views import APIView
 
 from apps.clusters.selectors import cluster_get
 from apps.core.errors import ValidationFailed
+from apps.integrations.slurm.policy import has_control_characters
 
-from . import selectors, services
+from . import selectors, services, validation
 
 
 class CodeInputSerializer(serializers.Serializer):
@@ -22,6 +23,12 @@ class JobInputSerializer(serializers.Serializer):
     parameters = serializers.DictField(
         required=False, default=dict, help_text="Exported to the job as environment variables"
     )
+
+    def validate_name(self, value: str) -> str:
+        # The name reaches Slurm as the job name, shown in its one-line listings.
+        if has_control_characters(value):
+            raise serializers.ValidationError(validation.NAME_CONTROL)
+        return value
 
 
 class JobCreateInputSerializer(JobInputSerializer):

@@ -3,13 +3,17 @@
 import re
 from dataclasses import dataclass, field
 
-from apps.clusters.models import ClusterGrant
-from apps.integrations.slurm import sbatch
+from apps.clusters.models import Cluster, ClusterGrant
+from apps.integrations.slurm import policy, request, sbatch
 
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 # Names Slurm, the hub or MLflow set for the job; a parameter may not shadow them.
 RESERVED_PREFIXES = ("SLURM_", "AXLE_", "MLFLOW_", "SBATCH_")
 MAX_SCRIPT_BYTES = 256 * 1024
+NAME_CONTROL = (
+    "The job name holds a control character (a line break, tab, escape or the like), which would "
+    "corrupt Slurm's listings; use printable characters only."
+)
 
 
 @dataclass
@@ -22,6 +26,8 @@ class Validation:
     parameters: dict[str, str] = field(default_factory=dict)
     stdout_path: str = ""
     stderr_path: str = ""
+    # The hub's own sbatch options for this job: log paths, and what the script leaves to
+    # Slurm's defaults that the grant must bound (time, partition, memory).
     hub_args: list[str] = field(default_factory=list)
 
     @property
@@ -43,10 +49,10 @@ def hub_args(*, stdout_path: str, stderr_path: str) -> list[str]:
     return [f"--output={stdout_path}", f"--error={stderr_path}"]
 
 
-def grant_limits(grant: ClusterGrant, workdir: str) -> sbatch.Limits:
+def grant_limits(grant: ClusterGrant, workdir: str, job_name: str | None = None) -> policy.Limits:
     state = grant.cluster.state or {}
     default_partition = next((p["name"] for p in state.get("partitions", []) if p.get("is_default")), None)
-    return sbatch.Limits(
+    return policy.Limits(
         allowed_partitions=frozenset(grant.allowed_partitions or []),
         allowed_accounts=frozenset(grant.allowed_accounts or []),
         allowed_qos=frozenset(grant.allowed_qos or []),
@@ -59,6 +65,11 @@ def grant_limits(grant: ClusterGrant, workdir: str) -> sbatch.Limits:
         max_array_size=grant.max_array_size,
         job_root=grant.job_root,
         workdir=workdir,
+        # Before the job has a name (a preview), %x stands for the default one; the job is
+        # checked again with its real name when it is created.
+        job_name=job_name or "job",
+        username=grant.cluster_username,
+        rest=grant.cluster.transport == Cluster.Transport.REST,
     )
 
 
@@ -85,35 +96,55 @@ def validate_parameters(parameters, result: Validation) -> dict[str, str]:
     return clean
 
 
-def validate(*, script: str, grant: ClusterGrant | None, workdir: str, parameters=None) -> Validation:
-    """Resolve the effective request as sbatch would and list every problem with the grant.
+def validate(
+    *, script: str, grant: ClusterGrant | None, workdir: str, parameters=None, name: str | None = None
+) -> Validation:
+    """Resolve the effective request as Slurm would and list every problem with the grant.
     The script is parsed once."""
     result = Validation()
     result.parameters = validate_parameters(parameters, result)
+    if name and policy.has_control_characters(name):
+        result.add(NAME_CONTROL)
     if not script or not script.strip():
         result.add("The script is empty.")
         return result
-    if len(script.encode("utf-8")) > MAX_SCRIPT_BYTES:
+    if len(script) > MAX_SCRIPT_BYTES or len(script.encode("utf-8")) > MAX_SCRIPT_BYTES:
         result.add(f"The script is larger than {MAX_SCRIPT_BYTES // 1024} KiB.")
         return result
     if "\r\n" in script:
         result.add("The script has DOS line breaks (\\r\\n); sbatch refuses them. Save it with UNIX line breaks.")
         return result
+    if "\0" in script:
+        result.add("The script holds a NUL character, which sbatch refuses; save it as plain text.")
+        return result
     if not script.startswith("#!"):
         # sbatch itself refuses a script without an interpreter line.
         result.add("The script must start with an interpreter line such as #!/bin/bash, as sbatch requires.", 1)
+    partitions = request.partitions_from_state(grant.cluster.state) if grant else None
     directives, problems = sbatch.parse_script(script)
-    # Whether the script is an array decides the log file names the hub adds.
-    is_array = sbatch.resolve(directives, []).array is not None
-    result.stdout_path, result.stderr_path = log_paths(workdir, is_array)
-    result.hub_args = hub_args(stdout_path=result.stdout_path, stderr_path=result.stderr_path)
-    cli, cli_problems = sbatch.parse_command_line(result.hub_args)
+    # What the script alone asks decides the log file names and the defaults the hub adds.
+    script_only = request.resolve(directives, [])
+    if partitions is not None:
+        request.apply_cluster(script_only, partitions)
+    result.stdout_path, result.stderr_path = log_paths(workdir, script_only.array is not None)
+    args = [
+        *hub_args(stdout_path=result.stdout_path, stderr_path=result.stderr_path),
+        *request.hub_defaults(
+            script_only,
+            max_time_minutes=grant.max_time_minutes if grant else None,
+            max_mem_mb=grant.max_mem_mb if grant else None,
+        ),
+    ]
+    cli, cli_problems = sbatch.parse_command_line(args)
     problems.extend(cli_problems)
-    request = sbatch.resolve([*directives, *cli], problems)
+    req = request.resolve([*directives, *cli], problems)
+    if partitions is not None:
+        request.apply_cluster(req, partitions)
     for p in problems:
         result.add(p.message, p.line)
-    result.effective_request = request.as_dict()
+    result.effective_request = req.as_dict()
+    result.hub_args = args
     if grant is not None:
-        for p in sbatch.check_against_limits(request, grant_limits(grant, workdir)):
+        for p in policy.check_against_limits(req, grant_limits(grant, workdir, name)):
             result.add(p.message, p.line)
     return result

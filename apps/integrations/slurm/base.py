@@ -162,6 +162,17 @@ class PartitionInfo:
     total_cpus: int = 0
     total_memory_mb: int = 0
     total_gpus: int = 0
+    # What Slurm gives a job that does not say (read from the cluster's configuration,
+    # cluster-wide values filled in where the partition sets none).
+    default_time_minutes: int | None = None  # DefaultTime; None: NONE (MaxTime applies)
+    oversubscribe: str = "NO"  # NO, YES:n, FORCE:n or EXCLUSIVE (whole nodes for every job)
+    node_cpus: int = 0  # CPUs of its largest node: what --exclusive allocates per node
+    node_memory_mb: int = 0  # memory of its largest node
+    def_mem_per_cpu_mb: int | None = None
+    def_mem_per_node_mb: int | None = None
+    max_mem_per_cpu_mb: int | None = None
+    max_mem_per_node_mb: int | None = None
+    memory_defaults_known: bool = False  # False: Slurm's default memory here is not known
 
 
 @dataclass

@@ -24,7 +24,7 @@ from typing import Any, Self
 import jwt
 import requests
 
-from . import sbatch
+from . import config, policy, sbatch
 from .base import (
     AmbiguousSubmitError,
     ClusterFiles,
@@ -36,7 +36,6 @@ from .base import (
     SlurmRejected,
     SubmitRequest,
     TransportError,
-    UnsupportedOperation,
 )
 from .parsing import gpus_in_gres
 
@@ -144,7 +143,7 @@ def mint_token(key: bytes, username: str, lifetime: int = TOKEN_LIFETIME_SECONDS
 def job_properties(req: SubmitRequest) -> dict[str, Any]:
     """The v0.0.38 job description that makes slurmrestd do what sbatch would do with
     the same script and command line. Raises SlurmRejected for what sbatch would refuse
-    to read and UnsupportedOperation for options slurmrestd 22.05 cannot take."""
+    to read and for options slurmrestd 22.05 cannot take."""
     directives, problems = sbatch.parse_script(req.script)
     hub = [f"--job-name={req.job_name}"] if req.job_name else []
     hub += [f"--comment={req.comment}"] if req.comment else []
@@ -158,12 +157,24 @@ def job_properties(req: SubmitRequest) -> dict[str, Any]:
         if d.option in IGNORED:
             continue
         key = PROPERTY.get(d.option)
-        if key is None:
-            raise UnsupportedOperation(
-                f"slurmrestd 22.05 cannot take the sbatch option --{d.option}"
+        refusal = policy.rest_refusal(d.option, d.value)
+        if key is None or refusal:
+            # A permanent refusal (the job fails with this sentence), never a transport
+            # error: retrying cannot make slurmrestd take it. Validation refuses it first.
+            raise SlurmRejected(
+                f"slurmrestd 22.05 cannot take `{d.text}`"
                 + (f" (line {d.line})" if d.line else "")
-                + "; submit this job through an SSH cluster instead."
+                + f": {refusal or 'it has no job property for it'}; submit this job through an SSH cluster instead."
             )
+        if key == "no_kill" and d.value is None:
+            # the same: a bare flag is parsed as --no-kill=true, which it refuses
+            props[key] = "set"
+            continue
+        if key == "exclusive":
+            # slurmrestd parses the value as --exclusive=VALUE, and a bare flag as true,
+            # which it refuses: plain --exclusive is the value "exclusive".
+            props[key] = d.value or "exclusive"
+            continue
         if key in MEMORY_PROPERTIES and not d.from_script:
             # like sbatch: a command-line memory option replaces the script's others
             for other in MEMORY_PROPERTIES:
@@ -398,7 +409,10 @@ class RestClient:
                     total_gpus=sum(n.gpus for n in members),
                 )
             )
-        return ClusterState(partitions=partitions, nodes=nodes)
+            config.rest_partition_config(partitions[-1], p)
+        state = ClusterState(partitions=partitions, nodes=nodes)
+        config.fill_node_sizes(state)
+        return state
 
     def ping(self) -> None:
         answer = self._request("GET", "slurm", "ping")

@@ -21,11 +21,11 @@ The rules come from Slurm's own source (src/sbatch/opt.c `_opt_batch_script` and
 
 from __future__ import annotations
 
+import functools
 import math
-import posixpath
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 REQUIRED = "required"
 OPTIONAL = "optional"
@@ -222,17 +222,39 @@ def tokenize_directive(text: str) -> tuple[list[str], str | None]:
         words.append("".join(chars))
 
 
+# The first command: a line whose first non-blank character is not '#'. Before it come
+# blank lines and lines starting with '#' (comments, the shebang, the directives).
+_FIRST_COMMAND = re.compile(r"^[^\S\n]*[^\s#]", re.MULTILINE)
+_DIRECTIVE_LINE = re.compile(r"^#(?:SBATCH|SLURM)[^\n]*", re.MULTILINE)
+# Real scripts hold well under 1 KiB of directives. A bound keeps reading them (and every
+# list in them) cheap whatever a script holds: the regular expressions above skip the rest
+# of the script in C, and only directive lines reach Python, at most this much of them.
+MAX_DIRECTIVE_CHARS = 16 * 1024
+MAX_PROBLEMS = 50  # a script with more is read no further: the first ones say enough
+
+
 def extract_directive_words(script: str) -> tuple[list[tuple[int, str]], list[Problem]]:
     """The words of every directive line, each with its line number, in order."""
     out: list[tuple[int, str]] = []
     problems: list[Problem] = []
-    for lineno, line in enumerate(script.split("\n"), start=1):
-        magic = next((m for m in MAGIC_WORDS if line.startswith(m)), None)
-        if magic is None:
-            stripped = line.lstrip()
-            if stripped == "" or stripped.startswith("#"):
-                continue
-            break  # the first command ends the directives
+    first_command = _FIRST_COMMAND.search(script)
+    header = script[: first_command.start() if first_command else len(script)]
+    lineno, counted_to, total = 1, 0, 0
+    for m in _DIRECTIVE_LINE.finditer(header):
+        lineno += header.count("\n", counted_to, m.start())
+        counted_to = m.start()
+        line = m.group()
+        total += len(line)
+        if total > MAX_DIRECTIVE_CHARS:
+            problems.append(
+                Problem(
+                    lineno,
+                    f"The #SBATCH lines of this script hold more than {MAX_DIRECTIVE_CHARS // 1024} KiB of "
+                    "options; the hub reads no further. Put long lists (array indexes, node names) in ranges.",
+                )
+            )
+            break
+        magic = "#SLURM" if line.startswith("#SLURM") else "#SBATCH"
         if magic == "#SLURM":
             problems.append(Problem(lineno, "#SLURM is an old spelling; write #SBATCH instead."))
         lowered = line.lower()
@@ -253,6 +275,7 @@ def extract_directive_words(script: str) -> tuple[list[tuple[int, str]], list[Pr
     return out, problems
 
 
+@functools.lru_cache(maxsize=512)
 def _match_long(name: str) -> tuple[str | None, str | None]:
     """getopt_long's lookup: an exact name, or a prefix of exactly one name."""
     if name in OPTIONS:
@@ -279,6 +302,9 @@ def parse_arguments(
     i = 0
     while i < len(words):
         line, word = words[i]
+        if len(problems) >= MAX_PROBLEMS:
+            problems.append(Problem(line, f"More than {MAX_PROBLEMS} problems: the hub stopped reading here."))
+            return directives, problems, []
         if word == "--":
             return directives, problems, list(words[i + 1 :])
         if word.startswith("--"):
@@ -421,31 +447,28 @@ def parse_node_count(text: str) -> tuple[int, int | None] | None:
     return lo, hi
 
 
+# Slurm refuses MaxArraySize above 4000001, so no array index can exceed 4000000: a bound
+# that keeps counting cheap whatever the spec says.
+MAX_ARRAY_INDEX = 4_000_000
+# Overlapping ranges are counted index by index; a spec listing more than this many
+# indexes with overlaps is refused rather than counted (no real array comes close).
+MAX_OVERLAPPING_INDEXES = 1_000_000
+
+
 @dataclass(frozen=True)
 class ArraySpec:
-    indexes: tuple[int, ...]
+    """An array spec, counted without building its indexes (a spec like 0-999999999
+    must cost as little as 0-9)."""
+
+    count: int
+    max_index: int
     throttle: int | None
 
-    @property
-    def count(self) -> int:
-        return len(self.indexes)
 
-    @property
-    def max_index(self) -> int:
-        return max(self.indexes)
-
-
-def parse_array(text: str) -> ArraySpec | None:
-    """`--array`: '0-15', '1,3,5-7', '0-20:4', any of them with '%N' to run N at a time."""
-    spec, percent, throttle_text = text.strip().partition("%")
-    throttle = None
-    if percent:
-        if not throttle_text.isdigit():
-            return None
-        throttle = int(throttle_text)
-    indexes: set[int] = set()
+def _array_ranges(spec: str) -> list[tuple[int, int, int]] | None:
+    ranges = []
     for part in spec.split(","):
-        m = re.fullmatch(r"(\d+)(?:-(\d+)(?::(\d+))?)?", part)
+        m = re.fullmatch(r"(\d{1,12})(?:-(\d{1,12})(?::(\d{1,12}))?)?", part)
         if not m:
             return None
         lo = int(m.group(1))
@@ -453,8 +476,45 @@ def parse_array(text: str) -> ArraySpec | None:
         step = int(m.group(3)) if m.group(3) else 1
         if hi < lo or step < 1:
             return None
-        indexes.update(range(lo, hi + 1, step))
-    return ArraySpec(tuple(sorted(indexes)), throttle)
+        hi -= (hi - lo) % step  # the last index actually in the range
+        ranges.append((lo, hi, step))
+    return ranges
+
+
+def parse_array(text: str) -> ArraySpec | None:
+    """`--array`: '0-15', '1,3,5-7', '0-20:4', any of them with '%N' to run N at a time.
+    None if Slurm would not read it, an index is beyond any Slurm's MaxArraySize, or
+    overlapping ranges list more than MAX_OVERLAPPING_INDEXES indexes."""
+    spec, percent, throttle_text = text.strip().partition("%")
+    throttle = None
+    if percent:
+        if not throttle_text.isdigit() or len(throttle_text) > 12:
+            return None
+        throttle = int(throttle_text)
+    ranges = _array_ranges(spec)
+    if ranges is None:
+        return None
+    max_index = max(hi for _, hi, _ in ranges)
+    if max_index > MAX_ARRAY_INDEX:
+        return None
+    ranges.sort()
+    sizes = sum((hi - lo) // step + 1 for lo, hi, step in ranges)
+    if all(a[1] < b[0] for a, b in zip(ranges, ranges[1:], strict=False)):
+        count = sizes  # disjoint ranges (the usual case): the count is arithmetic
+    elif sizes > MAX_OVERLAPPING_INDEXES:
+        return None
+    else:
+        # overlapping ranges count once, as in Slurm's bitmap: a byte per index, at most
+        # 4 MB, and at most MAX_OVERLAPPING_INDEXES bytes written
+        seen = bytearray(max_index + 1)
+        for lo, hi, step in ranges:
+            n = (hi - lo) // step + 1
+            if step == 1:
+                seen[lo : hi + 1] = b"\x01" * n
+            else:
+                seen[lo : hi + 1 : step] = b"\x01" * n
+        count = seen.count(1)
+    return ArraySpec(count, max_index, throttle)
 
 
 def parse_gpu_count(text: str) -> int | None:
@@ -482,402 +542,6 @@ def parse_gres_gpus(text: str) -> int | None:
     return total
 
 
-def _positive_int(text: str) -> int | None:
+def positive_int(text: str) -> int | None:
     t = text.strip()
     return int(t) if t.isdigit() and int(t) > 0 else None
-
-
-# ---------------------------------------------------------------- effective request
-
-
-@dataclass
-class EffectiveRequest:
-    """What the job asks Slurm for, once the hub's command-line options are applied over
-    the script's directives. None means "not asked; Slurm's default applies"."""
-
-    directives: list[Directive] = field(default_factory=list)
-    # The directive that won for each option, for line numbers in problems.
-    winning: dict[str, Directive] = field(default_factory=dict)
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    job_name: str | None = None
-    nodes_min: int | None = None
-    nodes_max: int | None = None
-    ntasks: int = 1
-    ntasks_set: bool = False
-    ntasks_per_node: int | None = None
-    cpus_per_task: int = 1
-    mem_per_node_mb: int | None = None
-    mem_per_cpu_mb: int | None = None
-    mem_per_gpu_mb: int | None = None
-    gpus: int = 0
-    time_limit_minutes: float | None = None  # math.inf for UNLIMITED
-    array: str | None = None
-    array_task_count: int | None = None
-    array_max_index: int | None = None
-    array_throttle: int | None = None
-    output: str | None = None
-    error: str | None = None
-    input: str | None = None
-    dependency: str | None = None
-    export: str | None = None
-    hold: bool = False
-    exclusive: bool = False
-
-    @property
-    def nodes(self) -> int:
-        """Nodes the job needs at least (Slurm's NumNodes lower bound)."""
-        return self.nodes_min or 1
-
-    @property
-    def total_cpus(self) -> int:
-        """CPUs the job asks for at least: tasks x CPUs per task, one per node at least."""
-        return max(self.ntasks * self.cpus_per_task, self.nodes)
-
-    @property
-    def total_memory_mb(self) -> int | None:
-        """Memory for the whole job, whichever way it was asked (0 = whole nodes)."""
-        if self.mem_per_node_mb is not None:
-            return self.mem_per_node_mb * self.nodes
-        if self.mem_per_cpu_mb is not None:
-            return self.mem_per_cpu_mb * self.total_cpus
-        if self.mem_per_gpu_mb is not None:
-            return self.mem_per_gpu_mb * self.gpus
-        return None
-
-    def as_dict(self) -> dict[str, object]:
-        """Plain values for an API response."""
-        return {
-            "partition": self.partition,
-            "account": self.account,
-            "qos": self.qos,
-            "job_name": self.job_name,
-            "nodes": self.nodes,
-            "nodes_max": self.nodes_max,
-            "ntasks": self.ntasks,
-            "cpus_per_task": self.cpus_per_task,
-            "total_cpus": self.total_cpus,
-            "mem_per_node_mb": self.mem_per_node_mb,
-            "mem_per_cpu_mb": self.mem_per_cpu_mb,
-            "total_memory_mb": self.total_memory_mb,
-            "gpus": self.gpus,
-            "time_limit_minutes": (
-                None
-                if self.time_limit_minutes is None
-                else ("UNLIMITED" if self.time_limit_minutes == INFINITE else int(self.time_limit_minutes))
-            ),
-            "array": self.array,
-            "array_task_count": self.array_task_count,
-            "array_max_index": self.array_max_index,
-            "output": self.output,
-            "error": self.error,
-            "dependency": self.dependency,
-            "hold": self.hold,
-        }
-
-
-def resolve(directives: Sequence[Directive], problems: list[Problem] | None = None) -> EffectiveRequest:
-    """Apply directives in order (later wins, like sbatch) and interpret the values that
-    matter for policy. Unreadable values are appended to `problems`."""
-    problems = problems if problems is not None else []
-    req = EffectiveRequest(directives=list(directives))
-    # sbatch resets the other memory options when one is given on the command line; in
-    # one source they are mutually exclusive. Track the source of each.
-    mem_sources: dict[str, Directive] = {}
-
-    def bad(d: Directive, what: str) -> None:
-        where = f"`{d.text}`"
-        problems.append(Problem(d.line, f"{where}: {what}."))
-
-    for d in directives:
-        req.winning[d.option] = d
-        v = d.value or ""
-        o = d.option
-        if o == "partition":
-            req.partition = v
-        elif o == "account":
-            req.account = v
-        elif o == "qos":
-            req.qos = v
-        elif o == "job-name":
-            req.job_name = v
-        elif o == "nodes":
-            nodes = parse_node_count(v)
-            if nodes is None:
-                bad(d, "the number of nodes must be a whole number or a range like 2-4")
-            else:
-                req.nodes_min, req.nodes_max = nodes
-        elif o == "ntasks":
-            n = _positive_int(v)
-            if n is None:
-                bad(d, "the number of tasks must be a whole number of at least 1")
-            else:
-                req.ntasks, req.ntasks_set = n, True
-        elif o == "ntasks-per-node":
-            n = _positive_int(v)
-            if n is None:
-                bad(d, "tasks per node must be a whole number of at least 1")
-            else:
-                req.ntasks_per_node = n
-        elif o == "cpus-per-task":
-            n = _positive_int(v)
-            if n is None:
-                bad(d, "CPUs per task must be a whole number of at least 1")
-            else:
-                req.cpus_per_task = n
-        elif o in ("mem", "mem-per-cpu", "mem-per-gpu"):
-            mb = parse_memory_mb(v)
-            if mb is None:
-                bad(d, f"'{v}' is not an amount of memory; {MEM_HELP}")
-                continue
-            for other in ("mem", "mem-per-cpu", "mem-per-gpu"):
-                prev = mem_sources.get(other)
-                if other != o and prev is not None and prev.from_script == d.from_script:
-                    bad(
-                        d,
-                        f"--{o} cannot be combined with --{other} (line {prev.line}); keep one",
-                    )
-            if d.from_script is False:
-                # the command line wins over any memory option of the script
-                req.mem_per_node_mb = req.mem_per_cpu_mb = req.mem_per_gpu_mb = None
-            mem_sources[o] = d
-            if o == "mem":
-                req.mem_per_node_mb = mb
-            elif o == "mem-per-cpu":
-                req.mem_per_cpu_mb = mb
-            else:
-                req.mem_per_gpu_mb = mb
-        elif o == "time":
-            minutes = parse_time_minutes(v)
-            if minutes is None:
-                bad(d, f"'{v}' is not a time limit; {TIME_HELP}")
-            else:
-                req.time_limit_minutes = minutes
-        elif o == "array":
-            spec = parse_array(v)
-            if spec is None:
-                bad(
-                    d,
-                    f"'{v}' is not an array range; write e.g. 0-9, 1,3,5, 0-20:5 "
-                    "or 0-99%10 to run at most 10 at a time",
-                )
-            else:
-                req.array = v
-                req.array_task_count = spec.count
-                req.array_max_index = spec.max_index
-                req.array_throttle = spec.throttle
-        elif o in ("gpus", "gpus-per-node", "gpus-per-task", "gres"):
-            parser = parse_gres_gpus if o == "gres" else parse_gpu_count
-            if parser(v) is None:
-                bad(d, f"'{v}' is not a GPU request; write e.g. gpu:2 or a100:2")
-        elif o == "output":
-            req.output = v
-        elif o == "error":
-            req.error = v
-        elif o == "input":
-            req.input = v
-        elif o == "dependency":
-            req.dependency = v
-        elif o == "export":
-            req.export = v
-        elif o == "hold":
-            req.hold = True
-        elif o == "exclusive":
-            req.exclusive = True
-
-    # sbatch's _opt_verify: tasks per node times nodes, when no task count was given.
-    if not req.ntasks_set and req.ntasks_per_node:
-        req.ntasks = req.nodes * req.ntasks_per_node
-    req.gpus = _total_gpus(req)
-    return req
-
-
-def _total_gpus(req: EffectiveRequest) -> int:
-    w = req.winning
-    if "gpus" in w:
-        return parse_gpu_count(w["gpus"].value or "") or 0
-    if "gpus-per-node" in w:
-        return (parse_gpu_count(w["gpus-per-node"].value or "") or 0) * req.nodes
-    if "gres" in w:
-        return (parse_gres_gpus(w["gres"].value or "") or 0) * req.nodes
-    if "gpus-per-task" in w:
-        return (parse_gpu_count(w["gpus-per-task"].value or "") or 0) * req.ntasks
-    return 0
-
-
-def effective_request(script: str, hub_args: Sequence[str] = ()) -> tuple[EffectiveRequest, list[Problem]]:
-    """Parse `script`, apply the hub's command-line options on top, and resolve."""
-    directives, problems = parse_script(script)
-    cli, cli_problems = parse_command_line(hub_args)
-    problems.extend(cli_problems)
-    req = resolve([*directives, *cli], problems)
-    return req, problems
-
-
-# ---------------------------------------------------------------- policy
-
-
-@dataclass(frozen=True)
-class Limits:
-    """A grant's limits. None means "no limit"; an empty set allows nothing."""
-
-    allowed_partitions: frozenset[str] | None = None
-    allowed_accounts: frozenset[str] | None = None
-    allowed_qos: frozenset[str] | None = None
-    default_partition: str | None = None
-    max_nodes: int | None = None
-    max_cpus: int | None = None
-    max_gpus: int | None = None
-    max_mem_mb: int | None = None
-    max_time_minutes: int | None = None
-    max_array_size: int | None = None
-    job_root: str | None = None
-    workdir: str | None = None  # where relative paths resolve; defaults to job_root
-
-
-# Options a script may not use, with the reason told to the scientist.
-FORBIDDEN: dict[str, str] = {
-    "uid": "runs the job as another user, which only root may do and the hub never allows",
-    "gid": "runs the job as another group, which the hub never allows",
-    "get-user-env": "loads another login environment; the hub sets the job's environment",
-    "chdir": "changes the working directory; the hub runs every job in its own job folder",
-    "export-file": "reads environment variables from a file, which could leak the hub's secrets",
-    "clusters": "sends the job to another cluster than the one you picked",
-    "wait": "makes sbatch wait for the job to end, which would block the hub",
-    "test-only": "only tests the script and submits nothing",
-    "wrap": "replaces your script with a one-line command",
-}
-
-SECRET_ENV = re.compile(r"^(AXLE_|MLFLOW_TRACKING_TOKEN$)")
-
-
-def _resolve_path(path: str, base: str) -> str:
-    joined = path if path.startswith("/") else posixpath.join(base, path)
-    return posixpath.normpath(joined)
-
-
-def _inside(path: str, root: str) -> bool:
-    root = posixpath.normpath(root)
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
-def check_against_limits(request: EffectiveRequest, limits: Limits) -> list[Problem]:
-    """Everything in `request` that the grant does not allow, one sentence per problem.
-
-    Identity-changing and escaping options are checked only where the script wrote them:
-    the hub's own command-line options (line None) are trusted.
-    """
-    problems: list[Problem] = []
-    w = request.winning
-
-    def line_of(option: str) -> int | None:
-        d = w.get(option)
-        return d.line if d else None
-
-    for d in request.directives:
-        if not d.from_script:
-            continue
-        if d.option in FORBIDDEN:
-            problems.append(Problem(d.line, f"`{d.text}` is not allowed: it {FORBIDDEN[d.option]}."))
-        elif d.option == "export" and d.value:
-            for item in d.value.split(","):
-                name = item.split("=", 1)[0].strip()
-                if SECRET_ENV.match(name):
-                    problems.append(
-                        Problem(
-                            d.line,
-                            f"`--export` names {name}, a variable reserved for the hub's "
-                            "secrets; it is never passed to jobs.",
-                        )
-                    )
-
-    def check_set(option: str, label: str, values: list[str], allowed: frozenset[str] | None) -> None:
-        if allowed is None:
-            return
-        for value in values:
-            if value not in allowed:
-                choices = ", ".join(sorted(allowed)) or "none"
-                problems.append(
-                    Problem(
-                        line_of(option),
-                        f"Your grant does not allow {label} '{value}'; allowed: {choices}.",
-                    )
-                )
-
-    if request.partition:
-        partitions = [p for p in request.partition.split(",") if p]
-    elif limits.default_partition:
-        partitions = [limits.default_partition]
-    else:
-        partitions = []
-    check_set("partition", "partition", partitions, limits.allowed_partitions)
-    if request.account:
-        check_set("account", "account", [request.account], limits.allowed_accounts)
-    if request.qos:
-        check_set("qos", "QoS", [request.qos], limits.allowed_qos)
-
-    def over(option: str, what: str, value: float, limit: int | None, unit: str = "") -> None:
-        if limit is not None and value > limit:
-            shown = "unlimited" if value == INFINITE else f"{int(value)}{unit}"
-            problems.append(
-                Problem(
-                    line_of(option),
-                    f"This job asks for {shown} {what}, more than your grant's limit of {limit}{unit}.",
-                )
-            )
-
-    over("nodes", "nodes", request.nodes_max or request.nodes, limits.max_nodes)
-    cpu_option = next(
-        (o for o in ("cpus-per-task", "ntasks", "ntasks-per-node") if o in w),
-        "cpus-per-task",
-    )
-    over(cpu_option, "CPUs", request.total_cpus, limits.max_cpus)
-    gpu_option = next(
-        (o for o in ("gpus", "gpus-per-node", "gres", "gpus-per-task") if o in w),
-        "gpus",
-    )
-    over(gpu_option, "GPUs", request.gpus, limits.max_gpus)
-    mem_option = next((o for o in ("mem", "mem-per-cpu", "mem-per-gpu") if o in w), "mem")
-    total_mem = request.total_memory_mb
-    if total_mem == 0 and request.mem_per_node_mb == 0 and limits.max_mem_mb is not None:
-        problems.append(
-            Problem(
-                line_of("mem"),
-                "--mem=0 asks for all the memory of every node; ask for a fixed amount "
-                f"within your grant's limit of {limits.max_mem_mb} MB.",
-            )
-        )
-    elif total_mem is not None:
-        over(mem_option, "of memory in total", total_mem, limits.max_mem_mb, " MB")
-    if request.time_limit_minutes is not None:
-        over(
-            "time",
-            "of wall time",
-            request.time_limit_minutes,
-            limits.max_time_minutes,
-            " minutes",
-        )
-    if request.array_task_count is not None:
-        over("array", "array tasks", request.array_task_count, limits.max_array_size)
-
-    if limits.job_root:
-        base = limits.workdir or limits.job_root
-        # Every such directive in the script counts, even one the hub's own --output
-        # overrides: a script that tries to write elsewhere is refused, not silently fixed.
-        for d in request.directives:
-            option = d.option
-            if option not in ("output", "error", "input") or not d.from_script or not d.value:
-                continue
-            if d.value.lower() == "none" or d.value == "/dev/null":
-                continue  # sbatch maps "none" to /dev/null
-            resolved = _resolve_path(d.value, base)
-            if not _inside(resolved, limits.job_root):
-                problems.append(
-                    Problem(
-                        d.line,
-                        f"--{option} writes to {resolved}, outside your job folder "
-                        f"{limits.job_root}; use a path inside it (relative paths are fine).",
-                    )
-                )
-    return problems

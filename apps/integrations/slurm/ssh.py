@@ -21,7 +21,7 @@ from typing import Self
 
 import paramiko
 
-from . import parsing
+from . import config, parsing
 from .base import (
     AmbiguousSubmitError,
     ClusterFiles,
@@ -383,7 +383,14 @@ class SSHClient:
     def cluster_state(self) -> ClusterState:
         result = self._query(parsing.sinfo_args())
         self._check(result, "sinfo")
-        return parsing.parse_sinfo(result.out)
+        state = parsing.parse_sinfo(result.out)
+        # The defaults Slurm gives a job that does not say: one scontrol for the
+        # partitions, one for the cluster-wide values they inherit.
+        partitions = self._query(config.PARTITIONS_ARGS)
+        self._check(partitions, "scontrol show partition")
+        settings = self._query(config.CONFIG_ARGS)
+        self._check(settings, "scontrol show config")
+        return config.apply_partition_config(state, partitions.out, config.parse_config(settings.out))
 
     def ping(self) -> None:
         result = self._query(["scontrol", "ping"])

@@ -66,7 +66,7 @@ def job_create(
     name = (name or "").strip()[:200] or "job"
     job_uuid = uuid_lib.uuid4()
     workdir = f"{grant.job_root}/{job_uuid}"
-    result = validation.validate(script=script, grant=grant, workdir=workdir, parameters=parameters)
+    result = validation.validate(script=script, grant=grant, workdir=workdir, parameters=parameters, name=name)
     if grant.max_active_jobs is not None:
         active = Job.objects.filter(grant=grant).exclude(status__in=Job.TERMINAL).count()
         if active >= grant.max_active_jobs:

@@ -6,10 +6,9 @@ import math
 
 import pytest
 
+from apps.integrations.slurm.policy import Limits, check_against_limits
+from apps.integrations.slurm.request import effective_request
 from apps.integrations.slurm.sbatch import (
-    Limits,
-    check_against_limits,
-    effective_request,
     parse_array,
     parse_memory_mb,
     parse_script,
@@ -413,7 +412,8 @@ def test_it_rejects_the_cluster_default_partition_when_not_granted() -> None:
         ("#SBATCH --mem=64G\n", "65536 MB"),
         ("#SBATCH -n 16 --mem-per-cpu=4G\n", "65536 MB"),
         ("#SBATCH -t 2-0\n", "2880 minutes"),
-        ("#SBATCH -t UNLIMITED\n", "unlimited"),
+        ("#SBATCH -t UNLIMITED\n", "no time limit"),
+        ("#SBATCH -t 0\n", "no time limit"),
         ("#SBATCH --array=0-100\n", "101 array tasks"),
     ],
 )

@@ -14,11 +14,8 @@ from apps.integrations.slurm.base import (
     SubmitRequest,
 )
 from apps.integrations.slurm.parsing import parse_duration, parse_scontrol_oneliner
-from apps.integrations.slurm.sbatch import (
-    effective_request,
-    parse_array,
-    parse_memory_mb,
-)
+from apps.integrations.slurm.request import effective_request
+from apps.integrations.slurm.sbatch import parse_array, parse_memory_mb
 from apps.integrations.slurm.ssh import SSHClient
 
 from .conftest import USER, wait_for

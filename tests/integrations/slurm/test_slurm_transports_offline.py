@@ -69,10 +69,20 @@ def test_rest_jobs_get_a_minimal_environment_plus_parameters() -> None:
     assert "PATH" in props["environment"]
 
 
-def test_rest_refuses_options_slurmrestd_cannot_take() -> None:
-    with pytest.raises(UnsupportedOperation) as caught:
-        job_properties(req("#SBATCH --export=ALL\n"))
-    assert "--export" in caught.value.message and "line 1" in caught.value.message
+@pytest.mark.parametrize(
+    "directive", ["--export=ALL", "--container=/c", "--bbf=bb.conf", "--nodefile=nodes", "--signal=B:USR1@60"]
+)
+def test_rest_refuses_options_slurmrestd_cannot_take_as_a_permanent_error(directive: str) -> None:
+    with pytest.raises(SlurmRejected) as caught:
+        job_properties(req(f"#SBATCH {directive}\n"))
+    assert directive.split("=")[0] in caught.value.message and "line 1" in caught.value.message
+    assert caught.value.permanent
+
+
+def test_rest_sends_exclusive_and_signal_in_the_form_slurmrestd_takes() -> None:
+    props = job_properties(req("#SBATCH --exclusive --signal=USR1@60\n"))
+    assert (props["exclusive"], props["signal"]) == ("exclusive", "USR1@60")
+    assert job_properties(req("#SBATCH --exclusive=user\n"))["exclusive"] == "user"
 
 
 def test_rest_refuses_a_script_sbatch_could_not_read() -> None:

@@ -1,0 +1,153 @@
+"""The grant holds when the script leaves things to Slurm's defaults, asks for whole nodes,
+plays with file name patterns, floods the parser, or uses options slurmrestd cannot take
+(issue 9). Grant as in the issue: partition debug, 1 CPU, 2048 MB, 10 minutes."""
+
+import pytest
+
+from apps.clusters.models import Cluster
+from apps.clusters.services import cluster_state_json
+from apps.core.errors import ValidationFailed
+from apps.integrations.slurm.base import ClusterState, NodeInfo, PartitionInfo
+from apps.jobs import services
+from apps.jobs.models import Job
+from apps.jobs.validation import MAX_SCRIPT_BYTES
+from tests.factories import ClusterFactory, ClusterGrantFactory
+
+
+def local_state() -> dict:
+    """The local cluster's health as the hub caches it (see compose/local)."""
+    common = dict(nodes=["vm"], node_cpus=2, node_memory_mb=22900, def_mem_per_cpu_mb=1024, memory_defaults_known=True)
+    return cluster_state_json(
+        ClusterState(
+            partitions=[
+                PartitionInfo(name="debug", is_default=True, time_limit_minutes=60, **common),
+                PartitionInfo(name="batch", time_limit_minutes=1440, **common),
+            ],
+            nodes=[NodeInfo(name="vm", state="IDLE", cpus=2, memory_mb=22900, partitions=["debug", "batch"])],
+        )
+    )
+
+
+@pytest.fixture
+def grant(alice):
+    cluster = ClusterFactory(name="hpc", job_root="/scratch/{username}/axle", state=local_state())
+    return ClusterGrantFactory(
+        user=alice,
+        cluster=cluster,
+        cluster_username="alice_hpc",
+        allowed_partitions=["debug"],
+        max_cpus=1,
+        max_mem_mb=2048,
+        max_time_minutes=10,
+        max_array_size=10,
+    )
+
+
+def create(api, user, **body):
+    api.force_authenticate(user)
+    return api.post("/api/v1/jobs/", {"cluster": "hpc", **body}, format="json")
+
+
+@pytest.mark.django_db
+class TestSlurmDefaults:
+    def test_a_script_without_time_or_partition_is_recorded_as_slurm_will_run_it(self, alice, grant):
+        job = services.job_create(user=alice, cluster=grant.cluster, name="t", script="#!/bin/bash\nhostname\n")
+        assert "--time=10" in job.hub_args and "--partition=debug" in job.hub_args
+        req = job.effective_request
+        assert (req["partition"], req["time_limit_minutes"], req["total_cpus"], req["total_memory_mb"]) == (
+            "debug",
+            10,
+            1,
+            1024,
+        )
+
+    @pytest.mark.parametrize(
+        ("directive", "words"),
+        [
+            ("--exclusive --mem-per-cpu=2000", ["2 CPUs", "4000 MB"]),
+            ("--mincpus=2 --mem-per-cpu=2000", ["2 CPUs", "4000 MB"]),
+            ("--time=0", ["no time limit"]),
+            ("--time=UNLIMITED", ["no time limit"]),
+            ("--time-min=20", ["--time-min"]),
+            ("--usage", ["not allowed"]),
+        ],
+    )
+    def test_a_bypass_of_the_grant_is_refused_with_its_line(self, api, alice, grant, directive, words):
+        response = create(api, alice, script=f"#!/bin/bash\n#SBATCH {directive}\nhostname\n")
+        assert response.status_code == 400
+        problems = response.json()["problems"]
+        assert {p["line"] for p in problems} == {2}
+        for word in words:
+            assert any(word in p["message"] for p in problems), problems
+        assert not Job.objects.exists()
+
+
+@pytest.mark.django_db
+class TestFilenamePatterns:
+    def test_a_job_name_cannot_steer_an_input_path_out_of_the_job_folder(self, api, alice, grant):
+        response = create(
+            api,
+            alice,
+            name="../../../../etc/hostname",
+            script="#!/bin/bash\n#SBATCH -t 5\n#SBATCH --input=/scratch/alice_hpc/axle/%x\ncat\n",
+        )
+        assert response.status_code == 400
+        [problem] = response.json()["problems"]
+        assert problem["line"] == 3 and "outside your job folder" in problem["message"]
+
+
+@pytest.mark.django_db
+class TestBoundedParsing:
+    def test_fifty_huge_array_lines_are_refused_quickly_and_clearly(self, api, alice, grant):
+        script = "#!/bin/bash\n" + "#SBATCH --array=0-999999999\n" * 50 + "hostname\n"
+        response = create(api, alice, script=script)
+        assert response.status_code == 400
+        [problem] = response.json()["problems"]
+        assert problem["line"] == 51 and "array range" in problem["message"]
+
+    def test_a_script_over_the_size_cap_is_refused(self, api, alice, grant):
+        script = "#!/bin/bash\n" + "#SBATCH -N 1\n" * (MAX_SCRIPT_BYTES // 12)
+        response = create(api, alice, script=script)
+        assert response.status_code == 400
+        assert "larger than" in response.json()["problems"][0]["message"]
+
+
+@pytest.mark.django_db
+class TestRestClusters:
+    @pytest.mark.parametrize("directive", ["--export=ALL", "--container=/img", "--bbf=bb", "--nodefile=nodes"])
+    def test_an_option_slurmrestd_cannot_take_is_refused_at_validation(self, alice, grant, directive):
+        Cluster.objects.filter(pk=grant.cluster.pk).update(transport=Cluster.Transport.REST)
+        grant.cluster.refresh_from_db()
+        script = f"#!/bin/bash\n#SBATCH -t 5\n#SBATCH {directive}\nhostname\n"
+        result, _ = services.job_validate(user=alice, cluster=grant.cluster, script=script)
+        assert [p["line"] for p in result.problems] == [3]
+        assert "slurmrestd" in result.problems[0]["message"]
+
+    def test_the_same_option_is_fine_on_an_ssh_cluster(self, alice, grant):
+        script = "#!/bin/bash\n#SBATCH -t 5\n#SBATCH --export=ALL\nhostname\n"
+        result, _ = services.job_validate(user=alice, cluster=grant.cluster, script=script)
+        assert result.ok, result.problems
+
+
+@pytest.mark.django_db
+class TestControlCharacters:
+    @pytest.mark.parametrize("name", ["two\nlines", "tab\there", "bell\x07", "esc\x1b[31m"])
+    def test_the_api_refuses_a_job_name_with_a_control_character(self, api, alice, grant, name):
+        response = create(api, alice, name=name, script="#!/bin/bash\n#SBATCH -t 5\nhostname\n")
+        assert response.status_code == 400
+        assert "control character" in str(response.json())
+        assert not Job.objects.exists()
+
+    def test_the_service_refuses_it_too(self, alice, grant):
+        with pytest.raises(ValidationFailed, match="control character"):
+            services.job_create(user=alice, cluster=grant.cluster, name="a\nb", script="#!/bin/bash\n#SBATCH -t 5\n")
+
+    def test_the_form_shows_why(self, client, alice, grant):
+        client.force_login(alice)
+        response = client.post(
+            "/jobs/new/",
+            {"cluster": "hpc", "name": "fake\n123 alice RUNNING", "script": "#!/bin/bash\n#SBATCH -t 5\nhostname\n"},
+        )
+        assert response.status_code == 200
+        assert "control character" in response.content.decode()
+        assert not Job.objects.exists()
