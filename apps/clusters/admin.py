@@ -91,6 +91,7 @@ class ClusterAdmin(ServiceSaveMixin, admin.ModelAdmin):
                 "fields": [
                     "login_host",
                     "login_port",
+                    "slurm_bin_dir",
                     "pinned_host_key",
                     "host_key_fingerprint",
                     "new_host_key",

@@ -12,16 +12,18 @@ import base64
 import hashlib
 import io
 import logging
+import posixpath
+import secrets
 import shlex
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Self
+from typing import Self, TypeVar
 
 import paramiko
 
-from . import parsing
+from . import environment, parsing
 from .base import (
     AmbiguousSubmitError,
     ClusterState,
@@ -35,10 +37,27 @@ from .base import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_COMMAND_TIMEOUT = 60.0
 MAX_READ = 8 << 20
+DEFAULT_SLURM_BIN_DIR = "/usr/bin"
+# What Slurm's query commands run with: nothing from the user's login environment (no
+# PATH, LD_PRELOAD, SQUEUE_FORMAT, SLURM_TIME_FORMAT...) changes what they do or print.
+QUERY_ENVIRONMENT = ("PATH=/usr/bin:/bin", "LANG=C.UTF-8", "LC_ALL=C.UTF-8")
+SLURM_PROGRAMS = frozenset({"sbatch", "squeue", "sacct", "sinfo", "scancel", "scontrol", "sacctmgr"})
+
+# Writes the job's environment file (from stdin) where only the cluster user can read it:
+# mktemp creates it 0600, and the rename makes it whole or absent.
+_WRITE_PRIVATE = (
+    "PATH=/usr/bin:/bin; umask 077; "
+    't=$(mktemp "$1.XXXXXX") || exit 45; '
+    'if cat > "$t" && mv -f -- "$t" "$1"; then exit 0; fi; rm -f -- "$t"; exit 45'
+)
+# Opens the environment file as fd 3 and removes it before sbatch starts: the variables
+# (a per-job credential among them) are on disk only between the two commands.
+_SBATCH_WITH_ENV = 'exec 3< "$1" || exit 45; rm -f -- "$1"; shift; exec "$@"'
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -151,7 +170,11 @@ class SSHClient:
         passphrase: str | None = None,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
+        slurm_bin_dir: str = DEFAULT_SLURM_BIN_DIR,
     ) -> None:
+        if not posixpath.isabs(slurm_bin_dir):
+            raise TransportError(f"Slurm's folder {slurm_bin_dir!r} is not an absolute path.", permanent=True)
+        self.slurm_bin_dir = slurm_bin_dir
         self.host = host
         self.port = port
         self.username = username
@@ -236,16 +259,17 @@ class SSHClient:
         args: Sequence[str],
         *,
         stdin: bytes | None = None,
-        env: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> CommandResult:
         """Run one command; every word is quoted, so nothing in it is shell syntax.
 
+        There is deliberately no way to pass environment variables: a command line is
+        visible to every user of the login node (`ps`), and variables given to a command
+        change what it runs. Data goes through stdin.
+
         Raises TransportError if the command could not be started (nothing ran) and
         _ConnectionLost if the connection died after it was sent (it may have run)."""
-        words = [*(f"{k}={v}" for k, v in (env or {}).items())]
-        command = " ".join(shlex.quote(w) for w in (["env", *words] if words else []) + list(args))
-        return self._exec(command, stdin=stdin, timeout=timeout)
+        return self._exec(" ".join(shlex.quote(w) for w in args), stdin=stdin, timeout=timeout)
 
     def _exec(self, command: str, *, stdin: bytes | None, timeout: float | None) -> CommandResult:
         self.connect()
@@ -294,16 +318,34 @@ class SSHClient:
                 time.sleep(0.005)
         return CommandResult(channel.recv_exit_status(), bytes(out), bytes(err))
 
-    def _query(self, args: Sequence[str], env: Mapping[str, str] | None = None) -> CommandResult:
+    def slurm_command(
+        self, args: Sequence[str], *, clean_env: bool = True, env: Mapping[str, str] | None = None
+    ) -> list[str]:
+        """`args` with Slurm's program named by its absolute path on this cluster, run with
+        a fixed environment (plus the hub's own `env`) unless it must pass the login one on:
+        sbatch gives it to the job."""
+        program, *rest = args
+        if program not in SLURM_PROGRAMS:
+            raise ValueError(f"{program} is not one of Slurm's commands")
+        command = [posixpath.join(self.slurm_bin_dir, program), *rest]
+        if not clean_env:
+            return command
+        return ["/usr/bin/env", "-i", *QUERY_ENVIRONMENT, *(f"{k}={v}" for k, v in (env or {}).items()), *command]
+
+    def _query(self, args: Sequence[str]) -> CommandResult:
         """A read-only command: a lost connection is just a transient transport error."""
         try:
-            return self.run(args, env=env)
+            return self.run(args)
         except _ConnectionLost as exc:
             raise TransportError(f"Lost the connection to {self.host}: {exc}", permanent=False) from None
 
     # ---------------------------------------------------------------- SlurmClient
 
     def submit(self, req: SubmitRequest) -> str:
+        try:
+            env_file = environment.export_file(req.env) if req.env else b""
+        except environment.EnvironmentRefused as exc:
+            raise SlurmRejected(str(exc)) from None
         args = ["sbatch", "--parsable"]
         if req.job_name:
             args.append(f"--job-name={req.job_name}")
@@ -311,11 +353,15 @@ class SSHClient:
             args.append(f"--comment={req.comment}")
         if req.workdir:
             args.append(f"--chdir={req.workdir}")
-        args.extend(req.extra_args)
-        # The job inherits sbatch's environment (--export=ALL unless the script says
-        # otherwise), so parameters ride on `env`, which takes any value, commas included.
+        # sbatch's own environment (the login one) still goes to the job, as --export=ALL
+        # does, unless the script says otherwise; the file's variables are added on top.
+        command = self.slurm_command(args, clean_env=False)
+        if env_file:
+            path = self._write_private_file(req.workdir or ".", env_file)
+            command = ["/bin/sh", "-c", _SBATCH_WITH_ENV, "sh", path, *command, "--export-file=3"]
+        command.extend(req.extra_args)
         try:
-            result = self.run(args, stdin=req.script.encode(), env=req.env)
+            result = self.run(command, stdin=req.script.encode())
         except _ConnectionLost as exc:
             raise AmbiguousSubmitError(
                 f"The connection to {self.host} broke while sbatch was running ({exc}); "
@@ -328,17 +374,32 @@ class SSHClient:
             raise AmbiguousSubmitError(f"sbatch succeeded but printed no job id: {result.out!r}")
         return job_id
 
+    def _write_private_file(self, folder: str, data: bytes) -> str:
+        """Write `data` to a new file only the cluster user can read, in `folder`; return
+        its path. The data travels on stdin, never on a command line.
+
+        (Private to the submit path for now: the hub's file layer is the place for it.)"""
+        path = posixpath.join(folder, f".axle-env-{secrets.token_hex(8)}")
+        try:
+            result = self.run(["/bin/sh", "-c", _WRITE_PRIVATE, "sh", path], stdin=data)
+        except _ConnectionLost as exc:
+            raise TransportError(f"Lost the connection to {self.host}: {exc}", permanent=False) from None
+        if result.exit_status != 0:
+            raise SlurmError(f"Cannot write the job's environment file in {folder}: {result.err}", permanent=False)
+        return path
+
     def queue(self, user: str) -> list[JobInfo]:
-        result = self._query(parsing.squeue_args(user), env=parsing.TIME_ENV)
-        self._check(result, "squeue")
-        return parsing.parse_squeue(result.out)
+        delimiter = parsing.new_delimiter()
+        result = self._slurm(parsing.squeue_args(delimiter, user))
+        jobs = self._parsed(parsing.parse_squeue, result.out, delimiter)
+        return [job for job in jobs if job.user == user]
 
     def accounting(self, job_ids: list[str]) -> list[JobInfo]:
         if not job_ids:
             return []
-        result = self._query(parsing.sacct_args(job_ids), env=parsing.TIME_ENV)
-        self._check(result, "sacct")
-        return parsing.parse_sacct(result.out)
+        delimiter = parsing.new_delimiter()
+        result = self._slurm(parsing.sacct_args(delimiter, job_ids))
+        return self._parsed(parsing.parse_sacct, result.out, delimiter)
 
     def find_by_comment(self, marker: str) -> list[JobInfo]:
         return self.find_by_comments([marker]).get(marker, [])
@@ -352,25 +413,22 @@ class SSHClient:
         found: dict[str, list[JobInfo]] = {}
         if not wanted:
             return found
-        result = self._query(parsing.squeue_args(None, all_states=True), env=parsing.TIME_ENV)
-        self._check(result, "squeue")
-        for job in parsing.parse_squeue(result.out):
+        delimiter = parsing.new_delimiter()
+        result = self._slurm(parsing.squeue_args(delimiter, None, all_states=True))
+        for job in self._parsed(parsing.parse_squeue, result.out, delimiter):
             if job.comment in wanted:
                 found.setdefault(job.comment, []).append(job)
         missing = wanted - set(found)
         if missing:
-            result = self._query(
-                [*parsing.sacct_args(since="now-7days"), f"--user={self.username}"],
-                env=parsing.TIME_ENV,
-            )
-            self._check(result, "sacct")
-            for job in parsing.parse_sacct(result.out):
+            delimiter = parsing.new_delimiter()
+            result = self._slurm([*parsing.sacct_args(delimiter, since="now-7days"), f"--user={self.username}"])
+            for job in self._parsed(parsing.parse_sacct, result.out, delimiter):
                 if job.comment in missing:
                     found.setdefault(job.comment, []).append(job)
         return found
 
     def cancel(self, job_id: str) -> None:
-        result = self._query(["scancel", job_id])
+        result = self._query(self.slurm_command(["scancel", job_id]))
         if result.exit_status != 0 or result.err:
             raise SlurmRejected(result.err or f"scancel exited with status {result.exit_status}")
 
@@ -379,7 +437,7 @@ class SSHClient:
         # tail seeks to the offset and head stops after `limit` bytes, so only the new
         # part of a growing log crosses the wire. /bin/sh, not the user's login shell,
         # interprets the pipe: a csh user must not change the meaning.
-        script = 'test -r "$1" || exit 44; tail -c +"$2" -- "$1" | head -c "$3"'
+        script = 'PATH=/usr/bin:/bin; test -r "$1" || exit 44; tail -c +"$2" -- "$1" | head -c "$3"'
         result = self._query(["/bin/sh", "-c", script, "sh", path, str(offset + 1), str(limit)])
         if result.exit_status == 44:
             raise RemoteFileMissing(f"{path} does not exist (yet) or cannot be read.")
@@ -387,17 +445,30 @@ class SSHClient:
         return result.stdout, offset + len(result.stdout)
 
     def cluster_state(self) -> ClusterState:
-        result = self._query(parsing.sinfo_args())
-        self._check(result, "sinfo")
-        return parsing.parse_sinfo(result.out)
+        delimiter = parsing.new_delimiter()
+        result = self._slurm(parsing.sinfo_args(delimiter))
+        return self._parsed(parsing.parse_sinfo, result.out, delimiter)
 
     def ping(self) -> None:
-        result = self._query(["scontrol", "ping"])
+        result = self._query(self.slurm_command(["scontrol", "ping"]))
         if result.exit_status != 0 or "UP" not in result.out:
             raise TransportError(
                 f"The Slurm controller does not answer: {(result.out + result.err).strip()}",
                 permanent=False,
             )
+
+    def _slurm(self, args: Sequence[str]) -> CommandResult:
+        """A Slurm query that must succeed, times in Unix seconds."""
+        result = self._query(self.slurm_command(args, env=parsing.TIME_ENV))
+        self._check(result, args[0])
+        return result
+
+    def _parsed(self, parser: Callable[[str, str], T], output: str, delimiter: str) -> T:
+        try:
+            return parser(output, delimiter)
+        except parsing.UnreadableOutput as exc:
+            # Never a partial or shifted answer: tracking acts on what it reads.
+            raise SlurmError(f"Cannot read what Slurm printed on {self.host}: {exc}", permanent=False) from None
 
     def _check(self, result: CommandResult, what: str) -> None:
         if result.exit_status != 0:
