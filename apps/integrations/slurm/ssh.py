@@ -48,12 +48,15 @@ DEFAULT_SLURM_BIN_DIR = "/usr/bin"
 QUERY_ENVIRONMENT = ("PATH=/usr/bin:/bin", "LANG=C.UTF-8", "LC_ALL=C.UTF-8")
 SLURM_PROGRAMS = frozenset({"sbatch", "squeue", "sacct", "sinfo", "scancel", "scontrol", "sacctmgr"})
 
-# Writes the job's environment file (from stdin) where only the cluster user can read it:
-# mktemp creates it 0600, and the rename makes it whole or absent.
-_WRITE_PRIVATE = (
-    "PATH=/usr/bin:/bin; umask 077; "
-    't=$(mktemp "$1.XXXXXX") || exit 45; '
-    'if cat > "$t" && mv -f -- "$t" "$1"; then exit 0; fi; rm -f -- "$t"; exit 45'
+# Writes the job's environment file where only the cluster user can read it: the login
+# session's environment (what sbatch would pass on with --export=ALL, less Slurm's own
+# input and output variables and less the names the job sets), then the job's variables
+# from stdin, all NUL-separated. mktemp creates it 0600; the rename makes it whole or absent.
+_WRITE_ENV_FILE = (
+    'login=$PATH; PATH=/usr/bin:/bin; umask 077; f=$1; shift; '
+    't=$(mktemp "$f.XXXXXX") || exit 45; '
+    'if { PATH=$login /usr/bin/env -0 "$@" | grep -zEv \'^(SLURM|SBATCH|SALLOC|SRUN)_\'; cat; } > "$t" '
+    '&& mv -f -- "$t" "$f"; then exit 0; fi; rm -f -- "$t"; exit 45'
 )
 # Opens the environment file as fd 3 and removes it before sbatch starts: the variables
 # (a per-job credential among them) are on disk only between the two commands.
@@ -343,23 +346,26 @@ class SSHClient:
 
     def submit(self, req: SubmitRequest) -> str:
         try:
-            env_file = environment.export_file(req.env) if req.env else b""
+            variables = environment.export_file(req.env)
         except environment.EnvironmentRefused as exc:
             raise SlurmRejected(str(exc)) from None
-        args = ["sbatch", "--parsable"]
+        if req.job_name and "\x00" not in req.job_name:
+            # With --export-file, Slurm 22.05's sbatch leaves SLURM_JOB_NAME out of the job's
+            # environment, and slurmstepd expands %x in log names from it ("(null)").
+            variables += f"SLURM_JOB_NAME={req.job_name}".encode() + b"\x00"
+        args = ["sbatch", "--parsable", "--export-file=3"]
         if req.job_name:
             args.append(f"--job-name={req.job_name}")
         if req.comment:
             args.append(f"--comment={req.comment}")
         if req.workdir:
             args.append(f"--chdir={req.workdir}")
-        # sbatch's own environment (the login one) still goes to the job, as --export=ALL
-        # does, unless the script says otherwise; the file's variables are added on top.
-        command = self.slurm_command(args, clean_env=False)
-        if env_file:
-            path = self._write_private_file(req.workdir or ".", env_file)
-            command = ["/bin/sh", "-c", _SBATCH_WITH_ENV, "sh", path, *command, "--export-file=3"]
-        command.extend(req.extra_args)
+        args.extend(req.extra_args)
+        # The job's environment is the file alone (sbatch merges nothing else into it with
+        # --export-file), so sbatch itself runs in the fixed environment: no SBATCH_* from
+        # a login script changes what it submits.
+        path = self._write_env_file(req.workdir or ".", variables, sorted(req.env))
+        command = ["/bin/sh", "-c", _SBATCH_WITH_ENV, "sh", path, *self.slurm_command(args)]
         try:
             result = self.run(command, stdin=req.script.encode())
         except _ConnectionLost as exc:
@@ -374,14 +380,16 @@ class SSHClient:
             raise AmbiguousSubmitError(f"sbatch succeeded but printed no job id: {result.out!r}")
         return job_id
 
-    def _write_private_file(self, folder: str, data: bytes) -> str:
-        """Write `data` to a new file only the cluster user can read, in `folder`; return
-        its path. The data travels on stdin, never on a command line.
+    def _write_env_file(self, folder: str, variables: bytes, names: Sequence[str]) -> str:
+        """Write the job's environment file in `folder`, readable by the cluster user only,
+        and return its path. Values travel on stdin, never on a command line (the names,
+        which are checked identifiers, do: `env -u NAME` leaves the login value out).
 
         (Private to the submit path for now: the hub's file layer is the place for it.)"""
         path = posixpath.join(folder, f".axle-env-{secrets.token_hex(8)}")
+        unset = [word for name in names for word in ("-u", name)]
         try:
-            result = self.run(["/bin/sh", "-c", _WRITE_PRIVATE, "sh", path], stdin=data)
+            result = self.run(["/bin/sh", "-c", _WRITE_ENV_FILE, "sh", path, *unset], stdin=variables)
         except _ConnectionLost as exc:
             raise TransportError(f"Lost the connection to {self.host}: {exc}", permanent=False) from None
         if result.exit_status != 0:
