@@ -9,11 +9,17 @@ from django.utils import timezone
 from apps.core.models import BaseModel
 
 
-def validate_slurm_bin_dir(value: str) -> None:
+def slurm_bin_dir_problem(value: str) -> str | None:
     # Joined with a program name into one argv word (then quoted): still refuse anything a
     # person would not mean, so a typo cannot turn into an odd path.
     if not re.fullmatch(r"/[A-Za-z0-9._+/-]*", value or "") or "/../" in f"{value}/":
-        raise ValidationError("Give an absolute path such as /usr/bin, with letters, digits, '.', '_', '+', '-' only.")
+        return "Give Slurm's folder as an absolute path such as /usr/bin, with letters, digits, '.', '_', '+', '-'."
+    return None
+
+
+def validate_slurm_bin_dir(value: str) -> None:
+    if problem := slurm_bin_dir_problem(value):
+        raise ValidationError(problem)
 
 
 class Cluster(BaseModel):
