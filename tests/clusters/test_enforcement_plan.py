@@ -1,0 +1,62 @@
+"""What the hub would write to Slurm for a grant (pure: no cluster)."""
+
+import pytest
+
+from apps.clusters import enforcement
+from apps.integrations.slurm import associations as a
+from tests.factories import ClusterGrantFactory
+
+pytestmark = pytest.mark.django_db
+
+FRESH = [
+    a.Association("local", "vision", "approver", "", {"MaxWall": "", "MaxTRES": "", "MaxJobs": "", "MaxSubmit": ""})
+]
+
+
+@pytest.fixture
+def grant(alice):
+    return ClusterGrantFactory(
+        user=alice,
+        cluster_username="approver",
+        allowed_partitions=["debug"],
+        max_cpus=1,
+        max_mem_mb=2048,
+        max_time_minutes=10,
+        max_active_jobs=3,
+        max_array_size=None,
+    )
+
+
+def test_a_fresh_account_gets_the_partition_and_every_other_partition_closed(grant):
+    commands, drift = enforcement.plan(user="approver", grant=grant, assocs=FRESH)
+    assert [" ".join(c[2:4]) for c in commands] == ["modify user", "add user", "modify user"]
+    assert commands[0][-4:] == ["MaxWall=-1", "MaxTRES=cpu=-1,mem=-1,node=-1", "MaxJobs=-1", "MaxSubmitJobs=0"]
+    assert commands[2][-4:] == ["MaxWall=10", "MaxTRES=cpu=1,mem=2048,node=-1", "MaxJobs=3", "MaxSubmitJobs=3"]
+    assert "vision/debug: no association" in drift
+
+
+def test_an_account_in_sync_needs_nothing(grant):
+    shown = a.parse_assocs("local|vision|approver|debug|00:10:00|cpu=1,mem=2G|3|3\nlocal|vision|approver|||||0\n")
+    assert enforcement.plan(user="approver", grant=grant, assocs=shown) == ([], [])
+
+
+def test_an_ended_grant_closes_every_association_and_deletes_none():
+    shown = a.parse_assocs("local|vision|approver|debug|00:10:00|cpu=1,mem=2G|3|3\nlocal|vision|approver|||||0\n")
+    commands, drift = enforcement.plan(user="approver", grant=None, assocs=shown)
+    assert [c[-1] for c in commands] == ["MaxSubmitJobs=0"] and "delete" not in str(commands)
+    assert drift == [
+        "vision/debug: MaxWall is 00:10:00, not unlimited",
+        "vision/debug: MaxTRES is cpu=1,mem=2G, not unlimited",
+        "vision/debug: MaxJobs is 3, not unlimited",
+        "vision/debug: MaxSubmit is 3, not 0",
+    ]
+
+
+def test_an_array_counts_as_many_jobs_as_it_may_have_tasks(grant):
+    grant.max_array_size = 10
+    assert enforcement.limits_for(grant).max_submit == 30
+
+
+def test_a_user_known_on_no_cluster_is_reported_not_guessed(grant):
+    commands, drift = enforcement.plan(user="approver", grant=grant, assocs=[])
+    assert commands == [] and "on 0 Slurm clusters" in drift[0]
