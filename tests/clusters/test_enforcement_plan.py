@@ -60,3 +60,37 @@ def test_an_array_counts_as_many_jobs_as_it_may_have_tasks(grant):
 def test_a_user_known_on_no_cluster_is_reported_not_guessed(grant):
     commands, drift = enforcement.plan(user="approver", grant=grant, assocs=[])
     assert commands == [] and "on 0 Slurm clusters" in drift[0]
+
+
+def test_grant_changes_and_the_clock_queue_a_sync_of_clusters_with_an_operator_only(monkeypatch, alice, root):
+    from apps.clusters import services
+    from apps.core import crypto
+    from tests.factories import ClusterFactory
+
+    queued = []
+    monkeypatch.setattr(enforcement, "enqueue", lambda path, *args: queued.append((path, args)))
+    enforced, plain = ClusterFactory(name="enforced"), ClusterFactory(name="plain")
+    operator = ClusterGrantFactory(cluster=enforced, user=root, cluster_username="slurmops", status="active")
+    operator.ssh_private_key_encrypted = crypto.encrypt("key")
+    operator.save()
+    enforcement.cluster_set_operator(cluster=enforced, grant=operator, actor=root)
+    queued.clear()
+
+    for cluster in (enforced, plain):
+        grant = services.grant_create(user=alice, cluster=cluster, cluster_username="alice_hpc", actor=root)
+        services.grant_update_limits(grant=grant, actor=root, max_cpus=2)
+        services.grant_revoke(grant=grant, actor=root)
+    sync = ("apps.clusters.enforcement.cluster_enforce_grants", (enforced.pk,))
+    assert queued == [sync] * 3
+    queued.clear()
+    assert enforcement.enforce_all() == 1 and queued == [sync]
+
+
+def test_only_an_active_grant_of_the_cluster_with_a_key_can_be_its_operator(alice):
+    from apps.core.errors import ValidationFailed
+    from tests.factories import ClusterFactory
+
+    cluster = ClusterFactory()
+    keyless = ClusterGrantFactory(cluster=cluster, user=alice, cluster_username="ops", status="active")
+    with pytest.raises(ValidationFailed, match="SSH key"):
+        enforcement.cluster_set_operator(cluster=cluster, grant=keyless, actor=None)
