@@ -4,7 +4,7 @@ import pytest
 
 from apps.clusters import enforcement
 from apps.integrations.slurm import associations as a
-from tests.factories import ClusterGrantFactory
+from tests.factories import ClusterGrantFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -94,3 +94,27 @@ def test_only_an_active_grant_of_the_cluster_with_a_key_can_be_its_operator(alic
     keyless = ClusterGrantFactory(cluster=cluster, user=alice, cluster_username="ops", status="active")
     with pytest.raises(ValidationFailed, match="SSH key"):
         enforcement.cluster_set_operator(cluster=cluster, grant=keyless, actor=None)
+
+
+def test_an_expired_or_revoked_grant_is_followed_as_no_grant_and_two_active_ones_are_reported(alice, bob, root):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tests.factories import ClusterFactory
+
+    cluster = ClusterFactory()
+    cluster.operator_grant = ClusterGrantFactory(cluster=cluster, user=root, cluster_username="ops", status="active")
+    expired = ClusterGrantFactory(
+        cluster=cluster,
+        user=alice,
+        cluster_username="alice_hpc",
+        status="active",
+        valid_until=timezone.now() - timedelta(1),
+    )
+    ClusterGrantFactory(cluster=cluster, user=alice, cluster_username="shared", status="revoked")
+    ClusterGrantFactory(cluster=cluster, user=bob, cluster_username="shared", status="active")
+    ClusterGrantFactory(cluster=cluster, user=UserFactory(), cluster_username="shared", status="active")
+    chosen, problems = enforcement._grants_by_user(cluster)
+    assert chosen == {"alice_hpc": None} and expired.is_usable is False
+    assert problems == ["shared is the cluster account of 2 active grants; Slurm cannot hold both."]
