@@ -53,7 +53,7 @@ SLURM_PROGRAMS = frozenset({"sbatch", "squeue", "sacct", "sinfo", "scancel", "sc
 # input and output variables and less the names the job sets), then the job's variables
 # from stdin, all NUL-separated. mktemp creates it 0600; the rename makes it whole or absent.
 _WRITE_ENV_FILE = (
-    'login=$PATH; PATH=/usr/bin:/bin; umask 077; f=$1; shift; '
+    "login=$PATH; PATH=/usr/bin:/bin; umask 077; f=$1; shift; "
     't=$(mktemp "$f.XXXXXX") || exit 45; '
     'if { PATH=$login /usr/bin/env -0 "$@" | grep -zEv \'^(SLURM|SBATCH|SALLOC|SRUN)_\'; cat; } > "$t" '
     '&& mv -f -- "$t" "$f"; then exit 0; fi; rm -f -- "$t"; exit 45'
