@@ -60,7 +60,7 @@ _WRITE_ENV_FILE = (
 )
 # Opens the environment file as fd 3 and removes it before sbatch starts: the variables
 # (a per-job credential among them) are on disk only between the two commands.
-_SBATCH_WITH_ENV = 'exec 3< "$1" || exit 45; rm -f -- "$1"; shift; exec "$@"'
+_SBATCH_WITH_ENV = '[ -f "$1" ] || exit 45; exec 3< "$1"; rm -f -- "$1"; shift; exec "$@"'
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -373,6 +373,8 @@ class SSHClient:
                 f"The connection to {self.host} broke while sbatch was running ({exc}); "
                 "the job may or may not have been submitted."
             ) from None
+        if result.exit_status == 45:  # the environment file vanished: sbatch never started
+            raise SlurmError(f"The job's environment file {path} is gone; submitting again.", permanent=False)
         if result.exit_status != 0:
             raise SlurmRejected(result.err or f"sbatch exited with status {result.exit_status}")
         job_id = parsing.parse_sbatch_parsable(result.out)
