@@ -9,7 +9,7 @@ from django.utils.html import format_html, format_html_join
 from apps.core.errors import ApplicationError
 from apps.core.tasks import enqueue
 
-from . import services
+from . import enforcement, services
 from .forms import ClusterAdminForm, ClusterGrantAdminForm
 from .models import Cluster, ClusterGrant
 
@@ -82,6 +82,7 @@ class ClusterAdmin(ServiceSaveMixin, admin.ModelAdmin):
         "last_error",
         "checked_at",
         "state_summary",
+        "enforcement_drift",
     ]
     fieldsets = [
         (None, {"fields": ["name", "description", "transport", "is_active"]}),
@@ -91,6 +92,7 @@ class ClusterAdmin(ServiceSaveMixin, admin.ModelAdmin):
                 "fields": [
                     "login_host",
                     "login_port",
+                    "slurm_bin_dir",
                     "pinned_host_key",
                     "host_key_fingerprint",
                     "new_host_key",
@@ -104,7 +106,34 @@ class ClusterAdmin(ServiceSaveMixin, admin.ModelAdmin):
         ),
         ("Jobs", {"fields": ["job_root", "mlflow_tracking_uri"]}),
         ("Health", {"fields": ["health", "checked_at", "last_error", "state_summary"]}),
+        ("Slurm enforces the grants", {"fields": ["operator_grant", "enforcement_drift"]}),
     ]
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "operator_grant":
+            cluster_id = request.resolver_match.kwargs.get("object_id") if request.resolver_match else None
+            kwargs["queryset"] = ClusterGrant.objects.filter(
+                cluster_id=cluster_id, status=ClusterGrant.Status.ACTIVE
+            ).select_related("user", "cluster")
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    @admin.display(description="grants in Slurm: desired against actual")
+    def enforcement_drift(self, obj):
+        report = obj.enforcement or {}
+        if not report:
+            return "not compared yet" if obj.operator_grant_id else "no operator grant: Slurm enforces nothing for Axle"
+        rows = [
+            (user, entry.get("desired"), "; ".join(entry.get("drift") or []) or "none",
+             entry.get("error") or ("corrected" if entry.get("corrected") else ""))
+            for user, entry in sorted(report.get("users", {}).items())
+        ]  # fmt: skip
+        return format_html(
+            "checked {} {}<table><tr><th>account</th><th>desired</th><th>drift found</th><th></th></tr>{}</table>{}",
+            report.get("checked_at", ""),
+            report.get("error", ""),
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
+            " ".join(report.get("problems", [])),
+        )
 
     def get_queryset(self, request):
         return (
@@ -166,6 +195,8 @@ class ClusterAdmin(ServiceSaveMixin, admin.ModelAdmin):
         try:
             if change:
                 cluster = services.cluster_update(cluster=Cluster.objects.get(pk=obj.pk), actor=request.user, **config)
+                if "operator_grant" in data:
+                    enforcement.cluster_set_operator(cluster=cluster, grant=data["operator_grant"], actor=request.user)
             else:
                 cluster = services.cluster_create(actor=request.user, **config)
                 obj.pk = cluster.pk

@@ -1,3 +1,5 @@
+import re
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -5,6 +7,19 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.core.models import BaseModel
+
+
+def slurm_bin_dir_problem(value: str) -> str | None:
+    # Joined with a program name into one argv word (then quoted): still refuse anything a
+    # person would not mean, so a typo cannot turn into an odd path.
+    if not re.fullmatch(r"/[A-Za-z0-9._+/-]*", value or "") or "/../" in f"{value}/":
+        return "Give Slurm's folder as an absolute path such as /usr/bin, with letters, digits, '.', '_', '+', '-'."
+    return None
+
+
+def validate_slurm_bin_dir(value: str) -> None:
+    if problem := slurm_bin_dir_problem(value):
+        raise ValidationError(problem)
 
 
 class Cluster(BaseModel):
@@ -31,6 +46,14 @@ class Cluster(BaseModel):
         max_length=128, blank=True, help_text="SHA256 fingerprint(s) an administrator confirmed."
     )
 
+    slurm_bin_dir = models.CharField(
+        max_length=255,
+        default="/usr/bin",
+        validators=[validate_slurm_bin_dir],
+        help_text="Where sbatch, squeue, sacct… live on the login node. The hub runs them by this "
+        "absolute path, so nothing on the user's PATH can stand in for them.",
+    )
+
     rest_url = models.URLField(blank=True, help_text="slurmrestd base URL, e.g. http://login:6820")
     rest_api_version = models.CharField(max_length=16, default="v0.0.38")
     jwt_key_encrypted = models.TextField(
@@ -55,6 +78,21 @@ class Cluster(BaseModel):
     )
     mlflow_tracking_uri = models.CharField(
         max_length=500, blank=True, help_text="MLflow tracking URI as seen from the compute nodes."
+    )
+
+    # Slurm enforces the grants too when the hub holds an operator's account on the cluster:
+    # that grant's credential runs sacctmgr to write each grant's limits (apps.clusters.enforcement).
+    operator_grant = models.ForeignKey(
+        "ClusterGrant",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="A grant whose cluster account is a Slurm operator (AdminLevel=Operator). When set, the "
+        "hub writes every grant's limits to the user's Slurm associations with sacctmgr.",
+    )
+    enforcement = models.JSONField(
+        default=dict, blank=True, editable=False, help_text="The last comparison of grants with Slurm's associations."
     )
 
     # Health, from the periodic sinfo-style read.

@@ -18,7 +18,8 @@ from apps.core.transitions import transition
 from apps.integrations.slurm.base import ClusterState
 from apps.integrations.slurm.ssh import PinnedHostKey, load_private_key
 
-from .models import Cluster, ClusterGrant
+from .enforcement import enforce_later
+from .models import Cluster, ClusterGrant, slurm_bin_dir_problem
 
 LIMIT_FIELDS = (
     "allowed_partitions",
@@ -51,6 +52,7 @@ CLUSTER_CONFIG_FIELDS = (
     "rest_api_version",
     "job_root",
     "mlflow_tracking_uri",
+    "slurm_bin_dir",
 )
 JWT_KEY_MIN_BYTES = 16
 
@@ -123,6 +125,8 @@ def cluster_update(*, cluster: Cluster, actor, **fields) -> Cluster:
         raise ValueError(f"Not cluster settings: {sorted(unknown)}")
     if "rest_url" in fields:
         fields["rest_url"] = rest_url_check(fields["rest_url"])
+    if problem := slurm_bin_dir_problem(fields.get("slurm_bin_dir", "/")):
+        raise ValidationFailed(problem)
     before, after = {}, {}
     for name, value in fields.items():
         if getattr(cluster, name) != value:
@@ -204,6 +208,7 @@ def grant_create(*, user, cluster: Cluster, cluster_username: str, actor, **limi
             actor=actor,
             after={"cluster_username": cluster_username, **_limits_snapshot(grant)},
         )
+        enforce_later(cluster)
     return grant
 
 
@@ -216,7 +221,7 @@ def grant_approve(*, grant: ClusterGrant, actor, cluster_username: str, comment:
     # Username and limits go into the same compare-and-swap UPDATE as the status: saving them
     # first would write a stale status back over a decision made meanwhile.
     after = {f: limits.get(f, getattr(grant, f)) for f in LIMIT_FIELDS}
-    return transition(
+    grant = transition(
         obj=grant,
         to=ClusterGrant.Status.ACTIVE,
         transitions=ClusterGrant.TRANSITIONS,
@@ -231,6 +236,8 @@ def grant_approve(*, grant: ClusterGrant, actor, cluster_username: str, comment:
         },
         data={"cluster_username": cluster_username, **after},
     )
+    enforce_later(grant.cluster)
+    return grant
 
 
 def grant_update_limits(*, grant: ClusterGrant, actor, cluster_username: str | None = None, **limits) -> ClusterGrant:
@@ -257,6 +264,7 @@ def grant_update_limits(*, grant: ClusterGrant, actor, cluster_username: str | N
         grant.full_clean(exclude=["user", "cluster"], validate_unique=False, validate_constraints=False)
         grant.save(update_fields=[*after, "updated_at"])
         audit_record(action="grant.updated", subject=grant, actor=actor, before=before, after=after)
+        enforce_later(grant.cluster)
     return grant
 
 
@@ -273,7 +281,7 @@ def grant_decline(*, grant: ClusterGrant, actor, comment: str = "") -> ClusterGr
 
 
 def grant_revoke(*, grant: ClusterGrant, actor, comment: str = "") -> ClusterGrant:
-    return transition(
+    grant = transition(
         obj=grant,
         to=ClusterGrant.Status.REVOKED,
         transitions=ClusterGrant.TRANSITIONS,
@@ -281,6 +289,8 @@ def grant_revoke(*, grant: ClusterGrant, actor, comment: str = "") -> ClusterGra
         actor=actor,
         data={"comment": comment},
     )
+    enforce_later(grant.cluster)
+    return grant
 
 
 def grant_generate_ssh_key(*, grant: ClusterGrant, actor) -> str:

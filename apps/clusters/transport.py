@@ -35,7 +35,12 @@ def _ssh(grant: ClusterGrant) -> SSHClient:
     except crypto.SecretUnreadable as exc:
         raise TransportError(str(exc), permanent=True) from None
     return SSHClient(
-        cluster.login_host, cluster.login_port, grant.cluster_username, key, cluster.host_key.strip().splitlines()
+        cluster.login_host,
+        cluster.login_port,
+        grant.cluster_username,
+        key,
+        cluster.host_key.strip().splitlines(),
+        slurm_bin_dir=cluster.slurm_bin_dir,
     )
 
 
@@ -98,6 +103,7 @@ def _key(grant: ClusterGrant) -> str:
         c.login_host,
         c.login_port,
         c.host_key,
+        c.slurm_bin_dir,
         c.rest_url,
         c.rest_api_version,
         c.jwt_key_encrypted,

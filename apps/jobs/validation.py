@@ -1,14 +1,10 @@
 """Checking a script against a grant before anything reaches Slurm (pure, no I/O)."""
 
-import re
 from dataclasses import dataclass, field
 
 from apps.clusters.models import Cluster, ClusterGrant
-from apps.integrations.slurm import policy, request, sbatch
+from apps.integrations.slurm import environment, policy, request, sbatch
 
-PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-# Names Slurm, the hub or MLflow set for the job; a parameter may not shadow them.
-RESERVED_PREFIXES = ("SLURM_", "AXLE_", "MLFLOW_", "SBATCH_")
 MAX_SCRIPT_BYTES = 256 * 1024
 NAME_CONTROL = (
     "The job name holds a control character (a line break, tab, escape or the like), which would "
@@ -81,18 +77,15 @@ def validate_parameters(parameters, result: Validation) -> dict[str, str]:
         return {}
     clean: dict[str, str] = {}
     for name, value in parameters.items():
-        if not isinstance(name, str) or not PARAM_NAME.match(name):
-            result.add(f"Parameter name {name!r} cannot be an environment variable: use letters, digits and _.")
-            continue
-        if name.upper().startswith(RESERVED_PREFIXES):
-            result.add(
-                f"Parameter {name} uses a prefix reserved for Slurm, Axle or MLflow ({', '.join(RESERVED_PREFIXES)})."
-            )
+        if problem := environment.parameter_name_problem(name):
+            result.add(f"Parameter {problem}")
             continue
         if isinstance(value, (dict, list)):
             result.add(f"Parameter {name} must be a plain value (text or number), not a list or object.")
             continue
         clean[name] = "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+        if problem := environment.value_problem(name, clean[name]):
+            result.add(problem)
     return clean
 
 

@@ -275,6 +275,19 @@ do_accounting() {
   sacctmgr_q show assoc where cluster="$c" format=cluster,account,user
 }
 
+# ---------------------------------------------------------------- Slurm operator for the hub
+
+# The hub makes Slurm enforce its grants (apps/clusters/enforcement.py) through a cluster
+# account with AdminLevel=Operator: here the demo's `admin`, whose grant an administrator
+# designates as the cluster's operator grant. Idempotent.
+do_slurm_operator() {
+  local op="${AXLE_SLURM_OPERATOR:-admin}"
+  grep -qxF "$op" <<<"$(cluster_users)" || { warn "no cluster user $op: no Slurm operator for the hub"; return 0; }
+  if [[ "$(sacctmgr_q show user "$op" format=adminlevel)" != "Operator" ]]; then
+    timeout 60 sacctmgr -i modify user "$op" set adminlevel=Operator </dev/null
+  fi
+}
+
 # ---------------------------------------------------------------- slurmctld and slurmd
 
 slurmctld_alive() { alive "$RUN_DIR/slurmctld.pid" "$AXLE_SLURMCTLD_PORT" && scontrol ping >/dev/null 2>&1; }
@@ -470,6 +483,7 @@ cmd_up() {
   step slurm-config do_slurm_config
   step slurmdbd do_slurmdbd
   step accounting do_accounting
+  step slurm-operator do_slurm_operator
   step slurmctld do_slurmctld
   step slurmd do_slurmd
   step slurmrestd do_slurmrestd

@@ -19,6 +19,7 @@ CLUSTER_FORM = {
     "is_active": "on",
     "login_host": "login.hpc1",
     "login_port": "22",
+    "slurm_bin_dir": "/usr/bin",
     "rest_url": "",
     "rest_api_version": "v0.0.38",
     "job_root": "/scratch/{username}/axle-jobs",
@@ -296,3 +297,36 @@ def test_rotate_secrets_command_reports_what_it_rewrote(root, alice):
     out = StringIO()
     call_command("rotate_secrets", stdout=out)
     assert "Re-encrypted 1 secrets" in out.getvalue()
+
+
+def test_an_admin_designates_the_operator_grant_and_sees_the_drift(admin_client, alice, root):
+    cluster = ClusterFactory(name="hpc1")
+    operator = ClusterGrantFactory(cluster=cluster, user=root, cluster_username="slurmops", status="active")
+    operator.ssh_private_key_encrypted = crypto.encrypt("key")
+    operator.save()
+    url = f"/admin/clusters/cluster/{cluster.pk}/change/"
+    form = {**CLUSTER_FORM, "operator_grant": str(operator.pk), "slurm_bin_dir": "/opt/slurm/bin"}
+    response = admin_client.post(url, form)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    cluster.refresh_from_db()
+    assert (cluster.operator_grant, cluster.slurm_bin_dir) == (operator, "/opt/slurm/bin")
+    assert AuditEvent.objects.filter(action="cluster.operator_set", subject_id=str(cluster.uuid)).exists()
+    Cluster.objects.filter(pk=cluster.pk).update(
+        enforcement={
+            "checked_at": "now",
+            "users": {"alice_hpc": {"desired": "no submissions", "drift": ["x: MaxWall is 1, not 2"]}},
+        }
+    )
+    page = admin_client.get(url).content.decode()
+    assert "alice_hpc" in page and "x: MaxWall is 1, not 2" in page
+
+
+@pytest.mark.parametrize("path", ["usr/bin", "/usr/bin;id", "/usr/../tmp", "/opt/slurm bin", ""])
+def test_slurms_folder_must_be_a_plain_absolute_path(admin_client, path):
+    cluster = ClusterFactory(name="hpc1")
+    response = admin_client.post(
+        f"/admin/clusters/cluster/{cluster.pk}/change/", {**CLUSTER_FORM, "slurm_bin_dir": path}
+    )
+    assert response.status_code == 200  # the form again, with the error
+    cluster.refresh_from_db()
+    assert cluster.slurm_bin_dir == "/usr/bin"

@@ -2,7 +2,7 @@ import pytest
 
 from apps.core.errors import PermissionDenied, ValidationFailed
 from apps.integrations.slurm import sbatch, states
-from apps.jobs import selectors, services
+from apps.jobs import selectors, services, validation
 from apps.jobs.models import Job
 from tests.factories import ClusterFactory, ClusterGrantFactory
 
@@ -85,6 +85,26 @@ class TestValidation:
         )
         messages = " ".join(p["message"] for p in result.problems)
         assert "bad-name" in messages and "SLURM_JOB_ID" in messages and "nested" in messages and "LR" not in messages
+
+    @pytest.mark.parametrize(
+        "name", ["PATH", "LD_PRELOAD", "PYTHONPATH", "BASH_ENV", "MLFLOW_TRACKING_URI", "http_proxy"]
+    )
+    def test_a_parameter_cannot_change_how_programs_run(self, alice, grant, name):
+        result, _ = services.job_validate(
+            user=alice, cluster=grant.cluster, script=SCRIPT, parameters={name: "/tmp/x", "EPOCHS": 3}
+        )
+        assert [p["message"].split()[1] for p in result.problems] == [name]
+        assert validation.validate_parameters({name: "/tmp/x", "EPOCHS": 3}, validation.Validation()) == {"EPOCHS": "3"}
+
+    def test_a_parameter_value_may_hold_anything_but_nul(self, alice, grant):
+        value = "a b; $(id) `id` 'q' \"d\"\nline, two=3"
+        result, _ = services.job_validate(
+            user=alice, cluster=grant.cluster, script=SCRIPT, parameters={"NOTE": value, "BAD": "a\x00b"}
+        )
+        assert validation.validate_parameters({"NOTE": value}, validation.Validation()) == {"NOTE": value}
+        assert [p["message"] for p in result.problems] == [
+            "The value of BAD contains a NUL character, which no environment can hold."
+        ]
 
 
 @pytest.mark.django_db

@@ -1,22 +1,38 @@
 """The exact command lines the SSH transport runs, and pure parsers for their output.
 
-Every command asks for a fixed set of fields separated by ASCII unit separator (0x1f):
-job names, comments and reasons are free text and may hold '|' or spaces, but nobody
-types 0x1f. Times are asked as Unix seconds (`SLURM_TIME_FORMAT=%s`) so they carry no
-time zone ambiguity.
+A job's name, comment and working directory are the user's own text: they may hold '|',
+0x1f, even newlines, so no fixed delimiter is safe (a newline and a crafted row in a job
+name once forged another job's state). Every read therefore separates its fields with a
+delimiter drawn at random for that one call (`new_delimiter()`), which no job's text can
+contain since it did not exist when the job was named. Rows are read by position, not by
+lines: each row starts and ends with the job's (or node's) id, fields a user cannot
+choose, so a newline inside a free-text field is just part of that field. Any output that
+does not fall into whole rows of exactly the fields asked for fails the whole read: it
+is never shifted or partly used. Times are asked as Unix seconds (`SLURM_TIME_FORMAT=%s`)
+so they carry no time zone ambiguity.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from .base import ClusterState, JobInfo, NodeInfo, PartitionInfo
 
-DELIM = "\x1f"
 TIME_ENV = {"SLURM_TIME_FORMAT": "%s"}
+
+
+def new_delimiter() -> str:
+    """A field separator for one call: 128 random bits between two unit separators."""
+    return f"\x1f{secrets.token_hex(16)}\x1f"
+
+
+class UnreadableOutput(ValueError):
+    """Slurm printed something that is not whole rows of the fields asked for."""
+
 
 # squeue: one row per job, pending array tasks expanded (--array).
 SQUEUE_FIELDS: tuple[tuple[str, str], ...] = (
@@ -38,12 +54,12 @@ SQUEUE_FIELDS: tuple[tuple[str, str], ...] = (
     ("cpus", "%C"),
     ("nodes", "%D"),
     ("work_dir", "%Z"),
+    ("end", "%A"),
 )
-SQUEUE_FORMAT = DELIM.join(code for _, code in SQUEUE_FIELDS)
 
 SACCT_FIELDS: tuple[str, ...] = (
-    "JobID",
     "JobIDRaw",
+    "JobID",
     "JobName",
     "Comment",
     "State",
@@ -64,6 +80,7 @@ SACCT_FIELDS: tuple[str, ...] = (
     "AllocTRES",
     "NNodes",
     "WorkDir",
+    "JobIDRaw",
 )
 SACCT_FORMAT = ",".join(SACCT_FIELDS)
 
@@ -80,24 +97,25 @@ SINFO_FIELDS: tuple[tuple[str, str], ...] = (
     ("free_memory", "%e"),
     ("gres", "%G"),
     ("reason", "%E"),
+    ("end", "%N"),
 )
-SINFO_FORMAT = DELIM.join(code for _, code in SINFO_FIELDS)
 
 
-def squeue_args(user: str | None = None, *, all_states: bool = False) -> list[str]:
-    args = ["squeue", "--noheader", "--array", f"--format={SQUEUE_FORMAT}"]
+def squeue_args(delimiter: str, user: str | None = None, *, all_states: bool = False) -> list[str]:
+    fmt = delimiter.join(code for _, code in SQUEUE_FIELDS)
+    args = ["squeue", "--noheader", "--array", f"--format={fmt}"]
     args.append(f"--user={user}" if user else "--me")
     if all_states:
         args.append("--states=all")
     return args
 
 
-def sacct_args(job_ids: Iterable[str] | None = None, *, since: str | None = None) -> list[str]:
+def sacct_args(delimiter: str, job_ids: Iterable[str] | None = None, *, since: str | None = None) -> list[str]:
     args = [
         "sacct",
         "--noheader",
         "--parsable2",
-        f"--delimiter={DELIM}",
+        f"--delimiter={delimiter}",
         f"--format={SACCT_FORMAT}",
     ]
     if job_ids is not None:
@@ -107,8 +125,9 @@ def sacct_args(job_ids: Iterable[str] | None = None, *, since: str | None = None
     return args
 
 
-def sinfo_args() -> list[str]:
-    return ["sinfo", "--noheader", "--Node", f"--format={SINFO_FORMAT}"]
+def sinfo_args(delimiter: str) -> list[str]:
+    fmt = delimiter.join(code for _, code in SINFO_FIELDS)
+    return ["sinfo", "--noheader", "--Node", f"--format={fmt}"]
 
 
 # ------------------------------------------------------------------ scalar parsers
@@ -209,25 +228,53 @@ def _int(text: str) -> int | None:
     return int(s) if s.isdigit() else None
 
 
-def _fields(line: str, names: Iterable[str]) -> dict[str, str] | None:
+_ID = re.compile(r"[0-9A-Za-z_.\[\]%,+-]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def rows(output: str, delimiter: str, names: Iterable[str], free: Iterable[str] = ()) -> list[dict[str, str]]:
+    """Split `output` into rows of exactly `names`, by position. The first and the last
+    field of each row are the same id (neither holds a newline): a row ends where the
+    text between two delimiters is '<id>\\n<next id>', wherever newlines the `free`
+    fields hold. Raises UnreadableOutput unless the output is whole, checked rows."""
     names = list(names)
-    values = line.split(DELIM)
-    if len(values) != len(names):
-        return None
-    return dict(zip(names, values, strict=True))
+    free = set(free)
+    if not output.strip():
+        return []
+    if len(delimiter) < 16:
+        raise ValueError("the delimiter must be one drawn for this call")
+    tokens = output.split(delimiter)
+    width = len(names) - 1  # delimiters per row
+    if (len(tokens) - 1) % width:
+        raise UnreadableOutput(f"Slurm's output does not fall into rows of {len(names)} fields.")
+    found: list[dict[str, str]] = []
+    first = tokens[0]
+    for start in range(1, len(tokens), width):
+        middle = tokens[start : start + width - 1]
+        last, newline, following = tokens[start + width - 1].partition("\n")
+        row = dict(zip(names, [first, *middle, last], strict=True))
+        if not newline or row[names[0]] != last or not _ID.fullmatch(last):
+            raise UnreadableOutput(f"A row of Slurm's output is not whole: {last[:80]!r}.")
+        for name, value in row.items():
+            if name not in free and _CONTROL.search(value):
+                raise UnreadableOutput(f"Slurm's {name} field holds a control character: {value[:80]!r}.")
+        found.append(row)
+        first = following
+    if first != "":
+        raise UnreadableOutput(f"Slurm's output ends with a partial row: {first[:80]!r}.")
+    return found
 
 
 # ------------------------------------------------------------------ squeue
 
 
-def parse_squeue(output: str) -> list[JobInfo]:
-    """Rows of `squeue_args()`, one JobInfo each; rows that do not fit are skipped."""
+SQUEUE_FREE = ("name", "comment", "work_dir")
+
+
+def parse_squeue(output: str, delimiter: str) -> list[JobInfo]:
+    """Rows of `squeue_args(delimiter)`, one JobInfo each."""
     jobs: list[JobInfo] = []
-    names = [name for name, _ in SQUEUE_FIELDS]
-    for line in output.splitlines():
-        row = _fields(line, names)
-        if row is None:
-            continue
+    for row in rows(output, delimiter, [name for name, _ in SQUEUE_FIELDS], SQUEUE_FREE):
         is_array = row["array_task_id"] not in _EMPTY
         task_id = row["array_task_id"].strip("[]") if is_array else None
         jobs.append(
@@ -265,17 +312,17 @@ def _seconds(text: str) -> int | None:
 _ARRAY_JOB_ID = re.compile(r"^(\d+)_(\[?[^.\]]+\]?)")
 
 
-def parse_sacct(output: str) -> list[JobInfo]:
+SACCT_FREE = ("JobName", "Comment", "WorkDir")
+
+
+def parse_sacct(output: str, delimiter: str) -> list[JobInfo]:
     """Rows of `sacct_args()` folded into one JobInfo per job or array task: the
     allocation row gives state, times and exit code; steps (`.batch`, `.0`...) add the
     peak memory, which Slurm only measures per step."""
     jobs: dict[str, JobInfo] = {}
     order: list[str] = []
     step_rss: dict[str, int] = {}
-    for line in output.splitlines():
-        row = _fields(line, SACCT_FIELDS)
-        if row is None:
-            continue
+    for row in rows(output, delimiter, SACCT_FIELDS, SACCT_FREE):
         raw = row["JobIDRaw"]
         job_key, dot, _step = raw.partition(".")
         if dot:
@@ -325,15 +372,13 @@ def parse_sacct(output: str) -> list[JobInfo]:
 # ------------------------------------------------------------------ sinfo
 
 
-def parse_sinfo(output: str) -> ClusterState:
-    """Rows of `sinfo_args()`, folded into partitions and nodes."""
+def parse_sinfo(output: str, delimiter: str) -> ClusterState:
+    """Rows of `sinfo_args(delimiter)`, folded into partitions and nodes. A node's reason
+    is an administrator's free text."""
     names = [name for name, _ in SINFO_FIELDS]
     nodes: dict[str, NodeInfo] = {}
     partitions: dict[str, PartitionInfo] = {}
-    for line in output.splitlines():
-        row = _fields(line, names)
-        if row is None:
-            continue
+    for row in rows(output, delimiter, names, ("reason",)):
         part_name = row["partition"]
         is_default = part_name.endswith("*")
         part_name = part_name.rstrip("*")

@@ -24,7 +24,7 @@ from typing import Any, Self
 import jwt
 import requests
 
-from . import config, policy, sbatch
+from . import config, environment, policy, sbatch
 from .base import (
     AmbiguousSubmitError,
     ClusterFiles,
@@ -321,6 +321,10 @@ class RestClient:
     # ---------------------------------------------------------------- SlurmClient
 
     def submit(self, req: SubmitRequest) -> str:
+        try:
+            environment.check(req.env)  # the same names as over SSH, though JSON is no command line
+        except environment.EnvironmentRefused as exc:
+            raise SlurmRejected(str(exc)) from None
         body = {"script": req.script, "job": job_properties(req)}
         answer = self._request(
             "POST",

@@ -12,16 +12,18 @@ import base64
 import hashlib
 import io
 import logging
+import posixpath
+import secrets
 import shlex
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Self
+from typing import Self, TypeVar
 
 import paramiko
 
-from . import config, parsing
+from . import config, environment, parsing
 from .base import (
     AmbiguousSubmitError,
     ClusterFiles,
@@ -36,9 +38,44 @@ from .base import (
 from .sshfiles import SSHFiles
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_COMMAND_TIMEOUT = 60.0
+DEFAULT_SLURM_BIN_DIR = "/usr/bin"
+# What Slurm's query commands run with: nothing from the user's login environment (no
+# PATH, LD_PRELOAD, SQUEUE_FORMAT, SLURM_TIME_FORMAT...) changes what they do or print.
+QUERY_ENVIRONMENT = ("PATH=/usr/bin:/bin", "LANG=C.UTF-8", "LC_ALL=C.UTF-8")
+SLURM_PROGRAMS = frozenset({"sbatch", "squeue", "sacct", "sinfo", "scancel", "scontrol", "sacctmgr"})
+
+# Writes the job's environment file where only the cluster user can read it: the login
+# session's environment (what sbatch would pass on with --export=ALL, less Slurm's own
+# input and output variables and less the names the job sets), then the job's variables
+# from stdin, all NUL-separated. mktemp creates it 0600; the rename makes it whole or absent.
+_WRITE_ENV_FILE = (
+    "login=$PATH; PATH=/usr/bin:/bin; umask 077; f=$1; shift; "
+    't=$(mktemp "$f.XXXXXX") || exit 45; '
+    'if { PATH=$login /usr/bin/env -0 "$@" | grep -zEv \'^(SLURM|SBATCH|SALLOC|SRUN)_\'; cat; } > "$t" '
+    '&& mv -f -- "$t" "$f"; then exit 0; fi; rm -f -- "$t"; exit 45'
+)
+# Opens the environment file as fd 3 and removes it before sbatch starts: the variables
+# (a per-job credential among them) are on disk only between the two commands.
+_SBATCH_WITH_ENV = '[ -f "$1" ] || exit 45; exec 3< "$1"; rm -f -- "$1"; shift; exec "$@"'
+
+
+def slurm_argv(
+    bin_dir: str, args: Sequence[str], *, clean_env: bool = True, env: Mapping[str, str] | None = None
+) -> list[str]:
+    """`args` with Slurm's program named by its absolute path on the cluster, run with a
+    fixed environment (plus the hub's own `env`) unless it must pass the login one on:
+    sbatch gives it to the job."""
+    program, *rest = args
+    if program not in SLURM_PROGRAMS:
+        raise ValueError(f"{program} is not one of Slurm's commands")
+    command = [posixpath.join(bin_dir, program), *rest]
+    if not clean_env:
+        return command
+    return ["/usr/bin/env", "-i", *QUERY_ENVIRONMENT, *(f"{k}={v}" for k, v in (env or {}).items()), *command]
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -151,7 +188,11 @@ class SSHClient:
         passphrase: str | None = None,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
+        slurm_bin_dir: str = DEFAULT_SLURM_BIN_DIR,
     ) -> None:
+        if not posixpath.isabs(slurm_bin_dir):
+            raise TransportError(f"Slurm's folder {slurm_bin_dir!r} is not an absolute path.", permanent=True)
+        self.slurm_bin_dir = slurm_bin_dir
         self.host = host
         self.port = port
         self.username = username
@@ -237,16 +278,17 @@ class SSHClient:
         args: Sequence[str],
         *,
         stdin: bytes | None = None,
-        env: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> CommandResult:
         """Run one command; every word is quoted, so nothing in it is shell syntax.
 
+        There is deliberately no way to pass environment variables: a command line is
+        visible to every user of the login node (`ps`), and variables given to a command
+        change what it runs. Data goes through stdin.
+
         Raises TransportError if the command could not be started (nothing ran) and
         _ConnectionLost if the connection died after it was sent (it may have run)."""
-        words = [*(f"{k}={v}" for k, v in (env or {}).items())]
-        command = " ".join(shlex.quote(w) for w in (["env", *words] if words else []) + list(args))
-        return self._exec(command, stdin=stdin, timeout=timeout)
+        return self._exec(" ".join(shlex.quote(w) for w in args), stdin=stdin, timeout=timeout)
 
     def _exec(self, command: str, *, stdin: bytes | None, timeout: float | None) -> CommandResult:
         self.connect()
@@ -295,10 +337,15 @@ class SSHClient:
                 time.sleep(0.005)
         return CommandResult(channel.recv_exit_status(), bytes(out), bytes(err))
 
-    def _query(self, args: Sequence[str], env: Mapping[str, str] | None = None) -> CommandResult:
+    def slurm_command(
+        self, args: Sequence[str], *, clean_env: bool = True, env: Mapping[str, str] | None = None
+    ) -> list[str]:
+        return slurm_argv(self.slurm_bin_dir, args, clean_env=clean_env, env=env)
+
+    def _query(self, args: Sequence[str]) -> CommandResult:
         """A read-only command: a lost connection is just a transient transport error."""
         try:
-            return self.run(args, env=env)
+            return self.run(args)
         except _ConnectionLost as exc:
             raise TransportError(f"Lost the connection to {self.host}: {exc}", permanent=False) from None
 
@@ -310,7 +357,15 @@ class SSHClient:
         return self._files
 
     def submit(self, req: SubmitRequest) -> str:
-        args = ["sbatch", "--parsable"]
+        try:
+            variables = environment.export_file(req.env)
+        except environment.EnvironmentRefused as exc:
+            raise SlurmRejected(str(exc)) from None
+        if req.job_name and "\x00" not in req.job_name:
+            # With --export-file, Slurm 22.05's sbatch leaves SLURM_JOB_NAME out of the job's
+            # environment, and slurmstepd expands %x in log names from it ("(null)").
+            variables += f"SLURM_JOB_NAME={req.job_name}".encode() + b"\x00"
+        args = ["sbatch", "--parsable", "--export-file=3"]
         if req.job_name:
             args.append(f"--job-name={req.job_name}")
         if req.comment:
@@ -318,15 +373,20 @@ class SSHClient:
         if req.workdir:
             args.append(f"--chdir={req.workdir}")
         args.extend(req.extra_args)
-        # The job inherits sbatch's environment (--export=ALL unless the script says
-        # otherwise), so parameters ride on `env`, which takes any value, commas included.
+        # The job's environment is the file alone (sbatch merges nothing else into it with
+        # --export-file), so sbatch itself runs in the fixed environment: no SBATCH_* from
+        # a login script changes what it submits.
+        path = self._write_env_file(req.workdir or ".", variables, sorted(req.env))
+        command = ["/bin/sh", "-c", _SBATCH_WITH_ENV, "sh", path, *self.slurm_command(args)]
         try:
-            result = self.run(args, stdin=req.script.encode(), env=req.env)
+            result = self.run(command, stdin=req.script.encode())
         except _ConnectionLost as exc:
             raise AmbiguousSubmitError(
                 f"The connection to {self.host} broke while sbatch was running ({exc}); "
                 "the job may or may not have been submitted."
             ) from None
+        if result.exit_status == 45:  # the environment file vanished: sbatch never started
+            raise SlurmError(f"The job's environment file {path} is gone; submitting again.", permanent=False)
         if result.exit_status != 0:
             raise SlurmRejected(result.err or f"sbatch exited with status {result.exit_status}")
         job_id = parsing.parse_sbatch_parsable(result.out)
@@ -334,17 +394,34 @@ class SSHClient:
             raise AmbiguousSubmitError(f"sbatch succeeded but printed no job id: {result.out!r}")
         return job_id
 
+    def _write_env_file(self, folder: str, variables: bytes, names: Sequence[str]) -> str:
+        """Write the job's environment file in `folder`, readable by the cluster user only,
+        and return its path. Values travel on stdin, never on a command line (the names,
+        which are checked identifiers, do: `env -u NAME` leaves the login value out).
+
+        (Private to the submit path for now: the hub's file layer is the place for it.)"""
+        path = posixpath.join(folder, f".axle-env-{secrets.token_hex(8)}")
+        unset = [word for name in names for word in ("-u", name)]
+        try:
+            result = self.run(["/bin/sh", "-c", _WRITE_ENV_FILE, "sh", path, *unset], stdin=variables)
+        except _ConnectionLost as exc:
+            raise TransportError(f"Lost the connection to {self.host}: {exc}", permanent=False) from None
+        if result.exit_status != 0:
+            raise SlurmError(f"Cannot write the job's environment file in {folder}: {result.err}", permanent=False)
+        return path
+
     def queue(self, user: str) -> list[JobInfo]:
-        result = self._query(parsing.squeue_args(user), env=parsing.TIME_ENV)
-        self._check(result, "squeue")
-        return parsing.parse_squeue(result.out)
+        delimiter = parsing.new_delimiter()
+        result = self._slurm(parsing.squeue_args(delimiter, user))
+        jobs = self._parsed(parsing.parse_squeue, result.out, delimiter)
+        return [job for job in jobs if job.user == user]
 
     def accounting(self, job_ids: list[str]) -> list[JobInfo]:
         if not job_ids:
             return []
-        result = self._query(parsing.sacct_args(job_ids), env=parsing.TIME_ENV)
-        self._check(result, "sacct")
-        return parsing.parse_sacct(result.out)
+        delimiter = parsing.new_delimiter()
+        result = self._slurm(parsing.sacct_args(delimiter, job_ids))
+        return self._parsed(parsing.parse_sacct, result.out, delimiter)
 
     def find_by_comment(self, marker: str) -> list[JobInfo]:
         return self.find_by_comments([marker]).get(marker, [])
@@ -358,47 +435,57 @@ class SSHClient:
         found: dict[str, list[JobInfo]] = {}
         if not wanted:
             return found
-        result = self._query(parsing.squeue_args(None, all_states=True), env=parsing.TIME_ENV)
-        self._check(result, "squeue")
-        for job in parsing.parse_squeue(result.out):
+        delimiter = parsing.new_delimiter()
+        result = self._slurm(parsing.squeue_args(delimiter, None, all_states=True))
+        for job in self._parsed(parsing.parse_squeue, result.out, delimiter):
             if job.comment in wanted:
                 found.setdefault(job.comment, []).append(job)
         missing = wanted - set(found)
         if missing:
-            result = self._query(
-                [*parsing.sacct_args(since="now-7days"), f"--user={self.username}"],
-                env=parsing.TIME_ENV,
-            )
-            self._check(result, "sacct")
-            for job in parsing.parse_sacct(result.out):
+            delimiter = parsing.new_delimiter()
+            result = self._slurm([*parsing.sacct_args(delimiter, since="now-7days"), f"--user={self.username}"])
+            for job in self._parsed(parsing.parse_sacct, result.out, delimiter):
                 if job.comment in missing:
                     found.setdefault(job.comment, []).append(job)
         return found
 
     def cancel(self, job_id: str) -> None:
-        result = self._query(["scancel", job_id])
+        result = self._query(self.slurm_command(["scancel", job_id]))
         if result.exit_status != 0 or result.err:
             raise SlurmRejected(result.err or f"scancel exited with status {result.exit_status}")
 
     def cluster_state(self) -> ClusterState:
-        result = self._query(parsing.sinfo_args())
-        self._check(result, "sinfo")
-        state = parsing.parse_sinfo(result.out)
+        delimiter = parsing.new_delimiter()
+        result = self._slurm(parsing.sinfo_args(delimiter))
+        state = self._parsed(parsing.parse_sinfo, result.out, delimiter)
         # The defaults Slurm gives a job that does not say: one scontrol for the
         # partitions, one for the cluster-wide values they inherit.
-        partitions = self._query(config.PARTITIONS_ARGS)
+        partitions = self._query(self.slurm_command(config.PARTITIONS_ARGS))
         self._check(partitions, "scontrol show partition")
-        settings = self._query(config.CONFIG_ARGS)
+        settings = self._query(self.slurm_command(config.CONFIG_ARGS))
         self._check(settings, "scontrol show config")
         return config.apply_partition_config(state, partitions.out, config.parse_config(settings.out))
 
     def ping(self) -> None:
-        result = self._query(["scontrol", "ping"])
+        result = self._query(self.slurm_command(["scontrol", "ping"]))
         if result.exit_status != 0 or "UP" not in result.out:
             raise TransportError(
                 f"The Slurm controller does not answer: {(result.out + result.err).strip()}",
                 permanent=False,
             )
+
+    def _slurm(self, args: Sequence[str]) -> CommandResult:
+        """A Slurm query that must succeed, times in Unix seconds."""
+        result = self._query(self.slurm_command(args, env=parsing.TIME_ENV))
+        self._check(result, args[0])
+        return result
+
+    def _parsed(self, parser: Callable[[str, str], T], output: str, delimiter: str) -> T:
+        try:
+            return parser(output, delimiter)
+        except parsing.UnreadableOutput as exc:
+            # Never a partial or shifted answer: tracking acts on what it reads.
+            raise SlurmError(f"Cannot read what Slurm printed on {self.host}: {exc}", permanent=False) from None
 
     def _check(self, result: CommandResult, what: str) -> None:
         if result.exit_status != 0:

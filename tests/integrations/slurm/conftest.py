@@ -66,13 +66,14 @@ def private_key(cluster: dict[str, str], user: str = USER) -> str:
 
 @pytest.fixture(scope="session")
 def ssh_factory(cluster: dict[str, str]) -> Callable[..., SSHClient]:
-    def make(user: str = USER, host_key: str | None = None) -> SSHClient:
+    def make(user: str = USER, host_key: str | None = None, slurm_bin_dir: str = "/usr/bin") -> SSHClient:
         return SSHClient(
             cluster.get("AXLE_LOCAL_SSH_HOST", "127.0.0.1"),
             int(cluster.get("AXLE_LOCAL_SSH_PORT", "2222")),
             user,
             private_key(cluster, user),
             host_key=host_key or _host_key(cluster),
+            slurm_bin_dir=slurm_bin_dir,
         )
 
     return make

@@ -2,7 +2,8 @@
 
 The fixtures in captured/ are real output of Slurm 22.05.8 on the local cluster,
 produced by captured/capture.py with the parsers' own arguments and TIME_ENV (fields
-separated by 0x1f, times in Unix seconds); see that script for the scenario.
+separated by the delimiter saved in captured/delimiter, times in Unix seconds); see that
+script for the scenario.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import pytest
 
 from apps.integrations.slurm.base import JobInfo
 from apps.integrations.slurm.parsing import (
-    DELIM,
     SQUEUE_FIELDS,
+    UnreadableOutput,
     gpus_in_gres,
+    new_delimiter,
     parse_duration,
     parse_exit_code,
     parse_minutes,
@@ -34,6 +36,9 @@ from apps.integrations.slurm.parsing import (
 
 def captured(name: str) -> str:
     return (Path(__file__).parent / "captured" / name).read_text()
+
+
+DELIM = captured("delimiter")
 
 
 # ------------------------------------------------------------------ scalars
@@ -120,16 +125,23 @@ def test_it_reads_the_job_id_from_sbatch_parsable() -> None:
 
 
 def test_squeue_asks_for_one_user_with_array_tasks_expanded() -> None:
-    args = squeue_args("scientist")
+    delimiter = new_delimiter()
+    args = squeue_args(delimiter, "scientist")
     assert args[:3] == ["squeue", "--noheader", "--array"]
     assert "--user=scientist" in args
-    assert args[3].count(DELIM) == len(SQUEUE_FIELDS) - 1
+    assert args[3].count(delimiter) == len(SQUEUE_FIELDS) - 1
 
 
 def test_sacct_asks_for_every_job_in_one_call() -> None:
-    args = sacct_args(["1", "2", "3"])
+    delimiter = new_delimiter()
+    args = sacct_args(delimiter, ["1", "2", "3"])
     assert "--jobs=1,2,3" in args
-    assert f"--delimiter={DELIM}" in args and "--parsable2" in args
+    assert f"--delimiter={delimiter}" in args and "--parsable2" in args
+
+
+def test_each_call_draws_its_own_delimiter_that_nobody_could_have_typed() -> None:
+    first, second = new_delimiter(), new_delimiter()
+    assert first != second and len(first) >= 32
 
 
 # ------------------------------------------------------------------ squeue
@@ -142,59 +154,77 @@ def by_id(jobs: list[JobInfo]) -> dict[tuple[str, str | None], JobInfo]:
 
 
 def test_it_reads_a_running_job_from_squeue() -> None:
-    job = by_id(parse_squeue(SQUEUE))[("508", None)]
+    job = by_id(parse_squeue(SQUEUE, DELIM))[("117", None)]
     assert job.array_job_id is None
-    assert (job.name, job.comment, job.state, job.reason) == (
-        "long",
-        "axle:90ab",
-        "RUNNING",
-        "",
-    )
+    assert (job.name, job.comment, job.state, job.reason) == ("long", "axle:90ab", "RUNNING", "")
     assert (job.user, job.account, job.partition) == ("scientist", "vision", "debug")
-    assert job.submit_time == datetime.fromtimestamp(1795932458, tz=UTC)
-    assert job.start_time == datetime.fromtimestamp(1795932460, tz=UTC)
-    assert job.elapsed_seconds == 4
+    assert job.submit_time == datetime.fromtimestamp(1796002994, tz=UTC)
+    assert job.start_time == datetime.fromtimestamp(1796002994, tz=UTC)
+    assert job.elapsed_seconds == 6
     assert job.time_limit_minutes == 60
     assert (job.node_list, job.alloc_cpus, job.num_nodes) == ("vm", 1, 1)
     assert job.work_dir == "/var/lib/axle/cluster/scratch/scientist/capture"
 
 
 def test_it_reads_each_array_task_from_squeue() -> None:
-    tasks = [j for j in parse_squeue(SQUEUE) if j.array_job_id == "510"]
+    tasks = [j for j in parse_squeue(SQUEUE, DELIM) if j.array_job_id == "118"]
     # --array lists every pending task on its own row; until a task starts it has no
     # id of its own, so its row carries the array's id.
     assert sorted((t.array_task_id, t.job_id, t.state) for t in tasks) == [
-        ("0", "516", "RUNNING"),
-        *((str(i), "510", "PENDING") for i in range(1, 7)),
+        ("0", "127", "RUNNING"),
+        *((str(i), "118", "PENDING") for i in range(1, 7)),
     ]
     pending = next(t for t in tasks if t.array_task_id == "1")
-    assert (pending.reason, pending.start_time, pending.node_list) == (
-        "Resources",
-        None,
-        "",
-    )
+    assert (pending.reason, pending.start_time, pending.node_list) == ("Resources", None, "")
     assert {t.time_limit_minutes for t in tasks} == {10}
 
 
 def test_it_reads_a_held_job_without_comment() -> None:
-    job = by_id(parse_squeue(SQUEUE))[("511", None)]
-    assert (job.comment, job.state, job.reason, job.partition) == (
-        "",
-        "PENDING",
-        "JobHeldUser",
-        "batch",
-    )
+    job = by_id(parse_squeue(SQUEUE, DELIM))[("119", None)]
+    assert (job.comment, job.state, job.reason, job.partition) == ("", "PENDING", "JobHeldUser", "batch")
     assert job.time_limit_minutes == 24 * 60  # the partition's MaxTime, 1-00:00:00
     assert (job.start_time, job.node_list) == (None, "")
 
 
-def test_it_skips_lines_that_do_not_fit_the_format() -> None:
-    assert parse_squeue("squeue: error: something\n") == []
-
-
 def test_free_text_with_pipes_and_spaces_survives() -> None:
-    job = by_id(parse_squeue(SQUEUE))[("513", None)]
+    job = by_id(parse_squeue(SQUEUE, DELIM))[("120", None)]
     assert (job.name, job.comment) == ("a|b c", "x|y")
+
+
+def test_a_job_name_with_newlines_and_a_forged_row_stays_that_jobs_name() -> None:
+    # Job 121 was named 'evil\n<a row saying job 117 COMPLETED>\n' directly with sbatch.
+    jobs = parse_squeue(SQUEUE, DELIM)
+    evil = by_id(jobs)[("121", None)]
+    assert evil.name.startswith("evil\n117\x1f117") and evil.comment == "axle:evil\nx"
+    assert (evil.state, evil.reason) == ("PENDING", "JobHeldUser")
+    assert [(j.state, j.name) for j in jobs if j.job_id == "117"] == [("RUNNING", "long")]
+    # what the old one-row-per-line reading would have found: a second job 117
+    assert sum(line.startswith("117") for line in SQUEUE.splitlines()) == 2
+
+
+def test_a_forged_row_with_a_delimiter_it_guessed_is_refused_whole() -> None:
+    guessed = new_delimiter()
+    row = guessed.join(["7", "7", "N/A", "x", "c", "RUNNING", *[""] * 12, "7"])
+    with pytest.raises(UnreadableOutput):
+        parse_squeue(SQUEUE.replace("\n", f"\n{row}\n", 1), DELIM)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda out: out[:-1] + "x\n",  # the closing id of the last row does not match
+        lambda out: out + "squeue: error: something\n",  # a stray line
+        lambda out: out.replace(DELIM, "", 1),  # a row short of a field
+        lambda out: out.replace("PENDING", "PEND\x07ING", 1),  # a control character in a fixed field
+    ],
+)
+def test_output_that_is_not_whole_rows_is_refused_not_shifted(damage) -> None:
+    with pytest.raises(UnreadableOutput):
+        parse_squeue(damage(SQUEUE), DELIM)
+
+
+def test_no_output_is_no_jobs() -> None:
+    assert parse_squeue("", DELIM) == []
 
 
 @pytest.mark.parametrize("text", ["UNLIMITED", "Partition_Limit", "INVALID"])
@@ -208,68 +238,43 @@ SACCT = captured("sacct.out")
 
 
 def test_it_folds_steps_into_their_job_and_keeps_the_peak_memory() -> None:
-    job = parse_sacct(SACCT)[0]
-    assert (job.job_id, job.name, job.state, job.exit_code, job.exit_signal) == (
-        "481",
-        "train",
-        "COMPLETED",
-        0,
-        0,
-    )
+    job = parse_sacct(SACCT, DELIM)[0]
+    assert (job.job_id, job.name, job.state, job.exit_code, job.exit_signal) == ("115", "train", "COMPLETED", 0, 0)
     assert job.elapsed_seconds == 4
     assert job.time_limit_minutes == 60
-    assert job.cpu_time_seconds == pytest.approx(0.042)
-    assert job.max_rss_bytes == 72080 * 1024  # the 60 MiB the job held, plus python
+    assert job.cpu_time_seconds == pytest.approx(0.048)
+    assert job.max_rss_bytes == 72480 * 1024  # the 60 MiB the job held, plus python
     assert (job.alloc_cpus, job.alloc_gpus, job.node_list) == (2, 0, "vm")
-    assert job.end_time == datetime.fromtimestamp(1795932458, tz=UTC)
+    assert job.end_time == datetime.fromtimestamp(1796002992, tz=UTC)
 
 
 def test_it_reads_array_tasks_from_sacct() -> None:
-    jobs = {j.job_id: j for j in parse_sacct(SACCT)}
-    failed = jobs["517"]
-    assert (
-        failed.array_job_id,
-        failed.array_task_id,
-        failed.state,
-        failed.exit_code,
-    ) == ("510", "1", "FAILED", 3)
-    running = jobs["518"]
-    assert (running.array_task_id, running.state, running.end_time) == (
-        "2",
-        "RUNNING",
-        None,
-    )
+    jobs = {j.job_id: j for j in parse_sacct(SACCT, DELIM)}
+    failed = jobs["128"]
+    assert (failed.array_job_id, failed.array_task_id, failed.state, failed.exit_code) == ("118", "1", "FAILED", 3)
+    running = jobs["129"]
+    assert (running.array_task_id, running.state, running.end_time) == ("2", "RUNNING", None)
     # sacct, unlike squeue --array, keeps the tasks that never started as one row
-    pending = jobs["510"]
-    assert (pending.array_task_id, pending.state, pending.reason) == (
-        "3-6%2",
-        "PENDING",
-        "JobArrayTaskLimit",
-    )
+    pending = jobs["118"]
+    assert (pending.array_task_id, pending.state, pending.reason) == ("3-6%2", "PENDING", "JobArrayTaskLimit")
     assert (pending.node_list, pending.start_time) == ("", None)
 
 
 def test_it_drops_who_cancelled_from_the_state() -> None:
-    job = {j.job_id: j for j in parse_sacct(SACCT)}["508"]
+    job = {j.job_id: j for j in parse_sacct(SACCT, DELIM)}["117"]
     # Slurm reports the SIGTERM only on the batch step (0:15): the allocation says 0:0
     assert (job.state, job.exit_code, job.exit_signal) == ("CANCELLED", 0, 0)
-    assert job.max_rss_bytes == 4280 * 1024
+    assert job.max_rss_bytes == 4336 * 1024
 
 
 def test_it_keeps_one_row_per_job_in_the_order_sacct_gives() -> None:
-    assert [j.job_id for j in parse_sacct(SACCT)] == [
-        "481",
-        "508",
-        "516",
-        "517",
-        "518",
-        "510",
-    ]
+    assert [j.job_id for j in parse_sacct(SACCT, DELIM)] == ["115", "117", "127", "128", "129", "118"]
 
 
-def test_accounting_without_job_comment_storage_has_no_comment() -> None:
-    # slurm.conf lacks AccountingStoreFlags=job_comment: sacct's Comment stays empty
-    assert {j.comment for j in parse_sacct(SACCT)} == {""}
+def test_accounting_keeps_the_comment_once_the_job_ended() -> None:
+    # AccountingStoreFlags=job_comment: slurmdbd has a job's comment from its end record on
+    comments = {j.job_id: j.comment for j in parse_sacct(SACCT, DELIM)}
+    assert (comments["115"], comments["117"], comments["128"]) == ("axle:6f1c", "axle:90ab", "axle:77aa")
 
 
 # ------------------------------------------------------------------ sinfo
@@ -278,7 +283,7 @@ SINFO = captured("sinfo.out")
 
 
 def test_it_folds_sinfo_rows_into_partitions_and_nodes() -> None:
-    state = parse_sinfo(SINFO)
+    state = parse_sinfo(SINFO, DELIM)
     assert [p.name for p in state.partitions] == ["debug", "batch"]
     assert state.default_partition == "debug"
     debug = state.partition("debug")
@@ -293,7 +298,7 @@ def test_it_folds_sinfo_rows_into_partitions_and_nodes() -> None:
         22900,
         ["debug", "batch"],
     )
-    assert (vm.gpus, vm.gres, vm.cpus_allocated, vm.free_memory_mb) == (0, "", 2, 19600)
+    assert (vm.gres, vm.cpus_allocated) == ("", 2)
 
 
 def test_an_unlimited_partition_of_gpu_nodes_from_sinfo() -> None:
@@ -302,7 +307,7 @@ def test_an_unlimited_partition_of_gpu_nodes_from_sinfo() -> None:
     row = SINFO.splitlines()[0].split(DELIM)
     row[1:5] = ["gpu", "up", "infinite", "mixed"]
     row[9] = "gpu:a100:4(S:0-1)"
-    state = parse_sinfo(DELIM.join(row))
+    state = parse_sinfo(DELIM.join(row) + "\n", DELIM)
     gpu = state.partition("gpu")
     assert gpu is not None and gpu.time_limit_minutes is None and gpu.total_gpus == 4
 

@@ -17,6 +17,7 @@ from apps.integrations.slurm.base import (
 )
 from apps.integrations.slurm.rest import RestClient, job_properties, mint_token
 from apps.integrations.slurm.ssh import (
+    CommandResult,
     PinnedHostKey,
     SSHClient,
     _ConnectionLost,
@@ -172,9 +173,44 @@ def test_a_connection_lost_during_sbatch_is_ambiguous(
     pem, _ = _ed25519_line()
     client = SSHClient("127.0.0.1", 9, "alice", pem, host_key="SHA256:x")
 
+    def drop_at_sbatch(args: list[str], **kwargs: object) -> CommandResult:
+        if any(word.endswith("/sbatch") for word in args):
+            raise _ConnectionLost("reset by peer")
+        return CommandResult(0, b"", b"")  # the job's environment file was written
+
+    monkeypatch.setattr(client, "run", drop_at_sbatch)
+    with pytest.raises(AmbiguousSubmitError):
+        client.submit(req("#!/bin/bash\n"))
+
+
+def test_a_connection_lost_before_sbatch_started_is_a_plain_transport_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = SSHClient("127.0.0.1", 9, "alice", _ed25519_line()[1], host_key="SHA256:x")
+
     def drop(*args: object, **kwargs: object) -> None:
         raise _ConnectionLost("reset by peer")
 
     monkeypatch.setattr(client, "run", drop)
-    with pytest.raises(AmbiguousSubmitError):
+    with pytest.raises(TransportError) as caught:
         client.submit(req("#!/bin/bash\n"))
+    assert not isinstance(caught.value, AmbiguousSubmitError) and not caught.value.permanent
+
+
+@pytest.mark.parametrize("name", ["LD_PRELOAD", "PATH", "SLURM_JOB_ID"])
+def test_both_transports_refuse_a_job_environment_that_changes_how_programs_run(name: str) -> None:
+    # Refused before anything is sent: port 9 would not answer anyway.
+    with pytest.raises(SlurmRejected, match=name):
+        RestClient("http://127.0.0.1:9", "alice", token="t").submit(req("#!/bin/bash\n", env={name: "/tmp/x"}))
+    ssh = SSHClient("127.0.0.1", 9, "alice", _ed25519_line()[1], host_key="SHA256:x")
+    with pytest.raises(SlurmRejected, match=name):
+        ssh.submit(req("#!/bin/bash\n", env={name: "/tmp/x"}))
+
+
+def test_the_ssh_transport_names_slurms_programs_by_absolute_path_in_a_fixed_environment() -> None:
+    ssh = SSHClient("127.0.0.1", 9, "alice", _ed25519_line()[1], host_key="SHA256:x", slurm_bin_dir="/opt/slurm/bin")
+    assert ssh.slurm_command(["squeue", "--me"]) == [
+        "/usr/bin/env", "-i", "PATH=/usr/bin:/bin", "LANG=C.UTF-8", "LC_ALL=C.UTF-8", "/opt/slurm/bin/squeue", "--me"
+    ]  # fmt: skip
+    with pytest.raises(ValueError):
+        ssh.slurm_command(["rm", "-rf", "/"])
+    with pytest.raises(TransportError):
+        SSHClient("127.0.0.1", 9, "alice", _ed25519_line()[1], host_key="SHA256:x", slurm_bin_dir="bin")

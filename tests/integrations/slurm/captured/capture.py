@@ -2,12 +2,14 @@
 
     .venv/bin/python tests/integrations/slurm/captured/capture.py
 
-Runs as the scientist over the hub's own SSH transport, with exactly the arguments and
-environment the parsers are written for (parsing.*_args, TIME_ENV), and cancels every
-job it made. The scenario: a finished job with a memory peak, a running job cancelled
-later, a throttled array whose task 1 fails, a held job without a comment in another
-partition, a held job whose name and comment hold '|' and spaces. The cluster must be
-otherwise idle for the rows to come out as the tests expect.
+Runs as the scientist over the hub's own SSH transport, with exactly the commands the
+parsers are written for (parsing.*_args by absolute path, in the fixed environment with
+TIME_ENV), all with one delimiter it saves in `delimiter`, and cancels every job it
+made. The scenario: a finished job with a memory peak, a running job cancelled later, a
+throttled array whose task 1 fails, a held job without a comment in another
+partition, a held job whose name and comment hold '|' and spaces, and a held job whose
+name holds a newline and a row forged for another job. The cluster must be otherwise idle
+for the rows to come out as the tests expect.
 """
 
 from __future__ import annotations
@@ -51,13 +53,16 @@ def main() -> None:
         made.append(job_id)
         return job_id
 
+    delimiter = parsing.new_delimiter()
+    (HERE / "delimiter").write_text(delimiter)
+
     def run(args: list[str], env: dict[str, str] | None = None) -> str:
-        result = ssh.run(args, env=env)
+        result = ssh.run(ssh.slurm_command(args, env=env))
         assert result.exit_status == 0, result.err
         return result.out
 
     with ssh:
-        run(["mkdir", "-p", SCRATCH])
+        ssh.run(["mkdir", "-p", SCRATCH])
         try:
             train = submit(
                 "#!/bin/bash\n#SBATCH -c 2 -t 60\npython3 -c 'x=bytearray(60<<20); import time; time.sleep(4)'\n",
@@ -65,7 +70,8 @@ def main() -> None:
                 "axle:6f1c",
             )
             while not any(
-                j.state == "COMPLETED" for j in parsing.parse_sacct(run(parsing.sacct_args([train]), parsing.TIME_ENV))
+                j.state == "COMPLETED"
+                for j in parsing.parse_sacct(run(parsing.sacct_args(delimiter, [train]), parsing.TIME_ENV), delimiter)
             ):
                 time.sleep(1)
             long = submit("#!/bin/bash\n#SBATCH -t 60\nsleep 300\n", "long", "axle:90ab")
@@ -77,13 +83,16 @@ def main() -> None:
             )
             submit("#!/bin/bash\nsleep 5\n", "held", "", "--hold", "--partition=batch")
             submit("#!/bin/bash\nsleep 5\n", "a|b c", "x|y", "--hold")
+            # What once forged a RUNNING state for job `long` (fields as 0x1f-separated text)
+            forged = "\x1f".join([long, long, "N/A", "x", "axle:90ab", "COMPLETED", "None", "scientist"])
+            submit("#!/bin/bash\nsleep 5\n", f"evil\n{forged}\n", "axle:evil\nx", "--hold")
             time.sleep(6)
-            out = run(parsing.squeue_args("scientist"), parsing.TIME_ENV)
+            out = run(parsing.squeue_args(delimiter, "scientist"), parsing.TIME_ENV)
             (HERE / "squeue.out").write_text(out)
-            (HERE / "sinfo.out").write_text(run(parsing.sinfo_args()))
+            (HERE / "sinfo.out").write_text(run(parsing.sinfo_args(delimiter)))
             ssh.cancel(long)
             time.sleep(8)  # task 1 has failed, task 2 runs, 3-6 still wait
-            out = run(parsing.sacct_args([train, sweep, long]), parsing.TIME_ENV)
+            out = run(parsing.sacct_args(delimiter, [train, sweep, long]), parsing.TIME_ENV)
             (HERE / "sacct.out").write_text(out)
             shown = submit(
                 "#!/bin/bash\ntrue\n",
@@ -99,7 +108,7 @@ def main() -> None:
             (HERE / "scontrol.out").write_text(out)
         finally:
             for job_id in made:
-                ssh.run(["scancel", job_id])
+                ssh.run(ssh.slurm_command(["scancel", job_id]))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,176 @@
+"""A job's environment reaches the job, never the commands the hub runs on the login node
+(issue 9, finding 2): the rule for names, the file sbatch reads, and the real cluster."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+from apps.integrations.slurm import environment
+from apps.integrations.slurm.base import SlurmRejected, SubmitRequest
+from apps.integrations.slurm.ssh import SSHClient
+
+from .conftest import wait_for
+
+# ------------------------------------------------------------------ the rule
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["PATH", "LD_PRELOAD", "LD_LIBRARY_PATH", "PYTHONPATH", "PYTHONSTARTUP", "BASH_ENV", "ENV", "IFS", "HOME",
+     "SHELL", "SLURM_JOB_ID", "SBATCH_PARTITION", "SRUN_CPUS_PER_TASK", "SALLOC_PARTITION", "PERL5OPT", "RUBYOPT",
+     "NODE_OPTIONS", "GIT_SSH_COMMAND", "https_proxy", "Path", "CUDA_VISIBLE_DEVICES", "JAVA_TOOL_OPTIONS"],
+)  # fmt: skip
+def test_names_that_change_how_programs_run_are_refused(name: str) -> None:
+    assert "changes how programs run" in (environment.parameter_name_problem(name) or "")
+    assert environment.runtime_name_problem(name)
+
+
+@pytest.mark.parametrize("name", ["MLFLOW_RUN_ID", "AXLE_JOB_ID", "mlflow_tracking_uri"])
+def test_the_hubs_own_names_are_refused_as_parameters_but_reach_the_job(name: str) -> None:
+    assert "prefix the hub sets" in (environment.parameter_name_problem(name) or "")
+    assert environment.runtime_name_problem(name) is None
+
+
+@pytest.mark.parametrize("name", ["", "1A", "A-B", "A B", "A=B", "Ä", "A\n", "X" * 65, 3, None])
+def test_names_must_be_plain_identifiers(name: object) -> None:
+    assert "cannot be an environment variable name" in (environment.parameter_name_problem(name) or "")
+
+
+@pytest.mark.parametrize("name", ["EPOCHS", "learning_rate", "_x", "DATA_DIR", "PATHS_FILE", "MY_PATH", "LDA_K"])
+def test_ordinary_parameter_names_are_accepted(name: str) -> None:
+    assert environment.parameter_name_problem(name) is None
+
+
+def test_the_export_file_is_nul_separated_so_any_value_stays_one_value() -> None:
+    env = {"A": "x\ny=1", "B": "", "C": "$(id);`id`,'q'"}
+    assert environment.export_file(env) == b"A=x\ny=1\x00B=\x00C=$(id);`id`,'q'\x00"
+
+
+def test_the_export_file_refuses_what_no_environment_can_hold() -> None:
+    with pytest.raises(environment.EnvironmentRefused, match="NUL"):
+        environment.export_file({"A": "x\x00y"})
+    with pytest.raises(environment.EnvironmentRefused, match="changes how programs run"):
+        environment.export_file({"LD_PRELOAD": "/tmp/x.so"})
+
+
+# ------------------------------------------------------------------ on the cluster
+
+ECHO = """#!/bin/bash
+#SBATCH --time=1
+printf 'note=[%s]\\n' "$NOTE"
+printf 'run=[%s]\\n' "$MLFLOW_RUN_ID"
+printf 'home=[%s] user=[%s]\\n' "$HOME" "$USER"
+printf 'name=[%s]\\n' "$SLURM_JOB_NAME"
+"""
+
+
+class Recording(SSHClient):
+    """The hub's SSH client, keeping every command line it sends (what `ps` would show)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands: list[str] = []
+
+    def _exec(self, command: str, **kwargs):
+        self.commands.append(command)
+        return super()._exec(command, **kwargs)
+
+
+@pytest.fixture
+def recording(cluster: dict[str, str]) -> Recording:
+    from .conftest import _host_key, private_key
+
+    client = Recording(
+        cluster.get("AXLE_LOCAL_SSH_HOST", "127.0.0.1"),
+        int(cluster.get("AXLE_LOCAL_SSH_PORT", "2222")),
+        "scientist",
+        private_key(cluster),
+        host_key=_host_key(cluster),
+    )
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def fake_sbatch(ssh: SSHClient, scratch: str) -> tuple[str, str]:
+    """A folder holding a program named sbatch that leaves a mark and claims job 4242."""
+    folder = f"{scratch}/fakebin-{uuid.uuid4().hex[:6]}"
+    mark = f"{folder}/ran"
+    script = f"#!/bin/sh\ntouch {mark}\necho 4242\n"
+    assert ssh.run(["mkdir", "-p", folder]).exit_status == 0
+    assert ssh.run(["/bin/sh", "-c", 'cat > "$1" && chmod 755 "$1"', "sh", f"{folder}/sbatch"], stdin=script.encode())
+    return folder, mark
+
+
+def exists(ssh: SSHClient, path: str) -> bool:
+    return ssh.run(["test", "-e", path]).exit_status == 0
+
+
+@pytest.mark.slurm
+def test_a_jobs_environment_reaches_it_and_no_command_line(recording: Recording, ssh: SSHClient, scratch: str) -> None:
+    secret = f"token-{uuid.uuid4().hex}"
+    note = f"a b; $(touch {scratch}/pwned) `id` 'q' \"d\"\nsecond, line=2"
+    job_id = recording.submit(
+        SubmitRequest(
+            script=ECHO,
+            job_name="env-echo",
+            comment=f"axle-test:{uuid.uuid4().hex}",
+            workdir=scratch,
+            env={"NOTE": note, "MLFLOW_RUN_ID": secret},
+            extra_args=[f"--output={scratch}/%x-%j.out"],
+        )
+    )
+    wait_for(lambda: ssh.accounting([job_id]), lambda jobs: bool(jobs) and jobs[0].state == "COMPLETED")
+    log, _ = ssh.files.read(f"{scratch}/env-echo-{job_id}.out")
+    assert log.decode() == (
+        f"note=[{note}]\nrun=[{secret}]\nhome=[/home/scientist] user=[scientist]\nname=[env-echo]\n"
+    )
+    assert not exists(ssh, f"{scratch}/pwned")
+    # What every user of the login node can see: the commands, never a value.
+    assert recording.commands and not any(secret in c or "second, line" in c for c in recording.commands)
+    assert any(c.startswith("/bin/sh -c") and "/usr/bin/sbatch --parsable" in c for c in recording.commands)
+    # The file sbatch read is gone once it was opened.
+    assert ssh.run(["/bin/sh", "-c", 'ls -A "$1" | grep -c axle-env', "sh", scratch]).out.strip() == "0"
+
+
+@pytest.mark.slurm
+def test_a_path_in_the_jobs_environment_cannot_choose_the_program(
+    ssh_factory: Callable[..., SSHClient], ssh: SSHClient, scratch: str, fake_sbatch: tuple[str, str]
+) -> None:
+    folder, mark = fake_sbatch
+    request = SubmitRequest(
+        script="#!/bin/bash\n#SBATCH -t 1\ntrue\n",
+        job_name="path",
+        comment=f"axle-test:{uuid.uuid4().hex}",
+        workdir=scratch,
+        env={"PATH": f"{folder}:/usr/bin:/bin"},
+    )
+    with ssh_factory() as client, pytest.raises(SlurmRejected, match="PATH changes how programs run"):
+        client.submit(request)
+    with ssh_factory() as client, pytest.raises(SlurmRejected, match="LD_PRELOAD"):
+        client.submit(SubmitRequest(**{**request.__dict__, "env": {"LD_PRELOAD": f"{folder}/x.so"}}))
+    assert not exists(ssh, mark)
+
+
+@pytest.mark.slurm
+def test_the_cluster_setting_not_the_users_path_names_slurms_commands(
+    ssh_factory: Callable[..., SSHClient], ssh: SSHClient, scratch: str, fake_sbatch: tuple[str, str]
+) -> None:
+    folder, mark = fake_sbatch
+    request = SubmitRequest(
+        script="#!/bin/bash\n#SBATCH -t 1\ntrue\n",
+        job_name="bin-dir",
+        comment=f"axle-test:{uuid.uuid4().hex}",
+        workdir=scratch,
+        env={"EPOCHS": "3"},
+    )
+    with ssh_factory() as client:
+        job_id = client.submit(request)
+    assert job_id != "4242" and not exists(ssh, mark)
+    # Pointing the cluster's setting at the folder is what makes the hub run that sbatch.
+    with ssh_factory(slurm_bin_dir=folder) as client:
+        assert client.submit(request) == "4242"
+    assert exists(ssh, mark)
