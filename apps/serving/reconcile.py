@@ -16,8 +16,7 @@ from apps.core.errors import Unavailable
 from apps.integrations.serving.base import ServingError
 from apps.registry.artifacts import ArtifactChanged
 
-from . import policy, rollout
-from .backends import backend_for
+from . import backends, policy, rollout
 from .models import Deployment, Environment
 
 log = logging.getLogger(__name__)
@@ -98,7 +97,7 @@ def serving_reconcile() -> dict[str, int]:
         wanted.setdefault(_place(env), set()).add(deployment.backend_name)
         try:
             # One environment without a usable kubeconfig must not stop the others' reconciling.
-            status = backend_for(env).status(deployment.backend_name, env.namespace)
+            status = backends.backend_for(env).status(deployment.backend_name, env.namespace)
         except ServingError as exc:
             log.warning("status of %s failed: %s", deployment.backend_name, exc)
             continue
@@ -111,7 +110,7 @@ def serving_reconcile() -> dict[str, int]:
     places = {_place(env): env for env in Environment.objects.filter(is_active=True)}
     for key, env in places.items():
         try:
-            backend = backend_for(env)
+            backend = backends.backend_for(env)
             running = set(backend.list_names(env.namespace))
         except ServingError:
             continue

@@ -18,8 +18,7 @@ from apps.core.transitions import transition
 from apps.integrations.serving.base import BackendStatus, ServingBackend, ServingError
 from apps.registry.artifacts import ArtifactChanged, model_version_artifact_check, model_version_artifact_fetch
 
-from . import policy
-from .backends import backend_for
+from . import backends, policy
 from .models import Deployment, Environment
 from .specs import spec_of
 
@@ -49,7 +48,7 @@ def verified_apply(deployment: Deployment) -> tuple[ServingBackend, BackendStatu
     """Check the artifact against the one approved, then ask the backend to serve it. A local
     server gets the very copy that was checked; KServe fetches the artifact itself.
     Raises ArtifactChanged, Unavailable or ServingError."""
-    backend = backend_for(deployment.environment)
+    backend = backends.backend_for(deployment.environment)
     version = deployment.model_version
     if deployment.environment.backend != Environment.Backend.LOCAL:
         model_version_artifact_check(version=version, expected_sha256=deployment.artifact_sha256)
@@ -88,7 +87,10 @@ def deployment_deploy(*, deployment_id: int) -> Deployment | None:
         return deployment
     if not policy.approvals_met(deployment):
         if deployment.status == D.APPROVED:
-            return fail(deployment, "Not enough valid approvals by someone other than the requester for this artifact.")
+            return fail(
+                deployment,
+                "Not enough approvals by someone other than the requester for this artifact that still hold.",
+            )
         return deployment
     try:
         transition(obj=deployment, to=D.DEPLOYING, transitions=Deployment.TRANSITIONS, action="deployment.deploying")
@@ -159,6 +161,6 @@ def went_live(deployment: Deployment, url: str) -> Deployment:
 def stop_servers(environment: Environment, names: set[str]) -> None:
     for name in sorted(names):
         try:
-            backend_for(environment).delete(name, environment.namespace)
+            backends.backend_for(environment).delete(name, environment.namespace)
         except ServingError as exc:
             log.warning("stopping %s in %s failed: %s", name, environment.name, exc)

@@ -19,8 +19,7 @@ from apps.core.transitions import transition
 from apps.integrations.serving.base import Resources, ServingError
 from apps.registry.models import ModelVersion
 
-from . import notifications, policy
-from .backends import backend_for
+from . import backends, notifications, policy
 from .models import Deployment, DeploymentApproval, Environment
 from .reconcile import serving_reconcile  # noqa: F401  (the public surface of the serving app)
 from .rollout import deployment_deploy  # noqa: F401
@@ -184,7 +183,7 @@ def deployment_retire(*, user: User, deployment: Deployment) -> Deployment:
         fields={"retired_at": timezone.now()},
     )
     try:
-        backend_for(deployment.environment).delete(deployment.backend_name, deployment.environment.namespace)
+        backends.backend_for(deployment.environment).delete(deployment.backend_name, deployment.environment.namespace)
     except ServingError as exc:
         Deployment.objects.filter(pk=deployment.pk).update(last_error=f"Stopping the server failed: {exc}")
     return deployment
@@ -226,7 +225,7 @@ def deployment_predict(*, user: User, deployment: Deployment, payload) -> dict:
     if not isinstance(payload, dict):
         raise ValidationFailed('Send a JSON object, e.g. {"inputs": [[...]]} or {"dataframe_split": {...}}.')
     try:
-        return backend_for(deployment.environment).predict(
+        return backends.backend_for(deployment.environment).predict(
             deployment.backend_name, deployment.environment.namespace, payload
         )
     except ServingError as exc:
