@@ -16,7 +16,8 @@ from django.utils import timezone
 from apps.core.errors import Conflict, Unavailable
 from apps.core.transitions import transition
 from apps.integrations.serving.base import BackendStatus, ServingBackend, ServingError
-from apps.registry.artifacts import ArtifactChanged, model_version_artifact_check, model_version_artifact_fetch
+from apps.registry import artifacts
+from apps.registry.artifacts import ArtifactChanged
 
 from . import backends, policy
 from .models import Deployment, Environment
@@ -51,12 +52,14 @@ def verified_apply(deployment: Deployment) -> tuple[ServingBackend, BackendStatu
     backend = backends.backend_for(deployment.environment)
     version = deployment.model_version
     if deployment.environment.backend != Environment.Backend.LOCAL:
-        model_version_artifact_check(version=version, expected_sha256=deployment.artifact_sha256)
+        artifacts.model_version_artifact_check(version=version, expected_sha256=deployment.artifact_sha256)
         return backend, backend.apply(spec_of(deployment))
     incoming = Path(settings.AXLE_SERVING_DIR)
     incoming.mkdir(parents=True, exist_ok=True, mode=0o700)
     with tempfile.TemporaryDirectory(prefix="incoming-", dir=incoming) as tmp:
-        local = model_version_artifact_fetch(version=version, expected_sha256=deployment.artifact_sha256, dest=tmp)
+        local = artifacts.model_version_artifact_fetch(
+            version=version, expected_sha256=deployment.artifact_sha256, dest=tmp
+        )
         return backend, backend.apply(spec_of(deployment, str(local)))
 
 
