@@ -103,6 +103,7 @@ def test_a_collision_on_kserve_fails_the_newcomer_and_leaves_the_live_service_as
     alice, team, standin, monkeypatch, django_capture_on_commit_callbacks
 ):
     from apps.serving import rollout
+
     monkeypatch.setattr("apps.serving.backends.backend_for", four_eyes.real_backend_for)
     monkeypatch.setattr(rollout, "KSERVE_WAIT_SECONDS", 0)
     standin.token = "t"
