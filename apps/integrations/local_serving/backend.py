@@ -298,15 +298,18 @@ class LocalBackend:
         logfile = self._log_path(spec.name)
         with open(logfile, "ab") as out:
             out.write(f"\n=== {_now()} starting {spec.model_uri} as {self.user.name}\n".encode())
-        started = self.user.run(
-            "start",
-            str(root),
-            token,
-            str(self.workers),
-            log=logfile,
-            feed=lambda stream: launch.pack(spec.model_path, stream),
-            timeout=self.start_timeout,
-        )
+        try:
+            started = self.user.run(
+                "start",
+                str(root),
+                token,
+                str(self.workers),
+                log=logfile,
+                feed=lambda stream: launch.pack(spec.model_path, stream),
+                timeout=self.start_timeout,
+            )
+        except ServingError as exc:
+            raise ServingError(f"{exc.message}: {self._log_tail(spec.name)}", permanent=exc.permanent) from None
         return {
             "pid": int(started["pid"]),
             "uid": self.user.uid,

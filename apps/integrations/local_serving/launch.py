@@ -243,6 +243,8 @@ def start(root, token, workers):
             pass
         if os.waitpid(pid, os.WNOHANG)[0]:
             print("axle: the model server exited at once", file=sys.stderr, flush=True)
+            _writable(work)
+            shutil.rmtree(work, ignore_errors=True)
             return 4
         time.sleep(0.01)
     stat = read_stat(pid)

@@ -250,3 +250,27 @@ def test_the_launcher_stops_only_processes_carrying_its_token():
     finally:
         child.kill()
         stranger.kill()
+
+
+def test_a_serving_environment_without_the_server_fails_with_its_log(tmp_path):
+    """/usr/bin/python3 has no uvicorn: the server dies on start, and says why."""
+    import pwd
+
+    pwd.getpwnam("axle-serve")  # made by compose/local/stack.sh up
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "MLmodel").write_text("flavors: {}\n")
+    root = Path("/var/lib/axle/serving") / f"pytest-{os.getpid()}-{time.monotonic_ns()}"
+    backend = LocalBackend(tmp_path / "serving", "/usr/bin/python3", server_root=root, server_user="axle-serve")
+    try:
+        backend.apply(spec(sha256=directory_sha256(model), model_path=str(model)))
+        with pytest.raises(ServingError) as caught:
+            backend.wait_ready("iris", "staging", timeout=30)
+        assert "exited" in caught.value.message and "No module named uvicorn" in caught.value.message
+        backend.delete("iris", "staging")
+        assert list(root.iterdir()) == []  # nothing left behind
+        assert backend.list_names("staging") == []
+    finally:
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
