@@ -393,6 +393,14 @@ class LocalBackend:
             return None
         except (OSError, ValueError) as exc:
             raise ServingError(f"the state file of {name} cannot be read: {exc}") from None
+        if state.get("format") == 1 and state.get("server"):
+            # Servers of format 1 ran as the worker's user on a TCP port; only that user can stop them.
+            raise ServingError(
+                f"{name} was started by an older Axle (pid {state['server'].get('pid')}, port "
+                f"{state['server'].get('port')}, as the worker's user): stop it with that version's "
+                f"./dev down, or end that process and remove {self._path(name)}",
+                permanent=True,
+            )
         if state.get("format") != FORMAT or not state.get("server"):
             raise ServingError(f"the state file of {name} is not one this version understands", permanent=True)
         return state
