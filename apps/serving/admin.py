@@ -5,7 +5,7 @@ from apps.audit.services import audit_record
 from apps.core import crypto
 from apps.core.errors import ApplicationError
 
-from . import services
+from . import policy, services
 from .models import Deployment, DeploymentApproval, Environment
 
 
@@ -99,7 +99,7 @@ class ApprovalInline(admin.TabularInline):
 
 @admin.register(Deployment)
 class DeploymentAdmin(admin.ModelAdmin):
-    list_display = ["model_version", "environment", "status", "requested_by", "created_at", "url"]
+    list_display = ["model_version", "environment", "status", "requested_by", "approvals_needed", "created_at", "url"]
     list_filter = ["status", "environment"]
     inlines = [ApprovalInline]
     actions = ["approve_selected", "reject_selected"]
@@ -116,8 +116,19 @@ class DeploymentAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    @admin.display(description="approvals needed")
+    def approvals_needed(self, obj):
+        return policy.required_approvals(obj)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("environment", "model_version__model", "requested_by")
+
     def _decide(self, request, queryset, decide, verb):
         for deployment in queryset:
+            allowed, why = policy.can_approve(request.user, deployment)
+            if not allowed:
+                self.message_user(request, f"{deployment}: {why}", level=messages.ERROR)
+                continue
             try:
                 decide(user=request.user, deployment=deployment, comment=f"{verb} in the admin")
                 self.message_user(request, f"{deployment}: {verb}.")

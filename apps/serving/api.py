@@ -6,7 +6,7 @@ from rest_framework.views import APIView
 
 from apps.registry.selectors import model_version_by_number, registered_model_get
 
-from . import selectors, services
+from . import policy, selectors, services
 
 
 class EnvironmentOutputSerializer(serializers.Serializer):
@@ -36,7 +36,7 @@ class DeploymentOutputSerializer(serializers.Serializer):
     artifact_sha256 = serializers.CharField()
     requested_by = serializers.CharField(source="requested_by.username")
     reason = serializers.CharField()
-    required_approvals = serializers.IntegerField()
+    required_approvals = serializers.SerializerMethodField(help_text="Approvals it needs now, under the policy.")
     canary_percent = serializers.IntegerField(allow_null=True)
     resources = serializers.DictField()
     url = serializers.CharField()
@@ -44,6 +44,9 @@ class DeploymentOutputSerializer(serializers.Serializer):
     approvals = ApprovalOutputSerializer(many=True, source="approvals.all")
     created_at = serializers.DateTimeField()
     live_at = serializers.DateTimeField(allow_null=True)
+
+    def get_required_approvals(self, deployment) -> int:
+        return policy.required_approvals(deployment)
 
 
 class DeploymentRequestInputSerializer(serializers.Serializer):

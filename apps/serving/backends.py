@@ -11,6 +11,18 @@ from apps.integrations.serving.base import ServingBackend, ServingError
 from .models import Environment
 
 
+def local_backend():
+    from apps.integrations.local_serving.backend import LocalBackend
+
+    return LocalBackend(
+        Path(settings.AXLE_SERVING_DIR),
+        settings.AXLE_MODEL_SERVER_PYTHON,
+        server_root=Path(settings.AXLE_MODEL_SERVER_DIR),
+        server_user=settings.AXLE_MODEL_SERVER_USER,
+        server_group=settings.AXLE_MODEL_SERVER_GROUP,
+    )
+
+
 def backend_for(environment: Environment) -> ServingBackend:
     if environment.backend == Environment.Backend.KSERVE:
         from apps.integrations.kserve.backend import KServeBackend
@@ -22,10 +34,4 @@ def backend_for(environment: Environment) -> ServingBackend:
         except crypto.SecretUnreadable as exc:
             raise ServingError(f"Environment {environment.name}: {exc}", permanent=True) from None
         return KServeBackend.from_kubeconfig_text(config)
-    from apps.integrations.local_serving.backend import LocalBackend
-
-    return LocalBackend(
-        Path(settings.AXLE_SERVING_DIR),
-        settings.AXLE_MODEL_SERVER_MLFLOW,
-        tracking_uri=settings.AXLE_MLFLOW_TRACKING_URI,
-    )
+    return local_backend()

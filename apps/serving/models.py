@@ -59,7 +59,8 @@ class Deployment(BaseModel):
         Status.REQUESTED: frozenset({Status.APPROVED, Status.REJECTED}),
         Status.APPROVED: frozenset({Status.DEPLOYING, Status.FAILED, Status.RETIRED}),
         Status.DEPLOYING: frozenset({Status.LIVE, Status.FAILED}),
-        Status.LIVE: frozenset({Status.RETIRED, Status.ROLLED_BACK}),
+        # Failed: its server died and the reconciler may not start it again (see reconcile.py).
+        Status.LIVE: frozenset({Status.RETIRED, Status.ROLLED_BACK, Status.FAILED}),
         # A failed deployment may be tried again; a retired one comes back by rollback.
         Status.FAILED: frozenset({Status.DEPLOYING, Status.RETIRED}),
         Status.RETIRED: frozenset({Status.DEPLOYING}),

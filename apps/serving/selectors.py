@@ -3,6 +3,7 @@ from django.db.models import Q, QuerySet
 from apps.accounts.models import Membership
 from apps.core.errors import NotFound
 
+from . import policy
 from .models import Deployment, Environment
 
 
@@ -43,21 +44,14 @@ def deployment_get(*, user, id) -> Deployment:
 
 def inbox(*, user) -> list[Deployment]:
     """Requests waiting for a decision this user may give (never their own), in a fixed
-    number of queries. services.can_approve decides again when the decision is made."""
-    from .services import ROLE_RANK
-
+    number of queries. The policy decides again when the decision is made."""
     roles = dict(Membership.objects.filter(user=user).values_list("team_id", "role"))
     pending = (
         deployment_list(user=user, status=Deployment.Status.REQUESTED)
         .exclude(requested_by=user)
         .exclude(approvals__approver=user)
     )
-    waiting = []
-    for d in pending:
-        role = roles.get(d.environment.approver_team_id or d.model_version.model.team_id)
-        if role is not None and ROLE_RANK[role] >= ROLE_RANK[d.environment.approver_role]:
-            waiting.append(d)
-    return waiting
+    return [d for d in pending if policy.may_decide(roles_by_team=roles, user=user, deployment=d)]
 
 
 def live_for(deployments) -> dict[tuple[int, int], Deployment]:

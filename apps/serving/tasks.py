@@ -1,9 +1,9 @@
-from . import services
+from . import reconcile, rollout
 
 
 def deployment_deploy(deployment_id: int):
-    services.deployment_deploy(deployment_id=deployment_id)
+    rollout.deployment_deploy(deployment_id=deployment_id)
 
 
 def serving_reconcile():
-    return services.serving_reconcile()
+    return reconcile.serving_reconcile()

@@ -9,7 +9,7 @@ from apps.audit.models import AuditEvent
 from apps.core.errors import ApplicationError, NotFound
 from apps.registry.selectors import model_version_by_number, registered_model_get
 
-from . import selectors, services
+from . import policy, selectors, services
 from .models import Deployment
 
 
@@ -101,7 +101,7 @@ def deployment_new(request):
 
 def deployment_detail(request, deployment_id):
     deployment = _deployment(request, deployment_id)
-    allowed, why = services.can_approve(request.user, deployment)
+    allowed, why = policy.can_approve(request.user, deployment)
     timeline = AuditEvent.objects.filter(subject_type="serving.deployment", subject_id=str(deployment.uuid)).order_by(
         "seq"
     )
@@ -115,8 +115,8 @@ def deployment_detail(request, deployment_id):
             "why_not": why,
             "timeline": timeline,
             "example": example,
-            "valid_approvals": services.valid_approvals(deployment).count(),
-            "required": services._required(deployment),
+            "valid_approvals": policy.valid_approvals(deployment).count(),
+            "required": policy.required_approvals(deployment),
         },
     )
 

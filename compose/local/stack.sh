@@ -16,7 +16,7 @@ PACKAGES=(
   munge slurmctld slurmd slurmdbd slurmrestd slurm-client
   slurm-wlm-jwt-plugin slurm-wlm-mysql-plugin
   mariadb-server mariadb-client openssh-server openssh-client
-  python3.11-venv curl iproute2 util-linux passwd
+  python3.11-venv curl iproute2 util-linux passwd sudo
 )
 
 # ---------------------------------------------------------------- install and layout
@@ -439,6 +439,35 @@ do_mlflow() {
   wait_up 180 "$RUN_DIR/mlflow.pid" mlflow_alive
 }
 
+# ---------------------------------------------------------------- the model servers' user
+
+# Users' model code (local model servers) runs as this unprivileged user: never as root, never
+# as the hub's user, with no access to the hub's state, keys or secrets.
+AXLE_SERVE_USER="${AXLE_SERVE_USER:-axle-serve}"
+AXLE_HUB_USER="${AXLE_HUB_USER:-axle}"
+SERVING_DIR="$AXLE_STACK_DIR/serving"
+SERVE_SUDOERS="/etc/sudoers.d/axle-serve"
+
+do_serving_user() {
+  ensure_system_user "$AXLE_SERVE_USER" "$SERVING_DIR"
+  # The servers' folders: the serving user's, setgid to the hub's group (so only the hub
+  # reaches their Unix sockets), closed to everyone else. Group root until the hub has a user.
+  local group=root tmp
+  if getent group "$AXLE_HUB_USER" >/dev/null; then group="$AXLE_HUB_USER"; fi
+  install -d -m 2750 -o "$AXLE_SERVE_USER" -g "$group" "$SERVING_DIR"
+  # The one thing the hub may do as the serving user: run a command with an emptied
+  # environment (apps/integrations/local_serving/procs.py). Root needs no rule.
+  tmp="$(mktemp)"
+  printf '%s\n' \
+    "# Written by compose/local/stack.sh: the hub ($AXLE_HUB_USER) starts and stops local model" \
+    "# servers as $AXLE_SERVE_USER, always through env -i (an empty environment), and nothing else." \
+    "$AXLE_HUB_USER ALL=($AXLE_SERVE_USER) NOPASSWD: /usr/bin/env -i *" >"$tmp"
+  visudo -cqf "$tmp"
+  install -m 0440 -o root -g root "$tmp" "$SERVE_SUDOERS"
+  rm -f "$tmp"
+  echo "serving user $AXLE_SERVE_USER ok: $SERVING_DIR (group $group, 2750), $SERVE_SUDOERS"
+}
+
 # ---------------------------------------------------------------- the hub's view
 
 do_cluster_env() {
@@ -489,6 +518,7 @@ cmd_up() {
   step slurmrestd do_slurmrestd
   step sshd do_sshd
   step venv do_venv
+  step serving-user do_serving_user
   step mlflow do_mlflow
   step cluster-env do_cluster_env
   local skipped="" managed u

@@ -238,9 +238,16 @@ AXLE_SUBMIT_BACKOFF_SECONDS = env.int("AXLE_SUBMIT_BACKOFF_SECONDS", default=15)
 AXLE_RECONCILE_GRACE_SECONDS = env.int("AXLE_RECONCILE_GRACE_SECONDS", default=120)
 AXLE_SUBMIT_STUCK_SECONDS = env.int("AXLE_SUBMIT_STUCK_SECONDS", default=120)
 
-# Local model servers (the one-host serving backend): their state and the mlflow that runs them.
+# Local model servers (the one-host serving backend). The hub keeps their state and logs in
+# AXLE_SERVING_DIR; the servers run as AXLE_MODEL_SERVER_USER (never root, never the hub's
+# user) with the Python of the serving environment, in folders under AXLE_MODEL_SERVER_DIR
+# (owned by that user, group AXLE_MODEL_SERVER_GROUP - the hub's group, default the hub's
+# own - mode 2750, so only the hub can reach their Unix sockets).
 AXLE_SERVING_DIR = Path(env.str("AXLE_SERVING_DIR", default=str(AXLE_HUB_DIR / "serving")))
-AXLE_MODEL_SERVER_MLFLOW = env.str("AXLE_MODEL_SERVER_MLFLOW", default=str(AXLE_STACK_DIR / "venv" / "bin" / "mlflow"))
+AXLE_MODEL_SERVER_PYTHON = env.str("AXLE_MODEL_SERVER_PYTHON", default=str(AXLE_STACK_DIR / "venv" / "bin" / "python"))
+AXLE_MODEL_SERVER_USER = env.str("AXLE_MODEL_SERVER_USER", default="axle-serve")
+AXLE_MODEL_SERVER_DIR = Path(env.str("AXLE_MODEL_SERVER_DIR", default=str(AXLE_HOME / "serving")))
+AXLE_MODEL_SERVER_GROUP = env.str("AXLE_MODEL_SERVER_GROUP", default="")
 
 AXLE_MLFLOW_TRACKING_URI = env.str("AXLE_MLFLOW_TRACKING_URI", default="http://127.0.0.1:5000")
 

@@ -84,11 +84,20 @@ def real_version(trained_model, alice, team):
 
 @pytest.fixture
 def serving_dir(tmp_path, settings):
-    """Model servers of a test live in their own state folder and are all stopped afterwards."""
-    settings.AXLE_SERVING_DIR = tmp_path / "serving"
-    yield settings.AXLE_SERVING_DIR
-    from apps.integrations.local_serving.backend import LocalBackend
+    """Model servers of a test keep their state in a folder of their own and run in a server
+    folder of their own (as axle-serve, reachable by the hub's group); all are stopped
+    afterwards."""
+    import grp
+    import shutil
 
-    LocalBackend(
-        settings.AXLE_SERVING_DIR, settings.AXLE_MODEL_SERVER_MLFLOW, tracking_uri=settings.AXLE_MLFLOW_TRACKING_URI
-    ).stop_all()
+    settings.AXLE_SERVING_DIR = tmp_path / "serving"
+    settings.AXLE_MODEL_SERVER_DIR = Path(settings.AXLE_MODEL_SERVER_DIR) / f"pytest-{uuid.uuid4().hex[:8]}"
+    try:
+        settings.AXLE_MODEL_SERVER_GROUP = grp.getgrnam("axle").gr_name
+    except KeyError:
+        settings.AXLE_MODEL_SERVER_GROUP = ""
+    yield settings.AXLE_SERVING_DIR
+    from apps.serving.backends import local_backend
+
+    local_backend().stop_all()
+    shutil.rmtree(settings.AXLE_MODEL_SERVER_DIR, ignore_errors=True)

@@ -1,7 +1,9 @@
 """The approval workflow and its four-eyes rule, on every path a request could be approved by.
 A fake backend stands in for the model server here; the real ones are tested elsewhere."""
 
+import dataclasses
 import threading
+from pathlib import Path
 
 import pytest
 from django.db import DatabaseError, IntegrityError, connections, transaction
@@ -10,6 +12,7 @@ from apps.accounts.models import Membership
 from apps.audit.selectors import audit_verify
 from apps.integrations.serving.base import BackendStatus
 from apps.serving import services
+from apps.serving.backends import backend_for as real_backend_for
 from apps.serving.models import Deployment, DeploymentApproval, Environment
 from tests.factories import MembershipFactory, UserFactory
 from tests.registry.conftest import make_job, make_model_version
@@ -24,7 +27,7 @@ class FakeBackend:
 
     def apply(self, spec):
         self.servers[(spec.namespace, spec.name)] = spec
-        return self.status(spec.name, spec.namespace)
+        return dataclasses.replace(self.status(spec.name, spec.namespace), changed=True)
 
     def status(self, name, namespace):
         spec = self.servers.get((namespace, name))
@@ -44,17 +47,31 @@ class FakeBackend:
 
 
 class ArtifactAsRecorded:
+    """MLflow as the registry sees it: the artifact hashes to `sha` (downloaded, it is one
+    file standing for the model; the registry's hash of it is `sha` too)."""
+
     def __init__(self, sha):
         self.sha = sha
 
     def model_sha256(self, uri):
         return self.sha
 
+    def download_artifact(self, uri, path, dst):
+        Path(dst).mkdir(parents=True)
+        (Path(dst) / "MLmodel").write_text(self.sha)
+        return str(dst)
+
+
+def as_recorded(monkeypatch, sha):
+    monkeypatch.setattr("apps.jobs.tracking.client", lambda: ArtifactAsRecorded(sha))
+    monkeypatch.setattr("apps.registry.artifacts.directory_sha256", lambda path: (Path(path) / "MLmodel").read_text())
+
 
 @pytest.fixture(autouse=True)
-def fake_backend(monkeypatch):
+def fake_backend(monkeypatch, settings, tmp_path):
     FakeBackend.servers = {}
-    monkeypatch.setattr(services, "backend_for", lambda env: FakeBackend())
+    settings.AXLE_SERVING_DIR = tmp_path / "serving"
+    monkeypatch.setattr("apps.serving.backends.backend_for", lambda env: FakeBackend())
     return FakeBackend
 
 
@@ -63,6 +80,7 @@ def artifact(monkeypatch):
     """MLflow's view of the artifact: unchanged unless a test says otherwise."""
     holder = {"sha": None}
     monkeypatch.setattr("apps.jobs.tracking.client", lambda: ArtifactAsRecorded(holder["sha"]))
+    monkeypatch.setattr("apps.registry.artifacts.directory_sha256", lambda path: holder["sha"])
     return holder
 
 
@@ -99,7 +117,8 @@ class TestWorkflow:
         with django_capture_on_commit_callbacks(execute=True):
             d = request(alice, version, staging)
         d.refresh_from_db()
-        assert d.status == D.LIVE and d.url == "http://fake/digits-staging"
+        assert d.status == D.LIVE and d.url == f"http://fake/{d.backend_name}"
+        assert d.backend_name.startswith("digits-staging-") and len(d.backend_name) <= 63
 
     def test_production_waits_for_an_approver_then_goes_live(
         self, alice, approver, version, production, django_capture_on_commit_callbacks, mailoutbox
@@ -134,14 +153,15 @@ class TestWorkflow:
         first.refresh_from_db()
         second.refresh_from_db()
         assert (first.status, second.status) == (D.RETIRED, D.LIVE)
-        assert FakeBackend.servers[("axle", "digits-staging")].model_version == "2"
+        # Each deployment has a server of its own; the replaced one is stopped.
+        assert {k: v.model_version for k, v in FakeBackend.servers.items()} == {("axle", second.backend_name): "2"}
         artifact["sha"] = version.sha256
         with django_capture_on_commit_callbacks(execute=True):
             back = services.deployment_rollback(user=alice, deployment=second)
         back.refresh_from_db()
         second.refresh_from_db()
         assert (back.pk, back.status, second.status) == (first.pk, D.LIVE, D.ROLLED_BACK)
-        assert FakeBackend.servers[("axle", "digits-staging")].model_version == "1"
+        assert {k: v.model_version for k, v in FakeBackend.servers.items()} == {("axle", first.backend_name): "1"}
         assert audit_verify().ok
 
     def test_predict_reaches_the_live_server(self, alice, version, staging, django_capture_on_commit_callbacks):
@@ -242,15 +262,15 @@ class TestFourEyes:
             d = request(alice, version, staging)
         Environment.objects.create(name="k8s", required_approvals=0, backend="kserve")
         broken = make_model_version(make_job(alice, team=version.model.team), alice, name="other")
-        monkeypatch.setattr("apps.jobs.tracking.client", lambda: ArtifactAsRecorded(broken.sha256))
+        as_recorded(monkeypatch, broken.sha256)
         k8s = request(alice, broken, Environment.objects.get(name="k8s"))  # queued, not run yet
         services.transition(obj=k8s, to=D.DEPLOYING, transitions=Deployment.TRANSITIONS, action="deployment.deploying")
-        from apps.serving.backends import backend_for as real
-
         monkeypatch.setattr(
-            services, "backend_for", lambda env: real(env) if env.backend == "kserve" else FakeBackend()
+            "apps.serving.backends.backend_for",
+            lambda env: real_backend_for(env) if env.backend == "kserve" else FakeBackend(),
         )
         FakeBackend.servers.clear()  # the staging server died
+        as_recorded(monkeypatch, version.sha256)  # its artifact is still the approved one
         services.serving_reconcile()
         d.refresh_from_db()
         k8s.refresh_from_db()

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from apps.core import crypto
-from apps.serving import services
+from apps.serving import rollout, services
 from apps.serving.models import Deployment, Environment
 from tests.integrations.kserve.test_kserve_backend import kubeconfig
 from tests.registry.conftest import make_job, make_model_version
@@ -41,7 +41,7 @@ def s3_version(alice, team, monkeypatch):
     type(version).objects.filter(pk=version.pk).update(artifact_uri="s3://models/vision/digits/1/model")
     version.refresh_from_db()
     monkeypatch.setattr("apps.jobs.tracking.client", lambda: ArtifactAsRecorded(version.sha256))
-    monkeypatch.setattr(services, "KSERVE_WAIT_SECONDS", 1)
+    monkeypatch.setattr(rollout, "KSERVE_WAIT_SECONDS", 1)
     return version
 
 
@@ -53,16 +53,15 @@ def test_a_worker_killed_while_deploying_converges_to_one_inference_service(
     monkeypatch,
 ):
     d = services.deployment_request(user=alice, model_version=s3_version, environment=kserve_env, reason="try")
-    real_converge = services._converge
+    real_wait = rollout._wait
 
-    def apply_then_die(deployment, timeout=0):
-        services.backend_for(deployment.environment).apply(services._spec(deployment))
+    def die(*args, **kwargs):  # the spec is applied; the worker dies before waiting
         raise SystemExit("worker killed")
 
-    monkeypatch.setattr(services, "_converge", apply_then_die)
+    monkeypatch.setattr(rollout, "_wait", die)
     with pytest.raises(SystemExit):
         services.deployment_deploy(deployment_id=d.pk)
-    monkeypatch.setattr(services, "_converge", real_converge)
+    monkeypatch.setattr(rollout, "_wait", real_wait)
     d.refresh_from_db()
     assert d.status == D.DEPLOYING
     isvc = standin.get(d.backend_name, "ml-staging")

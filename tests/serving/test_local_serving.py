@@ -4,8 +4,8 @@ import pytest
 
 from apps.accounts.models import Membership
 from apps.audit.selectors import audit_verify
-from apps.integrations.local_serving.backend import LocalBackend
-from apps.serving import services
+from apps.serving import rollout, services
+from apps.serving.backends import local_backend
 from apps.serving.models import Deployment, Environment
 from tests.factories import MembershipFactory, UserFactory
 
@@ -21,9 +21,7 @@ def envs(db, team):
 
 
 def backend(settings):
-    return LocalBackend(
-        settings.AXLE_SERVING_DIR, settings.AXLE_MODEL_SERVER_MLFLOW, tracking_uri=settings.AXLE_MLFLOW_TRACKING_URI
-    )
+    return local_backend()
 
 
 @pytest.mark.django_db
@@ -36,7 +34,7 @@ def test_an_approved_version_serves_predictions(
     with django_capture_on_commit_callbacks(execute=True):
         services.deployment_approve(user=approver, deployment=d)
     d.refresh_from_db()
-    assert d.status == D.LIVE and d.url.startswith("http://127.0.0.1:")
+    assert d.status == D.LIVE and d.url.startswith(f"unix:{settings.AXLE_MODEL_SERVER_DIR}/")
     result = services.deployment_predict(user=alice, deployment=d, payload={"inputs": [[0.0] * 64, [0.5] * 64]})
     assert len(result["predictions"]) == 2
     assert audit_verify().ok
@@ -50,11 +48,11 @@ def test_a_worker_killed_while_deploying_converges_to_one_live_server(
     d = services.deployment_request(user=alice, model_version=real_version, environment=staging, reason="try")
     assert d.status == D.APPROVED
     # The worker applies the spec, then dies before it records anything.
-    real_went_live = services._went_live
-    monkeypatch.setattr(services, "_went_live", lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed")))
+    real_went_live = rollout.went_live
+    monkeypatch.setattr(rollout, "went_live", lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed")))
     with pytest.raises(SystemExit):
         services.deployment_deploy(deployment_id=d.pk)
-    monkeypatch.setattr(services, "_went_live", real_went_live)
+    monkeypatch.setattr(rollout, "went_live", real_went_live)
     d.refresh_from_db()
     assert d.status == D.DEPLOYING
     # A restarted worker reconciles, twice for good measure: one server, and the deployment live.

@@ -12,6 +12,7 @@ concurrency, retried on a Conflict); `delete` of something absent is fine.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -27,7 +28,16 @@ from kubernetes.config.config_exception import ConfigException
 
 from apps.integrations.serving.base import BackendStatus, DeploymentSpec, ServingError
 
-from .manifest import GROUP, MANAGED_BY_LABEL, MANAGED_BY_SELECTOR, MANAGED_BY_VALUE, PLURAL, VERSION, inference_service
+from .manifest import (
+    ANNOTATION_OWNER,
+    GROUP,
+    MANAGED_BY_LABEL,
+    MANAGED_BY_SELECTOR,
+    MANAGED_BY_VALUE,
+    PLURAL,
+    VERSION,
+    inference_service,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -117,13 +127,13 @@ class KServeBackend:
                     field_validation="Strict",
                 )
                 logger.info("Created InferenceService %s", where)
-                return _backend_status(created)
+                return dataclasses.replace(_backend_status(created), changed=True)
             except _Conflict:
                 pass  # AlreadyExists: update it below
             current = self._read(spec.name, spec.namespace)
             if current is None:
                 continue  # deleted between our create and read: create again
-            _refuse_foreign(current, where)
+            _refuse_foreign(current, where, spec.owner)
             if current["metadata"].get("deletionTimestamp"):
                 raise ServingError(
                     f"InferenceService {where} is still being deleted; apply again once it is gone.",
@@ -146,7 +156,7 @@ class KServeBackend:
                     field_validation="Strict",
                 )
                 logger.info("Updated InferenceService %s", where)
-                return _backend_status(replaced)
+                return dataclasses.replace(_backend_status(replaced), changed=True)
             except (_Conflict, _NotFound):
                 continue  # changed or deleted after our read: start over
         raise ServingError(f"InferenceService {where} kept changing while being applied; try again.", permanent=False)
@@ -319,11 +329,18 @@ def _server_status(exc: ApiException) -> tuple[str, str, dict[str, Any]]:
     return "", str(exc.reason or f"HTTP {exc.status}"), {}
 
 
-def _refuse_foreign(current: dict[str, Any], where: str) -> None:
+def _refuse_foreign(current: dict[str, Any], where: str, owner: str = "") -> None:
     labels = current["metadata"].get("labels") or {}
     if labels.get(MANAGED_BY_LABEL) != MANAGED_BY_VALUE:
         raise ServingError(
             f"InferenceService {where} exists but is not managed by Axle; refusing to change it.", permanent=True
+        )
+    # Another environment's or model's service under the same name: never take it over.
+    current_owner = (current["metadata"].get("annotations") or {}).get(ANNOTATION_OWNER, "")
+    if current_owner and owner and current_owner != owner:
+        raise ServingError(
+            f"InferenceService {where} serves another deployment ({current_owner}); refusing to replace it.",
+            permanent=True,
         )
 
 

@@ -30,6 +30,7 @@ MANAGED_BY_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
 ANNOTATION_MODEL_NAME = "axle.io/model-name"
 ANNOTATION_MODEL_VERSION = "axle.io/model-version"
 ANNOTATION_ARTIFACT_SHA256 = "axle.io/artifact-sha256"
+ANNOTATION_OWNER = "axle.io/owner"
 
 MODEL_FORMAT = "mlflow"
 PROTOCOL_VERSION = "v2"
@@ -79,6 +80,8 @@ def inference_service(spec: DeploymentSpec) -> dict[str, Any]:
                 ANNOTATION_MODEL_NAME: spec.model_name,
                 ANNOTATION_MODEL_VERSION: str(spec.model_version),
                 ANNOTATION_ARTIFACT_SHA256: spec.artifact_sha256,
+                # Whom the service belongs to: the backend refuses to replace another's.
+                **({ANNOTATION_OWNER: spec.owner} if spec.owner else {}),
             },
         },
         "spec": {"predictor": predictor},

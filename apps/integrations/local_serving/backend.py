@@ -1,19 +1,28 @@
-"""Serve models with MLflow's model server, one detached process per deployment, on loopback.
+"""Serve models with MLflow's scoring server, one detached process per deployment, run as
+the serving user (`axle-serve`) and reachable only over a Unix socket.
 
-Desired state and actual state live side by side in `<state_dir>/<name>.json`:
+Desired state and actual state live side by side in `<state_dir>/<name>.json` (the hub's own
+folder, which the serving user cannot read):
 
-    {"format": 1, "name": "...", "namespace": "...",
+    {"format": 2, "name": "...", "namespace": "...", "owner": "<deployment id>",
      "spec": {... DeploymentSpec as a dict, incl. model_uri and artifact_sha256 ...},
-     "server":   {"pid", "port", "token", "boot_id", "start_ticks", "started_at",
-                  "workdir", "model_uri", "artifact_sha256"},
+     "server":   {"pid", "uid", "token", "boot_id", "start_ticks", "started_at",
+                  "workdir", "socket", "model_uri", "artifact_sha256"},
      "retiring": [ server, ... ]}
 
-`server` is the process started for `spec`. When the spec changes, the old server moves to
-`retiring` and keeps answering until the new one is healthy; the first `status` that sees the
-new one healthy stops the retiring ones, so a name ends with exactly one server.
+A name belongs to one owner (the deployment): applying a spec of another owner under it is
+refused, never a silent replacement. `server` is the process started for `spec`. When the
+spec changes, the old server moves to `retiring` and keeps answering until the new one is
+healthy; the first `status` that sees the new one healthy stops the retiring ones.
 
-A process is ours only if pid, start time in /proc, boot id and the marker in its environment
-all match (see procs.py); a new LocalBackend on the same directory (a restarted worker)
+The hub hands the server its model: `spec.model_path` is a copy the hub fetched from MLflow
+and checked against the approved sha256; it is checked again here, then streamed to the
+launcher (launch.py), which writes it read-only into the server's own folder under
+`server_root`. The server therefore needs no MLflow credentials and no access to the hub's
+files. Starting and stopping go through `sudo -u <serving user>` (procs.ServingUser).
+
+A process is ours only if pid, start time, boot id, owner uid and the socket in its command
+line all match (see procs.py); a new LocalBackend on the same directory (a restarted worker)
 adopts what matches and reports the rest not ready, and the caller applies again.
 
 Servers run in their own session, so they outlive the worker that started them; `stop_all()`
@@ -24,14 +33,13 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import grp
 import json
 import logging
 import os
 import re
 import secrets
-import shutil
-import socket
-import subprocess
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,16 +47,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import requests
-
+from apps.integrations.mlflow.client import directory_sha256
 from apps.integrations.serving.base import BackendStatus, DeploymentSpec, ServingError
 
-from . import procs
+from . import launch, procs, uds
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
-LAUNCHER = Path(__file__).with_name("launch.py")
+FORMAT = 2
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 # What decides which bytes are served; other spec fields (labels, resources) are recorded
 # without restarting the server.
@@ -64,36 +70,33 @@ class LocalBackend:
     def __init__(
         self,
         state_dir: Path,
-        mlflow_bin: str = "/var/lib/axle/venv/bin/mlflow",
+        python: str,
         *,
-        tracking_uri: str,
-        host: str = "127.0.0.1",
-        port_range: tuple[int, int] = (5100, 5199),
+        server_root: Path,
+        server_user: str,
+        server_group: str = "",
         workers: int = 1,
         verify_sha256: bool = True,
-        extra_env: dict[str, str] | None = None,
         request_timeout: float = 30.0,
         stop_grace: float = 10.0,
+        start_timeout: float = 300.0,
     ) -> None:
         self.state_dir = Path(state_dir)
-        self.mlflow_bin = mlflow_bin
-        # May carry credentials: passed to the server's environment only, never stored or logged.
-        self._tracking_uri = tracking_uri
-        self._extra_env = dict(extra_env or {})
-        self.host = host
-        self.port_range = port_range
+        self.server_root = Path(server_root)
+        self.user = procs.ServingUser(server_user, python)
+        self.server_group = server_group
         self.workers = workers
         self.verify_sha256 = verify_sha256
         self.request_timeout = request_timeout
         self.stop_grace = stop_grace
-        self._http = requests.Session()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.start_timeout = start_timeout
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     # ----- the ServingBackend protocol -------------------------------------------------------
 
     def apply(self, spec: DeploymentSpec) -> BackendStatus:
-        """Make `spec` the thing served under `spec.name`. Returns at once; the server may
-        still be downloading and loading the model (follow with `status` or `wait_ready`)."""
+        """Make `spec` the thing served under `spec.name`. Returns once the server process
+        runs; it may still be loading the model (follow with `status` or `wait_ready`)."""
         self._check_name(spec.name)
         if self.verify_sha256 and not spec.artifact_sha256:
             raise ServingError(f"{spec.name}: no artifact sha256 to verify the model against", permanent=True)
@@ -101,34 +104,36 @@ class LocalBackend:
             state = self._load(spec.name)
             if state is not None and state["namespace"] != spec.namespace:
                 raise ServingError(f"{spec.name} is already served in namespace {state['namespace']}", permanent=True)
+            if state is not None and state.get("owner") and state["owner"] != spec.owner:
+                raise ServingError(
+                    f"{spec.name} serves another deployment ({state['owner']}); refusing to replace it.",
+                    permanent=True,
+                )
             wanted = dataclasses.asdict(spec)
+            wanted.pop("model_path", None)  # a temporary folder of the hub's, gone after this call
             if state is None:
                 state = {"format": FORMAT, "name": spec.name, "namespace": spec.namespace, "retiring": []}
                 server = None
             else:
                 server = state.get("server")
+            state["owner"] = spec.owner
             alive = server is not None and self._alive(server)
             if alive and _identity(state["spec"]) == _identity(wanted):
                 state["spec"] = wanted
                 self._save(state)
                 return self._status_of(state)
+            new = self._start(spec)
             if server is not None:
-                if alive and _identity(state["spec"]) != _identity(wanted) and self._healthy(server):
+                if alive and self._healthy(server):
                     # Keep answering with the old version until the new one is healthy.
                     state["retiring"].append(server)
                 else:
-                    self._stop(server)
+                    self._stop(server, spec.name)
             state["spec"] = wanted
-            state["server"] = self._start(spec, self._ports_taken())
+            state["server"] = new
             self._save(state)
-            log.info(
-                "local serving: started %s (%s) pid %s port %s",
-                spec.name,
-                spec.model_uri,
-                state["server"]["pid"],
-                state["server"]["port"],
-            )
-            return BackendStatus(exists=True, ready=False, url=self._url(state["server"]), message="starting")
+            log.info("local serving: started %s (%s) pid %s", spec.name, spec.model_uri, new["pid"])
+            return BackendStatus(exists=True, ready=False, url=self._url(new), message="starting", changed=True)
 
     def status(self, name: str, namespace: str) -> BackendStatus:
         self._check_name(name)
@@ -154,6 +159,12 @@ class LocalBackend:
     def list_names(self, namespace: str) -> list[str]:
         return [state["name"] for state in self._states() if state["namespace"] == namespace]
 
+    def owner_of(self, name: str, namespace: str) -> str:
+        """The owner recorded for `name`, or "" when nothing is served under it."""
+        self._check_name(name)
+        state = self._load(name)
+        return (state or {}).get("owner", "") if state and state["namespace"] == namespace else ""
+
     def predict(self, name: str, namespace: str, payload: dict) -> dict:
         """POST `payload` (MLflow scoring JSON: inputs, instances, dataframe_split,
         dataframe_records) to the model server. 4xx is the caller's input: permanent, with
@@ -173,30 +184,25 @@ class LocalBackend:
         candidates = [s for s in candidates if self._alive(s)]
         if not candidates:
             raise ServingError(f"the model server for {name} is not running")
-        last: Exception | None = None
+        last = ""
         for server in candidates:
             try:
-                resp = self._http.post(
-                    f"{self._url(server)}/invocations",
-                    data=body,
-                    headers={"Content-Type": "application/json"},
-                    timeout=self.request_timeout,
+                code, answer = uds.request(
+                    server["socket"], "POST", "/invocations", body=body, timeout=self.request_timeout
                 )
-            except requests.ConnectionError as exc:
-                last = exc  # still loading, or just stopped: try the next one
+            except uds.Unreachable as exc:
+                last = str(exc)  # still loading, or just stopped: try the next one
                 continue
-            except requests.Timeout:
+            except uds.TimedOut:
                 raise ServingError(f"the model server for {name} did not answer in {self.request_timeout:g}s") from None
-            except requests.RequestException as exc:
-                raise ServingError(f"the model server for {name} failed: {type(exc).__name__}") from None
-            return self._response(name, resp)
-        raise ServingError(f"the model server for {name} cannot be reached ({type(last).__name__})")
+            return self._response(name, code, answer)
+        raise ServingError(f"the model server for {name} cannot be reached ({last})")
 
     # ----- helpers for callers ----------------------------------------------------------------
 
     def wait_ready(self, name: str, namespace: str, timeout: float = 120.0, interval: float = 0.5) -> BackendStatus:
-        """Poll `status` until ready. Raises ServingError when the server exits (permanent if
-        it refused the artifact) or `timeout` passes."""
+        """Poll `status` until ready. Raises ServingError when the server exits or `timeout`
+        passes."""
         deadline = time.monotonic() + timeout
         while True:
             current = self.status(name, namespace)
@@ -206,8 +212,7 @@ class LocalBackend:
                 raise ServingError(f"{name} is not deployed", permanent=True)
             state = self._load(name)
             if state is not None and not self._alive(state["server"]):
-                tail = self._log_tail(name)
-                raise ServingError(f"the model server for {name} exited: {tail}", permanent="refusing to serve" in tail)
+                raise ServingError(f"the model server for {name} exited: {self._log_tail(name)}")
             if time.monotonic() >= deadline:
                 raise ServingError(f"{name} is not ready after {timeout:g}s: {current.message}")
             time.sleep(interval)
@@ -248,141 +253,126 @@ class LocalBackend:
             if not self._healthy(state["server"]):
                 return
             for old in state["retiring"]:
-                self._stop(old)
+                self._stop(old, name)
             state["retiring"] = []
             self._save(state)
             log.info("local serving: %s now served by pid %s only", name, state["server"]["pid"])
 
-    def _start(self, spec: DeploymentSpec, taken: set[int]) -> dict[str, Any]:
-        token = secrets.token_hex(8)
-        workdir = self.state_dir / "work" / f"{spec.name}-{token}"
-        workdir.mkdir(parents=True)
-        port = self._free_port(taken)
-        venv_bin = str(Path(self.mlflow_bin).parent)
-        # A small environment of its own: the worker's (Django secret, database and
-        # encryption keys) is not the model's business.
-        env = {
-            "PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin",
-            "HOME": os.environ.get("HOME", "/root"),
-            "LANG": "C.UTF-8",
-            "TMPDIR": str(workdir),
-            "PYTHONUNBUFFERED": "1",
-            "MLFLOW_TRACKING_URI": self._tracking_uri,
-            **self._extra_env,
-            procs.MARKER: token,
-        }
-        argv = [
-            str(Path(venv_bin) / "python"),
-            str(LAUNCHER),
-            self.mlflow_bin,
-            spec.model_uri,
-            spec.artifact_sha256 if self.verify_sha256 else "",
-            str(workdir / "model"),
-            self.host,
-            str(port),
-            str(self.workers),
-        ]
-        with open(self._log_path(spec.name), "ab") as out:
-            out.write(f"\n=== {_now()} starting {spec.model_uri} on port {port}\n".encode())
-            out.flush()
-            try:
-                proc = subprocess.Popen(
-                    argv,
-                    env=env,
-                    cwd=workdir,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # outlives the worker, and is its own group
-                    close_fds=True,
+    def _root(self) -> Path:
+        """The folder the servers live in: the serving user's, reachable by the hub's group
+        and nobody else. Made here only when the hub runs as root; otherwise the stack's
+        install step makes it (compose/local/stack.sh)."""
+        root, uid = self.server_root, self.user.uid
+        try:
+            info = root.stat()
+        except FileNotFoundError:
+            if os.geteuid() != 0:
+                raise ServingError(
+                    f"{root} does not exist; compose/local/stack.sh up makes it for the serving user.", permanent=True
+                ) from None
+            root.mkdir(parents=True, exist_ok=True)
+            gid = grp.getgrnam(self.server_group).gr_gid if self.server_group else os.getegid()
+            os.chown(root, uid, gid)
+            os.chmod(root, 0o2750)
+            info = root.stat()
+        if info.st_uid != uid or info.st_mode & 0o007 or not info.st_mode & stat.S_ISGID:
+            raise ServingError(
+                f"{root} must belong to {self.user.name}, be setgid to the hub's group and closed to others (2750).",
+                permanent=True,
+            )
+        return root
+
+    def _start(self, spec: DeploymentSpec) -> dict[str, Any]:
+        if not spec.model_path or not Path(spec.model_path).is_dir():
+            raise ServingError(f"{spec.name}: no local copy of the model was handed over to serve", permanent=True)
+        if self.verify_sha256:
+            actual = directory_sha256(spec.model_path)
+            if actual != spec.artifact_sha256:
+                raise ServingError(
+                    f"refusing to serve {spec.model_uri}: its artifact sha256 is {actual}, "
+                    f"the approved one {spec.artifact_sha256}",
+                    permanent=True,
                 )
-            except OSError as exc:
-                shutil.rmtree(workdir, ignore_errors=True)
-                raise ServingError(f"cannot start the model server: {exc}", permanent=True) from None
-        # Popen would warn when dropped while the server runs; procs.reap collects it instead.
-        proc.returncode = 0
-        # Until the child has exec'd it still shows the worker's environment, without the
-        # marker; wait for that so a status right after apply does not see a stranger.
-        deadline = time.monotonic() + 5
-        while procs.read_marker(proc.pid) != token and time.monotonic() < deadline:
-            procs.reap(proc.pid)
-            if procs.read_stat(proc.pid) is None:
-                break
-            time.sleep(0.01)
-        stat = procs.read_stat(proc.pid)
+        root = self._root()
+        token = secrets.token_hex(8)
+        logfile = self._log_path(spec.name)
+        with open(logfile, "ab") as out:
+            out.write(f"\n=== {_now()} starting {spec.model_uri} as {self.user.name}\n".encode())
+        try:
+            started = self.user.run(
+                "start",
+                str(root),
+                token,
+                str(self.workers),
+                log=logfile,
+                feed=lambda stream: launch.pack(spec.model_path, stream),
+                timeout=self.start_timeout,
+            )
+        except ServingError as exc:
+            raise ServingError(f"{exc.message}: {self._log_tail(spec.name)}", permanent=exc.permanent) from None
         return {
-            "pid": proc.pid,
-            "port": port,
+            "pid": int(started["pid"]),
+            "uid": self.user.uid,
             "token": token,
-            "boot_id": procs.boot_id(),
-            "start_ticks": stat.start_ticks if stat else 0,
+            "boot_id": started["boot_id"],
+            "start_ticks": int(started["start_ticks"]),
             "started_at": _now(),
-            "workdir": str(workdir),
+            "workdir": started["workdir"],
+            "socket": started["socket"],
             "model_uri": spec.model_uri,
             "artifact_sha256": spec.artifact_sha256,
         }
 
-    def _stop(self, server: dict[str, Any]) -> None:
-        if not procs.terminate(server["token"], server["pid"], grace=self.stop_grace):
+    def _stop(self, server: dict[str, Any], name: str) -> None:
+        try:
+            result = self.user.run(
+                "stop",
+                str(Path(server["workdir"]).parent),
+                server["token"],
+                str(self.stop_grace),
+                log=self._log_path(name),
+                timeout=self.stop_grace + 30,
+            )
+        except ServingError as exc:
+            log.warning("local serving: stopping pid %s failed: %s", server["pid"], exc)
+            return
+        if not result.get("stopped"):
             log.warning("local serving: pid %s did not stop", server["pid"])
-        if server.get("workdir"):
-            shutil.rmtree(server["workdir"], ignore_errors=True)
 
     def _stop_everything(self, state: dict[str, Any]) -> None:
         for server in [*state.get("retiring", []), state.get("server")]:
             if server:
-                self._stop(server)
+                self._stop(server, state["name"])
 
     def _alive(self, server: dict[str, Any]) -> bool:
-        return procs.is_ours(server["pid"], server["start_ticks"], server["boot_id"], server["token"])
+        return procs.is_ours(
+            server["pid"], server["start_ticks"], server["boot_id"], server.get("uid", -1), server.get("socket", "")
+        )
 
     def _healthy(self, server: dict[str, Any]) -> bool:
         try:
-            return self._http.get(f"{self._url(server)}/ping", timeout=2).status_code == 200
-        except requests.RequestException:
+            return uds.request(server["socket"], "GET", "/ping", timeout=2)[0] == 200
+        except (uds.Unreachable, uds.TimedOut):
             return False
 
-    def _response(self, name: str, resp: requests.Response) -> dict:
-        if resp.status_code == 200:
+    def _response(self, name: str, code: int, body: bytes) -> dict:
+        if code == 200:
             try:
-                return resp.json()
+                return json.loads(body)
             except ValueError:
                 raise ServingError(f"the model server for {name} answered with something not JSON") from None
-        message = _server_message(resp)
-        if 400 <= resp.status_code < 500:
+        message = _server_message(code, body)
+        if 400 <= code < 500:
             raise ServingError(message, permanent=True)
-        raise ServingError(f"the model server for {name} failed (HTTP {resp.status_code}): {message}")
-
-    def _ports_taken(self) -> set[int]:
-        taken = set()
-        for state in self._states():
-            for server in [state.get("server"), *state.get("retiring", [])]:
-                if server:
-                    taken.add(server["port"])
-        return taken
-
-    def _free_port(self, taken: set[int]) -> int:
-        low, high = self.port_range
-        for port in range(low, high + 1):
-            if port in taken:
-                continue
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                # The same option uvicorn binds with, so a port in TIME_WAIT counts as free.
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    sock.bind((self.host, port))
-                except OSError:
-                    continue
-            return port
-        raise ServingError(f"no free port in {low}-{high} for another model server")
+        raise ServingError(f"the model server for {name} failed (HTTP {code}): {message}")
 
     def _url(self, server: dict[str, Any]) -> str:
-        return f"http://{self.host}:{server['port']}"
+        return f"unix:{server.get('socket', '')}"
 
     @contextmanager
     def _lock(self) -> Iterator[None]:
-        # One lock for the directory: port choice and state files stay consistent across
-        # threads and worker processes.
+        # One lock for the directory: state files stay consistent across threads and
+        # worker processes.
         with open(self.state_dir / ".lock", "a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
@@ -403,6 +393,14 @@ class LocalBackend:
             return None
         except (OSError, ValueError) as exc:
             raise ServingError(f"the state file of {name} cannot be read: {exc}") from None
+        if state.get("format") == 1 and state.get("server"):
+            # Servers of format 1 ran as the worker's user on a TCP port; only that user can stop them.
+            raise ServingError(
+                f"{name} was started by an older Axle (pid {state['server'].get('pid')}, port "
+                f"{state['server'].get('port')}, as the worker's user): stop it with that version's "
+                f"./dev down, or end that process and remove {self._path(name)}",
+                permanent=True,
+            )
         if state.get("format") != FORMAT or not state.get("server"):
             raise ServingError(f"the state file of {name} is not one this version understands", permanent=True)
         return state
@@ -451,14 +449,14 @@ def _identity(spec: dict[str, Any]) -> tuple:
     return tuple(spec.get(key) for key in IDENTITY)
 
 
-def _server_message(resp: requests.Response) -> str:
+def _server_message(code: int, body: bytes) -> str:
     try:
-        body = resp.json()
+        parsed = json.loads(body)
     except ValueError:
-        return resp.text.strip()[:2000] or f"HTTP {resp.status_code}"
-    if isinstance(body, dict) and body.get("message"):
-        return str(body["message"])[:2000]
-    return json.dumps(body)[:2000]
+        return body.decode(errors="replace").strip()[:2000] or f"HTTP {code}"
+    if isinstance(parsed, dict) and parsed.get("message"):
+        return str(parsed["message"])[:2000]
+    return json.dumps(parsed)[:2000]
 
 
 def _now() -> str:

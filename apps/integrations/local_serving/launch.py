@@ -1,55 +1,280 @@
-"""Started by LocalBackend with the serving environment's Python (not the hub's): fetch the
-model, prove it is the approved artifact, then become `mlflow models serve`.
+"""The model server's side of the local backend: runs as the serving user (`axle-serve`),
+never as root or as the hub's user, started by the hub as
 
-Standalone on purpose: it runs in the environment models are served from, which has mlflow
-but not Axle. The sha256 is the registry's `directory_sha256` (sorted relative paths, each
-followed by NUL, its 8-byte length and its bytes) so a model whose files changed after
-approval is refused instead of served. Downloading `models:/<name>/<version>` makes mlflow
-write a `registered_model_meta` file (name and version) next to the model; it is not part of
-the logged artifact the registry hashed, so it is left out. `os.execv` keeps the pid, so the pid the backend
-recorded is the model server's.
+    sudo -n -u axle-serve -- /usr/bin/env -i PATH=… LANG=C.UTF-8 PYTHON -I -c SOURCE COMMAND ARGS…
 
-    python launch.py MLFLOW_BIN MODEL_URI SHA256 DEST HOST PORT WORKERS
+with SOURCE the text of this file. Standalone on purpose (standard library only, until the
+server itself imports mlflow): handing the source over on the command line means the serving
+user needs no read access to the hub's code, and `env -i` means it inherits nothing of the
+hub's environment (no Django secret, database URL, encryption keys or MLflow credentials).
+
+    start ROOT TOKEN WORKERS
+        The model arrives on stdin as a stream of files (`pack` writes it; the hub has already
+        fetched it from MLflow and checked its sha256). It is written read-only under
+        ROOT/TOKEN/model, then MLflow's scoring server (uvicorn) is started in a session of its
+        own, listening on the Unix socket ROOT/TOKEN/sock only: ROOT/TOKEN is 0750 and ROOT
+        is setgid to the hub's group, so only the hub (and the serving user) can reach it.
+        Prints {"pid", "start_ticks", "boot_id", "workdir", "socket"} and exits; the server
+        outlives it.
+    stop ROOT TOKEN GRACE
+        SIGTERM to every process carrying TOKEN in its environment, SIGKILL to what is left
+        after GRACE seconds, then removes ROOT/TOKEN. Prints {"stopped": true|false}.
 """
 
-import hashlib
+import json
 import os
+import posixpath
+import shutil
+import signal
 import sys
+import time
 from pathlib import Path
 
-ADDED_BY_DOWNLOAD = {"registered_model_meta"}
+PROC = Path("/proc")
+MARKER = "AXLE_LOCAL_SERVING_ID"
+# MLflow's scoring server (mlflow/pyfunc/scoring_server/app.py) loads the model named by this
+# variable; `mlflow models serve` sets it the same way before it runs uvicorn.
+MODEL_PATH_VARIABLE = "__pyfunc_model_path__"
+MAX_HEADER = 8192
 
 
-def directory_sha256(root):
+# ---------------------------------------------------------------- processes, through /proc
+
+
+def parse_stat(text):
+    """(pid, state, ppid, pgid, start_ticks) of one /proc/<pid>/stat line. The command name
+    (field 2) sits in parentheses and may itself hold spaces and parentheses."""
+    head, _, rest = text.rpartition(")")
+    pid = int(head.split("(", 1)[0])
+    fields = rest.split()
+    # rest starts at field 3 (state); field N is fields[N - 3].
+    return pid, fields[0], int(fields[1]), int(fields[2]), int(fields[19])
+
+
+def read_stat(pid):
+    try:
+        return parse_stat((PROC / str(pid) / "stat").read_text())
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def parse_environ(data):
+    out = {}
+    for item in data.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep:
+            out[key.decode(errors="replace")] = value.decode(errors="replace")
+    return out
+
+
+def boot_id():
+    try:
+        return (PROC / "sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def members(token):
+    """Live processes carrying `token` in their environment: the server and whatever it
+    spawned, even after leaving its group. Only our own user's environments are readable."""
+    found = []
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        stat = read_stat(int(entry.name))
+        if stat is None or stat[1] in ("Z", "X"):
+            continue
+        try:
+            env = parse_environ((entry / "environ").read_bytes())
+        except OSError:
+            continue
+        if env.get(MARKER) == token:
+            found.append(stat[0])
+    return found
+
+
+def terminate(token, grace):
+    """SIGTERM, then SIGKILL after `grace` seconds, every process carrying `token`."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        pids = members(token)
+        if not pids:
+            return True
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not members(token):
+                return True
+            time.sleep(0.1)
+    return not members(token)
+
+
+# ---------------------------------------------------------------- the model, as a stream of files
+
+
+def files_of(root):
+    """The files a model directory consists of, as sorted relative POSIX paths: the same set
+    the artifact hash covers (regular files, symlinks followed)."""
     base = Path(root)
-    files = sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
-    files = [rel for rel in files if rel not in ADDED_BY_DOWNLOAD]
-    digest = hashlib.sha256()
-    for rel in files:
-        digest.update(rel.encode() + b"\0")
-        digest.update((base / rel).stat().st_size.to_bytes(8, "big"))
-        with open(base / rel, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
+    return sorted(p.relative_to(base).as_posix() for p in base.rglob("*") if p.is_file())
+
+
+def pack(root, out):
+    """Write the files of `root` to the binary stream `out`: per file one JSON header line
+    {"path", "size"} and its bytes, then {"end": <count>}."""
+    base = Path(root)
+    names = files_of(base)
+    for rel in names:
+        path = base / rel
+        size = path.stat().st_size
+        out.write(json.dumps({"path": rel, "size": size}).encode() + b"\n")
+        with open(path, "rb") as fh:
+            left = size
+            while left:
+                chunk = fh.read(min(left, 1 << 20))
+                if not chunk:
+                    raise OSError(f"{rel} shrank while it was sent")
+                out.write(chunk)
+                left -= len(chunk)
+    out.write(json.dumps({"end": len(names)}).encode() + b"\n")
+    out.flush()
+
+
+def _safe_relative(rel):
+    if not isinstance(rel, str) or not rel or "\0" in rel or rel.startswith("/") or "\\" in rel:
+        raise ValueError(f"refusing the file name {rel!r}")
+    parts = rel.split("/")
+    if any(part in ("", ".", "..") for part in parts) or posixpath.normpath(rel) != rel:
+        raise ValueError(f"refusing the file name {rel!r}")
+    return rel
+
+
+def unpack(stream, dest):
+    """Write what `pack` sent into the directory `dest`; returns the number of files."""
+    dest = Path(dest)
+    count = 0
+    while True:
+        line = stream.readline(MAX_HEADER)
+        if not line.endswith(b"\n"):
+            raise ValueError("the model stream broke off")
+        header = json.loads(line)
+        if "end" in header:
+            if header["end"] != count:
+                raise ValueError(f"the model stream announced {header['end']} files, {count} arrived")
+            return count
+        rel, size = _safe_relative(header["path"]), int(header["size"])
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(target, "xb") as fh:
+            left = size
+            while left:
+                chunk = stream.read(min(left, 1 << 20))
+                if not chunk:
+                    raise ValueError(f"the model stream broke off inside {rel}")
+                fh.write(chunk)
+                left -= len(chunk)
+        count += 1
+
+
+def _read_only(root):
+    for path in sorted(Path(root).rglob("*"), reverse=True):
+        path.chmod(0o500 if path.is_dir() else 0o400)
+    Path(root).chmod(0o500)
+
+
+def _writable(root):
+    for path in [Path(root), *Path(root).rglob("*")]:
+        if path.is_dir() and not path.is_symlink():
+            path.chmod(0o700)
+
+
+# ---------------------------------------------------------------- commands
+
+
+def start(root, token, workers):
+    os.umask(0o027)
+    work = Path(root) / token
+    work.mkdir(mode=0o750)
+    home, tmp, model, sock = work / "home", work / "tmp", work / "model", work / "sock"
+    for folder in (home, tmp, model):
+        folder.mkdir(mode=0o700)
+    try:
+        count = unpack(sys.stdin.buffer, model)
+    except (OSError, ValueError) as exc:
+        _writable(work)
+        shutil.rmtree(work, ignore_errors=True)
+        print(f"axle: the model did not arrive: {exc}", file=sys.stderr, flush=True)
+        return 3
+    _read_only(model)
+    print(f"axle: received {count} model files", file=sys.stderr, flush=True)
+    python = sys.executable
+    env = {
+        "PATH": f"{Path(python).parent}:/usr/bin:/bin",
+        "HOME": str(home),
+        "TMPDIR": str(tmp),
+        "LANG": "C.UTF-8",
+        "PYTHONUNBUFFERED": "1",
+        MODEL_PATH_VARIABLE: model.as_uri(),
+        MARKER: token,
+    }
+    argv = [python, "-m", "uvicorn", "--uds", str(sock), "--workers", str(int(workers))]
+    argv += ["mlflow.pyfunc.scoring_server.app:app"]
+    pid = os.fork()
+    if pid == 0:  # the server: a session of its own, so it outlives this launcher and sudo
+        try:
+            os.setsid()
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+            os.dup2(2, 1)
+            os.chdir(work)
+            os.execve(python, argv, env)
+        finally:
+            os._exit(127)
+    # Until it has exec'd the child is a copy of this launcher; wait for the server itself.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if str(sock).encode() in (PROC / str(pid) / "cmdline").read_bytes():
+                break
+        except OSError:
+            pass
+        if os.waitpid(pid, os.WNOHANG)[0]:
+            print("axle: the model server exited at once", file=sys.stderr, flush=True)
+            _writable(work)
+            shutil.rmtree(work, ignore_errors=True)
+            return 4
+        time.sleep(0.01)
+    stat = read_stat(pid)
+    result = {"pid": pid, "start_ticks": stat[4] if stat else 0, "boot_id": boot_id()}
+    result.update(workdir=str(work), socket=str(sock))
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+def stop(root, token, grace):
+    stopped = terminate(token, float(grace))
+    work = Path(root) / token
+    if work.is_dir():
+        _writable(work)
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps({"stopped": stopped}), flush=True)
+    return 0
 
 
 def main(argv):
-    mlflow_bin, model_uri, sha256, dest, host, port, workers = argv
-    import mlflow.artifacts
-
-    print(f"axle: downloading {model_uri}", flush=True)
-    local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=dest)
-    if sha256:
-        actual = directory_sha256(local)
-        if actual != sha256:
-            print(f"axle: refusing to serve {model_uri}: artifact sha256 is {actual}, approved {sha256}", flush=True)
-            return 3
-        print(f"axle: artifact sha256 {actual} matches", flush=True)
-    args = [mlflow_bin, "models", "serve", "-m", local, "--env-manager", "local"]
-    args += ["-h", host, "-p", port, "--workers", workers]
-    os.execv(mlflow_bin, args)
-    return 0  # not reached
+    command, root, token, extra = argv
+    if not token.isalnum():
+        print(f"axle: not a server token: {token!r}", file=sys.stderr)
+        return 2
+    if command == "start":
+        return start(root, token, extra)
+    if command == "stop":
+        return stop(root, token, extra)
+    print(f"axle: unknown command {command!r}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

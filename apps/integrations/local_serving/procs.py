@@ -1,20 +1,32 @@
-"""Process bookkeeping on Linux through /proc: who is alive, since when, in which group.
+"""The hub's view of a model server process, through /proc, and how it acts as the serving user.
 
 A pid alone is not an identity: after a crash the number can be handed to an unrelated
-process. A server is ours only if its pid, its start time (clock ticks since boot, field 22
-of /proc/<pid>/stat), the boot it started in, and the marker we put in its environment all
-match what we recorded when we started it."""
+process. A server is ours only if its pid, its start time (clock ticks since boot), the boot
+it started in, its owner (the serving user) and its command line (which names the socket
+under the server's own token) all match what was recorded when it started. The hub may not
+read another user's environment, so the environment marker is checked by the launcher, which
+runs as the serving user, when it stops a server."""
 
 from __future__ import annotations
 
+import json
 import os
-import signal
-import time
+import pwd
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-PROC = Path("/proc")
-MARKER = "AXLE_LOCAL_SERVING_ID"
+from apps.integrations.serving.base import ServingError
+
+from . import launch
+
+PROC = launch.PROC
+MARKER = launch.MARKER
+LAUNCHER_SOURCE = Path(launch.__file__).read_text()
+boot_id = launch.boot_id
+parse_environ = launch.parse_environ
+SUDO = "/usr/bin/sudo"
+ENV = "/usr/bin/env"
 
 
 @dataclass(frozen=True)
@@ -27,101 +39,120 @@ class ProcStat:
 
 
 def parse_stat(text: str) -> ProcStat:
-    """Parse one /proc/<pid>/stat line. The command name (field 2) sits in parentheses and
-    may itself contain spaces and parentheses, so split after the last ')'."""
-    head, _, rest = text.rpartition(")")
-    pid = int(head.split("(", 1)[0])
-    fields = rest.split()
-    # rest starts at field 3 (state); field N is fields[N - 3].
-    return ProcStat(pid=pid, state=fields[0], ppid=int(fields[1]), pgid=int(fields[2]), start_ticks=int(fields[19]))
-
-
-def parse_environ(data: bytes) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in data.split(b"\0"):
-        key, sep, value = item.partition(b"=")
-        if sep:
-            out[key.decode(errors="replace")] = value.decode(errors="replace")
-    return out
+    return ProcStat(*launch.parse_stat(text))
 
 
 def read_stat(pid: int) -> ProcStat | None:
+    found = launch.read_stat(pid)
+    return ProcStat(*found) if found else None
+
+
+def read_uid(pid: int) -> int | None:
+    """The real uid of `pid` (readable for any process, unlike its environment)."""
     try:
-        return parse_stat((PROC / str(pid) / "stat").read_text())
+        for line in (PROC / str(pid) / "status").read_text().splitlines():
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
     except (OSError, ValueError, IndexError):
-        return None
-
-
-def read_marker(pid: int) -> str | None:
-    try:
-        return parse_environ((PROC / str(pid) / "environ").read_bytes()).get(MARKER)
-    except OSError:
-        return None
-
-
-def boot_id() -> str:
-    try:
-        return (PROC / "sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def reap(pid: int) -> None:
-    """Collect the exit status if `pid` is our own child, so it does not linger as a zombie
-    in a long-lived worker; a no-op for processes we adopted."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
         pass
+    return None
+
+
+def read_cmdline(pid: int) -> bytes:
+    try:
+        return (PROC / str(pid) / "cmdline").read_bytes()
     except OSError:
-        pass
+        return b""
 
 
-def is_ours(pid: int, start_ticks: int, boot: str, token: str) -> bool:
-    """True while the process we started is running (not a zombie, not a reused pid)."""
-    if not pid or boot != boot_id():
+def is_ours(pid: int, start_ticks: int, boot: str, uid: int, needle: str) -> bool:
+    """True while the server we started is running (not a zombie, not a reused pid)."""
+    if not pid or not needle or boot != boot_id():
         return False
-    reap(pid)
     st = read_stat(pid)
     if st is None or st.state in ("Z", "X") or st.start_ticks != start_ticks:
         return False
-    return read_marker(pid) == token
+    return read_uid(pid) == uid and needle.encode() in read_cmdline(pid)
 
 
-def members(token: str, pgid: int | None = None) -> list[int]:
-    """Live processes carrying our marker `token` (in process group `pgid`, if given):
-    the server and anything it spawned, even if the leader is already gone."""
-    found = []
-    for entry in PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        st = read_stat(pid)
-        if st is None or st.state in ("Z", "X") or (pgid is not None and st.pgid != pgid):
-            continue
-        if read_marker(pid) == token:
-            found.append(pid)
-    return found
+@dataclass(frozen=True)
+class ServingUser:
+    """The unprivileged Unix user model servers run as, and how the hub acts as it: always
+    through `sudo -n -u <user> -- /usr/bin/env -i …`, whether the hub runs as root (tests, a
+    one-host stack before it has its own user) or as its own user (`axle`, allowed exactly
+    this by /etc/sudoers.d/axle-serve). One path for both, so what the tests run is what
+    production runs; `env -i` guarantees the server starts from an empty environment."""
 
+    name: str
+    python: str  # the serving environment's interpreter (it has mlflow and the models' libraries)
 
-def terminate(token: str, pgid: int, grace: float = 10.0) -> bool:
-    """SIGTERM the server's group, SIGKILL what is left after `grace` seconds. Every
-    process signalled is checked for our marker first, so a reused pid or group id is never
-    touched. Returns True when nothing with the marker is left."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        pids = members(token, pgid) or members(token)
-        if not pids:
-            return True
-        for pid in pids:
+    @property
+    def uid(self) -> int:
+        try:
+            return pwd.getpwnam(self.name).pw_uid
+        except KeyError:
+            raise ServingError(
+                f"The serving user {self.name!r} does not exist; compose/local/stack.sh up creates it.",
+                permanent=True,
+            ) from None
+
+    def check(self) -> None:
+        if self.uid == 0 or self.uid == os.geteuid():
+            raise ServingError(
+                f"Model servers must not run as root or as the hub's own user ({self.name!r}).", permanent=True
+            )
+        if not os.access(SUDO, os.X_OK):
+            raise ServingError(f"{SUDO} is missing; install the sudo package (compose/local/stack.sh up).", True)
+
+    def argv(self, *args: str) -> list[str]:
+        path = f"{Path(self.python).parent}:/usr/bin:/bin"
+        return [SUDO, "-n", "-u", self.name, "--", ENV, "-i", f"PATH={path}", "LANG=C.UTF-8", self.python, "-I"] + [
+            "-c",
+            LAUNCHER_SOURCE,
+            *args,
+        ]
+
+    def run(self, *args: str, log: Path, feed=None, timeout: float = 120.0) -> dict:
+        """Run a launcher command as the serving user; its stderr goes to `log`, its one line
+        of JSON on stdout comes back. `feed(stream)` writes its stdin."""
+        self.check()
+        with open(log, "ab") as err:
             try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not members(token):
-                for pid in pids:
-                    reap(pid)  # our own children are zombies now: collect them
-                return True
-            time.sleep(0.1)
-    return not members(token)
+                proc = subprocess.Popen(
+                    self.argv(*args),
+                    stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=err,
+                    cwd="/",
+                    env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                    # No controlling terminal: sudo then runs the command without a pty.
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            except OSError as exc:
+                raise ServingError(f"cannot run {SUDO}: {exc}", permanent=True) from None
+            try:
+                if feed is not None:
+                    try:
+                        feed(proc.stdin)
+                    except BrokenPipeError:
+                        pass  # the launcher gave up; its log says why
+                    finally:
+                        try:
+                            proc.stdin.close()
+                        except BrokenPipeError:
+                            pass
+                out = proc.stdout.read()
+                code = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise ServingError(f"the serving launcher did not finish in {timeout:g}s") from None
+            finally:
+                proc.stdout.close()
+        if code != 0:
+            raise ServingError(f"the serving launcher failed (exit {code})", permanent=code in (2, 3))
+        try:
+            return json.loads(out.decode().strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise ServingError("the serving launcher answered with something not JSON") from None

@@ -31,8 +31,14 @@ class Resources:
 
 @dataclass(frozen=True)
 class DeploymentSpec:
-    """What should be served. `name` is stable for a deployment (DNS-1123 label, at most 63
-    characters) and is how the backend finds it again after a restart."""
+    """What should be served. `name` is stable for a deployment (DNS-1035 label, at most 63
+    characters) and is how the backend finds it again after a restart.
+
+    `owner` says whom the server under `name` belongs to (the deployment's public id for a
+    local server; the environment and model for an InferenceService, whose successive
+    versions and canaries share one object). A backend refuses to replace or take over a
+    server recorded with another owner, so a name collision can never swap one deployment's
+    model for another's."""
 
     name: str
     namespace: str
@@ -48,6 +54,10 @@ class DeploymentSpec:
     # the rest; None means all traffic.
     canary_percent: int | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    owner: str = ""
+    # For the local backend: a directory on the hub holding the artifact, already fetched
+    # from MLflow and checked against `artifact_sha256`; the server gets a copy of it.
+    model_path: str = ""
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,9 @@ class BackendStatus:
     ready: bool
     url: str = ""
     message: str = ""
+    # Set by `apply` when it started a server or changed what is served (not when what it
+    # asked for was already there): what the reconciler audits as a start.
+    changed: bool = False
 
 
 @runtime_checkable

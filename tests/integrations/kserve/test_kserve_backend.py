@@ -439,3 +439,27 @@ def test_a_model_server_slower_than_the_timeout_is_a_transient_error(standin):
         backend.predict("digits", NS, ROWS)
     assert not refused.value.permanent
     assert time.monotonic() - started < 1
+
+
+# -- deployment identity ------------------------------------------------------------------
+
+
+def test_it_refuses_to_replace_an_inference_service_of_another_owner(backend, standin):
+    backend.apply(digits(owner="production/vision-digits"))
+    before = standin.get("digits", NS)
+
+    with pytest.raises(ServingError, match="another deployment") as caught:
+        backend.apply(digits(owner="staging/audio-digits", model_version="9", model_uri="s3://audio/9"))
+
+    assert caught.value.permanent
+    after = standin.get("digits", NS)
+    assert after["spec"] == before["spec"]
+    assert after["metadata"]["annotations"]["axle.io/owner"] == "production/vision-digits"
+
+
+def test_the_same_owner_may_roll_a_new_version_onto_its_inference_service(backend, standin):
+    backend.apply(digits(owner="production/vision-digits"))
+
+    backend.apply(digits(owner="production/vision-digits", model_version="4", model_uri="s3://axle-models/4"))
+
+    assert standin.get("digits", NS)["spec"]["predictor"]["model"]["storageUri"] == "s3://axle-models/4"

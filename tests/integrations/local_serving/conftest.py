@@ -1,13 +1,18 @@
 """Fixtures for the local serving backend.
 
 The server tests need the MLflow server of compose/local (http://127.0.0.1:5000 unless
-AXLE_MLFLOW_TRACKING_URI says otherwise) and the serving environment
-(/var/lib/axle/venv, with mlflow and scikit-learn); they are skipped, with the reason, when
-either is missing. Every server a test starts is stopped in teardown, pass or fail."""
+AXLE_MLFLOW_TRACKING_URI says otherwise), the serving environment (/var/lib/axle/venv, with
+mlflow and scikit-learn) and the serving user `axle-serve` with sudo (stack.sh up makes
+them); they are skipped, with the reason, when one is missing. Every server a test starts is
+stopped in teardown, pass or fail. The tests run as root; the servers run as axle-serve,
+exactly as under a hub running as its own user."""
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -29,10 +34,21 @@ from apps.integrations.serving.base import DeploymentSpec  # noqa: E402
 
 TRACKING_URI = os.environ.get("AXLE_MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
 SERVING_VENV = Path(os.environ.get("AXLE_SERVING_VENV", "/var/lib/axle/venv"))
-MLFLOW_BIN = SERVING_VENV / "bin" / "mlflow"
-# Away from the range a running hub uses by default (5100-5199 from the bottom).
-PORTS = (5170, 5199)
+SERVING_PYTHON = SERVING_VENV / "bin" / "python"
+SERVE_USER = "axle-serve"
+# The servers' folders live next to a running hub's, each test run in one of its own.
+SERVER_ROOT_PARENT = Path(os.environ.get("AXLE_MODEL_SERVER_DIR", "/var/lib/axle/serving"))
 NAMESPACE = "staging"
+
+
+def hub_group() -> str:
+    """The hub's group when the hub has its own user (`axle`), so tests reach the servers as
+    production does; root's otherwise."""
+    try:
+        return grp.getgrnam("axle").gr_name
+    except KeyError:
+        return ""
+
 
 # Two versions of one registered model, as a user's training script would log them.
 TRAIN_SCRIPT = textwrap.dedent(
@@ -60,11 +76,18 @@ class Version:
     number: str
     logged_uri: str  # models:/m-…, what the registry hashed
     sha256: str
+    path: Path  # the artifact as the hub fetched it, to hand to the server
 
 
 def _problem() -> str | None:
-    if not os.access(MLFLOW_BIN, os.X_OK):
-        return f"{MLFLOW_BIN} is missing: the serving environment is installed by compose/local/stack.sh up"
+    if not os.access(SERVING_PYTHON, os.X_OK):
+        return f"{SERVING_PYTHON} is missing: the serving environment is installed by compose/local/stack.sh up"
+    try:
+        pwd.getpwnam(SERVE_USER)
+    except KeyError:
+        return f"the serving user {SERVE_USER} is missing: compose/local/stack.sh up makes it"
+    if not shutil.which("sudo"):
+        return "sudo is missing: compose/local/stack.sh up installs it"
     try:
         resp = requests.get(f"{TRACKING_URI}/health", timeout=3)
     except requests.RequestException as exc:
@@ -108,12 +131,13 @@ def versions(tracking_uri: str, tmp_path_factory: pytest.TempPathFactory) -> lis
     for line in result.stdout.splitlines():
         if line.startswith("MODEL "):
             _, number, logged_uri = line.split()
-            found.append(Version(name, number, logged_uri, client.model_sha256(logged_uri)))
+            path = Path(client.download_artifact(logged_uri, "", workdir / f"v{number}" / "model"))
+            found.append(Version(name, number, logged_uri, client.model_sha256(logged_uri), path))
     assert [v.number for v in found] == ["1", "2"], result.stdout
     return found
 
 
-def spec_for(version: Version, name: str, sha256: str | None = None) -> DeploymentSpec:
+def spec_for(version: Version, name: str, sha256: str | None = None, owner: str = "d-1") -> DeploymentSpec:
     return DeploymentSpec(
         name=name,
         namespace=NAMESPACE,
@@ -121,16 +145,33 @@ def spec_for(version: Version, name: str, sha256: str | None = None) -> Deployme
         model_version=version.number,
         model_uri=f"models:/{version.model}/{version.number}",
         artifact_sha256=version.sha256 if sha256 is None else sha256,
+        owner=owner,
+        model_path=str(version.path),
     )
 
 
-def make_backend(state_dir: Path, tracking_uri: str) -> LocalBackend:
-    return LocalBackend(state_dir, str(MLFLOW_BIN), tracking_uri=tracking_uri, port_range=PORTS, stop_grace=5)
+def make_backend(state_dir: Path, server_root: Path) -> LocalBackend:
+    return LocalBackend(
+        state_dir,
+        str(SERVING_PYTHON),
+        server_root=server_root,
+        server_user=SERVE_USER,
+        server_group=hub_group(),
+        stop_grace=5,
+    )
+
+
+@pytest.fixture(scope="session")
+def server_root(tracking_uri: str) -> Iterator[Path]:
+    root = SERVER_ROOT_PARENT / f"pytest-{uuid.uuid4().hex[:8]}"
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
-def backend(tmp_path: Path, tracking_uri: str) -> Iterator[LocalBackend]:
-    b = make_backend(tmp_path / "serving", tracking_uri)
+def backend(tmp_path: Path, server_root: Path) -> Iterator[LocalBackend]:
+    # A folder of its own per test, so what a test counts is only what it started.
+    b = make_backend(tmp_path / "serving", server_root / uuid.uuid4().hex[:8])
     try:
         yield b
     finally:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from apps.integrations.local_serving import procs
+from apps.integrations.local_serving import launch, procs
 from apps.integrations.local_serving.backend import LocalBackend
 from apps.integrations.serving.base import ServingError
 
-from .conftest import NAMESPACE, ROOT, Version, make_backend, spec_for
+from .conftest import NAMESPACE, ROOT, SERVE_USER, Version, make_backend, spec_for
 
 pytestmark = [pytest.mark.mlflow, pytest.mark.slow]
 
@@ -32,18 +32,8 @@ def state_of(backend: LocalBackend, name: str) -> dict:
     return json.loads((backend.state_dir / f"{name}.json").read_text())
 
 
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def servers_of(backend: LocalBackend) -> list[int]:
-    """Pids of live model server processes started from this backend's state directory."""
+    """Pids of live model server processes started under this backend's server folder."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -52,7 +42,7 @@ def servers_of(backend: LocalBackend) -> list[int]:
                 stat = procs.read_stat(int(entry.name))
             except OSError:
                 continue
-            workdir = str(backend.state_dir / "work")
+            workdir = str(backend.server_root)
             if procs.MARKER in env and env.get("TMPDIR", "").startswith(workdir) and stat and stat.state != "Z":
                 # One server is a process group: count its leaders only.
                 if stat.pgid == stat.pid:
@@ -61,9 +51,9 @@ def servers_of(backend: LocalBackend) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def served(versions: list[Version], tracking_uri: str, tmp_path_factory) -> Iterator[tuple[LocalBackend, str, float]]:
+def served(versions: list[Version], server_root, tmp_path_factory) -> Iterator[tuple[LocalBackend, str, float]]:
     """Version 1 live under `iris`, and how long it took from apply to ready."""
-    backend = make_backend(tmp_path_factory.mktemp("shared") / "serving", tracking_uri)
+    backend = make_backend(tmp_path_factory.mktemp("shared") / "serving", server_root / "shared")
     try:
         started = time.monotonic()
         backend.apply(spec_for(versions[0], "iris"))
@@ -77,7 +67,8 @@ def test_it_serves_a_registered_version_and_answers_predictions(served):
     backend, name, _ = served
 
     status = backend.status(name, NAMESPACE)
-    assert status.ready and status.url.startswith("http://127.0.0.1:")
+    assert status.ready and status.url == f"unix:{state_of(backend, name)['server']['socket']}"
+    assert procs.read_uid(state_of(backend, name)["server"]["pid"]) == pwd.getpwnam(SERVE_USER).pw_uid
     by_inputs = backend.predict(name, NAMESPACE, {"inputs": ROWS})
     by_frame = backend.predict(name, NAMESPACE, {"dataframe_split": {"columns": COLUMNS, "data": ROWS}})
 
@@ -106,11 +97,11 @@ def test_applying_the_same_spec_again_keeps_the_same_process(served, versions):
     assert servers_of(backend) == [pid]
 
 
-def test_a_new_backend_on_the_same_directory_adopts_the_running_server(served, versions, tracking_uri):
+def test_a_new_backend_on_the_same_directory_adopts_the_running_server(served, versions):
     backend, name, _ = served
     pid = state_of(backend, name)["server"]["pid"]
 
-    restarted = make_backend(backend.state_dir, tracking_uri)
+    restarted = make_backend(backend.state_dir, backend.server_root)
     restarted.apply(spec_for(versions[0], name))
 
     assert restarted.status(name, NAMESPACE).ready
@@ -137,14 +128,14 @@ def test_figures_apply_to_ready_and_predict_latency(served, capsys):
     assert p50 < 1000
 
 
-def test_a_server_outlives_the_worker_that_started_it(versions, backend, tracking_uri):
+def test_a_server_outlives_the_worker_that_started_it(versions, backend):
     # A worker process applies and exits, as a worker does when it is restarted.
     code = (
         "import sys, pickle; from pathlib import Path\n"
         f"sys.path.insert(0, {str(ROOT)!r})\n"
         "from tests.integrations.local_serving.conftest import make_backend, spec_for\n"
         "spec = pickle.loads(sys.stdin.buffer.read())\n"
-        f"make_backend(Path({str(backend.state_dir)!r}), {tracking_uri!r}).apply(spec)\n"
+        f"make_backend(Path({str(backend.state_dir)!r}), Path({str(backend.server_root)!r})).apply(spec)\n"
     )
     import pickle
 
@@ -171,9 +162,9 @@ def test_a_new_version_replaces_the_server_and_leaves_exactly_one(versions, back
 
     new = state_of(backend, "iris")["server"]
     assert status.ready and "version 2" in status.message
-    assert new["pid"] != old["pid"] and new["port"] != old["port"]
+    assert new["pid"] != old["pid"] and new["socket"] != old["socket"]
     assert servers_of(backend) == [new["pid"]]
-    assert not procs.members(old["token"])
+    assert not launch.members(old["token"])
     assert state_of(backend, "iris")["retiring"] == []
     assert state_of(backend, "iris")["spec"]["model_version"] == "2"
 
@@ -199,7 +190,7 @@ def test_a_server_killed_behind_its_back_reports_not_ready_and_apply_restarts_it
     assert len(servers_of(backend)) == 1
 
 
-def test_delete_stops_the_server_and_frees_its_port(versions, backend):
+def test_delete_stops_the_server_and_removes_its_folder(versions, backend):
     backend.apply(spec_for(versions[0], "iris"))
     backend.wait_ready("iris", NAMESPACE, timeout=180)
     server = state_of(backend, "iris")["server"]
@@ -207,18 +198,16 @@ def test_delete_stops_the_server_and_frees_its_port(versions, backend):
     backend.delete("iris", NAMESPACE)
     backend.delete("iris", NAMESPACE)  # again: nothing to do, no error
 
-    assert not procs.members(server["token"])
-    assert port_is_free(server["port"])
+    assert not launch.members(server["token"])
+    assert not Path(server["socket"]).exists()
     assert backend.status("iris", NAMESPACE).exists is False
     assert backend.list_names(NAMESPACE) == []
     assert not Path(server["workdir"]).exists()
 
 
 def test_an_artifact_that_is_not_the_approved_one_is_refused(versions, backend):
-    backend.apply(spec_for(versions[0], "iris", sha256="0" * 64))
-
     with pytest.raises(ServingError) as caught:
-        backend.wait_ready("iris", NAMESPACE, timeout=180)
+        backend.apply(spec_for(versions[0], "iris", sha256="0" * 64))
 
     assert caught.value.permanent
     assert "refusing to serve" in caught.value.message and "sha256" in caught.value.message

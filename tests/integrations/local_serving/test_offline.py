@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import io
 import json
 import os
 import subprocess
@@ -12,18 +12,22 @@ from pathlib import Path
 
 import pytest
 
-from apps.integrations.local_serving import procs
-from apps.integrations.local_serving.backend import LAUNCHER, LocalBackend
+from apps.integrations.local_serving import launch, procs
+from apps.integrations.local_serving.backend import LocalBackend
 from apps.integrations.mlflow.client import directory_sha256
 from apps.integrations.serving.base import DeploymentSpec, ServingBackend, ServingError
+
+LAUNCHER = Path(launch.__file__)
 
 
 @pytest.fixture
 def backend(tmp_path: Path) -> LocalBackend:
-    return LocalBackend(tmp_path / "serving", "/nonexistent/bin/mlflow", tracking_uri="http://u:secret@127.0.0.1:9")
+    return LocalBackend(
+        tmp_path / "serving", "/nonexistent/bin/python", server_root=tmp_path / "servers", server_user="axle-serve"
+    )
 
 
-def spec(name: str = "iris", sha256: str = "ab" * 32) -> DeploymentSpec:
+def spec(name: str = "iris", sha256: str = "ab" * 32, owner: str = "d-1", model_path: str = "") -> DeploymentSpec:
     return DeploymentSpec(
         name=name,
         namespace="staging",
@@ -31,7 +35,28 @@ def spec(name: str = "iris", sha256: str = "ab" * 32) -> DeploymentSpec:
         model_version="1",
         model_uri="models:/iris/1",
         artifact_sha256=sha256,
+        owner=owner,
+        model_path=model_path,
     )
+
+
+def write_state(backend: LocalBackend, name: str, *, owner: str = "", server: dict | None = None) -> None:
+    me = procs.read_stat(os.getpid())
+    server = server or {
+        "pid": os.getpid(),  # alive, but not a model server we started
+        "uid": os.getuid(),
+        "token": "not-ours",
+        "boot_id": procs.boot_id(),
+        "start_ticks": me.start_ticks,
+        "started_at": "2026-01-01T00:00:00+00:00",
+        "workdir": "/nonexistent/not-ours",
+        "socket": "/nonexistent/not-ours/sock",
+        "model_uri": "models:/iris/1",
+        "artifact_sha256": "ab" * 32,
+    }
+    state = {"format": 2, "name": name, "namespace": "staging", "owner": owner, "retiring": [], "server": server}
+    state["spec"] = {"model_name": "iris", "model_version": "1"}
+    (backend.state_dir / f"{name}.json").write_text(json.dumps(state))
 
 
 def test_it_implements_the_serving_backend_protocol(backend):
@@ -44,70 +69,6 @@ def test_it_parses_proc_stat_even_when_the_command_name_has_spaces_and_parenthes
     stat = procs.parse_stat(line)
 
     assert (stat.pid, stat.state, stat.ppid, stat.pgid, stat.start_ticks) == (4242, "S", 1, 4242, 987654)
-
-
-def test_it_parses_an_environment_block():
-    assert procs.parse_environ(b"A=1\0B=x=y\0junk\0") == {"A": "1", "B": "x=y"}
-
-
-def test_a_reused_pid_is_not_taken_for_our_server():
-    me = procs.read_stat(os.getpid())
-    assert me is not None
-
-    # Right pid and start time, but no marker in its environment: someone else's process.
-    assert not procs.is_ours(os.getpid(), me.start_ticks, procs.boot_id(), "token")
-    # Right pid, another start time: the number was handed to a new process.
-    assert not procs.is_ours(os.getpid(), me.start_ticks + 1, procs.boot_id(), "token")
-
-
-def test_a_marked_process_is_ours_and_is_terminated_with_its_group():
-    env = {**os.environ, procs.MARKER: "t0ken"}
-    child = subprocess.Popen(["sleep", "60"], env=env, start_new_session=True)
-    try:
-        # Until it has exec'd, the child still shows our environment, without the marker.
-        deadline = time.monotonic() + 5
-        while procs.read_marker(child.pid) != "t0ken" and time.monotonic() < deadline:
-            time.sleep(0.01)
-        stat = procs.read_stat(child.pid)
-        assert stat is not None
-        assert procs.is_ours(child.pid, stat.start_ticks, procs.boot_id(), "t0ken")
-
-        assert procs.terminate("t0ken", child.pid, grace=5)
-
-        # terminate() reaps its own children, so the exit status is gone: ask /proc instead.
-        assert procs.read_stat(child.pid) is None
-        assert not procs.is_ours(child.pid, stat.start_ticks, procs.boot_id(), "t0ken")
-    finally:
-        child.kill()
-
-
-def test_a_state_file_pointing_at_a_stranger_reports_not_running_and_delete_spares_it(backend):
-    me = procs.read_stat(os.getpid())
-    state = {
-        "format": 1,
-        "name": "iris",
-        "namespace": "staging",
-        "spec": {"model_name": "iris", "model_version": "1"},
-        "retiring": [],
-        "server": {
-            "pid": os.getpid(),  # alive, but not a model server we started
-            "port": 5100,
-            "token": "not-in-our-environment",
-            "boot_id": procs.boot_id(),
-            "start_ticks": me.start_ticks,
-            "started_at": "2026-01-01T00:00:00+00:00",
-            "workdir": "",
-            "model_uri": "models:/iris/1",
-            "artifact_sha256": "ab" * 32,
-        },
-    }
-    (backend.state_dir / "iris.json").write_text(json.dumps(state))
-
-    status = backend.status("iris", "staging")
-    backend.delete("iris", "staging")  # would have killed this test run if it trusted the pid
-
-    assert status.exists and not status.ready and "not running" in status.message
-    assert backend.list_names("staging") == []
 
 
 @pytest.mark.parametrize("name", ["../etc", "Iris", "a/b", "", "-x", "x" * 64])
@@ -132,53 +93,6 @@ def test_what_does_not_exist_is_not_deployed_and_deleting_it_is_fine(backend):
     assert caught.value.permanent
 
 
-def test_a_server_that_exits_at_once_fails_wait_ready_with_its_log(tmp_path: Path):
-    # A "serving environment" whose Python has no mlflow: the launcher dies on import.
-    bin_dir = tmp_path / "venv" / "bin"
-    bin_dir.mkdir(parents=True)
-    (bin_dir / "python").symlink_to("/usr/bin/python3")
-    broken = LocalBackend(tmp_path / "serving", str(bin_dir / "mlflow"), tracking_uri="http://u:secret@127.0.0.1:9")
-    try:
-        broken.apply(spec())
-        with pytest.raises(ServingError) as caught:
-            broken.wait_ready("iris", "staging", timeout=30)
-    finally:
-        broken.stop_all()
-
-    assert "exited" in caught.value.message and "mlflow" in caught.value.message
-    assert not caught.value.permanent
-    assert "secret" not in "".join(p.read_text() for p in broken.state_dir.glob("*.json"))
-
-
-def test_credentials_in_the_servers_log_are_not_repeated_in_status(backend):
-    me = procs.read_stat(os.getpid())
-    server = {"pid": os.getpid(), "port": 5100, "token": "x", "boot_id": "", "start_ticks": me.start_ticks}
-    state = {"format": 1, "name": "iris", "namespace": "staging", "retiring": [], "server": server}
-    state["spec"] = {"model_name": "iris", "model_version": "1"}
-    (backend.state_dir / "iris.json").write_text(json.dumps(state))
-    (backend.state_dir / "iris.log").write_text("ConnectionError: http://user:hunter2@mlflow.example/api failed\n")
-
-    message = backend.status("iris", "staging").message
-
-    assert "hunter2" not in message and "mlflow.example" in message
-
-
-def test_the_launcher_hashes_a_model_like_the_registry(tmp_path: Path):
-    model = tmp_path / "model"
-    (model / "sub").mkdir(parents=True)
-    (model / "MLmodel").write_text("flavors: {}\n")
-    (model / "sub" / "w.bin").write_bytes(b"\x00\x01")
-    expected = directory_sha256(model)
-    # What a models:/<name>/<version> download adds is not part of the logged artifact.
-    (model / "registered_model_meta").write_text("model_name: iris\nmodel_version: '1'\n")
-
-    loaded = importlib.util.spec_from_file_location("axle_launch", LAUNCHER)
-    launch = importlib.util.module_from_spec(loaded)
-    loaded.loader.exec_module(launch)
-
-    assert launch.directory_sha256(model) == expected
-
-
 def test_the_launcher_runs_on_the_standard_library_until_it_needs_mlflow():
     # It runs in the serving environment, which has mlflow but not Axle.
     result = subprocess.run(
@@ -190,14 +104,173 @@ def test_the_launcher_runs_on_the_standard_library_until_it_needs_mlflow():
     assert result.returncode == 0, result.stderr
 
 
+def test_it_parses_an_environment_block():
+    assert procs.parse_environ(b"A=1\0B=x=y\0junk\0") == {"A": "1", "B": "x=y"}
+
+
+def test_only_a_process_of_the_serving_user_with_its_socket_in_the_command_line_is_a_server():
+    me = procs.read_stat(os.getpid())
+    needle = Path(sys.argv[0]).name  # something our own command line holds
+
+    assert procs.is_ours(os.getpid(), me.start_ticks, procs.boot_id(), os.getuid(), needle)
+    # Another user's process (the serving user is never the hub's), a reused pid, a stranger.
+    assert not procs.is_ours(os.getpid(), me.start_ticks, procs.boot_id(), os.getuid() + 1, needle)
+    assert not procs.is_ours(os.getpid(), me.start_ticks + 1, procs.boot_id(), os.getuid(), needle)
+    assert not procs.is_ours(os.getpid(), me.start_ticks, procs.boot_id(), os.getuid(), "/srv/other/sock")
+
+
+def test_a_state_file_pointing_at_a_stranger_reports_not_running_and_delete_spares_it(backend):
+    write_state(backend, "iris")
+
+    status = backend.status("iris", "staging")
+    backend.delete("iris", "staging")  # would have killed this test run if it trusted the pid
+
+    assert status.exists and not status.ready and "not running" in status.message
+    assert backend.list_names("staging") == []
+
+
+def test_it_refuses_to_replace_a_server_of_another_deployment(backend, tmp_path):
+    write_state(backend, "digits-staging-0123456789", owner="deployment-of-vision")
+    before = (backend.state_dir / "digits-staging-0123456789.json").read_text()
+
+    with pytest.raises(ServingError, match="another deployment") as caught:
+        backend.apply(spec("digits-staging-0123456789", owner="deployment-of-audio", model_path=str(tmp_path)))
+
+    assert caught.value.permanent
+    assert (backend.state_dir / "digits-staging-0123456789.json").read_text() == before
+    assert backend.owner_of("digits-staging-0123456789", "staging") == "deployment-of-vision"
+
+
+def test_it_refuses_a_spec_without_a_checked_local_copy_of_the_model(backend):
+    with pytest.raises(ServingError, match="no local copy") as caught:
+        backend.apply(spec())
+    assert caught.value.permanent
+
+
+def test_a_copy_that_is_not_the_approved_artifact_is_refused_before_anything_starts(backend, tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "MLmodel").write_text("flavors: {}\n")
+
+    with pytest.raises(ServingError, match="refusing to serve") as caught:
+        backend.apply(spec(sha256="0" * 64, model_path=str(model)))
+
+    assert caught.value.permanent
+    assert backend.list_names("staging") == [] and not backend.server_root.exists()
+
+
+def test_model_servers_never_run_as_the_hubs_own_user(tmp_path):
+    import pwd
+
+    me = pwd.getpwuid(os.geteuid()).pw_name  # root here, the hub's user (axle) in production
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "MLmodel").write_text("flavors: {}\n")
+    backend = LocalBackend(tmp_path / "serving", sys.executable, server_root=tmp_path / "servers", server_user=me)
+
+    with pytest.raises(ServingError, match="must not run as root") as caught:
+        backend.apply(spec(sha256=directory_sha256(model), model_path=str(model)))
+
+    assert caught.value.permanent
+
+
+def test_a_server_folder_open_to_other_users_is_refused(tmp_path):
+    import pwd
+
+    uid = pwd.getpwnam("axle-serve").pw_uid
+    root = tmp_path / "servers"
+    root.mkdir(mode=0o755)
+    os.chown(root, uid, 0)
+    root.chmod(0o755)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "MLmodel").write_text("flavors: {}\n")
+    backend = LocalBackend(tmp_path / "serving", sys.executable, server_root=root, server_user="axle-serve")
+
+    with pytest.raises(ServingError, match="closed to others") as caught:
+        backend.apply(spec(sha256=directory_sha256(model), model_path=str(model)))
+
+    assert caught.value.permanent
+
+
+def test_a_model_travels_to_the_server_file_for_file_and_hashes_the_same(tmp_path):
+    model = tmp_path / "model"
+    (model / "artifacts" / "nested" / "deeper").mkdir(parents=True)
+    (model / "MLmodel").write_text("flavors: {}\n")
+    (model / "python_model.pkl").write_bytes(bytes(range(256)) * 5000)
+    (model / "artifacts" / "nested" / "deeper" / "w.bin").write_bytes(b"\x00\x01")
+    (model / "artifacts" / "empty.txt").write_bytes(b"")
+    # A file a models:/ download used to add, which the old launcher left out of its hash.
+    (model / "registered_model_meta").write_text("model_name: iris\n")
+    stream = io.BytesIO()
+
+    launch.pack(model, stream)
+    stream.seek(0)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    count = launch.unpack(stream, copy)
+
+    assert count == 5
+    assert directory_sha256(copy) == directory_sha256(model)
+
+
+@pytest.mark.parametrize("name", ["../escape", "/etc/passwd", "a//b", "a/./b", "a/../../b", ""])
+def test_the_launcher_refuses_file_names_that_leave_the_model_folder(tmp_path, name):
+    stream = io.BytesIO(json.dumps({"path": name, "size": 1}).encode() + b"\nx" + b'{"end": 1}\n')
+
+    with pytest.raises(ValueError, match="refusing"):
+        launch.unpack(stream, tmp_path)
+
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_damaged_state_file_does_not_hide_the_others(backend):
     (backend.state_dir / "broken.json").write_text("{not json")
-    me = procs.read_stat(os.getpid())
-    server = {"pid": os.getpid(), "port": 5100, "token": "x", "boot_id": "", "start_ticks": me.start_ticks}
-    state = {"format": 1, "name": "iris", "namespace": "staging", "retiring": [], "server": server, "spec": {}}
-    (backend.state_dir / "iris.json").write_text(json.dumps(state))
+    write_state(backend, "iris")
 
     assert backend.list_names("staging") == ["iris"]
     with pytest.raises(ServingError):
         backend.status("broken", "staging")
     assert backend.stop_all() == ["iris"]
+
+
+def test_the_launcher_stops_only_processes_carrying_its_token():
+    env = {**os.environ, launch.MARKER: "t0ken"}
+    child = subprocess.Popen(["sleep", "60"], env=env, start_new_session=True)
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 5
+        while launch.members("t0ken") != [child.pid] and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+        assert launch.terminate("t0ken", grace=5)
+
+        child.wait(timeout=5)
+        assert stranger.poll() is None
+    finally:
+        child.kill()
+        stranger.kill()
+
+
+def test_a_serving_environment_without_the_server_fails_with_its_log(tmp_path):
+    """/usr/bin/python3 has no uvicorn: the server dies on start, and says why."""
+    import pwd
+
+    pwd.getpwnam("axle-serve")  # made by compose/local/stack.sh up
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "MLmodel").write_text("flavors: {}\n")
+    root = Path("/var/lib/axle/serving") / f"pytest-{os.getpid()}-{time.monotonic_ns()}"
+    backend = LocalBackend(tmp_path / "serving", "/usr/bin/python3", server_root=root, server_user="axle-serve")
+    try:
+        backend.apply(spec(sha256=directory_sha256(model), model_path=str(model)))
+        with pytest.raises(ServingError) as caught:
+            backend.wait_ready("iris", "staging", timeout=30)
+        assert "exited" in caught.value.message and "No module named uvicorn" in caught.value.message
+        backend.delete("iris", "staging")
+        assert list(root.iterdir()) == []  # nothing left behind
+        assert backend.list_names("staging") == []
+    finally:
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)
