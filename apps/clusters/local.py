@@ -13,7 +13,6 @@ from apps.integrations.slurm.ssh import PinnedHostKey
 from . import services
 from .models import Cluster, ClusterGrant
 
-
 # Root keeps the cluster users' SSH keys and Slurm's JWT key; `./dev up` hands the hub's user
 # a copy for the seeding commands only, and says where in the environment.
 HANDED_OVER = ("AXLE_LOCAL_KEYS_DIR", "AXLE_LOCAL_JWT_KEY_FILE")

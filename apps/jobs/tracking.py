@@ -27,7 +27,8 @@ RUN_STATUS = {
 
 def client() -> TrackingClient:
     login = settings.AXLE_MLFLOW_USERNAME
-    return TrackingClient(settings.AXLE_MLFLOW_TRACKING_URI, auth=(login, settings.AXLE_MLFLOW_PASSWORD) if login else None)
+    auth = (login, settings.AXLE_MLFLOW_PASSWORD) if login else None
+    return TrackingClient(settings.AXLE_MLFLOW_TRACKING_URI, auth=auth)
 
 
 def mlflow_username(job: Job) -> str:

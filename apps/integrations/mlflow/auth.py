@@ -49,38 +49,46 @@ def _without_auth_app(exc: MlflowError) -> bool:
 def user_with_experiment(
     client: TrackingClient, username: str, experiment_id: str, permission: str = "EDIT"
 ) -> Credential | None:
-    """A user that may `permission` experiment `experiment_id` and nothing else, with a
-    fresh random password (a user left by an earlier attempt gets a new one). None when the
-    server runs without MLflow's auth app."""
+    """A user that may `permission` experiment `experiment_id` and nothing else."""
+    return user_with_permissions(client, username, [("experiment", str(experiment_id), permission)])
+
+
+def user_with_permissions(
+    client: TrackingClient, username: str, grants: list[tuple[str, str, str]]
+) -> Credential | None:
+    """A user holding exactly `grants` ((resource type, id, permission): ("experiment", "7",
+    "EDIT"), ("registered_model", "digits", "READ")), with a fresh random password (a user left
+    by an earlier attempt gets a new one). None when the server runs without the auth app."""
     password = secrets.token_urlsafe(32)
     try:
-        _call(client, "POST", USERS_CREATE, "creating a job's user", {"username": username, "password": password})
+        _call(client, "POST", USERS_CREATE, "creating a user", {"username": username, "password": password})
     except MlflowError as exc:
         if _without_auth_app(exc):
             return None
         if exc.code != "RESOURCE_ALREADY_EXISTS":
             raise
-        _call(
-            client,
-            "PATCH",
-            USERS_UPDATE_PASSWORD,
-            "renewing a job user's password",
-            {"username": username, "password": password},
-        )
-    _call(
-        client,
-        "POST",
-        PERMISSIONS_GRANT,
-        "granting a job's user its experiment",
-        {"username": username, "resource_type": "experiment", "resource_id": str(experiment_id), "permission": permission},
-    )
+        body = {"username": username, "password": password}
+        _call(client, "PATCH", USERS_UPDATE_PASSWORD, "renewing a user's password", body)
+    for resource_type, resource_id, permission in grants:
+        body = {
+            "username": username,
+            "resource_type": resource_type,
+            "resource_id": resource_id,
+            "permission": permission,
+        }
+        try:
+            _call(client, "POST", PERMISSIONS_GRANT, f"granting a user {permission} on a {resource_type}", body)
+        except MlflowError as exc:
+            # Granted by an earlier attempt for the same user.
+            if exc.code != "RESOURCE_ALREADY_EXISTS":
+                raise
     return Credential(username, password)
 
 
 def user_delete(client: TrackingClient, username: str) -> bool:
     """Delete `username`; False when there was nothing to delete (or no auth app)."""
     try:
-        _call(client, "DELETE", USERS_DELETE, "deleting a job's user", {"username": username})
+        _call(client, "DELETE", USERS_DELETE, "deleting a user", {"username": username})
     except MlflowError as exc:
         if _without_auth_app(exc) or exc.code == "RESOURCE_DOES_NOT_EXIST":
             return False
