@@ -10,9 +10,10 @@
 
 AXLE_HUB_USER="${AXLE_HUB_USER:-axle}"
 
-# hub_user_ensure HUB_DIR: the hub's system user exists (idempotent), homed in HUB_DIR.
+# hub_user_ensure: the hub's system user exists (idempotent), homed in $AXLE_HOME/hub
+# whatever folder is being laid out (the tests lay out folders of their own).
 hub_user_ensure() {
-  ensure_system_user "$AXLE_HUB_USER" "$1"
+  ensure_system_user "$AXLE_HUB_USER" "${AXLE_HOME:-/var/lib/axle}/hub"
 }
 
 # hub_layout HUB_DIR: creates the hub's folders and takes back anything in them that an
@@ -21,7 +22,7 @@ hub_user_ensure() {
 # A `serving` folder is left alone: the model servers' user owns what is in it.
 hub_layout() {
   local hub="$1" d
-  hub_user_ensure "$hub"
+  hub_user_ensure
   for d in "$hub" "$hub/logs" "$hub/run" "$hub/static"; do
     install -d -m 0700 -o "$AXLE_HUB_USER" -g "$AXLE_HUB_USER" "$d"
   done
