@@ -85,6 +85,16 @@ def user_with_permissions(
     return Credential(username, password)
 
 
+def model_reader(client: TrackingClient, username: str, model_name: str, experiment_id: str) -> Credential | None:
+    """A user that may download registered model `model_name` and nothing else of anyone's.
+    MLflow serves a model version's files from its source experiment's artifacts, so READ on
+    the registered model alone is not enough: the experiment it was logged in is granted too
+    (read-only)."""
+    return user_with_permissions(
+        client, username, [("registered_model", model_name, "READ"), ("experiment", str(experiment_id), "READ")]
+    )
+
+
 def user_delete(client: TrackingClient, username: str) -> bool:
     """Delete `username`; False when there was nothing to delete (or no auth app)."""
     try:

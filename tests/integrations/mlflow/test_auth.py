@@ -8,7 +8,9 @@ stack wrote (tests/conftest.py puts it in MLFLOW_TRACKING_USERNAME/PASSWORD)."""
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
@@ -16,6 +18,8 @@ import requests
 from apps.integrations.mlflow import auth
 from apps.integrations.mlflow.base import MlflowError
 from apps.integrations.mlflow.client import TrackingClient
+
+from .conftest import run_training
 
 pytestmark = pytest.mark.mlflow
 
@@ -126,3 +130,48 @@ def test_a_second_login_for_the_same_job_replaces_the_password(tracking_uri, adm
 def test_a_credential_never_shows_its_password(two_teams):
     login = two_teams["login"]
     assert login.password not in repr(login) and login.password not in str(login)
+
+
+@pytest.mark.slow
+def test_a_model_reader_downloads_its_model_and_nothing_else(admin, tracking_uri, compute_python, tmp_path):
+    """What a model server needs to fetch the model it serves: READ on the registered model
+    and on the experiment it was logged in (MLflow serves the files from there)."""
+    tag = uuid.uuid4().hex[:8]
+    experiment = admin.ensure_experiment(f"team-serve-{tag}")
+    run_id = admin.create_run(experiment, "training")
+    env = {"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_RUN_ID": run_id, "MLFLOW_EXPERIMENT_ID": experiment}
+    trainer = auth.user_with_experiment(admin, f"axle-job-test-{tag}", experiment)
+    try:
+        run_training(compute_python, {**env, **trainer.environment()}, tmp_path)
+    finally:
+        auth.user_delete(admin, trainer.username)
+    name = f"served-{tag}"
+    admin.register_model(name, admin.find_logged_model(run_id), run_id)
+    other = admin.ensure_experiment(f"team-other-{tag}")
+    other_run = admin.create_run(other, "theirs")
+
+    def download(login: auth.Credential, uri: str) -> subprocess.CompletedProcess[str]:
+        code = "import sys, mlflow.artifacts as a; print(a.download_artifacts(sys.argv[1], dst_path=sys.argv[2]))"
+        dest = tmp_path / uuid.uuid4().hex[:6]
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        return subprocess.run(
+            [str(compute_python), "-c", code, uri, str(dest)],
+            env={**clean, "MLFLOW_TRACKING_URI": tracking_uri, **login.environment()},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    only_model = auth.user_with_permissions(admin, f"axle-serve-test-{tag}-1", [("registered_model", name, "READ")])
+    reader = auth.model_reader(admin, f"axle-serve-test-{tag}-2", name, experiment)
+    try:
+        assert "403" in download(only_model, f"models:/{name}/1").stderr
+        fetched = download(reader, f"models:/{name}/1")
+        assert fetched.returncode == 0, fetched.stderr[-2000:]
+        assert (Path(fetched.stdout.strip().splitlines()[-1]) / "MLmodel").exists()
+        reading = _as(tracking_uri, reader)
+        assert _refused(lambda: reading.get_run(other_run)).status == 403
+        assert _refused(lambda: reading.log_params(run_id, {"x": "1"})).status == 403
+    finally:
+        auth.user_delete(admin, only_model.username)
+        auth.user_delete(admin, reader.username)
