@@ -40,6 +40,9 @@ def test_a_job_logs_in_to_its_own_experiment_only_until_it_is_finalized(db, capl
 
     with caplog.at_level(logging.DEBUG):
         env = tracking.job_environment(job, mine, job.mlflow_run_id)
+    assert "MLFLOW_TRACKING_USERNAME" in env, (
+        f"MLflow at {hub.display_uri} has no login: stack.sh up starts it with one"
+    )
     user, password = env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]
     assert user == f"axle-job-{job.uuid}" and len(password) >= 32
     assert password not in caplog.text
