@@ -7,6 +7,20 @@ import pytest
 
 from tests.factories import PASSWORD, MembershipFactory, TeamFactory, UserFactory
 
+
+def _log_in_to_mlflow() -> None:
+    """The stack's MLflow asks for a login. The tests, and the mlflow commands and scripts they
+    start, use the hub's, read from the file compose/local/stack.sh wrote (cluster.env names
+    it); the hub's own code gets it from settings."""
+    user, path = os.environ.get("AXLE_MLFLOW_USERNAME"), os.environ.get("AXLE_MLFLOW_PASSWORD_FILE")
+    if user and path and os.access(path, os.R_OK):
+        os.environ.setdefault("MLFLOW_TRACKING_USERNAME", user)
+        with open(path) as fh:
+            os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", fh.read().strip())
+
+
+_log_in_to_mlflow()
+
 pytest_plugins = ["tests.ci_skips", "pytester"]
 
 # Playwright's sync API runs an event loop in the test thread; Django's ORM refuses to run

@@ -1,6 +1,7 @@
 """Register the one-host cluster from compose/local (described by its cluster.env) as hub
 rows: used by `./dev up`'s demo data and by the tests that talk to the real cluster."""
 
+import os
 import shlex
 from pathlib import Path
 
@@ -11,6 +12,10 @@ from apps.integrations.slurm.ssh import PinnedHostKey
 
 from . import services
 from .models import Cluster, ClusterGrant
+
+# Root keeps the cluster users' SSH keys and Slurm's JWT key; `./dev up` hands the hub's user
+# a copy for the seeding commands only, and says where in the environment.
+HANDED_OVER = ("AXLE_LOCAL_KEYS_DIR", "AXLE_LOCAL_JWT_KEY_FILE")
 
 
 def read_cluster_env(path: Path) -> dict[str, str] | None:
@@ -24,6 +29,7 @@ def read_cluster_env(path: Path) -> dict[str, str] | None:
         key, _, value = line.removeprefix("export ").partition("=")
         words = shlex.split(value) if value else [""]
         env[key.strip()] = words[0] if words else ""
+    env.update({key: os.environ[key] for key in HANDED_OVER if os.environ.get(key)})
     return env
 
 

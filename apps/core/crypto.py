@@ -5,6 +5,7 @@ AXLE_ENCRYPTION_KEYS_FILE). Older keys still decrypt, the first encrypts; after 
 key in front, `manage.py rotate_secrets` re-encrypts everything with it. On one host without
 configuration a key is made once in the hub's folder."""
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -28,9 +29,10 @@ def _load_keys() -> list[bytes]:
         )
     path = Path(settings.AXLE_HUB_DIR) / "encryption.key"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(Fernet.generate_key())
-        path.chmod(0o600)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Created 0600, never readable by others for an instant.
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
+            fh.write(Fernet.generate_key())
     return [path.read_bytes().strip()]
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from django.conf import settings
 
 from apps.clusters.models import Cluster
+from apps.integrations.mlflow import auth as mlflow_auth
 from apps.integrations.mlflow import filestore
 from apps.integrations.mlflow.base import MetricPoint
 from apps.integrations.mlflow.client import TrackingClient
@@ -26,7 +27,13 @@ RUN_STATUS = {
 
 
 def client() -> TrackingClient:
-    return TrackingClient(settings.AXLE_MLFLOW_TRACKING_URI)
+    login = settings.AXLE_MLFLOW_USERNAME
+    auth = (login, settings.AXLE_MLFLOW_PASSWORD) if login else None
+    return TrackingClient(settings.AXLE_MLFLOW_TRACKING_URI, auth=auth)
+
+
+def mlflow_username(job: Job) -> str:
+    return f"axle-job-{job.uuid}"
 
 
 def experiment_name(job: Job) -> str:
@@ -76,6 +83,9 @@ def job_environment(job: Job, experiment_id: str, run_id: str) -> dict[str, str]
         env.update(filestore.ALLOW_FILE_STORE_ENV)
     else:
         env["MLFLOW_TRACKING_URI"] = job.cluster.mlflow_tracking_uri or settings.AXLE_MLFLOW_TRACKING_URI
+        # A login of its own, good for its team's experiment only; deleted by finish_run.
+        login = mlflow_auth.user_with_experiment(client(), mlflow_username(job), experiment_id)
+        env.update(login.environment() if login else {})
     return env
 
 
@@ -166,6 +176,7 @@ def metric_history(job: Job, keys: list[str] | None = None) -> dict[str, list[Me
 
 def finish_run(job: Job) -> None:
     tracking = client()
+    mlflow_auth.user_delete(tracking, mlflow_username(job))
     accounting = job.accounting or {}
     tags = {
         "axle.status": job.status,

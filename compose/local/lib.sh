@@ -38,16 +38,19 @@ export SLURM_CONF="$SLURM_DIR/etc/slurm.conf"
 say() { printf '%s\n' "$*"; }
 warn() { printf 'WARNING: %s\n' "$*" >&2; }
 
-# step NAME FUNCTION: runs FUNCTION with its output in logs/NAME.log and prints the verdict.
-# The function runs in a subshell outside any `if`, so `set -e` really applies inside it.
+# step NAME COMMAND [ARG...]: runs COMMAND with its output in logs/up-NAME.log and prints
+# the verdict. It runs in a subshell outside any `if`, so `set -e` really applies inside it.
+# ./dev sets STEP_LOG_DIR and STEP_LOG_PREFIX to keep the hub's step logs apart.
 step() {
   # Daemons write logs/<daemon>.log; a step of `up` writes logs/up-<step>.log.
-  local name="$1" fn="$2" log="$LOGS_DIR/up-$1.log" rc
+  local name="$1" dir="${STEP_LOG_DIR:-$LOGS_DIR}" log rc
+  log="$dir/${STEP_LOG_PREFIX-up-}$1.log"
+  shift
   printf '==> %s ... ' "$name"
-  mkdir -p "$LOGS_DIR"
+  mkdir -p "$dir"
   printf '\n--- %s %s\n' "$(date -Is)" "$name" >>"$log"
   set +e
-  ("$fn") >>"$log" 2>&1 </dev/null
+  ("$@") >>"$log" 2>&1 </dev/null
   rc=$?
   set -e
   if [[ "$rc" -eq 0 ]]; then

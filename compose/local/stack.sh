@@ -423,20 +423,60 @@ do_venv() {
   "$VENV_DIR/bin/python" -c 'import mlflow, sklearn; print("mlflow", mlflow.__version__, "sklearn", sklearn.__version__)'
 }
 
+# MLflow runs its own login (the basic-auth app): anonymous requests get 401, and a user sees
+# only the experiments and models granted to them (default_permission = NO_PERMISSIONS). The
+# hub logs in as the admin MLFLOW_ADMIN_USER and makes a user per job; the admin's password
+# is made once here, kept root-only, and copied for the hub by ./dev.
+MLFLOW_ADMIN_USER="${AXLE_MLFLOW_ADMIN_USER:-axle-hub}"
+SECRETS_DIR="$AXLE_STACK_DIR/secrets"
+MLFLOW_PASSWORD_FILE="$SECRETS_DIR/mlflow-admin-password"
+MLFLOW_FLASK_KEY_FILE="$SECRETS_DIR/mlflow-flask-secret-key"
+
+# secret_ensure FILE: a random secret in FILE (root, 0600), made once and then kept.
+secret_ensure() {
+  [[ -s "$1" ]] && return 0
+  (umask 077 && head -c 32 /dev/urandom | base64 | tr -d '/+=\n' >"$1.tmp" && mv -f "$1.tmp" "$1")
+}
+
+# mlflow_requires_login: the API refuses an anonymous request (a server started before the
+# auth app was configured here does not, and is restarted).
+mlflow_requires_login() {
+  [[ "$(curl -s -o /dev/null -w '%{http_code}' -m 5 \
+    "http://127.0.0.1:$AXLE_MLFLOW_PORT/api/2.0/mlflow/experiments/search?max_results=1")" == 401 ]]
+}
+
 do_mlflow() {
   ensure_system_user mlflow "$MLFLOW_DIR"
-  install -d -m 0755 -o mlflow -g mlflow "$MLFLOW_DIR" "$MLFLOW_DIR/artifacts"
-  if mlflow_alive; then
-    echo "MLflow already running"
+  install -d -m 0700 -o root -g root "$SECRETS_DIR"
+  secret_ensure "$MLFLOW_PASSWORD_FILE"
+  secret_ensure "$MLFLOW_FLASK_KEY_FILE"
+  # Runs, artifacts and the user store are MLflow's alone (jobs reach them through its API).
+  install -d -m 0700 -o mlflow -g mlflow "$MLFLOW_DIR" "$MLFLOW_DIR/artifacts"
+  find "$MLFLOW_DIR" -type d ! -perm 0700 -exec chmod 0700 {} +
+  find "$MLFLOW_DIR" -type f -perm /0077 -exec chmod go-rwx {} +
+  [[ -e "$LOGS_DIR/mlflow.log" ]] || install -m 0600 -o mlflow -g mlflow /dev/null "$LOGS_DIR/mlflow.log"
+  chmod 0600 "$LOGS_DIR/mlflow.log"
+  local MLFLOW_AUTH_DB="sqlite:///$MLFLOW_DIR/basic_auth.db"
+  render "$HERE/mlflow_auth.ini.in" "$MLFLOW_DIR/basic_auth.ini" 0600 mlflow:mlflow MLFLOW_AUTH_DB MLFLOW_ADMIN_USER
+  if mlflow_alive && mlflow_requires_login; then
+    echo "MLflow already running, with its login"
     return 0
   fi
   stop_pidfile mlflow "$RUN_DIR/mlflow.pid"
-  spawn "$RUN_DIR/mlflow.pid" "$LOGS_DIR/mlflow.log" mlflow \
-    "$VENV_DIR/bin/mlflow" server \
+  umask 077
+  # The admin password counts only the first time, when the user store is empty.
+  MLFLOW_AUTH_CONFIG_PATH="$MLFLOW_DIR/basic_auth.ini" \
+    MLFLOW_AUTH_ADMIN_PASSWORD="$(<"$MLFLOW_PASSWORD_FILE")" \
+    MLFLOW_FLASK_SERVER_SECRET_KEY="$(<"$MLFLOW_FLASK_KEY_FILE")" \
+    spawn "$RUN_DIR/mlflow.pid" "$LOGS_DIR/mlflow.log" mlflow \
+    "$VENV_DIR/bin/mlflow" server --app-name basic-auth \
     --host 127.0.0.1 --port "$AXLE_MLFLOW_PORT" --workers 2 \
     --backend-store-uri "sqlite:///$MLFLOW_DIR/mlflow.db" \
     --serve-artifacts --artifacts-destination "$MLFLOW_DIR/artifacts"
   wait_up 180 "$RUN_DIR/mlflow.pid" mlflow_alive
+  mlflow_requires_login
+  curl -fsS -m 5 -o /dev/null -u "$MLFLOW_ADMIN_USER:$(<"$MLFLOW_PASSWORD_FILE")" \
+    "http://127.0.0.1:$AXLE_MLFLOW_PORT/api/2.0/mlflow/experiments/search?max_results=1"
 }
 
 # ---------------------------------------------------------------- the model servers' user
@@ -490,6 +530,8 @@ do_cluster_env() {
     echo "AXLE_LOCAL_USERS=\"${user% }\""
     echo "AXLE_LOCAL_SLURM_CONF=$SLURM_CONF"
     echo "AXLE_MLFLOW_TRACKING_URI=http://$AXLE_HOST:$AXLE_MLFLOW_PORT"
+    echo "AXLE_MLFLOW_USERNAME=$MLFLOW_ADMIN_USER"
+    echo "AXLE_MLFLOW_PASSWORD_FILE=$MLFLOW_PASSWORD_FILE"
   } >"$env_file.tmp"
   chmod 0644 "$env_file.tmp"
   mv -f "$env_file.tmp" "$env_file"

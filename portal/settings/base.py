@@ -250,6 +250,10 @@ AXLE_MODEL_SERVER_DIR = Path(env.str("AXLE_MODEL_SERVER_DIR", default=str(AXLE_H
 AXLE_MODEL_SERVER_GROUP = env.str("AXLE_MODEL_SERVER_GROUP", default="")
 
 AXLE_MLFLOW_TRACKING_URI = env.str("AXLE_MLFLOW_TRACKING_URI", default="http://127.0.0.1:5000")
+# The hub's login on an MLflow server that runs MLflow's basic-auth app (an admin: it makes a
+# user per job). The password is a secret: AXLE_MLFLOW_PASSWORD or AXLE_MLFLOW_PASSWORD_FILE.
+AXLE_MLFLOW_USERNAME = env.str("AXLE_MLFLOW_USERNAME", default="")
+AXLE_MLFLOW_PASSWORD = secret("AXLE_MLFLOW_PASSWORD", default="")
 
 EMAIL_BACKEND = env.str("DJANGO_EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env.str("DJANGO_DEFAULT_FROM_EMAIL", default="axle@localhost")

@@ -408,10 +408,15 @@ def test_mlflow_records_an_experiment_and_a_run_through_its_rest_api():
             f"{base}/api/2.0/mlflow/{path}",
             data=json.dumps(payload).encode() if payload is not None else None,
             method="POST" if payload is not None else "GET",
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **login},
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read() or b"{}")
+
+    # The hub's login (MLflow runs its basic-auth app; tests/conftest.py reads the password).
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD", "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    login = {"Authorization": f"Basic {token}"} if user else {}
 
     with urllib.request.urlopen(f"{base}/health", timeout=10) as response:
         assert response.status == 200

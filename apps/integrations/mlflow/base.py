@@ -16,11 +16,12 @@ class MlflowError(Exception):
     server that is down is transient, a run that does not exist is not.
     """
 
-    def __init__(self, message: str, permanent: bool = False, code: str = "") -> None:
+    def __init__(self, message: str, permanent: bool = False, code: str = "", status: int = 0) -> None:
         super().__init__(message)
         self.message = message
         self.permanent = permanent
         self.code = code  # MLflow's error_code (RESOURCE_DOES_NOT_EXIST, ...) when it sent one
+        self.status = status  # the HTTP status of a refusal, when there was an answer
 
     def __str__(self) -> str:
         return self.message

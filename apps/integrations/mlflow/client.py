@@ -129,8 +129,12 @@ class TrackingClient:
         *,
         timeout: float = 30.0,
         token: str | None = None,
+        auth: tuple[str, str] | None = None,
         session: requests.Session | None = None,
     ) -> None:
+        """`auth` is a (username, password) pair for a server that runs MLflow's basic-auth
+        app; without it, userinfo in the URI or MLflow's own MLFLOW_TRACKING_USERNAME and
+        MLFLOW_TRACKING_PASSWORD variables are used, as MLflow's client does."""
         parts = urlsplit(tracking_uri)
         if parts.scheme not in ("http", "https"):
             raise MlflowError(
@@ -141,8 +145,12 @@ class TrackingClient:
         self.base_url = urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
         self.timeout = timeout
         self.session = session or requests.Session()
-        if parts.username:
+        if auth:
+            self.session.auth = auth
+        elif parts.username:
             self.session.auth = (parts.username, parts.password or "")
+        elif os.environ.get("MLFLOW_TRACKING_USERNAME"):
+            self.session.auth = (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ.get("MLFLOW_TRACKING_PASSWORD", ""))
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
         self.calls = 0  # HTTP requests made, for benchmarks and tests
@@ -171,7 +179,7 @@ class TrackingClient:
             pass
         if resp.status_code >= 500 or resp.status_code == 429:
             raise MlflowUnavailable(f"MLflow at {self.display_uri} failed {what}: HTTP {resp.status_code} {message}")
-        raise MlflowError(f"MLflow refused {what}: {message}", permanent=True, code=code)
+        raise MlflowError(f"MLflow refused {what}: {message}", permanent=True, code=code, status=resp.status_code)
 
     def _get(self, endpoint: str, what: str, **params: Any) -> dict[str, Any]:
         return self._request("GET", f"api/2.0/mlflow/{endpoint}", what=what, params=params).json()

@@ -115,7 +115,9 @@ def versions(tracking_uri: str, tmp_path_factory: pytest.TempPathFactory) -> lis
     workdir = tmp_path_factory.mktemp("train")
     script = workdir / "train.py"
     script.write_text(TRAIN_SCRIPT)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    # Only the login (tests/conftest.py) from the test's own MLFLOW_ variables.
+    login = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_") or k in login}
     env["MLFLOW_TRACKING_URI"] = tracking_uri
     result = subprocess.run(
         [str(SERVING_VENV / "bin" / "python"), str(script), name],

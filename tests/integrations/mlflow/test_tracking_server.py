@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from apps.integrations.mlflow import auth
 from apps.integrations.mlflow.base import MetricPoint, MlflowError
 from apps.integrations.mlflow.client import TrackingClient, directory_sha256
 
@@ -107,9 +108,14 @@ def test_artifacts_go_up_and_come_back(client: TrackingClient, run_id: str, tmp_
 def test_a_model_logged_by_mlflow_3_is_found_hashed_and_registered(
     client: TrackingClient, run_id: str, experiment_id: str, compute_python: Path, tmp_path: Path
 ):
-    # The compute nodes reach the hub: the job logs straight to the server.
+    # The compute nodes reach the hub: the job logs straight to the server, with its own login.
     env = {"MLFLOW_TRACKING_URI": client.base_url, "MLFLOW_RUN_ID": run_id, "MLFLOW_EXPERIMENT_ID": experiment_id}
-    out = run_training(compute_python, env, tmp_path).stdout
+    job_user = f"axle-job-test-{uuid.uuid4().hex[:8]}"
+    login = auth.user_with_experiment(client, job_user, experiment_id)
+    try:
+        out = run_training(compute_python, {**env, **(login.environment() if login else {})}, tmp_path).stdout
+    finally:
+        auth.user_delete(client, job_user)
     model_id = out.split("MODEL models:/", 1)[1].split()[0]
 
     uri = client.find_logged_model(run_id)

@@ -1,0 +1,106 @@
+"""Users and permissions on an MLflow server that runs MLflow's basic-auth app
+(`mlflow server --app-name basic-auth`, with `default_permission = NO_PERMISSIONS`).
+
+The hub holds the server's admin credential. Each job gets a user of its own, made at
+submission with EDIT on its team's experiment and nothing else (MLflow grants per experiment
+or registered model; a run cannot be granted on its own), and deleted when the job is
+finalized. A server without the auth app answers 404 to these endpoints: then there is no
+login to hand out, and the functions here say so instead of failing.
+
+Passwords are never logged, put in an exception or returned in a repr.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass, field
+
+from .base import MlflowError
+from .client import TrackingClient
+
+USERS_CREATE = "api/2.0/mlflow/users/create"
+USERS_UPDATE_PASSWORD = "api/2.0/mlflow/users/update-password"
+USERS_DELETE = "api/2.0/mlflow/users/delete"
+PERMISSIONS_GRANT = "api/3.0/mlflow/users/permissions/grant"
+
+
+@dataclass(frozen=True)
+class Credential:
+    username: str
+    password: str = field(repr=False)
+
+    def environment(self) -> dict[str, str]:
+        """What MLflow's client in a job reads to log in."""
+        return {"MLFLOW_TRACKING_USERNAME": self.username, "MLFLOW_TRACKING_PASSWORD": self.password}
+
+
+def _call(client: TrackingClient, method: str, path: str, what: str, body: dict) -> None:
+    client._request(
+        method, path, what=what, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+
+
+def _without_auth_app(exc: MlflowError) -> bool:
+    # An unknown route is a 404 without MLflow's JSON error body (and so without a code).
+    return exc.status == 404 and not exc.code
+
+
+def user_with_experiment(
+    client: TrackingClient, username: str, experiment_id: str, permission: str = "EDIT"
+) -> Credential | None:
+    """A user that may `permission` experiment `experiment_id` and nothing else."""
+    return user_with_permissions(client, username, [("experiment", str(experiment_id), permission)])
+
+
+def user_with_permissions(
+    client: TrackingClient, username: str, grants: list[tuple[str, str, str]]
+) -> Credential | None:
+    """A user holding exactly `grants` ((resource type, id, permission): ("experiment", "7",
+    "EDIT"), ("registered_model", "digits", "READ")), with a fresh random password (a user left
+    by an earlier attempt gets a new one). None when the server runs without the auth app."""
+    password = secrets.token_urlsafe(32)
+    try:
+        _call(client, "POST", USERS_CREATE, "creating a user", {"username": username, "password": password})
+    except MlflowError as exc:
+        if _without_auth_app(exc):
+            return None
+        if exc.code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        body = {"username": username, "password": password}
+        _call(client, "PATCH", USERS_UPDATE_PASSWORD, "renewing a user's password", body)
+    for resource_type, resource_id, permission in grants:
+        body = {
+            "username": username,
+            "resource_type": resource_type,
+            "resource_id": resource_id,
+            "permission": permission,
+        }
+        try:
+            _call(client, "POST", PERMISSIONS_GRANT, f"granting a user {permission} on a {resource_type}", body)
+        except MlflowError as exc:
+            # Granted by an earlier attempt for the same user.
+            if exc.code != "RESOURCE_ALREADY_EXISTS":
+                raise
+    return Credential(username, password)
+
+
+def model_reader(client: TrackingClient, username: str, model_name: str, experiment_id: str) -> Credential | None:
+    """A user that may download registered model `model_name` and nothing else of anyone's.
+    MLflow serves a model version's files from its source experiment's artifacts, so READ on
+    the registered model alone is not enough: the experiment it was logged in is granted too
+    (read-only)."""
+    return user_with_permissions(
+        client, username, [("registered_model", model_name, "READ"), ("experiment", str(experiment_id), "READ")]
+    )
+
+
+def user_delete(client: TrackingClient, username: str) -> bool:
+    """Delete `username`; False when there was nothing to delete (or no auth app)."""
+    try:
+        _call(client, "DELETE", USERS_DELETE, "deleting a user", {"username": username})
+    except MlflowError as exc:
+        if _without_auth_app(exc) or exc.code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+    return True

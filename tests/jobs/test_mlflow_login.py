@@ -1,0 +1,68 @@
+"""Each job logs in to MLflow as itself (issue 8, finding 4): at submission the hub makes an
+MLflow user for the job with EDIT on its team's experiment and nothing else, hands it to the
+job in its environment, and deletes it when the job is finalized. File-mode jobs, which never
+talk to the server, get no login."""
+
+import logging
+import uuid
+
+import pytest
+from django.conf import settings
+
+from apps.clusters.models import Cluster
+from apps.integrations.mlflow.base import MlflowError
+from apps.integrations.mlflow.client import TrackingClient
+from apps.jobs import tracking
+from apps.jobs.models import Job
+from tests.factories import ClusterFactory
+
+
+def _job(mode: str) -> Job:
+    return Job(
+        uuid=uuid.uuid4(),
+        name="digits",
+        cluster=ClusterFactory(tracking_mode=mode),
+        status=Job.Status.COMPLETED,
+        workdir="/scratch/alice/axle-jobs/digits",
+    )
+
+
+@pytest.mark.mlflow
+def test_a_job_logs_in_to_its_own_experiment_only_until_it_is_finalized(db, caplog):
+    hub = tracking.client()
+    if not hub.health():
+        pytest.fail(f"MLflow at {hub.display_uri} does not answer: start it with compose/local/stack.sh up")
+    tag = uuid.uuid4().hex[:8]
+    mine, theirs = hub.ensure_experiment(f"team-mine-{tag}"), hub.ensure_experiment(f"team-theirs-{tag}")
+    their_run = hub.create_run(theirs, "their run")
+    job = _job(Cluster.TrackingMode.SERVER)
+    job.mlflow_run_id = hub.create_run(mine, "the job's run")
+
+    with caplog.at_level(logging.DEBUG):
+        env = tracking.job_environment(job, mine, job.mlflow_run_id)
+    assert "MLFLOW_TRACKING_USERNAME" in env, (
+        f"MLflow at {hub.display_uri} has no login: stack.sh up starts it with one"
+    )
+    user, password = env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]
+    assert user == f"axle-job-{job.uuid}" and len(password) >= 32
+    assert password not in caplog.text
+    assert password != settings.AXLE_MLFLOW_PASSWORD  # not the hub's own
+
+    as_job = TrackingClient(env["MLFLOW_TRACKING_URI"], auth=(user, password))
+    as_job.log_params(job.mlflow_run_id, {"epochs": "3"})
+    with pytest.raises(MlflowError) as refused:
+        as_job.get_run(their_run)
+    assert refused.value.status == 403
+
+    tracking.finish_run(job)
+    with pytest.raises(MlflowError) as gone:
+        as_job.get_run(job.mlflow_run_id)
+    assert gone.value.status == 401
+    assert hub.get_run(job.mlflow_run_id).status == "FINISHED"
+
+
+def test_a_file_mode_job_gets_no_login(db):
+    job = _job(Cluster.TrackingMode.FILE)
+    env = tracking.job_environment(job, "1", "r" * 32)
+    assert env["MLFLOW_TRACKING_URI"].startswith("file:")
+    assert not {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} & set(env)
