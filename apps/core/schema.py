@@ -1,0 +1,55 @@
+"""What the OpenAPI schema says beyond each view's own serializers: the errors an operation can
+answer with. The ones every operation of a kind can give are added here, in one place, so a view
+added later is documented truthfully without remembering to; a view names the others (409, 503,
+a 404 for an entity its body refers to) with `errors(...)` in its `extend_schema`."""
+
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers
+from rest_framework.permissions import AllowAny
+
+ERRORS = {
+    400: "Refused: the body or a parameter is malformed, or breaks a rule; `detail` says why, "
+    "or each refused field is a key with its messages.",
+    401: "No valid credentials: send `Authorization: Token <key>` (or log in).",
+    403: "You may not do this (not your team, not your job, not an approver, or no grant).",
+    404: "No such thing, or not one you may see.",
+    409: "The thing is not in a state that allows this, or changed under you; `detail` says which.",
+    415: "The body is not JSON (or a form).",
+    429: "Too many requests; try again after the number of seconds in `Retry-After`.",
+    503: "A cluster or MLflow could not be reached; nothing was changed, try again later.",
+}
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField(required=False, help_text="What is wrong, in a sentence.")
+
+
+def errors(*codes: int) -> dict[int, OpenApiResponse]:
+    """Responses for `extend_schema(responses={200: X, **errors(409, 503)})`."""
+    return {code: OpenApiResponse(ErrorSerializer, description=ERRORS[code]) for code in codes}
+
+
+class AxleAutoSchema(AutoSchema):
+    """Adds the errors implied by how an operation is reached: 401/403 behind a login, 400/415
+    with a body, 404 with an id in the path, 429 when throttled."""
+
+    def _implied_error_codes(self) -> list[int]:
+        codes = []
+        if not any(isinstance(p, AllowAny) for p in self.view.get_permissions()):
+            codes += [401, 403]
+        if self.method in ("POST", "PUT", "PATCH") and self.get_request_serializer() is not None:
+            codes += [400, 415]
+        if "{" in self.path:
+            codes.append(404)
+        if self.view.get_throttles():
+            codes.append(429)
+        return codes
+
+    def _get_response_bodies(self, direction="response"):
+        responses = super()._get_response_bodies(direction)
+        if direction == "response":
+            for code, response in errors(*self._implied_error_codes()).items():
+                if str(code) not in responses:
+                    responses[str(code)] = self._get_response_for_code(response, str(code), direction=direction)
+        return dict(sorted(responses.items()))
