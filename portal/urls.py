@@ -14,6 +14,8 @@ from apps.lineage import views as lineage_views
 from apps.registry import views as registry_views
 from apps.serving import views as serving_views
 
+handler404 = "apps.core.api.not_found"
+
 urlpatterns = [
     path("", core_views.home, name="home"),
     path("healthz", core_views.healthz, name="healthz"),

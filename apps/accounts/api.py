@@ -26,7 +26,7 @@ class TokenObtainApi(APIView):
     class TokenObtainInputSerializer(serializers.Serializer):
         username = serializers.CharField()
         password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False)
-        name = serializers.CharField(required=False, default="API token")
+        name = serializers.CharField(required=False, default="API token", max_length=100)
 
     class TokenOutputSerializer(serializers.Serializer):
         token = serializers.CharField()

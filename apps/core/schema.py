@@ -42,9 +42,29 @@ class AxleAutoSchema(AutoSchema):
             codes += [400, 415]
         if "{" in self.path:
             codes.append(404)
+        if self.method == "GET" and self._is_list_view() and self._get_paginator():
+            codes.append(400)
         if self.view.get_throttles():
             codes.append(429)
         return codes
+
+    def _map_serializer_field(self, field, direction, bypass_extensions=False):
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        if (
+            direction == "request"
+            and type(field) is serializers.CharField
+            and schema.get("type") == "string"
+            and "pattern" not in schema
+        ):
+            # DRF trims the text and refuses NUL characters, so say so: otherwise "  " or "\x00"
+            # would be schema-valid but refused.
+            if field.allow_blank:
+                schema["pattern"] = r"^[^\u0000]*$"
+            elif field.trim_whitespace:
+                schema["pattern"] = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+            else:
+                schema["pattern"] = r"^[^\u0000]+$"
+        return schema
 
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)

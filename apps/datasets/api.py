@@ -1,10 +1,11 @@
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.clusters.selectors import cluster_get
+from apps.core.pagination import Pagination
+from apps.core.schema import errors
 
 from . import selectors, services
 
@@ -80,20 +81,26 @@ class DatasetVersionDetailOutputSerializer(DatasetVersionOutputSerializer):
     manifest_complete = serializers.BooleanField()
 
 
+class DatasetListFilterSerializer(serializers.Serializer):
+    team = serializers.CharField(required=False, allow_blank=True, help_text="Team name")
+    q = serializers.CharField(required=False, allow_blank=True, help_text="Part of the name or description")
+
+
 class DatasetListCreateApi(APIView):
+    pagination_class = Pagination
+
     @extend_schema(
-        parameters=[OpenApiParameter("team", str), OpenApiParameter("q", str)],
-        responses=DatasetOutputSerializer(many=True),
+        parameters=[DatasetListFilterSerializer], responses={200: DatasetOutputSerializer(many=True), **errors(400)}
     )
     def get(self, request):
-        datasets = selectors.dataset_list(
-            user=request.user, team=request.query_params.get("team", ""), q=request.query_params.get("q", "")
-        )
-        paginator = LimitOffsetPagination()
+        filters = DatasetListFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        datasets = selectors.dataset_list(user=request.user, **filters.validated_data)
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(datasets, request, view=self)
         return paginator.get_paginated_response(DatasetOutputSerializer(page, many=True).data)
 
-    @extend_schema(request=DatasetInputSerializer, responses={201: DatasetOutputSerializer})
+    @extend_schema(request=DatasetInputSerializer, responses={201: DatasetOutputSerializer, **errors(404, 409)})
     def post(self, request):
         data = DatasetInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -116,16 +123,20 @@ class DatasetDetailApi(APIView):
 
 
 class DatasetVersionListCreateApi(APIView):
+    pagination_class = Pagination
+
     @extend_schema(responses=DatasetVersionOutputSerializer(many=True))
     def get(self, request, dataset_id):
         dataset = selectors.dataset_get(user=request.user, id=dataset_id)
-        paginator = LimitOffsetPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(
             selectors.dataset_version_list(user=request.user, dataset=dataset), request, view=self
         )
         return paginator.get_paginated_response(DatasetVersionOutputSerializer(page, many=True).data)
 
-    @extend_schema(request=DatasetVersionInputSerializer, responses={201: DatasetVersionOutputSerializer})
+    @extend_schema(
+        request=DatasetVersionInputSerializer, responses={201: DatasetVersionOutputSerializer, **errors(503)}
+    )
     def post(self, request, dataset_id):
         dataset = selectors.dataset_get(user=request.user, id=dataset_id)
         data = DatasetVersionInputSerializer(data=request.data)

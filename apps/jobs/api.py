@@ -1,13 +1,15 @@
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.clusters.selectors import cluster_get
 from apps.core.errors import ValidationFailed
+from apps.core.pagination import Pagination
+from apps.core.schema import errors
 
 from . import selectors, services
+from .models import Job
 
 
 class CodeInputSerializer(serializers.Serializer):
@@ -121,7 +123,7 @@ def _cluster(request, ident):
 
 
 class JobValidateApi(APIView):
-    @extend_schema(request=JobInputSerializer, responses=ValidationOutputSerializer)
+    @extend_schema(request=JobInputSerializer, responses={200: ValidationOutputSerializer, **errors(404)})
     def post(self, request):
         data = JobInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -134,22 +136,30 @@ class JobValidateApi(APIView):
         return Response({"ok": result.ok, "effective_request": result.effective_request, "problems": result.problems})
 
 
-class JobListCreateApi(APIView):
-    @extend_schema(
-        parameters=[OpenApiParameter("status", str), OpenApiParameter("cluster", str)],
-        responses=JobOutputSerializer(many=True),
+class JobListFilterSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=["active", *Job.Status.values], required=False, allow_blank=True, help_text="active: not ended yet"
     )
+    cluster = serializers.CharField(required=False, allow_blank=True, help_text="Cluster name")
+
+
+class JobListCreateApi(APIView):
+    pagination_class = Pagination
+
+    @extend_schema(parameters=[JobListFilterSerializer], responses={200: JobOutputSerializer(many=True), **errors(400)})
     def get(self, request):
+        filters = JobListFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
         jobs = selectors.job_list(
             user=request.user,
-            status=request.query_params.get("status", ""),
-            cluster=request.query_params.get("cluster", ""),
+            status=filters.validated_data.get("status", ""),
+            cluster=filters.validated_data.get("cluster", ""),
         )
-        paginator = LimitOffsetPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(jobs.select_related("rerun_of"), request, view=self)
         return paginator.get_paginated_response(JobOutputSerializer(page, many=True).data)
 
-    @extend_schema(request=JobCreateInputSerializer, responses={201: JobOutputSerializer})
+    @extend_schema(request=JobCreateInputSerializer, responses={201: JobOutputSerializer, **errors(404, 503)})
     def post(self, request):
         data = JobCreateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -178,14 +188,14 @@ class JobDetailApi(APIView):
 
 
 class JobCancelApi(APIView):
-    @extend_schema(request=None, responses=JobOutputSerializer)
+    @extend_schema(request=None, responses={200: JobOutputSerializer, **errors(409, 503)})
     def post(self, request, job_id):
         job = services.job_cancel(user=request.user, job=selectors.job_get(user=request.user, job_id=job_id))
         return Response(JobOutputSerializer(job).data)
 
 
 class JobRerunApi(APIView):
-    @extend_schema(request=None, responses={201: JobOutputSerializer})
+    @extend_schema(request=None, responses={201: JobOutputSerializer, **errors(400, 503)})
     def post(self, request, job_id):
         job = services.job_rerun(user=request.user, job=selectors.job_get(user=request.user, job_id=job_id))
         job.refresh_from_db()
@@ -208,7 +218,7 @@ class JobLogsApi(APIView):
             OpenApiParameter("offset", int),
             OpenApiParameter("task", str, description="array task index"),
         ],
-        responses=JobLogsOutputSerializer,
+        responses={200: JobLogsOutputSerializer, **errors(400, 503)},
     )
     def get(self, request, job_id):
         job = selectors.job_get(user=request.user, job_id=job_id)
@@ -231,7 +241,7 @@ class JobLogsApi(APIView):
 
 
 class JobReproduceApi(APIView):
-    @extend_schema(request=None, responses={201: JobOutputSerializer})
+    @extend_schema(request=None, responses={201: JobOutputSerializer, **errors(400, 409, 503)})
     def post(self, request, job_id):
         job = services.job_reproduce(user=request.user, job=selectors.job_get(user=request.user, job_id=job_id))
         job.refresh_from_db()
@@ -250,7 +260,7 @@ class JobMetricsOutputSerializer(serializers.Serializer):
 
 
 class JobMetricsApi(APIView):
-    @extend_schema(responses=JobMetricsOutputSerializer)
+    @extend_schema(responses={200: JobMetricsOutputSerializer, **errors(503)})
     def get(self, request, job_id):
         job = selectors.job_get(user=request.user, job_id=job_id)
         return Response({"run_id": job.mlflow_run_id, "metrics": services.job_metric_history(job=job)})

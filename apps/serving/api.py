@@ -1,12 +1,14 @@
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.core.pagination import Pagination
+from apps.core.schema import errors
 from apps.registry.selectors import model_version_by_number, registered_model_get
 
 from . import selectors, services
+from .models import Deployment
 
 
 class EnvironmentOutputSerializer(serializers.Serializer):
@@ -65,19 +67,29 @@ class EnvironmentListApi(APIView):
         return Response(EnvironmentOutputSerializer(selectors.environment_list(user=request.user), many=True).data)
 
 
+class DeploymentListFilterSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=Deployment.Status.values, required=False, allow_blank=True)
+    environment = serializers.CharField(required=False, allow_blank=True, help_text="Environment name")
+
+
 class DeploymentListCreateApi(APIView):
-    @extend_schema(responses=DeploymentOutputSerializer(many=True))
+    pagination_class = Pagination
+
+    @extend_schema(
+        parameters=[DeploymentListFilterSerializer],
+        responses={200: DeploymentOutputSerializer(many=True), **errors(400)},
+    )
     def get(self, request):
-        paginator = LimitOffsetPagination()
-        qs = selectors.deployment_list(
-            user=request.user,
-            status=request.query_params.get("status", ""),
-            environment=request.query_params.get("environment", ""),
-        )
+        filters = DeploymentListFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        paginator = self.pagination_class()
+        qs = selectors.deployment_list(user=request.user, **filters.validated_data)
         page = paginator.paginate_queryset(qs, request, view=self)
         return paginator.get_paginated_response(DeploymentOutputSerializer(page, many=True).data)
 
-    @extend_schema(request=DeploymentRequestInputSerializer, responses={201: DeploymentOutputSerializer})
+    @extend_schema(
+        request=DeploymentRequestInputSerializer, responses={201: DeploymentOutputSerializer, **errors(404, 409)}
+    )
     def post(self, request):
         data = DeploymentRequestInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -105,7 +117,7 @@ class DeploymentDetailApi(APIView):
 class DeploymentApproveApi(APIView):
     decide = staticmethod(services.deployment_approve)
 
-    @extend_schema(request=DecisionInputSerializer, responses=DeploymentOutputSerializer)
+    @extend_schema(request=DecisionInputSerializer, responses={200: DeploymentOutputSerializer, **errors(409, 503)})
     def post(self, request, deployment_id):
         data = DecisionInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -123,7 +135,7 @@ class DeploymentRejectApi(DeploymentApproveApi):
 
 
 class DeploymentRollbackApi(APIView):
-    @extend_schema(request=None, responses=DeploymentOutputSerializer)
+    @extend_schema(request=None, responses={200: DeploymentOutputSerializer, **errors(409, 503)})
     def post(self, request, deployment_id):
         back_to = services.deployment_rollback(
             user=request.user, deployment=selectors.deployment_get(user=request.user, id=deployment_id)
