@@ -3,7 +3,9 @@ answer with. The ones every operation of a kind can give are added here, in one 
 added later is documented truthfully without remembering to; a view names the others (409, 503,
 a 404 for an entity its body refers to) with `errors(...)` in its `extend_schema`."""
 
+from django.core.validators import RegexValidator
 from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.plumbing import force_instance, is_serializer
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
@@ -19,6 +21,10 @@ ERRORS = {
     429: "Too many requests; try again after the number of seconds in `Retry-After`.",
     503: "A cluster or MLflow could not be reached; nothing was changed, try again later.",
 }
+
+
+# A character Python's str.strip() keeps (ECMA's \s lacks \x1c-\x1f and \x85, which strip() removes).
+NOT_STRIPPED = r"[^\s\u0000\u001c-\u001f\u0085]"
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -55,16 +61,24 @@ class AxleAutoSchema(AutoSchema):
             and type(field) is serializers.CharField
             and schema.get("type") == "string"
             and "pattern" not in schema
+            and not any(isinstance(v, RegexValidator) for v in field.validators)
         ):
-            # DRF trims the text and refuses NUL characters, so say so: otherwise "  " or "\x00"
-            # would be schema-valid but refused.
-            if field.allow_blank:
-                schema["pattern"] = r"^[^\u0000]*$"
-            elif field.trim_whitespace:
-                schema["pattern"] = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+            # DRF refuses NUL characters and (when it trims) text that is only whitespace, so the
+            # schema says so: otherwise "\x00" or "  " would be schema-valid yet refused. A blank
+            # value never reaches the pattern (spectacular offers "" as its own choice then).
+            if field.trim_whitespace and not field.allow_blank:
+                schema["pattern"] = r"^[^\u0000]*" + NOT_STRIPPED + r"[^\u0000]*$"
             else:
                 schema["pattern"] = r"^[^\u0000]+$"
         return schema
+
+    def _get_request_for_media_type(self, serializer, direction="request"):
+        schema, required = super()._get_request_for_media_type(serializer, direction)
+        if schema and not required and is_serializer(serializer):
+            # A body that is one of several shapes has no required field in common, yet cannot be empty.
+            component = self.resolve_serializer(force_instance(serializer), direction)
+            required = bool(component and "oneOf" in (component.schema or {}))
+        return schema, required
 
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)

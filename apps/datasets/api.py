@@ -1,3 +1,4 @@
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -8,11 +9,14 @@ from apps.core.pagination import Pagination
 from apps.core.schema import errors
 
 from . import selectors, services
+from .services import URI_SCHEMES
 
 
 class DatasetInputSerializer(serializers.Serializer):
     team = serializers.CharField(help_text="Team name or id; you must be a member")
-    name = serializers.CharField(max_length=64, help_text="Letters, digits, hyphens, underscores; unique in the team")
+    name = serializers.RegexField(
+        r"^[-a-zA-Z0-9_]+$", max_length=64, help_text="Letters, digits, hyphens, underscores; unique in the team"
+    )
     description = serializers.CharField(required=False, allow_blank=True, default="")
 
 
@@ -45,6 +49,47 @@ class DatasetVersionInputSerializer(serializers.Serializer):
         default="",
         help_text="Instead of a path: s3://…, https://…; not checksummed by the hub",
     )
+
+
+class DatasetVersionInputScheme(OpenApiSerializerExtension):
+    """The body is one of two shapes (a path on a cluster, or a URI), which a serializer's fields
+    cannot say; the service enforces the same rules."""
+
+    target_class = DatasetVersionInputSerializer
+
+    def map_serializer(self, auto_schema, direction):
+        text, empty = {"type": "string"}, {"type": "string", "pattern": r"^\s*$"}
+        uri = r"^\s*(" + "|".join(sorted(URI_SCHEMES)) + r")://[^\s\u0000]+\s*$"
+        path = {
+            "type": "string",
+            "maxLength": 4000,
+            "pattern": r"^\s*/[^\u0000\n]*\s*$",
+            "not": {"pattern": r"(^|/)\.\.(/|\s*$)"},
+        }
+        return {
+            "type": "object",
+            "properties": {"cluster": text, "path": text, "uri": text},
+            "oneOf": [
+                {
+                    "title": "A path on a cluster (checksummed there)",
+                    "required": ["cluster", "path"],
+                    "properties": {
+                        "cluster": {"type": "string", "pattern": r"^\s*[^\s\u0000]"},
+                        "path": path,
+                        "uri": empty,
+                    },
+                },
+                {
+                    "title": "A URI (not checksummed)",
+                    "required": ["uri"],
+                    "properties": {
+                        "uri": {"type": "string", "maxLength": 4000, "pattern": uri},
+                        "cluster": empty,
+                        "path": empty,
+                    },
+                },
+            ],
+        }
 
 
 class DatasetVersionProgressSerializer(serializers.Serializer):

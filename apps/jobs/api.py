@@ -1,4 +1,5 @@
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from django.core.validators import RegexValidator
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -26,9 +27,51 @@ class JobInputSerializer(serializers.Serializer):
     )
 
 
+PARAMETER_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "propertyNames": {"pattern": PARAMETER_NAME},
+        "additionalProperties": {"type": ["string", "number", "boolean", "null"]},
+    }
+)
+class ParametersField(serializers.DictField):
+    """NAME: value pairs that become the job's environment: names an environment variable can
+    have, plain values. What else a name may not be (reserved prefixes) is reported by validation."""
+
+    def to_internal_value(self, data):
+        data = super().to_internal_value(data)
+        for name, value in data.items():
+            if not RegexValidator(PARAMETER_NAME).regex.match(name):
+                raise serializers.ValidationError(
+                    f"Parameter name {name!r} cannot be an environment variable: use letters, digits and _."
+                )
+            if isinstance(value, (dict, list)):
+                raise serializers.ValidationError(f"Parameter {name} must be a plain value, not a list or object.")
+        return data
+
+
 class JobCreateInputSerializer(JobInputSerializer):
+    name = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=200,
+        trim_whitespace=False,
+        validators=[RegexValidator(r"^[^\x00-\x1f\x7f]+$", "A job name cannot hold control characters.")],
+    )
+    script = serializers.CharField(
+        trim_whitespace=False,
+        validators=[
+            RegexValidator(r"^#![^\x00]*\Z", "The script must start with an interpreter line such as #!/bin/bash.")
+        ],
+        help_text="The sbatch script; it starts with an interpreter line such as #!/bin/bash",
+    )
+    parameters = ParametersField(required=False, default=dict, help_text="Exported to the job as environment variables")
     dataset_versions = serializers.ListField(
-        child=serializers.CharField(), required=False, default=list, help_text="Dataset version ids used as inputs"
+        child=serializers.UUIDField(), required=False, default=list, help_text="Dataset version ids used as inputs"
     )
     code = CodeInputSerializer(required=False, allow_null=True, default=None)
     image = serializers.CharField(

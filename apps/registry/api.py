@@ -1,4 +1,4 @@
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -10,9 +10,11 @@ from apps.datasets.selectors import team_get
 from . import selectors, services
 from .models import ModelVersion
 
+MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
+
 
 class ModelInputSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=200, help_text="Unique across the hub, as in MLflow's registry")
+    name = serializers.RegexField(MODEL_NAME, help_text="Unique across the hub, as in MLflow's registry")
     description = serializers.CharField(required=False, allow_blank=True, default="")
     team = serializers.CharField(help_text="Team name or id; you must be a member")
 
@@ -107,6 +109,7 @@ class ModelVersionListCreateApi(APIView):
     @extend_schema(
         request=ModelVersionInputSerializer,
         responses={201: ModelVersionOutputSerializer, 200: ModelVersionOutputSerializer, **errors(409, 503)},
+        parameters=[OpenApiParameter("name", str, OpenApiParameter.PATH, pattern=MODEL_NAME)],
         description="Register the model a completed job's MLflow run logged as a new version of this model "
         "(created in the job's team if it does not exist). Registering the same job again answers 200 with "
         "the version it already made.",

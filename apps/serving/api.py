@@ -48,13 +48,21 @@ class DeploymentOutputSerializer(serializers.Serializer):
     live_at = serializers.DateTimeField(allow_null=True)
 
 
+class ResourcesInputSerializer(serializers.Serializer):
+    cpu = serializers.CharField(required=False, help_text='A Kubernetes quantity: "500m", "2"')
+    memory = serializers.CharField(required=False, help_text='A Kubernetes quantity: "1Gi"')
+    gpus = serializers.IntegerField(required=False, min_value=0, max_value=64)
+
+
 class DeploymentRequestInputSerializer(serializers.Serializer):
     model = serializers.CharField()
-    version = serializers.IntegerField(min_value=1)
+    version = serializers.IntegerField(min_value=1, max_value=2**31 - 1)
     environment = serializers.CharField()
     reason = serializers.CharField()
-    resources = serializers.DictField(required=False, default=dict)
-    canary_percent = serializers.IntegerField(required=False, allow_null=True, default=None)
+    resources = ResourcesInputSerializer(required=False, default=dict)
+    canary_percent = serializers.IntegerField(
+        required=False, allow_null=True, default=None, min_value=1, max_value=99, help_text="KServe environments only"
+    )
 
 
 class DecisionInputSerializer(serializers.Serializer):
@@ -145,7 +153,7 @@ class DeploymentRollbackApi(APIView):
 
 
 class DeploymentPredictApi(APIView):
-    @extend_schema(request=dict, responses=dict)
+    @extend_schema(request=dict, responses={200: dict, **errors(400, 409, 503)})
     def post(self, request, deployment_id):
         deployment = selectors.deployment_get(user=request.user, id=deployment_id)
         return Response(services.deployment_predict(user=request.user, deployment=deployment, payload=request.data))

@@ -145,6 +145,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     # Request bodies get their own components, so required text fields say they may not be blank.
     "COMPONENT_SPLIT_REQUEST": True,
+    # OpenAPI 3.1 is JSON Schema: it can say which names a job parameter may have (propertyNames).
+    "OAS_VERSION": "3.1.0",
 }
 
 # Background work. The ORM broker needs nothing but the database; set AXLE_REDIS_URL to use
