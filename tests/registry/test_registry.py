@@ -119,7 +119,7 @@ def test_it_refuses_a_job_that_did_not_complete(api, alice, team):
     job = make_job(alice, team=team, status=Job.Status.FAILED, mlflow_run_id="abc")
     api.force_authenticate(alice)
     response = api.post("/api/v1/models/m1/versions/", {"job": str(job.uuid)}, format="json")
-    assert response.status_code == 400
+    assert response.status_code == 409
     assert "failed" in response.json()["detail"] and "completed" in response.json()["detail"]
 
 
