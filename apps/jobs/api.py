@@ -1,11 +1,10 @@
 from django.core.validators import RegexValidator
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.clusters.selectors import cluster_get
-from apps.core.errors import ValidationFailed
 from apps.core.pagination import Pagination
 from apps.core.schema import errors
 
@@ -254,23 +253,21 @@ class JobLogsOutputSerializer(serializers.Serializer):
     message = serializers.CharField()
 
 
+class JobLogsQuerySerializer(serializers.Serializer):
+    stream = serializers.ChoiceField(choices=["stdout", "stderr"], default="stdout")
+    offset = serializers.IntegerField(min_value=0, max_value=2**62, default=0, help_text="Byte offset to read from")
+    # An index, never a path fragment: it is put into the log file's name.
+    task = serializers.RegexField(r"^[0-9]{1,10}$", required=False, help_text="Array task index")
+
+
 class JobLogsApi(APIView):
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("stream", str, enum=["stdout", "stderr"]),
-            OpenApiParameter("offset", int),
-            OpenApiParameter("task", str, description="array task index"),
-        ],
-        responses={200: JobLogsOutputSerializer, **errors(400, 503)},
-    )
+    @extend_schema(parameters=[JobLogsQuerySerializer], responses={200: JobLogsOutputSerializer, **errors(400, 503)})
     def get(self, request, job_id):
         job = selectors.job_get(user=request.user, job_id=job_id)
-        stream = request.query_params.get("stream", "stdout")
-        try:
-            offset = int(request.query_params.get("offset", "0"))
-        except ValueError:
-            raise ValidationFailed("offset must be a whole number of bytes.") from None
-        chunk = services.job_log_read(job=job, stream=stream, offset=offset, task=request.query_params.get("task"))
+        query = JobLogsQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        stream, offset = query.validated_data["stream"], query.validated_data["offset"]
+        chunk = services.job_log_read(job=job, stream=stream, offset=offset, task=query.validated_data.get("task"))
         return Response(
             {
                 "stream": stream,
