@@ -22,7 +22,7 @@ class Pagination(LimitOffsetPagination):
     @staticmethod
     def _whole(request, name: str, minimum: int, maximum: int, default: int | None) -> int | None:
         raw = request.query_params.get(name)
-        if raw is None or raw == "":
+        if raw is None:
             return default
         if not raw.isascii() or not raw.isdigit() or not minimum <= int(raw) <= maximum:
             raise ValidationFailed(f"{name} must be a whole number from {minimum} to {maximum}.")

@@ -25,6 +25,8 @@ ERRORS = {
 
 # A character Python's str.strip() keeps (ECMA's \s lacks \x1c-\x1f and \x85, which strip() removes).
 NOT_STRIPPED = r"[^\s\u0000\u001c-\u001f\u0085]"
+STRIPPED = r"[\s\u001c-\u001f\u0085]"
+STRIPPED_TO_NOTHING = "^" + STRIPPED + "*$"
 
 
 class ErrorSerializer(serializers.Serializer):

@@ -6,7 +6,7 @@ from rest_framework.views import APIView
 
 from apps.clusters.selectors import cluster_get
 from apps.core.pagination import Pagination
-from apps.core.schema import errors
+from apps.core.schema import NOT_STRIPPED, STRIPPED, STRIPPED_TO_NOTHING, errors
 
 from . import selectors, services
 from .services import URI_SCHEMES
@@ -58,13 +58,13 @@ class DatasetVersionInputScheme(OpenApiSerializerExtension):
     target_class = DatasetVersionInputSerializer
 
     def map_serializer(self, auto_schema, direction):
-        text, empty = {"type": "string"}, {"type": "string", "pattern": r"^\s*$"}
-        uri = r"^\s*(" + "|".join(sorted(URI_SCHEMES)) + r")://[^\s\u0000]+\s*$"
+        text, empty = {"type": "string"}, {"type": "string", "pattern": STRIPPED_TO_NOTHING}
+        uri = "^" + STRIPPED + "*(" + "|".join(sorted(URI_SCHEMES)) + ")://" + NOT_STRIPPED + "+" + STRIPPED + "*$"
         path = {
             "type": "string",
             "maxLength": 4000,
-            "pattern": r"^\s*/[^\u0000\n]*\s*$",
-            "not": {"pattern": r"(^|/)\.\.(/|\s*$)"},
+            "pattern": "^" + STRIPPED + r"*/[^\u0000\n]*" + STRIPPED + "*$",
+            "not": {"pattern": r"(^|/)\.\.(/|" + STRIPPED + "*$)"},
         }
         return {
             "type": "object",
@@ -74,7 +74,7 @@ class DatasetVersionInputScheme(OpenApiSerializerExtension):
                     "title": "A path on a cluster (checksummed there)",
                     "required": ["cluster", "path"],
                     "properties": {
-                        "cluster": {"type": "string", "pattern": r"^\s*[^\s\u0000]"},
+                        "cluster": {"type": "string", "pattern": r"^[^\u0000]*" + NOT_STRIPPED + r"[^\u0000]*$"},
                         "path": path,
                         "uri": empty,
                     },
