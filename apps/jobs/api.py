@@ -257,7 +257,7 @@ class JobLogsQuerySerializer(serializers.Serializer):
     stream = serializers.ChoiceField(choices=["stdout", "stderr"], default="stdout")
     offset = serializers.IntegerField(min_value=0, max_value=2**62, default=0, help_text="Byte offset to read from")
     # An index, never a path fragment: it is put into the log file's name.
-    task = serializers.RegexField(r"^[0-9]{1,10}$", required=False, help_text="Array task index")
+    task = serializers.RegexField(r"^[0-9]{1,10}$", required=False, allow_blank=True, help_text="Array task index")
 
 
 class JobLogsApi(APIView):
@@ -267,7 +267,9 @@ class JobLogsApi(APIView):
         query = JobLogsQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         stream, offset = query.validated_data["stream"], query.validated_data["offset"]
-        chunk = services.job_log_read(job=job, stream=stream, offset=offset, task=query.validated_data.get("task"))
+        chunk = services.job_log_read(
+            job=job, stream=stream, offset=offset, task=query.validated_data.get("task") or None
+        )
         return Response(
             {
                 "stream": stream,
