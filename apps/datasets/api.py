@@ -138,7 +138,7 @@ class DatasetListCreateApi(APIView):
         parameters=[DatasetListFilterSerializer], responses={200: DatasetOutputSerializer(many=True), **errors(400)}
     )
     def get(self, request):
-        filters = DatasetListFilterSerializer(data=request.query_params)
+        filters = DatasetListFilterSerializer(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
         datasets = selectors.dataset_list(user=request.user, **filters.validated_data)
         paginator = self.pagination_class()

@@ -190,7 +190,7 @@ class JobListCreateApi(APIView):
 
     @extend_schema(parameters=[JobListFilterSerializer], responses={200: JobOutputSerializer(many=True), **errors(400)})
     def get(self, request):
-        filters = JobListFilterSerializer(data=request.query_params)
+        filters = JobListFilterSerializer(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
         jobs = selectors.job_list(
             user=request.user,
@@ -264,7 +264,7 @@ class JobLogsApi(APIView):
     @extend_schema(parameters=[JobLogsQuerySerializer], responses={200: JobLogsOutputSerializer, **errors(400, 503)})
     def get(self, request, job_id):
         job = selectors.job_get(user=request.user, job_id=job_id)
-        query = JobLogsQuerySerializer(data=request.query_params)
+        query = JobLogsQuerySerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         stream, offset = query.validated_data["stream"], query.validated_data["offset"]
         chunk = services.job_log_read(

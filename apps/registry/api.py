@@ -64,7 +64,7 @@ class ModelListCreateApi(APIView):
         parameters=[ModelListFilterSerializer], responses={200: ModelOutputSerializer(many=True), **errors(400)}
     )
     def get(self, request):
-        filters = ModelListFilterSerializer(data=request.query_params)
+        filters = ModelListFilterSerializer(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
         models = selectors.registered_model_list(user=request.user, **filters.validated_data)
         paginator = self.pagination_class()

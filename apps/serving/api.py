@@ -88,7 +88,7 @@ class DeploymentListCreateApi(APIView):
         responses={200: DeploymentOutputSerializer(many=True), **errors(400)},
     )
     def get(self, request):
-        filters = DeploymentListFilterSerializer(data=request.query_params)
+        filters = DeploymentListFilterSerializer(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
         paginator = self.pagination_class()
         qs = selectors.deployment_list(user=request.user, **filters.validated_data)

@@ -73,3 +73,13 @@ def test_every_operation_documents_the_errors_it_can_give(served_schema):
                 assert "404" in codes, f"{method.upper()} {path}: {sorted(codes)}"
             if "requestBody" in operation:
                 assert {"400", "415"} <= codes, f"{method.upper()} {path}: {sorted(codes)}"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("query", ["stream=", "stream=stdin", "offset=", "offset=-1", "task=../x"])
+def test_a_log_query_outside_its_documented_values_is_refused(as_alice, alice, team, query):
+    from tests.registry.conftest import make_job
+
+    job = make_job(alice, team=team)
+    assert as_alice.get(f"/api/v1/jobs/{job.uuid}/logs/?{query}").status_code == 400
+    assert as_alice.get(f"/api/v1/jobs/{job.uuid}/logs/?stream=stderr&offset=0&task=").status_code == 200
