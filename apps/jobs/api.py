@@ -10,6 +10,7 @@ from apps.core.schema import errors
 
 from . import selectors, services
 from .models import Job
+from .validation import RESERVED_PREFIXES
 
 
 class CodeInputSerializer(serializers.Serializer):
@@ -27,12 +28,19 @@ class JobInputSerializer(serializers.Serializer):
 
 
 PARAMETER_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+# Names validation refuses (a 400 with the problem on create): said in the schema too, so a
+# schema-valid body is never refused for its parameter names. Case-insensitive, as validation.
+RESERVED_NAMES = (
+    "^("
+    + "|".join("".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in p) for p in RESERVED_PREFIXES)
+    + ")"
+)
 
 
 @extend_schema_field(
     {
         "type": "object",
-        "propertyNames": {"pattern": PARAMETER_NAME},
+        "propertyNames": {"pattern": PARAMETER_NAME, "not": {"pattern": RESERVED_NAMES}},
         "additionalProperties": {"type": ["string", "number", "boolean", "null"]},
     }
 )
