@@ -1,13 +1,14 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView
 
 from apps.accounts import views as account_views
 from apps.accounts.forms import PasswordChangeForm
 from apps.audit import views as audit_views
 from apps.clusters import views as cluster_views
 from apps.core import views as core_views
+from apps.core.api_docs import ApiDocsView
 from apps.datasets import views as dataset_views
 from apps.jobs import views as job_views
 from apps.lineage import views as lineage_views
@@ -15,6 +16,8 @@ from apps.registry import views as registry_views
 from apps.serving import views as serving_views
 
 from . import dashboard
+
+handler404 = "apps.core.api.not_found"
 
 urlpatterns = [
     path("", dashboard.home, name="home"),
@@ -66,6 +69,6 @@ urlpatterns = [
     path("grants/", cluster_views.grant_list, name="grant-list"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/docs/", ApiDocsView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("portal.api_urls")),
 ]

@@ -7,7 +7,7 @@ from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
 from apps.core import context
-from apps.core.errors import ValidationFailed
+from apps.core.schema import errors
 
 from . import selectors, services
 
@@ -26,14 +26,14 @@ class TokenObtainApi(APIView):
     class TokenObtainInputSerializer(serializers.Serializer):
         username = serializers.CharField()
         password = serializers.CharField(style={"input_type": "password"}, trim_whitespace=False)
-        name = serializers.CharField(required=False, default="API token")
+        name = serializers.CharField(required=False, default="API token", max_length=100)
 
     class TokenOutputSerializer(serializers.Serializer):
         token = serializers.CharField()
         id = serializers.UUIDField()
         name = serializers.CharField()
 
-    @extend_schema(request=TokenObtainInputSerializer, responses={201: TokenOutputSerializer}, auth=[])
+    @extend_schema(request=TokenObtainInputSerializer, responses={201: TokenOutputSerializer, **errors(401)}, auth=[])
     def post(self, request):
         data = self.TokenObtainInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -43,7 +43,12 @@ class TokenObtainApi(APIView):
             request._request, username=data.validated_data["username"], password=data.validated_data["password"]
         )
         if user is None:
-            raise ValidationFailed("Unable to log in with that username and password.")
+            # Well-formed but wrong credentials are a 401, as for a wrong token, not a malformed request.
+            return Response(
+                {"detail": "Unable to log in with that username and password."},
+                status=401,
+                headers={"WWW-Authenticate": "Token"},
+            )
         context.set_actor(user.pk)
         token, key = services.token_create(user=user, name=data.validated_data["name"])
         return Response({"token": key, "id": token.uuid, "name": token.name}, status=201)

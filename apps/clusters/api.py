@@ -1,8 +1,10 @@
-from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from apps.core.pagination import Pagination
+from apps.core.schema import errors
 
 from . import selectors, services
 
@@ -121,26 +123,15 @@ class ClusterDetailOutputSerializer(ClusterOutputSerializer):
         return (cluster.state or {}).get("nodes", [])
 
 
-def _page_of(serializer: type[serializers.Serializer], name: str) -> serializers.Serializer:
-    """The schema of a LimitOffsetPagination page of `serializer` items."""
-    return inline_serializer(
-        name=name,
-        fields={
-            "count": serializers.IntegerField(),
-            "next": serializers.URLField(allow_null=True),
-            "previous": serializers.URLField(allow_null=True),
-            "results": serializer(many=True),
-        },
-    )
-
-
 class ClusterListApi(APIView):
     """Clusters you may see (active ones, and any you hold a grant on), with their health and
     your grant there."""
 
-    @extend_schema(operation_id="clusters_list", responses=_page_of(ClusterOutputSerializer, "ClusterPage"))
+    pagination_class = Pagination
+
+    @extend_schema(operation_id="clusters_list", responses=ClusterOutputSerializer(many=True))
     def get(self, request):
-        paginator = LimitOffsetPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(selectors.cluster_list(user=request.user), request, view=self)
         mine = selectors.grant_mine_by_cluster(user=request.user)
         data = ClusterOutputSerializer(page, many=True, context={"mine": mine}).data
@@ -157,21 +148,32 @@ class ClusterDetailApi(APIView):
         return Response(ClusterDetailOutputSerializer(cluster, context={"mine": mine}).data)
 
 
+SAY_WHY = "Say why you need access, so an administrator can decide."
+
+
 class GrantListApi(APIView):
     """GET: your grants, with their limits. POST: request access to a cluster."""
 
     class GrantRequestInputSerializer(serializers.Serializer):
         cluster = serializers.CharField(help_text="The cluster's name or id.")
-        reason = serializers.CharField(allow_blank=True, default="", max_length=2000)
+        reason = serializers.CharField(
+            max_length=2000,
+            help_text="Why you need access, for the administrator",
+            error_messages={"blank": SAY_WHY, "required": SAY_WHY},
+        )
 
-    @extend_schema(operation_id="grants_list", responses=_page_of(GrantOutputSerializer, "GrantPage"))
+    pagination_class = Pagination
+
+    @extend_schema(operation_id="grants_list", responses=GrantOutputSerializer(many=True))
     def get(self, request):
-        paginator = LimitOffsetPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(selectors.grant_list(user=request.user), request, view=self)
         return paginator.get_paginated_response(GrantOutputSerializer(page, many=True).data)
 
     @extend_schema(
-        operation_id="grants_request", request=GrantRequestInputSerializer, responses={201: GrantOutputSerializer}
+        operation_id="grants_request",
+        request=GrantRequestInputSerializer,
+        responses={201: GrantOutputSerializer, **errors(404, 409)},
     )
     def post(self, request):
         data = self.GrantRequestInputSerializer(data=request.data)

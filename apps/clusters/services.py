@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from apps.audit.services import audit_record
 from apps.core import crypto
-from apps.core.errors import ValidationFailed
+from apps.core.errors import Conflict, ValidationFailed
 from apps.core.transitions import transition
 from apps.integrations.slurm.base import ClusterState
 from apps.integrations.slurm.ssh import PinnedHostKey, load_private_key
@@ -175,16 +175,16 @@ def grant_request(*, user, cluster: Cluster, reason: str) -> ClusterGrant:
     if not reason:
         raise ValidationFailed("Say why you need access, so an administrator can decide.")
     if not cluster.is_active:
-        raise ValidationFailed(f"Cluster {cluster.name} does not accept new users right now.")
+        raise Conflict(f"Cluster {cluster.name} does not accept new users right now.")
     if ClusterGrant.objects.filter(user=user, cluster=cluster, status__in=["requested", "active"]).exists():
-        raise ValidationFailed(f"You already have access to {cluster.name}, or a request waiting for it.")
+        raise Conflict(f"You already have access to {cluster.name}, or a request waiting for it.")
     try:
         with transaction.atomic():
             grant = ClusterGrant.objects.create(user=user, cluster=cluster, request_reason=reason)
             audit_record(action="grant.requested", subject=grant, actor=user, after={"reason": reason})
     except IntegrityError:
         # Two requests raced past the check above; the constraint let one through.
-        raise ValidationFailed(f"You already have access to {cluster.name}, or a request waiting for it.") from None
+        raise Conflict(f"You already have access to {cluster.name}, or a request waiting for it.") from None
     return grant
 
 

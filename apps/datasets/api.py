@@ -1,18 +1,23 @@
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.extensions import OpenApiSerializerExtension
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.teams import TeamField
 from apps.clusters.selectors import cluster_get
+from apps.core.pagination import Pagination
+from apps.core.schema import NOT_STRIPPED, STRIPPED, STRIPPED_TO_NOTHING, errors
 
 from . import selectors, services
+from .services import URI_SCHEMES
 
 
 class DatasetInputSerializer(serializers.Serializer):
     team = TeamField()
-    name = serializers.CharField(max_length=64, help_text="Letters, digits, hyphens, underscores; unique in the team")
+    name = serializers.RegexField(
+        r"^[-a-zA-Z0-9_]+$", max_length=64, help_text="Letters, digits, hyphens, underscores; unique in the team"
+    )
     description = serializers.CharField(required=False, allow_blank=True, default="")
 
 
@@ -45,6 +50,47 @@ class DatasetVersionInputSerializer(serializers.Serializer):
         default="",
         help_text="Instead of a path: s3://…, https://…; not checksummed by the hub",
     )
+
+
+class DatasetVersionInputScheme(OpenApiSerializerExtension):
+    """The body is one of two shapes (a path on a cluster, or a URI), which a serializer's fields
+    cannot say; the service enforces the same rules."""
+
+    target_class = DatasetVersionInputSerializer
+
+    def map_serializer(self, auto_schema, direction):
+        text, empty = {"type": "string"}, {"type": "string", "pattern": STRIPPED_TO_NOTHING}
+        uri = "^" + STRIPPED + "*(" + "|".join(sorted(URI_SCHEMES)) + ")://" + NOT_STRIPPED + "+" + STRIPPED + "*$"
+        path = {
+            "type": "string",
+            "maxLength": 4000,
+            "pattern": "^" + STRIPPED + r"*/[^\u0000\n]*" + STRIPPED + "*$",
+            "not": {"pattern": r"(^|/)\.\.(/|" + STRIPPED + "*$)"},
+        }
+        return {
+            "type": "object",
+            "properties": {"cluster": text, "path": text, "uri": text},
+            "oneOf": [
+                {
+                    "title": "A path on a cluster (checksummed there)",
+                    "required": ["cluster", "path"],
+                    "properties": {
+                        "cluster": {"type": "string", "pattern": r"^[^\u0000]*" + NOT_STRIPPED + r"[^\u0000]*$"},
+                        "path": path,
+                        "uri": empty,
+                    },
+                },
+                {
+                    "title": "A URI (not checksummed)",
+                    "required": ["uri"],
+                    "properties": {
+                        "uri": {"type": "string", "maxLength": 4000, "pattern": uri},
+                        "cluster": empty,
+                        "path": empty,
+                    },
+                },
+            ],
+        }
 
 
 class DatasetVersionProgressSerializer(serializers.Serializer):
@@ -81,20 +127,26 @@ class DatasetVersionDetailOutputSerializer(DatasetVersionOutputSerializer):
     manifest_complete = serializers.BooleanField()
 
 
+class DatasetListFilterSerializer(serializers.Serializer):
+    team = serializers.CharField(required=False, allow_blank=True, help_text="Team name")
+    q = serializers.CharField(required=False, allow_blank=True, help_text="Part of the name or description")
+
+
 class DatasetListCreateApi(APIView):
+    pagination_class = Pagination
+
     @extend_schema(
-        parameters=[OpenApiParameter("team", str), OpenApiParameter("q", str)],
-        responses=DatasetOutputSerializer(many=True),
+        parameters=[DatasetListFilterSerializer], responses={200: DatasetOutputSerializer(many=True), **errors(400)}
     )
     def get(self, request):
-        datasets = selectors.dataset_list(
-            user=request.user, team=request.query_params.get("team", ""), q=request.query_params.get("q", "")
-        )
-        paginator = LimitOffsetPagination()
+        filters = DatasetListFilterSerializer(data=request.query_params.dict())
+        filters.is_valid(raise_exception=True)
+        datasets = selectors.dataset_list(user=request.user, **filters.validated_data)
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(datasets, request, view=self)
         return paginator.get_paginated_response(DatasetOutputSerializer(page, many=True).data)
 
-    @extend_schema(request=DatasetInputSerializer, responses={201: DatasetOutputSerializer})
+    @extend_schema(request=DatasetInputSerializer, responses={201: DatasetOutputSerializer, **errors(404, 409)})
     def post(self, request):
         data = DatasetInputSerializer(data=request.data, context={"request": request})
         data.is_valid(raise_exception=True)
@@ -117,16 +169,20 @@ class DatasetDetailApi(APIView):
 
 
 class DatasetVersionListCreateApi(APIView):
+    pagination_class = Pagination
+
     @extend_schema(responses=DatasetVersionOutputSerializer(many=True))
     def get(self, request, dataset_id):
         dataset = selectors.dataset_get(user=request.user, id=dataset_id)
-        paginator = LimitOffsetPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(
             selectors.dataset_version_list(user=request.user, dataset=dataset), request, view=self
         )
         return paginator.get_paginated_response(DatasetVersionOutputSerializer(page, many=True).data)
 
-    @extend_schema(request=DatasetVersionInputSerializer, responses={201: DatasetVersionOutputSerializer})
+    @extend_schema(
+        request=DatasetVersionInputSerializer, responses={201: DatasetVersionOutputSerializer, **errors(503)}
+    )
     def post(self, request, dataset_id):
         dataset = selectors.dataset_get(user=request.user, id=dataset_id)
         data = DatasetVersionInputSerializer(data=request.data)

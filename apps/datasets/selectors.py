@@ -97,11 +97,12 @@ def dataset_versions_for_job(user, ids, cluster: Cluster | None = None) -> list[
             DatasetVersion.objects.filter(uuid__in=[u for u in wanted if u]), user=user, via="dataset__team"
         ).select_related("dataset__team", "cluster")
     }
-    problems, versions, names = [], [], {}
+    problems, versions, names, missing = [], [], {}, 0
     for raw, u in zip(ids, wanted, strict=True):
         version = found.get(u) if u else None
         if version is None:
             problems.append(f"Dataset version {raw} does not exist or is not one of your teams'.")
+            missing += 1
             continue
         label = f"{version.dataset.name}@{version.number}"
         if version.status != V.READY:
@@ -117,5 +118,7 @@ def dataset_versions_for_job(user, ids, cluster: Cluster | None = None) -> list[
         names[name] = label
         versions.append(version)
     if problems:
-        raise ValidationFailed("Dataset inputs: " + " ".join(problems), extra={"problems": problems})
+        # Ids that name nothing the user may see answer as any unknown id does (404).
+        error = NotFound if missing == len(problems) else ValidationFailed
+        raise error("Dataset inputs: " + " ".join(problems), extra={"problems": problems})
     return versions

@@ -62,7 +62,7 @@ def dataset_create(*, user, team: Team, name: str, description: str = "") -> Dat
     if len(name) > 64:
         raise ValidationFailed("A dataset name has at most 64 characters.")
     if Dataset.objects.filter(team=team, name=name).exists():
-        raise ValidationFailed(f"Team {team.name} already has a dataset named {name}.")
+        raise Conflict(f"Team {team.name} already has a dataset named {name}.")
     try:
         with transaction.atomic():
             dataset = Dataset.objects.create(
@@ -75,7 +75,7 @@ def dataset_create(*, user, team: Team, name: str, description: str = "") -> Dat
                 after={"team": team.name, "name": name, "description": dataset.description},
             )
     except IntegrityError:  # a teammate took the name a moment ago
-        raise ValidationFailed(f"Team {team.name} already has a dataset named {name}.") from None
+        raise Conflict(f"Team {team.name} already has a dataset named {name}.") from None
     return dataset
 
 

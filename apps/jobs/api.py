@@ -1,14 +1,17 @@
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from django.core.validators import RegexValidator
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.clusters.selectors import cluster_get
-from apps.core.errors import ValidationFailed
+from apps.core.pagination import Pagination
+from apps.core.schema import errors
+from apps.integrations.slurm import environment
 from apps.integrations.slurm.policy import has_control_characters
 
 from . import selectors, services, validation
+from .models import Job
 
 
 class CodeInputSerializer(serializers.Serializer):
@@ -18,7 +21,14 @@ class CodeInputSerializer(serializers.Serializer):
 
 class JobInputSerializer(serializers.Serializer):
     cluster = serializers.CharField(help_text="Cluster name or id")
-    name = serializers.CharField(required=False, allow_blank=True, default="")
+    name = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=200,
+        trim_whitespace=False,
+        validators=[RegexValidator(r"^[^\x00-\x1f\x7f]*$", "A job name cannot hold control characters.")],
+    )
     script = serializers.CharField(trim_whitespace=False)
     parameters = serializers.DictField(
         required=False, default=dict, help_text="Exported to the job as environment variables"
@@ -31,9 +41,70 @@ class JobInputSerializer(serializers.Serializer):
         return value
 
 
+PARAMETER_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+
+
+def _any_case(text: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in text)
+
+
+# Names validation refuses (a 400 with the problem on create): said in the schema too, so a
+# schema-valid body is never refused for its parameter names. Case-insensitive, as validation
+# (apps.integrations.slurm.environment is the one rule; this only restates it for clients).
+RESERVED_NAMES = (
+    "^(?:"
+    + "|".join(
+        [
+            *(f"{_any_case(n)}$" for n in sorted(environment.RUNTIME_NAMES)),
+            *(_any_case(p) for p in (*environment.RUNTIME_PREFIXES, *environment.HUB_PREFIXES)),
+        ]
+    )
+    + ")"
+)
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "propertyNames": {"pattern": PARAMETER_NAME, "not": {"pattern": RESERVED_NAMES}},
+        "additionalProperties": {"type": ["string", "number", "boolean", "null"]},
+    }
+)
+class ParametersField(serializers.DictField):
+    """NAME: value pairs that become the job's environment: names an environment variable can
+    have, plain values. What else a name may not be (reserved prefixes) is reported by validation."""
+
+    def to_internal_value(self, data):
+        data = super().to_internal_value(data)
+        for name, value in data.items():
+            if not RegexValidator(PARAMETER_NAME).regex.match(name):
+                raise serializers.ValidationError(
+                    f"Parameter name {name!r} cannot be an environment variable: use letters, digits and _."
+                )
+            if isinstance(value, (dict, list)):
+                raise serializers.ValidationError(f"Parameter {name} must be a plain value, not a list or object.")
+        return data
+
+
 class JobCreateInputSerializer(JobInputSerializer):
+    name = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=200,
+        trim_whitespace=False,
+        validators=[RegexValidator(r"^[^\x00-\x1f\x7f]+$", "A job name cannot hold control characters.")],
+    )
+    script = serializers.CharField(
+        trim_whitespace=False,
+        validators=[
+            RegexValidator(r"^#![^\x00]*\Z", "The script must start with an interpreter line such as #!/bin/bash.")
+        ],
+        help_text="The sbatch script; it starts with an interpreter line such as #!/bin/bash",
+    )
+    parameters = ParametersField(required=False, default=dict, help_text="Exported to the job as environment variables")
     dataset_versions = serializers.ListField(
-        child=serializers.CharField(), required=False, default=list, help_text="Dataset version ids used as inputs"
+        child=serializers.UUIDField(), required=False, default=list, help_text="Dataset version ids used as inputs"
     )
     code = CodeInputSerializer(required=False, allow_null=True, default=None)
     image = serializers.CharField(
@@ -128,7 +199,7 @@ def _cluster(request, ident):
 
 
 class JobValidateApi(APIView):
-    @extend_schema(request=JobInputSerializer, responses=ValidationOutputSerializer)
+    @extend_schema(request=JobInputSerializer, responses={200: ValidationOutputSerializer, **errors(404)})
     def post(self, request):
         data = JobInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -141,22 +212,30 @@ class JobValidateApi(APIView):
         return Response({"ok": result.ok, "effective_request": result.effective_request, "problems": result.problems})
 
 
-class JobListCreateApi(APIView):
-    @extend_schema(
-        parameters=[OpenApiParameter("status", str), OpenApiParameter("cluster", str)],
-        responses=JobOutputSerializer(many=True),
+class JobListFilterSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=["active", *Job.Status.values], required=False, allow_blank=True, help_text="active: not ended yet"
     )
+    cluster = serializers.CharField(required=False, allow_blank=True, help_text="Cluster name")
+
+
+class JobListCreateApi(APIView):
+    pagination_class = Pagination
+
+    @extend_schema(parameters=[JobListFilterSerializer], responses={200: JobOutputSerializer(many=True), **errors(400)})
     def get(self, request):
+        filters = JobListFilterSerializer(data=request.query_params.dict())
+        filters.is_valid(raise_exception=True)
         jobs = selectors.job_list(
             user=request.user,
-            status=request.query_params.get("status", ""),
-            cluster=request.query_params.get("cluster", ""),
+            status=filters.validated_data.get("status", ""),
+            cluster=filters.validated_data.get("cluster", ""),
         )
-        paginator = LimitOffsetPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(jobs.select_related("rerun_of"), request, view=self)
         return paginator.get_paginated_response(JobOutputSerializer(page, many=True).data)
 
-    @extend_schema(request=JobCreateInputSerializer, responses={201: JobOutputSerializer})
+    @extend_schema(request=JobCreateInputSerializer, responses={201: JobOutputSerializer, **errors(404, 503)})
     def post(self, request):
         data = JobCreateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -185,14 +264,14 @@ class JobDetailApi(APIView):
 
 
 class JobCancelApi(APIView):
-    @extend_schema(request=None, responses=JobOutputSerializer)
+    @extend_schema(request=None, responses={200: JobOutputSerializer, **errors(409, 503)})
     def post(self, request, job_id):
         job = services.job_cancel(user=request.user, job=selectors.job_get(user=request.user, job_id=job_id))
         return Response(JobOutputSerializer(job).data)
 
 
 class JobRerunApi(APIView):
-    @extend_schema(request=None, responses={201: JobOutputSerializer})
+    @extend_schema(request=None, responses={201: JobOutputSerializer, **errors(400, 503)})
     def post(self, request, job_id):
         job = services.job_rerun(user=request.user, job=selectors.job_get(user=request.user, job_id=job_id))
         job.refresh_from_db()
@@ -208,23 +287,23 @@ class JobLogsOutputSerializer(serializers.Serializer):
     message = serializers.CharField()
 
 
+class JobLogsQuerySerializer(serializers.Serializer):
+    stream = serializers.ChoiceField(choices=["stdout", "stderr"], default="stdout")
+    offset = serializers.IntegerField(min_value=0, max_value=2**62, default=0, help_text="Byte offset to read from")
+    # An index, never a path fragment: it is put into the log file's name.
+    task = serializers.RegexField(r"^[0-9]{1,10}$", required=False, allow_blank=True, help_text="Array task index")
+
+
 class JobLogsApi(APIView):
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("stream", str, enum=["stdout", "stderr"]),
-            OpenApiParameter("offset", int),
-            OpenApiParameter("task", str, description="array task index"),
-        ],
-        responses=JobLogsOutputSerializer,
-    )
+    @extend_schema(parameters=[JobLogsQuerySerializer], responses={200: JobLogsOutputSerializer, **errors(400, 503)})
     def get(self, request, job_id):
         job = selectors.job_get(user=request.user, job_id=job_id)
-        stream = request.query_params.get("stream", "stdout")
-        try:
-            offset = int(request.query_params.get("offset", "0"))
-        except ValueError:
-            raise ValidationFailed("offset must be a whole number of bytes.") from None
-        chunk = selectors.job_log_read(job=job, stream=stream, offset=offset, task=request.query_params.get("task"))
+        query = JobLogsQuerySerializer(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        stream, offset = query.validated_data["stream"], query.validated_data["offset"]
+        chunk = selectors.job_log_read(
+            job=job, stream=stream, offset=offset, task=query.validated_data.get("task") or None
+        )
         return Response(
             {
                 "stream": stream,
@@ -238,7 +317,7 @@ class JobLogsApi(APIView):
 
 
 class JobReproduceApi(APIView):
-    @extend_schema(request=None, responses={201: JobOutputSerializer})
+    @extend_schema(request=None, responses={201: JobOutputSerializer, **errors(400, 409, 503)})
     def post(self, request, job_id):
         job = services.job_reproduce(user=request.user, job=selectors.job_get(user=request.user, job_id=job_id))
         job.refresh_from_db()
@@ -257,7 +336,7 @@ class JobMetricsOutputSerializer(serializers.Serializer):
 
 
 class JobMetricsApi(APIView):
-    @extend_schema(responses=JobMetricsOutputSerializer)
+    @extend_schema(responses={200: JobMetricsOutputSerializer, **errors(503)})
     def get(self, request, job_id):
         job = selectors.job_get(user=request.user, job_id=job_id)
         return Response({"run_id": job.mlflow_run_id, "metrics": selectors.job_metric_history(job=job)})

@@ -2,6 +2,7 @@
 from its cluster, its metrics and artifacts from the hub's MLflow. Nothing here writes."""
 
 import math
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -91,6 +92,9 @@ def job_log_read(
         raise ValidationFailed("stream must be stdout or stderr.")
     if offset < 0:
         raise ValidationFailed("offset must be 0 or more.")
+    # The index goes into the log file's name: a path fragment there would read another file.
+    if task is not None and not re.fullmatch(r"[0-9]{1,10}", str(task)):
+        raise ValidationFailed("task is an array task index, a whole number.")
     if not job.slurm_job_id:
         return LogChunk("", offset, missing=True, message="The job has not reached Slurm yet.")
     path = job_log_path(job, stream, task)

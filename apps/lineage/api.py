@@ -1,9 +1,11 @@
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.core.errors import ValidationFailed
+from apps.core.schema import errors
 
 from . import selectors
 
@@ -35,9 +37,9 @@ class LineageApi(APIView):
     @extend_schema(
         parameters=[
             OpenApiParameter("kind", str, required=True, enum=["dataset_version", "job", "model_version"]),
-            OpenApiParameter("id", str, required=True, description="The node's uuid"),
+            OpenApiParameter("id", OpenApiTypes.UUID, required=True, description="The node's id"),
         ],
-        responses=LineageSerializer,
+        responses={200: LineageSerializer, **errors(400, 404)},
     )
     def get(self, request):
         kind, id = request.query_params.get("kind", ""), request.query_params.get("id", "")

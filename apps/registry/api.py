@@ -1,17 +1,20 @@
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.teams import TeamField
+from apps.core.pagination import Pagination
+from apps.core.schema import errors
 
 from . import selectors, services
 from .models import ModelVersion
 
+MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
+
 
 class ModelInputSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=200, help_text="Unique across the hub, as in MLflow's registry")
+    name = serializers.RegexField(MODEL_NAME, help_text="Unique across the hub, as in MLflow's registry")
     description = serializers.CharField(required=False, allow_blank=True, default="")
     team = TeamField()
 
@@ -49,20 +52,26 @@ class ModelVersionInputSerializer(serializers.Serializer):
     job = serializers.UUIDField(help_text="The completed job whose MLflow run logged the model")
 
 
+class ModelListFilterSerializer(serializers.Serializer):
+    team = serializers.CharField(required=False, allow_blank=True, help_text="Team name")
+    q = serializers.CharField(required=False, allow_blank=True, help_text="Part of the name or description")
+
+
 class ModelListCreateApi(APIView):
+    pagination_class = Pagination
+
     @extend_schema(
-        parameters=[OpenApiParameter("team", str), OpenApiParameter("q", str)],
-        responses=ModelOutputSerializer(many=True),
+        parameters=[ModelListFilterSerializer], responses={200: ModelOutputSerializer(many=True), **errors(400)}
     )
     def get(self, request):
-        models = selectors.registered_model_list(
-            user=request.user, team=request.query_params.get("team", ""), q=request.query_params.get("q", "")
-        )
-        paginator = LimitOffsetPagination()
+        filters = ModelListFilterSerializer(data=request.query_params.dict())
+        filters.is_valid(raise_exception=True)
+        models = selectors.registered_model_list(user=request.user, **filters.validated_data)
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(models, request, view=self)
         return paginator.get_paginated_response(ModelOutputSerializer(page, many=True).data)
 
-    @extend_schema(request=ModelInputSerializer, responses={201: ModelOutputSerializer})
+    @extend_schema(request=ModelInputSerializer, responses={201: ModelOutputSerializer, **errors(404, 409)})
     def post(self, request):
         data = ModelInputSerializer(data=request.data, context={"request": request})
         data.is_valid(raise_exception=True)
@@ -86,10 +95,12 @@ class ModelDetailApi(APIView):
 
 
 class ModelVersionListCreateApi(APIView):
+    pagination_class = Pagination
+
     @extend_schema(responses=ModelVersionOutputSerializer(many=True))
     def get(self, request, name):
         model = selectors.registered_model_get(user=request.user, name=name)
-        paginator = LimitOffsetPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(
             selectors.model_version_list(user=request.user, model=model), request, view=self
         )
@@ -97,7 +108,8 @@ class ModelVersionListCreateApi(APIView):
 
     @extend_schema(
         request=ModelVersionInputSerializer,
-        responses={201: ModelVersionOutputSerializer, 200: ModelVersionOutputSerializer},
+        responses={201: ModelVersionOutputSerializer, 200: ModelVersionOutputSerializer, **errors(409, 503)},
+        parameters=[OpenApiParameter("name", str, OpenApiParameter.PATH, pattern=MODEL_NAME)],
         description="Register the model a completed job's MLflow run logged as a new version of this model "
         "(created in the job's team if it does not exist). Registering the same job again answers 200 with "
         "the version it already made.",

@@ -130,7 +130,7 @@ def _register_in_mlflow(job: Job, name: str) -> _Logged:
     try:
         source = client.find_logged_model(job.mlflow_run_id)
         if source is None:
-            raise ValidationFailed(
+            raise Conflict(
                 f"Job {job.name} ({job.uuid}) logged no MLflow model: log one in the job with "
                 'mlflow.<flavor>.log_model(model, name="model").'
             )
@@ -162,13 +162,13 @@ def model_version_register(*, user, model_name: str, job: Job, description: str 
             return existing
     team = model.team if model is not None else job.team
     if team is None:
-        raise ValidationFailed(f"Job {job.name} belongs to no team; models are kept by a team.")
+        raise Conflict(f"Job {job.name} belongs to no team; models are kept by a team.")
     if job.status != Job.Status.COMPLETED:
-        raise ValidationFailed(
+        raise Conflict(
             f"Job {job.name} is {job.get_status_display().lower()}; only a completed job's model can be registered."
         )
     if not job.mlflow_run_id:
-        raise ValidationFailed(f"Job {job.name} has no MLflow run, so it logged no MLflow model.")
+        raise Conflict(f"Job {job.name} has no MLflow run, so it logged no MLflow model.")
 
     logged = _register_in_mlflow(job, name)
 

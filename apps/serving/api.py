@@ -1,12 +1,14 @@
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.core.pagination import Pagination
+from apps.core.schema import errors
 from apps.registry.selectors import model_version_by_number, registered_model_get
 
 from . import policy, selectors, services
+from .models import Deployment
 
 
 class EnvironmentOutputSerializer(serializers.Serializer):
@@ -49,13 +51,21 @@ class DeploymentOutputSerializer(serializers.Serializer):
         return policy.required_approvals(deployment)
 
 
+class ResourcesInputSerializer(serializers.Serializer):
+    cpu = serializers.CharField(required=False, help_text='A Kubernetes quantity: "500m", "2"')
+    memory = serializers.CharField(required=False, help_text='A Kubernetes quantity: "1Gi"')
+    gpus = serializers.IntegerField(required=False, min_value=0, max_value=64)
+
+
 class DeploymentRequestInputSerializer(serializers.Serializer):
     model = serializers.CharField()
-    version = serializers.IntegerField(min_value=1)
+    version = serializers.IntegerField(min_value=1, max_value=2**31 - 1)
     environment = serializers.CharField()
     reason = serializers.CharField()
-    resources = serializers.DictField(required=False, default=dict)
-    canary_percent = serializers.IntegerField(required=False, allow_null=True, default=None)
+    resources = ResourcesInputSerializer(required=False, default=dict)
+    canary_percent = serializers.IntegerField(
+        required=False, allow_null=True, default=None, min_value=1, max_value=99, help_text="KServe environments only"
+    )
 
 
 class DecisionInputSerializer(serializers.Serializer):
@@ -68,19 +78,29 @@ class EnvironmentListApi(APIView):
         return Response(EnvironmentOutputSerializer(selectors.environment_list(user=request.user), many=True).data)
 
 
+class DeploymentListFilterSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=Deployment.Status.values, required=False, allow_blank=True)
+    environment = serializers.CharField(required=False, allow_blank=True, help_text="Environment name")
+
+
 class DeploymentListCreateApi(APIView):
-    @extend_schema(responses=DeploymentOutputSerializer(many=True))
+    pagination_class = Pagination
+
+    @extend_schema(
+        parameters=[DeploymentListFilterSerializer],
+        responses={200: DeploymentOutputSerializer(many=True), **errors(400)},
+    )
     def get(self, request):
-        paginator = LimitOffsetPagination()
-        qs = selectors.deployment_list(
-            user=request.user,
-            status=request.query_params.get("status", ""),
-            environment=request.query_params.get("environment", ""),
-        )
+        filters = DeploymentListFilterSerializer(data=request.query_params.dict())
+        filters.is_valid(raise_exception=True)
+        paginator = self.pagination_class()
+        qs = selectors.deployment_list(user=request.user, **filters.validated_data)
         page = paginator.paginate_queryset(qs, request, view=self)
         return paginator.get_paginated_response(DeploymentOutputSerializer(page, many=True).data)
 
-    @extend_schema(request=DeploymentRequestInputSerializer, responses={201: DeploymentOutputSerializer})
+    @extend_schema(
+        request=DeploymentRequestInputSerializer, responses={201: DeploymentOutputSerializer, **errors(404, 409)}
+    )
     def post(self, request):
         data = DeploymentRequestInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -108,7 +128,7 @@ class DeploymentDetailApi(APIView):
 class DeploymentApproveApi(APIView):
     decide = staticmethod(services.deployment_approve)
 
-    @extend_schema(request=DecisionInputSerializer, responses=DeploymentOutputSerializer)
+    @extend_schema(request=DecisionInputSerializer, responses={200: DeploymentOutputSerializer, **errors(409, 503)})
     def post(self, request, deployment_id):
         data = DecisionInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -126,7 +146,7 @@ class DeploymentRejectApi(DeploymentApproveApi):
 
 
 class DeploymentRollbackApi(APIView):
-    @extend_schema(request=None, responses=DeploymentOutputSerializer)
+    @extend_schema(request=None, responses={200: DeploymentOutputSerializer, **errors(409, 503)})
     def post(self, request, deployment_id):
         back_to = services.deployment_rollback(
             user=request.user, deployment=selectors.deployment_get(user=request.user, id=deployment_id)
@@ -136,7 +156,7 @@ class DeploymentRollbackApi(APIView):
 
 
 class DeploymentPredictApi(APIView):
-    @extend_schema(request=dict, responses=dict)
+    @extend_schema(request=dict, responses={200: dict, **errors(400, 409, 503)})
     def post(self, request, deployment_id):
         deployment = selectors.deployment_get(user=request.user, id=deployment_id)
         return Response(services.deployment_predict(user=request.user, deployment=deployment, payload=request.data))

@@ -56,11 +56,11 @@ def deployment_request(
         if not 1 <= canary_percent <= 99:
             raise ValidationFailed("A canary percentage is between 1 and 99.")
         if live is None:
-            raise ValidationFailed(
+            raise Conflict(
                 f"Nothing of {model_version.model.name} is live in {environment.name}, so there is no canary."
             )
         if environment.backend != Environment.Backend.KSERVE:
-            raise ValidationFailed("Canary traffic splitting needs an environment served by KServe.")
+            raise Conflict("Canary traffic splitting needs an environment served by KServe.")
     try:
         resources_obj = Resources(**(resources or {}))
     except TypeError:

@@ -20,7 +20,7 @@ class TestApiTokens:
 
     def test_it_refuses_a_wrong_password_and_audits_the_attempt(self, api, alice):
         response = api.post("/api/v1/auth/token/", {"username": "alice", "password": "nope"}, format="json")
-        assert response.status_code == 400
+        assert response.status_code == 401 and response["WWW-Authenticate"] == "Token"
         assert "Unable to log in" in response.json()["detail"]
         failed = AuditEvent.objects.get(action="user.login_failed")
         assert failed.after == {"username": "alice"}

@@ -122,11 +122,11 @@ def test_requesting_access_answers_201_and_is_audited(as_alice, alice):
 def test_a_request_needs_a_reason_and_a_known_cluster(as_alice):
     ClusterFactory(name="hpc1")
     response = as_alice.post("/api/v1/grants/", {"cluster": "hpc1", "reason": ""}, format="json")
-    assert response.status_code == 400 and "Say why" in response.json()["detail"]
+    assert response.status_code == 400 and "Say why" in response.json()["reason"][0]
     assert as_alice.post("/api/v1/grants/", {"cluster": "nope", "reason": "x"}, format="json").status_code == 404
     as_alice.post("/api/v1/grants/", {"cluster": "hpc1", "reason": "x"}, format="json")
     again = as_alice.post("/api/v1/grants/", {"cluster": "hpc1", "reason": "x"}, format="json")
-    assert again.status_code == 400 and "already" in again.json()["detail"]
+    assert again.status_code == 409 and "already" in again.json()["detail"]
 
 
 def test_the_api_needs_a_token(api):

@@ -101,7 +101,7 @@ def test_it_rejects_a_request_without_a_reason_or_a_second_open_request(alice):
     with pytest.raises(ValidationFailed, match="Say why"):
         services.grant_request(user=alice, cluster=cluster, reason="  ")
     services.grant_request(user=alice, cluster=cluster, reason="first")
-    with pytest.raises(ValidationFailed, match="already have access"):
+    with pytest.raises(Conflict, match="already have access"):
         services.grant_request(user=alice, cluster=cluster, reason="second")
 
 

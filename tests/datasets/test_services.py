@@ -9,7 +9,7 @@ from django.db import connection
 
 from apps.audit.models import AuditEvent
 from apps.clusters.models import ClusterGrant
-from apps.core.errors import NotFound, PermissionDenied, ValidationFailed
+from apps.core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from apps.datasets import selectors, services
 from apps.datasets.models import Dataset, DatasetVersion
 from tests.factories import ClusterFactory, ClusterGrantFactory, MembershipFactory, TeamFactory, UserFactory
@@ -56,7 +56,7 @@ def test_it_refuses_names_that_are_not_slugs(alice, team, name):
 
 
 def test_names_are_unique_per_team_but_not_across_teams(dataset, alice, bob, team):
-    with pytest.raises(ValidationFailed, match="already has a dataset named cifar10"):
+    with pytest.raises(Conflict, match="already has a dataset named cifar10"):
         services.dataset_create(user=bob, team=team, name="cifar10")
     other = TeamFactory(name="audio")
     MembershipFactory(user=alice, team=other)
@@ -229,7 +229,7 @@ def test_versions_for_a_job_are_the_ready_ones_on_its_cluster(dataset, alice, bo
     assert selectors.dataset_versions_for_job(bob, [str(u.uuid), a.uuid], cluster=cluster) == [u, a]
     assert selectors.dataset_env([a, u]) == {"AXLE_DATASET_CIFAR10": "/d/a", "AXLE_DATASET_LABELS": "s3://b/labels"}
 
-    with pytest.raises(ValidationFailed, match="does not exist or is not one of your teams"):
+    with pytest.raises(NotFound, match="does not exist or is not one of your teams"):
         selectors.dataset_versions_for_job(charlie, [a.uuid], cluster=cluster)
     with pytest.raises(ValidationFailed, match="is on cluster hpc1, not on hpc9"):
         selectors.dataset_versions_for_job(alice, [a.uuid], cluster=ClusterFactory(name="hpc9"))

@@ -85,7 +85,7 @@ def test_a_job_that_logged_no_model_is_refused_with_a_clear_message(api, alice, 
     job = make_job(alice, team=team, name="no-model", mlflow_run_id=run_id)
     api.force_authenticate(alice)
     response = api.post(f"/api/v1/models/{unique_name()}/versions/", {"job": str(job.uuid)}, format="json")
-    assert response.status_code == 400
+    assert response.status_code == 409
     assert "no-model" in response.json()["detail"] and "logged no MLflow model" in response.json()["detail"]
     assert not ModelVersion.objects.exists() and not RegisteredModel.objects.exists()
 
@@ -119,7 +119,7 @@ def test_it_refuses_a_job_that_did_not_complete(api, alice, team):
     job = make_job(alice, team=team, status=Job.Status.FAILED, mlflow_run_id="abc")
     api.force_authenticate(alice)
     response = api.post("/api/v1/models/m1/versions/", {"job": str(job.uuid)}, format="json")
-    assert response.status_code == 400
+    assert response.status_code == 409
     assert "failed" in response.json()["detail"] and "completed" in response.json()["detail"]
 
 
@@ -127,7 +127,7 @@ def test_it_refuses_a_job_without_an_mlflow_run(api, alice, team):
     job = make_job(alice, team=team, mlflow_run_id="")
     api.force_authenticate(alice)
     response = api.post("/api/v1/models/m1/versions/", {"job": str(job.uuid)}, format="json")
-    assert response.status_code == 400 and "no MLflow run" in response.json()["detail"]
+    assert response.status_code == 409 and "no MLflow run" in response.json()["detail"]
 
 
 def test_charlie_cannot_register_someone_elses_job(api, alice, charlie, team):
