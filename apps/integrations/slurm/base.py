@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from .sbatch import Directive
+
 
 class SlurmError(Exception):
     """Anything that went wrong talking to Slurm.
@@ -86,6 +88,9 @@ class SubmitRequest:
     `extra_args` are the hub's own sbatch options (e.g. ``["--output=/x/%j.out",
     "--hold"]``); like sbatch's command line they override the script's directives.
     `comment` is the hub's unique marker used to find the job again after a crash.
+    `script_directives` are the script's own directives as validation parsed them; a
+    client that must translate them (slurmrestd) uses them instead of reading the script
+    again. None means "not parsed yet": the client parses the script itself.
     """
 
     script: str
@@ -94,6 +99,7 @@ class SubmitRequest:
     workdir: str
     env: dict[str, str] = field(default_factory=dict)
     extra_args: list[str] = field(default_factory=list)
+    script_directives: tuple[Directive, ...] | None = None
 
 
 @dataclass
