@@ -75,10 +75,11 @@ class UnsupportedOperation(SlurmError):
 
 class RemoteCommandFailed(SlurmError):
     """A file operation ran on the cluster and failed there (permissions, a full disk):
-    retrying the same call would fail the same way."""
+    retrying the same call would fail the same way. `detail` is what the cluster said."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, detail: str = "") -> None:
         super().__init__(message, permanent=True)
+        self.detail = detail or message
 
 
 @dataclass(frozen=True)
@@ -264,9 +265,18 @@ class ClusterFiles(Protocol):
         `sha256sum`. `RemoteFileMissing` if it is not there or not readable."""
         ...
 
+    def sha256_many(self, folder: str, names: Sequence[str], *, timeout: float | None = None) -> builtins.list[bytes]:
+        """Hash many files below `folder` in one round trip: `sha256sum`'s line for each of
+        `names` (relative to `folder`), in that order, byte for byte (``<hex>  <name>``, a
+        name with a newline or backslash escaped as sha256sum does), so the lines are a
+        manifest anyone can reproduce by hand. `RemoteFileMissing` if the folder is not there
+        or not readable; `RemoteCommandFailed` if a file cannot be read."""
+        ...
+
     def list(self, path: str) -> builtins.list[FileEntry]:
         """Every regular file below the folder `path` (recursively, links not followed), sorted
-        by name. `RemoteFileMissing` if the folder is not there."""
+        by name bytes. `RemoteFileMissing` if the folder is not there or not readable;
+        `RemoteCommandFailed` if part of it cannot be read."""
         ...
 
 
@@ -300,6 +310,9 @@ class NoClusterFiles:
 
     def sha256(self, path: str, *, timeout: float | None = None) -> str:
         raise self._refuse(f"checksum {path}")
+
+    def sha256_many(self, folder: str, names: Sequence[str], *, timeout: float | None = None) -> builtins.list[bytes]:
+        raise self._refuse(f"checksum the files in {folder}")
 
     def list(self, path: str) -> builtins.list[FileEntry]:
         raise self._refuse(f"list {path}")
