@@ -14,12 +14,12 @@ from datetime import timedelta
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from apps.accounts.models import Team
-from apps.accounts.teams import is_team_member, team_member_require
+from apps.accounts.teams import is_team_member, team_asset_create, team_member_require
 from apps.audit.services import audit_record
 from apps.clusters.models import Cluster
 from apps.clusters.selectors import grant_for_submission
@@ -49,22 +49,12 @@ def dataset_create(*, user, team: Team, name: str, description: str = "") -> Dat
         raise ValidationFailed("A dataset name uses letters, digits, hyphens and underscores only.") from None
     if len(name) > 64:
         raise ValidationFailed("A dataset name has at most 64 characters.")
+    taken = ValidationFailed(f"Team {team.name} already has a dataset named {name}.")
     if Dataset.objects.filter(team=team, name=name).exists():
-        raise ValidationFailed(f"Team {team.name} already has a dataset named {name}.")
-    try:
-        with transaction.atomic():
-            dataset = Dataset.objects.create(
-                team=team, name=name, description=(description or "").strip(), created_by=user
-            )
-            audit_record(
-                action="dataset.created",
-                subject=dataset,
-                actor=user,
-                after={"team": team.name, "name": name, "description": dataset.description},
-            )
-    except IntegrityError:  # a teammate took the name a moment ago
-        raise ValidationFailed(f"Team {team.name} already has a dataset named {name}.") from None
-    return dataset
+        raise taken
+    return team_asset_create(
+        Dataset, user=user, team=team, name=name, description=description, action="dataset.created", taken=taken
+    )
 
 
 # ---------------------------------------------------------------- registering a version
