@@ -37,12 +37,10 @@ class TeamAssetListView(View):
     template_name: str
     noun: str  # "dataset"
     plural: str  # "datasets"
-
-    def assets(self, request: HttpRequest, q: str) -> QuerySet:
-        raise NotImplementedError
-
-    def create(self, request: HttpRequest, team: Team, name: str, description: str) -> Model:
-        raise NotImplementedError
+    # The app's selector and service, called as list_assets(user=, q=) and
+    # create_asset(user=, team=, name=, description=); wrap them in staticmethod().
+    list_assets: Callable[..., QuerySet]
+    create_asset: Callable[..., Model]
 
     def asset_url(self, asset) -> str:
         raise NotImplementedError
@@ -62,7 +60,7 @@ class TeamAssetListView(View):
         form = {k: request.POST.get(k, "").strip() for k in ("team", "name", "description")}
         try:
             team = team_pick(teams=teams, name=form["team"])
-            asset = self.create(request, team, form["name"], form["description"])
+            asset = self.create_asset(user=request.user, team=team, name=form["name"], description=form["description"])
         except ApplicationError as exc:
             return self.page(request, teams, form, [exc.message])
         messages.success(request, self.created_message(asset, team))
@@ -72,7 +70,7 @@ class TeamAssetListView(View):
         q = request.GET.get("q", "")
         rows = [
             (a, self.asset_url(a), self.version_url(a, a.latest_number) if a.latest_number else "")
-            for a in self.assets(request, q)
+            for a in self.list_assets(user=request.user, q=q)
         ]
         context = {
             "rows": rows,

@@ -18,11 +18,8 @@ class DatasetListView(TeamAssetListView):
     template_name = "datasets/list.html"
     noun, plural = "dataset", "datasets"
 
-    def assets(self, request, q):
-        return selectors.dataset_list(user=request.user, q=q)
-
-    def create(self, request, team, name, description):
-        return services.dataset_create(user=request.user, team=team, name=name, description=description)
+    list_assets = staticmethod(selectors.dataset_list)
+    create_asset = staticmethod(services.dataset_create)
 
     def asset_url(self, asset):
         return reverse("dataset-detail", args=[asset.uuid])

@@ -13,11 +13,8 @@ class ModelListView(TeamAssetListView):
     template_name = "registry/list.html"
     noun, plural = "model", "models"
 
-    def assets(self, request, q):
-        return selectors.registered_model_list(user=request.user, q=q)
-
-    def create(self, request, team, name, description):
-        return services.registered_model_create(user=request.user, team=team, name=name, description=description)
+    list_assets = staticmethod(selectors.registered_model_list)
+    create_asset = staticmethod(services.registered_model_create)
 
     def asset_url(self, asset):
         return reverse("model-detail", args=[asset.name])
