@@ -4,6 +4,7 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.accounts.team_api import TeamAssetApi
 from apps.accounts.teams import TeamField
 from apps.clusters.selectors import cluster_get
 
@@ -81,39 +82,30 @@ class DatasetVersionDetailOutputSerializer(DatasetVersionOutputSerializer):
     manifest_complete = serializers.BooleanField()
 
 
-class DatasetListCreateApi(APIView):
+class DatasetListCreateApi(TeamAssetApi, APIView):
+    list_assets = staticmethod(selectors.dataset_list)
+    create_asset = staticmethod(services.dataset_create)
+    input_serializer, output_serializer = DatasetInputSerializer, DatasetOutputSerializer
+
     @extend_schema(
         parameters=[OpenApiParameter("team", str), OpenApiParameter("q", str)],
         responses=DatasetOutputSerializer(many=True),
     )
     def get(self, request):
-        datasets = selectors.dataset_list(
-            user=request.user, team=request.query_params.get("team", ""), q=request.query_params.get("q", "")
-        )
-        paginator = LimitOffsetPagination()
-        page = paginator.paginate_queryset(datasets, request, view=self)
-        return paginator.get_paginated_response(DatasetOutputSerializer(page, many=True).data)
+        return self.asset_list(request)
 
     @extend_schema(request=DatasetInputSerializer, responses={201: DatasetOutputSerializer})
     def post(self, request):
-        data = DatasetInputSerializer(data=request.data, context={"request": request})
-        data.is_valid(raise_exception=True)
-        dataset = services.dataset_create(
-            user=request.user,
-            team=data.validated_data["team"],
-            name=data.validated_data["name"],
-            description=data.validated_data["description"],
-        )
-        dataset = selectors.dataset_list(user=request.user).get(pk=dataset.pk)
-        return Response(DatasetOutputSerializer(dataset).data, status=201)
+        return self.asset_create(request)
 
 
-class DatasetDetailApi(APIView):
+class DatasetDetailApi(TeamAssetApi, APIView):
+    list_assets = staticmethod(selectors.dataset_list)
+    output_serializer = DatasetOutputSerializer
+
     @extend_schema(responses=DatasetOutputSerializer)
     def get(self, request, dataset_id):
-        selectors.dataset_get(user=request.user, id=dataset_id)
-        dataset = selectors.dataset_list(user=request.user).get(uuid=dataset_id)
-        return Response(DatasetOutputSerializer(dataset).data)
+        return self.asset_response(request, selectors.dataset_get(user=request.user, id=dataset_id))
 
 
 class DatasetVersionListCreateApi(APIView):
