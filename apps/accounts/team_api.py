@@ -4,7 +4,8 @@ its version counts.
 
 An app's API view mixes `TeamAssetApi` in, names its selector, service and serializers, and
 keeps its own ``get``/``post`` (with their schema) calling `asset_list`, `asset_create` and
-`asset_response`."""
+`asset_response`. The list reads its filters through ``filter_serializer`` and pages with the
+view's ``pagination_class``."""
 
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 
 
+class TeamAssetFilterSerializer(serializers.Serializer):
+    team = serializers.CharField(required=False, allow_blank=True, help_text="Team name")
+    q = serializers.CharField(required=False, allow_blank=True, help_text="Part of the name or description")
+
+
 class TeamAssetApi:
     # The app's selector and service, called as list_assets(user=, team=, q=) and
     # create_asset(user=, team=, name=, description=); wrap them in staticmethod().
@@ -23,12 +29,14 @@ class TeamAssetApi:
     create_asset: Callable[..., Model]
     input_serializer: type[serializers.Serializer]  # with a TeamField named team
     output_serializer: type[serializers.Serializer]
+    filter_serializer: type[serializers.Serializer] = TeamAssetFilterSerializer
+    pagination_class = LimitOffsetPagination
 
     def asset_list(self, request) -> Response:
-        assets = self.list_assets(
-            user=request.user, team=request.query_params.get("team", ""), q=request.query_params.get("q", "")
-        )
-        paginator = LimitOffsetPagination()
+        filters = self.filter_serializer(data=request.query_params.dict())
+        filters.is_valid(raise_exception=True)
+        assets = self.list_assets(user=request.user, **filters.validated_data)
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(assets, request, view=self)
         return paginator.get_paginated_response(self.output_serializer(page, many=True).data)
 
