@@ -49,7 +49,7 @@ def dataset_create(*, user, team: Team, name: str, description: str = "") -> Dat
         raise ValidationFailed("A dataset name uses letters, digits, hyphens and underscores only.") from None
     if len(name) > 64:
         raise ValidationFailed("A dataset name has at most 64 characters.")
-    taken = ValidationFailed(f"Team {team.name} already has a dataset named {name}.")
+    taken = Conflict(f"Team {team.name} already has a dataset named {name}.")
     if Dataset.objects.filter(team=team, name=name).exists():
         raise taken
     return team_asset_create(

@@ -39,7 +39,7 @@ def test_alice_creates_a_dataset_in_her_team(as_alice):
 
 def test_a_bad_or_taken_name_is_a_400_with_the_reason(as_alice, dataset):
     response = as_alice.post("/api/v1/datasets/", {"team": "vision", "name": "cifar10"})
-    assert response.status_code == 400 and "already has a dataset named cifar10" in response.json()["detail"]
+    assert response.status_code == 409 and "already has a dataset named cifar10" in response.json()["detail"]
     assert as_alice.post("/api/v1/datasets/", {"team": "vision", "name": "a b"}).status_code == 400
 
 

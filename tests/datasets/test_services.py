@@ -9,9 +9,10 @@ from django.db import connection
 
 from apps.audit.models import AuditEvent
 from apps.clusters.models import ClusterGrant
-from apps.core.errors import NotFound, PermissionDenied, ValidationFailed
-from apps.datasets import remote, selectors, services
+from apps.core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from apps.datasets import selectors, services
 from apps.datasets.models import Dataset, DatasetVersion
+from apps.datasets.remote import Measurement
 from tests.factories import ClusterFactory, ClusterGrantFactory, MembershipFactory, TeamFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -56,7 +57,7 @@ def test_it_refuses_names_that_are_not_slugs(alice, team, name):
 
 
 def test_names_are_unique_per_team_but_not_across_teams(dataset, alice, bob, team):
-    with pytest.raises(ValidationFailed, match="already has a dataset named cifar10"):
+    with pytest.raises(Conflict, match="already has a dataset named cifar10"):
         services.dataset_create(user=bob, team=team, name="cifar10")
     other = TeamFactory(name="audio")
     MembershipFactory(user=alice, team=other)
@@ -187,11 +188,11 @@ def test_running_the_checksum_task_twice_does_nothing_the_second_time(dataset, a
         calls.append(path)
         on_listing(2, 10)
         on_progress(2, 10)
-        return remote.Measurement(
+        return Measurement(
             size_bytes=10, file_count=2, checksum="c" * 64, lines=[b"0" * 64 + b"  a", b"1" * 64 + b"  b"]
         )
 
-    monkeypatch.setattr(remote, "measure", fake)
+    monkeypatch.setattr("apps.datasets.remote.measure", fake)
     services.dataset_version_checksum(version_id=version.pk)
     services.dataset_version_checksum(version_id=version.pk)
     version.refresh_from_db()
