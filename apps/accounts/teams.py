@@ -1,19 +1,30 @@
 """One pattern for the things a team owns: datasets and registered models today, sweeps and
 pipelines next. A member of the team sees and adds to them; nobody else learns they exist.
 
-- selectors filter with ``team_owned(queryset, user=…, via="team")``;
-- services check ``team_member_require(user=…, team=…)`` before creating in a team;
-- the API takes the team as ``TeamField`` (a name or id, resolved among the user's teams);
-- a page's create form offers ``team_choices`` and reads the pick back with ``team_pick``."""
+An asset is a model with ``team``, ``name``, ``description``, ``created_by`` and numbered
+``versions``. Its app uses:
+
+- selectors: ``team_asset_list`` (the list with version counts), ``team_owned_get`` (one row,
+  or NotFound) and ``team_owned(queryset, user=…, via="…__team")`` for a row of the asset or
+  below it (a version);
+- services: ``team_member_require(user=…, team=…)`` before anything is made in a team, then
+  ``team_asset_create`` (created and audited at once);
+- pages: ``apps.accounts.team_views.TeamAssetListView`` (list, filter and "New …" form on the
+  layout ``templates/teams/asset_list.html``) and ``found_or_404``;
+- admin: ``apps.accounts.team_admin.TeamAssetAdmin``, read-only;
+- API: ``TeamField`` (a team by name or id, among the user's teams) and
+  ``apps.accounts.team_api``."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from django.db.models import QuerySet
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Max, Model, QuerySet
 from rest_framework import serializers
 
-from apps.core.errors import PermissionDenied, ValidationFailed
+from apps.audit.services import audit_record
+from apps.core.errors import ApplicationError, NotFound, PermissionDenied, ValidationFailed
 
 from .models import Membership, Team
 from .selectors import team_choices, team_get
@@ -21,6 +32,9 @@ from .selectors import team_choices, team_get
 __all__ = [
     "TeamField",
     "is_team_member",
+    "team_asset_create",
+    "team_owned_get",
+    "team_asset_list",
     "team_choices",
     "team_get",
     "team_initial",
@@ -46,6 +60,57 @@ def team_owned(queryset: QuerySet, *, user, via: str = "team", team: str = "") -
     if team:
         rows = rows.filter(**{f"{via}__name": team})
     return rows
+
+
+def team_asset_list(
+    queryset: QuerySet, *, user, team: str = "", q: str = "", order_by: Sequence[str] = ("name",)
+) -> QuerySet:
+    """The assets of ``queryset`` in the user's teams (or the team named ``team``) whose name
+    holds ``q``, with ``version_count`` and ``latest_number``."""
+    assets = team_owned(queryset, user=user, team=team)
+    if q:
+        assets = assets.filter(name__icontains=q)
+    return (
+        assets.select_related("team", "created_by")
+        .annotate(version_count=Count("versions"), latest_number=Max("versions__number"))
+        .order_by(*order_by)
+    )
+
+
+def team_owned_get(
+    queryset: QuerySet,
+    *,
+    user,
+    missing: str,
+    via: str = "team",
+    related: Sequence[str] = ("team", "created_by"),
+) -> Model:
+    """The one row of ``queryset`` (an asset, or with ``via`` a row below one) in the user's
+    teams; NotFound saying ``missing`` when there is none, also when another team has it."""
+    row = team_owned(queryset, user=user, via=via).select_related(*related).first()
+    if row is None:
+        raise NotFound(missing)
+    return row
+
+
+def team_asset_create(
+    model: type[Model], *, user, team: Team, name: str, description: str, action: str, taken: ApplicationError
+) -> Model:
+    """Create an asset in ``team`` and audit it as ``action``. The caller has checked first
+    that ``user`` is a member (``team_member_require``) and that ``name`` is valid and free;
+    ``taken`` is raised when a concurrent request took the name meanwhile."""
+    try:
+        with transaction.atomic():
+            asset = model.objects.create(team=team, name=name, description=(description or "").strip(), created_by=user)
+            audit_record(
+                action=action,
+                subject=asset,
+                actor=user,
+                after={"team": team.name, "name": name, "description": asset.description},
+            )
+    except IntegrityError:
+        raise taken from None
+    return asset
 
 
 def team_initial(teams: Sequence[Team]) -> str:

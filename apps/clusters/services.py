@@ -382,24 +382,3 @@ def cluster_record_health(
                 after={"reachable": reachable, "error": error},
             )
     return cluster
-
-
-def secrets_rotate() -> int:
-    """Re-encrypt every stored secret with the newest key; return how many were rewritten."""
-    count = 0
-    with transaction.atomic():
-        for cluster in Cluster.objects.select_for_update().exclude(jwt_key_encrypted=""):
-            cluster.jwt_key_encrypted = crypto.rotate(cluster.jwt_key_encrypted)
-            cluster.save(update_fields=["jwt_key_encrypted"])
-            count += 1
-        for grant in ClusterGrant.objects.select_for_update():
-            changed = []
-            for field in ("ssh_private_key_encrypted", "rest_token_encrypted"):
-                if getattr(grant, field):
-                    setattr(grant, field, crypto.rotate(getattr(grant, field)))
-                    changed.append(field)
-            if changed:
-                grant.save(update_fields=changed)
-                count += len(changed)
-        audit_record(action="secrets.rotated", after={"count": count})
-    return count

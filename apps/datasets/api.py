@@ -4,6 +4,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.accounts.team_api import TeamAssetApi, TeamAssetFilterSerializer
 from apps.accounts.teams import TeamField
 from apps.clusters.selectors import cluster_get
 from apps.core.pagination import Pagination
@@ -127,45 +128,29 @@ class DatasetVersionDetailOutputSerializer(DatasetVersionOutputSerializer):
     manifest_complete = serializers.BooleanField()
 
 
-class DatasetListFilterSerializer(serializers.Serializer):
-    team = serializers.CharField(required=False, allow_blank=True, help_text="Team name")
-    q = serializers.CharField(required=False, allow_blank=True, help_text="Part of the name or description")
-
-
-class DatasetListCreateApi(APIView):
-    pagination_class = Pagination
+class DatasetListCreateApi(TeamAssetApi, APIView):
+    list_assets = staticmethod(selectors.dataset_list)
+    create_asset = staticmethod(services.dataset_create)
+    input_serializer, output_serializer = DatasetInputSerializer, DatasetOutputSerializer
 
     @extend_schema(
-        parameters=[DatasetListFilterSerializer], responses={200: DatasetOutputSerializer(many=True), **errors(400)}
+        parameters=[TeamAssetFilterSerializer], responses={200: DatasetOutputSerializer(many=True), **errors(400)}
     )
     def get(self, request):
-        filters = DatasetListFilterSerializer(data=request.query_params.dict())
-        filters.is_valid(raise_exception=True)
-        datasets = selectors.dataset_list(user=request.user, **filters.validated_data)
-        paginator = self.pagination_class()
-        page = paginator.paginate_queryset(datasets, request, view=self)
-        return paginator.get_paginated_response(DatasetOutputSerializer(page, many=True).data)
+        return self.asset_list(request)
 
     @extend_schema(request=DatasetInputSerializer, responses={201: DatasetOutputSerializer, **errors(404, 409)})
     def post(self, request):
-        data = DatasetInputSerializer(data=request.data, context={"request": request})
-        data.is_valid(raise_exception=True)
-        dataset = services.dataset_create(
-            user=request.user,
-            team=data.validated_data["team"],
-            name=data.validated_data["name"],
-            description=data.validated_data["description"],
-        )
-        dataset = selectors.dataset_list(user=request.user).get(pk=dataset.pk)
-        return Response(DatasetOutputSerializer(dataset).data, status=201)
+        return self.asset_create(request)
 
 
-class DatasetDetailApi(APIView):
+class DatasetDetailApi(TeamAssetApi, APIView):
+    list_assets = staticmethod(selectors.dataset_list)
+    output_serializer = DatasetOutputSerializer
+
     @extend_schema(responses=DatasetOutputSerializer)
     def get(self, request, dataset_id):
-        selectors.dataset_get(user=request.user, id=dataset_id)
-        dataset = selectors.dataset_list(user=request.user).get(uuid=dataset_id)
-        return Response(DatasetOutputSerializer(dataset).data)
+        return self.asset_response(request, selectors.dataset_get(user=request.user, id=dataset_id))
 
 
 class DatasetVersionListCreateApi(APIView):

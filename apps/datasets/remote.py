@@ -1,10 +1,8 @@
-"""What the hub runs on a cluster to measure a dataset, and pure functions that read the answers.
+"""Measuring a dataset on its cluster: list it, then hash it chunk by chunk through the
+grant's `ClusterFiles`, as the grant's own account, reporting progress between chunks.
 
-Both scripts run under /bin/sh (not the account's login shell) with the dataset path as the
-positional argument ``$1``: the path is never part of the script text, so no name can turn
-into shell syntax. GNU find and coreutils are assumed, as on every Linux cluster.
-
-The checksum of a version is the sha256 of its manifest, which is exactly what
+The checksum of a version is the sha256 of its manifest (sha256sum's line for each file,
+sorted by name bytes), which is exactly what
 
     cd DIR && find . -type f -printf '%P\\0' | LC_ALL=C sort -z | xargs -0 sha256sum -- | sha256sum
 
@@ -13,82 +11,125 @@ prints on the cluster, so anyone can check a version by hand without Axle."""
 from __future__ import annotations
 
 import hashlib
+import logging
+import posixpath
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-# Exit codes our scripts use for "not there" and "there but not for you".
-MISSING = 44
-UNREADABLE = 45
-NOT_A_FILE = 46
+from apps.clusters.models import ClusterGrant
+from apps.clusters.transport import slurm_client
+from apps.integrations.slurm.base import (
+    ClusterFiles,
+    FileEntry,
+    RemoteCommandFailed,
+    RemoteFileMissing,
+    SlurmError,
+    UnsupportedOperation,
+)
 
-# First line says whether $1 was a directory (D) or a single file (F); then one
-# "<size> <relative path>" record per regular file, NUL-terminated so any name survives.
-# Symbolic links inside a directory are not followed (find's default): a link out of the
-# dataset would make its content depend on something else.
-LIST_SCRIPT = f"""p=$1
-test -e "$p" || exit {MISSING}
-if test -d "$p"; then
-  test -r "$p" && test -x "$p" && cd -- "$p" || exit {UNREADABLE}
-  printf 'D\\0'
-  exec find . -type f -printf '%s %P\\0'
-fi
-test -f "$p" || exit {NOT_A_FILE}
-test -r "$p" || exit {UNREADABLE}
-printf 'F\\0'
-exec find "$p" -maxdepth 0 -printf '%s %f\\0'
-"""
+log = logging.getLogger(__name__)
 
-# Hash the NUL-separated relative names on stdin, in that order, from inside the base folder.
-HASH_SCRIPT = f"""cd -- "$1" || exit {UNREADABLE}
-exec xargs -0 -r sha256sum --
-"""
+# Each hashing call aims to take about this long, so progress moves about once a second
+# whatever the file sizes, and tiny files do not cost one SSH round trip each.
+CHUNK_SECONDS = 1.0
+FIRST_CHUNK_FILES, MIN_CHUNK_FILES, MAX_CHUNK_FILES = 256, 16, 20_000
+FIRST_CHUNK_BYTES, MIN_CHUNK_BYTES, MAX_CHUNK_BYTES = 64 << 20, 4 << 20, 16 << 30
+SLOWEST_HASH_RATE = 20 << 20  # bytes/s we still wait for before calling a hashing call lost
 
 
-@dataclass(frozen=True)
-class Listing:
-    is_dir: bool
-    files: list[tuple[bytes, int]]  # (relative name, size), sorted by name bytes
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(size for _, size in self.files)
+class MeasureFailed(Exception):
+    def __init__(self, message: str, *, transient: bool = False):
+        super().__init__(message)
+        self.message = message
+        self.transient = transient
 
 
-class ListingUnreadable(ValueError):
-    pass
+@dataclass
+class Measurement:
+    size_bytes: int
+    file_count: int
+    checksum: str
+    lines: list[bytes]
 
 
-def parse_listing(out: bytes) -> Listing:
-    records = out.split(b"\0")
-    if not records or records[0] not in (b"D", b"F"):
-        raise ListingUnreadable(f"unexpected answer from find: {out[:80]!r}")
-    files = []
-    for record in records[1:]:
-        if not record:
-            continue
-        size, sep, name = record.partition(b" ")
-        if not sep or not size.isdigit() or not name:
-            raise ListingUnreadable(f"unexpected record from find: {record[:80]!r}")
-        files.append((name, int(size)))
-    # LC_ALL=C sort -z orders by bytes, and so do Python's bytes.
-    files.sort()
-    return Listing(is_dir=records[0] == b"D", files=files)
+def _clamp(value: float, low: int, high: int) -> int:
+    return int(max(low, min(high, value)))
 
 
-def parse_sha256sum(out: bytes, expected: int) -> list[bytes]:
-    """sha256sum's lines for ``expected`` files, kept byte for byte: they are the manifest.
+def _listing(files: ClusterFiles, path: str, cluster: str, account: str) -> tuple[str, list[FileEntry]]:
+    """The folder to hash from and the files to hash, for a folder or a single file."""
+    unreadable = MeasureFailed(f"{path} does not exist on {cluster} or is not readable by {account}.")
+    try:
+        stat = files.stat(path)
+        if stat.kind == "dir":
+            return path, files.list(path)
+    except RemoteFileMissing:
+        raise unreadable from None
+    except RemoteCommandFailed as exc:
+        # find goes on past an unreadable subfolder, says so and fails.
+        raise MeasureFailed(f"Part of {path} on {cluster} cannot be read by {account}: {exc.detail}") from None
+    if stat.kind != "file":
+        raise MeasureFailed(f"{path} on {cluster} is neither a folder nor a regular file.")
+    return posixpath.dirname(path), [FileEntry(posixpath.basename(path), stat.size)]
 
-    A name with a newline or backslash gets an escaped line starting with a backslash, so the
-    output still has exactly one line per file."""
-    lines = out.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    if len(lines) != expected:
-        raise ValueError(f"sha256sum printed {len(lines)} lines for {expected} files")
-    for line in lines:
-        digest = line.removeprefix(b"\\")[:64]
-        if len(digest) != 64 or line.removeprefix(b"\\")[64:66] != b"  ":
-            raise ValueError(f"unexpected sha256sum line: {line[:100]!r}")
-    return lines
+
+def measure(
+    grant: ClusterGrant,
+    path: str,
+    *,
+    on_listing: Callable[[int, int], None] = lambda files, size: None,
+    on_progress: Callable[[int, int], None] = lambda files, size: None,
+) -> Measurement:
+    """List, then hash ``path`` on the grant's cluster as the grant's account, chunk by chunk."""
+    cluster, account = grant.cluster.name, grant.cluster_username
+    try:
+        with slurm_client(grant) as client:
+            files = client.files
+            base, listing = _listing(files, path, cluster, account)
+            if not listing:
+                raise MeasureFailed(f"{path} on {cluster} holds no files.")
+            total_files, total_bytes = len(listing), sum(entry.size for entry in listing)
+            on_listing(total_files, total_bytes)
+
+            lines: list[bytes] = []
+            files_done = bytes_done = 0
+            max_files, max_bytes = FIRST_CHUNK_FILES, FIRST_CHUNK_BYTES
+            while files_done < total_files:
+                chunk, chunk_bytes = [], 0
+                for entry in listing[files_done:]:
+                    if chunk and (len(chunk) >= max_files or chunk_bytes + entry.size > max_bytes):
+                        break
+                    chunk.append(entry.name)
+                    chunk_bytes += entry.size
+                started = time.monotonic()
+                try:
+                    lines.extend(files.sha256_many(base, chunk, timeout=max(120.0, chunk_bytes / SLOWEST_HASH_RATE)))
+                except RemoteFileMissing:
+                    raise MeasureFailed(f"{path} disappeared from {cluster} while it was being checksummed.") from None
+                except RemoteCommandFailed as exc:
+                    if base != path:  # a single file: the one file cannot be read
+                        raise MeasureFailed(
+                            f"{path} does not exist on {cluster} or is not readable by {account}."
+                        ) from None
+                    raise MeasureFailed(f"Checksumming {path} on {cluster} as {account} failed: {exc.detail}") from None
+                files_done += len(chunk)
+                bytes_done += chunk_bytes
+                on_progress(files_done, bytes_done)
+                scale = CHUNK_SECONDS / max(time.monotonic() - started, 0.01)
+                scale = max(0.5, min(4.0, scale))
+                max_files = _clamp(max_files * scale, MIN_CHUNK_FILES, MAX_CHUNK_FILES)
+                max_bytes = _clamp(max_bytes * scale, MIN_CHUNK_BYTES, MAX_CHUNK_BYTES)
+    except MeasureFailed:
+        raise
+    except UnsupportedOperation as exc:  # a grant whose transport has no way to the files
+        raise MeasureFailed(exc.message) from None
+    except SlurmError as exc:
+        raise MeasureFailed(f"Could not reach {cluster}: {exc}", transient=not exc.permanent) from None
+    except Exception as exc:  # the SSH connection broke mid-command, or something we did not foresee
+        log.exception("checksumming %s on %s failed", path, cluster)
+        raise MeasureFailed(f"Checksumming {path} on {cluster} stopped: {exc}", transient=True) from None
+    return Measurement(size_bytes=total_bytes, file_count=total_files, checksum=manifest_checksum(lines), lines=lines)
 
 
 def manifest_checksum(lines: list[bytes]) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from django.db.models import Count, Max, QuerySet
+from django.db.models import QuerySet
 
-from apps.accounts.teams import team_owned
+from apps.accounts.teams import team_asset_list, team_owned, team_owned_get
 from apps.clusters.models import Cluster
 from apps.core.errors import NotFound, ValidationFailed
 from apps.core.models import parse_uuid
@@ -15,29 +15,15 @@ from apps.core.models import parse_uuid
 from .models import Dataset, DatasetVersion
 
 V = DatasetVersion.Status
+VERSION = {"via": "dataset__team", "related": ("dataset__team", "cluster", "created_by")}
 
 
 def dataset_list(*, user, team: str = "", q: str = "") -> QuerySet[Dataset]:
-    datasets = team_owned(Dataset.objects.all(), user=user, team=team)
-    if q:
-        datasets = datasets.filter(name__icontains=q)
-    return (
-        datasets.select_related("team", "created_by")
-        .annotate(version_count=Count("versions"), latest_number=Max("versions__number"))
-        .order_by("team__name", "name")
-    )
+    return team_asset_list(Dataset.objects.all(), user=user, team=team, q=q, order_by=("team__name", "name"))
 
 
 def dataset_get(*, user, id) -> Dataset:
-    u = parse_uuid(id)
-    dataset = (
-        team_owned(Dataset.objects.filter(uuid=u), user=user).select_related("team", "created_by").first()
-        if u
-        else None
-    )
-    if dataset is None:
-        raise NotFound("No such dataset.")
-    return dataset
+    return team_owned_get(Dataset.objects.filter(uuid=parse_uuid(id)), user=user, missing="No such dataset.")
 
 
 def dataset_version_list(*, user, dataset: Dataset) -> QuerySet[DatasetVersion]:
@@ -51,28 +37,18 @@ def dataset_version_list(*, user, dataset: Dataset) -> QuerySet[DatasetVersion]:
 
 
 def dataset_version_get(*, user, id) -> DatasetVersion:
-    u = parse_uuid(id)
-    version = (
-        team_owned(DatasetVersion.objects.filter(uuid=u), user=user, via="dataset__team")
-        .select_related("dataset__team", "cluster", "created_by")
-        .first()
-        if u
-        else None
+    return team_owned_get(
+        DatasetVersion.objects.filter(uuid=parse_uuid(id)), user=user, missing="No such dataset version.", **VERSION
     )
-    if version is None:
-        raise NotFound("No such dataset version.")
-    return version
 
 
 def dataset_version_by_number(*, user, dataset: Dataset, number: int) -> DatasetVersion:
-    version = (
-        team_owned(DatasetVersion.objects.filter(dataset=dataset, number=number), user=user, via="dataset__team")
-        .select_related("dataset__team", "cluster", "created_by")
-        .first()
+    return team_owned_get(
+        DatasetVersion.objects.filter(dataset=dataset, number=number),
+        user=user,
+        missing=f"Dataset {dataset.name} has no version {number}.",
+        **VERSION,
     )
-    if version is None:
-        raise NotFound(f"Dataset {dataset.name} has no version {number}.")
-    return version
 
 
 def env_name(dataset: Dataset) -> str:

@@ -9,27 +9,23 @@ from __future__ import annotations
 import logging
 import posixpath
 import re
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from apps.accounts.models import Team
-from apps.accounts.teams import is_team_member, team_member_require
+from apps.accounts.teams import is_team_member, team_asset_create, team_member_require
 from apps.audit.services import audit_record
-from apps.clusters.models import Cluster, ClusterGrant
+from apps.clusters.models import Cluster
 from apps.clusters.selectors import grant_for_submission
-from apps.clusters.transport import slurm_client
 from apps.core.errors import Conflict, NotFound, PermissionDenied, Unavailable, ValidationFailed
 from apps.core.tasks import enqueue
 from apps.core.transitions import transition
-from apps.integrations.slurm.base import SlurmError, UnsupportedOperation
 
 from . import remote
 from .models import Dataset, DatasetVersion
@@ -39,14 +35,6 @@ V = DatasetVersion.Status
 
 URI_RE = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*)://\S+$")
 URI_SCHEMES = {"http", "https", "s3", "gs", "gcs", "az", "abfs", "abfss", "wasbs", "hdfs", "hf", "ftp", "sftp"}
-
-# Each hashing call aims to take about this long, so progress moves about once a second
-# whatever the file sizes, and tiny files do not cost one SSH round trip each.
-CHUNK_SECONDS = 1.0
-FIRST_CHUNK_FILES, MIN_CHUNK_FILES, MAX_CHUNK_FILES = 256, 16, 20_000
-FIRST_CHUNK_BYTES, MIN_CHUNK_BYTES, MAX_CHUNK_BYTES = 64 << 20, 4 << 20, 16 << 30
-LIST_TIMEOUT = 600.0
-SLOWEST_HASH_RATE = 20 << 20  # bytes/s we still wait for before calling a hashing call lost
 
 
 # ---------------------------------------------------------------- datasets
@@ -61,22 +49,12 @@ def dataset_create(*, user, team: Team, name: str, description: str = "") -> Dat
         raise ValidationFailed("A dataset name uses letters, digits, hyphens and underscores only.") from None
     if len(name) > 64:
         raise ValidationFailed("A dataset name has at most 64 characters.")
+    taken = Conflict(f"Team {team.name} already has a dataset named {name}.")
     if Dataset.objects.filter(team=team, name=name).exists():
-        raise Conflict(f"Team {team.name} already has a dataset named {name}.")
-    try:
-        with transaction.atomic():
-            dataset = Dataset.objects.create(
-                team=team, name=name, description=(description or "").strip(), created_by=user
-            )
-            audit_record(
-                action="dataset.created",
-                subject=dataset,
-                actor=user,
-                after={"team": team.name, "name": name, "description": dataset.description},
-            )
-    except IntegrityError:  # a teammate took the name a moment ago
-        raise Conflict(f"Team {team.name} already has a dataset named {name}.") from None
-    return dataset
+        raise taken
+    return team_asset_create(
+        Dataset, user=user, team=team, name=name, description=description, action="dataset.created", taken=taken
+    )
 
 
 # ---------------------------------------------------------------- registering a version
@@ -162,101 +140,6 @@ def dataset_version_register(
     return version
 
 
-# ---------------------------------------------------------------- measuring on the cluster
-
-
-class MeasureFailed(Exception):
-    def __init__(self, message: str, *, transient: bool = False):
-        super().__init__(message)
-        self.message = message
-        self.transient = transient
-
-
-@dataclass
-class Measurement:
-    size_bytes: int
-    file_count: int
-    checksum: str
-    lines: list[bytes]
-
-
-def _clamp(value: float, low: int, high: int) -> int:
-    return int(max(low, min(high, value)))
-
-
-def _measure(
-    grant: ClusterGrant,
-    path: str,
-    *,
-    on_listing: Callable[[int, int], None] = lambda files, size: None,
-    on_progress: Callable[[int, int], None] = lambda files, size: None,
-) -> Measurement:
-    """List, then hash ``path`` on the grant's cluster as the grant's account, chunk by chunk."""
-    cluster, account = grant.cluster.name, grant.cluster_username
-    try:
-        with slurm_client(grant) as client:
-            files = client.files
-            listed = files.run(["/bin/sh", "-c", remote.LIST_SCRIPT, "sh", path], timeout=LIST_TIMEOUT)
-            if listed.exit_status in (remote.MISSING, remote.UNREADABLE):
-                raise MeasureFailed(f"{path} does not exist on {cluster} or is not readable by {account}.")
-            if listed.exit_status == remote.NOT_A_FILE:
-                raise MeasureFailed(f"{path} on {cluster} is neither a folder nor a regular file.")
-            if listed.exit_status != 0:
-                # find goes on past an unreadable subfolder, says so on stderr and exits 1.
-                detail = "; ".join(listed.err.splitlines()[:3])
-                raise MeasureFailed(f"Part of {path} on {cluster} cannot be read by {account}: {detail}")
-            listing = remote.parse_listing(listed.stdout)
-            if not listing.files:
-                raise MeasureFailed(f"{path} on {cluster} holds no files.")
-            total_files, total_bytes = len(listing.files), listing.total_bytes
-            on_listing(total_files, total_bytes)
-
-            base = path if listing.is_dir else posixpath.dirname(path)
-            lines: list[bytes] = []
-            files_done = bytes_done = 0
-            max_files, max_bytes = FIRST_CHUNK_FILES, FIRST_CHUNK_BYTES
-            while files_done < total_files:
-                chunk, chunk_bytes = [], 0
-                for name, size in listing.files[files_done:]:
-                    if chunk and (len(chunk) >= max_files or chunk_bytes + size > max_bytes):
-                        break
-                    chunk.append(name)
-                    chunk_bytes += size
-                started = time.monotonic()
-                hashed = files.run(
-                    ["/bin/sh", "-c", remote.HASH_SCRIPT, "sh", base],
-                    stdin=b"\0".join(chunk) + b"\0",
-                    timeout=max(120.0, chunk_bytes / SLOWEST_HASH_RATE),
-                )
-                if hashed.exit_status == remote.UNREADABLE:
-                    raise MeasureFailed(f"{path} disappeared from {cluster} while it was being checksummed.")
-                if hashed.exit_status != 0:
-                    detail = "; ".join(hashed.err.splitlines()[:3])
-                    raise MeasureFailed(f"Checksumming {path} on {cluster} as {account} failed: {detail}")
-                lines.extend(remote.parse_sha256sum(hashed.stdout, len(chunk)))
-                files_done += len(chunk)
-                bytes_done += chunk_bytes
-                on_progress(files_done, bytes_done)
-                scale = CHUNK_SECONDS / max(time.monotonic() - started, 0.01)
-                scale = max(0.5, min(4.0, scale))
-                max_files = _clamp(max_files * scale, MIN_CHUNK_FILES, MAX_CHUNK_FILES)
-                max_bytes = _clamp(max_bytes * scale, MIN_CHUNK_BYTES, MAX_CHUNK_BYTES)
-    except MeasureFailed:
-        raise
-    except UnsupportedOperation as exc:  # a grant whose transport has no way to the files
-        raise MeasureFailed(exc.message) from None
-    except SlurmError as exc:
-        raise MeasureFailed(f"Could not reach {cluster}: {exc}", transient=not exc.permanent) from None
-    except ValueError as exc:  # output we could not read
-        raise MeasureFailed(f"Unexpected answer from {cluster} while checksumming {path}: {exc}") from None
-    except Exception as exc:  # the SSH connection broke mid-command, or something we did not foresee
-        log.exception("checksumming %s on %s failed", path, cluster)
-        raise MeasureFailed(f"Checksumming {path} on {cluster} stopped: {exc}", transient=True) from None
-    return Measurement(
-        size_bytes=total_bytes, file_count=total_files, checksum=remote.manifest_checksum(lines), lines=lines
-    )
-
-
 def _manifest_text(lines: list[bytes]) -> tuple[str, bool]:
     kept = lines[: DatasetVersion.MANIFEST_MAX_LINES]
     return b"".join(line + b"\n" for line in kept).decode("utf-8", "replace"), len(kept) == len(lines)
@@ -319,8 +202,8 @@ def dataset_version_checksum(*, version_id: int) -> DatasetVersion | None:
         )
 
     try:
-        measured = _measure(grant, version.path, on_listing=on_listing, on_progress=on_progress)
-    except MeasureFailed as exc:
+        measured = remote.measure(grant, version.path, on_listing=on_listing, on_progress=on_progress)
+    except remote.MeasureFailed as exc:
         version.refresh_from_db()
         return _fail(version, exc.message, actor=owner)
     manifest, complete = _manifest_text(measured.lines)
@@ -404,8 +287,8 @@ def dataset_version_verify(*, version: DatasetVersion, user) -> Verification:
     if grant is None:
         raise PermissionDenied(f"You have no active grant on cluster {version.cluster.name}.")
     try:
-        measured = _measure(grant, version.path)
-    except MeasureFailed as exc:
+        measured = remote.measure(grant, version.path)
+    except remote.MeasureFailed as exc:
         if exc.transient:
             raise Unavailable(exc.message) from None
         result = Verification(matches=False, message=exc.message)
@@ -463,7 +346,7 @@ def dataset_versions_rescue() -> dict[str, int]:
         "manifest"
     ):
         remaining = max((version.bytes_total or 0) - version.bytes_done, 0)
-        allowed = STALE_GRACE + timedelta(seconds=max(120.0, remaining / SLOWEST_HASH_RATE))
+        allowed = STALE_GRACE + timedelta(seconds=max(120.0, remaining / remote.SLOWEST_HASH_RATE))
         if version.updated_at < now - allowed:
             _fail(
                 version,

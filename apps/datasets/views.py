@@ -1,47 +1,37 @@
 from django.contrib import messages
-from django.http import Http404
 from django.shortcuts import redirect, render
+from django.urls import reverse
 
-from apps.accounts.teams import team_choices, team_initial, team_pick
+from apps.accounts.team_views import TeamAssetListView, found_or_404
 from apps.clusters.selectors import grant_usable_list
-from apps.core.errors import ApplicationError, NotFound
+from apps.core.errors import ApplicationError
 
 from . import selectors, services
 from .models import Dataset
 
 
 def _dataset(request, dataset_id) -> Dataset:
-    try:
-        return selectors.dataset_get(user=request.user, id=dataset_id)
-    except NotFound:
-        raise Http404("No such dataset.") from None
+    return found_or_404(selectors.dataset_get, "No such dataset.", user=request.user, id=dataset_id)
 
 
-def dataset_list(request):
-    teams = list(team_choices(user=request.user))
-    form = {"team": team_initial(teams), "name": "", "description": ""}
-    errors = []
-    if request.method == "POST":
-        form = {k: request.POST.get(k, "").strip() for k in ("team", "name", "description")}
-        try:
-            team = team_pick(teams=teams, name=form["team"])
-            dataset = services.dataset_create(
-                user=request.user, team=team, name=form["name"], description=form["description"]
-            )
-        except ApplicationError as exc:
-            errors.append(exc.message)
-        else:
-            messages.success(request, f"“{dataset.name}” in {team.name} created: register its first version.")
-            return redirect("dataset-detail", dataset_id=dataset.uuid)
-    q = request.GET.get("q", "")
-    context = {
-        "datasets": selectors.dataset_list(user=request.user, q=q),
-        "teams": teams,
-        "form": form,
-        "errors": errors,
-        "q": q,
-    }
-    return render(request, "datasets/list.html", context, status=400 if errors else 200)
+class DatasetListView(TeamAssetListView):
+    template_name = "datasets/list.html"
+    noun, plural = "dataset", "datasets"
+
+    list_assets = staticmethod(selectors.dataset_list)
+    create_asset = staticmethod(services.dataset_create)
+
+    def asset_url(self, asset):
+        return reverse("dataset-detail", args=[asset.uuid])
+
+    def version_url(self, asset, number):
+        return reverse("dataset-version-detail", args=[asset.uuid, number])
+
+    def created_message(self, asset, team):
+        return f"“{asset.name}” in {team.name} created: register its first version."
+
+
+dataset_list = DatasetListView.as_view()
 
 
 def dataset_detail(request, dataset_id):
@@ -85,10 +75,9 @@ def dataset_detail(request, dataset_id):
 
 def dataset_version_detail(request, dataset_id, number):
     dataset = _dataset(request, dataset_id)
-    try:
-        version = selectors.dataset_version_by_number(user=request.user, dataset=dataset, number=number)
-    except NotFound:
-        raise Http404("No such version.") from None
+    version = found_or_404(
+        selectors.dataset_version_by_number, "No such version.", user=request.user, dataset=dataset, number=number
+    )
     return render(
         request,
         "datasets/version.html",

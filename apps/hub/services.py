@@ -1,11 +1,14 @@
-"""Changes to the hub's background machinery (django-q2 schedules, queued and finished tasks),
-audited like every other change: a schedule names a function the workers will run."""
+"""Hub-wide changes: the hub's background machinery (django-q2 schedules, queued and finished
+tasks), audited like every other change since a schedule names a function the workers will
+run; and re-encrypting every stored secret with the newest key."""
 
 from django.db import transaction
 from django_q.models import OrmQ, Schedule, Task
 from django_q.tasks import async_task
 
 from apps.audit.services import audit_record
+from apps.clusters.models import Cluster, ClusterGrant
+from apps.core import crypto
 
 SCHEDULE_FIELDS = (
     "name",
@@ -103,3 +106,24 @@ def queued_task_delete(*, queued: OrmQ, actor) -> None:
             before={"func": queued.func(), "name": queued.name()},
         )
         queued.delete()
+
+
+def secrets_rotate() -> int:
+    """Re-encrypt every stored secret with the newest key; return how many were rewritten."""
+    count = 0
+    with transaction.atomic():
+        for cluster in Cluster.objects.select_for_update().exclude(jwt_key_encrypted=""):
+            cluster.jwt_key_encrypted = crypto.rotate(cluster.jwt_key_encrypted)
+            cluster.save(update_fields=["jwt_key_encrypted"])
+            count += 1
+        for grant in ClusterGrant.objects.select_for_update():
+            changed = []
+            for field in ("ssh_private_key_encrypted", "rest_token_encrypted"):
+                if getattr(grant, field):
+                    setattr(grant, field, crypto.rotate(getattr(grant, field)))
+                    changed.append(field)
+            if changed:
+                grant.save(update_fields=changed)
+                count += len(changed)
+        audit_record(action="secrets.rotated", after={"count": count})
+    return count

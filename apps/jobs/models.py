@@ -58,6 +58,11 @@ class Job(BaseModel):
     parameters = models.JSONField(default=dict, blank=True)
     effective_request = models.JSONField(default=dict, blank=True)
     hub_args = models.JSONField(default=list, blank=True, help_text="The hub's own sbatch options.")
+    script_directives = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="The script's directives as validated ([line, option, value, text]); null for jobs recorded before.",
+    )
     cluster_username = models.CharField(max_length=64)
     marker = models.CharField(max_length=64, unique=True, help_text="Unique comment that finds the job on Slurm.")
     workdir = models.CharField(max_length=1000)

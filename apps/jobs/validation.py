@@ -25,6 +25,9 @@ class Validation:
     # The hub's own sbatch options for this job: log paths, and what the script leaves to
     # Slurm's defaults that the grant must bound (time, partition, memory).
     hub_args: list[str] = field(default_factory=list)
+    # The script's directives as parsed here ([line, option, value, text] each), recorded on
+    # the job so submission translates them without reading the script again.
+    script_directives: list[list] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -115,6 +118,7 @@ def validate(
         result.add("The script must start with an interpreter line such as #!/bin/bash, as sbatch requires.", 1)
     partitions = request.partitions_from_state(grant.cluster.state) if grant else None
     directives, problems = sbatch.parse_script(script)
+    result.script_directives = [d.as_list() for d in directives]
     # What the script alone asks decides the log file names and the defaults the hub adds.
     script_only = request.resolve(directives, [])
     if partitions is not None:

@@ -2,26 +2,12 @@
 
 from django.contrib import admin
 
+from apps.accounts.team_admin import TeamAssetAdmin
+from apps.core.admin import ReadOnlyAdmin
+
 from .models import ModelVersion, RegisteredModel
 
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-@admin.register(RegisteredModel)
-class RegisteredModelAdmin(ReadOnlyAdmin):
-    list_display = ("name", "team", "created_by", "created_at")
-    list_filter = ("team",)
-    search_fields = ("name", "description")
-    list_select_related = ("team", "created_by")
+admin.site.register(RegisteredModel, TeamAssetAdmin)
 
 
 @admin.register(ModelVersion)

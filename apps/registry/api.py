@@ -3,6 +3,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.accounts.team_api import TeamAssetApi, TeamAssetFilterSerializer
 from apps.accounts.teams import TeamField
 from apps.core.pagination import Pagination
 from apps.core.schema import errors
@@ -52,44 +53,28 @@ class ModelVersionInputSerializer(serializers.Serializer):
     job = serializers.UUIDField(help_text="The completed job whose MLflow run logged the model")
 
 
-class ModelListFilterSerializer(serializers.Serializer):
-    team = serializers.CharField(required=False, allow_blank=True, help_text="Team name")
-    q = serializers.CharField(required=False, allow_blank=True, help_text="Part of the name or description")
-
-
-class ModelListCreateApi(APIView):
-    pagination_class = Pagination
+class ModelListCreateApi(TeamAssetApi, APIView):
+    list_assets = staticmethod(selectors.registered_model_list)
+    create_asset = staticmethod(services.registered_model_create)
+    input_serializer, output_serializer = ModelInputSerializer, ModelOutputSerializer
 
     @extend_schema(
-        parameters=[ModelListFilterSerializer], responses={200: ModelOutputSerializer(many=True), **errors(400)}
+        parameters=[TeamAssetFilterSerializer], responses={200: ModelOutputSerializer(many=True), **errors(400)}
     )
     def get(self, request):
-        filters = ModelListFilterSerializer(data=request.query_params.dict())
-        filters.is_valid(raise_exception=True)
-        models = selectors.registered_model_list(user=request.user, **filters.validated_data)
-        paginator = self.pagination_class()
-        page = paginator.paginate_queryset(models, request, view=self)
-        return paginator.get_paginated_response(ModelOutputSerializer(page, many=True).data)
+        return self.asset_list(request)
 
     @extend_schema(request=ModelInputSerializer, responses={201: ModelOutputSerializer, **errors(404, 409)})
     def post(self, request):
-        data = ModelInputSerializer(data=request.data, context={"request": request})
-        data.is_valid(raise_exception=True)
-        model = services.registered_model_create(
-            user=request.user,
-            team=data.validated_data["team"],
-            name=data.validated_data["name"],
-            description=data.validated_data["description"],
-        )
-        model = selectors.registered_model_list(user=request.user).get(pk=model.pk)
-        return Response(ModelOutputSerializer(model).data, status=201)
+        return self.asset_create(request)
 
 
-class ModelDetailApi(APIView):
+class ModelDetailApi(TeamAssetApi, APIView):
+    list_assets = staticmethod(selectors.registered_model_list)
+
     @extend_schema(responses=ModelDetailOutputSerializer)
     def get(self, request, name):
-        selectors.registered_model_get(user=request.user, name=name)
-        model = selectors.registered_model_list(user=request.user).get(name=name)
+        model = self.with_counts(request, selectors.registered_model_get(user=request.user, name=name))
         model.version_rows = list(selectors.model_version_list(user=request.user, model=model))
         return Response(ModelDetailOutputSerializer(model).data)
 

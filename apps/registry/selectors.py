@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, Max, Q, QuerySet
+from django.db.models import Q, QuerySet
 
 from apps.accounts.models import Team
-from apps.accounts.teams import team_owned
+from apps.accounts.teams import team_asset_list, team_owned, team_owned_get
 from apps.core.errors import NotFound
 from apps.core.models import parse_uuid
 from apps.jobs.models import Job
@@ -29,23 +29,13 @@ def job_for_registration(*, user, id) -> Job:
 
 
 def registered_model_list(*, user, team: str = "", q: str = "") -> QuerySet[RegisteredModel]:
-    models = team_owned(RegisteredModel.objects.all(), user=user, team=team)
-    if q:
-        models = models.filter(name__icontains=q)
-    return (
-        models.select_related("team", "created_by")
-        .annotate(version_count=Count("versions"), latest_number=Max("versions__number"))
-        .order_by("name")
-    )
+    return team_asset_list(RegisteredModel.objects.all(), user=user, team=team, q=q)
 
 
 def registered_model_get(*, user, name: str) -> RegisteredModel:
-    model = (
-        team_owned(RegisteredModel.objects.filter(name=name), user=user).select_related("team", "created_by").first()
+    return team_owned_get(
+        RegisteredModel.objects.filter(name=name), user=user, missing=f"No model named {name!r} in your teams."
     )
-    if model is None:
-        raise NotFound(f"No model named {name!r} in your teams.")
-    return model
 
 
 def model_version_list(*, user, model: RegisteredModel) -> QuerySet[ModelVersion]:
@@ -57,17 +47,13 @@ def model_version_list(*, user, model: RegisteredModel) -> QuerySet[ModelVersion
 
 
 def model_version_get(*, user, id) -> ModelVersion:
-    u = parse_uuid(id)
-    version = (
-        team_owned(ModelVersion.objects.filter(uuid=u), user=user, via="model__team")
-        .select_related("model__team", "job", "created_by")
-        .first()
-        if u
-        else None
+    return team_owned_get(
+        ModelVersion.objects.filter(uuid=parse_uuid(id)),
+        user=user,
+        missing="No such model version.",
+        via="model__team",
+        related=("model__team", "job", "created_by"),
     )
-    if version is None:
-        raise NotFound("No such model version.")
-    return version
 
 
 def model_version_by_number(*, user, model: RegisteredModel, number: int) -> ModelVersion:

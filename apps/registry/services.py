@@ -19,7 +19,7 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 
 from apps.accounts.models import Team
-from apps.accounts.teams import is_team_member, team_member_require
+from apps.accounts.teams import is_team_member, team_asset_create, team_member_require
 from apps.audit.models import AuditEvent
 from apps.audit.services import audit_record
 from apps.core.errors import Conflict, NotFound, PermissionDenied, Unavailable, ValidationFailed
@@ -67,22 +67,12 @@ def registered_model_create(*, user, team: Team, name: str, description: str = "
     """An empty model in the hub. MLflow's registry gets it with its first version."""
     team_member_require(user=user, team=team)
     name = _clean_name(name)
+    taken = Conflict(f"A model named {name} already exists.")
     if RegisteredModel.objects.filter(name=name).exists():
-        raise Conflict(f"A model named {name} already exists.")
-    try:
-        with transaction.atomic():
-            model = RegisteredModel.objects.create(
-                team=team, name=name, description=(description or "").strip(), created_by=user
-            )
-            audit_record(
-                action="model.created",
-                subject=model,
-                actor=user,
-                after={"team": team.name, "name": name, "description": model.description},
-            )
-    except IntegrityError:  # somebody took the name a moment ago
-        raise Conflict(f"A model named {name} already exists.") from None
-    return model
+        raise taken
+    return team_asset_create(
+        RegisteredModel, user=user, team=team, name=name, description=description, action="model.created", taken=taken
+    )
 
 
 # ---------------------------------------------------------------- model versions

@@ -1,40 +1,32 @@
 from django.contrib import messages
-from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
-from apps.accounts.teams import team_choices, team_initial, team_pick
-from apps.core.errors import ApplicationError, NotFound
+from apps.accounts.team_views import TeamAssetListView, found_or_404
+from apps.core.errors import ApplicationError
 from apps.core.models import parse_uuid
 
 from . import selectors, services
 
 
-def model_list(request):
-    teams = list(team_choices(user=request.user))
-    form = {"team": team_initial(teams), "name": "", "description": ""}
-    errors = []
-    if request.method == "POST":
-        form = {k: request.POST.get(k, "").strip() for k in ("team", "name", "description")}
-        try:
-            team = team_pick(teams=teams, name=form["team"])
-            model = services.registered_model_create(
-                user=request.user, team=team, name=form["name"], description=form["description"]
-            )
-        except ApplicationError as exc:
-            errors.append(exc.message)
-        else:
-            messages.success(request, f"Model “{model.name}” created: register a version from a completed job.")
-            return redirect("model-detail", name=model.name)
-    q = request.GET.get("q", "")
-    context = {
-        "models": selectors.registered_model_list(user=request.user, q=q),
-        "teams": teams,
-        "form": form,
-        "errors": errors,
-        "q": q,
-    }
-    return render(request, "registry/list.html", context, status=400 if errors else 200)
+class ModelListView(TeamAssetListView):
+    template_name = "registry/list.html"
+    noun, plural = "model", "models"
+
+    list_assets = staticmethod(selectors.registered_model_list)
+    create_asset = staticmethod(services.registered_model_create)
+
+    def asset_url(self, asset):
+        return reverse("model-detail", args=[asset.name])
+
+    def version_url(self, asset, number):
+        return self.asset_url(asset) + f"#v{number}"
+
+    def created_message(self, asset, team):
+        return f"Model “{asset.name}” created: register a version from a completed job."
+
+
+model_list = ModelListView.as_view()
 
 
 def _metric(value) -> tuple[str, str] | None:
@@ -45,10 +37,7 @@ def _metric(value) -> tuple[str, str] | None:
 
 
 def model_detail(request, name):
-    try:
-        model = selectors.registered_model_get(user=request.user, name=name)
-    except NotFound:
-        raise Http404("No such model.") from None
+    model = found_or_404(selectors.registered_model_get, "No such model.", user=request.user, name=name)
     versions = list(selectors.model_version_list(user=request.user, model=model))
     columns = selectors.metric_columns(versions)
     rows = [(v, [_metric((v.metrics or {}).get(c)) for c in columns]) for v in versions]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from apps.audit.models import AuditEvent
-from apps.datasets import services
+from apps.datasets import remote, services
 from apps.datasets.models import DatasetVersion
 from tests.local_cluster import LOCAL_CLUSTER_MISSING, local_cluster_env, make_local_cluster, make_local_grant
 
@@ -93,11 +93,11 @@ def test_a_folder_is_checksummed_on_the_cluster_with_progress(grant, scratch, mo
     assert version.status == V.PENDING and version.number == 1
 
     # Small chunks, so the dataset is hashed in several calls and progress is seen between them.
-    monkeypatch.setattr(services, "FIRST_CHUNK_FILES", 3)
-    monkeypatch.setattr(services, "MIN_CHUNK_FILES", 3)
-    monkeypatch.setattr(services, "MAX_CHUNK_FILES", 3)
+    monkeypatch.setattr(remote, "FIRST_CHUNK_FILES", 3)
+    monkeypatch.setattr(remote, "MIN_CHUNK_FILES", 3)
+    monkeypatch.setattr(remote, "MAX_CHUNK_FILES", 3)
     seen = []
-    real = services._measure
+    real = remote.measure
 
     def watching(grant_, path, *, on_listing, on_progress):
         def progress(files, size):
@@ -107,7 +107,7 @@ def test_a_folder_is_checksummed_on_the_cluster_with_progress(grant, scratch, mo
 
         return real(grant_, path, on_listing=on_listing, on_progress=progress)
 
-    monkeypatch.setattr(services, "_measure", watching)
+    monkeypatch.setattr(remote, "measure", watching)
     services.dataset_version_checksum(version_id=version.pk)
     version.refresh_from_db()
 
@@ -212,7 +212,7 @@ def test_a_large_folder_reports_progress_about_every_second(grant, scratch, alic
     dataset = services.dataset_create(user=alice, team=team, name="big")
     version = services.dataset_version_register(user=alice, dataset=dataset, cluster=grant.cluster, path=str(data))
     stamps = []
-    real = services._measure
+    real = remote.measure
 
     def timed(grant_, path, *, on_listing, on_progress):
         stamps.append(("start", time.monotonic(), 0))
@@ -227,7 +227,7 @@ def test_a_large_folder_reports_progress_about_every_second(grant, scratch, alic
 
         return real(grant_, path, on_listing=listing, on_progress=progress)
 
-    monkeypatch.setattr(services, "_measure", timed)
+    monkeypatch.setattr(remote, "measure", timed)
     services.dataset_version_checksum(version_id=version.pk)
     version.refresh_from_db()
     assert version.status == V.READY, version.error
@@ -241,7 +241,7 @@ def test_a_large_folder_reports_progress_about_every_second(grant, scratch, alic
         f"{len(stamps) - 2} progress updates, longest gap {max(gaps):.2f}s"
     )
     assert stamps[-1][2] == 200 << 20
-    assert max(gaps) < 3 * services.CHUNK_SECONDS
+    assert max(gaps) < 3 * remote.CHUNK_SECONDS
 
 
 @pytest.mark.django_db(transaction=True)
@@ -277,7 +277,7 @@ def test_a_rest_only_grant_fails_the_checksum_saying_what_it_lacks(env, scratch,
     version.refresh_from_db()
     assert version.status == V.FAILED
     assert version.error == (
-        "A REST-only grant (scientist on cluster local-rest) cannot run a command on the cluster: slurmrestd has "
+        f"A REST-only grant (scientist on cluster local-rest) cannot look at {data}: slurmrestd has "
         "no file API, so files on the cluster are reached over SSH on its login node. An administrator must add "
         "an SSH key to the grant (and a login host with a confirmed host key to the cluster)."
     )

@@ -12,6 +12,7 @@ from apps.clusters.models import ClusterGrant
 from apps.core.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from apps.datasets import selectors, services
 from apps.datasets.models import Dataset, DatasetVersion
+from apps.datasets.remote import Measurement
 from tests.factories import ClusterFactory, ClusterGrantFactory, MembershipFactory, TeamFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -187,11 +188,11 @@ def test_running_the_checksum_task_twice_does_nothing_the_second_time(dataset, a
         calls.append(path)
         on_listing(2, 10)
         on_progress(2, 10)
-        return services.Measurement(
+        return Measurement(
             size_bytes=10, file_count=2, checksum="c" * 64, lines=[b"0" * 64 + b"  a", b"1" * 64 + b"  b"]
         )
 
-    monkeypatch.setattr(services, "_measure", fake)
+    monkeypatch.setattr("apps.datasets.remote.measure", fake)
     services.dataset_version_checksum(version_id=version.pk)
     services.dataset_version_checksum(version_id=version.pk)
     version.refresh_from_db()

@@ -12,6 +12,7 @@ from django.utils import timezone
 from apps.audit.models import AuditEvent
 from apps.clusters.models import Cluster
 from apps.clusters.transport import slurm_client
+from apps.integrations.slurm import sbatch
 from apps.integrations.slurm.base import AmbiguousSubmitError
 from apps.jobs import selectors, services, tasks
 from apps.jobs.models import Job
@@ -298,3 +299,27 @@ def test_unknown_jobs_are_reconciled_with_one_marker_search_per_account(grant, m
     for job in jobs:
         job.refresh_from_db()
         assert_found_by_its_marker(grant, job, after="job.submit_interrupted")
+
+
+def test_a_rest_submission_sends_the_validated_directives_without_reading_the_script_again(alice, monkeypatch):
+    if local_cluster_env() is None:
+        pytest.skip(LOCAL_CLUSTER_MISSING)
+    grant = make_local_grant(make_local_cluster("rest", "local-rest"), alice, max_time_minutes=60)
+    job = services.job_create(
+        user=alice, cluster=grant.cluster, name="once", script=script("true", "#SBATCH --time=00:07:00")
+    )
+    assert [d[1:3] for d in job.script_directives] == [
+        ["partition", "debug"],
+        ["time", "00:05:00"],
+        ["mem", "100M"],
+        ["time", "00:07:00"],
+    ]
+    reads = []
+    monkeypatch.setattr(sbatch, "parse_script", lambda script: reads.append(script) or ([], []))
+    services.job_submit(job_id=job.pk)
+    job.refresh_from_db()
+    assert reads == []
+    assert job.status in {S.PENDING, S.RUNNING, S.COMPLETED}, job.failure_message
+    with slurm_client(grant) as client:
+        [on_slurm] = client.find_by_comment(job.marker)
+    assert on_slurm.time_limit_minutes == 7  # the script's last --time, as sbatch would take it

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from .sbatch import Directive
+
 
 class SlurmError(Exception):
     """Anything that went wrong talking to Slurm.
@@ -73,10 +75,11 @@ class UnsupportedOperation(SlurmError):
 
 class RemoteCommandFailed(SlurmError):
     """A file operation ran on the cluster and failed there (permissions, a full disk):
-    retrying the same call would fail the same way."""
+    retrying the same call would fail the same way. `detail` is what the cluster said."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, detail: str = "") -> None:
         super().__init__(message, permanent=True)
+        self.detail = detail or message
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,9 @@ class SubmitRequest:
     `extra_args` are the hub's own sbatch options (e.g. ``["--output=/x/%j.out",
     "--hold"]``); like sbatch's command line they override the script's directives.
     `comment` is the hub's unique marker used to find the job again after a crash.
+    `script_directives` are the script's own directives as validation parsed them; a
+    client that must translate them (slurmrestd) uses them instead of reading the script
+    again. None means "not parsed yet": the client parses the script itself.
     """
 
     script: str
@@ -94,6 +100,7 @@ class SubmitRequest:
     workdir: str
     env: dict[str, str] = field(default_factory=dict)
     extra_args: list[str] = field(default_factory=list)
+    script_directives: tuple[Directive, ...] | None = None
 
 
 @dataclass
@@ -258,9 +265,18 @@ class ClusterFiles(Protocol):
         `sha256sum`. `RemoteFileMissing` if it is not there or not readable."""
         ...
 
+    def sha256_many(self, folder: str, names: Sequence[str], *, timeout: float | None = None) -> builtins.list[bytes]:
+        """Hash many files below `folder` in one round trip: `sha256sum`'s line for each of
+        `names` (relative to `folder`), in that order, byte for byte (``<hex>  <name>``, a
+        name with a newline or backslash escaped as sha256sum does), so the lines are a
+        manifest anyone can reproduce by hand. `RemoteFileMissing` if the folder is not there
+        or not readable; `RemoteCommandFailed` if a file cannot be read."""
+        ...
+
     def list(self, path: str) -> builtins.list[FileEntry]:
         """Every regular file below the folder `path` (recursively, links not followed), sorted
-        by name. `RemoteFileMissing` if the folder is not there."""
+        by name bytes. `RemoteFileMissing` if the folder is not there or not readable;
+        `RemoteCommandFailed` if part of it cannot be read."""
         ...
 
 
@@ -294,6 +310,9 @@ class NoClusterFiles:
 
     def sha256(self, path: str, *, timeout: float | None = None) -> str:
         raise self._refuse(f"checksum {path}")
+
+    def sha256_many(self, folder: str, names: Sequence[str], *, timeout: float | None = None) -> builtins.list[bytes]:
+        raise self._refuse(f"checksum the files in {folder}")
 
     def list(self, path: str) -> builtins.list[FileEntry]:
         raise self._refuse(f"list {path}")

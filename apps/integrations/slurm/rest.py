@@ -143,8 +143,12 @@ def mint_token(key: bytes, username: str, lifetime: int = TOKEN_LIFETIME_SECONDS
 def job_properties(req: SubmitRequest) -> dict[str, Any]:
     """The v0.0.38 job description that makes slurmrestd do what sbatch would do with
     the same script and command line. Raises SlurmRejected for what sbatch would refuse
-    to read and for options slurmrestd 22.05 cannot take."""
-    directives, problems = sbatch.parse_script(req.script)
+    to read and for options slurmrestd 22.05 cannot take. Uses the directives validation
+    recorded when the request carries them; reads the script only when it does not."""
+    if req.script_directives is not None:
+        directives, problems = list(req.script_directives), []  # validation refused any problem
+    else:
+        directives, problems = sbatch.parse_script(req.script)
     hub = [f"--job-name={req.job_name}"] if req.job_name else []
     hub += [f"--comment={req.comment}"] if req.comment else []
     hub += [f"--chdir={req.workdir}"] if req.workdir else []

@@ -169,6 +169,15 @@ class Directive:
     def from_script(self) -> bool:
         return self.line is not None
 
+    def as_list(self) -> list:
+        """Plain JSON values, so validated directives can be recorded and travel to Slurm."""
+        return [self.line, self.option, self.value, self.text]
+
+    @classmethod
+    def from_list(cls, values: Sequence) -> Directive:
+        line, option, value, text = values
+        return cls(line, option, value, text)
+
 
 class _Stop(Exception):
     """sbatch stops reading here (fatal error in the script)."""

@@ -40,7 +40,9 @@ trap - EXIT
 """
 STAT_SCRIPT = f'test -e "$1" || exit {MISSING}; exec stat -L -c "%F/%s/%Y" -- "$1"'
 HASH_SCRIPT = f'test -f "$1" && test -r "$1" || exit {MISSING}; exec sha256sum -- "$1"'
-LIST_SCRIPT = f'test -d "$1" || exit {MISSING}; cd -- "$1" && exec find . -type f -printf \'%s %P\\0\''
+LIST_SCRIPT = f'test -d "$1" && cd -- "$1" && test -r . || exit {MISSING}; exec find . -type f -printf \'%s %P\\0\''
+# The NUL-separated relative names on stdin, hashed in that order from inside the folder.
+HASH_MANY_SCRIPT = f'cd -- "$1" || exit {MISSING}; exec xargs -0 -r sha256sum --'
 
 SHA256 = re.compile(rb"^\\?([0-9a-f]{64}) ")
 
@@ -71,7 +73,7 @@ class SSHFiles:
 
     def _failed(self, result: CommandResult, what: str) -> RemoteCommandFailed:
         detail = "; ".join(result.err.splitlines()[:3]) or f"exit status {result.exit_status}"
-        return RemoteCommandFailed(f"Could not {what} on {self.ssh.host} as {self.ssh.username}: {detail}")
+        return RemoteCommandFailed(f"Could not {what} on {self.ssh.host} as {self.ssh.username}: {detail}", detail)
 
     def read(self, path: str, offset: int = 0, limit: int = 1 << 20) -> tuple[bytes, int]:
         limit = max(0, min(limit, MAX_READ))
@@ -114,6 +116,22 @@ class SSHFiles:
             raise self._failed(result, f"checksum {path}")
         return match.group(1).decode()
 
+    def sha256_many(self, folder: str, names: Sequence[str], *, timeout: float | None = None) -> builtins.list[bytes]:
+        if not names:
+            return []
+        stdin = b"".join(name.encode("utf-8", "surrogateescape") + b"\0" for name in names)
+        result = self._sh(HASH_MANY_SCRIPT, folder, stdin=stdin, timeout=timeout or HASH_TIMEOUT)
+        if result.exit_status == MISSING:
+            raise RemoteFileMissing(f"{folder} is not a folder this account can read.")
+        if result.exit_status != 0:
+            raise self._failed(result, f"checksum the files in {folder}")
+        try:
+            return sha256sum_lines(result.stdout, len(names))
+        except ValueError as exc:
+            raise RemoteCommandFailed(
+                f"Unexpected answer from sha256sum in {folder} on {self.ssh.host}: {exc}"
+            ) from None
+
     def list(self, path: str) -> builtins.list[FileEntry]:
         result = self._sh(LIST_SCRIPT, path, timeout=max(self.ssh.command_timeout, 300.0))
         if result.exit_status == MISSING:
@@ -127,3 +145,19 @@ class SSHFiles:
             if sep and size.isdigit() and name:
                 entries.append(FileEntry(name.decode("utf-8", "surrogateescape"), int(size)))
         return sorted(entries, key=lambda e: e.name.encode("utf-8", "surrogateescape"))
+
+
+def sha256sum_lines(out: bytes, expected: int) -> list[bytes]:
+    """sha256sum's lines for `expected` files, kept byte for byte.
+
+    A name with a newline or backslash gets an escaped line starting with a backslash, so the
+    output still has exactly one line per file."""
+    lines = out.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    if len(lines) != expected:
+        raise ValueError(f"sha256sum printed {len(lines)} lines for {expected} files")
+    for line in lines:
+        if not SHA256.match(line) or line.removeprefix(b"\\")[64:66] != b"  ":
+            raise ValueError(f"unexpected sha256sum line: {line[:100]!r}")
+    return lines

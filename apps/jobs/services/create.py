@@ -92,6 +92,7 @@ def job_create(
             parameters=result.parameters,
             effective_request=result.effective_request,
             hub_args=result.hub_args,
+            script_directives=result.script_directives,
             cluster_username=grant.cluster_username,
             marker=f"axle-{job_uuid.hex}",
             workdir=workdir,

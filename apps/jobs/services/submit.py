@@ -27,6 +27,7 @@ from apps.integrations.slurm.base import (
     TransportError,
     UnsupportedOperation,
 )
+from apps.integrations.slurm.sbatch import Directive
 
 from .. import inputs, tracking
 from ..models import Job
@@ -47,6 +48,9 @@ def _submit_request(job: Job, env: dict[str, str]) -> SubmitRequest:
         workdir=job.workdir,
         env={**job.parameters, **env},
         extra_args=list(job.hub_args),
+        script_directives=(
+            None if job.script_directives is None else tuple(Directive.from_list(d) for d in job.script_directives)
+        ),
     )
 
 

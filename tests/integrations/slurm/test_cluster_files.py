@@ -110,6 +110,29 @@ def test_its_sha256_is_computed_on_the_cluster_and_equals_hashlibs(files: Cluste
         files.sha256(folder)  # a folder has no checksum of its own
 
 
+def test_it_hashes_many_files_in_one_call_as_sha256sum_prints_them(
+    files: ClusterFiles, ssh: SSHClient, folder: str
+) -> None:
+    files.write(f"{folder}/b.txt", b"bb")
+    files.write(f"{folder}/sub dir/a.txt", b"a")
+    files.write(f"{folder}/new\nline", b"odd")
+    names = [e.name for e in files.list(folder)]
+    lines = files.sha256_many(folder, names)
+    # Byte for byte what sha256sum prints by hand, escaped name included, in the order asked.
+    by_hand = ssh.run(
+        ["/bin/sh", "-c", 'cd -- "$1" && sha256sum -- b.txt "$2" "sub dir/a.txt"', "sh", folder, "new\nline"]
+    )
+    assert b"".join(line + b"\n" for line in lines) == by_hand.stdout
+    assert names == ["b.txt", "new\nline", "sub dir/a.txt"]
+    assert lines[0] == hashlib.sha256(b"bb").hexdigest().encode() + b"  b.txt"
+    assert files.sha256_many(folder, []) == []
+    with pytest.raises(RemoteFileMissing):
+        files.sha256_many(f"{folder}/nothing", ["a"])
+    with pytest.raises(RemoteCommandFailed) as caught:
+        files.sha256_many(folder, ["b.txt", "not-there"])
+    assert "not-there" in caught.value.detail
+
+
 def test_its_commands_take_every_word_literally(files: ClusterFiles) -> None:
     result = files.run(["printf", "%s|", "$(id)", "a b", "; echo no"])
     assert (result.exit_status, result.stdout) == (0, b"$(id)|a b|; echo no|")
@@ -125,6 +148,7 @@ def test_a_rest_only_client_says_for_every_operation_what_it_lacks(rest: RestCli
         "look at /x": lambda f: f.stat("/x"),
         "checksum /x": lambda f: f.sha256("/x"),
         "list /x": lambda f: f.list("/x"),
+        "checksum the files in /x": lambda f: f.sha256_many("/x", ["a"]),
     }
     for what, call in calls.items():
         with pytest.raises(UnsupportedOperation) as caught:

@@ -3,10 +3,13 @@ tokens are minted, how failures are classified."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import jwt
 import paramiko
 import pytest
 
+from apps.integrations.slurm import sbatch
 from apps.integrations.slurm.base import (
     AmbiguousSubmitError,
     HostKeyError,
@@ -49,6 +52,15 @@ def test_rest_sends_the_scripts_directives_as_job_properties() -> None:
     assert props["name"] == "hub-name"
     assert props["comment"] == "axle:1"
     assert props["current_working_directory"] == "/scratch/alice/jobs/1"
+
+
+def test_rest_uses_the_directives_validation_recorded_instead_of_reading_the_script(monkeypatch) -> None:
+    script = "#!/bin/bash\n#SBATCH -p debug -t 10\n#SBATCH --mem=1G\necho\n"
+    recorded = tuple(sbatch.parse_script(script)[0])
+    monkeypatch.setattr(sbatch, "parse_script", lambda script: pytest.fail("the script was parsed again"))
+    props = job_properties(replace(req(script, "--mem=2G"), script_directives=recorded))
+    assert (props["partition"], props["time_limit"], props["memory_per_node"]) == ("debug", "10", "2G")
+    assert props["name"] == "hub-name"
 
 
 def test_rest_applies_the_hubs_options_over_the_script() -> None:

@@ -2,7 +2,7 @@ from django.apps import apps
 from django.core.management.base import BaseCommand
 from django.utils.module_loading import import_string
 
-from apps.clusters.services import secrets_rotate
+from apps.hub.services import secrets_rotate
 
 
 class Command(BaseCommand):

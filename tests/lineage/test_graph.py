@@ -7,8 +7,7 @@ from apps.jobs.models import Job
 from apps.lineage import graph as lineage_graph
 from apps.lineage.selectors import lineage
 from apps.registry.models import ModelVersion
-
-from .conftest import make_dataset_version, make_job, make_model_version
+from tests.registry.conftest import make_dataset_version, make_job, make_model_version
 
 
 def edges(g) -> set[tuple[str, str, str]]:
