@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from .base import PartitionInfo
 from .sbatch import (
     INFINITE,
+    MAX_PROBLEMS,
     MEM_HELP,
+    STOPPED,
     TIME_HELP,
     Directive,
     Problem,
@@ -162,7 +164,12 @@ def resolve(directives: Sequence[Directive], problems: list[Problem] | None = No
     mem_sources: dict[str, Directive] = {}
 
     def bad(d: Directive, what: str) -> None:
-        problems.append(Problem(d.line, f"`{d.text}`: {what}."))
+        # As many problems as the parser reports at most: a script repeating one bad line
+        # would otherwise get a sentence for every repetition.
+        if len(problems) < MAX_PROBLEMS:
+            problems.append(Problem(d.line, f"`{d.text}`: {what}."))
+        elif not problems[-1].message.startswith(STOPPED):
+            problems.append(Problem(d.line, f"{STOPPED} here."))
 
     for d in directives:
         req.winning[d.option] = d
