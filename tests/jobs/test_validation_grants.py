@@ -223,3 +223,40 @@ class TestGrantRecheckedAtSubmission:
         grant.save()
         job = self.submit(job)
         assert job.status == Job.Status.FAILED and "partition 'batch'" in job.failure_message
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_creations_at_once_cannot_both_pass_the_active_job_limit(monkeypatch, alice):
+    import threading
+
+    from django.db import connection, transaction
+
+    from apps.clusters.models import ClusterGrant
+    from apps.jobs.services import create as create_service
+
+    monkeypatch.setattr(create_service, "enqueue", lambda *args: None)
+    grant = ClusterGrantFactory(user=alice, cluster=ClusterFactory(name="hpc"), max_active_jobs=1)
+    script = "#!/bin/bash\n#SBATCH -t 5\nhostname\n"
+    inside, errors = threading.Event(), []
+
+    def first_creation_still_committing():
+        # Another request creating a job: its row exists but is not committed yet.
+        try:
+            with transaction.atomic():
+                ClusterGrant.objects.select_for_update().get(pk=grant.pk)
+                services.job_create(user=alice, cluster=grant.cluster, name="first", script=script)
+                inside.set()
+                threading.Event().wait(0.5)
+        except Exception as exc:  # pragma: no cover - shown by the assertion below
+            errors.append(exc)
+            inside.set()
+        finally:
+            connection.close()
+
+    other = threading.Thread(target=first_creation_still_committing)
+    other.start()
+    assert inside.wait(10)
+    with pytest.raises(ValidationFailed, match="already have 1 active jobs"):
+        services.job_create(user=alice, cluster=grant.cluster, name="second", script=script)
+    other.join()
+    assert errors == [] and list(Job.objects.values_list("name", flat=True)) == ["first"]
