@@ -330,3 +330,26 @@ def test_slurms_folder_must_be_a_plain_absolute_path(admin_client, path):
     assert response.status_code == 200  # the form again, with the error
     cluster.refresh_from_db()
     assert cluster.slurm_bin_dir == "/usr/bin"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("cluster_username", "alice01,root"),
+        ("cluster_username", "alice 01"),
+        ("cluster_username", "alice\x1b01"),
+        ("allowed_partitions", "debug\x1b[2J"),
+        ("allowed_accounts", "vision=x"),
+        ("allowed_qos", "-normal"),
+    ],
+)
+def test_the_form_refuses_a_name_slurm_could_read_as_more_than_one(admin_client, field, value):
+    grant = ClusterGrantFactory(cluster_username="alice01")
+    response = admin_client.post(
+        f"/admin/clusters/clustergrant/{grant.pk}/change/", grant_form(grant, **{field: value})
+    )
+    assert response.status_code == 200, "the form again, with the error"
+    page = response.content.decode()
+    assert "is not a plain name" in page or "has a space in it" in page
+    grant.refresh_from_db()
+    assert grant.cluster_username == "alice01" and grant.allowed_partitions == ["debug"]

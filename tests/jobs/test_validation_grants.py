@@ -260,3 +260,16 @@ def test_two_creations_at_once_cannot_both_pass_the_active_job_limit(monkeypatch
         services.job_create(user=alice, cluster=grant.cluster, name="second", script=script)
     other.join()
     assert errors == [] and list(Job.objects.values_list("name", flat=True)) == ["first"]
+
+
+@pytest.mark.django_db
+def test_a_blank_partition_list_means_the_default_partition_only(alice, grant):
+    grant.allowed_partitions, grant.allowed_accounts = [], []
+    grant.save()
+    job = services.job_create(user=alice, cluster=grant.cluster, name="t", script="#!/bin/bash\n#SBATCH -t 5\nid\n")
+    assert job.effective_request["partition"] == "debug" and "--partition=debug" in job.hub_args
+    for directive, refused in (("-p debug", "partition 'debug'"), ("-A vision", "account 'vision'")):
+        with pytest.raises(ValidationFailed, match=refused):
+            services.job_create(
+                user=alice, cluster=grant.cluster, name="t", script=f"#!/bin/bash\n#SBATCH -t 5 {directive}\nid\n"
+            )

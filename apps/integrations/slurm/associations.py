@@ -127,6 +127,21 @@ def show_assoc_args(users: Iterable[str]) -> list[str]:
     ]
 
 
+def show_users_args(users: Iterable[str]) -> list[str]:
+    """Each user's default account: what a job without -A runs under."""
+    names = ",".join(check_name(u, "User") for u in users)
+    return [
+        "sacctmgr",
+        "--parsable2",
+        "--noheader",
+        "show",
+        "user",
+        "where",
+        f"name={names}",
+        "format=User,DefaultAccount",
+    ]
+
+
 def add_assoc_args(cluster: str, user: str, account: str, partition: str) -> list[str]:
     return sacctmgr(
         "add",
@@ -177,3 +192,8 @@ def parse_assocs(output: str) -> list[Association]:
         for row in _rows(output, ASSOC_FIELDS)
         if row["User"]
     ]
+
+
+def parse_default_accounts(output: str) -> dict[str, str]:
+    """Rows of `show_users_args`: each user's default account."""
+    return {row["User"]: row["DefaultAccount"] for row in _rows(output, ("User", "DefaultAccount")) if row["User"]}

@@ -230,7 +230,13 @@ def check_against_limits(request: EffectiveRequest, limits: Limits) -> list[Prob
         partitions = [limits.default_partition]
     else:
         partitions = []
-    check_set("partition", "partition", partitions, limits.allowed_partitions)
+    allowed_partitions = limits.allowed_partitions
+    script_chose = "partition" in w and w["partition"].from_script
+    if allowed_partitions == frozenset() and limits.default_partition and not script_chose:
+        # A blank list: the script may not choose, the cluster's default partition applies
+        # (what Slurm is told too, apps.clusters.enforcement).
+        allowed_partitions = frozenset({limits.default_partition})
+    check_set("partition", "partition", partitions, allowed_partitions)
     if request.account:
         check_set("account", "account", [request.account], limits.allowed_accounts)
     if request.qos:
