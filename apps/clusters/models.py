@@ -51,6 +51,13 @@ def validate_slurm_bin_dir(value: str) -> None:
         raise ValidationError(problem)
 
 
+NOT_ENFORCED = (
+    "Grants are not enforced by Slurm on this cluster: the hub checks every script it submits, but a job "
+    "that runs sbatch itself, or a login on the cluster, can go beyond the grant. An administrator sets "
+    "an operator grant to have Slurm enforce them."
+)
+
+
 class Cluster(BaseModel):
     """A Slurm cluster (a spoke), reached only through Slurm's own interfaces."""
 
@@ -146,6 +153,16 @@ class Cluster(BaseModel):
             errors["job_root"] = "The job root must contain {username}, so that users never share a folder."
         if errors:
             raise ValidationError(errors)
+
+    @property
+    def grants_enforced_by_slurm(self) -> bool:
+        """Whether the hub writes the grants to Slurm here (an operator grant is set)."""
+        return self.operator_grant_id is not None
+
+    @property
+    def enforcement_note(self) -> str:
+        """What an administrator must know when Slurm does not enforce the grants; '' when it does."""
+        return "" if self.grants_enforced_by_slurm else NOT_ENFORCED
 
     @property
     def has_jwt_key(self) -> bool:

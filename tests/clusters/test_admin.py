@@ -353,3 +353,14 @@ def test_the_form_refuses_a_name_slurm_could_read_as_more_than_one(admin_client,
     assert "is not a plain name" in page or "has a space in it" in page
     grant.refresh_from_db()
     assert grant.cluster_username == "alice01" and grant.allowed_partitions == ["debug"]
+
+
+def test_the_admin_shows_clusters_whose_grants_slurm_does_not_enforce(admin_client, root):
+    plain = ClusterFactory(name="hpc1")
+    enforced = ClusterFactory(name="hpc2")
+    operator = ClusterGrantFactory(cluster=enforced, user=root, cluster_username="slurmops")
+    Cluster.objects.filter(pk=enforced.pk).update(operator_grant=operator)
+    listing = admin_client.get("/admin/clusters/cluster/").content.decode()
+    assert listing.count("grants are not enforced by Slurm on this cluster") == 1
+    page = admin_client.get(f"/admin/clusters/cluster/{plain.pk}/change/").content.decode()
+    assert "Grants are not enforced by Slurm on this cluster" in page
