@@ -9,8 +9,14 @@ other partition and account closed (MaxSubmitJobs=0). A periodic task keeps them
 records what it found on the cluster (desired against actual: the drift) and audits every
 change it made.
 
-Per cluster and run: one read (sacctmgr show assoc for every managed user at once), then
-only the writes that differ. Nothing is sent inside a database transaction.
+The hub keeps the cluster usernames it has written for (`Cluster.enforcement["managed"]`):
+one that no grant holds any more (renamed, grant deleted, cluster out of service) is closed,
+not left with its old limits. A blank list of accounts or partitions opens only the user's
+default account and the cluster's default partition, as the hub's own check allows.
+
+Per cluster and run: two reads (sacctmgr show assoc, and show user for the default
+accounts, for every managed user at once), then only the writes that differ. Nothing is
+sent inside a database transaction.
 """
 
 from __future__ import annotations
