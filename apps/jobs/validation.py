@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from apps.clusters.models import Cluster, ClusterGrant
 from apps.core.tasks import enqueue
-from apps.integrations.slurm import environment, policy, request, sbatch
+from apps.integrations.slurm import environment, names, policy, request, sbatch
 
 MAX_SCRIPT_BYTES = 256 * 1024
 CONFIG_UNKNOWN = "The cluster's configuration has not been read yet; try again in a minute."
@@ -117,6 +117,9 @@ def validate(
     if not script.startswith("#!"):
         # sbatch itself refuses a script without an interpreter line.
         result.add("The script must start with an interpreter line such as #!/bin/bash, as sbatch requires.", 1)
+    if grant is not None and (problem := names.name_problem(grant.cluster_username, "The grant's cluster username")):
+        # stored before names were checked: Slurm would read it as more than one user
+        result.add(f"{problem} An administrator must correct the grant.")
     partitions = request.partitions_from_state(grant.cluster.state) if grant else None
     if grant is not None and partitions is None:
         # Without the partitions' defaults the hub cannot see what Slurm would give the job.

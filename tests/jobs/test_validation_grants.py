@@ -273,3 +273,13 @@ def test_a_blank_partition_list_means_the_default_partition_only(alice, grant):
             services.job_create(
                 user=alice, cluster=grant.cluster, name="t", script=f"#!/bin/bash\n#SBATCH -t 5 {directive}\nid\n"
             )
+
+
+@pytest.mark.django_db
+def test_a_grant_stored_with_a_username_slurm_would_widen_takes_no_jobs(alice, grant):
+    from apps.clusters.models import ClusterGrant
+
+    ClusterGrant.objects.filter(pk=grant.pk).update(cluster_username="alice_hpc,bob")  # stored before the rule
+    grant.refresh_from_db()
+    with pytest.raises(ValidationFailed, match="not a plain name"):
+        services.job_create(user=alice, cluster=grant.cluster, name="t", script="#!/bin/bash\n#SBATCH -t 5\nid\n")
