@@ -2,6 +2,8 @@ import factory
 
 from apps.accounts.models import Membership, Team, User
 from apps.clusters.models import Cluster, ClusterGrant
+from apps.clusters.services import cluster_state_json
+from apps.integrations.slurm.base import ClusterState, NodeInfo, PartitionInfo
 
 PASSWORD = "correct horse battery staple"
 
@@ -42,8 +44,24 @@ class MembershipFactory(factory.django.DjangoModelFactory):
 # ---------------------------------------------------------------- clusters and grants
 
 
+def local_state() -> dict:
+    """The local cluster's configuration as the hub caches it (see compose/local): debug
+    (default, MaxTime 1 h) and batch, one node of 2 CPUs and 22900 MB, DefMemPerCPU=1024."""
+    common = dict(nodes=["vm"], node_cpus=2, node_memory_mb=22900, def_mem_per_cpu_mb=1024, memory_defaults_known=True)
+    return cluster_state_json(
+        ClusterState(
+            partitions=[
+                PartitionInfo(name="debug", is_default=True, time_limit_minutes=60, **common),
+                PartitionInfo(name="batch", time_limit_minutes=1440, **common),
+            ],
+            nodes=[NodeInfo(name="vm", state="IDLE", cpus=2, memory_mb=22900, partitions=["debug", "batch"])],
+        )
+    )
+
+
 class ClusterFactory(factory.django.DjangoModelFactory):
-    """A cluster row; no host key, credentials or health unless a test sets them."""
+    """A cluster row with the local cluster's configuration as last read; no host key or
+    credentials unless a test sets them."""
 
     class Meta:
         model = Cluster
@@ -56,6 +74,7 @@ class ClusterFactory(factory.django.DjangoModelFactory):
     login_port = 22
     rest_url = "http://127.0.0.1:6820"
     job_root = "/scratch/{username}/axle-jobs"
+    state = factory.LazyFunction(local_state)
 
 
 class ClusterGrantFactory(factory.django.DjangoModelFactory):

@@ -66,5 +66,10 @@ def make_local_grant(cluster, user, cluster_username: str = "scientist", **limit
     limits.setdefault("allowed_partitions", ["debug"])
     grant = services.grant_create(user=user, cluster=cluster, cluster_username=cluster_username, actor=None, **limits)
     services.grant_set_ssh_key(grant=grant, private_key=local_private_key(cluster_username), actor=None)
+    if not cluster.state:
+        # Jobs are checked against the cluster's configuration: read it as the health check does.
+        from apps.clusters.tasks import cluster_refresh_health
+
+        cluster_refresh_health(cluster.pk)
     grant.refresh_from_db()
     return grant

@@ -70,6 +70,7 @@ class ClusterAdmin(ServiceSaveMixin, admin.ModelAdmin):
         "jwt_key_status",
         "active_grants",
         "requested_grants",
+        "slurm_enforcement",
     ]
     list_filter = ["transport", "is_active", "reachable"]
     search_fields = ["name", "description", "login_host"]
@@ -117,11 +118,19 @@ class ClusterAdmin(ServiceSaveMixin, admin.ModelAdmin):
             ).select_related("user", "cluster")
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
+    @admin.display(description="Slurm enforces grants", ordering="operator_grant")
+    def slurm_enforcement(self, obj):
+        if obj.grants_enforced_by_slurm:
+            return "yes"
+        return format_html(
+            '<span title="{}">grants are not enforced by Slurm on this cluster</span>', obj.enforcement_note
+        )
+
     @admin.display(description="grants in Slurm: desired against actual")
     def enforcement_drift(self, obj):
         report = obj.enforcement or {}
         if not report:
-            return "not compared yet" if obj.operator_grant_id else "no operator grant: Slurm enforces nothing for Axle"
+            return "not compared yet" if obj.operator_grant_id else obj.enforcement_note
         rows = [
             (user, entry.get("desired"), "; ".join(entry.get("drift") or []) or "none",
              entry.get("error") or ("corrected" if entry.get("corrected") else ""))

@@ -107,6 +107,8 @@ class ClusterDetailOutputSerializer(ClusterOutputSerializer):
     rest_api_version = serializers.CharField()
     mlflow_tracking_uri = serializers.CharField()
     job_root = serializers.CharField()
+    grants_enforced_by_slurm = serializers.BooleanField()
+    enforcement_note = serializers.CharField()
     state_read_at = serializers.SerializerMethodField()
     partitions = serializers.SerializerMethodField()
     nodes = serializers.SerializerMethodField()

@@ -9,8 +9,14 @@ other partition and account closed (MaxSubmitJobs=0). A periodic task keeps them
 records what it found on the cluster (desired against actual: the drift) and audits every
 change it made.
 
-Per cluster and run: one read (sacctmgr show assoc for every managed user at once), then
-only the writes that differ. Nothing is sent inside a database transaction.
+The hub keeps the cluster usernames it has written for (`Cluster.enforcement["managed"]`):
+one that no grant holds any more (renamed, grant deleted, cluster out of service) is closed,
+not left with its old limits. A blank list of accounts or partitions opens only the user's
+default account and the cluster's default partition, as the hub's own check allows.
+
+Per cluster and run: two reads (sacctmgr show assoc, and show user for the default
+accounts, for every managed user at once), then only the writes that differ. Nothing is
+sent inside a database transaction.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from apps.core.errors import ValidationFailed
 from apps.core.tasks import enqueue
 from apps.integrations.slurm import associations as a
 from apps.integrations.slurm.base import ClusterFiles, SlurmError, UnsupportedOperation
+from apps.integrations.slurm.names import name_problem
 from apps.integrations.slurm.ssh import slurm_argv
 
 from .models import Cluster, ClusterGrant
@@ -67,7 +74,8 @@ def cluster_set_operator(*, cluster: Cluster, grant: ClusterGrant | None, actor)
 
 def enforce_all() -> int:
     """The periodic entry point: one sync per cluster that has an operator grant."""
-    ids = list(Cluster.objects.filter(is_active=True, operator_grant__isnull=False).values_list("pk", flat=True))
+    # Clusters taken out of service too: their users' associations are closed, not left open.
+    ids = list(Cluster.objects.filter(operator_grant__isnull=False).values_list("pk", flat=True))
     for cluster_id in ids:
         enqueue("apps.clusters.enforcement.cluster_enforce_grants", cluster_id)
     return len(ids)
@@ -91,9 +99,20 @@ def limits_for(grant: ClusterGrant) -> a.Limits:
 CLOSED = a.Limits(max_submit=0)
 
 
-def plan(*, user: str, grant: ClusterGrant | None, assocs: list[a.Association]) -> tuple[list[list[str]], list[str]]:
+def plan(
+    *,
+    user: str,
+    grant: ClusterGrant | None,
+    assocs: list[a.Association],
+    default_account: str | None = None,
+    default_partition: str | None = None,
+) -> tuple[list[list[str]], list[str]]:
     """The sacctmgr commands that make `user`'s associations say what `grant` allows (None:
     nothing, the grant was revoked or expired), and the differences they correct. Pure.
+
+    A blank list of accounts or partitions means what it means to the hub's own check: the
+    script may not choose, so only the user's default account (`default_account`, Slurm's
+    DefaultAccount) and the cluster's default partition are open; unknown, nothing is.
 
     Associations are only added and limited, never deleted: one the grant no longer allows
     is closed (MaxSubmitJobs=0), so nothing the site set up by hand is lost."""
@@ -106,17 +125,22 @@ def plan(*, user: str, grant: ClusterGrant | None, assocs: list[a.Association]) 
     existing = {(x.account, x.partition): x for x in mine}
     accounts = sorted({x.account for x in mine if not x.partition})
     allowed = limits_for(grant) if grant else CLOSED
-    allowed_accounts = sorted(grant.allowed_accounts or accounts) if grant else []
-    partitions = sorted(grant.allowed_partitions or []) if grant else []
+    commands: list[list[str]] = []
+    drift: list[str] = []
+    allowed_accounts: list[str] = []
+    partitions: list[str] = []
+    if grant is not None:
+        allowed_accounts = sorted(grant.allowed_accounts or ([default_account] if default_account else []))
+        partitions = sorted(grant.allowed_partitions or ([default_partition] if default_partition else []))
+        if not allowed_accounts:
+            drift.append(f"{user} has no default account in Slurm: every account stays closed")
+        if not partitions:
+            drift.append("the cluster's default partition is not known yet: every partition stays closed")
+            allowed_accounts = []
 
     desired: dict[tuple[str, str], a.Limits] = {key: CLOSED for key in existing}
     for account in allowed_accounts:
-        if partitions:
-            desired.update({(account, p): allowed for p in partitions})
-        else:
-            desired[(account, "")] = allowed
-    commands: list[list[str]] = []
-    drift: list[str] = []
+        desired.update({(account, p): allowed for p in partitions})
     for (account, partition), limits in sorted(desired.items()):
         where = f"{account}/{partition}" if partition else f"{account} (any partition)"
         x = existing.get((account, partition))
@@ -137,10 +161,20 @@ def plan(*, user: str, grant: ClusterGrant | None, assocs: list[a.Association]) 
     return commands, drift
 
 
+def managed_usernames(cluster: Cluster) -> set[str]:
+    """Every cluster username the hub has written limits for on this cluster: the last
+    report's list, and its users for reports written before the list was kept. A username
+    that drops out of the grants (renamed, grant deleted, cluster taken out of service)
+    stays here, so its associations are closed rather than left with old limits."""
+    last = cluster.enforcement or {}
+    return {str(u) for u in [*last.get("managed", []), *last.get("users", {})]}
+
+
 def _grants_by_user(cluster: Cluster) -> tuple[dict[str, ClusterGrant | None], list[str]]:
-    """The grant each managed cluster username should follow (None: none is usable)."""
+    """The grant each managed cluster username should follow (None: none is usable, or
+    no grant holds the username any more)."""
     operator = cluster.operator_grant.cluster_username if cluster.operator_grant else ""
-    by_user: dict[str, list[ClusterGrant]] = {}
+    by_user: dict[str, list[ClusterGrant]] = {u: [] for u in managed_usernames(cluster) if u != operator}
     qs = ClusterGrant.objects.filter(cluster=cluster).exclude(cluster_username="").select_related("cluster")
     for grant in qs.filter(status__in=[ClusterGrant.Status.ACTIVE, ClusterGrant.Status.REVOKED]):
         if grant.cluster_username != operator:
@@ -175,20 +209,44 @@ def cluster_enforce_grants(cluster_id: int) -> dict:
         return {}
     chosen, problems = _grants_by_user(cluster)
     report: dict = {"checked_at": timezone.now().isoformat(), "users": {}, "problems": problems}
+    for user in list(chosen):
+        # A name Slurm could read as several (stored before names were checked) is reported
+        # on its own: it must not stop the cluster's other users from being enforced.
+        if problem := name_problem(user, "The cluster username"):
+            grant = chosen.pop(user)
+            report["users"][user] = {"grant": str(grant.uuid) if grant else None, "error": problem, "drift": []}
+    report["managed"] = sorted(managed_usernames(cluster) | set(chosen))
+    state_default = next(
+        (p.get("name") for p in (cluster.state or {}).get("partitions", []) if p.get("is_default")), None
+    )
     applied: list[tuple[ClusterGrant | None, str, list[list[str]], list[str]]] = []
     try:
         with slurm_client(cluster.operator_grant) as client:
             files, bin_dir = client.files, cluster.slurm_bin_dir
             assocs = a.parse_assocs(_run(files, bin_dir, a.show_assoc_args(sorted(chosen)))) if chosen else []
+            defaults = (
+                a.parse_default_accounts(_run(files, bin_dir, a.show_users_args(sorted(chosen)))) if chosen else {}
+            )
             for user, grant in chosen.items():
-                commands, drift = plan(user=user, grant=grant, assocs=assocs)
                 entry = report["users"][user] = {
                     "grant": str(grant.uuid) if grant else None,
                     "desired": asdict(limits_for(grant)) if grant else "no submissions",
                     "partitions": list(grant.allowed_partitions or []) if grant else [],
-                    "drift": drift,
+                    "drift": [],
                     "corrected": False,
                 }
+                try:
+                    commands, drift = plan(
+                        user=user,
+                        grant=grant,
+                        assocs=assocs,
+                        default_account=defaults.get(user) or None,
+                        default_partition=state_default,
+                    )
+                except ValueError as exc:  # an account or partition name Slurm would misread
+                    entry["error"] = str(exc)
+                    continue
+                entry["drift"] = drift
                 if drift and not commands:
                     continue
                 try:

@@ -9,6 +9,7 @@ from django.contrib.admin.widgets import AdminSplitDateTime
 from django.utils import timezone
 
 from apps.core.errors import ValidationFailed
+from apps.integrations.slurm.names import name_problem
 from apps.integrations.slurm.ssh import load_private_key
 
 from . import services
@@ -32,7 +33,11 @@ def _read_upload(upload, what: str) -> bytes:
 
 
 class CommaListField(forms.CharField):
-    """'debug, gpu' in the form, ["debug", "gpu"] in the JSON field."""
+    """'debug, gpu' in the form, ["debug", "gpu"] in the JSON field; each a plain Slurm name."""
+
+    def __init__(self, *args, what: str = "Name", **kwargs):
+        self.what = what
+        super().__init__(*args, **kwargs)
 
     def prepare_value(self, value):
         if isinstance(value, list | tuple):
@@ -47,6 +52,8 @@ class CommaListField(forms.CharField):
             if item and item not in seen:
                 if any(ch.isspace() for ch in item):
                     raise forms.ValidationError(f"“{item}” has a space in it; separate names with commas.")
+                if problem := name_problem(item, self.what):
+                    raise forms.ValidationError(problem)
                 seen.append(item)
         return seen
 
@@ -133,10 +140,16 @@ DECISIONS = {
 
 class ClusterGrantAdminForm(forms.ModelForm):
     allowed_partitions = CommaListField(
-        required=False, help_text="Comma-separated. Blank: the script may not choose one."
+        required=False,
+        what="Partition",
+        help_text="Comma-separated. Blank: the script may not choose one (the cluster's default partition only).",
     )
-    allowed_accounts = CommaListField(required=False, help_text="Comma-separated Slurm accounts.")
-    allowed_qos = CommaListField(required=False, help_text="Comma-separated QoS names.")
+    allowed_accounts = CommaListField(
+        required=False,
+        what="Account",
+        help_text="Comma-separated Slurm accounts. Blank: the script may not choose one (the user's default account).",
+    )
+    allowed_qos = CommaListField(required=False, what="QoS", help_text="Comma-separated QoS names.")
 
     decision = forms.ChoiceField(
         required=False,

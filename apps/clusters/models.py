@@ -7,6 +7,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.core.models import BaseModel
+from apps.integrations.slurm.names import name_problem
 
 
 def slurm_bin_dir_problem(value: str) -> str | None:
@@ -17,9 +18,44 @@ def slurm_bin_dir_problem(value: str) -> str | None:
     return None
 
 
+GRANT_NAME_FIELDS = {
+    "allowed_partitions": "Partition",
+    "allowed_accounts": "Account",
+    "allowed_qos": "QoS",
+}
+
+
+def grant_name_problems(*, cluster_username: str | None = None, **lists) -> dict[str, str]:
+    """The one rule for the names a grant hands to Slurm (`--user=`, `-p`, `where name=`):
+    a problem per field, for the fields given. A blank username is left to the callers
+    (a requested grant has none yet)."""
+    problems: dict[str, str] = {}
+    if cluster_username and (problem := name_problem(cluster_username, "The cluster username")):
+        problems["cluster_username"] = problem
+    for field_name, what in GRANT_NAME_FIELDS.items():
+        values = lists.get(field_name)
+        if values is None:
+            continue
+        if not isinstance(values, list):
+            problems[field_name] = f"{what} names must be a list."
+            continue
+        for value in values:
+            if problem := name_problem(value if isinstance(value, str) else repr(value), what):
+                problems[field_name] = problem
+                break
+    return problems
+
+
 def validate_slurm_bin_dir(value: str) -> None:
     if problem := slurm_bin_dir_problem(value):
         raise ValidationError(problem)
+
+
+NOT_ENFORCED = (
+    "Grants are not enforced by Slurm on this cluster: the hub checks every script it submits, but a job "
+    "that runs sbatch itself, or a login on the cluster, can go beyond the grant. An administrator sets "
+    "an operator grant to have Slurm enforce them."
+)
 
 
 class Cluster(BaseModel):
@@ -119,6 +155,16 @@ class Cluster(BaseModel):
             raise ValidationError(errors)
 
     @property
+    def grants_enforced_by_slurm(self) -> bool:
+        """Whether the hub writes the grants to Slurm here (an operator grant is set)."""
+        return self.operator_grant_id is not None
+
+    @property
+    def enforcement_note(self) -> str:
+        """What an administrator must know when Slurm does not enforce the grants; '' when it does."""
+        return "" if self.grants_enforced_by_slurm else NOT_ENFORCED
+
+    @property
     def has_jwt_key(self) -> bool:
         return bool(self.jwt_key_encrypted)
 
@@ -190,6 +236,13 @@ class ClusterGrant(BaseModel):
     def __str__(self) -> str:
         who = self.cluster_username or "?"
         return f"{self.user} on {self.cluster} as {who}"
+
+    def clean(self) -> None:
+        problems = grant_name_problems(
+            cluster_username=self.cluster_username, **{f: getattr(self, f) for f in GRANT_NAME_FIELDS}
+        )
+        if problems:
+            raise ValidationError(problems)
 
     @property
     def is_usable(self) -> bool:

@@ -19,7 +19,7 @@ from apps.integrations.slurm.base import ClusterState
 from apps.integrations.slurm.ssh import PinnedHostKey, load_private_key
 
 from .enforcement import enforce_later
-from .models import Cluster, ClusterGrant, slurm_bin_dir_problem
+from .models import Cluster, ClusterGrant, grant_name_problems, slurm_bin_dir_problem
 
 LIMIT_FIELDS = (
     "allowed_partitions",
@@ -34,6 +34,14 @@ LIMIT_FIELDS = (
     "max_array_size",
     "valid_until",
 )
+
+
+def _check_names(cluster_username: str | None, limits: dict) -> None:
+    """Refuse a cluster username or partition/account/QoS name Slurm could read as more
+    than one name (a comma in `--user=` widens it), with the first problem's sentence."""
+    lists = {f: limits[f] for f in ("allowed_partitions", "allowed_accounts", "allowed_qos") if f in limits}
+    if problems := grant_name_problems(cluster_username=cluster_username, **lists):
+        raise ValidationFailed(" ".join(problems.values()), extra={"fields": problems})
 
 
 def _limits_snapshot(grant: ClusterGrant) -> dict:
@@ -137,6 +145,8 @@ def cluster_update(*, cluster: Cluster, actor, **fields) -> Cluster:
     with transaction.atomic():
         cluster.save(update_fields=[*after, "updated_at"])
         audit_record(action="cluster.updated", subject=cluster, actor=actor, before=before, after=after)
+        if "is_active" in after:
+            enforce_later(cluster)  # out of service: its users' Slurm access is closed too
     return cluster
 
 
@@ -192,6 +202,7 @@ def grant_create(*, user, cluster: Cluster, cluster_username: str, actor, **limi
     """An administrator grants access directly (no request)."""
     if not cluster_username:
         raise ValidationFailed("A grant needs the cluster username jobs run as.")
+    _check_names(cluster_username, limits)
     with transaction.atomic():
         grant = ClusterGrant.objects.create(
             user=user,
@@ -218,6 +229,7 @@ def grant_approve(*, grant: ClusterGrant, actor, cluster_username: str, comment:
     unknown = set(limits) - set(LIMIT_FIELDS)
     if unknown:
         raise ValueError(f"Not grant limits: {sorted(unknown)}")
+    _check_names(cluster_username, limits)
     # Username and limits go into the same compare-and-swap UPDATE as the status: saving them
     # first would write a stale status back over a decision made meanwhile.
     after = {f: limits.get(f, getattr(grant, f)) for f in LIMIT_FIELDS}
@@ -252,6 +264,7 @@ def grant_update_limits(*, grant: ClusterGrant, actor, cluster_username: str | N
         if not cluster_username and grant.status == ClusterGrant.Status.ACTIVE:
             raise ValidationFailed("An active grant needs the cluster username its jobs run as.")
         changes["cluster_username"] = cluster_username
+    _check_names(cluster_username, limits)
     before, after = {}, {}
     for name, value in changes.items():
         if getattr(grant, name) != value:

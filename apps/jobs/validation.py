@@ -2,10 +2,14 @@
 
 from dataclasses import dataclass, field
 
+from django.utils import timezone
+
 from apps.clusters.models import Cluster, ClusterGrant
-from apps.integrations.slurm import environment, policy, request, sbatch
+from apps.core.tasks import enqueue
+from apps.integrations.slurm import environment, names, policy, request, sbatch
 
 MAX_SCRIPT_BYTES = 256 * 1024
+CONFIG_UNKNOWN = "The cluster's configuration has not been read yet; try again in a minute."
 NAME_CONTROL = (
     "The job name holds a control character (a line break, tab, escape or the like), which would "
     "corrupt Slurm's listings; use printable characters only."
@@ -116,7 +120,14 @@ def validate(
     if not script.startswith("#!"):
         # sbatch itself refuses a script without an interpreter line.
         result.add("The script must start with an interpreter line such as #!/bin/bash, as sbatch requires.", 1)
+    if grant is not None and (problem := names.name_problem(grant.cluster_username, "The grant's cluster username")):
+        # stored before names were checked: Slurm would read it as more than one user
+        result.add(f"{problem} An administrator must correct the grant.")
     partitions = request.partitions_from_state(grant.cluster.state) if grant else None
+    if grant is not None and partitions is None:
+        # Without the partitions' defaults the hub cannot see what Slurm would give the job.
+        result.add(CONFIG_UNKNOWN)
+        refresh_cluster_later(grant.cluster)
     directives, problems = sbatch.parse_script(script)
     result.script_directives = [d.as_list() for d in directives]
     # What the script alone asks decides the log file names and the defaults the hub adds.
@@ -137,6 +148,13 @@ def validate(
     req = request.resolve([*directives, *cli], problems)
     if partitions is not None:
         request.apply_cluster(req, partitions)
+    if partitions is not None and (unknown := request.unknown_partitions(req, partitions)):
+        result.add(
+            f"Cluster {grant.cluster.name} has no partition {', '.join(unknown)} in its configuration as last "
+            f"read (known: {', '.join(p.name for p in partitions)}); if it is new, try again in a minute.",
+            req.winning["partition"].line if "partition" in req.winning else None,
+        )
+        refresh_cluster_later(grant.cluster)
     for p in problems:
         result.add(p.message, p.line)
     result.effective_request = req.as_dict()
@@ -144,4 +162,30 @@ def validate(
     if grant is not None:
         for p in policy.check_against_limits(req, grant_limits(grant, workdir, name)):
             result.add(p.message, p.line)
+    if len(result.problems) > sbatch.MAX_PROBLEMS + 1:
+        result.problems[sbatch.MAX_PROBLEMS :] = [{"line": None, "message": f"{sbatch.STOPPED}."}]
     return result
+
+
+def refresh_cluster_later(cluster: Cluster) -> None:
+    """Queue a read of the cluster's configuration (its health check), so that the next
+    try finds it."""
+    enqueue("apps.clusters.tasks.cluster_refresh_health", cluster.pk)
+
+
+def grant_problems_at_submission(*, job, grant: ClusterGrant) -> list[str]:
+    """What keeps a job created earlier from being submitted now: its grant no longer
+    usable, or narrowed so that the request recorded at creation (the script and the
+    hub's options as stored) no longer fits. One sentence each."""
+    if grant.status != ClusterGrant.Status.ACTIVE:
+        return [f"Your grant on {grant.cluster.name} is {grant.get_status_display().lower()}."]
+    if not grant.cluster.is_active:
+        return [f"Cluster {grant.cluster.name} was taken out of service."]
+    if grant.valid_until is not None and grant.valid_until <= timezone.now():
+        return [f"Your grant on {grant.cluster.name} expired at {grant.valid_until:%Y-%m-%d %H:%M} UTC."]
+    if grant.cluster_username != job.cluster_username:
+        return [f"Your grant on {grant.cluster.name} now runs jobs as another cluster account."]
+    partitions = request.partitions_from_state(grant.cluster.state)
+    req, problems = request.effective_request(job.script, list(job.hub_args), partitions)
+    problems += policy.check_against_limits(req, grant_limits(grant, job.workdir, job.name))
+    return [(f"line {p.line}: " if p.line else "") + p.message for p in problems[: sbatch.MAX_PROBLEMS]]

@@ -330,3 +330,37 @@ def test_slurms_folder_must_be_a_plain_absolute_path(admin_client, path):
     assert response.status_code == 200  # the form again, with the error
     cluster.refresh_from_db()
     assert cluster.slurm_bin_dir == "/usr/bin"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("cluster_username", "alice01,root"),
+        ("cluster_username", "alice 01"),
+        ("cluster_username", "alice\x1b01"),
+        ("allowed_partitions", "debug\x1b[2J"),
+        ("allowed_accounts", "vision=x"),
+        ("allowed_qos", "-normal"),
+    ],
+)
+def test_the_form_refuses_a_name_slurm_could_read_as_more_than_one(admin_client, field, value):
+    grant = ClusterGrantFactory(cluster_username="alice01")
+    response = admin_client.post(
+        f"/admin/clusters/clustergrant/{grant.pk}/change/", grant_form(grant, **{field: value})
+    )
+    assert response.status_code == 200, "the form again, with the error"
+    page = response.content.decode()
+    assert "is not a plain name" in page or "has a space in it" in page
+    grant.refresh_from_db()
+    assert grant.cluster_username == "alice01" and grant.allowed_partitions == ["debug"]
+
+
+def test_the_admin_shows_clusters_whose_grants_slurm_does_not_enforce(admin_client, root):
+    plain = ClusterFactory(name="hpc1")
+    enforced = ClusterFactory(name="hpc2")
+    operator = ClusterGrantFactory(cluster=enforced, user=root, cluster_username="slurmops")
+    Cluster.objects.filter(pk=enforced.pk).update(operator_grant=operator)
+    listing = admin_client.get("/admin/clusters/cluster/").content.decode()
+    assert listing.count("grants are not enforced by Slurm on this cluster") == 1
+    page = admin_client.get(f"/admin/clusters/cluster/{plain.pk}/change/").content.decode()
+    assert "Grants are not enforced by Slurm on this cluster" in page

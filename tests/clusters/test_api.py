@@ -152,3 +152,17 @@ def test_the_cluster_list_costs_a_fixed_number_of_queries(as_alice, alice, djang
         ClusterGrantFactory(user=alice, cluster=ClusterFactory(name=f"c{i}"))
     with django_assert_max_num_queries(6):
         as_alice.get("/api/v1/clusters/")
+
+
+def test_a_cluster_says_whether_slurm_enforces_its_grants(as_alice, root):
+    from apps.clusters.models import Cluster
+    from tests.factories import ClusterGrantFactory
+
+    cluster = ClusterFactory(name="hpc1", state=STATE)
+    body = as_alice.get("/api/v1/clusters/hpc1/").json()
+    assert body["grants_enforced_by_slurm"] is False
+    assert body["enforcement_note"].startswith("Grants are not enforced by Slurm on this cluster")
+    operator = ClusterGrantFactory(cluster=cluster, user=root, cluster_username="slurmops")
+    Cluster.objects.filter(pk=cluster.pk).update(operator_grant=operator)
+    body = as_alice.get("/api/v1/clusters/hpc1/").json()
+    assert (body["grants_enforced_by_slurm"], body["enforcement_note"]) == (True, "")

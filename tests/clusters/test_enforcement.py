@@ -158,3 +158,46 @@ def test_drift_is_shown_and_corrected_and_an_ended_grant_closes_the_account(enfo
     report = enforcement.cluster_enforce_grants(cluster.pk)
     assert report["users"][USER]["desired"] == "no submissions"
     assert associations(env) == ["vision|approver|debug||||0", "vision|approver|||||0"]
+
+
+CLOSED_BY_THE_HUB = ["vision|approver|debug||||0", "vision|approver|||||0"]
+
+
+@pytest.mark.parametrize("how", ["renamed", "deleted", "cluster out of service"])
+def test_a_username_that_drops_out_of_the_grants_is_closed_in_slurm(enforced, how):
+    cluster, grant = enforced
+    env = local_cluster_env()
+    enforcement.cluster_enforce_grants(cluster.pk)
+    assert associations(env) == ["vision|approver|debug|00:10:00|cpu=1,mem=2G|3|3", "vision|approver|||||0"]
+    if how == "renamed":
+        services.grant_update_limits(grant=grant, actor=None, cluster_username="nobody_axle")
+    elif how == "deleted":
+        grant.delete()
+    else:
+        services.cluster_update(cluster=cluster, actor=None, is_active=False)
+    report = enforcement.cluster_enforce_grants(cluster.pk)
+    assert report["users"][USER]["desired"] == "no submissions" and USER in report["managed"], report
+    assert associations(env) == CLOSED_BY_THE_HUB
+
+
+def test_one_bad_username_does_not_stop_enforcement_for_the_others(enforced, bob):
+    from apps.clusters.models import ClusterGrant
+    from tests.factories import ClusterGrantFactory
+
+    cluster, grant = enforced
+    bad = ClusterGrantFactory(user=bob, cluster=cluster, cluster_username="x")
+    ClusterGrant.objects.filter(pk=bad.pk).update(cluster_username="approver,scientist")  # stored before the rule
+    report = enforcement.cluster_enforce_grants(cluster.pk)
+    assert "not a plain name" in report["users"]["approver,scientist"]["error"]
+    assert report["users"][USER]["corrected"] and "error" not in report, report
+    assert associations(local_cluster_env())[0] == "vision|approver|debug|00:10:00|cpu=1,mem=2G|3|3"
+
+
+def test_blank_partitions_open_the_default_partition_only_in_slurm(enforced):
+    cluster, grant = enforced
+    services.grant_update_limits(grant=grant, actor=None, allowed_partitions=[])
+    enforcement.cluster_enforce_grants(cluster.pk)
+    assert associations(local_cluster_env()) == [
+        "vision|approver|debug|00:10:00|cpu=1,mem=2G|3|3",
+        "vision|approver|||||0",
+    ]

@@ -28,7 +28,7 @@ def grant(alice):
 
 
 def test_a_fresh_account_gets_the_partition_and_every_other_partition_closed(grant):
-    commands, drift = enforcement.plan(user="approver", grant=grant, assocs=FRESH)
+    commands, drift = enforcement.plan(user="approver", grant=grant, assocs=FRESH, default_account="vision")
     assert [" ".join(c[2:4]) for c in commands] == ["modify user", "add user", "modify user"]
     assert commands[0][-4:] == ["MaxWall=-1", "MaxTRES=cpu=-1,mem=-1,node=-1", "MaxJobs=-1", "MaxSubmitJobs=0"]
     assert commands[2][-4:] == ["MaxWall=10", "MaxTRES=cpu=1,mem=2048,node=-1", "MaxJobs=3", "MaxSubmitJobs=3"]
@@ -37,7 +37,7 @@ def test_a_fresh_account_gets_the_partition_and_every_other_partition_closed(gra
 
 def test_an_account_in_sync_needs_nothing(grant):
     shown = a.parse_assocs("local|vision|approver|debug|00:10:00|cpu=1,mem=2G|3|3\nlocal|vision|approver|||||0\n")
-    assert enforcement.plan(user="approver", grant=grant, assocs=shown) == ([], [])
+    assert enforcement.plan(user="approver", grant=grant, assocs=shown, default_account="vision") == ([], [])
 
 
 def test_an_ended_grant_closes_every_association_and_deletes_none():
@@ -118,3 +118,58 @@ def test_an_expired_or_revoked_grant_is_followed_as_no_grant_and_two_active_ones
     chosen, problems = enforcement._grants_by_user(cluster)
     assert chosen == {"alice_hpc": None} and expired.is_usable is False
     assert problems == ["shared is the cluster account of 2 active grants; Slurm cannot hold both."]
+
+
+TWO_ACCOUNTS = a.parse_assocs("local|vision|approver|||||\nlocal|research|approver|||||\n")
+
+
+def test_blank_accounts_and_partitions_open_only_the_defaults_as_the_hub_check_does(grant):
+    grant.allowed_partitions, grant.allowed_accounts = [], []
+    commands, _ = enforcement.plan(
+        user="approver", grant=grant, assocs=TWO_ACCOUNTS, default_account="vision", default_partition="debug"
+    )
+
+    def where(c):
+        return [w for w in c if w.startswith(("account=", "partition="))] + [c[-1]]
+
+    assert [(c[2], *where(c)) for c in commands] == [
+        ("modify", "account=research", "partition=", "MaxSubmitJobs=0"),
+        ("modify", "account=vision", "partition=", "MaxSubmitJobs=0"),
+        ("add", "account=vision", "partition=debug", "partition=debug"),
+        ("modify", "account=vision", "partition=debug", "MaxSubmitJobs=3"),
+    ]
+
+
+def test_blank_partitions_with_the_default_unknown_close_everything(grant):
+    grant.allowed_partitions = []
+    commands, drift = enforcement.plan(user="approver", grant=grant, assocs=FRESH, default_account="vision")
+    assert [c[-1] for c in commands] == ["MaxSubmitJobs=0"]
+    assert "default partition is not known yet" in drift[0]
+
+
+def test_usernames_the_hub_wrote_for_stay_managed_after_their_grant_is_gone(alice):
+    from apps.clusters.models import Cluster
+
+    grant = ClusterGrantFactory(user=alice, cluster_username="alice_new")
+    cluster = grant.cluster
+    Cluster.objects.filter(pk=cluster.pk).update(enforcement={"users": {"alice_old": {}}, "managed": ["bob_deleted"]})
+    cluster.refresh_from_db()
+    chosen, problems = enforcement._grants_by_user(cluster)
+    assert chosen == {"alice_new": grant, "alice_old": None, "bob_deleted": None} and problems == []
+
+
+def test_clusters_out_of_service_are_still_enforced(monkeypatch, root):
+    from apps.core import crypto
+    from tests.factories import ClusterFactory
+
+    queued = []
+    monkeypatch.setattr(enforcement, "enqueue", lambda path, *args: queued.append(args))
+    cluster = ClusterFactory(name="retired")
+    operator = ClusterGrantFactory(cluster=cluster, user=root, cluster_username="slurmops")
+    operator.ssh_private_key_encrypted = crypto.encrypt("key")
+    operator.save()
+    enforcement.cluster_set_operator(cluster=cluster, grant=operator, actor=root)
+    cluster.is_active = False
+    cluster.save()
+    queued.clear()
+    assert enforcement.enforce_all() == 1 and queued == [(cluster.pk,)]

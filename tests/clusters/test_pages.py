@@ -90,3 +90,14 @@ def test_the_cluster_list_costs_a_fixed_number_of_queries(alice_client, alice, d
         ClusterGrantFactory(user=alice, cluster=ClusterFactory(name=f"c{i}"))
     with django_assert_max_num_queries(8):
         alice_client.get("/clusters/")
+
+
+def test_the_cluster_page_says_when_slurm_does_not_enforce_the_grants(alice_client, root):
+    from apps.clusters.models import Cluster
+    from tests.factories import ClusterGrantFactory
+
+    cluster = ClusterFactory(name="hpc1", state=STATE, reachable=True)
+    assert "Grants are not enforced by Slurm on this cluster" in alice_client.get("/clusters/hpc1/").content.decode()
+    operator = ClusterGrantFactory(cluster=cluster, user=root, cluster_username="slurmops")
+    Cluster.objects.filter(pk=cluster.pk).update(operator_grant=operator)
+    assert "not enforced by Slurm" not in alice_client.get("/clusters/hpc1/").content.decode()

@@ -2,6 +2,7 @@ import base64
 import json
 
 import pytest
+from django.core.exceptions import ValidationError as DjangoValidationError
 
 from apps.audit.models import AuditEvent
 from apps.clusters import services
@@ -196,3 +197,36 @@ def test_creating_and_changing_a_cluster_is_audited(root):
     assert update.before == {"login_port": 22} and update.after == {"login_port": 2222}
     with pytest.raises(Exception, match="job root must contain"):
         services.cluster_create(actor=root, name="hpc2", transport="ssh", login_host="x", job_root="/scratch/shared")
+
+
+@pytest.mark.parametrize("username", ["alice,root", "alice root", "alice\nroot", "-alice", "a" * 65])
+def test_a_cluster_username_slurm_could_widen_is_refused_everywhere(alice, root, username):
+    cluster = ClusterFactory(name="hpc1")
+    with pytest.raises(ValidationFailed, match="not a plain name"):
+        services.grant_create(user=alice, cluster=cluster, cluster_username=username, actor=root)
+    requested = services.grant_request(user=alice, cluster=cluster, reason="Training runs")
+    with pytest.raises(ValidationFailed, match="not a plain name"):
+        services.grant_approve(grant=requested, actor=root, cluster_username=username)
+    with pytest.raises(ValidationFailed, match="not a plain name"):
+        services.grant_update_limits(grant=requested, actor=root, cluster_username=username)
+    requested.cluster_username = username
+    with pytest.raises(DjangoValidationError):
+        requested.full_clean()
+    assert ClusterGrant.objects.get(pk=requested.pk).status == ClusterGrant.Status.REQUESTED
+
+
+@pytest.mark.parametrize(
+    ("field", "names"),
+    [("allowed_partitions", ["debug,gpu"]), ("allowed_accounts", ["vision\t"]), ("allowed_qos", ["a b"])],
+)
+def test_partition_account_and_qos_names_follow_the_same_rule(alice, root, field, names):
+    grant = ClusterGrantFactory(user=alice)
+    with pytest.raises(ValidationFailed, match="not a plain name"):
+        services.grant_update_limits(grant=grant, actor=root, **{field: names})
+    with pytest.raises(ValidationFailed, match="not a plain name"):
+        services.grant_create(
+            user=alice, cluster=ClusterFactory(name="hpc2"), cluster_username="alice01", actor=root, **{field: names}
+        )
+    setattr(grant, field, names)
+    with pytest.raises(DjangoValidationError):
+        grant.full_clean()

@@ -18,25 +18,16 @@ asked for fails the read.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from .names import CONTROL, check_name
+
 ASSOC_FIELDS = ("Cluster", "Account", "User", "Partition", "MaxWall", "MaxTRES", "MaxJobs", "MaxSubmit")
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]*\Z")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class UnreadableAssociations(ValueError):
     """sacctmgr printed a row that is not the fields asked for."""
-
-
-def check_name(value: str, what: str) -> str:
-    """Users, accounts, partitions and QOS names go into `where name=...` clauses: refuse
-    anything but a plain Slurm name, so none can widen a condition (',' or '=')."""
-    if not _NAME.match(value or ""):
-        raise ValueError(f"{what} {value!r} is not a plain Slurm name")
-    return value
 
 
 @dataclass(frozen=True)
@@ -136,6 +127,21 @@ def show_assoc_args(users: Iterable[str]) -> list[str]:
     ]
 
 
+def show_users_args(users: Iterable[str]) -> list[str]:
+    """Each user's default account: what a job without -A runs under."""
+    names = ",".join(check_name(u, "User") for u in users)
+    return [
+        "sacctmgr",
+        "--parsable2",
+        "--noheader",
+        "show",
+        "user",
+        "where",
+        f"name={names}",
+        "format=User,DefaultAccount",
+    ]
+
+
 def add_assoc_args(cluster: str, user: str, account: str, partition: str) -> list[str]:
     return sacctmgr(
         "add",
@@ -167,7 +173,7 @@ def _rows(output: str, names: Sequence[str]) -> list[dict[str, str]]:
         if not line:
             continue
         values = line.split("|")
-        if len(values) != len(names) or _CONTROL.search(line):
+        if len(values) != len(names) or CONTROL.search(line):
             raise UnreadableAssociations(f"sacctmgr printed a row of {len(values)} fields: {line[:200]!r}")
         rows.append(dict(zip(names, values, strict=True)))
     return rows
@@ -186,3 +192,8 @@ def parse_assocs(output: str) -> list[Association]:
         for row in _rows(output, ASSOC_FIELDS)
         if row["User"]
     ]
+
+
+def parse_default_accounts(output: str) -> dict[str, str]:
+    """Rows of `show_users_args`: each user's default account."""
+    return {row["User"]: row["DefaultAccount"] for row in _rows(output, ("User", "DefaultAccount")) if row["User"]}

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from .base import ClusterState, JobInfo, NodeInfo, PartitionInfo
+from .names import CONTROL
 
 TIME_ENV = {"SLURM_TIME_FORMAT": "%s"}
 
@@ -229,7 +230,6 @@ def _int(text: str) -> int | None:
 
 
 _ID = re.compile(r"[0-9A-Za-z_.\[\]%,+-]+")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def rows(output: str, delimiter: str, names: Iterable[str], free: Iterable[str] = ()) -> list[dict[str, str]]:
@@ -256,7 +256,7 @@ def rows(output: str, delimiter: str, names: Iterable[str], free: Iterable[str] 
         if not newline or row[names[0]] != last or not _ID.fullmatch(last):
             raise UnreadableOutput(f"A row of Slurm's output is not whole: {last[:80]!r}.")
         for name, value in row.items():
-            if name not in free and _CONTROL.search(value):
+            if name not in free and CONTROL.search(value):
                 raise UnreadableOutput(f"Slurm's {name} field holds a control character: {value[:80]!r}.")
         found.append(row)
         first = following

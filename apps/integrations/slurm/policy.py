@@ -7,6 +7,7 @@ import posixpath
 import re
 from dataclasses import dataclass
 
+from .names import has_control_characters
 from .request import EffectiveRequest
 from .sbatch import INFINITE, Directive, Problem
 
@@ -100,12 +101,6 @@ GPU_OPTIONS = (
     "ntasks-per-gpu",
 )
 SECRET_ENV = re.compile(r"^(AXLE_|MLFLOW_TRACKING_TOKEN$)")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def has_control_characters(text: str) -> bool:
-    """Newline, tab, NUL, ESC and the like: they break Slurm's one-line outputs."""
-    return bool(_CONTROL.search(text))
 
 
 # Slurm's filename patterns (man sbatch, "filename pattern"), with an optional width.
@@ -235,7 +230,13 @@ def check_against_limits(request: EffectiveRequest, limits: Limits) -> list[Prob
         partitions = [limits.default_partition]
     else:
         partitions = []
-    check_set("partition", "partition", partitions, limits.allowed_partitions)
+    allowed_partitions = limits.allowed_partitions
+    script_chose = "partition" in w and w["partition"].from_script
+    if allowed_partitions == frozenset() and limits.default_partition and not script_chose:
+        # A blank list: the script may not choose, the cluster's default partition applies
+        # (what Slurm is told too, apps.clusters.enforcement).
+        allowed_partitions = frozenset({limits.default_partition})
+    check_set("partition", "partition", partitions, allowed_partitions)
     if request.account:
         check_set("account", "account", [request.account], limits.allowed_accounts)
     if request.qos:
@@ -274,11 +275,18 @@ def check_against_limits(request: EffectiveRequest, limits: Limits) -> list[Prob
             )
         )
     total_mem = request.total_memory_mb
-    if request.mem_per_node_mb == 0 and limits.max_mem_mb is not None:
+    asked = {
+        "mem": request.mem_per_node_mb,
+        "mem-per-cpu": request.mem_per_cpu_mb,
+        "mem-per-gpu": request.mem_per_gpu_mb,
+    }
+    zero = next((option for option, mb in asked.items() if mb == 0), None)
+    if zero and limits.max_mem_mb is not None:
+        # Slurm reads a memory of 0 in any of its forms as all the memory of the node.
         problems.append(
             Problem(
-                line_of("mem"),
-                "--mem=0 asks for all the memory of every node; ask for a fixed amount "
+                line_of(zero),
+                f"--{zero}=0 asks for all the memory of every node; ask for a fixed amount "
                 f"within your grant's limit of {limits.max_mem_mb} MB.",
             )
         )

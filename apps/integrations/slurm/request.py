@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from .base import PartitionInfo
 from .sbatch import (
     INFINITE,
+    MAX_PROBLEMS,
     MEM_HELP,
+    STOPPED,
     TIME_HELP,
     Directive,
     Problem,
@@ -162,7 +164,12 @@ def resolve(directives: Sequence[Directive], problems: list[Problem] | None = No
     mem_sources: dict[str, Directive] = {}
 
     def bad(d: Directive, what: str) -> None:
-        problems.append(Problem(d.line, f"`{d.text}`: {what}."))
+        # As many problems as the parser reports at most: a script repeating one bad line
+        # would otherwise get a sentence for every repetition.
+        if len(problems) < MAX_PROBLEMS:
+            problems.append(Problem(d.line, f"`{d.text}`: {what}."))
+        elif not problems[-1].message.startswith(STOPPED):
+            problems.append(Problem(d.line, f"{STOPPED} here."))
 
     for d in directives:
         req.winning[d.option] = d
@@ -295,11 +302,24 @@ def effective_request(
 
 
 def partitions_from_state(state: dict | None) -> list[PartitionInfo] | None:
-    """The partitions of a cluster's cached health (`Cluster.state`); None if never read."""
+    """The partitions of a cluster's cached health (`Cluster.state`); None if never read,
+    or read before the hub knew every field (a state cached by an older version lacks the
+    defaults: resolving without them would let a script skip them)."""
     if not state or not state.get("partitions"):
         return None
     known = set(PartitionInfo.__dataclass_fields__)
+    if any(not isinstance(p, dict) or not known <= set(p) for p in state["partitions"]):
+        return None
     return [PartitionInfo(**{k: v for k, v in p.items() if k in known}) for p in state["partitions"]]
+
+
+def unknown_partitions(req: EffectiveRequest, partitions: Sequence[PartitionInfo]) -> list[str]:
+    """The partitions the request names that the cluster's configuration does not list
+    ('(default)' when it names none and no partition is the default)."""
+    if not req.partition:
+        return [] if any(p.is_default for p in partitions) else ["(default)"]
+    names = {p.name for p in partitions}
+    return [name for name in req.partition.split(",") if name and name not in names]
 
 
 def chosen_partitions(req: EffectiveRequest, partitions: Sequence[PartitionInfo]) -> list[PartitionInfo]:

@@ -240,6 +240,7 @@ _DIRECTIVE_LINE = re.compile(r"^#(?:SBATCH|SLURM)[^\n]*", re.MULTILINE)
 # of the script in C, and only directive lines reach Python, at most this much of them.
 MAX_DIRECTIVE_CHARS = 16 * 1024
 MAX_PROBLEMS = 50  # a script with more is read no further: the first ones say enough
+STOPPED = f"More than {MAX_PROBLEMS} problems: the hub stopped reading"
 
 
 def extract_directive_words(script: str) -> tuple[list[tuple[int, str]], list[Problem]]:
@@ -312,7 +313,7 @@ def parse_arguments(
     while i < len(words):
         line, word = words[i]
         if len(problems) >= MAX_PROBLEMS:
-            problems.append(Problem(line, f"More than {MAX_PROBLEMS} problems: the hub stopped reading here."))
+            problems.append(Problem(line, f"{STOPPED} here."))
             return directives, problems, []
         if word == "--":
             return directives, problems, list(words[i + 1 :])

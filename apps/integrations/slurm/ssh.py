@@ -52,8 +52,12 @@ SLURM_PROGRAMS = frozenset({"sbatch", "squeue", "sacct", "sinfo", "scancel", "sc
 # session's environment (what sbatch would pass on with --export=ALL, less Slurm's own
 # input and output variables and less the names the job sets), then the job's variables
 # from stdin, all NUL-separated. mktemp creates it 0600; the rename makes it whole or absent.
+# Before writing, it removes the files an earlier attempt left when the connection broke
+# between writing and sbatch and the hub could not clean up (older than 10 minutes: never
+# one a submission is using now).
 _WRITE_ENV_FILE = (
     "login=$PATH; PATH=/usr/bin:/bin; umask 077; f=$1; shift; "
+    'find "${f%/*}" -maxdepth 1 -name ".axle-env-*" -type f -mmin +10 -delete 2>/dev/null; '
     't=$(mktemp "$f.XXXXXX") || exit 45; '
     'if { PATH=$login /usr/bin/env -0 "$@" | grep -zEv \'^(SLURM|SBATCH|SALLOC|SRUN)_\'; cat; } > "$t" '
     '&& mv -f -- "$t" "$f"; then exit 0; fi; rm -f -- "$t"; exit 45'
@@ -381,10 +385,14 @@ class SSHClient:
         try:
             result = self.run(command, stdin=req.script.encode())
         except _ConnectionLost as exc:
+            self._remove_env_file(path)
             raise AmbiguousSubmitError(
                 f"The connection to {self.host} broke while sbatch was running ({exc}); "
                 "the job may or may not have been submitted."
             ) from None
+        except TransportError:
+            self._remove_env_file(path)  # sbatch never started: the file would stay
+            raise
         if result.exit_status == 45:  # the environment file vanished: sbatch never started
             raise SlurmError(f"The job's environment file {path} is gone; submitting again.", permanent=False)
         if result.exit_status != 0:
@@ -393,6 +401,16 @@ class SSHClient:
         if job_id is None:
             raise AmbiguousSubmitError(f"sbatch succeeded but printed no job id: {result.out!r}")
         return job_id
+
+    def _remove_env_file(self, path: str) -> None:
+        """Best effort, on a fresh connection, after the submitting one broke: the file holds
+        the job's credential. If the cluster cannot be reached now, the file (0600, the
+        cluster user's own) stays in the job folder until the next submission there
+        removes it (_WRITE_ENV_FILE), ten minutes on."""
+        try:
+            self.run(["/bin/rm", "-f", "--", path])
+        except (TransportError, _ConnectionLost) as exc:
+            log.warning("could not remove the environment file %s on %s: %s", path, self.host, exc)
 
     def _write_env_file(self, folder: str, variables: bytes, names: Sequence[str]) -> str:
         """Write the job's environment file in `folder`, readable by the cluster user only,

@@ -67,20 +67,23 @@ def job_create(
     job_uuid = uuid_lib.uuid4()
     workdir = f"{grant.job_root}/{job_uuid}"
     result = validation.validate(script=script, grant=grant, workdir=workdir, parameters=parameters, name=name)
-    if grant.max_active_jobs is not None:
-        active = Job.objects.filter(grant=grant).exclude(status__in=Job.TERMINAL).count()
-        if active >= grant.max_active_jobs:
-            result.add(
-                f"You already have {active} active jobs on {cluster.name}, your grant's limit; "
-                "wait for one to finish or cancel one."
-            )
-    if not result.ok:
-        raise ValidationFailed(
-            "The job does not fit your grant: "
-            + "; ".join((f"line {p['line']}: " if p["line"] else "") + p["message"] for p in result.problems),
-            extra={"problems": result.problems, "effective_request": result.effective_request},
-        )
     with transaction.atomic():
+        if grant.max_active_jobs is not None:
+            # Two creations at once would both count the same jobs: the grant's row lock
+            # makes the second wait until the first job is committed, and count it.
+            ClusterGrant.objects.select_for_update().only("pk").get(pk=grant.pk)
+            active = Job.objects.filter(grant=grant).exclude(status__in=Job.TERMINAL).count()
+            if active >= grant.max_active_jobs:
+                result.add(
+                    f"You already have {active} active jobs on {cluster.name}, your grant's limit; "
+                    "wait for one to finish or cancel one."
+                )
+        if not result.ok:
+            raise ValidationFailed(
+                "The job does not fit your grant: "
+                + "; ".join((f"line {p['line']}: " if p["line"] else "") + p["message"] for p in result.problems),
+                extra={"problems": result.problems, "effective_request": result.effective_request},
+            )
         job = Job.objects.create(
             uuid=job_uuid,
             owner=user,

@@ -29,7 +29,7 @@ from apps.integrations.slurm.base import (
 )
 from apps.integrations.slurm.sbatch import Directive
 
-from .. import inputs, tracking
+from .. import inputs, tracking, validation
 from ..models import Job
 
 S = Job.Status
@@ -128,6 +128,19 @@ def job_submit(*, job_id: int) -> Job | None:
         )
     except Conflict:
         return job  # another worker took it
+
+    # The job keeps the request checked at creation; the grant may have been narrowed,
+    # revoked or have expired since, and what Slurm gets must fit the grant of now.
+    if problems := validation.grant_problems_at_submission(job=job, grant=job.grant):
+        message = "The job no longer fits your grant, so it was not submitted: " + "; ".join(problems)
+        return transition(
+            obj=job,
+            to=S.FAILED,
+            transitions=Job.TRANSITIONS,
+            action="job.grant_refused",
+            fields={"failure_message": message, "finished_at": timezone.now()},
+            data={"problems": problems},
+        )
 
     # No transaction is open from here until the answer is recorded.
     try:

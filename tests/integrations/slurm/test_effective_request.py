@@ -288,3 +288,16 @@ def test_reading_stops_after_fifty_problems() -> None:
 
 def test_overlapping_ranges_with_too_many_indexes_are_refused() -> None:
     assert parse_array("0-3999999,1-3999999:2") is None
+
+
+@pytest.mark.parametrize("option", ["mem", "mem-per-cpu", "mem-per-gpu"])
+def test_a_memory_of_zero_in_any_form_is_refused_as_the_whole_node(option: str) -> None:
+    _, _, problems = checked(f"#!/bin/bash\n#SBATCH -t 5\n#SBATCH --{option}=0\nhostname\n")
+    refused = [p.line for p in problems if p.message.startswith(f"--{option}=0 asks for all the memory")]
+    assert refused == [3]
+
+
+def test_resolving_stops_after_fifty_problems_too() -> None:
+    script = "#!/bin/bash\n" + "#SBATCH --mem=1G --mem-per-cpu=1 --mem-per-gpu=1\n" * 300
+    _, problems = effective_request(script)
+    assert len(problems) == 51 and "stopped reading" in problems[-1].message

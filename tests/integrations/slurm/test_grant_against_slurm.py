@@ -48,6 +48,13 @@ def scontrol_job(ssh: SSHClient, job_id: str) -> dict[str, str]:
     return parse_scontrol_oneliner(result.out.strip().splitlines()[0]).fields
 
 
+def tres(shown: dict[str, str]) -> dict[str, str]:
+    """The job's trackable resources (`TRES=` in Slurm 22.05's one-line form, ReqTRES or
+    AllocTRES in others): what Slurm counts against limits."""
+    text = shown.get("TRES") or shown.get("AllocTRES") or shown["ReqTRES"]
+    return dict(item.split("=", 1) for item in text.split(",") if "=" in item)
+
+
 def test_only_processors(ssh: SSHClient, script: str, args: list[str]) -> int:
     """The CPUs Slurm would allocate, as `sbatch --test-only` reports them."""
     result = ssh.run(["sbatch", "--test-only", *args], stdin=script.encode())
@@ -74,6 +81,9 @@ CASES = {
     "time zero": ("#!/bin/bash\n#SBATCH --time=0\nhostname\n", ["no time limit"]),
     "time unlimited": ("#!/bin/bash\n#SBATCH --time=UNLIMITED\nhostname\n", ["no time limit"]),
     "several tasks on the default memory": ("#!/bin/bash\n#SBATCH -t 5 -n 2\nhostname\n", ["2 CPUs"]),
+    # Slurm reads a memory of 0 in any form as the whole node's memory.
+    "memory per node zero": ("#!/bin/bash\n#SBATCH -t 5 --mem=0\nhostname\n", ["--mem=0 asks for all"]),
+    "memory per cpu zero": ("#!/bin/bash\n#SBATCH -t 5 --mem-per-cpu=0\nhostname\n", ["--mem-per-cpu=0 asks for all"]),
 }
 
 
@@ -114,13 +124,20 @@ def test_the_recorded_request_is_what_slurm_runs(
         assert parse_duration(shown["TimeLimit"]) == req.time_limit_minutes * 60
     if req.time_min_minutes is not None:
         assert parse_duration(shown["TimeMin"]) == req.time_min_minutes * 60
-    # what Slurm allocates: the processors of --test-only, the memory it keeps per CPU or node
+    # what Slurm allocates: the processors of --test-only
     cpus = test_only_processors(ssh, script, [f"--output={scratch}/%j.out", *args])
     assert cpus == req.total_cpus
-    if "MinMemoryCPU" in shown:
-        assert parse_memory_mb(shown["MinMemoryCPU"]) * cpus == req.total_memory_mb
+    # the memory Slurm counts against limits is its TRES (MinMemory* reads 0 for "all of it")
+    counted = tres(shown)
+    memory = parse_memory_mb(counted["mem"])
+    if req.total_memory_mb == 0:
+        node_memory = max(p.node_memory_mb for p in ssh.cluster_state().partitions if p.name == "debug")
+        assert memory == node_memory * req.nodes > GRANT["max_mem_mb"]
+    elif "MinMemoryCPU" in shown:
+        # a held job's TRES counts the CPUs asked, not yet those allocated
+        assert memory // int(counted["cpu"]) * cpus == req.total_memory_mb
     else:
-        assert parse_memory_mb(shown["MinMemoryNode"]) * req.nodes == req.total_memory_mb
+        assert memory == req.total_memory_mb
     if req.exclusive:
         assert shown["OverSubscribe"] == "NO"  # --exclusive arrived, in slurmrestd's form too
     if req.mincpus:

@@ -174,3 +174,53 @@ def test_the_cluster_setting_not_the_users_path_names_slurms_commands(
     with ssh_factory(slurm_bin_dir=folder) as client:
         assert client.submit(request) == "4242"
     assert exists(ssh, mark)
+
+
+# ------------------------------------------------------------------ the file left behind
+
+
+@pytest.mark.slurm
+def test_a_connection_lost_before_sbatch_starts_leaves_no_environment_file(
+    ssh: SSHClient, scratch: str, marker: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from apps.integrations.slurm import ssh as ssh_module
+    from apps.integrations.slurm.base import AmbiguousSubmitError
+
+    real_run = ssh.run
+    seen_before_sbatch: list[str] = []
+
+    def run(args, **kwargs):
+        if list(args[:3]) == ["/bin/sh", "-c", ssh_module._SBATCH_WITH_ENV]:
+            seen_before_sbatch.append(real_run(["ls", "-A", scratch]).out)
+            raise ssh_module._ConnectionLost("the network went away")  # sbatch never started
+        return real_run(args, **kwargs)
+
+    monkeypatch.setattr(ssh, "run", run)
+    with pytest.raises(AmbiguousSubmitError):
+        ssh.submit(
+            SubmitRequest(
+                script="#!/bin/bash\ntrue\n", job_name="lost", comment=marker, workdir=scratch,
+                env={"AXLE_JOB_TOKEN": "secret"}, extra_args=["--hold", "-t", "1", f"--output={scratch}/%j.out"],
+            )
+        )  # fmt: skip
+    monkeypatch.undo()
+    assert ".axle-env-" in seen_before_sbatch[0], "the file was written before the connection broke"
+    assert ".axle-env-" not in ssh.run(["ls", "-A", scratch]).out
+
+
+@pytest.mark.slurm
+def test_an_environment_file_an_earlier_attempt_could_not_remove_goes_with_the_next_submission(
+    ssh: SSHClient, scratch: str, marker: str
+) -> None:
+    old, fresh = f"{scratch}/.axle-env-0000000000000000", f"{scratch}/.axle-env-1111111111111111"
+    assert ssh.run(["touch", "-d", "20 minutes ago", old]).exit_status == 0
+    assert ssh.run(["touch", fresh]).exit_status == 0
+    job_id = ssh.submit(
+        SubmitRequest(
+            script="#!/bin/bash\ntrue\n", job_name="next", comment=marker, workdir=scratch,
+            extra_args=["--hold", "-t", "1", f"--output={scratch}/%j.out"],
+        )
+    )  # fmt: skip
+    ssh.cancel(job_id)
+    listing = ssh.run(["ls", "-A", scratch]).out.split()
+    assert ".axle-env-0000000000000000" not in listing and ".axle-env-1111111111111111" in listing
