@@ -5,8 +5,8 @@ of the owner fits, within Kubernetes' 63-character DNS-1035 labels. An Inference
 is shorter still, because KServe and Knative build other names from it that must fit the same
 63 characters: the predictor `<name>-predictor`, its revisions `<name>-predictor-00001`, and
 the host label `<name>-predictor-<namespace>` (Knative's default domain template). KServe's
-own validation checks only the pattern, so the cap is ours: KSERVE_MAX_NAME (63 minus
-"-predictor-00001" and a margin), lower when the namespace is long. A local server belongs to
+own validation checks only the pattern, so the cap is ours (kserve/manifest.py): at most 45,
+lower when the namespace is long. A local server belongs to
 its deployment; an InferenceService belongs to its environment and model, because successive
 versions and canaries of a model are revisions of one InferenceService. The backend refuses
 to replace a server recorded with another owner."""
@@ -14,20 +14,21 @@ to replace a server recorded with another owner."""
 import hashlib
 import re
 
+from apps.integrations.kserve import manifest
 from apps.integrations.serving.base import DeploymentSpec, Resources
 
 from .models import Deployment, Environment
 
 HASH_CHARS = 10
 MAX_NAME = 63
-KSERVE_MAX_NAME = 45
-PREDICTOR_HOST_SUFFIX = "-predictor-"  # <name>-predictor-<namespace>, one DNS label
+KSERVE_MAX_NAME = manifest.MAX_NAME
 
 
 def kserve_max_name(namespace: str) -> int:
     """The longest InferenceService name whose derived names and host label fit 63 characters
-    in `namespace` (never so short that a letter and the owner's hash do not fit)."""
-    return max(min(KSERVE_MAX_NAME, MAX_NAME - len(PREDICTOR_HOST_SUFFIX) - len(namespace)), HASH_CHARS + 2)
+    in `namespace` (never so short that a letter and the owner's hash do not fit: a namespace
+    that long is refused by the KServe backend instead)."""
+    return max(manifest.max_name_length(namespace), HASH_CHARS + 2)
 
 
 def backend_name(*, model_name: str, environment_name: str, owner: str, max_length: int = MAX_NAME) -> str:
