@@ -21,7 +21,8 @@ hub's environment (no Django secret, database URL, encryption keys or MLflow cre
         never takes them from here.)
     stop ROOT TOKEN GRACE
         SIGTERM to every process carrying TOKEN in its environment, SIGKILL to what is left
-        after GRACE seconds, then removes ROOT/TOKEN. Prints {"stopped": true|false}.
+        after GRACE seconds, then SIGKILL to any other process of the slot's user (one that
+        dropped its token), then removes ROOT/TOKEN. Prints {"stopped": true|false}.
 """
 
 import json
@@ -96,6 +97,46 @@ def members(token):
         if env.get(MARKER) == token:
             found.append(stat[0])
     return found
+
+
+def real_uid(pid):
+    try:
+        for line in (PROC / str(pid) / "status").read_text().splitlines():
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def strays():
+    """Every other live process of this user. A slot's user serves one server at a time, so
+    whatever else runs as it was started by that server, even if it dropped its token."""
+    me, found = os.getpid(), []
+    for entry in PROC.iterdir():
+        if entry.name.isdigit() and int(entry.name) != me and real_uid(entry.name) == os.getuid():
+            stat = read_stat(int(entry.name))
+            if stat is not None and stat[1] not in ("Z", "X"):
+                found.append(stat[0])
+    return found
+
+
+def sweep():
+    """SIGKILL every other process of this user; never as root. True when none is left."""
+    if os.getuid() == 0:
+        return True
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        pids = strays()
+        if not pids:
+            return True
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.1)
+    return not strays()
 
 
 def terminate(token, grace):
@@ -321,6 +362,7 @@ def start(root, token, workers):
 
 def stop(root, token, grace):
     stopped = terminate(token, float(grace))
+    stopped = sweep() and stopped
     work = Path(root) / token
     if work.is_dir():
         _writable(work)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from apps.integrations.local_serving import procs
 from apps.integrations.mlflow.client import directory_sha256
 from apps.integrations.serving.base import DeploymentSpec
 
@@ -128,6 +129,10 @@ HOSTILE = textwrap.dedent(
             attempt("trace", trace)
             attempt("kill", lambda: os.kill(victim["pid"], signal.SIGKILL))
             attempt("kill_group", lambda: os.killpg(victim["pid"], signal.SIGKILL))
+            # And something that outlives the server unless its whole user is swept.
+            import subprocess
+            subprocess.Popen(["/bin/sleep", "600"], env={}, start_new_session=True, close_fds=True,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.report = report
 
         def predict(self, context, model_input, params=None):
@@ -192,6 +197,12 @@ def test_a_second_deployments_model_cannot_touch_the_first_deployments_server(ve
     assert backend.status("iris", NAMESPACE).ready
     assert Path(first["socket"]).stat().st_uid == first["uid"]
     assert backend.predict("iris", NAMESPACE, {"inputs": [[5.1, 3.5, 1.4, 0.2]]}) == {"predictions": [0]}
+    # Stopping the hostile server ends everything its user runs, the tokenless sleeper too,
+    # so the slot is free for the next server.
+    assert procs.runs_as(second["uid"])
+    backend.delete("hostile", NAMESPACE)
+    assert not procs.runs_as(second["uid"])
+    assert procs.is_ours(first["pid"], first["start_ticks"], first["boot_id"], first["uid"], first["socket"])
 
 
 def test_the_hubs_user_may_run_only_an_emptied_environment_as_a_serving_user():
