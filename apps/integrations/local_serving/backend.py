@@ -47,13 +47,11 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import grp
 import json
 import logging
 import os
 import re
 import secrets
-import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,7 +62,7 @@ from typing import Any
 from apps.integrations.mlflow.client import directory_sha256
 from apps.integrations.serving.base import BackendStatus, DeploymentSpec, ServingError
 
-from . import launch, procs, uds
+from . import launch, procs, slots, uds
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +96,7 @@ class LocalBackend:
     ) -> None:
         self.state_dir = Path(state_dir)
         self.server_root = Path(server_root)
-        self.python = python
-        self.user_prefix = server_user
-        self.pool_size = pool_size
-        self.server_group = server_group
+        self.slots = slots.Slots(self.server_root, server_user, pool_size, python, server_group)
         self.workers = workers
         self.verify_sha256 = verify_sha256
         self.request_timeout = request_timeout
@@ -204,12 +199,12 @@ class LocalBackend:
         for server in candidates:
             try:
                 code, answer = uds.request(
-                    str(self._socket(server)),
+                    str(self.slots.socket(server)),
                     "POST",
                     "/invocations",
                     body=body,
                     timeout=self.request_timeout,
-                    peer=self._peer_check(server),
+                    peer=self.slots.peer_check(server),
                 )
             except uds.WrongPeer as exc:
                 log.warning("local serving: %s: %s", name, exc)
@@ -282,79 +277,10 @@ class LocalBackend:
             self._save(state)
             log.info("local serving: %s now served by pid %s only", name, state["server"]["pid"])
 
-    # ----- slots: one user and one folder per running server ----------------------------------
-
-    def _user(self, slot: int) -> procs.ServingUser:
-        return procs.ServingUser(f"{self.user_prefix}-{int(slot)}", self.python)
-
-    def _slot_root(self, slot: int) -> Path:
-        return self.server_root / f"slot-{int(slot)}"
-
-    def _workdir(self, server: dict[str, Any]) -> Path:
-        token = str(server["token"])
-        if not token.isalnum():
-            raise ServingError(f"the state names a server token {token!r} that is not one", permanent=True)
-        return self._slot_root(server["slot"]) / token
-
-    def _socket(self, server: dict[str, Any]) -> Path:
-        return self._workdir(server) / "sock"
-
     def _allocate(self) -> int:
-        """The lowest slot no state names and no process runs as. Called under the lock."""
-        busy = {s["slot"] for state in self._states() for s in [state["server"], *state.get("retiring", [])]}
-        for slot in range(self.pool_size):
-            if slot not in busy and not procs.runs_as(self._user(slot).uid):
-                return slot
-        raise ServingError(
-            f"All {self.pool_size} model server users ({self.user_prefix}-0 to {self.user_prefix}-"
-            f"{self.pool_size - 1}) are serving a deployment; stop one, or raise AXLE_MODEL_SERVER_POOL "
-            "and run compose/local/stack.sh up to make more.",
-            permanent=True,
-        )
-
-    def _ready_slot_root(self, slot: int) -> Path:
-        """The slot's folder: its user's, setgid to the hub's group, closed to others (2750).
-        Made here only when the hub runs as root; otherwise the stack's install step makes it
-        (compose/local/stack.sh)."""
-        root, uid = self._slot_root(slot), self._user(slot).uid
-        try:
-            info = root.stat()
-        except FileNotFoundError:
-            if os.geteuid() != 0:
-                raise ServingError(
-                    f"{root} does not exist; compose/local/stack.sh up makes the servers' folders.", permanent=True
-                ) from None
-            if not self.server_root.exists():
-                self.server_root.mkdir(parents=True)
-                self.server_root.chmod(0o711)  # passable, not listable
-            root.mkdir()
-            gid = grp.getgrnam(self.server_group).gr_gid if self.server_group else os.getegid()
-            os.chown(root, uid, gid)
-            os.chmod(root, 0o2750)
-            info = root.stat()
-        if info.st_uid != uid or info.st_mode & 0o007 or not info.st_mode & stat.S_ISGID:
-            raise ServingError(
-                f"{root} must belong to {self._user(slot).name}, be setgid to the hub's group and closed to others "
-                "(2750).",
-                permanent=True,
-            )
-        return root
-
-    def _peer_check(self, server: dict[str, Any]):
-        """What the process answering on the server's socket must be: running as the slot's
-        user, and the recorded server or a worker it started (uvicorn's workers listen when
-        there are several)."""
-        pid, uid = int(server["pid"]), int(server["uid"])
-
-        def check(peer_pid: int, peer_uid: int) -> bool:
-            if peer_uid != uid:
-                return False
-            if peer_pid == pid:
-                return True
-            st = procs.read_stat(peer_pid)
-            return st is not None and st.ppid == pid
-
-        return check
+        """A slot for a new server: one no state names (and no process runs as). Called
+        under the lock."""
+        return self.slots.allocate({s["slot"] for st in self._states() for s in [st["server"], *st["retiring"]]})
 
     # ----- starting and stopping ------------------------------------------------------------
 
@@ -370,8 +296,8 @@ class LocalBackend:
                     permanent=True,
                 )
         slot = self._allocate()
-        user = self._user(slot)
-        root = self._ready_slot_root(slot)
+        user = self.slots.user(slot)
+        root = self.slots.ready_root(slot)
         token = secrets.token_hex(8)
         log.info("local serving: starting %s (%s) as %s", spec.name, spec.model_uri, user.name)
         try:
@@ -397,14 +323,14 @@ class LocalBackend:
             "artifact_sha256": spec.artifact_sha256,
         }
         # Paths are the hub's own: the slot's folder and the token it chose.
-        server.update(workdir=str(self._workdir(server)), socket=str(self._socket(server)))
+        server.update(workdir=str(self.slots.workdir(server)), socket=str(self.slots.socket(server)))
         return server
 
     def _stop(self, server: dict[str, Any], name: str) -> None:
         try:
-            result = self._user(server["slot"]).run(
+            result = self.slots.user(server["slot"]).run(
                 "stop",
-                str(self._slot_root(server["slot"])),
+                str(self.slots.root(server["slot"])),
                 server["token"],
                 str(self.stop_grace),
                 timeout=self.stop_grace + 30,
@@ -422,13 +348,15 @@ class LocalBackend:
 
     def _alive(self, server: dict[str, Any]) -> bool:
         return procs.is_ours(
-            server["pid"], server["start_ticks"], server["boot_id"], server["uid"], str(self._socket(server))
+            server["pid"], server["start_ticks"], server["boot_id"], server["uid"], str(self.slots.socket(server))
         )
 
     def _healthy(self, server: dict[str, Any]) -> bool:
         try:
             return (
-                uds.request(str(self._socket(server)), "GET", "/ping", timeout=2, peer=self._peer_check(server))[0]
+                uds.request(
+                    str(self.slots.socket(server)), "GET", "/ping", timeout=2, peer=self.slots.peer_check(server)
+                )[0]
                 == 200
             )
         except (uds.Unreachable, uds.TimedOut):
@@ -449,7 +377,7 @@ class LocalBackend:
         raise ServingError(f"the model server for {name} failed (HTTP {code}): {message}")
 
     def _url(self, server: dict[str, Any]) -> str:
-        return f"unix:{self._socket(server)}"
+        return f"unix:{self.slots.socket(server)}"
 
     @contextmanager
     def _lock(self) -> Iterator[None]:
@@ -511,7 +439,7 @@ class LocalBackend:
         """The end of the server's own log, in its slot's folder (the hub reads it through its
         group)."""
         try:
-            with open(self._slot_root(server["slot"]) / launch.LOG_NAME, "rb") as fh:
+            with open(self.slots.log_file(server), "rb") as fh:
                 fh.seek(0, os.SEEK_END)
                 fh.seek(max(0, fh.tell() - 4096))
                 text = fh.read().decode(errors="replace")
