@@ -20,6 +20,7 @@ def local_backend():
         server_root=Path(settings.AXLE_MODEL_SERVER_DIR),
         server_user=settings.AXLE_MODEL_SERVER_USER,
         server_group=settings.AXLE_MODEL_SERVER_GROUP,
+        pool_size=settings.AXLE_MODEL_SERVER_POOL,
     )
 
 

@@ -1,7 +1,12 @@
 """What a deployment asks a backend for: the server's name, its owner and the spec.
 
 Names are collision-free: a readable prefix (model and environment) cut so that a short hash
-of the owner fits, within Kubernetes' 63-character DNS-1035 labels. A local server belongs to
+of the owner fits, within Kubernetes' 63-character DNS-1035 labels. An InferenceService's name
+is shorter still, because KServe and Knative build other names from it that must fit the same
+63 characters: the predictor `<name>-predictor`, its revisions `<name>-predictor-00001`, and
+the host label `<name>-predictor-<namespace>` (Knative's default domain template). KServe's
+own validation checks only the pattern, so the cap is ours (kserve/manifest.py): at most 45,
+lower when the namespace is long. A local server belongs to
 its deployment; an InferenceService belongs to its environment and model, because successive
 versions and canaries of a model are revisions of one InferenceService. The backend refuses
 to replace a server recorded with another owner."""
@@ -9,20 +14,29 @@ to replace a server recorded with another owner."""
 import hashlib
 import re
 
+from apps.integrations.kserve import manifest
 from apps.integrations.serving.base import DeploymentSpec, Resources
 
 from .models import Deployment, Environment
 
 HASH_CHARS = 10
 MAX_NAME = 63
+KSERVE_MAX_NAME = manifest.MAX_NAME
 
 
-def backend_name(*, model_name: str, environment_name: str, owner: str) -> str:
+def kserve_max_name(namespace: str) -> int:
+    """The longest InferenceService name whose derived names and host label fit 63 characters
+    in `namespace` (never so short that a letter and the owner's hash do not fit: a namespace
+    that long is refused by the KServe backend instead)."""
+    return max(manifest.max_name_length(namespace), HASH_CHARS + 2)
+
+
+def backend_name(*, model_name: str, environment_name: str, owner: str, max_length: int = MAX_NAME) -> str:
     digest = hashlib.sha256(owner.encode()).hexdigest()[:HASH_CHARS]
     prefix = re.sub(r"[^a-z0-9]+", "-", f"{model_name}-{environment_name}".lower()).strip("-")
     if not prefix[:1].isalpha():
         prefix = f"m-{prefix}".rstrip("-")  # DNS-1035 (and so KServe) names start with a letter
-    prefix = prefix[: MAX_NAME - 1 - HASH_CHARS].rstrip("-")
+    prefix = prefix[: max_length - 1 - HASH_CHARS].rstrip("-")
     return f"{prefix}-{digest}"
 
 
@@ -33,10 +47,13 @@ def owner_of(deployment: Deployment) -> str:
 
 
 def name_of(deployment: Deployment) -> str:
+    environment = deployment.environment
+    kserve = environment.backend == Environment.Backend.KSERVE
     return backend_name(
         model_name=deployment.model_version.model.name,
-        environment_name=deployment.environment.name,
+        environment_name=environment.name,
         owner=owner_of(deployment),
+        max_length=kserve_max_name(environment.namespace) if kserve else MAX_NAME,
     )
 
 

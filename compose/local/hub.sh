@@ -5,8 +5,9 @@
 # The portal and the worker run as AXLE_HUB_USER, an unprivileged system user; only the
 # install steps run as root. Everything under the hub's folder (database, secret key,
 # encryption key, static files, logs, pid files) is that user's alone: folders 0700,
-# files 0600. Model servers run as a different user (see the serving backend), so the
-# folder they work in is not under the hub's.
+# files 0600, its serving state (`serving`, AXLE_SERVING_DIR) included. Model servers run as
+# users of their own (see the serving backend), in folders outside the hub's
+# ($AXLE_HOME/serving/slot-N, made by compose/local/stack.sh).
 
 AXLE_HUB_USER="${AXLE_HUB_USER:-axle}"
 
@@ -19,18 +20,16 @@ hub_user_ensure() {
 # hub_layout HUB_DIR: creates the hub's folders and takes back anything in them that an
 # earlier root-run left behind (a database made by `./dev up` before the hub had a user of
 # its own, or logs opened by root): owned by the hub's user, unreadable to anyone else.
-# A `serving` folder is left alone: the model servers' user owns what is in it.
 hub_layout() {
   local hub="$1" d
   hub_user_ensure
   for d in "$hub" "$hub/logs" "$hub/run" "$hub/static"; do
     install -d -m 0700 -o "$AXLE_HUB_USER" -g "$AXLE_HUB_USER" "$d"
   done
-  find "$hub" -path "$hub/serving" -prune -o \
-    \( ! -user "$AXLE_HUB_USER" -o ! -group "$AXLE_HUB_USER" \) \
+  find "$hub" \( ! -user "$AXLE_HUB_USER" -o ! -group "$AXLE_HUB_USER" \) \
     -exec chown -h "$AXLE_HUB_USER:$AXLE_HUB_USER" {} +
-  find "$hub" -path "$hub/serving" -prune -o -type d ! -perm 0700 -exec chmod 0700 {} +
-  find "$hub" -path "$hub/serving" -prune -o -type f -perm /0077 -exec chmod go-rwx {} +
+  find "$hub" -type d ! -perm 0700 -exec chmod 0700 {} +
+  find "$hub" -type f -perm /0077 -exec chmod go-rwx {} +
 }
 
 # hub_log_ensure FILE...: log files the hub's processes append to (root opens some of them
@@ -52,7 +51,7 @@ hub_secret_install() {
 
 # as_hub COMMAND...: runs COMMAND as the hub's user with the current environment, under a
 # umask that keeps whatever it creates to itself. No --no-new-privs: the serving backend
-# starts model servers through `sudo -n -u axle-serve`.
+# starts model servers through `sudo -n -u axle-serve-N`.
 as_hub() {
   (
     umask 077

@@ -479,33 +479,48 @@ do_mlflow() {
     "http://127.0.0.1:$AXLE_MLFLOW_PORT/api/2.0/mlflow/experiments/search?max_results=1"
 }
 
-# ---------------------------------------------------------------- the model servers' user
+# ---------------------------------------------------------------- the model servers' users
 
-# Users' model code (local model servers) runs as this unprivileged user: never as root, never
-# as the hub's user, with no access to the hub's state, keys or secrets.
-AXLE_SERVE_USER="${AXLE_SERVE_USER:-axle-serve}"
+# Users' model code (local model servers) runs as unprivileged users: never as root, never as
+# the hub's user, with no access to the hub's state, keys or secrets. Each running server has
+# a user of its own from a pool (axle-serve-0 … axle-serve-N-1, each with its own primary
+# group), so one deployment's model cannot read, signal, trace or impersonate another's.
+AXLE_SERVE_USER="${AXLE_MODEL_SERVER_USER:-axle-serve}"
+AXLE_SERVE_POOL="${AXLE_MODEL_SERVER_POOL:-8}"
 AXLE_HUB_USER="${AXLE_HUB_USER:-axle}"
 SERVING_DIR="$AXLE_STACK_DIR/serving"
 SERVE_SUDOERS="/etc/sudoers.d/axle-serve"
 
 do_serving_user() {
-  ensure_system_user "$AXLE_SERVE_USER" "$SERVING_DIR"
-  # The servers' folders: the serving user's, setgid to the hub's group (so only the hub
-  # reaches their Unix sockets), closed to everyone else. Group root until the hub has a user.
-  local group=root tmp
+  if [[ ! "$AXLE_SERVE_POOL" =~ ^[1-9][0-9]*$ ]]; then
+    echo "AXLE_MODEL_SERVER_POOL must be a positive number, not $AXLE_SERVE_POOL" >&2
+    return 1
+  fi
+  # The servers' folder: root's, passable (not listable) by the slot users; in it one folder
+  # per slot, owned by the slot's user, setgid to the hub's group (so only the hub reaches the
+  # server's Unix socket and reads its log), closed to everyone else, other slots included.
+  # Group root until the hub has a user.
+  local group=root tmp i user runas=""
   if getent group "$AXLE_HUB_USER" >/dev/null; then group="$AXLE_HUB_USER"; fi
-  install -d -m 2750 -o "$AXLE_SERVE_USER" -g "$group" "$SERVING_DIR"
-  # The one thing the hub may do as the serving user: run a command with an emptied
+  install -d -m 0711 -o root -g root "$SERVING_DIR"
+  chmod g-s "$SERVING_DIR" # set by an older layout, when one user owned all servers
+  for ((i = 0; i < AXLE_SERVE_POOL; i++)); do
+    user="$AXLE_SERVE_USER-$i"
+    ensure_system_user "$user" "$SERVING_DIR/slot-$i"
+    install -d -m 2750 -o "$user" -g "$group" "$SERVING_DIR/slot-$i"
+    runas+="${runas:+,}$user"
+  done
+  # The one thing the hub may do as a serving user: run a command with an emptied
   # environment (apps/integrations/local_serving/procs.py). Root needs no rule.
   tmp="$(mktemp)"
   printf '%s\n' \
     "# Written by compose/local/stack.sh: the hub ($AXLE_HUB_USER) starts and stops local model" \
-    "# servers as $AXLE_SERVE_USER, always through env -i (an empty environment), and nothing else." \
-    "$AXLE_HUB_USER ALL=($AXLE_SERVE_USER) NOPASSWD: /usr/bin/env -i *" >"$tmp"
+    "# servers as $AXLE_SERVE_USER-0..$((AXLE_SERVE_POOL - 1)), always through env -i (an empty environment), and nothing else." \
+    "$AXLE_HUB_USER ALL=($runas) NOPASSWD: /usr/bin/env -i *" >"$tmp"
   visudo -cqf "$tmp"
   install -m 0440 -o root -g root "$tmp" "$SERVE_SUDOERS"
   rm -f "$tmp"
-  echo "serving user $AXLE_SERVE_USER ok: $SERVING_DIR (group $group, 2750), $SERVE_SUDOERS"
+  echo "serving users $AXLE_SERVE_USER-0..$((AXLE_SERVE_POOL - 1)) ok: $SERVING_DIR/slot-N (group $group, 2750), $SERVE_SUDOERS"
 }
 
 # ---------------------------------------------------------------- the hub's view

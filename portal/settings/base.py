@@ -245,16 +245,18 @@ AXLE_SUBMIT_BACKOFF_SECONDS = env.int("AXLE_SUBMIT_BACKOFF_SECONDS", default=15)
 AXLE_RECONCILE_GRACE_SECONDS = env.int("AXLE_RECONCILE_GRACE_SECONDS", default=120)
 AXLE_SUBMIT_STUCK_SECONDS = env.int("AXLE_SUBMIT_STUCK_SECONDS", default=120)
 
-# Local model servers (the one-host serving backend). The hub keeps their state and logs in
-# AXLE_SERVING_DIR; the servers run as AXLE_MODEL_SERVER_USER (never root, never the hub's
-# user) with the Python of the serving environment, in folders under AXLE_MODEL_SERVER_DIR
-# (owned by that user, group AXLE_MODEL_SERVER_GROUP - the hub's group, default the hub's
-# own - mode 2750, so only the hub can reach their Unix sockets).
+# Local model servers (the one-host serving backend). The hub keeps their state in
+# AXLE_SERVING_DIR (its own, 0700); each server runs as a user of its own from a pool of
+# AXLE_MODEL_SERVER_POOL users named AXLE_MODEL_SERVER_USER-0, -1, … (never root, never the
+# hub's user) with the Python of the serving environment, in the folder
+# AXLE_MODEL_SERVER_DIR/slot-N of its user (group AXLE_MODEL_SERVER_GROUP - the hub's group,
+# default the hub's own - mode 2750, so only the hub reaches its Unix socket and log).
 AXLE_SERVING_DIR = Path(env.str("AXLE_SERVING_DIR", default=str(AXLE_HUB_DIR / "serving")))
 AXLE_MODEL_SERVER_PYTHON = env.str("AXLE_MODEL_SERVER_PYTHON", default=str(AXLE_STACK_DIR / "venv" / "bin" / "python"))
 AXLE_MODEL_SERVER_USER = env.str("AXLE_MODEL_SERVER_USER", default="axle-serve")
 AXLE_MODEL_SERVER_DIR = Path(env.str("AXLE_MODEL_SERVER_DIR", default=str(AXLE_HOME / "serving")))
 AXLE_MODEL_SERVER_GROUP = env.str("AXLE_MODEL_SERVER_GROUP", default="")
+AXLE_MODEL_SERVER_POOL = env.int("AXLE_MODEL_SERVER_POOL", default=8)
 
 AXLE_MLFLOW_TRACKING_URI = env.str("AXLE_MLFLOW_TRACKING_URI", default="http://127.0.0.1:5000")
 # The hub's login on an MLflow server that runs MLflow's basic-auth app (an admin: it makes a

@@ -85,7 +85,7 @@ def real_version(trained_model, alice, team):
 @pytest.fixture
 def serving_dir(tmp_path, settings):
     """Model servers of a test keep their state in a folder of their own and run in a server
-    folder of their own (as axle-serve, reachable by the hub's group); all are stopped
+    folder of their own (as the users of their slots, axle-serve-N, reachable by the hub's group); all are stopped
     afterwards."""
     import grp
     import shutil

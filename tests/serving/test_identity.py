@@ -11,7 +11,7 @@ from apps.accounts.models import Membership
 from apps.core import crypto
 from apps.serving import services
 from apps.serving.models import Deployment, Environment
-from apps.serving.specs import backend_name
+from apps.serving.specs import KSERVE_MAX_NAME, backend_name, kserve_max_name, name_of
 from tests.factories import MembershipFactory, TeamFactory, UserFactory
 from tests.integrations.kserve.test_kserve_backend import kubeconfig
 from tests.registry.conftest import make_job, make_model_version
@@ -34,6 +34,35 @@ def test_names_are_dns_1035_labels_that_fit_kubernetes(model):
     for env in ("staging", "production"):
         name = backend_name(model_name=model, environment_name=env, owner=str(uuid.uuid4()))
         assert DNS_1035.match(name) and len(name) <= 63, name
+
+
+@pytest.mark.parametrize("namespace", ["ml", "ml-staging", "team-vision-production-inference"])
+def test_kserve_names_leave_room_for_the_names_kserve_and_knative_derive_from_them(namespace):
+    owner = str(uuid.uuid4())
+    name = backend_name(
+        model_name="x" * 200, environment_name="k8s", owner=owner, max_length=kserve_max_name(namespace)
+    )
+
+    assert DNS_1035.match(name) and len(name) <= KSERVE_MAX_NAME, name
+    for derived in (f"{name}-predictor", f"{name}-predictor-00001", f"{name}-predictor-{namespace}"):
+        assert len(derived) <= 63, derived
+    # The owner's hash is kept whole, so two owners never meet on one shortened name.
+    assert name.endswith(backend_name(model_name="y", environment_name="k8s", owner=owner)[-11:])
+
+
+@pytest.mark.django_db
+def test_a_kserve_deployment_of_a_long_model_name_gets_a_name_that_fits_kserve(alice, team):
+    model_name = "vision-digits-classifier-trained-on-the-full-scan-set-2026-11"
+    v = make_model_version(make_job(alice, team=team), alice, name=model_name)
+    kserve = Environment.objects.create(name="k8s-prod", backend="kserve", namespace="ml-production")
+    local = Environment.objects.create(name="staging", required_approvals=0)
+
+    on_kserve = name_of(Deployment(model_version=v, environment=kserve, requested_by=alice))
+    on_local = name_of(Deployment(model_version=v, environment=local, requested_by=alice))
+
+    # The host label `<name>-predictor-ml-production` is what binds here: exactly 63.
+    assert len(on_kserve) == 39 < KSERVE_MAX_NAME and len(f"{on_kserve}-predictor-ml-production") == 63
+    assert len(on_local) == 63
 
 
 def test_names_that_read_alike_stay_apart():

@@ -165,10 +165,11 @@ def test_a_members_model_code_runs_as_the_serving_user_and_cannot_touch_the_hub(
     answer = services.deployment_predict(user=alice, deployment=d, payload={"inputs": [[0]]})
     report = json.loads(answer["predictions"][0])
 
-    serve_uid = pwd.getpwnam(settings.AXLE_MODEL_SERVER_USER).pw_uid
+    state = json.loads((Path(settings.AXLE_SERVING_DIR) / f"{d.backend_name}.json").read_text())
+    # The user of the server's own slot, one of the pool axle-serve-0 … axle-serve-N-1.
+    serve_uid = pwd.getpwnam(f"{settings.AXLE_MODEL_SERVER_USER}-{state['server']['slot']}").pw_uid
     assert serve_uid not in (0, os.geteuid())
     assert report["uid"] == report["euid"] == serve_uid
-    state = json.loads((Path(settings.AXLE_SERVING_DIR) / f"{d.backend_name}.json").read_text())
     assert procs.read_uid(state["server"]["pid"]) == serve_uid
     assert report["tried"] and set(report["tried"].values()) == {"PermissionError"}, report["tried"]
     assert report["sudo"] != 0

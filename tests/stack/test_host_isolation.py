@@ -115,8 +115,6 @@ def _assert_hub_only(hub: Path, cluster_user: str, *, root_may_own: bool = False
     owners = {uid, 0} if root_may_own else {uid}
     checked = []
     for path in [hub, *hub.rglob("*")]:
-        if path.is_relative_to(hub / "serving"):
-            continue  # the model servers' user's (see the serving backend)
         st = path.lstat()
         assert st.st_uid in owners, f"{path} is not {HUB_USER}'s"
         if stat.S_ISDIR(st.st_mode):
@@ -135,17 +133,18 @@ def _assert_hub_only(hub: Path, cluster_user: str, *, root_may_own: bool = False
 def test_it_gives_the_hub_folder_to_the_hub_user_alone(home, cluster_user):
     hub = home / "hub"
     _left_by_a_root_run(hub)
+    # The hub's serving state (AXLE_SERVING_DIR), as a root-run or an older layout left it.
     (hub / "serving").mkdir(mode=0o755)
-    (hub / "serving" / "state.json").write_text("{}")
+    (hub / "serving" / "iris.json").write_text("{}")
 
     assert hub_shell("hub_layout", str(hub)).returncode == 0
     checked = _assert_hub_only(hub, cluster_user)
-    assert {p.relative_to(hub).as_posix() for p in checked} >= set(HUB_FILES) | {"logs", "run", "static"}
+    assert {p.relative_to(hub).as_posix() for p in checked} >= set(HUB_FILES) | {"logs", "run", "static", "serving"}
     # The hub's user itself still reads and writes all of it.
     assert hub_shell("as_hub", "cat", str(hub / "secret_key")).stdout == "contents of secret_key\n"
     assert hub_shell("as_hub", "touch", str(hub / "run" / "qcluster.pid")).returncode == 0
-    # A folder the model servers' user owns is not taken over.
-    assert (hub / "serving").stat().st_uid == 0
+    # The serving state is the hub's like the rest (the servers' own folders are elsewhere).
+    assert {p.relative_to(hub).as_posix() for p in checked} >= {"serving", "serving/iris.json"}
 
 
 def test_laying_out_twice_changes_nothing(home, cluster_user):

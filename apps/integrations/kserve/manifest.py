@@ -35,6 +35,18 @@ ANNOTATION_OWNER = "axle.io/owner"
 MODEL_FORMAT = "mlflow"
 PROTOCOL_VERSION = "v2"
 GPU_RESOURCE = "nvidia.com/gpu"
+# KServe validates only the name's pattern, but builds names from it that must fit a 63-character
+# DNS label: <name>-predictor, its revisions <name>-predictor-00001, and the host label
+# <name>-predictor-<namespace> (Knative's default domain template). Hence at most 45, less in a
+# long namespace.
+MAX_NAME = 45
+PREDICTOR_HOST_SUFFIX = "-predictor-"
+
+
+def max_name_length(namespace: str) -> int:
+    """The longest InferenceService name whose derived names fit 63 characters in `namespace`."""
+    return min(MAX_NAME, 63 - len(PREDICTOR_HOST_SUFFIX) - len(namespace))
+
 
 # KServe's validating webhook (IsvcNameFmt): a DNS-1035 label, stricter than the API
 # server's DNS-1123 subdomain, because the name becomes part of Service and host names.
@@ -99,15 +111,21 @@ def _resources(spec: DeploymentSpec) -> dict[str, dict[str, str]]:
 
 
 def _check(spec: DeploymentSpec) -> None:
-    if len(spec.name) > 63 or not _ISVC_NAME.fullmatch(spec.name):
-        raise ServingError(
-            f"Deployment name {spec.name!r} is not a valid InferenceService name: at most 63 "
-            "characters, lower-case letters, digits and '-', starting with a letter and not "
-            "ending with '-'.",
-            permanent=True,
-        )
     if len(spec.namespace) > 63 or not _NAMESPACE.fullmatch(spec.namespace):
         raise ServingError(f"Namespace {spec.namespace!r} is not a valid Kubernetes namespace.", permanent=True)
+    if max_name_length(spec.namespace) < 2:
+        raise ServingError(
+            f"Namespace {spec.namespace!r} is too long for KServe: <name>-predictor-<namespace> must fit "
+            "63 characters.",
+            permanent=True,
+        )
+    if len(spec.name) > max_name_length(spec.namespace) or not _ISVC_NAME.fullmatch(spec.name):
+        raise ServingError(
+            f"Deployment name {spec.name!r} is not a valid InferenceService name in {spec.namespace!r}: at most "
+            f"{max_name_length(spec.namespace)} characters (so that <name>-predictor-<namespace> fits 63), "
+            "lower-case letters, digits and '-', starting with a letter and not ending with '-'.",
+            permanent=True,
+        )
     if spec.canary_percent is not None and (
         isinstance(spec.canary_percent, bool)
         or not isinstance(spec.canary_percent, int)

@@ -1,14 +1,28 @@
-"""Serve models with MLflow's scoring server, one detached process per deployment, run as
-the serving user (`axle-serve`) and reachable only over a Unix socket.
+"""Serve models with MLflow's scoring server, one detached process per deployment, each run
+as a Unix user of its own and reachable only over a Unix socket.
+
+The servers' users are a pool, `<server_user>-0` … `<server_user>-<pool_size - 1>`
+(`axle-serve-0`…, made by compose/local/stack.sh): a server takes a free slot when it starts
+and frees it when it stops, so no two running servers share a user. Slot N's folder,
+`<server_root>/slot-N`, belongs to its user, setgid to the hub's group, 2750: one model's
+code cannot read another's files, reach or replace its socket, or signal or trace it. The
+hub allocates the slot, builds every path itself (slot folder + token; nothing the launcher
+prints is taken as a path), and before each request checks with SO_PEERCRED that the process
+answering on the socket is the recorded server running as its slot's user.
 
 Desired state and actual state live side by side in `<state_dir>/<name>.json` (the hub's own
-folder, which the serving user cannot read):
+folder, which the serving users cannot read):
 
-    {"format": 2, "name": "...", "namespace": "...", "owner": "<deployment id>",
+    {"format": 3, "name": "...", "namespace": "...", "owner": "<deployment id>",
      "spec": {... DeploymentSpec as a dict, incl. model_uri and artifact_sha256 ...},
-     "server":   {"pid", "uid", "token", "boot_id", "start_ticks", "started_at",
+     "server":   {"slot", "pid", "uid", "token", "boot_id", "start_ticks", "started_at",
                   "workdir", "socket", "model_uri", "artifact_sha256"},
      "retiring": [ server, ... ]}
+
+A slot is busy while a state file names it or while any process runs as its user (a server
+of an earlier hub that would not stop); a free slot's folder is emptied by the launcher
+before the next server moves in. Each server's output goes to `server.log` in its slot's
+folder (capped, one older copy), which the hub reads through its group.
 
 A name belongs to one owner (the deployment): applying a spec of another owner under it is
 refused, never a silent replacement. `server` is the process started for `spec`. When the
@@ -17,12 +31,12 @@ healthy; the first `status` that sees the new one healthy stops the retiring one
 
 The hub hands the server its model: `spec.model_path` is a copy the hub fetched from MLflow
 and checked against the approved sha256; it is checked again here, then streamed to the
-launcher (launch.py), which writes it read-only into the server's own folder under
-`server_root`. The server therefore needs no MLflow credentials and no access to the hub's
-files. Starting and stopping go through `sudo -u <serving user>` (procs.ServingUser).
+launcher (launch.py), which writes it read-only into the server's own folder in its slot.
+The server therefore needs no MLflow credentials and no access to the hub's files.
+Starting and stopping go through `sudo -u <slot user>` (procs.ServingUser).
 
-A process is ours only if pid, start time, boot id, owner uid and the socket in its command
-line all match (see procs.py); a new LocalBackend on the same directory (a restarted worker)
+A process is ours only if pid, start time, boot id, owner uid (its slot's user) and the
+socket in its command line all match (see procs.py); a new LocalBackend on the same directory (a restarted worker)
 adopts what matches and reports the rest not ready, and the caller applies again.
 
 Servers run in their own session, so they outlive the worker that started them; `stop_all()`
@@ -33,13 +47,11 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import grp
 import json
 import logging
 import os
 import re
 import secrets
-import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,11 +62,11 @@ from typing import Any
 from apps.integrations.mlflow.client import directory_sha256
 from apps.integrations.serving.base import BackendStatus, DeploymentSpec, ServingError
 
-from . import launch, procs, uds
+from . import launch, procs, slots, uds
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2
+FORMAT = 3
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 # What decides which bytes are served; other spec fields (labels, resources) are recorded
 # without restarting the server.
@@ -75,6 +87,7 @@ class LocalBackend:
         server_root: Path,
         server_user: str,
         server_group: str = "",
+        pool_size: int = 8,
         workers: int = 1,
         verify_sha256: bool = True,
         request_timeout: float = 30.0,
@@ -83,8 +96,7 @@ class LocalBackend:
     ) -> None:
         self.state_dir = Path(state_dir)
         self.server_root = Path(server_root)
-        self.user = procs.ServingUser(server_user, python)
-        self.server_group = server_group
+        self.slots = slots.Slots(self.server_root, server_user, pool_size, python, server_group)
         self.workers = workers
         self.verify_sha256 = verify_sha256
         self.request_timeout = request_timeout
@@ -153,7 +165,6 @@ class LocalBackend:
                 return
             self._stop_everything(state)
             self._path(name).unlink(missing_ok=True)
-            self._log_path(name).unlink(missing_ok=True)
             log.info("local serving: deleted %s", name)
 
     def list_names(self, namespace: str) -> list[str]:
@@ -188,8 +199,16 @@ class LocalBackend:
         for server in candidates:
             try:
                 code, answer = uds.request(
-                    server["socket"], "POST", "/invocations", body=body, timeout=self.request_timeout
+                    str(self.slots.socket(server)),
+                    "POST",
+                    "/invocations",
+                    body=body,
+                    timeout=self.request_timeout,
+                    peer=self.slots.peer_check(server),
                 )
+            except uds.WrongPeer as exc:
+                log.warning("local serving: %s: %s", name, exc)
+                raise ServingError(f"refusing to send the request for {name}: {exc}") from None
             except uds.Unreachable as exc:
                 last = str(exc)  # still loading, or just stopped: try the next one
                 continue
@@ -212,7 +231,7 @@ class LocalBackend:
                 raise ServingError(f"{name} is not deployed", permanent=True)
             state = self._load(name)
             if state is not None and not self._alive(state["server"]):
-                raise ServingError(f"the model server for {name} exited: {self._log_tail(name)}")
+                raise ServingError(f"the model server for {name} exited: {self._log_tail(state['server'])}")
             if time.monotonic() >= deadline:
                 raise ServingError(f"{name} is not ready after {timeout:g}s: {current.message}")
             time.sleep(interval)
@@ -239,7 +258,7 @@ class LocalBackend:
                 exists=True,
                 ready=False,
                 url=url,
-                message=f"the model server is not running; apply again ({self._log_tail(state['name'])})",
+                message=f"the model server is not running; apply again ({self._log_tail(server)})",
             )
         if not self._healthy(server):
             return BackendStatus(exists=True, ready=False, url=url, message=f"loading {what}")
@@ -258,29 +277,12 @@ class LocalBackend:
             self._save(state)
             log.info("local serving: %s now served by pid %s only", name, state["server"]["pid"])
 
-    def _root(self) -> Path:
-        """The folder the servers live in: the serving user's, reachable by the hub's group
-        and nobody else. Made here only when the hub runs as root; otherwise the stack's
-        install step makes it (compose/local/stack.sh)."""
-        root, uid = self.server_root, self.user.uid
-        try:
-            info = root.stat()
-        except FileNotFoundError:
-            if os.geteuid() != 0:
-                raise ServingError(
-                    f"{root} does not exist; compose/local/stack.sh up makes it for the serving user.", permanent=True
-                ) from None
-            root.mkdir(parents=True, exist_ok=True)
-            gid = grp.getgrnam(self.server_group).gr_gid if self.server_group else os.getegid()
-            os.chown(root, uid, gid)
-            os.chmod(root, 0o2750)
-            info = root.stat()
-        if info.st_uid != uid or info.st_mode & 0o007 or not info.st_mode & stat.S_ISGID:
-            raise ServingError(
-                f"{root} must belong to {self.user.name}, be setgid to the hub's group and closed to others (2750).",
-                permanent=True,
-            )
-        return root
+    def _allocate(self) -> int:
+        """A slot for a new server: one no state names (and no process runs as). Called
+        under the lock."""
+        return self.slots.allocate({s["slot"] for st in self._states() for s in [st["server"], *st["retiring"]]})
+
+    # ----- starting and stopping ------------------------------------------------------------
 
     def _start(self, spec: DeploymentSpec) -> dict[str, Any]:
         if not spec.model_path or not Path(spec.model_path).is_dir():
@@ -293,51 +295,51 @@ class LocalBackend:
                     f"the approved one {spec.artifact_sha256}",
                     permanent=True,
                 )
-        root = self._root()
+        slot = self._allocate()
+        user = self.slots.user(slot)
+        root = self.slots.ready_root(slot)
         token = secrets.token_hex(8)
-        logfile = self._log_path(spec.name)
-        with open(logfile, "ab") as out:
-            out.write(f"\n=== {_now()} starting {spec.model_uri} as {self.user.name}\n".encode())
+        log.info("local serving: starting %s (%s) as %s", spec.name, spec.model_uri, user.name)
         try:
-            started = self.user.run(
+            started = user.run(
                 "start",
                 str(root),
                 token,
                 str(self.workers),
-                log=logfile,
                 feed=lambda stream: launch.pack(spec.model_path, stream),
                 timeout=self.start_timeout,
             )
         except ServingError as exc:
-            raise ServingError(f"{exc.message}: {self._log_tail(spec.name)}", permanent=exc.permanent) from None
-        return {
+            raise ServingError(_redact(exc.message), permanent=exc.permanent) from None
+        server = {
+            "slot": slot,
             "pid": int(started["pid"]),
-            "uid": self.user.uid,
+            "uid": user.uid,
             "token": token,
-            "boot_id": started["boot_id"],
+            "boot_id": str(started["boot_id"]),
             "start_ticks": int(started["start_ticks"]),
             "started_at": _now(),
-            "workdir": started["workdir"],
-            "socket": started["socket"],
             "model_uri": spec.model_uri,
             "artifact_sha256": spec.artifact_sha256,
         }
+        # Paths are the hub's own: the slot's folder and the token it chose.
+        server.update(workdir=str(self.slots.workdir(server)), socket=str(self.slots.socket(server)))
+        return server
 
     def _stop(self, server: dict[str, Any], name: str) -> None:
         try:
-            result = self.user.run(
+            result = self.slots.user(server["slot"]).run(
                 "stop",
-                str(Path(server["workdir"]).parent),
+                str(self.slots.root(server["slot"])),
                 server["token"],
                 str(self.stop_grace),
-                log=self._log_path(name),
                 timeout=self.stop_grace + 30,
             )
         except ServingError as exc:
-            log.warning("local serving: stopping pid %s failed: %s", server["pid"], exc)
+            log.warning("local serving: stopping %s (pid %s) failed: %s", name, server["pid"], exc)
             return
         if not result.get("stopped"):
-            log.warning("local serving: pid %s did not stop", server["pid"])
+            log.warning("local serving: %s (pid %s) did not stop", name, server["pid"])
 
     def _stop_everything(self, state: dict[str, Any]) -> None:
         for server in [*state.get("retiring", []), state.get("server")]:
@@ -346,13 +348,21 @@ class LocalBackend:
 
     def _alive(self, server: dict[str, Any]) -> bool:
         return procs.is_ours(
-            server["pid"], server["start_ticks"], server["boot_id"], server.get("uid", -1), server.get("socket", "")
+            server["pid"], server["start_ticks"], server["boot_id"], server["uid"], str(self.slots.socket(server))
         )
 
     def _healthy(self, server: dict[str, Any]) -> bool:
         try:
-            return uds.request(server["socket"], "GET", "/ping", timeout=2)[0] == 200
+            return (
+                uds.request(
+                    str(self.slots.socket(server)), "GET", "/ping", timeout=2, peer=self.slots.peer_check(server)
+                )[0]
+                == 200
+            )
         except (uds.Unreachable, uds.TimedOut):
+            return False
+        except uds.WrongPeer as exc:
+            log.warning("local serving: %s", exc)
             return False
 
     def _response(self, name: str, code: int, body: bytes) -> dict:
@@ -367,7 +377,7 @@ class LocalBackend:
         raise ServingError(f"the model server for {name} failed (HTTP {code}): {message}")
 
     def _url(self, server: dict[str, Any]) -> str:
-        return f"unix:{server.get('socket', '')}"
+        return f"unix:{self.slots.socket(server)}"
 
     @contextmanager
     def _lock(self) -> Iterator[None]:
@@ -383,9 +393,6 @@ class LocalBackend:
     def _path(self, name: str) -> Path:
         return self.state_dir / f"{name}.json"
 
-    def _log_path(self, name: str) -> Path:
-        return self.state_dir / f"{name}.log"
-
     def _load(self, name: str) -> dict[str, Any] | None:
         try:
             state = json.loads(self._path(name).read_text())
@@ -393,12 +400,13 @@ class LocalBackend:
             return None
         except (OSError, ValueError) as exc:
             raise ServingError(f"the state file of {name} cannot be read: {exc}") from None
-        if state.get("format") == 1 and state.get("server"):
-            # Servers of format 1 ran as the worker's user on a TCP port; only that user can stop them.
+        if state.get("format") in (1, 2) and state.get("server"):
+            # Format 1 ran as the worker's user on a TCP port, format 2 as one user shared by
+            # every server; only that version knows how to stop them.
             raise ServingError(
-                f"{name} was started by an older Axle (pid {state['server'].get('pid')}, port "
-                f"{state['server'].get('port')}, as the worker's user): stop it with that version's "
-                f"./dev down, or end that process and remove {self._path(name)}",
+                f"{name} was started by an older Axle (pid {state['server'].get('pid')}, as "
+                f"{'the worker' if state['format'] == 1 else 'the shared serving user'}): stop it with that "
+                f"version's ./dev down, or end that process and remove {self._path(name)}",
                 permanent=True,
             )
         if state.get("format") != FORMAT or not state.get("server"):
@@ -427,9 +435,11 @@ class LocalBackend:
         tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
         os.replace(tmp, path)
 
-    def _log_tail(self, name: str, lines: int = 5) -> str:
+    def _log_tail(self, server: dict[str, Any], lines: int = 5) -> str:
+        """The end of the server's own log, in its slot's folder (the hub reads it through its
+        group)."""
         try:
-            with open(self._log_path(name), "rb") as fh:
+            with open(self.slots.log_file(server), "rb") as fh:
                 fh.seek(0, os.SEEK_END)
                 fh.seek(max(0, fh.tell() - 4096))
                 text = fh.read().decode(errors="replace")

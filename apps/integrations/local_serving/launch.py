@@ -1,7 +1,8 @@
-"""The model server's side of the local backend: runs as the serving user (`axle-serve`),
-never as root or as the hub's user, started by the hub as
+"""The model server's side of the local backend: runs as the user of the server's slot
+(`axle-serve-N`, one user per running server), never as root or as the hub's user, started by
+the hub as
 
-    sudo -n -u axle-serve -- /usr/bin/env -i PATH=… LANG=C.UTF-8 PYTHON -I -c SOURCE COMMAND ARGS…
+    sudo -n -u axle-serve-N -- /usr/bin/env -i PATH=… LANG=C.UTF-8 PYTHON -I -c SOURCE COMMAND ARGS…
 
 with SOURCE the text of this file. Standalone on purpose (standard library only, until the
 server itself imports mlflow): handing the source over on the command line means the serving
@@ -9,16 +10,19 @@ user needs no read access to the hub's code, and `env -i` means it inherits noth
 hub's environment (no Django secret, database URL, encryption keys or MLflow credentials).
 
     start ROOT TOKEN WORKERS
-        The model arrives on stdin as a stream of files (`pack` writes it; the hub has already
-        fetched it from MLflow and checked its sha256). It is written read-only under
-        ROOT/TOKEN/model, then MLflow's scoring server (uvicorn) is started in a session of its
-        own, listening on the Unix socket ROOT/TOKEN/sock only: ROOT/TOKEN is 0750 and ROOT
-        is setgid to the hub's group, so only the hub (and the serving user) can reach it.
-        Prints {"pid", "start_ticks", "boot_id", "workdir", "socket"} and exits; the server
-        outlives it.
+        ROOT is the slot's folder (the slot user's, setgid to the hub's group, 2750). What an
+        earlier occupant of the slot left there is removed first. The model arrives on stdin
+        as a stream of files (`pack` writes it; the hub has already fetched it from MLflow and
+        checked its sha256). It is written read-only under ROOT/TOKEN/model, then MLflow's
+        scoring server (uvicorn) is started in a session of its own, listening on the Unix
+        socket ROOT/TOKEN/sock only. Its output goes to ROOT/server.log (readable by the hub's
+        group), capped at LOG_CAP bytes with one older copy. Prints {"pid", "start_ticks",
+        "boot_id"} and exits; the server outlives it. (The hub builds the paths itself; it
+        never takes them from here.)
     stop ROOT TOKEN GRACE
         SIGTERM to every process carrying TOKEN in its environment, SIGKILL to what is left
-        after GRACE seconds, then removes ROOT/TOKEN. Prints {"stopped": true|false}.
+        after GRACE seconds, then SIGKILL to any other process of the slot's user (one that
+        dropped its token), then removes ROOT/TOKEN. Prints {"stopped": true|false}.
 """
 
 import json
@@ -36,6 +40,8 @@ MARKER = "AXLE_LOCAL_SERVING_ID"
 # variable; `mlflow models serve` sets it the same way before it runs uvicorn.
 MODEL_PATH_VARIABLE = "__pyfunc_model_path__"
 MAX_HEADER = 8192
+LOG_NAME = "server.log"
+LOG_CAP = 1 << 20  # bytes per log file; one older copy (server.log.1) is kept
 
 
 # ---------------------------------------------------------------- processes, through /proc
@@ -91,6 +97,46 @@ def members(token):
         if env.get(MARKER) == token:
             found.append(stat[0])
     return found
+
+
+def real_uid(pid):
+    try:
+        for line in (PROC / str(pid) / "status").read_text().splitlines():
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def strays():
+    """Every other live process of this user. A slot's user serves one server at a time, so
+    whatever else runs as it was started by that server, even if it dropped its token."""
+    me, found = os.getpid(), []
+    for entry in PROC.iterdir():
+        if entry.name.isdigit() and int(entry.name) != me and real_uid(entry.name) == os.getuid():
+            stat = read_stat(int(entry.name))
+            if stat is not None and stat[1] not in ("Z", "X"):
+                found.append(stat[0])
+    return found
+
+
+def sweep():
+    """SIGKILL every other process of this user; never as root. True when none is left."""
+    if os.getuid() == 0:
+        return True
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        pids = strays()
+        if not pids:
+            return True
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.1)
+    return not strays()
 
 
 def terminate(token, grace):
@@ -194,8 +240,61 @@ def _writable(root):
 # ---------------------------------------------------------------- commands
 
 
+def pump(fd, path, cap=LOG_CAP):
+    """Copy what arrives on `fd` into the file `path` until every writer has closed it; when
+    the file would grow past `cap` bytes it becomes path.1 (replacing the older copy)."""
+    out = open(path, "ab")
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except InterruptedError:
+                continue
+            if not chunk:
+                return
+            while chunk:
+                if out.tell() >= cap:
+                    out.close()
+                    os.replace(path, f"{path}.1")
+                    out = open(path, "ab")
+                room = cap - out.tell()
+                out.write(chunk[:room])
+                chunk = chunk[room:]
+            out.flush()
+    finally:
+        out.close()
+
+
+def _detach(stdout, stderr):
+    """In a forked child: a session of its own (so it outlives this launcher and sudo), and
+    none of the launcher's pipes to the hub (the hub reads them to their end)."""
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null if stdout is None else stdout, 1)
+    os.dup2(null if stderr is None else stderr, 2)
+
+
+def clear_slot(root):
+    """Remove what an earlier occupant of the slot left: its folders and logs."""
+    for entry in Path(root).iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            _writable(entry)
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
 def start(root, token, workers):
     os.umask(0o027)
+    clear_slot(root)
+    logfile = Path(root) / LOG_NAME
+    log = open(logfile, "a")
+
+    def say(message):
+        for stream in (log, sys.stderr):
+            print(f"axle: {message}", file=stream, flush=True)
+
     work = Path(root) / token
     work.mkdir(mode=0o750)
     home, tmp, model, sock = work / "home", work / "tmp", work / "model", work / "sock"
@@ -206,10 +305,11 @@ def start(root, token, workers):
     except (OSError, ValueError) as exc:
         _writable(work)
         shutil.rmtree(work, ignore_errors=True)
-        print(f"axle: the model did not arrive: {exc}", file=sys.stderr, flush=True)
+        say(f"the model did not arrive: {exc}")
         return 3
     _read_only(model)
-    print(f"axle: received {count} model files", file=sys.stderr, flush=True)
+    say(f"received {count} model files")
+    log.close()
     python = sys.executable
     env = {
         "PATH": f"{Path(python).parent}:/usr/bin:/bin",
@@ -222,17 +322,25 @@ def start(root, token, workers):
     }
     argv = [python, "-m", "uvicorn", "--uds", str(sock), "--workers", str(int(workers))]
     argv += ["mlflow.pyfunc.scoring_server.app:app"]
-    pid = os.fork()
-    if pid == 0:  # the server: a session of its own, so it outlives this launcher and sudo
+    readable, writable = os.pipe()
+    if os.fork() == 0:  # the log keeper: ends when the server and all it spawned have
         try:
-            os.setsid()
-            null = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(null, 0)
-            os.dup2(2, 1)
+            os.close(writable)
+            _detach(None, None)
+            pump(readable, logfile)
+        finally:
+            os._exit(0)
+    pid = os.fork()
+    if pid == 0:  # the server
+        try:
+            os.close(readable)
+            _detach(writable, writable)
             os.chdir(work)
             os.execve(python, argv, env)
         finally:
             os._exit(127)
+    os.close(readable)
+    os.close(writable)
     # Until it has exec'd the child is a copy of this launcher; wait for the server itself.
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -248,14 +356,13 @@ def start(root, token, workers):
             return 4
         time.sleep(0.01)
     stat = read_stat(pid)
-    result = {"pid": pid, "start_ticks": stat[4] if stat else 0, "boot_id": boot_id()}
-    result.update(workdir=str(work), socket=str(sock))
-    print(json.dumps(result), flush=True)
+    print(json.dumps({"pid": pid, "start_ticks": stat[4] if stat else 0, "boot_id": boot_id()}), flush=True)
     return 0
 
 
 def stop(root, token, grace):
     stopped = terminate(token, float(grace))
+    stopped = sweep() and stopped
     work = Path(root) / token
     if work.is_dir():
         _writable(work)

@@ -1,4 +1,4 @@
-"""The hub's view of a model server process, through /proc, and how it acts as the serving user.
+"""The hub's view of a model server process, through /proc, and how it acts as a serving user.
 
 A pid alone is not an identity: after a crash the number can be handed to an unrelated
 process. A server is ours only if its pid, its start time (clock ticks since boot), the boot
@@ -13,6 +13,7 @@ import json
 import os
 import pwd
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,16 @@ def read_cmdline(pid: int) -> bytes:
         return b""
 
 
+def runs_as(uid: int) -> bool:
+    """True when any live process has the real uid `uid` (a slot user still busy)."""
+    for entry in PROC.iterdir():
+        if entry.name.isdigit() and read_uid(int(entry.name)) == uid:
+            st = read_stat(int(entry.name))
+            if st is not None and st.state not in ("Z", "X"):
+                return True
+    return False
+
+
 def is_ours(pid: int, start_ticks: int, boot: str, uid: int, needle: str) -> bool:
     """True while the server we started is running (not a zombie, not a reused pid)."""
     if not pid or not needle or boot != boot_id():
@@ -77,11 +88,12 @@ def is_ours(pid: int, start_ticks: int, boot: str, uid: int, needle: str) -> boo
 
 @dataclass(frozen=True)
 class ServingUser:
-    """The unprivileged Unix user model servers run as, and how the hub acts as it: always
-    through `sudo -n -u <user> -- /usr/bin/env -i …`, whether the hub runs as root (tests, a
-    one-host stack before it has its own user) or as its own user (`axle`, allowed exactly
-    this by /etc/sudoers.d/axle-serve). One path for both, so what the tests run is what
-    production runs; `env -i` guarantees the server starts from an empty environment."""
+    """An unprivileged Unix user a model server runs as (one of the pool `axle-serve-N`, one
+    per running server), and how the hub acts as it: always through `sudo -n -u <user> --
+    /usr/bin/env -i …`, whether the hub runs as root (tests, a one-host stack before it has
+    its own user) or as its own user (`axle`, allowed exactly this by
+    /etc/sudoers.d/axle-serve). One path for both, so what the tests run is what production
+    runs; `env -i` guarantees the server starts from an empty environment."""
 
     name: str
     python: str  # the serving environment's interpreter (it has mlflow and the models' libraries)
@@ -112,11 +124,12 @@ class ServingUser:
             *args,
         ]
 
-    def run(self, *args: str, log: Path, feed=None, timeout: float = 120.0) -> dict:
-        """Run a launcher command as the serving user; its stderr goes to `log`, its one line
-        of JSON on stdout comes back. `feed(stream)` writes its stdin."""
+    def run(self, *args: str, feed=None, timeout: float = 120.0) -> dict:
+        """Run a launcher command as the serving user; its one line of JSON on stdout comes
+        back. `feed(stream)` writes its stdin. On failure the error carries the end of what
+        the launcher (or sudo) wrote to stderr."""
         self.check()
-        with open(log, "ab") as err:
+        with tempfile.TemporaryFile() as err:
             try:
                 proc = subprocess.Popen(
                     self.argv(*args),
@@ -136,7 +149,7 @@ class ServingUser:
                     try:
                         feed(proc.stdin)
                     except BrokenPipeError:
-                        pass  # the launcher gave up; its log says why
+                        pass  # the launcher gave up; its stderr says why
                     finally:
                         try:
                             proc.stdin.close()
@@ -150,8 +163,13 @@ class ServingUser:
                 raise ServingError(f"the serving launcher did not finish in {timeout:g}s") from None
             finally:
                 proc.stdout.close()
+            err.seek(0)
+            said = " | ".join(line.strip() for line in err.read()[-2000:].decode(errors="replace").splitlines())
         if code != 0:
-            raise ServingError(f"the serving launcher failed (exit {code})", permanent=code in (2, 3))
+            raise ServingError(
+                f"the serving launcher failed as {self.name} (exit {code}): {said or 'no message'}",
+                permanent=code in (2, 3),
+            )
         try:
             return json.loads(out.decode().strip().splitlines()[-1])
         except (ValueError, IndexError):

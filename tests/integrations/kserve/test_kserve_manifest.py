@@ -67,7 +67,8 @@ SPECS = {
     "canary of everything": digits(canary_percent=100),
     "gpus": digits(resources=Resources(cpu="4", memory="16Gi", gpus=2)),
     "fractional cpu": digits(resources=Resources(cpu="500m", memory="512Mi")),
-    "longest name": digits(name="d" + "-x" * 30 + "yz", namespace="n" * 63),
+    "longest name": digits(name="d" + "-x" * 21 + "yz", namespace="ml"),
+    "longest namespace for a 12-character name": digits(name="d-0123456789", namespace="n" * 40),
     "long model name": digits(model_name="A model name with spaces, ünïcode and " + "x" * 300, model_version="12"),
     "extra labels": digits(labels={"axle.io/team": "vision", "environment": "production"}),
     "pvc storage": digits(model_uri="pvc://models-claim/digits/7"),
@@ -81,8 +82,10 @@ def test_every_generated_manifest_validates_against_the_crd_schema(spec, validat
     assert errors == []
 
 
-def test_the_longest_name_is_63_characters():
-    assert len(SPECS["longest name"].name) == 63
+def test_the_longest_name_is_45_characters_and_its_host_label_fits():
+    longest, crowded = SPECS["longest name"], SPECS["longest namespace for a 12-character name"]
+    assert len(longest.name) == 45
+    assert len(f"{crowded.name}-predictor-{crowded.namespace}") == 63
 
 
 def test_the_schema_check_catches_a_misspelt_field_and_a_wrong_type(validator):
@@ -153,6 +156,8 @@ def test_gpus_are_requested_and_limited_as_nvidia_gpus():
 
 REFUSED = {
     "a name 64 characters long": (digits(name="d" * 64), "not a valid InferenceService name"),
+    "a name 46 characters long": (digits(name="d" * 46, namespace="ml"), "at most 45 characters"),
+    "a name whose host label would pass 63": (digits(name="d" * 40), "at most 39 characters"),
     "a name starting with a digit": (digits(name="7digits"), "not a valid InferenceService name"),
     "a name with a dot": (digits(name="digits.v7"), "not a valid InferenceService name"),
     "an upper-case namespace": (digits(namespace="ML"), "not a valid Kubernetes namespace"),

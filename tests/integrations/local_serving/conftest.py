@@ -2,10 +2,10 @@
 
 The server tests need the MLflow server of compose/local (http://127.0.0.1:5000 unless
 AXLE_MLFLOW_TRACKING_URI says otherwise), the serving environment (/var/lib/axle/venv, with
-mlflow and scikit-learn) and the serving user `axle-serve` with sudo (stack.sh up makes
+mlflow and scikit-learn) and the serving users `axle-serve-0`… with sudo (stack.sh up makes
 them); they are skipped, with the reason, when one is missing. Every server a test starts is
-stopped in teardown, pass or fail. The tests run as root; the servers run as axle-serve,
-exactly as under a hub running as its own user."""
+stopped in teardown, pass or fail. The tests run as root; the servers run as the users of
+their slots, exactly as under a hub running as its own user."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ from apps.integrations.serving.base import DeploymentSpec  # noqa: E402
 TRACKING_URI = os.environ.get("AXLE_MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
 SERVING_VENV = Path(os.environ.get("AXLE_SERVING_VENV", "/var/lib/axle/venv"))
 SERVING_PYTHON = SERVING_VENV / "bin" / "python"
-SERVE_USER = "axle-serve"
+SERVE_USER = "axle-serve"  # the pool's prefix: axle-serve-0, axle-serve-1, …
+POOL = int(os.environ.get("AXLE_MODEL_SERVER_POOL", "8"))
 # The servers' folders live next to a running hub's, each test run in one of its own.
 SERVER_ROOT_PARENT = Path(os.environ.get("AXLE_MODEL_SERVER_DIR", "/var/lib/axle/serving"))
 NAMESPACE = "staging"
@@ -83,9 +84,9 @@ def _problem() -> str | None:
     if not os.access(SERVING_PYTHON, os.X_OK):
         return f"{SERVING_PYTHON} is missing: the serving environment is installed by compose/local/stack.sh up"
     try:
-        pwd.getpwnam(SERVE_USER)
+        pwd.getpwnam(f"{SERVE_USER}-{POOL - 1}")
     except KeyError:
-        return f"the serving user {SERVE_USER} is missing: compose/local/stack.sh up makes it"
+        return f"the serving user {SERVE_USER}-{POOL - 1} is missing: compose/local/stack.sh up makes it"
     if not shutil.which("sudo"):
         return "sudo is missing: compose/local/stack.sh up installs it"
     try:
@@ -159,6 +160,7 @@ def make_backend(state_dir: Path, server_root: Path) -> LocalBackend:
         server_root=server_root,
         server_user=SERVE_USER,
         server_group=hub_group(),
+        pool_size=POOL,
         stop_grace=5,
     )
 

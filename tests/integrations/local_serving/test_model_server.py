@@ -68,7 +68,8 @@ def test_it_serves_a_registered_version_and_answers_predictions(served):
 
     status = backend.status(name, NAMESPACE)
     assert status.ready and status.url == f"unix:{state_of(backend, name)['server']['socket']}"
-    assert procs.read_uid(state_of(backend, name)["server"]["pid"]) == pwd.getpwnam(SERVE_USER).pw_uid
+    server = state_of(backend, name)["server"]
+    assert procs.read_uid(server["pid"]) == pwd.getpwnam(f"{SERVE_USER}-{server['slot']}").pw_uid
     by_inputs = backend.predict(name, NAMESPACE, {"inputs": ROWS})
     by_frame = backend.predict(name, NAMESPACE, {"dataframe_split": {"columns": COLUMNS, "data": ROWS}})
 
@@ -163,6 +164,8 @@ def test_a_new_version_replaces_the_server_and_leaves_exactly_one(versions, back
     new = state_of(backend, "iris")["server"]
     assert status.ready and "version 2" in status.message
     assert new["pid"] != old["pid"] and new["socket"] != old["socket"]
+    # During the handover both ran, each as the user of its own slot.
+    assert new["slot"] != old["slot"] and new["uid"] != old["uid"]
     assert servers_of(backend) == [new["pid"]]
     assert not launch.members(old["token"])
     assert state_of(backend, "iris")["retiring"] == []

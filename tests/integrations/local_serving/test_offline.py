@@ -5,8 +5,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import pwd
+import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -40,21 +44,22 @@ def spec(name: str = "iris", sha256: str = "ab" * 32, owner: str = "d-1", model_
     )
 
 
-def write_state(backend: LocalBackend, name: str, *, owner: str = "", server: dict | None = None) -> None:
+def write_state(
+    backend: LocalBackend, name: str, *, owner: str = "", server: dict | None = None, slot: int = 0
+) -> None:
     me = procs.read_stat(os.getpid())
     server = server or {
+        "slot": slot,
         "pid": os.getpid(),  # alive, but not a model server we started
         "uid": os.getuid(),
-        "token": "not-ours",
+        "token": "notours",
         "boot_id": procs.boot_id(),
         "start_ticks": me.start_ticks,
         "started_at": "2026-01-01T00:00:00+00:00",
-        "workdir": "/nonexistent/not-ours",
-        "socket": "/nonexistent/not-ours/sock",
         "model_uri": "models:/iris/1",
         "artifact_sha256": "ab" * 32,
     }
-    state = {"format": 2, "name": name, "namespace": "staging", "owner": owner, "retiring": [], "server": server}
+    state = {"format": 3, "name": name, "namespace": "staging", "owner": owner, "retiring": [], "server": server}
     state["spec"] = {"model_name": "iris", "model_version": "1"}
     (backend.state_dir / f"{name}.json").write_text(json.dumps(state))
 
@@ -159,35 +164,27 @@ def test_a_copy_that_is_not_the_approved_artifact_is_refused_before_anything_sta
     assert backend.list_names("staging") == [] and not backend.server_root.exists()
 
 
-def test_model_servers_never_run_as_the_hubs_own_user(tmp_path):
-    import pwd
-
+def test_model_servers_never_run_as_the_hubs_own_user():
     me = pwd.getpwuid(os.geteuid()).pw_name  # root here, the hub's user (axle) in production
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "MLmodel").write_text("flavors: {}\n")
-    backend = LocalBackend(tmp_path / "serving", sys.executable, server_root=tmp_path / "servers", server_user=me)
 
     with pytest.raises(ServingError, match="must not run as root") as caught:
-        backend.apply(spec(sha256=directory_sha256(model), model_path=str(model)))
+        procs.ServingUser(me, sys.executable).check()
 
     assert caught.value.permanent
 
 
-def test_a_server_folder_open_to_other_users_is_refused(tmp_path):
-    import pwd
-
-    uid = pwd.getpwnam("axle-serve").pw_uid
+def test_a_slot_folder_open_to_other_users_is_refused(tmp_path):
+    uid = pwd.getpwnam("axle-serve-0").pw_uid
     root = tmp_path / "servers"
-    root.mkdir(mode=0o755)
-    os.chown(root, uid, 0)
-    root.chmod(0o755)
+    (root / "slot-0").mkdir(parents=True)
+    os.chown(root / "slot-0", uid, 0)
+    (root / "slot-0").chmod(0o755)
     model = tmp_path / "model"
     model.mkdir()
     (model / "MLmodel").write_text("flavors: {}\n")
     backend = LocalBackend(tmp_path / "serving", sys.executable, server_root=root, server_user="axle-serve")
 
-    with pytest.raises(ServingError, match="closed to others") as caught:
+    with pytest.raises(ServingError, match="slot-0 must belong to axle-serve-0.*closed to others") as caught:
         backend.apply(spec(sha256=directory_sha256(model), model_path=str(model)))
 
     assert caught.value.permanent
@@ -253,10 +250,9 @@ def test_the_launcher_stops_only_processes_carrying_its_token():
 
 
 def test_a_serving_environment_without_the_server_fails_with_its_log(tmp_path):
-    """/usr/bin/python3 has no uvicorn: the server dies on start, and says why."""
-    import pwd
-
-    pwd.getpwnam("axle-serve")  # made by compose/local/stack.sh up
+    """/usr/bin/python3 has no uvicorn: the server dies on start, and says why in its own
+    log, in its slot's folder."""
+    pwd.getpwnam("axle-serve-0")  # made by compose/local/stack.sh up
     model = tmp_path / "model"
     model.mkdir()
     (model / "MLmodel").write_text("flavors: {}\n")
@@ -267,10 +263,113 @@ def test_a_serving_environment_without_the_server_fails_with_its_log(tmp_path):
         with pytest.raises(ServingError) as caught:
             backend.wait_ready("iris", "staging", timeout=30)
         assert "exited" in caught.value.message and "No module named uvicorn" in caught.value.message
+        log = root / "slot-0" / launch.LOG_NAME
+        assert log.stat().st_uid == pwd.getpwnam("axle-serve-0").pw_uid and log.stat().st_mode & 0o777 == 0o640
+        assert not (tmp_path / "serving" / "iris.log").exists()  # nothing of the server's in the hub's folder
         backend.delete("iris", "staging")
-        assert list(root.iterdir()) == []  # nothing left behind
+        # Nothing left behind but the log, which the slot's next server clears.
+        assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == ["slot-0", "slot-0/server.log"]
         assert backend.list_names("staging") == []
     finally:
-        import shutil
-
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_full_pool_is_refused_with_a_clear_message_and_a_stopped_server_frees_its_slot(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "MLmodel").write_text("flavors: {}\n")
+    backend = LocalBackend(
+        tmp_path / "serving",
+        "/nonexistent/bin/python",
+        server_root=tmp_path / "servers",
+        server_user="axle-serve",
+        pool_size=2,
+    )
+    write_state(backend, "digits", slot=0)
+    write_state(backend, "iris", slot=1)
+
+    with pytest.raises(ServingError, match=r"All 2 model server users \(axle-serve-0 to axle-serve-1\)") as caught:
+        backend.apply(spec("audio", sha256=directory_sha256(model), model_path=str(model)))
+    assert caught.value.permanent
+    backend.delete("digits", "staging")
+
+    assert backend._allocate() == 0
+
+
+def test_a_socket_answered_by_another_process_gets_no_request(tmp_path):
+    """The socket path is the hub's own (slot folder + token), and the process listening
+    there must be the recorded server: an impostor on that path receives nothing."""
+    backend = LocalBackend(
+        tmp_path / "serving", sys.executable, server_root=tmp_path / "servers", server_user="axle-serve"
+    )
+    folder = backend.server_root / "slot-0" / "t0ken"
+    folder.mkdir(parents=True)
+    sock_path = folder / "sock"
+    # The recorded server: a live process of ours with the socket in its command line.
+    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(sock_path)])
+    impostor = socket.socket(socket.AF_UNIX)
+    impostor.bind(str(sock_path))
+    impostor.listen()
+    received = []
+
+    def answer():
+        conn, _ = impostor.accept()
+        conn.settimeout(2)
+        try:
+            received.append(conn.recv(4096))
+        except OSError:
+            received.append(b"")
+        try:
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 29\r\n\r\n" + b'{"predictions": ["impostor"]}')
+        except OSError:
+            pass  # the hub hung up on it
+        conn.close()
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        while procs.read_cmdline(server.pid).count(str(sock_path).encode()) == 0:
+            time.sleep(0.01)
+        stat = procs.read_stat(server.pid)
+        write_state(
+            backend,
+            "iris",
+            server={
+                "slot": 0,
+                "pid": server.pid,
+                "uid": os.getuid(),
+                "token": "t0ken",
+                "boot_id": procs.boot_id(),
+                "start_ticks": stat.start_ticks,
+                "started_at": "2026-01-01T00:00:00+00:00",
+                "model_uri": "models:/iris/1",
+                "artifact_sha256": "ab" * 32,
+            },
+        )
+
+        with pytest.raises(ServingError, match=rf"answered by pid {os.getpid()}.*not by the model server"):
+            backend.predict("iris", "staging", {"inputs": [[1]]})
+        thread.join(timeout=5)
+
+        assert received == [b""]  # the connection was closed before a byte was sent
+        assert not backend.status("iris", "staging").ready
+    finally:
+        server.kill()
+        impostor.close()
+
+
+def test_a_servers_log_is_capped_with_one_older_copy(tmp_path):
+    readable, writable = os.pipe()
+    log = tmp_path / "server.log"
+    keeper = threading.Thread(target=launch.pump, args=(readable, log, 1000))
+    keeper.start()
+    for i in range(100):
+        os.write(writable, f"line {i:04d} of a chatty model\n".encode())
+    os.close(writable)
+    keeper.join(timeout=10)
+    os.close(readable)
+
+    older = Path(f"{log}.1")
+    assert log.stat().st_size <= 1000 and older.stat().st_size <= 1000
+    assert log.read_text().splitlines()[-1] == "line 0099 of a chatty model"
+    assert sorted(tmp_path.iterdir()) == [log, older]
