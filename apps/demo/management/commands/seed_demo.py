@@ -43,6 +43,7 @@ class Command(BaseCommand):
         from django.conf import settings
 
         from apps.clusters.local import grant_local, read_cluster_env, register_local_cluster
+        from apps.clusters.tasks import cluster_refresh_health
 
         env = read_cluster_env(Path(settings.AXLE_STACK_DIR) / "cluster.env")
         if env is None:
@@ -63,4 +64,9 @@ class Command(BaseCommand):
         for transport in ("ssh", "rest"):
             cluster = register_local_cluster(env=env, transport=transport, name=f"local-{transport}", actor=admin)
             grant_local(env=env, cluster=cluster, user=scientist, cluster_username="scientist", actor=admin, **limits)
+            # Jobs are checked against the cluster's own defaults: read them now, as the periodic
+            # health check would a minute later, so the demo's first job is not refused.
+            cluster = cluster_refresh_health(cluster.pk)
+            if cluster is not None and not cluster.reachable:
+                self.stdout.write(f"  warning: {cluster.name} did not answer: {cluster.last_error}")
         self.stdout.write("  clusters local-ssh and local-rest registered; scientist granted both (partition debug)")

@@ -1,7 +1,6 @@
 """Run the digits example once, so a newcomer finds a finished run with curves, its dataset
 version and a registered model. Idempotent: a second run finds what the first one made."""
 
-import subprocess
 import time
 from pathlib import Path
 
@@ -29,12 +28,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--cluster", default="local-ssh")
+        # The code input: a mirror of this repository where scientist's jobs can clone it, as a
+        # site's git server would serve it. `./dev up` lays it out as root before this runs
+        # (the hub's user can neither read the checkout's owner's git state nor chown).
+        parser.add_argument("--code-repo", required=True, help="git repository the cluster account can read")
+        parser.add_argument("--code-ref", required=True, help="branch or commit of that repository")
 
     def say(self, text: str) -> None:
         self.stdout.write(f"    {text}")
         self.stdout.flush()
 
-    def handle(self, *args, cluster: str, **options):
+    def handle(self, *args, cluster: str, code_repo: str, code_ref: str, **options):
         env = read_cluster_env(Path(settings.AXLE_STACK_DIR) / "cluster.env")
         if env is None:
             raise CommandError("The local cluster is not up (no cluster.env): run compose/local/stack.sh up first.")
@@ -55,7 +59,7 @@ class Command(BaseCommand):
         data_dir = f"{scratch}/datasets/digits"
         self._write_dataset(grant, env, data_dir)
         version = self._dataset_version(scientist, team, cluster_row, data_dir)
-        repo = self._code_mirror(f"{scratch}/code/axle.git")
+        self.say(f"code: {code_repo} at {code_ref}")
 
         self.say("submitting the example job (scikit-learn on the digits data, logged with plain mlflow)")
         job = services.job_create(
@@ -65,7 +69,7 @@ class Command(BaseCommand):
             script=(EXAMPLE / "train.sbatch").read_text(),
             parameters={"EPOCHS": "15", "LEARNING_RATE": "0.01"},
             dataset_versions=[version.uuid],
-            code={"repo": repo, "ref": self._branch()},
+            code={"repo": code_repo, "ref": code_ref},
             register_model_as=MODEL_NAME,
             team=team,
         )
@@ -118,44 +122,6 @@ class Command(BaseCommand):
                 raise CommandError(f"checksumming the dataset failed: {version.error}")
         self.say(f"dataset digits v{version.number}: {version.file_count} files, sha256 {version.checksum[:16]}…")
         return version
-
-    def _branch(self) -> str:
-        out = subprocess.run(
-            ["git", "rev-parse", "--abbrev-ref", "HEAD"], cwd=settings.BASE_DIR, capture_output=True, text=True
-        )
-        branch = out.stdout.strip()
-        return branch if out.returncode == 0 and branch and branch != "HEAD" else self._head()
-
-    def _head(self) -> str:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=settings.BASE_DIR, capture_output=True, text=True, check=True
-        ).stdout.strip()
-
-    def _code_mirror(self, path: str) -> str:
-        """This repository, mirrored where scientist's jobs can clone it: the example's code
-        input, as a site's git server would serve it."""
-        target = Path(path)
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            subprocess.run(["git", "clone", "--quiet", "--bare", str(settings.BASE_DIR), str(target)], check=True)
-        else:
-            subprocess.run(
-                [
-                    "git",
-                    "--git-dir",
-                    str(target),
-                    "fetch",
-                    "--quiet",
-                    "--force",
-                    str(settings.BASE_DIR),
-                    "+refs/heads/*:refs/heads/*",
-                ],
-                check=True,
-            )
-        # The jobs run as scientist, and git refuses repositories other users own.
-        subprocess.run(["chown", "-R", "scientist:", str(target.parent)], check=True)
-        self.say(f"code: {target} at {self._branch()} ({self._head()[:12]})")
-        return str(target)
 
     def _register(self, user, job: Job) -> None:
         from apps.registry.services import model_version_register
