@@ -50,7 +50,7 @@ class TestLockout:
         assert audit_verify().ok
 
     def test_the_admin_login_page_is_locked_out_too(self, client, django_user_model):
-        staff = django_user_model.objects.create_superuser("root-admin", password="admin-pass-12345")
+        django_user_model.objects.create_superuser("root-admin", password="admin-pass-12345")
 
         def admin_login(password, ip):
             return client.post(
