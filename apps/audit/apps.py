@@ -10,6 +10,7 @@ class AuditConfig(AppConfig):
         # Core cannot import the audit app (it is below it); hand it the recorder instead.
         from apps.core import audit_hook
 
+        from . import checks  # noqa: F401  (registers the deploy check)
         from .services import audit_record
 
         audit_hook.register_recorder(audit_record)

@@ -58,6 +58,9 @@ class AuditChainHead(models.Model):
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
     seq = models.PositiveBigIntegerField(default=0)
     hash = models.CharField(max_length=64, default="0" * 64)
+    # The signed legacy boundary (a checkpoint-file line, apps.audit.checkpoints): up to which
+    # event the chain may be unkeyed. Also in the checkpoint file; empty until the first keyed event.
+    legacy_boundary = models.TextField(blank=True, default="")
 
     def __str__(self) -> str:
         return f"audit head #{self.seq}"

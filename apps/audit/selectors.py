@@ -1,4 +1,4 @@
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from django.db.models import Q, QuerySet
@@ -6,7 +6,7 @@ from django.db.models import Q, QuerySet
 from apps.core.errors import PermissionDenied
 
 from .chain import GENESIS, Verification, verify
-from .checkpoints import CheckpointForged, checkpoint_list
+from .checkpoints import CheckpointForged, checkpoint_lines, checkpoint_parse, checkpoint_path
 from .models import AuditChainHead, AuditEvent
 
 
@@ -65,39 +65,71 @@ def _chain_events(after_seq: int = 0):
     return AuditEvent.objects.filter(seq__gt=after_seq).order_by("seq").only(*_CHAIN_FIELDS).iterator(chunk_size=2000)
 
 
-def _checkpoint_hashes() -> tuple[dict[int, str], str]:
-    """The hash each signed checkpoint recorded per sequence number, or a problem."""
+MISSING_FILE = (
+    "checkpoint file missing: cannot prove the tail (keyed events exist but {path} is missing or empty; "
+    "it is append-only and must never be removed)"
+)
+
+
+@dataclass(frozen=True)
+class _Proof:
+    """What the signed records outside the chain say: hashes per sequence number from the
+    checkpoints, and up to which event the chain may be unkeyed (the legacy boundary)."""
+
+    expected: dict[int, str]
+    legacy_until: int
+    problem: str = ""
+    checkpoints: int = 0
+
+
+def _proof() -> _Proof:
     try:
-        found = checkpoint_list()
+        lines = checkpoint_lines()
     except CheckpointForged as exc:
-        return {}, str(exc)
+        return _Proof({}, 0, str(exc))
+    head = AuditChainHead.objects.filter(pk=1).values_list("legacy_boundary", flat=True).first() or ""
+    boundaries = [cp for cp in lines or [] if cp.legacy]
+    if head:
+        try:
+            boundaries.append(checkpoint_parse(head))
+        except CheckpointForged:
+            return _Proof(
+                {}, 0, "the legacy boundary in the audit head row does not match its signature: it was forged"
+            )
+    if not lines and AuditEvent.objects.filter(version__gte=2).exists():
+        return _Proof({}, 0, MISSING_FILE.format(path=checkpoint_path()))
+    if len({(b.seq, b.hash) for b in boundaries}) > 1:
+        return _Proof({}, 0, "two signed legacy boundaries disagree: the history was rewritten in between")
     expected: dict[int, str] = {}
-    for cp in found:
-        if expected.setdefault(cp.seq, cp.hash) != cp.hash:
-            return {}, f"two signed checkpoints disagree about event #{cp.seq}: the history was rewritten in between"
-    return expected, ""
+    signed = [cp for cp in lines or [] if not cp.legacy]
+    for cp in signed + boundaries[:1]:
+        if cp.seq and expected.setdefault(cp.seq, cp.hash) != cp.hash:
+            return _Proof(
+                {}, 0, f"two signed checkpoints disagree about event #{cp.seq}: the history was rewritten in between"
+            )
+    # No boundary: no unkeyed event was ever legitimate (new trails are keyed from event #1).
+    return _Proof(expected, boundaries[0].seq if boundaries else 0, checkpoints=len({cp.seq for cp in signed}))
 
 
 def audit_verify() -> Verification:
-    """Check every link of the chain with the audit key, the head row, and every signed
-    checkpoint in the checkpoint file."""
+    """Check every link of the chain with the audit key, the head row, the legacy boundary,
+    and every signed checkpoint in the checkpoint file."""
     head = AuditChainHead.objects.filter(pk=1).first() or AuditChainHead(pk=1)
-    expected, problem = _checkpoint_hashes()
-    if problem:
-        return Verification(False, 0, GENESIS, None, problem)
-    result = verify(
-        _chain_events(), head.seq, head.hash, expected=expected, legacy_until=max(expected) if expected else None
-    )
-    return replace(result, checkpoints=len(expected))
+    proof = _proof()
+    if proof.problem:
+        return Verification(False, 0, GENESIS, None, proof.problem)
+    result = verify(_chain_events(), head.seq, head.hash, expected=proof.expected, legacy_until=proof.legacy_until)
+    return replace(result, checkpoints=proof.checkpoints)
 
 
 def audit_verify_since_last_checkpoint() -> Verification:
     """Check only the events after the newest signed checkpoint (the periodic task's cheap
     check before it signs a new one); ``audit_verify`` checks everything."""
     head = AuditChainHead.objects.filter(pk=1).first() or AuditChainHead(pk=1)
-    expected, problem = _checkpoint_hashes()
-    if problem:
-        return Verification(False, 0, GENESIS, None, problem)
+    proof = _proof()
+    if proof.problem:
+        return Verification(False, 0, GENESIS, None, proof.problem)
+    expected = proof.expected
     if not expected:
         return audit_verify()
     last_seq = max(expected)
@@ -117,5 +149,5 @@ def audit_verify_since_last_checkpoint() -> Verification:
         start_seq=last_seq,
         start_hash=anchor,
         expected=expected,
-        legacy_until=last_seq,
+        legacy_until=proof.legacy_until,
     )

@@ -2,6 +2,7 @@
 that makes the change, so the change and its record commit or roll back together."""
 
 import json
+import logging
 import uuid as uuid_lib
 from typing import Any
 
@@ -13,9 +14,11 @@ from django.utils import timezone
 from apps.core import context
 
 from . import keys as audit_keys
-from .chain import CURRENT_VERSION, Verification, event_hash
-from .checkpoints import Checkpoint, checkpoint_append
+from .chain import CURRENT_VERSION, GENESIS, Verification, event_hash
+from .checkpoints import Checkpoint, checkpoint_append, checkpoint_line_append, checkpoint_sign
 from .models import AuditChainHead, AuditEvent
+
+log = logging.getLogger(__name__)
 
 
 def _plain(data: Any) -> Any:
@@ -90,8 +93,38 @@ def audit_record(
         )
         event.hash = event_hash(event, head.hash, {key_id: key})
         event.save(force_insert=True)
-        AuditChainHead.objects.filter(pk=1).update(seq=event.seq, hash=event.hash)
+        moved = {"seq": event.seq, "hash": event.hash}
+        if not head.legacy_boundary and not AuditEvent.objects.filter(version__gte=2, seq__lt=event.seq).exists():
+            # The chain's first keyed event: from here on an unkeyed event is a forgery.
+            moved["legacy_boundary"] = _legacy_boundary_sign(seq=head.seq, hash_=head.hash)
+        AuditChainHead.objects.filter(pk=1).update(**moved)
     return event
+
+
+def _legacy_boundary_sign(*, seq: int, hash_: str) -> str:
+    """Sign the boundary and append it to the checkpoint file; the caller keeps it in the head
+    row. A file that cannot be written is logged, not fatal: audit_verify reports it."""
+    line = checkpoint_sign(seq=seq, hash_=hash_, legacy=True)
+    try:
+        checkpoint_line_append(line)
+    except OSError as exc:
+        log.error("Audit legacy boundary not written to %s: %s", exc.filename, exc.strerror)
+    return line
+
+
+def audit_legacy_boundary_record(*, events=None, heads=None) -> str:
+    """Sign where an existing trail's unkeyed (version-1) events end, in the head row and the
+    checkpoint file; for trails begun before this was recorded (migration 0003). ``events`` and
+    ``heads`` are the managers to use (a migration passes its historical models')."""
+    events = AuditEvent.objects if events is None else events
+    heads = AuditChainHead.objects if heads is None else heads
+    last_unkeyed = events.filter(version=1).order_by("-seq").values_list("seq", "hash").first()
+    seq, hash_ = last_unkeyed or (0, GENESIS)
+    line = _legacy_boundary_sign(seq=seq, hash_=hash_)
+    if not heads.filter(pk=1, legacy_boundary="").update(legacy_boundary=line):
+        if not heads.filter(pk=1).exists():
+            heads.create(pk=1, legacy_boundary=line)
+    return line
 
 
 def audit_checkpoint_write(*, verification: Verification) -> Checkpoint | None:

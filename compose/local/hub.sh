@@ -68,3 +68,21 @@ hub_can_read() {
     as_hub test -r "$p" || return 1
   done
 }
+
+# hub_audit_checkpoint_ensure FILE: the signed audit checkpoint file exists, the hub user's
+# (0600), and append-only (`chattr +a`): not even the hub's own user can then rewrite, empty
+# or delete it, only add lines (apps/audit/checkpoints.py). A filesystem or container that
+# refuses the attribute gets a warning, not a failure: the file still works, only unprotected.
+# Removing it takes `chattr -a FILE` as root first (./dev down says so).
+hub_audit_checkpoint_ensure() {
+  local file="$1"
+  install -d -m 0700 -o "$AXLE_HUB_USER" -g "$AXLE_HUB_USER" "$(dirname "$file")"
+  [[ -e "$file" ]] || install -m 0600 -o "$AXLE_HUB_USER" -g "$AXLE_HUB_USER" /dev/null "$file"
+  if lsattr -d "$file" 2>/dev/null | cut -d' ' -f1 | grep -q a; then
+    return 0
+  fi
+  if ! chattr +a "$file" 2>/dev/null; then
+    echo "WARNING: could not make $file append-only (chattr +a; filesystem $(stat -f -c %T "$file" 2>/dev/null || echo unknown)):" \
+      "the hub's own user could rewrite its audit checkpoints. See README, Audit trail." >&2
+  fi
+}

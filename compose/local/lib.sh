@@ -38,6 +38,17 @@ export SLURM_CONF="$SLURM_DIR/etc/slurm.conf"
 say() { printf '%s\n' "$*"; }
 warn() { printf 'WARNING: %s\n' "$*" >&2; }
 
+# curl_secret NAME VALUE CURL-ARG...: curl with one secret option (`user`, `header`, ...)
+# read from a config on its stdin (`curl -K -`), never from its command line, which any user
+# on the host can read in /proc/PID/cmdline. printf is a builtin: no process sees it either.
+curl_secret() {
+  local name="$1" value="$2"
+  shift 2
+  value="${value//\\/\\\\}"
+  value="${value//\"/\\\"}"
+  printf '%s = "%s"\n' "$name" "$value" | curl -K - "$@"
+}
+
 # step NAME COMMAND [ARG...]: runs COMMAND with its output in logs/up-NAME.log and prints
 # the verdict. It runs in a subshell outside any `if`, so `set -e` really applies inside it.
 # ./dev sets STEP_LOG_DIR and STEP_LOG_PREFIX to keep the hub's step logs apart.

@@ -349,7 +349,7 @@ do_slurmrestd() {
   local user token
   user="$(first_cluster_user)"
   token="$(scontrol token username="$user" lifespan=300 | sed -n 's/^SLURM_JWT=//p')"
-  curl -fsS -H "X-SLURM-USER-NAME: $user" -H "X-SLURM-USER-TOKEN: $token" \
+  curl_secret header "X-SLURM-USER-TOKEN: $token" -fsS -H "X-SLURM-USER-NAME: $user" \
     "http://127.0.0.1:$AXLE_SLURMRESTD_PORT/slurm/$AXLE_REST_API_VERSION/diag" >/dev/null
   echo "GET /slurm/$AXLE_REST_API_VERSION/diag as $user: ok"
 }
@@ -475,7 +475,7 @@ do_mlflow() {
     --serve-artifacts --artifacts-destination "$MLFLOW_DIR/artifacts"
   wait_up 180 "$RUN_DIR/mlflow.pid" mlflow_alive
   mlflow_requires_login
-  curl -fsS -m 5 -o /dev/null -u "$MLFLOW_ADMIN_USER:$(<"$MLFLOW_PASSWORD_FILE")" \
+  curl_secret user "$MLFLOW_ADMIN_USER:$(<"$MLFLOW_PASSWORD_FILE")" -fsS -m 5 -o /dev/null \
     "http://127.0.0.1:$AXLE_MLFLOW_PORT/api/2.0/mlflow/experiments/search?max_results=1"
 }
 

@@ -38,3 +38,12 @@ if not AXLE_AUDIT_KEY:
         "AXLE_AUDIT_KEY (or AXLE_AUDIT_KEY_FILE) must be set in production: it signs the audit trail and must be "
         "kept outside the database. Generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
     )
+
+from .base import AXLE_MLFLOW_PASSWORD, AXLE_MLFLOW_USERNAME  # noqa: E402
+
+if not (AXLE_MLFLOW_USERNAME and AXLE_MLFLOW_PASSWORD):
+    raise ImproperlyConfigured(
+        "AXLE_MLFLOW_USERNAME and AXLE_MLFLOW_PASSWORD (or AXLE_MLFLOW_PASSWORD_FILE) must be set in production: "
+        "the hub logs in to MLflow as its admin and gives each job a login of its own. An MLflow server without "
+        "its login (`mlflow server --app-name basic-auth`) lets every job read and write every team's runs."
+    )

@@ -49,6 +49,22 @@ class TestLockout:
         assert AuditEvent.objects.filter(action="user.login_failed").count() == 5
         assert audit_verify().ok
 
+    def test_the_admin_login_page_is_locked_out_too(self, client, django_user_model):
+        django_user_model.objects.create_superuser("root-admin", password="admin-pass-12345")
+
+        def admin_login(password, ip):
+            return client.post(
+                "/admin/login/?next=/admin/", {"username": "root-admin", "password": password}, REMOTE_ADDR=ip
+            )
+
+        statuses = [admin_login("wrong", f"10.0.4.{i}").status_code for i in range(5)]
+        assert statuses == [200, 200, 200, 200, 429]
+        response = admin_login("admin-pass-12345", "10.0.4.99")
+        assert response.status_code == 429 and "Too many failed logins" in response.content.decode()
+        assert "_auth_user_id" not in client.session
+        locked = AuditEvent.objects.filter(action="user.locked_out")
+        assert locked.exists() and {e.after["username"] for e in locked} == {"root-admin"}
+
     def test_a_successful_login_resets_the_count(self, client, alice, password):
         for _ in range(4):
             _login(client, "alice", "wrong")

@@ -9,7 +9,7 @@ from apps.audit.chain import GENESIS, event_hash
 from apps.audit.checkpoints import checkpoint_list
 from apps.audit.models import AuditChainHead, AuditEvent
 from apps.audit.selectors import audit_verify
-from apps.audit.services import audit_record
+from apps.audit.services import audit_legacy_boundary_record, audit_record
 from apps.audit.tasks import audit_checkpoint
 from apps.core import context
 
@@ -76,10 +76,27 @@ class TestChain:
         for seq in (1, 2):
             prev = insert_event(seq=seq, prev_hash=prev, created_at=timezone.now(), action="old.thing")
         set_head(2, prev)
+        audit_legacy_boundary_record()  # what migration 0003 does for a trail that has events
         assert audit_verify().ok
         audit_record(action="new.thing")
         result = audit_verify()
         assert result.ok and result.count == 3
+
+    def test_unkeyed_events_no_signed_boundary_covers_are_refused(self):
+        from django.utils import timezone
+
+        prev = insert_event(seq=1, prev_hash=GENESIS, created_at=timezone.now(), action="old.thing")
+        set_head(1, prev)
+        result = audit_verify()
+        assert not result.ok and result.bad_seq == 1 and "without the audit key" in result.problem
+
+    def test_the_first_keyed_event_signs_the_legacy_boundary_in_the_head_row_and_the_file(self, settings):
+        _record_some(2)
+        (line,) = settings.AXLE_AUDIT_CHECKPOINT_FILE.read_text().splitlines()
+        boundary = json.loads(line)
+        assert boundary["legacy"] is True and (boundary["seq"], boundary["hash"]) == (0, GENESIS)
+        assert AuditChainHead.objects.get(pk=1).legacy_boundary == line
+        assert checkpoint_list() == []  # the boundary is not an ordinary checkpoint
 
 
 @pytest.mark.django_db
@@ -89,7 +106,7 @@ class TestCheckpoints:
         _checkpoint()
         (cp,) = checkpoint_list()
         assert (cp.seq, cp.hash) == (3, events[-1].hash)
-        line = json.loads(settings.AXLE_AUDIT_CHECKPOINT_FILE.read_text())
+        line = json.loads(settings.AXLE_AUDIT_CHECKPOINT_FILE.read_text().splitlines()[-1])
         assert line["mac"] and line["key_id"] == audit_keys.current()[0]
         assert settings.AXLE_AUDIT_CHECKPOINT_FILE.stat().st_mode & 0o077 == 0
         _checkpoint()
@@ -116,7 +133,7 @@ class TestCheckpoints:
         path = settings.AXLE_AUDIT_CHECKPOINT_FILE
         path.write_text(path.read_text().replace('"seq": 2', '"seq": 1'))
         result = audit_verify()
-        assert not result.ok and "line 1 of the checkpoint file" in result.problem
+        assert not result.ok and "line 2 of the checkpoint file" in result.problem
 
     def test_it_verifies_events_signed_with_an_older_key_after_rotation(self, settings):
         old = settings.AXLE_AUDIT_KEY
@@ -133,6 +150,73 @@ class TestCheckpoints:
         # Dropping the new key leaves its event unverifiable: that is reported, not ignored.
         result = audit_verify()
         assert not result.ok and result.bad_seq == 3 and "not configured" in result.problem
+
+
+@pytest.mark.django_db
+class TestLosingTheCheckpointFile:
+    """The checkpoint file is the proof outside the database; losing it is reported, never
+    taken as "nothing to check"."""
+
+    def test_a_deleted_checkpoint_file_fails_verification(self, settings):
+        _record_some(3)
+        _checkpoint()
+        settings.AXLE_AUDIT_CHECKPOINT_FILE.unlink()
+        result = audit_verify()
+        assert not result.ok and "checkpoint file missing: cannot prove the tail" in result.problem
+        with pytest.raises(CommandError, match="checkpoint file missing"):
+            _checkpoint()
+
+    def test_an_emptied_checkpoint_file_fails_verification(self, settings):
+        _record_some(3)
+        _checkpoint()
+        settings.AXLE_AUDIT_CHECKPOINT_FILE.write_text("")
+        result = audit_verify()
+        assert not result.ok and "checkpoint file missing: cannot prove the tail" in result.problem
+        assert audit_checkpoint() == "broken"
+
+    def test_a_cut_tail_with_the_file_deleted_is_detected(self, settings):
+        events = _record_some(4)
+        _checkpoint()
+        settings.AXLE_AUDIT_CHECKPOINT_FILE.unlink()
+        raw("DELETE FROM audit_auditevent WHERE seq > 2")
+        set_head(2, events[1].hash)
+        assert not audit_verify().ok
+
+    def test_an_unkeyed_rewrite_after_the_file_is_lost_is_detected(self, settings):
+        # Every event re-hashed the old, unkeyed way, the file deleted: the signed legacy boundary
+        # kept in the head row still says no event may be unkeyed.
+        events = _record_some(4)
+        _checkpoint()
+        settings.AXLE_AUDIT_CHECKPOINT_FILE.unlink()
+        raw("DELETE FROM audit_auditevent")
+        prev = GENESIS
+        for event in events:
+            prev = insert_event(seq=event.seq, prev_hash=prev, created_at=event.created_at, action="thing.rewritten")
+        set_head(4, prev)
+        result = audit_verify()
+        assert not result.ok and result.bad_seq == 1 and "without the audit key" in result.problem
+
+    def test_an_unkeyed_rewrite_with_the_boundary_cleared_too_is_detected(self, settings):
+        events = _record_some(2)
+        settings.AXLE_AUDIT_CHECKPOINT_FILE.unlink()
+        raw("DELETE FROM audit_auditevent")
+        prev = GENESIS
+        for event in events:
+            prev = insert_event(seq=event.seq, prev_hash=prev, created_at=event.created_at, action="thing.rewritten")
+        set_head(2, prev)
+        raw("UPDATE audit_auditchainhead SET legacy_boundary = ''")
+        result = audit_verify()
+        assert not result.ok and result.bad_seq == 1 and "no signed checkpoint covers" in result.problem
+
+    def test_a_forged_boundary_in_the_head_row_is_detected(self):
+        _record_some(2)
+        head = AuditChainHead.objects.get(pk=1)
+        raw(
+            "UPDATE audit_auditchainhead SET legacy_boundary = %s",
+            [head.legacy_boundary.replace('"seq": 0', '"seq": 2')],
+        )
+        result = audit_verify()
+        assert not result.ok and "legacy boundary" in result.problem
 
 
 @pytest.mark.django_db
@@ -243,7 +327,7 @@ class TestTampering:
             )
         set_head(4, prev)
         result = audit_verify()
-        assert not result.ok and result.bad_seq == 4 and "differs from the signed checkpoint" in result.problem
+        assert not result.ok and result.bad_seq == 1 and "without the audit key" in result.problem
 
     def test_it_detects_new_events_re_hashed_without_the_key_after_a_checkpoint(self):
         events = _record_some(2)

@@ -100,6 +100,8 @@ class TestAsTheHubsRole:
             "DROP TRIGGER audit_auditchainhead_guard ON audit_auditchainhead",
             "DELETE FROM audit_auditchainhead",
             "TRUNCATE audit_auditchainhead",
+            "UPDATE audit_auditchainhead SET legacy_boundary = ''",
+            "DROP TRIGGER audit_auditchainhead_boundary_guard ON audit_auditchainhead",
             "SET session_replication_role = replica",
         ],
     )

@@ -42,6 +42,14 @@ def test_logs_in():
 """
 
 
+NOT_APPLICABLE_HERE = """
+from tests.ci_skips import skip_not_applicable
+
+def test_append_only_file():
+    skip_not_applicable("tmpfs does not support chattr +a")
+"""
+
+
 def _run(pytester, monkeypatch, source: str, *, ci: str | None):
     if ci is None:
         monkeypatch.delenv("CI", raising=False)
@@ -75,3 +83,10 @@ def test_in_ci_a_module_skipped_at_collection_fails_the_run(pytester, monkeypatc
 
 def test_the_suite_loads_the_plugin(pytestconfig):
     assert pytestconfig.pluginmanager.has_plugin("tests.ci_skips")
+
+
+def test_in_ci_a_test_not_applicable_to_the_hosts_filesystem_stays_a_skip(pytester, monkeypatch):
+    result = _run(pytester, monkeypatch, NOT_APPLICABLE_HERE, ci="true")
+    result.assert_outcomes(skipped=1)
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*not applicable on this host: tmpfs does not support chattr +a*"])

@@ -11,12 +11,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _manage(*args, **env):
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_URL"))}
+    full = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DJANGO_", "DATABASE_URL", "AXLE_MLFLOW_USERNAME", "AXLE_MLFLOW_PASSWORD"))
+    }
     full.update(
         DJANGO_SETTINGS_MODULE="portal.settings.production",
         DATABASE_URL="sqlite:////tmp/axle-deploy-check.db",
         AXLE_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
         AXLE_AUDIT_KEY=secrets.token_urlsafe(32),
+        AXLE_MLFLOW_USERNAME="axle-hub",
+        AXLE_MLFLOW_PASSWORD=secrets.token_urlsafe(24),
     )
     full.update(env)
     return subprocess.run(
@@ -98,6 +104,8 @@ def test_a_server_started_with_production_secrets_loads(module):
         DJANGO_ALLOWED_HOSTS="axle.example.org",
         AXLE_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
         AXLE_AUDIT_KEY=secrets.token_urlsafe(32),
+        AXLE_MLFLOW_USERNAME="axle-hub",
+        AXLE_MLFLOW_PASSWORD=secrets.token_urlsafe(24),
     )
     assert result.returncode == 0, result.stderr
 
@@ -108,3 +116,13 @@ def test_production_refuses_to_start_without_an_audit_key():
         "check", DJANGO_SECRET_KEY=secrets.token_urlsafe(50), DJANGO_ALLOWED_HOSTS="x.org", AXLE_AUDIT_KEY=""
     )
     assert result.returncode != 0 and "AXLE_AUDIT_KEY" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("missing", ["AXLE_MLFLOW_USERNAME", "AXLE_MLFLOW_PASSWORD"])
+def test_production_refuses_to_start_without_an_mlflow_login(missing):
+    result = _manage(
+        "check", DJANGO_SECRET_KEY=secrets.token_urlsafe(50), DJANGO_ALLOWED_HOSTS="x.org", **{missing: ""}
+    )
+    assert result.returncode != 0 and missing in result.stderr and "--app-name basic-auth" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -66,3 +66,26 @@ def test_a_file_mode_job_gets_no_login(db):
     env = tracking.job_environment(job, "1", "r" * 32)
     assert env["MLFLOW_TRACKING_URI"].startswith("file:")
     assert not {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} & set(env)
+
+
+def test_a_job_gets_no_run_without_a_login_when_mlflow_answers_anyone(db, settings):
+    """Fail closed: the hub logs in, the server has no auth app; the job waits (LoginMissing is
+    transient, so job_submit requeues it) with the sentence instead of running without a login."""
+    from http.server import ThreadingHTTPServer
+    from threading import Thread
+
+    from apps.integrations.mlflow.auth import LoginMissing
+    from tests.integrations.mlflow.test_auth_fails_closed import _OpenMlflow
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OpenMlflow)
+    Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings.AXLE_MLFLOW_TRACKING_URI = f"http://127.0.0.1:{server.server_port}"
+        settings.AXLE_MLFLOW_USERNAME, settings.AXLE_MLFLOW_PASSWORD = "axle-hub", "hub-password"
+        job = _job(Cluster.TrackingMode.SERVER)
+        job.cluster.mlflow_tracking_uri = ""
+        with pytest.raises(LoginMissing, match="runs without its login"):
+            tracking.job_environment(job, "7", "r" * 32)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -4,8 +4,13 @@
 The hub holds the server's admin credential. Each job gets a user of its own, made at
 submission with EDIT on its team's experiment and nothing else (MLflow grants per experiment
 or registered model; a run cannot be granted on its own), and deleted when the job is
-finalized. A server without the auth app answers 404 to these endpoints: then there is no
-login to hand out, and the functions here say so instead of failing.
+finalized. A server without the auth app answers 404 to these endpoints: when the hub has a
+login of its own configured (AXLE_MLFLOW_USERNAME, required in production) that is an error
+(`LoginMissing`): the server accepts anonymous requests and a job would reach every team's
+runs. Only a hub without a login (local development) gets None: no login to hand out.
+
+Any login may create experiments and registered models on such a server (MLflow's auth app
+grants creation to every user and MANAGE to the creator); see `squatting_problem`.
 
 Passwords are never logged, put in an exception or returned in a repr.
 """
@@ -16,7 +21,9 @@ import json
 import secrets
 from dataclasses import dataclass, field
 
-from .base import MlflowError
+import requests
+
+from .base import MlflowError, MlflowUnavailable
 from .client import TrackingClient
 
 USERS_CREATE = "api/2.0/mlflow/users/create"
@@ -41,9 +48,44 @@ def _call(client: TrackingClient, method: str, path: str, what: str, body: dict)
     )
 
 
+class LoginMissing(MlflowUnavailable):
+    """The server runs without MLflow's auth app although the hub is configured to log in.
+    Transient: a job waits (and is retried) until an administrator restarts MLflow with it."""
+
+
+def login_missing_message(client: TrackingClient) -> str:
+    return (
+        f"MLflow at {client.display_uri} runs without its login (no basic-auth app) although the hub is "
+        "configured to log in (AXLE_MLFLOW_USERNAME): it answers anonymous requests, so a job would reach every "
+        "team's runs. Start MLflow with `--app-name basic-auth` (README, Security)."
+    )
+
+
 def _without_auth_app(exc: MlflowError) -> bool:
     # An unknown route is a 404 without MLflow's JSON error body (and so without a code).
     return exc.status == 404 and not exc.code
+
+
+def _fail_closed(client: TrackingClient) -> None:
+    if client.session.auth:
+        raise LoginMissing(login_missing_message(client))
+
+
+def login_problem(client: TrackingClient) -> str:
+    """What is wrong with the server's login, in a sentence; "" when it refuses anonymous
+    requests, or when the hub has no login configured (local development). For status pages."""
+    if not client.session.auth:
+        return ""
+    try:
+        # Not the client's session: that one would add the hub's login.
+        resp = requests.get(
+            f"{client.base_url}/api/2.0/mlflow/experiments/search", params={"max_results": 1}, timeout=client.timeout
+        )
+    except requests.RequestException as exc:  # its text can repeat the URL: not included
+        return f"MLflow at {client.display_uri} cannot be reached ({type(exc).__name__})."
+    if resp.status_code == 401:
+        return ""
+    return login_missing_message(client)
 
 
 def user_with_experiment(
@@ -64,6 +106,7 @@ def user_with_permissions(
         _call(client, "POST", USERS_CREATE, "creating a user", {"username": username, "password": password})
     except MlflowError as exc:
         if _without_auth_app(exc):
+            _fail_closed(client)
             return None
         if exc.code != "RESOURCE_ALREADY_EXISTS":
             raise

@@ -175,3 +175,21 @@ def test_a_model_reader_downloads_its_model_and_nothing_else(admin, tracking_uri
     finally:
         auth.user_delete(admin, only_model.username)
         auth.user_delete(admin, reader.username)
+
+
+def test_a_job_login_may_create_objects_but_they_stay_out_of_other_teams_reach(tracking_uri, admin, two_teams):
+    """MLflow's auth app lets any login create experiments and registered models (and makes
+    it their manager): a job could squat a name another team uses later. What it makes is
+    its own, and it loses it with its login at the end of the job; other teams' objects stay
+    out of its reach (README, Security: MLflow)."""
+    job = _as(tracking_uri, two_teams["login"])
+    squatted = f"team-later-{uuid.uuid4().hex[:8]}"
+    experiment = job.ensure_experiment(squatted)
+    job._post("registered-models/create", "registering a model", {"name": squatted})
+    # Creating is not a way into what exists: the other team's experiment and model still refuse it.
+    assert _refused(lambda: job.create_run(two_teams["b"], "intruder")).status == 403
+    assert _refused(lambda: job._post("registered-models/create", "registering", {"name": two_teams["b_model"]}))
+    # The job ends: its login goes, and with it any hold on what it made.
+    auth.user_delete(admin, two_teams["login"].username)
+    later = admin.create_run(experiment, "the later team's run")
+    assert _refused(lambda: job.get_run(later)).status == 401
