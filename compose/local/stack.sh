@@ -487,6 +487,9 @@ do_mlflow() {
 # group), so one deployment's model cannot read, signal, trace or impersonate another's.
 AXLE_SERVE_USER="${AXLE_MODEL_SERVER_USER:-axle-serve}"
 AXLE_SERVE_POOL="${AXLE_MODEL_SERVER_POOL:-8}"
+# A pool of the same size for the test suite (portal/settings/test.py), so tests never take or
+# stop the slot of a server the demo runs. Only root starts servers as these (no sudoers rule).
+AXLE_TEST_SERVE_USER="${AXLE_TEST_MODEL_SERVER_USER:-axle-tserve}"
 AXLE_HUB_USER="${AXLE_HUB_USER:-axle}"
 SERVING_DIR="$AXLE_STACK_DIR/serving"
 SERVE_SUDOERS="/etc/sudoers.d/axle-serve"
@@ -509,6 +512,7 @@ do_serving_user() {
     ensure_system_user "$user" "$SERVING_DIR/slot-$i"
     install -d -m 2750 -o "$user" -g "$group" "$SERVING_DIR/slot-$i"
     runas+="${runas:+,}$user"
+    ensure_system_user "$AXLE_TEST_SERVE_USER-$i" /nonexistent
   done
   # The one thing the hub may do as a serving user: run a command with an emptied
   # environment (apps/integrations/local_serving/procs.py). Root needs no rule.

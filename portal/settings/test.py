@@ -24,3 +24,6 @@ AXLE_ENCRYPTION_KEYS = ["h2vJ0t1mJb0c1kqW2oZkQmPz3sV8oJ5cJ8m3Qk9rV0Y="]
 # Tasks run inline when their transaction commits, so tests see their effect at once.
 Q_CLUSTER = {**Q_CLUSTER, "sync": True}
 AXLE_SUBMIT_BACKOFF_SECONDS = 1
+# Model servers started by tests run as a pool of their own (compose/local/stack.sh makes it), so
+# the suite never takes, or stops, the slot of a server the demo from ./dev up is running.
+AXLE_MODEL_SERVER_USER = "axle-tserve"

@@ -2,7 +2,8 @@
 
 The server tests need the MLflow server of compose/local (http://127.0.0.1:5000 unless
 AXLE_MLFLOW_TRACKING_URI says otherwise), the serving environment (/var/lib/axle/venv, with
-mlflow and scikit-learn) and the serving users `axle-serve-0`… with sudo (stack.sh up makes
+mlflow and scikit-learn) and the serving users (`axle-serve-0`… for the hub, `axle-tserve-0`…
+for tests) with sudo (stack.sh up makes
 them); they are skipped, with the reason, when one is missing. Every server a test starts is
 stopped in teardown, pass or fail. The tests run as root; the servers run as the users of
 their slots, exactly as under a hub running as its own user."""
@@ -35,7 +36,8 @@ from apps.integrations.serving.base import DeploymentSpec  # noqa: E402
 TRACKING_URI = os.environ.get("AXLE_MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
 SERVING_VENV = Path(os.environ.get("AXLE_SERVING_VENV", "/var/lib/axle/venv"))
 SERVING_PYTHON = SERVING_VENV / "bin" / "python"
-SERVE_USER = "axle-serve"  # the pool's prefix: axle-serve-0, axle-serve-1, …
+HUB_SERVE_USER = "axle-serve"  # the pool the hub's own servers run as (sudoers names it)
+SERVE_USER = "axle-tserve"  # the test pool's prefix (portal/settings/test.py): axle-tserve-0, …
 POOL = int(os.environ.get("AXLE_MODEL_SERVER_POOL", "8"))
 # The servers' folders live next to a running hub's, each test run in one of its own.
 SERVER_ROOT_PARENT = Path(os.environ.get("AXLE_MODEL_SERVER_DIR", "/var/lib/axle/serving"))

@@ -27,7 +27,7 @@ LAUNCHER = Path(launch.__file__)
 @pytest.fixture
 def backend(tmp_path: Path) -> LocalBackend:
     return LocalBackend(
-        tmp_path / "serving", "/nonexistent/bin/python", server_root=tmp_path / "servers", server_user="axle-serve"
+        tmp_path / "serving", "/nonexistent/bin/python", server_root=tmp_path / "servers", server_user="axle-tserve"
     )
 
 
@@ -174,7 +174,7 @@ def test_model_servers_never_run_as_the_hubs_own_user():
 
 
 def test_a_slot_folder_open_to_other_users_is_refused(tmp_path):
-    uid = pwd.getpwnam("axle-serve-0").pw_uid
+    uid = pwd.getpwnam("axle-tserve-0").pw_uid
     root = tmp_path / "servers"
     (root / "slot-0").mkdir(parents=True)
     os.chown(root / "slot-0", uid, 0)
@@ -182,9 +182,9 @@ def test_a_slot_folder_open_to_other_users_is_refused(tmp_path):
     model = tmp_path / "model"
     model.mkdir()
     (model / "MLmodel").write_text("flavors: {}\n")
-    backend = LocalBackend(tmp_path / "serving", sys.executable, server_root=root, server_user="axle-serve")
+    backend = LocalBackend(tmp_path / "serving", sys.executable, server_root=root, server_user="axle-tserve")
 
-    with pytest.raises(ServingError, match="slot-0 must belong to axle-serve-0.*closed to others") as caught:
+    with pytest.raises(ServingError, match="slot-0 must belong to axle-tserve-0.*closed to others") as caught:
         backend.apply(spec(sha256=directory_sha256(model), model_path=str(model)))
 
     assert caught.value.permanent
@@ -252,19 +252,19 @@ def test_the_launcher_stops_only_processes_carrying_its_token():
 def test_a_serving_environment_without_the_server_fails_with_its_log(tmp_path):
     """/usr/bin/python3 has no uvicorn: the server dies on start, and says why in its own
     log, in its slot's folder."""
-    pwd.getpwnam("axle-serve-0")  # made by compose/local/stack.sh up
+    pwd.getpwnam("axle-tserve-0")  # made by compose/local/stack.sh up
     model = tmp_path / "model"
     model.mkdir()
     (model / "MLmodel").write_text("flavors: {}\n")
     root = Path("/var/lib/axle/serving") / f"pytest-{os.getpid()}-{time.monotonic_ns()}"
-    backend = LocalBackend(tmp_path / "serving", "/usr/bin/python3", server_root=root, server_user="axle-serve")
+    backend = LocalBackend(tmp_path / "serving", "/usr/bin/python3", server_root=root, server_user="axle-tserve")
     try:
         backend.apply(spec(sha256=directory_sha256(model), model_path=str(model)))
         with pytest.raises(ServingError) as caught:
             backend.wait_ready("iris", "staging", timeout=30)
         assert "exited" in caught.value.message and "No module named uvicorn" in caught.value.message
         log = root / "slot-0" / launch.LOG_NAME
-        assert log.stat().st_uid == pwd.getpwnam("axle-serve-0").pw_uid and log.stat().st_mode & 0o777 == 0o640
+        assert log.stat().st_uid == pwd.getpwnam("axle-tserve-0").pw_uid and log.stat().st_mode & 0o777 == 0o640
         assert not (tmp_path / "serving" / "iris.log").exists()  # nothing of the server's in the hub's folder
         backend.delete("iris", "staging")
         # Nothing left behind but the log, which the slot's next server clears.
@@ -282,13 +282,13 @@ def test_a_full_pool_is_refused_with_a_clear_message_and_a_stopped_server_frees_
         tmp_path / "serving",
         "/nonexistent/bin/python",
         server_root=tmp_path / "servers",
-        server_user="axle-serve",
+        server_user="axle-tserve",
         pool_size=2,
     )
     write_state(backend, "digits", slot=0)
     write_state(backend, "iris", slot=1)
 
-    with pytest.raises(ServingError, match=r"All 2 model server users \(axle-serve-0 to axle-serve-1\)") as caught:
+    with pytest.raises(ServingError, match=r"All 2 model server users \(axle-tserve-0 to axle-tserve-1\)") as caught:
         backend.apply(spec("audio", sha256=directory_sha256(model), model_path=str(model)))
     assert caught.value.permanent
     backend.delete("digits", "staging")
@@ -300,7 +300,7 @@ def test_a_socket_answered_by_another_process_gets_no_request(tmp_path):
     """The socket path is the hub's own (slot folder + token), and the process listening
     there must be the recorded server: an impostor on that path receives nothing."""
     backend = LocalBackend(
-        tmp_path / "serving", sys.executable, server_root=tmp_path / "servers", server_user="axle-serve"
+        tmp_path / "serving", sys.executable, server_root=tmp_path / "servers", server_user="axle-tserve"
     )
     folder = backend.server_root / "slot-0" / "t0ken"
     folder.mkdir(parents=True)

@@ -18,7 +18,7 @@ from apps.integrations.local_serving import procs
 from apps.integrations.mlflow.client import directory_sha256
 from apps.integrations.serving.base import DeploymentSpec
 
-from .conftest import NAMESPACE, POOL, SERVE_USER, SERVING_PYTHON, hub_group, spec_for
+from .conftest import HUB_SERVE_USER, NAMESPACE, POOL, SERVE_USER, SERVING_PYTHON, hub_group, spec_for
 
 pytestmark = [pytest.mark.mlflow, pytest.mark.slow]
 
@@ -211,7 +211,7 @@ def test_the_hubs_user_may_run_only_an_emptied_environment_as_a_serving_user():
     except KeyError:
         pytest.skip("the hub has no user of its own on this host (no `axle`)")
 
-    for user in (f"{SERVE_USER}-0", f"{SERVE_USER}-{POOL - 1}"):
+    for user in (f"{HUB_SERVE_USER}-0", f"{HUB_SERVE_USER}-{POOL - 1}"):
         uid = str(pwd.getpwnam(user).pw_uid)
         assert as_user("axle", "sudo", "-n", "-u", user, "--", "/usr/bin/env", "-i", "/usr/bin/id", "-u") == uid
         assert "password is required" in as_user("axle", "sudo", "-n", "-u", user, "--", "/usr/bin/id", "-u")
@@ -219,7 +219,7 @@ def test_the_hubs_user_may_run_only_an_emptied_environment_as_a_serving_user():
 
 
 def test_each_serving_user_has_a_group_of_its_own():
-    users = [pwd.getpwnam(f"{SERVE_USER}-{i}") for i in range(POOL)]
+    users = [pwd.getpwnam(f"{prefix}-{i}") for prefix in (HUB_SERVE_USER, SERVE_USER) for i in range(POOL)]
 
-    assert len({u.pw_uid for u in users}) == len({u.pw_gid for u in users}) == POOL
+    assert len({u.pw_uid for u in users}) == len({u.pw_gid for u in users}) == 2 * POOL
     assert not {u.pw_uid for u in users} & {0, os.geteuid()}
