@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from apps.core.errors import ValidationFailed
+from apps.integrations.slurm.environment import parameter_name_problem
 
 MAX_SPEC_BYTES = 512 * 1024
 MAX_GRID_POINTS = 100_000
@@ -477,6 +478,8 @@ def _parameter(item: dict, name: str, path: str, algorithm: str, p: _Problems) -
             elif kind == "discrete":
                 if _number(value, f"{fs}.list[{j}]", p) is not None:
                     choices.append(str(value).strip())
+            elif not str(value):
+                p.add(f"{fs}.list[{j}]", "is empty; give each choice a value.")
             elif any(ord(c) < 32 or ord(c) == 127 for c in str(value)):
                 p.add(f"{fs}.list[{j}]", "holds a control character (line break, tab).")
             else:
@@ -553,6 +556,9 @@ def _trial_template(template, names: set[str], script: str | None, p: _Problems)
                 "must be a name made of letters, digits and _ (it becomes an environment variable), "
                 f"not {str(name)[:40]!r}.",
             )
+            continue
+        if problem := parameter_name_problem(name):
+            p.add(f"{path}.name", f"becomes an environment variable of the trial, and {problem}")
             continue
         if any(d.name == name for d in declared):
             p.add(f"{path}.name", f"{name} is declared twice.")

@@ -255,3 +255,10 @@ def test_substitution_replaces_every_reference_as_katib_does():
 def test_validate_returns_problems_for_live_validation():
     assert sweep_spec.validate(yaml.safe_dump(with_script(katib("tpe.yaml")))) == []
     assert sweep_spec.validate("kind: Experiment\n")[0]["path"] == "metadata.name"
+
+
+def test_a_trial_parameter_may_not_take_a_name_the_runtime_or_hub_sets():
+    document = with_script(katib("random.yaml"), "#!/bin/bash\necho ${trialParameters.PATH}\n")
+    document["spec"]["trialTemplate"]["trialParameters"][0]["name"] = "PATH"
+    found = problems_of(document)
+    assert found[0]["path"] == "spec.trialTemplate.trialParameters[0].name" and "PATH" in found[0]["message"]

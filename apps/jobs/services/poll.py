@@ -5,10 +5,11 @@ import logging
 from dataclasses import dataclass
 
 from apps.clusters.transport import slurm_client
+from apps.integrations.slurm import states
 from apps.integrations.slurm.base import JobInfo, SlurmError
 
-from ..models import Job
-from .fold import apply_infos, combined_state, complete_record
+from ..models import Job, JobTask
+from .fold import apply_infos, combined_state, complete_record, task_key
 
 log = logging.getLogger(__name__)
 S = Job.Status
@@ -61,9 +62,12 @@ def _poll_group(jobs: list[Job]) -> int:
             if key in by_id:
                 seen.setdefault(key, []).append(info)
         finished = [jid for jid in by_id if jid not in seen or combined_state(seen[jid]) in Job.TERMINAL]
+        # squeue forgets an array task as soon as it ends, while its siblings still run:
+        # accounting (in the same one sacct) says how such a task ended.
+        partly = _arrays_with_ended_tasks({jid: by_id[jid] for jid in seen if jid not in finished}, seen)
         accounting: dict[str, list[JobInfo]] = {}
-        if finished:
-            for info in client.accounting(finished):
+        if finished or partly:
+            for info in client.accounting([*finished, *partly]):
                 accounting.setdefault(info.array_job_id or info.job_id, []).append(info)
             calls += 1
     # Results are written after the connection is closed, one short transaction per job.
@@ -71,5 +75,21 @@ def _poll_group(jobs: list[Job]) -> int:
         if jid in accounting and complete_record(job, accounting[jid]):
             apply_infos(job, accounting[jid], final=True)
         elif jid in seen:
-            apply_infos(job, seen[jid])
+            live = {task_key(i) for i in seen[jid]}
+            ended = [i for i in accounting.get(jid, []) if task_key(i) and task_key(i) not in live]
+            apply_infos(job, [*seen[jid], *ended])
     return calls
+
+
+def _arrays_with_ended_tasks(jobs: dict[str, Job], seen: dict[str, list[JobInfo]]) -> list[str]:
+    """The arrays still in the queue with a task the hub saw active that squeue no longer lists."""
+    arrays = {jid: job for jid, job in jobs.items() if job.is_array}
+    if not arrays:
+        return []
+    active = [s for s in states.SLURM_STATES if states.hub_state(s) in (states.PENDING, states.RUNNING)]
+    known: dict[int, set[str]] = {}
+    for job_id, task_id in JobTask.objects.filter(job__in=arrays.values(), state__in=active).values_list(
+        "job_id", "task_id"
+    ):
+        known.setdefault(job_id, set()).add(task_id)
+    return [jid for jid, job in arrays.items() if known.get(job.pk, set()) - {task_key(i) for i in seen[jid]}]
