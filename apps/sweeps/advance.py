@@ -239,6 +239,7 @@ def _decide(sweep: Sweep, spec: Spec) -> Sweep:
             best = t.objective
     if best != sweep.best_value:
         Sweep.objects.filter(pk=sweep.pk).update(best_value=best)
+        sweep.best_value = best
     if best is not None and spec.goal_reached(best):
         services.cancel_rest(sweep)
         return services._end(
