@@ -183,3 +183,70 @@ def test_a_sweep_larger_than_the_grants_arrays_is_refused_before_slurm_with_the_
         )
     assert "12" in caught.value.message and "10" in caught.value.message
     assert not Sweep.objects.exists()
+
+
+def test_reaching_the_goal_cancels_the_trials_still_running(grant):
+    python = local_cluster_env()["AXLE_LOCAL_PYTHON"]
+    sweep = services.sweep_create(
+        user=grant.user,
+        cluster=grant.cluster,
+        # Two at once: the local node runs two tasks side by side.
+        spec_text=experiment("goal", ["1", "9"], parallel=2, goal=1.5),
+        script=trial_script(python, slow_above=5),
+    )
+    sweep = run(sweep)
+    assert sweep.status == Sweep.Status.SUCCEEDED and "goal" in sweep.message
+    trials = {t.params["x"]: t for t in sweep.trials.select_related("job")}
+    assert trials["1"].state == T.SUCCEEDED
+    assert trials["9"].state == T.CANCELLED
+    job = trials["1"].job
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with slurm_client(grant) as client:
+            rows = client.accounting([job.slurm_job_id])
+        by_task = {r.array_task_id: r.state for r in rows if r.array_task_id and r.array_task_id.isdigit()}
+        if all(not by_task.get(str(t.task_id), "RUNNING").startswith(("RUNNING", "PENDING")) for t in trials.values()):
+            break
+        time.sleep(1)
+    assert by_task[str(trials["1"].task_id)] == "COMPLETED"
+    assert by_task[str(trials["9"].task_id)].startswith("CANCELLED")
+
+
+def test_a_worker_killed_after_sbatch_leaves_one_array(grant, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from apps.jobs import tasks as job_tasks
+    from apps.jobs.models import Job
+    from apps.jobs.services import submit as submitting
+
+    python = local_cluster_env()["AXLE_LOCAL_PYTHON"]
+    sweep = services.sweep_create(
+        user=grant.user,
+        cluster=grant.cluster,
+        spec_text=experiment("killed", ["1", "2"], parallel=2),
+        script=trial_script(python),
+    )
+    services.sweep_launch(sweep_id=sweep.pk)
+    assert services.sweep_launch(sweep_id=sweep.pk) is None  # a second launch finds nothing to launch
+    job = sweep.trials.first().job
+    real_transition = submitting.transition
+
+    def die_after_sbatch(**kwargs):
+        if kwargs.get("action") == "job.submitted":
+            raise SystemExit("worker killed")
+        return real_transition(**kwargs)
+
+    monkeypatch.setattr(submitting, "transition", die_after_sbatch)
+    with pytest.raises(SystemExit):
+        job_services.job_submit(job_id=job.pk)
+    monkeypatch.setattr(submitting, "transition", real_transition)
+    Job.objects.filter(pk=job.pk).update(updated_at=timezone.now() - timedelta(minutes=10))
+    job_tasks.jobs_tick()  # the stuck submission is found by its marker, never sent again
+    sweep = run(sweep)
+    assert sweep.status == Sweep.Status.SUCCEEDED, sweep.message
+    assert Job.objects.filter(trials__sweep=sweep).distinct().count() == 1
+    with slurm_client(grant) as client:
+        heads = {j.array_job_id or j.job_id for j in client.find_by_comment(job.marker)}
+    assert len(heads) == 1

@@ -5,10 +5,9 @@ import logging
 from dataclasses import dataclass
 
 from apps.clusters.transport import slurm_client
-from apps.integrations.slurm import states
 from apps.integrations.slurm.base import JobInfo, SlurmError
 
-from ..models import Job, JobTask
+from ..models import Job
 from .fold import apply_infos, combined_state, complete_record, task_key
 
 log = logging.getLogger(__name__)
@@ -82,14 +81,6 @@ def _poll_group(jobs: list[Job]) -> int:
 
 
 def _arrays_with_ended_tasks(jobs: dict[str, Job], seen: dict[str, list[JobInfo]]) -> list[str]:
-    """The arrays still in the queue with a task the hub saw active that squeue no longer lists."""
-    arrays = {jid: job for jid, job in jobs.items() if job.is_array}
-    if not arrays:
-        return []
-    active = [s for s in states.SLURM_STATES if states.hub_state(s) in (states.PENDING, states.RUNNING)]
-    known: dict[int, set[str]] = {}
-    for job_id, task_id in JobTask.objects.filter(job__in=arrays.values(), state__in=active).values_list(
-        "job_id", "task_id"
-    ):
-        known.setdefault(job_id, set()).add(task_id)
-    return [jid for jid, job in arrays.items() if known.get(job.pk, set()) - {task_key(i) for i in seen[jid]}]
+    """The arrays still in the queue: a task of theirs may have ended (and left squeue) since
+    the last cycle, maybe before the hub ever saw it run; the cycle's one sacct covers them."""
+    return [jid for jid, job in jobs.items() if job.is_array and jid in seen]
