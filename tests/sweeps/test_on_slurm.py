@@ -250,3 +250,27 @@ def test_a_worker_killed_after_sbatch_leaves_one_array(grant, monkeypatch):
     with slurm_client(grant) as client:
         heads = {j.array_job_id or j.job_id for j in client.find_by_comment(job.marker)}
     assert len(heads) == 1
+
+
+@pytest.mark.parametrize("grant", ["ssh"], indirect=True)
+def test_the_digits_example_sweeps_the_learning_rate_and_stops_the_laggards(grant):
+    from pathlib import Path
+
+    example = Path(settings.BASE_DIR) / "examples" / "digits"
+    code = f"{grant.job_root}/digits-code"
+    with slurm_client(grant) as client:
+        client.files.mkdir(code)
+        client.files.write(f"{code}/train.py", (example / "train.py").read_bytes())
+    text = (example / "sweep.yaml").read_text().replace('CODE="$HOME/axle/examples/digits"', f'CODE="{code}"')
+    sweep = services.sweep_create(user=grant.user, cluster=grant.cluster, spec_text=text)
+    sweep = run(sweep, timeout=400)
+    trials = list(sweep.trials.all())
+    first = trials[0]
+    log = job_selectors.job_log_read(job=first.job, stream="stderr", task=str(first.task_id)).text[-1500:]
+    assert sweep.status == Sweep.Status.SUCCEEDED, (sweep.message, [(t.state, t.stop_reason) for t in trials], log)
+    assert len(trials) == 6 and all(t.state in (T.SUCCEEDED, T.EARLY_STOPPED) for t in trials)
+    done = [t for t in trials if t.state == T.SUCCEEDED]
+    assert sweep.best_value == max(t.objective for t in done) > 0.8
+    for t in trials:
+        if t.state == T.EARLY_STOPPED:
+            assert t.stop_reason["value"] < t.stop_reason["median"]  # maximizing: it lagged
