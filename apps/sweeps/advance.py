@@ -31,6 +31,7 @@ from apps.jobs.models import Job, JobTask
 
 from . import earlystop, services, trialscript
 from .models import Sweep, Trial
+from .runs import close_runs
 from .spec import Spec
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,10 @@ def sweep_advance(*, sweep_id: int) -> Sweep:
     _settle_completed(sweep, spec)
     if spec.early_stopping == "medianstop":
         _median_stop(sweep, spec)
-    return _decide(sweep, spec)
+    sweep = _decide(sweep, spec)
+    if sweep.is_terminal:
+        close_runs(sweep)
+    return sweep
 
 
 def trial_state(trial: Trial, job: Job, task_state: str | None) -> str:

@@ -27,6 +27,7 @@ from apps.jobs.services import job_create
 
 from . import search, trialscript
 from .models import Sweep, Trial
+from .runs import close_runs
 from .spec import Spec, SpecError, parse
 
 S = Sweep.Status
@@ -315,7 +316,9 @@ def sweep_stop(*, user, sweep: Sweep) -> Sweep:
     with transaction.atomic():
         audit_record(action="sweep.stop_requested", subject=sweep, actor=user, after={"status": sweep.status})
     cancelled = cancel_rest(sweep)
-    return _end(sweep, S.STOPPED, f"Stopped by {user.get_username()}.", actor=user, data={"cancelled": cancelled})
+    sweep = _end(sweep, S.STOPPED, f"Stopped by {user.get_username()}.", actor=user, data={"cancelled": cancelled})
+    close_runs(sweep)
+    return sweep
 
 
 def sweep_extend(*, user, sweep: Sweep, trials: int) -> Sweep:

@@ -147,3 +147,11 @@ def test_the_form_creates_a_sweep(client, alice, grant):
     response = client.post("/sweeps/new/", {"cluster": "hpc", "spec": experiment(), "action": "create"})
     assert response.status_code == 302
     assert Sweep.objects.get().name == "lr"
+
+
+def test_the_home_page_shows_the_teams_sweeps(client, alice, bob, charlie, grant):
+    services.sweep_create(user=alice, cluster=grant.cluster, spec_text=experiment())
+    client.force_login(bob)
+    assert "Recent sweeps" in client.get("/").content.decode() and ">lr</a>" in client.get("/").content.decode()
+    client.force_login(charlie)
+    assert ">lr</a>" not in client.get("/").content.decode()

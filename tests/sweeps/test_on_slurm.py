@@ -171,6 +171,11 @@ def test_a_losing_trial_is_cancelled_in_sacct_while_its_siblings_complete(grant)
     assert by_task[str(loser.task_id)].startswith("CANCELLED")
     assert all(by_task[str(t.task_id)] == "COMPLETED" for x, t in trials.items() if x != "9")
     assert AuditEvent.objects.filter(action="sweep.trial_early_stopped", subject_id=str(sweep.uuid)).exists()
+    # The cancelled task never ended its run; the hub did, and the sweep's run too.
+    from apps.jobs import tracking
+
+    assert tracking.client().get_run(loser.mlflow_run_id).status == "KILLED"
+    assert tracking.client().get_run(sweep.mlflow_run_id).status == "FINISHED"
 
 
 def test_a_sweep_larger_than_the_grants_arrays_is_refused_before_slurm_with_the_numbers(grant):
