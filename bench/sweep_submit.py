@@ -86,7 +86,7 @@ def run_sweep(ssh, user, cluster, n: int, name: str) -> tuple[float, float, str]
     job.refresh_from_db()
     if not job.slurm_job_id:
         c.die(f"the sweep's array did not reach Slurm: {job.status} {job.failure_message or job.last_error}", 1)
-    while tasks_known(ssh, name) < n:
+    while tasks_known(ssh, job.name) < n:
         if time.monotonic() - started > 300:
             c.die("Slurm did not list every trial within 5 minutes", 1)
         time.sleep(0.05)
@@ -119,11 +119,12 @@ def main() -> int:
                 c.say(f"(a) sweep: grid of {n} trials, one array")
                 submitted, known, folder = run_sweep(ssh, user, cluster, n, sweep_name)
                 folders.append(folder)
-                c.cancel_named(ssh, sweep_name)
+                c.cancel_named(ssh, f"{sweep_name}-0")
                 rows.append((n, plain, submitted, known))
         finally:
             for n in args.trials:
-                for name in (f"axlebench-plain-{rid}-{n}", f"axlebench-sweep-{rid}-{n}"):
+                # The sweep's array is named after the sweep and its wave (-0).
+                for name in (f"axlebench-plain-{rid}-{n}", f"axlebench-sweep-{rid}-{n}-0"):
                     if c.count_named(ssh, name):
                         c.cancel_named(ssh, name)
             for folder in folders:
