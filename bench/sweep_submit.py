@@ -72,7 +72,7 @@ def run_plain(ssh, n: int, name: str) -> float:
     return time.monotonic() - started
 
 
-def run_sweep(ssh, user, cluster, n: int, name: str) -> tuple[float, float, str]:
+def run_sweep(ssh, user, cluster, n: int, name: str) -> tuple[float, float, str, list[float]]:
     from apps.core import context
     from apps.jobs.services import job_submit
     from apps.sweeps.services import sweep_create, sweep_launch
@@ -80,9 +80,12 @@ def run_sweep(ssh, user, cluster, n: int, name: str) -> tuple[float, float, str]
     started = time.monotonic()
     with context.bind(actor_id=user.pk):
         sweep = sweep_create(user=user, cluster=cluster, spec_text=spec(name, n))
+        t1 = time.monotonic()
         job = sweep_launch(sweep_id=sweep.pk)
+        t2 = time.monotonic()
         job_submit(job_id=job.pk)
     submitted = time.monotonic() - started
+    steps = [t1 - started, t2 - t1, submitted - (t2 - started)]
     job.refresh_from_db()
     if not job.slurm_job_id:
         c.die(f"the sweep's array did not reach Slurm: {job.status} {job.failure_message or job.last_error}", 1)
@@ -90,7 +93,7 @@ def run_sweep(ssh, user, cluster, n: int, name: str) -> tuple[float, float, str]
         if time.monotonic() - started > 300:
             c.die("Slurm did not list every trial within 5 minutes", 1)
         time.sleep(0.05)
-    return submitted, time.monotonic() - started, sweep.folder
+    return submitted, time.monotonic() - started, sweep.folder, steps
 
 
 def main() -> int:
@@ -117,10 +120,10 @@ def main() -> int:
                 plain = run_plain(ssh, n, plain_name)
                 c.cancel_named(ssh, plain_name)
                 c.say(f"(a) sweep: grid of {n} trials, one array")
-                submitted, known, folder = run_sweep(ssh, user, cluster, n, sweep_name)
+                submitted, known, folder, steps = run_sweep(ssh, user, cluster, n, sweep_name)
                 folders.append(folder)
                 c.cancel_named(ssh, f"{sweep_name}-0")
-                rows.append((n, plain, submitted, known))
+                rows.append((n, plain, submitted, known, steps))
         finally:
             for n in args.trials:
                 # The sweep's array is named after the sweep and its wave (-0).
@@ -132,10 +135,14 @@ def main() -> int:
     ssh.close()
     c.say("")
     c.say(f"== sweep_submit ({args.transport}); {c.load()}")
-    for n, plain, submitted, known in rows:
+    for n, plain, submitted, known, steps in rows:
         c.say(
             f"{n:5d} trials: plain sbatch loop {plain:7.2f}s | sweep create+launch+sbatch {submitted:6.2f}s, "
             f"every trial in squeue {known:6.2f}s | plain/sweep {plain / known:6.1f}x"
+        )
+        c.say(
+            f"             of which sweep_create {steps[0]:.2f}s (spec, grant, Optuna, rows), sweep_launch "
+            f"{steps[1]:.2f}s (folder, files, Job), job_submit {steps[2]:.2f}s (MLflow run, mkdir, sbatch)"
         )
     return 0
 
