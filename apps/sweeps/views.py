@@ -5,10 +5,12 @@ from django.views.decorators.http import require_POST
 from apps.clusters.selectors import grant_usable_list
 from apps.core.errors import ApplicationError
 
-from . import selectors, services
+from . import search, selectors, services
 from .models import Sweep
 from .spec import SpecError
 
+# Optuna's importances fit a random forest: bounded so the page stays quick.
+IMPORTANCE_TRIALS = 500
 TEMPLATE = """apiVersion: kubeflow.org/v1beta1
 kind: Experiment
 metadata:
@@ -135,6 +137,9 @@ def sweep_detail(request, sweep_id):
     }
     if request.headers.get("HX-Request"):
         return render(request, "sweeps/_trials.html", context)
+    context["importances"] = sorted(
+        search.importances(spec, services.past_of(sweep)[:IMPORTANCE_TRIALS]).items(), key=lambda kv: -kv[1]
+    )
     return render(request, "sweeps/detail.html", context)
 
 

@@ -155,3 +155,22 @@ def test_the_home_page_shows_the_teams_sweeps(client, alice, bob, charlie, grant
     assert "Recent sweeps" in client.get("/").content.decode() and ">lr</a>" in client.get("/").content.decode()
     client.force_login(charlie)
     assert ">lr</a>" not in client.get("/").content.decode()
+
+
+def test_the_sweep_page_shows_parameter_importances_once_trials_succeeded(client, alice, grant):
+    import yaml
+
+    document = yaml.safe_load(experiment(trials=10))
+    document["spec"]["parameters"].append(
+        {"name": "momentum", "parameterType": "double", "feasibleSpace": {"min": "0.5", "max": "0.9"}}
+    )
+    sweep = services.sweep_create(user=alice, cluster=grant.cluster, spec_text=yaml.safe_dump(document))
+    client.force_login(alice)
+    assert 'id="importances"' not in client.get(f"/sweeps/{sweep.uuid}/").content.decode()  # nothing ended yet
+    for trial in sweep.trials.all():
+        Trial.objects.filter(pk=trial.pk).update(state="succeeded", objective=trial.params["lr"])
+    page = client.get(f"/sweeps/{sweep.uuid}/").content.decode()
+    assert 'id="importances"' in page
+    assert page.index("<th>lr</th>", page.index('id="importances"')) < page.index(
+        "<th>momentum</th>", page.index('id="importances"')
+    )

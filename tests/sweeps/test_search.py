@@ -154,3 +154,13 @@ def test_trial_parameters_are_rendered_as_katib_would_write_them():
     spec = parsed("hyperband.yaml")
     values = search.rendered(spec, {"lr": 0.025, "momentum": 0.5, "num-epochs": 3})
     assert values == {"learningRate": "0.025", "momentum": "0.5", "numberEpochs": "3"}
+
+
+def test_importances_find_the_parameter_that_matters():
+    spec = parsed("random.yaml", maxTrialCount=30)
+    past = [
+        search.Past(params=s.params, state="succeeded", value=(s.params["lr"] - 0.01) * 100) for s in ask(spec, [], 30)
+    ]
+    found = search.importances(spec, past)
+    assert set(found) == {"lr", "momentum"} and found["lr"] > found["momentum"]
+    assert search.importances(spec, past[:1]) == {}  # too few trials to say
