@@ -42,3 +42,14 @@ def best_so_far(*, sweep: Sweep, maximize: bool) -> list[dict]:
             best = value
         points.append({"trial": number, "objective": value, "best": best})
     return points
+
+
+def parallel_coordinates(*, sweep: Sweep, names: list[str]) -> dict:
+    """Every trial with an objective as one line across the parameters and the objective."""
+    rows = sweep.trials.filter(objective__isnull=False).order_by("number").values_list("number", "params", "objective")
+    return {
+        "axes": names,
+        "lines": [
+            {"trial": n, "values": [params.get(name) for name in names], "objective": v} for n, params, v in rows
+        ],
+    }

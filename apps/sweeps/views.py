@@ -133,6 +133,7 @@ def sweep_detail(request, sweep_id):
         "best": best,
         "names": [p.name for p in spec.parameters],
         "chart": selectors.best_so_far(sweep=sweep, maximize=spec.maximize),
+        "parallel": selectors.parallel_coordinates(sweep=sweep, names=[p.name for p in spec.parameters]),
         "is_owner": sweep.owner_id == request.user.pk,
     }
     if request.headers.get("HX-Request"):

@@ -54,12 +54,60 @@
     });
   }
 
+  // Parallel coordinates: one vertical axis per parameter and one for the objective; each
+  // trial is a line, darker the better. Categorical values sit evenly along their axis.
+  function parallel() {
+    const box = document.getElementById("sweep-parallel");
+    const node = document.getElementById("sweep-parallel-data");
+    if (!box || !node) return;
+    const data = JSON.parse(node.textContent);
+    const ctx = box.getContext("2d");
+    const width = box.width, height = box.height, pad = 30;
+    ctx.clearRect(0, 0, width, height);
+    const columns = data.axes.length + 1;
+    const xs = Array.from({ length: columns }, (_, i) => pad + (i * (width - 2 * pad)) / Math.max(columns - 1, 1));
+    const scale = (values) => {
+      const numeric = values.every((v) => typeof v === "number");
+      const keys = numeric ? null : Array.from(new Set(values.map(String)));
+      const nums = numeric ? values : values.map((v) => keys.indexOf(String(v)));
+      const lo = Math.min(...nums), hi = Math.max(...nums);
+      return nums.map((v) => (hi === lo ? 0.5 : (v - lo) / (hi - lo)));
+    };
+    const lines = data.lines;
+    const columnsScaled = data.axes.map((_, i) => scale(lines.map((l) => l.values[i])));
+    columnsScaled.push(scale(lines.map((l) => l.objective)));
+    ctx.strokeStyle = "#999";
+    ctx.fillStyle = "#333";
+    ctx.font = "12px sans-serif";
+    [...data.axes, "objective"].forEach((name, i) => {
+      ctx.beginPath();
+      ctx.moveTo(xs[i], pad);
+      ctx.lineTo(xs[i], height - pad);
+      ctx.stroke();
+      ctx.fillText(name, xs[i] - 10, height - 8);
+    });
+    const objective = columnsScaled[columns - 1];
+    lines.forEach((line, j) => {
+      ctx.beginPath();
+      ctx.strokeStyle = `rgba(39, 84, 197, ${0.25 + 0.75 * objective[j]})`;
+      columnsScaled.forEach((column, i) => {
+        const y = height - pad - column[j] * (height - 2 * pad);
+        if (i === 0) ctx.moveTo(xs[i], y);
+        else ctx.lineTo(xs[i], y);
+      });
+      ctx.stroke();
+    });
+    box.dataset.lines = String(lines.length);
+  }
+
   draw();
   sortable();
+  parallel();
   document.body.addEventListener("htmx:afterSwap", (event) => {
     if (event.target.id === "trial-table") {
       draw();
       sortable();
+      parallel();
     }
   });
 })();

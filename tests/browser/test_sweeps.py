@@ -47,6 +47,7 @@ def test_the_sweep_page_draws_the_objectives_and_sorts_the_trials(page, grant, a
     best = page.evaluate("Chart.getChart('sweep-chart').data.datasets[1].data.map(p => p.y)")
     assert best == [0.4, 0.2, 0.2, 0.1]
     assert page.locator("tr.best").get_attribute("data-trial") == "3"
+    assert page.locator("#sweep-parallel").get_attribute("data-lines") == "4"  # one line per trial
     page.locator("#trials th", has_text="loss").click()
     order = page.locator("#trials tbody tr").evaluate_all("rows => rows.map(r => r.dataset.trial)")
     assert order == ["3", "1", "2", "0"]
