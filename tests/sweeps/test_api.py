@@ -174,3 +174,33 @@ def test_the_sweep_page_shows_parameter_importances_once_trials_succeeded(client
     assert page.index("<th>lr</th>", page.index('id="importances"')) < page.index(
         "<th>momentum</th>", page.index('id="importances"')
     )
+
+
+def test_lineage_leads_from_a_sweep_to_its_job_arrays_and_back(client, alice, charlie, grant):
+    from apps.lineage.selectors import lineage
+
+    sweep = services.sweep_create(user=alice, cluster=grant.cluster, spec_text=experiment())
+    job = Job.objects.create(
+        owner=alice,
+        grant=grant,
+        cluster=grant.cluster,
+        name="lr-0",
+        script="#!/bin/bash\n",
+        marker="m-lineage",
+        cluster_username="alice01",
+        workdir="/w",
+        stdout_path="/w/o",
+        stderr_path="/w/e",
+        team=sweep.team,
+    )
+    sweep.trials.update(job=job)
+    down = lineage(user=alice, kind="sweep", id=sweep.uuid)
+    assert (f"sweep:{sweep.uuid}", f"job:{job.uuid}", "ran_as") in {
+        (e.source, e.target, e.relation) for e in down.edges
+    }
+    up = lineage(user=alice, kind="job", id=job.uuid)
+    assert f"sweep:{sweep.uuid}" in up.nodes
+    client.force_login(alice)
+    assert client.get(f"/lineage/sweep/{sweep.uuid}/").status_code == 200
+    client.force_login(charlie)
+    assert client.get(f"/lineage/sweep/{sweep.uuid}/").status_code == 404
