@@ -121,6 +121,15 @@ def _static_problems(spec: Spec, cluster: Cluster) -> list[dict]:
                 "sweeps need trials that report to MLflow while they run.",
             }
         )
+    if spec.algorithm == "hyperband":
+        # The spec is valid Katib; running it as plain random search would not be hyperband.
+        problems.append(
+            {
+                "path": "spec.algorithm.algorithmName",
+                "message": "hyperband's successive halving is not implemented on Axle yet; use random or tpe "
+                "with medianstop early stopping, which also stops the trials that lag.",
+            }
+        )
     try:
         search.sampler(spec)
     except SpecError as exc:

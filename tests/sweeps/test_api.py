@@ -1,6 +1,8 @@
 """The sweeps API and pages: create, validate, see, stop, extend; only a team member sees a
 sweep and only its owner changes it."""
 
+from pathlib import Path
+
 import pytest
 
 from apps.accounts import services as account_services
@@ -204,3 +206,15 @@ def test_lineage_leads_from_a_sweep_to_its_job_arrays_and_back(client, alice, ch
     assert client.get(f"/lineage/sweep/{sweep.uuid}/").status_code == 200
     client.force_login(charlie)
     assert client.get(f"/lineage/sweep/{sweep.uuid}/").status_code == 404
+
+
+def test_a_hyperband_spec_is_valid_katib_but_refused_until_successive_halving_exists(alice, grant):
+    import yaml
+
+    document = yaml.safe_load((Path(__file__).resolve().parent / "katib" / "examples" / "hyperband.yaml").read_text())
+    document["spec"]["trialTemplate"]["trialSpec"] = (
+        "#!/bin/bash\n#SBATCH --time=5\necho ${trialParameters.learningRate}\n"
+    )
+    result = services.sweep_validate(user=alice, cluster=grant.cluster, spec_text=yaml.safe_dump(document))
+    assert [p["path"] for p in result["problems"]] == ["spec.algorithm.algorithmName"]
+    assert "successive halving" in result["problems"][0]["message"]

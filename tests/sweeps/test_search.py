@@ -11,7 +11,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from apps.sweeps import search
 from apps.sweeps import spec as sweep_spec
 
-KATIB = Path("/work/shared/katib/examples")
+KATIB = Path(__file__).resolve().parent / "katib" / "examples"
 
 
 def ask(spec, past, count):

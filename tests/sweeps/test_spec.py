@@ -10,7 +10,7 @@ import yaml
 from apps.sweeps import spec as sweep_spec
 from apps.sweeps.spec import SpecError
 
-KATIB = Path("/work/shared/katib/examples")
+KATIB = Path(__file__).resolve().parent / "katib" / "examples"
 EXAMPLES = sorted(KATIB.glob("*.yaml"))
 SCRIPT = """#!/bin/bash
 #SBATCH --time=00:05:00
