@@ -107,6 +107,20 @@ def run(sweep: Sweep, timeout: float = 240, until=None) -> Sweep:
     raise AssertionError(f"sweep stayed {sweep.status}: {list(sweep.trials.values_list('number', 'state'))}")
 
 
+def accounted_tasks(grant, slurm_job_id: str, task_ids, timeout: float = 60) -> dict[str, str]:
+    """Each task's state in accounting, once slurmdbd has recorded every one of them ended
+    (the hub may know a trial ended, from its own scancel, before slurmdbd does)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with slurm_client(grant) as client:
+            rows = client.accounting([slurm_job_id])
+        by_task = {r.array_task_id: r.state for r in rows if r.array_task_id and r.array_task_id.isdigit()}
+        ended = all(not by_task.get(str(t), "RUNNING").startswith(("RUNNING", "PENDING")) for t in task_ids)
+        if ended or time.monotonic() > deadline:
+            return by_task
+        time.sleep(1)
+
+
 def test_every_trial_runs_as_one_task_of_one_throttled_array_with_its_own_parameters(grant):
     python = local_cluster_env()["AXLE_LOCAL_PYTHON"]
     sweep = services.sweep_create(
@@ -165,9 +179,7 @@ def test_a_losing_trial_is_cancelled_in_sacct_while_its_siblings_complete(grant)
     assert loser.stop_reason["median"] in (1.0, 1.5, 2.0)  # the mean of the first two values of the winners
     assert trials["1"].state == trials["2"].state == T.SUCCEEDED
     assert sweep.status == Sweep.Status.SUCCEEDED
-    with slurm_client(grant) as client:
-        rows = client.accounting([loser.job.slurm_job_id])
-    by_task = {r.array_task_id: r.state for r in rows if r.array_task_id and r.array_task_id.isdigit()}
+    by_task = accounted_tasks(grant, loser.job.slurm_job_id, [t.task_id for t in trials.values()])
     assert by_task[str(loser.task_id)].startswith("CANCELLED")
     assert all(by_task[str(t.task_id)] == "COMPLETED" for x, t in trials.items() if x != "9")
     assert AuditEvent.objects.filter(action="sweep.trial_early_stopped", subject_id=str(sweep.uuid)).exists()
@@ -204,15 +216,7 @@ def test_reaching_the_goal_cancels_the_trials_still_running(grant):
     trials = {t.params["x"]: t for t in sweep.trials.select_related("job")}
     assert trials["1"].state == T.SUCCEEDED
     assert trials["9"].state == T.CANCELLED
-    job = trials["1"].job
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with slurm_client(grant) as client:
-            rows = client.accounting([job.slurm_job_id])
-        by_task = {r.array_task_id: r.state for r in rows if r.array_task_id and r.array_task_id.isdigit()}
-        if all(not by_task.get(str(t.task_id), "RUNNING").startswith(("RUNNING", "PENDING")) for t in trials.values()):
-            break
-        time.sleep(1)
+    by_task = accounted_tasks(grant, trials["1"].job.slurm_job_id, [t.task_id for t in trials.values()])
     assert by_task[str(trials["1"].task_id)] == "COMPLETED"
     assert by_task[str(trials["9"].task_id)].startswith("CANCELLED")
 
