@@ -14,6 +14,7 @@ from apps.clusters.transport import slurm_client
 from apps.core.errors import ValidationFailed
 from apps.jobs import selectors as job_selectors
 from apps.jobs import services as job_services
+from apps.jobs.models import Job
 from apps.sweeps import advance, services
 from apps.sweeps.models import Sweep, Trial
 from tests.local_cluster import LOCAL_CLUSTER_MISSING, local_cluster_env, make_local_cluster, make_local_grant
@@ -283,3 +284,31 @@ def test_the_digits_example_sweeps_the_learning_rate_and_stops_the_laggards(gran
     for t in trials:
         if t.state == T.EARLY_STOPPED:
             assert t.stop_reason["value"] < t.stop_reason["median"]  # maximizing: it lagged
+
+
+@pytest.mark.parametrize("grant", ["ssh"], indirect=True)
+def test_an_adaptive_sweep_runs_in_waves_asking_optuna_as_results_arrive(grant):
+    python = local_cluster_env()["AXLE_LOCAL_PYTHON"]
+    sweep = services.sweep_create(
+        user=grant.user,
+        cluster=grant.cluster,
+        spec_text=experiment("waves", ["1", "2", "3", "4", "5"], parallel=2, algorithm="tpe").replace(
+            "maxTrialCount: 5", "maxTrialCount: 4"
+        ),
+        script=trial_script(python),
+    )
+    assert sweep.trials.count() == 2  # the first wave: parallelTrialCount trials
+    deadline = time.monotonic() + 300
+    while not sweep.is_terminal and time.monotonic() < deadline:
+        services.sweep_launch(sweep_id=sweep.pk)  # what the queued launch task does
+        for job in Job.objects.filter(trials__sweep=sweep, status=Job.Status.QUEUED).distinct():
+            job_services.job_submit(job_id=job.pk)
+        job_services.jobs_poll()
+        advance.sweep_advance(sweep_id=sweep.pk)
+        sweep.refresh_from_db()
+        time.sleep(1.5)
+    assert sweep.status == Sweep.Status.SUCCEEDED, sweep.message
+    trials = list(sweep.trials.order_by("number"))
+    assert len(trials) == 4 and all(t.state == T.SUCCEEDED for t in trials)
+    assert Job.objects.filter(trials__sweep=sweep).distinct().count() >= 2  # more than one wave
+    assert sweep.best_value == min(t.objective for t in trials)
