@@ -14,6 +14,7 @@ from apps.clusters.transport import slurm_client
 from apps.core.errors import ValidationFailed
 from apps.jobs import selectors as job_selectors
 from apps.jobs import services as job_services
+from apps.jobs import tracking
 from apps.jobs.models import Job
 from apps.sweeps import advance, services
 from apps.sweeps.models import Sweep, Trial
@@ -47,21 +48,26 @@ def grant(request, alice):
 
 def trial_script(python: str, *, slow_above: float = 1e9) -> str:
     """Logs loss = x at each of `steps` steps to its own MLflow run (plain REST, no mlflow
-    import); a trial whose x is above `slow_above` reports slowly, for a long time."""
+    import, logged in as MLflow's client does: with the job's own login from the environment);
+    a trial whose x is above `slow_above` reports slowly, for a long time."""
     return f"""#!/bin/bash
 #SBATCH --partition=debug
 #SBATCH --time=00:05:00
 #SBATCH --mem=100M
 echo "trial $AXLE_TRIAL x=${{trialParameters.x}} env=$x"
 {python} - <<'PY'
-import json, os, time, urllib.request
+import base64, json, os, time, urllib.request
 x = float("${{trialParameters.x}}")
 slow = x > {slow_above}
+user = os.environ["MLFLOW_TRACKING_USERNAME"]
+print("login", user, flush=True)
+token = base64.b64encode((user + ":" + os.environ["MLFLOW_TRACKING_PASSWORD"]).encode()).decode()
+headers = {{"Content-Type": "application/json", "Authorization": "Basic " + token}}
 def log(step, value):
     body = json.dumps({{"run_id": os.environ["MLFLOW_RUN_ID"], "key": "loss", "value": value,
                        "timestamp": int(time.time() * 1000), "step": step}}).encode()
     request = urllib.request.Request(os.environ["MLFLOW_TRACKING_URI"] + "/api/2.0/mlflow/runs/log-metric",
-                                     data=body, headers={{"Content-Type": "application/json"}})
+                                     data=body, headers=headers)
     urllib.request.urlopen(request, timeout=10).read()
 for step in range(60 if slow else 3):
     log(step, x)
@@ -141,6 +147,8 @@ def test_every_trial_runs_as_one_task_of_one_throttled_array_with_its_own_parame
         # The script got its own value, by substitution and as an environment variable.
         log = job_selectors.job_log_read(job=job, stream="stdout", task=str(trial.task_id)).text
         assert log.startswith(f"trial {trial.number} x={trial.params['x']} env={trial.params['x']}"), log
+        # It logged to its run in the team's experiment as the job's own login, not the hub's.
+        assert f"\nlogin {tracking.mlflow_username(job)}\n" in log, log
         assert trial.objective == float(trial.params["x"])
         assert trial.intermediate == {"0": trial.objective, "1": trial.objective, "2": trial.objective}
     assert sweep.best_value == 1.0
@@ -153,8 +161,6 @@ def test_every_trial_runs_as_one_task_of_one_throttled_array_with_its_own_parame
     for start, _ in spans:
         assert sum(1 for s, e in spans if s <= start < e) <= 2
     # Each trial is a child run of the sweep's run, with its parameters.
-    from apps.jobs import tracking
-
     run_ = tracking.client().get_run(trials[2].mlflow_run_id)
     assert run_.tags["mlflow.parentRunId"] == sweep.mlflow_run_id
     assert run_.params == {"x": trials[2].params["x"]}
@@ -185,8 +191,6 @@ def test_a_losing_trial_is_cancelled_in_sacct_while_its_siblings_complete(grant)
     assert all(by_task[str(t.task_id)] == "COMPLETED" for x, t in trials.items() if x != "9")
     assert AuditEvent.objects.filter(action="sweep.trial_early_stopped", subject_id=str(sweep.uuid)).exists()
     # The cancelled task never ended its run; the hub did, and the sweep's run too.
-    from apps.jobs import tracking
-
     assert tracking.client().get_run(loser.mlflow_run_id).status == "KILLED"
     assert tracking.client().get_run(sweep.mlflow_run_id).status == "FINISHED"
 
