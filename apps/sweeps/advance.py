@@ -131,14 +131,21 @@ def _make_runs(sweep: Sweep) -> None:
     pending = list(
         sweep.trials.filter(mlflow_run_id="", job__isnull=False)
         .exclude(state__in=[T.CANCELLED])
+        .select_related("job__team", "job__owner")
         .order_by("number")[:RUNS_PER_CYCLE]
     )
     if not pending:
         return
     client = tracking.client()
     if not sweep.mlflow_run_id:
-        name = f"team-{sweep.team.name}" if sweep.team_id else f"user-{sweep.owner.get_username()}"
-        experiment_id = sweep.mlflow_experiment_id or client.ensure_experiment(name)
+        # The arrays' experiment: each task logs to its run as its job's own MLflow login,
+        # which may edit that experiment only (tracking.job_environment).
+        job = pending[0].job
+        experiment_id = (
+            sweep.mlflow_experiment_id
+            or job.mlflow_experiment_id
+            or client.ensure_experiment(tracking.experiment_name(job))
+        )
         run_id = client.create_run(
             experiment_id, sweep.name, {"axle.sweep_id": str(sweep.uuid), "mlflow.user": sweep.owner.get_username()}
         )

@@ -138,3 +138,15 @@ def test_median_stop_waits_for_enough_succeeded_trials():
         [(0, 9.0), (1, 9.0)], [[(0, 0.1), (1, 0.1)]], maximize=False, min_trials_required=2, start_step=2
     )
     assert decision.stop is False and decision.median is None
+
+
+def test_setup_schedules_registers_the_sweeps_tracker_once():
+    from django.core.management import call_command
+    from django_q.models import Schedule
+
+    call_command("setup_schedules")
+    call_command("setup_schedules")
+    schedule = Schedule.objects.get(name="sweeps.track")
+    assert schedule.func == "apps.sweeps.tasks.sweeps_track"
+    assert schedule.schedule_type == Schedule.MINUTES and schedule.minutes == 1 and schedule.repeats == -1
+    assert Schedule.objects.filter(func="apps.sweeps.tasks.sweeps_track").count() == 1
