@@ -1,11 +1,12 @@
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.teams import TeamField
 from apps.clusters.selectors import cluster_get
+from apps.core.pagination import Pagination
+from apps.core.schema import errors
 
 from . import selectors, services
 
@@ -72,7 +73,7 @@ class SweepExtendInputSerializer(serializers.Serializer):
 
 
 class SweepValidateApi(APIView):
-    @extend_schema(request=SweepInputSerializer, responses=SweepValidationSerializer)
+    @extend_schema(request=SweepInputSerializer, responses={200: SweepValidationSerializer, **errors(404)})
     def post(self, request):
         data = SweepInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -84,14 +85,18 @@ class SweepValidateApi(APIView):
 
 
 class SweepListCreateApi(APIView):
-    @extend_schema(parameters=[OpenApiParameter("status", str)], responses=SweepOutputSerializer(many=True))
+    pagination_class = Pagination
+
+    @extend_schema(
+        parameters=[OpenApiParameter("status", str)], responses={200: SweepOutputSerializer(many=True), **errors(400)}
+    )
     def get(self, request):
         sweeps = selectors.sweep_list(user=request.user, status=request.query_params.get("status", ""))
-        paginator = LimitOffsetPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(sweeps, request, view=self)
         return paginator.get_paginated_response(SweepOutputSerializer(page, many=True).data)
 
-    @extend_schema(request=SweepCreateInputSerializer, responses={201: SweepOutputSerializer})
+    @extend_schema(request=SweepCreateInputSerializer, responses={201: SweepOutputSerializer, **errors(404)})
     def post(self, request):
         data = SweepCreateInputSerializer(data=request.data, context={"request": request})
         data.is_valid(raise_exception=True)
@@ -120,7 +125,7 @@ class SweepTrialsApi(APIView):
 
 
 class SweepStopApi(APIView):
-    @extend_schema(request=None, responses=SweepOutputSerializer)
+    @extend_schema(request=None, responses={200: SweepOutputSerializer, **errors(409, 503)})
     def post(self, request, sweep_id):
         sweep = services.sweep_stop(user=request.user, sweep=selectors.sweep_get(user=request.user, sweep_id=sweep_id))
         return Response(SweepOutputSerializer(sweep).data)

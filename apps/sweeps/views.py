@@ -1,9 +1,10 @@
 from django.contrib import messages
+from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from apps.clusters.selectors import grant_usable_list
-from apps.core.errors import ApplicationError
+from apps.core.errors import ApplicationError, NotFound
 
 from . import search, selectors, services
 from .models import Sweep
@@ -118,8 +119,15 @@ def sweep_check(request):
     return render(request, "sweeps/_validation.html", {"result": result, "problems": result["problems"]})
 
 
+def _sweep(request, sweep_id) -> Sweep:
+    try:
+        return selectors.sweep_get(user=request.user, sweep_id=sweep_id)
+    except NotFound:
+        raise Http404("No such sweep.") from None
+
+
 def sweep_detail(request, sweep_id):
-    sweep = selectors.sweep_get(user=request.user, sweep_id=sweep_id)
+    sweep = _sweep(request, sweep_id)
     spec = services.spec_of(sweep)
     trials = list(selectors.trial_list(sweep=sweep))
     best = None
@@ -146,7 +154,7 @@ def sweep_detail(request, sweep_id):
 
 @require_POST
 def sweep_stop(request, sweep_id):
-    sweep = selectors.sweep_get(user=request.user, sweep_id=sweep_id)
+    sweep = _sweep(request, sweep_id)
     try:
         services.sweep_stop(user=request.user, sweep=sweep)
         messages.success(request, "The sweep is stopped; its remaining trials were cancelled.")
@@ -157,7 +165,7 @@ def sweep_stop(request, sweep_id):
 
 @require_POST
 def sweep_extend(request, sweep_id):
-    sweep = selectors.sweep_get(user=request.user, sweep_id=sweep_id)
+    sweep = _sweep(request, sweep_id)
     try:
         trials = int(request.POST.get("trials", ""))
     except ValueError:
