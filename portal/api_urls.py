@@ -7,6 +7,7 @@ from apps.jobs import api as jobs_api
 from apps.lineage import api as lineage_api
 from apps.registry import api as registry_api
 from apps.serving import api as serving_api
+from apps.sweeps import api as sweeps_api
 
 urlpatterns = [
     path("auth/token/", accounts_api.TokenObtainApi.as_view(), name="api-token-obtain"),
@@ -22,6 +23,12 @@ urlpatterns = [
     path("jobs/<uuid:job_id>/logs/", jobs_api.JobLogsApi.as_view(), name="api-job-logs"),
     path("jobs/<uuid:job_id>/metrics/", jobs_api.JobMetricsApi.as_view(), name="api-job-metrics"),
     path("jobs/<uuid:job_id>/reproduce/", jobs_api.JobReproduceApi.as_view(), name="api-job-reproduce"),
+    path("sweeps/", sweeps_api.SweepListCreateApi.as_view(), name="api-sweep-list"),
+    path("sweeps/validate/", sweeps_api.SweepValidateApi.as_view(), name="api-sweep-validate"),
+    path("sweeps/<uuid:sweep_id>/", sweeps_api.SweepDetailApi.as_view(), name="api-sweep-detail"),
+    path("sweeps/<uuid:sweep_id>/trials/", sweeps_api.SweepTrialsApi.as_view(), name="api-sweep-trials"),
+    path("sweeps/<uuid:sweep_id>/stop/", sweeps_api.SweepStopApi.as_view(), name="api-sweep-stop"),
+    path("sweeps/<uuid:sweep_id>/extend/", sweeps_api.SweepExtendApi.as_view(), name="api-sweep-extend"),
     path("datasets/", datasets_api.DatasetListCreateApi.as_view(), name="api-dataset-list"),
     path("datasets/<uuid:dataset_id>/", datasets_api.DatasetDetailApi.as_view(), name="api-dataset-detail"),
     path(

@@ -7,6 +7,7 @@ from apps.accounts.selectors import membership_list
 from apps.clusters.selectors import grant_list
 from apps.jobs.selectors import job_list
 from apps.serving.selectors import deployment_list, inbox
+from apps.sweeps.selectors import sweep_list
 
 
 def home(request):
@@ -16,6 +17,7 @@ def home(request):
         {
             "memberships": membership_list(user=request.user),
             "recent_jobs": job_list(user=request.user)[:5],
+            "recent_sweeps": sweep_list(user=request.user)[:5],
             "grants": grant_list(user=request.user)[:10],
             "live": deployment_list(user=request.user, status="live")[:10],
             "inbox_count": len(inbox(user=request.user)),

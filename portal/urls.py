@@ -14,6 +14,7 @@ from apps.jobs import views as job_views
 from apps.lineage import views as lineage_views
 from apps.registry import views as registry_views
 from apps.serving import views as serving_views
+from apps.sweeps import views as sweep_views
 
 from . import dashboard
 
@@ -35,6 +36,12 @@ urlpatterns = [
     path("audit/", audit_views.audit_list, name="audit-list"),
     path("audit/export.csv", audit_views.audit_export, {"fmt": "csv"}, name="audit-export-csv"),
     path("audit/export.jsonl", audit_views.audit_export, {"fmt": "jsonl"}, name="audit-export-jsonl"),
+    path("sweeps/", sweep_views.sweep_list, name="sweep-list"),
+    path("sweeps/new/", sweep_views.sweep_new, name="sweep-new"),
+    path("sweeps/check/", sweep_views.sweep_check, name="sweep-check"),
+    path("sweeps/<uuid:sweep_id>/", sweep_views.sweep_detail, name="sweep-detail"),
+    path("sweeps/<uuid:sweep_id>/stop/", sweep_views.sweep_stop, name="sweep-stop"),
+    path("sweeps/<uuid:sweep_id>/extend/", sweep_views.sweep_extend, name="sweep-extend"),
     path("jobs/", job_views.job_list, name="job-list"),
     path("jobs/new/", job_views.job_new, name="job-new"),
     path("jobs/<uuid:job_id>/", job_views.job_detail, name="job-detail"),

@@ -9,4 +9,7 @@ class LineageConfig(AppConfig):
     label = "lineage"
 
     def ready(self) -> None:
-        from . import builtin  # noqa: F401  registers dataset_version, job and model_version
+        from . import (
+            builtin,  # noqa: F401  registers dataset_version, job and model_version
+            sweeps,  # noqa: F401  registers sweep
+        )

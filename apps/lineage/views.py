@@ -9,6 +9,7 @@ from .layout import layout
 KIND_NAMES = {
     "dataset_version": "Dataset version",
     "job": "Job",
+    "sweep": "Sweep",
     "model_version": "Model version",
     "code": "Code",
     "image": "Image",

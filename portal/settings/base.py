@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "apps.clusters",
     "apps.jobs",
     "apps.datasets",
+    "apps.sweeps",
     "apps.registry",
     "apps.lineage",
     "apps.serving",

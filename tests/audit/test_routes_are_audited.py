@@ -21,6 +21,7 @@ from apps.audit.models import AuditEvent
 from apps.datasets.models import Dataset
 from apps.jobs.models import Job
 from apps.serving.models import Deployment, Environment
+from apps.sweeps.models import Sweep
 from tests.factories import PASSWORD, ClusterFactory, ClusterGrantFactory, MembershipFactory, UserFactory
 from tests.registry.conftest import make_job, make_model_version
 from tests.serving.conftest import trained_model  # noqa: F401  (a real model in MLflow, for the mlflow cases)
@@ -32,12 +33,31 @@ READ_ONLY = {
     "api-job-validate": "checks a script against the grant and answers; records nothing",
     "api-deployment-predict": "sends inputs to a live model server and returns its answer; changes nothing",
     "deployment-try": "the page form of api-deployment-predict",
+    "api-sweep-validate": "checks a sweep spec against Katib's rules and the grant and answers; records nothing",
+    "sweep-check": "the page form's live validation of api-sweep-validate",
 }
 
 # Routes whose path names what is done: every value the view accepts.
 VARIANTS = {"deployment-action": ("approve", "reject", "rollback", "retire")}
 
 SCRIPT = "#!/bin/bash\n#SBATCH --partition=debug\n#SBATCH --time=5\necho hello\n"
+SWEEP = """apiVersion: kubeflow.org/v1beta1
+kind: Experiment
+metadata: {name: lr}
+spec:
+  objective: {type: minimize, objectiveMetricName: loss}
+  algorithm: {algorithmName: random}
+  parallelTrialCount: 2
+  maxTrialCount: 3
+  parameters:
+    - {name: lr, parameterType: double, feasibleSpace: {min: "0.01", max: "0.1"}}
+  trialTemplate:
+    trialParameters: [{name: LR, reference: lr}]
+    trialSpec: |
+      #!/bin/bash
+      #SBATCH --time=5
+      echo ${trialParameters.LR}
+"""
 
 
 def _walk(patterns, namespace=""):
@@ -115,6 +135,14 @@ class World:
         previous = self.deployment(status=Deployment.Status.RETIRED)
         return self.deployment(status=Deployment.Status.LIVE, replaces=previous)
 
+    def sweep(self):
+        from apps.sweeps import services as sweep_services
+
+        grant = ClusterGrantFactory(
+            user=self.alice, cluster=ClusterFactory(name=f"hpc-s{Sweep.objects.count()}"), cluster_username="alice01"
+        )
+        return sweep_services.sweep_create(user=self.alice, cluster=grant.cluster, spec_text=SWEEP)
+
     def token(self):
         return account_services.token_create(user=self.alice, name="laptop")[0]
 
@@ -144,6 +172,9 @@ CASES: dict[str, Callable[..., Call]] = {
     "job-cancel": lambda w: Call(f"/jobs/{w.job(status=Job.Status.QUEUED).uuid}/cancel/", user=w.alice),
     "job-rerun": lambda w: Call(f"/jobs/{w.job().uuid}/rerun/", user=w.alice),
     "job-reproduce": lambda w: Call(f"/jobs/{w.job().uuid}/reproduce/", user=w.alice),
+    "sweep-new": lambda w: Call("/sweeps/new/", {"cluster": w.grant.cluster.name, "spec": SWEEP}, user=w.alice),
+    "sweep-stop": lambda w: Call(f"/sweeps/{w.sweep().uuid}/stop/", user=w.alice),
+    "sweep-extend": lambda w: Call(f"/sweeps/{w.sweep().uuid}/extend/", {"trials": 2}, user=w.alice),
     "dataset-list": lambda w: Call("/datasets/", {"team": "vision", "name": "iris"}, user=w.alice),
     "dataset-detail": lambda w: Call(
         f"/datasets/{w.dataset.uuid}/", {"kind": "uri", "uri": "s3://bucket/iris/1"}, user=w.bob
@@ -181,6 +212,13 @@ CASES: dict[str, Callable[..., Call]] = {
     ),
     "api-job-rerun": lambda w: Call(f"/api/v1/jobs/{w.job().uuid}/rerun/", user=w.alice, api=True),
     "api-job-reproduce": lambda w: Call(f"/api/v1/jobs/{w.job().uuid}/reproduce/", user=w.alice, api=True),
+    "api-sweep-list": lambda w: Call(
+        "/api/v1/sweeps/", {"cluster": w.grant.cluster.name, "spec": SWEEP}, user=w.alice, api=True
+    ),
+    "api-sweep-stop": lambda w: Call(f"/api/v1/sweeps/{w.sweep().uuid}/stop/", user=w.alice, api=True),
+    "api-sweep-extend": lambda w: Call(
+        f"/api/v1/sweeps/{w.sweep().uuid}/extend/", {"trials": 2}, user=w.alice, api=True
+    ),
     "api-dataset-list": lambda w: Call("/api/v1/datasets/", {"team": "vision", "name": "iris"}, user=w.alice, api=True),
     "api-dataset-version-list": lambda w: Call(
         f"/api/v1/datasets/{w.dataset.uuid}/versions/", {"uri": "s3://bucket/iris/1"}, user=w.alice, api=True

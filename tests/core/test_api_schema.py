@@ -18,8 +18,14 @@ from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.factories import ClusterFactory, ClusterGrantFactory
+
+# Bodies whose validity JSON Schema cannot say: a sweep's spec is a Katib Experiment as YAML
+# text, so a schema-valid string ("0") is refused (400, with each problem's path) by the spec's
+# own validation, which tests/sweeps/test_spec.py covers. Every other check still applies.
+SEMANTIC_BODIES = {("POST", "/api/v1/sweeps/")}
 
 
 def _in_process(handler):
@@ -123,7 +129,10 @@ def _point_at_real_things(case, world) -> None:
 @settings(max_examples=25, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 def test_the_api_answers_every_operation_as_its_schema_says(case, alices_world):
     _point_at_real_things(case, alices_world)
-    case.call_and_validate(headers={"Authorization": f"Token {alices_world['token']}"})
+    excluded = []
+    if (case.method, case.path) in SEMANTIC_BODIES:
+        excluded.append(positive_data_acceptance)
+    case.call_and_validate(headers={"Authorization": f"Token {alices_world['token']}"}, excluded_checks=excluded)
 
 
 @pytest.mark.django_db

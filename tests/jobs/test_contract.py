@@ -120,6 +120,23 @@ def test_an_array_job_shows_each_task(grant):
     assert read_all(job, task="2")[0] == "task 2\n"
 
 
+def test_an_array_task_that_ended_shows_its_end_while_its_siblings_run(grant):
+    # squeue forgets a task once it ends; the poll asks accounting about it in the same sacct.
+    job = submit(grant, '[ "$SLURM_ARRAY_TASK_ID" = 0 ] && exit 3; sleep 40', "#SBATCH --array=0-1")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        services.jobs_poll()
+        job.refresh_from_db()
+        first = job.tasks.filter(task_id="0").first()
+        if first and first.state.startswith("FAILED"):
+            break
+        time.sleep(1)
+    assert job.status == S.RUNNING
+    assert job.tasks.get(task_id="0").state.startswith("FAILED")
+    assert job.tasks.get(task_id="1").state == "RUNNING"
+    services.job_cancel(user=grant.user, job=job)
+
+
 # Slurm's own words for a memory request no node can hold: sbatch's stderr lines verbatim,
 # and slurmrestd's error for the same refusal (ESLURM_REQUESTED_NODE_CONFIG_UNAVAILABLE).
 SLURM_REFUSES_100T = {

@@ -8,7 +8,7 @@ from apps.clusters.transport import slurm_client
 from apps.integrations.slurm.base import JobInfo, SlurmError
 
 from ..models import Job
-from .fold import apply_infos, combined_state, complete_record
+from .fold import apply_infos, combined_state, complete_record, task_key
 
 log = logging.getLogger(__name__)
 S = Job.Status
@@ -61,9 +61,12 @@ def _poll_group(jobs: list[Job]) -> int:
             if key in by_id:
                 seen.setdefault(key, []).append(info)
         finished = [jid for jid in by_id if jid not in seen or combined_state(seen[jid]) in Job.TERMINAL]
+        # squeue forgets an array task as soon as it ends, while its siblings still run:
+        # accounting (in the same one sacct) says how such a task ended.
+        partly = _arrays_with_ended_tasks({jid: by_id[jid] for jid in seen if jid not in finished}, seen)
         accounting: dict[str, list[JobInfo]] = {}
-        if finished:
-            for info in client.accounting(finished):
+        if finished or partly:
+            for info in client.accounting([*finished, *partly]):
                 accounting.setdefault(info.array_job_id or info.job_id, []).append(info)
             calls += 1
     # Results are written after the connection is closed, one short transaction per job.
@@ -71,5 +74,13 @@ def _poll_group(jobs: list[Job]) -> int:
         if jid in accounting and complete_record(job, accounting[jid]):
             apply_infos(job, accounting[jid], final=True)
         elif jid in seen:
-            apply_infos(job, seen[jid])
+            live = {task_key(i) for i in seen[jid]}
+            ended = [i for i in accounting.get(jid, []) if task_key(i) and task_key(i) not in live]
+            apply_infos(job, [*seen[jid], *ended])
     return calls
+
+
+def _arrays_with_ended_tasks(jobs: dict[str, Job], seen: dict[str, list[JobInfo]]) -> list[str]:
+    """The arrays still in the queue: a task of theirs may have ended (and left squeue) since
+    the last cycle, maybe before the hub ever saw it run; the cycle's one sacct covers them."""
+    return [jid for jid, job in jobs.items() if job.is_array and jid in seen]

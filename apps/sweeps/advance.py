@@ -1,0 +1,286 @@
+"""Following a running sweep, one cycle at a time (the jobs' tracking does the Slurm side):
+
+1. fold the array tasks the jobs poll recorded (JobTask rows) onto the trials: no Slurm call;
+2. make the MLflow runs of trials that have none (children of the sweep's run), in batches,
+   and write the trial → run file the tasks wait for: off the submission path;
+3. read the objective of every trial that runs or just ended: one bulk-history call per
+   hundred trials;
+4. median stopping: ``scancel <array>_<task>`` of a losing trial through the transport;
+5. ends: goal reached, too many failures, every trial done; adaptive sweeps ask Optuna for
+   the next wave when there is room.
+
+Every step is safe to run twice; the hub being down loses nothing (Slurm keeps running the
+array, and the next cycle catches up from the jobs' rows and MLflow)."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from django.db import transaction
+from django.utils import timezone
+
+from apps.audit.services import audit_record
+from apps.clusters.transport import slurm_client
+from apps.core.tasks import enqueue
+from apps.integrations.mlflow.base import MlflowError
+from apps.integrations.slurm import states
+from apps.integrations.slurm.base import SlurmError
+from apps.jobs import tracking
+from apps.jobs.models import Job, JobTask
+
+from . import earlystop, services, trialscript
+from .models import Sweep, Trial
+from .runs import close_runs
+from .spec import Spec
+
+log = logging.getLogger(__name__)
+S = Sweep.Status
+T = Trial.State
+RUNS_PER_CYCLE = 200
+# A task in these Slurm states ran to its end; what it reported decides success.
+_TASK_STATE = {
+    states.PENDING: T.PENDING,
+    states.RUNNING: T.RUNNING,
+    states.COMPLETED: T.SUCCEEDED,
+    states.FAILED: T.FAILED,
+    states.CANCELLED: T.CANCELLED,
+    states.TIMEOUT: T.FAILED,
+    states.OUT_OF_MEMORY: T.FAILED,
+    states.NODE_FAIL: T.FAILED,
+}
+
+
+def sweeps_tick() -> int:
+    """One cycle for every running sweep."""
+    count = 0
+    for sweep_id in Sweep.objects.filter(status=S.RUNNING).values_list("pk", flat=True):
+        try:
+            sweep_advance(sweep_id=sweep_id)
+        except Exception:  # one bad sweep must not stop the others
+            log.exception("advancing sweep %s failed", sweep_id)
+        count += 1
+    return count
+
+
+def sweep_advance(*, sweep_id: int) -> Sweep:
+    sweep = Sweep.objects.select_related("grant__cluster", "owner", "team").get(pk=sweep_id)
+    if sweep.is_terminal:
+        return sweep
+    spec = services.spec_of(sweep)
+    _fold(sweep)
+    try:
+        _make_runs(sweep)
+        _read_objectives(sweep, spec)
+    except MlflowError as exc:
+        log.warning("sweep %s: MLflow: %s", sweep.uuid, exc)
+    _settle_completed(sweep, spec)
+    if spec.early_stopping == "medianstop":
+        _median_stop(sweep, spec)
+    sweep = _decide(sweep, spec)
+    if sweep.is_terminal:
+        close_runs(sweep)
+    return sweep
+
+
+def trial_state(trial: Trial, job: Job, task_state: str | None) -> str:
+    """What the trial's job and its array task say about the trial (before its metric)."""
+    if task_state:
+        return _TASK_STATE.get(states.hub_state(task_state) or "", trial.state)
+    if job.status in (Job.Status.QUEUED, Job.Status.SUBMITTING, Job.Status.UNKNOWN, Job.Status.PENDING):
+        return T.PENDING
+    if job.status == Job.Status.RUNNING:
+        return T.PENDING  # the array runs, this task has not started yet
+    if job.status in Job.TERMINAL:
+        # The whole array ended and Slurm has no row of this task: it never started
+        # (the array was refused or cancelled before it got there).
+        return T.CANCELLED if job.status == Job.Status.CANCELLED else T.FAILED
+    return trial.state
+
+
+def _fold(sweep: Sweep) -> None:
+    trials = list(sweep.trials.filter(state__in=[T.PENDING, T.RUNNING]).select_related("job"))
+    if not trials:
+        return
+    job_ids = {t.job_id for t in trials}
+    tasks = {
+        (row["job_id"], row["task_id"]): row
+        for row in JobTask.objects.filter(job_id__in=job_ids).values("job_id", "task_id", "state", "accounting")
+    }
+    for trial in trials:
+        row = tasks.get((trial.job_id, str(trial.task_id)))
+        new = trial_state(trial, trial.job, row["state"] if row else None)
+        fields = {}
+        accounting = (row or {}).get("accounting") or {}
+        if new == T.SUCCEEDED:
+            new = T.ENDING  # until its objective is read (_settle_completed)
+        if new != trial.state and new in (T.RUNNING, T.FAILED, T.CANCELLED, T.ENDING):
+            fields["state"] = new
+        if accounting.get("start_time") and not trial.started_at:
+            fields["started_at"] = accounting["start_time"]
+        if new in (T.FAILED, T.CANCELLED, T.ENDING) and not trial.finished_at:
+            fields["finished_at"] = accounting.get("end_time") or timezone.now()
+        if fields:
+            # Ended trials (early-stopped by the hub, cancelled) keep their state.
+            Trial.objects.filter(pk=trial.pk, state=trial.state).update(**fields, updated_at=timezone.now())
+
+
+def _make_runs(sweep: Sweep) -> None:
+    """The sweep's parent run, then a child run for each trial in an array that has none,
+    a batch per cycle; then the file that tells each task its run."""
+    pending = list(
+        sweep.trials.filter(mlflow_run_id="", job__isnull=False)
+        .exclude(state__in=[T.CANCELLED])
+        .select_related("job__team", "job__owner")
+        .order_by("number")[:RUNS_PER_CYCLE]
+    )
+    if not pending:
+        return
+    client = tracking.client()
+    if not sweep.mlflow_run_id:
+        # The arrays' experiment: each task logs to its run as its job's own MLflow login,
+        # which may edit that experiment only (tracking.job_environment).
+        job = pending[0].job
+        experiment_id = (
+            sweep.mlflow_experiment_id
+            or job.mlflow_experiment_id
+            or client.ensure_experiment(tracking.experiment_name(job))
+        )
+        run_id = client.create_run(
+            experiment_id, sweep.name, {"axle.sweep_id": str(sweep.uuid), "mlflow.user": sweep.owner.get_username()}
+        )
+        Sweep.objects.filter(pk=sweep.pk, mlflow_run_id="").update(
+            mlflow_experiment_id=experiment_id, mlflow_run_id=run_id
+        )
+        sweep.refresh_from_db()
+    for trial in pending:
+        run_id = client.create_run(
+            sweep.mlflow_experiment_id,
+            f"{sweep.name}-trial-{trial.number}",
+            {
+                "mlflow.parentRunId": sweep.mlflow_run_id,
+                "axle.sweep_id": str(sweep.uuid),
+                "axle.trial": str(trial.number),
+                "mlflow.user": sweep.owner.get_username(),
+            },
+        )
+        client.log_params(run_id, {k: str(v) for k, v in trial.params.items()})
+        Trial.objects.filter(pk=trial.pk, mlflow_run_id="").update(mlflow_run_id=run_id)
+    runs = list(sweep.trials.exclude(mlflow_run_id="").order_by("number").values_list("number", "mlflow_run_id"))
+    try:
+        with slurm_client(sweep.grant) as cluster:
+            cluster.files.write(f"{sweep.folder}/{trialscript.RUNS_FILE}", trialscript.runs_file(runs))
+    except SlurmError as exc:
+        log.warning("sweep %s: writing the runs file failed: %s", sweep.uuid, exc.message)
+
+
+def _read_objectives(sweep: Sweep, spec: Spec) -> None:
+    trials = list(
+        sweep.trials.filter(state__in=[T.RUNNING, T.ENDING]).exclude(mlflow_run_id="").only("pk", "mlflow_run_id")
+    )
+    if not trials:
+        return
+    histories = tracking.client().metric_histories([t.mlflow_run_id for t in trials], spec.metric)
+    for trial in trials:
+        points = [p for p in histories.get(trial.mlflow_run_id, []) if math.isfinite(p.value)]
+        if not points:
+            continue
+        intermediate = {str(p.step): p.value for p in points}
+        values = [p.value for p in points]
+        # Katib's default metric strategy follows the objective: the best value reported.
+        best = max(values) if spec.maximize else min(values)
+        Trial.objects.filter(pk=trial.pk).update(intermediate=intermediate, objective=best, updated_at=timezone.now())
+
+
+def _settle_completed(sweep: Sweep, spec: Spec) -> None:
+    """A task that ended well succeeded if it reported the objective, else it failed."""
+    for trial in sweep.trials.filter(state=T.ENDING):
+        if trial.objective is not None:
+            Trial.objects.filter(pk=trial.pk, state=T.ENDING).update(state=T.SUCCEEDED)
+        else:
+            Trial.objects.filter(pk=trial.pk, state=T.ENDING).update(
+                state=T.FAILED, stop_reason={"reason": f"the task ended without reporting {spec.metric}"}
+            )
+
+
+def _points(trial: Trial) -> list[tuple[int, float]]:
+    return sorted((int(k), v) for k, v in (trial.intermediate or {}).items())
+
+
+def _median_stop(sweep: Sweep, spec: Spec) -> None:
+    settings = spec.early_stopping_settings
+    succeeded = [_points(t) for t in sweep.trials.filter(state=T.SUCCEEDED)]
+    losing: list[tuple[Trial, earlystop.Decision]] = []
+    for trial in sweep.trials.filter(state=T.RUNNING).select_related("job"):
+        decision = earlystop.decide(
+            _points(trial),
+            succeeded,
+            maximize=spec.maximize,
+            min_trials_required=settings["min_trials_required"],
+            start_step=settings["start_step"],
+        )
+        if decision.stop and trial.job.slurm_job_id:
+            losing.append((trial, decision))
+    if not losing:
+        return
+    try:
+        with slurm_client(sweep.grant) as client:
+            for trial, decision in losing:
+                # Just this task: the array's other tasks keep running.
+                client.cancel(f"{trial.job.slurm_job_id}_{trial.task_id}")
+                with transaction.atomic():
+                    if Trial.objects.filter(pk=trial.pk, state=T.RUNNING).update(
+                        state=T.EARLY_STOPPED, stop_reason=decision.as_reason(), finished_at=timezone.now()
+                    ):
+                        audit_record(
+                            action="sweep.trial_early_stopped",
+                            subject=sweep,
+                            after={"trial": trial.number, "slurm_task": trial.slurm_task, **decision.as_reason()},
+                        )
+    except SlurmError as exc:
+        log.warning("sweep %s: early stopping failed: %s", sweep.uuid, exc.message)
+
+
+def _decide(sweep: Sweep, spec: Spec) -> Sweep:
+    trials = list(sweep.trials.all())
+    succeeded = [t for t in trials if t.state == T.SUCCEEDED]
+    best = None
+    for t in succeeded:
+        if best is None or spec.is_better(t.objective, best):
+            best = t.objective
+    if best != sweep.best_value:
+        Sweep.objects.filter(pk=sweep.pk).update(best_value=best)
+        sweep.best_value = best
+    if best is not None and spec.goal_reached(best):
+        services.cancel_rest(sweep)
+        return services._end(
+            sweep, S.SUCCEEDED, f"The goal {spec.metric} {spec.goal:g} was reached ({best:g}).", data={"best": best}
+        )
+    failed = sum(1 for t in trials if t.state == T.FAILED)
+    if spec.max_failed_trial_count is not None and failed > spec.max_failed_trial_count:
+        services.cancel_rest(sweep)
+        return services._end(
+            sweep,
+            S.FAILED,
+            f"{failed} trials failed, more than maxFailedTrialCount ({spec.max_failed_trial_count}).",
+            data={"failed": failed},
+        )
+    active = [t for t in trials if t.state in Trial.ACTIVE]
+    if not active and len(trials) >= sweep.max_trial_count:
+        message = (
+            f"All {len(trials)} trials ended; best {spec.metric} {best:g}."
+            if best is not None
+            else (f"All {len(trials)} trials ended; none reported {spec.metric}.")
+        )
+        return services._end(sweep, S.SUCCEEDED if best is not None else S.FAILED, message, data={"best": best})
+    room = min(spec.parallel_trial_count - len(active), sweep.max_trial_count - len(trials))
+    if spec.adaptive and room > 0:
+        with transaction.atomic():
+            locked = Sweep.objects.select_for_update().get(pk=sweep.pk)
+            if locked.status == S.RUNNING and locked.trials.count() == len(trials):
+                services._ask_more(locked, spec, room)
+                enqueue("apps.sweeps.tasks.sweep_launch", sweep.pk)
+    elif any(t.state == T.CREATED and t.job_id is None for t in trials):
+        enqueue("apps.sweeps.tasks.sweep_launch", sweep.pk)  # a launch that found the cluster down
+    sweep.refresh_from_db()
+    return sweep

@@ -1,0 +1,141 @@
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.accounts.teams import TeamField
+from apps.clusters.selectors import cluster_get
+from apps.core.pagination import Pagination
+from apps.core.schema import errors
+
+from . import selectors, services
+
+
+class SweepInputSerializer(serializers.Serializer):
+    cluster = serializers.CharField(help_text="Cluster name or id")
+    spec = serializers.CharField(trim_whitespace=False, help_text="A Katib Experiment (kubeflow.org/v1beta1), YAML")
+    script = serializers.CharField(
+        required=False,
+        allow_null=True,
+        default=None,
+        trim_whitespace=False,
+        help_text="The trial's sbatch script; without it, spec.trialTemplate.trialSpec must be the script",
+    )
+
+
+class SweepCreateInputSerializer(SweepInputSerializer):
+    team = TeamField(required=False, allow_null=True, default=None)
+
+
+class SpecProblemSerializer(serializers.Serializer):
+    path = serializers.CharField()
+    message = serializers.CharField()
+
+
+class SweepValidationSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    problems = SpecProblemSerializer(many=True)
+    trials = serializers.IntegerField(required=False)
+    first_array = serializers.IntegerField(required=False)
+    algorithm = serializers.CharField(required=False)
+
+
+class TrialOutputSerializer(serializers.Serializer):
+    number = serializers.IntegerField()
+    state = serializers.CharField()
+    params = serializers.DictField()
+    objective = serializers.FloatField(allow_null=True)
+    intermediate = serializers.DictField()
+    stop_reason = serializers.DictField()
+    slurm_task = serializers.CharField()
+    mlflow_run_id = serializers.CharField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class SweepOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField(source="uuid")
+    name = serializers.CharField()
+    status = serializers.CharField()
+    cluster = serializers.CharField(source="cluster.name")
+    team = serializers.CharField(source="team.name", allow_null=True, default=None)
+    algorithm = serializers.CharField()
+    max_trial_count = serializers.IntegerField()
+    best_value = serializers.FloatField(allow_null=True)
+    message = serializers.CharField()
+    mlflow_run_id = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class SweepExtendInputSerializer(serializers.Serializer):
+    trials = serializers.IntegerField(min_value=1, max_value=100_000)
+
+
+class SweepValidateApi(APIView):
+    @extend_schema(request=SweepInputSerializer, responses={200: SweepValidationSerializer, **errors(404)})
+    def post(self, request):
+        data = SweepInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        d = data.validated_data
+        cluster = cluster_get(user=request.user, ident=d["cluster"])
+        return Response(
+            services.sweep_validate(user=request.user, cluster=cluster, spec_text=d["spec"], script=d["script"])
+        )
+
+
+class SweepListCreateApi(APIView):
+    pagination_class = Pagination
+
+    @extend_schema(
+        parameters=[OpenApiParameter("status", str)], responses={200: SweepOutputSerializer(many=True), **errors(400)}
+    )
+    def get(self, request):
+        sweeps = selectors.sweep_list(user=request.user, status=request.query_params.get("status", ""))
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(sweeps, request, view=self)
+        return paginator.get_paginated_response(SweepOutputSerializer(page, many=True).data)
+
+    @extend_schema(request=SweepCreateInputSerializer, responses={201: SweepOutputSerializer, **errors(404)})
+    def post(self, request):
+        data = SweepCreateInputSerializer(data=request.data, context={"request": request})
+        data.is_valid(raise_exception=True)
+        d = data.validated_data
+        sweep = services.sweep_create(
+            user=request.user,
+            cluster=cluster_get(user=request.user, ident=d["cluster"]),
+            spec_text=d["spec"],
+            script=d["script"],
+            team=d["team"],
+        )
+        return Response(SweepOutputSerializer(sweep).data, status=201)
+
+
+class SweepDetailApi(APIView):
+    @extend_schema(responses=SweepOutputSerializer)
+    def get(self, request, sweep_id):
+        return Response(SweepOutputSerializer(selectors.sweep_get(user=request.user, sweep_id=sweep_id)).data)
+
+
+class SweepTrialsApi(APIView):
+    @extend_schema(responses=TrialOutputSerializer(many=True))
+    def get(self, request, sweep_id):
+        sweep = selectors.sweep_get(user=request.user, sweep_id=sweep_id)
+        return Response(TrialOutputSerializer(selectors.trial_list(sweep=sweep), many=True).data)
+
+
+class SweepStopApi(APIView):
+    @extend_schema(request=None, responses={200: SweepOutputSerializer, **errors(409, 503)})
+    def post(self, request, sweep_id):
+        sweep = services.sweep_stop(user=request.user, sweep=selectors.sweep_get(user=request.user, sweep_id=sweep_id))
+        return Response(SweepOutputSerializer(sweep).data)
+
+
+class SweepExtendApi(APIView):
+    @extend_schema(request=SweepExtendInputSerializer, responses=SweepOutputSerializer)
+    def post(self, request, sweep_id):
+        data = SweepExtendInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        sweep = selectors.sweep_get(user=request.user, sweep_id=sweep_id)
+        sweep = services.sweep_extend(user=request.user, sweep=sweep, trials=data.validated_data["trials"])
+        return Response(SweepOutputSerializer(sweep).data)

@@ -1,0 +1,399 @@
+"""Writes for sweeps: create (spec and grant checked, trials asked), launch a wave as one job
+array through the jobs machinery, stop, extend.
+
+A wave is a Job: the jobs app submits it (crash-safe by its marker), tracks it (one batched
+poll, array tasks folded into JobTask rows) and keeps its logs; the sweep reads those rows
+(advance.py). The rule everywhere: record the intent and commit, talk to the cluster with no
+transaction open, then record the result."""
+
+from __future__ import annotations
+
+import uuid as uuid_lib
+
+from django.db import transaction
+from django.utils import timezone
+
+from apps.audit.services import audit_record
+from apps.clusters.models import Cluster, ClusterGrant
+from apps.clusters.selectors import grant_for_submission
+from apps.clusters.transport import slurm_client
+from apps.core.errors import Conflict, PermissionDenied, Unavailable, ValidationFailed
+from apps.core.tasks import enqueue
+from apps.core.transitions import transition
+from apps.integrations.slurm.base import RemoteCommandFailed, SlurmError, UnsupportedOperation
+from apps.jobs import validation as job_validation
+from apps.jobs.models import Job
+from apps.jobs.services import job_create
+
+from . import search, trialscript
+from .models import Sweep, Trial
+from .runs import close_runs
+from .spec import Spec, SpecError, parse
+
+S = Sweep.Status
+T = Trial.State
+
+
+def spec_of(sweep: Sweep) -> Spec:
+    spec = parse(sweep.spec_text, script=sweep.script)
+    return spec
+
+
+def _problems_text(problems: list[dict]) -> str:
+    return "; ".join((f"line {p['line']}: " if p.get("line") else "") + p["message"] for p in problems)
+
+
+def _grant_problems(*, spec: Spec, grant: ClusterGrant, size: int, folder: str) -> list[dict]:
+    """The sweep checked against the grant as the job array it will be: the array size, the
+    per-task resources and the active jobs, with the numbers."""
+    script = trialscript.array_script(
+        spec=spec, script=spec.script, folder=folder, wave=0, size=max(size, 1), parallel=spec.parallel_trial_count
+    )
+    result = job_validation.validate(script=script, grant=grant, workdir=f"{grant.job_root}/<job id>", name=spec.name)
+    problems = [
+        {"path": "spec.trialTemplate.trialSpec", "line": p["line"], "message": p["message"]} for p in result.problems
+    ]
+    # The wrapper's lines are not the user's: a line number would point at the wrong line.
+    for p in problems:
+        p.pop("line")
+    if (
+        grant.max_array_size is not None
+        and size > grant.max_array_size
+        and not any("array" in p["message"] for p in problems)
+    ):
+        problems.append(
+            {
+                "path": "spec.maxTrialCount",
+                "message": f"The sweep is one job array of {size} tasks; your grant allows arrays of up to "
+                f"{grant.max_array_size}.",
+            }
+        )
+    if grant.max_active_jobs is not None:
+        active = Job.objects.filter(grant=grant).exclude(status__in=Job.TERMINAL).count()
+        if active >= grant.max_active_jobs:
+            problems.append(
+                {
+                    "path": "(grant)",
+                    "message": f"You already have {active} active jobs on {grant.cluster.name}, your grant's "
+                    f"limit of {grant.max_active_jobs}; the sweep's array would be one more.",
+                }
+            )
+    return problems
+
+
+def _first_wave_size(spec: Spec) -> int:
+    return spec.trial_count() if not spec.adaptive else min(spec.parallel_trial_count, spec.trial_count())
+
+
+def sweep_validate(*, user, cluster: Cluster, spec_text: str, script: str | None = None) -> dict:
+    """Everything wrong with a sweep before it is created: the spec's problems with their
+    field paths, then the grant's. Never raises for a bad spec."""
+    try:
+        spec = parse(spec_text, script=script)
+    except SpecError as exc:
+        return {"ok": False, "problems": exc.problems}
+    problems = _static_problems(spec, cluster)
+    grant = grant_for_submission(user=user, cluster=cluster)
+    if grant is None:
+        problems.append({"path": "(grant)", "message": f"You have no active grant on cluster {cluster.name}."})
+    else:
+        problems += _grant_problems(
+            spec=spec, grant=grant, size=_first_wave_size(spec), folder=f"{grant.job_root}/sweep"
+        )
+    return {
+        "ok": not problems,
+        "problems": problems,
+        "trials": spec.trial_count(),
+        "first_array": _first_wave_size(spec),
+        "algorithm": spec.algorithm,
+    }
+
+
+def _static_problems(spec: Spec, cluster: Cluster) -> list[dict]:
+    problems = []
+    if problem := trialscript.array_problem(spec.script):
+        problems.append({"path": "spec.trialTemplate.trialSpec", "message": problem})
+    if cluster.tracking_mode == Cluster.TrackingMode.FILE:
+        problems.append(
+            {
+                "path": "(cluster)",
+                "message": f"Cluster {cluster.name} tracks through a file store (its nodes cannot reach MLflow); "
+                "sweeps need trials that report to MLflow while they run.",
+            }
+        )
+    if spec.algorithm == "hyperband":
+        # The spec is valid Katib; running it as plain random search would not be hyperband.
+        problems.append(
+            {
+                "path": "spec.algorithm.algorithmName",
+                "message": "hyperband's successive halving is not implemented on Axle yet; use random or tpe "
+                "with medianstop early stopping, which also stops the trials that lag.",
+            }
+        )
+    try:
+        search.sampler(spec)
+    except SpecError as exc:
+        problems += exc.problems
+    return problems
+
+
+def sweep_create(*, user, cluster: Cluster, spec_text: str, script: str | None = None, team=None) -> Sweep:
+    """Check the spec and the grant, ask Optuna for the first trials, record them, and queue
+    the launch of their job array."""
+    spec = parse(spec_text, script=script)
+    grant = grant_for_submission(user=user, cluster=cluster)
+    if grant is None:
+        raise PermissionDenied(f"You have no active grant on cluster {cluster.name}.")
+    if team is None:
+        membership = user.memberships.select_related("team").order_by("created_at").first()
+        team = membership.team if membership else None
+    sweep_uuid = uuid_lib.uuid4()
+    folder = f"{grant.job_root}/sweep-{sweep_uuid}"
+    problems = _static_problems(spec, cluster) + _grant_problems(
+        spec=spec, grant=grant, size=_first_wave_size(spec), folder=folder
+    )
+    if problems:
+        raise ValidationFailed(
+            "The sweep cannot run: " + "; ".join(f"{p['path']}: {p['message']}" for p in problems),
+            extra={"problems": problems},
+        )
+    suggestions, attrs = search.ask(spec, [], _first_wave_size(spec))
+    with transaction.atomic():
+        sweep = Sweep.objects.create(
+            uuid=sweep_uuid,
+            owner=user,
+            team=team,
+            grant=grant,
+            cluster=cluster,
+            name=spec.name,
+            spec_text=spec_text,
+            script=spec.script,
+            algorithm=spec.algorithm,
+            max_trial_count=spec.trial_count(),
+            folder=folder,
+            optuna_attrs=attrs,
+        )
+        _record_trials(sweep, spec, suggestions, start=0)
+        audit_record(
+            action="sweep.created",
+            subject=sweep,
+            actor=user,
+            after={
+                "cluster": cluster.name,
+                "algorithm": spec.algorithm,
+                "trials": sweep.max_trial_count,
+                "parallel": spec.parallel_trial_count,
+                "first_array": len(suggestions),
+            },
+        )
+        enqueue("apps.sweeps.tasks.sweep_launch", sweep.pk)
+    return sweep
+
+
+def _record_trials(sweep: Sweep, spec: Spec, suggestions: list[search.Suggestion], *, start: int) -> list[Trial]:
+    return Trial.objects.bulk_create(
+        [
+            Trial(
+                sweep=sweep,
+                number=start + i,
+                params=s.params,
+                values=search.rendered(spec, s.params),
+                system_attrs=s.system_attrs,
+            )
+            for i, s in enumerate(suggestions)
+        ]
+    )
+
+
+def sweep_launch(*, sweep_id: int) -> Job | None:
+    """Put the trials not yet in an array into ONE job array: write the wave's parameter
+    file and the trial script into the sweep's folder, then create the wave's Job (the jobs
+    app submits and tracks it). Safe to run twice: a launch claims its wave number with a
+    compare-and-swap, and the files it wrote are the same each time."""
+    sweep = Sweep.objects.select_related("grant__cluster", "owner", "team").get(pk=sweep_id)
+    if sweep.is_terminal:
+        return None
+    trials = list(sweep.trials.filter(state=T.CREATED, job__isnull=True).order_by("number"))
+    if not trials:
+        return None
+    spec = spec_of(sweep)
+    wave = sweep.waves
+    params = trialscript.params_file(spec, [(t.number, t.values) for t in trials])
+    try:
+        with slurm_client(sweep.grant) as client:
+            files = client.files
+            files.mkdir(sweep.folder)
+            files.write(f"{sweep.folder}/{trialscript.TEMPLATE_FILE}", sweep.script.encode("utf-8"), mode=0o755)
+            files.write(f"{sweep.folder}/wave-{wave}.tsv", params)
+    except (UnsupportedOperation, RemoteCommandFailed) as exc:
+        _end(sweep, S.FAILED, f"The sweep's folder {sweep.folder} could not be written: {exc.message}")
+        return None
+    except SlurmError as exc:
+        # Transient: the tick launches the wave again later.
+        Sweep.objects.filter(pk=sweep.pk).update(message=f"Waiting for cluster {sweep.cluster.name}: {exc.message}")
+        return None
+    script = trialscript.array_script(
+        spec=spec,
+        script=sweep.script,
+        folder=sweep.folder,
+        wave=wave,
+        size=len(trials),
+        parallel=spec.parallel_trial_count,
+    )
+    try:
+        with transaction.atomic():
+            if not Sweep.objects.filter(pk=sweep.pk, waves=wave, status=S.RUNNING).update(waves=wave + 1):
+                raise Conflict("another launch took this wave")
+            job = job_create(
+                user=sweep.owner,
+                cluster=sweep.cluster,
+                name=f"{sweep.name}-{wave}"[:200],
+                script=script,
+                team=sweep.team,
+            )
+            for task_id, trial in enumerate(trials):
+                claimed = Trial.objects.filter(pk=trial.pk, job__isnull=True, state=T.CREATED).update(
+                    job=job, task_id=task_id, state=T.PENDING
+                )
+                if not claimed:
+                    raise Conflict("a trial was taken meanwhile")
+            audit_record(
+                action="sweep.array_created",
+                subject=sweep,
+                after={"wave": wave, "job": str(job.uuid), "trials": [t.number for t in trials]},
+            )
+    except Conflict:
+        return None
+    except ValidationFailed as exc:
+        _end(sweep, S.FAILED, f"Wave {wave} does not fit the grant: {exc.message}")
+        return None
+    return job
+
+
+def _end(sweep: Sweep, status: str, message: str, *, actor=None, data: dict | None = None) -> Sweep:
+    try:
+        return transition(
+            obj=sweep,
+            to=status,
+            transitions=Sweep.TRANSITIONS,
+            action=f"sweep.{status}",
+            actor=actor,
+            fields={"message": message[:2000], "finished_at": timezone.now()},
+            data={"message": message, **(data or {})},
+        )
+    except Conflict:
+        sweep.refresh_from_db()
+        return sweep
+
+
+def cancel_rest(sweep: Sweep, *, state: str = T.CANCELLED) -> int:
+    """Cancel every trial still waiting or running: the arrays' remaining tasks on Slurm (one
+    scancel per array, which stops all of its tasks), then the rows. Returns the trials."""
+    jobs = list(
+        Job.objects.filter(trials__sweep=sweep, trials__state__in=Trial.ACTIVE, status__in=Job.ACTIVE_ON_CLUSTER)
+        .exclude(slurm_job_id="")
+        .distinct()
+    )
+    if jobs:
+        try:
+            with slurm_client(sweep.grant) as client:
+                for job in jobs:
+                    client.cancel(job.slurm_job_id)
+        except SlurmError as exc:
+            raise Unavailable(f"Cluster {sweep.cluster.name} could not be reached to cancel the trials: {exc.message}")
+    # Arrays not yet on Slurm are cancelled in the hub's queue, so they never get there.
+    for job in Job.objects.filter(trials__sweep=sweep, status=Job.Status.QUEUED).distinct():
+        try:
+            transition(
+                obj=job,
+                to=Job.Status.CANCELLED,
+                transitions=Job.TRANSITIONS,
+                action="job.cancelled",
+                fields={"finished_at": timezone.now()},
+                data={"where": "hub queue", "sweep": str(sweep.uuid)},
+            )
+        except Conflict:
+            pass
+    return Trial.objects.filter(sweep=sweep, state__in=Trial.ACTIVE).update(state=state, finished_at=timezone.now())
+
+
+def sweep_stop(*, user, sweep: Sweep) -> Sweep:
+    if sweep.owner_id != user.pk:
+        raise PermissionDenied("Only the sweep's owner can stop it.")
+    if sweep.is_terminal:
+        raise Conflict(f"The sweep already ended ({sweep.get_status_display().lower()}).")
+    with transaction.atomic():
+        audit_record(action="sweep.stop_requested", subject=sweep, actor=user, after={"status": sweep.status})
+    cancelled = cancel_rest(sweep)
+    sweep = _end(sweep, S.STOPPED, f"Stopped by {user.get_username()}.", actor=user, data={"cancelled": cancelled})
+    close_runs(sweep)
+    return sweep
+
+
+def sweep_extend(*, user, sweep: Sweep, trials: int) -> Sweep:
+    """Run ``trials`` more trials: maxTrialCount grows, and a sweep that ended runs again."""
+    if sweep.owner_id != user.pk:
+        raise PermissionDenied("Only the sweep's owner can extend it.")
+    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+        raise ValidationFailed("Extend by a whole number of trials, at least 1.")
+    spec = spec_of(sweep)
+    total = sweep.max_trial_count + trials
+    if spec.algorithm == "grid" and total > spec.grid_size():
+        raise ValidationFailed(
+            f"The grid has {spec.grid_size()} points and the sweep already runs {sweep.max_trial_count}; "
+            f"it can grow by at most {spec.grid_size() - sweep.max_trial_count}."
+        )
+    grant_problems = _grant_problems(
+        spec=spec,
+        grant=sweep.grant,
+        size=trials if not spec.adaptive else spec.parallel_trial_count,
+        folder=sweep.folder,
+    )
+    if grant_problems:
+        raise ValidationFailed("The extension does not fit your grant: " + _problems_text(grant_problems))
+    with transaction.atomic():
+        locked = Sweep.objects.select_for_update().get(pk=sweep.pk)
+        if locked.is_terminal:
+            transition(
+                obj=locked,
+                to=S.RUNNING,
+                transitions=Sweep.TRANSITIONS,
+                action="sweep.resumed",
+                actor=user,
+                fields={"finished_at": None, "message": ""},
+            )
+        Sweep.objects.filter(pk=sweep.pk).update(max_trial_count=total)
+        audit_record(
+            action="sweep.extended",
+            subject=locked,
+            actor=user,
+            before={"max_trial_count": sweep.max_trial_count},
+            after={"max_trial_count": total},
+        )
+        if not spec.adaptive:
+            _ask_more(locked, spec, trials)
+            enqueue("apps.sweeps.tasks.sweep_launch", sweep.pk)
+    sweep.refresh_from_db()
+    return sweep
+
+
+def past_of(sweep: Sweep) -> list[search.Past]:
+    return [
+        search.Past(
+            params=t.params,
+            state=t.state,
+            value=t.objective,
+            intermediate={int(k): v for k, v in (t.intermediate or {}).items()},
+            system_attrs=t.system_attrs,
+        )
+        for t in sweep.trials.order_by("number")
+    ]
+
+
+def _ask_more(sweep: Sweep, spec: Spec, count: int) -> list[Trial]:
+    """Ask Optuna (rebuilt from the rows) for ``count`` more trials and record them. Call
+    inside a transaction holding the sweep's row."""
+    past = past_of(sweep)
+    suggestions, attrs = search.ask(spec, past, count, study_attrs=sweep.optuna_attrs)
+    Sweep.objects.filter(pk=sweep.pk).update(optuna_attrs=attrs)
+    return _record_trials(sweep, spec, suggestions, start=len(past))

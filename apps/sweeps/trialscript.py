@@ -1,0 +1,102 @@
+"""What a sweep puts on the cluster (pure: text in, text out).
+
+A wave of trials is ONE job array. Its script is the user's sbatch header (the ``#SBATCH``
+lines, as sbatch reads them) plus ``#SBATCH --array=0-(N-1)%P`` and a short bash preamble.
+Each task reads its own line of the wave's parameter file (written by the hub into the
+sweep's folder before sbatch), exports every trial parameter as an environment variable,
+puts the values in place of ``${trialParameters.<name>}`` in the user's script exactly as
+Katib does in a trialSpec (plain text replacement, so it works inside quotes, heredocs and
+Python as well), and runs that script with its own interpreter line."""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from .spec import Spec
+
+# The hub writes this file after sbatch, once it made each trial's MLflow run (batched, off
+# the submission path); a task waits for its line so its metrics land in its own run.
+RUNS_FILE = "runs.tsv"
+TEMPLATE_FILE = "trial.sh"
+RUN_WAIT_SECONDS = 300
+_ARRAY = re.compile(r"^#SBATCH\s+(-a\b|--array\b)")
+
+
+def header(script: str) -> tuple[str, list[str]]:
+    """The interpreter line and the leading comment block sbatch reads its options from."""
+    lines = script.splitlines()
+    directives: list[str] = []
+    for line in lines[1:]:
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            break
+        if stripped.startswith("#SBATCH"):
+            directives.append(stripped)
+    return lines[0] if lines else "", directives
+
+
+def array_problem(script: str) -> str | None:
+    """The trial script must not make its own array: the sweep makes it."""
+    for line in header(script)[1]:
+        if _ARRAY.match(line):
+            return f"{line!r}: the sweep makes the job array itself (one task per trial); remove --array."
+    return None
+
+
+def params_file(spec: Spec, trials: list[tuple[int, dict[str, str]]]) -> bytes:
+    """One header line of names, then one line per array task: trial number and values,
+    tab-separated; line ``task + 2`` belongs to array task ``task``."""
+    names = [tp.name for tp in spec.trial_parameters]
+    lines = ["\t".join(["AXLE_TRIAL", *names])]
+    for number, values in trials:
+        lines.append("\t".join([str(number), *(values[n] for n in names)]))
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def runs_file(runs: list[tuple[int, str]]) -> bytes:
+    return "".join(f"{number}\t{run_id}\n" for number, run_id in runs).encode("utf-8")
+
+
+def array_script(*, spec: Spec, script: str, folder: str, wave: int, size: int, parallel: int) -> str:
+    """The sbatch script of one wave: ``size`` tasks, at most ``parallel`` at once."""
+    shebang, directives = header(script)
+    q = shlex.quote
+    lines = [
+        "#!/bin/bash",
+        *directives,
+        f"#SBATCH --array=0-{size - 1}%{parallel}",
+        f"# Axle sweep {spec.name}: each task of this array runs one trial of {spec.name},",
+        "# the trial script below with its parameters put in.",
+        "set -eu",
+        f"axle_dir={q(folder)}",
+        f'axle_params="$axle_dir"/{q(f"wave-{wave}.tsv")}',
+        "axle_line=$((SLURM_ARRAY_TASK_ID + 2))",
+        "IFS=$'\\t' read -r -a axle_names < \"$axle_params\"",
+        'IFS=$\'\\t\' read -r -a axle_values < <(sed -n "${axle_line}p" "$axle_params")',
+        'export AXLE_TRIAL="${axle_values[0]}"',
+        f'axle_body=$(cat "$axle_dir"/{TEMPLATE_FILE}; printf x)',
+        'axle_body="${axle_body%x}"',
+        'for axle_i in "${!axle_names[@]}"; do',
+        '  [ "$axle_i" -eq 0 ] && continue',
+        '  axle_n="${axle_names[$axle_i]}"; axle_v="${axle_values[$axle_i]}"',
+        '  export "$axle_n=$axle_v"',
+        '  axle_body="${axle_body//"\\${trialParameters.$axle_n}"/"$axle_v"}"',
+        "done",
+        "# Wait for the hub to have made this trial's MLflow run (it does so in batches).",
+        'axle_run=""',
+        f"for axle_i in $(seq 1 {RUN_WAIT_SECONDS // 2}); do",
+        '  axle_run=$(awk -F"\\t" -v t="$AXLE_TRIAL" \'$1 == t {print $2}\' \\',
+        f'    "$axle_dir"/{RUNS_FILE} 2>/dev/null || true)',
+        '  [ -n "$axle_run" ] && break',
+        "  sleep 2",
+        "done",
+        'if [ -n "$axle_run" ]; then export MLFLOW_RUN_ID="$axle_run"; else unset MLFLOW_RUN_ID; fi',
+        'mkdir -p "$axle_dir/trials"',
+        'axle_script="$axle_dir/trials/$AXLE_TRIAL.sh"',
+        'printf "%s" "$axle_body" > "$axle_script"',
+        'chmod +x "$axle_script"',
+        'exec "$axle_script"',
+    ]
+    del shebang  # the trial script keeps its own interpreter line; the wrapper is bash
+    return "\n".join(lines) + "\n"

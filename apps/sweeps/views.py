@@ -1,0 +1,179 @@
+from django.contrib import messages
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from apps.clusters.selectors import grant_usable_list
+from apps.core.errors import ApplicationError, NotFound
+
+from . import search, selectors, services
+from .models import Sweep
+from .spec import SpecError
+
+# Optuna's importances fit a random forest: bounded so the page stays quick.
+IMPORTANCE_TRIALS = 500
+TEMPLATE = """apiVersion: kubeflow.org/v1beta1
+kind: Experiment
+metadata:
+  name: digits-lr
+spec:
+  objective:
+    type: maximize
+    goal: 0.99
+    objectiveMetricName: val_accuracy
+  algorithm:
+    algorithmName: random
+    algorithmSettings:
+      - name: random_state
+        value: "1"
+  earlyStopping:
+    algorithmName: medianstop
+    algorithmSettings:
+      - name: min_trials_required
+        value: "2"
+      - name: start_step
+        value: "2"
+  parallelTrialCount: 2
+  maxTrialCount: 6
+  maxFailedTrialCount: 2
+  parameters:
+    - name: lr
+      parameterType: double
+      feasibleSpace:
+        min: "0.001"
+        max: "0.3"
+        distribution: logUniform
+  trialTemplate:
+    trialParameters:
+      - name: learningRate
+        reference: lr
+    trialSpec: |
+      #!/bin/bash
+      #SBATCH --partition=debug
+      #SBATCH --time=00:10:00
+      #SBATCH --mem=500M
+      python train.py --lr=${trialParameters.learningRate}
+"""
+
+
+def _grant_for(request, grants, name):
+    return next((g for g in grants if g.cluster.name == name), None)
+
+
+def sweep_list(request):
+    status = request.GET.get("status", "")
+    sweeps = selectors.sweep_list(user=request.user, status=status)[:200]
+    return render(
+        request,
+        "sweeps/list.html",
+        {
+            "sweeps": sweeps,
+            "status": status,
+            "statuses": Sweep.Status.choices,
+            "grants": grant_usable_list(user=request.user),
+        },
+    )
+
+
+def sweep_new(request):
+    grants = list(grant_usable_list(user=request.user))
+    context = {"grants": grants, "form": {"spec": TEMPLATE, "cluster": ""}, "problems": []}
+    if request.method == "POST":
+        form = {k: request.POST.get(k, "").replace("\r\n", "\n") for k in ("spec", "cluster")}
+        context["form"] = form
+        grant = _grant_for(request, grants, form["cluster"])
+        if grant is None:
+            context["problems"] = [{"path": "cluster", "message": "Pick a cluster you hold an active grant on."}]
+        elif request.POST.get("action") == "validate":
+            context["result"] = services.sweep_validate(
+                user=request.user, cluster=grant.cluster, spec_text=form["spec"]
+            )
+            context["problems"] = context["result"]["problems"]
+        else:
+            try:
+                sweep = services.sweep_create(user=request.user, cluster=grant.cluster, spec_text=form["spec"])
+            except ApplicationError as exc:
+                context["problems"] = exc.extra.get("problems") or [{"path": "", "message": exc.message}]
+            else:
+                messages.success(request, f"Sweep “{sweep.name}” created: {sweep.max_trial_count} trials.")
+                return redirect("sweep-detail", sweep_id=sweep.uuid)
+    return render(request, "sweeps/new.html", context)
+
+
+@require_POST
+def sweep_check(request):
+    """Live validation of the form (htmx): the problems of the spec as typed. Records nothing."""
+    grants = list(grant_usable_list(user=request.user))
+    grant = _grant_for(request, grants, request.POST.get("cluster", ""))
+    text = request.POST.get("spec", "").replace("\r\n", "\n")
+    if grant is None:
+        from .spec import parse
+
+        try:
+            parse(text)
+            result = {"ok": False, "problems": [{"path": "cluster", "message": "Pick a cluster."}]}
+        except SpecError as exc:
+            result = {"ok": False, "problems": exc.problems}
+    else:
+        result = services.sweep_validate(user=request.user, cluster=grant.cluster, spec_text=text)
+    return render(request, "sweeps/_validation.html", {"result": result, "problems": result["problems"]})
+
+
+def _sweep(request, sweep_id) -> Sweep:
+    try:
+        return selectors.sweep_get(user=request.user, sweep_id=sweep_id)
+    except NotFound:
+        raise Http404("No such sweep.") from None
+
+
+def sweep_detail(request, sweep_id):
+    sweep = _sweep(request, sweep_id)
+    spec = services.spec_of(sweep)
+    trials = list(selectors.trial_list(sweep=sweep))
+    best = None
+    for t in trials:
+        if t.state == "succeeded" and (best is None or spec.is_better(t.objective, best.objective)):
+            best = t
+    context = {
+        "sweep": sweep,
+        "spec": spec,
+        "trials": trials,
+        "best": best,
+        "names": [p.name for p in spec.parameters],
+        "chart": selectors.best_so_far(sweep=sweep, maximize=spec.maximize),
+        "parallel": selectors.parallel_coordinates(sweep=sweep, names=[p.name for p in spec.parameters]),
+        "is_owner": sweep.owner_id == request.user.pk,
+    }
+    if request.headers.get("HX-Request"):
+        return render(request, "sweeps/_trials.html", context)
+    context["importances"] = sorted(
+        search.importances(spec, services.past_of(sweep)[:IMPORTANCE_TRIALS]).items(), key=lambda kv: -kv[1]
+    )
+    return render(request, "sweeps/detail.html", context)
+
+
+@require_POST
+def sweep_stop(request, sweep_id):
+    sweep = _sweep(request, sweep_id)
+    try:
+        services.sweep_stop(user=request.user, sweep=sweep)
+        messages.success(request, "The sweep is stopped; its remaining trials were cancelled.")
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    return redirect("sweep-detail", sweep_id=sweep.uuid)
+
+
+@require_POST
+def sweep_extend(request, sweep_id):
+    sweep = _sweep(request, sweep_id)
+    try:
+        trials = int(request.POST.get("trials", ""))
+    except ValueError:
+        messages.error(request, "Extend by a whole number of trials.")
+        return redirect("sweep-detail", sweep_id=sweep.uuid)
+    try:
+        services.sweep_extend(user=request.user, sweep=sweep, trials=trials)
+        messages.success(request, f"The sweep runs {trials} more trials.")
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    return redirect("sweep-detail", sweep_id=sweep.uuid)

@@ -1,0 +1,151 @@
+#!/usr/bin/env python
+"""Sweep submission: time from creating a grid sweep of N trials to every trial known to
+Slurm, against N plain `sbatch` over one SSH connection.
+
+(a) sweep: `sweep_create` (spec parsed, grant checked, Optuna asked for all N trials, rows
+           written) + `sweep_launch` (parameter file and trial script written into the sweep's
+           folder, the wave's Job created) + `job_submit` (one sbatch of `--array=0-(N-1)%P`),
+           as the API and the task worker run them; then `squeue -r` until it lists N tasks.
+           The trials' MLflow runs are made later by the tracking cycle, off this path.
+(b) plain: `sbatch --parsable --hold` of the same script, one command per trial, over ONE SSH
+           connection opened beforehand.
+
+Every job is held (never runs) and cancelled at the end by its unique name.
+
+    .venv/bin/python bench/sweep_submit.py [--trials 100 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import _common as c  # noqa: E402
+
+SCRIPT = """#!/bin/bash
+#SBATCH --partition=debug
+#SBATCH --hold
+#SBATCH --time=1
+#SBATCH --ntasks=1
+echo ${trialParameters.x}
+"""
+
+
+def spec(name: str, n: int) -> str:
+    return yaml.safe_dump(
+        {
+            "apiVersion": "kubeflow.org/v1beta1",
+            "kind": "Experiment",
+            "metadata": {"name": name},
+            "spec": {
+                "objective": {"type": "minimize", "objectiveMetricName": "loss"},
+                "algorithm": {"algorithmName": "grid"},
+                "parallelTrialCount": 10,
+                "maxTrialCount": n,
+                "parameters": [{"name": "x", "parameterType": "int", "feasibleSpace": {"min": "1", "max": str(n)}}],
+                "trialTemplate": {"trialParameters": [{"name": "x", "reference": "x"}], "trialSpec": SCRIPT},
+            },
+        }
+    )
+
+
+def tasks_known(ssh, name: str) -> int:
+    out = c.remote(ssh, ["squeue", "-h", "-r", f"--name={name}", "--user=" + c.BENCH_USER, "-o", "%i"]).out
+    return len([line for line in out.splitlines() if line.strip()])
+
+
+def run_plain(ssh, n: int, name: str) -> float:
+    args = ["sbatch", "--parsable", "--hold", f"--job-name={name}", "--output=/dev/null"]
+    ssh.connect()
+    script = SCRIPT.replace("${trialParameters.x}", "1").encode()
+    started = time.monotonic()
+    for _ in range(n):
+        result = ssh.run(args, stdin=script)
+        if result.exit_status != 0:
+            c.die(f"plain sbatch failed: {result.err or result.out!r}", 1)
+    return time.monotonic() - started
+
+
+def run_sweep(ssh, user, cluster, n: int, name: str) -> tuple[float, float, str, list[float]]:
+    from apps.core import context
+    from apps.jobs.services import job_submit
+    from apps.sweeps.services import sweep_create, sweep_launch
+
+    started = time.monotonic()
+    with context.bind(actor_id=user.pk):
+        sweep = sweep_create(user=user, cluster=cluster, spec_text=spec(name, n))
+        t1 = time.monotonic()
+        job = sweep_launch(sweep_id=sweep.pk)
+        t2 = time.monotonic()
+        job_submit(job_id=job.pk)
+    submitted = time.monotonic() - started
+    steps = [t1 - started, t2 - t1, submitted - (t2 - started)]
+    job.refresh_from_db()
+    if not job.slurm_job_id:
+        c.die(f"the sweep's array did not reach Slurm: {job.status} {job.failure_message or job.last_error}", 1)
+    while tasks_known(ssh, job.name) < n:
+        if time.monotonic() - started > 300:
+            c.die("Slurm did not list every trial within 5 minutes", 1)
+        time.sleep(0.05)
+    return submitted, time.monotonic() - started, sweep.folder, steps
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--transport", choices=["ssh", "rest"], default="ssh")
+    c.add_db_args(parser)
+    args = parser.parse_args()
+    c.interruptible()
+    env = c.cluster_env()
+    ssh = c.check_cluster(env)
+    rid = c.run_id()
+    rows = []
+    with (
+        c.throwaway_mlflow(uri=args.mlflow, env=env),
+        c.throwaway_hub(db_name=args.db_name, pg_url=args.pg, sqlite=args.sqlite, keep_db=args.keep_db, env=env),
+    ):
+        user, cluster, grant = c.hub_cluster(env, args.transport)
+        folders = []
+        try:
+            for n in args.trials:
+                plain_name, sweep_name = f"axlebench-plain-{rid}-{n}", f"axlebench-sweep-{rid}-{n}"
+                c.say(f"(b) plain: {n} sbatch over one SSH connection")
+                plain = run_plain(ssh, n, plain_name)
+                c.cancel_named(ssh, plain_name)
+                c.say(f"(a) sweep: grid of {n} trials, one array")
+                submitted, known, folder, steps = run_sweep(ssh, user, cluster, n, sweep_name)
+                folders.append(folder)
+                c.cancel_named(ssh, f"{sweep_name}-0")
+                rows.append((n, plain, submitted, known, steps))
+        finally:
+            for n in args.trials:
+                # The sweep's array is named after the sweep and its wave (-0).
+                for name in (f"axlebench-plain-{rid}-{n}", f"axlebench-sweep-{rid}-{n}-0"):
+                    if c.count_named(ssh, name):
+                        c.cancel_named(ssh, name)
+            for folder in folders:
+                ssh.run(["rm", "-rf", "--", folder], timeout=120)
+    ssh.close()
+    c.say("")
+    c.say(f"== sweep_submit ({args.transport}); {c.load()}")
+    for n, plain, submitted, known, steps in rows:
+        c.say(
+            f"{n:5d} trials: plain sbatch loop {plain:7.2f}s | sweep create+launch+sbatch {submitted:6.2f}s, "
+            f"every trial in squeue {known:6.2f}s | plain/sweep {plain / known:6.1f}x"
+        )
+        c.say(
+            f"             of which sweep_create {steps[0]:.2f}s (spec, grant, Optuna, rows), sweep_launch "
+            f"{steps[1]:.2f}s (folder, files, Job), job_submit {steps[2]:.2f}s (MLflow run, mkdir, sbatch)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""How a sweep moves on from what its trials did: states from the array's tasks, the ends
+Katib defines (goal, maxFailedTrialCount, maxTrialCount), adaptive waves, and Katib's median
+stopping rule exactly."""
+
+import pytest
+
+from apps.jobs.models import Job, JobTask
+from apps.sweeps import advance, earlystop, services
+from apps.sweeps.models import Sweep, Trial
+
+from .conftest import experiment
+
+pytestmark = pytest.mark.django_db
+T = Trial.State
+
+
+def array_job(sweep, status=Job.Status.QUEUED, slurm_job_id=""):
+    return Job.objects.create(
+        owner=sweep.owner,
+        grant=sweep.grant,
+        cluster=sweep.cluster,
+        name=f"{sweep.name}-0",
+        script="#!/bin/bash\n",
+        marker=f"m-{Job.objects.count()}",
+        cluster_username="alice01",
+        workdir="/w",
+        stdout_path="/w/o",
+        stderr_path="/w/e",
+        status=status,
+        slurm_job_id=slurm_job_id,
+    )
+
+
+def launched(sweep, status=Job.Status.QUEUED):
+    job = array_job(sweep, status)
+    for trial in sweep.trials.order_by("number"):
+        Trial.objects.filter(pk=trial.pk).update(
+            job=job, task_id=trial.number, state=T.PENDING, mlflow_run_id=f"r{trial.number}"
+        )
+    return job
+
+
+def finish(sweep, number, state, objective=None):
+    Trial.objects.filter(sweep=sweep, number=number).update(state=state, objective=objective)
+
+
+def test_a_trial_that_reached_the_goal_ends_the_sweep_and_cancels_the_rest(alice, grant):
+    sweep = services.sweep_create(user=alice, cluster=grant.cluster, spec_text=experiment(goal=0.1))
+    job = launched(sweep)
+    finish(sweep, 0, T.SUCCEEDED, 0.05)
+    sweep = advance.sweep_advance(sweep_id=sweep.pk)
+    assert sweep.status == Sweep.Status.SUCCEEDED
+    assert "goal loss 0.1 was reached (0.05)" in sweep.message
+    assert list(sweep.trials.order_by("number").values_list("state", flat=True)) == ["succeeded"] + ["cancelled"] * 3
+    job.refresh_from_db()
+    assert job.status == Job.Status.CANCELLED  # never reaches Slurm
+
+
+def test_more_failures_than_allowed_fail_the_sweep(alice, grant):
+    sweep = services.sweep_create(user=alice, cluster=grant.cluster, spec_text=experiment(max_failed=1))
+    launched(sweep)
+    finish(sweep, 0, T.FAILED)
+    assert advance.sweep_advance(sweep_id=sweep.pk).status == Sweep.Status.RUNNING  # one failure is allowed
+    finish(sweep, 1, T.FAILED)
+    sweep = advance.sweep_advance(sweep_id=sweep.pk)
+    assert sweep.status == Sweep.Status.FAILED
+    assert "2 trials failed, more than maxFailedTrialCount (1)" in sweep.message
+    assert set(sweep.trials.filter(number__gte=2).values_list("state", flat=True)) == {"cancelled"}
+
+
+def test_the_sweep_succeeds_when_every_trial_ended_with_the_best_recorded(alice, grant):
+    sweep = services.sweep_create(user=alice, cluster=grant.cluster, spec_text=experiment(trials=3, parallel=1))
+    launched(sweep)
+    for number, value in enumerate([0.3, 0.1, 0.2]):
+        finish(sweep, number, T.SUCCEEDED, value)
+    sweep = advance.sweep_advance(sweep_id=sweep.pk)
+    assert (sweep.status, sweep.best_value) == (Sweep.Status.SUCCEEDED, 0.1)
+
+
+def test_array_tasks_fold_onto_their_trials(alice, grant):
+    sweep = services.sweep_create(user=alice, cluster=grant.cluster, spec_text=experiment(trials=3))
+    job = launched(sweep, Job.Status.RUNNING)
+    JobTask.objects.create(
+        job=job, task_id="0", state="RUNNING", accounting={"start_time": "2026-01-01T00:00:00+00:00"}
+    )
+    JobTask.objects.create(job=job, task_id="1", state="FAILED")
+    JobTask.objects.create(job=job, task_id="2", state="COMPLETED")
+    advance._fold(sweep)
+    advance._settle_completed(sweep, services.spec_of(sweep))
+    states = dict(sweep.trials.values_list("number", "state"))
+    # Task 2 ended well but reported no objective: it failed, and says why.
+    assert states == {0: "running", 1: "failed", 2: "failed"}
+    assert sweep.trials.get(number=2).stop_reason == {"reason": "the task ended without reporting loss"}
+
+
+def test_an_early_stopped_trial_keeps_its_state_when_slurm_reports_the_cancel(alice, grant):
+    sweep = services.sweep_create(user=alice, cluster=grant.cluster, spec_text=experiment(trials=2))
+    job = launched(sweep, Job.Status.RUNNING)
+    finish(sweep, 0, T.EARLY_STOPPED)
+    JobTask.objects.create(job=job, task_id="0", state="CANCELLED by 1000")
+    advance._fold(sweep)
+    assert sweep.trials.get(number=0).state == T.EARLY_STOPPED
+
+
+def test_an_adaptive_sweep_asks_the_next_wave_from_the_results(alice, grant, django_capture_on_commit_callbacks):
+    sweep = services.sweep_create(
+        user=alice, cluster=grant.cluster, spec_text=experiment(algorithm="tpe", trials=5, parallel=2)
+    )
+    assert sweep.trials.count() == 2  # one wave of parallelTrialCount
+    launched(sweep)
+    finish(sweep, 0, T.SUCCEEDED, 0.4)
+    with django_capture_on_commit_callbacks() as launches:
+        advance.sweep_advance(sweep_id=sweep.pk)
+    assert sweep.trials.count() == 3  # room for one more while trial 1 runs
+    assert sweep.trials.get(number=2).state == T.CREATED and len(launches) == 1
+
+
+@pytest.mark.parametrize(
+    "running,maximize,stop",
+    [
+        ([(0, 0.9), (1, 0.8)], False, True),  # minimizing: 0.8 > median 0.5
+        ([(0, 0.9), (1, 0.4)], False, False),  # the latest value counts, not the first
+        ([(0, 0.9)], False, False),  # fewer than start_step values: not judged yet
+        ([(0, 0.1), (1, 0.2)], True, True),  # maximizing: 0.2 < median 0.5
+    ],
+)
+def test_median_stop_follows_katibs_rule(running, maximize, stop):
+    # Two succeeded trials; the averages of their first two values are 0.4 and 0.6: median 0.5.
+    succeeded = [[(0, 0.5), (1, 0.3), (2, 0.0)], [(0, 0.7), (1, 0.5), (2, 9.0)]]
+    decision = earlystop.decide(running, succeeded, maximize=maximize, min_trials_required=2, start_step=2)
+    assert decision.stop is stop
+    if len(running) >= 2:
+        assert decision.median == pytest.approx(0.5) and decision.value == running[-1][1]
+
+
+def test_median_stop_waits_for_enough_succeeded_trials():
+    decision = earlystop.decide(
+        [(0, 9.0), (1, 9.0)], [[(0, 0.1), (1, 0.1)]], maximize=False, min_trials_required=2, start_step=2
+    )
+    assert decision.stop is False and decision.median is None
+
+
+def test_setup_schedules_registers_the_sweeps_tracker_once():
+    from django.core.management import call_command
+    from django_q.models import Schedule
+
+    call_command("setup_schedules")
+    call_command("setup_schedules")
+    schedule = Schedule.objects.get(name="sweeps.track")
+    assert schedule.func == "apps.sweeps.tasks.sweeps_track"
+    assert schedule.schedule_type == Schedule.MINUTES and schedule.minutes == 1 and schedule.repeats == -1
+    assert Schedule.objects.filter(func="apps.sweeps.tasks.sweeps_track").count() == 1

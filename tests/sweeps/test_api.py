@@ -1,0 +1,220 @@
+"""The sweeps API and pages: create, validate, see, stop, extend; only a team member sees a
+sweep and only its owner changes it."""
+
+from pathlib import Path
+
+import pytest
+
+from apps.accounts import services as account_services
+from apps.audit.models import AuditEvent
+from apps.jobs.models import Job
+from apps.sweeps import services
+from apps.sweeps.models import Sweep, Trial
+
+from .conftest import experiment
+
+pytestmark = pytest.mark.django_db
+
+
+def token_client(api, user):
+    _, secret = account_services.token_create(user=user, name="t")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {secret}")
+    return api
+
+
+def test_it_creates_a_sweep_with_its_trials_asked_up_front(api, alice, grant):
+    response = token_client(api, alice).post(
+        "/api/v1/sweeps/", {"cluster": "hpc", "spec": experiment(trials=5)}, format="json"
+    )
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert (body["status"], body["algorithm"], body["max_trial_count"]) == ("running", "random", 5)
+    sweep = Sweep.objects.get(uuid=body["id"])
+    values = list(sweep.trials.order_by("number").values_list("params", flat=True))
+    assert len(values) == 5 and len({v["lr"] for v in values}) == 5
+    assert all(0.01 <= v["lr"] <= 0.1 for v in values)
+    assert AuditEvent.objects.filter(action="sweep.created", subject_id=str(sweep.uuid)).exists()
+
+
+def test_validate_answers_every_problem_with_its_field_path(api, alice, grant):
+    bad = experiment().replace("min: '0.01'", "min: '0.5'")
+    response = token_client(api, alice).post("/api/v1/sweeps/validate/", {"cluster": "hpc", "spec": bad}, format="json")
+    assert response.status_code == 200
+    assert response.json()["problems"] == [
+        {"path": "spec.parameters[0].feasibleSpace.min", "message": "0.5 is greater than max 0.1."}
+    ]
+    good = token_client(api, alice).post(
+        "/api/v1/sweeps/validate/", {"cluster": "hpc", "spec": experiment()}, format="json"
+    )
+    assert good.json()["ok"] is True and good.json()["first_array"] == 4
+
+
+def test_a_bad_spec_is_a_400_with_the_problems_never_a_traceback(api, alice, grant):
+    response = token_client(api, alice).post(
+        "/api/v1/sweeps/", {"cluster": "hpc", "spec": "spec: [oops"}, format="json"
+    )
+    assert response.status_code == 400
+    assert "not valid YAML" in str(response.json())
+    assert not Sweep.objects.exists()
+
+
+def test_the_grant_refuses_an_array_larger_than_it_allows_with_the_numbers(api, alice, grant):
+    response = token_client(api, alice).post(
+        "/api/v1/sweeps/", {"cluster": "hpc", "spec": experiment(trials=11)}, format="json"
+    )
+    assert response.status_code == 400
+    text = str(response.json())
+    assert "11" in text and "10" in text
+
+
+def test_the_grant_counts_the_sweeps_array_as_one_more_active_job(alice, grant):
+    from tests.registry.conftest import make_job
+
+    for _ in range(3):
+        make_job(alice, status=Job.Status.RUNNING, grant=grant)
+    result = services.sweep_validate(user=alice, cluster=grant.cluster, spec_text=experiment())
+    assert any("3 active jobs" in p["message"] and "limit of 3" in p["message"] for p in result["problems"])
+
+
+def test_a_teammate_sees_a_sweep_but_only_the_owner_stops_it_and_a_stranger_sees_nothing(
+    api, alice, bob, charlie, grant
+):
+    sweep = services.sweep_create(user=alice, cluster=grant.cluster, spec_text=experiment())
+    assert token_client(api, bob).get(f"/api/v1/sweeps/{sweep.uuid}/").status_code == 200
+    assert token_client(api, bob).post(f"/api/v1/sweeps/{sweep.uuid}/stop/").status_code == 403
+    assert token_client(api, charlie).get(f"/api/v1/sweeps/{sweep.uuid}/").status_code == 404
+    assert token_client(api, charlie).get(f"/api/v1/sweeps/{sweep.uuid}/trials/").status_code == 404
+
+
+def test_stopping_a_sweep_cancels_its_waiting_trials_and_queued_array(api, alice, grant):
+    sweep = services.sweep_create(user=alice, cluster=grant.cluster, spec_text=experiment())
+    job = Job.objects.create(
+        owner=alice,
+        grant=grant,
+        cluster=grant.cluster,
+        name="lr-0",
+        script="#!/bin/bash\n",
+        marker="m-stop",
+        cluster_username="alice01",
+        workdir="/w",
+        stdout_path="/w/o",
+        stderr_path="/w/e",
+    )
+    sweep.trials.update(job=job, task_id=0, state=Trial.State.PENDING)
+    response = token_client(api, alice).post(f"/api/v1/sweeps/{sweep.uuid}/stop/")
+    assert response.status_code == 200, response.json()
+    assert response.json()["status"] == "stopped"
+    assert set(sweep.trials.values_list("state", flat=True)) == {"cancelled"}
+    job.refresh_from_db()
+    assert job.status == Job.Status.CANCELLED
+    assert token_client(api, alice).post(f"/api/v1/sweeps/{sweep.uuid}/stop/").status_code == 409
+
+
+def test_extending_asks_more_trials_that_continue_the_search(api, alice, grant):
+    sweep = services.sweep_create(user=alice, cluster=grant.cluster, spec_text=experiment(trials=3))
+    first = list(sweep.trials.values_list("params", flat=True))
+    response = token_client(api, alice).post(f"/api/v1/sweeps/{sweep.uuid}/extend/", {"trials": 2}, format="json")
+    assert response.status_code == 200, response.json()
+    assert response.json()["max_trial_count"] == 5
+    params = list(sweep.trials.order_by("number").values_list("params", flat=True))
+    assert params[:3] == first and len(params) == 5 and len({p["lr"] for p in params}) == 5
+    trials = token_client(api, alice).get(f"/api/v1/sweeps/{sweep.uuid}/trials/").json()
+    assert [t["number"] for t in trials] == [0, 1, 2, 3, 4]
+    assert AuditEvent.objects.filter(action="sweep.extended", subject_id=str(sweep.uuid)).exists()
+
+
+def test_a_grid_cannot_grow_beyond_its_points(alice, grant):
+    from apps.core.errors import ValidationFailed
+
+    text = experiment(algorithm="grid", trials=3, space={"min": "0.01", "max": "0.05", "step": "0.01"})
+    sweep = services.sweep_create(user=alice, cluster=grant.cluster, spec_text=text)
+    with pytest.raises(ValidationFailed, match="at most 2"):
+        services.sweep_extend(user=alice, sweep=sweep, trials=3)
+
+
+def test_the_pages_list_show_and_offer_a_template(client, alice, grant, django_assert_max_num_queries):
+    sweep = services.sweep_create(user=alice, cluster=grant.cluster, spec_text=experiment())
+    client.force_login(alice)
+    assert "lr" in client.get("/sweeps/").content.decode()
+    page = client.get(f"/sweeps/{sweep.uuid}/").content.decode()
+    assert 'id="trials"' in page and "sweep-chart-data" in page
+    form = client.get("/sweeps/new/").content.decode()
+    assert "kubeflow.org/v1beta1" in form and "trialParameters.learningRate" in form
+    check = client.post("/sweeps/check/", {"cluster": "hpc", "spec": "kind: Experiment\n"}).content.decode()
+    assert "metadata.name" in check
+
+
+def test_the_form_creates_a_sweep(client, alice, grant):
+    client.force_login(alice)
+    response = client.post("/sweeps/new/", {"cluster": "hpc", "spec": experiment(), "action": "create"})
+    assert response.status_code == 302
+    assert Sweep.objects.get().name == "lr"
+
+
+def test_the_home_page_shows_the_teams_sweeps(client, alice, bob, charlie, grant):
+    services.sweep_create(user=alice, cluster=grant.cluster, spec_text=experiment())
+    client.force_login(bob)
+    assert "Recent sweeps" in client.get("/").content.decode() and ">lr</a>" in client.get("/").content.decode()
+    client.force_login(charlie)
+    assert ">lr</a>" not in client.get("/").content.decode()
+
+
+def test_the_sweep_page_shows_parameter_importances_once_trials_succeeded(client, alice, grant):
+    import yaml
+
+    document = yaml.safe_load(experiment(trials=10))
+    document["spec"]["parameters"].append(
+        {"name": "momentum", "parameterType": "double", "feasibleSpace": {"min": "0.5", "max": "0.9"}}
+    )
+    sweep = services.sweep_create(user=alice, cluster=grant.cluster, spec_text=yaml.safe_dump(document))
+    client.force_login(alice)
+    assert 'id="importances"' not in client.get(f"/sweeps/{sweep.uuid}/").content.decode()  # nothing ended yet
+    for trial in sweep.trials.all():
+        Trial.objects.filter(pk=trial.pk).update(state="succeeded", objective=trial.params["lr"])
+    page = client.get(f"/sweeps/{sweep.uuid}/").content.decode()
+    assert 'id="importances"' in page
+    assert page.index("<th>lr</th>", page.index('id="importances"')) < page.index(
+        "<th>momentum</th>", page.index('id="importances"')
+    )
+
+
+def test_lineage_leads_from_a_sweep_to_its_job_arrays_and_back(client, alice, charlie, grant):
+    from apps.lineage.selectors import lineage
+
+    sweep = services.sweep_create(user=alice, cluster=grant.cluster, spec_text=experiment())
+    job = Job.objects.create(
+        owner=alice,
+        grant=grant,
+        cluster=grant.cluster,
+        name="lr-0",
+        script="#!/bin/bash\n",
+        marker="m-lineage",
+        cluster_username="alice01",
+        workdir="/w",
+        stdout_path="/w/o",
+        stderr_path="/w/e",
+        team=sweep.team,
+    )
+    sweep.trials.update(job=job)
+    down = lineage(user=alice, kind="sweep", id=sweep.uuid)
+    assert (f"sweep:{sweep.uuid}", f"job:{job.uuid}", "ran_as") in {
+        (e.source, e.target, e.relation) for e in down.edges
+    }
+    up = lineage(user=alice, kind="job", id=job.uuid)
+    assert f"sweep:{sweep.uuid}" in up.nodes
+    client.force_login(alice)
+    assert client.get(f"/lineage/sweep/{sweep.uuid}/").status_code == 200
+    client.force_login(charlie)
+    assert client.get(f"/lineage/sweep/{sweep.uuid}/").status_code == 404
+
+
+def test_a_hyperband_spec_is_valid_katib_but_refused_until_successive_halving_exists(alice, grant):
+    import yaml
+
+    document = yaml.safe_load((Path(__file__).resolve().parent / "katib" / "examples" / "hyperband.yaml").read_text())
+    document["spec"]["trialTemplate"]["trialSpec"] = (
+        "#!/bin/bash\n#SBATCH --time=5\necho ${trialParameters.learningRate}\n"
+    )
+    result = services.sweep_validate(user=alice, cluster=grant.cluster, spec_text=yaml.safe_dump(document))
+    assert [p["path"] for p in result["problems"]] == ["spec.algorithm.algorithmName"]
+    assert "successive halving" in result["problems"][0]["message"]
