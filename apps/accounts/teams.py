@@ -44,6 +44,12 @@ __all__ = [
 ]
 
 
+def team_default(user) -> Team | None:
+    """The team work is filed under when the user names none: the first they joined."""
+    membership = user.memberships.select_related("team").order_by("created_at").first()
+    return membership.team if membership else None
+
+
 def is_team_member(*, user, team: Team | None) -> bool:
     return team is not None and Membership.objects.filter(user=user, team=team).exists()
 

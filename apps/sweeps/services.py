@@ -13,6 +13,7 @@ import uuid as uuid_lib
 from django.db import transaction
 from django.utils import timezone
 
+from apps.accounts.teams import team_default
 from apps.audit.services import audit_record
 from apps.clusters.models import Cluster, ClusterGrant
 from apps.clusters.selectors import grant_for_submission
@@ -144,9 +145,7 @@ def sweep_create(*, user, cluster: Cluster, spec_text: str, script: str | None =
     grant = grant_for_submission(user=user, cluster=cluster)
     if grant is None:
         raise PermissionDenied(f"You have no active grant on cluster {cluster.name}.")
-    if team is None:
-        membership = user.memberships.select_related("team").order_by("created_at").first()
-        team = membership.team if membership else None
+    team = team or team_default(user)
     sweep_uuid = uuid_lib.uuid4()
     folder = f"{grant.job_root}/sweep-{sweep_uuid}"
     problems = _static_problems(spec, cluster) + _grant_problems(

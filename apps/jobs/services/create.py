@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 from django.db import transaction
 
+from apps.accounts.teams import team_default
 from apps.audit.services import audit_record
 from apps.clusters.models import Cluster, ClusterGrant
 from apps.clusters.selectors import grant_for_submission
@@ -62,7 +63,7 @@ def job_create(
             "(the cluster account's own git credentials or SSH key are used to fetch it)."
         )
     versions = dataset_versions_for_job(user, list(dataset_versions), cluster) if dataset_versions else []
-    team = team or _default_team(user)
+    team = team or team_default(user)
     name = (name or "").strip()[:200] or "job"
     job_uuid = uuid_lib.uuid4()
     workdir = f"{grant.job_root}/{job_uuid}"
@@ -132,11 +133,6 @@ def job_create(
         )
         enqueue("apps.jobs.tasks.job_submit", job.pk)
     return job
-
-
-def _default_team(user):
-    membership = user.memberships.select_related("team").order_by("created_at").first()
-    return membership.team if membership else None
 
 
 def job_rerun(*, user, job: Job) -> Job:
