@@ -15,6 +15,7 @@ from apps.lineage import views as lineage_views
 from apps.registry import views as registry_views
 from apps.serving import views as serving_views
 from apps.sweeps import views as sweep_views
+from apps.usage import views as usage_views
 
 from . import dashboard
 
@@ -74,6 +75,8 @@ urlpatterns = [
     path("clusters/<slug:name>/", cluster_views.cluster_detail, name="cluster-detail"),
     path("clusters/<slug:name>/request/", cluster_views.cluster_request_access, name="cluster-request-access"),
     path("grants/", cluster_views.grant_list, name="grant-list"),
+    path("usage/", usage_views.usage, name="usage"),
+    path("usage/export.csv", usage_views.usage_export, name="usage-export"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", ApiDocsView.as_view(url_name="api-schema"), name="api-docs"),

@@ -108,6 +108,7 @@ class ClusterAdmin(ServiceSaveMixin, admin.ModelAdmin):
         ("Jobs", {"fields": ["job_root", "mlflow_tracking_uri"]}),
         ("Health", {"fields": ["health", "checked_at", "last_error", "state_summary"]}),
         ("Slurm enforces the grants", {"fields": ["operator_grant", "enforcement_drift"]}),
+        ("Usage", {"fields": ["usage_all_jobs"]}),
     ]
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):

@@ -32,6 +32,8 @@ LIMIT_FIELDS = (
     "max_time_minutes",
     "max_active_jobs",
     "max_array_size",
+    "cpu_hours_per_month",
+    "gpu_hours_per_month",
     "valid_until",
 )
 
@@ -61,6 +63,7 @@ CLUSTER_CONFIG_FIELDS = (
     "job_root",
     "mlflow_tracking_uri",
     "slurm_bin_dir",
+    "usage_all_jobs",
 )
 JWT_KEY_MIN_BYTES = 16
 

@@ -42,6 +42,7 @@ LAYERS: dict[str, int] = {
     "jobs": 5,
     "sweeps": 6,
     "pipelines": 6,
+    "usage": 6,
     "registry": 7,
     "lineage": 8,
     "serving": 9,
