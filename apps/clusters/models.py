@@ -218,13 +218,15 @@ class ClusterGrant(BaseModel):
         "CPU-hours per month",
         null=True,
         blank=True,
-        help_text="A budget shown against this grant's usage (from Slurm's accounting); not enforced. Blank: no budget.",
+        help_text="A budget shown against this grant's usage (from Slurm's accounting), not enforced. "
+        "Blank: no budget.",
     )
     gpu_hours_per_month = models.PositiveIntegerField(
         "GPU-hours per month",
         null=True,
         blank=True,
-        help_text="A budget shown against this grant's usage (from Slurm's accounting); not enforced. Blank: no budget.",
+        help_text="A budget shown against this grant's usage (from Slurm's accounting), not enforced. "
+        "Blank: no budget.",
     )
     valid_until = models.DateTimeField(null=True, blank=True)
 

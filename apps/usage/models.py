@@ -11,9 +11,7 @@ class UsageRecord(models.Model):
     cluster = models.ForeignKey("clusters.Cluster", on_delete=models.CASCADE, related_name="usage_records")
     slurm_job_id = models.CharField(max_length=32, help_text="Slurm's JobIDRaw: an array task has its own.")
     array_job_id = models.CharField(max_length=32, blank=True)
-    job = models.ForeignKey(
-        "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records"
-    )
+    job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records")
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records"
     )

@@ -62,9 +62,7 @@ class UsageRow:
     wall_hours: float
 
 
-def usage_summary(
-    *, user, group: str = "team", start: datetime, end: datetime, cluster: str = ""
-) -> list[UsageRow]:
+def usage_summary(*, user, group: str = "team", start: datetime, end: datetime, cluster: str = "") -> list[UsageRow]:
     """One row per (group, month) of jobs that ended in [start, end)."""
     field, _ = GROUPS[group]
     qs = usage_visible(user).filter(ended_at__gte=start, ended_at__lt=end)
@@ -81,8 +79,14 @@ def usage_summary(
     for r in rows:
         values = {name: (r[name] or 0) / _DIVISOR[column] for name, (column, _) in METRICS.items()}
         month = r["month"]
-        out.append(UsageRow(group=r[field] or "(none)", month=month.date() if isinstance(month, datetime) else month,
-                            jobs=r["jobs"], **values))
+        out.append(
+            UsageRow(
+                group=r[field] or "(none)",
+                month=month.date() if isinstance(month, datetime) else month,
+                jobs=r["jobs"],
+                **values,
+            )
+        )
     return out
 
 
@@ -124,7 +128,11 @@ def usage_against_budgets(*, user, month: datetime) -> list[BudgetRow]:
 
 
 def usage_records(*, user, start: datetime, end: datetime, cluster: str = "") -> QuerySet[UsageRecord]:
-    qs = usage_visible(user).filter(ended_at__gte=start, ended_at__lt=end).select_related("cluster", "user", "team", "job")
+    qs = (
+        usage_visible(user)
+        .filter(ended_at__gte=start, ended_at__lt=end)
+        .select_related("cluster", "user", "team", "job")
+    )
     return qs.filter(cluster__name=cluster) if cluster else qs
 
 

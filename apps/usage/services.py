@@ -92,7 +92,9 @@ def _plan(cluster: Cluster, since: datetime, now: datetime) -> list[tuple[Cluste
 def _records(cluster: Cluster, rows: list[JobInfo]) -> list[UsageRecord]:
     """Usage rows, each tied to the hub's job (if the hub submitted it), its user and team."""
     ids = {r.job_id for r in rows} | {r.array_job_id for r in rows if r.array_job_id}
-    jobs = {j.slurm_job_id: j for j in Job.objects.filter(cluster=cluster, slurm_job_id__in=ids).select_related("owner")}
+    jobs = {
+        j.slurm_job_id: j for j in Job.objects.filter(cluster=cluster, slurm_job_id__in=ids).select_related("owner")
+    }
     for task in JobTask.objects.filter(job__cluster=cluster, slurm_job_id__in=ids).select_related("job__owner"):
         jobs.setdefault(task.slurm_job_id, task.job)
     grant_users = {

@@ -15,4 +15,6 @@ def usage_collect_all() -> str:
         results = services.usage_collect_all()
     finally:
         release_lease("usage.collect")
-    return "; ".join(f"{r.cluster}: {r.rows} rows in {r.calls} call(s)" + (" with errors" if r.errors else "") for r in results)
+    return "; ".join(
+        f"{r.cluster}: {r.rows} rows in {r.calls} call(s)" + (" with errors" if r.errors else "") for r in results
+    )

@@ -62,7 +62,9 @@ def _filters(request) -> dict:
 
 def usage(request):
     f = _filters(request)
-    rows = selectors.usage_summary(user=request.user, group=f["group"], start=f["start"], end=f["end"], cluster=f["cluster"])
+    rows = selectors.usage_summary(
+        user=request.user, group=f["group"], start=f["start"], end=f["end"], cluster=f["cluster"]
+    )
     months = []
     moment = f["first"]
     while moment <= f["last"]:
@@ -155,7 +157,9 @@ def usage_export(request):
         header = RECORD_FIELDS
         name = "usage-jobs"
     else:
-        rows = selectors.usage_summary(user=request.user, group=f["group"], start=f["start"], end=f["end"], cluster=f["cluster"])
+        rows = selectors.usage_summary(
+            user=request.user, group=f["group"], start=f["start"], end=f["end"], cluster=f["cluster"]
+        )
         header = [f["group"], "month", "jobs", *METRICS]
         lines = (
             writer.writerow([r.group, r.month.strftime("%Y-%m"), r.jobs, *(f"{getattr(r, m):.6f}" for m in METRICS)])

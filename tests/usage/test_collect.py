@@ -72,7 +72,9 @@ def _sacct(grant, ids: list[str], timeout: float = 60) -> dict[str, dict[str, st
         for line in out.out.splitlines():
             raw, jobid, state, elapsed, tres, end = line.split("|")
             rows[raw] = {"jobid": jobid, "state": state, "elapsed": elapsed, "tres": tres, "end": end}
-        if rows and all(r["end"] not in ("Unknown", "") and not r["state"].startswith(("RUNNING", "PENDING")) for r in rows.values()):
+        if rows and all(
+            r["end"] not in ("Unknown", "") and not r["state"].startswith(("RUNNING", "PENDING")) for r in rows.values()
+        ):
             return rows
         if time.monotonic() > deadline:
             raise AssertionError(rows)
