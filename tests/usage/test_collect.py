@@ -2,10 +2,12 @@
 hub stores are sacct's own (allocated TRES × ElapsedRaw), read in one call per cluster and
 window, and only the hub's jobs unless the administrator opted in to every job."""
 
+import io
 import re
 import time
 
 import pytest
+from django.core.management import call_command
 
 from apps.clusters.models import Cluster
 from apps.clusters.transport import slurm_client
@@ -39,7 +41,7 @@ def _run(grant, name: str, script: str) -> Job:
     return job
 
 
-def _wait_all(jobs: list[Job], timeout: float = 120) -> None:
+def _wait_all(jobs: list[Job], timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         services.jobs_poll()
@@ -156,3 +158,13 @@ def test_usage_of_the_hubs_jobs_matches_sacct_exactly(env, alice, bob, team, tra
     record = UsageRecord.objects.get(cluster=cluster, slurm_job_id=outsider)
     assert record.job is None and record.user == alice
     assert {k: getattr(record, k) for k in _expected(expected[outsider])} == _expected(expected[outsider])
+
+    # The command `./dev up` runs: the same read, said in a line per cluster.
+    out = io.StringIO()
+    call_command("usage_collect", cluster=cluster.name, stdout=out)
+    said = re.fullmatch(rf"{cluster.name}: (\d+) finished job\(s\) in 1 call\(s\)\n", out.getvalue())
+    # Every job of the account that ended within the last read's overlap: ours and others'.
+    assert said and int(said.group(1)) == UsageRecord.objects.filter(cluster=cluster).count() >= 5
+    with pytest.raises(SystemExit) as refused:
+        call_command("usage_collect", cluster="no-such-cluster", stderr=io.StringIO())
+    assert refused.value.code == 2

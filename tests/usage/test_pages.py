@@ -132,6 +132,8 @@ def test_a_month_counts_the_jobs_that_ended_in_it(root, usage):
     cluster, _ = usage
     now = timezone.now()
     this_month = selectors.month_start(timezone.localdate())
-    rows = selectors.usage_summary(user=root, group="cluster", start=this_month, end=selectors.add_months(this_month, 1))
+    rows = selectors.usage_summary(
+        user=root, group="cluster", start=this_month, end=selectors.add_months(this_month, 1)
+    )
     assert [(r.group, r.jobs) for r in rows] == [("hpc", 4)]
     assert selectors.add_months(datetime(2026, 12, 1, tzinfo=now.tzinfo), 1).month == 1
