@@ -186,10 +186,12 @@ class ClusterGrant(BaseModel):
         ACTIVE = "active", "Active"
         DECLINED = "declined", "Declined"
         REVOKED = "revoked", "Revoked"
+        SUSPENDED = "suspended", "Suspended"
 
     TRANSITIONS = {
         Status.REQUESTED: {Status.ACTIVE, Status.DECLINED},
-        Status.ACTIVE: {Status.REVOKED},
+        Status.ACTIVE: {Status.REVOKED, Status.SUSPENDED},
+        Status.SUSPENDED: {Status.ACTIVE, Status.REVOKED},
         Status.DECLINED: set(),
         Status.REVOKED: set(),
     }

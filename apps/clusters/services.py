@@ -309,6 +309,34 @@ def grant_revoke(*, grant: ClusterGrant, actor, comment: str = "") -> ClusterGra
     return grant
 
 
+def grant_suspend(*, grant: ClusterGrant, actor, reason: str) -> ClusterGrant:
+    """Stop a grant's use without ending it (the directory no longer knows its user); an
+    administrator resumes it with grant_resume."""
+    grant = transition(
+        obj=grant,
+        to=ClusterGrant.Status.SUSPENDED,
+        transitions=ClusterGrant.TRANSITIONS,
+        action="grant.suspended",
+        actor=actor,
+        data={"reason": reason},
+    )
+    enforce_later(grant.cluster)
+    return grant
+
+
+def grant_resume(*, grant: ClusterGrant, actor, comment: str = "") -> ClusterGrant:
+    grant = transition(
+        obj=grant,
+        to=ClusterGrant.Status.ACTIVE,
+        transitions=ClusterGrant.TRANSITIONS,
+        action="grant.resumed",
+        actor=actor,
+        data={"comment": comment},
+    )
+    enforce_later(grant.cluster)
+    return grant
+
+
 def grant_generate_ssh_key(*, grant: ClusterGrant, actor) -> str:
     """Make a key pair for the grant; return the public key for the cluster's authorized_keys."""
     private = ed25519.Ed25519PrivateKey.generate()

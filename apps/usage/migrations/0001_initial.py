@@ -11,7 +11,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('accounts', '0001_initial'),
-        ('clusters', '0004_cluster_usage_all_jobs_and_more'),
+        ('clusters', '0004_usage_budgets_and_suspension'),
         ('jobs', '0004_job_script_directives'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
