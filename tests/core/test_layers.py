@@ -39,6 +39,7 @@ LAYERS: dict[str, int] = {
     "accounts": 2,
     "clusters": 3,
     "datasets": 4,
+    "identity": 4,
     "jobs": 5,
     "sweeps": 6,
     "pipelines": 6,
