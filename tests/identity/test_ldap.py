@@ -105,3 +105,20 @@ def test_local_passwords_can_be_kept_for_break_glass_admins_only(client, setting
     settings.AXLE_BREAK_GLASS_USERS = ["root"]
     assert _login(client, "alice", password).status_code == 200  # refused: the form again
     assert _login(client, "root", password).status_code == 302
+
+
+def test_the_directory_uid_is_the_default_cluster_username_of_a_new_grant(client, ldap_settings, ldap_directory):
+    from apps.clusters.forms import ClusterGrantAdminForm
+    from tests.factories import ClusterFactory
+
+    ldap_directory.add_person("tara", "tara-pw-1")
+    assert _login(client, "tara", "tara-pw-1").status_code == 302
+    tara = User.objects.get(username="tara")
+    cluster = ClusterFactory(name="hpc-ldap")
+    form = ClusterGrantAdminForm(data={"user": tara.pk, "cluster": cluster.pk, "cluster_username": ""})
+    assert form.is_valid(), form.errors
+    assert form.cleaned_data["cluster_username"] == "tara"
+    # A local account has no directory uid: the administrator must still name the account.
+    other = UserFactory(username="ulla")
+    form = ClusterGrantAdminForm(data={"user": other.pk, "cluster": cluster.pk, "cluster_username": ""})
+    assert not form.is_valid() and "cluster_username" in form.errors
