@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
@@ -10,11 +11,13 @@ from apps.clusters import views as cluster_views
 from apps.core import views as core_views
 from apps.core.api_docs import ApiDocsView
 from apps.datasets import views as dataset_views
+from apps.identity import oidc
 from apps.jobs import views as job_views
 from apps.lineage import views as lineage_views
 from apps.registry import views as registry_views
 from apps.serving import views as serving_views
 from apps.sweeps import views as sweep_views
+from apps.usage import views as usage_views
 
 from . import dashboard
 
@@ -25,6 +28,9 @@ urlpatterns = [
     path("healthz", core_views.healthz, name="healthz"),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("oidc/authenticate/", login_not_required(oidc.AuthenticateView.as_view()), name="oidc_authentication_init"),
+    path("oidc/callback/", login_not_required(oidc.CallbackView.as_view()), name="oidc_authentication_callback"),
+    path("sso/failed/", login_not_required(oidc.sso_failed), name="sso-failed"),
     path(
         "password/change/",
         auth_views.PasswordChangeView.as_view(form_class=PasswordChangeForm),
@@ -74,6 +80,8 @@ urlpatterns = [
     path("clusters/<slug:name>/", cluster_views.cluster_detail, name="cluster-detail"),
     path("clusters/<slug:name>/request/", cluster_views.cluster_request_access, name="cluster-request-access"),
     path("grants/", cluster_views.grant_list, name="grant-list"),
+    path("usage/", usage_views.usage, name="usage"),
+    path("usage/export.csv", usage_views.usage_export, name="usage-export"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", ApiDocsView.as_view(url_name="api-schema"), name="api-docs"),

@@ -8,7 +8,20 @@ from apps.core.models import BaseModel
 
 
 class User(AbstractUser):
+    class Directory(models.TextChoices):
+        LOCAL = "local", "Local account"
+        LDAP = "ldap", "LDAP"
+        OIDC = "oidc", "OpenID Connect"
+
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    # Where the account comes from; a directory's accounts get their teams from its groups.
+    directory = models.CharField(max_length=8, choices=Directory.choices, default=Directory.LOCAL, editable=False)
+    directory_uid = models.CharField(
+        max_length=150,
+        blank=True,
+        editable=False,
+        help_text="The directory's username (LDAP uid): on HPC sites, also the cluster account.",
+    )
 
     @property
     def is_platform_admin(self) -> bool:

@@ -108,6 +108,7 @@ class ClusterAdmin(ServiceSaveMixin, admin.ModelAdmin):
         ("Jobs", {"fields": ["job_root", "mlflow_tracking_uri"]}),
         ("Health", {"fields": ["health", "checked_at", "last_error", "state_summary"]}),
         ("Slurm enforces the grants", {"fields": ["operator_grant", "enforcement_drift"]}),
+        ("Usage", {"fields": ["usage_all_jobs"]}),
     ]
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
@@ -248,7 +249,7 @@ class ClusterGrantAdmin(ServiceSaveMixin, admin.ModelAdmin):
     list_filter = ["status", "cluster"]
     list_select_related = ["user", "cluster"]
     search_fields = ["user__username", "cluster__name", "cluster_username", "request_reason"]
-    actions = ["approve_selected", "decline_selected", "revoke_selected", "generate_ssh_keys"]
+    actions = ["approve_selected", "decline_selected", "revoke_selected", "resume_selected", "generate_ssh_keys"]
     readonly_fields = [
         "status",
         "request_reason",
@@ -427,6 +428,10 @@ class ClusterGrantAdmin(ServiceSaveMixin, admin.ModelAdmin):
     @admin.action(description="Revoke selected grants")
     def revoke_selected(self, request, queryset):
         self._bulk(request, queryset, "Revoked", lambda g: services.grant_revoke(grant=g, actor=request.user))
+
+    @admin.action(description="Resume selected suspended grants")
+    def resume_selected(self, request, queryset):
+        self._bulk(request, queryset, "Resumed", lambda g: services.grant_resume(grant=g, actor=request.user))
 
     @admin.action(description="Generate SSH key pairs (for grants without a key)")
     def generate_ssh_keys(self, request, queryset):

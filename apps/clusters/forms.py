@@ -185,6 +185,11 @@ class ClusterGrantAdminForm(forms.ModelForm):
     def clean(self):
         data = super().clean()
         adding = self.instance.pk is None
+        user = data.get("user") or (self.instance.user if not adding else None)
+        directory_uid = getattr(user, "directory_uid", "")
+        if directory_uid and not data.get("cluster_username") and "cluster_username" not in self.errors:
+            # On HPC sites the directory's uid (LDAP) is the cluster account: used when left blank.
+            data["cluster_username"] = directory_uid
 
         decision = data.get("decision")
         if decision:

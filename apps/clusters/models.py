@@ -127,6 +127,12 @@ class Cluster(BaseModel):
         help_text="A grant whose cluster account is a Slurm operator (AdminLevel=Operator). When set, the "
         "hub writes every grant's limits to the user's Slurm associations with sacctmgr.",
     )
+    usage_all_jobs = models.BooleanField(
+        "usage: every job of the granted accounts",
+        default=False,
+        help_text="Count in usage every job Slurm's accounting has for the granted Slurm accounts, not only the "
+        "jobs the hub submitted. Read with the operator grant's account (one sacct call per cluster).",
+    )
     enforcement = models.JSONField(
         default=dict, blank=True, editable=False, help_text="The last comparison of grants with Slurm's associations."
     )
@@ -180,10 +186,12 @@ class ClusterGrant(BaseModel):
         ACTIVE = "active", "Active"
         DECLINED = "declined", "Declined"
         REVOKED = "revoked", "Revoked"
+        SUSPENDED = "suspended", "Suspended"
 
     TRANSITIONS = {
         Status.REQUESTED: {Status.ACTIVE, Status.DECLINED},
-        Status.ACTIVE: {Status.REVOKED},
+        Status.ACTIVE: {Status.REVOKED, Status.SUSPENDED},
+        Status.SUSPENDED: {Status.ACTIVE, Status.REVOKED},
         Status.DECLINED: set(),
         Status.REVOKED: set(),
     }
@@ -208,6 +216,20 @@ class ClusterGrant(BaseModel):
     max_time_minutes = models.PositiveIntegerField(null=True, blank=True)
     max_active_jobs = models.PositiveIntegerField(null=True, blank=True)
     max_array_size = models.PositiveIntegerField(null=True, blank=True)
+    cpu_hours_per_month = models.PositiveIntegerField(
+        "CPU-hours per month",
+        null=True,
+        blank=True,
+        help_text="A budget shown against this grant's usage (from Slurm's accounting), not enforced. "
+        "Blank: no budget.",
+    )
+    gpu_hours_per_month = models.PositiveIntegerField(
+        "GPU-hours per month",
+        null=True,
+        blank=True,
+        help_text="A budget shown against this grant's usage (from Slurm's accounting), not enforced. "
+        "Blank: no budget.",
+    )
     valid_until = models.DateTimeField(null=True, blank=True)
 
     request_reason = models.TextField(blank=True)

@@ -32,6 +32,8 @@ LIMIT_FIELDS = (
     "max_time_minutes",
     "max_active_jobs",
     "max_array_size",
+    "cpu_hours_per_month",
+    "gpu_hours_per_month",
     "valid_until",
 )
 
@@ -61,6 +63,7 @@ CLUSTER_CONFIG_FIELDS = (
     "job_root",
     "mlflow_tracking_uri",
     "slurm_bin_dir",
+    "usage_all_jobs",
 )
 JWT_KEY_MIN_BYTES = 16
 
@@ -299,6 +302,34 @@ def grant_revoke(*, grant: ClusterGrant, actor, comment: str = "") -> ClusterGra
         to=ClusterGrant.Status.REVOKED,
         transitions=ClusterGrant.TRANSITIONS,
         action="grant.revoked",
+        actor=actor,
+        data={"comment": comment},
+    )
+    enforce_later(grant.cluster)
+    return grant
+
+
+def grant_suspend(*, grant: ClusterGrant, actor, reason: str) -> ClusterGrant:
+    """Stop a grant's use without ending it (the directory no longer knows its user); an
+    administrator resumes it with grant_resume."""
+    grant = transition(
+        obj=grant,
+        to=ClusterGrant.Status.SUSPENDED,
+        transitions=ClusterGrant.TRANSITIONS,
+        action="grant.suspended",
+        actor=actor,
+        data={"reason": reason},
+    )
+    enforce_later(grant.cluster)
+    return grant
+
+
+def grant_resume(*, grant: ClusterGrant, actor, comment: str = "") -> ClusterGrant:
+    grant = transition(
+        obj=grant,
+        to=ClusterGrant.Status.ACTIVE,
+        transitions=ClusterGrant.TRANSITIONS,
+        action="grant.resumed",
         actor=actor,
         data={"comment": comment},
     )

@@ -43,7 +43,9 @@ INSTALLED_APPS = [
     "apps.clusters",
     "apps.jobs",
     "apps.datasets",
+    "apps.identity",
     "apps.sweeps",
+    "apps.usage",
     "apps.registry",
     "apps.lineage",
     "apps.serving",
@@ -83,6 +85,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "apps.core.context_processors.navigation",
+                "apps.identity.context_processors.sso",
             ],
         },
     },
@@ -121,9 +124,56 @@ AUTH_PASSWORD_VALIDATORS = [
 # django-axes counts failed logins (the login page, the admin's and the API token exchange) and
 # locks out a username, and separately an address, after AXLE_LOGIN_FAILURE_LIMIT failures for
 # AXLE_LOGIN_LOCKOUT_SECONDS; each lockout is audited (apps/accounts/signals.py).
+# Single sign-on (apps/identity; README "Single sign-on"). Off unless configured. Local
+# passwords stay on for everyone unless AXLE_LOCAL_PASSWORDS=break-glass, which keeps them only
+# for the users named in AXLE_BREAK_GLASS_USERS (an administrator for when the directory is down).
+AXLE_LOCAL_PASSWORDS = env.str("AXLE_LOCAL_PASSWORDS", default="all")
+AXLE_BREAK_GLASS_USERS = env.list("AXLE_BREAK_GLASS_USERS", default=[])
+# Directory groups -> teams and roles, applied at each sign-in and by the LDAP sync: a JSON
+# object {"group (OIDC claim value, LDAP group cn or DN)": "team:role", ...}, role one of
+# member, approver, admin. Only the teams it names are managed by the directory.
+AXLE_SSO_GROUP_MAP = env.json("AXLE_SSO_GROUP_MAP", default={})
+
+AXLE_OIDC_ISSUER = env.str("AXLE_OIDC_ISSUER", default="")
+AXLE_OIDC_NAME = env.str("AXLE_OIDC_NAME", default="single sign-on")
+AXLE_OIDC_USERNAME_CLAIM = env.str("AXLE_OIDC_USERNAME_CLAIM", default="preferred_username")
+AXLE_OIDC_GROUPS_CLAIM = env.str("AXLE_OIDC_GROUPS_CLAIM", default="groups")
+AXLE_OIDC_LEEWAY_SECONDS = env.int("AXLE_OIDC_LEEWAY_SECONDS", default=30)
+OIDC_RP_CLIENT_ID = env.str("AXLE_OIDC_CLIENT_ID", default="")
+OIDC_RP_CLIENT_SECRET = secret("AXLE_OIDC_CLIENT_SECRET", default="")
+OIDC_RP_SCOPES = env.str("AXLE_OIDC_SCOPES", default="openid email profile groups")
+OIDC_RP_SIGN_ALGO = env.str("AXLE_OIDC_SIGN_ALGO", default="RS256")
+OIDC_USE_PKCE = True
+OIDC_USE_NONCE = True
+OIDC_TIMEOUT = 10
+OIDC_CALLBACK_CLASS = "apps.identity.oidc.CallbackView"
+OIDC_AUTHENTICATE_CLASS = "apps.identity.oidc.AuthenticateView"
+LOGIN_REDIRECT_URL_FAILURE = "/sso/failed/"
+# Endpoints come from the issuer's discovery document (apps.identity.oidc.discovery); these
+# placeholders only satisfy mozilla-django-oidc's checks at start-up.
+OIDC_OP_AUTHORIZATION_ENDPOINT = OIDC_OP_TOKEN_ENDPOINT = OIDC_OP_USER_ENDPOINT = ""
+OIDC_OP_JWKS_ENDPOINT = "discovered"
+
+AXLE_LDAP_URI = env.str("AXLE_LDAP_URI", default="")
+AUTH_LDAP_SERVER_URI = AXLE_LDAP_URI
+AUTH_LDAP_BIND_DN = env.str("AXLE_LDAP_BIND_DN", default="")
+AUTH_LDAP_BIND_PASSWORD = secret("AXLE_LDAP_BIND_PASSWORD", default="")
+AUTH_LDAP_START_TLS = env.bool("AXLE_LDAP_START_TLS", default=False)
+AXLE_LDAP_USER_BASE = env.str("AXLE_LDAP_USER_BASE", default="")
+AXLE_LDAP_USER_FILTER = env.str("AXLE_LDAP_USER_FILTER", default="(uid=%(user)s)")
+AXLE_LDAP_GROUP_BASE = env.str("AXLE_LDAP_GROUP_BASE", default="")
+AXLE_LDAP_GROUP_TYPE = env.str("AXLE_LDAP_GROUP_TYPE", default="groupOfNames")  # or posixGroup
+AXLE_LDAP_CA_FILE = env.str("AXLE_LDAP_CA_FILE", default="")
+AUTH_LDAP_USER_ATTR_MAP = {"first_name": "givenName", "last_name": "sn", "email": "mail"}
+AUTH_LDAP_ALWAYS_UPDATE_USER = True
+AUTH_LDAP_FIND_GROUP_PERMS = False
+AUTH_LDAP_CACHE_TIMEOUT = 0
+
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    *(["apps.identity.ldap.DirectoryLDAPBackend"] if AXLE_LDAP_URI else []),
+    *(["apps.identity.oidc.DirectoryOIDCBackend"] if AXLE_OIDC_ISSUER else []),
+    "apps.identity.backends.LocalPasswordBackend",
 ]
 AXES_FAILURE_LIMIT = env.int("AXLE_LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(seconds=env.int("AXLE_LOGIN_LOCKOUT_SECONDS", default=900))

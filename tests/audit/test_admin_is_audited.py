@@ -133,6 +133,7 @@ CASES: dict[str, Case] = {
             "approve_selected": _requested_grant,
             "decline_selected": _requested_grant,
             "revoke_selected": lambda: ClusterGrantFactory(),
+            "resume_selected": lambda: ClusterGrantFactory(status=ClusterGrant.Status.SUSPENDED),
             "generate_ssh_keys": lambda: ClusterGrantFactory(),
         },
     ),

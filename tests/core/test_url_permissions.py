@@ -15,6 +15,10 @@ PUBLIC = {
     "api-token-obtain",
     "admin:login",
     "admin:password_reset",  # not routed by default; listed so adding it is a decision
+    # Single sign-on: the start of an OIDC sign-in, the provider's return, and its failure page.
+    "oidc_authentication_init",
+    "oidc_authentication_callback",
+    "sso-failed",
 }
 
 
@@ -67,6 +71,14 @@ def test_a_logged_in_member_cannot_open_admin_only_pages(client, alice):
     assert client.get("/audit/").status_code == 403
     assert client.get("/audit/export.csv").status_code == 403
     assert client.get("/admin/").status_code == 302  # to the admin's own login: alice is not staff
+
+
+@pytest.mark.django_db
+def test_sign_in_pages_answer_anonymously_and_say_when_sso_is_off(client):
+    response = client.get("/oidc/authenticate/")
+    assert response.status_code == 404 and b"not configured" in response.content
+    assert client.get("/oidc/callback/?state=x&code=y").status_code == 403
+    assert client.get("/sso/failed/").status_code == 403
 
 
 @pytest.mark.django_db

@@ -137,12 +137,28 @@ class JobInfo:
     max_rss_bytes: int | None = None
     alloc_cpus: int | None = None
     alloc_gpus: int | None = None
+    alloc_mem_mb: int | None = None
     num_nodes: int | None = None
     work_dir: str = ""
 
     @property
     def is_array_task(self) -> bool:
         return self.array_job_id is not None
+
+
+@dataclass(frozen=True)
+class UsageWindow:
+    """A stretch of accounting, as seconds before the cluster's own "now" (Slurm reads
+    absolute times in the cluster's local zone; a relative window needs no zone at all)."""
+
+    start_seconds_ago: int
+    end_seconds_ago: int = 0
+    users: tuple[str, ...] = ()
+    accounts: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.start_seconds_ago <= self.end_seconds_ago or self.end_seconds_ago < 0:
+            raise ValueError("a usage window starts before it ends, and not in the future")
 
 
 @dataclass
@@ -352,6 +368,12 @@ class SlurmClient(Protocol):
 
     def find_by_comment(self, marker: str) -> list[JobInfo]:
         """Jobs whose comment equals `marker`: how a lost submission is found again."""
+        ...
+
+    def usage(self, window: UsageWindow) -> list[JobInfo]:
+        """Accounting rows (allocations, not steps) of the jobs that ran in `window`: one
+        call however many jobs. Only this account's jobs unless the window names users or
+        accounts, which needs a Slurm operator where PrivateData hides other users' jobs."""
         ...
 
     def find_by_comments(self, markers: Sequence[str]) -> dict[str, list[JobInfo]]:

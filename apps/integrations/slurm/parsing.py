@@ -126,6 +126,24 @@ def sacct_args(delimiter: str, job_ids: Iterable[str] | None = None, *, since: s
     return args
 
 
+def sacct_window_args(delimiter: str, window) -> list[str]:
+    """sacct for every allocation that ran in `window` (a base.UsageWindow): `-X`, since
+    usage is charged per allocation; `--user`/`--allusers` as the window asks."""
+    args = [
+        *sacct_args(delimiter),
+        "--allocations",
+        f"--starttime=now-{window.start_seconds_ago}seconds",
+        f"--endtime=now-{window.end_seconds_ago}seconds" if window.end_seconds_ago else "--endtime=now",
+    ]
+    if window.users or window.accounts:
+        args.append("--allusers")
+    if window.users:
+        args.append("--user=" + ",".join(window.users))
+    if window.accounts:
+        args.append("--accounts=" + ",".join(window.accounts))
+    return args
+
+
 def sinfo_args(delimiter: str) -> list[str]:
     fmt = delimiter.join(code for _, code in SINFO_FIELDS)
     return ["sinfo", "--noheader", "--Node", f"--format={fmt}"]
@@ -334,6 +352,7 @@ def parse_sacct(output: str, delimiter: str) -> list[JobInfo]:
         exit_code, exit_signal = parse_exit_code(row["ExitCode"])
         tres = parse_tres(row["AllocTRES"])
         gpus = tres.get("gres/gpu")
+        mem = parse_size_bytes(tres.get("mem", ""), "M")
         state = row["State"].split(" ")[0]  # 'CANCELLED by 1000' -> 'CANCELLED'
         info = JobInfo(
             job_id=raw,
@@ -357,6 +376,7 @@ def parse_sacct(output: str, delimiter: str) -> list[JobInfo]:
             cpu_time_seconds=parse_duration(row["TotalCPU"]),
             alloc_cpus=_int(row["AllocCPUS"]),
             alloc_gpus=int(gpus) if gpus and gpus.isdigit() else (0 if tres else None),
+            alloc_mem_mb=None if mem is None else mem // (1 << 20),
             num_nodes=_int(row["NNodes"]),
             work_dir=row["WorkDir"],
         )

@@ -36,6 +36,7 @@ from .base import (
     SlurmRejected,
     SubmitRequest,
     TransportError,
+    UsageWindow,
 )
 from .parsing import gpus_in_gres
 
@@ -369,6 +370,20 @@ class RestClient:
         )
         return [_job_from_slurmdb(j) for j in answer.get("jobs") or []]
 
+    def usage(self, window: UsageWindow) -> list[JobInfo]:
+        # slurmdbd reads these as sacct reads -S/-E (Slurm's parse_time): a relative time
+        # needs no zone. v0.0.38 filters by account but not by user: users are kept here.
+        params = {
+            "start_time": f"now-{window.start_seconds_ago}",
+            "end_time": f"now-{window.end_seconds_ago}" if window.end_seconds_ago else "now",
+        }
+        if window.accounts:
+            params["account"] = ",".join(window.accounts)
+        users = set(window.users) if window.users else (set() if window.accounts else {self.username})
+        answer = self._request("GET", "slurmdb", "jobs", params=params, tolerate=_nothing_found)
+        jobs = [_job_from_slurmdb(j) for j in answer.get("jobs") or []]
+        return [j for j in jobs if not users or j.user in users]
+
     def find_by_comment(self, marker: str) -> list[JobInfo]:
         return self.find_by_comments([marker]).get(marker, [])
 
@@ -555,6 +570,7 @@ def _job_from_slurmdb(j: Mapping[str, Any]) -> JobInfo:
         max_rss_bytes=max_rss,
         alloc_cpus=allocated.get("cpu"),
         alloc_gpus=allocated.get("gres/gpu", 0) if allocated else None,
+        alloc_mem_mb=allocated.get("mem"),
         num_nodes=allocated.get("node"),
         work_dir=_str(j.get("working_directory")),
     )

@@ -34,6 +34,7 @@ from .base import (
     SlurmRejected,
     SubmitRequest,
     TransportError,
+    UsageWindow,
 )
 from .sshfiles import SSHFiles
 
@@ -466,6 +467,14 @@ class SSHClient:
                 if job.comment in missing:
                     found.setdefault(job.comment, []).append(job)
         return found
+
+    def usage(self, window: UsageWindow) -> list[JobInfo]:
+        delimiter = parsing.new_delimiter()
+        args = parsing.sacct_window_args(delimiter, window)
+        if not (window.users or window.accounts):
+            args.append(f"--user={self.username}")
+        result = self._slurm(args)
+        return self._parsed(parsing.parse_sacct, result.out, delimiter)
 
     def cancel(self, job_id: str) -> None:
         result = self._query(self.slurm_command(["scancel", job_id]))

@@ -1,0 +1,1 @@
+from tests.identity.servers import ldap_directory, ldap_settings  # noqa: F401  (shared fixtures)
