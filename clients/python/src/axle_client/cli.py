@@ -10,7 +10,6 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -23,7 +22,6 @@ from .errors import (
     EXIT_INTERRUPTED,
     EXIT_REFUSED,
     EXIT_UNSUCCESSFUL,
-    EXIT_USAGE,
     AuthError,
     AxleError,
     RefusedError,
@@ -879,15 +877,9 @@ def main(argv: list[str] | None = None) -> None:
     """Run the command line; every error becomes one readable message and an exit code."""
     try:
         result = app(args=argv, prog_name="axle", standalone_mode=False)
-    except click.exceptions.UsageError as exc:
-        exc.show()
-        sys.exit(EXIT_USAGE)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:
         err.print("\naxle: interrupted")
         sys.exit(EXIT_INTERRUPTED)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
     except AxleError as exc:
         err.print(Text(f"axle: {exc.message}", style="red" if exc.exit_code != EXIT_REFUSED else "yellow"))
         sys.exit(exc.exit_code)
@@ -895,7 +887,15 @@ def main(argv: list[str] | None = None) -> None:
         # `axle jobs | head`: the reader left; say nothing more.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
-    except Exception as exc:  # a bug: one line, and the traceback only when asked for
+    except Exception as exc:
+        # Click's (or Typer's own copy of Click's) usage errors and aborts, by what they do.
+        if type(exc).__name__ == "Abort":
+            err.print("\naxle: interrupted")
+            sys.exit(EXIT_INTERRUPTED)
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
+            exc.show()
+            sys.exit(exc.exit_code)
+        # A bug: one line, and the traceback only when asked for.
         if os.environ.get("AXLE_DEBUG"):
             raise
         err.print(Text(f"axle: unexpected error ({type(exc).__name__}: {exc}); AXLE_DEBUG=1 shows where."))
