@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from apps.accounts import services as account_services
+from tests.serving.conftest import real_version, serving_dir, trained_model  # noqa: F401  (shared fixtures)
 
 AXLE = Path(sys.executable).with_name("axle")
 
