@@ -84,8 +84,10 @@ def axle_for(axle_installed, live_server, tmp_path):
     return make
 
 
-def drive(proc: subprocess.Popen, step, *, timeout: float = 240) -> tuple[int, str, str]:
-    """Do the workers' work (`step()`) until the command exits; (exit code, stdout, stderr)."""
+def drive(proc: subprocess.Popen, step, *, timeout: float = 600) -> tuple[int, str, str]:
+    """Do the workers' work (`step()`) until the command exits; (exit code, stdout, stderr).
+    The local cluster has one node of 2 CPUs that the whole suite shares: a job may wait minutes
+    for it, so the time allowed is long."""
     deadline = time.monotonic() + timeout
     while proc.poll() is None:
         if time.monotonic() > deadline:

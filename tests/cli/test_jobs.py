@@ -84,13 +84,25 @@ def test_a_running_job_is_cancelled_and_following_it_then_exits_1(axle_for, alic
     cancelled = axle("cancel", job_id[:8])
     assert cancelled.returncode == 0, cancelled.stderr
     proc = axle.start("logs", "-f", job_id)
-    code, out, err = drive(proc, job_services.jobs_poll, timeout=120)
+    code, out, err = drive(proc, job_services.jobs_poll)
     assert code == 1 and "ended cancelled" in err
     assert Job.objects.get(uuid=job_id).status == Job.Status.CANCELLED
     assert json.loads(axle("status", job_id, "--json").stdout)["status"] == "cancelled"
 
     again = axle("cancel", job_id)
     assert again.returncode == 7 and "already ended" in again.stderr
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_waiting_for_a_job_that_fails_exits_1_with_its_exit_code(axle_for, alice, local_grant, tmp_path):
+    axle = axle_for(alice)
+    script = tmp_path / "fails.sh"
+    script.write_text("#!/bin/bash\n#SBATCH --partition=debug\n#SBATCH --time=00:01:00\necho trying\nexit 3\n")
+    proc = axle.start("submit", str(script), "-c", "local-ssh", "--wait", "--json")
+    code, out, err = drive(proc, job_services.jobs_poll)
+    assert code == 1 and "ended failed (exit code 3)" in err
+    assert json.loads(out)["status"] == "failed"
 
 
 @pytest.fixture

@@ -181,12 +181,9 @@ def _refused(exc: RefusedError, source: str) -> RefusedError:
     """The portal's problems, each on a line as a compiler says it: `job.sh:2: message`."""
     lines = []
     for problem in exc.problems:
-        if problem.get("line"):
-            lines.append(f"{source}:{problem['line']}: {problem.get('message', '')}")
-        elif problem.get("path"):
-            lines.append(f"{source}: {problem['path']}: {problem.get('message', '')}")
-        else:
-            lines.append(f"{source}: {problem.get('message', '')}")
+        where = f"{source}:{problem['line']}:" if problem.get("line") else f"{source}:"
+        field = f" {problem['path']}:" if problem.get("path") else ""
+        lines.append(f"{where}{field} {problem.get('message', '')}")
     if lines:
         head = exc.message.split(": ", 1)[0].rstrip(".")
         exc.message = f"{head}:\n  " + "\n  ".join(lines)
@@ -615,81 +612,145 @@ def sweep_stop(sweep_id: str = typer.Argument(..., help="Sweep id (or its first 
 @pipeline_app.command("run")
 def pipeline_run(
     name: str = typer.Argument(..., help="The pipeline's name."),
-    commit: str = typer.Option("", "--commit", help="Run the pipeline's code at this commit (default: its branch)."),
+    commit: str = typer.Option("", "--commit", help="Run the pipeline file at this commit (default: its branch)."),
+    param: list[str] = typer.Option([], "--param", "-p", help="NAME=VALUE over the file's parameters; repeat it."),
     wait: bool = typer.Option(False, "--wait", "-w", help="Wait until the run ends; exit 1 unless it succeeded."),
     json_out: bool = JSON,
 ):
-    """Start a run of a pipeline."""
+    """Start a run of a pipeline; a pipeline file the portal refuses lists its problems and exits 5."""
     with _client() as client:
         pipeline = client.pipeline_by_name(name)
-        run = client.pipeline_run(pipeline["id"], commit=commit)
+        try:
+            run = client.pipeline_run(pipeline["id"], commit=commit, parameters=_parameters(param))
+        except RefusedError as exc:
+            raise _refused(exc, pipeline.get("path") or name) from None
+        if not json_out:
+            err.print(f"axle: pipeline {name}: run {run['id']} {run_state(run)}", markup=False)
         if wait:
-            run = client.pipeline_run_wait(
-                run["id"],
-                on_change=lambda r: err.print(f"axle: pipeline run {_short(r['id'])} {run_state(r)}", markup=False),
-            )
+            run = client.pipeline_run_wait(run["id"], on_change=_on_run_change)
     if json_out:
         _print_json(run)
+    elif wait:
+        _run_table(run)
     else:
-        out.print(f"Pipeline {name}: run {run['id']} {run_state(run)}.", markup=False)
+        out.print(f"See it with: axle pipeline status {_short(run['id'])}", markup=False)
     if wait and run_state(run) not in PIPELINE_SUCCESS:
-        raise Unsuccessful(f"pipeline run {_short(run['id'])} ended {run_state(run)}")
+        detail = run.get("message") or (f"step {run['failed_step']} failed" if run.get("failed_step") else "")
+        raise Unsuccessful(
+            f"pipeline run {_short(run['id'])} ended {run_state(run)}" + (f": {detail}" if detail else "")
+        )
+
+
+def _on_run_change(run: dict) -> None:
+    steps = ", ".join(f"{s['name']} {run_state(s)}" for s in run.get("steps") or [])
+    err.print(
+        f"axle: pipeline run {_short(run['id'])} {run_state(run)}" + (f" ({steps})" if steps else ""), markup=False
+    )
+
+
+def _run_table(run: dict) -> None:
+    _fields(
+        [
+            ("run", f"{run['id']}  {run.get('pipeline_name', '')} #{run.get('number', '')}"),
+            ("state", _state(run_state(run))),
+            ("commit", run.get("commit")),
+            ("created", _when(run.get("created_at"))),
+            ("finished", _when(run.get("finished_at"))),
+            ("message", run.get("message")),
+        ]
+    )
+    steps = run.get("steps") or []
+    if steps:
+        table = _table("STEP", "STATE", "JOB", "SLURM ID", "MESSAGE")
+        for s in steps:
+            table.add_row(
+                Text(str(s.get("name") or "-")),
+                _state(run_state(s)),
+                _short(s.get("job")) or "-",
+                str(s.get("slurm_job_id") or "-"),
+                Text(("cached. " if s.get("cached") else "") + (s.get("message") or "")),
+            )
+        out.print(table)
 
 
 @pipeline_app.command("runs")
 def pipeline_runs(
     name: str | None = typer.Argument(None, help="Only this pipeline's runs."),
+    status: str = typer.Option("", "--status", "-s", help="running, succeeded, failed or cancelled."),
     limit: int = typer.Option(20, "--limit", "-n", min=1, max=1000),
     json_out: bool = JSON,
 ):
     """Pipeline runs, newest first."""
     with _client() as client:
         pipeline_id = client.pipeline_by_name(name)["id"] if name else ""
-        items = client.pipeline_runs(pipeline=pipeline_id, limit=limit)
+        items = client.pipeline_runs(pipeline=pipeline_id, status=status, limit=limit)
     if json_out:
         return _print_json(items)
-    table = _table("ID", "PIPELINE", "STATE", "COMMIT", "CREATED", "FINISHED")
+    table = _table("ID", "PIPELINE", "#", "STATE", "COMMIT", "CREATED", "FINISHED")
     for r in items:
-        pipeline = r.get("pipeline")
         table.add_row(
             _short(r["id"]),
-            Text(
-                str(pipeline.get("name") if isinstance(pipeline, dict) else (r.get("pipeline_name") or pipeline or "-"))
-            ),
+            Text(str(r.get("pipeline_name") or r.get("pipeline") or "-")),
+            str(r.get("number") or "-"),
             _state(run_state(r)),
-            (r.get("commit") or r.get("code_commit") or "-")[:12],
+            (r.get("commit") or "-")[:12],
             _when(r.get("created_at")),
             _when(r.get("finished_at")),
         )
     out.print(table)
 
 
+@pipeline_app.command("list")
+def pipeline_list(json_out: bool = JSON):
+    """Pipelines you may see."""
+    with _client() as client:
+        items = client.pipelines()
+    if json_out:
+        return _print_json(items)
+    table = _table("NAME", "TEAM", "CLUSTER", "REPOSITORY", "BRANCH", "FILE")
+    for p in items:
+        table.add_row(
+            Text(p["name"]),
+            Text(p.get("team", "")),
+            Text(p.get("cluster", "")),
+            Text(p.get("repo_url", "")),
+            Text(p.get("branch", "")),
+            Text(p.get("path", "")),
+        )
+    out.print(table)
+
+
 @pipeline_app.command("status")
-def pipeline_status(run_id: str = typer.Argument(..., help="The pipeline run's id."), json_out: bool = JSON):
+def pipeline_status(
+    run_id: str = typer.Argument(..., help="The pipeline run's id (or its first characters)."), json_out: bool = JSON
+):
     """A pipeline run and its steps."""
     with _client() as client:
-        run = client.pipeline_run_get(run_id)
+        run = client.pipeline_run_get(client.resolve("pipeline run", run_id))
     if json_out:
         return _print_json(run)
-    _fields([("run", run["id"]), ("state", _state(run_state(run))), ("created", _when(run.get("created_at")))])
-    steps = run.get("steps") or run.get("step_runs") or []
-    if steps:
-        table = _table("STEP", "STATE", "JOB", "SLURM ID")
-        for s in steps:
-            table.add_row(
-                Text(str(s.get("name") or s.get("step") or "-")),
-                _state(run_state(s)),
-                _short(s.get("job") or s.get("job_id")),
-                str(s.get("slurm_job_id") or "-"),
-            )
-        out.print(table)
+    _run_table(run)
 
 
 @pipeline_app.command("cancel")
-def pipeline_cancel(run_id: str = typer.Argument(..., help="The pipeline run's id."), json_out: bool = JSON):
-    """Cancel a pipeline run and its steps that have not ended."""
+def pipeline_cancel(
+    run_id: str = typer.Argument(..., help="The pipeline run's id (or its first characters)."), json_out: bool = JSON
+):
+    """Cancel a pipeline run: every step's job on Slurm that has not ended."""
     with _client() as client:
-        run = client.pipeline_run_cancel(run_id)
+        run = client.pipeline_run_cancel(client.resolve("pipeline run", run_id))
+    if json_out:
+        return _print_json(run)
+    out.print(f"pipeline run {_short(run['id'])}: {run_state(run)}", markup=False)
+
+
+@pipeline_app.command("retry")
+def pipeline_retry(
+    run_id: str = typer.Argument(..., help="The pipeline run's id (or its first characters)."), json_out: bool = JSON
+):
+    """Run a failed pipeline run's failed steps (and what needs them) again."""
+    with _client() as client:
+        run = client.pipeline_run_retry(client.resolve("pipeline run", run_id))
     if json_out:
         return _print_json(run)
     out.print(f"pipeline run {_short(run['id'])}: {run_state(run)}", markup=False)
@@ -878,7 +939,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         result = app(args=argv, prog_name="axle", standalone_mode=False)
     except KeyboardInterrupt:
-        err.print("\naxle: interrupted")
+        err.print("\naxle: interrupted (what was submitted goes on; `axle jobs` shows it)")
         sys.exit(EXIT_INTERRUPTED)
     except AxleError as exc:
         err.print(Text(f"axle: {exc.message}", style="red" if exc.exit_code != EXIT_REFUSED else "yellow"))

@@ -165,11 +165,15 @@ class Client:
             return str(uuid.UUID(ref))
         if not ref or not re.match(r"^[0-9A-Za-z-]+$", ref):
             raise UsageError(f"{ref!r} is not a {kind} id.")
-        path = {"job": "jobs/", "sweep": "sweeps/", "deployment": "deployments/"}[kind]
+        path = {"job": "jobs/", "sweep": "sweeps/", "deployment": "deployments/", "pipeline run": "pipeline-runs/"}[
+            kind
+        ]
         items = self.pages(path, limit=1000)
-        matches = [i for i in items if str(i["id"]).startswith(ref.lower())]
-        if not matches and kind == "job" and ref.isdigit():
+        matches = []
+        if kind == "job" and ref.isdigit():  # a Slurm job id, as squeue and sacct show it
             matches = [i for i in items if str(i.get("slurm_job_id", "")).split("_")[0] == ref]
+        if not matches:
+            matches = [i for i in items if str(i["id"]).startswith(ref.lower())]
         if not matches:
             raise NotFoundError(f"No {kind} {ref!r}, or not one you may see.")
         if len(matches) > 1:
@@ -330,17 +334,23 @@ class Client:
     def pipelines(self) -> list[dict]:
         return self.pages("pipelines/")
 
-    def pipeline_run(self, pipeline_id: str, *, commit: str = "") -> dict:
-        return self.post(f"pipelines/{pipeline_id}/run/", {"commit": commit} if commit else {})
+    def pipeline_run(self, pipeline_id: str, *, commit: str = "", parameters: dict | None = None) -> dict:
+        body: dict = {"commit": commit} if commit else {}
+        if parameters:
+            body["parameters"] = parameters
+        return self.post(f"pipelines/{pipeline_id}/run/", body)
 
     def pipeline_run_get(self, run_id: str) -> dict:
         return self.get(f"pipeline-runs/{run_id}/")
 
-    def pipeline_runs(self, *, pipeline: str = "", limit: int | None = 50) -> list[dict]:
-        return self.pages("pipeline-runs/", limit=limit, pipeline=pipeline)
+    def pipeline_runs(self, *, pipeline: str = "", status: str = "", limit: int | None = 50) -> list[dict]:
+        return self.pages("pipeline-runs/", limit=limit, pipeline=pipeline, status=status)
 
     def pipeline_run_cancel(self, run_id: str) -> dict:
         return self.post(f"pipeline-runs/{run_id}/cancel/")
+
+    def pipeline_run_retry(self, run_id: str) -> dict:
+        return self.post(f"pipeline-runs/{run_id}/retry/")
 
     def pipeline_run_wait(self, run_id: str, *, interval: float = 3.0, on_change: Callable | None = None) -> dict:
         seen = None
