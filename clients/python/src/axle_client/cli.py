@@ -229,7 +229,10 @@ def login(
     The token is asked for without echo, or read from standard input (`axle login --url U < token.txt`);
     never pass it as an argument, where others on the machine can read it. It is checked against the
     portal before it is stored, readable by you only, in $XDG_CONFIG_HOME/axle/config.toml."""
-    cfg = config_mod.load()
+    try:
+        cfg = config_mod.load()
+    except UsageError:  # a damaged file is what logging in again replaces
+        cfg = config_mod.Config(url=config_mod.DEFAULT_URL)
     interactive = sys.stdin.isatty()
     if not url:
         url = typer.prompt("Portal URL", default=cfg.url) if interactive else cfg.url
