@@ -44,6 +44,8 @@ SCRATCH_ROOT="$AXLE_STACK_DIR/cluster/scratch"
 # slurmdbd), and every client finds the default without configuration.
 MUNGE_SOCKET="/run/munge/munge.socket.2"
 export SLURM_CONF="$SLURM_DIR/etc/slurm.conf"
+# Where the hub finds Slurm's commands on this site's login node (see do_slurm_config).
+if [[ "$AXLE_MAIN_SITE" == 1 ]]; then SLURM_BIN_DIR=/usr/bin; else SLURM_BIN_DIR="$SLURM_DIR/bin"; fi
 
 say() { printf '%s\n' "$*"; }
 warn() { printf 'WARNING: %s\n' "$*" >&2; }

@@ -241,7 +241,16 @@ do_slurm_config() {
   # login node, unless the machine already has a Slurm configuration of its own.
   local etc=/etc/slurm/slurm.conf
   if [[ "$AXLE_MAIN_SITE" != 1 ]]; then
-    echo "a second site: $etc left to the main one (this site's clients use SLURM_CONF=$SLURM_CONF)"
+    # The hub runs Slurm's commands over SSH with an emptied environment (no SLURM_CONF from
+    # sshd's SetEnv), so this site's login node gets its own Slurm folder, as a login node
+    # serving two clusters does: the same commands, bound to this site's configuration.
+    local prog
+    install -d -m 0755 "$SLURM_BIN_DIR"
+    for prog in sbatch squeue sacct sinfo scancel scontrol sacctmgr srun; do
+      printf '#!/bin/sh\nSLURM_CONF=%s exec /usr/bin/%s "$@"\n' "$SLURM_CONF" "$prog" >"$SLURM_BIN_DIR/$prog"
+      chmod 0755 "$SLURM_BIN_DIR/$prog"
+    done
+    echo "a second site: $etc left to the main one; this site's commands are in $SLURM_BIN_DIR"
     return 0
   fi
   install -d -m 0755 /etc/slurm
@@ -571,6 +580,7 @@ do_cluster_env() {
     echo "AXLE_LOCAL_PYTHON=$VENV_DIR/bin/python"
     echo "AXLE_LOCAL_USERS=\"${user% }\""
     echo "AXLE_LOCAL_SLURM_CONF=$SLURM_CONF"
+    echo "AXLE_LOCAL_SLURM_BIN_DIR=$SLURM_BIN_DIR"
     echo "AXLE_MLFLOW_TRACKING_URI=http://$AXLE_HOST:$AXLE_MLFLOW_PORT"
     echo "AXLE_MLFLOW_USERNAME=$MLFLOW_ADMIN_USER"
     echo "AXLE_MLFLOW_PASSWORD_FILE=$MLFLOW_PASSWORD_FILE"

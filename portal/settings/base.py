@@ -254,6 +254,9 @@ AXLE_AUDIT_CHECKPOINT_FILE = Path(
 # (its SSH channel or REST request ends within MessageTimeout, 10 s by default); 40 s keeps
 # a margin and lets a dead worker's job go out again well within a minute.
 AXLE_SUBMIT_BACKOFF_SECONDS = env.int("AXLE_SUBMIT_BACKOFF_SECONDS", default=15)
+# The longest wait between two attempts: after an outage, whatever its length, a waiting job
+# goes out within this (plus a tick) of the cluster's return. Was 15 minutes.
+AXLE_SUBMIT_BACKOFF_MAX_SECONDS = env.int("AXLE_SUBMIT_BACKOFF_MAX_SECONDS", default=45)
 AXLE_RECONCILE_GRACE_SECONDS = env.int("AXLE_RECONCILE_GRACE_SECONDS", default=40)
 AXLE_SUBMIT_STUCK_SECONDS = env.int("AXLE_SUBMIT_STUCK_SECONDS", default=120)
 # The re-drive: how often it runs, and how long a fresh job is left to its own task first.
