@@ -81,7 +81,6 @@ def hub_env() -> dict[str, str]:
         "AXLE_HOME": str(STACK_DIR),
         "AXLE_HUB_DIR": str(STACK_DIR / "hub"),
         "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DATABASE}",
-        "AXLE_WORKERS": "2",
         "PYTHONUNBUFFERED": "1",
     }
 

@@ -8,6 +8,8 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django_q.conf import Conf
+from django_q.tasks import async_task
 
 from apps.core.leases import work_lease
 
@@ -90,4 +92,8 @@ def jobs_track(seconds: int = 55, interval: float = 5.0):
                 connection.close()
                 return "the database connection broke; the next loop takes over"
             time.sleep(interval)
+    # The next loop is queued at once, not left to the minutely schedule (which stays as the
+    # backstop): no gap of seconds to a minute each minute in which nobody tracks or re-drives.
+    if not Conf.SYNC:  # inline tasks (tests) would chain loops forever
+        async_task("apps.jobs.tasks.jobs_track")
     return "done"

@@ -220,7 +220,9 @@ AXLE_REDIS_URL = env.str("AXLE_REDIS_URL", default="")
 # since every task is safe to run twice but a failing one should not loop.
 Q_CLUSTER = {
     "name": "axle",
-    "workers": env.int("AXLE_WORKERS", default=2),
+    # Two workers are always busy with the minute-long tracking loops (jobs, sweeps): four
+    # leave two for submissions, finalizing and the rest (with two, tasks waited for a loop to end).
+    "workers": env.int("AXLE_WORKERS", default=4),
     "timeout": 600,
     "retry": 660,
     "max_attempts": 1,
