@@ -123,13 +123,12 @@ def setup() -> None:
     log(f"private site {STACK_DIR}: up")
     stack("up")
     (STACK_DIR / "hub").mkdir(mode=0o700, exist_ok=True)
-    exists = subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-tAc", f"SELECT 1 FROM pg_database WHERE datname='{DATABASE}'"],
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    if not exists:
-        subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", DATABASE], check=True)
+    # A fresh start: a new hub database, and no job of an earlier run left on the private site.
+    subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "--force", DATABASE], check=True)
+    subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", DATABASE], check=True)
+    subprocess.run(
+        ["scancel", "--user=scientist"], env={**os.environ, "SLURM_CONF": cluster_env()["AXLE_LOCAL_SLURM_CONF"]}
+    )
     log(f"hub database {DATABASE}: migrate, seed, schedules")
     manage("migrate", "--noinput")
     manage("seed_demo")

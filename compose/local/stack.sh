@@ -688,7 +688,16 @@ cmd_one() {
     exit 2
   fi
   if [[ "$what" == stop ]]; then
+    local pid children=""
+    pid="$(pid_from "$RUN_DIR/$name.pid")" || pid=""
+    # A stopped sshd's open sessions would go on serving the hub's cached connection: end
+    # them too (only this site's: children of this site's sshd).
+    [[ "$name" == sshd && -n "$pid" ]] && children="$(pgrep -P "$pid" || true)"
     stop_pidfile "$name" "$RUN_DIR/$name.pid"
+    # Daemons started by spawn() lead a session of their own: their helpers (MLflow's web
+    # server workers) go with them.
+    if [[ -n "$pid" ]] && kill -0 -- "-$pid" 2>/dev/null; then kill -TERM -- "-$pid" 2>/dev/null || true; fi
+    [[ -n "$children" ]] && kill -TERM $children 2>/dev/null || true
   else
     "do_$name"
   fi
