@@ -253,13 +253,15 @@ AXLE_AUDIT_CHECKPOINT_FILE = Path(
 # long "submitting" may last before the worker is presumed dead.
 # The grace: squeue (which the marker search asks first) knows a job the moment slurmctld
 # accepted it, so the grace only has to cover a sbatch still running when its worker died
-# (its SSH channel or REST request ends within MessageTimeout, 10 s by default); 40 s keeps
-# a margin and lets a dead worker's job go out again well within a minute.
+# (it is counted from the worker's last heartbeat, before sbatch started; a submission that
+# reached slurmctld is answered within MessageTimeout, 10 s by default). 20 s is twice that,
+# and lets a dead worker's job go out again well within a minute (at 40 s, the worst return-
+# to-convergence of a kill during submission was 75 s in bench/chaos.py; it was 120 s before).
 AXLE_SUBMIT_BACKOFF_SECONDS = env.int("AXLE_SUBMIT_BACKOFF_SECONDS", default=15)
 # The longest wait between two attempts: after an outage, whatever its length, a waiting job
 # goes out within this (plus a tick) of the cluster's return. Was 15 minutes.
 AXLE_SUBMIT_BACKOFF_MAX_SECONDS = env.int("AXLE_SUBMIT_BACKOFF_MAX_SECONDS", default=45)
-AXLE_RECONCILE_GRACE_SECONDS = env.int("AXLE_RECONCILE_GRACE_SECONDS", default=40)
+AXLE_RECONCILE_GRACE_SECONDS = env.int("AXLE_RECONCILE_GRACE_SECONDS", default=20)
 AXLE_SUBMIT_STUCK_SECONDS = env.int("AXLE_SUBMIT_STUCK_SECONDS", default=120)
 # The re-drive: how often it runs, and how long a fresh job is left to its own task first.
 AXLE_REDRIVE_SECONDS = env.int("AXLE_REDRIVE_SECONDS", default=15)
