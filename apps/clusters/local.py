@@ -58,6 +58,8 @@ def register_local_cluster(*, env: dict[str, str], transport: str, name: str, ac
                 "rest_url": env.get("AXLE_LOCAL_REST_URL", "http://127.0.0.1:6820"),
                 "rest_api_version": env.get("AXLE_LOCAL_REST_API_VERSION", "v0.0.38"),
                 "job_root": f"{scratch}/{{username}}/axle-jobs",
+                # A second site on the host has its commands in a folder of its own.
+                "slurm_bin_dir": env.get("AXLE_LOCAL_SLURM_BIN_DIR") or "/usr/bin",
                 # The compute node is this machine: it sees MLflow where the hub does.
                 "mlflow_tracking_uri": env.get("AXLE_MLFLOW_TRACKING_URI") or settings.AXLE_MLFLOW_TRACKING_URI,
             },

@@ -1,10 +1,11 @@
 from django.core.validators import RegexValidator
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.clusters.selectors import cluster_get
+from apps.core.errors import ValidationFailed
 from apps.core.pagination import Pagination
 from apps.core.schema import errors
 from apps.integrations.slurm import environment
@@ -235,12 +236,28 @@ class JobListCreateApi(APIView):
         page = paginator.paginate_queryset(jobs.select_related("rerun_of"), request, view=self)
         return paginator.get_paginated_response(JobOutputSerializer(page, many=True).data)
 
-    @extend_schema(request=JobCreateInputSerializer, responses={201: JobOutputSerializer, **errors(404, 503)})
+    @extend_schema(
+        request=JobCreateInputSerializer,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                description="Any unique string (a UUID) per job: a request sent again with the same key, "
+                "after a lost answer, returns the job the first one created instead of creating another.",
+            )
+        ],
+        responses={201: JobOutputSerializer, **errors(404, 409, 503)},
+    )
     def post(self, request):
         data = JobCreateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         d = data.validated_data
+        key = request.headers.get("Idempotency-Key", "").strip()
+        if len(key) > 128:
+            raise ValidationFailed("The Idempotency-Key header is at most 128 characters.")
         job = services.job_create(
+            idempotency_key=key,
             user=request.user,
             cluster=_cluster(request, d["cluster"]),
             name=d["name"],

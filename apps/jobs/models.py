@@ -109,10 +109,19 @@ class Job(BaseModel):
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     unknown_since = models.DateTimeField(null=True, blank=True)
+    # The API's Idempotency-Key: a POST sent again gets the job the first one made.
+    idempotency_key = models.CharField(max_length=128, blank=True, default="")
 
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["cluster", "status"]), models.Index(fields=["owner", "-created_at"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="job_idempotency_key_unique",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.slurm_job_id or self.status})"

@@ -5,34 +5,46 @@ import logging
 import time
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django_q.conf import Conf
+from django_q.tasks import async_task
 
-from apps.core.leases import acquire_lease, release_lease
+from apps.core.leases import work_lease
 
 from . import services
 from .models import Job
+from .services.redrive import job_lease_name, jobs_redrive
 
 log = logging.getLogger(__name__)
 
 
 def job_submit(job_id: int):
-    services.job_submit(job_id=job_id)
+    # The job's lease says "in flight" to the re-drive; a task that finds it taken leaves the
+    # job to its holder (the job's state, not this task, is the memory of what is left to do).
+    with work_lease(job_lease_name(job_id)) as mine:
+        if mine:
+            services.job_submit(job_id=job_id)
 
 
 def job_reconcile(job_id: int):
-    services.job_reconcile(job_id=job_id)
+    with work_lease(job_lease_name(job_id)) as mine:
+        if mine:
+            services.job_reconcile(job_id=job_id)
 
 
 def job_finalize(job_id: int):
-    services.job_finalize(job_id=job_id)
+    with work_lease(job_lease_name(job_id)) as mine:
+        if mine:
+            services.job_finalize(job_id=job_id)
 
 
 def jobs_tick() -> services.PollStats:
     """One cycle of everything periodic: due submissions, stuck and unknown jobs, tracking."""
     now = timezone.now()
     for job_id in Job.objects.filter(status=Job.Status.QUEUED, next_attempt_at__lte=now).values_list("pk", flat=True):
-        services.job_submit(job_id=job_id)
+        job_submit(job_id)
     services.jobs_find_stuck()
     services.jobs_reconcile_unknown()
     stats = services.jobs_poll()
@@ -48,25 +60,40 @@ def jobs_tick() -> services.PollStats:
         .exclude(mlflow_run_id="")
         .values_list("pk", flat=True)[:50]
     ):
-        services.job_finalize(job_id=job_id)
+        job_finalize(job_id)
     return stats
 
 
 def jobs_track(seconds: int = 55, interval: float = 5.0):
-    """Run ``jobs_tick`` every few seconds for about a minute.
+    """Run ``jobs_tick`` every few seconds, and ``jobs_redrive`` every
+    AXLE_REDRIVE_SECONDS, for about a minute.
 
     django-q2's schedules fire at most once a minute; live status needs more often, so the
-    minutely schedule starts this loop. A lease row keeps two loops from overlapping."""
+    minutely schedule starts this loop (and each worker process starts one when it spawns, see
+    apps.jobs.apps). The loop's lease keeps two loops from overlapping; on PostgreSQL it dies
+    with a killed worker, so the next loop starts at once instead of a minute later."""
     deadline = time.monotonic() + seconds
-    if not acquire_lease("jobs-track", timedelta(seconds=seconds + 10)):
-        return "another tracker holds the lease"
-    while time.monotonic() < deadline:
-        try:
-            jobs_tick()
-        except Exception:  # one bad cycle must not end tracking for the minute
-            log.exception("tracking cycle failed")
-        finally:
-            transaction.get_connection().close_if_unusable_or_obsolete()
-        time.sleep(interval)
-    release_lease("jobs-track")
+    with work_lease("jobs-track", fallback=timedelta(seconds=seconds + 10)) as mine:
+        if not mine:
+            return "another tracker holds the lease"
+        next_redrive = time.monotonic()
+        while time.monotonic() < deadline:
+            try:
+                if time.monotonic() >= next_redrive:
+                    next_redrive = time.monotonic() + settings.AXLE_REDRIVE_SECONDS
+                    jobs_redrive()
+                jobs_tick()
+            except Exception:  # one bad cycle must not end tracking for the minute
+                log.exception("tracking cycle failed")
+            # Not close_if_unusable_or_obsolete: closing the connection would drop the loop's
+            # own lease (an advisory lock on it) in the middle of the minute.
+            connection = transaction.get_connection()
+            if connection.connection is not None and not connection.is_usable():
+                connection.close()
+                return "the database connection broke; the next loop takes over"
+            time.sleep(interval)
+    # The next loop is queued at once, not left to the minutely schedule (which stays as the
+    # backstop): no gap of seconds to a minute each minute in which nobody tracks or re-drives.
+    if not Conf.SYNC:  # inline tasks (tests) would chain loops forever
+        async_task("apps.jobs.tasks.jobs_track")
     return "done"

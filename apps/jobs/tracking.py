@@ -13,7 +13,7 @@ from django.conf import settings
 from apps.clusters.models import Cluster
 from apps.integrations.mlflow import auth as mlflow_auth
 from apps.integrations.mlflow import filestore
-from apps.integrations.mlflow.base import MetricPoint
+from apps.integrations.mlflow.base import MetricPoint, RunStatus
 from apps.integrations.mlflow.client import TrackingClient
 from apps.integrations.slurm.base import ClusterFiles, RemoteFileMissing
 
@@ -69,10 +69,22 @@ def start_run(job: Job) -> tuple[str, str]:
     """Create (or find again) the job's run; return (experiment id, run id)."""
     tracking = client()
     experiment_id = job.mlflow_experiment_id or tracking.ensure_experiment(experiment_name(job))
-    run_id = job.mlflow_run_id or tracking.create_run(experiment_id, job.name, run_tags(job))
+    run_id = job.mlflow_run_id or _run_of_an_earlier_attempt(tracking, experiment_id, job)
+    run_id = run_id or tracking.create_run(experiment_id, job.name, run_tags(job))
     if job.parameters:
         tracking.log_params(run_id, job.parameters)
     return experiment_id, run_id
+
+
+def _run_of_an_earlier_attempt(tracking: TrackingClient, experiment_id: str, job: Job) -> str:
+    """The run an attempt opened before it died (before the job recorded its id): found by
+    the job's id in its tags and reused, so a killed worker leaves no orphan run. Should two
+    attempts have opened one each, the first is kept and the others are ended as KILLED."""
+    runs = tracking.runs_tagged(experiment_id, "axle.job_id", str(job.uuid))
+    live = [run_id for run_id, status in runs if status not in RunStatus.TERMINAL]
+    for extra in live[1:]:
+        tracking.terminate(extra, RunStatus.KILLED)
+    return live[0] if live else ""
 
 
 def job_environment(job: Job, experiment_id: str, run_id: str) -> dict[str, str]:

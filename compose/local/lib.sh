@@ -11,6 +11,16 @@ AXLE_SLURMCTLD_PORT="${AXLE_SLURMCTLD_PORT:-6817}"
 AXLE_SLURMD_PORT="${AXLE_SLURMD_PORT:-6818}"
 AXLE_SLURMDBD_PORT="${AXLE_SLURMDBD_PORT:-6819}"
 AXLE_SLURM_CLUSTER="${AXLE_SLURM_CLUSTER:-local}"
+# A second site beside the first on one host (e.g. the chaos bench's, AXLE_STACK_DIR=
+# /var/lib/axle-chaos): its own ports (above), ClusterName, state, slurmdbd database and MariaDB
+# user, and MLflow; it shares the host's munged, MariaDB server, Unix users and the first site's
+# Python environment, and leaves /etc/slurm/slurm.conf pointing at the first site.
+AXLE_SLURMDBD_DB="${AXLE_SLURMDBD_DB:-slurm_acct_db}"
+AXLE_SLURMDBD_DB_USER="${AXLE_SLURMDBD_DB_USER:-slurm}"
+# 1 for the host's main site: it owns /etc/slurm/slurm.conf and the model servers' users.
+if [[ -z "${AXLE_MAIN_SITE:-}" ]]; then
+  if [[ "$AXLE_STACK_DIR" == /var/lib/axle ]]; then AXLE_MAIN_SITE=1; else AXLE_MAIN_SITE=0; fi
+fi
 # Unprivileged account for slurmrestd: it refuses to run as root or as SlurmUser.
 AXLE_SLURMREST_USER="${AXLE_SLURMREST_USER:-slurmrest}"
 # Marks the Unix accounts this stack created, so it never adopts someone else's.
@@ -28,12 +38,14 @@ MUNGE_DIR="$AXLE_STACK_DIR/munge"
 SSH_DIR="$AXLE_STACK_DIR/ssh"
 KEYS_DIR="$AXLE_STACK_DIR/keys"
 MLFLOW_DIR="$AXLE_STACK_DIR/mlflow"
-VENV_DIR="$AXLE_STACK_DIR/venv"
+VENV_DIR="${AXLE_VENV_DIR:-$AXLE_STACK_DIR/venv}"
 SCRATCH_ROOT="$AXLE_STACK_DIR/cluster/scratch"
 # munge's default socket: Slurm ignores AuthInfo=socket= on some paths (sacctmgr to
 # slurmdbd), and every client finds the default without configuration.
 MUNGE_SOCKET="/run/munge/munge.socket.2"
 export SLURM_CONF="$SLURM_DIR/etc/slurm.conf"
+# Where the hub finds Slurm's commands on this site's login node (see do_slurm_config).
+if [[ "$AXLE_MAIN_SITE" == 1 ]]; then SLURM_BIN_DIR=/usr/bin; else SLURM_BIN_DIR="$SLURM_DIR/bin"; fi
 
 say() { printf '%s\n' "$*"; }
 warn() { printf 'WARNING: %s\n' "$*" >&2; }

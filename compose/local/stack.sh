@@ -51,6 +51,11 @@ do_layout() {
 munge_alive() { alive "$RUN_DIR/munged.pid" && [[ -S "$MUNGE_SOCKET" ]]; }
 
 do_munge() {
+  if ! munge_alive && munge -n -S "$MUNGE_SOCKET" 2>/dev/null | unmunge -S "$MUNGE_SOCKET" >/dev/null 2>&1; then
+    # Another site on this host runs munged: share it (one munged per host, one socket).
+    echo "using the munged already serving $MUNGE_SOCKET"
+    return 0
+  fi
   local key="$MUNGE_DIR/munge.key"
   if [[ ! -s "$key" ]]; then
     echo "generating $key"
@@ -97,14 +102,19 @@ do_mariadb() {
   fi
   chmod 0600 "$pass_file"
   pass="$(<"$pass_file")"
+  local db="$AXLE_SLURMDBD_DB" dbuser="$AXLE_SLURMDBD_DB_USER"
+  [[ "$db" =~ ^[a-z_][a-z0-9_]*$ && "$dbuser" =~ ^[a-z_][a-z0-9_]*$ ]] || {
+    echo "AXLE_SLURMDBD_DB and AXLE_SLURMDBD_DB_USER must be plain names" >&2
+    return 1
+  }
   mariadb --protocol=socket -u root <<SQL
-CREATE DATABASE IF NOT EXISTS slurm_acct_db;
-CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '${pass}';
-CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY '${pass}';
-ALTER USER 'slurm'@'localhost' IDENTIFIED BY '${pass}';
-ALTER USER 'slurm'@'127.0.0.1' IDENTIFIED BY '${pass}';
-GRANT ALL PRIVILEGES ON slurm_acct_db.* TO 'slurm'@'localhost';
-GRANT ALL PRIVILEGES ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';
+CREATE DATABASE IF NOT EXISTS \`${db}\`;
+CREATE USER IF NOT EXISTS '${dbuser}'@'localhost' IDENTIFIED BY '${pass}';
+CREATE USER IF NOT EXISTS '${dbuser}'@'127.0.0.1' IDENTIFIED BY '${pass}';
+ALTER USER '${dbuser}'@'localhost' IDENTIFIED BY '${pass}';
+ALTER USER '${dbuser}'@'127.0.0.1' IDENTIFIED BY '${pass}';
+GRANT ALL PRIVILEGES ON \`${db}\`.* TO '${dbuser}'@'localhost';
+GRANT ALL PRIVILEGES ON \`${db}\`.* TO '${dbuser}'@'127.0.0.1';
 FLUSH PRIVILEGES;
 SQL
 }
@@ -208,14 +218,14 @@ do_slurm_config() {
   local REAL_MEMORY=$((mem - (mem / 20 > 512 ? mem / 20 : 512)))
   local DEF_MEM_PER_CPU=1024 JWT_KEY="$jwt"
   local SLURMCTLD_PORT="$AXLE_SLURMCTLD_PORT" SLURMD_PORT="$AXLE_SLURMD_PORT"
-  local SLURMDBD_PORT="$AXLE_SLURMDBD_PORT" DB_PASS
+  local SLURMDBD_PORT="$AXLE_SLURMDBD_PORT" DB_PASS DB_NAME="$AXLE_SLURMDBD_DB" DB_USER="$AXLE_SLURMDBD_DB_USER"
   NODE_NAME="$(hostname -s)"
   DB_PASS="$(<"$SLURM_DIR/dbd.pass")"
   # Job ids restart at 1 when slurmctld's state is new (a wiped stack folder) while the
   # accounting database still holds the old jobs; ids would then name two jobs in sacct.
   local FIRST_JOB_ID max_job
   max_job="$(mariadb --protocol=socket -u root -N -B \
-    -e "SELECT COALESCE(MAX(id_job), 0) FROM slurm_acct_db.\`${CLUSTER}_job_table\`" 2>/dev/null || true)"
+    -e "SELECT COALESCE(MAX(id_job), 0) FROM \`${DB_NAME}\`.\`${CLUSTER}_job_table\`" 2>/dev/null || true)"
   [[ "$max_job" =~ ^[0-9]+$ ]] || max_job=0
   FIRST_JOB_ID=$((max_job + 1))
   ((REAL_MEMORY > DEF_MEM_PER_CPU)) || DEF_MEM_PER_CPU=$((REAL_MEMORY / 2))
@@ -225,11 +235,24 @@ do_slurm_config() {
     CLUSTER NODE_NAME NODE_HW REAL_MEMORY DEF_MEM_PER_CPU JWT_KEY SLURMCTLD_PORT \
     SLURMD_PORT SLURMDBD_PORT SLURM_DIR FIRST_JOB_ID RUN_DIR LOGS_DIR
   render "$HERE/slurmdbd.conf.in" "$SLURM_DIR/etc/slurmdbd.conf" 0600 slurm:slurm \
-    JWT_KEY SLURMDBD_PORT RUN_DIR LOGS_DIR DB_PASS
+    JWT_KEY SLURMDBD_PORT RUN_DIR LOGS_DIR DB_PASS DB_NAME DB_USER
 
   # Slurm clients default to /etc/slurm/slurm.conf: point it at this site, as on a real
   # login node, unless the machine already has a Slurm configuration of its own.
   local etc=/etc/slurm/slurm.conf
+  if [[ "$AXLE_MAIN_SITE" != 1 ]]; then
+    # The hub runs Slurm's commands over SSH with an emptied environment (no SLURM_CONF from
+    # sshd's SetEnv), so this site's login node gets its own Slurm folder, as a login node
+    # serving two clusters does: the same commands, bound to this site's configuration.
+    local prog
+    install -d -m 0755 "$SLURM_BIN_DIR"
+    for prog in sbatch squeue sacct sinfo scancel scontrol sacctmgr srun; do
+      printf '#!/bin/sh\nSLURM_CONF=%s exec /usr/bin/%s "$@"\n' "$SLURM_CONF" "$prog" >"$SLURM_BIN_DIR/$prog"
+      chmod 0755 "$SLURM_BIN_DIR/$prog"
+    done
+    echo "a second site: $etc left to the main one; this site's commands are in $SLURM_BIN_DIR"
+    return 0
+  fi
   install -d -m 0755 /etc/slurm
   if [[ -L "$etc" || ! -e "$etc" ]]; then
     ln -sfn "$SLURM_CONF" "$etc"
@@ -407,6 +430,11 @@ mlflow_alive() {
 
 do_venv() {
   local req="$HERE/requirements-cluster.txt" stamp="$VENV_DIR/.axle-requirements.sha256" sum
+  if [[ "$VENV_DIR" != "$AXLE_STACK_DIR"/* ]]; then
+    # Another site's environment (AXLE_VENV_DIR): used as it is, never changed from here.
+    "$VENV_DIR/bin/python" -c 'import mlflow, sklearn; print("mlflow", mlflow.__version__, "sklearn", sklearn.__version__)'
+    return 0
+  fi
   sum="$(sha256sum "$req" | cut -d' ' -f1)"
   if [[ ! -x "$VENV_DIR/bin/python" ]]; then
     # Debian's interpreter, not a per-user one (pyenv under /root): job users must run it.
@@ -495,6 +523,10 @@ SERVING_DIR="$AXLE_STACK_DIR/serving"
 SERVE_SUDOERS="/etc/sudoers.d/axle-serve"
 
 do_serving_user() {
+  if [[ "$AXLE_MAIN_SITE" != 1 ]]; then
+    echo "a second site: the model servers' users are the main site's"
+    return 0
+  fi
   if [[ ! "$AXLE_SERVE_POOL" =~ ^[1-9][0-9]*$ ]]; then
     echo "AXLE_MODEL_SERVER_POOL must be a positive number, not $AXLE_SERVE_POOL" >&2
     return 1
@@ -548,6 +580,7 @@ do_cluster_env() {
     echo "AXLE_LOCAL_PYTHON=$VENV_DIR/bin/python"
     echo "AXLE_LOCAL_USERS=\"${user% }\""
     echo "AXLE_LOCAL_SLURM_CONF=$SLURM_CONF"
+    echo "AXLE_LOCAL_SLURM_BIN_DIR=$SLURM_BIN_DIR"
     echo "AXLE_MLFLOW_TRACKING_URI=http://$AXLE_HOST:$AXLE_MLFLOW_PORT"
     echo "AXLE_MLFLOW_USERNAME=$MLFLOW_ADMIN_USER"
     echo "AXLE_MLFLOW_PASSWORD_FILE=$MLFLOW_PASSWORD_FILE"
@@ -600,9 +633,13 @@ cmd_down() {
     say "ok"
   done
   printf '==> stop munge ... '
-  stop_pidfile munged "$RUN_DIR/munged.pid" >>"$LOGS_DIR/down.log" 2>&1
-  rm -f "$MUNGE_SOCKET" "$MUNGE_SOCKET.lock"
-  say "ok"
+  if [[ -s "$RUN_DIR/munged.pid" ]]; then
+    stop_pidfile munged "$RUN_DIR/munged.pid" >>"$LOGS_DIR/down.log" 2>&1
+    rm -f "$MUNGE_SOCKET" "$MUNGE_SOCKET.lock"
+    say "ok"
+  else
+    say "not this site's (shared with another site on this host)"
+  fi
   if [[ -e "$RUN_DIR/mariadbd.started-by-axle" ]]; then
     printf '==> stop mariadb ... '
     stop_pidfile mariadbd "$RUN_DIR/mariadbd.pid" >>"$LOGS_DIR/down.log" 2>&1
@@ -625,7 +662,11 @@ status_line() {
 
 cmd_status() {
   local bad=0
-  status_line munge "$MUNGE_SOCKET" munge_alive || bad=1
+  if [[ "$AXLE_MAIN_SITE" == 1 || -s "$RUN_DIR/munged.pid" ]]; then
+    status_line munge "$MUNGE_SOCKET" munge_alive || bad=1
+  else
+    status_line munge "$MUNGE_SOCKET (the main site's)" bash -c 'munge -n | unmunge >/dev/null' || bad=1
+  fi
   status_line mariadb "socket /run/mysqld/mysqld.sock" mariadb_up || bad=1
   status_line slurmdbd "127.0.0.1:$AXLE_SLURMDBD_PORT" slurmdbd_alive || bad=1
   status_line slurmctld "127.0.0.1:$AXLE_SLURMCTLD_PORT" slurmctld_alive || bad=1
@@ -636,13 +677,40 @@ cmd_status() {
   return "$bad"
 }
 
+# stop NAME / start NAME: one daemon of this site, e.g. for an outage drill (bench/chaos.py
+# stops slurmctld, sshd, slurmrestd or mlflow of its own site and starts it again).
+ONE_DAEMONS="slurmctld slurmd slurmdbd slurmrestd sshd mlflow"
+
+cmd_one() {
+  local what="$1" name="${2:-}"
+  if ! grep -qw -- "$name" <<<"$ONE_DAEMONS" || [[ -z "$name" ]]; then
+    echo "usage: $0 $what {${ONE_DAEMONS// /|}}" >&2
+    exit 2
+  fi
+  if [[ "$what" == stop ]]; then
+    local pid children=""
+    pid="$(pid_from "$RUN_DIR/$name.pid")" || pid=""
+    # A stopped sshd's open sessions would go on serving the hub's cached connection: end
+    # them too (only this site's: children of this site's sshd).
+    [[ "$name" == sshd && -n "$pid" ]] && children="$(pgrep -P "$pid" || true)"
+    stop_pidfile "$name" "$RUN_DIR/$name.pid"
+    # Daemons started by spawn() lead a session of their own: their helpers (MLflow's web
+    # server workers) go with them.
+    if [[ -n "$pid" ]] && kill -0 -- "-$pid" 2>/dev/null; then kill -TERM -- "-$pid" 2>/dev/null || true; fi
+    [[ -n "$children" ]] && kill -TERM $children 2>/dev/null || true
+  else
+    "do_$name"
+  fi
+}
+
 main() {
   case "${1:-}" in
     up) cmd_up ;;
     down) cmd_down ;;
     status) cmd_status ;;
+    stop | start) cmd_one "$1" "${2:-}" ;;
     *)
-      echo "usage: $0 up|down|status" >&2
+      echo "usage: $0 up|down|status|stop NAME|start NAME" >&2
       exit 2
       ;;
   esac

@@ -261,11 +261,20 @@ CONTENT_SECURITY_POLICY = {
 # Background work. The ORM broker needs nothing but the database; set AXLE_REDIS_URL to use
 # Redis and run many workers.
 AXLE_REDIS_URL = env.str("AXLE_REDIS_URL", default="")
+# No task is the only memory of a job: the re-drive (apps/jobs/services/redrive.py, every
+# AXLE_REDRIVE_SECONDS) takes over any job whose work is not in flight, so django-q2's own
+# redelivery is a last resort, not what recovery waits for. `timeout` is the longest task may
+# run: a submission that re-verifies a large dataset or hashes an image on the cluster (minutes);
+# the tracking loop is a minute. `retry` (when a task taken by a dead worker is handed out
+# again) must exceed `timeout`, or a slow live task would be run twice at once; one attempt,
+# since every task is safe to run twice but a failing one should not loop.
 Q_CLUSTER = {
     "name": "axle",
-    "workers": env.int("AXLE_WORKERS", default=2),
+    # Two workers are always busy with the minute-long tracking loops (jobs, sweeps): four
+    # leave two for submissions, finalizing and the rest (with two, tasks waited for a loop to end).
+    "workers": env.int("AXLE_WORKERS", default=4),
     "timeout": 600,
-    "retry": 900,
+    "retry": 660,
     "max_attempts": 1,
     "catch_up": False,
     "ack_failures": True,
@@ -292,9 +301,21 @@ AXLE_AUDIT_CHECKPOINT_FILE = Path(
 # Job delivery: back-off after a failed submission (doubles per attempt, at most 15 min);
 # how long an unknown submission is searched for by its marker before it is sent again; how
 # long "submitting" may last before the worker is presumed dead.
+# The grace: squeue (which the marker search asks first) knows a job the moment slurmctld
+# accepted it, so the grace only has to cover a sbatch still running when its worker died
+# (it is counted from the worker's last heartbeat, before sbatch started; a submission that
+# reached slurmctld is answered within MessageTimeout, 10 s by default). 20 s is twice that,
+# and lets a dead worker's job go out again well within a minute (at 40 s, the worst return-
+# to-convergence of a kill during submission was 75 s in bench/chaos.py; it was 120 s before).
 AXLE_SUBMIT_BACKOFF_SECONDS = env.int("AXLE_SUBMIT_BACKOFF_SECONDS", default=15)
-AXLE_RECONCILE_GRACE_SECONDS = env.int("AXLE_RECONCILE_GRACE_SECONDS", default=120)
+# The longest wait between two attempts: after an outage, whatever its length, a waiting job
+# goes out within this (plus a tick) of the cluster's return. Was 15 minutes.
+AXLE_SUBMIT_BACKOFF_MAX_SECONDS = env.int("AXLE_SUBMIT_BACKOFF_MAX_SECONDS", default=45)
+AXLE_RECONCILE_GRACE_SECONDS = env.int("AXLE_RECONCILE_GRACE_SECONDS", default=20)
 AXLE_SUBMIT_STUCK_SECONDS = env.int("AXLE_SUBMIT_STUCK_SECONDS", default=120)
+# The re-drive: how often it runs, and how long a fresh job is left to its own task first.
+AXLE_REDRIVE_SECONDS = env.int("AXLE_REDRIVE_SECONDS", default=15)
+AXLE_REDRIVE_SETTLE_SECONDS = env.int("AXLE_REDRIVE_SETTLE_SECONDS", default=10)
 
 # Local model servers (the one-host serving backend). The hub keeps their state in
 # AXLE_SERVING_DIR (its own, 0700); each server runs as a user of its own from a pool of

@@ -230,6 +230,20 @@ class TrackingClient:
         }
         return self._post("runs/create", "creating a run", body)["run"]["info"]["run_id"]
 
+    def runs_tagged(self, experiment_id: str, key: str, value: str) -> list[tuple[str, str]]:
+        """(run id, status) of the runs of an experiment whose tag ``key`` is ``value``,
+        oldest first: one search, however many there are."""
+        quoted = value.replace("\\", "\\\\").replace("'", "\\'")
+        body = {
+            "experiment_ids": [experiment_id],
+            "filter": f"tags.`{key}` = '{quoted}'",
+            "run_view_type": "ALL",
+            "max_results": 100,
+            "order_by": ["attributes.start_time ASC"],
+        }
+        runs = self._post("runs/search", "searching runs", body).get("runs") or []
+        return [(r["info"]["run_id"], r["info"]["status"]) for r in runs]
+
     def terminate(self, run_id: str, status: str, end_time_ms: int | None = None) -> None:
         if status not in RunStatus.TERMINAL:
             raise ValueError(f"{status!r} is not a terminal MLflow run status")

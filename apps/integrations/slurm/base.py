@@ -59,6 +59,29 @@ class SlurmRejected(SlurmError):
         super().__init__(message, permanent=True)
 
 
+# What sbatch (or slurmrestd) says when slurmctld is down or overloaded: an outage, not a
+# refusal, so the job waits and is sent again rather than failing. The first never reached
+# the controller; the second may have reached it and been lost on the way back.
+_CONTROLLER_UNREACHED = (
+    "unable to contact slurm controller",
+    "slurm temporarily unable to accept job",
+    "connection refused",
+    "slurmctld is not responding",
+)
+_CONTROLLER_AMBIGUOUS = ("socket timed out", "zero bytes were transmitted", "connection reset")
+
+
+def submit_refusal(message: str) -> SlurmError:
+    """The error a failed sbatch means: a refusal by Slurm (the job fails with Slurm's words),
+    or an outage of the controller (the job waits; found by marker if it may have reached it)."""
+    text = message.lower()
+    if any(s in text for s in _CONTROLLER_AMBIGUOUS):
+        return AmbiguousSubmitError(f"Slurm's controller did not answer the submission in time: {message}")
+    if any(s in text for s in _CONTROLLER_UNREACHED):
+        return TransportError(f"Slurm's controller is not reachable: {message}", permanent=False)
+    return SlurmRejected(message)
+
+
 class RemoteFileMissing(SlurmError):
     """A file asked for does not exist (yet) or cannot be read: a pending job has no log."""
 

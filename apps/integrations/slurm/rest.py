@@ -37,6 +37,7 @@ from .base import (
     SubmitRequest,
     TransportError,
     UsageWindow,
+    submit_refusal,
 )
 from .parsing import gpus_in_gres
 
@@ -331,14 +332,18 @@ class RestClient:
         except environment.EnvironmentRefused as exc:
             raise SlurmRejected(str(exc)) from None
         body = {"script": req.script, "job": job_properties(req)}
-        answer = self._request(
-            "POST",
-            "slurm",
-            "job/submit",
-            json=body,
-            ambiguous=True,
-            tolerate=_submitted_anyway,
-        )
+        try:
+            answer = self._request(
+                "POST",
+                "slurm",
+                "job/submit",
+                json=body,
+                ambiguous=True,
+                tolerate=_submitted_anyway,
+            )
+        except SlurmRejected as exc:
+            # slurmrestd up, slurmctld down: an outage in an error list, not a refusal.
+            raise submit_refusal(exc.message) from None
         job_id = answer.get("job_id")
         notes = _error_text([*(answer.get("errors") or []), *(answer.get("warnings") or [])])
         if notes:

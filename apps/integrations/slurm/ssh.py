@@ -35,6 +35,7 @@ from .base import (
     SubmitRequest,
     TransportError,
     UsageWindow,
+    submit_refusal,
 )
 from .sshfiles import SSHFiles
 
@@ -397,7 +398,7 @@ class SSHClient:
         if result.exit_status == 45:  # the environment file vanished: sbatch never started
             raise SlurmError(f"The job's environment file {path} is gone; submitting again.", permanent=False)
         if result.exit_status != 0:
-            raise SlurmRejected(result.err or f"sbatch exited with status {result.exit_status}")
+            raise submit_refusal(result.err or f"sbatch exited with status {result.exit_status}")
         job_id = parsing.parse_sbatch_parsable(result.out)
         if job_id is None:
             raise AmbiguousSubmitError(f"sbatch succeeded but printed no job id: {result.out!r}")

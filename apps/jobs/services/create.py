@@ -5,7 +5,7 @@ import hashlib
 import uuid as uuid_lib
 from urllib.parse import urlsplit
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from apps.accounts.teams import team_default
 from apps.audit.services import audit_record
@@ -47,9 +47,16 @@ def job_create(
     verify_datasets: bool = False,
     register_model_as: str = "",
     team=None,
+    idempotency_key: str = "",
 ) -> Job:
     """Check the script and its inputs against the user's grant, record the job with every
-    input, and queue its submission. Nothing recorded here can change afterwards."""
+    input, and queue its submission. Nothing recorded here can change afterwards.
+
+    With an ``idempotency_key`` (the API's Idempotency-Key header), a request sent again (the
+    client retrying after a lost answer or a portal killed mid-request) gets the job the first
+    one created instead of a second job."""
+    if idempotency_key and (earlier := _job_with_key(user, idempotency_key, script)):
+        return earlier
     grant = grant_for_submission(user=user, cluster=cluster)
     if grant is None:
         raise PermissionDenied(f"You have no active grant on cluster {cluster.name}.")
@@ -68,71 +75,85 @@ def job_create(
     job_uuid = uuid_lib.uuid4()
     workdir = f"{grant.job_root}/{job_uuid}"
     result = validation.validate(script=script, grant=grant, workdir=workdir, parameters=parameters, name=name)
-    with transaction.atomic():
-        if grant.max_active_jobs is not None:
-            # Two creations at once would both count the same jobs: the grant's row lock
-            # makes the second wait until the first job is committed, and count it.
-            ClusterGrant.objects.select_for_update().only("pk").get(pk=grant.pk)
-            active = Job.objects.filter(grant=grant).exclude(status__in=Job.TERMINAL).count()
-            if active >= grant.max_active_jobs:
-                result.add(
-                    f"You already have {active} active jobs on {cluster.name}, your grant's limit; "
-                    "wait for one to finish or cancel one."
+    try:
+        with transaction.atomic():
+            if grant.max_active_jobs is not None:
+                # Two creations at once would both count the same jobs: the grant's row lock
+                # makes the second wait until the first job is committed, and count it.
+                ClusterGrant.objects.select_for_update().only("pk").get(pk=grant.pk)
+                active = Job.objects.filter(grant=grant).exclude(status__in=Job.TERMINAL).count()
+                if active >= grant.max_active_jobs:
+                    result.add(
+                        f"You already have {active} active jobs on {cluster.name}, your grant's limit; "
+                        "wait for one to finish or cancel one."
+                    )
+            if not result.ok:
+                raise ValidationFailed(
+                    "The job does not fit your grant: "
+                    + "; ".join((f"line {p['line']}: " if p["line"] else "") + p["message"] for p in result.problems),
+                    extra={"problems": result.problems, "effective_request": result.effective_request},
                 )
-        if not result.ok:
-            raise ValidationFailed(
-                "The job does not fit your grant: "
-                + "; ".join((f"line {p['line']}: " if p["line"] else "") + p["message"] for p in result.problems),
-                extra={"problems": result.problems, "effective_request": result.effective_request},
+            job = Job.objects.create(
+                uuid=job_uuid,
+                owner=user,
+                grant=grant,
+                cluster=cluster,
+                name=name,
+                script=script,
+                script_sha256=hashlib.sha256(script.encode("utf-8")).hexdigest(),
+                parameters=result.parameters,
+                effective_request=result.effective_request,
+                hub_args=result.hub_args,
+                script_directives=result.script_directives,
+                cluster_username=grant.cluster_username,
+                marker=f"axle-{job_uuid.hex}",
+                workdir=workdir,
+                stdout_path=result.stdout_path,
+                stderr_path=result.stderr_path,
+                rerun_of=rerun_of,
+                reproduced_from=reproduced_from,
+                team=team,
+                code_repo=str(code.get("repo", "")).strip(),
+                code_ref=str(code.get("ref", "") or "").strip(),
+                code_commit=code_commit,
+                image_path=(image or "").strip(),
+                image_digest=image_digest,
+                verify_datasets=verify_datasets,
+                register_model_as=(register_model_as or "").strip(),
+                tracking_mode=cluster.tracking_mode,
+                idempotency_key=idempotency_key,
             )
-        job = Job.objects.create(
-            uuid=job_uuid,
-            owner=user,
-            grant=grant,
-            cluster=cluster,
-            name=name,
-            script=script,
-            script_sha256=hashlib.sha256(script.encode("utf-8")).hexdigest(),
-            parameters=result.parameters,
-            effective_request=result.effective_request,
-            hub_args=result.hub_args,
-            script_directives=result.script_directives,
-            cluster_username=grant.cluster_username,
-            marker=f"axle-{job_uuid.hex}",
-            workdir=workdir,
-            stdout_path=result.stdout_path,
-            stderr_path=result.stderr_path,
-            rerun_of=rerun_of,
-            reproduced_from=reproduced_from,
-            team=team,
-            code_repo=str(code.get("repo", "")).strip(),
-            code_ref=str(code.get("ref", "") or "").strip(),
-            code_commit=code_commit,
-            image_path=(image or "").strip(),
-            image_digest=image_digest,
-            verify_datasets=verify_datasets,
-            register_model_as=(register_model_as or "").strip(),
-            tracking_mode=cluster.tracking_mode,
-        )
-        job.dataset_versions.set(versions)
-        audit_record(
-            action="job.created",
-            subject=job,
-            actor=user,
-            after={
-                "status": job.status,
-                "cluster": cluster.name,
-                "cluster_username": grant.cluster_username,
-                "script_sha256": job.script_sha256,
-                "rerun_of": str(rerun_of.uuid) if rerun_of else None,
-                "reproduced_from": str(reproduced_from.uuid) if reproduced_from else None,
-                "dataset_versions": [str(v.uuid) for v in versions],
-                "code": code or None,
-                "image": job.image_path or None,
-            },
-        )
-        enqueue("apps.jobs.tasks.job_submit", job.pk)
+            job.dataset_versions.set(versions)
+            audit_record(
+                action="job.created",
+                subject=job,
+                actor=user,
+                after={
+                    "status": job.status,
+                    "cluster": cluster.name,
+                    "cluster_username": grant.cluster_username,
+                    "script_sha256": job.script_sha256,
+                    "rerun_of": str(rerun_of.uuid) if rerun_of else None,
+                    "reproduced_from": str(reproduced_from.uuid) if reproduced_from else None,
+                    "dataset_versions": [str(v.uuid) for v in versions],
+                    "code": code or None,
+                    "image": job.image_path or None,
+                },
+            )
+            enqueue("apps.jobs.tasks.job_submit", job.pk)
+    except IntegrityError:
+        # Two requests with one key at once: the second finds the first's job.
+        if idempotency_key and (earlier := _job_with_key(user, idempotency_key, script)):
+            return earlier
+        raise
     return job
+
+
+def _job_with_key(user, key: str, script: str) -> Job | None:
+    earlier = Job.objects.filter(owner=user, idempotency_key=key).first()
+    if earlier and earlier.script != script:
+        raise Conflict("This Idempotency-Key was used for another job; use a new key for a new job.")
+    return earlier
 
 
 def job_rerun(*, user, job: Job) -> Job:

@@ -4,6 +4,8 @@ sacct for those that left the queue; never one Slurm call per job."""
 import logging
 from dataclasses import dataclass
 
+from django.utils import timezone
+
 from apps.clusters.transport import slurm_client
 from apps.integrations.slurm.base import JobInfo, SlurmError
 
@@ -45,7 +47,32 @@ def jobs_poll() -> PollStats:
         except SlurmError as exc:
             stats.errors += 1
             log.warning("tracking %s on %s failed: %s", jobs[0].cluster_username, jobs[0].cluster.name, exc.message)
+            _keep_last_known_state(jobs, exc.message)
     return stats
+
+
+# An outage is a state, not a failure: the jobs keep the state Slurm last gave them, and say
+# why it may be stale. The note is cleared by the first poll that gets through.
+OUTAGE_NOTE = (
+    "Cluster {cluster} cannot be asked about this job since {since:%H:%M:%S} UTC ({error}); "
+    "its last known state is shown."
+)
+_OUTAGE_PREFIX = "Cluster "
+
+
+def _keep_last_known_state(jobs: list[Job], error: str) -> None:
+    note = OUTAGE_NOTE.format(cluster=jobs[0].cluster.name, since=timezone.now(), error=error[:300])
+    # Only jobs not already noted: the first failure's time stays, and one UPDATE per group.
+    Job.objects.filter(pk__in=[j.pk for j in jobs], status__in=[S.PENDING, S.RUNNING], last_error="").update(
+        last_error=note[:1000]
+    )
+
+
+def _clear_outage_note(jobs: list[Job]) -> None:
+    if any(j.last_error.startswith(_OUTAGE_PREFIX) for j in jobs):
+        Job.objects.filter(
+            pk__in=[j.pk for j in jobs], last_error__startswith=_OUTAGE_PREFIX, last_error__contains="last known state"
+        ).update(last_error="")
 
 
 def _poll_group(jobs: list[Job]) -> int:
@@ -69,6 +96,7 @@ def _poll_group(jobs: list[Job]) -> int:
             for info in client.accounting([*finished, *partly]):
                 accounting.setdefault(info.array_job_id or info.job_id, []).append(info)
             calls += 1
+    _clear_outage_note(jobs)
     # Results are written after the connection is closed, one short transaction per job.
     for jid, job in by_id.items():
         if jid in accounting and complete_record(job, accounting[jid]):

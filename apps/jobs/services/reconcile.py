@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from apps.clusters.transport import slurm_client
 from apps.core.errors import Conflict
+from apps.core.leases import work_lease
 from apps.core.tasks import enqueue
 from apps.core.transitions import transition
 from apps.integrations.slurm.base import JobInfo, SlurmError
@@ -100,16 +101,19 @@ def jobs_find_stuck() -> list[int]:
     cutoff = timezone.now() - timedelta(seconds=settings.AXLE_SUBMIT_STUCK_SECONDS)
     stuck = []
     for job in Job.objects.filter(status=S.SUBMITTING, updated_at__lt=cutoff):
-        try:
-            transition(
-                obj=job,
-                to=S.UNKNOWN,
-                transitions=Job.TRANSITIONS,
-                action="job.submit_interrupted",
-                fields={"unknown_since": job.updated_at},
-                data={"reason": "the worker stopped while submitting"},
-            )
-            stuck.append(job.pk)
-        except Conflict:
-            continue
+        with work_lease(f"job:{job.pk}") as free:
+            if not free:
+                continue  # a live worker is still at it (a slow sbatch): not stuck
+            try:
+                transition(
+                    obj=job,
+                    to=S.UNKNOWN,
+                    transitions=Job.TRANSITIONS,
+                    action="job.submit_interrupted",
+                    fields={"unknown_since": job.updated_at},
+                    data={"reason": "the worker stopped while submitting"},
+                )
+                stuck.append(job.pk)
+            except Conflict:
+                continue
     return stuck

@@ -37,7 +37,7 @@ S = Job.Status
 
 def _backoff(attempts: int) -> timedelta:
     base = settings.AXLE_SUBMIT_BACKOFF_SECONDS
-    return timedelta(seconds=min(base * (2 ** max(attempts - 1, 0)), 900))
+    return timedelta(seconds=min(base * (2 ** max(attempts - 1, 0)), settings.AXLE_SUBMIT_BACKOFF_MAX_SECONDS))
 
 
 def _submit_request(job: Job, env: dict[str, str]) -> SubmitRequest:

@@ -1,0 +1,226 @@
+"""Recovery without waiting for a task (issue 16): the job's state in the database decides what
+happens next. A queued job whose task died is submitted by the re-drive, a submission whose
+worker died is found by its marker and never sent twice, a killed attempt's MLflow run is
+reused, an outage keeps each job's last known state, and a POST sent again makes no second job."""
+
+from datetime import timedelta
+
+import psycopg
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from apps.clusters.models import Cluster
+from apps.clusters.transport import slurm_client
+from apps.core.leases import _advisory_key
+from apps.integrations.slurm.base import AmbiguousSubmitError, SlurmRejected, TransportError, submit_refusal
+from apps.jobs import services, tracking
+from apps.jobs.models import Job
+from apps.jobs.services import redrive
+from apps.jobs.services import submit as submitting
+from tests.factories import ClusterFactory, ClusterGrantFactory, local_state
+from tests.local_cluster import LOCAL_CLUSTER_MISSING, local_cluster_env, make_local_cluster, make_local_grant
+from tests.registry.conftest import make_job
+
+S = Job.Status
+
+
+def age(job: Job, seconds: int = 3600) -> None:
+    """Let time pass for the job, as if its worker had died that long ago."""
+    Job.objects.filter(pk=job.pk).update(updated_at=timezone.now() - timedelta(seconds=seconds))
+
+
+class OtherWorker:
+    """Another process holding a job's lease over a database connection of its own; `die()`
+    drops that connection, as a worker killed with SIGKILL does."""
+
+    def __init__(self, job: Job):
+        s = connection.settings_dict
+        self.conn = psycopg.connect(
+            dbname=s["NAME"],
+            user=s["USER"],
+            password=s["PASSWORD"] or None,
+            host=s["HOST"] or None,
+            port=s["PORT"] or None,
+            autocommit=True,
+        )
+        self.conn.execute("SELECT pg_advisory_lock(%s, %s)", _advisory_key(redrive.job_lease_name(job.pk)))
+
+    def die(self):
+        self.conn.close()
+
+
+# ------------------------------------------------------------ the lease (PostgreSQL, no Slurm)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_the_redrive_leaves_a_submission_in_flight_alone_and_takes_it_once_its_worker_died(alice):
+    if connection.vendor != "postgresql":
+        pytest.skip("the lease that dies with its worker's connection is PostgreSQL's")
+    job = make_job(alice, status=S.SUBMITTING, attempts=1)
+    age(job, 60)
+    worker = OtherWorker(job)
+    try:
+        stats = redrive.jobs_redrive()
+        job.refresh_from_db()
+        assert job.status == S.SUBMITTING and stats.busy == 1
+    finally:
+        worker.die()
+    stats = redrive.jobs_redrive()
+    job.refresh_from_db()
+    # Whether sbatch ran is unknown: the marker search decides, from the last heartbeat on.
+    assert job.status == S.UNKNOWN and stats.interrupted == 1
+    assert job.unknown_since == job.updated_at or job.unknown_since < timezone.now() - timedelta(seconds=50)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_the_redrive_leaves_a_fresh_job_to_its_own_task(alice):
+    job = make_job(alice, status=S.QUEUED)
+    stats = redrive.jobs_redrive()
+    job.refresh_from_db()
+    assert job.status == S.QUEUED and job.attempts == 0 and stats.submitted == 0
+
+
+# ------------------------------------------------------------ outages are not refusals
+
+
+@pytest.mark.parametrize(
+    "said, kind",
+    [
+        (
+            "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)",
+            TransportError,
+        ),
+        ("sbatch: error: Slurm temporarily unable to accept job, sleeping and retrying", TransportError),
+        ("sbatch: error: Batch job submission failed: Socket timed out on send/recv operation", AmbiguousSubmitError),
+        ("sbatch: error: Batch job submission failed: Invalid partition name specified", SlurmRejected),
+    ],
+)
+def test_a_controller_that_is_down_is_an_outage_and_not_a_refusal(said, kind):
+    error = submit_refusal(said)
+    assert type(error) is kind
+    assert error.permanent == (kind is SlurmRejected)
+
+
+@pytest.mark.django_db
+def test_a_job_api_post_sent_again_with_its_idempotency_key_makes_no_second_job(api, alice):
+    cluster = ClusterFactory(name="hpc", job_root="/scratch/{username}/axle", state=local_state())
+    ClusterGrantFactory(user=alice, cluster=cluster, cluster_username="alice_hpc", allowed_partitions=["debug"])
+    api.force_authenticate(alice)
+    body = {"cluster": "hpc", "name": "once", "script": "#!/bin/bash\n#SBATCH --partition=debug\nhostname\n"}
+    first = api.post("/api/v1/jobs/", body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    again = api.post("/api/v1/jobs/", body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    assert first.status_code == again.status_code == 201
+    assert first.json()["id"] == again.json()["id"]
+    assert Job.objects.filter(owner=alice).count() == 1
+    other = api.post(
+        "/api/v1/jobs/", {**body, "script": body["script"] + "date\n"}, format="json", HTTP_IDEMPOTENCY_KEY="k-1"
+    )
+    assert other.status_code == 409 and "Idempotency-Key" in other.json()["detail"]
+    new = api.post("/api/v1/jobs/", body, format="json", HTTP_IDEMPOTENCY_KEY="k-2")
+    assert new.status_code == 201 and Job.objects.filter(owner=alice).count() == 2
+
+
+# ------------------------------------------------------------ against the local cluster
+
+
+@pytest.fixture(params=["ssh", "rest"])
+def grant(request, alice):
+    if local_cluster_env() is None:
+        pytest.skip(LOCAL_CLUSTER_MISSING)
+    cluster = make_local_cluster(request.param, f"local-{request.param}")
+    return make_local_grant(cluster, alice, "scientist", max_cpus=2, max_time_minutes=60)
+
+
+SCRIPT = "#!/bin/bash\n#SBATCH --partition=debug\n#SBATCH --time=00:05:00\n#SBATCH --mem=100M\nsleep 1\n"
+
+
+def on_slurm(grant, job: Job) -> list[str]:
+    with slurm_client(grant) as client:
+        return [j.job_id for j in client.find_by_comment(job.marker) if not j.is_array_task]
+
+
+@pytest.mark.slurm
+@pytest.mark.mlflow
+@pytest.mark.slow
+def test_a_queued_job_whose_task_died_is_submitted_by_the_redrive(grant):
+    # Created, committed, its task lost with the worker (no task runs in this test).
+    job = services.job_create(user=grant.user, cluster=grant.cluster, name="orphaned", script=SCRIPT)
+    assert job.status == S.QUEUED
+    age(job, 30)
+    redrive.jobs_redrive()
+    redrive.jobs_redrive()  # running twice never submits twice
+    job.refresh_from_db()
+    assert job.status in (S.PENDING, S.RUNNING, S.COMPLETED) and job.attempts == 1
+    assert on_slurm(grant, job) == [job.slurm_job_id]
+
+
+@pytest.mark.slurm
+@pytest.mark.mlflow
+@pytest.mark.slow
+def test_a_worker_killed_after_opening_the_run_leaves_one_run_per_job(grant, monkeypatch, settings):
+    job = services.job_create(user=grant.user, cluster=grant.cluster, name="killed-run", script=SCRIPT)
+    real_start_run = tracking.start_run
+    for _ in range(2):  # two attempts die after MLflow opened the run, before the job recorded it
+        Job.objects.filter(pk=job.pk).update(status=S.QUEUED, next_attempt_at=None)
+
+        def killed(j):
+            real_start_run(j)
+            raise SystemExit("worker killed")
+
+        monkeypatch.setattr(submitting.tracking, "start_run", killed)
+        with pytest.raises(SystemExit):
+            services.job_submit(job_id=job.pk)
+        monkeypatch.setattr(submitting.tracking, "start_run", real_start_run)
+        job.refresh_from_db()
+        assert job.status == S.SUBMITTING and not job.mlflow_run_id
+        # The re-drive finds the dead submission, the marker search finds no Slurm job.
+        age(job, settings.AXLE_RECONCILE_GRACE_SECONDS + 5)
+        redrive.jobs_redrive()
+        services.jobs_reconcile_unknown()
+        job.refresh_from_db()
+        assert job.status == S.QUEUED and on_slurm(grant, job) == []
+    age(job, 30)
+    redrive.jobs_redrive()
+    job.refresh_from_db()
+    assert job.status != S.QUEUED, job.last_error
+    assert on_slurm(grant, job) == [job.slurm_job_id]
+    client = tracking.client()
+    runs = client.runs_tagged(job.mlflow_experiment_id, "axle.job_id", str(job.uuid))
+    assert [run_id for run_id, _ in runs] == [job.mlflow_run_id]
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_an_unreachable_cluster_keeps_each_job_in_its_last_known_state(grant, api):
+    job = services.job_create(
+        user=grant.user, cluster=grant.cluster, name="outage", script=SCRIPT.replace("sleep 1", "sleep 30")
+    )
+    services.job_submit(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == S.PENDING, job.last_error
+    cluster = grant.cluster
+    # The login host / slurmrestd stops answering (a port where nothing listens).
+    if cluster.transport == Cluster.Transport.SSH:
+        Cluster.objects.filter(pk=cluster.pk).update(login_port=1)
+    else:
+        Cluster.objects.filter(pk=cluster.pk).update(rest_url="http://127.0.0.1:1")
+    for _ in range(3):
+        stats = services.jobs_poll()
+        services.jobs_reconcile_unknown()
+        redrive.jobs_redrive()
+    assert stats.errors == 1
+    job.refresh_from_db()
+    assert job.status == S.PENDING and "last known state" in job.last_error
+    api.force_authenticate(grant.user)
+    shown = api.get(f"/api/v1/jobs/{job.uuid}/").json()
+    assert shown["status"] == "pending" and "cannot be asked" in shown["last_error"]
+
+    make_local_cluster(cluster.transport, cluster.name)  # it answers again
+    services.jobs_poll()
+    job.refresh_from_db()
+    assert job.status in (S.PENDING, S.RUNNING) and job.last_error == ""
+    with slurm_client(grant) as client:
+        client.cancel(job.slurm_job_id)
