@@ -38,7 +38,7 @@ READ_ONLY = {
 }
 
 # Routes whose path names what is done: every value the view accepts.
-VARIANTS = {"deployment-action": ("approve", "reject", "rollback", "retire")}
+VARIANTS = {"deployment-action": ("approve", "reject", "withdraw", "rollback", "retire")}
 
 SCRIPT = "#!/bin/bash\n#SBATCH --partition=debug\n#SBATCH --time=5\necho hello\n"
 SWEEP = """apiVersion: kubeflow.org/v1beta1
@@ -190,6 +190,7 @@ CASES: dict[str, Callable[..., Call]] = {
     ),
     "deployment-action:approve": lambda w: Call(f"/deployments/{w.deployment().uuid}/approve/", user=w.approver),
     "deployment-action:reject": lambda w: Call(f"/deployments/{w.deployment().uuid}/reject/", user=w.approver),
+    "deployment-action:withdraw": lambda w: Call(f"/deployments/{w.deployment().uuid}/withdraw/", user=w.alice),
     "deployment-action:rollback": lambda w: Call(f"/deployments/{w.live_with_previous().uuid}/rollback/", user=w.alice),
     "deployment-action:retire": lambda w: Call(
         f"/deployments/{w.deployment(status=Deployment.Status.LIVE).uuid}/retire/", user=w.alice
@@ -238,6 +239,9 @@ CASES: dict[str, Callable[..., Call]] = {
     ),
     "api-deployment-reject": lambda w: Call(
         f"/api/v1/deployments/{w.deployment().uuid}/reject/", user=w.approver, api=True
+    ),
+    "api-deployment-withdraw": lambda w: Call(
+        f"/api/v1/deployments/{w.deployment().uuid}/withdraw/", user=w.alice, api=True
     ),
     "api-deployment-rollback": lambda w: Call(
         f"/api/v1/deployments/{w.live_with_previous().uuid}/rollback/", user=w.alice, api=True
