@@ -35,6 +35,8 @@ READ_ONLY = {
     "deployment-try": "the page form of api-deployment-predict",
     "api-sweep-validate": "checks a sweep spec against Katib's rules and the grant and answers; records nothing",
     "sweep-check": "the page form's live validation of api-sweep-validate",
+    "job-preflight": "asks Slurm (sbatch --test-only, sshare) about the job form's script; submits and records nothing",
+    "sweep-preflight": "the same for the sweep form's first job array; submits and records nothing",
 }
 
 # Routes whose path names what is done: every value the view accepts.

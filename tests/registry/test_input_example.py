@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from the serving tests, used as arguments)
 """The model's own input example, read from the real MLflow server."""
 
 import pytest

@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from the four-eyes tests, used as arguments)
 """What an approver and a requester see around a request: the version already live is
 refused, a request can be withdrawn, the nav counts what waits, a decision leads to the next
 request, and the deployment page follows the request's state without a reload."""

@@ -29,13 +29,16 @@ from .base import (
     AmbiguousSubmitError,
     ClusterFiles,
     ClusterState,
+    FairShare,
     JobInfo,
     NoClusterFiles,
     NodeInfo,
     PartitionInfo,
     SlurmRejected,
+    StartEstimate,
     SubmitRequest,
     TransportError,
+    UnsupportedOperation,
 )
 from .parsing import gpus_in_gres
 
@@ -389,6 +392,16 @@ class RestClient:
         self._request("DELETE", "slurm", f"job/{job_id}")
 
     @property
+    def test_only(self, req: SubmitRequest) -> StartEstimate:
+        # slurmrestd's job/submit always submits: its OpenAPI (v0.0.38 here) offers no test-only.
+        raise UnsupportedOperation(
+            f"Slurm's start estimate (sbatch --test-only) is not available over REST (slurmrestd {self.api_version})."
+        )
+
+    def fairshare(self) -> list[FairShare]:
+        # The v0.0.38 OpenAPI this transport speaks (Slurm 22.05) has no shares endpoint.
+        raise UnsupportedOperation(f"Fair-share (sshare) is not available over REST (slurmrestd {self.api_version}).")
+
     def files(self) -> ClusterFiles:
         return self._files
 
