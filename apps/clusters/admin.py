@@ -5,6 +5,7 @@ from django.contrib import admin, messages
 from django.db.models import Count, Q
 from django.http import HttpResponseRedirect
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from apps.core.errors import ApplicationError
 from apps.core.tasks import enqueue
@@ -323,7 +324,7 @@ class ClusterGrantAdmin(ServiceSaveMixin, admin.ModelAdmin):
     @admin.display(description="limits")
     def limits(self, obj):
         shown = [f"{label}: {value}" for label, value in obj.limit_rows() if label.startswith("Max")]
-        return format_html_join(format_html("<br>"), "{}", ((line,) for line in shown))
+        return format_html_join(mark_safe("<br>"), "{}", ((line,) for line in shown))
 
     @admin.display(description="credentials")
     def credentials(self, obj):

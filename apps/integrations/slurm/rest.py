@@ -391,7 +391,6 @@ class RestClient:
     def cancel(self, job_id: str) -> None:
         self._request("DELETE", "slurm", f"job/{job_id}")
 
-    @property
     def test_only(self, req: SubmitRequest) -> StartEstimate:
         # slurmrestd's job/submit always submits: its OpenAPI (v0.0.38 here) offers no test-only.
         raise UnsupportedOperation(
@@ -402,6 +401,7 @@ class RestClient:
         # The v0.0.38 OpenAPI this transport speaks (Slurm 22.05) has no shares endpoint.
         raise UnsupportedOperation(f"Fair-share (sshare) is not available over REST (slurmrestd {self.api_version}).")
 
+    @property
     def files(self) -> ClusterFiles:
         return self._files
 
