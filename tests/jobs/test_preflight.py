@@ -70,9 +70,7 @@ def test_over_rest_it_says_what_is_not_available(alice):
     assert p.limits
 
 
-def test_a_sweep_puts_its_first_array_to_slurm(alice):
-    grant = local_grant("ssh", alice, max_array_size=10)
-    spec = """apiVersion: kubeflow.org/v1beta1
+SWEEP = """apiVersion: kubeflow.org/v1beta1
 kind: Experiment
 metadata: {name: lr}
 spec:
@@ -91,8 +89,19 @@ spec:
       #SBATCH --mem=100M
       echo ${trialParameters.LR}
 """
-    p = sweep_preflight(user=alice, cluster=grant.cluster, spec_text=spec)
+
+
+def test_a_sweep_puts_its_first_array_to_slurm(alice):
+    grant = local_grant("ssh", alice, max_array_size=10)
+    p = sweep_preflight(user=alice, cluster=grant.cluster, spec_text=SWEEP)
     assert p.problems == [] and p.estimate is not None and p.estimate.start is not None
+    client = Client()
+    client.force_login(alice)
+    assert 'hx-post="/sweeps/preflight/"' in client.get("/sweeps/new/").content.decode()
+    html = client.post("/sweeps/preflight/", {"cluster": grant.cluster.name, "spec": SWEEP}).content.decode()
+    assert "Slurm expects it to start" in html and "Max array size" in html
+    broken = client.post("/sweeps/preflight/", {"cluster": grant.cluster.name, "spec": "kind: [oops"})
+    assert 'role="alert"' in broken.content.decode() and "Slurm expects" not in broken.content.decode()
 
 
 def test_the_form_panel_answers_with_limits_estimate_and_fairshare(alice):
