@@ -122,7 +122,7 @@ def _example(deployment: Deployment) -> tuple[str, str, str]:
         return "{}", "", exc.message
     if example is None:
         return "{}", "", "The model was logged without an input_example or signature; write the request yourself."
-    return json.dumps(example, indent=1), "the model's input_example", ""
+    return json.dumps(example, indent=1), "the model's own MLflow example", ""
 
 
 def deployment_detail(request, deployment_id):
