@@ -66,6 +66,11 @@ urlpatterns = [
         name="api-deployment-reject",
     ),
     path(
+        "deployments/<uuid:deployment_id>/withdraw/",
+        serving_api.DeploymentWithdrawApi.as_view(),
+        name="api-deployment-withdraw",
+    ),
+    path(
         "deployments/<uuid:deployment_id>/rollback/",
         serving_api.DeploymentRollbackApi.as_view(),
         name="api-deployment-rollback",

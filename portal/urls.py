@@ -12,10 +12,12 @@ from apps.core import views as core_views
 from apps.core.api_docs import ApiDocsView
 from apps.datasets import views as dataset_views
 from apps.identity import oidc
+from apps.jobs import preflight_views as job_preflight_views
 from apps.jobs import views as job_views
 from apps.lineage import views as lineage_views
 from apps.registry import views as registry_views
 from apps.serving import views as serving_views
+from apps.sweeps import preflight_views as sweep_preflight_views
 from apps.sweeps import views as sweep_views
 from apps.usage import views as usage_views
 
@@ -45,11 +47,13 @@ urlpatterns = [
     path("sweeps/", sweep_views.sweep_list, name="sweep-list"),
     path("sweeps/new/", sweep_views.sweep_new, name="sweep-new"),
     path("sweeps/check/", sweep_views.sweep_check, name="sweep-check"),
+    path("sweeps/preflight/", sweep_preflight_views.sweep_preflight_panel, name="sweep-preflight"),
     path("sweeps/<uuid:sweep_id>/", sweep_views.sweep_detail, name="sweep-detail"),
     path("sweeps/<uuid:sweep_id>/stop/", sweep_views.sweep_stop, name="sweep-stop"),
     path("sweeps/<uuid:sweep_id>/extend/", sweep_views.sweep_extend, name="sweep-extend"),
     path("jobs/", job_views.job_list, name="job-list"),
     path("jobs/new/", job_views.job_new, name="job-new"),
+    path("jobs/preflight/", job_preflight_views.job_preflight_panel, name="job-preflight"),
     path("jobs/<uuid:job_id>/", job_views.job_detail, name="job-detail"),
     path("jobs/<uuid:job_id>/cancel/", job_views.job_cancel, name="job-cancel"),
     path("jobs/<uuid:job_id>/rerun/", job_views.job_rerun, name="job-rerun"),

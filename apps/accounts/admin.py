@@ -19,6 +19,8 @@ from .models import ApiToken, Membership, Team, User
 class MembershipInline(admin.TabularInline):
     model = Membership
     extra = 0
+    # Search boxes, not dropdowns of every user and team.
+    autocomplete_fields = ["user", "team"]
 
 
 class AuditedMembershipsMixin:
@@ -73,6 +75,7 @@ class UserAdmin(AuditedMembershipsMixin, DjangoUserAdmin):
 @admin.register(Team)
 class TeamAdmin(AuditedMembershipsMixin, admin.ModelAdmin):
     list_display = ["name", "description"]
+    search_fields = ["name", "description"]
     inlines = [MembershipInline]
 
     def save_model(self, request, obj, form, change):

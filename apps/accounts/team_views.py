@@ -48,6 +48,10 @@ class TeamAssetListView(View):
     def version_url(self, asset, number: int) -> str:
         raise NotImplementedError
 
+    def decorate(self, request: HttpRequest, assets: list) -> list:
+        """Add what an app's own columns show (its template's extra_th/extra_td blocks)."""
+        return assets
+
     def created_message(self, asset, team: Team) -> str:
         return f"“{asset.name}” in {team.name} created."
 
@@ -68,10 +72,8 @@ class TeamAssetListView(View):
 
     def page(self, request: HttpRequest, teams: list[Team], form: dict, errors: list[str]) -> HttpResponse:
         q = request.GET.get("q", "")
-        rows = [
-            (a, self.asset_url(a), self.version_url(a, a.latest_number) if a.latest_number else "")
-            for a in self.list_assets(user=request.user, q=q)
-        ]
+        assets = self.decorate(request, list(self.list_assets(user=request.user, q=q)))
+        rows = [(a, self.asset_url(a), self.version_url(a, a.latest_number) if a.latest_number else "") for a in assets]
         context = {
             "rows": rows,
             "noun": self.noun,

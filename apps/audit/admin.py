@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.template.loader import render_to_string
 
 from .models import AuditEvent
 
@@ -10,7 +11,11 @@ class AuditEventAdmin(admin.ModelAdmin):
     search_fields = ["action", "subject_text", "actor_username", "request_id"]
 
     def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in self.model._meta.fields]
+        return ["change", *(f.name for f in self.model._meta.fields)]
+
+    @admin.display(description="change (before → after)")
+    def change(self, obj):
+        return render_to_string("audit/_change.html", {"rows": obj.change_rows()}) or "—"
 
     def has_add_permission(self, request):
         return False

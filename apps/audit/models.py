@@ -3,6 +3,8 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from .diff import change_rows
+
 
 class AuditEvent(models.Model):
     """One append-only, chained record of a change of state.
@@ -40,6 +42,10 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["-seq"]
+
+    def change_rows(self):
+        """before → after, one row per field (apps.audit.diff)."""
+        return change_rows(self.before, self.after)
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.action} {self.subject_text}".strip()

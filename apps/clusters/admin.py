@@ -5,6 +5,7 @@ from django.contrib import admin, messages
 from django.db.models import Count, Q
 from django.http import HttpResponseRedirect
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from apps.core.errors import ApplicationError
 from apps.core.tasks import enqueue
@@ -12,6 +13,9 @@ from apps.core.tasks import enqueue
 from . import enforcement, services
 from .forms import ClusterAdminForm, ClusterGrantAdminForm
 from .models import Cluster, ClusterGrant
+
+# The admin's front page lists the access requests waiting for a decision (oldest first).
+admin.site.index_template = "admin/axle_index.html"
 
 
 def _set_or_not(value: bool) -> str:
@@ -242,12 +246,15 @@ class ClusterGrantAdmin(ServiceSaveMixin, admin.ModelAdmin):
         "cluster_username",
         "status_badge",
         "partitions",
+        "limits",
         "credentials",
         "valid_until",
         "created_at",
     ]
     list_filter = ["status", "cluster"]
     list_select_related = ["user", "cluster"]
+    # A search box, not a dropdown of every user.
+    autocomplete_fields = ["user"]
     search_fields = ["user__username", "cluster__name", "cluster_username", "request_reason"]
     actions = ["approve_selected", "decline_selected", "revoke_selected", "resume_selected", "generate_ssh_keys"]
     readonly_fields = [
@@ -314,6 +321,11 @@ class ClusterGrantAdmin(ServiceSaveMixin, admin.ModelAdmin):
     @admin.display(description="partitions")
     def partitions(self, obj):
         return ", ".join(obj.allowed_partitions) or "—"
+
+    @admin.display(description="limits")
+    def limits(self, obj):
+        shown = [f"{label}: {value}" for label, value in obj.limit_rows() if label.startswith("Max")]
+        return format_html_join(mark_safe("<br>"), "{}", ((line,) for line in shown))
 
     @admin.display(description="credentials")
     def credentials(self, obj):

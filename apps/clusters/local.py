@@ -87,6 +87,9 @@ def grant_local(
         grant = services.grant_create(
             user=user, cluster=cluster, cluster_username=cluster_username, actor=actor, **limits
         )
+    elif limits:
+        # Seeding again brings an older demo grant to today's limits (audited; nothing when equal).
+        grant = services.grant_update_limits(grant=grant, actor=actor, **limits)
     if not grant.has_ssh_key:
         key = (Path(env["AXLE_LOCAL_KEYS_DIR"]) / cluster_username / "id_ed25519").read_text()
         services.grant_set_ssh_key(grant=grant, private_key=key, actor=actor)

@@ -178,6 +178,21 @@ class Cluster(BaseModel):
         return self.job_root.replace("{username}", username)
 
 
+NO_LIMIT = "Blank means no limit (beyond Slurm's own)."
+LIMIT_FIELDS = (
+    "allowed_partitions",
+    "allowed_accounts",
+    "allowed_qos",
+    "max_nodes",
+    "max_cpus",
+    "max_gpus",
+    "max_mem_mb",
+    "max_time_minutes",
+    "max_active_jobs",
+    "max_array_size",
+)
+
+
 class ClusterGrant(BaseModel):
     """Access for one user to one cluster, as one cluster account, within limits."""
 
@@ -206,16 +221,40 @@ class ClusterGrant(BaseModel):
 
     # Limits. A blank list means the script may not choose (Slurm's default for the user
     # applies); None on a number means no limit beyond Slurm's own.
-    allowed_partitions = models.JSONField(default=list, blank=True)
-    allowed_accounts = models.JSONField(default=list, blank=True)
-    allowed_qos = models.JSONField(default=list, blank=True)
-    max_nodes = models.PositiveIntegerField(null=True, blank=True)
-    max_cpus = models.PositiveIntegerField(null=True, blank=True, help_text="per job")
-    max_gpus = models.PositiveIntegerField(null=True, blank=True, help_text="per job")
-    max_mem_mb = models.PositiveIntegerField(null=True, blank=True, help_text="per job, MB")
-    max_time_minutes = models.PositiveIntegerField(null=True, blank=True)
-    max_active_jobs = models.PositiveIntegerField(null=True, blank=True)
-    max_array_size = models.PositiveIntegerField(null=True, blank=True)
+    allowed_partitions = models.JSONField(
+        "Allowed partitions",
+        default=list,
+        blank=True,
+        help_text='A JSON list, e.g. ["debug", "gpu"]. Empty: the script may not choose one; the '
+        "cluster's default partition applies.",
+    )
+    allowed_accounts = models.JSONField(
+        "Allowed Slurm accounts",
+        default=list,
+        blank=True,
+        help_text="A JSON list. Empty: the script may not choose one; the user's default account applies.",
+    )
+    allowed_qos = models.JSONField(
+        "Allowed QOS",
+        default=list,
+        blank=True,
+        help_text="A JSON list. Empty: the script may not choose one; the default QOS applies.",
+    )
+    max_nodes = models.PositiveIntegerField("Max nodes", null=True, blank=True, help_text=f"Per job. {NO_LIMIT}")
+    max_cpus = models.PositiveIntegerField("Max CPUs", null=True, blank=True, help_text=f"Per job. {NO_LIMIT}")
+    max_gpus = models.PositiveIntegerField("Max GPUs", null=True, blank=True, help_text=f"Per job. {NO_LIMIT}")
+    max_mem_mb = models.PositiveIntegerField(
+        "Max memory (MB)", null=True, blank=True, help_text=f"Per job, in megabytes (1024 MB = 1 GB). {NO_LIMIT}"
+    )
+    max_time_minutes = models.PositiveIntegerField(
+        "Max time (minutes)", null=True, blank=True, help_text=f"Wall-clock time per job. {NO_LIMIT}"
+    )
+    max_active_jobs = models.PositiveIntegerField(
+        "Max active jobs", null=True, blank=True, help_text=f"Queued or running at once. {NO_LIMIT}"
+    )
+    max_array_size = models.PositiveIntegerField(
+        "Max array size", null=True, blank=True, help_text=f"Tasks in one job array (sweeps). {NO_LIMIT}"
+    )
     cpu_hours_per_month = models.PositiveIntegerField(
         "CPU-hours per month",
         null=True,
@@ -230,7 +269,9 @@ class ClusterGrant(BaseModel):
         help_text="A budget shown against this grant's usage (from Slurm's accounting), not enforced. "
         "Blank: no budget.",
     )
-    valid_until = models.DateTimeField(null=True, blank=True)
+    valid_until = models.DateTimeField(
+        "Valid until", null=True, blank=True, help_text="Blank: the grant does not expire."
+    )
 
     request_reason = models.TextField(blank=True)
     decided_by = models.ForeignKey(
@@ -254,6 +295,26 @@ class ClusterGrant(BaseModel):
                 name="grant_one_open_per_user_cluster",
             )
         ]
+
+    def limit_rows(self) -> list[tuple[str, str]]:
+        """The grant's limits as a person reads them: (label with unit, value or "no limit")."""
+        rows = []
+        for name in LIMIT_FIELDS:
+            field = self._meta.get_field(name)
+            value = getattr(self, name)
+            if name.startswith("allowed_"):
+                shown = ", ".join(value) if value else "the cluster's default only"
+            elif value is None:
+                shown = "no limit"
+            elif name == "max_mem_mb":
+                shown = f"{value:,} MB" + (f" ({value / 1024:.3g} GB)" if value >= 1024 else "")
+            elif name == "max_time_minutes":
+                hours, minutes = divmod(value, 60)
+                shown = f"{value:,} min" + (f" ({hours} h {minutes:02d})" if hours else "")
+            else:
+                shown = f"{value:,}"
+            rows.append((str(field.verbose_name), shown))
+        return rows
 
     def __str__(self) -> str:
         who = self.cluster_username or "?"

@@ -77,3 +77,15 @@ def grant_mine_by_cluster(*, user) -> dict[int, ClusterGrant]:
         if best is None or rank.get(grant.status, 2) < rank.get(best.status, 2):
             mine[grant.cluster_id] = grant
     return mine
+
+
+def grant_requests_pending(*, user) -> QuerySet[ClusterGrant]:
+    """Access requests waiting for an administrator, oldest first: for those who may decide
+    them (staff allowed to change grants), nothing for anyone else."""
+    if not (user.is_active and user.is_staff and user.has_perm("clusters.change_clustergrant")):
+        return ClusterGrant.objects.none()
+    return (
+        ClusterGrant.objects.filter(status=ClusterGrant.Status.REQUESTED)
+        .select_related("user", "cluster")
+        .order_by("created_at")
+    )

@@ -8,7 +8,7 @@ from apps.accounts.teams import TeamField
 from apps.core.pagination import Pagination
 from apps.core.schema import errors
 
-from . import selectors, services
+from . import artifacts, placements, selectors, services
 from .models import ModelVersion
 
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
@@ -32,6 +32,17 @@ class ModelVersionOutputSerializer(serializers.Serializer):
     metrics = serializers.DictField(child=serializers.FloatField(allow_null=True))
     created_by = serializers.CharField(source="created_by.username")
     created_at = serializers.DateTimeField()
+
+
+class ModelVersionDetailOutputSerializer(ModelVersionOutputSerializer):
+    live_in = serializers.ListField(
+        child=serializers.CharField(), help_text="The environments where this version is live now"
+    )
+    input_example = serializers.JSONField(
+        allow_null=True,
+        help_text="A request body for the model server made from the model's own MLflow input_example "
+        "(or its signature); null when the model was logged with neither",
+    )
 
 
 class ModelOutputSerializer(serializers.Serializer):
@@ -109,8 +120,11 @@ class ModelVersionListCreateApi(APIView):
 
 
 class ModelVersionDetailApi(APIView):
-    @extend_schema(responses=ModelVersionOutputSerializer)
+    @extend_schema(responses={200: ModelVersionDetailOutputSerializer, **errors(404, 503)})
     def get(self, request, name, number):
         model = selectors.registered_model_get(user=request.user, name=name)
         version = selectors.model_version_by_number(user=request.user, model=model, number=number)
-        return Response(ModelVersionOutputSerializer(version).data)
+        live = placements.live_placements(ModelVersion.objects.filter(pk=version.pk))
+        version.live_in = [p.environment for p in live.get(version.pk, [])]
+        version.input_example = artifacts.model_version_input_example(version=version)
+        return Response(ModelVersionDetailOutputSerializer(version).data)

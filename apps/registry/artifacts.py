@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from django.core.cache import cache
+
 from apps.core.errors import Unavailable, ValidationFailed
 from apps.integrations.mlflow.base import MlflowError
 from apps.integrations.mlflow.client import directory_sha256
@@ -56,3 +58,26 @@ def model_version_artifact_fetch(*, version: ModelVersion, expected_sha256: str,
         raise _unreadable(exc) from None
     _compare(directory_sha256(local), expected_sha256)
     return local
+
+
+def model_version_input_example(*, version: ModelVersion) -> dict | None:
+    """The request body the model's own input example makes (MLflow's `input_example`, or
+    zeros shaped by its signature), None when the model was logged with neither.
+
+    Read from the model's MLmodel file in MLflow; a version never changes, so the answer is
+    kept by its sha256. Unavailable when MLflow cannot be asked (never cached)."""
+    key = f"axle:model-example:{version.sha256 or version.source_uri}"
+    cached = cache.get(key, _MISSING)
+    if cached is not _MISSING:
+        return cached
+    try:
+        example = tracking.client().model_input_example(version.source_uri)
+    except MlflowError as exc:
+        if not exc.permanent:
+            raise Unavailable(f"MLflow could not be reached to read the model's input example: {exc}") from None
+        example = None  # a model without a readable MLmodel has no example to offer
+    cache.set(key, example, timeout=24 * 3600)
+    return example
+
+
+_MISSING = object()

@@ -6,7 +6,8 @@ from apps.accounts.team_views import TeamAssetListView, found_or_404
 from apps.core.errors import ApplicationError
 from apps.core.models import parse_uuid
 
-from . import selectors, services
+from . import placements, selectors, services
+from .models import ModelVersion
 
 
 class ModelListView(TeamAssetListView):
@@ -18,6 +19,14 @@ class ModelListView(TeamAssetListView):
 
     def asset_url(self, asset):
         return reverse("model-detail", args=[asset.name])
+
+    def decorate(self, request, assets):
+        live = placements.live_by_model(
+            placements.live_placements(ModelVersion.objects.filter(model__in=[a.pk for a in assets]))
+        )
+        for a in assets:
+            a.live = live.get(a.pk, [])
+        return assets
 
     def version_url(self, asset, number):
         return self.asset_url(asset) + f"#v{number}"
@@ -40,7 +49,8 @@ def model_detail(request, name):
     model = found_or_404(selectors.registered_model_get, "No such model.", user=request.user, name=name)
     versions = list(selectors.model_version_list(user=request.user, model=model))
     columns = selectors.metric_columns(versions)
-    rows = [(v, [_metric((v.metrics or {}).get(c)) for c in columns]) for v in versions]
+    live = placements.live_placements(selectors.model_version_list(user=request.user, model=model))
+    rows = [(v, [_metric((v.metrics or {}).get(c)) for c in columns], live.get(v.pk, [])) for v in versions]
     context = {"model": model, "versions": versions, "columns": columns, "rows": rows}
     return render(request, "registry/detail.html", context)
 

@@ -145,6 +145,20 @@ class DeploymentRejectApi(DeploymentApproveApi):
     decide = staticmethod(services.deployment_reject)
 
 
+class DeploymentWithdrawApi(APIView):
+    @extend_schema(
+        request=None,
+        responses={200: DeploymentOutputSerializer, **errors(403, 409)},
+        description="The requester takes back a request nobody has decided yet.",
+    )
+    def post(self, request, deployment_id):
+        deployment = services.deployment_withdraw(
+            user=request.user, deployment=selectors.deployment_get(user=request.user, id=deployment_id)
+        )
+        deployment.refresh_from_db()
+        return Response(DeploymentOutputSerializer(deployment).data)
+
+
 class DeploymentRollbackApi(APIView):
     @extend_schema(request=None, responses={200: DeploymentOutputSerializer, **errors(409, 503)})
     def post(self, request, deployment_id):

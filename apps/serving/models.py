@@ -54,9 +54,11 @@ class Deployment(BaseModel):
         FAILED = "failed", "Failed"
         RETIRED = "retired", "Retired"
         ROLLED_BACK = "rolled_back", "Rolled back"
+        WITHDRAWN = "withdrawn", "Withdrawn"
 
     TRANSITIONS = {
-        Status.REQUESTED: frozenset({Status.APPROVED, Status.REJECTED}),
+        # Withdrawn: the requester took the request back before anyone decided it.
+        Status.REQUESTED: frozenset({Status.APPROVED, Status.REJECTED, Status.WITHDRAWN}),
         Status.APPROVED: frozenset({Status.DEPLOYING, Status.FAILED, Status.RETIRED}),
         Status.DEPLOYING: frozenset({Status.LIVE, Status.FAILED}),
         # Failed: its server died and the reconciler may not start it again (see reconcile.py).
@@ -66,8 +68,9 @@ class Deployment(BaseModel):
         Status.RETIRED: frozenset({Status.DEPLOYING}),
         Status.REJECTED: frozenset(),
         Status.ROLLED_BACK: frozenset(),
+        Status.WITHDRAWN: frozenset(),
     }
-    TERMINAL = frozenset({Status.REJECTED, Status.ROLLED_BACK})
+    TERMINAL = frozenset({Status.REJECTED, Status.ROLLED_BACK, Status.WITHDRAWN})
     SERVING = frozenset({Status.DEPLOYING, Status.LIVE})
 
     environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="deployments")

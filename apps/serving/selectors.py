@@ -1,7 +1,10 @@
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models.functions import Coalesce
+from django.urls import reverse
 
 from apps.accounts.models import Membership
 from apps.core.errors import NotFound
+from apps.registry.placements import Placement
 
 from . import policy
 from .models import Deployment, Environment
@@ -54,6 +57,37 @@ def inbox(*, user) -> list[Deployment]:
     return [d for d in pending if policy.may_decide(roles_by_team=roles, user=user, deployment=d)]
 
 
+def waiting_for(*, user) -> QuerySet[Deployment]:
+    """The inbox as one query: requests this user may decide and has not. The same rule as
+    `policy.may_decide` (approver team or the model's own, a role at least the environment's),
+    written in SQL so the nav badge costs one COUNT on every page."""
+    if not user.is_authenticated or not user.is_active:
+        return Deployment.objects.none()
+    memberships = Membership.objects.filter(
+        user=user, team=Coalesce(OuterRef("environment__approver_team"), OuterRef("model_version__model__team"))
+    )
+    may_decide = Q()
+    for role in policy.ROLE_RANK:
+        may_decide |= Q(environment__approver_role=role) & Exists(
+            memberships.filter(role__in=policy.roles_at_least(role))
+        )
+    return (
+        Deployment.objects.filter(status=Deployment.Status.REQUESTED)
+        .filter(may_decide)
+        .exclude(requested_by=user)
+        .exclude(approvals__approver=user)
+    )
+
+
+def waiting_count(*, user) -> int:
+    return waiting_for(user=user).count()
+
+
+def next_waiting(*, user) -> Deployment | None:
+    """The request that has waited longest for this user's decision."""
+    return waiting_for(user=user).order_by("created_at").first()
+
+
 def live_for(deployments) -> dict[tuple[int, int], Deployment]:
     """What is live now for each (environment, model) of ``deployments``, in one query."""
     envs = {d.environment_id for d in deployments}
@@ -62,6 +96,23 @@ def live_for(deployments) -> dict[tuple[int, int], Deployment]:
         status=Deployment.Status.LIVE, environment_id__in=envs, model_version__model_id__in=models
     ).select_related("model_version__model")
     return {(d.environment_id, d.model_version.model_id): d for d in live}
+
+
+def live_placements(versions) -> dict[int, list[Placement]]:
+    """Where each of ``versions`` is live now, by version pk, in one query (the registry's
+    pages ask through apps.registry.placements)."""
+    live: dict[int, list[Placement]] = {}
+    rows = (
+        Deployment.objects.filter(status=Deployment.Status.LIVE, model_version__in=versions.values("pk"))
+        .order_by("environment__name")
+        .values_list(
+            "model_version_id", "environment__name", "uuid", "model_version__model_id", "model_version__number"
+        )
+    )
+    for version_id, environment, uuid, model_id, number in rows:
+        url = reverse("deployment-detail", args=[uuid])
+        live.setdefault(version_id, []).append(Placement(environment, url, model_id, number))
+    return live
 
 
 def live_in(*, environment: Environment, model) -> Deployment | None:

@@ -52,6 +52,13 @@ def deployment_request(
     live = Deployment.objects.filter(
         environment=environment, model_version__model=model_version.model, status=D.LIVE
     ).first()
+    if live is not None and live.model_version_id == model_version.pk:
+        # Serving again what already serves would only restart it and spend an approver's time.
+        raise Conflict(
+            f"{model_version} is already live in {environment.name} (since "
+            f"{timezone.localtime(live.live_at or live.updated_at):%Y-%m-%d %H:%M %Z}); "
+            "request another version, or retire this one first."
+        )
     if canary_percent is not None:
         if not 1 <= canary_percent <= 99:
             raise ValidationFailed("A canary percentage is between 1 and 99.")
@@ -168,6 +175,21 @@ def deployment_approve(*, user: User, deployment: Deployment, comment: str = "")
 
 def deployment_reject(*, user: User, deployment: Deployment, comment: str = "") -> Deployment:
     return _decide(user=user, deployment=deployment, decision=DeploymentApproval.Decision.REJECT, comment=comment)
+
+
+def deployment_withdraw(*, user: User, deployment: Deployment) -> Deployment:
+    """The requester takes back a request nobody has decided yet."""
+    if user.pk != deployment.requested_by_id:
+        raise PermissionDenied("Only the requester can withdraw a deployment request.")
+    if deployment.status != D.REQUESTED:
+        raise Conflict(f"This request is {deployment.get_status_display().lower()}, so it can no longer be withdrawn.")
+    return transition(
+        obj=deployment,
+        to=D.WITHDRAWN,
+        transitions=Deployment.TRANSITIONS,
+        action="deployment.withdrawn",
+        actor=user,
+    )
 
 
 def deployment_retire(*, user: User, deployment: Deployment) -> Deployment:

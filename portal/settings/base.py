@@ -86,6 +86,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "apps.core.context_processors.navigation",
                 "apps.identity.context_processors.sso",
+                "apps.serving.context_processors.approvals_waiting",
             ],
         },
     },

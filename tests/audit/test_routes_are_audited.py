@@ -35,10 +35,12 @@ READ_ONLY = {
     "deployment-try": "the page form of api-deployment-predict",
     "api-sweep-validate": "checks a sweep spec against Katib's rules and the grant and answers; records nothing",
     "sweep-check": "the page form's live validation of api-sweep-validate",
+    "job-preflight": "asks Slurm (sbatch --test-only, sshare) about the job form's script; submits and records nothing",
+    "sweep-preflight": "the same for the sweep form's first job array; submits and records nothing",
 }
 
 # Routes whose path names what is done: every value the view accepts.
-VARIANTS = {"deployment-action": ("approve", "reject", "rollback", "retire")}
+VARIANTS = {"deployment-action": ("approve", "reject", "withdraw", "rollback", "retire")}
 
 SCRIPT = "#!/bin/bash\n#SBATCH --partition=debug\n#SBATCH --time=5\necho hello\n"
 SWEEP = """apiVersion: kubeflow.org/v1beta1
@@ -190,6 +192,7 @@ CASES: dict[str, Callable[..., Call]] = {
     ),
     "deployment-action:approve": lambda w: Call(f"/deployments/{w.deployment().uuid}/approve/", user=w.approver),
     "deployment-action:reject": lambda w: Call(f"/deployments/{w.deployment().uuid}/reject/", user=w.approver),
+    "deployment-action:withdraw": lambda w: Call(f"/deployments/{w.deployment().uuid}/withdraw/", user=w.alice),
     "deployment-action:rollback": lambda w: Call(f"/deployments/{w.live_with_previous().uuid}/rollback/", user=w.alice),
     "deployment-action:retire": lambda w: Call(
         f"/deployments/{w.deployment(status=Deployment.Status.LIVE).uuid}/retire/", user=w.alice
@@ -238,6 +241,9 @@ CASES: dict[str, Callable[..., Call]] = {
     ),
     "api-deployment-reject": lambda w: Call(
         f"/api/v1/deployments/{w.deployment().uuid}/reject/", user=w.approver, api=True
+    ),
+    "api-deployment-withdraw": lambda w: Call(
+        f"/api/v1/deployments/{w.deployment().uuid}/withdraw/", user=w.alice, api=True
     ),
     "api-deployment-rollback": lambda w: Call(
         f"/api/v1/deployments/{w.live_with_previous().uuid}/rollback/", user=w.alice, api=True

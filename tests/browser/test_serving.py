@@ -41,7 +41,8 @@ def test_a_production_deployment_needs_someone_else_and_then_predicts(
     card = page.locator("section.card", has_text=real_version.model.name)
     assert "val_accuracy" in card.inner_text() and "better than what runs" in card.inner_text()
     card.locator("input[name=comment]").fill("checked the metrics and lineage")
-    card.locator("button", has_text="Approve").click()
+    # The test settings run tasks at once: the approval answers once the model server started.
+    card.locator("button", has_text="Approve").click(timeout=240000)
     page.wait_for_url("**/deployments/*/", timeout=180000)
     page.wait_for_selector("[data-status=live]", timeout=180000)
 

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import posixpath
+import secrets
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -566,6 +567,25 @@ class TrackingClient:
         with tempfile.TemporaryDirectory(prefix="axle-model-") as tmp:
             local = self.download_artifact(model_uri, "", Path(tmp) / "model")
             return directory_sha256(local)
+
+    def model_input_example(self, model_uri: str) -> dict | None:
+        """The model's own example request (see examples.serving_example), read from its
+        MLmodel file and the example file it names; None when the model names none."""
+        from .examples import MAX_EXAMPLE_BYTES, ExampleUnreadable, serving_example
+
+        with tempfile.TemporaryDirectory(prefix="axle-example-") as tmp:
+
+            def read(path: str) -> bytes:
+                if posixpath.isabs(path) or ".." in path.split("/"):
+                    raise ExampleUnreadable(f"MLmodel names {path!r}, outside the model's folder.")
+                local = self.download_artifact(model_uri, path, Path(tmp) / secrets.token_hex(4))
+                with open(local, "rb") as fh:
+                    return fh.read(MAX_EXAMPLE_BYTES + 1)
+
+            try:
+                return serving_example(read("MLmodel").decode("utf-8", "replace"), read)
+            except ExampleUnreadable as exc:
+                raise MlflowError(f"The model's input example cannot be read: {exc}", permanent=True) from None
 
     def artifact_uri(self, ref: str) -> str:
         """The storage URI behind a run id, `runs:/<id>/<path>` or `models:/m-…[/path]`."""

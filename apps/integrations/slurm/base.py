@@ -234,6 +234,30 @@ class ClusterState:
         return next((p.name for p in self.partitions if p.is_default), None)
 
 
+@dataclass(frozen=True)
+class StartEstimate:
+    """Slurm's own answer to "when would this start?" (`sbatch --test-only`), nothing submitted."""
+
+    start: datetime | None
+    processors: int | None = None
+    nodes: str = ""
+    partition: str = ""
+    message: str = ""  # what sbatch said, as it said it
+
+
+@dataclass(frozen=True)
+class FairShare:
+    """One association of the user, as `sshare` reports it."""
+
+    account: str
+    user: str
+    raw_shares: str
+    norm_shares: float | None
+    raw_usage: int | None
+    effective_usage: float | None
+    fairshare: float | None
+
+
 class CommandOutput(Protocol):
     """What a command run on the cluster answered."""
 
@@ -404,6 +428,16 @@ class SlurmClient(Protocol):
         ...
 
     def cancel(self, job_id: str) -> None: ...
+
+    def test_only(self, req: SubmitRequest) -> StartEstimate:
+        """Slurm's start estimate for `req` without submitting it (`sbatch --test-only`);
+        SlurmRejected with sbatch's words when Slurm would refuse it, UnsupportedOperation
+        where the transport has no such question."""
+        ...
+
+    def fairshare(self) -> list[FairShare]:
+        """The user's own associations and their fair-share factor (`sshare`)."""
+        ...
 
     def cluster_state(self) -> ClusterState: ...
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .base import ClusterState, JobInfo, NodeInfo, PartitionInfo
+from .base import ClusterState, FairShare, JobInfo, NodeInfo, PartitionInfo, StartEstimate
 from .names import CONTROL
 
 TIME_ENV = {"SLURM_TIME_FORMAT": "%s"}
@@ -477,3 +477,66 @@ def parse_scontrol_oneliner(line: str) -> ScontrolJob:
         end = known[i + 1].start() if i + 1 < len(known) else len(line)
         fields[m.group(1)] = line[m.end() : end].strip()
     return ScontrolJob(fields)
+
+
+# sbatch --test-only writes its answer to stderr, for example (times as TIME_ENV asks):
+#   sbatch: Job 1502 to start at 1796016473 using 1 processors on nodes vm in partition debug
+_TEST_ONLY = re.compile(
+    r"Job (?P<job>\d+) to start at (?P<start>\S+) using (?P<cpus>\d+) processors on nodes (?P<nodes>\S+)"
+    r"(?: in partition (?P<partition>\S+))?"
+)
+
+
+def parse_test_only(output: str) -> StartEstimate | None:
+    """Slurm's start estimate from what `sbatch --test-only` printed, or None when it
+    printed no estimate."""
+    match = _TEST_ONLY.search(output)
+    if match is None:
+        return None
+    line = next((ln for ln in output.splitlines() if match.group(0) in ln), match.group(0))
+    return StartEstimate(
+        start=parse_time(match["start"]),
+        processors=int(match["cpus"]),
+        nodes=match["nodes"],
+        partition=match["partition"] or "",
+        message=line.removeprefix("sbatch: ").strip(),
+    )
+
+
+SSHARE_FIELDS = ("Account", "User", "RawShares", "NormShares", "RawUsage", "EffectvUsage", "FairShare")
+
+
+def sshare_args(user: str) -> list[str]:
+    """The user's own associations (-U: user rows only), '|'-separated without a header.
+    Account and user names cannot hold '|' (Slurm refuses them), so a fixed delimiter is safe."""
+    return ["sshare", "--noheader", "--parsable2", "--users", user, "-U", f"--format={','.join(SSHARE_FIELDS)}"]
+
+
+def _float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def parse_sshare(output: str) -> list[FairShare]:
+    shares = []
+    for line in output.splitlines():
+        if not line.strip():
+            continue
+        fields = line.split("|")
+        if len(fields) != len(SSHARE_FIELDS):
+            raise UnreadableOutput(f"sshare printed {len(fields)} fields where {len(SSHARE_FIELDS)} were asked")
+        account, user, raw_shares, norm_shares, raw_usage, effective, fairshare = (f.strip() for f in fields)
+        shares.append(
+            FairShare(
+                account=account,
+                user=user,
+                raw_shares=raw_shares,
+                norm_shares=_float(norm_shares),
+                raw_usage=_int(raw_usage),
+                effective_usage=_float(effective),
+                fairshare=_float(fairshare),
+            )
+        )
+    return shares

@@ -271,7 +271,9 @@ def check_against_limits(request: EffectiveRequest, limits: Limits) -> list[Prob
         problems.append(
             Problem(
                 line_of(*gpu_options),
-                f"--{gpu_options[0]} asks for GPUs, and partition {request.partition} has none.",
+                f"--{gpu_options[0]} asks for "
+                + (f"{request.gpus} GPU{'s' if request.gpus != 1 else ''}" if request.gpus else "GPUs")
+                + f", and partition {request.partition} has none (0 GPUs on its nodes); Slurm would refuse it.",
             )
         )
     total_mem = request.total_memory_mb

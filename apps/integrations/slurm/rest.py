@@ -29,13 +29,16 @@ from .base import (
     AmbiguousSubmitError,
     ClusterFiles,
     ClusterState,
+    FairShare,
     JobInfo,
     NoClusterFiles,
     NodeInfo,
     PartitionInfo,
     SlurmRejected,
+    StartEstimate,
     SubmitRequest,
     TransportError,
+    UnsupportedOperation,
     UsageWindow,
     submit_refusal,
 )
@@ -407,6 +410,16 @@ class RestClient:
 
     def cancel(self, job_id: str) -> None:
         self._request("DELETE", "slurm", f"job/{job_id}")
+
+    def test_only(self, req: SubmitRequest) -> StartEstimate:
+        # slurmrestd's job/submit always submits: its OpenAPI (v0.0.38 here) offers no test-only.
+        raise UnsupportedOperation(
+            f"Slurm's start estimate (sbatch --test-only) is not available over REST (slurmrestd {self.api_version})."
+        )
+
+    def fairshare(self) -> list[FairShare]:
+        # The v0.0.38 OpenAPI this transport speaks (Slurm 22.05) has no shares endpoint.
+        raise UnsupportedOperation(f"Fair-share (sshare) is not available over REST (slurmrestd {self.api_version}).")
 
     @property
     def files(self) -> ClusterFiles:

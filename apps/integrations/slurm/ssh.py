@@ -28,10 +28,12 @@ from .base import (
     AmbiguousSubmitError,
     ClusterFiles,
     ClusterState,
+    FairShare,
     HostKeyError,
     JobInfo,
     SlurmError,
     SlurmRejected,
+    StartEstimate,
     SubmitRequest,
     TransportError,
     UsageWindow,
@@ -48,7 +50,7 @@ DEFAULT_SLURM_BIN_DIR = "/usr/bin"
 # What Slurm's query commands run with: nothing from the user's login environment (no
 # PATH, LD_PRELOAD, SQUEUE_FORMAT, SLURM_TIME_FORMAT...) changes what they do or print.
 QUERY_ENVIRONMENT = ("PATH=/usr/bin:/bin", "LANG=C.UTF-8", "LC_ALL=C.UTF-8")
-SLURM_PROGRAMS = frozenset({"sbatch", "squeue", "sacct", "sinfo", "scancel", "scontrol", "sacctmgr"})
+SLURM_PROGRAMS = frozenset({"sbatch", "squeue", "sacct", "sinfo", "scancel", "scontrol", "sacctmgr", "sshare"})
 
 # Writes the job's environment file where only the cluster user can read it: the login
 # session's environment (what sbatch would pass on with --export=ALL, less Slurm's own
@@ -363,6 +365,37 @@ class SSHClient:
         return self._files
 
     def submit(self, req: SubmitRequest) -> str:
+        result = self._sbatch(req, ["--parsable"])
+        if result.exit_status != 0:
+            raise submit_refusal(result.err or f"sbatch exited with status {result.exit_status}")
+        job_id = parsing.parse_sbatch_parsable(result.out)
+        if job_id is None:
+            raise AmbiguousSubmitError(f"sbatch succeeded but printed no job id: {result.out!r}")
+        return job_id
+
+    def test_only(self, req: SubmitRequest) -> StartEstimate:
+        # The very path a submission takes (environment file, options, script on stdin), so
+        # Slurm judges exactly what would be submitted; --test-only makes sbatch stop short.
+        try:
+            result = self._sbatch(req, ["--test-only"], env=parsing.TIME_ENV)
+        except AmbiguousSubmitError as exc:  # nothing can have been submitted with --test-only
+            raise TransportError(str(exc), permanent=False) from None
+        if result.exit_status != 0:
+            raise SlurmRejected(result.err.strip() or f"sbatch --test-only exited with status {result.exit_status}")
+        estimate = parsing.parse_test_only(result.err + result.out)
+        if estimate is None:
+            return StartEstimate(start=None, message=(result.err + result.out).strip())
+        return estimate
+
+    def fairshare(self) -> list[FairShare]:
+        result = self._query(self.slurm_command(parsing.sshare_args(self.username)))
+        self._check(result, "sshare")
+        try:
+            return parsing.parse_sshare(result.out)
+        except parsing.UnreadableOutput as exc:
+            raise SlurmError(f"Cannot read what sshare printed on {self.host}: {exc}", permanent=False) from None
+
+    def _sbatch(self, req: SubmitRequest, flags: Sequence[str], env: Mapping[str, str] | None = None) -> CommandResult:
         try:
             variables = environment.export_file(req.env)
         except environment.EnvironmentRefused as exc:
@@ -371,7 +404,7 @@ class SSHClient:
             # With --export-file, Slurm 22.05's sbatch leaves SLURM_JOB_NAME out of the job's
             # environment, and slurmstepd expands %x in log names from it ("(null)").
             variables += f"SLURM_JOB_NAME={req.job_name}".encode() + b"\x00"
-        args = ["sbatch", "--parsable", "--export-file=3"]
+        args = ["sbatch", *flags, "--export-file=3"]
         if req.job_name:
             args.append(f"--job-name={req.job_name}")
         if req.comment:
@@ -383,7 +416,7 @@ class SSHClient:
         # --export-file), so sbatch itself runs in the fixed environment: no SBATCH_* from
         # a login script changes what it submits.
         path = self._write_env_file(req.workdir or ".", variables, sorted(req.env))
-        command = ["/bin/sh", "-c", _SBATCH_WITH_ENV, "sh", path, *self.slurm_command(args)]
+        command = ["/bin/sh", "-c", _SBATCH_WITH_ENV, "sh", path, *self.slurm_command(args, env=env)]
         try:
             result = self.run(command, stdin=req.script.encode())
         except _ConnectionLost as exc:
@@ -397,12 +430,7 @@ class SSHClient:
             raise
         if result.exit_status == 45:  # the environment file vanished: sbatch never started
             raise SlurmError(f"The job's environment file {path} is gone; submitting again.", permanent=False)
-        if result.exit_status != 0:
-            raise submit_refusal(result.err or f"sbatch exited with status {result.exit_status}")
-        job_id = parsing.parse_sbatch_parsable(result.out)
-        if job_id is None:
-            raise AmbiguousSubmitError(f"sbatch succeeded but printed no job id: {result.out!r}")
-        return job_id
+        return result
 
     def _remove_env_file(self, path: str) -> None:
         """Best effort, on a fresh connection, after the submitting one broke: the file holds

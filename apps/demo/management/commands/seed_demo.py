@@ -56,6 +56,8 @@ class Command(BaseCommand):
             "allowed_accounts": ["vision"],
             "max_nodes": 1,
             "max_cpus": 2,
+            # The local cluster has no GPUs: a GPU request is refused before Slurm, with the numbers.
+            "max_gpus": 0,
             "max_mem_mb": 4096,
             "max_time_minutes": 60,
             "max_active_jobs": 20,
