@@ -177,3 +177,13 @@ def job_artifact_file(*, job: Job, path: str) -> tuple[str, str]:
             raise ValidationFailed(f"MLflow could not give the artifact: {exc}") from None
         raise
     return local, PurePosixPath(path).name
+
+
+def job_mlflow_run_url(*, job: Job) -> str:
+    """The run's page in the MLflow UI ('' before the hub created the run)."""
+    from django.conf import settings
+
+    if not job.mlflow_run_id or not job.mlflow_experiment_id:
+        return ""
+    base = (settings.AXLE_MLFLOW_UI_URL or settings.AXLE_MLFLOW_TRACKING_URI).rstrip("/")
+    return f"{base}/#/experiments/{job.mlflow_experiment_id}/runs/{job.mlflow_run_id}"

@@ -10,6 +10,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from apps.clusters.selectors import grant_usable_list
 from apps.core.errors import ApplicationError, NotFound
+from apps.core.live import is_live_poll, live_answer, live_version
 from apps.datasets.models import DatasetVersion
 
 from . import selectors, services
@@ -148,19 +149,62 @@ def job_new(request):
     return render(request, "jobs/new.html", context)
 
 
+def _job_state(job: Job, timeline: list) -> str:
+    """The version of everything the job page's live regions show (apps.core.live)."""
+    return live_version(
+        job.status,
+        job.slurm_job_id,
+        job.slurm_state,
+        job.reason,
+        job.estimated_start,
+        job.exit_code,
+        job.accounting,
+        job.failure_message,
+        job.last_error,
+        job.mlflow_run_id,
+        job.metrics,
+        job.finalized_at,
+        job.started_at,
+        [e.seq for e in timeline[-1:]],
+        len(timeline),
+    )
+
+
 def job_detail(request, job_id):
     job = _job(request, job_id)
-    context = {
-        "job": job,
-        "timeline": selectors.job_timeline(job=job),
-        "tasks": job.tasks.all()[:500],
-        "task_count": job.tasks.count(),
-        "inputs": job_inputs(job),
-        "reproductions": job.reproductions.order_by("created_at"),
-    }
-    if request.headers.get("HX-Request") and request.GET.get("part") == "status":
-        return render(request, "jobs/_status.html", context)
-    return render(request, "jobs/detail.html", context)
+    timeline = list(selectors.job_timeline(job=job))
+    version = _job_state(job, timeline)
+    # Final once nothing more can change: ended, and its tracking data mirrored (or none).
+    final = job.is_terminal and (bool(job.finalized_at) or not job.mlflow_run_id)
+
+    def context(**extra):
+        return {
+            "job": job,
+            "timeline": timeline,
+            "tasks": job.tasks.all()[:500],
+            "task_count": job.tasks.count(),
+            "live_version": version,
+            "live_final": final,
+            "mlflow_run_url": selectors.job_mlflow_run_url(job=job),
+            **extra,
+        }
+
+    if is_live_poll(request):
+        return live_answer(
+            request,
+            version=version,
+            final=final,
+            render=lambda: render(request, "jobs/_live.html", context(oob=True)),
+        )
+    return render(
+        request,
+        "jobs/detail.html",
+        context(
+            inputs=job_inputs(job),
+            reproductions=job.reproductions.order_by("created_at"),
+            streams=("stdout", "stderr"),
+        ),
+    )
 
 
 @require_GET

@@ -260,6 +260,8 @@ AXLE_MODEL_SERVER_GROUP = env.str("AXLE_MODEL_SERVER_GROUP", default="")
 AXLE_MODEL_SERVER_POOL = env.int("AXLE_MODEL_SERVER_POOL", default=8)
 
 AXLE_MLFLOW_TRACKING_URI = env.str("AXLE_MLFLOW_TRACKING_URI", default="http://127.0.0.1:5000")
+# Where people open MLflow's UI (the job page links a run there); the tracking URI by default.
+AXLE_MLFLOW_UI_URL = env.str("AXLE_MLFLOW_UI_URL", default="")
 # The hub's login on an MLflow server that runs MLflow's basic-auth app (an admin: it makes a
 # user per job). The password is a secret: AXLE_MLFLOW_PASSWORD or AXLE_MLFLOW_PASSWORD_FILE.
 AXLE_MLFLOW_USERNAME = env.str("AXLE_MLFLOW_USERNAME", default="")
