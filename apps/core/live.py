@@ -41,9 +41,7 @@ def is_live_poll(request: HttpRequest) -> bool:
     return "live" in request.GET and request.headers.get("HX-Request") == "true"
 
 
-def live_answer(
-    request: HttpRequest, *, version: str, final: bool, render: Callable[[], HttpResponse]
-) -> HttpResponse:
+def live_answer(request: HttpRequest, *, version: str, final: bool, render: Callable[[], HttpResponse]) -> HttpResponse:
     """204 (or 286 when final) when the browser holds ``version``; otherwise ``render()``."""
     held = request.GET.get("live", "")
     if held == version or request.headers.get("If-None-Match", "").strip('"') == version:

@@ -125,3 +125,12 @@ def duration(seconds) -> str:
 @register.inclusion_tag("core/_live_poller.html")
 def live_poller(name: str, url: str, version: str, final: bool = False, every: str = "3s", oob: bool = False):
     return {"name": name, "url": url, "version": version, "final": final, "every": every, "oob": oob}
+
+
+@register.filter
+def get_item(mapping, key):
+    """``{{ job.metrics|get_item:name }}``: a dict's value for a key that is not an identifier."""
+    try:
+        return mapping.get(key)
+    except AttributeError:
+        return None

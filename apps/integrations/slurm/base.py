@@ -360,6 +360,10 @@ class SlurmClient(Protocol):
 
     def cancel(self, job_id: str) -> None: ...
 
+    def cancel_many(self, job_ids: Sequence[str]) -> None:
+        """`cancel` for many jobs of one account in one Slurm call where the transport has one."""
+        ...
+
     def cluster_state(self) -> ClusterState: ...
 
     def ping(self) -> None:

@@ -388,6 +388,11 @@ class RestClient:
     def cancel(self, job_id: str) -> None:
         self._request("DELETE", "slurm", f"job/{job_id}")
 
+    def cancel_many(self, job_ids: Sequence[str]) -> None:
+        # slurmrestd's API cancels one job per request (DELETE /job/{id}); there is no batch form.
+        for job_id in job_ids:
+            self.cancel(job_id)
+
     @property
     def files(self) -> ClusterFiles:
         return self._files
