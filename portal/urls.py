@@ -19,6 +19,8 @@ from apps.sweeps import views as sweep_views
 from . import dashboard
 
 handler404 = "apps.core.api.not_found"
+handler403 = "apps.core.views.permission_denied"
+handler500 = "apps.core.views.server_error"
 
 urlpatterns = [
     path("", dashboard.home, name="home"),

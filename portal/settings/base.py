@@ -144,6 +144,9 @@ AXLE_SESSION_IDLE_SECONDS = env.int("AXLE_SESSION_IDLE_SECONDS", default=30 * 60
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 
+# A failed CSRF check shows the branded page with a way back (JSON under /api/).
+CSRF_FAILURE_VIEW = "apps.core.views.csrf_failure"
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"

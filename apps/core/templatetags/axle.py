@@ -134,3 +134,14 @@ def get_item(mapping, key):
         return mapping.get(key)
     except AttributeError:
         return None
+
+
+@register.filter
+def safe_back(request) -> str:
+    """The page the user came from, when it is one of the hub's own (an error page's way back)."""
+    from django.utils.http import url_has_allowed_host_and_scheme
+
+    referer = getattr(request, "META", {}).get("HTTP_REFERER", "")
+    if referer and url_has_allowed_host_and_scheme(referer, allowed_hosts={request.get_host()}):
+        return referer
+    return ""
