@@ -75,7 +75,7 @@ def drive(page, job, condition: str, timeout: float = 240) -> None:
             return
         page.wait_for_timeout(1000)
     job.refresh_from_db()
-    raise AssertionError(f"the page never showed {condition!r}; job {job.status} {job.last_error} {job.failure_message}")
+    raise AssertionError(f"the page never showed {condition!r}; job {job.status}: {job.last_error or job.failure_message}")
 
 
 def test_the_first_job_journey_needs_no_reload(page, grant, team):
