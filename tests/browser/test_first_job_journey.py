@@ -12,7 +12,7 @@ from apps.jobs.models import Job
 from apps.serving.models import Deployment, Environment
 from tests.factories import PASSWORD
 from tests.local_cluster import LOCAL_CLUSTER_MISSING, local_cluster_env, make_local_cluster, make_local_grant
-from tests.registry.conftest import tracking_uri, unique_name  # noqa: F401  (fixture)
+from tests.registry.conftest import unique_name
 
 pytestmark = [pytest.mark.browser, pytest.mark.slurm, pytest.mark.mlflow, pytest.mark.slow]
 
@@ -33,9 +33,10 @@ TRAIN = textwrap.dedent(
 
     X, y = load_iris(return_X_y=True)
     with mlflow.start_run():
-        for step in range(14):
+        for step in range(20):
             mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
             print(f"step {{step}}", flush=True)
+            print("\n".join(f"  batch {{b}} of step {{step}}" for b in range(15)), flush=True)
             time.sleep(1.5)
         model = LogisticRegression(max_iter=300).fit(X, y)
         mlflow.log_metric("train_accuracy", model.score(X, y))
@@ -46,7 +47,7 @@ TRAIN = textwrap.dedent(
 
 
 @pytest.fixture
-def grant(transactional_db, alice, tracking_uri):  # noqa: F811
+def grant(transactional_db, alice, tracking_uri):
     env = local_cluster_env()
     if env is None:
         pytest.skip(LOCAL_CLUSTER_MISSING)
@@ -75,7 +76,8 @@ def drive(page, job, condition: str, timeout: float = 240) -> None:
             return
         page.wait_for_timeout(1000)
     job.refresh_from_db()
-    raise AssertionError(f"the page never showed {condition!r}; job {job.status}: {job.last_error or job.failure_message}")
+    problem = job.last_error or job.failure_message
+    raise AssertionError(f"the page never showed {condition!r}; job {job.status}: {problem}")
 
 
 def test_the_first_job_journey_needs_no_reload(page, grant, team):
@@ -103,12 +105,28 @@ def test_the_first_job_journey_needs_no_reload(page, grant, team):
     assert page.locator("#job-status [data-status=running]").count() == 1, "curves appear while running"
     assert running_points > 0
 
+    # The log follows new lines until the reader scrolls up; then it stays put until asked.
+    log = "document.querySelector('#log-stdout')"
+    drive(page, job, f"{log}.scrollHeight > {log}.clientHeight + 100")
+    assert page.evaluate(f"{log}.scrollHeight - {log}.scrollTop - {log}.clientHeight < 30"), "it follows"
+    page.evaluate(f"{log}.scrollTop = 0")
+    page.wait_for_selector("#log-follow", state="visible")
+    before = page.evaluate(f"{log}.innerText.length")
+    drive(page, job, f"{log}.innerText.length > {before}", timeout=60)
+    assert page.evaluate(f"{log}.scrollTop") == 0, "scrolled up: new lines do not pull the reader down"
+    page.click("#log-follow-resume")
+    assert page.evaluate(f"{log}.scrollHeight - {log}.scrollTop - {log}.clientHeight < 30")
+
     drive(page, job, "!!document.querySelector('#job-status [data-status=completed]')")
     drive(page, job, "!!document.querySelector('#register-form')")
     assert page.locator("#job-cancel").count() == 0, "an ended job offers no Cancel"
     assert "→ completed" in page.locator("#job-timeline").inner_text()
     drive(page, job, f"Number(document.querySelector('#metric-charts').dataset.points) > {running_points}")
-    page.wait_for_function("document.querySelector('#log-stdout').innerText.includes('step 13')")
+    page.wait_for_function("document.querySelector('#log-stdout').innerText.includes('step 19')")
+    page.fill("#log-search", "batch 3 of step 1")
+    # "batch 3 of step 1" and "batch 3 of step 10" … "19": eleven lines.
+    assert page.locator("#log-search-count").inner_text() == "11 matching lines"
+    assert "stdout:" in page.locator("#log-matches").inner_text()
     # stderr stayed empty: no black box for it.
     assert page.locator(".logstream[data-stream=stderr][data-empty=true]").count() == 1
     assert not page.locator("#log-stderr").is_visible()
