@@ -17,7 +17,7 @@
 
   function refresh(pre) {
     const stream = pre.closest(".logstream");
-    if (stream) stream.dataset.empty = text(pre).length ? "false" : "true";
+    if (stream) stream.dataset.empty = text(pre).trim().length ? "false" : "true";
     if (follow.get(pre) !== false) pre.scrollTop = pre.scrollHeight;
     search();
   }
@@ -54,7 +54,7 @@
   document.body.addEventListener("htmx:afterSwap", () => {
     section.querySelectorAll("pre.log:not(.log-matches)").forEach((pre) => {
       const stream = pre.closest(".logstream");
-      if (stream) stream.dataset.empty = text(pre).length ? "false" : "true";
+      if (stream) stream.dataset.empty = text(pre).trim().length ? "false" : "true";
       if (follow.get(pre) !== false) pre.scrollTop = pre.scrollHeight;
     });
     search();

@@ -2,6 +2,7 @@
 page shows running, the curves grow while it runs, it completes, the register form appears;
 then register the model and request its deployment (stopping at the request)."""
 
+import re
 import textwrap
 import time
 
@@ -36,7 +37,7 @@ TRAIN = textwrap.dedent(
         for step in range(20):
             mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
             print(f"step {{step}}", flush=True)
-            print("\n".join(f"  batch {{b}} of step {{step}}" for b in range(15)), flush=True)
+            print("\\n".join(f"  batch {{b}} of step {{step}}" for b in range(15)), flush=True)
             time.sleep(1.5)
         model = LogisticRegression(max_iter=300).fit(X, y)
         mlflow.log_metric("train_accuracy", model.score(X, y))
@@ -89,7 +90,8 @@ def test_the_first_job_journey_needs_no_reload(page, grant, team):
     page.fill("#id_script", TRAIN.format(python=env.get("AXLE_LOCAL_PYTHON", "/var/lib/axle/venv/bin/python")))
     page.fill("#id_parameters", "")
     page.click("button[value=submit]")
-    page.wait_for_url("**/jobs/*/")
+    page.wait_for_selector("#job-status, .problems, p.error", timeout=60000)
+    assert re.search(r"/jobs/[0-9a-f-]{36}/$", page.url), page.locator("main").inner_text()
     job = Job.objects.get(name="first-journey")
     navigations = []
     page.on("framenavigated", lambda frame: navigations.append(frame.url) if frame == page.main_frame else None)

@@ -131,6 +131,7 @@ def test_pages_fit_a_390_px_screen(browser, live_server, grant, alice, team, pat
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, f"{path} scrolls sideways: {width}px"
     finally:
+        page.goto("about:blank")  # stop the live pollers before the server goes away
         context.close()
 
 

@@ -90,3 +90,13 @@ def test_cancel_asks_for_confirmation(client, alice, running):
 def test_someone_elses_job_cannot_be_polled(client, charlie, running):
     client.force_login(charlie)
     assert client.get(f"/jobs/{running.uuid}/?live=x", **HX).status_code == 404
+
+
+@pytest.mark.django_db
+def test_a_log_chunk_adds_nothing_of_its_own_to_the_log(client, alice, team):
+    # The tail appends chunks one after another: a stray newline from the template would
+    # split lines at every chunk boundary (and make an empty stream look non-empty).
+    job = make_job(alice, team=team, status=Job.Status.QUEUED)
+    client.force_login(alice)
+    body = client.get(f"/jobs/{job.uuid}/logs/stdout/?offset=0").content.decode()
+    assert not body.endswith("\n")
