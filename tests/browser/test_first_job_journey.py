@@ -140,8 +140,10 @@ def test_the_first_job_journey_needs_no_reload(page, grant, team):
     # Register the model from the form that appeared, then request its deployment.
     name = unique_name("journey")
     page.fill("#model-name", name)
-    page.click("#register-form button[type=submit]")
-    page.wait_for_url(f"**/models/{name}/**")
+    page.click("#register-form button[type=submit]", no_wait_after=True)
+    page.wait_for_url(re.compile(r".*/models/.*"), timeout=180000)
+    page.wait_for_load_state()
+    assert f"/models/{name}/" in page.url, page.locator("main").inner_text()
     page.click(f"a[href*='/deployments/new/?model={name}']")
     page.select_option("#id_environment", "production")
     page.fill("#id_reason", "first model, loss went down")
