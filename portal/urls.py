@@ -24,6 +24,8 @@ from apps.usage import views as usage_views
 from . import dashboard
 
 handler404 = "apps.core.api.not_found"
+handler403 = "apps.core.views.permission_denied"
+handler500 = "apps.core.views.server_error"
 
 urlpatterns = [
     path("", dashboard.home, name="home"),
@@ -61,6 +63,7 @@ urlpatterns = [
     path("jobs/<uuid:job_id>/artifacts/", job_views.job_artifacts, name="job-artifacts"),
     path("jobs/<uuid:job_id>/artifacts/download/", job_views.job_artifact_download, name="job-artifact-download"),
     path("jobs/compare/", job_views.job_compare, name="job-compare"),
+    path("jobs/bulk/", job_views.job_bulk, name="job-bulk"),
     path("jobs/<uuid:job_id>/logs/<str:stream>/", job_views.job_log, name="job-log"),
     path("jobs/<uuid:job_id>/logs/<str:stream>/download/", job_views.job_log_download, name="job-log-download"),
     path("datasets/", dataset_views.dataset_list, name="dataset-list"),

@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from apps.clusters.models import Cluster, ClusterGrant
 from apps.core.models import BaseModel
@@ -129,6 +130,16 @@ class Job(BaseModel):
     @property
     def is_terminal(self) -> bool:
         return self.status in self.TERMINAL
+
+    @property
+    def elapsed_seconds(self) -> int | None:
+        """Run time so far (still running) or in all (ended): Slurm's figure once it gave one."""
+        if self.accounting.get("elapsed_seconds") is not None and self.is_terminal:
+            return int(self.accounting["elapsed_seconds"])
+        if not self.started_at:
+            return None
+        end = self.finished_at if self.is_terminal and self.finished_at else timezone.now()
+        return max(int((end - self.started_at).total_seconds()), 0)
 
     @property
     def is_array(self) -> bool:

@@ -177,3 +177,52 @@ def job_artifact_file(*, job: Job, path: str) -> tuple[str, str]:
             raise ValidationFailed(f"MLflow could not give the artifact: {exc}") from None
         raise
     return local, PurePosixPath(path).name
+
+
+def job_mlflow_run_url(*, job: Job) -> str:
+    """The run's page in the MLflow UI ('' before the hub created the run)."""
+    from django.conf import settings
+
+    if not job.mlflow_run_id or not job.mlflow_experiment_id:
+        return ""
+    base = (settings.AXLE_MLFLOW_UI_URL or settings.AXLE_MLFLOW_TRACKING_URI).rstrip("/")
+    return f"{base}/#/experiments/{job.mlflow_experiment_id}/runs/{job.mlflow_run_id}"
+
+
+# ---------------------------------------------------------------- runs table (sort, dates, metric column)
+
+RUN_SORTS = ("created", "name", "status", "elapsed", "metric")
+
+
+def job_runs_order(qs: QuerySet[Job], *, sort: str = "", metric: str = "", since=None, until=None) -> QuerySet[Job]:
+    """The jobs list's own filters on top of `job_list`: created between two dates, sorted by a
+    column (``-`` first for descending); ``metric`` sorts by a final metric, missing ones last."""
+    from django.db.models import DurationField, ExpressionWrapper, F
+    from django.db.models.fields.json import KeyTransform
+    from django.db.models.functions import Coalesce, Now
+
+    if since:
+        qs = qs.filter(created_at__date__gte=since)
+    if until:
+        qs = qs.filter(created_at__date__lte=until)
+    descending = sort.startswith("-")
+    column = sort.lstrip("-")
+    if column not in RUN_SORTS or (column == "metric" and not metric):
+        return qs
+    if column == "elapsed":
+        run_time = Coalesce(F("finished_at"), Now()) - F("started_at")
+        qs = qs.annotate(run_time=ExpressionWrapper(run_time, output_field=DurationField()))
+        key = F("run_time")
+    elif column == "metric":
+        qs = qs.annotate(metric_value=KeyTransform(metric, "metrics"))
+        key = F("metric_value")
+    else:
+        key = F({"created": "created_at"}.get(column, column))
+    order = key.desc(nulls_last=True) if descending else key.asc(nulls_last=True)
+    return qs.order_by(order, "-created_at")
+
+
+def job_metric_names(*, user, recent: int = 200) -> list[str]:
+    """Names of the final metrics among the user's recent jobs: the choices of the metric column."""
+    rows = Job.objects.filter(owner=user).exclude(metrics={}).order_by("-created_at").values_list("metrics", flat=True)
+    return sorted({name for metrics in rows[:recent] for name in (metrics or {})})

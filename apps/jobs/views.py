@@ -1,3 +1,5 @@
+import datetime
+import difflib
 import io
 import os
 import shutil
@@ -6,10 +8,14 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.clusters.selectors import grant_usable_list
 from apps.core.errors import ApplicationError, NotFound
+from apps.core.live import is_live_poll, live_answer, live_version
+from apps.core.models import parse_uuid
 from apps.datasets.models import DatasetVersion
 
 from . import selectors, services
@@ -52,21 +58,98 @@ def _job(request, job_id) -> Job:
         raise Http404("No such job.") from None
 
 
+def _date(value: str):
+    try:
+        return datetime.date.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
 def job_list(request):
-    status = request.GET.get("status", "")
-    cluster = request.GET.get("cluster", "")
-    jobs = selectors.job_list(user=request.user, status=status, cluster=cluster, q=request.GET.get("q", ""))
-    page = Paginator(jobs, 25).get_page(request.GET.get("page"))
+    """The runs table: filters, sort, a chosen metric column, bulk actions; rows stay live."""
+    get = request.GET
+    filters = {k: get.get(k, "") for k in ("status", "cluster", "q", "since", "until", "sort", "metric")}
+    jobs = selectors.job_list(user=request.user, status=filters["status"], cluster=filters["cluster"], q=filters["q"])
+    jobs = selectors.job_runs_order(
+        jobs,
+        sort=filters["sort"],
+        metric=filters["metric"],
+        since=_date(filters["since"]),
+        until=_date(filters["until"]),
+    )
+    page = Paginator(jobs, 25).get_page(get.get("page"))
+    rows = list(page)
+    version = live_version(
+        [
+            (str(j.uuid), j.status, j.slurm_job_id, j.reason, j.exit_code, j.metrics, j.last_error)
+            + ((j.elapsed_seconds or 0) // 60,)
+            for j in rows
+        ],
+        page.number,
+        page.paginator.count,
+    )
+    query = {k: v for k, v in filters.items() if v}
     context = {
         "page": page,
-        "status": status,
-        "cluster": cluster,
-        "q": request.GET.get("q", ""),
+        "rows": rows,
+        **filters,
+        "filtered": any(filters[k] for k in ("status", "cluster", "q", "since", "until")),
         "statuses": Job.Status.choices,
         "grants": grant_usable_list(user=request.user),
+        "metric_names": selectors.job_metric_names(user=request.user),
+        "live_version": version,
+        "live_url": f"{request.path}?{urlencode({**query, 'page': page.number})}",
+        "sort_links": _sort_links(query, filters["sort"]),
+        "query_no_page": urlencode(query),
     }
-    template = "jobs/_job_rows.html" if request.headers.get("HX-Request") else "jobs/list.html"
-    return render(request, template, context)
+    if is_live_poll(request):
+        return live_answer(
+            request,
+            version=version,
+            final=False,
+            render=lambda: render(request, "jobs/_rows_live.html", {**context, "oob": True}),
+        )
+    return render(request, "jobs/list.html", context)
+
+
+def _sort_links(query: dict, current: str) -> dict:
+    """For each sortable column: the URL that sorts by it (flipping the order when it is the
+    current one) and its aria-sort state."""
+    links = {}
+    for column in selectors.RUN_SORTS:
+        if current == column:
+            target, state = f"-{column}", "ascending"
+        elif current == f"-{column}":
+            target, state = column, "descending"
+        else:
+            target, state = (column if column == "name" else f"-{column}"), ""
+        links[column] = {"url": "?" + urlencode({**query, "sort": target}), "state": state}
+    return links
+
+
+@require_POST
+def job_bulk(request):
+    """The runs table's bulk actions on the selected rows: compare them, or cancel them."""
+    ids = [i for i in request.POST.getlist("id") if parse_uuid(i)][:50]
+    if not ids:
+        messages.error(request, "Select one or more jobs first.")
+        return redirect("job-list")
+    if request.POST.get("action") == "compare":
+        return redirect(f"{reverse('job-compare')}?ids={','.join(ids)}")
+    jobs = list(selectors.job_list(user=request.user).filter(uuid__in=ids).select_related("grant__cluster"))
+    problems = services.jobs_cancel(user=request.user, jobs=jobs)
+    done = len(jobs) - len(problems)
+    if done:
+        messages.success(request, f"Cancellation sent for {done} job{'s' if done != 1 else ''}.")
+    names = {str(j.uuid): f"{j.name} ({j.slurm_job_id or 'hub queue'})" for j in jobs}
+    for uuid, problem in problems.items():
+        messages.error(request, f"{names[uuid]}: {problem}")
+    return redirect(request.POST.get("next") if _safe_next(request) else "job-list")
+
+
+def _safe_next(request) -> bool:
+    target = request.POST.get("next", "")
+    return url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}) and target.startswith("/jobs/")
 
 
 def job_new(request):
@@ -148,19 +231,62 @@ def job_new(request):
     return render(request, "jobs/new.html", context)
 
 
+def _job_state(job: Job, timeline: list) -> str:
+    """The version of everything the job page's live regions show (apps.core.live)."""
+    return live_version(
+        job.status,
+        job.slurm_job_id,
+        job.slurm_state,
+        job.reason,
+        job.estimated_start,
+        job.exit_code,
+        job.accounting,
+        job.failure_message,
+        job.last_error,
+        job.mlflow_run_id,
+        job.metrics,
+        job.finalized_at,
+        job.started_at,
+        [e.seq for e in timeline[-1:]],
+        len(timeline),
+    )
+
+
 def job_detail(request, job_id):
     job = _job(request, job_id)
-    context = {
-        "job": job,
-        "timeline": selectors.job_timeline(job=job),
-        "tasks": job.tasks.all()[:500],
-        "task_count": job.tasks.count(),
-        "inputs": job_inputs(job),
-        "reproductions": job.reproductions.order_by("created_at"),
-    }
-    if request.headers.get("HX-Request") and request.GET.get("part") == "status":
-        return render(request, "jobs/_status.html", context)
-    return render(request, "jobs/detail.html", context)
+    timeline = list(selectors.job_timeline(job=job))
+    version = _job_state(job, timeline)
+    # Final once nothing more can change: ended, and its tracking data mirrored (or none).
+    final = job.is_terminal and (bool(job.finalized_at) or not job.mlflow_run_id)
+
+    def context(**extra):
+        return {
+            "job": job,
+            "timeline": timeline,
+            "tasks": job.tasks.all()[:500],
+            "task_count": job.tasks.count(),
+            "live_version": version,
+            "live_final": final,
+            "mlflow_run_url": selectors.job_mlflow_run_url(job=job),
+            **extra,
+        }
+
+    if is_live_poll(request):
+        return live_answer(
+            request,
+            version=version,
+            final=final,
+            render=lambda: render(request, "jobs/_live.html", context(oob=True)),
+        )
+    return render(
+        request,
+        "jobs/detail.html",
+        context(
+            inputs=job_inputs(job),
+            reproductions=job.reproductions.order_by("created_at"),
+            streams=("stdout", "stderr"),
+        ),
+    )
 
 
 @require_GET
@@ -281,28 +407,39 @@ def job_artifact_download(request, job_id):
     return FileResponse(_RemovedWhenClosed(path), as_attachment=True, filename=name)
 
 
+def _script_diff(base: Job, other: Job) -> str:
+    if base.script == other.script:
+        return ""
+    return "".join(
+        difflib.unified_diff(
+            base.script.splitlines(keepends=True),
+            other.script.splitlines(keepends=True),
+            fromfile=f"{base.name} ({base.slurm_job_id or 'no Slurm id'})",
+            tofile=f"{other.name} ({other.slurm_job_id or 'no Slurm id'})",
+        )
+    )
+
+
 def job_compare(request):
-    """Inputs diffed and final metrics side by side for two or more of the user's jobs."""
-    ids = [i for i in request.GET.getlist("id") + request.GET.get("ids", "").split(",") if i.strip()]
+    """Runs side by side, as MLflow compares them: curves overlaid, inputs diffed (parameters,
+    script, code commit, image, datasets), final metrics with their differences to the first."""
+    ids = [i.strip() for i in request.GET.getlist("id") + request.GET.get("ids", "").split(",") if i.strip()]
     jobs, missing = [], []
-    for ident in ids[:10]:
+    for ident in dict.fromkeys(ids[:10]):
         try:
-            jobs.append(selectors.job_get(user=request.user, job_id=ident.strip()))
+            jobs.append(selectors.job_get(user=request.user, job_id=ident))
         except NotFound:
             missing.append(ident)
-    rows = []
+    rows, diffs = [], []
     if jobs:
         inputs = [job_inputs(j) for j in jobs]
         fields = [
+            ("Slurm id", lambda j, i: j.slurm_job_id),
             ("Cluster", lambda j, i: i["cluster"]),
             ("Partition", lambda j, i: i["partition"]),
             ("Script sha256", lambda j, i: j.script_sha256[:16]),
-            (
-                "Code",
-                lambda j, i: (
-                    f"{i['code']['repo']}@{(i['code']['commit'] or i['code']['ref'])[:12]}" if i["code"] else ""
-                ),
-            ),
+            ("Code repository", lambda j, i: i["code"]["repo"] if i["code"] else ""),
+            ("Code commit", lambda j, i: ((i["code"]["commit"] or i["code"]["ref"])[:12]) if i["code"] else ""),
             ("Image", lambda j, i: f"{i['image']['path']} {i['image']['digest'][:19]}" if i["image"] else ""),
             ("Datasets", lambda j, i: ", ".join(f"{d['dataset']} v{d['number']}" for d in i["dataset_versions"])),
             ("Status", lambda j, i: j.get_status_display()),
@@ -313,16 +450,33 @@ def job_compare(request):
         for name in sorted({k for j in jobs for k in j.parameters}):
             values = [str(j.parameters.get(name, "—")) for j in jobs]
             rows.append((f"param {name}", values, len(set(values)) > 1))
-    metric_names = sorted({k for j in jobs for k in (j.metrics or {})})
-    metric_rows = [(m, [j.metrics.get(m) for j in jobs]) for m in metric_names]
+        diffs = [(j, d) for j in jobs[1:] if (d := _script_diff(jobs[0], j))]
+    metric_rows = []
+    for name in sorted({k for j in jobs for k in (j.metrics or {})}):
+        values = [j.metrics.get(name) for j in jobs]
+        base = values[0]
+        cells = []
+        for value in values:
+            delta = None
+            if isinstance(base, int | float) and isinstance(value, int | float):
+                delta = value - base
+            cells.append({"value": value, "delta": delta})
+        metric_rows.append((name, cells, len({repr(v) for v in values}) > 1))
+    curves = [
+        {"label": f"{j.name} · {j.slurm_job_id or 'no Slurm id'}", "url": reverse("api-job-metrics", args=[j.uuid])}
+        for j in jobs
+    ]
     return render(
         request,
         "jobs/compare.html",
         {
             "jobs": jobs,
             "rows": rows,
+            "diffs": diffs,
             "metric_rows": metric_rows,
             "missing": missing,
+            "curves": curves,
+            "selected": {str(j.uuid) for j in jobs},
             "recent": selectors.job_list(user=request.user)[:30],
         },
     )

@@ -38,19 +38,12 @@ class ModelListView(TeamAssetListView):
 model_list = ModelListView.as_view()
 
 
-def _metric(value) -> tuple[str, str] | None:
-    """(shown, exact) for a metric cell: four significant digits side by side, all on hover."""
-    if value is None:
-        return None
-    return f"{value:.4g}", repr(value)
-
-
 def model_detail(request, name):
     model = found_or_404(selectors.registered_model_get, "No such model.", user=request.user, name=name)
     versions = list(selectors.model_version_list(user=request.user, model=model))
     columns = selectors.metric_columns(versions)
     live = placements.live_placements(selectors.model_version_list(user=request.user, model=model))
-    rows = [(v, [_metric((v.metrics or {}).get(c)) for c in columns], live.get(v.pk, [])) for v in versions]
+    rows = [(v, [(v.metrics or {}).get(c) for c in columns], live.get(v.pk, [])) for v in versions]
     context = {"model": model, "versions": versions, "columns": columns, "rows": rows}
     return render(request, "registry/detail.html", context)
 

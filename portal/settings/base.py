@@ -195,6 +195,9 @@ AXLE_SESSION_IDLE_SECONDS = env.int("AXLE_SESSION_IDLE_SECONDS", default=30 * 60
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 
+# A failed CSRF check shows the branded page with a way back (JSON under /api/).
+CSRF_FAILURE_VIEW = "apps.core.views.csrf_failure"
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -332,6 +335,8 @@ AXLE_MODEL_SERVER_GROUP = env.str("AXLE_MODEL_SERVER_GROUP", default="")
 AXLE_MODEL_SERVER_POOL = env.int("AXLE_MODEL_SERVER_POOL", default=8)
 
 AXLE_MLFLOW_TRACKING_URI = env.str("AXLE_MLFLOW_TRACKING_URI", default="http://127.0.0.1:5000")
+# Where people open MLflow's UI (the job page links a run there); the tracking URI by default.
+AXLE_MLFLOW_UI_URL = env.str("AXLE_MLFLOW_UI_URL", default="")
 # The hub's login on an MLflow server that runs MLflow's basic-auth app (an admin: it makes a
 # user per job). The password is a secret: AXLE_MLFLOW_PASSWORD or AXLE_MLFLOW_PASSWORD_FILE.
 AXLE_MLFLOW_USERNAME = env.str("AXLE_MLFLOW_USERNAME", default="")

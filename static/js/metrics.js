@@ -1,15 +1,21 @@
-// Metric curves on the job page: one small chart per metric, refreshed while the job runs.
+// Metric curves on the job page: one small chart per metric, refreshed while the job's live
+// poller (apps/core/live.py) says its state is not final, and once more when it becomes final.
 (function () {
   const box = document.getElementById("metric-charts");
   if (!box || typeof Chart === "undefined") return;
   const url = box.dataset.url;
-  const live = box.dataset.live === "true";
   const charts = {};
+
+  function isFinal() {
+    const poller = document.getElementById("live-job");
+    return poller ? poller.dataset.liveFinal === "true" : true;
+  }
 
   function draw(metrics) {
     const keys = Object.keys(metrics).sort();
     const empty = document.getElementById("metric-empty");
     if (empty) empty.hidden = keys.length > 0;
+    box.dataset.points = String(keys.reduce((n, k) => n + metrics[k].length, 0));
     for (const key of keys) {
       const points = metrics[key].map((p) => ({ x: p.step, y: p.value }));
       if (charts[key]) {
@@ -37,16 +43,24 @@
     }
   }
 
+  let lastRound = false;
   function load() {
+    const finalNow = isFinal();
     fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then((r) => (r.ok ? r.json() : Promise.reject(r.status)))
-      .then((body) => draw(body.metrics || {}))
+      .then((body) => {
+        const note = document.getElementById("metric-error");
+        if (note) note.hidden = true;
+        draw(body.metrics || {});
+      })
       .catch(() => {
         const note = document.getElementById("metric-error");
         if (note) note.hidden = false;
       })
       .finally(() => {
-        if (live) setTimeout(load, 5000);
+        if (finalNow && lastRound) return;
+        lastRound = finalNow;
+        setTimeout(load, finalNow ? 0 : 4000);
       });
   }
   load();

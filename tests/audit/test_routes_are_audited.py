@@ -173,6 +173,9 @@ CASES: dict[str, Callable[..., Call]] = {
     ),
     "job-cancel": lambda w: Call(f"/jobs/{w.job(status=Job.Status.QUEUED).uuid}/cancel/", user=w.alice),
     "job-rerun": lambda w: Call(f"/jobs/{w.job().uuid}/rerun/", user=w.alice),
+    "job-bulk": lambda w: Call(
+        "/jobs/bulk/", {"action": "cancel", "id": [str(w.job(status=Job.Status.QUEUED).uuid)]}, user=w.alice
+    ),
     "job-reproduce": lambda w: Call(f"/jobs/{w.job().uuid}/reproduce/", user=w.alice),
     "sweep-new": lambda w: Call("/sweeps/new/", {"cluster": w.grant.cluster.name, "spec": SWEEP}, user=w.alice),
     "sweep-stop": lambda w: Call(f"/sweeps/{w.sweep().uuid}/stop/", user=w.alice),

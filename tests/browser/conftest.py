@@ -5,6 +5,7 @@ import tempfile
 import pytest
 
 from tests.identity.servers import ldap_directory, ldap_settings  # noqa: F401  (shared fixtures)
+from tests.registry.conftest import tracking_uri  # noqa: F401  (shared fixtures)
 from tests.serving.conftest import real_version, serving_dir, trained_model  # noqa: F401  (shared fixtures)
 
 

@@ -216,7 +216,7 @@ def test_the_model_page_puts_versions_metrics_side_by_side(client, alice, team, 
     for number in (1, 2, 3):
         assert f'id="v{number}"' in html
     row3 = html[html.index('id="v3"') : html.index("</tr>", html.index('id="v3"'))]
-    assert "0.95" in row3 and "–" in row3 and "/lineage/model_version/" in row3
+    assert "0.95" in row3 and "—" in row3 and "/lineage/model_version/" in row3
     assert client.get("/models/").status_code == 200 and "iris-clf" in client.get("/models/").content.decode()
 
 

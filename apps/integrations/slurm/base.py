@@ -439,6 +439,10 @@ class SlurmClient(Protocol):
         """The user's own associations and their fair-share factor (`sshare`)."""
         ...
 
+    def cancel_many(self, job_ids: Sequence[str]) -> None:
+        """`cancel` for many jobs of one account in one Slurm call where the transport has one."""
+        ...
+
     def cluster_state(self) -> ClusterState: ...
 
     def ping(self) -> None:

@@ -421,6 +421,11 @@ class RestClient:
         # The v0.0.38 OpenAPI this transport speaks (Slurm 22.05) has no shares endpoint.
         raise UnsupportedOperation(f"Fair-share (sshare) is not available over REST (slurmrestd {self.api_version}).")
 
+    def cancel_many(self, job_ids: Sequence[str]) -> None:
+        # slurmrestd's API cancels one job per request (DELETE /job/{id}); there is no batch form.
+        for job_id in job_ids:
+            self.cancel(job_id)
+
     @property
     def files(self) -> ClusterFiles:
         return self._files

@@ -506,7 +506,12 @@ class SSHClient:
         return self._parsed(parsing.parse_sacct, result.out, delimiter)
 
     def cancel(self, job_id: str) -> None:
-        result = self._query(self.slurm_command(["scancel", job_id]))
+        self.cancel_many([job_id])
+
+    def cancel_many(self, job_ids: Sequence[str]) -> None:
+        if not job_ids:
+            return
+        result = self._query(self.slurm_command(["scancel", *job_ids]))
         if result.exit_status != 0 or result.err:
             raise SlurmRejected(result.err or f"scancel exited with status {result.exit_status}")
 

@@ -10,7 +10,7 @@ Reads (logs, metrics, artifacts) are in `apps.jobs.selectors`. The rule everywhe
 the intent and commit, talk to the cluster with no transaction open, then record the result
 with a compare-and-swap transition."""
 
-from .cancel import job_cancel
+from .cancel import job_cancel, jobs_cancel
 from .create import job_create, job_reproduce, job_rerun, job_validate
 from .finalize import job_finalize, job_sync_tracking
 from .poll import PollStats, jobs_poll
@@ -28,6 +28,7 @@ __all__ = [
     "job_submit",
     "job_sync_tracking",
     "job_validate",
+    "jobs_cancel",
     "jobs_find_stuck",
     "jobs_poll",
     "jobs_reconcile_unknown",

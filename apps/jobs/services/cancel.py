@@ -47,3 +47,43 @@ def job_cancel(*, user, job: Job) -> Job:
         apply_infos(job, mine)
     job.refresh_from_db()
     return job
+
+
+def jobs_cancel(*, user, jobs: list[Job]) -> dict[str, str]:
+    """Cancel several of the user's jobs: those still in the hub's queue there, the rest with one
+    `scancel` per cluster account (however many jobs), then one `squeue` to fold the news.
+    Answers {job uuid: problem} for the jobs that could not be cancelled."""
+    problems: dict[str, str] = {}
+    on_slurm: dict[int, list[Job]] = {}
+    for job in jobs:
+        if job.owner_id != user.pk:
+            problems[str(job.uuid)] = "Only the job's owner can cancel it."
+        elif job.is_terminal:
+            problems[str(job.uuid)] = f"It already ended ({job.get_status_display().lower()})."
+        elif job.status == S.QUEUED or not job.slurm_job_id:
+            try:
+                job_cancel(user=user, job=job)
+            except (Conflict, PermissionDenied) as exc:
+                problems[str(job.uuid)] = exc.message
+        else:
+            on_slurm.setdefault(job.grant_id, []).append(job)
+    for group in on_slurm.values():
+        grant = group[0].grant
+        with transaction.atomic():
+            for job in group:
+                audit_record(
+                    action="job.cancel_requested", subject=job, actor=user, after={"slurm_job_id": job.slurm_job_id}
+                )
+        try:
+            with slurm_client(grant) as client:
+                client.cancel_many([job.slurm_job_id for job in group])
+                infos = client.queue(grant.cluster_username)
+        except SlurmError as exc:
+            for job in group:
+                problems[str(job.uuid)] = f"Cluster {grant.cluster.name} did not cancel it: {exc.message}"
+            continue
+        for job in group:
+            mine = [i for i in infos if (i.array_job_id or i.job_id) == job.slurm_job_id]
+            if mine:
+                apply_infos(job, mine)
+    return problems
