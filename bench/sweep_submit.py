@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import _common as c  # noqa: E402
 
+PROFILE = False
 SCRIPT = """#!/bin/bash
 #SBATCH --partition=debug
 #SBATCH --hold
@@ -77,6 +78,11 @@ def run_sweep(ssh, user, cluster, n: int, name: str) -> tuple[float, float, str,
     from apps.jobs.services import job_submit
     from apps.sweeps.services import sweep_create, sweep_launch
 
+    import cProfile
+
+    profile = cProfile.Profile() if PROFILE else None
+    if profile:
+        profile.enable()
     started = time.monotonic()
     with context.bind(actor_id=user.pk):
         sweep = sweep_create(user=user, cluster=cluster, spec_text=spec(name, n))
@@ -85,6 +91,11 @@ def run_sweep(ssh, user, cluster, n: int, name: str) -> tuple[float, float, str,
         t2 = time.monotonic()
         job_submit(job_id=job.pk)
     submitted = time.monotonic() - started
+    if profile:
+        import pstats
+
+        profile.disable()
+        pstats.Stats(profile).sort_stats("cumulative").print_stats(45)
     steps = [t1 - started, t2 - t1, submitted - (t2 - started)]
     job.refresh_from_db()
     if not job.slurm_job_id:
@@ -101,7 +112,10 @@ def main() -> int:
     parser.add_argument("--trials", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--transport", choices=["ssh", "rest"], default="ssh")
     c.add_db_args(parser)
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of the sweep's submission")
     args = parser.parse_args()
+    global PROFILE
+    PROFILE = args.profile
     c.interruptible()
     env = c.cluster_env()
     ssh = c.check_cluster(env)
