@@ -29,7 +29,7 @@ from apps.integrations.slurm.base import SlurmError
 from apps.jobs import tracking
 from apps.jobs.models import Job, JobTask
 
-from . import earlystop, services, trialscript
+from . import earlystop, hyperband, services, trialscript
 from .models import Sweep, Trial
 from .runs import close_runs
 from .spec import Spec
@@ -266,7 +266,8 @@ def _decide(sweep: Sweep, spec: Spec) -> Sweep:
             data={"failed": failed},
         )
     active = [t for t in trials if t.state in Trial.ACTIVE]
-    if not active and len(trials) >= sweep.max_trial_count:
+    brackets_done = spec.algorithm == "hyperband" and hyperband.exhausted(sweep.optuna_attrs.get(hyperband.KEY))
+    if not active and (len(trials) >= sweep.max_trial_count or brackets_done):
         message = (
             f"All {len(trials)} trials ended; best {spec.metric} {best:g}."
             if best is not None
@@ -274,6 +275,9 @@ def _decide(sweep: Sweep, spec: Spec) -> Sweep:
         )
         return services._end(sweep, S.SUCCEEDED if best is not None else S.FAILED, message, data={"best": best})
     room = min(spec.parallel_trial_count - len(active), sweep.max_trial_count - len(trials))
+    if spec.algorithm == "hyperband":
+        # A rung is one array: the next one is made from the results once every trial ended.
+        room = 0 if active else sweep.max_trial_count - len(trials)
     if spec.adaptive and room > 0:
         with transaction.atomic():
             locked = Sweep.objects.select_for_update().get(pk=sweep.pk)
