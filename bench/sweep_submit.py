@@ -74,11 +74,11 @@ def run_plain(ssh, n: int, name: str) -> float:
 
 
 def run_sweep(ssh, user, cluster, n: int, name: str) -> tuple[float, float, str, list[float]]:
+    import cProfile
+
     from apps.core import context
     from apps.jobs.services import job_submit
     from apps.sweeps.services import sweep_create, sweep_launch
-
-    import cProfile
 
     profile = cProfile.Profile() if PROFILE else None
     if profile:

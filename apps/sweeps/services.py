@@ -107,7 +107,7 @@ def _hyperband_suggest(
 
     rung, state = hyperband.next_rung(spec, state, ended, sample, start=start, limit=limit)
     suggestions = []
-    for params, parent in (rung.configurations if rung else []):
+    for params, parent in rung.configurations if rung else []:
         note = {"bracket": rung.bracket, "rung": rung.rung, "budget": rung.budget}
         if parent is not None:
             note["continues"] = parent
