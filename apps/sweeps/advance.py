@@ -175,21 +175,33 @@ def _make_runs(sweep: Sweep) -> None:
 
 
 def _read_objectives(sweep: Sweep, spec: Spec) -> None:
+    """Each running or just-ended trial's objective, and its additional metrics, by Katib's
+    metricStrategies: one bulk-history call per metric per hundred trials."""
     trials = list(
         sweep.trials.filter(state__in=[T.RUNNING, T.ENDING]).exclude(mlflow_run_id="").only("pk", "mlflow_run_id")
     )
     if not trials:
         return
-    histories = tracking.client().metric_histories([t.mlflow_run_id for t in trials], spec.metric)
+    client = tracking.client()
+    run_ids = [t.mlflow_run_id for t in trials]
+    histories = client.metric_histories(run_ids, spec.metric)
+    others = {name: client.metric_histories(run_ids, name) for name in spec.additional_metrics}
     for trial in trials:
-        points = [p for p in histories.get(trial.mlflow_run_id, []) if math.isfinite(p.value)]
-        if not points:
+        points = [(p.step, p.value) for p in histories.get(trial.mlflow_run_id, []) if math.isfinite(p.value)]
+        metrics = {}
+        for name, by_run in others.items():
+            value = spec.metric_value(name, [(p.step, p.value) for p in by_run.get(trial.mlflow_run_id, [])])
+            if value is not None and math.isfinite(value):
+                metrics[name] = value
+        if not points and not metrics:
             continue
-        intermediate = {str(p.step): p.value for p in points}
-        values = [p.value for p in points]
-        # Katib's default metric strategy follows the objective: the best value reported.
-        best = max(values) if spec.maximize else min(values)
-        Trial.objects.filter(pk=trial.pk).update(intermediate=intermediate, objective=best, updated_at=timezone.now())
+        fields = {"metrics": metrics, "updated_at": timezone.now()}
+        if points:
+            fields.update(
+                intermediate={str(step): value for step, value in points},
+                objective=spec.metric_value(spec.metric, points),
+            )
+        Trial.objects.filter(pk=trial.pk).update(**fields)
 
 
 def _settle_completed(sweep: Sweep, spec: Spec) -> None:

@@ -130,6 +130,8 @@ def sweep_detail(request, sweep_id):
     sweep = _sweep(request, sweep_id)
     spec = services.spec_of(sweep)
     trials = list(selectors.trial_list(sweep=sweep))
+    for t in trials:
+        t.additional = [(t.metrics or {}).get(m) for m in spec.additional_metrics]
     best = None
     for t in trials:
         if t.state == "succeeded" and (best is None or spec.is_better(t.objective, best.objective)):

@@ -203,3 +203,39 @@ def test_hyperband_never_promotes_a_failed_trial_and_maxtrialcount_bounds_it(ali
     sweep = advance.sweep_advance(sweep_id=sweep.pk)
     assert sweep.status == Sweep.Status.SUCCEEDED and sweep.trials.count() == 3  # maxTrialCount
     assert sweep.best_value == 0.4
+
+
+@pytest.mark.mlflow
+def test_katibs_metric_strategies_pick_each_metrics_value_and_additional_metrics_are_read(alice, grant):
+    import uuid
+
+    import yaml
+
+    from apps.integrations.mlflow.base import MetricPoint
+    from apps.jobs import tracking
+
+    document = yaml.safe_load(experiment(trials=2))
+    document["spec"]["objective"]["additionalMetricNames"] = ["accuracy", "epoch_seconds"]
+    document["spec"]["objective"]["metricStrategies"] = [
+        {"name": "loss", "value": "latest"},
+        {"name": "accuracy", "value": "max"},
+    ]
+    sweep = services.sweep_create(user=alice, cluster=grant.cluster, spec_text=yaml.safe_dump(document))
+    client = tracking.client()
+    experiment_id = client.ensure_experiment(f"test-strategies-{uuid.uuid4()}")
+    job = launched(sweep, Job.Status.RUNNING)
+    for trial in sweep.trials.all():
+        run_id = client.create_run(experiment_id, f"trial-{trial.number}")
+        points = []
+        for step, (loss, accuracy, seconds) in enumerate([(0.5, 0.6, 3.0), (0.2, 0.9, 2.0), (0.4, 0.8, 4.0)]):
+            for key, value in (("loss", loss), ("accuracy", accuracy), ("epoch_seconds", seconds)):
+                points.append(MetricPoint(key, value + trial.number, 1000 + step, step))
+        client.log_metrics(run_id, points)
+        Trial.objects.filter(pk=trial.pk).update(state=T.RUNNING, mlflow_run_id=run_id, job=job)
+    advance._read_objectives(sweep, services.spec_of(sweep))
+    first = sweep.trials.get(number=0)
+    assert first.objective == 0.4  # loss: latest, not the best (0.2)
+    assert first.intermediate == {"0": 0.5, "1": 0.2, "2": 0.4}
+    # accuracy: max; epoch_seconds: no strategy given, so the objective's direction (min).
+    assert first.metrics == {"accuracy": 0.9, "epoch_seconds": 2.0}
+    assert sweep.trials.get(number=1).metrics == {"accuracy": 1.9, "epoch_seconds": 3.0}
