@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid as uuid_lib
 
 from django.db import transaction
+from django.db.models import Case, Value, When
 from django.utils import timezone
 
 from apps.accounts.teams import team_default
@@ -247,10 +248,8 @@ def sweep_launch(*, sweep_id: int) -> Job | None:
     params = trialscript.params_file(spec, [(t.number, t.values) for t in trials])
     try:
         with slurm_client(sweep.grant) as client:
-            files = client.files
-            files.mkdir(sweep.folder)
-            files.write(f"{sweep.folder}/{trialscript.TEMPLATE_FILE}", sweep.script.encode("utf-8"), mode=0o755)
-            files.write(f"{sweep.folder}/wave-{wave}.tsv", params)
+            # One write (it makes the folder too); the trial script travels in the array's.
+            client.files.write(f"{sweep.folder}/wave-{wave}.tsv", params)
     except (UnsupportedOperation, RemoteCommandFailed) as exc:
         _end(sweep, S.FAILED, f"The sweep's folder {sweep.folder} could not be written: {exc.message}")
         return None
@@ -277,12 +276,14 @@ def sweep_launch(*, sweep_id: int) -> Job | None:
                 script=script,
                 team=sweep.team,
             )
-            for task_id, trial in enumerate(trials):
-                claimed = Trial.objects.filter(pk=trial.pk, job__isnull=True, state=T.CREATED).update(
-                    job=job, task_id=task_id, state=T.PENDING
-                )
-                if not claimed:
-                    raise Conflict("a trial was taken meanwhile")
+            # All the wave's trials in one UPDATE, each given its task index.
+            claimed = Trial.objects.filter(pk__in=[t.pk for t in trials], job__isnull=True, state=T.CREATED).update(
+                job=job,
+                state=T.PENDING,
+                task_id=Case(*[When(pk=t.pk, then=Value(i)) for i, t in enumerate(trials)]),
+            )
+            if claimed != len(trials):
+                raise Conflict("a trial was taken meanwhile")
             audit_record(
                 action="sweep.array_created",
                 subject=sweep,
