@@ -84,9 +84,11 @@ def main() -> int:
         with slurm_client(grant) as client:
             client.files.write(f"{code_dir}/train.py", (EXAMPLE / "train.py").read_bytes())
         folders = [code_dir]
+        names = []
         try:
             for early in (False, True):
                 name = f"axlebench-{'median' if early else 'plain'}-{rid}"
+                names.append(f"{name}-0")  # its one job array (non-adaptive: one wave)
                 c.say(
                     f"sweep {name}: {args.trials} trials x {args.epochs} epochs, medianstop {'on' if early else 'off'}"
                 )
@@ -105,6 +107,9 @@ def main() -> int:
                 stopped = [t for t in trials if t.state == "early_stopped"]
                 rows.append((early, sweep, trials, epochs, stopped, time.monotonic() - started))
         finally:
+            for name in names:
+                if c.count_named(ssh, name):
+                    c.cancel_named(ssh, name)
             for folder in folders:
                 ssh.run(["rm", "-rf", "--", folder], timeout=120)
     ssh.close()
