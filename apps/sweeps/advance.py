@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 from django.db import transaction
 from django.utils import timezone
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 S = Sweep.Status
 T = Trial.State
 RUNS_PER_CYCLE = 200
+RUN_THREADS = 4
 # A task in these Slurm states ran to its end; what it reported decides success.
 _TASK_STATE = {
     states.PENDING: T.PENDING,
@@ -153,8 +155,11 @@ def _make_runs(sweep: Sweep) -> None:
             mlflow_experiment_id=experiment_id, mlflow_run_id=run_id
         )
         sweep.refresh_from_db()
-    for trial in pending:
-        run_id = client.create_run(
+
+    def make(trial: Trial) -> tuple[int, str]:
+        # A client per thread: a requests session is not shared across threads.
+        own = tracking.client()
+        run_id = own.create_run(
             sweep.mlflow_experiment_id,
             f"{sweep.name}-trial-{trial.number}",
             {
@@ -164,14 +169,27 @@ def _make_runs(sweep: Sweep) -> None:
                 "mlflow.user": sweep.owner.get_username(),
             },
         )
-        client.log_params(run_id, {k: str(v) for k, v in trial.params.items()})
-        Trial.objects.filter(pk=trial.pk, mlflow_run_id="").update(mlflow_run_id=run_id)
+        own.log_params(run_id, {k: str(v) for k, v in trial.params.items()})
+        return trial.pk, run_id
+
+    # A few at a time: the tasks wait for their runs, and each run is two calls.
+    failure = None
+    with ThreadPoolExecutor(max_workers=RUN_THREADS) as pool:
+        for future in [pool.submit(make, trial) for trial in pending]:
+            try:
+                pk, run_id = future.result()
+            except MlflowError as exc:
+                failure = failure or exc
+                continue
+            Trial.objects.filter(pk=pk, mlflow_run_id="").update(mlflow_run_id=run_id)
     runs = list(sweep.trials.exclude(mlflow_run_id="").order_by("number").values_list("number", "mlflow_run_id"))
     try:
         with slurm_client(sweep.grant) as cluster:
             cluster.files.write(f"{sweep.folder}/{trialscript.RUNS_FILE}", trialscript.runs_file(runs))
     except SlurmError as exc:
         log.warning("sweep %s: writing the runs file failed: %s", sweep.uuid, exc.message)
+    if failure is not None:
+        raise failure
 
 
 def _read_objectives(sweep: Sweep, spec: Spec) -> None:
