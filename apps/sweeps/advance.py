@@ -156,26 +156,35 @@ def _make_runs(sweep: Sweep) -> None:
         )
         sweep.refresh_from_db()
 
-    def make(trial: Trial) -> tuple[int, str]:
+    # The threads touch no model and no database: everything they need is read here.
+    experiment_id, parent, sweep_uuid, owner = (
+        sweep.mlflow_experiment_id,
+        sweep.mlflow_run_id,
+        str(sweep.uuid),
+        sweep.owner.get_username(),
+    )
+    work = [(t.pk, t.number, {k: str(v) for k, v in t.params.items()}) for t in pending]
+
+    def make(pk: int, number: int, params: dict[str, str]) -> tuple[int, str]:
         # A client per thread: a requests session is not shared across threads.
         own = tracking.client()
         run_id = own.create_run(
-            sweep.mlflow_experiment_id,
-            f"{sweep.name}-trial-{trial.number}",
+            experiment_id,
+            f"{sweep.name}-trial-{number}",
             {
-                "mlflow.parentRunId": sweep.mlflow_run_id,
-                "axle.sweep_id": str(sweep.uuid),
-                "axle.trial": str(trial.number),
-                "mlflow.user": sweep.owner.get_username(),
+                "mlflow.parentRunId": parent,
+                "axle.sweep_id": sweep_uuid,
+                "axle.trial": str(number),
+                "mlflow.user": owner,
             },
         )
-        own.log_params(run_id, {k: str(v) for k, v in trial.params.items()})
-        return trial.pk, run_id
+        own.log_params(run_id, params)
+        return pk, run_id
 
     # A few at a time: the tasks wait for their runs, and each run is two calls.
     failure = None
     with ThreadPoolExecutor(max_workers=RUN_THREADS) as pool:
-        for future in [pool.submit(make, trial) for trial in pending]:
+        for future in [pool.submit(make, *item) for item in work]:
             try:
                 pk, run_id = future.result()
             except MlflowError as exc:

@@ -236,3 +236,33 @@ def test_katibs_hyperband_example_validates_and_runs_its_first_rung_as_one_wave(
     assert [t.values["numberEpochs"] for t in trials] == ["1", "1"]
     assert len({t.params["lr"] for t in trials}) == 2
     assert trials[0].system_attrs == {"hyperband": {"bracket": 1, "rung": 0, "budget": 1}}
+
+
+def test_the_live_sweep_partial_costs_the_same_queries_for_ten_trials_as_for_forty(client, alice, grant):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client.force_login(alice)
+    counts = []
+    for trials in (10, 40):
+        sweep = services.sweep_create(user=alice, cluster=grant.cluster, spec_text=experiment(trials=trials))
+        job = Job.objects.create(
+            owner=alice,
+            grant=grant,
+            cluster=grant.cluster,
+            name=f"lr-{trials}",
+            script="#!/bin/bash\n",
+            marker=f"m-live-{trials}",
+            cluster_username="alice01",
+            workdir="/w",
+            stdout_path="/w/o",
+            stderr_path="/w/e",
+        )
+        for trial in sweep.trials.all():
+            Trial.objects.filter(pk=trial.pk).update(job=job, task_id=trial.number, state="succeeded", objective=0.1)
+        client.get(f"/sweeps/{sweep.uuid}/", HTTP_HX_REQUEST="true")  # importances computed and kept
+        with CaptureQueriesContext(connection) as queries:
+            page = client.get(f"/sweeps/{sweep.uuid}/", HTTP_HX_REQUEST="true").content.decode()
+        assert page.startswith('<div id="sweep-live"') or 'id="sweep-live"' in page[:300]
+        counts.append(len(queries))
+    assert counts[0] == counts[1], counts
