@@ -49,13 +49,14 @@ def grant(request, alice):
 def trial_script(python: str, *, slow_above: float = 1e9, fail: bool = False) -> str:
     """Logs loss = x at each of `steps` steps to its own MLflow run (plain REST, no mlflow
     import, logged in as MLflow's client does: with the job's own login from the environment);
-    a trial whose x is above `slow_above` reports slowly, for a long time."""
+    a trial whose x is above `slow_above` reports slowly, for a long time. With `fail`, the
+    array's task 0 exits 3 at once."""
     return f"""#!/bin/bash
 #SBATCH --partition=debug
 #SBATCH --time=00:05:00
 #SBATCH --mem=100M
 echo "trial $AXLE_TRIAL x=${{trialParameters.x}} env=$x"
-{"exit 3" if fail else ""}
+{'[ "$SLURM_ARRAY_TASK_ID" = 0 ] && exit 3' if fail else ""}
 {python} - <<'PY'
 import base64, json, os, time, urllib.request
 x = float("${{trialParameters.x}}")
@@ -232,9 +233,9 @@ def test_more_failed_trials_than_allowed_fail_the_sweep_and_cancel_the_rest(gran
     sweep = services.sweep_create(
         user=grant.user,
         cluster=grant.cluster,
-        # maxFailedTrialCount 0, one at a time: the first trial to run fails, the others wait.
+        # maxFailedTrialCount 0, one at a time: task 0 fails at once, the others would run long.
         spec_text=experiment("fails", ["7", "1", "2"], parallel=1),
-        script=trial_script(python, fail=True),
+        script=trial_script(python, fail=True, slow_above=0),
     )
     sweep = run(sweep, timeout=600)  # the shared cluster may hold the array in its queue a while
     assert sweep.status == Sweep.Status.FAILED
@@ -243,7 +244,7 @@ def test_more_failed_trials_than_allowed_fail_the_sweep_and_cancel_the_rest(gran
     assert [t.state for t in trials] == [T.FAILED, T.CANCELLED, T.CANCELLED]  # task 0 ran first
     by_task = accounted_tasks(grant, trials[0].job.slurm_job_id, [0])
     assert by_task["0"] == "FAILED"
-    # The rest never ran: cancelled while pending (sacct lists them CANCELLED, or not at all).
+    # The rest were cancelled, running or pending (sacct lists them CANCELLED, or not at all).
     assert all(by_task.get(str(t.task_id), "CANCELLED").startswith("CANCELLED") for t in trials[1:])
 
 
