@@ -310,6 +310,11 @@ def hub_cluster(env: dict[str, str], transport: str):
         allowed_partitions=["debug"],
         max_active_jobs=None,
     )
+    # Jobs are checked against the cluster's configuration: read it as the health check does.
+    from apps.clusters.tasks import cluster_refresh_health
+
+    cluster_refresh_health(cluster.pk)
+    cluster.refresh_from_db()
     return user, cluster, grant
 
 

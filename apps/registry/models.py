@@ -33,6 +33,14 @@ class ModelVersion(BaseModel):
     model = models.ForeignKey(RegisteredModel, on_delete=models.PROTECT, related_name="versions")
     number = models.PositiveIntegerField()
     job = models.ForeignKey(Job, on_delete=models.PROTECT, related_name="model_versions")
+    trial = models.ForeignKey(
+        "sweeps.Trial",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="model_versions",
+        help_text="The sweep trial (a task of the job's array) whose run logged the model.",
+    )
     mlflow_run_id = models.CharField(max_length=64)
     source_uri = models.CharField(max_length=1000, help_text="models:/m-… or runs:/<run>/<path>, as MLflow logged it.")
     artifact_uri = models.CharField(max_length=2000, help_text="Where the model's files are stored.")
@@ -46,7 +54,13 @@ class ModelVersion(BaseModel):
             models.UniqueConstraint(fields=["model", "number"], name="modelversion_unique_number"),
             # One version per job and model: what makes registering the same job twice return the
             # version it already made, even when two requests race.
-            models.UniqueConstraint(fields=["model", "job"], name="modelversion_unique_job"),
+            models.UniqueConstraint(
+                fields=["model", "job"], condition=models.Q(trial__isnull=True), name="modelversion_unique_job"
+            ),
+            # A job array runs many trials: one version per trial and model there.
+            models.UniqueConstraint(
+                fields=["model", "trial"], condition=models.Q(trial__isnull=False), name="modelversion_unique_trial"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -9,6 +9,8 @@ from apps.accounts.teams import team_asset_list, team_owned, team_owned_get
 from apps.core.errors import NotFound
 from apps.core.models import parse_uuid
 from apps.jobs.models import Job
+from apps.sweeps.models import Trial
+from apps.sweeps.selectors import sweep_get
 
 from .models import ModelVersion, RegisteredModel
 
@@ -26,6 +28,18 @@ def job_for_registration(*, user, id) -> Job:
     if job is None:
         raise NotFound(f"No job {id} of yours or your teams'.")
     return job
+
+
+def trial_for_registration(*, user, sweep_id, number) -> Trial:
+    """A trial of a sweep the user may see, by the sweep's uuid and the trial's number."""
+    sweep = sweep_get(user=user, sweep_id=sweep_id)
+    try:
+        trial = sweep.trials.select_related("job", "sweep").filter(number=int(number)).first()
+    except (TypeError, ValueError):
+        trial = None
+    if trial is None:
+        raise NotFound(f"Sweep {sweep.name} has no trial {str(number)[:20]}.")
+    return trial
 
 
 def registered_model_list(*, user, team: str = "", q: str = "") -> QuerySet[RegisteredModel]:

@@ -27,6 +27,8 @@ from apps.integrations.mlflow.base import MlflowError, MlflowUnavailable
 from apps.integrations.mlflow.client import TrackingClient
 from apps.jobs import tracking
 from apps.jobs.models import Job
+from apps.sweeps.models import Trial
+from apps.sweeps.services import spec_of
 
 from .models import ModelVersion, RegisteredModel
 
@@ -115,25 +117,29 @@ def _existing_mlflow_version(
     return None
 
 
-def _register_in_mlflow(job: Job, name: str) -> _Logged:
+def _register_in_mlflow(job: Job, name: str, *, run_id: str | None = None, what: str | None = None) -> _Logged:
+    """Register the model that `run_id` (by default the job's run) logged as a version of
+    `name` in MLflow's registry; `what` names the run in messages."""
     client = tracking.client()
+    run_id = run_id or job.mlflow_run_id
+    what = what or f"Job {job.name} ({job.uuid})"
     try:
-        source = client.find_logged_model(job.mlflow_run_id)
+        source = client.find_logged_model(run_id)
         if source is None:
             raise Conflict(
-                f"Job {job.name} ({job.uuid}) logged no MLflow model: log one in the job with "
+                f"{what} logged no MLflow model: log one in the job with "
                 'mlflow.<flavor>.log_model(model, name="model").'
             )
         sha256 = client.model_sha256(source)
         artifact_uri = client.artifact_uri(source)
-        metrics = job.metrics or client.get_run(job.mlflow_run_id).metrics
-        number = _existing_mlflow_version(client, name, job.mlflow_run_id, source, artifact_uri)
+        metrics = (job.metrics if run_id == job.mlflow_run_id else None) or client.get_run(run_id).metrics
+        number = _existing_mlflow_version(client, name, run_id, source, artifact_uri)
         if number is None:
-            number = int(client.register_model(name, source, job.mlflow_run_id).version)
+            number = int(client.register_model(name, source, run_id).version)
     except MlflowUnavailable as exc:
         raise Unavailable(f"MLflow cannot be reached right now; try again shortly. ({exc})") from None
     except MlflowError as exc:
-        raise ValidationFailed(f"MLflow refused to register the model of job {job.name}: {exc}") from None
+        raise ValidationFailed(f"MLflow refused to register the model of {what}: {exc}") from None
     return _Logged(source, artifact_uri, sha256, number, _plain_metrics(metrics))
 
 
@@ -252,3 +258,79 @@ def model_versions_register_pending(*, within: timedelta = timedelta(days=7)) ->
             log.info("MLflow is down; pending registrations wait for the next round")
             break
     return made
+
+
+def model_version_register_trial(*, user, model_name: str, trial: Trial) -> ModelVersion:
+    """Register the model a sweep trial's MLflow run logged as a new version of `model_name`
+    (created in the sweep's team on first use): the sweep's best trial, in one click. The
+    version points at the trial and at its array job, so lineage reads sweep -> job -> model
+    version. Registering the same trial under the same name again returns its version."""
+    name = _clean_name(model_name)
+    trial = Trial.objects.select_related("sweep__team", "sweep__owner", "job__team", "job__owner").get(pk=trial.pk)
+    sweep = trial.sweep
+    if sweep.owner_id != user.pk and not is_team_member(user=user, team=sweep.team):
+        raise NotFound("No such sweep.")
+    model = _model_for(user=user, name=name, team=sweep.team)
+    if model is not None:
+        existing = ModelVersion.objects.filter(model=model, trial=trial).select_related("model", "job").first()
+        if existing is not None:
+            return existing
+    team = model.team if model is not None else sweep.team
+    if team is None:
+        raise Conflict(f"Sweep {sweep.name} belongs to no team; models are kept by a team.")
+    label = f"Trial {trial.number} of sweep {sweep.name}"
+    if trial.state != Trial.State.SUCCEEDED:
+        raise Conflict(
+            f"{label} is {trial.get_state_display().lower()}; only a succeeded trial's model can be registered."
+        )
+    if trial.job is None or not trial.mlflow_run_id:
+        raise Conflict(f"{label} has no MLflow run, so it logged no MLflow model.")
+
+    logged = _register_in_mlflow(trial.job, name, run_id=trial.mlflow_run_id, what=label)
+    metrics = {**logged.metrics, **_plain_metrics(trial.metrics)}
+    if trial.objective is not None:
+        # The trial's objective as the sweep judged it (by its metricStrategies).
+        metrics[spec_of(sweep).metric] = trial.objective
+
+    try:
+        with transaction.atomic():
+            model, created = RegisteredModel.objects.get_or_create(
+                name=name, defaults={"team": team, "created_by": user, "description": ""}
+            )
+            if created:
+                audit_record(action="model.created", subject=model, actor=user, after={"team": team.name, "name": name})
+            version = ModelVersion.objects.create(
+                model=model,
+                number=logged.number,
+                job=trial.job,
+                trial=trial,
+                mlflow_run_id=trial.mlflow_run_id,
+                source_uri=logged.source_uri,
+                artifact_uri=logged.artifact_uri,
+                sha256=logged.sha256,
+                metrics=metrics,
+                created_by=user,
+            )
+            audit_record(
+                action="model_version.registered",
+                subject=version,
+                actor=user,
+                after={
+                    "model": name,
+                    "number": version.number,
+                    "job": str(trial.job.uuid),
+                    "sweep": str(sweep.uuid),
+                    "trial": trial.number,
+                    "mlflow_run_id": trial.mlflow_run_id,
+                    "source_uri": version.source_uri,
+                    "artifact_uri": version.artifact_uri,
+                    "sha256": version.sha256,
+                    "metrics": version.metrics,
+                },
+            )
+    except IntegrityError:
+        existing = ModelVersion.objects.filter(model__name=name, trial=trial).select_related("model", "job").first()
+        if existing is None:
+            raise Conflict(f"Version {logged.number} of {name} was recorded by someone else; try again.") from None
+        return existing
+    return version

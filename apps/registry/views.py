@@ -50,7 +50,8 @@ def model_detail(request, name):
 
 def model_register(request):
     """The job page's "Register model" form posts here: job (uuid) and name. GET shows the
-    same form, for a link with ?job=<uuid>."""
+    same form, for a link with ?job=<uuid>. The sweep page's best trial posts sweep (uuid),
+    trial (its number) and name instead: one click registers that trial's model."""
     data = request.POST if request.method == "POST" else request.GET
     form = {"job": data.get("job", "").strip(), "name": data.get("name", "").strip()}
     error = ""
@@ -58,6 +59,8 @@ def model_register(request):
     if request.method != "POST":
         job = selectors.visible_jobs(user=request.user).filter(uuid=parse_uuid(form["job"])).first()
         return render(request, "registry/register.html", {"form": form, "job": job, "error": ""})
+    if data.get("sweep"):
+        return _register_trial(request, data)
     try:
         job = selectors.job_for_registration(user=request.user, id=form["job"])
         version = services.model_version_register(user=request.user, model_name=form["name"], job=job)
@@ -67,3 +70,21 @@ def model_register(request):
         messages.success(request, f"Job {job.name} registered as {version.model.name} version {version.number}.")
         return redirect(reverse("model-detail", args=[version.model.name]) + f"#v{version.number}")
     return render(request, "registry/register.html", {"form": form, "job": job, "error": error}, status=400)
+
+
+def _register_trial(request, data):
+    sweep_id = data.get("sweep", "").strip()
+    try:
+        trial = selectors.trial_for_registration(user=request.user, sweep_id=sweep_id, number=data.get("trial", ""))
+        version = services.model_version_register_trial(user=request.user, model_name=data.get("name", ""), trial=trial)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        if parse_uuid(sweep_id) is None:
+            return redirect("sweep-list")
+        return redirect("sweep-detail", sweep_id=sweep_id)
+    messages.success(
+        request,
+        f"Trial {trial.number} of sweep {trial.sweep.name} registered as {version.model.name} "
+        f"version {version.number}.",
+    )
+    return redirect(reverse("model-detail", args=[version.model.name]) + f"#v{version.number}")

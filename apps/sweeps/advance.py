@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 from django.db import transaction
 from django.utils import timezone
@@ -29,7 +30,7 @@ from apps.integrations.slurm.base import SlurmError
 from apps.jobs import tracking
 from apps.jobs.models import Job, JobTask
 
-from . import earlystop, services, trialscript
+from . import earlystop, hyperband, services, trialscript
 from .models import Sweep, Trial
 from .runs import close_runs
 from .spec import Spec
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 S = Sweep.Status
 T = Trial.State
 RUNS_PER_CYCLE = 200
+RUN_THREADS = 4
 # A task in these Slurm states ran to its end; what it reported decides success.
 _TASK_STATE = {
     states.PENDING: T.PENDING,
@@ -153,43 +155,80 @@ def _make_runs(sweep: Sweep) -> None:
             mlflow_experiment_id=experiment_id, mlflow_run_id=run_id
         )
         sweep.refresh_from_db()
-    for trial in pending:
-        run_id = client.create_run(
-            sweep.mlflow_experiment_id,
-            f"{sweep.name}-trial-{trial.number}",
+
+    # The threads touch no model and no database: everything they need is read here.
+    experiment_id, parent, sweep_uuid, owner = (
+        sweep.mlflow_experiment_id,
+        sweep.mlflow_run_id,
+        str(sweep.uuid),
+        sweep.owner.get_username(),
+    )
+    work = [(t.pk, t.number, {k: str(v) for k, v in t.params.items()}) for t in pending]
+
+    def make(pk: int, number: int, params: dict[str, str]) -> tuple[int, str]:
+        # A client per thread: a requests session is not shared across threads.
+        own = tracking.client()
+        run_id = own.create_run(
+            experiment_id,
+            f"{sweep.name}-trial-{number}",
             {
-                "mlflow.parentRunId": sweep.mlflow_run_id,
-                "axle.sweep_id": str(sweep.uuid),
-                "axle.trial": str(trial.number),
-                "mlflow.user": sweep.owner.get_username(),
+                "mlflow.parentRunId": parent,
+                "axle.sweep_id": sweep_uuid,
+                "axle.trial": str(number),
+                "mlflow.user": owner,
             },
         )
-        client.log_params(run_id, {k: str(v) for k, v in trial.params.items()})
-        Trial.objects.filter(pk=trial.pk, mlflow_run_id="").update(mlflow_run_id=run_id)
+        own.log_params(run_id, params)
+        return pk, run_id
+
+    # A few at a time: the tasks wait for their runs, and each run is two calls.
+    failure = None
+    with ThreadPoolExecutor(max_workers=RUN_THREADS) as pool:
+        for future in [pool.submit(make, *item) for item in work]:
+            try:
+                pk, run_id = future.result()
+            except MlflowError as exc:
+                failure = failure or exc
+                continue
+            Trial.objects.filter(pk=pk, mlflow_run_id="").update(mlflow_run_id=run_id)
     runs = list(sweep.trials.exclude(mlflow_run_id="").order_by("number").values_list("number", "mlflow_run_id"))
     try:
         with slurm_client(sweep.grant) as cluster:
             cluster.files.write(f"{sweep.folder}/{trialscript.RUNS_FILE}", trialscript.runs_file(runs))
     except SlurmError as exc:
         log.warning("sweep %s: writing the runs file failed: %s", sweep.uuid, exc.message)
+    if failure is not None:
+        raise failure
 
 
 def _read_objectives(sweep: Sweep, spec: Spec) -> None:
+    """Each running or just-ended trial's objective, and its additional metrics, by Katib's
+    metricStrategies: one bulk-history call per metric per hundred trials."""
     trials = list(
         sweep.trials.filter(state__in=[T.RUNNING, T.ENDING]).exclude(mlflow_run_id="").only("pk", "mlflow_run_id")
     )
     if not trials:
         return
-    histories = tracking.client().metric_histories([t.mlflow_run_id for t in trials], spec.metric)
+    client = tracking.client()
+    run_ids = [t.mlflow_run_id for t in trials]
+    histories = client.metric_histories(run_ids, spec.metric)
+    others = {name: client.metric_histories(run_ids, name) for name in spec.additional_metrics}
     for trial in trials:
-        points = [p for p in histories.get(trial.mlflow_run_id, []) if math.isfinite(p.value)]
-        if not points:
+        points = [(p.step, p.value) for p in histories.get(trial.mlflow_run_id, []) if math.isfinite(p.value)]
+        metrics = {}
+        for name, by_run in others.items():
+            value = spec.metric_value(name, [(p.step, p.value) for p in by_run.get(trial.mlflow_run_id, [])])
+            if value is not None and math.isfinite(value):
+                metrics[name] = value
+        if not points and not metrics:
             continue
-        intermediate = {str(p.step): p.value for p in points}
-        values = [p.value for p in points]
-        # Katib's default metric strategy follows the objective: the best value reported.
-        best = max(values) if spec.maximize else min(values)
-        Trial.objects.filter(pk=trial.pk).update(intermediate=intermediate, objective=best, updated_at=timezone.now())
+        fields = {"metrics": metrics, "updated_at": timezone.now()}
+        if points:
+            fields.update(
+                intermediate={str(step): value for step, value in points},
+                objective=spec.metric_value(spec.metric, points),
+            )
+        Trial.objects.filter(pk=trial.pk).update(**fields)
 
 
 def _settle_completed(sweep: Sweep, spec: Spec) -> None:
@@ -266,7 +305,8 @@ def _decide(sweep: Sweep, spec: Spec) -> Sweep:
             data={"failed": failed},
         )
     active = [t for t in trials if t.state in Trial.ACTIVE]
-    if not active and len(trials) >= sweep.max_trial_count:
+    brackets_done = spec.algorithm == "hyperband" and hyperband.exhausted(sweep.optuna_attrs.get(hyperband.KEY))
+    if not active and (len(trials) >= sweep.max_trial_count or brackets_done):
         message = (
             f"All {len(trials)} trials ended; best {spec.metric} {best:g}."
             if best is not None
@@ -274,6 +314,9 @@ def _decide(sweep: Sweep, spec: Spec) -> Sweep:
         )
         return services._end(sweep, S.SUCCEEDED if best is not None else S.FAILED, message, data={"best": best})
     room = min(spec.parallel_trial_count - len(active), sweep.max_trial_count - len(trials))
+    if spec.algorithm == "hyperband":
+        # A rung is one array: the next one is made from the results once every trial ended.
+        room = 0 if active else sweep.max_trial_count - len(trials)
     if spec.adaptive and room > 0:
         with transaction.atomic():
             locked = Sweep.objects.select_for_update().get(pk=sweep.pk)

@@ -46,6 +46,7 @@ class TrialOutputSerializer(serializers.Serializer):
     params = serializers.DictField()
     objective = serializers.FloatField(allow_null=True)
     intermediate = serializers.DictField()
+    metrics = serializers.DictField(help_text="Each of additionalMetricNames, by its metricStrategies")
     stop_reason = serializers.DictField()
     slurm_task = serializers.CharField()
     mlflow_run_id = serializers.CharField()

@@ -136,10 +136,13 @@ def sampler(spec: Spec, *, asked: int = 0) -> optuna.samplers.BaseSampler:
     raise ValueError(f"no sampler for {name}")  # parse() lets no other name through
 
 
-def study(spec: Spec, past: list[Past], *, study_attrs: dict[str, Any] | None = None) -> optuna.Study:
+def study(
+    spec: Spec, past: list[Past], *, study_attrs: dict[str, Any] | None = None, asked: int | None = None
+) -> optuna.Study:
     """An in-memory study holding every trial the hub has recorded, in order."""
     result = optuna.create_study(
-        direction="maximize" if spec.maximize else "minimize", sampler=sampler(spec, asked=len(past))
+        direction="maximize" if spec.maximize else "minimize",
+        sampler=sampler(spec, asked=len(past) if asked is None else asked),
     )
     for key, value in (study_attrs or {}).items():
         result._storage.set_study_system_attr(result._study_id, key, value)
@@ -153,12 +156,15 @@ def study(spec: Spec, past: list[Past], *, study_attrs: dict[str, Any] | None = 
         if state == TrialState.PRUNED and trial.intermediate:
             # Optuna gives a pruned trial its last reported value; Katib keeps it too.
             value = trial.intermediate[max(trial.intermediate)]
+        # A value outside its distribution (hyperband sets its resource parameter to each
+        # rung's budget, whatever the feasible space says) is left out of the study.
+        params = {k: v for k, v in trial.params.items() if k in dists and _contains(dists[k], v)}
         result.add_trial(
             create_trial(
                 state=state,
                 value=value,
-                params={k: v for k, v in trial.params.items() if k in dists},
-                distributions={k: v for k, v in dists.items() if k in trial.params},
+                params=params,
+                distributions={k: v for k, v in dists.items() if k in params},
                 intermediate_values=dict(trial.intermediate),
                 system_attrs={**trial.system_attrs, **({"search_space": grid_space} if grid_space else {})},
             )
@@ -166,13 +172,26 @@ def study(spec: Spec, past: list[Past], *, study_attrs: dict[str, Any] | None = 
     return result
 
 
+def _contains(dist: BaseDistribution, value: Any) -> bool:
+    try:
+        return dist._contains(dist.to_internal_repr(value))
+    except (ValueError, TypeError):
+        return False
+
+
 def ask(
-    spec: Spec, past: list[Past], count: int, *, study_attrs: dict[str, Any] | None = None
+    spec: Spec,
+    past: list[Past],
+    count: int,
+    *,
+    study_attrs: dict[str, Any] | None = None,
+    asked: int | None = None,
 ) -> tuple[list[Suggestion], dict[str, Any]]:
     """The next ``count`` trials to run, and what the sampler keeps on the study afterwards
     (QMC's sample index), to be stored with the sweep. Each asked trial stays RUNNING in the
-    study, so the asks of one wave see each other."""
-    current = study(spec, past, study_attrs=study_attrs)
+    study, so the asks of one wave see each other. ``asked`` (default: the past's length)
+    picks the seed's stream."""
+    current = study(spec, past, study_attrs=study_attrs, asked=asked)
     dists = distributions(spec)
     suggestions: list[Suggestion] = []
     with warnings.catch_warnings():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid as uuid_lib
 
 from django.db import transaction
+from django.db.models import Case, Value, When
 from django.utils import timezone
 
 from apps.accounts.teams import team_default
@@ -26,7 +27,7 @@ from apps.jobs import validation as job_validation
 from apps.jobs.models import Job
 from apps.jobs.services import job_create
 
-from . import search, trialscript
+from . import hyperband, search, trialscript
 from .models import Sweep, Trial
 from .runs import close_runs
 from .spec import Spec, SpecError, parse
@@ -83,7 +84,43 @@ def _grant_problems(*, spec: Spec, grant: ClusterGrant, size: int, folder: str) 
 
 
 def _first_wave_size(spec: Spec) -> int:
+    if spec.algorithm == "hyperband":
+        return min(hyperband.first_rung_size(spec), spec.trial_count())
     return spec.trial_count() if not spec.adaptive else min(spec.parallel_trial_count, spec.trial_count())
+
+
+def _hyperband_suggest(
+    spec: Spec, trials: list[Trial], attrs: dict, *, limit: int
+) -> tuple[list[search.Suggestion], dict]:
+    """Katib's hyperband: the next rung, as trials with the rung's budget in the resource
+    parameter (hyperband.py)."""
+    state = (attrs or {}).get(hyperband.KEY)
+    start = len(trials)
+    rung_numbers = set((state or {}).get("rung", []))
+    ended = [
+        hyperband.Ended(number=t.number, params=t.params, succeeded=t.state == T.SUCCEEDED, value=t.objective)
+        for t in trials
+        if t.number in rung_numbers
+    ]
+
+    def sample(n: int) -> list[dict]:
+        return [s.params for s in search.ask(spec, [], n, asked=start)[0]]
+
+    rung, state = hyperband.next_rung(spec, state, ended, sample, start=start, limit=limit)
+    suggestions = []
+    for params, parent in rung.configurations if rung else []:
+        note = {"bracket": rung.bracket, "rung": rung.rung, "budget": rung.budget}
+        if parent is not None:
+            note["continues"] = parent
+        suggestions.append(search.Suggestion(params=params, system_attrs={hyperband.KEY: note}))
+    return suggestions, {**(attrs or {}), hyperband.KEY: state}
+
+
+def _suggest(spec: Spec, count: int) -> tuple[list[search.Suggestion], dict]:
+    """The first trials of a new sweep."""
+    if spec.algorithm == "hyperband":
+        return _hyperband_suggest(spec, [], {}, limit=count)
+    return search.ask(spec, [], count)
 
 
 def sweep_validate(*, user, cluster: Cluster, spec_text: str, script: str | None = None) -> dict:
@@ -122,15 +159,6 @@ def _static_problems(spec: Spec, cluster: Cluster) -> list[dict]:
                 "sweeps need trials that report to MLflow while they run.",
             }
         )
-    if spec.algorithm == "hyperband":
-        # The spec is valid Katib; running it as plain random search would not be hyperband.
-        problems.append(
-            {
-                "path": "spec.algorithm.algorithmName",
-                "message": "hyperband's successive halving is not implemented on Axle yet; use random or tpe "
-                "with medianstop early stopping, which also stops the trials that lag.",
-            }
-        )
     try:
         search.sampler(spec)
     except SpecError as exc:
@@ -156,7 +184,7 @@ def sweep_create(*, user, cluster: Cluster, spec_text: str, script: str | None =
             "The sweep cannot run: " + "; ".join(f"{p['path']}: {p['message']}" for p in problems),
             extra={"problems": problems},
         )
-    suggestions, attrs = search.ask(spec, [], _first_wave_size(spec))
+    suggestions, attrs = _suggest(spec, _first_wave_size(spec))
     with transaction.atomic():
         sweep = Sweep.objects.create(
             uuid=sweep_uuid,
@@ -220,10 +248,8 @@ def sweep_launch(*, sweep_id: int) -> Job | None:
     params = trialscript.params_file(spec, [(t.number, t.values) for t in trials])
     try:
         with slurm_client(sweep.grant) as client:
-            files = client.files
-            files.mkdir(sweep.folder)
-            files.write(f"{sweep.folder}/{trialscript.TEMPLATE_FILE}", sweep.script.encode("utf-8"), mode=0o755)
-            files.write(f"{sweep.folder}/wave-{wave}.tsv", params)
+            # One write (it makes the folder too); the trial script travels in the array's.
+            client.files.write(f"{sweep.folder}/wave-{wave}.tsv", params)
     except (UnsupportedOperation, RemoteCommandFailed) as exc:
         _end(sweep, S.FAILED, f"The sweep's folder {sweep.folder} could not be written: {exc.message}")
         return None
@@ -250,12 +276,14 @@ def sweep_launch(*, sweep_id: int) -> Job | None:
                 script=script,
                 team=sweep.team,
             )
-            for task_id, trial in enumerate(trials):
-                claimed = Trial.objects.filter(pk=trial.pk, job__isnull=True, state=T.CREATED).update(
-                    job=job, task_id=task_id, state=T.PENDING
-                )
-                if not claimed:
-                    raise Conflict("a trial was taken meanwhile")
+            # All the wave's trials in one UPDATE, each given its task index.
+            claimed = Trial.objects.filter(pk__in=[t.pk for t in trials], job__isnull=True, state=T.CREATED).update(
+                job=job,
+                state=T.PENDING,
+                task_id=Case(*[When(pk=t.pk, then=Value(i)) for i, t in enumerate(trials)]),
+            )
+            if claimed != len(trials):
+                raise Conflict("a trial was taken meanwhile")
             audit_record(
                 action="sweep.array_created",
                 subject=sweep,
@@ -337,6 +365,11 @@ def sweep_extend(*, user, sweep: Sweep, trials: int) -> Sweep:
         raise ValidationFailed("Extend by a whole number of trials, at least 1.")
     spec = spec_of(sweep)
     total = sweep.max_trial_count + trials
+    if spec.algorithm == "hyperband" and hyperband.exhausted(sweep.optuna_attrs.get(hyperband.KEY)):
+        raise ValidationFailed(
+            "Hyperband ran every one of its brackets; there is nothing left to run. Start a new sweep "
+            "(with a larger r_l for more brackets)."
+        )
     if spec.algorithm == "grid" and total > spec.grid_size():
         raise ValidationFailed(
             f"The grid has {spec.grid_size()} points and the sweep already runs {sweep.max_trial_count}; "
@@ -392,6 +425,12 @@ def past_of(sweep: Sweep) -> list[search.Past]:
 def _ask_more(sweep: Sweep, spec: Spec, count: int) -> list[Trial]:
     """Ask Optuna (rebuilt from the rows) for ``count`` more trials and record them. Call
     inside a transaction holding the sweep's row."""
+    if spec.algorithm == "hyperband":
+        trials = list(sweep.trials.order_by("number"))
+        suggestions, attrs = _hyperband_suggest(spec, trials, sweep.optuna_attrs, limit=count)
+        Sweep.objects.filter(pk=sweep.pk).update(optuna_attrs=attrs)
+        sweep.optuna_attrs = attrs
+        return _record_trials(sweep, spec, suggestions, start=len(trials))
     past = past_of(sweep)
     suggestions, attrs = search.ask(spec, past, count, study_attrs=sweep.optuna_attrs)
     Sweep.objects.filter(pk=sweep.pk).update(optuna_attrs=attrs)

@@ -62,6 +62,8 @@ ALGORITHM_SETTINGS: dict[str, dict[str, str]] = {
 }
 EARLY_STOPPING = {"medianstop": {"min_trials_required": 3, "start_step": 4}}
 PARAMETER_TYPES = ("double", "int", "discrete", "categorical")
+# Katib's metricStrategies: which of a metric's reported values is the trial's.
+METRIC_STRATEGIES = ("min", "max", "latest")
 DISTRIBUTIONS = ("uniform", "logUniform", "normal", "logNormal")
 TRIAL_PARAMETER = re.compile(r"\$\{trialParameters\.([^}]*)\}")
 SHELL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -127,6 +129,7 @@ class Spec:
     metric: str
     goal: float | None
     additional_metrics: tuple[str, ...]
+    metric_strategies: dict[str, str]
     algorithm: str
     algorithm_settings: dict[str, str]
     early_stopping: str | None
@@ -164,6 +167,18 @@ class Spec:
             size = self.grid_size()
             return min(size, self.max_trial_count) if self.max_trial_count else size
         return self.max_trial_count or 0
+
+    def metric_value(self, name: str, points: list[tuple[int, float]]) -> float | None:
+        """The value of metric ``name`` a trial reported, by Katib's metricStrategies: the
+        least, the greatest, or the latest (the last step's) of its reported (step, value)
+        points, given in order of step."""
+        if not points:
+            return None
+        strategy = self.metric_strategies.get(name) or ("max" if self.maximize else "min")
+        values = [v for _, v in points]
+        if strategy == "latest":
+            return values[-1]
+        return max(values) if strategy == "max" else min(values)
 
     def is_better(self, value: float, than: float) -> bool:
         return value > than if self.maximize else value < than
@@ -306,7 +321,7 @@ def parse(document: dict | str, *, script: str | None = None) -> Spec:
         p.add("spec", "is required and must be a mapping.")
         raise SpecError(p.items)
 
-    objective_type, metric, goal, additional = _objective(spec.get("objective"), p)
+    objective_type, metric, goal, additional, strategies = _objective(spec.get("objective"), p)
     algorithm, settings = _algorithm(spec.get("algorithm"), p)
     early, early_settings = _early_stopping(spec.get("earlyStopping"), p)
     parallel = _count(spec, "parallelTrialCount", p, minimum=1, default=3)
@@ -337,6 +352,7 @@ def parse(document: dict | str, *, script: str | None = None) -> Spec:
         metric=metric,
         goal=goal,
         additional_metrics=additional,
+        metric_strategies=strategies,
         algorithm=algorithm,
         algorithm_settings=settings,
         early_stopping=early,
@@ -354,7 +370,7 @@ def parse(document: dict | str, *, script: str | None = None) -> Spec:
 def _objective(objective, p: _Problems):
     if not isinstance(objective, dict):
         p.add("spec.objective", "is required: type (minimize or maximize) and objectiveMetricName.")
-        return "", "", None, ()
+        return "", "", None, (), {}
     kind = objective.get("type")
     if kind not in ("minimize", "maximize"):
         p.add("spec.objective.type", f"must be minimize or maximize, not {str(kind)[:40]!r}.")
@@ -371,7 +387,43 @@ def _objective(objective, p: _Problems):
         additional = []
     if metric and metric in additional:
         p.add("spec.objective.additionalMetricNames", f"must not repeat the objective metric {metric}.")
-    return kind if isinstance(kind, str) else "", metric, goal, tuple(additional)
+    strategies = _metric_strategies(objective.get("metricStrategies"), kind, [metric, *additional], p)
+    return kind if isinstance(kind, str) else "", metric, goal, tuple(additional), strategies
+
+
+def _metric_strategies(items, kind, metrics: list[str], p: _Problems) -> dict[str, str]:
+    """Katib's metricStrategies, every metric given one: by default the objective's direction
+    (the best value reported), as Katib's defaulting webhook sets it."""
+    default = "max" if kind == "maximize" else "min"
+    strategies = {m: default for m in metrics if m}
+    if items is None:
+        return strategies
+    path = "spec.objective.metricStrategies"
+    if not isinstance(items, list):
+        p.add(path, "must be a list of {name, value} entries.")
+        return strategies
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            p.add(f"{path}[{i}]", "must be a {name, value} entry.")
+            continue
+        name, value = item.get("name"), item.get("value")
+        if name not in strategies:
+            p.add(
+                f"{path}[{i}].name",
+                f"{str(name)[:60]!r} is neither the objective metric nor one of additionalMetricNames "
+                f"({', '.join(m for m in metrics if m)}).",
+            )
+            continue
+        if name in seen:
+            p.add(f"{path}[{i}].name", f"{name} is given twice.")
+            continue
+        seen.add(name)
+        if value not in METRIC_STRATEGIES:
+            p.add(f"{path}[{i}].value", f"must be one of {', '.join(METRIC_STRATEGIES)}, not {str(value)[:40]!r}.")
+            continue
+        strategies[name] = value
+    return strategies
 
 
 def _algorithm(algorithm, p: _Problems) -> tuple[str, dict[str, str]]:

@@ -10,6 +10,7 @@ Python as well), and runs that script with its own interpreter line."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shlex
 
@@ -18,7 +19,6 @@ from .spec import Spec
 # The hub writes this file after sbatch, once it made each trial's MLflow run (batched, off
 # the submission path); a task waits for its line so its metrics land in its own run.
 RUNS_FILE = "runs.tsv"
-TEMPLATE_FILE = "trial.sh"
 RUN_WAIT_SECONDS = 300
 _ARRAY = re.compile(r"^#SBATCH\s+(-a\b|--array\b)")
 
@@ -62,6 +62,11 @@ def array_script(*, spec: Spec, script: str, folder: str, wave: int, size: int, 
     """The sbatch script of one wave: ``size`` tasks, at most ``parallel`` at once."""
     shebang, directives = header(script)
     q = shlex.quote
+    body = script if script.endswith("\n") else script + "\n"
+    # A here-document ends at a line equal to its delimiter: one the script cannot hold.
+    delimiter = "AXLE_TRIAL_" + hashlib.sha256(body.encode()).hexdigest()[:16]
+    while delimiter in body.split("\n"):
+        delimiter += "_"
     lines = [
         "#!/bin/bash",
         *directives,
@@ -75,7 +80,12 @@ def array_script(*, spec: Spec, script: str, folder: str, wave: int, size: int, 
         "IFS=$'\\t' read -r -a axle_names < \"$axle_params\"",
         'IFS=$\'\\t\' read -r -a axle_values < <(sed -n "${axle_line}p" "$axle_params")',
         'export AXLE_TRIAL="${axle_values[0]}"',
-        f'axle_body=$(cat "$axle_dir"/{TEMPLATE_FILE}; printf x)',
+        # The trial script travels inside this one (a quoted here-document: nothing in it is
+        # expanded), so a wave costs one file (its parameters) and one sbatch.
+        f"axle_body=$(cat <<'{delimiter}'; printf x",
+        *body.split("\n")[:-1],
+        delimiter,
+        ")",
         'axle_body="${axle_body%x}"',
         'for axle_i in "${!axle_names[@]}"; do',
         '  [ "$axle_i" -eq 0 ] && continue',

@@ -1,4 +1,5 @@
 from django.contrib import messages
+from django.core.cache import cache
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
@@ -126,10 +127,29 @@ def _sweep(request, sweep_id) -> Sweep:
         raise Http404("No such sweep.") from None
 
 
+def _importances(sweep: Sweep, spec) -> list[tuple[str, float]]:
+    """Optuna's importances, computed once per number of succeeded trials (the page is
+    polled every few seconds; the forest is refit only when there is something new)."""
+    succeeded = sweep.trials.filter(state="succeeded").count()
+    key = f"sweep-importances:{sweep.uuid}:{succeeded}:{sweep.max_trial_count}"
+    found = cache.get(key)
+    if found is None:
+        found = sorted(
+            search.importances(spec, services.past_of(sweep)[:IMPORTANCE_TRIALS]).items(), key=lambda kv: -kv[1]
+        )
+        cache.set(key, found, 3600)
+    return found
+
+
 def sweep_detail(request, sweep_id):
     sweep = _sweep(request, sweep_id)
     spec = services.spec_of(sweep)
-    trials = list(selectors.trial_list(sweep=sweep))
+    trials = list(selectors.trial_list(sweep=sweep).prefetch_related("model_versions__model"))
+    counts: dict[str, int] = {}
+    for t in trials:
+        t.additional = [(t.metrics or {}).get(m) for m in spec.additional_metrics]
+        label = t.get_state_display().lower()
+        counts[label] = counts.get(label, 0) + 1
     best = None
     for t in trials:
         if t.state == "succeeded" and (best is None or spec.is_better(t.objective, best.objective)):
@@ -138,17 +158,16 @@ def sweep_detail(request, sweep_id):
         "sweep": sweep,
         "spec": spec,
         "trials": trials,
+        "counts": sorted(counts.items()),
         "best": best,
         "names": [p.name for p in spec.parameters],
         "chart": selectors.best_so_far(sweep=sweep, maximize=spec.maximize),
         "parallel": selectors.parallel_coordinates(sweep=sweep, names=[p.name for p in spec.parameters]),
         "is_owner": sweep.owner_id == request.user.pk,
+        "importances": _importances(sweep, spec),
     }
     if request.headers.get("HX-Request"):
-        return render(request, "sweeps/_trials.html", context)
-    context["importances"] = sorted(
-        search.importances(spec, services.past_of(sweep)[:IMPORTANCE_TRIALS]).items(), key=lambda kv: -kv[1]
-    )
+        return render(request, "sweeps/_live.html", context)
     return render(request, "sweeps/detail.html", context)
 
 

@@ -103,8 +103,10 @@
   draw();
   sortable();
   parallel();
-  document.body.addEventListener("htmx:afterSwap", (event) => {
-    if (event.target.id === "trial-table") {
+  // The live part of the page is swapped as a whole; the canvases are kept (hx-preserve),
+  // so the charts are redrawn in place from the new data.
+  document.body.addEventListener("htmx:afterSettle", () => {
+    if (document.getElementById("sweep-live")) {
       draw();
       sortable();
       parallel();

@@ -51,3 +51,31 @@ def test_the_sweep_page_draws_the_objectives_and_sorts_the_trials(page, grant, a
     page.locator("#trials th", has_text="loss").click()
     order = page.locator("#trials tbody tr").evaluate_all("rows => rows.map(r => r.dataset.trial)")
     assert order == ["3", "1", "2", "0"]
+
+
+def test_the_sweep_page_is_live_as_a_whole_until_the_sweep_ends(page, grant, alice):
+    from apps.sweeps import advance
+
+    sweep = services.sweep_create(user=alice, cluster=grant.cluster, spec_text=experiment(trials=2))
+    Trial.objects.filter(sweep=sweep).update(state="running")
+    login(page, "alice")
+    page.goto(f"/sweeps/{sweep.uuid}/")
+    page.wait_for_function("Chart.getChart('sweep-chart') !== undefined")
+    assert page.locator("#sweep-live").get_attribute("data-status") == "running"
+    assert page.locator("#sweep-stop").is_visible()
+    assert "2 running" in page.locator("#sweep-counts").inner_text()
+    # The trials end and the sweep with them: the hub's own cycle records it.
+    for number, value in enumerate([0.4, 0.2]):
+        Trial.objects.filter(sweep=sweep, number=number).update(state="succeeded", objective=value)
+    advance.sweep_advance(sweep_id=sweep.pk)
+    page.wait_for_selector("#sweep-live[data-status=succeeded]", timeout=15_000)
+    # State, counts, best, buttons and plots all re-rendered, without reloading the page.
+    assert page.locator("#sweep-stop").count() == 0
+    assert "2 succeeded" in page.locator("#sweep-counts").inner_text()
+    assert "trial 1: 0.2" in page.locator("#sweep-best").inner_text()
+    assert page.locator("#register-best").is_visible()
+    assert page.evaluate("Chart.getChart('sweep-chart').data.datasets[0].data.length") == 2
+    assert page.locator("#sweep-parallel").get_attribute("data-lines") == "2"
+    assert page.locator("tr.best").get_attribute("data-trial") == "1"
+    # An ended sweep's page stops polling.
+    assert page.locator("#sweep-live").get_attribute("hx-trigger") is None

@@ -150,3 +150,92 @@ def test_setup_schedules_registers_the_sweeps_tracker_once():
     assert schedule.func == "apps.sweeps.tasks.sweeps_track"
     assert schedule.schedule_type == Schedule.MINUTES and schedule.minutes == 1 and schedule.repeats == -1
     assert Schedule.objects.filter(func="apps.sweeps.tasks.sweeps_track").count() == 1
+
+
+def _finish_active(sweep, objective):
+    for t in sweep.trials.filter(state__in=[T.CREATED, T.PENDING]):
+        finish(sweep, t.number, T.SUCCEEDED, objective(t))
+
+
+def test_hyperband_runs_katibs_brackets_rung_by_rung_promoting_the_best(alice, grant):
+    from .test_api import hyperband_spec
+
+    # eta 3, r_l 9: s_max 2; brackets of 9 (budget 1) -> 3 (3) -> 1 (9), 5 (3) -> 2 (9), 3 (9).
+    sweep = services.sweep_create(
+        user=alice, cluster=grant.cluster, spec_text=hyperband_spec(eta="3", r_l="9", trials=30, parallel=9)
+    )
+    rungs = []
+    for _ in range(10):
+        sweep.refresh_from_db()
+        if sweep.is_terminal:
+            break
+        new = list(sweep.trials.filter(state=T.CREATED).order_by("number"))
+        rungs.append([(t.params["num-epochs"], t.system_attrs["hyperband"].get("continues")) for t in new])
+        launched_new = array_job(sweep)
+        for t in new:
+            Trial.objects.filter(pk=t.pk).update(job=launched_new, state=T.PENDING, mlflow_run_id=f"r{t.number}")
+        # Smaller lr is better (minimize loss = lr): promotion must pick the smallest.
+        _finish_active(sweep, lambda t: t.params["lr"])
+        advance.sweep_advance(sweep_id=sweep.pk)
+    assert [[budget for budget, _ in rung] for rung in rungs] == [[1] * 9, [3] * 3, [9], [3] * 5, [9] * 2, [9] * 3]
+    first = list(sweep.trials.filter(number__lt=9))
+    best_three = sorted(first, key=lambda t: t.params["lr"])[:3]
+    assert sorted(c for _, c in rungs[1]) == sorted(t.number for t in best_three)
+    promoted = sweep.trials.get(number=9 + 3)  # the one trial of the third rung
+    parent = sweep.trials.get(number=promoted.system_attrs["hyperband"]["continues"])
+    assert 9 <= parent.number < 12 and promoted.params["lr"] == parent.params["lr"] == best_three[0].params["lr"]
+    assert sweep.status == Sweep.Status.SUCCEEDED and sweep.trials.count() == 23
+    assert "hyperband" in services.spec_of(sweep).algorithm
+
+
+def test_hyperband_never_promotes_a_failed_trial_and_maxtrialcount_bounds_it(alice, grant):
+    from .test_api import hyperband_spec
+
+    sweep = services.sweep_create(user=alice, cluster=grant.cluster, spec_text=hyperband_spec(trials=3))
+    job = launched(sweep)
+    finish(sweep, 0, T.FAILED)
+    finish(sweep, 1, T.SUCCEEDED, 0.5)
+    advance.sweep_advance(sweep_id=sweep.pk)
+    child = sweep.trials.get(number=2)
+    assert child.system_attrs["hyperband"]["continues"] == 1 and child.params["num-epochs"] == 2
+    assert child.params["lr"] == sweep.trials.get(number=1).params["lr"]
+    Trial.objects.filter(pk=child.pk).update(job=job, state=T.SUCCEEDED, objective=0.4, mlflow_run_id="r2")
+    sweep = advance.sweep_advance(sweep_id=sweep.pk)
+    assert sweep.status == Sweep.Status.SUCCEEDED and sweep.trials.count() == 3  # maxTrialCount
+    assert sweep.best_value == 0.4
+
+
+@pytest.mark.mlflow
+def test_katibs_metric_strategies_pick_each_metrics_value_and_additional_metrics_are_read(alice, grant):
+    import uuid
+
+    import yaml
+
+    from apps.integrations.mlflow.base import MetricPoint
+    from apps.jobs import tracking
+
+    document = yaml.safe_load(experiment(trials=2))
+    document["spec"]["objective"]["additionalMetricNames"] = ["accuracy", "epoch_seconds"]
+    document["spec"]["objective"]["metricStrategies"] = [
+        {"name": "loss", "value": "latest"},
+        {"name": "accuracy", "value": "max"},
+    ]
+    sweep = services.sweep_create(user=alice, cluster=grant.cluster, spec_text=yaml.safe_dump(document))
+    client = tracking.client()
+    experiment_id = client.ensure_experiment(f"test-strategies-{uuid.uuid4()}")
+    job = launched(sweep, Job.Status.RUNNING)
+    for trial in sweep.trials.all():
+        run_id = client.create_run(experiment_id, f"trial-{trial.number}")
+        points = []
+        for step, (loss, accuracy, seconds) in enumerate([(0.5, 0.6, 3.0), (0.2, 0.9, 2.0), (0.4, 0.8, 4.0)]):
+            for key, value in (("loss", loss), ("accuracy", accuracy), ("epoch_seconds", seconds)):
+                points.append(MetricPoint(key, value + trial.number, 1000 + step, step))
+        client.log_metrics(run_id, points)
+        Trial.objects.filter(pk=trial.pk).update(state=T.RUNNING, mlflow_run_id=run_id, job=job)
+    advance._read_objectives(sweep, services.spec_of(sweep))
+    first = sweep.trials.get(number=0)
+    assert first.objective == 0.4  # loss: latest, not the best (0.2)
+    assert first.intermediate == {"0": 0.5, "1": 0.2, "2": 0.4}
+    # accuracy: max; epoch_seconds: no strategy given, so the objective's direction (min).
+    assert first.metrics == {"accuracy": 0.9, "epoch_seconds": 2.0}
+    assert sweep.trials.get(number=1).metrics == {"accuracy": 1.9, "epoch_seconds": 3.0}

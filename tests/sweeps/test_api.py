@@ -208,13 +208,63 @@ def test_lineage_leads_from_a_sweep_to_its_job_arrays_and_back(client, alice, ch
     assert client.get(f"/lineage/sweep/{sweep.uuid}/").status_code == 404
 
 
-def test_a_hyperband_spec_is_valid_katib_but_refused_until_successive_halving_exists(alice, grant):
+def hyperband_spec(*, eta="2", r_l="2", trials=10, parallel=2) -> str:
     import yaml
 
     document = yaml.safe_load((Path(__file__).resolve().parent / "katib" / "examples" / "hyperband.yaml").read_text())
     document["spec"]["trialTemplate"]["trialSpec"] = (
-        "#!/bin/bash\n#SBATCH --time=5\necho ${trialParameters.learningRate}\n"
+        "#!/bin/bash\n#SBATCH --time=5\necho ${trialParameters.learningRate} ${trialParameters.numberEpochs}\n"
     )
-    result = services.sweep_validate(user=alice, cluster=grant.cluster, spec_text=yaml.safe_dump(document))
-    assert [p["path"] for p in result["problems"]] == ["spec.algorithm.algorithmName"]
-    assert "successive halving" in result["problems"][0]["message"]
+    document["spec"]["algorithm"]["algorithmSettings"] = [
+        {"name": "resource_name", "value": "num-epochs"},
+        {"name": "eta", "value": eta},
+        {"name": "r_l", "value": r_l},
+        {"name": "random_state", "value": "3"},
+    ]
+    document["spec"]["maxTrialCount"] = trials
+    document["spec"]["parallelTrialCount"] = parallel
+    return yaml.safe_dump(document)
+
+
+def test_katibs_hyperband_example_validates_and_runs_its_first_rung_as_one_wave(alice, grant):
+    result = services.sweep_validate(user=alice, cluster=grant.cluster, spec_text=hyperband_spec(trials=2))
+    assert result["ok"], result["problems"]
+    assert result["first_array"] == 2  # eta**s_max = 2 configurations in the first bracket
+    sweep = services.sweep_create(user=alice, cluster=grant.cluster, spec_text=hyperband_spec())
+    trials = list(sweep.trials.order_by("number"))
+    assert [t.params["num-epochs"] for t in trials] == [1, 1]  # the first rung's budget
+    assert [t.values["numberEpochs"] for t in trials] == ["1", "1"]
+    assert len({t.params["lr"] for t in trials}) == 2
+    assert trials[0].system_attrs == {"hyperband": {"bracket": 1, "rung": 0, "budget": 1}}
+
+
+def test_the_live_sweep_partial_costs_the_same_queries_for_ten_trials_as_for_forty(client, alice, grant):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client.force_login(alice)
+    grant.max_array_size = None
+    grant.save()
+    counts = []
+    for trials in (10, 40):
+        sweep = services.sweep_create(user=alice, cluster=grant.cluster, spec_text=experiment(trials=trials))
+        job = Job.objects.create(
+            owner=alice,
+            grant=grant,
+            cluster=grant.cluster,
+            name=f"lr-{trials}",
+            script="#!/bin/bash\n",
+            marker=f"m-live-{trials}",
+            cluster_username="alice01",
+            workdir="/w",
+            stdout_path="/w/o",
+            stderr_path="/w/e",
+        )
+        for trial in sweep.trials.all():
+            Trial.objects.filter(pk=trial.pk).update(job=job, task_id=trial.number, state="succeeded", objective=0.1)
+        client.get(f"/sweeps/{sweep.uuid}/", HTTP_HX_REQUEST="true")  # importances computed and kept
+        with CaptureQueriesContext(connection) as queries:
+            page = client.get(f"/sweeps/{sweep.uuid}/", HTTP_HX_REQUEST="true").content.decode()
+        assert page.startswith('<div id="sweep-live"') or 'id="sweep-live"' in page[:300]
+        counts.append(len(queries))
+    assert counts[0] == counts[1], counts

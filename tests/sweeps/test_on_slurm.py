@@ -46,15 +46,17 @@ def grant(request, alice):
     return make_local_grant(cluster, alice, "scientist", max_cpus=2, max_array_size=10, max_time_minutes=60)
 
 
-def trial_script(python: str, *, slow_above: float = 1e9) -> str:
+def trial_script(python: str, *, slow_above: float = 1e9, fail: bool = False) -> str:
     """Logs loss = x at each of `steps` steps to its own MLflow run (plain REST, no mlflow
     import, logged in as MLflow's client does: with the job's own login from the environment);
-    a trial whose x is above `slow_above` reports slowly, for a long time."""
+    a trial whose x is above `slow_above` reports slowly, for a long time. With `fail`, the
+    array's task 0 exits 3 at once."""
     return f"""#!/bin/bash
 #SBATCH --partition=debug
 #SBATCH --time=00:05:00
 #SBATCH --mem=100M
 echo "trial $AXLE_TRIAL x=${{trialParameters.x}} env=$x"
+{'[ "$SLURM_ARRAY_TASK_ID" = 0 ] && exit 3' if fail else ""}
 {python} - <<'PY'
 import base64, json, os, time, urllib.request
 x = float("${{trialParameters.x}}")
@@ -226,6 +228,26 @@ def test_reaching_the_goal_cancels_the_trials_still_running(grant):
     assert by_task[str(trials["9"].task_id)].startswith("CANCELLED")
 
 
+def test_more_failed_trials_than_allowed_fail_the_sweep_and_cancel_the_rest(grant):
+    python = local_cluster_env()["AXLE_LOCAL_PYTHON"]
+    sweep = services.sweep_create(
+        user=grant.user,
+        cluster=grant.cluster,
+        # maxFailedTrialCount 0, one at a time: task 0 fails at once, the others would run long.
+        spec_text=experiment("fails", ["7", "1", "2"], parallel=1),
+        script=trial_script(python, fail=True, slow_above=0),
+    )
+    sweep = run(sweep, timeout=600)  # the shared cluster may hold the array in its queue a while
+    assert sweep.status == Sweep.Status.FAILED
+    assert "1 trials failed, more than maxFailedTrialCount (0)" in sweep.message
+    trials = list(sweep.trials.select_related("job").order_by("task_id"))
+    assert [t.state for t in trials] == [T.FAILED, T.CANCELLED, T.CANCELLED]  # task 0 ran first
+    by_task = accounted_tasks(grant, trials[0].job.slurm_job_id, [0])
+    assert by_task["0"] == "FAILED"
+    # The rest were cancelled, running or pending (sacct lists them CANCELLED, or not at all).
+    assert all(by_task.get(str(t.task_id), "CANCELLED").startswith("CANCELLED") for t in trials[1:])
+
+
 def test_a_worker_killed_after_sbatch_leaves_one_array(grant, monkeypatch):
     from datetime import timedelta
 
@@ -316,3 +338,47 @@ def test_an_adaptive_sweep_runs_in_waves_asking_optuna_as_results_arrive(grant):
     assert len(trials) == 4 and all(t.state == T.SUCCEEDED for t in trials)
     assert Job.objects.filter(trials__sweep=sweep).distinct().count() >= 2  # more than one wave
     assert sweep.best_value == min(t.objective for t in trials)
+
+
+@pytest.mark.parametrize("grant", ["ssh"], indirect=True)
+def test_hyperband_runs_each_rung_as_one_array_with_the_rungs_budget(grant):
+    python = local_cluster_env()["AXLE_LOCAL_PYTHON"]
+    doc = yaml.safe_load(experiment("hb", ["1", "2", "3", "4"], parallel=2, algorithm="hyperband"))
+    doc["spec"]["algorithm"]["algorithmSettings"] = [
+        {"name": "resource_name", "value": "epochs"},
+        {"name": "eta", "value": "2"},
+        {"name": "r_l", "value": "2"},
+        {"name": "random_state", "value": "5"},
+    ]
+    doc["spec"]["maxTrialCount"] = 5
+    doc["spec"]["maxFailedTrialCount"] = 1
+    doc["spec"]["parameters"].append(
+        {"name": "epochs", "parameterType": "int", "feasibleSpace": {"min": "1", "max": "1"}}
+    )
+    doc["spec"]["trialTemplate"]["trialParameters"].append({"name": "epochs", "reference": "epochs"})
+    script = trial_script(python).replace(
+        'echo "trial $AXLE_TRIAL', 'echo "epochs ${trialParameters.epochs}"\necho "trial $AXLE_TRIAL'
+    )
+    sweep = services.sweep_create(user=grant.user, cluster=grant.cluster, spec_text=yaml.safe_dump(doc), script=script)
+    deadline = time.monotonic() + 400
+    while not sweep.is_terminal and time.monotonic() < deadline:
+        services.sweep_launch(sweep_id=sweep.pk)
+        for job in Job.objects.filter(trials__sweep=sweep, status=Job.Status.QUEUED).distinct():
+            job_services.job_submit(job_id=job.pk)
+        job_services.jobs_poll()
+        advance.sweep_advance(sweep_id=sweep.pk)
+        sweep.refresh_from_db()
+        time.sleep(1.5)
+    assert sweep.status == Sweep.Status.SUCCEEDED, sweep.message
+    trials = list(sweep.trials.select_related("job").order_by("number"))
+    # Katib's brackets for eta 2, r_l 2: 2 configurations at 1 epoch, the better one at 2, then 2 fresh at 2.
+    assert [t.params["epochs"] for t in trials] == [1, 1, 2, 2, 2]
+    assert len({t.job_id for t in trials}) == 3  # one array per rung
+    better = min(trials[:2], key=lambda t: t.objective)
+    assert (
+        trials[2].params["x"] == better.params["x"]
+        and trials[2].system_attrs["hyperband"]["continues"] == better.number
+    )
+    for trial in trials:
+        log = job_selectors.job_log_read(job=trial.job, stream="stdout", task=str(trial.task_id)).text
+        assert log.startswith(f"epochs {trial.params['epochs']}\n"), log

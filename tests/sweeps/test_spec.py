@@ -262,3 +262,22 @@ def test_a_trial_parameter_may_not_take_a_name_the_runtime_or_hub_sets():
     document["spec"]["trialTemplate"]["trialParameters"][0]["name"] = "PATH"
     found = problems_of(document)
     assert found[0]["path"] == "spec.trialTemplate.trialParameters[0].name" and "PATH" in found[0]["message"]
+
+
+def test_metric_strategies_default_to_the_objectives_direction_and_are_checked():
+    document = with_script(katib("random.yaml"))
+    document["spec"]["objective"]["additionalMetricNames"] = ["Train-accuracy"]
+    spec = sweep_spec.parse(document)
+    assert spec.metric_strategies == {"loss": "min", "Train-accuracy": "min"}
+    document["spec"]["objective"]["metricStrategies"] = [{"name": "Train-accuracy", "value": "latest"}]
+    spec = sweep_spec.parse(document)
+    assert spec.metric_strategies == {"loss": "min", "Train-accuracy": "latest"}
+    assert spec.metric_value("Train-accuracy", [(0, 0.9), (1, 0.7)]) == 0.7
+    assert spec.metric_value("loss", [(0, 0.9), (1, 0.7), (2, 0.8)]) == 0.7
+    document["spec"]["objective"]["metricStrategies"] = [
+        {"name": "accuracy", "value": "min"},
+        {"name": "Train-accuracy", "value": "median"},
+    ]
+    found = {p["path"]: p["message"] for p in problems_of(document)}
+    assert "'accuracy' is neither the objective metric" in found["spec.objective.metricStrategies[0].name"]
+    assert "min, max, latest" in found["spec.objective.metricStrategies[1].value"]
