@@ -6,7 +6,6 @@ import time
 from datetime import timedelta
 
 from django.db import transaction
-from django.utils import timezone
 
 from apps.core.leases import acquire_lease, release_lease
 
@@ -24,15 +23,18 @@ def job_reconcile(job_id: int):
     services.job_reconcile(job_id=job_id)
 
 
+def jobs_reconcile():
+    """Every unknown job, one marker search per cluster account (after an ambiguous batch)."""
+    services.jobs_reconcile_unknown()
+
+
 def job_finalize(job_id: int):
     services.job_finalize(job_id=job_id)
 
 
 def jobs_tick() -> services.PollStats:
     """One cycle of everything periodic: due submissions, stuck and unknown jobs, tracking."""
-    now = timezone.now()
-    for job_id in Job.objects.filter(status=Job.Status.QUEUED, next_attempt_at__lte=now).values_list("pk", flat=True):
-        services.job_submit(job_id=job_id)
+    services.jobs_submit_due()
     services.jobs_find_stuck()
     services.jobs_reconcile_unknown()
     stats = services.jobs_poll()

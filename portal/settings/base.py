@@ -245,6 +245,9 @@ AXLE_AUDIT_CHECKPOINT_FILE = Path(
 AXLE_SUBMIT_BACKOFF_SECONDS = env.int("AXLE_SUBMIT_BACKOFF_SECONDS", default=15)
 AXLE_RECONCILE_GRACE_SECONDS = env.int("AXLE_RECONCILE_GRACE_SECONDS", default=120)
 AXLE_SUBMIT_STUCK_SECONDS = env.int("AXLE_SUBMIT_STUCK_SECONDS", default=120)
+# How many queued jobs of one grant a worker delivers in one round trip (one SSH command,
+# or that many concurrent slurmrestd requests); 1 submits one job at a time.
+AXLE_SUBMIT_BATCH = env.int("AXLE_SUBMIT_BATCH", default=100)
 
 # Local model servers (the one-host serving backend). The hub keeps their state in
 # AXLE_SERVING_DIR (its own, 0700); each server runs as a user of its own from a pool of

@@ -16,8 +16,10 @@ the same job on either transport:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Self
 
@@ -33,6 +35,7 @@ from .base import (
     NoClusterFiles,
     NodeInfo,
     PartitionInfo,
+    SlurmError,
     SlurmRejected,
     SubmitRequest,
     TransportError,
@@ -43,6 +46,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_API_VERSION = "v0.0.38"
 TOKEN_LIFETIME_SECONDS = 300
+# Submissions of one batch in flight at once: slurmrestd 22.05 serves a few connections in
+# parallel (its thread pool), and slurmctld serializes submissions anyway.
+SUBMIT_CONCURRENCY = 4
 # Slurm's NO_VAL for 32-bit counts; INFINITE (0xFFFFFFFF) is above it.
 NO_VAL = 0xFFFFFFFE
 
@@ -345,6 +351,46 @@ class RestClient:
         if not job_id:
             raise AmbiguousSubmitError(f"slurmrestd answered without a job id: {answer}")
         return str(job_id)
+
+    def submit_many(self, reqs: Sequence[SubmitRequest]) -> dict[str, str | SlurmError]:
+        """slurmrestd takes one job per `job/submit` request, so a batch is that many requests,
+        sent concurrently (SUBMIT_CONCURRENCY at a time, each thread on its own kept-alive
+        session) rather than one after the other; each job's answer is its own."""
+        answers: dict[str, str | SlurmError] = {}
+        if not reqs:
+            return answers
+        self._headers()  # mint the token once, before the threads share it
+        local = threading.local()
+        sessions: list[requests.Session] = []
+
+        def one(req: SubmitRequest) -> tuple[str, str | SlurmError]:
+            if not hasattr(local, "client"):
+                session = requests.Session()
+                sessions.append(session)
+                local.client = RestClient(
+                    self.base_url,
+                    self.username,
+                    token=self._token,
+                    jwt_key=self._jwt_key,
+                    api_version=self.api_version,
+                    timeout=self.timeout,
+                    session=session,
+                )
+                local.client._minted_at = self._minted_at
+            try:
+                return req.comment, local.client.submit(req)
+            except SlurmError as exc:
+                return req.comment, exc
+
+        workers = min(SUBMIT_CONCURRENCY, len(reqs))
+        try:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="slurmrestd-submit") as pool:
+                for marker, answer in pool.map(one, reqs):
+                    answers[marker] = answer
+        finally:
+            for session in sessions:
+                session.close()
+        return answers
 
     def queue(self, user: str) -> list[JobInfo]:
         # v0.0.38 cannot filter by user: one call, filtered here.
