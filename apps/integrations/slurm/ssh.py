@@ -232,6 +232,8 @@ class SSHClient:
     that cycle's calls, and closes it (`with SSHClient(...) as c:`).
     """
 
+    submit_makes_folders = True  # submit_many creates each job's folder itself
+
     def __init__(
         self,
         host: str,

@@ -221,6 +221,7 @@ def jobs_submit_batch(*, grant_id: int, first: int | None = None, limit: int | N
                 envs = _prepare_many(ready, client, outcome)
                 batch = [job for job in ready if job.pk in envs]
                 requests = [_submit_request(job, envs[job.pk]) for job in batch]
+                _make_folders(client, [job for job in batch if not _needs_cluster_files(job)])
                 answers = _deliver(client, requests) if requests else {}
         except (Unavailable, TransportError, SlurmError) as exc:
             for job in ready:
@@ -231,6 +232,18 @@ def jobs_submit_batch(*, grant_id: int, first: int | None = None, limit: int | N
                 outcome.answer(job, answers.get(job.marker))
     outcome.record()
     return [job.pk for job in jobs]
+
+
+def _make_folders(client: SlurmClient, jobs: list[Job]) -> None:
+    """The job folders, with one command, for a transport whose batch does not make them
+    itself (slurmrestd, whose files are reached over SSH). Best effort, as for one job: a
+    folder that cannot be made, sbatch then says why."""
+    if not jobs or getattr(client, "submit_makes_folders", False):
+        return
+    try:
+        client.files.run(["mkdir", "-p", "--", *sorted({job.workdir for job in jobs})])
+    except (UnsupportedOperation, RemoteCommandFailed, TransportError):
+        pass
 
 
 def _deliver(client: SlurmClient, requests: list[SubmitRequest]) -> dict[str, str | SlurmError]:
