@@ -248,6 +248,11 @@ def main() -> int:
         f"  of which job_submit            : p50 {ms(c.percentile(hub['submits'], 50))}  "
         f"p95 {ms(c.percentile(hub['submits'], 95))}"
     )
+    delivery = sum(hub["submits"])
+    c.say(
+        f"  delivery alone (job_submit tasks): {n / delivery:7.1f} jobs/s  ({delivery:.1f}s); "
+        f"ratio delivery/plain {n / delivery / plain_rate:.2f}"
+    )
     c.say(f"  SSH handshakes on the hub path : {hub['handshakes']} ({hub['handshakes'] / n:.2f} per job)")
     waited = 0.0
     for kind, (calls, seconds) in sorted(hub["waits"].items()):
