@@ -6,6 +6,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from . import audit_hook
+from .bulk import bulk_write
 from .errors import Conflict
 
 
@@ -97,6 +98,6 @@ def transition_many(
                 }
             )
         if moved:
-            model.objects.bulk_update(moved, sorted(names), batch_size=500)
+            bulk_write(model, moved, names)
             audit_hook.record_many(entries)
     return moved

@@ -1,15 +1,18 @@
+import hashlib
 import io
 import os
 import shutil
 
 from django.contrib import messages
-from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, StreamingHttpResponse
 from django.shortcuts import redirect, render
+from django.utils.cache import get_conditional_response
+from django.utils.http import quote_etag
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.clusters.selectors import grant_usable_list
 from apps.core.errors import ApplicationError, NotFound
+from apps.core.pagination import IdsFirstPaginator
 from apps.datasets.models import DatasetVersion
 
 from . import selectors, services
@@ -55,8 +58,16 @@ def _job(request, job_id) -> Job:
 def job_list(request):
     status = request.GET.get("status", "")
     cluster = request.GET.get("cluster", "")
+    fragment = bool(request.headers.get("HX-Request"))
+    if fragment:
+        # The open list asks every few seconds: when none of the user's jobs changed since
+        # the last answer, 304 (one index read, nothing rendered).
+        changed = selectors.job_list_changed_at(user=request.user)
+        etag = hashlib.sha256(f"{request.user.pk}|{changed}|{request.get_full_path()}".encode()).hexdigest()[:32]
+        if (unchanged := get_conditional_response(request, etag=quote_etag(etag))) is not None:
+            return unchanged
     jobs = selectors.job_list(user=request.user, status=status, cluster=cluster, q=request.GET.get("q", ""))
-    page = Paginator(jobs, 25).get_page(request.GET.get("page"))
+    page = IdsFirstPaginator(jobs, 25).get_page(request.GET.get("page"))
     context = {
         "page": page,
         "status": status,
@@ -65,8 +76,12 @@ def job_list(request):
         "statuses": Job.Status.choices,
         "grants": grant_usable_list(user=request.user),
     }
-    template = "jobs/_job_rows.html" if request.headers.get("HX-Request") else "jobs/list.html"
-    return render(request, template, context)
+    if fragment:
+        response = render(request, "jobs/_job_rows.html", context)
+        response["ETag"] = quote_etag(etag)
+        response["Cache-Control"] = "private, no-cache"
+        return response
+    return render(request, "jobs/list.html", context)
 
 
 def job_new(request):
@@ -150,6 +165,13 @@ def job_new(request):
 
 def job_detail(request, job_id):
     job = _job(request, job_id)
+    status_part = request.headers.get("HX-Request") and request.GET.get("part") == "status"
+    if status_part and not job.is_array:
+        # Polled every few seconds while the page is open: 304 until the job changes. (An
+        # array's tasks change without the job row, so an array's part is always rendered.)
+        etag = quote_etag(f"{job.uuid}-{job.status}-{job.updated_at.timestamp()}")
+        if (unchanged := get_conditional_response(request, etag=etag)) is not None:
+            return unchanged
     context = {
         "job": job,
         "timeline": selectors.job_timeline(job=job),
@@ -158,8 +180,12 @@ def job_detail(request, job_id):
         "inputs": job_inputs(job),
         "reproductions": job.reproductions.order_by("created_at"),
     }
-    if request.headers.get("HX-Request") and request.GET.get("part") == "status":
-        return render(request, "jobs/_status.html", context)
+    if status_part:
+        response = render(request, "jobs/_status.html", context)
+        if not job.is_array:
+            response["ETag"] = etag
+            response["Cache-Control"] = "private, no-cache"
+        return response
     return render(request, "jobs/detail.html", context)
 
 

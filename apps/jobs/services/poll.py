@@ -8,7 +8,7 @@ from apps.clusters.transport import slurm_client
 from apps.integrations.slurm.base import JobInfo, SlurmError
 
 from ..models import Job
-from .fold import apply_infos, combined_state, complete_record, task_key
+from .fold import apply_many, combined_state, complete_record, task_key
 
 log = logging.getLogger(__name__)
 S = Job.Status
@@ -31,6 +31,8 @@ def jobs_poll() -> PollStats:
         Job.objects.filter(status__in=[S.PENDING, S.RUNNING])
         .exclude(slurm_job_id="")
         .select_related("grant__cluster")
+        # What a cycle never reads: the script and what was derived from it, metrics.
+        .defer("script", "script_directives", "hub_args", "parameters", "metrics", "import_state")
         .order_by("grant_id")
     )
     groups: dict[int, list[Job]] = {}
@@ -69,14 +71,16 @@ def _poll_group(jobs: list[Job]) -> int:
             for info in client.accounting([*finished, *partly]):
                 accounting.setdefault(info.array_job_id or info.job_id, []).append(info)
             calls += 1
-    # Results are written after the connection is closed, one short transaction per job.
+    # Results are written after the connection is closed, in one transaction for the group.
+    items = []
     for jid, job in by_id.items():
         if jid in accounting and complete_record(job, accounting[jid]):
-            apply_infos(job, accounting[jid], final=True)
+            items.append((job, accounting[jid], True))
         elif jid in seen:
             live = {task_key(i) for i in seen[jid]}
             ended = [i for i in accounting.get(jid, []) if task_key(i) and task_key(i) not in live]
-            apply_infos(job, [*seen[jid], *ended])
+            items.append((job, [*seen[jid], *ended], False))
+    apply_many(items)
     return calls
 
 

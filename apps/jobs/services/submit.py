@@ -268,7 +268,7 @@ def _needs_cluster_files(job: Job) -> bool:
     )
 
 
-_MLFLOW_THREADS = 4
+_MLFLOW_THREADS = 8
 
 
 def _open_run(job: Job) -> tuple[str, str, dict[str, str]]:
@@ -304,6 +304,16 @@ def _prepare_many(jobs: list[Job], client: SlurmClient, outcome: "_Outcome") -> 
     if not simple:
         return envs
     opened: dict[int, tuple[str, str, dict[str, str]]] = {}
+    # One experiment for many jobs (a user's or a team's): found once per batch, not per job.
+    experiments: dict[str, str | Exception] = {}
+    for job in simple if len(simple) > 1 else []:
+        if job.mlflow_experiment_id:
+            continue
+        name = tracking.experiment_name(job)
+        if name not in experiments:
+            experiments[name] = _call(tracking.client().ensure_experiment, name)
+        if not isinstance(experiments[name], Exception):
+            job.mlflow_experiment_id = experiments[name]
     if len(simple) == 1:
         results = {simple[0].pk: _call(_open_run, simple[0])}
     else:
