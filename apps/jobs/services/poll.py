@@ -4,6 +4,7 @@ sacct for those that left the queue; never one Slurm call per job."""
 import logging
 from dataclasses import dataclass
 
+from apps.clusters.models import ClusterGrant
 from apps.clusters.transport import slurm_client
 from apps.integrations.slurm.base import JobInfo, SlurmError
 
@@ -12,6 +13,27 @@ from .fold import apply_many, combined_state, complete_record, task_key
 
 log = logging.getLogger(__name__)
 S = Job.Status
+
+
+_POLL_COLUMNS = (
+    "id",
+    "uuid",
+    "name",
+    "status",
+    "grant",
+    "cluster",
+    "cluster_username",
+    "slurm_job_id",
+    "slurm_state",
+    "reason",
+    "estimated_start",
+    "started_at",
+    "finished_at",
+    "exit_code",
+    "accounting",
+    "effective_request",
+    "updated_at",
+)
 
 
 @dataclass
@@ -30,14 +52,17 @@ def jobs_poll() -> PollStats:
     active = (
         Job.objects.filter(status__in=[S.PENDING, S.RUNNING])
         .exclude(slurm_job_id="")
-        .select_related("grant__cluster")
-        # What a cycle never reads: the script and what was derived from it, metrics.
-        .defer("script", "script_directives", "hub_args", "parameters", "metrics", "import_state")
+        # Only what a cycle reads and compares: no script, metrics or parameters, and the
+        # grant and cluster once per group below rather than once per job.
+        .only(*_POLL_COLUMNS)
         .order_by("grant_id")
     )
     groups: dict[int, list[Job]] = {}
     for job in active:
         groups.setdefault(job.grant_id, []).append(job)
+    grants = ClusterGrant.objects.select_related("cluster").in_bulk(list(groups))
+    for grant_id, jobs in groups.items():
+        jobs[0].grant = grants[grant_id]
     stats.clusters = len({jobs[0].cluster_id for jobs in groups.values()})
     for jobs in groups.values():
         stats.groups += 1
@@ -46,7 +71,8 @@ def jobs_poll() -> PollStats:
             stats.slurm_calls += _poll_group(jobs)
         except SlurmError as exc:
             stats.errors += 1
-            log.warning("tracking %s on %s failed: %s", jobs[0].cluster_username, jobs[0].cluster.name, exc.message)
+            cluster = jobs[0].grant.cluster.name
+            log.warning("tracking %s on %s failed: %s", jobs[0].cluster_username, cluster, exc.message)
     return stats
 
 
