@@ -83,6 +83,39 @@ def run_hub(user, cluster, n: int, name: str, every: int) -> tuple[float, list[f
     return time.monotonic() - started, total, creates, submits
 
 
+def run_hub_batched(user, cluster, n: int, name: str, every: int) -> tuple[float, list, list, list]:
+    """job_create for every job (as the API records them), then the worker's job_submit
+    task for each, in order: the first task of a grant takes a batch of its queued jobs
+    (AXLE_SUBMIT_BATCH) and delivers it in one round trip; a task whose job an earlier
+    batch took returns at once. Wall time covers both. Latency per job: from its creation
+    to the end of the task that delivered it."""
+    from apps.core import context
+    from apps.jobs.models import Job
+    from apps.jobs.services import job_create, job_submit
+
+    creates, created_at = [], {}
+    started = time.monotonic()
+    with c.Waits.sql():
+        for i in range(1, n + 1):
+            t0 = time.monotonic()
+            with context.bind(actor_id=user.pk):
+                job = job_create(user=user, cluster=cluster, name=name, script=SCRIPT, parameters={"BENCH_I": str(i)})
+            created_at[job.pk] = t0
+            creates.append(time.monotonic() - t0)
+        submits, total = [], []
+        for done, pk in enumerate(created_at, 1):
+            t1 = time.monotonic()
+            with context.bind(actor_id=user.pk):
+                job_submit(job_id=pk)
+            t2 = time.monotonic()
+            submits.append(t2 - t1)
+            if t2 - t1 > 0.001 or done == 1:  # this task delivered a batch: every job in it ends now
+                delivered = Job.objects.filter(pk__in=list(created_at), submitted_at__isnull=False).count()
+                total += [t2 - created_at[p] for p in list(created_at)[len(total) : delivered]]
+            progress(f"hub batched ({cluster.transport})", done, n, started, every)
+    return time.monotonic() - started, total, creates, submits
+
+
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
@@ -97,6 +130,14 @@ def main() -> int:
         help="the hub's cluster transport (the plain loop is always sbatch over SSH)",
     )
     parser.add_argument("--order", choices=["plain-first", "hub-first"], default="plain-first")
+    parser.add_argument(
+        "--mode",
+        choices=["batched", "per-job"],
+        default="batched",
+        help="batched: create all, then the worker's tasks deliver batches (default); "
+        "per-job: job_create + job_submit one job at a time",
+    )
+    parser.add_argument("--name-prefix", default="axlebench", help="job name prefix on the cluster")
     parser.add_argument("--progress", type=int, default=100, help="print progress every N jobs (default 100)")
     c.add_db_args(parser)
     args = parser.parse_args()
@@ -111,7 +152,7 @@ def main() -> int:
     c.SSHHandshakes.install()
     c.Waits.install(env)
     rid = c.run_id()
-    plain_name, hub_name = f"axlebench-plain-{rid}", f"axlebench-hub-{rid}"
+    plain_name, hub_name = f"{args.name_prefix}-plain-{rid}", f"{args.name_prefix}-hub-{rid}"
     c.say(
         f"submit_rate: {args.jobs} held jobs per path, hub transport {args.transport}, "
         f"job names {plain_name} / {hub_name}; {c.load()}"
@@ -127,6 +168,11 @@ def main() -> int:
         from apps.jobs.models import Job
 
         user, cluster, grant = c.hub_cluster(env, args.transport)
+        if not cluster.state:
+            from apps.clusters.tasks import cluster_refresh_health
+
+            cluster_refresh_health(cluster.pk)  # the partitions validation checks against
+            cluster.refresh_from_db()
         hub_label = c.describe_hub()
         c.say(f"hub under test: {hub_label}")
         workdirs: list[str] = []
@@ -142,7 +188,8 @@ def main() -> int:
                     before = c.SSHHandshakes.count
                     waits = c.Waits.snapshot()
                     cpu0 = time.process_time()
-                    wall, lat, creates, submits = run_hub(user, cluster, args.jobs, hub_name, args.progress)
+                    runner = run_hub_batched if args.mode == "batched" else run_hub
+                    wall, lat, creates, submits = runner(user, cluster, args.jobs, hub_name, args.progress)
                     jobs = Job.objects.filter(name=hub_name)
                     workdirs = list(jobs.values_list("workdir", flat=True))
                     by_status = dict(jobs.order_by().values_list("status").annotate(n=Count("id")))
@@ -179,7 +226,10 @@ def main() -> int:
     plain, hub = results["plain"], results["hub"]
     plain_rate, hub_rate = n / plain["wall"], n / hub["wall"]
     c.say("")
-    c.say(f"== submit_rate: {n} held jobs each, hub {hub_label}; {c.load()}; tcp_nodelay {args.tcp_nodelay}")
+    c.say(
+        f"== submit_rate: {n} held jobs each, hub {hub_label}, mode {args.mode}; {c.load()}; "
+        f"tcp_nodelay {args.tcp_nodelay}"
+    )
     c.say(
         f"plain sbatch, one SSH connection : {plain_rate:7.1f} jobs/s  ({plain['wall']:.1f}s)  "
         f"p50 {ms(c.percentile(plain['lat'], 50))}  p95 {ms(c.percentile(plain['lat'], 95))}  "
@@ -197,6 +247,11 @@ def main() -> int:
     c.say(
         f"  of which job_submit            : p50 {ms(c.percentile(hub['submits'], 50))}  "
         f"p95 {ms(c.percentile(hub['submits'], 95))}"
+    )
+    delivery = sum(hub["submits"])
+    c.say(
+        f"  delivery alone (job_submit tasks): {n / delivery:7.1f} jobs/s  ({delivery:.1f}s); "
+        f"ratio delivery/plain {n / delivery / plain_rate:.2f}"
     )
     c.say(f"  SSH handshakes on the hub path : {hub['handshakes']} ({hub['handshakes'] / n:.2f} per job)")
     waited = 0.0

@@ -115,6 +115,7 @@ def bulk_rows(user, cluster, grant, name: str, slurm_ids: list[str]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=10_000, help="active jobs to track (default 10000)")
+    parser.add_argument("--name-prefix", default="axlebench", help="job name prefix on the cluster")
     parser.add_argument("--cycles", type=int, default=5, help="jobs_poll() cycles to measure (default 5)")
     parser.add_argument("--transport", choices=["ssh", "rest"], default="ssh", help="the hub's cluster transport")
     parser.add_argument("--parallel", type=int, default=2, help="parallel sbatch loops on the cluster (default 2)")
@@ -131,7 +132,7 @@ def main() -> int:
         c.tcp_nodelay()
     ssh = c.check_cluster(env)
     c.Waits.install(env)
-    name = f"axlebench-track-{c.run_id()}"
+    name = f"{args.name_prefix}-track-{c.run_id()}"
     ctld = c.pids_named("slurmctld")
     c.say(
         f"track_rate: {args.jobs} held jobs named {name}, {args.cycles} cycles over {args.transport}; "
@@ -153,6 +154,11 @@ def main() -> int:
             from apps.jobs.services import jobs_poll
 
             user, cluster, grant = c.hub_cluster(env, args.transport)
+            if not cluster.state:
+                from apps.clusters.tasks import cluster_refresh_health
+
+                cluster_refresh_health(cluster.pk)
+                cluster.refresh_from_db()
             hub_label = c.describe_hub()
             c.say(f"hub under test: {hub_label}")
             t0 = time.monotonic()

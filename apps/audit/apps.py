@@ -11,6 +11,6 @@ class AuditConfig(AppConfig):
         from apps.core import audit_hook
 
         from . import checks  # noqa: F401  (registers the deploy check)
-        from .services import audit_record
+        from .services import audit_record, audit_record_many
 
-        audit_hook.register_recorder(audit_record)
+        audit_hook.register_recorder(audit_record, audit_record_many)

@@ -101,6 +101,64 @@ def audit_record(
     return event
 
 
+def audit_record_many(entries: list[dict]) -> list[AuditEvent]:
+    """Append many events to the chain at once, in the order given, with one lock of the
+    chain head, one multi-row INSERT and one head update: still one chain, each event
+    linked to the one before it exactly as `audit_record` links them.
+
+    Each entry takes `audit_record`'s keyword arguments (action, subject, actor, before,
+    after, subject_type/id/text). Used where one operation moves many rows at once (a
+    batch of submissions, a tracking cycle)."""
+    if not entries:
+        return []
+    ctx = context.current()
+    default_actor = None
+    if ctx.actor_id is not None and any(e.get("actor") is None for e in entries):
+        default_actor = get_user_model().objects.filter(pk=ctx.actor_id).first()
+    key_id, key = audit_keys.current()
+    keys = {key_id: key}
+    now = timezone.now()
+    now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+    with transaction.atomic():
+        head = _locked_head()
+        prev_hash, seq = head.hash, head.seq
+        first_prev = (head.seq, head.hash)
+        events = []
+        for entry in entries:
+            actor = entry.get("actor") or default_actor
+            fields = {
+                "subject_type": entry.get("subject_type", ""),
+                "subject_id": entry.get("subject_id", ""),
+                "subject_text": entry.get("subject_text", "")[:255],
+            }
+            fields.update(_subject_fields(entry.get("subject")))
+            seq += 1
+            event = AuditEvent(
+                seq=seq,
+                uuid=uuid_lib.uuid4(),
+                created_at=now,
+                version=CURRENT_VERSION,
+                key_id=key_id,
+                actor=actor,
+                actor_username=actor.get_username() if actor is not None else "",
+                action=entry["action"],
+                request_id=ctx.request_id,
+                before=_plain(entry.get("before")),
+                after=_plain(entry.get("after")),
+                prev_hash=prev_hash,
+                **fields,
+            )
+            event.hash = event_hash(event, prev_hash, keys)
+            prev_hash = event.hash
+            events.append(event)
+        AuditEvent.objects.bulk_create(events, batch_size=1000)
+        moved = {"seq": seq, "hash": prev_hash}
+        if not head.legacy_boundary and not AuditEvent.objects.filter(version__gte=2, seq__lte=first_prev[0]).exists():
+            moved["legacy_boundary"] = _legacy_boundary_sign(seq=first_prev[0], hash_=first_prev[1])
+        AuditChainHead.objects.filter(pk=1).update(**moved)
+    return events
+
+
 def _legacy_boundary_sign(*, seq: int, hash_: str) -> str:
     """Sign the boundary and append it to the checkpoint file; the caller keeps it in the head
     row. A file that cannot be written is logged, not fatal: audit_verify reports it."""

@@ -10,14 +10,25 @@ from collections.abc import Callable
 from django.core.exceptions import ImproperlyConfigured
 
 _recorder: Callable | None = None
+_many_recorder: Callable | None = None
 
 
-def register_recorder(recorder: Callable) -> None:
-    global _recorder
+def register_recorder(recorder: Callable, many: Callable | None = None) -> None:
+    global _recorder, _many_recorder
     _recorder = recorder
+    _many_recorder = many
 
 
 def record(**kwargs):
     if _recorder is None:
         raise ImproperlyConfigured("No audit recorder registered: is apps.audit in INSTALLED_APPS?")
     return _recorder(**kwargs)
+
+
+def record_many(entries: list[dict]):
+    """Many events at once (one chain append); each entry takes `record`'s arguments."""
+    if _many_recorder is None:
+        if _recorder is None:
+            raise ImproperlyConfigured("No audit recorder registered: is apps.audit in INSTALLED_APPS?")
+        return [_recorder(**entry) for entry in entries]
+    return _many_recorder(entries)

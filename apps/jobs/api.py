@@ -6,7 +6,7 @@ from rest_framework.views import APIView
 
 from apps.clusters.selectors import cluster_get
 from apps.core.errors import ValidationFailed
-from apps.core.pagination import Pagination
+from apps.core.pagination import KeysetPagination
 from apps.core.schema import errors
 from apps.integrations.slurm import environment
 from apps.integrations.slurm.policy import has_control_characters
@@ -167,6 +167,44 @@ class JobOutputSerializer(serializers.Serializer):
         return job_inputs(job)
 
 
+class JobListItemSerializer(serializers.Serializer):
+    """A job as the list shows it: what it is and where it stands, without the script, its
+    request, accounting, parameters, metrics or inputs (the detail endpoint has them)."""
+
+    id = serializers.UUIDField(source="uuid")
+    name = serializers.CharField()
+    status = serializers.CharField()
+    cluster = serializers.CharField(source="cluster.name")
+    slurm_job_id = serializers.CharField()
+    slurm_state = serializers.CharField()
+    reason = serializers.CharField()
+    exit_code = serializers.IntegerField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    submitted_at = serializers.DateTimeField(allow_null=True)
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    mlflow_run_id = serializers.CharField()
+
+
+# The columns the list reads: the wide ones (script, request, accounting, metrics) stay on disk.
+LIST_COLUMNS = [
+    "id",
+    "uuid",
+    "name",
+    "status",
+    "cluster__name",
+    "slurm_job_id",
+    "slurm_state",
+    "reason",
+    "exit_code",
+    "created_at",
+    "submitted_at",
+    "started_at",
+    "finished_at",
+    "mlflow_run_id",
+]
+
+
 class JobDetailOutputSerializer(JobOutputSerializer):
     script = serializers.CharField()
     tasks = JobTaskOutputSerializer(many=True, source="tasks.all")
@@ -221,9 +259,11 @@ class JobListFilterSerializer(serializers.Serializer):
 
 
 class JobListCreateApi(APIView):
-    pagination_class = Pagination
+    pagination_class = KeysetPagination
 
-    @extend_schema(parameters=[JobListFilterSerializer], responses={200: JobOutputSerializer(many=True), **errors(400)})
+    @extend_schema(
+        parameters=[JobListFilterSerializer], responses={200: JobListItemSerializer(many=True), **errors(400)}
+    )
     def get(self, request):
         filters = JobListFilterSerializer(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
@@ -233,8 +273,9 @@ class JobListCreateApi(APIView):
             cluster=filters.validated_data.get("cluster", ""),
         )
         paginator = self.pagination_class()
-        page = paginator.paginate_queryset(jobs.select_related("rerun_of"), request, view=self)
-        return paginator.get_paginated_response(JobOutputSerializer(page, many=True).data)
+        lean = jobs.select_related(None).select_related("cluster").prefetch_related(None).only(*LIST_COLUMNS)
+        page = paginator.paginate_queryset(lean, request, view=self)
+        return paginator.get_paginated_response(JobListItemSerializer(page, many=True).data)
 
     @extend_schema(
         request=JobCreateInputSerializer,

@@ -5,6 +5,10 @@ from django.utils import timezone
 from apps.clusters.models import Cluster, ClusterGrant
 from apps.core.models import BaseModel
 
+# The ended statuses, sorted: the "active" filter and its partial index spell them alike, so
+# PostgreSQL sees the query's condition is the index's.
+ACTIVE_EXCLUDES = ["cancelled", "completed", "failed", "node_fail", "out_of_memory", "timeout"]
+
 
 class Job(BaseModel):
     """One sbatch submission of a user's own script, as their granted cluster account."""
@@ -115,7 +119,21 @@ class Job(BaseModel):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["cluster", "status"]), models.Index(fields=["owner", "-created_at"])]
+        indexes = [
+            models.Index(fields=["cluster", "status"]),
+            # Every filter of the job lists, each in the lists' order (newest first, id breaking
+            # ties) so a page, however deep, and the keyset cursor read an index range.
+            models.Index(fields=["owner", "-created_at", "-id"], name="jobs_owner_created"),
+            models.Index(fields=["owner", "status", "-created_at", "-id"], name="jobs_owner_status_created"),
+            models.Index(fields=["owner", "cluster", "-created_at", "-id"], name="jobs_owner_cluster_created"),
+            models.Index(
+                fields=["owner", "-created_at", "-id"],
+                condition=~models.Q(status__in=ACTIVE_EXCLUDES),
+                name="jobs_owner_active_created",
+            ),
+            # The live list's "has anything changed" question: the newest change of a user's jobs.
+            models.Index(fields=["owner", "-updated_at"], name="jobs_owner_updated"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["owner", "idempotency_key"],

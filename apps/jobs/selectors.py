@@ -12,31 +12,42 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
 from apps.audit.models import AuditEvent
+from apps.clusters.models import Cluster
 from apps.clusters.transport import slurm_client
 from apps.core.errors import NotFound, Unavailable, ValidationFailed
 from apps.integrations.mlflow.base import MlflowError, MlflowUnavailable
 from apps.integrations.slurm.base import RemoteFileMissing, SlurmError, UnsupportedOperation
 
 from . import tracking
-from .models import Job
+from .models import ACTIVE_EXCLUDES, Job
 
 
 def job_list(*, user, status: str = "", cluster: str = "", q: str = "") -> QuerySet[Job]:
+    """The user's jobs, newest first (id breaking ties: the order keyset pages rely on); every
+    filter has an index in this order (see Job.Meta)."""
     qs = (
         Job.objects.filter(owner=user)
         .select_related("cluster", "rerun_of", "reproduced_from")
         .prefetch_related("dataset_versions__dataset")
-        .order_by("-created_at")
+        .order_by("-created_at", "-id")
     )
     if status == "active":
-        qs = qs.exclude(status__in=Job.TERMINAL)
+        qs = qs.exclude(status__in=ACTIVE_EXCLUDES)
     elif status:
         qs = qs.filter(status=status)
     if cluster:
-        qs = qs.filter(cluster__name=cluster)
+        # The cluster's id first (one small read), so the job list reads its own index.
+        cluster_id = Cluster.objects.filter(name=cluster).values_list("pk", flat=True).first()
+        qs = qs.filter(cluster_id=cluster_id) if cluster_id is not None else qs.none()
     if q:
         qs = qs.filter(name__icontains=q)
     return qs
+
+
+def job_list_changed_at(*, user):
+    """When any of the user's jobs last changed (one index read): what the live list's
+    fragment compares to answer 304 Not Modified when nothing did."""
+    return Job.objects.filter(owner=user).order_by("-updated_at").values_list("updated_at", flat=True).first()
 
 
 def job_get(*, user, job_id) -> Job:

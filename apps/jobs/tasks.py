@@ -7,7 +7,6 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 from django_q.conf import Conf
 from django_q.tasks import async_task
 
@@ -34,6 +33,11 @@ def job_reconcile(job_id: int):
             services.job_reconcile(job_id=job_id)
 
 
+def jobs_reconcile():
+    """Every unknown job, one marker search per cluster account (after an ambiguous batch)."""
+    services.jobs_reconcile_unknown()
+
+
 def job_finalize(job_id: int):
     with work_lease(job_lease_name(job_id)) as mine:
         if mine:
@@ -42,9 +46,7 @@ def job_finalize(job_id: int):
 
 def jobs_tick() -> services.PollStats:
     """One cycle of everything periodic: due submissions, stuck and unknown jobs, tracking."""
-    now = timezone.now()
-    for job_id in Job.objects.filter(status=Job.Status.QUEUED, next_attempt_at__lte=now).values_list("pk", flat=True):
-        job_submit(job_id)
+    services.jobs_submit_due()
     services.jobs_find_stuck()
     services.jobs_reconcile_unknown()
     stats = services.jobs_poll()

@@ -6,6 +6,7 @@ Only called from services and tasks, never inside a database transaction."""
 import math
 import posixpath
 import tempfile
+import threading
 from pathlib import Path
 
 from django.conf import settings
@@ -26,10 +27,20 @@ RUN_STATUS = {
 }
 
 
+_clients = threading.local()
+
+
 def client() -> TrackingClient:
+    """The hub's MLflow client, one per thread and settings, kept: its HTTP session keeps
+    the connection alive across the few calls a submission makes (and across submissions)."""
     login = settings.AXLE_MLFLOW_USERNAME
     auth = (login, settings.AXLE_MLFLOW_PASSWORD) if login else None
-    return TrackingClient(settings.AXLE_MLFLOW_TRACKING_URI, auth=auth)
+    key = (settings.AXLE_MLFLOW_TRACKING_URI, auth)
+    cached = getattr(_clients, "cached", None)
+    if cached is None or cached[0] != key:
+        cached = (key, TrackingClient(settings.AXLE_MLFLOW_TRACKING_URI, auth=auth))
+        _clients.cached = cached
+    return cached[1]
 
 
 def mlflow_username(job: Job) -> str:

@@ -5,7 +5,6 @@ import os
 import shutil
 
 from django.contrib import messages
-from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -16,6 +15,7 @@ from apps.clusters.selectors import grant_usable_list
 from apps.core.errors import ApplicationError, NotFound
 from apps.core.live import is_live_poll, live_answer, live_version
 from apps.core.models import parse_uuid
+from apps.core.pagination import IdsFirstPaginator
 from apps.datasets.models import DatasetVersion
 
 from . import selectors, services
@@ -77,7 +77,7 @@ def job_list(request):
         since=_date(filters["since"]),
         until=_date(filters["until"]),
     )
-    page = Paginator(jobs, 25).get_page(get.get("page"))
+    page = IdsFirstPaginator(jobs, 25).get_page(get.get("page"))
     rows = list(page)
     version = live_version(
         [

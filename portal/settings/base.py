@@ -320,6 +320,9 @@ AXLE_SUBMIT_STUCK_SECONDS = env.int("AXLE_SUBMIT_STUCK_SECONDS", default=120)
 # The re-drive: how often it runs, and how long a fresh job is left to its own task first.
 AXLE_REDRIVE_SECONDS = env.int("AXLE_REDRIVE_SECONDS", default=15)
 AXLE_REDRIVE_SETTLE_SECONDS = env.int("AXLE_REDRIVE_SETTLE_SECONDS", default=10)
+# How many queued jobs of one grant a worker delivers in one round trip (one SSH command,
+# or that many concurrent slurmrestd requests); 1 submits one job at a time.
+AXLE_SUBMIT_BATCH = env.int("AXLE_SUBMIT_BATCH", default=100)
 
 # Local model servers (the one-host serving backend). The hub keeps their state in
 # AXLE_SERVING_DIR (its own, 0700); each server runs as a user of its own from a pool of

@@ -69,6 +69,18 @@ def read_all(job: Job, stream: str = "stdout", task=None, limit=16) -> tuple[str
         text, offset = text + chunk.text, chunk.next_offset
 
 
+def kill_worker_after_sbatch(monkeypatch) -> None:
+    """The worker dies once Slurm has the batch and before the hub recorded its answers."""
+    real = submitting.transition_many
+
+    def die_after_sbatch(**kwargs):
+        if kwargs.get("action") == "job.submitted":
+            raise SystemExit("worker killed")
+        return real(**kwargs)
+
+    monkeypatch.setattr(submitting, "transition_many", die_after_sbatch)
+
+
 def assert_found_by_its_marker(grant, job: Job, *, after: str) -> None:
     """The job went through `after` to unknown, was found on Slurm by its marker (never sent
     twice), and carries the id of the one job Slurm has with that marker."""
@@ -174,17 +186,10 @@ def test_a_policy_rejection_never_reaches_slurm(grant, api):
 
 def test_a_worker_killed_after_sbatch_does_not_submit_twice(grant, monkeypatch):
     job = services.job_create(user=grant.user, cluster=grant.cluster, name="killed", script=script("sleep 2"))
-    real_transition = submitting.transition
-
-    def die_after_sbatch(**kwargs):
-        if kwargs.get("action") == "job.submitted":
-            raise SystemExit("worker killed")
-        return real_transition(**kwargs)
-
-    monkeypatch.setattr(submitting, "transition", die_after_sbatch)
+    kill_worker_after_sbatch(monkeypatch)
     with pytest.raises(SystemExit):
         services.job_submit(job_id=job.pk)
-    monkeypatch.setattr(submitting, "transition", real_transition)
+    monkeypatch.undo()
     job.refresh_from_db()
     assert job.status == S.SUBMITTING and not job.slurm_job_id
 
@@ -208,17 +213,17 @@ def test_an_ambiguous_failure_waits_in_unknown_and_reconciles(grant, monkeypatch
 
         def __enter__(self):
             self.client = self.cm.__enter__()
-            original = self.client.submit
+            original = self.client.submit_many
 
-            def submit(req):
-                original(req)
-                raise AmbiguousSubmitError("connection dropped mid-call")
+            def submit_many(reqs):
+                original(reqs)
+                return {req.comment: AmbiguousSubmitError("connection dropped mid-call") for req in reqs}
 
-            self.client.submit = submit
+            self.client.submit_many = submit_many
             return self.client
 
         def __exit__(self, *exc):
-            del self.client.submit  # connections are reused: leave no patched method behind
+            del self.client.submit_many  # connections are reused: leave no patched method behind
             return self.cm.__exit__(*exc)
 
     monkeypatch.setattr(submitting, "slurm_client", DropsAfterSubmit)
@@ -270,18 +275,10 @@ def test_unknown_jobs_are_reconciled_with_one_marker_search_per_account(grant, m
         services.job_create(user=grant.user, cluster=grant.cluster, name=f"lost-{i}", script=script("true"))
         for i in range(3)
     ]
-    real_transition = submitting.transition
-
-    def die_after_sbatch(**kwargs):
-        if kwargs.get("action") == "job.submitted":
-            raise SystemExit("worker killed")
-        return real_transition(**kwargs)
-
-    monkeypatch.setattr(submitting, "transition", die_after_sbatch)
-    for job in jobs:
-        with pytest.raises(SystemExit):
-            services.job_submit(job_id=job.pk)
-    monkeypatch.setattr(submitting, "transition", real_transition)
+    kill_worker_after_sbatch(monkeypatch)
+    with pytest.raises(SystemExit):  # one batch takes all three
+        services.job_submit(job_id=jobs[0].pk)
+    monkeypatch.undo()
     Job.objects.filter(pk__in=[j.pk for j in jobs]).update(updated_at=timezone.now() - timedelta(minutes=10))
     services.jobs_find_stuck()
 

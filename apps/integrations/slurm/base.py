@@ -405,6 +405,14 @@ class SlurmClient(Protocol):
         """Submit and return the job id (for an array, the array's job id)."""
         ...
 
+    def submit_many(self, reqs: Sequence[SubmitRequest]) -> dict[str, str | SlurmError]:
+        """Submit many jobs in one round trip (SSH: one command; REST: concurrent requests)
+        and answer, for each request's `comment` (its marker), the job id or the error that
+        `submit` would have raised for it alone: `SlurmRejected` with Slurm's words when
+        Slurm refused that one job, `AmbiguousSubmitError` when it may or may not exist, any
+        other `SlurmError` when it certainly was not submitted. Markers must be unique."""
+        ...
+
     def queue(self, user: str) -> list[JobInfo]:
         """All of `user`'s jobs Slurm's controller still holds, array tasks one per row."""
         ...

@@ -13,6 +13,7 @@ import hashlib
 import io
 import logging
 import posixpath
+import re
 import secrets
 import shlex
 import socket
@@ -69,6 +70,51 @@ _WRITE_ENV_FILE = (
 # Opens the environment file as fd 3 and removes it before sbatch starts: the variables
 # (a per-job credential among them) are on disk only between the two commands.
 _SBATCH_WITH_ENV = '[ -f "$1" ] || exit 45; exec 3< "$1"; rm -f -- "$1"; shift; exec "$@"'
+
+
+# One command that submits a batch of jobs. The hub sends, on stdin, a program (this
+# library, then one `take` line per job and one `one` line per job, every value quoted with
+# shlex.quote) and after it every job's script and variables back to back. The program first
+# reads all of stdin into a private folder (0700) and checks every length: if the stream
+# was cut short nothing was submitted (exit 44). Only then does it run sbatch for each job,
+# printing one line per job as soon as its sbatch returns:
+#   AXLE<TAB>marker<TAB>exit status<TAB>sbatch's stdout<TAB>sbatch's stderr in base64
+# so a connection that breaks half-way leaves exact knowledge of the jobs already answered;
+# the others are ambiguous and reconciled by their markers. `W` as exit status: the job's
+# folder or environment file could not be written (nothing was submitted for it).
+_BATCH_BOOT = 'p=$(head -c "$1") || exit 44; eval "$p"'
+_BATCH_LIBRARY = r"""
+login=$PATH; PATH=/usr/bin:/bin; umask 077
+find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'axle-batch-*' -user "$(id -u)" -mmin +10 -exec rm -rf -- {} + 2>/dev/null
+B=$(mktemp -d "${TMPDIR:-/tmp}/axle-batch-XXXXXXXX") || { echo "AXLE-ABORT cannot make a temporary folder"; exit 44; }
+trap 'rm -rf -- "$B"' EXIT
+trap 'exit 143' HUP INT TERM PIPE
+take() {
+  head -c "$2" > "$B/$1.s" && head -c "$3" > "$B/$1.v" || { echo "AXLE-ABORT cannot write $B"; exit 44; }
+  [ "$(wc -c < "$B/$1.s")" -eq "$2" ] && [ "$(wc -c < "$B/$1.v")" -eq "$3" ] || {
+    echo "AXLE-ABORT the batch arrived cut short"; exit 44; }
+}
+one() {
+  i=$1; m=$2; d=$3; pat=$4; shift 4
+  if ! { mkdir -p -- "$d" && [ -d "$d" ] && [ -w "$d" ]; } 2>"$B/err"; then
+    [ -s "$B/err" ] || echo "cannot write to the folder $d" > "$B/err"
+    printf 'AXLE	%s	W		%s
+' "$m" "$(base64 -w0 < "$B/err")"; return
+  fi
+  if ! { PATH=$login /usr/bin/env -0 | grep -zEv "$pat"; cat "$B/$i.v"; } > "$B/$i.e" 2>"$B/err"; then
+    printf 'AXLE	%s	W		%s
+' "$m" "$(base64 -w0 < "$B/err")"; return
+  fi
+  rm -f -- "$B/$i.v"
+  exec 3< "$B/$i.e"; rm -f -- "$B/$i.e"
+  out=$("$@" < "$B/$i.s" 2>"$B/err"); rc=$?
+  exec 3<&-
+  rm -f -- "$B/$i.s"
+  printf 'AXLE	%s	%s	%s	%s
+' "$m" "$rc" "$(printf %s "$out" | tr '
+	' '  ')" "$(base64 -w0 < "$B/err")"
+}
+"""
 
 
 def slurm_argv(
@@ -175,7 +221,12 @@ class CommandResult:
 
 
 class _ConnectionLost(Exception):
-    """The channel died after the command had been sent."""
+    """The channel died after the command had been sent. `partial` is what it printed on
+    stdout before that (a batch of submissions reports each one as soon as it is done)."""
+
+    def __init__(self, message: str, partial: bytes = b"") -> None:
+        super().__init__(message)
+        self.partial = partial
 
 
 class SSHClient:
@@ -184,6 +235,8 @@ class SSHClient:
     Not thread-safe: a worker opens one per cluster and poll cycle, uses it for all of
     that cycle's calls, and closes it (`with SSHClient(...) as c:`).
     """
+
+    submit_makes_folders = True  # submit_many creates each job's folder itself
 
     def __init__(
         self,
@@ -316,7 +369,7 @@ class SSHClient:
             return self._collect(channel, timeout or self.command_timeout)
         except (paramiko.SSHException, OSError, EOFError, _ConnectionLost) as exc:
             self.close()
-            raise _ConnectionLost(str(exc) or type(exc).__name__) from None
+            raise _ConnectionLost(str(exc) or type(exc).__name__, getattr(exc, "partial", b"")) from None
         finally:
             channel.close()
 
@@ -325,6 +378,17 @@ class SSHClient:
         # on stdout would hang both ends. Done means exit status and end of output.
         out, err = bytearray(), bytearray()
         deadline = time.monotonic() + timeout
+        try:
+            return self._drain(channel, out, err, deadline, timeout)
+        except _ConnectionLost as exc:
+            exc.partial = bytes(out)
+            raise
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise _ConnectionLost(str(exc) or type(exc).__name__, bytes(out)) from None
+
+    def _drain(
+        self, channel: paramiko.Channel, out: bytearray, err: bytearray, deadline: float, timeout: float
+    ) -> CommandResult:
         while True:
             progressed = False
             while channel.recv_ready():
@@ -431,6 +495,89 @@ class SSHClient:
         if result.exit_status == 45:  # the environment file vanished: sbatch never started
             raise SlurmError(f"The job's environment file {path} is gone; submitting again.", permanent=False)
         return result
+
+    def submit_many(self, reqs: Sequence[SubmitRequest]) -> dict[str, str | SlurmError]:
+        """All of `reqs` with one SSH command (see _BATCH_LIBRARY): one round trip, one
+        sbatch per job on the cluster, each job's answer its own."""
+        answers: dict[str, str | SlurmError] = {}
+        lines, data, sent = [], [], []
+        for i, req in enumerate(reqs):
+            try:
+                variables = environment.export_file(req.env)
+            except environment.EnvironmentRefused as exc:
+                answers[req.comment] = SlurmRejected(str(exc))
+                continue
+            if req.job_name and "\x00" not in req.job_name:
+                variables += f"SLURM_JOB_NAME={req.job_name}".encode() + b"\x00"
+            args = ["sbatch", "--parsable", "--export-file=3"]
+            if req.job_name:
+                args.append(f"--job-name={req.job_name}")
+            if req.comment:
+                args.append(f"--comment={req.comment}")
+            if req.workdir:
+                args.append(f"--chdir={req.workdir}")
+            args.extend(req.extra_args)
+            script = req.script.encode()
+            pattern = "^(SLURM|SBATCH|SALLOC|SRUN)_"
+            if req.env:
+                pattern += "|^(" + "|".join(re.escape(name) for name in sorted(req.env)) + ")="
+            lines.append(f"take {i} {len(script)} {len(variables)}")
+            argv = [str(i), req.comment, req.workdir or ".", pattern, *self.slurm_command(args)]
+            sent.append((req.comment, "one " + " ".join(shlex.quote(w) for w in argv)))
+            data += [script, variables]
+        if not sent:
+            return answers
+        calls = "\n".join(c for _, c in sent)
+        program = (_BATCH_LIBRARY + "\n".join(lines) + "\necho AXLE-READY\n" + calls + "\n").encode()
+        stdin = program + b"".join(data)
+        command = ["/bin/sh", "-c", _BATCH_BOOT, "sh", str(len(program))]
+        timeout = self.command_timeout + 2.0 * len(sent)
+        try:
+            result = self.run(command, stdin=stdin, timeout=timeout)
+            output, lost = result.stdout, None
+        except _ConnectionLost as exc:
+            result, output, lost = None, exc.partial, str(exc)
+        # TransportError (the command never started) goes to the caller: nothing was sent.
+        text = output.decode("utf-8", "replace")
+        complete = text if text.endswith("\n") else text[: text.rfind("\n") + 1]
+        ready = False
+        for line in complete.splitlines():
+            if line == "AXLE-READY":
+                ready = True
+                continue
+            if line.startswith("AXLE-ABORT"):
+                continue
+            fields = line.split("\t")
+            if len(fields) != 5 or fields[0] != "AXLE":
+                continue
+            _, marker, status, out, err64 = fields
+            try:
+                err = base64.b64decode(err64).decode("utf-8", "replace").strip()
+            except ValueError:
+                err = err64
+            if status == "W":
+                answers[marker] = SlurmError(f"Cannot prepare the job's folder on {self.host}: {err}", permanent=False)
+            elif status != "0":
+                answers[marker] = SlurmRejected(err or f"sbatch exited with status {status}")
+            else:
+                job_id = parsing.parse_sbatch_parsable(out)
+                answers[marker] = job_id or AmbiguousSubmitError(f"sbatch succeeded but printed no job id: {out!r}")
+        for marker, _ in sent:
+            if marker in answers:
+                continue
+            if not ready:
+                why = lost or (result.err if result is not None else "") or "the batch was refused"
+                answers[marker] = SlurmError(
+                    f"The batch never reached sbatch on {self.host} ({why.strip()}); nothing was submitted.",
+                    permanent=False,
+                )
+            else:
+                why = lost or "no answer for this job"
+                answers[marker] = AmbiguousSubmitError(
+                    f"The connection to {self.host} broke while sbatch was running ({why}); "
+                    "the job may or may not have been submitted."
+                )
+        return answers
 
     def _remove_env_file(self, path: str) -> None:
         """Best effort, on a fresh connection, after the submitting one broke: the file holds

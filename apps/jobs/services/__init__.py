@@ -15,7 +15,7 @@ from .create import job_create, job_reproduce, job_rerun, job_validate
 from .finalize import job_finalize, job_sync_tracking
 from .poll import PollStats, jobs_poll
 from .reconcile import job_reconcile, jobs_find_stuck, jobs_reconcile_unknown
-from .submit import job_submit
+from .submit import job_submit, jobs_submit_batch, jobs_submit_due
 
 __all__ = [
     "PollStats",
@@ -32,4 +32,6 @@ __all__ = [
     "jobs_find_stuck",
     "jobs_poll",
     "jobs_reconcile_unknown",
+    "jobs_submit_batch",
+    "jobs_submit_due",
 ]

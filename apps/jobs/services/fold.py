@@ -6,9 +6,9 @@ from dataclasses import asdict
 from django.db import transaction
 from django.utils import timezone
 
-from apps.core.errors import Conflict
+from apps.core.bulk import bulk_write
 from apps.core.tasks import enqueue
-from apps.core.transitions import transition
+from apps.core.transitions import transition_many
 from apps.integrations.slurm import states
 from apps.integrations.slurm.base import JobInfo
 
@@ -47,8 +47,9 @@ def task_key(info: JobInfo) -> str | None:
     return task if task is not None and task.isdigit() else None
 
 
-def apply_infos(job: Job, infos: list[JobInfo], *, final: bool = False) -> Job:
-    """Record what Slurm says about one job (all rows of an array) with one CAS transition."""
+def _plan(job: Job, infos: list[JobInfo], final: bool) -> tuple[Job.Status | None, dict, bool, JobInfo]:
+    """What Slurm's rows mean for the job: its new status (if any), the fields to record,
+    whether the status moves, and the row that speaks for the whole job."""
     state = combined_state(infos)
     head = next((i for i in infos if not i.is_array_task), infos[0])
     fields: dict = {"slurm_state": head.state[:32]}
@@ -72,46 +73,82 @@ def apply_infos(job: Job, infos: list[JobInfo], *, final: bool = False) -> Job:
         ends = [i.end_time for i in infos if i.end_time]
         fields["finished_at"] = max(ends) if ends else timezone.now()
     moves = bool(state and state != job.status and state in Job.TRANSITIONS.get(job.status, ()))
-    if not job.is_array and not moves and all(getattr(job, k) == v for k, v in fields.items()):
-        return job  # nothing new: no transaction, no write
-    with transaction.atomic():
-        if job.is_array:
-            for info in infos:
-                key = task_key(info)
-                if key is None:
-                    continue
-                JobTask.objects.update_or_create(
-                    job=job,
-                    task_id=key,
-                    defaults={
-                        "slurm_job_id": info.job_id,
-                        "state": info.state[:32],
-                        "reason": info.reason[:255],
-                        "exit_code": info.exit_code,
-                        "accounting": _info_dict(info),
-                    },
-                )
-        if moves:
-            try:
-                transition(
-                    obj=job,
-                    to=state,
-                    transitions=Job.TRANSITIONS,
-                    action=f"job.{state}",
-                    fields=fields,
-                    data={"slurm_state": head.state, "exit_code": fields.get("exit_code")},
-                )
-            except Conflict:
-                pass  # the user cancelled or another poll won; the next cycle sees the new state
-            else:
-                if state in Job.TERMINAL:
-                    enqueue("apps.jobs.tasks.job_finalize", job.pk)
-        else:
-            # A cycle sees most jobs unchanged: write only what Slurm says differently.
-            changed = {k: v for k, v in fields.items() if getattr(job, k) != v}
-            if changed:
-                Job.objects.filter(pk=job.pk, status=job.status).update(**changed, updated_at=timezone.now())
+    return state, fields, moves, head
+
+
+def _write_tasks(job: Job, infos: list[JobInfo]) -> None:
+    for info in infos:
+        key = task_key(info)
+        if key is None:
+            continue
+        JobTask.objects.update_or_create(
+            job=job,
+            task_id=key,
+            defaults={
+                "slurm_job_id": info.job_id,
+                "state": info.state[:32],
+                "reason": info.reason[:255],
+                "exit_code": info.exit_code,
+                "accounting": _info_dict(info),
+            },
+        )
+
+
+def apply_infos(job: Job, infos: list[JobInfo], *, final: bool = False) -> Job:
+    """Record what Slurm says about one job (all rows of an array) with one CAS transition."""
+    apply_many([(job, infos, final)])
     return job
+
+
+def apply_many(items: list[tuple[Job, list[JobInfo], bool]]) -> int:
+    """Record what Slurm says about many jobs (one tracking cycle) in one transaction and a
+    few statements: the jobs whose status moves, one bulk compare-and-swap transition per new
+    status with all their audit events appended at once; the jobs where only Slurm's details
+    changed (state word, reason, expected start), one bulk write guarded by their status;
+    unchanged jobs, nothing at all. Returns how many jobs were written."""
+    moving: dict[str, list[tuple[Job, dict, dict]]] = {}
+    details: list[Job] = []
+    arrays: list[tuple[Job, list[JobInfo]]] = []
+    names: set[str] = set()
+    expected: dict[int, str] = {}
+    now = timezone.now()
+    for job, infos, final in items:
+        state, fields, moves, head = _plan(job, infos, final)
+        if not job.is_array and not moves and all(getattr(job, k) == v for k, v in fields.items()):
+            continue  # nothing new: no write
+        if job.is_array:
+            arrays.append((job, infos))
+        if moves:
+            data = {"slurm_state": head.state, "exit_code": fields.get("exit_code")}
+            moving.setdefault(state, []).append((job, fields, data))
+            continue
+        # A cycle sees most jobs unchanged: write only what Slurm says differently.
+        changed = {k: v for k, v in fields.items() if getattr(job, k) != v}
+        if changed:
+            for k, v in changed.items():
+                setattr(job, k, v)
+            job.updated_at = now
+            names.update(changed)
+            expected[job.pk] = job.status
+            details.append(job)
+    if not (moving or details or arrays):
+        return 0
+    written = 0
+    with transaction.atomic():
+        for job, infos in arrays:
+            _write_tasks(job, infos)
+        if details:
+            written += bulk_write(Job, details, [*names, "updated_at"], only_if="status", expected=expected)
+        for state, changes in moving.items():
+            moved = transition_many(
+                model=Job, changes=changes, to=state, transitions=Job.TRANSITIONS, action=f"job.{state}"
+            )
+            # the others: the user cancelled or another poll won; the next cycle sees the new state
+            written += len(moved)
+            if state in Job.TERMINAL:
+                for job in moved:
+                    enqueue("apps.jobs.tasks.job_finalize", job.pk)
+    return written
 
 
 def complete_record(job: Job, infos: list[JobInfo]) -> bool:

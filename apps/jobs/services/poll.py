@@ -6,14 +6,37 @@ from dataclasses import dataclass
 
 from django.utils import timezone
 
+from apps.clusters.models import ClusterGrant
 from apps.clusters.transport import slurm_client
 from apps.integrations.slurm.base import JobInfo, SlurmError
 
 from ..models import Job
-from .fold import apply_infos, combined_state, complete_record, task_key
+from .fold import apply_many, combined_state, complete_record, task_key
 
 log = logging.getLogger(__name__)
 S = Job.Status
+
+
+_POLL_COLUMNS = (
+    "id",
+    "uuid",
+    "name",
+    "status",
+    "grant",
+    "cluster",
+    "cluster_username",
+    "slurm_job_id",
+    "slurm_state",
+    "reason",
+    "last_error",
+    "estimated_start",
+    "started_at",
+    "finished_at",
+    "exit_code",
+    "accounting",
+    "effective_request",
+    "updated_at",
+)
 
 
 @dataclass
@@ -32,12 +55,17 @@ def jobs_poll() -> PollStats:
     active = (
         Job.objects.filter(status__in=[S.PENDING, S.RUNNING])
         .exclude(slurm_job_id="")
-        .select_related("grant__cluster")
+        # Only what a cycle reads and compares: no script, metrics or parameters, and the
+        # grant and cluster once per group below rather than once per job.
+        .only(*_POLL_COLUMNS)
         .order_by("grant_id")
     )
     groups: dict[int, list[Job]] = {}
     for job in active:
         groups.setdefault(job.grant_id, []).append(job)
+    grants = ClusterGrant.objects.select_related("cluster").in_bulk(list(groups))
+    for grant_id, jobs in groups.items():
+        jobs[0].grant = grants[grant_id]
     stats.clusters = len({jobs[0].cluster_id for jobs in groups.values()})
     for jobs in groups.values():
         stats.groups += 1
@@ -46,7 +74,8 @@ def jobs_poll() -> PollStats:
             stats.slurm_calls += _poll_group(jobs)
         except SlurmError as exc:
             stats.errors += 1
-            log.warning("tracking %s on %s failed: %s", jobs[0].cluster_username, jobs[0].cluster.name, exc.message)
+            cluster = jobs[0].grant.cluster.name
+            log.warning("tracking %s on %s failed: %s", jobs[0].cluster_username, cluster, exc.message)
             _keep_last_known_state(jobs, exc.message)
     return stats
 
@@ -61,7 +90,7 @@ _OUTAGE_PREFIX = "Cluster "
 
 
 def _keep_last_known_state(jobs: list[Job], error: str) -> None:
-    note = OUTAGE_NOTE.format(cluster=jobs[0].cluster.name, since=timezone.now(), error=error[:300])
+    note = OUTAGE_NOTE.format(cluster=jobs[0].grant.cluster.name, since=timezone.now(), error=error[:300])
     # Only jobs not already noted: the first failure's time stays, and one UPDATE per group.
     Job.objects.filter(pk__in=[j.pk for j in jobs], status__in=[S.PENDING, S.RUNNING], last_error="").update(
         last_error=note[:1000]
@@ -97,14 +126,16 @@ def _poll_group(jobs: list[Job]) -> int:
                 accounting.setdefault(info.array_job_id or info.job_id, []).append(info)
             calls += 1
     _clear_outage_note(jobs)
-    # Results are written after the connection is closed, one short transaction per job.
+    # Results are written after the connection is closed, in one transaction for the group.
+    items = []
     for jid, job in by_id.items():
         if jid in accounting and complete_record(job, accounting[jid]):
-            apply_infos(job, accounting[jid], final=True)
+            items.append((job, accounting[jid], True))
         elif jid in seen:
             live = {task_key(i) for i in seen[jid]}
             ended = [i for i in accounting.get(jid, []) if task_key(i) and task_key(i) not in live]
-            apply_infos(job, [*seen[jid], *ended])
+            items.append((job, [*seen[jid], *ended], False))
+    apply_many(items)
     return calls
 
 

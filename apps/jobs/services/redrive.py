@@ -23,14 +23,10 @@ from apps.core.transitions import transition
 
 from ..models import Job
 from .finalize import job_finalize
-from .submit import job_submit
+from .submit import job_lease_name, job_submit
 
 log = logging.getLogger(__name__)
 S = Job.Status
-
-
-def job_lease_name(job_id: int) -> str:
-    return f"job:{job_id}"
 
 
 @dataclass

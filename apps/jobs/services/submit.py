@@ -4,16 +4,21 @@ run, lay out its folder, sbatch, and record the answer.
 The rule: record the intent and commit, talk to the cluster with no transaction open, then
 record the result with a compare-and-swap transition."""
 
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import connections, transaction
+from django.db.models import Min, Q
 from django.utils import timezone
 
 from apps.clusters.models import Cluster
 from apps.clusters.transport import slurm_client
-from apps.core.errors import Conflict, Unavailable
+from apps.core.errors import Unavailable
+from apps.core.leases import work_lease
 from apps.core.tasks import enqueue
-from apps.core.transitions import transition
+from apps.core.transitions import transition, transition_many
 from apps.datasets.selectors import dataset_env
 from apps.datasets.services import dataset_version_verify
 from apps.integrations.mlflow.base import MlflowError, MlflowUnavailable
@@ -110,111 +115,340 @@ def _prepare(job: Job, client: SlurmClient) -> dict[str, str]:
     return env
 
 
+def job_lease_name(job_id: int) -> str:
+    """The lease that says work on this job is in flight (apps.core.leases.work_lease)."""
+    return f"job:{job_id}"
+
+
 def job_submit(*, job_id: int) -> Job | None:
-    """Deliver a queued job to Slurm. Safe to run twice: only the run that moves the job
-    from queued to submitting goes on."""
-    job = Job.objects.select_related("grant__cluster").filter(pk=job_id).first()
+    """Deliver a queued job to Slurm, together with the other due queued jobs of its grant
+    (a bounded batch, see `jobs_submit_batch`). Safe to run twice: only the run that moves a
+    job from queued to submitting delivers it; a task finding its job taken by an earlier
+    batch returns at once."""
+    job = Job.objects.filter(pk=job_id).first()
     if job is None or job.status != S.QUEUED:
         return job
     if job.next_attempt_at and job.next_attempt_at > timezone.now():
         return job
-    try:
-        transition(
-            obj=job,
+    jobs_submit_batch(grant_id=job.grant_id, first=job.pk)
+    return Job.objects.select_related("grant__cluster").get(pk=job.pk)
+
+
+def _batch_size() -> int:
+    return max(1, getattr(settings, "AXLE_SUBMIT_BATCH", 100))
+
+
+def jobs_submit_due() -> int:
+    """Every queued job whose retry time has come (a fresh job has its own task), one batch
+    per grant at a time, grants taking turns (the grant
+    whose oldest due job waited longest first), so a grant with thousands of jobs delays
+    another by one batch at most. Returns how many jobs were taken."""
+    taken = 0
+    while True:
+        now = timezone.now()
+        grants = list(
+            Job.objects.filter(status=S.QUEUED, next_attempt_at__lte=now)
+            .values("grant_id")
+            .annotate(oldest=Min("pk"))
+            .order_by("oldest")
+            .values_list("grant_id", flat=True)
+        )
+        if not grants:
+            return taken
+        round_taken = 0
+        for grant_id in grants:
+            round_taken += len(jobs_submit_batch(grant_id=grant_id))
+        taken += round_taken
+        if not round_taken:
+            return taken
+
+
+def jobs_submit_batch(*, grant_id: int, first: int | None = None, limit: int | None = None) -> list[int]:
+    """Deliver up to `limit` (AXLE_SUBMIT_BATCH) due queued jobs of one grant, oldest first
+    (`first` always among them), in one round trip to the cluster:
+
+    1. one transaction takes them (queued -> submitting, rows locked with SKIP LOCKED so two
+       workers never take the same job) with all their audit events appended at once;
+    2. with no transaction open: each job's MLflow run is created, concurrently (a few
+       threads, each on one kept-alive session), and jobs that need the cluster's files for
+       their inputs (a code commit, an image digest, datasets to verify, a file store) have
+       them resolved one by one as before;
+    3. one `submit_many`: over SSH one command writes every script and environment and runs
+       sbatch for each, printing marker -> job id; over slurmrestd concurrent requests;
+    4. one transaction records every answer (pending, failed with Slurm's words for the one
+       job it refused, unknown when it may or may not exist, queued again when it certainly
+       was not sent), again with all audit events at once.
+
+    A worker killed between 3 and 4 leaves the jobs `submitting`; `jobs_find_stuck` moves them
+    to `unknown` and reconciliation finds each by its marker: never submitted twice."""
+    limit = limit or _batch_size()
+    now = timezone.now()
+    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    candidates = list(
+        Job.objects.filter(grant_id=grant_id, status=S.QUEUED)
+        .filter(due)
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    if first is not None and first not in candidates:
+        candidates = [first, *candidates[: limit - 1]]
+    # Each job's lease says "in flight" to the re-drive (services.redrive) for as long as this
+    # batch works on it; a job whose lease another worker holds is left to that worker. The
+    # caller's task already holds `first`'s.
+    with ExitStack() as leases:
+        held = [
+            pk for pk in candidates if pk == first or leases.enter_context(work_lease(job_lease_name(pk)))
+        ]
+        return _submit_leased(grant_id=grant_id, candidates=held)
+
+
+def _submit_leased(*, grant_id: int, candidates: list[int]) -> list[int]:
+    with transaction.atomic():
+        rows = list(
+            Job.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("grant__cluster", "cluster", "owner", "team")
+            .filter(pk__in=candidates, status=S.QUEUED)
+            .order_by("pk")
+        )
+        jobs = transition_many(
+            model=Job,
+            changes=[(job, {"attempts": job.attempts + 1}, None) for job in rows],
             to=S.SUBMITTING,
             transitions=Job.TRANSITIONS,
             action="job.submitting",
-            fields={"attempts": job.attempts + 1},
         )
-    except Conflict:
-        return job  # another worker took it
+    if not jobs:
+        return []
+    outcome = _Outcome()
+    grant = jobs[0].grant
+    ready: list[Job] = []
+    for job in jobs:
+        job.grant = grant
+        # The job keeps the request checked at creation; the grant may have been narrowed,
+        # revoked or have expired since, and what Slurm gets must fit the grant of now.
+        if problems := validation.grant_problems_at_submission(job=job, grant=grant):
+            message = "The job no longer fits your grant, so it was not submitted: " + "; ".join(problems)
+            outcome.fail(job, "job.grant_refused", message, {"problems": problems})
+        else:
+            ready.append(job)
+    envs: dict[int, dict[str, str]] = {}
+    requests = []
+    if ready:
+        try:
+            with slurm_client(grant) as client:
+                envs = _prepare_many(ready, client, outcome)
+                batch = [job for job in ready if job.pk in envs]
+                requests = [_submit_request(job, envs[job.pk]) for job in batch]
+                _make_folders(client, [job for job in batch if not _needs_cluster_files(job)])
+                answers = _deliver(client, requests) if requests else {}
+        except (Unavailable, TransportError, SlurmError) as exc:
+            for job in ready:
+                if not outcome.decided(job):
+                    outcome.error(job, exc)
+        else:
+            for job in batch:
+                outcome.answer(job, answers.get(job.marker))
+    outcome.record()
+    return [job.pk for job in jobs]
 
-    # The job keeps the request checked at creation; the grant may have been narrowed,
-    # revoked or have expired since, and what Slurm gets must fit the grant of now.
-    if problems := validation.grant_problems_at_submission(job=job, grant=job.grant):
-        message = "The job no longer fits your grant, so it was not submitted: " + "; ".join(problems)
-        return transition(
-            obj=job,
-            to=S.FAILED,
-            transitions=Job.TRANSITIONS,
-            action="job.grant_refused",
-            fields={"failure_message": message, "finished_at": timezone.now()},
-            data={"problems": problems},
-        )
 
-    # No transaction is open from here until the answer is recorded.
+def _make_folders(client: SlurmClient, jobs: list[Job]) -> None:
+    """The job folders, with one command, for a transport whose batch does not make them
+    itself (slurmrestd, whose files are reached over SSH). Best effort, as for one job: a
+    folder that cannot be made, sbatch then says why."""
+    if not jobs or getattr(client, "submit_makes_folders", False):
+        return
     try:
-        with slurm_client(job.grant) as client:
-            env = _prepare(job, client)
-            slurm_job_id = client.submit(_submit_request(job, env))
-    except _Superseded:
-        return Job.objects.get(pk=job.pk)
-    except inputs.InputError as exc:
-        return transition(
-            obj=job,
-            to=S.FAILED,
-            transitions=Job.TRANSITIONS,
-            action="job.inputs_refused",
-            fields={"failure_message": str(exc), "finished_at": timezone.now()},
-            data={"error": str(exc)},
-        )
-    except (MlflowUnavailable, Unavailable) as exc:
-        return _requeue(job, str(exc), what="MLflow or the cluster")
-    except MlflowError as exc:
-        return transition(
-            obj=job,
-            to=S.FAILED,
-            transitions=Job.TRANSITIONS,
-            action="job.tracking_refused",
-            fields={"failure_message": f"MLflow refused the job's run: {exc}", "finished_at": timezone.now()},
-            data={"error": str(exc)},
-        )
-    except SlurmRejected as exc:
-        return transition(
-            obj=job,
-            to=S.FAILED,
-            transitions=Job.TRANSITIONS,
-            action="job.rejected",
-            fields={"failure_message": exc.message, "finished_at": timezone.now(), "last_error": ""},
-            data={"slurm_message": exc.message},
-        )
-    except AmbiguousSubmitError as exc:
-        job = transition(
-            obj=job,
-            to=S.UNKNOWN,
-            transitions=Job.TRANSITIONS,
-            action="job.submit_ambiguous",
-            fields={"unknown_since": timezone.now(), "last_error": exc.message},
-            data={"error": exc.message},
-        )
-        enqueue("apps.jobs.tasks.job_reconcile", job.pk)
-        return job
-    except TransportError as exc:
-        if exc.permanent:
-            return transition(
-                obj=job,
-                to=S.FAILED,
-                transitions=Job.TRANSITIONS,
-                action="job.submit_failed",
-                fields={"failure_message": exc.message, "finished_at": timezone.now()},
-                data={"error": exc.message},
-            )
-        return _requeue(job, exc.message)
-    except SlurmError as exc:
-        return _requeue(job, exc.message)
-    return transition(
-        obj=job,
-        to=S.PENDING,
-        transitions=Job.TRANSITIONS,
-        action="job.submitted",
-        fields={
-            "slurm_job_id": slurm_job_id,
-            "submitted_at": timezone.now(),
-            "last_error": "",
-            "next_attempt_at": None,
-        },
-        data={"slurm_job_id": slurm_job_id},
+        client.files.run(["mkdir", "-p", "--", *sorted({job.workdir for job in jobs})])
+    except (UnsupportedOperation, RemoteCommandFailed, TransportError):
+        pass
+
+
+def _deliver(client: SlurmClient, requests: list[SubmitRequest]) -> dict[str, str | SlurmError]:
+    many = getattr(client, "submit_many", None)
+    if many is not None:
+        return many(requests)
+    answers: dict[str, str | SlurmError] = {}
+    for req in requests:  # a client without batches (a test double): one call each
+        try:
+            answers[req.comment] = client.submit(req)
+        except SlurmError as exc:
+            answers[req.comment] = exc
+    return answers
+
+
+def _needs_cluster_files(job: Job) -> bool:
+    return bool(
+        (job.code_repo and not job.code_commit)
+        or job.image_path
+        or job.verify_datasets
+        or job.tracking_mode == Cluster.TrackingMode.FILE
     )
+
+
+_MLFLOW_THREADS = 8
+
+
+def _open_run(job: Job) -> tuple[str, str, dict[str, str]]:
+    """The job's MLflow run and its environment; runs in a worker thread, touching no
+    database (the job comes with its owner, team and cluster loaded)."""
+    experiment_id, run_id = tracking.start_run(job)
+    job.mlflow_experiment_id, job.mlflow_run_id = experiment_id, run_id
+    return experiment_id, run_id, tracking.job_environment(job, experiment_id, run_id)
+
+
+def _open_run_in_thread(job: Job) -> tuple[str, str, dict[str, str]]:
+    try:
+        return _open_run(job)
+    finally:
+        connections.close_all()  # this thread's, should anything have opened one
+
+
+def _prepare_many(jobs: list[Job], client: SlurmClient, outcome: "_Outcome") -> dict[int, dict[str, str]]:
+    """Each job's environment, its MLflow run opened; jobs that failed or were superseded
+    are left out (their outcome is recorded in `outcome`)."""
+    envs: dict[int, dict[str, str]] = {}
+    versions = {job.pk: list(job.dataset_versions.select_related("dataset")) for job in jobs}
+    simple = [job for job in jobs if not _needs_cluster_files(job)]
+    for job in jobs:
+        if job in simple:
+            continue
+        try:
+            envs[job.pk] = _prepare(job, client)
+        except _Superseded:
+            outcome.superseded(job)
+        except (inputs.InputError, MlflowError, Unavailable) as exc:
+            outcome.error(job, exc)
+    if not simple:
+        return envs
+    opened: dict[int, tuple[str, str, dict[str, str]]] = {}
+    # One experiment for many jobs (a user's or a team's): found once per batch, not per job.
+    experiments: dict[str, str | Exception] = {}
+    for job in simple if len(simple) > 1 else []:
+        if job.mlflow_experiment_id:
+            continue
+        name = tracking.experiment_name(job)
+        if name not in experiments:
+            experiments[name] = _call(tracking.client().ensure_experiment, name)
+        if not isinstance(experiments[name], Exception):
+            job.mlflow_experiment_id = experiments[name]
+    if len(simple) == 1:
+        results = {simple[0].pk: _call(_open_run, simple[0])}
+    else:
+        # Each run is a few HTTP calls to MLflow (experiment, run, parameters, the job's
+        # login): a few at a time, each thread on its own kept-alive session.
+        with ThreadPoolExecutor(max_workers=min(_MLFLOW_THREADS, len(simple)), thread_name_prefix="mlflow-run") as pool:
+            futures = {job.pk: pool.submit(_open_run_in_thread, job) for job in simple}
+        results = {pk: _call(future.result) for pk, future in futures.items()}
+    for job in simple:
+        result = results[job.pk]
+        if isinstance(result, Exception):
+            outcome.error(job, result)
+        else:
+            opened[job.pk] = result
+    # Resolving may outlast AXLE_SUBMIT_STUCK_SECONDS: a job taken for stuck meanwhile is
+    # another worker's now, and a sbatch from here would make a second job.
+    with transaction.atomic():
+        mine = set(
+            Job.objects.select_for_update()
+            .filter(pk__in=list(opened), status=S.SUBMITTING)
+            .values_list("pk", flat=True)
+        )
+        now = timezone.now()
+        kept = []
+        for job in simple:
+            if job.pk not in opened:
+                continue
+            if job.pk not in mine:
+                outcome.superseded(job)
+                continue
+            job.updated_at = now
+            kept.append(job)
+        Job.objects.bulk_update(kept, ["mlflow_experiment_id", "mlflow_run_id", "updated_at"], batch_size=500)
+    for job in kept:
+        env = {**opened[job.pk][2], **dataset_env(versions[job.pk])}
+        if job.code_repo:
+            env.update(AXLE_CODE_REPO=job.code_repo, AXLE_CODE_COMMIT=job.code_commit)
+        if job.image_path:
+            env["AXLE_IMAGE"] = job.image_path
+        envs[job.pk] = env
+    return envs
+
+
+def _call(func, *args):
+    try:
+        return func(*args)
+    except (MlflowError, Unavailable) as exc:
+        return exc
+
+
+class _Outcome:
+    """What became of each job of a batch, recorded at the end in one transaction: one bulk
+    transition per kind of outcome, all their audit events appended together."""
+
+    def __init__(self) -> None:
+        self.groups: dict[tuple[str, str], list[tuple[Job, dict, dict | None]]] = {}
+        self.ambiguous: list[Job] = []
+        self._decided: set[int] = set()
+
+    def decided(self, job: Job) -> bool:
+        return job.pk in self._decided
+
+    def _add(self, job: Job, to: str, action: str, fields: dict, data: dict | None) -> None:
+        self._decided.add(job.pk)
+        self.groups.setdefault((to, action), []).append((job, fields, data))
+
+    def superseded(self, job: Job) -> None:
+        self._decided.add(job.pk)
+
+    def fail(self, job: Job, action: str, message: str, data: dict) -> None:
+        self._add(job, S.FAILED, action, {"failure_message": message, "finished_at": timezone.now()}, data)
+
+    def requeue(self, job: Job, error: str, what: str = "") -> None:
+        retry_at = timezone.now() + _backoff(job.attempts)
+        what = what or f"Cluster {job.cluster.name}"
+        message = f"{what} could not be reached ({error}); trying again at {retry_at:%H:%M:%S} UTC."
+        self._add(
+            job, S.QUEUED, "job.submit_delayed", {"next_attempt_at": retry_at, "last_error": message}, {"error": error}
+        )
+
+    def error(self, job: Job, exc: Exception) -> None:
+        if isinstance(exc, inputs.InputError):
+            self.fail(job, "job.inputs_refused", str(exc), {"error": str(exc)})
+        elif isinstance(exc, MlflowUnavailable | Unavailable):
+            self.requeue(job, str(exc), what="MLflow or the cluster")
+        elif isinstance(exc, MlflowError):
+            message = f"MLflow refused the job's run: {exc}"
+            self.fail(job, "job.tracking_refused", message, {"error": str(exc)})
+        elif isinstance(exc, SlurmRejected):
+            fields = {"failure_message": exc.message, "finished_at": timezone.now(), "last_error": ""}
+            self._add(job, S.FAILED, "job.rejected", fields, {"slurm_message": exc.message})
+        elif isinstance(exc, AmbiguousSubmitError):
+            fields = {"unknown_since": timezone.now(), "last_error": exc.message}
+            self._add(job, S.UNKNOWN, "job.submit_ambiguous", fields, {"error": exc.message})
+            self.ambiguous.append(job)
+        elif isinstance(exc, TransportError) and exc.permanent:
+            self.fail(job, "job.submit_failed", exc.message, {"error": exc.message})
+        elif isinstance(exc, SlurmError):
+            self.requeue(job, exc.message)
+        else:
+            raise exc
+
+    def answer(self, job: Job, answer: str | SlurmError | None) -> None:
+        if answer is None:
+            answer = AmbiguousSubmitError("The cluster gave no answer for this job; it may or may not exist.")
+        if isinstance(answer, SlurmError):
+            self.error(job, answer)
+            return
+        fields = {"slurm_job_id": answer, "submitted_at": timezone.now(), "last_error": "", "next_attempt_at": None}
+        self._add(job, S.PENDING, "job.submitted", fields, {"slurm_job_id": answer})
+
+    def record(self) -> None:
+        with transaction.atomic():
+            for (to, action), changes in self.groups.items():
+                transition_many(model=Job, changes=changes, to=to, transitions=Job.TRANSITIONS, action=action)
+            if self.ambiguous:
+                enqueue("apps.jobs.tasks.jobs_reconcile")
 
 
 def _requeue(job: Job, error: str, what: str = "") -> Job:

@@ -1,0 +1,68 @@
+"""Writing many rows' fields in a few statements.
+
+Django's `bulk_update` builds a `CASE WHEN pk=… THEN …` per field and row in Python, which
+for a tracking cycle of 10,000 jobs costs more CPU than the cycle itself. On PostgreSQL this
+writes each chunk with one `UPDATE … FROM (VALUES …)`; elsewhere it falls back on
+`bulk_update`."""
+
+from collections.abc import Iterable, Sequence
+
+from django.db import connection, models
+
+CHUNK = 1000
+
+
+def bulk_write(
+    model: type[models.Model],
+    objs: Sequence[models.Model],
+    names: Iterable[str],
+    *,
+    only_if: str | None = None,
+    expected: dict | None = None,
+) -> int:
+    """Write the fields `names` of every obj (their in-memory values). With `only_if`, a row
+    is written only while its column `only_if` still holds `expected[obj.pk]` (a
+    compare-and-swap per row). Returns the number of rows written."""
+    names = sorted(set(names))
+    if not objs or not names:
+        return 0
+    if connection.vendor != "postgresql":
+        if only_if:
+            current = dict(model.objects.filter(pk__in=[o.pk for o in objs]).values_list("pk", only_if))
+            objs = [o for o in objs if current.get(o.pk) == expected[o.pk]]
+        return model.objects.bulk_update(objs, names, batch_size=CHUNK) if objs else 0
+    meta = model._meta
+    fields = [meta.get_field(name) for name in names]
+    pk = meta.pk
+    table = connection.ops.quote_name(meta.db_table)
+    quote = connection.ops.quote_name
+    columns = [pk, *fields]
+    cast = [f"%s::{f.db_type(connection)}" for f in columns]
+    value_names = ["pk", *[f"v{i}" for i in range(len(fields))]]
+    if only_if:
+        guard = meta.get_field(only_if)
+        cast.append(f"%s::{guard.db_type(connection)}")
+        value_names.append("guard")
+    row_sql = "(" + ", ".join(cast) + ")"
+    sets = ", ".join(f"{quote(f.column)} = v.v{i}" for i, f in enumerate(fields))
+    where = f"t.{quote(pk.column)} = v.pk"
+    if only_if:
+        where += f" AND t.{quote(guard.column)} = v.guard"
+    written = 0
+    with connection.cursor() as cursor:
+        for start in range(0, len(objs), CHUNK):
+            chunk = objs[start : start + CHUNK]
+            params: list = []
+            for obj in chunk:
+                params.append(pk.get_db_prep_value(obj.pk, connection))
+                for f in fields:
+                    params.append(f.get_db_prep_save(getattr(obj, f.attname), connection))
+                if only_if:
+                    params.append(guard.get_db_prep_value(expected[obj.pk], connection))
+            sql = (
+                f"UPDATE {table} AS t SET {sets} FROM (VALUES {', '.join([row_sql] * len(chunk))}) "
+                f"AS v({', '.join(value_names)}) WHERE {where}"
+            )
+            cursor.execute(sql, params)
+            written += cursor.rowcount
+    return written

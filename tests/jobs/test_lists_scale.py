@@ -1,0 +1,151 @@
+"""Job lists that stay flat in N and in depth: lean list items, keyset pages, indexes for
+every filter, 304 for the live parts when nothing changed, a home page in a fixed number of
+queries."""
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from apps.jobs import selectors
+from apps.jobs.models import Job
+from tests.factories import ClusterFactory, ClusterGrantFactory
+from tests.registry.conftest import make_job
+
+pytestmark = pytest.mark.django_db
+
+S = Job.Status
+
+
+@pytest.fixture
+def grant(alice):
+    return ClusterGrantFactory(user=alice, cluster=ClusterFactory(name="hpc"))
+
+
+def test_the_api_list_is_lean_and_the_detail_full(api, alice, grant):
+    job = make_job(alice, grant=grant, parameters={"LR": "0.1"}, accounting={"node_list": "n1"})
+    api.force_authenticate(alice)
+    [item] = api.get("/api/v1/jobs/").json()["results"]
+    assert item["id"] == str(job.uuid) and item["status"] == job.status and item["cluster"] == "hpc"
+    for heavy in ("script", "parameters", "effective_request", "accounting", "metrics", "inputs"):
+        assert heavy not in item
+    detail = api.get(f"/api/v1/jobs/{job.uuid}/").json()
+    assert detail["script"] == job.script and detail["parameters"] == {"LR": "0.1"}
+
+
+def test_the_next_links_walk_every_job_once_even_when_they_share_a_moment(api, alice, grant):
+    jobs = [make_job(alice, grant=grant) for _ in range(7)]
+    same = timezone.now()
+    Job.objects.filter(pk__in=[j.pk for j in jobs[2:6]]).update(created_at=same)
+    api.force_authenticate(alice)
+    seen, url, pages = [], "/api/v1/jobs/?limit=3", 0
+    while url:
+        body = api.get(url).json()
+        seen += [item["id"] for item in body["results"]]
+        pages += 1
+        if pages > 1:
+            assert body["count"] is None and body["previous"] is None  # keyset pages do not count
+        url = body["next"]
+    assert sorted(seen) == sorted(str(j.uuid) for j in jobs) and len(seen) == 7
+    expected = list(Job.objects.filter(owner=alice).order_by("-created_at", "-id").values_list("uuid", flat=True))
+    assert seen == [str(u) for u in expected]
+
+
+def test_offset_pages_still_count_and_a_forged_cursor_is_refused(api, alice, grant):
+    for _ in range(5):
+        make_job(alice, grant=grant)
+    api.force_authenticate(alice)
+    body = api.get("/api/v1/jobs/?limit=2&offset=2").json()
+    assert body["count"] == 5 and len(body["results"]) == 2 and "cursor=" in body["next"]
+    response = api.get("/api/v1/jobs/?cursor=bm90LWEtY3Vyc29y")
+    assert response.status_code == 400 and "cursor" in response.json()["detail"]
+
+
+def test_the_live_list_answers_304_until_a_job_changes(client, alice, grant):
+    job = make_job(alice, grant=grant, status=S.PENDING)
+    client.force_login(alice)
+    first = client.get("/jobs/?status=active", headers={"HX-Request": "true"})
+    assert first.status_code == 200 and job.name in first.content.decode()
+    etag = first["ETag"]
+    again = client.get("/jobs/?status=active", headers={"HX-Request": "true", "If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    Job.objects.filter(pk=job.pk).update(status=S.RUNNING, updated_at=timezone.now())
+    changed = client.get("/jobs/?status=active", headers={"HX-Request": "true", "If-None-Match": etag})
+    assert changed.status_code == 200 and changed["ETag"] != etag
+
+
+def test_the_live_status_part_answers_304_until_the_job_changes(client, alice, grant):
+    job = make_job(alice, grant=grant, status=S.PENDING)
+    client.force_login(alice)
+    url = f"/jobs/{job.uuid}/?part=status"
+    first = client.get(url, headers={"HX-Request": "true"})
+    assert first.status_code == 200
+    again = client.get(url, headers={"HX-Request": "true", "If-None-Match": first["ETag"]})
+    assert again.status_code == 304
+    Job.objects.filter(pk=job.pk).update(status=S.RUNNING, updated_at=timezone.now())
+    assert client.get(url, headers={"HX-Request": "true", "If-None-Match": first["ETag"]}).status_code == 200
+
+
+def test_a_deep_page_of_the_list_shows_the_right_jobs(client, alice, grant):
+    jobs = [make_job(alice, grant=grant) for _ in range(30)]
+    client.force_login(alice)
+    page = client.get("/jobs/?page=2")
+    shown = [j for j in jobs if str(j.uuid) in page.content.decode()]
+    oldest_first = sorted(jobs, key=lambda j: (j.created_at, j.pk))
+    assert shown == oldest_first[:5]
+
+
+def test_the_home_page_costs_the_same_few_queries_for_3_or_30_jobs(client, alice, grant, django_assert_max_num_queries):
+    client.force_login(alice)
+    for _ in range(3):
+        make_job(alice, grant=grant)
+    with django_assert_max_num_queries(20) as few:
+        assert client.get("/").status_code == 200
+    for _ in range(27):
+        make_job(alice, grant=grant)
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        assert client.get("/").status_code == 200
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("kwargs", "index"),
+    [
+        ({}, "jobs_owner_created"),
+        ({"status": "running"}, "jobs_owner_status_created"),
+        ({"status": "active"}, "jobs_owner_active_created"),
+        ({"cluster": "hpc"}, "jobs_owner_cluster_created"),
+    ],
+)
+def test_every_list_filter_reads_an_index_in_the_lists_order(alice, grant, kwargs, index):
+    if connection.vendor != "postgresql":
+        pytest.skip("the indexes are checked on PostgreSQL")
+    # Enough rows, with the planner's statistics, for a filter's own index to be the cheap one:
+    # 1 job in 50 running, and on cluster hpc.
+    first = make_job(alice, grant=grant)
+    elsewhere = ClusterGrantFactory(user=alice, cluster=ClusterFactory(name="other"))
+    Job.objects.bulk_create(
+        Job(
+            owner=alice,
+            grant=grant if i % 50 == 0 else elsewhere,
+            cluster=grant.cluster if i % 50 == 0 else elsewhere.cluster,
+            name=f"bulk-{i}",
+            status=S.RUNNING if i % 50 == 0 else S.COMPLETED,
+            script=first.script,
+            script_sha256=first.script_sha256,
+            cluster_username=first.cluster_username,
+            marker=f"axle-test-bulk-{i}-{first.pk}",
+            workdir=f"/scratch/bulk/{i}",
+        )
+        for i in range(2000)
+    )
+    qs = selectors.job_list(user=alice, **kwargs).select_related(None).prefetch_related(None)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE jobs_job")
+        cursor.execute("SET LOCAL enable_sort = off")  # the index must serve the order too
+        sql, params = qs[:25].query.sql_with_params()
+        cursor.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    # That filter's own index, or (for one status) the one of active jobs: any of them reads
+    # the page in order, so no Sort and no scan of every job.
+    assert "Sort" not in plan and "Seq Scan" not in plan, plan
+    assert index in plan or (kwargs.get("status") and "jobs_owner_active_created" in plan), plan

@@ -1,0 +1,179 @@
+"""Batched submission against the real local Slurm cluster, through both transports: a
+batch of a grant's queued jobs goes in one round trip, each job gets its own answer, and a
+batch cut off half-way is reconciled by markers, never submitted again."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from apps.audit.models import AuditEvent
+from apps.audit.selectors import audit_verify
+from apps.clusters import transport
+from apps.clusters.models import Cluster
+from apps.clusters.transport import slurm_client
+from apps.integrations.slurm import ssh as ssh_transport
+from apps.integrations.slurm.base import AmbiguousSubmitError
+from apps.jobs import services
+from apps.jobs.models import Job
+from apps.jobs.services import submit as submitting
+from tests.jobs.test_contract import assert_found_by_its_marker, script
+from tests.local_cluster import LOCAL_CLUSTER_MISSING, local_cluster_env, make_local_cluster, make_local_grant
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+S = Job.Status
+
+
+@pytest.fixture(params=["ssh", "rest"])
+def grant(request, alice):
+    if local_cluster_env() is None:
+        pytest.skip(LOCAL_CLUSTER_MISSING)
+    cluster = make_local_cluster(request.param, f"local-{request.param}")
+    return make_local_grant(cluster, alice, "scientist", max_cpus=2, max_array_size=10, max_time_minutes=60)
+
+
+def create(grant, n, name="batch", overrides=None) -> list[Job]:
+    jobs = []
+    for i in range(n):
+        body = (overrides or {}).get(i, ("true",))
+        job = services.job_create(user=grant.user, cluster=grant.cluster, name=f"{name}-{i}", script=script(*body))
+        jobs.append(job)
+    return jobs
+
+
+def cancel(grant, jobs) -> None:
+    with slurm_client(grant) as client:
+        for job in jobs:
+            job.refresh_from_db()
+            if job.slurm_job_id:
+                try:
+                    client.cancel(job.slurm_job_id)
+                except Exception:
+                    pass
+
+
+def test_a_batch_goes_in_one_round_trip_and_one_refusal_fails_alone(grant, monkeypatch):
+    # A node Slurm does not have: refused at submission whatever else is queued (unlike
+    # --mem=100T, which Slurm accepts while a job with a higher priority waits ahead of it).
+    jobs = create(grant, 4, overrides={2: ("hostname", "#SBATCH --nodelist=axle-no-such-node")}, name="refusal")
+    calls = []
+    real = transport.slurm_client
+
+    class Counting:
+        def __init__(self, g):
+            self.cm = real(g)
+
+        def __enter__(self):
+            self.client = self.cm.__enter__()
+            original = self.client.submit_many
+
+            def submit_many(reqs):
+                calls.append(len(reqs))
+                return original(reqs)
+
+            self.client.submit_many = submit_many
+            return self.client
+
+        def __exit__(self, *exc):
+            del self.client.submit_many
+            return self.cm.__exit__(*exc)
+
+    monkeypatch.setattr(submitting, "slurm_client", Counting)
+    with CaptureQueriesContext(connection) as queries:
+        services.job_submit(job_id=jobs[0].pk)
+    try:
+        assert calls == [4]  # one delivery for the whole batch
+        for i, job in enumerate(jobs):
+            job.refresh_from_db()
+            if i == 2:
+                assert job.status == S.FAILED and not job.slurm_job_id
+                assert "Invalid node name specified" in job.failure_message, job.failure_message
+                [refused] = AuditEvent.objects.filter(subject_id=str(job.uuid), action="job.rejected")
+                assert refused.after["slurm_message"] == job.failure_message
+            else:
+                assert job.status == S.PENDING and job.slurm_job_id and job.attempts == 1, job.last_error
+                assert job.mlflow_run_id
+        ids = [j.slurm_job_id for j in jobs if j.slurm_job_id]
+        assert len(set(ids)) == 3
+        # The statements do not grow with the batch: taking, recording and auditing are bulk.
+        assert len(queries) < 60, len(queries)
+        assert audit_verify().ok
+    finally:
+        cancel(grant, jobs)
+
+
+def test_a_batch_cut_off_after_its_first_answer_is_reconciled_never_resubmitted(grant, monkeypatch):
+    jobs = create(grant, 3, name="cutoff")
+    if grant.cluster.transport == Cluster.Transport.SSH:
+        # The real command runs to the end on the cluster; the hub sees the connection break
+        # after the first job's line, as when the network drops half-way.
+        real_run = ssh_transport.SSHClient.run
+
+        def run(self, args, *, stdin=None, timeout=None):
+            result = real_run(self, args, stdin=stdin, timeout=timeout)
+            if args[:3] == ["/bin/sh", "-c", ssh_transport._BATCH_BOOT]:
+                lines = result.stdout.split(b"\n")
+                first = next(i for i, line in enumerate(lines) if line.startswith(b"AXLE\t"))
+                partial = b"\n".join(lines[: first + 1]) + b"\n" + lines[first + 1][:7]
+                raise ssh_transport._ConnectionLost("connection reset", partial)
+            return result
+
+        monkeypatch.setattr(ssh_transport.SSHClient, "run", run)
+    else:
+        from apps.integrations.slurm import rest
+
+        real_many = rest.RestClient.submit_many
+
+        def submit_many(self, reqs):
+            answers = real_many(self, reqs)
+            return {
+                marker: answer if i == 0 else AmbiguousSubmitError("the answer was lost")
+                for i, (marker, answer) in enumerate(answers.items())
+            }
+
+        monkeypatch.setattr(rest.RestClient, "submit_many", submit_many)
+    services.job_submit(job_id=jobs[0].pk)
+    monkeypatch.undo()
+    try:
+        for job in jobs:
+            job.refresh_from_db()
+        assert jobs[0].status == S.PENDING and jobs[0].slurm_job_id
+        assert [j.status for j in jobs[1:]] == [S.UNKNOWN, S.UNKNOWN]
+        services.jobs_reconcile_unknown()
+        for job in jobs[1:]:
+            job.refresh_from_db()
+            assert_found_by_its_marker(grant, job, after="job.submit_ambiguous")
+        with slurm_client(grant) as client:
+            found = client.find_by_comments([j.marker for j in jobs])
+        assert sorted(len([i for i in found[j.marker] if not i.is_array_task]) for j in jobs) == [1, 1, 1]
+    finally:
+        cancel(grant, jobs)
+
+
+@pytest.fixture
+def ssh_grant(alice):
+    if local_cluster_env() is None:
+        pytest.skip(LOCAL_CLUSTER_MISSING)
+    cluster = make_local_cluster("ssh", "local-ssh")
+    return make_local_grant(cluster, alice, "scientist", max_cpus=2, max_array_size=10, max_time_minutes=60)
+
+
+def test_a_batch_that_never_reached_sbatch_is_queued_again(ssh_grant, monkeypatch):
+    # Over SSH only: slurmrestd has no stream, each request is sent whole or not at all.
+    grant = ssh_grant
+    jobs = create(grant, 2, name="cutshort")
+    real_run = ssh_transport.SSHClient.run
+
+    def run(self, args, *, stdin=None, timeout=None):
+        if args[:3] == ["/bin/sh", "-c", ssh_transport._BATCH_BOOT]:
+            stdin = stdin[:-5]  # the stream arrives cut short: the program refuses to start any sbatch
+        return real_run(self, args, stdin=stdin, timeout=timeout)
+
+    monkeypatch.setattr(ssh_transport.SSHClient, "run", run)
+    services.job_submit(job_id=jobs[0].pk)
+    monkeypatch.undo()
+    for job in jobs:
+        job.refresh_from_db()
+        assert job.status == S.QUEUED and "nothing was submitted" in job.last_error, job.last_error
+    with slurm_client(grant) as client:
+        assert client.find_by_comments([j.marker for j in jobs]) == {}
