@@ -44,12 +44,6 @@ def job_list(*, user, status: str = "", cluster: str = "", q: str = "") -> Query
     return qs
 
 
-def job_list_changed_at(*, user):
-    """When any of the user's jobs last changed (one index read): what the live list's
-    fragment compares to answer 304 Not Modified when nothing did."""
-    return Job.objects.filter(owner=user).order_by("-updated_at").values_list("updated_at", flat=True).first()
-
-
 def job_get(*, user, job_id) -> Job:
     """A job of the user's own; anybody else's answers as if it did not exist."""
     try:
