@@ -131,8 +131,6 @@ class Job(BaseModel):
                 condition=~models.Q(status__in=ACTIVE_EXCLUDES),
                 name="jobs_owner_active_created",
             ),
-            # The live list's "has anything changed" question: the newest change of a user's jobs.
-            models.Index(fields=["owner", "-updated_at"], name="jobs_owner_updated"),
         ]
         constraints = [
             models.UniqueConstraint(
