@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "apps.jobs",
     "apps.datasets",
     "apps.sweeps",
+    "apps.pipelines",
     "apps.registry",
     "apps.lineage",
     "apps.serving",

@@ -360,6 +360,11 @@ class SlurmClient(Protocol):
 
     def cancel(self, job_id: str) -> None: ...
 
+    def cancel_many(self, job_ids: Sequence[str]) -> None:
+        """Cancel many jobs: one scancel over SSH; slurmrestd v0.0.38 has no batch delete,
+        so one DELETE each there."""
+        ...
+
     def cluster_state(self) -> ClusterState: ...
 
     def ping(self) -> None:

@@ -388,6 +388,11 @@ class RestClient:
     def cancel(self, job_id: str) -> None:
         self._request("DELETE", "slurm", f"job/{job_id}")
 
+    def cancel_many(self, job_ids: Sequence[str]) -> None:
+        # v0.0.38 deletes one job per request (v0.0.40 added DELETE /jobs).
+        for job_id in job_ids:
+            self.cancel(job_id)
+
     @property
     def files(self) -> ClusterFiles:
         return self._files

@@ -472,6 +472,13 @@ class SSHClient:
         if result.exit_status != 0 or result.err:
             raise SlurmRejected(result.err or f"scancel exited with status {result.exit_status}")
 
+    def cancel_many(self, job_ids: Sequence[str]) -> None:
+        if not job_ids:
+            return
+        result = self._query(self.slurm_command(["scancel", *job_ids]))
+        if result.exit_status != 0:
+            raise SlurmRejected(result.err or f"scancel exited with status {result.exit_status}")
+
     def cluster_state(self) -> ClusterState:
         delimiter = parsing.new_delimiter()
         result = self._slurm(parsing.sinfo_args(delimiter))

@@ -3,6 +3,7 @@ script), record the job with every input, and queue its submission."""
 
 import hashlib
 import uuid as uuid_lib
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from django.db import transaction
@@ -47,9 +48,13 @@ def job_create(
     verify_datasets: bool = False,
     register_model_as: str = "",
     team=None,
+    extra_args: Sequence[str] = (),
 ) -> Job:
     """Check the script and its inputs against the user's grant, record the job with every
-    input, and queue its submission. Nothing recorded here can change afterwards."""
+    input, and queue its submission. Nothing recorded here can change afterwards.
+
+    ``extra_args`` are the hub's own further sbatch options (a pipeline step's
+    ``--dependency``), added after the script was checked against the grant."""
     grant = grant_for_submission(user=user, cluster=cluster)
     if grant is None:
         raise PermissionDenied(f"You have no active grant on cluster {cluster.name}.")
@@ -95,7 +100,7 @@ def job_create(
             script_sha256=hashlib.sha256(script.encode("utf-8")).hexdigest(),
             parameters=result.parameters,
             effective_request=result.effective_request,
-            hub_args=result.hub_args,
+            hub_args=[*result.hub_args, *extra_args],
             script_directives=result.script_directives,
             cluster_username=grant.cluster_username,
             marker=f"axle-{job_uuid.hex}",
