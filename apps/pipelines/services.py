@@ -309,7 +309,7 @@ def pipeline_run_advance(*, run_id: int) -> PipelineRun:
         pk=run_id
     )
     spec = spec_of(run)
-    _record_ended(run)
+    _record_ended(run, spec)
     steps = {s.name: s for s in run.steps.select_related("job").prefetch_related("outputs")}
     if run.status == R.RUNNING:
         _cancel_orphans(run, steps)
@@ -320,7 +320,7 @@ def pipeline_run_advance(*, run_id: int) -> PipelineRun:
     return run
 
 
-def _record_ended(run: PipelineRun) -> None:
+def _record_ended(run: PipelineRun, spec: spec_lib.Spec) -> None:
     """Steps whose job ended: outputs checksummed (one list and one sha256_many per step),
     state recorded. A failed step fails the run, naming it."""
     ended = list(
@@ -337,11 +337,12 @@ def _record_ended(run: PipelineRun) -> None:
             except SlurmError:
                 continue  # the cluster is unreachable: the next pass records them
             with transaction.atomic():
+                for out in recorded:
+                    out.save(update_fields=["sha256", "size", "file_count", "recorded_at"])
+                key = _step_key(run, spec, spec.steps[step.name]) if step.name in spec.steps else ""
                 if StepRun.objects.filter(pk=step.pk, state=ST.SUBMITTED).update(
-                    state=ST.COMPLETED, updated_at=timezone.now(), **times
+                    state=ST.COMPLETED, cache_key=key, updated_at=timezone.now(), **times
                 ):
-                    for out in recorded:
-                        out.save(update_fields=["sha256", "size", "file_count", "recorded_at"])
                     audit_record(
                         action="pipeline_step.completed",
                         subject=run,
@@ -433,6 +434,28 @@ def cache_key(*, script_sha256: str, parameters: dict, commit: str, image_digest
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def _step_key(run: PipelineRun, spec: spec_lib.Spec, s: spec_lib.Step) -> str:
+    """The step's cache key, or "" while an input's checksum is not known (its step has not
+    completed yet). A step that ran records its key when it completes, for later runs."""
+    sums = {}
+    for in_name, (src, out) in s.inputs.items():
+        source = (
+            StepOutput.objects.filter(step__run=run, step__name=src, name=out, step__state__in=StepRun.DONE)
+            .exclude(sha256="")
+            .first()
+        )
+        if source is None:
+            return ""
+        sums[in_name] = source.sha256
+    return cache_key(
+        script_sha256=hashlib.sha256(s.script.encode("utf-8")).hexdigest(),
+        parameters=_step_parameters(spec, s),
+        commit=run.commit,
+        image_digest="",
+        inputs=sums,
+    )
+
+
 def _ready(need: StepRun) -> bool:
     """A need lets its dependents be submitted once it is done or has a Slurm id."""
     return need.state in StepRun.DONE or (need.state == ST.SUBMITTED and bool(need.job and need.job.slurm_job_id))
@@ -455,23 +478,11 @@ def _submit_ready(run: PipelineRun, spec: spec_lib.Spec, steps: dict[str, StepRu
         outputs = {o.name: o for o in step.outputs.all()}
         params = _step_parameters(spec, s)
         env = {spec_lib.output_env(name): o.path for name, o in outputs.items()}
-        input_sums: dict[str, str] | None = {}
         for in_name, (src, out) in s.inputs.items():
             source = next(o for o in steps[src].outputs.all() if o.name == out)
             env[spec_lib.input_env(in_name)] = source.path
-            if input_sums is not None and steps[src].state in StepRun.DONE and source.sha256:
-                input_sums[in_name] = source.sha256
-            else:
-                input_sums = None  # made by a step still on Slurm: unknown yet, so no cache hit
-        key = ""
-        if input_sums is not None:
-            key = cache_key(
-                script_sha256=hashlib.sha256(s.script.encode("utf-8")).hexdigest(),
-                parameters=params,
-                commit=run.commit,
-                image_digest="",
-                inputs=input_sums,
-            )
+        key = _step_key(run, spec, s)
+        if key:
             if s.cache and _reuse(run, step, key):
                 step.refresh_from_db()
                 continue
