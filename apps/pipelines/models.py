@@ -1,3 +1,5 @@
+import uuid as uuid_lib
+
 from django.conf import settings
 from django.db import models
 
@@ -138,6 +140,7 @@ class StepRun(models.Model):
 class StepOutput(models.Model):
     """A named output folder of a step, with its checksum once the step completed."""
 
+    uuid = models.UUIDField(default=uuid_lib.uuid4, unique=True, editable=False)
     step = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="outputs")
     name = models.CharField(max_length=100)
     path = models.CharField(max_length=1000)
