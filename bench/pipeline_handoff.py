@@ -89,9 +89,14 @@ def run_axle(user, grant, repo: str, name: str, folders: list[str], submitted: l
     steps = list(run.steps.select_related("job").order_by("position"))
     folders += [run.folder, *(s.job.workdir for s in steps if s.job)]
     submitted += [s.job.slurm_job_id for s in steps if s.job and s.job.slurm_job_id]
-    missing = [s.name for s in steps if s.state != StepRun.State.SUBMITTED or not s.job.slurm_job_id]
+    missing = [
+        (s.name, s.state, s.message, s.job and (s.job.status, s.job.last_error, s.job.failure_message))
+        for s in steps
+        if s.state != StepRun.State.SUBMITTED or not s.job.slurm_job_id
+    ]
     if missing:
-        c.die(f"steps not on Slurm after one pass: {missing} ({run.message})", 1)
+        run.refresh_from_db()
+        c.die(f"steps not on Slurm after one pass: {missing} (run {run.status}: {run.message})", 1)
     return [s.job.slurm_job_id for s in steps], submit_seconds
 
 

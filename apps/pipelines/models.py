@@ -114,6 +114,9 @@ class StepRun(models.Model):
     needs = models.JSONField(default=list, blank=True)
     state = models.CharField(max_length=16, choices=State.choices, default=State.WAITING, db_index=True)
     job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.PROTECT, related_name="pipeline_steps")
+    sweep = models.ForeignKey(
+        "sweeps.Sweep", null=True, blank=True, on_delete=models.PROTECT, related_name="pipeline_steps"
+    )
     previous_jobs = models.JSONField(default=list, blank=True, help_text="Jobs of earlier attempts (retry).")
     attempt = models.PositiveIntegerField(default=1)
     cache_key = models.CharField(max_length=64, blank=True, db_index=True)
