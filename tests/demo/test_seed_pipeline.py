@@ -39,7 +39,9 @@ def test_seed_pipeline_leaves_one_finished_run_of_the_digits_pipeline(team):
     assert all(s.state == StepRun.State.COMPLETED for s in steps.values())
     data = steps["prepare"].outputs.get(name="data")
     assert data.sha256 and data.size > 100_000 and data.file_count == 1
-    assert f"--dependency=afterok:{steps['train'].job.slurm_job_id}" in steps["evaluate"].job.hub_args
+    # evaluate reads prepare's data and train's model: it waits for both.
+    after = next(a for a in steps["evaluate"].job.hub_args if a.startswith("--dependency=afterok:"))
+    assert set(after.split(":")[1:]) == {steps["train"].job.slurm_job_id, steps["prepare"].job.slurm_job_id}
     version = ModelVersion.objects.get(model__name="digits-pipeline")
     assert version.job == steps["register"].job
     assert "registered by step register" in out.getvalue()
