@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "apps.identity",
     "apps.sweeps",
     "apps.usage",
+    "apps.pipelines",
     "apps.registry",
     "apps.lineage",
     "apps.serving",

@@ -26,6 +26,10 @@ from tests.factories import ClusterFactory, ClusterGrantFactory
 # text, so a schema-valid string ("0") is refused (400, with each problem's path) by the spec's
 # own validation, which tests/sweeps/test_spec.py covers. Every other check still applies.
 SEMANTIC_BODIES = {("POST", "/api/v1/sweeps/")}
+# A pipeline's repository URL, branch and file path follow git's rules (no credentials in the
+# URL, a branch git accepts, a path inside the repository), which tests/pipelines/test_api.py
+# covers; a run's commit must exist in the repository, which only the cluster can say.
+SEMANTIC_BODIES |= {("POST", "/api/v1/pipelines/"), ("POST", "/api/v1/pipelines/{pipeline_id}/run/")}
 
 
 def _in_process(handler):
@@ -77,6 +81,18 @@ def alices_world(alice, team):
     model_version = make_model_version(done, alice, name="digits-clf")
     environment, _ = Environment.objects.get_or_create(name="staging", defaults={"required_approvals": 1})
     deployment = deployment_request(user=alice, model_version=model_version, environment=environment, reason="try it")
+    from apps.pipelines.models import Pipeline, PipelineRun
+
+    pipeline = Pipeline.objects.create(
+        team=team, owner=alice, name="etl", grant=grant, cluster=grant.cluster, repo_url="/srv/git/etl.git"
+    )
+    run = PipelineRun.objects.create(
+        pipeline=pipeline,
+        number=1,
+        status=PipelineRun.Status.FAILED,
+        commit="a" * 40,
+        spec={"name": "etl", "parameters": {}, "steps": [{"name": "only", "script": "#!/bin/bash\n"}]},
+    )
     _, key = token_create(user=alice, name="schemathesis")
     return {
         "token": key,
@@ -87,6 +103,8 @@ def alices_world(alice, team):
             "number": 1,
             "name": "digits-clf",
             "deployment_id": str(deployment.uuid),
+            "pipeline_id": str(pipeline.uuid),
+            "run_id": str(run.uuid),
         },
         "body": {
             "cluster": "nowhere",

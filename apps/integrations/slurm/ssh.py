@@ -653,13 +653,17 @@ class SSHClient:
         return self._parsed(parsing.parse_sacct, result.out, delimiter)
 
     def cancel(self, job_id: str) -> None:
-        self.cancel_many([job_id])
+        result = self._query(self.slurm_command(["scancel", job_id]))
+        if result.exit_status != 0 or result.err:
+            raise SlurmRejected(result.err or f"scancel exited with status {result.exit_status}")
 
     def cancel_many(self, job_ids: Sequence[str]) -> None:
+        # One scancel for all; a job among them that already ended makes scancel say so on
+        # stderr, which must not stop the others being cancelled (they are, in that one call).
         if not job_ids:
             return
         result = self._query(self.slurm_command(["scancel", *job_ids]))
-        if result.exit_status != 0 or result.err:
+        if result.exit_status != 0:
             raise SlurmRejected(result.err or f"scancel exited with status {result.exit_status}")
 
     def cluster_state(self) -> ClusterState:

@@ -3,6 +3,7 @@ script), record the job with every input, and queue its submission."""
 
 import hashlib
 import uuid as uuid_lib
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from django.db import IntegrityError, transaction
@@ -48,9 +49,13 @@ def job_create(
     register_model_as: str = "",
     team=None,
     idempotency_key: str = "",
+    extra_args: Sequence[str] = (),
 ) -> Job:
     """Check the script and its inputs against the user's grant, record the job with every
     input, and queue its submission. Nothing recorded here can change afterwards.
+
+    ``extra_args`` are the hub's own further sbatch options (a pipeline step's
+    ``--dependency``), added after the script was checked against the grant.
 
     With an ``idempotency_key`` (the API's Idempotency-Key header), a request sent again (the
     client retrying after a lost answer or a portal killed mid-request) gets the job the first
@@ -103,7 +108,7 @@ def job_create(
                 script_sha256=hashlib.sha256(script.encode("utf-8")).hexdigest(),
                 parameters=result.parameters,
                 effective_request=result.effective_request,
-                hub_args=result.hub_args,
+                hub_args=[*result.hub_args, *extra_args],
                 script_directives=result.script_directives,
                 cluster_username=grant.cluster_username,
                 marker=f"axle-{job_uuid.hex}",
