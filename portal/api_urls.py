@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from apps.accounts import api as accounts_api
 from apps.clusters import api as clusters_api
@@ -29,6 +29,7 @@ urlpatterns = [
     path("sweeps/<uuid:sweep_id>/trials/", sweeps_api.SweepTrialsApi.as_view(), name="api-sweep-trials"),
     path("sweeps/<uuid:sweep_id>/stop/", sweeps_api.SweepStopApi.as_view(), name="api-sweep-stop"),
     path("sweeps/<uuid:sweep_id>/extend/", sweeps_api.SweepExtendApi.as_view(), name="api-sweep-extend"),
+    path("", include("apps.pipelines.triggers.api_urls")),
     path("datasets/", datasets_api.DatasetListCreateApi.as_view(), name="api-dataset-list"),
     path("datasets/<uuid:dataset_id>/", datasets_api.DatasetDetailApi.as_view(), name="api-dataset-detail"),
     path(
