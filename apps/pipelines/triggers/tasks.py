@@ -26,6 +26,7 @@ def triggers_tick(seconds: int = 55, interval: float = 5.0):
     try:
         while True:
             triggers_once()
+            transaction.get_connection().close_if_unusable_or_obsolete()
             if time.monotonic() + interval >= deadline:
                 break
             time.sleep(interval)
@@ -35,10 +36,10 @@ def triggers_tick(seconds: int = 55, interval: float = 5.0):
 
 
 def triggers_once(now=None) -> None:
+    """One pass: due schedules, due polls, deliveries waiting for a retry. One failing does not
+    keep the others from their turn."""
     for step in (services.schedules_due, services.polls_due, services.deliveries_retry):
         try:
             step(now=now)
         except Exception:
             log.exception("pipeline trigger cycle failed in %s", step.__name__)
-        finally:
-            transaction.get_connection().close_if_unusable_or_obsolete()
