@@ -5,6 +5,7 @@ from apps.clusters import api as clusters_api
 from apps.datasets import api as datasets_api
 from apps.jobs import api as jobs_api
 from apps.lineage import api as lineage_api
+from apps.pipelines import api as pipelines_api
 from apps.registry import api as registry_api
 from apps.serving import api as serving_api
 from apps.sweeps import api as sweeps_api
@@ -29,6 +30,19 @@ urlpatterns = [
     path("sweeps/<uuid:sweep_id>/trials/", sweeps_api.SweepTrialsApi.as_view(), name="api-sweep-trials"),
     path("sweeps/<uuid:sweep_id>/stop/", sweeps_api.SweepStopApi.as_view(), name="api-sweep-stop"),
     path("sweeps/<uuid:sweep_id>/extend/", sweeps_api.SweepExtendApi.as_view(), name="api-sweep-extend"),
+    path("pipelines/", pipelines_api.PipelineListCreateApi.as_view(), name="api-pipeline-list"),
+    path("pipelines/<uuid:pipeline_id>/", pipelines_api.PipelineDetailApi.as_view(), name="api-pipeline-detail"),
+    path("pipelines/<uuid:pipeline_id>/run/", pipelines_api.PipelineRunStartApi.as_view(), name="api-pipeline-run"),
+    path("pipeline-runs/", pipelines_api.PipelineRunListApi.as_view(), name="api-pipeline-run-list"),
+    path("pipeline-runs/<uuid:run_id>/", pipelines_api.PipelineRunDetailApi.as_view(), name="api-pipeline-run-detail"),
+    path(
+        "pipeline-runs/<uuid:run_id>/cancel/",
+        pipelines_api.PipelineRunCancelApi.as_view(),
+        name="api-pipeline-run-cancel",
+    ),
+    path(
+        "pipeline-runs/<uuid:run_id>/retry/", pipelines_api.PipelineRunRetryApi.as_view(), name="api-pipeline-run-retry"
+    ),
     path("", include("apps.pipelines.triggers.api_urls")),
     path("datasets/", datasets_api.DatasetListCreateApi.as_view(), name="api-dataset-list"),
     path("datasets/<uuid:dataset_id>/", datasets_api.DatasetDetailApi.as_view(), name="api-dataset-detail"),

@@ -12,6 +12,7 @@ from apps.core.api_docs import ApiDocsView
 from apps.datasets import views as dataset_views
 from apps.jobs import views as job_views
 from apps.lineage import views as lineage_views
+from apps.pipelines import views as pipeline_views
 from apps.registry import views as registry_views
 from apps.serving import views as serving_views
 from apps.sweeps import views as sweep_views
@@ -44,6 +45,12 @@ urlpatterns = [
     path("sweeps/<uuid:sweep_id>/", sweep_views.sweep_detail, name="sweep-detail"),
     path("sweeps/<uuid:sweep_id>/stop/", sweep_views.sweep_stop, name="sweep-stop"),
     path("sweeps/<uuid:sweep_id>/extend/", sweep_views.sweep_extend, name="sweep-extend"),
+    path("pipelines/", pipeline_views.pipeline_list, name="pipeline-list"),
+    path("pipelines/<uuid:pipeline_id>/", pipeline_views.pipeline_detail, name="pipeline-detail"),
+    path("pipelines/<uuid:pipeline_id>/run/", pipeline_views.pipeline_run, name="pipeline-run"),
+    path("pipeline-runs/<uuid:run_id>/", pipeline_views.pipeline_run_detail, name="pipeline-run-detail"),
+    path("pipeline-runs/<uuid:run_id>/cancel/", pipeline_views.pipeline_run_cancel, name="pipeline-run-cancel"),
+    path("pipeline-runs/<uuid:run_id>/retry/", pipeline_views.pipeline_run_retry, name="pipeline-run-retry"),
     path("jobs/", job_views.job_list, name="job-list"),
     path("jobs/new/", job_views.job_new, name="job-new"),
     path("jobs/<uuid:job_id>/", job_views.job_detail, name="job-detail"),

@@ -253,8 +253,9 @@ def parse(text: str) -> Spec:
         elif "\n" in script.strip() or script.startswith("#!"):
             step.script = script
         else:
-            step.script_path = script.strip().lstrip("./")
-            if ".." in step.script_path.split("/") or script.strip().startswith("/"):
+            raw_path = script.strip()
+            step.script_path = raw_path[2:] if raw_path.startswith("./") else raw_path
+            if ".." in raw_path.split("/") or raw_path.startswith("/"):
                 problems.add(f"{path}.script", "a script path is relative to the repository's root, without '..'.")
         needs = raw.get("needs") or []
         if isinstance(needs, str):

@@ -20,6 +20,7 @@ from apps.accounts.models import Membership
 from apps.audit.models import AuditEvent
 from apps.datasets.models import Dataset
 from apps.jobs.models import Job
+from apps.pipelines.models import Pipeline, PipelineRun, StepRun
 from apps.serving.models import Deployment, Environment
 from apps.sweeps.models import Sweep
 from tests.factories import PASSWORD, ClusterFactory, ClusterGrantFactory, MembershipFactory, UserFactory
@@ -146,6 +147,42 @@ class World:
     def token(self):
         return account_services.token_create(user=self.alice, name="laptop")[0]
 
+    def pipeline(self, grant=None, repo_url="/nowhere.git"):
+        grant = grant or self.grant
+        return Pipeline.objects.create(
+            team=self.team,
+            owner=self.alice,
+            name=f"p{Pipeline.objects.count()}",
+            grant=grant,
+            cluster=grant.cluster,
+            repo_url=repo_url,
+        )
+
+    def pipeline_run(self, status=PipelineRun.Status.RUNNING, step_state=StepRun.State.WAITING):
+        run = PipelineRun.objects.create(
+            pipeline=self.pipeline(),
+            number=1,
+            status=status,
+            commit="a" * 40,
+            spec={"name": "one", "parameters": {}, "steps": [{"name": "only", "script": SCRIPT}]},
+            folder="/scratch/alice01/run",
+        )
+        StepRun.objects.create(run=run, name="only", position=0, state=step_state)
+        return run
+
+    def cluster_pipeline(self):
+        """A pipeline whose file is in a git repository on the real local cluster."""
+        from tests.local_cluster import make_local_cluster, make_local_grant
+        from tests.pipelines.conftest import ClusterRepo
+
+        grant = make_local_grant(make_local_cluster("ssh", "local-ssh"), self.alice, "scientist")
+        repo = ClusterRepo(grant)
+        step = "#!/bin/bash\n#SBATCH --partition=debug\n#SBATCH --time=5\necho hi\n"
+        repo.commit(
+            {"axle-pipeline.yaml": "name: one\nsteps:\n  only:\n    script: only.sbatch\n", "only.sbatch": step}
+        )
+        return self.pipeline(grant=grant, repo_url=repo.path)
+
     def trained_job(self, trained):
         _, run_id, _, _, _ = trained
         return self.job(mlflow_run_id=run_id)
@@ -175,6 +212,16 @@ CASES: dict[str, Callable[..., Call]] = {
     "sweep-new": lambda w: Call("/sweeps/new/", {"cluster": w.grant.cluster.name, "spec": SWEEP}, user=w.alice),
     "sweep-stop": lambda w: Call(f"/sweeps/{w.sweep().uuid}/stop/", user=w.alice),
     "sweep-extend": lambda w: Call(f"/sweeps/{w.sweep().uuid}/extend/", {"trials": 2}, user=w.alice),
+    "pipeline-list": lambda w: Call(
+        "/pipelines/",
+        {"team": "vision", "name": "digits", "cluster": w.grant.cluster.name, "repo_url": "/r.git", "branch": "main"},
+        user=w.alice,
+    ),
+    "pipeline-run": lambda w: Call(f"/pipelines/{w.cluster_pipeline().uuid}/run/", user=w.alice),
+    "pipeline-run-cancel": lambda w: Call(f"/pipeline-runs/{w.pipeline_run().uuid}/cancel/", user=w.alice),
+    "pipeline-run-retry": lambda w: Call(
+        f"/pipeline-runs/{w.pipeline_run(PipelineRun.Status.FAILED, StepRun.State.FAILED).uuid}/retry/", user=w.alice
+    ),
     "dataset-list": lambda w: Call("/datasets/", {"team": "vision", "name": "iris"}, user=w.alice),
     "dataset-detail": lambda w: Call(
         f"/datasets/{w.dataset.uuid}/", {"kind": "uri", "uri": "s3://bucket/iris/1"}, user=w.bob
@@ -219,6 +266,21 @@ CASES: dict[str, Callable[..., Call]] = {
     "api-sweep-extend": lambda w: Call(
         f"/api/v1/sweeps/{w.sweep().uuid}/extend/", {"trials": 2}, user=w.alice, api=True
     ),
+    "api-pipeline-list": lambda w: Call(
+        "/api/v1/pipelines/",
+        {"team": "vision", "name": "digits", "cluster": w.grant.cluster.name, "repo_url": "/r.git"},
+        user=w.alice,
+        api=True,
+    ),
+    "api-pipeline-run": lambda w: Call(f"/api/v1/pipelines/{w.cluster_pipeline().uuid}/run/", user=w.alice, api=True),
+    "api-pipeline-run-cancel": lambda w: Call(
+        f"/api/v1/pipeline-runs/{w.pipeline_run().uuid}/cancel/", user=w.alice, api=True
+    ),
+    "api-pipeline-run-retry": lambda w: Call(
+        f"/api/v1/pipeline-runs/{w.pipeline_run(PipelineRun.Status.FAILED, StepRun.State.FAILED).uuid}/retry/",
+        user=w.alice,
+        api=True,
+    ),
     "api-dataset-list": lambda w: Call("/api/v1/datasets/", {"team": "vision", "name": "iris"}, user=w.alice, api=True),
     "api-dataset-version-list": lambda w: Call(
         f"/api/v1/datasets/{w.dataset.uuid}/versions/", {"uri": "s3://bucket/iris/1"}, user=w.alice, api=True
@@ -247,11 +309,14 @@ CASES: dict[str, Callable[..., Call]] = {
 # Cases that register a model version in the real MLflow (the registry re-reads the run's
 # model and hashes it there).
 NEEDS_MLFLOW = {"model-register", "api-model-version-list"}
+# Cases that read a pipeline file from a git repository on the real local cluster.
+NEEDS_SLURM = {"pipeline-run", "api-pipeline-run"}
 
 
 def _params():
     for key in sorted(CASES):
         marks = [pytest.mark.mlflow] if key in NEEDS_MLFLOW else []
+        marks += [pytest.mark.slurm] if key in NEEDS_SLURM else []
         yield pytest.param(key, marks=marks, id=key)
 
 
