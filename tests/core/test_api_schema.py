@@ -26,6 +26,14 @@ from tests.factories import ClusterFactory, ClusterGrantFactory
 # text, so a schema-valid string ("0") is refused (400, with each problem's path) by the spec's
 # own validation, which tests/sweeps/test_spec.py covers. Every other check still applies.
 SEMANTIC_BODIES = {("POST", "/api/v1/sweeps/")}
+# A schedule's cron expression and time zone are checked by croniter and the zone database
+# (tests/pipelines/triggers/test_schedules.py): "0" is a schema-valid string but no expression.
+SEMANTIC_BODIES.add(("POST", "/api/v1/pipelines/{pipeline_id}/schedules/"))
+# Path parameters pointed at real things only below these paths: alice's pipeline for its
+# triggers and schedules (its runs need a reachable cluster, see tests/pipelines).
+POINTED_ONLY = {
+    "pipeline_id": ("/api/v1/pipelines/{pipeline_id}/triggers/", "/api/v1/pipelines/{pipeline_id}/schedules/")
+}
 
 
 def _in_process(handler):
@@ -78,6 +86,13 @@ def alices_world(alice, team):
     environment, _ = Environment.objects.get_or_create(name="staging", defaults={"required_approvals": 1})
     deployment = deployment_request(user=alice, model_version=model_version, environment=environment, reason="try it")
     _, key = token_create(user=alice, name="schemathesis")
+    from apps.pipelines.models import Pipeline
+    from apps.pipelines.triggers.services import schedule_create
+
+    pipeline = Pipeline.objects.create(
+        team=team, owner=alice, name="nightly", grant=grant, cluster=grant.cluster, repo_url="/nowhere.git"
+    )
+    schedule = schedule_create(user=alice, pipeline=pipeline, cron_expression="0 3 * * *")
     return {
         "token": key,
         "path": {
@@ -87,6 +102,8 @@ def alices_world(alice, team):
             "number": 1,
             "name": "digits-clf",
             "deployment_id": str(deployment.uuid),
+            "pipeline_id": str(pipeline.uuid),
+            "schedule_id": str(schedule.uuid),
         },
         "body": {
             "cluster": "nowhere",
@@ -112,7 +129,7 @@ def _point_at_real_things(case, world) -> None:
     if zlib.crc32(repr((case.path_parameters, case.query, case.body)).encode()) % 2:
         return
     for name in case.path_parameters or {}:
-        if name in world["path"]:
+        if name in world["path"] and case.path.startswith(POINTED_ONLY.get(name, "/")):
             case.path_parameters[name] = world["path"][name]
     if isinstance(case.body, dict):
         for name, value in case.body.items():

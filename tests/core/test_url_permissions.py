@@ -15,6 +15,7 @@ PUBLIC = {
     "api-token-obtain",
     "admin:login",
     "admin:password_reset",  # not routed by default; listed so adding it is a decision
+    "pipeline-webhook",  # a forge's push delivery: its signature under the pipeline's secret is the login
 }
 
 
