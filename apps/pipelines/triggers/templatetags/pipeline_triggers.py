@@ -17,8 +17,9 @@ def pipeline_triggers(context, pipeline):
     request = context["request"]
     schedules = []
     for s in selectors.schedule_list(pipeline=pipeline):
+        # Formatted here: the date filter would show it on the hub's clocks, not the schedule's.
         local = s.next_fire_at.astimezone(ZoneInfo(s.timezone)) if s.next_fire_at else None
-        schedules.append({"row": s, "next_local": local})
+        schedules.append({"row": s, "next_local": f"{local:%Y-%m-%d %H:%M}" if local else ""})
     return {
         "request": request,
         "csrf_token": context.get("csrf_token"),
