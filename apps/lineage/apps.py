@@ -11,5 +11,6 @@ class LineageConfig(AppConfig):
     def ready(self) -> None:
         from . import (
             builtin,  # noqa: F401  registers dataset_version, job and model_version
+            pipelines,  # noqa: F401  registers pipeline_output
             sweeps,  # noqa: F401  registers sweep
         )

@@ -10,6 +10,7 @@ KIND_NAMES = {
     "dataset_version": "Dataset version",
     "job": "Job",
     "sweep": "Sweep",
+    "pipeline_output": "Pipeline output",
     "model_version": "Model version",
     "code": "Code",
     "image": "Image",

@@ -1,3 +1,5 @@
+import uuid as uuid_lib
+
 from django.conf import settings
 from django.db import models
 
@@ -112,6 +114,9 @@ class StepRun(models.Model):
     needs = models.JSONField(default=list, blank=True)
     state = models.CharField(max_length=16, choices=State.choices, default=State.WAITING, db_index=True)
     job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.PROTECT, related_name="pipeline_steps")
+    sweep = models.ForeignKey(
+        "sweeps.Sweep", null=True, blank=True, on_delete=models.PROTECT, related_name="pipeline_steps"
+    )
     previous_jobs = models.JSONField(default=list, blank=True, help_text="Jobs of earlier attempts (retry).")
     attempt = models.PositiveIntegerField(default=1)
     cache_key = models.CharField(max_length=64, blank=True, db_index=True)
@@ -138,6 +143,7 @@ class StepRun(models.Model):
 class StepOutput(models.Model):
     """A named output folder of a step, with its checksum once the step completed."""
 
+    uuid = models.UUIDField(default=uuid_lib.uuid4, unique=True, editable=False)
     step = models.ForeignKey(StepRun, on_delete=models.CASCADE, related_name="outputs")
     name = models.CharField(max_length=100)
     path = models.CharField(max_length=1000)

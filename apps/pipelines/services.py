@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shlex
 import uuid as uuid_lib
 from urllib.parse import urlsplit
 
@@ -26,7 +28,7 @@ from apps.audit.services import audit_record
 from apps.clusters.models import ClusterGrant
 from apps.clusters.selectors import grant_for_submission
 from apps.clusters.transport import slurm_client
-from apps.core.errors import Conflict, PermissionDenied, Unavailable, ValidationFailed
+from apps.core.errors import ApplicationError, Conflict, PermissionDenied, Unavailable, ValidationFailed
 from apps.core.tasks import enqueue
 from apps.core.transitions import transition
 from apps.integrations.slurm.base import RemoteFileMissing, SlurmError, SlurmRejected
@@ -34,6 +36,9 @@ from apps.jobs import validation as job_validation
 from apps.jobs.inputs import InputError
 from apps.jobs.models import Job
 from apps.jobs.services import job_create, job_submit
+from apps.sweeps.models import Sweep
+from apps.sweeps.services import sweep_create, sweep_launch, sweep_stop, sweep_validate
+from apps.sweeps.spec import parse as sweep_parse
 
 from . import repo
 from . import spec as spec_lib
@@ -158,6 +163,18 @@ def _read_and_check(pipeline: Pipeline, commit: str | None, parameters: dict | N
                 )
                 continue
             step.script = content.decode("utf-8", "replace")
+        if step.sweep_path:
+            content = contents.get(step.sweep_path)
+            if content is None:
+                problems.append(
+                    _problem(
+                        f"steps.{step.name}.sweep",
+                        f"{step.sweep_path} does not exist at {commit[:12]}.",
+                        spec.lines.get(f"steps.{step.name}.sweep"),
+                    )
+                )
+                continue
+            step.sweep_text = content.decode("utf-8", "replace")
     run_parameters, param_problems = _run_parameters(spec, parameters)
     problems += param_problems
     if not problems:
@@ -194,6 +211,9 @@ def _grant_problems(pipeline: Pipeline, spec: spec_lib.Spec, parameters: dict[st
     problems = []
     grant = pipeline.grant
     for step in spec.steps.values():
+        if step.sweep_path:
+            problems += _sweep_problems(pipeline, step)
+            continue
         result = job_validation.validate(
             script=step.script,
             grant=grant,
@@ -210,6 +230,29 @@ def _grant_problems(pipeline: Pipeline, spec: spec_lib.Spec, parameters: dict[st
                     "message": (f"{where}: " if where else (f"script line {p['line']}: " if p["line"] else ""))
                     + p["message"],
                 }
+            )
+    return problems
+
+
+def _sweep_problems(pipeline: Pipeline, step: spec_lib.Step) -> list[dict]:
+    """A sweep step: its Experiment as Katib defines it and the sweep against the grant (the
+    sweeps' own validation), each problem under the step's ``sweep`` field."""
+    result = sweep_validate(
+        user=pipeline.owner, cluster=pipeline.cluster, spec_text=step.sweep_text, script=step.script or None
+    )
+    problems = [
+        _problem(f"steps.{step.name}.sweep", f"{step.sweep_path}: {p['path']}: {p['message']}")
+        for p in result["problems"]
+    ]
+    if not problems:
+        script = sweep_parse(step.sweep_text, script=step.script or None).script
+        if not re.match(r"^#!\S*(ba|da|k|z)?sh\b", script) and not script.startswith("#!/usr/bin/env bash"):
+            problems.append(
+                _problem(
+                    f"steps.{step.name}.sweep",
+                    "a sweep step's trial script must be a shell script (#!/bin/bash): the hub puts the "
+                    "step's INPUT_ and OUTPUT_ variables at its top.",
+                )
             )
     return problems
 
@@ -317,7 +360,8 @@ def pipeline_run_advance(*, run_id: int) -> PipelineRun:
         pk=run_id
     )
     spec = spec_of(run)
-    _record_ended(run)
+    _record_ended(run, spec)
+    _record_sweeps_ended(run)
     steps = {s.name: s for s in run.steps.select_related("job").prefetch_related("outputs")}
     if run.status == R.RUNNING:
         _cancel_orphans(run, steps)
@@ -328,7 +372,7 @@ def pipeline_run_advance(*, run_id: int) -> PipelineRun:
     return run
 
 
-def _record_ended(run: PipelineRun) -> None:
+def _record_ended(run: PipelineRun, spec: spec_lib.Spec) -> None:
     """Steps whose job ended: outputs checksummed (one list and one sha256_many per step),
     state recorded. A failed step fails the run, naming it."""
     ended = list(
@@ -345,11 +389,12 @@ def _record_ended(run: PipelineRun) -> None:
             except SlurmError:
                 continue  # the cluster is unreachable: the next pass records them
             with transaction.atomic():
+                for out in recorded:
+                    out.save(update_fields=["sha256", "size", "file_count", "recorded_at"])
+                key = _step_key(run, spec, spec.steps[step.name]) if step.name in spec.steps else ""
                 if StepRun.objects.filter(pk=step.pk, state=ST.SUBMITTED).update(
-                    state=ST.COMPLETED, updated_at=timezone.now(), **times
+                    state=ST.COMPLETED, cache_key=key, updated_at=timezone.now(), **times
                 ):
-                    for out in recorded:
-                        out.save(update_fields=["sha256", "size", "file_count", "recorded_at"])
                     audit_record(
                         action="pipeline_step.completed",
                         subject=run,
@@ -391,13 +436,13 @@ def _record_ended(run: PipelineRun) -> None:
             _end(run, R.FAILED, message, failed_step=step.name)
 
 
-def _checksum_outputs(run: PipelineRun, step: StepRun) -> list[StepOutput]:
+def _checksum_outputs(run: PipelineRun, step: StepRun, base: str = "") -> list[StepOutput]:
     """sha256 and size of each output folder: the files listed once, hashed in one call; an
     output's sha256 is that of its part of the ``sha256sum`` manifest (reproducible by hand)."""
     outputs = list(step.outputs.all())
     if not outputs:
         return []
-    base = f"{run.folder}/{step.name}/{step.attempt}"
+    base = base or f"{run.folder}/{step.name}/{step.attempt}"
     with slurm_client(run.pipeline.grant) as client:
         files = client.files
         try:
@@ -441,6 +486,28 @@ def cache_key(*, script_sha256: str, parameters: dict, commit: str, image_digest
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def _step_key(run: PipelineRun, spec: spec_lib.Spec, s: spec_lib.Step) -> str:
+    """The step's cache key, or "" while an input's checksum is not known (its step has not
+    completed yet). A step that ran records its key when it completes, for later runs."""
+    sums = {}
+    for in_name, (src, out) in s.inputs.items():
+        source = (
+            StepOutput.objects.filter(step__run=run, step__name=src, name=out, step__state__in=StepRun.DONE)
+            .exclude(sha256="")
+            .first()
+        )
+        if source is None:
+            return ""
+        sums[in_name] = source.sha256
+    return cache_key(
+        script_sha256=hashlib.sha256(s.script.encode("utf-8")).hexdigest(),
+        parameters=_step_parameters(spec, s),
+        commit=run.commit,
+        image_digest="",
+        inputs=sums,
+    )
+
+
 def _ready(need: StepRun) -> bool:
     """A need lets its dependents be submitted once it is done or has a Slurm id."""
     return need.state in StepRun.DONE or (need.state == ST.SUBMITTED and bool(need.job and need.job.slurm_job_id))
@@ -460,26 +527,20 @@ def _submit_ready(run: PipelineRun, spec: spec_lib.Spec, steps: dict[str, StepRu
         ):
             continue
         s = spec.steps[step.name]
+        if s.sweep_path:
+            # A sweep's best trial is known only when it ends, so the hub hands it on: the
+            # sweep starts once its needs are done, and its dependents once it has ended.
+            if all(n.state in StepRun.DONE for n in needs) and not _start_sweep(run, spec, s, step, steps):
+                return
+            continue
         outputs = {o.name: o for o in step.outputs.all()}
         params = _step_parameters(spec, s)
         env = {spec_lib.output_env(name): o.path for name, o in outputs.items()}
-        input_sums: dict[str, str] | None = {}
         for in_name, (src, out) in s.inputs.items():
             source = next(o for o in steps[src].outputs.all() if o.name == out)
             env[spec_lib.input_env(in_name)] = source.path
-            if input_sums is not None and steps[src].state in StepRun.DONE and source.sha256:
-                input_sums[in_name] = source.sha256
-            else:
-                input_sums = None  # made by a step still on Slurm: unknown yet, so no cache hit
-        key = ""
-        if input_sums is not None:
-            key = cache_key(
-                script_sha256=hashlib.sha256(s.script.encode("utf-8")).hexdigest(),
-                parameters=params,
-                commit=run.commit,
-                image_digest="",
-                inputs=input_sums,
-            )
+        key = _step_key(run, spec, s)
+        if key:
             if s.cache and _reuse(run, step, key):
                 step.refresh_from_db()
                 continue
@@ -531,6 +592,122 @@ def _submit_ready(run: PipelineRun, spec: spec_lib.Spec, steps: dict[str, StepRu
         step.state, step.job = ST.SUBMITTED, job
         if not job.slurm_job_id:
             return  # queued (cluster down) or being reconciled: later passes go on
+
+
+def _trial_exports(
+    run: PipelineRun, spec: spec_lib.Spec, s: spec_lib.Step, step: StepRun, steps: dict[str, StepRun]
+) -> str:
+    """Shell lines put at the top of a sweep's trial script: each trial writes its outputs
+    in a folder of its own (trial-<number>), and reads its inputs from the steps before."""
+    q = shlex.quote
+    base = f"{run.folder}/{step.name}/{step.attempt}"
+    lines = ["# Added by Axle: this pipeline step's inputs and outputs."]
+    for in_name, (src, out) in s.inputs.items():
+        source = next(o for o in steps[src].outputs.all() if o.name == out)
+        lines.append(f"export {spec_lib.input_env(in_name)}={q(source.path)}")
+    for out in s.outputs:
+        var = spec_lib.output_env(out)
+        lines.append(f'export {var}={q(base)}/trial-"$AXLE_TRIAL"/{q(out)}; mkdir -p "${var}"')
+    for name, value in _step_parameters(spec, s).items():
+        lines.append(f"export {name}={q(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _with_exports(script: str, exports: str) -> str:
+    """``exports`` after the script's interpreter line and leading #SBATCH block."""
+    lines = script.splitlines(keepends=True)
+    at = 1
+    while at < len(lines) and (not lines[at].strip() or lines[at].lstrip().startswith("#")):
+        at += 1
+    return "".join(lines[:at]) + exports + "".join(lines[at:])
+
+
+def _start_sweep(
+    run: PipelineRun, spec: spec_lib.Spec, s: spec_lib.Step, step: StepRun, steps: dict[str, StepRun]
+) -> bool:
+    """Create the step's sweep (its trial script given the step's variables) and launch its
+    first wave. False when the cluster could not be reached (a later pass tries again)."""
+    pipeline = run.pipeline
+    sweep_spec = sweep_parse(s.sweep_text, script=s.script or None)
+    script = _with_exports(sweep_spec.script, _trial_exports(run, spec, s, step, steps))
+    try:
+        with transaction.atomic():
+            mine = StepRun.objects.select_for_update().filter(pk=step.pk, state=ST.WAITING, sweep__isnull=True)
+            if not mine.exists():
+                return True
+            sweep = sweep_create(
+                user=pipeline.owner, cluster=pipeline.cluster, spec_text=s.sweep_text, script=script, team=pipeline.team
+            )
+            StepRun.objects.filter(pk=step.pk).update(
+                state=ST.SUBMITTED, sweep=sweep, started_at=timezone.now(), updated_at=timezone.now()
+            )
+            audit_record(
+                action="pipeline_step.sweep_started", subject=run, after={"step": step.name, "sweep": str(sweep.uuid)}
+            )
+    except ApplicationError as exc:
+        with transaction.atomic():
+            StepRun.objects.filter(pk=step.pk, state=ST.WAITING).update(
+                state=ST.FAILED, message=exc.message[:2000], finished_at=timezone.now()
+            )
+        _end(run, R.FAILED, f"Step {step.name}'s sweep could not start: {exc.message}", failed_step=step.name)
+        return False
+    job = sweep_launch(sweep_id=sweep.pk)
+    if job is not None:
+        job_submit(job_id=job.pk)
+    step.state = ST.SUBMITTED
+    return True
+
+
+def _record_sweeps_ended(run: PipelineRun) -> None:
+    """Sweep steps whose sweep ended: the best trial's output folders become the step's
+    outputs (checksummed as any step's), which its dependents then read."""
+    for step in run.steps.filter(state=ST.SUBMITTED, sweep__status__in=Sweep.TERMINAL).select_related("sweep"):
+        sweep = step.sweep
+        times = {"finished_at": sweep.finished_at or timezone.now()}
+        best = None
+        if sweep.status == Sweep.Status.SUCCEEDED:
+            sweep_spec = sweep_parse(sweep.spec_text, script=sweep.script)
+            for trial in sweep.trials.filter(objective__isnull=False, state="succeeded").order_by("number"):
+                if best is None or sweep_spec.is_better(trial.objective, best.objective):
+                    best = trial
+        if best is None:
+            message = f"Step {step.name}'s sweep {sweep.status}: {sweep.message}"
+            with transaction.atomic():
+                if StepRun.objects.filter(pk=step.pk, state=ST.SUBMITTED).update(
+                    state=ST.FAILED, message=message[:2000], updated_at=timezone.now(), **times
+                ):
+                    audit_record(
+                        action="pipeline_step.failed", subject=run, after={"step": step.name, "message": message}
+                    )
+            run.refresh_from_db()
+            if run.status == R.RUNNING:
+                _end(run, R.FAILED, message, failed_step=step.name)
+            continue
+        base = f"{run.folder}/{step.name}/{step.attempt}/trial-{best.number}"
+        for out in step.outputs.all():
+            StepOutput.objects.filter(pk=out.pk).update(path=f"{base}/{out.name}")
+        try:
+            recorded = _checksum_outputs(run, step, base=base)
+        except SlurmError:
+            continue
+        message = f"Best trial {best.number} ({sweep.message})"
+        with transaction.atomic():
+            for out in recorded:
+                out.save(update_fields=["sha256", "size", "file_count", "recorded_at"])
+            if StepRun.objects.filter(pk=step.pk, state=ST.SUBMITTED).update(
+                state=ST.COMPLETED, message=message[:2000], updated_at=timezone.now(), **times
+            ):
+                audit_record(
+                    action="pipeline_step.completed",
+                    subject=run,
+                    after={
+                        "step": step.name,
+                        "sweep": str(sweep.uuid),
+                        "best_trial": best.number,
+                        "objective": best.objective,
+                        "outputs": {o.name: {"sha256": o.sha256, "size": o.size} for o in recorded},
+                    },
+                )
 
 
 def _make_folders(run: PipelineRun) -> bool:
@@ -643,6 +820,10 @@ def pipeline_run_cancel(*, user, run: PipelineRun) -> PipelineRun:
         StepRun.objects.filter(run=run, state=ST.WAITING).update(
             state=ST.CANCELLED, message=f"Cancelled by {user.get_username()}.", updated_at=timezone.now()
         )
+    for step in run.steps.filter(state=ST.SUBMITTED, sweep__isnull=False).select_related("sweep__owner"):
+        if not step.sweep.is_terminal:
+            # The sweep's own stop: one scancel per wave's array, its trials marked cancelled.
+            sweep_stop(user=step.sweep.owner, sweep=step.sweep)
     jobs = list(Job.objects.filter(pipeline_steps__run=run, pipeline_steps__state=ST.SUBMITTED))
     on_slurm = [j.slurm_job_id for j in jobs if j.status in Job.ACTIVE_ON_CLUSTER and j.slurm_job_id]
     if on_slurm:
@@ -683,7 +864,7 @@ def pipeline_run_retry(*, user, run: PipelineRun) -> PipelineRun:
     if not run.spec:
         raise Conflict("The run's pipeline file never validated; start a new run once it is fixed.")
     spec = spec_of(run)
-    steps = {s.name: s for s in run.steps.select_related("job")}
+    steps = {s.name: s for s in run.steps.select_related("job", "sweep")}
     redo = spec.dependents({n for n, s in steps.items() if s.state in (ST.FAILED, ST.CANCELLED)})
     busy = [n for n in redo if steps[n].state == ST.SUBMITTED]
     if busy:
@@ -700,10 +881,13 @@ def pipeline_run_retry(*, user, run: PipelineRun) -> PipelineRun:
         )
         for name in redo:
             step = steps[name]
-            previous = [*step.previous_jobs, str(step.job.uuid)] if step.job else step.previous_jobs
+            previous = [*step.previous_jobs, str(step.job.uuid)] if step.job else list(step.previous_jobs)
+            if step.sweep_id:
+                previous.append(f"sweep:{step.sweep.uuid}")
             StepRun.objects.filter(pk=step.pk).update(
                 state=ST.WAITING,
                 job=None,
+                sweep=None,
                 previous_jobs=previous,
                 attempt=step.attempt + 1,
                 cache_key="",

@@ -33,7 +33,7 @@ MAX_FILE_BYTES = 256 * 1024
 MAX_STEPS = 100
 STEP_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 OUTPUT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-STEP_KEYS = {"needs", "script", "parameters", "inputs", "outputs", "register_model", "cache", "description"}
+STEP_KEYS = {"needs", "script", "sweep", "parameters", "inputs", "outputs", "register_model", "cache", "description"}
 TOP_KEYS = {"name", "description", "parameters", "steps"}
 RESERVED_PREFIXES = ("OUTPUT_", "INPUT_")
 
@@ -71,6 +71,8 @@ class Step:
     outputs: list[str] = field(default_factory=list)
     register_model: str = ""
     cache: bool = True
+    sweep_path: str = ""  # a Katib Experiment in the repository: the step is a sweep
+    sweep_text: str = ""
     line: int | None = None
 
     def as_dict(self) -> dict:
@@ -84,6 +86,8 @@ class Step:
             "outputs": self.outputs,
             "register_model": self.register_model,
             "cache": self.cache,
+            "sweep_path": self.sweep_path,
+            "sweep_text": self.sweep_text,
         }
 
     @classmethod
@@ -98,6 +102,8 @@ class Step:
             outputs=list(d.get("outputs", [])),
             register_model=d.get("register_model", ""),
             cache=bool(d.get("cache", True)),
+            sweep_path=d.get("sweep_path", ""),
+            sweep_text=d.get("sweep_text", ""),
         )
 
 
@@ -121,7 +127,8 @@ class Spec:
         return cls(name=d.get("name", ""), parameters=dict(d.get("parameters", {})), steps={s.name: s for s in steps})
 
     def script_paths(self) -> list[str]:
-        return sorted({s.script_path for s in self.steps.values() if s.script_path})
+        paths = {s.script_path for s in self.steps.values() if s.script_path}
+        return sorted(paths | {s.sweep_path for s in self.steps.values() if s.sweep_path})
 
     def dependents(self, names: set[str]) -> set[str]:
         """``names`` and every step that needs one of them, directly or not."""
@@ -247,8 +254,22 @@ def parse(text: str) -> Spec:
             if key not in STEP_KEYS:
                 problems.add(f"{path}.{key}", f"unknown field; a step has {', '.join(sorted(STEP_KEYS))}.")
         step = Step(name=step_name, line=lines.get(path))
+        sweep = raw.get("sweep")
+        if sweep is not None:
+            if not isinstance(sweep, str) or not sweep.strip() or "\n" in sweep.strip():
+                problems.add(f"{path}.sweep", "the path of a Katib Experiment (YAML) in the repository.")
+            elif ".." in sweep.strip().split("/") or sweep.strip().startswith("/"):
+                problems.add(f"{path}.sweep", "a path relative to the repository's root, without '..'.")
+            else:
+                step.sweep_path = sweep.strip().removeprefix("./")
+            if raw.get("register_model"):
+                problems.add(
+                    f"{path}.register_model", "a sweep step hands its best trial on; register in a later step."
+                )
         script = raw.get("script")
-        if not isinstance(script, str) or not script.strip():
+        if sweep is not None and script is None:
+            pass  # the trial script is the Experiment's trialSpec
+        elif not isinstance(script, str) or not script.strip():
             problems.add(f"{path}.script", "every step needs a script: a path in the repository, or the script inline.")
         elif "\n" in script.strip() or script.startswith("#!"):
             step.script = script
@@ -294,7 +315,7 @@ def parse(text: str) -> Spec:
         cache = raw.get("cache", True)
         if not isinstance(cache, bool):
             problems.add(f"{path}.cache", "must be true or false.")
-        step.cache = cache is not False
+        step.cache = cache is not False and not step.sweep_path
         steps[step_name] = step
     # References between steps.
     for step in steps.values():

@@ -26,14 +26,13 @@ from tests.factories import ClusterFactory, ClusterGrantFactory
 # text, so a schema-valid string ("0") is refused (400, with each problem's path) by the spec's
 # own validation, which tests/sweeps/test_spec.py covers. Every other check still applies.
 SEMANTIC_BODIES = {("POST", "/api/v1/sweeps/")}
+# A pipeline's repository URL, branch and file path follow git's rules (no credentials in the
+# URL, a branch git accepts, a path inside the repository), which tests/pipelines/test_api.py
+# covers; a run's commit must exist in the repository, which only the cluster can say.
+SEMANTIC_BODIES |= {("POST", "/api/v1/pipelines/"), ("POST", "/api/v1/pipelines/{pipeline_id}/run/")}
 # A schedule's cron expression and time zone are checked by croniter and the zone database
 # (tests/pipelines/triggers/test_schedules.py): "0" is a schema-valid string but no expression.
 SEMANTIC_BODIES.add(("POST", "/api/v1/pipelines/{pipeline_id}/schedules/"))
-# Path parameters pointed at real things only below these paths: alice's pipeline for its
-# triggers and schedules (its runs need a reachable cluster, see tests/pipelines).
-POINTED_ONLY = {
-    "pipeline_id": ("/api/v1/pipelines/{pipeline_id}/triggers/", "/api/v1/pipelines/{pipeline_id}/schedules/")
-}
 
 
 def _in_process(handler):
@@ -85,13 +84,21 @@ def alices_world(alice, team):
     model_version = make_model_version(done, alice, name="digits-clf")
     environment, _ = Environment.objects.get_or_create(name="staging", defaults={"required_approvals": 1})
     deployment = deployment_request(user=alice, model_version=model_version, environment=environment, reason="try it")
-    _, key = token_create(user=alice, name="schemathesis")
-    from apps.pipelines.models import Pipeline
-    from apps.pipelines.triggers.services import schedule_create
+    from apps.pipelines.models import Pipeline, PipelineRun
 
     pipeline = Pipeline.objects.create(
-        team=team, owner=alice, name="nightly", grant=grant, cluster=grant.cluster, repo_url="/nowhere.git"
+        team=team, owner=alice, name="etl", grant=grant, cluster=grant.cluster, repo_url="/srv/git/etl.git"
     )
+    run = PipelineRun.objects.create(
+        pipeline=pipeline,
+        number=1,
+        status=PipelineRun.Status.FAILED,
+        commit="a" * 40,
+        spec={"name": "etl", "parameters": {}, "steps": [{"name": "only", "script": "#!/bin/bash\n"}]},
+    )
+    _, key = token_create(user=alice, name="schemathesis")
+    from apps.pipelines.triggers.services import schedule_create
+
     schedule = schedule_create(user=alice, pipeline=pipeline, cron_expression="0 3 * * *")
     return {
         "token": key,
@@ -103,6 +110,7 @@ def alices_world(alice, team):
             "name": "digits-clf",
             "deployment_id": str(deployment.uuid),
             "pipeline_id": str(pipeline.uuid),
+            "run_id": str(run.uuid),
             "schedule_id": str(schedule.uuid),
         },
         "body": {
@@ -129,7 +137,7 @@ def _point_at_real_things(case, world) -> None:
     if zlib.crc32(repr((case.path_parameters, case.query, case.body)).encode()) % 2:
         return
     for name in case.path_parameters or {}:
-        if name in world["path"] and case.path.startswith(POINTED_ONLY.get(name, "/")):
+        if name in world["path"]:
             case.path_parameters[name] = world["path"][name]
     if isinstance(case.body, dict):
         for name, value in case.body.items():

@@ -10,7 +10,8 @@ The layers, lowest first; an app imports only apps of lower layers, never a peer
     datasets   imports accounts and clusters, and jobs records dataset versions as inputs,
                so it sits between clusters and jobs
     jobs
-    sweeps, pipelines   (to come) built on jobs, read by the registry's lineage
+    sweeps     built on jobs, read by the registry's lineage
+    pipelines  built on jobs and sweeps (a pipeline step may be a sweep)
     registry   model versions made by jobs from datasets
     lineage    draws jobs, datasets and registry versions; serving registers its own
                provider with it, so it sits between registry and serving
@@ -41,12 +42,12 @@ LAYERS: dict[str, int] = {
     "datasets": 4,
     "jobs": 5,
     "sweeps": 6,
-    "pipelines": 6,
-    "registry": 7,
-    "lineage": 8,
-    "serving": 9,
-    "hub": 10,
-    "demo": 10,
+    "pipelines": 7,
+    "registry": 8,
+    "lineage": 9,
+    "serving": 10,
+    "hub": 11,
+    "demo": 11,
 }
 OUTSIDE = "integrations"  # imports no app; any app may use it
 

@@ -10,6 +10,7 @@ from apps.clusters.transport import slurm_client
 from apps.jobs import services as job_services
 from apps.pipelines import services
 from apps.pipelines.models import PipelineRun, StepRun
+from apps.sweeps.advance import sweep_advance
 from tests.local_cluster import LOCAL_CLUSTER_MISSING, local_cluster_env, make_local_cluster, make_local_grant
 
 HEAD = "#!/bin/bash\n#SBATCH --partition=debug\n#SBATCH --time=00:05:00\n#SBATCH --mem=100M\nset -euo pipefail\n"
@@ -69,6 +70,8 @@ def drive(run: PipelineRun, timeout: float = 180, until=None) -> PipelineRun:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job_services.jobs_poll()
+        for sweep_id in run.steps.filter(sweep__isnull=False).values_list("sweep_id", flat=True):
+            sweep_advance(sweep_id=sweep_id)  # what the sweeps' own tracking loop does
         services.pipeline_run_advance(run_id=run.pk)
         run.refresh_from_db()
         if until is not None:

@@ -3,10 +3,13 @@ with afterok dependencies, outputs passed and checksummed, a failure cancelling 
 dependents on Slurm, Retry, Cancel, and a cache hit that submits nothing."""
 
 import hashlib
+import time
 
 import pytest
 
 from apps.audit.models import AuditEvent
+from apps.clusters.transport import slurm_client
+from apps.jobs import services as job_services
 from apps.jobs.models import Job
 from apps.pipelines import services
 from apps.pipelines.models import PipelineRun, StepRun
@@ -158,3 +161,26 @@ def test_cancel_stops_every_job_of_the_run_in_one_call(alice, team, grant, clust
     run = drive(run)
     assert set(run.steps.values_list("state", flat=True)) == {ST.CANCELLED}
     assert set(Job.objects.filter(pipeline_steps__run=run).values_list("status", flat=True)) == {Job.Status.CANCELLED}
+
+
+def test_with_the_hub_stopped_the_run_completes_on_slurm_and_the_hub_catches_up(alice, team, grant, cluster_repo):
+    pipeline = _pipeline(alice, team, grant, cluster_repo)
+    run = start(pipeline, alice)  # every step is on Slurm now; then no worker runs
+    ids = [s.job.slurm_job_id for s in run.steps.select_related("job")]
+    with slurm_client(grant) as client:
+        deadline = time.monotonic() + 180
+        while True:
+            infos = client.accounting(ids)
+            done = {i.job_id for i in infos if i.state == "COMPLETED"}
+            if done >= set(ids):
+                break
+            assert time.monotonic() < deadline, [(i.job_id, i.state) for i in infos]
+            time.sleep(2)
+    run.refresh_from_db()
+    assert run.status == R.RUNNING and set(run.steps.values_list("state", flat=True)) == {ST.SUBMITTED}
+    # The workers come back: one poll and one pass record everything.
+    job_services.jobs_poll()
+    services.pipeline_run_advance(run_id=run.pk)
+    run.refresh_from_db()
+    assert run.status == R.SUCCEEDED
+    assert all(o.sha256 for s in run.steps.all() for o in s.outputs.all())

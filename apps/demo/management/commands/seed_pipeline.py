@@ -1,0 +1,72 @@
+"""Register the digits pipeline (examples/digits-pipeline) and run it once, so a newcomer finds
+a pipeline with a finished run: four Slurm jobs linked by afterok, their outputs checksummed,
+and the model its last step registered. Idempotent: a second call finds the finished run."""
+
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+
+from apps.accounts.models import Team, User
+from apps.clusters.models import Cluster
+from apps.clusters.selectors import grant_for_submission
+from apps.jobs import services as job_services
+from apps.pipelines import services
+from apps.pipelines.models import Pipeline, PipelineRun
+from apps.registry.services import model_version_register_from_job
+
+NAME = "digits"
+PATH = "examples/digits-pipeline/axle-pipeline.yaml"
+TIMEOUT_SECONDS = 300
+
+
+class Command(BaseCommand):
+    help = "Register the digits pipeline on the local cluster and leave one finished run."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--cluster", default="local-ssh")
+        parser.add_argument("--code-repo", required=True, help="git repository the cluster account can read")
+        parser.add_argument("--code-ref", required=True, help="the branch the pipeline follows")
+
+    def say(self, text: str) -> None:
+        self.stdout.write(f"    {text}")
+        self.stdout.flush()
+
+    def handle(self, *args, cluster: str, code_repo: str, code_ref: str, **options):
+        scientist = User.objects.get(username="scientist")
+        team = Team.objects.get(name="vision")
+        grant = grant_for_submission(user=scientist, cluster=Cluster.objects.get(name=cluster))
+        if grant is None:
+            raise CommandError(f"scientist has no usable grant on {cluster}: run seed_demo first.")
+        pipeline = Pipeline.objects.filter(team=team, name=NAME).first() or services.pipeline_create(
+            user=scientist, team=team, name=NAME, grant=grant, repo_url=code_repo, branch=code_ref, path=PATH
+        )
+        done = pipeline.runs.filter(status=PipelineRun.Status.SUCCEEDED).first()
+        if done is not None:
+            self.say(f"pipeline {NAME} already ran: run #{done.number} at {done.commit[:12]}")
+            return
+        run = services.pipeline_run_start(pipeline=pipeline, actor=scientist, trigger="user")
+        self.say(f"pipeline {NAME} run #{run.number} at {run.commit[:12]}: {len(run.spec['steps'])} steps")
+        deadline, last = time.monotonic() + TIMEOUT_SECONDS, None
+        while True:
+            services.pipeline_run_advance(run_id=run.pk)
+            run.refresh_from_db()
+            states = ", ".join(f"{s.name} {s.state}" for s in run.steps.all())
+            if states != last:
+                self.say(states)
+                last = states
+            if run.is_terminal:
+                break
+            if time.monotonic() > deadline:
+                raise CommandError(f"the pipeline run did not finish in {TIMEOUT_SECONDS} s ({states})")
+            time.sleep(1)
+            job_services.jobs_poll()
+        if run.status != PipelineRun.Status.SUCCEEDED:
+            raise CommandError(f"the pipeline run ended {run.status}: {run.message}")
+        for step in run.steps.select_related("job"):
+            if step.job:
+                job_services.job_finalize(job_id=step.job.pk)
+                if step.job.register_model_as:
+                    version = model_version_register_from_job(job_id=step.job.pk)
+                    if version is not None:
+                        self.say(f"model {version.model.name} v{version.number} registered by step {step.name}")
+        self.say(f"run #{run.number} succeeded in {run.duration_seconds} s")
