@@ -167,6 +167,13 @@ def schedule_create(
     return schedule
 
 
+def schedule_ensure(*, user, pipeline: Pipeline, cron_expression: str, tz_name: str = "UTC") -> PipelineSchedule:
+    """The pipeline's schedule with this expression and zone, made if it has none (seeding)."""
+    expression = cron.check(cron_expression)
+    found = pipeline.schedules.filter(cron=expression, timezone=tz_name).first()
+    return found or schedule_create(user=user, pipeline=pipeline, cron_expression=expression, tz_name=tz_name)
+
+
 def schedule_delete(*, user, schedule: PipelineSchedule) -> None:
     pipeline = schedule.pipeline
     team_member_require(user=user, team=pipeline.team)
