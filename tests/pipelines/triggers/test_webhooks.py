@@ -229,3 +229,30 @@ def test_a_push_starts_one_run_at_its_commit_recording_the_delivery(
     # The task running twice starts nothing more.
     assert services.webhook_delivery_start(delivery_id=delivery.pk) is None
     assert PipelineRun.objects.filter(pipeline=cluster_pipeline).count() == 1
+
+
+@pytest.mark.django_db
+def test_rotate_secrets_reencrypts_webhook_secrets_and_deliveries_still_verify(client, alice, pipeline):
+    from io import StringIO
+
+    from cryptography.fernet import Fernet
+    from django.core.management import call_command
+    from django.test import override_settings
+
+    from apps.core import crypto
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    try:
+        with override_settings(AXLE_ENCRYPTION_KEYS=[old]):
+            crypto.reset_cache()
+            _, secret = services.webhook_secret_rotate(user=alice, pipeline=pipeline)
+        with override_settings(AXLE_ENCRYPTION_KEYS=[new, old]):
+            crypto.reset_cache()
+            call_command("rotate_secrets", stdout=StringIO())
+        with override_settings(AXLE_ENCRYPTION_KEYS=[new]):
+            crypto.reset_cache()
+            body = push_body()
+            assert post(client, pipeline, body, signed_headers("gitea", secret, body)).status_code == 202
+        assert AuditEvent.objects.filter(action="secrets.rotated", after__pipeline_webhooks=1).exists()
+    finally:
+        crypto.reset_cache()
