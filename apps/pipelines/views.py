@@ -156,7 +156,8 @@ def pipeline_run_detail(request, run_id):
     run = _run(request, run_id)
     context = _run_context(run)
     if request.headers.get("HX-Request"):
-        return render(request, "pipelines/_run.html", context)
+        # 286 tells htmx to stop polling: the run ended and no step is left on Slurm.
+        return render(request, "pipelines/_run.html", context, status=200 if context["active"] else 286)
     return render(request, "pipelines/run.html", context)
 
 

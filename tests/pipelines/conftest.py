@@ -8,6 +8,7 @@ import pytest
 
 from apps.clusters.transport import slurm_client
 from apps.jobs import services as job_services
+from apps.jobs.models import Job
 from apps.pipelines import services
 from apps.pipelines.models import PipelineRun, StepRun
 from apps.sweeps.advance import sweep_advance
@@ -69,6 +70,11 @@ def drive(run: PipelineRun, timeout: float = 180, until=None) -> PipelineRun:
     """Poll and advance until the run ended and no step is left on Slurm."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        # What the jobs' tracking loop does: submissions the cluster refused for now, when due.
+        for job_id in Job.objects.filter(status=Job.Status.QUEUED, pipeline_steps__run=run).values_list(
+            "pk", flat=True
+        ):
+            job_services.job_submit(job_id=job_id)
         job_services.jobs_poll()
         for sweep_id in run.steps.filter(sweep__isnull=False).values_list("sweep_id", flat=True):
             sweep_advance(sweep_id=sweep_id)  # what the sweeps' own tracking loop does

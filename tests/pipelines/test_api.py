@@ -121,3 +121,23 @@ def test_the_pages_list_the_pipeline_and_show_a_run(client, alice, grant):
     assert "#1" in page and "bbbbbbbbbbbb" in page and 'id="triggers"' in page
     page = client.get(f"/pipeline-runs/{run.uuid}/").content.decode()
     assert "line 7" in page and "steps.train.needs" in page
+
+
+def test_the_run_list_costs_the_same_queries_for_more_runs(api, alice, grant, django_assert_max_num_queries):
+    pipeline = services.pipeline_create(
+        user=alice, team=alice.memberships.get().team, name="etl", grant=grant, repo_url="/srv/git/etl.git"
+    )
+    client = token_client(api, alice)
+
+    def add_runs(start, count):
+        for n in range(start, start + count):
+            run = PipelineRun.objects.create(pipeline=pipeline, number=n, commit="d" * 40, triggered_by=alice)
+            step = StepRun.objects.create(run=run, name="a", position=0)
+            step.outputs.create(name="data", path=f"/r/{n}/data")
+
+    add_runs(1, 2)
+    with django_assert_max_num_queries(9):
+        assert len(client.get("/api/v1/pipeline-runs/").json()["results"]) == 2
+    add_runs(3, 6)
+    with django_assert_max_num_queries(9):
+        assert len(client.get("/api/v1/pipeline-runs/").json()["results"]) == 8

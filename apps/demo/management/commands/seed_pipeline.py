@@ -28,12 +28,18 @@ class Command(BaseCommand):
         parser.add_argument("--cluster", default="local-ssh")
         parser.add_argument("--code-repo", required=True, help="git repository the cluster account can read")
         parser.add_argument("--code-ref", required=True, help="the branch the pipeline follows")
+        parser.add_argument(
+            "--no-wait",
+            action="store_true",
+            help="submit every step and return: the run goes on on Slurm and the hub's workers record it "
+            "(./dev up, which must stay quick)",
+        )
 
     def say(self, text: str) -> None:
         self.stdout.write(f"    {text}")
         self.stdout.flush()
 
-    def handle(self, *args, cluster: str, code_repo: str, code_ref: str, **options):
+    def handle(self, *args, cluster: str, code_repo: str, code_ref: str, no_wait: bool = False, **options):
         scientist = User.objects.get(username="scientist")
         team = Team.objects.get(name="vision")
         grant = grant_for_submission(user=scientist, cluster=Cluster.objects.get(name=cluster))
@@ -45,12 +51,17 @@ class Command(BaseCommand):
         # Nightly, as a team would run it; the worker's triggers task fires it (see README).
         schedule = schedule_ensure(user=scientist, pipeline=pipeline, cron_expression=SCHEDULE, tz_name=SCHEDULE_TZ)
         self.say(f"schedule {schedule.cron} ({schedule.timezone}), next at {schedule.next_fire_at:%Y-%m-%d %H:%M} UTC")
-        done = pipeline.runs.filter(status=PipelineRun.Status.SUCCEEDED).first()
+        done = pipeline.runs.exclude(status__in=(PipelineRun.Status.FAILED, PipelineRun.Status.CANCELLED)).first()
         if done is not None:
-            self.say(f"pipeline {NAME} already ran: run #{done.number} at {done.commit[:12]}")
+            self.say(f"pipeline {NAME} already ran: run #{done.number} at {done.commit[:12]} ({done.status})")
             return
         run = services.pipeline_run_start(pipeline=pipeline, actor=scientist, trigger="user")
         self.say(f"pipeline {NAME} run #{run.number} at {run.commit[:12]}: {len(run.spec['steps'])} steps")
+        if no_wait:
+            services.pipeline_run_advance(run_id=run.pk)
+            on_slurm = ", ".join(f"{s.name} {s.job.slurm_job_id}" for s in run.steps.select_related("job") if s.job)
+            self.say(f"on Slurm, linked by afterok: {on_slurm}; the hub's workers record the run as it ends")
+            return
         deadline, last = time.monotonic() + TIMEOUT_SECONDS, None
         while True:
             services.pipeline_run_advance(run_id=run.pk)
