@@ -256,3 +256,41 @@ def test_rotate_secrets_reencrypts_webhook_secrets_and_deliveries_still_verify(c
         assert AuditEvent.objects.filter(action="secrets.rotated", after__pipeline_webhooks=1).exists()
     finally:
         crypto.reset_cache()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_forge_reaches_the_webhook_over_a_real_socket(live_server, alice, pipeline):
+    import urllib.error
+    import urllib.request
+
+    from apps.pipelines.triggers import forges
+
+    _, secret = services.webhook_secret_rotate(user=alice, pipeline=pipeline)
+    body = push_body()
+    url = f"{live_server.url}/hooks/pipelines/{pipeline.uuid}/"
+
+    def send(signature: str, delivery: str):
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "GitHub-Hookshot/test",
+            "X-GitHub-Event": "push",
+            "X-GitHub-Delivery": delivery,
+            "X-Hub-Signature-256": signature,
+        }
+        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.load(exc)
+
+    assert send("sha256=" + "0" * 64, "sock-0")[0] == 403
+    status, answer = send("sha256=" + forges.hmac_hex(secret, body), "sock-1")
+    assert status == 202, answer
+    # The worker (run inline here, once the request committed) could not reach the pipeline's
+    # cluster: the delivery waits for the triggers task to try again, and the forge was not kept
+    # waiting on it.
+    delivery = WebhookDelivery.objects.get(delivery_id="sock-1")
+    assert delivery.outcome == WebhookDelivery.Outcome.QUEUED and delivery.attempts == 1
+    assert "Trying again shortly." in delivery.message
+    assert not PipelineRun.objects.exists()
