@@ -198,7 +198,7 @@ class WebhookAnswer:
 
 
 def webhook_receive(*, pipeline_id, headers: Mapping[str, str], body: bytes, remote_addr: str) -> WebhookAnswer:
-    """Judge one delivery to a pipeline's webhook URL and start at most one run.
+    """Judge one delivery to a pipeline's webhook URL and queue at most one run.
 
     No cluster is contacted: the push names its commit, and the run is submitted by the
     worker. A refused signature is audited and starts nothing."""
