@@ -38,7 +38,7 @@ def pipeline_list(request):
                     grant=grant,
                     repo_url=form["repo_url"],
                     branch=form["branch"],
-                    path=form["path"],
+                    path=form["path"] or "axle-pipeline.yaml",
                 )
             except ApplicationError as exc:
                 error = exc.message

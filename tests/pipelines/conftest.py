@@ -66,7 +66,7 @@ def cluster_repo(grant):
     return ClusterRepo(grant)
 
 
-def drive(run: PipelineRun, timeout: float = 180, until=None) -> PipelineRun:
+def drive(run: PipelineRun, timeout: float = 600, until=None) -> PipelineRun:
     """Poll and advance until the run ended and no step is left on Slurm."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -168,7 +168,7 @@ def test_with_the_hub_stopped_the_run_completes_on_slurm_and_the_hub_catches_up(
     run = start(pipeline, alice)  # every step is on Slurm now; then no worker runs
     ids = [s.job.slurm_job_id for s in run.steps.select_related("job")]
     with slurm_client(grant) as client:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 600
         while True:
             infos = client.accounting(ids)
             done = {i.job_id for i in infos if i.state == "COMPLETED"}

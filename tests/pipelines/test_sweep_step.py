@@ -50,7 +50,7 @@ def test_a_sweep_step_hands_its_best_trials_output_to_the_next_step(alice, team,
     )
     run = services.pipeline_run_start(pipeline=pipeline, actor=alice, trigger="user")
     services.pipeline_run_advance(run_id=run.pk)
-    run = drive(run, timeout=300)
+    run = drive(run, timeout=900)
     assert run.status == PipelineRun.Status.SUCCEEDED, (run.message, list(run.steps.values_list("name", "message")))
     search = run.steps.get(name="search")
     assert search.sweep.status == Sweep.Status.SUCCEEDED and search.job is None

@@ -17,7 +17,7 @@ from apps.registry.services import model_version_register_from_job
 
 NAME = "digits"
 PATH = "examples/digits-pipeline/axle-pipeline.yaml"
-TIMEOUT_SECONDS = 300
+TIMEOUT_SECONDS = 900
 SCHEDULE, SCHEDULE_TZ = "0 3 * * *", "UTC"
 
 
