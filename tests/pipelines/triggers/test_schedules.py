@@ -173,3 +173,10 @@ def test_the_guard_holds_under_the_pipelines_lock_too(alice, cluster_pipeline, c
         )
     assert "still running" in str(caught.value) and f"#{other.number}" in str(caught.value)
     assert PipelineRun.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_seeding_a_schedule_twice_keeps_one(alice, pipeline):
+    first = services.schedule_ensure(user=alice, pipeline=pipeline, cron_expression="0  3 * * *", tz_name="UTC")
+    again = services.schedule_ensure(user=alice, pipeline=pipeline, cron_expression="0 3 * * *", tz_name="UTC")
+    assert first == again and pipeline.schedules.count() == 1 and first.cron == "0 3 * * *"
