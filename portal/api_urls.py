@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from apps.accounts import api as accounts_api
 from apps.clusters import api as clusters_api
@@ -43,6 +43,7 @@ urlpatterns = [
     path(
         "pipeline-runs/<uuid:run_id>/retry/", pipelines_api.PipelineRunRetryApi.as_view(), name="api-pipeline-run-retry"
     ),
+    path("", include("apps.pipelines.triggers.api_urls")),
     path("datasets/", datasets_api.DatasetListCreateApi.as_view(), name="api-dataset-list"),
     path("datasets/<uuid:dataset_id>/", datasets_api.DatasetDetailApi.as_view(), name="api-dataset-detail"),
     path(

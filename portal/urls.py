@@ -47,6 +47,8 @@ urlpatterns = [
     path("audit/", audit_views.audit_list, name="audit-list"),
     path("audit/export.csv", audit_views.audit_export, {"fmt": "csv"}, name="audit-export-csv"),
     path("audit/export.jsonl", audit_views.audit_export, {"fmt": "jsonl"}, name="audit-export-jsonl"),
+    # Pipeline triggers: the forges' webhook (public, signed) and the triggers section's forms.
+    path("", include("apps.pipelines.triggers.urls")),
     path("sweeps/", sweep_views.sweep_list, name="sweep-list"),
     path("sweeps/new/", sweep_views.sweep_new, name="sweep-new"),
     path("sweeps/check/", sweep_views.sweep_check, name="sweep-check"),

@@ -266,11 +266,15 @@ def pipeline_run_start(
     delivery_id: str = "",
     parameters: dict | None = None,
     trigger_detail: dict | None = None,
+    unless_active: bool = False,
 ) -> PipelineRun:
     """Start a run: resolve the branch head (when ``commit`` is None), read the file at that
     commit, check it and every step's script against the grant, record the run and its steps,
     and queue their submission. A file that does not validate still leaves a failed run with
-    its problems (a push must leave a trace); for a user's own request it raises too."""
+    its problems (a push must leave a trace); for a user's own request it raises too.
+    With ``unless_active`` (a schedule's guard) it raises Conflict, starting nothing, while a
+    run of the same commit is active; checked under the pipeline's lock, so two starts at
+    once cannot both pass."""
     if trigger not in T.values:
         raise ValidationFailed(f"trigger: one of {', '.join(T.values)}.")
     if actor is not None and trigger == T.USER:
@@ -285,6 +289,10 @@ def pipeline_run_start(
     folder = f"{pipeline.grant.job_root.rstrip('/')}/pipeline-runs/{run_uuid}"
     with transaction.atomic():
         Pipeline.objects.select_for_update().only("pk").get(pk=pipeline.pk)
+        if unless_active:
+            active = pipeline.runs.filter(commit=commit).exclude(status__in=PipelineRun.TERMINAL).first()
+            if active is not None:
+                raise Conflict(f"run #{active.number} of {commit[:12]} is still {active.status}.")
         number = (pipeline.runs.aggregate(n=Max("number"))["n"] or 0) + 1
         run = PipelineRun.objects.create(
             uuid=run_uuid,

@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "apps.sweeps",
     "apps.usage",
     "apps.pipelines",
+    "apps.pipelines.triggers",
     "apps.registry",
     "apps.lineage",
     "apps.serving",
@@ -302,6 +303,10 @@ AXLE_AUDIT_KEY_AUTOCREATE = False
 AXLE_AUDIT_CHECKPOINT_FILE = Path(
     env.str("AXLE_AUDIT_CHECKPOINT_FILE", default=str(AXLE_HUB_DIR / "audit" / "checkpoints.log"))
 )
+
+# A forge's webhook body larger than this is refused (413) before it is read. GitHub caps its
+# own at 25 MB; a push event is a few kB unless it lists thousands of commits.
+AXLE_WEBHOOK_MAX_BYTES = env.int("AXLE_WEBHOOK_MAX_BYTES", default=1 << 20)
 
 # Job delivery: back-off after a failed submission (doubles per attempt, at most 15 min);
 # how long an unknown submission is searched for by its marker before it is sent again; how

@@ -89,6 +89,8 @@ class Call:
     data: dict = field(default_factory=dict)
     user: object | None = None  # None: anonymous
     api: bool = False
+    body: bytes | None = None  # sent as it is (application/json), with `headers`: a forge's webhook
+    headers: dict = field(default_factory=dict)
 
 
 class World:
@@ -185,6 +187,25 @@ class World:
         )
         return self.pipeline(grant=grant, repo_url=repo.path)
 
+    def pipeline_with_webhook(self):
+        from apps.pipelines.triggers.services import webhook_secret_rotate
+
+        pipeline = self.pipeline()
+        return pipeline, webhook_secret_rotate(user=self.alice, pipeline=pipeline)[1]
+
+    def signed_push(self):
+        """A GitHub push to the pipeline's branch, signed with its secret, as GitHub sends it."""
+        from tests.pipelines.triggers.conftest import push_body, signed_headers
+
+        pipeline, secret = self.pipeline_with_webhook()
+        body = push_body()
+        return Call(f"/hooks/pipelines/{pipeline.uuid}/", body=body, headers=signed_headers("github", secret, body))
+
+    def schedule(self):
+        from apps.pipelines.triggers.services import schedule_create
+
+        return schedule_create(user=self.alice, pipeline=self.pipeline(), cron_expression="0 3 * * *")
+
     def trained_job(self, trained):
         _, run_id, _, _, _ = trained
         return self.job(mlflow_run_id=run_id)
@@ -250,6 +271,20 @@ CASES: dict[str, Callable[..., Call]] = {
     "cluster-request-access": lambda w: Call(
         f"/clusters/{w.grant.cluster.name}/request/", {"reason": "GPU training"}, user=w.charlie
     ),
+    "pipeline-webhook": lambda w: w.signed_push(),
+    "pipeline-webhook-secret": lambda w: Call(f"/pipelines/{w.pipeline().uuid}/triggers/webhook/", user=w.alice),
+    "pipeline-webhook-disable": lambda w: Call(
+        f"/pipelines/{w.pipeline_with_webhook()[0].uuid}/triggers/webhook/disable/", user=w.alice
+    ),
+    "pipeline-polling": lambda w: Call(
+        f"/pipelines/{w.pipeline().uuid}/triggers/polling/", {"enabled": "on", "interval_minutes": "5"}, user=w.alice
+    ),
+    "pipeline-schedule-add": lambda w: Call(
+        f"/pipelines/{w.pipeline().uuid}/schedules/", {"cron": "0 3 * * 1-5", "timezone": "Europe/Berlin"}, user=w.alice
+    ),
+    "pipeline-schedule-remove": lambda w: (
+        lambda s: Call(f"/pipelines/{s.pipeline.uuid}/schedules/{s.uuid}/remove/", user=w.alice)
+    )(w.schedule()),
     # API
     "api-token-obtain": lambda w: Call(
         "/api/v1/auth/token/", {"username": "alice", "password": PASSWORD, "name": "cli"}, api=True
@@ -279,6 +314,21 @@ CASES: dict[str, Callable[..., Call]] = {
         api=True,
     ),
     "api-pipeline-run": lambda w: Call(f"/api/v1/pipelines/{w.cluster_pipeline().uuid}/run/", user=w.alice, api=True),
+    "api-pipeline-webhook-secret": lambda w: Call(
+        f"/api/v1/pipelines/{w.pipeline().uuid}/triggers/webhook/", user=w.alice, api=True
+    ),
+    "api-pipeline-webhook-disable": lambda w: Call(
+        f"/api/v1/pipelines/{w.pipeline_with_webhook()[0].uuid}/triggers/webhook/disable/", user=w.alice, api=True
+    ),
+    "api-pipeline-polling": lambda w: Call(
+        f"/api/v1/pipelines/{w.pipeline().uuid}/triggers/polling/", {"enabled": True}, user=w.alice, api=True
+    ),
+    "api-pipeline-schedule-list": lambda w: Call(
+        f"/api/v1/pipelines/{w.pipeline().uuid}/schedules/", {"cron": "*/30 * * * *"}, user=w.alice, api=True
+    ),
+    "api-pipeline-schedule-remove": lambda w: (
+        lambda s: Call(f"/api/v1/pipelines/{s.pipeline.uuid}/schedules/{s.uuid}/remove/", user=w.alice, api=True)
+    )(w.schedule()),
     "api-pipeline-run-cancel": lambda w: Call(
         f"/api/v1/pipeline-runs/{w.pipeline_run().uuid}/cancel/", user=w.alice, api=True
     ),
@@ -363,7 +413,10 @@ def test_a_successful_change_is_audited_with_the_request_id(key, world, request)
         client = request.getfixturevalue("client")
         if call.user is not None:
             client.force_login(call.user)
-        response = client.post(call.path, call.data)
+        if call.body is not None:
+            response = client.post(call.path, call.body, content_type="application/json", **call.headers)
+        else:
+            response = client.post(call.path, call.data)
     assert response.status_code < 400, response.content.decode()[:2000]
     if not call.api and response.status_code == 302:
         # A page reports a refusal as a message on the page it redirects to; a success never does.

@@ -30,6 +30,9 @@ SEMANTIC_BODIES = {("POST", "/api/v1/sweeps/")}
 # URL, a branch git accepts, a path inside the repository), which tests/pipelines/test_api.py
 # covers; a run's commit must exist in the repository, which only the cluster can say.
 SEMANTIC_BODIES |= {("POST", "/api/v1/pipelines/"), ("POST", "/api/v1/pipelines/{pipeline_id}/run/")}
+# A schedule's cron expression and time zone are checked by croniter and the zone database
+# (tests/pipelines/triggers/test_schedules.py): "0" is a schema-valid string but no expression.
+SEMANTIC_BODIES.add(("POST", "/api/v1/pipelines/{pipeline_id}/schedules/"))
 
 
 def _in_process(handler):
@@ -94,6 +97,9 @@ def alices_world(alice, team):
         spec={"name": "etl", "parameters": {}, "steps": [{"name": "only", "script": "#!/bin/bash\n"}]},
     )
     _, key = token_create(user=alice, name="schemathesis")
+    from apps.pipelines.triggers.services import schedule_create
+
+    schedule = schedule_create(user=alice, pipeline=pipeline, cron_expression="0 3 * * *")
     return {
         "token": key,
         "path": {
@@ -105,6 +111,7 @@ def alices_world(alice, team):
             "deployment_id": str(deployment.uuid),
             "pipeline_id": str(pipeline.uuid),
             "run_id": str(run.uuid),
+            "schedule_id": str(schedule.uuid),
         },
         "body": {
             "cluster": "nowhere",

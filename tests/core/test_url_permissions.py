@@ -19,6 +19,7 @@ PUBLIC = {
     "oidc_authentication_init",
     "oidc_authentication_callback",
     "sso-failed",
+    "pipeline-webhook",  # a forge's push delivery: its signature under the pipeline's secret is the login
 }
 
 

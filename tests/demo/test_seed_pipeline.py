@@ -49,3 +49,6 @@ def test_seed_pipeline_leaves_one_finished_run_of_the_digits_pipeline(team):
     call_command("seed_pipeline", code_repo=repo.path, code_ref="main", stdout=out)
     assert Pipeline.objects.count() == 1 and PipelineRun.objects.count() == 1
     assert "already ran" in out.getvalue()
+    schedule = Pipeline.objects.get().schedules.get()  # one, however often it is seeded
+    assert (schedule.cron, schedule.timezone, schedule.enabled) == ("0 3 * * *", "UTC", True)
+    assert "schedule 0 3 * * * (UTC), next at" in out.getvalue()

@@ -12,11 +12,13 @@ from apps.clusters.selectors import grant_for_submission
 from apps.jobs import services as job_services
 from apps.pipelines import services
 from apps.pipelines.models import Pipeline, PipelineRun
+from apps.pipelines.triggers.services import schedule_ensure
 from apps.registry.services import model_version_register_from_job
 
 NAME = "digits"
 PATH = "examples/digits-pipeline/axle-pipeline.yaml"
 TIMEOUT_SECONDS = 900
+SCHEDULE, SCHEDULE_TZ = "0 3 * * *", "UTC"
 
 
 class Command(BaseCommand):
@@ -46,6 +48,9 @@ class Command(BaseCommand):
         pipeline = Pipeline.objects.filter(team=team, name=NAME).first() or services.pipeline_create(
             user=scientist, team=team, name=NAME, grant=grant, repo_url=code_repo, branch=code_ref, path=PATH
         )
+        # Nightly, as a team would run it; the worker's triggers task fires it (see README).
+        schedule = schedule_ensure(user=scientist, pipeline=pipeline, cron_expression=SCHEDULE, tz_name=SCHEDULE_TZ)
+        self.say(f"schedule {schedule.cron} ({schedule.timezone}), next at {schedule.next_fire_at:%Y-%m-%d %H:%M} UTC")
         done = pipeline.runs.exclude(status__in=(PipelineRun.Status.FAILED, PipelineRun.Status.CANCELLED)).first()
         if done is not None:
             self.say(f"pipeline {NAME} already ran: run #{done.number} at {done.commit[:12]} ({done.status})")
