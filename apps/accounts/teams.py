@@ -136,12 +136,16 @@ class TeamField(serializers.CharField):
     """A team by name or id, one of the requesting user's; the serializer needs the request in
     its context. A team the user is not in answers 404, as if it did not exist."""
 
+    plain_text = True  # documented like a CharField (apps.core.schema): no NUL characters
+
     def __init__(self, **kwargs):
         kwargs.setdefault("help_text", "Team name or id; you must be a member")
         super().__init__(**kwargs)
 
     def to_internal_value(self, data) -> Team:
         ident = super().to_internal_value(data)
+        if "\x00" in ident:  # CharField's own check runs after this lookup, too late
+            raise serializers.ValidationError("Null characters are not allowed.")
         return team_get(user=self.context["request"].user, ident=ident)
 
     def to_representation(self, value) -> str:

@@ -60,7 +60,7 @@ class KeysetPagination(Pagination):
     def paginate_queryset(self, queryset, request, view=None):
         self.request = request
         self.limit = self.get_limit(request) or self.max_limit
-        raw = request.query_params.get(self.cursor_query_param)
+        raw = request.query_params.get(self.cursor_query_param) or None  # `?cursor=`: the first page
         self.keyset = raw is not None
         if self.keyset:
             created_at, pk = self._decode(raw)

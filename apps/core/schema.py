@@ -60,7 +60,7 @@ class AxleAutoSchema(AutoSchema):
         schema = super()._map_serializer_field(field, direction, bypass_extensions)
         if (
             direction == "request"
-            and type(field) is serializers.CharField
+            and (type(field) is serializers.CharField or getattr(field, "plain_text", False))
             and schema.get("type") == "string"
             and "pattern" not in schema
             and not any(isinstance(v, RegexValidator) for v in field.validators)

@@ -5,7 +5,7 @@ from rest_framework.views import APIView
 
 from apps.accounts.teams import TeamField
 from apps.clusters.selectors import cluster_get, grant_for_submission
-from apps.core.errors import PermissionDenied
+from apps.core.errors import PermissionDenied, ValidationFailed
 from apps.core.pagination import Pagination
 from apps.core.schema import errors
 
@@ -104,9 +104,7 @@ class PipelineListCreateApi(APIView):
         responses={200: PipelineOutputSerializer(many=True), **errors(400)},
     )
     def get(self, request):
-        rows = selectors.pipeline_list(
-            user=request.user, name=request.query_params.get("name", ""), team=request.query_params.get("team", "")
-        )
+        rows = selectors.pipeline_list(user=request.user, name=_param(request, "name"), team=_param(request, "team"))
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(rows, request, view=self)
         return paginator.get_paginated_response(PipelineOutputSerializer(page, many=True).data)
@@ -157,19 +155,27 @@ class PipelineRunStartApi(APIView):
         return Response(RunOutputSerializer(run).data, status=201)
 
 
+def _param(request, name: str) -> str:
+    """A text query parameter; a NUL character (which no database stores) is refused."""
+    value = request.query_params.get(name, "")
+    if "\x00" in value:
+        raise ValidationFailed(f"The {name} parameter holds a NUL character.")
+    return value
+
+
 class PipelineRunListApi(APIView):
     pagination_class = Pagination
 
     @extend_schema(
         parameters=[OpenApiParameter("pipeline", str), OpenApiParameter("status", str)],
-        responses={200: RunOutputSerializer(many=True), **errors(400)},
+        responses={200: RunOutputSerializer(many=True), **errors(400, 404)},
     )
     def get(self, request):
         pipeline = None
-        if ident := request.query_params.get("pipeline"):
+        if ident := _param(request, "pipeline"):
             pipeline = selectors.pipeline_get(user=request.user, pipeline_id=ident)
         rows = selectors.pipeline_run_list(
-            user=request.user, pipeline=pipeline, status=request.query_params.get("status", "")
+            user=request.user, pipeline=pipeline, status=_param(request, "status")
         ).prefetch_related("steps__job", "steps__outputs")
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(rows, request, view=self)

@@ -38,8 +38,8 @@ class ModelVersionDetailOutputSerializer(ModelVersionOutputSerializer):
     live_in = serializers.ListField(
         child=serializers.CharField(), help_text="The environments where this version is live now"
     )
+    # No allow_null: its schema would be oneOf({}, null), which null matches twice; {} takes null.
     input_example = serializers.JSONField(
-        allow_null=True,
         help_text="A request body for the model server made from the model's own MLflow input_example "
         "(or its signature); null when the model was logged with neither",
     )

@@ -18,6 +18,7 @@ from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.factories import ClusterFactory, ClusterGrantFactory
@@ -148,6 +149,9 @@ def _point_at_real_things(case, world) -> None:
         case.query["id"] = world["lineage"][case.query["kind"]]
 
 
+CALLS_THE_CLUSTER = {("POST", "/api/v1/pipelines/{pipeline_id}/run/")}
+
+
 @pytest.mark.slow
 @pytest.mark.django_db
 @schema.parametrize()
@@ -157,7 +161,19 @@ def test_the_api_answers_every_operation_as_its_schema_says(case, alices_world):
     excluded = []
     if (case.method, case.path) in SEMANTIC_BODIES:
         excluded.append(positive_data_acceptance)
-    case.call_and_validate(headers={"Authorization": f"Token {alices_world['token']}"}, excluded_checks=excluded)
+    calls_cluster = (case.method, case.path) in CALLS_THE_CLUSTER
+    if calls_cluster:
+        # Starting a run resolves the branch on the cluster at once; this world's cluster has
+        # no confirmed host key, so the answer is 503 with the reason: never a 500.
+        excluded.append(not_a_server_error)
+    if (case.query or {}).get("cursor"):
+        # A cursor is opaque: only one a page gave out is valid, which no schema can say.
+        excluded.append(positive_data_acceptance)
+    response = case.call_and_validate(
+        headers={"Authorization": f"Token {alices_world['token']}"}, excluded_checks=excluded
+    )
+    if calls_cluster:
+        assert response.status_code != 500, response.text
 
 
 @pytest.mark.django_db
