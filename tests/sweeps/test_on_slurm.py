@@ -267,17 +267,19 @@ def test_a_worker_killed_after_sbatch_leaves_one_array(grant, monkeypatch):
     services.sweep_launch(sweep_id=sweep.pk)
     assert services.sweep_launch(sweep_id=sweep.pk) is None  # a second launch finds nothing to launch
     job = sweep.trials.first().job
-    real_transition = submitting.transition
+    # Submission records a batch's answers with transition_many (issue 14): the worker dies
+    # after sbatch answered, before the hub wrote the job id down.
+    real_transition = submitting.transition_many
 
     def die_after_sbatch(**kwargs):
         if kwargs.get("action") == "job.submitted":
             raise SystemExit("worker killed")
         return real_transition(**kwargs)
 
-    monkeypatch.setattr(submitting, "transition", die_after_sbatch)
+    monkeypatch.setattr(submitting, "transition_many", die_after_sbatch)
     with pytest.raises(SystemExit):
         job_services.job_submit(job_id=job.pk)
-    monkeypatch.setattr(submitting, "transition", real_transition)
+    monkeypatch.setattr(submitting, "transition_many", real_transition)
     Job.objects.filter(pk=job.pk).update(updated_at=timezone.now() - timedelta(minutes=10))
     job_tasks.jobs_tick()  # the stuck submission is found by its marker, never sent again
     sweep = run(sweep)
