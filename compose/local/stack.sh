@@ -469,7 +469,7 @@ secret_ensure() {
 # mlflow_requires_login: the API refuses an anonymous request (a server started before the
 # auth app was configured here does not, and is restarted).
 mlflow_requires_login() {
-  [[ "$(curl -s -o /dev/null -w '%{http_code}' -m 5 \
+  [[ "$(curl -s -o /dev/null -w '%{http_code}' -m 20 \
     "http://127.0.0.1:$AXLE_MLFLOW_PORT/api/2.0/mlflow/experiments/search?max_results=1")" == 401 ]]
 }
 
