@@ -4,7 +4,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.accounts.team_api import TeamAssetApi, TeamAssetFilterSerializer
+from apps.accounts.team_api import TeamAssetApi, TeamAssetListCreateApi
 from apps.accounts.teams import TeamField
 from apps.clusters.selectors import cluster_get
 from apps.core.pagination import Pagination
@@ -128,20 +128,10 @@ class DatasetVersionDetailOutputSerializer(DatasetVersionOutputSerializer):
     manifest_complete = serializers.BooleanField()
 
 
-class DatasetListCreateApi(TeamAssetApi, APIView):
+class DatasetListCreateApi(TeamAssetListCreateApi):
     list_assets = staticmethod(selectors.dataset_list)
     create_asset = staticmethod(services.dataset_create)
     input_serializer, output_serializer = DatasetInputSerializer, DatasetOutputSerializer
-
-    @extend_schema(
-        parameters=[TeamAssetFilterSerializer], responses={200: DatasetOutputSerializer(many=True), **errors(400)}
-    )
-    def get(self, request):
-        return self.asset_list(request)
-
-    @extend_schema(request=DatasetInputSerializer, responses={201: DatasetOutputSerializer, **errors(404, 409)})
-    def post(self, request):
-        return self.asset_create(request)
 
 
 class DatasetDetailApi(TeamAssetApi, APIView):
