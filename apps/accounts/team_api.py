@@ -18,7 +18,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.core.pagination import Pagination
+from apps.core.pagination import Pagination, page_response
 from apps.core.schema import errors
 
 
@@ -41,9 +41,7 @@ class TeamAssetApi:
         filters = self.filter_serializer(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
         assets = self.list_assets(user=request.user, **filters.validated_data)
-        paginator = self.pagination_class()
-        page = paginator.paginate_queryset(assets, request, view=self)
-        return paginator.get_paginated_response(self.output_serializer(page, many=True).data)
+        return page_response(self, request, assets, self.output_serializer)
 
     def asset_create(self, request) -> Response:
         data = self.input_serializer(data=request.data, context={"request": request})

@@ -5,7 +5,7 @@ from rest_framework.views import APIView
 
 from apps.accounts.team_api import TeamAssetApi, TeamAssetListCreateApi
 from apps.accounts.teams import TeamField
-from apps.core.pagination import Pagination
+from apps.core.pagination import Pagination, page_response
 from apps.core.schema import errors
 
 from . import artifacts, placements, selectors, services
@@ -86,11 +86,8 @@ class ModelVersionListCreateApi(APIView):
     @extend_schema(responses=ModelVersionOutputSerializer(many=True))
     def get(self, request, name):
         model = selectors.registered_model_get(user=request.user, name=name)
-        paginator = self.pagination_class()
-        page = paginator.paginate_queryset(
-            selectors.model_version_list(user=request.user, model=model), request, view=self
-        )
-        return paginator.get_paginated_response(ModelVersionOutputSerializer(page, many=True).data)
+        versions = selectors.model_version_list(user=request.user, model=model)
+        return page_response(self, request, versions, ModelVersionOutputSerializer)
 
     @extend_schema(
         request=ModelVersionInputSerializer,
