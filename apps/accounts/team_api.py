@@ -2,20 +2,24 @@
 ``?team=`` and ``?q=``, paginated), creation in one of the user's teams, and one asset with
 its version counts.
 
-An app's API view mixes `TeamAssetApi` in, names its selector, service and serializers, and
-keeps its own ``get``/``post`` (with their schema) calling `asset_list`, `asset_create` and
-`asset_response`. The list reads its filters through ``filter_serializer`` and pages with the
-view's ``pagination_class``."""
+An app's list view subclasses `TeamAssetListCreateApi` and names its selector, service and
+serializers: its ``get``/``post`` and their schema follow from them. Other views mix
+`TeamAssetApi` in and call `asset_list`, `asset_create` and `asset_response` from their own
+methods. The list reads its filters through ``filter_serializer`` and pages with the view's
+``pagination_class``."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from django.db.models import Model, QuerySet
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
-from apps.core.pagination import Pagination
+from apps.core.pagination import Pagination, page_response
+from apps.core.schema import errors
 
 
 class TeamAssetFilterSerializer(serializers.Serializer):
@@ -37,9 +41,7 @@ class TeamAssetApi:
         filters = self.filter_serializer(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
         assets = self.list_assets(user=request.user, **filters.validated_data)
-        paginator = self.pagination_class()
-        page = paginator.paginate_queryset(assets, request, view=self)
-        return paginator.get_paginated_response(self.output_serializer(page, many=True).data)
+        return page_response(self, request, assets, self.output_serializer)
 
     def asset_create(self, request) -> Response:
         data = self.input_serializer(data=request.data, context={"request": request})
@@ -53,3 +55,25 @@ class TeamAssetApi:
 
     def asset_response(self, request, asset: Model, *, status: int = 200) -> Response:
         return Response(self.output_serializer(self.with_counts(request, asset)).data, status=status)
+
+
+# GET: the assets of the user's teams (?team=, ?q=), paginated; POST: a new one. No docstring,
+# since the schema would give it to every subclass as its description.
+class TeamAssetListCreateApi(TeamAssetApi, APIView):
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        extend_schema_view(
+            get=extend_schema(
+                parameters=[cls.filter_serializer],
+                responses={200: cls.output_serializer(many=True), **errors(400)},
+            ),
+            post=extend_schema(
+                request=cls.input_serializer, responses={201: cls.output_serializer, **errors(404, 409)}
+            ),
+        )(cls)
+
+    def get(self, request):
+        return self.asset_list(request)
+
+    def post(self, request):
+        return self.asset_create(request)

@@ -3,7 +3,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.core.pagination import Pagination
+from apps.core.pagination import Pagination, page_response
 from apps.core.schema import errors
 
 from . import selectors, services
@@ -133,11 +133,9 @@ class ClusterListApi(APIView):
 
     @extend_schema(operation_id="clusters_list", responses=ClusterOutputSerializer(many=True))
     def get(self, request):
-        paginator = self.pagination_class()
-        page = paginator.paginate_queryset(selectors.cluster_list(user=request.user), request, view=self)
         mine = selectors.grant_mine_by_cluster(user=request.user)
-        data = ClusterOutputSerializer(page, many=True, context={"mine": mine}).data
-        return paginator.get_paginated_response(data)
+        clusters = selectors.cluster_list(user=request.user)
+        return page_response(self, request, clusters, ClusterOutputSerializer, context={"mine": mine})
 
 
 class ClusterDetailApi(APIView):
@@ -168,9 +166,7 @@ class GrantListApi(APIView):
 
     @extend_schema(operation_id="grants_list", responses=GrantOutputSerializer(many=True))
     def get(self, request):
-        paginator = self.pagination_class()
-        page = paginator.paginate_queryset(selectors.grant_list(user=request.user), request, view=self)
-        return paginator.get_paginated_response(GrantOutputSerializer(page, many=True).data)
+        return page_response(self, request, selectors.grant_list(user=request.user), GrantOutputSerializer)
 
     @extend_schema(
         operation_id="grants_request",

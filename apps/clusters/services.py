@@ -19,23 +19,11 @@ from apps.integrations.slurm.base import ClusterState
 from apps.integrations.slurm.ssh import PinnedHostKey, load_private_key
 
 from .enforcement import enforce_later
+from .models import LIMIT_FIELDS as PER_JOB_LIMITS
 from .models import Cluster, ClusterGrant, grant_name_problems, slurm_bin_dir_problem
 
-LIMIT_FIELDS = (
-    "allowed_partitions",
-    "allowed_accounts",
-    "allowed_qos",
-    "max_nodes",
-    "max_cpus",
-    "max_gpus",
-    "max_mem_mb",
-    "max_time_minutes",
-    "max_active_jobs",
-    "max_array_size",
-    "cpu_hours_per_month",
-    "gpu_hours_per_month",
-    "valid_until",
-)
+# What an administrator sets on a grant: the per-job limits, the monthly budgets and the end date.
+LIMIT_FIELDS = (*PER_JOB_LIMITS, "cpu_hours_per_month", "gpu_hours_per_month", "valid_until")
 
 
 def _check_names(cluster_username: str | None, limits: dict) -> None:
@@ -44,6 +32,12 @@ def _check_names(cluster_username: str | None, limits: dict) -> None:
     lists = {f: limits[f] for f in ("allowed_partitions", "allowed_accounts", "allowed_qos") if f in limits}
     if problems := grant_name_problems(cluster_username=cluster_username, **lists):
         raise ValidationFailed(" ".join(problems.values()), extra={"fields": problems})
+
+
+def _refuse_unknown(given: dict, known: tuple[str, ...], what: str) -> None:
+    """A caller's mistake (forms and the admin only pass known fields), so ValueError."""
+    if unknown := set(given) - set(known):
+        raise ValueError(f"Not {what}: {sorted(unknown)}")
 
 
 def _limits_snapshot(grant: ClusterGrant) -> dict:
@@ -110,9 +104,7 @@ def rest_url_check(url: str) -> str:
 
 
 def cluster_create(*, actor, **fields) -> Cluster:
-    unknown = set(fields) - set(CLUSTER_CONFIG_FIELDS)
-    if unknown:
-        raise ValueError(f"Not cluster settings: {sorted(unknown)}")
+    _refuse_unknown(fields, CLUSTER_CONFIG_FIELDS, "cluster settings")
     if Cluster.objects.filter(name=fields.get("name", "")).exists():
         raise ValidationFailed(f"A cluster named {fields['name']} exists already.")
     with transaction.atomic():
@@ -131,9 +123,7 @@ def cluster_create(*, actor, **fields) -> Cluster:
 
 def cluster_update(*, cluster: Cluster, actor, **fields) -> Cluster:
     """Change a cluster's settings; audit only what changed, with its old and new value."""
-    unknown = set(fields) - set(CLUSTER_CONFIG_FIELDS)
-    if unknown:
-        raise ValueError(f"Not cluster settings: {sorted(unknown)}")
+    _refuse_unknown(fields, CLUSTER_CONFIG_FIELDS, "cluster settings")
     if "rest_url" in fields:
         fields["rest_url"] = rest_url_check(fields["rest_url"])
     if problem := slurm_bin_dir_problem(fields.get("slurm_bin_dir", "/")):
@@ -229,17 +219,14 @@ def grant_create(*, user, cluster: Cluster, cluster_username: str, actor, **limi
 def grant_approve(*, grant: ClusterGrant, actor, cluster_username: str, comment: str = "", **limits) -> ClusterGrant:
     if not cluster_username:
         raise ValidationFailed("Set the cluster username this user's jobs run as before approving.")
-    unknown = set(limits) - set(LIMIT_FIELDS)
-    if unknown:
-        raise ValueError(f"Not grant limits: {sorted(unknown)}")
+    _refuse_unknown(limits, LIMIT_FIELDS, "grant limits")
     _check_names(cluster_username, limits)
     # Username and limits go into the same compare-and-swap UPDATE as the status: saving them
     # first would write a stale status back over a decision made meanwhile.
     after = {f: limits.get(f, getattr(grant, f)) for f in LIMIT_FIELDS}
-    grant = transition(
-        obj=grant,
+    return _grant_move(
+        grant=grant,
         to=ClusterGrant.Status.ACTIVE,
-        transitions=ClusterGrant.TRANSITIONS,
         action="grant.approved",
         actor=actor,
         fields={
@@ -251,16 +238,12 @@ def grant_approve(*, grant: ClusterGrant, actor, cluster_username: str, comment:
         },
         data={"cluster_username": cluster_username, **after},
     )
-    enforce_later(grant.cluster)
-    return grant
 
 
 def grant_update_limits(*, grant: ClusterGrant, actor, cluster_username: str | None = None, **limits) -> ClusterGrant:
     """Change a grant's cluster username and limits; audit `grant.updated` with the old and new
     value of what changed (nothing is written when nothing changed)."""
-    unknown = set(limits) - set(LIMIT_FIELDS)
-    if unknown:
-        raise ValueError(f"Not grant limits: {sorted(unknown)}")
+    _refuse_unknown(limits, LIMIT_FIELDS, "grant limits")
     changes = dict(limits)
     if cluster_username is not None:
         cluster_username = cluster_username.strip()
@@ -284,57 +267,50 @@ def grant_update_limits(*, grant: ClusterGrant, actor, cluster_username: str | N
     return grant
 
 
+def _grant_move(
+    *, grant: ClusterGrant, to: str, action: str, actor, data: dict, fields: dict | None = None, enforce: bool = True
+) -> ClusterGrant:
+    """Move a grant to another state (compare-and-swap, audited); with `enforce`, bring the
+    cluster's Slurm access in line with it afterwards."""
+    grant = transition(
+        obj=grant, to=to, transitions=ClusterGrant.TRANSITIONS, action=action, actor=actor, fields=fields, data=data
+    )
+    if enforce:
+        enforce_later(grant.cluster)
+    return grant
+
+
 def grant_decline(*, grant: ClusterGrant, actor, comment: str = "") -> ClusterGrant:
-    return transition(
-        obj=grant,
+    # A request never had access, so there is nothing to enforce.
+    return _grant_move(
+        grant=grant,
         to=ClusterGrant.Status.DECLINED,
-        transitions=ClusterGrant.TRANSITIONS,
         action="grant.declined",
         actor=actor,
         fields={"decided_by": actor, "decided_at": timezone.now(), "decision_comment": comment},
         data={"comment": comment},
+        enforce=False,
     )
 
 
 def grant_revoke(*, grant: ClusterGrant, actor, comment: str = "") -> ClusterGrant:
-    grant = transition(
-        obj=grant,
-        to=ClusterGrant.Status.REVOKED,
-        transitions=ClusterGrant.TRANSITIONS,
-        action="grant.revoked",
-        actor=actor,
-        data={"comment": comment},
+    return _grant_move(
+        grant=grant, to=ClusterGrant.Status.REVOKED, action="grant.revoked", actor=actor, data={"comment": comment}
     )
-    enforce_later(grant.cluster)
-    return grant
 
 
 def grant_suspend(*, grant: ClusterGrant, actor, reason: str) -> ClusterGrant:
     """Stop a grant's use without ending it (the directory no longer knows its user); an
     administrator resumes it with grant_resume."""
-    grant = transition(
-        obj=grant,
-        to=ClusterGrant.Status.SUSPENDED,
-        transitions=ClusterGrant.TRANSITIONS,
-        action="grant.suspended",
-        actor=actor,
-        data={"reason": reason},
+    return _grant_move(
+        grant=grant, to=ClusterGrant.Status.SUSPENDED, action="grant.suspended", actor=actor, data={"reason": reason}
     )
-    enforce_later(grant.cluster)
-    return grant
 
 
 def grant_resume(*, grant: ClusterGrant, actor, comment: str = "") -> ClusterGrant:
-    grant = transition(
-        obj=grant,
-        to=ClusterGrant.Status.ACTIVE,
-        transitions=ClusterGrant.TRANSITIONS,
-        action="grant.resumed",
-        actor=actor,
-        data={"comment": comment},
+    return _grant_move(
+        grant=grant, to=ClusterGrant.Status.ACTIVE, action="grant.resumed", actor=actor, data={"comment": comment}
     )
-    enforce_later(grant.cluster)
-    return grant
 
 
 def grant_generate_ssh_key(*, grant: ClusterGrant, actor) -> str:

@@ -7,6 +7,7 @@ from django.core.paginator import Paginator
 from django.db import models
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
+from rest_framework.serializers import Serializer
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from .errors import ValidationFailed
@@ -144,3 +145,11 @@ class IdsFirstPaginator(Paginator):
         ids = list(self.object_list.values_list("pk", flat=True)[bottom : bottom + self.per_page])
         by_pk = {row.pk: row for row in self.object_list.filter(pk__in=ids).order_by()}
         return self._get_page([by_pk[pk] for pk in ids if pk in by_pk], number, self)
+
+
+def page_response(view, request, rows, serializer: type[Serializer], *, context: dict | None = None) -> Response:
+    """The page of `rows` the view's `pagination_class` cuts from the request's ?limit=&offset=
+    (or ?cursor=), each row through `serializer`, with the paginator's count and links."""
+    paginator = view.pagination_class()
+    page = paginator.paginate_queryset(rows, request, view=view)
+    return paginator.get_paginated_response(serializer(page, many=True, context=context or {}).data)

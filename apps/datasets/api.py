@@ -4,10 +4,10 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.accounts.team_api import TeamAssetApi, TeamAssetFilterSerializer
+from apps.accounts.team_api import TeamAssetApi, TeamAssetListCreateApi
 from apps.accounts.teams import TeamField
 from apps.clusters.selectors import cluster_get
-from apps.core.pagination import Pagination
+from apps.core.pagination import Pagination, page_response
 from apps.core.schema import NOT_STRIPPED, STRIPPED, STRIPPED_TO_NOTHING, errors
 
 from . import selectors, services
@@ -128,20 +128,10 @@ class DatasetVersionDetailOutputSerializer(DatasetVersionOutputSerializer):
     manifest_complete = serializers.BooleanField()
 
 
-class DatasetListCreateApi(TeamAssetApi, APIView):
+class DatasetListCreateApi(TeamAssetListCreateApi):
     list_assets = staticmethod(selectors.dataset_list)
     create_asset = staticmethod(services.dataset_create)
     input_serializer, output_serializer = DatasetInputSerializer, DatasetOutputSerializer
-
-    @extend_schema(
-        parameters=[TeamAssetFilterSerializer], responses={200: DatasetOutputSerializer(many=True), **errors(400)}
-    )
-    def get(self, request):
-        return self.asset_list(request)
-
-    @extend_schema(request=DatasetInputSerializer, responses={201: DatasetOutputSerializer, **errors(404, 409)})
-    def post(self, request):
-        return self.asset_create(request)
 
 
 class DatasetDetailApi(TeamAssetApi, APIView):
@@ -159,11 +149,8 @@ class DatasetVersionListCreateApi(APIView):
     @extend_schema(responses=DatasetVersionOutputSerializer(many=True))
     def get(self, request, dataset_id):
         dataset = selectors.dataset_get(user=request.user, id=dataset_id)
-        paginator = self.pagination_class()
-        page = paginator.paginate_queryset(
-            selectors.dataset_version_list(user=request.user, dataset=dataset), request, view=self
-        )
-        return paginator.get_paginated_response(DatasetVersionOutputSerializer(page, many=True).data)
+        versions = selectors.dataset_version_list(user=request.user, dataset=dataset)
+        return page_response(self, request, versions, DatasetVersionOutputSerializer)
 
     @extend_schema(
         request=DatasetVersionInputSerializer, responses={201: DatasetVersionOutputSerializer, **errors(503)}

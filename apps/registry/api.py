@@ -3,9 +3,9 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.accounts.team_api import TeamAssetApi, TeamAssetFilterSerializer
+from apps.accounts.team_api import TeamAssetApi, TeamAssetListCreateApi
 from apps.accounts.teams import TeamField
-from apps.core.pagination import Pagination
+from apps.core.pagination import Pagination, page_response
 from apps.core.schema import errors
 
 from . import artifacts, placements, selectors, services
@@ -64,20 +64,10 @@ class ModelVersionInputSerializer(serializers.Serializer):
     job = serializers.UUIDField(help_text="The completed job whose MLflow run logged the model")
 
 
-class ModelListCreateApi(TeamAssetApi, APIView):
+class ModelListCreateApi(TeamAssetListCreateApi):
     list_assets = staticmethod(selectors.registered_model_list)
     create_asset = staticmethod(services.registered_model_create)
     input_serializer, output_serializer = ModelInputSerializer, ModelOutputSerializer
-
-    @extend_schema(
-        parameters=[TeamAssetFilterSerializer], responses={200: ModelOutputSerializer(many=True), **errors(400)}
-    )
-    def get(self, request):
-        return self.asset_list(request)
-
-    @extend_schema(request=ModelInputSerializer, responses={201: ModelOutputSerializer, **errors(404, 409)})
-    def post(self, request):
-        return self.asset_create(request)
 
 
 class ModelDetailApi(TeamAssetApi, APIView):
@@ -96,11 +86,8 @@ class ModelVersionListCreateApi(APIView):
     @extend_schema(responses=ModelVersionOutputSerializer(many=True))
     def get(self, request, name):
         model = selectors.registered_model_get(user=request.user, name=name)
-        paginator = self.pagination_class()
-        page = paginator.paginate_queryset(
-            selectors.model_version_list(user=request.user, model=model), request, view=self
-        )
-        return paginator.get_paginated_response(ModelVersionOutputSerializer(page, many=True).data)
+        versions = selectors.model_version_list(user=request.user, model=model)
+        return page_response(self, request, versions, ModelVersionOutputSerializer)
 
     @extend_schema(
         request=ModelVersionInputSerializer,

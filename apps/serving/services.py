@@ -28,6 +28,17 @@ from .specs import name_of
 D = Deployment.Status
 
 
+def _move(deployment: Deployment, to: str, *, action: str, user: User, **changes) -> Deployment:
+    """`transition` of a deployment (compare-and-swap, audited); `changes` are its fields and data."""
+    return transition(obj=deployment, to=to, transitions=Deployment.TRANSITIONS, action=action, actor=user, **changes)
+
+
+def _approve(deployment: Deployment, *, user: User, why: dict) -> None:
+    """Approved: deploy once the transaction commits."""
+    _move(deployment, D.APPROVED, action="deployment.approved", user=user, data=why)
+    enqueue("apps.serving.tasks.deployment_deploy", deployment.pk)
+
+
 # ---------------------------------------------------------------- request and decisions
 
 
@@ -106,15 +117,7 @@ def deployment_request(
             },
         )
         if policy.required_approvals(deployment) == 0:
-            transition(
-                obj=deployment,
-                to=D.APPROVED,
-                transitions=Deployment.TRANSITIONS,
-                action="deployment.approved",
-                actor=user,
-                data={"approvals": 0, "rule": f"{environment.name} needs no approval"},
-            )
-            enqueue("apps.serving.tasks.deployment_deploy", deployment.pk)
+            _approve(deployment, user=user, why={"approvals": 0, "rule": f"{environment.name} needs no approval"})
         else:
             notifications.approval_wanted(deployment)
     return deployment
@@ -146,24 +149,9 @@ def _decide(*, user: User, deployment: Deployment, decision: str, comment: str) 
             after={"comment": comment.strip(), "artifact_sha256": locked.artifact_sha256},
         )
         if decision == DeploymentApproval.Decision.REJECT:
-            transition(
-                obj=locked,
-                to=D.REJECTED,
-                transitions=Deployment.TRANSITIONS,
-                action="deployment.rejected",
-                actor=user,
-                data={"comment": comment.strip()},
-            )
+            _move(locked, D.REJECTED, action="deployment.rejected", user=user, data={"comment": comment.strip()})
         elif policy.approvals_met(locked):
-            transition(
-                obj=locked,
-                to=D.APPROVED,
-                transitions=Deployment.TRANSITIONS,
-                action="deployment.approved",
-                actor=user,
-                data={"approvals": policy.valid_approvals(locked).count()},
-            )
-            enqueue("apps.serving.tasks.deployment_deploy", locked.pk)
+            _approve(locked, user=user, why={"approvals": policy.valid_approvals(locked).count()})
         if locked.status != D.REQUESTED:
             notifications.decided(locked, by=user, decision=decision, comment=comment.strip())
     return locked
@@ -183,27 +171,14 @@ def deployment_withdraw(*, user: User, deployment: Deployment) -> Deployment:
         raise PermissionDenied("Only the requester can withdraw a deployment request.")
     if deployment.status != D.REQUESTED:
         raise Conflict(f"This request is {deployment.get_status_display().lower()}, so it can no longer be withdrawn.")
-    return transition(
-        obj=deployment,
-        to=D.WITHDRAWN,
-        transitions=Deployment.TRANSITIONS,
-        action="deployment.withdrawn",
-        actor=user,
-    )
+    return _move(deployment, D.WITHDRAWN, action="deployment.withdrawn", user=user)
 
 
 def deployment_retire(*, user: User, deployment: Deployment) -> Deployment:
     _may_operate(user, deployment)
     if deployment.status != D.LIVE:
         raise Conflict("Only a live deployment can be retired.")
-    transition(
-        obj=deployment,
-        to=D.RETIRED,
-        transitions=Deployment.TRANSITIONS,
-        action="deployment.retired",
-        actor=user,
-        fields={"retired_at": timezone.now()},
-    )
+    _move(deployment, D.RETIRED, action="deployment.retired", user=user, fields={"retired_at": timezone.now()})
     try:
         backends.backend_for(deployment.environment).delete(deployment.backend_name, deployment.environment.namespace)
     except ServingError as exc:
@@ -226,13 +201,8 @@ def deployment_rollback(*, user: User, deployment: Deployment) -> Deployment:
     if previous is None or previous.status != D.RETIRED:
         raise Conflict("There is no previously live version to return to.")
     with transaction.atomic():
-        transition(
-            obj=deployment,
-            to=D.ROLLED_BACK,
-            transitions=Deployment.TRANSITIONS,
-            action="deployment.rolled_back",
-            actor=user,
-            data={"back_to": str(previous.uuid)},
+        _move(
+            deployment, D.ROLLED_BACK, action="deployment.rolled_back", user=user, data={"back_to": str(previous.uuid)}
         )
         audit_record(
             action="deployment.rollback_started", subject=previous, actor=user, after={"from": str(deployment.uuid)}

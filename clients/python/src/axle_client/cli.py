@@ -7,7 +7,9 @@ import json
 import os
 import socket
 import sys
+from collections.abc import Callable
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import typer
@@ -64,6 +66,10 @@ out = Console(highlight=False, width=None if sys.stdout.isatty() else 250)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 JSON = typer.Option(False, "--json", help="Print the API's JSON instead of a table (for scripts).")
+JOB_ID = typer.Argument(..., help="Job id (or its first characters, or its Slurm id).")
+SWEEP_ID = typer.Argument(..., help="Sweep id (or its first characters).")
+RUN_ID = typer.Argument(..., help="The pipeline run's id (or its first characters).")
+DEPLOYMENT_ID = typer.Argument(..., help="Deployment id (or its first characters).")
 STYLES = {
     "completed": "green",
     "succeeded": "green",
@@ -190,6 +196,22 @@ def _refused(exc: RefusedError, source: str) -> RefusedError:
     return exc
 
 
+def _act(kind: str, ref: str, act: Callable[[Client, str], dict], json_out: bool, said: Callable[[dict], str]) -> None:
+    """Do one thing to the job, sweep, pipeline run or deployment `ref` names (an id or its
+    first characters); print what the portal answers: its JSON, or the line `said` makes of it."""
+    with _client() as client:
+        thing = act(client, client.resolve(kind, ref))
+    if json_out:
+        _print_json(thing)
+    else:
+        out.print(said(thing), markup=False)
+
+
+def _unsuccessful(what: str, thing: dict, state: str, detail: str | None = "", *, verb: str = "ended") -> Unsuccessful:
+    """`sweep 1a2b3c4d ended failed: why`, for what was waited for and did not end well."""
+    return Unsuccessful(f"{what} {_short(thing['id'])} {verb} {state}" + (f": {detail}" if detail else ""))
+
+
 def _job_line(job: dict) -> str:
     parts = [f"job {_short(job['id'])}", job["status"]]
     if job.get("slurm_job_id"):
@@ -208,7 +230,7 @@ def _job_end(job: dict) -> None:
     detail = job.get("failure_message") or job.get("last_error") or ""
     code = job.get("exit_code")
     code_text = f" (exit code {code})" if code is not None and job["status"] == "failed" else ""
-    raise Unsuccessful(f"job {_short(job['id'])} ended {job['status']}{code_text}" + (f": {detail}" if detail else ""))
+    raise _unsuccessful("job", job, f"{job['status']}{code_text}", detail)
 
 
 def _on_job_change(job: dict) -> None:
@@ -420,9 +442,7 @@ def jobs(
 
 
 @app.command()
-def status(
-    job_id: str = typer.Argument(..., help="Job id (or its first characters, or its Slurm id)."), json_out: bool = JSON
-):
+def status(job_id: str = JOB_ID, json_out: bool = JSON):
     """A job's state, inputs, times and metrics."""
     with _client() as client:
         job = client.job(client.resolve("job", job_id))
@@ -452,7 +472,7 @@ def status(
 
 @app.command()
 def logs(
-    job_id: str = typer.Argument(..., help="Job id (or its first characters, or its Slurm id)."),
+    job_id: str = JOB_ID,
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new output until the job ends."),
     stream: str = typer.Option("both", "--stream", help="stdout, stderr or both (stderr goes to your stderr)."),
 ):
@@ -536,16 +556,11 @@ def sweep_submit(
             markup=False,
         )
     if wait and sweep["status"] != "succeeded":
-        raise Unsuccessful(
-            f"sweep {_short(sweep['id'])} ended {sweep['status']}"
-            + (f": {sweep['message']}" if sweep.get("message") else "")
-        )
+        raise _unsuccessful("sweep", sweep, sweep["status"], sweep.get("message"))
 
 
 @sweep_app.command("status")
-def sweep_status(
-    sweep_id: str = typer.Argument(..., help="Sweep id (or its first characters)."), json_out: bool = JSON
-):
+def sweep_status(sweep_id: str = SWEEP_ID, json_out: bool = JSON):
     """A sweep and its trials."""
     with _client() as client:
         ident = client.resolve("sweep", sweep_id)
@@ -602,13 +617,9 @@ def sweep_list(
 
 
 @sweep_app.command("stop")
-def sweep_stop(sweep_id: str = typer.Argument(..., help="Sweep id (or its first characters)."), json_out: bool = JSON):
+def sweep_stop(sweep_id: str = SWEEP_ID, json_out: bool = JSON):
     """Stop a sweep: cancel its trials that have not ended."""
-    with _client() as client:
-        sweep = client.sweep_stop(client.resolve("sweep", sweep_id))
-    if json_out:
-        return _print_json(sweep)
-    out.print(f"sweep {_short(sweep['id'])}: {sweep['status']}", markup=False)
+    _act("sweep", sweep_id, Client.sweep_stop, json_out, lambda s: f"sweep {_short(s['id'])}: {s['status']}")
 
 
 # -- pipelines -------------------------------------------------------------------------------
@@ -639,9 +650,7 @@ def pipeline_run(
         out.print(f"See it with: axle pipeline status {_short(run['id'])}", markup=False)
     if wait and run_state(run) not in PIPELINE_SUCCESS:
         detail = run.get("message") or (f"step {run['failed_step']} failed" if run.get("failed_step") else "")
-        raise Unsuccessful(
-            f"pipeline run {_short(run['id'])} ended {run_state(run)}" + (f": {detail}" if detail else "")
-        )
+        raise _unsuccessful("pipeline run", run, run_state(run), detail)
 
 
 def _on_run_change(run: dict) -> None:
@@ -724,9 +733,7 @@ def pipeline_list(json_out: bool = JSON):
 
 
 @pipeline_app.command("status")
-def pipeline_status(
-    run_id: str = typer.Argument(..., help="The pipeline run's id (or its first characters)."), json_out: bool = JSON
-):
+def pipeline_status(run_id: str = RUN_ID, json_out: bool = JSON):
     """A pipeline run and its steps."""
     with _client() as client:
         run = client.pipeline_run_get(client.resolve("pipeline run", run_id))
@@ -736,27 +743,19 @@ def pipeline_status(
 
 
 @pipeline_app.command("cancel")
-def pipeline_cancel(
-    run_id: str = typer.Argument(..., help="The pipeline run's id (or its first characters)."), json_out: bool = JSON
-):
+def pipeline_cancel(run_id: str = RUN_ID, json_out: bool = JSON):
     """Cancel a pipeline run: every step's job on Slurm that has not ended."""
-    with _client() as client:
-        run = client.pipeline_run_cancel(client.resolve("pipeline run", run_id))
-    if json_out:
-        return _print_json(run)
-    out.print(f"pipeline run {_short(run['id'])}: {run_state(run)}", markup=False)
+    _act("pipeline run", run_id, Client.pipeline_run_cancel, json_out, _run_line)
 
 
 @pipeline_app.command("retry")
-def pipeline_retry(
-    run_id: str = typer.Argument(..., help="The pipeline run's id (or its first characters)."), json_out: bool = JSON
-):
+def pipeline_retry(run_id: str = RUN_ID, json_out: bool = JSON):
     """Run a failed pipeline run's failed steps (and what needs them) again."""
-    with _client() as client:
-        run = client.pipeline_run_retry(client.resolve("pipeline run", run_id))
-    if json_out:
-        return _print_json(run)
-    out.print(f"pipeline run {_short(run['id'])}: {run_state(run)}", markup=False)
+    _act("pipeline run", run_id, Client.pipeline_run_retry, json_out, _run_line)
+
+
+def _run_line(run: dict) -> str:
+    return f"pipeline run {_short(run['id'])}: {run_state(run)}"
 
 
 # -- models and deployments ------------------------------------------------------------------
@@ -840,38 +839,42 @@ def deploy_request(
 
 @deploy_app.command("approve")
 def deploy_approve(
-    deployment_id: str = typer.Argument(..., help="Deployment id (or its first characters)."),
+    deployment_id: str = DEPLOYMENT_ID,
     comment: str = typer.Option("", "--comment", "-m", help="What you checked."),
     json_out: bool = JSON,
 ):
     """Approve a deployment someone else asked for."""
-    with _client() as client:
-        d = client.deployment_approve(client.resolve("deployment", deployment_id), comment=comment)
-    if json_out:
-        return _print_json(d)
-    out.print(
-        f"Approved: deployment {_short(d['id'])} of {d['model']} v{d['version']} to {d['environment']}: {d['status']}.",
-        markup=False,
+    _act(
+        "deployment",
+        deployment_id,
+        partial(Client.deployment_approve, comment=comment),
+        json_out,
+        lambda d: (
+            f"Approved: deployment {_short(d['id'])} of {d['model']} v{d['version']} to {d['environment']}: "
+            f"{d['status']}."
+        ),
     )
 
 
 @deploy_app.command("reject")
 def deploy_reject(
-    deployment_id: str = typer.Argument(..., help="Deployment id (or its first characters)."),
+    deployment_id: str = DEPLOYMENT_ID,
     comment: str = typer.Option("", "--comment", "-m", help="Why."),
     json_out: bool = JSON,
 ):
     """Reject a deployment someone else asked for."""
-    with _client() as client:
-        d = client.deployment_reject(client.resolve("deployment", deployment_id), comment=comment)
-    if json_out:
-        return _print_json(d)
-    out.print(f"Rejected: deployment {_short(d['id'])} is {d['status']}.", markup=False)
+    _act(
+        "deployment",
+        deployment_id,
+        partial(Client.deployment_reject, comment=comment),
+        json_out,
+        lambda d: f"Rejected: deployment {_short(d['id'])} is {d['status']}.",
+    )
 
 
 @deploy_app.command("status")
 def deploy_status(
-    deployment_id: str = typer.Argument(..., help="Deployment id (or its first characters)."),
+    deployment_id: str = DEPLOYMENT_ID,
     wait: bool = typer.Option(
         False, "--wait", "-w", help="Wait until it is live, failed or rejected; exit 1 unless live."
     ),
@@ -892,9 +895,7 @@ def deploy_status(
     else:
         _fields(_deployment_rows(d))
     if wait and d["status"] != "live":
-        raise Unsuccessful(
-            f"deployment {_short(d['id'])} is {d['status']}" + (f": {d['last_error']}" if d.get("last_error") else "")
-        )
+        raise _unsuccessful("deployment", d, d["status"], d.get("last_error"), verb="is")
 
 
 @deploy_app.command("list")

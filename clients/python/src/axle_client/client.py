@@ -9,6 +9,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 
 import httpx
 
@@ -23,6 +24,27 @@ PIPELINE_SUCCESS = frozenset({"succeeded", "completed"})
 DEPLOYMENT_SETTLED = frozenset({"live", "failed", "rejected", "retired", "rolled_back"})
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+
+
+def _poll(read: Callable[[], dict], *, key: Callable[[dict], object], interval: float, on_change) -> Iterator[dict]:
+    """`read()` again and again, `interval` seconds apart, for as long as the caller takes
+    more; `on_change(thing)` hears each thing whose `key` differs from the last one read."""
+    seen = None
+    while True:
+        thing = read()
+        if key(thing) != seen and on_change:
+            on_change(thing)
+        seen = key(thing)
+        yield thing
+        time.sleep(interval)
+
+
+def _status(thing: dict) -> str:
+    return thing["status"]
+
+
+def _status_reason(job: dict) -> tuple:
+    return job["status"], job.get("reason")
 
 
 def _message(body) -> tuple[str, list[dict]]:
@@ -147,6 +169,15 @@ class Client:
     def cluster(self, name: str) -> dict:
         return self.get(f"clusters/{name}/")
 
+    def _post_to_cluster(self, path: str, body: dict, cluster: str) -> dict:
+        """POST what names a cluster; a 404 about the cluster lists the ones the user may use."""
+        try:
+            return self.post(path, body)
+        except NotFoundError as exc:
+            if "cluster" in exc.message.lower():
+                raise self._unknown_cluster(exc, cluster) from None
+            raise
+
     def _unknown_cluster(self, exc: NotFoundError, cluster: str) -> NotFoundError:
         """'No cluster x' with the names the user may use."""
         try:
@@ -215,12 +246,7 @@ class Client:
             body["image"] = image
         if register_model_as:
             body["register_model_as"] = register_model_as
-        try:
-            return self.post("jobs/", body)
-        except NotFoundError as exc:
-            if "cluster" in exc.message.lower():
-                raise self._unknown_cluster(exc, cluster) from None
-            raise
+        return self._post_to_cluster("jobs/", body, cluster)
 
     def job_cancel(self, job_id: str) -> dict:
         return self.post(f"jobs/{job_id}/cancel/")
@@ -236,18 +262,11 @@ class Client:
     ) -> dict:
         """Poll until the job has ended; `on_change(job)` hears each new state."""
         deadline = time.monotonic() + timeout if timeout else None
-        seen = None
-        while True:
-            job = self.job(job_id)
-            key = (job["status"], job.get("reason"))
-            if key != seen and on_change:
-                on_change(job)
-            seen = key
+        for job in _poll(partial(self.job, job_id), key=_status_reason, interval=interval, on_change=on_change):
             if job["status"] in JOB_TERMINAL:
                 return job
             if deadline and time.monotonic() > deadline:
                 raise UnavailableError(f"Job {job_id} has not ended after {timeout:.0f} s (it is {job['status']}).")
-            time.sleep(interval)
 
     def job_follow(
         self,
@@ -261,13 +280,7 @@ class Client:
         its logs are read to their end. The job's state is read before its logs, so once it
         has ended the logs read after it hold everything. `on_change(job)` hears each state."""
         offsets = dict.fromkeys(streams, 0)
-        seen = None
-        while True:
-            job = self.job(job_id)
-            key = (job["status"], job.get("reason"))
-            if key != seen and on_change:
-                on_change(job)
-            seen = key
+        for job in _poll(partial(self.job, job_id), key=_status_reason, interval=interval, on_change=on_change):
             ended = job["status"] in JOB_TERMINAL
             while True:
                 got = False
@@ -287,7 +300,6 @@ class Client:
             if ended:
                 self.last_job = job
                 return
-            time.sleep(interval)
 
     # -- sweeps ----------------------------------------------------------------------------
     def sweeps(self, *, status: str = "", limit: int | None = 50) -> list[dict]:
@@ -303,26 +315,15 @@ class Client:
         body: dict = {"cluster": cluster, "spec": spec, "script": script}
         if team:
             body["team"] = team
-        try:
-            return self.post("sweeps/", body)
-        except NotFoundError as exc:
-            if "cluster" in exc.message.lower():
-                raise self._unknown_cluster(exc, cluster) from None
-            raise
+        return self._post_to_cluster("sweeps/", body, cluster)
 
     def sweep_stop(self, sweep_id: str) -> dict:
         return self.post(f"sweeps/{sweep_id}/stop/")
 
     def sweep_wait(self, sweep_id: str, *, interval: float = 3.0, on_change: Callable | None = None) -> dict:
-        seen = None
-        while True:
-            sweep = self.sweep(sweep_id)
-            if sweep["status"] != seen and on_change:
-                on_change(sweep)
-            seen = sweep["status"]
+        for sweep in _poll(partial(self.sweep, sweep_id), key=_status, interval=interval, on_change=on_change):
             if sweep["status"] in SWEEP_TERMINAL:
                 return sweep
-            time.sleep(interval)
 
     # -- pipelines -------------------------------------------------------------------------
     def pipeline_by_name(self, name: str) -> dict:
@@ -353,16 +354,9 @@ class Client:
         return self.post(f"pipeline-runs/{run_id}/retry/")
 
     def pipeline_run_wait(self, run_id: str, *, interval: float = 3.0, on_change: Callable | None = None) -> dict:
-        seen = None
-        while True:
-            run = self.pipeline_run_get(run_id)
-            state = run_state(run)
-            if state != seen and on_change:
-                on_change(run)
-            seen = state
-            if state in PIPELINE_TERMINAL:
+        for run in _poll(partial(self.pipeline_run_get, run_id), key=run_state, interval=interval, on_change=on_change):
+            if run_state(run) in PIPELINE_TERMINAL:
                 return run
-            time.sleep(interval)
 
     # -- models ----------------------------------------------------------------------------
     def models(self, *, limit: int | None = 200) -> list[dict]:
@@ -399,15 +393,10 @@ class Client:
         return self.post(f"deployments/{deployment_id}/reject/", {"comment": comment})
 
     def deployment_wait(self, deployment_id: str, *, interval: float = 3.0, on_change: Callable | None = None) -> dict:
-        seen = None
-        while True:
-            deployment = self.deployment(deployment_id)
-            if deployment["status"] != seen and on_change:
-                on_change(deployment)
-            seen = deployment["status"]
+        read = partial(self.deployment, deployment_id)
+        for deployment in _poll(read, key=_status, interval=interval, on_change=on_change):
             if deployment["status"] in DEPLOYMENT_SETTLED:
                 return deployment
-            time.sleep(interval)
 
 
 def run_state(run: dict) -> str:
