@@ -70,6 +70,18 @@ def main() -> int:
     parser.add_argument("--mode", choices=["changes", "full"], default="changes")
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--name-prefix", default="axlebench")
+    parser.add_argument(
+        "--existing",
+        metavar="NAME",
+        help="use the held jobs named NAME already on the queue (submit none, cancel none): the same "
+        "jobs for a before and an after run",
+    )
+    parser.add_argument(
+        "--keep-connection",
+        action="store_true",
+        help="one kept-alive connection for the whole run, as the client did before it closed its "
+        "connection after big answers (RECYCLE_ANSWER_BYTES, RECYCLE_REQUESTS)",
+    )
     parser.add_argument("--site", default=None, help="the site's AXLE_STACK_DIR (default: the main site's)")
     parser.add_argument(
         "--max-rss-mib",
@@ -92,12 +104,17 @@ def main() -> int:
     except (OSError, ValueError):
         c.die(f"no running slurmrestd named by {pidfile}")
     ssh = c.check_cluster(env)
-    name = f"{args.name_prefix}-soak-{c.run_id()}"
+    name = args.existing or f"{args.name_prefix}-soak-{c.run_id()}"
     cmdline = Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ").strip()
-    c.say(f"restd_soak: {args.jobs} held jobs named {name}, mode {args.mode}, {args.minutes} min; {c.load()}")
+    how = "one kept-alive connection" if args.keep_connection else "connection closed after big answers"
+    c.say(f"restd_soak: {args.jobs} held jobs named {name}, mode {args.mode}, {how}, {args.minutes} min; {c.load()}")
     c.say(f"  site {site}: {env['AXLE_LOCAL_REST_URL']}, slurmrestd pid {pid}: {cmdline}")
 
+    from apps.integrations.slurm import rest as rest_module
     from apps.integrations.slurm.rest import RestClient
+
+    if args.keep_connection:
+        rest_module.RECYCLE_ANSWER_BYTES = rest_module.RECYCLE_REQUESTS = float("inf")
 
     key = Path(env["AXLE_LOCAL_JWT_KEY_FILE"]).read_bytes()
     rest = RestClient(
@@ -119,7 +136,10 @@ def main() -> int:
     samples = []
     minutes = 0.0
     try:
-        ids = submit_held(ssh, args.jobs, name, args.parallel, 1000)
+        if args.existing:
+            ids = [str(i) for i in range(c.count_named(ssh, name))]
+        else:
+            ids = submit_held(ssh, args.jobs, name, args.parallel, 1000)
         c.say(f"  {len(ids)} held jobs on the cluster; slurmrestd RSS {tree_rss(pid)[0]:.0f} MiB")
         c.say(
             f"{'min':>6} {'RSS MiB':>8} {'procs':>5} {'max proc':>8} {'calls':>6} {'304':>5} {'full':>5} "
@@ -156,7 +176,8 @@ def main() -> int:
                     break
             time.sleep(max(0.0, args.interval - (time.monotonic() - t0)))
     finally:
-        c.cancel_named(ssh, name)
+        if not args.existing:
+            c.cancel_named(ssh, name)
         ssh.close()
     if samples:
         change = (samples[-1] - samples[0]) / samples[0] * 100 if samples[0] else 0.0

@@ -5,6 +5,8 @@ the real slurmrestd by the client's local port: a new port is a new connection."
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from apps.integrations.slurm import rest as rest_module
@@ -13,23 +15,28 @@ from apps.integrations.slurm.rest import RestClient
 pytestmark = [pytest.mark.slurm]
 
 
-def _ports(client: RestClient) -> list[int]:
-    """The local port of each request's connection, recorded as each answer arrives."""
-    ports: list[int] = []
+@pytest.fixture
+def ports(rest: RestClient) -> Iterator[list[int]]:
+    """The local port of each request's connection, recorded as each answer arrives, on a
+    fresh connection and counter (the session's client is shared with other tests)."""
+    found: list[int] = []
 
     def record(response, *args, **kwargs):
-        ports.append(response.raw._connection.sock.getsockname()[1])
+        found.append(response.raw._connection.sock.getsockname()[1])
 
-    client._session.hooks["response"].append(record)
-    return ports
+    rest._session.close()
+    rest._requests_on_connection = 0
+    rest._session.hooks["response"].append(record)
+    try:
+        yield found
+    finally:
+        rest._session.hooks["response"].remove(record)
 
 
 def test_the_connection_is_kept_for_small_answers_and_renewed_every_recycle_requests(
-    rest: RestClient, monkeypatch: pytest.MonkeyPatch
+    rest: RestClient, ports: list[int], monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.setattr(rest_module, "RECYCLE_REQUESTS", 3)
-    rest.close()  # start on a fresh connection
-    ports = _ports(rest)
     for _ in range(7):
         rest.ping()
     assert len(ports) == 7
@@ -38,8 +45,9 @@ def test_the_connection_is_kept_for_small_answers_and_renewed_every_recycle_requ
     assert ports[3] == ports[4] == ports[5] != ports[6]
 
 
-def test_a_big_answer_closes_the_connection_after_it_is_read(rest: RestClient, monkeypatch: pytest.MonkeyPatch):
-    ports = _ports(rest)
+def test_a_big_answer_closes_the_connection_after_it_is_read(
+    rest: RestClient, ports: list[int], monkeypatch: pytest.MonkeyPatch
+):
     rest.ping()
     rest.ping()
     assert ports[0] == ports[1]  # a ping's answer is small: the connection stays
