@@ -82,6 +82,8 @@ def main() -> int:
         help="one kept-alive connection for the whole run, as the client did before it closed its "
         "connection after big answers (RECYCLE_ANSWER_BYTES, RECYCLE_REQUESTS)",
     )
+    parser.add_argument("--rest-url", help="another slurmrestd of the site than cluster.env's (with --pidfile)")
+    parser.add_argument("--pidfile", help="that slurmrestd's pid file (default: the site's run/slurmrestd.pid)")
     parser.add_argument("--site", default=None, help="the site's AXLE_STACK_DIR (default: the main site's)")
     parser.add_argument(
         "--max-rss-mib",
@@ -97,7 +99,9 @@ def main() -> int:
         c.CLUSTER_ENV = Path(args.site) / "cluster.env"
     env = c.cluster_env()
     site = Path(args.site or env.get("AXLE_STACK_DIR", "/var/lib/axle"))
-    pidfile = site / "run" / "slurmrestd.pid"
+    pidfile = Path(args.pidfile) if args.pidfile else site / "run" / "slurmrestd.pid"
+    if args.rest_url:
+        env["AXLE_LOCAL_REST_URL"] = args.rest_url
     try:
         pid = int(pidfile.read_text().strip())
         Path(f"/proc/{pid}/status").read_text()
