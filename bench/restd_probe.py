@@ -62,7 +62,11 @@ def main() -> int:
             f"({procs} procs, largest {biggest:.0f}); after close {after:7.0f} MiB ({procs_after} procs)"
         )
     session.close()
+    # a per-connection slurmrestd takes a moment to notice the close and exit
+    deadline = time.monotonic() + 30
     time.sleep(1)
+    while tree_rss(args.pid)[1] > 1 and time.monotonic() < deadline:
+        time.sleep(0.5)
     end, procs, _ = tree_rss(args.pid)
     c.say(
         f"== restd_probe: RSS {rss0:.0f} -> {end:.0f} MiB (peak {peak:.0f}) after {args.requests} requests; {c.load()}"
