@@ -23,6 +23,11 @@ if [[ -z "${AXLE_MAIN_SITE:-}" ]]; then
 fi
 # Unprivileged account for slurmrestd: it refuses to run as root or as SlurmUser.
 AXLE_SLURMREST_USER="${AXLE_SLURMREST_USER:-slurmrest}"
+# How slurmrestd serves (issue 14): `inetd` (default) runs one slurmrestd per connection under a
+# socket supervisor (systemd-socket-activate --accept --inetd, the command-line form of a systemd
+# socket unit with Accept=yes), so what a connection made slurmrestd allocate is freed when it
+# closes; `listen` is one long-lived daemon (slurmrestd 22.05 keeps what big answers allocated).
+AXLE_SLURMRESTD_MODE="${AXLE_SLURMRESTD_MODE:-inetd}"
 # Marks the Unix accounts this stack created, so it never adopts someone else's.
 AXLE_USER_GECOS="Axle local cluster user"
 # Slurm's API version pair served by 22.05 (it also serves v0.0.36 and v0.0.37).

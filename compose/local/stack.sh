@@ -16,7 +16,7 @@ PACKAGES=(
   munge slurmctld slurmd slurmdbd slurmrestd slurm-client
   slurm-wlm-jwt-plugin slurm-wlm-mysql-plugin
   mariadb-server mariadb-client openssh-server openssh-client
-  python3.11-venv curl iproute2 util-linux passwd sudo
+  python3.11-venv curl iproute2 util-linux passwd sudo systemd
 )
 
 # ---------------------------------------------------------------- install and layout
@@ -356,17 +356,51 @@ do_slurmd() {
 
 slurmrestd_alive() { alive "$RUN_DIR/slurmrestd.pid" "$AXLE_SLURMRESTD_PORT"; }
 
+# slurmrestd_mode_is MODE: the running slurmrestd serves in MODE (inetd: under the supervisor).
+slurmrestd_mode_is() {
+  local pid cmd
+  pid="$(pid_from "$RUN_DIR/slurmrestd.pid")" || return 1
+  cmd="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
+  if [[ "$1" == inetd ]]; then [[ "$cmd" == *systemd-socket-activate* ]]; else [[ "$cmd" != *systemd-socket-activate* ]]; fi
+}
+
+# stop_slurmrestd: the daemon or the supervisor, and (inetd mode) the per-connection processes
+# it started: spawn() made it lead a process group of its own.
+stop_slurmrestd() {
+  local pid
+  pid="$(pid_from "$RUN_DIR/slurmrestd.pid")" || pid=""
+  stop_pidfile slurmrestd "$RUN_DIR/slurmrestd.pid"
+  if [[ -n "$pid" ]] && kill -0 -- "-$pid" 2>/dev/null; then kill -TERM -- "-$pid" 2>/dev/null || true; fi
+}
+
 do_slurmrestd() {
   ensure_system_user "$AXLE_SLURMREST_USER" /nonexistent
-  if slurmrestd_alive; then
-    echo "slurmrestd already running"
+  [[ "$AXLE_SLURMRESTD_MODE" == inetd || "$AXLE_SLURMRESTD_MODE" == listen ]] || {
+    echo "AXLE_SLURMRESTD_MODE must be inetd or listen, not $AXLE_SLURMRESTD_MODE" >&2
+    return 1
+  }
+  if slurmrestd_alive && slurmrestd_mode_is "$AXLE_SLURMRESTD_MODE"; then
+    echo "slurmrestd already running ($AXLE_SLURMRESTD_MODE mode)"
   else
-    stop_pidfile slurmrestd "$RUN_DIR/slurmrestd.pid"
+    stop_slurmrestd
+    local restd=(/usr/sbin/slurmrestd -f "$SLURM_CONF" -a rest_auth/jwt
+      -s "openapi/$AXLE_REST_API_VERSION,openapi/db$AXLE_REST_API_VERSION")
     # SLURM_JWT=daemon: slurmrestd forwards each client's token instead of using munge.
-    SLURM_JWT=daemon spawn "$RUN_DIR/slurmrestd.pid" "$LOGS_DIR/slurmrestd.log" "$AXLE_SLURMREST_USER" \
-      /usr/sbin/slurmrestd -f "$SLURM_CONF" -a rest_auth/jwt \
-      -s "openapi/$AXLE_REST_API_VERSION,openapi/db$AXLE_REST_API_VERSION" \
-      "127.0.0.1:$AXLE_SLURMRESTD_PORT"
+    # MALLOC_ARENA_MAX=1: slurmrestd's memory growth is glibc's, one malloc arena per worker
+    # thread, each keeping the high-water mark of the biggest answer it built (~420 MiB for
+    # 10,000 jobs), up to 8 per core; with one arena it stays at one answer's (bench/README.md).
+    if [[ "$AXLE_SLURMRESTD_MODE" == inetd ]]; then
+      # One slurmrestd per TCP connection, the connection as its stdin/stdout (slurmrestd's
+      # inetd mode); it exits when the client closes, and the memory goes with it. Loopback
+      # only, JWT only, as the daemon was. SYSTEMD_LOG_LEVEL: no log line per connection.
+      SLURM_JWT=daemon MALLOC_ARENA_MAX=1 SYSTEMD_LOG_LEVEL=warning spawn "$RUN_DIR/slurmrestd.pid" \
+        "$LOGS_DIR/slurmrestd.log" "$AXLE_SLURMREST_USER" /usr/bin/systemd-socket-activate \
+        --listen="127.0.0.1:$AXLE_SLURMRESTD_PORT" --accept --inetd --setenv=SLURM_JWT \
+        --setenv=MALLOC_ARENA_MAX "${restd[@]}"
+    else
+      SLURM_JWT=daemon MALLOC_ARENA_MAX=1 spawn "$RUN_DIR/slurmrestd.pid" "$LOGS_DIR/slurmrestd.log" \
+        "$AXLE_SLURMREST_USER" "${restd[@]}" "127.0.0.1:$AXLE_SLURMRESTD_PORT"
+    fi
     wait_up 30 "$RUN_DIR/slurmrestd.pid" slurmrestd_alive
   fi
   local user token
@@ -635,6 +669,11 @@ cmd_down() {
   mkdir -p "$LOGS_DIR"
   for name in mlflow sshd slurmrestd slurmd slurmctld slurmdbd; do
     printf '==> stop %s ... ' "$name"
+    if [[ "$name" == slurmrestd ]]; then
+      stop_slurmrestd >>"$LOGS_DIR/down.log" 2>&1
+      say "ok"
+      continue
+    fi
     stop_pidfile "$name" "$RUN_DIR/$name.pid" >>"$LOGS_DIR/down.log" 2>&1
     say "ok"
   done

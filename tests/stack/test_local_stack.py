@@ -396,6 +396,49 @@ def test_slurmrestd_refuses_a_token_signed_by_another_key():
     assert body.get("errors"), body
 
 
+def _children(pid: int) -> set[int]:
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found |= {int(c) for c in (task / "children").read_text().split()}
+    return found
+
+
+@pytest.mark.slurm
+def test_slurmrestd_serves_each_connection_from_a_process_that_ends_with_it():
+    """Issue 14: slurmrestd 22.05 keeps what an answer made it allocate, so the stack runs it in
+    inetd mode: a supervisor accepts on loopback and starts one slurmrestd per connection,
+    which exits (its memory with it) when the client closes. Still loopback and JWT only."""
+    supervisor = int(_pids()["slurmrestd"])
+    cmdline = Path(f"/proc/{supervisor}/cmdline").read_bytes().split(b"\0")
+    assert cmdline[0].endswith(b"systemd-socket-activate"), cmdline
+    assert b"--accept" in cmdline and b"--inetd" in cmdline
+    assert f"--listen=127.0.0.1:{ENV['AXLE_LOCAL_REST_URL'].rsplit(':', 1)[1]}".encode() in cmdline
+    assert cmdline[cmdline.index(b"-a") + 1] == b"rest_auth/jwt"  # never rest_auth/local
+    version = ENV["AXLE_LOCAL_REST_API_VERSION"]
+    host, port = ENV["AXLE_LOCAL_REST_URL"].removeprefix("http://").rsplit(":", 1)
+    token = hs256_token(USER)
+    before = _children(supervisor)
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        request = (
+            f"GET /slurm/{version}/ping HTTP/1.1\r\nHost: {host}\r\nX-SLURM-USER-NAME: {USER}\r\n"
+            f"X-SLURM-USER-TOKEN: {token}\r\n\r\n"
+        ).encode()
+        conn.sendall(request)
+        assert conn.recv(64).startswith(b"HTTP/1.1 200")
+        serving = _children(supervisor) - before
+        assert len(serving) == 1, serving  # this connection's own process, alive while it is open
+        [child] = serving
+        assert Path(f"/proc/{child}/comm").read_text().strip() == "slurmrestd"
+        assert os.stat(f"/proc/{child}").st_uid == os.stat(f"/proc/{supervisor}").st_uid != 0
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{child}").exists(), "the connection's slurmrestd outlived its connection"
+    # and a bad token is still refused by the per-connection process
+    status, body = rest("GET", f"/slurm/{version}/diag", hs256_token(USER, key=os.urandom(32)))
+    assert status in {401, 403, 500} and body.get("errors"), body
+
+
 # ---------------------------------------------------------------- MLflow
 
 

@@ -59,6 +59,14 @@ SUBMIT_CONCURRENCY = 4
 QUEUE_CLOCK_MARGIN = 10
 QUEUE_MAX_AGE = 300
 _NOT_MODIFIED = "_axle_not_modified"
+# slurmrestd 22.05 keeps what an answer made it allocate for as long as its process lives
+# (measured: +420 MiB per 31 MB answer of the 10,000-job queue, never given back; bench/README.md
+# "slurmrestd memory"). Served in inetd mode, one process per connection (compose/local/stack.sh,
+# or a systemd socket with Accept=yes), the process and its memory end when the connection
+# closes: so the client closes its connection after an answer this big, and after this many
+# requests whatever their size. Against a long-lived slurmrestd this costs one TCP handshake.
+RECYCLE_ANSWER_BYTES = 1_000_000
+RECYCLE_REQUESTS = 100
 # Slurm's NO_VAL for 32-bit counts; INFINITE (0xFFFFFFFF) is above it.
 NO_VAL = 0xFFFFFFFE
 
@@ -243,6 +251,7 @@ class RestClient:
         self.timeout = timeout
         self._files = files or NoClusterFiles(f"A REST-only grant ({username} at {self.base_url})")
         self._session = session or requests.Session()
+        self._requests_on_connection = 0
         # (user, time of the last full answer, time of the last request, its jobs)
         self._queue_cache: tuple[str, float, float, list[JobInfo]] | None = None
 
@@ -257,6 +266,7 @@ class RestClient:
 
     def close(self) -> None:
         self._session.close()
+        self._requests_on_connection = 0
         closer = getattr(self._files, "close", None)
         if closer:
             closer()
@@ -319,6 +329,7 @@ class RestClient:
             raise TransportError(f"{self.base_url} did not answer in time.", permanent=False) from None
         except requests.RequestException as exc:
             raise TransportError(f"Request to {self.base_url} failed: {exc}", permanent=False) from None
+        self._recycle(len(response.content))
         if response.status_code == 304:  # update_time: nothing changed since
             return {_NOT_MODIFIED: True}
         if response.status_code in (401, 403):
@@ -341,6 +352,15 @@ class RestClient:
         if errors or response.status_code >= 400:
             raise SlurmRejected(_error_text(errors) or f"HTTP {response.status_code}")
         return body
+
+    def _recycle(self, answer_bytes: int) -> None:
+        """Close the kept-alive connection after a big answer or RECYCLE_REQUESTS requests
+        (the answer is read already): an inetd-mode slurmrestd then exits and frees what it
+        allocated. The session stays usable; its next request opens a new connection."""
+        self._requests_on_connection += 1
+        if answer_bytes >= RECYCLE_ANSWER_BYTES or self._requests_on_connection >= RECYCLE_REQUESTS:
+            self._session.close()
+            self._requests_on_connection = 0
 
     # ---------------------------------------------------------------- SlurmClient
 
