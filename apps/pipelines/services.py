@@ -704,7 +704,11 @@ def _start_sweep(
             if not mine.exists():
                 return True
             sweep = sweep_create(
-                user=run.run_grant.user, cluster=pipeline.cluster, spec_text=s.sweep_text, script=script, team=pipeline.team
+                user=run.run_grant.user,
+                cluster=pipeline.cluster,
+                spec_text=s.sweep_text,
+                script=script,
+                team=pipeline.team,
             )
             StepRun.objects.filter(pk=step.pk).update(
                 state=ST.SUBMITTED, sweep=sweep, started_at=timezone.now(), updated_at=timezone.now()

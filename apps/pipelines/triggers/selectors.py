@@ -30,10 +30,9 @@ def pipeline_for_triggers(*, user, pipeline_id) -> Pipeline:
 
 def trigger_settings_get(*, pipeline: Pipeline) -> TriggerSettings:
     """The pipeline's settings, or unsaved defaults when nothing was set yet."""
-    return (
-        TriggerSettings.objects.filter(pipeline=pipeline).select_related("webhook_set_by", "polling_set_by").first()
-        or TriggerSettings(pipeline=pipeline)
-    )
+    return TriggerSettings.objects.filter(pipeline=pipeline).select_related(
+        "webhook_set_by", "polling_set_by"
+    ).first() or TriggerSettings(pipeline=pipeline)
 
 
 def schedule_list(*, pipeline: Pipeline) -> QuerySet[PipelineSchedule]:

@@ -25,9 +25,9 @@ from django.utils import timezone
 
 from apps.accounts.teams import is_team_member, team_member_require
 from apps.audit.services import audit_record
-from apps.core import crypto
 from apps.clusters.models import ClusterGrant
 from apps.clusters.selectors import grant_for_submission
+from apps.core import crypto
 from apps.core.errors import ApplicationError, Conflict, NotFound, Unavailable, ValidationFailed
 from apps.core.leases import work_lease
 from apps.core.tasks import enqueue
@@ -506,11 +506,14 @@ def polls_due(*, now: datetime | None = None) -> int:
         grant, reason = _runner_problem(pipeline=row.pipeline, user=row.polling_set_by)
         if grant is None:
             message = f"refused: {reason}"
-            if TriggerSettings.objects.filter(pk=row.pk, poll_next_at=row.poll_next_at).update(
-                poll_next_at=now + timedelta(minutes=row.poll_interval_minutes),
-                last_polled_at=now,
-                last_poll_error=message,
-            ) and row.last_poll_error != message:
+            if (
+                TriggerSettings.objects.filter(pk=row.pk, poll_next_at=row.poll_next_at).update(
+                    poll_next_at=now + timedelta(minutes=row.poll_interval_minutes),
+                    last_polled_at=now,
+                    last_poll_error=message,
+                )
+                and row.last_poll_error != message
+            ):
                 _audit_refusal(pipeline=row.pipeline, user=row.polling_set_by, trigger="poll", reason=reason)
             continue
         grants[grant.pk] = grant
@@ -561,7 +564,9 @@ def _poll_saw(*, row: TriggerSettings, head: str, now: datetime) -> PipelineRun 
         # The head seen last is compared and replaced in one statement: a new commit is taken
         # by exactly one poll, which alone starts its run. It is noted as pending until its run
         # is recorded, so a worker dying in between leaves it to the re-drive, not lost.
-        taken = TriggerSettings.objects.filter(pk=row.pk, last_seen_commit=row.last_seen_commit, poll_pending={}).update(
+        taken = TriggerSettings.objects.filter(
+            pk=row.pk, last_seen_commit=row.last_seen_commit, poll_pending={}
+        ).update(
             last_seen_commit=head,
             last_polled_at=now,
             last_poll_error="",
@@ -610,7 +615,9 @@ def _poll_start_run(*, row: TriggerSettings, pending: dict, mine) -> PipelineRun
         return None
     except ApplicationError as exc:
         # Seen all the same: a commit gets one attempt, not one per poll.
-        mine.update(poll_pending={}, poll_pending_at=None, last_poll_error=f"no run started for {head[:12]}: {exc.message}")
+        mine.update(
+            poll_pending={}, poll_pending_at=None, last_poll_error=f"no run started for {head[:12]}: {exc.message}"
+        )
         return None
     mine.update(poll_pending={}, poll_pending_at=None)
     return run
@@ -789,7 +796,10 @@ def _runner_problem(*, pipeline: Pipeline, user) -> tuple[ClusterGrant | None, s
     if user is None:
         return None, "the member who set up this trigger no longer exists; set it up again."
     if not user.is_active or not is_team_member(user=user, team=pipeline.team):
-        return None, f"{user.get_username()}, who set up this trigger, is no longer a member of team {pipeline.team.name}."
+        return (
+            None,
+            f"{user.get_username()}, who set up this trigger, is no longer a member of team {pipeline.team.name}.",
+        )
     grant = grant_for_submission(user=user, cluster=pipeline.cluster)
     if grant is None:
         return None, (

@@ -35,7 +35,7 @@ def test_a_teammate_manages_triggers_from_the_page(client, bob, pipeline):
     assert "Polling every 15 min." in response.content.decode()
     row = TriggerSettings.objects.get(pipeline=pipeline)
     assert row.polling_enabled and row.poll_interval_minutes == 15 and row.polling_set_by == bob
-    assert "with <code>git ls-remote</code> as bob&#x27;s grant" in response.content.decode()
+    assert "with <code>git ls-remote</code> as bob's grant" in response.content.decode()
 
     response = client.post(f"{page}schedules/", {"cron": "*/30 * * * *", "timezone": "Europe/Berlin"}, follow=True)
     assert "Schedule */30 * * * * (Europe/Berlin) added." in response.content.decode()
