@@ -56,9 +56,9 @@ def test_the_run_page_draws_the_dag_and_follows_the_steps_live(page, grant):
     page.fill("#p-repo", repo.path)
     page.click("button:has-text('Register')")
     page.wait_for_url(re.compile(r".*/pipelines/[0-9a-f-]+/$"))
-    page.click("button:has-text('Run')")
     # Reading the file at the commit and submitting the steps (with their MLflow runs) happen
-    # in this request; the shared cluster may be slow.
+    # in this request; the shared cluster may be slow (the click itself would wait only 15 s).
+    page.click("button:has-text('Run')", no_wait_after=True)
     page.wait_for_url(re.compile(r".*/pipeline-runs/[0-9a-f-]+/$"), timeout=180000)
     assert page.locator("svg.lineage g.step").count() == 2
     assert page.locator("svg.lineage path.edge").count() == 1
