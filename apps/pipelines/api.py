@@ -87,6 +87,11 @@ class RunOutputSerializer(serializers.Serializer):
     trigger = serializers.CharField()
     triggered_by = serializers.CharField(source="triggered_by.username", allow_null=True, default=None)
     delivery_id = serializers.CharField()
+    runs_as = serializers.CharField(
+        source="run_grant.user.username",
+        help_text="Whose grant the steps run as (who started it, or set up its trigger)",
+    )
+    cluster_username = serializers.CharField(source="run_grant.cluster_username")
     parameters = serializers.DictField()
     failed_step = serializers.CharField()
     message = serializers.CharField()

@@ -2,6 +2,7 @@ import uuid as uuid_lib
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 
 from apps.clusters.models import Cluster, ClusterGrant
 from apps.core.models import BaseModel
@@ -66,6 +67,14 @@ class PipelineRun(BaseModel):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="pipeline_runs"
     )
     delivery_id = models.CharField(max_length=200, blank=True, help_text="The forge's delivery id for a push.")
+    # Whose grant the steps run as: the person who started the run, or the member who
+    # registered the trigger that started it (never the pipeline's owner by default).
+    grant = models.ForeignKey(
+        ClusterGrant, null=True, blank=True, on_delete=models.PROTECT, related_name="pipeline_runs"
+    )
+    # One trigger's start (a delivery, a poll's new head, a schedule's fire) makes at most one
+    # run: starting it again (a re-drive after a worker died mid-start) finds this run.
+    trigger_key = models.CharField(max_length=100, blank=True)
     trigger_detail = models.JSONField(default=dict, blank=True)
     spec_text = models.TextField(blank=True, help_text="The pipeline file as read at the commit.")
     spec = models.JSONField(default=dict, blank=True, help_text="The pipeline as validated.")
@@ -78,10 +87,21 @@ class PipelineRun(BaseModel):
 
     class Meta:
         ordering = ["-created_at"]
-        constraints = [models.UniqueConstraint(fields=["pipeline", "number"], name="pipelinerun_unique_number")]
+        constraints = [
+            models.UniqueConstraint(fields=["pipeline", "number"], name="pipelinerun_unique_number"),
+            models.UniqueConstraint(
+                fields=["pipeline", "trigger_key"], condition=~Q(trigger_key=""), name="pipelinerun_unique_trigger_key"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.pipeline.name} #{self.number}"
+
+    @property
+    def run_grant(self) -> ClusterGrant:
+        """The grant the run's steps run as (runs recorded before runs had their own: the
+        pipeline's)."""
+        return self.grant if self.grant_id else self.pipeline.grant
 
     @property
     def is_terminal(self) -> bool:

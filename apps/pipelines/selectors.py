@@ -41,12 +41,20 @@ def pipeline_run_list(*, user, pipeline: Pipeline | None = None, status: str = "
         rows = rows.filter(pipeline=pipeline)
     if status:
         rows = rows.filter(status=status)
-    return rows.select_related("pipeline__team", "triggered_by").order_by("-created_at")
+    # The run's grant (and, for runs older than runs' own grants, the pipeline's): runs_as.
+    return rows.select_related("pipeline__team", "triggered_by", "grant__user", "pipeline__grant__user").order_by(
+        "-created_at"
+    )
 
 
 def pipeline_run_get(*, user, run_id) -> PipelineRun:
     try:
-        run = pipeline_run_list(user=user).filter(uuid=run_id).select_related("pipeline__grant__cluster").first()
+        run = (
+            pipeline_run_list(user=user)
+            .filter(uuid=run_id)
+            .select_related("pipeline__grant__cluster", "grant__user")
+            .first()
+        )
     except ValidationError:
         run = None
     if run is None:

@@ -19,7 +19,7 @@ import shlex
 import uuid as uuid_lib
 from urllib.parse import urlsplit
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -119,10 +119,9 @@ def pipeline_create(
 # ---------------------------------------------------------------- starting a run
 
 
-def _read_and_check(pipeline: Pipeline, commit: str | None, parameters: dict | None):
-    """Talk to the cluster (no transaction open): resolve the commit, read the file and the
-    steps' scripts at it. Returns (commit, text, spec or None, problems)."""
-    grant = pipeline.grant
+def _read_and_check(pipeline: Pipeline, grant: ClusterGrant, commit: str | None, parameters: dict | None):
+    """Talk to the cluster as the run's grant (no transaction open): resolve the commit, read
+    the file and the steps' scripts at it. Returns (commit, text, spec or None, problems)."""
     cache = repo.cache_folder(grant.job_root, pipeline.uuid)
     try:
         with slurm_client(grant) as client:
@@ -178,7 +177,7 @@ def _read_and_check(pipeline: Pipeline, commit: str | None, parameters: dict | N
     run_parameters, param_problems = _run_parameters(spec, parameters)
     problems += param_problems
     if not problems:
-        problems += _grant_problems(pipeline, spec, run_parameters)
+        problems += _grant_problems(pipeline, grant, spec, run_parameters)
     spec.parameters = run_parameters
     return commit, text, spec, problems
 
@@ -205,14 +204,15 @@ def _step_parameters(spec: spec_lib.Spec, step: spec_lib.Step) -> dict[str, str]
     return {**spec.parameters, **step.parameters}
 
 
-def _grant_problems(pipeline: Pipeline, spec: spec_lib.Spec, parameters: dict[str, str]) -> list[dict]:
-    """Each step's script checked against the grant as the job it will be (the jobs'
+def _grant_problems(
+    pipeline: Pipeline, grant: ClusterGrant, spec: spec_lib.Spec, parameters: dict[str, str]
+) -> list[dict]:
+    """Each step's script checked against the run's grant as the job it will be (the jobs'
     validation), every problem naming the step and the script's line."""
     problems = []
-    grant = pipeline.grant
     for step in spec.steps.values():
         if step.sweep_path:
-            problems += _sweep_problems(pipeline, step)
+            problems += _sweep_problems(pipeline, grant, step)
             continue
         result = job_validation.validate(
             script=step.script,
@@ -234,11 +234,11 @@ def _grant_problems(pipeline: Pipeline, spec: spec_lib.Spec, parameters: dict[st
     return problems
 
 
-def _sweep_problems(pipeline: Pipeline, step: spec_lib.Step) -> list[dict]:
+def _sweep_problems(pipeline: Pipeline, grant: ClusterGrant, step: spec_lib.Step) -> list[dict]:
     """A sweep step: its Experiment as Katib defines it and the sweep against the grant (the
     sweeps' own validation), each problem under the step's ``sweep`` field."""
     result = sweep_validate(
-        user=pipeline.owner, cluster=pipeline.cluster, spec_text=step.sweep_text, script=step.script or None
+        user=grant.user, cluster=pipeline.cluster, spec_text=step.sweep_text, script=step.script or None
     )
     problems = [
         _problem(f"steps.{step.name}.sweep", f"{step.sweep_path}: {p['path']}: {p['message']}")
@@ -257,6 +257,19 @@ def _sweep_problems(pipeline: Pipeline, step: spec_lib.Step) -> list[dict]:
     return problems
 
 
+def run_grant_for(*, user, pipeline: Pipeline) -> ClusterGrant:
+    """The grant a run started by ``user`` (or by a trigger ``user`` set up) runs as: that
+    person's own active grant on the pipeline's cluster, never someone else's."""
+    grant = grant_for_submission(user=user, cluster=pipeline.cluster)
+    if grant is None:
+        raise PermissionDenied(
+            f"{user.get_username()} has no active grant on cluster {pipeline.cluster.name}: a pipeline run runs as "
+            "the grant of whoever starts it (or set up the trigger that starts it); request access on the "
+            "cluster's page."
+        )
+    return grant
+
+
 def pipeline_run_start(
     *,
     pipeline: Pipeline,
@@ -267,26 +280,78 @@ def pipeline_run_start(
     parameters: dict | None = None,
     trigger_detail: dict | None = None,
     unless_active: bool = False,
+    run_as=None,
+    trigger_key: str = "",
 ) -> PipelineRun:
     """Start a run: resolve the branch head (when ``commit`` is None), read the file at that
     commit, check it and every step's script against the grant, record the run and its steps,
     and queue their submission. A file that does not validate still leaves a failed run with
     its problems (a push must leave a trace); for a user's own request it raises too.
-    With ``unless_active`` (a schedule's guard) it raises Conflict, starting nothing, while a
-    run of the same commit is active; checked under the pipeline's lock, so two starts at
-    once cannot both pass."""
+
+    The run's steps run as ``run_as``'s own active grant on the pipeline's cluster (by default
+    the ``actor``'s: the person who clicked Run; a trigger passes the member who set it up).
+    With a ``trigger_key`` (one trigger's start) at most one run is ever made for it: a second
+    call returns the first call's run. With ``unless_active`` (a schedule's guard) it raises
+    Conflict, starting nothing, while a run of the same commit is active; checked under the
+    pipeline's lock, so two starts at once cannot both pass."""
     if trigger not in T.values:
         raise ValidationFailed(f"trigger: one of {', '.join(T.values)}.")
     if actor is not None and trigger == T.USER:
         team_member_require(user=actor, team=pipeline.team)
-    if grant_for_submission(user=pipeline.owner, cluster=pipeline.cluster) is None:
-        raise PermissionDenied(
-            f"The pipeline runs as {pipeline.owner.get_username()}'s grant on {pipeline.cluster.name}, "
-            "which is no longer active."
-        )
-    commit, text, spec, problems = _read_and_check(pipeline, commit, parameters)
+    runner = run_as if run_as is not None else actor
+    if runner is None:
+        raise ValidationFailed("A run needs the member whose grant it runs as.")
+    if trigger_key and (earlier := pipeline.runs.filter(trigger_key=trigger_key).first()) is not None:
+        return earlier
+    grant = run_grant_for(user=runner, pipeline=pipeline)
+    commit, text, spec, problems = _read_and_check(pipeline, grant, commit, parameters)
     run_uuid = uuid_lib.uuid4()
-    folder = f"{pipeline.grant.job_root.rstrip('/')}/pipeline-runs/{run_uuid}"
+    folder = f"{grant.job_root.rstrip('/')}/pipeline-runs/{run_uuid}"
+    try:
+        run = _record_run(
+            pipeline=pipeline,
+            grant=grant,
+            actor=actor,
+            trigger=trigger,
+            commit=commit,
+            text=text,
+            spec=spec,
+            problems=problems,
+            run_uuid=run_uuid,
+            folder=folder,
+            delivery_id=delivery_id,
+            trigger_detail=trigger_detail,
+            trigger_key=trigger_key,
+            unless_active=unless_active,
+        )
+    except IntegrityError:
+        # Another worker recorded this trigger's run meanwhile (the key is unique per pipeline).
+        earlier = pipeline.runs.filter(trigger_key=trigger_key).first() if trigger_key else None
+        if earlier is None:
+            raise
+        return earlier
+    if problems and trigger == T.USER:
+        raise ValidationFailed(run.message, extra={"problems": problems, "run": str(run.uuid)})
+    return run
+
+
+def _record_run(
+    *,
+    pipeline: Pipeline,
+    grant: ClusterGrant,
+    actor,
+    trigger: str,
+    commit: str,
+    text: str,
+    spec,
+    problems: list[dict],
+    run_uuid,
+    folder: str,
+    delivery_id: str,
+    trigger_detail: dict | None,
+    trigger_key: str,
+    unless_active: bool,
+) -> PipelineRun:
     with transaction.atomic():
         Pipeline.objects.select_for_update().only("pk").get(pk=pipeline.pk)
         if unless_active:
@@ -297,11 +362,13 @@ def pipeline_run_start(
         run = PipelineRun.objects.create(
             uuid=run_uuid,
             pipeline=pipeline,
+            grant=grant,
             number=number,
             commit=commit,
             trigger=trigger,
             triggered_by=actor,
             delivery_id=(delivery_id or "")[:200],
+            trigger_key=trigger_key,
             trigger_detail=trigger_detail or {},
             spec_text=text,
             spec=spec.as_dict() if spec else {},
@@ -326,14 +393,14 @@ def pipeline_run_start(
                 "commit": commit,
                 "trigger": trigger,
                 "delivery_id": delivery_id or None,
+                "runs_as": grant.user.get_username(),
+                "cluster_username": grant.cluster_username,
                 "parameters": run.parameters,
                 "problems": problems or None,
             },
         )
         if not problems:
             enqueue("apps.pipelines.tasks.pipeline_run_advance", run.pk)
-    if problems and trigger == T.USER:
-        raise ValidationFailed(run.message, extra={"problems": problems, "run": str(run.uuid)})
     return run
 
 
@@ -356,9 +423,9 @@ def pipeline_run_advance(*, run_id: int) -> PipelineRun:
     """One pass over a run: record what the jobs' tracking saw end (with the outputs'
     checksums), fail or finish the run, and submit every step whose needs are on Slurm.
     Safe to run twice and concurrently: every step changes state by compare-and-swap."""
-    run = PipelineRun.objects.select_related("pipeline__grant__cluster", "pipeline__owner", "pipeline__team").get(
-        pk=run_id
-    )
+    run = PipelineRun.objects.select_related(
+        "pipeline__grant__cluster", "pipeline__owner", "pipeline__team", "grant__cluster", "grant__user"
+    ).get(pk=run_id)
     spec = spec_of(run)
     _record_ended(run, spec)
     _record_sweeps_ended(run)
@@ -443,7 +510,7 @@ def _checksum_outputs(run: PipelineRun, step: StepRun, base: str = "") -> list[S
     if not outputs:
         return []
     base = base or f"{run.folder}/{step.name}/{step.attempt}"
-    with slurm_client(run.pipeline.grant) as client:
+    with slurm_client(run.run_grant) as client:
         files = client.files
         try:
             entries = files.list(base)
@@ -561,7 +628,7 @@ def _submit_ready(run: PipelineRun, spec: spec_lib.Spec, steps: dict[str, StepRu
                 ):
                     continue  # another pass took it
                 job = job_create(
-                    user=pipeline.owner,
+                    user=run.run_grant.user,
                     cluster=pipeline.cluster,
                     name=f"{pipeline.name}-{step.name}"[:200],
                     script=s.script,
@@ -580,7 +647,8 @@ def _submit_ready(run: PipelineRun, spec: spec_lib.Spec, steps: dict[str, StepRu
                     subject=run,
                     after={"step": step.name, "job": str(job.uuid), "after": after, "cache_key": key or None},
                 )
-        except ValidationFailed as exc:
+        except (ValidationFailed, PermissionDenied) as exc:
+            # PermissionDenied: the run's grant was suspended or expired since the run started.
             with transaction.atomic():
                 StepRun.objects.filter(pk=step.pk, state=ST.WAITING).update(
                     state=ST.FAILED, message=exc.message[:2000], finished_at=timezone.now()
@@ -636,7 +704,11 @@ def _start_sweep(
             if not mine.exists():
                 return True
             sweep = sweep_create(
-                user=pipeline.owner, cluster=pipeline.cluster, spec_text=s.sweep_text, script=script, team=pipeline.team
+                user=run.run_grant.user,
+                cluster=pipeline.cluster,
+                spec_text=s.sweep_text,
+                script=script,
+                team=pipeline.team,
             )
             StepRun.objects.filter(pk=step.pk).update(
                 state=ST.SUBMITTED, sweep=sweep, started_at=timezone.now(), updated_at=timezone.now()
@@ -720,7 +792,7 @@ def _make_folders(run: PipelineRun) -> bool:
     if not paths:
         return True
     try:
-        with slurm_client(run.pipeline.grant) as client:
+        with slurm_client(run.run_grant) as client:
             result = client.files.run(["mkdir", "-p", "--", *paths], timeout=60)
     except SlurmError:
         return False
@@ -733,8 +805,16 @@ def _make_folders(run: PipelineRun) -> bool:
 def _reuse(run: PipelineRun, step: StepRun, key: str) -> bool:
     """A cache hit: an earlier completed step of the same pipeline with the same key. Its
     outputs are reused in place; nothing is submitted."""
+    # Only outputs written by the same cluster account: another member's run folder need not
+    # be readable by this run's account.
     source = (
-        StepRun.objects.filter(run__pipeline=run.pipeline, cache_key=key, state=ST.COMPLETED, name=step.name)
+        StepRun.objects.filter(
+            run__pipeline=run.pipeline,
+            cache_key=key,
+            state=ST.COMPLETED,
+            name=step.name,
+            run__grant__cluster_username=run.run_grant.cluster_username,
+        )
         .exclude(run=run)
         .order_by("-finished_at")
         .prefetch_related("outputs")
@@ -828,7 +908,7 @@ def pipeline_run_cancel(*, user, run: PipelineRun) -> PipelineRun:
     on_slurm = [j.slurm_job_id for j in jobs if j.status in Job.ACTIVE_ON_CLUSTER and j.slurm_job_id]
     if on_slurm:
         try:
-            with slurm_client(run.pipeline.grant) as client:
+            with slurm_client(run.run_grant) as client:
                 client.cancel_many(on_slurm)
         except SlurmRejected as exc:
             # A job that ended meanwhile makes scancel complain; the others are cancelled.
@@ -859,6 +939,15 @@ def pipeline_run_retry(*, user, run: PipelineRun) -> PipelineRun:
     """Run again the failed and cancelled steps and what depends on them, in the same run;
     completed steps keep their outputs and are not run again."""
     _require_member(user, run)
+    grant = run.run_grant
+    if grant.user_id != user.pk:
+        # The steps run again in the run's folder, as the run's account: only its holder may.
+        raise PermissionDenied(
+            f"Run #{run.number} runs as {grant.user.get_username()}'s grant ({grant.cluster_username} on "
+            f"{run.pipeline.cluster.name}); only they can retry it. Start a new run to run it as your own grant."
+        )
+    if grant_for_submission(user=user, cluster=run.pipeline.cluster) is None:
+        raise PermissionDenied(f"You have no active grant on cluster {run.pipeline.cluster.name} any more.")
     if run.status not in (R.FAILED, R.CANCELLED):
         raise Conflict(f"Only a failed or cancelled run can be retried; this one is {run.status}.")
     if not run.spec:

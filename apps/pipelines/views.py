@@ -10,6 +10,7 @@ from apps.accounts.teams import team_choices, team_initial
 from apps.clusters.selectors import grant_usable_list
 from apps.core.errors import ApplicationError, NotFound
 from apps.core.layout import layout
+from apps.core.live import is_live_poll, live_answer, live_version
 
 from . import selectors, services
 from .models import PipelineRun, StepRun
@@ -73,9 +74,20 @@ def _run(request, run_id) -> PipelineRun:
 
 
 def pipeline_detail(request, pipeline_id):
+    """The pipeline, its triggers and its runs. The runs table is a live region
+    (apps.core.live): a run a push, a poll or a schedule starts appears without a reload."""
     pipeline = _pipeline(request, pipeline_id)
-    runs = selectors.pipeline_run_list(user=request.user, pipeline=pipeline)[:100]
-    return render(request, "pipelines/detail.html", {"pipeline": pipeline, "runs": runs})
+    runs = list(selectors.pipeline_run_list(user=request.user, pipeline=pipeline)[:100])
+    version = live_version([(r.uuid, r.status, r.finished_at, r.failed_step) for r in runs])
+    context = {"pipeline": pipeline, "runs": runs, "live_version": version}
+    if is_live_poll(request):
+        return live_answer(
+            request,
+            version=version,
+            final=False,  # a trigger may start a run at any time
+            render=lambda: render(request, "pipelines/_runs_live.html", {**context, "oob": True}),
+        )
+    return render(request, "pipelines/detail.html", context)
 
 
 @require_POST
@@ -152,12 +164,31 @@ def _active(run: PipelineRun, steps: list[StepRun]) -> bool:
     return not run.is_terminal or any(s.state == StepRun.State.SUBMITTED for s in steps)
 
 
+def _run_version(run: PipelineRun, steps: list[StepRun]) -> str:
+    return live_version(
+        (run.status, run.message, run.failed_step, run.finished_at),
+        [
+            (s.name, s.state, s.attempt, s.job.status if s.job else None, s.job.slurm_job_id if s.job else None)
+            + (s.message, s.finished_at, [(o.name, o.sha256) for o in s.outputs.all()])
+            for s in steps
+        ],
+    )
+
+
 def pipeline_run_detail(request, run_id):
+    """The run's page; its live region (apps.core.live) follows the steps until the run ended
+    and no step is left on Slurm, then the poller stops (286)."""
     run = _run(request, run_id)
     context = _run_context(run)
-    if request.headers.get("HX-Request"):
-        # 286 tells htmx to stop polling: the run ended and no step is left on Slurm.
-        return render(request, "pipelines/_run.html", context, status=200 if context["active"] else 286)
+    version = _run_version(run, context["steps"])
+    context.update(live_version=version, live_final=not context["active"])
+    if is_live_poll(request):
+        return live_answer(
+            request,
+            version=version,
+            final=not context["active"],
+            render=lambda: render(request, "pipelines/_run_live.html", {**context, "oob": True}),
+        )
     return render(request, "pipelines/run.html", context)
 
 

@@ -23,6 +23,9 @@ from apps.accounts import services as account_services
 from apps.accounts.models import Team, User
 from apps.audit.models import AuditEvent
 from apps.clusters.models import ClusterGrant
+from apps.core import crypto
+from apps.pipelines.models import Pipeline
+from apps.pipelines.triggers.models import PipelineSchedule, TriggerSettings
 from apps.serving.models import Environment
 from tests.audit.forms import form_data
 from tests.factories import ClusterFactory, ClusterGrantFactory, TeamFactory, UserFactory
@@ -74,7 +77,45 @@ def _requested_grant():
     return ClusterGrantFactory(status=ClusterGrant.Status.REQUESTED, cluster_username="alice01")
 
 
+def _pipeline(name: str = "nightly") -> Pipeline:
+    grant = ClusterGrantFactory(cluster_username="alice01")
+    return Pipeline.objects.create(
+        team=TeamFactory(),
+        owner=grant.user,
+        grant=grant,
+        cluster=grant.cluster,
+        name=name,
+        repo_url="https://git.example.org/ml/nightly.git",
+    )
+
+
+def _triggers(**fields) -> TriggerSettings:
+    pipeline = _pipeline()
+    return TriggerSettings.objects.create(pipeline=pipeline, webhook_set_by=pipeline.owner, **fields)
+
+
+def _pipeline_schedule(enabled: bool = True) -> PipelineSchedule:
+    pipeline = _pipeline()
+    return PipelineSchedule.objects.create(
+        pipeline=pipeline, cron="0 3 * * *", timezone="UTC", enabled=enabled, created_by=pipeline.owner
+    )
+
+
 CASES: dict[str, Case] = {
+    "pipeline_triggers.triggersettings": Case(
+        actions={
+            "turn_off_webhook": lambda: _triggers(webhook_secret_encrypted=crypto.encrypt("s3cret-for-the-forge")),
+            "turn_off_polling": lambda: _triggers(polling_enabled=True, poll_next_at=timezone.now()),
+        }
+    ),
+    "pipeline_triggers.pipelineschedule": Case(
+        make=_pipeline_schedule,
+        change=lambda s: {"enabled": None},  # unticked: paused
+        actions={
+            "pause_selected": _pipeline_schedule,
+            "resume_selected": lambda: _pipeline_schedule(enabled=False),
+        },
+    ),
     "axes.accessattempt": Case(
         make=_failed_logins,
         actions={"delete_selected": _failed_logins, "cleanup_expired_attempts": _failed_logins},

@@ -92,8 +92,11 @@ def test_retry_reruns_the_failed_step_and_its_dependents_only(api, alice, bob, g
     }
     for i, s in enumerate(spec["steps"]):
         StepRun.objects.create(run=run, name=s["name"], position=i, needs=s.get("needs", []), state=states[s["name"]])
-    # bob is alice's teammate: a member may retry the team's run.
-    response = token_client(api, bob).post(f"/api/v1/pipeline-runs/{run.uuid}/retry/")
+    # bob is alice's teammate, but the run runs as alice's grant (its folder is her account's):
+    # only she may run its steps again; bob starts a run of his own.
+    refused = token_client(api, bob).post(f"/api/v1/pipeline-runs/{run.uuid}/retry/")
+    assert refused.status_code == 403 and "only they can retry it" in refused.json()["detail"]
+    response = token_client(api, alice).post(f"/api/v1/pipeline-runs/{run.uuid}/retry/")
     assert response.status_code == 200, response.json()
     body = response.json()
     assert body["status"] == "running" and body["failed_step"] == ""

@@ -33,6 +33,9 @@ class ScheduleOutputSerializer(serializers.Serializer):
     last_fired_at = serializers.DateTimeField(allow_null=True)
     last_outcome = serializers.CharField()
     last_run = serializers.UUIDField(source="last_run.uuid", allow_null=True, default=None)
+    runs_as = serializers.CharField(
+        source="created_by.username", help_text="Its runs run as this member's grant (who added it), checked each time"
+    )
 
     def get_next_fire_local(self, schedule) -> str | None:
         if schedule.next_fire_at is None:
@@ -53,6 +56,12 @@ class PollingOutputSerializer(serializers.Serializer):
     last_polled_at = serializers.DateTimeField(allow_null=True)
     last_seen_commit = serializers.CharField()
     last_error = serializers.CharField(source="last_poll_error")
+    runs_as = serializers.CharField(
+        source="polling_set_by.username",
+        allow_null=True,
+        default=None,
+        help_text="Polls, and the runs they start, run as this member's grant (who turned polling on)",
+    )
 
 
 class DeliveryOutputSerializer(serializers.Serializer):
@@ -72,6 +81,9 @@ class WebhookOutputSerializer(serializers.Serializer):
     url = serializers.CharField(help_text="Give the forge this URL; it answers POSTs only")
     forges = serializers.ListField(child=serializers.CharField())
     secret_set_at = serializers.DateTimeField(allow_null=True)
+    runs_as = serializers.CharField(
+        allow_null=True, help_text="Pushes run as this member's grant (who made the secret), checked each time"
+    )
     deliveries = DeliveryOutputSerializer(many=True, help_text="The latest deliveries whose signature checked out")
 
 
@@ -95,6 +107,7 @@ def _triggers(request, pipeline) -> dict:
             "url": webhook_url(request, pipeline),
             "forges": list(FORGE_NAMES),
             "secret_set_at": row.webhook_secret_set_at,
+            "runs_as": row.webhook_set_by.get_username() if row.has_webhook and row.webhook_set_by else None,
             "deliveries": selectors.delivery_list(pipeline=pipeline),
         },
         "polling": row,

@@ -11,7 +11,15 @@ class TriggerSettings(models.Model):
     # Fernet-encrypted like every other secret (apps/core/crypto.py); shown once when made.
     webhook_secret_encrypted = models.TextField(blank=True)
     webhook_secret_set_at = models.DateTimeField(null=True, blank=True)
+    # A trigger's runs run as the grant of the member who set it up, checked again each time
+    # it fires (a grant suspended or expired since refuses the start).
+    webhook_set_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     polling_enabled = models.BooleanField(default=False)
+    polling_set_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     poll_interval_minutes = models.PositiveIntegerField(default=5)
     poll_next_at = models.DateTimeField(null=True, blank=True, db_index=True)
     last_polled_at = models.DateTimeField(null=True, blank=True)
@@ -19,6 +27,10 @@ class TriggerSettings(models.Model):
         max_length=64, blank=True, help_text="The branch's head at the last poll; a different one starts a run."
     )
     last_poll_error = models.TextField(blank=True)
+    # A new head a poll took and has not finished starting a run for (key, commit, previous):
+    # a worker that died meanwhile leaves it here, and the re-drive starts it (once).
+    poll_pending = models.JSONField(default=dict, blank=True)
+    poll_pending_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -59,6 +71,7 @@ class WebhookDelivery(models.Model):
         "pipelines.PipelineRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="webhook_deliveries"
     )
     received_at = models.DateTimeField(auto_now_add=True)
+    claimed_at = models.DateTimeField(null=True, blank=True, help_text="When a worker last took it to start its run.")
 
     class Meta:
         ordering = ["-received_at"]
@@ -91,6 +104,9 @@ class PipelineSchedule(BaseModel):
         "pipelines.PipelineRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    # The fire a worker claimed and has not finished starting (key, due_at): see poll_pending.
+    pending = models.JSONField(default=dict, blank=True)
+    pending_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["pipeline", "created_at"]

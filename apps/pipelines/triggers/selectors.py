@@ -30,11 +30,13 @@ def pipeline_for_triggers(*, user, pipeline_id) -> Pipeline:
 
 def trigger_settings_get(*, pipeline: Pipeline) -> TriggerSettings:
     """The pipeline's settings, or unsaved defaults when nothing was set yet."""
-    return TriggerSettings.objects.filter(pipeline=pipeline).first() or TriggerSettings(pipeline=pipeline)
+    return TriggerSettings.objects.filter(pipeline=pipeline).select_related(
+        "webhook_set_by", "polling_set_by"
+    ).first() or TriggerSettings(pipeline=pipeline)
 
 
 def schedule_list(*, pipeline: Pipeline) -> QuerySet[PipelineSchedule]:
-    return pipeline.schedules.select_related("last_run").order_by("created_at")
+    return pipeline.schedules.select_related("last_run", "created_by").order_by("created_at")
 
 
 def schedule_get(*, pipeline: Pipeline, schedule_id) -> PipelineSchedule:

@@ -36,9 +36,10 @@ def triggers_tick(seconds: int = 55, interval: float = 5.0):
 
 
 def triggers_once(now=None) -> None:
-    """One pass: due schedules, due polls, deliveries waiting for a retry. One failing does not
-    keep the others from their turn."""
-    for step in (services.schedules_due, services.polls_due, services.deliveries_retry):
+    """One pass: starts a dead worker left half done (re-driven first, so a pending poll or fire
+    is settled before the next one), due schedules, due polls, deliveries waiting for a retry.
+    One failing does not keep the others from their turn."""
+    for step in (services.triggers_redrive, services.schedules_due, services.polls_due, services.deliveries_retry):
         try:
             step(now=now)
         except Exception:

@@ -6,6 +6,7 @@ import pytest
 
 from apps.pipelines.triggers import services
 from apps.pipelines.triggers.models import PipelineSchedule, TriggerSettings
+from tests.factories import ClusterGrantFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -26,12 +27,15 @@ def test_the_page_shows_the_webhook_url_never_its_secret_and_each_schedules_next
 
 
 def test_a_teammate_manages_triggers_from_the_page(client, bob, pipeline):
+    # A trigger bob sets up runs as bob's own grant: he needs one on the pipeline's cluster.
+    ClusterGrantFactory(user=bob, cluster=pipeline.cluster, cluster_username="bob01")
     client.force_login(bob)
     page = f"/pipelines/{pipeline.uuid}/"
     response = client.post(f"{page}triggers/polling/", {"enabled": "on", "interval_minutes": "15"}, follow=True)
     assert "Polling every 15 min." in response.content.decode()
     row = TriggerSettings.objects.get(pipeline=pipeline)
-    assert row.polling_enabled and row.poll_interval_minutes == 15
+    assert row.polling_enabled and row.poll_interval_minutes == 15 and row.polling_set_by == bob
+    assert "with <code>git ls-remote</code> as bob's grant" in response.content.decode()
 
     response = client.post(f"{page}schedules/", {"cron": "*/30 * * * *", "timezone": "Europe/Berlin"}, follow=True)
     assert "Schedule */30 * * * * (Europe/Berlin) added." in response.content.decode()

@@ -167,6 +167,7 @@ def test_the_guard_holds_under_the_pipelines_lock_too(alice, cluster_pipeline, c
         pipeline_services.pipeline_run_start(
             pipeline=cluster_pipeline,
             actor=None,
+            run_as=alice,
             trigger="schedule",
             commit=cluster_repo.first_commit,
             unless_active=True,
