@@ -222,6 +222,59 @@ class Mutator:
             self.changes += 1
 
 
+def profile(people: list[dict], repeat: int, top: int) -> None:
+    """In-process (Django's test client, no server): each kind of request `repeat` times, its
+    SQL statements and mean time, then cProfile's top functions of the job page's poll."""
+    import cProfile
+    import pstats
+
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    from django.core.management import call_command
+
+    call_command("collectstatic", interactive=False, verbosity=0)
+    user = people[0]
+    client = Client(HTTP_HOST="localhost")
+    client.cookies["sessionid"] = user["session"]
+    job = user["running"][0]
+    page = client.get(f"/jobs/{job}/")
+    version = re.search(r'data-live-version="([^"]+)"', page.content.decode()).group(1)
+    kinds = [
+        ("page job", f"/jobs/{job}/", {}),
+        ("poll job (204)", f"/jobs/{job}/?live={version}", {"HTTP_HX_REQUEST": "true"}),
+        ("poll job (200)", f"/jobs/{job}/?live=old", {"HTTP_HX_REQUEST": "true"}),
+        ("api metrics", f"/api/v1/jobs/{job}/metrics/", {"HTTP_ACCEPT": "application/json"}),
+        ("page home", "/", {}),
+        ("poll home", "/?live=old", {"HTTP_HX_REQUEST": "true"}),
+        ("page jobs list", "/jobs/?status=running", {}),
+        ("poll jobs list", "/jobs/?status=running&page=1&live=old", {"HTTP_HX_REQUEST": "true"}),
+        ("api list", "/api/v1/jobs/?limit=50", {"HTTP_ACCEPT": "application/json"}),
+    ]
+    c.say(f"{'request (in-process)':<22} {'status':>6} {'SQL':>4} {'mean ms':>8}")
+    for label, url, headers in kinds:
+        times = []
+        for _ in range(repeat):
+            with CaptureQueriesContext(connection) as ctx:
+                t = time.perf_counter()
+                response = client.get(url, **headers)
+                times.append(time.perf_counter() - t)
+        c.say(
+            f"{label:<22} {response.status_code:>6} {len(ctx.captured_queries):>4} "
+            f"{sum(times) / len(times) * 1000:>8.1f}"
+        )
+        for q in ctx.captured_queries if os.environ.get("BENCH_SHOW_SQL") else []:
+            c.say(f"    {q['sql'][:160]}")
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(repeat):
+        client.get(f"/jobs/{job}/?live={version}", HTTP_HX_REQUEST="true")
+    profiler.disable()
+    c.say(f"cProfile of {repeat} job polls (204), by cumulative time:")
+    pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(top)
+
+
 # ---------------------------------------------------------------- the server
 
 
@@ -568,6 +621,13 @@ def main() -> int:
     parser.add_argument("--server-tree", type=Path, default=c.REPO, help="checkout whose portal is served")
     parser.add_argument("--python", type=Path, default=Path(sys.executable), help="its Python (venv)")
     parser.add_argument("--gunicorn", default=None, metavar="ARGS", help="gunicorn arguments instead of the tree's")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="no server: each request N times in-process, SQL and cProfile",
+    )
     c.add_db_args(parser)
     args = parser.parse_args()
     c.interruptible()
@@ -582,9 +642,12 @@ def main() -> int:
 
         people = make_data(users=args.users, jobs_per_user=args.jobs_per_user)
         running = [j for p in people for j in p["running"]]
+        if args.profile:
+            sys.path.insert(0, str(tree))
+            profile(people, args.profile, 40)
+            return 0
         connections.close_all()
         log = Path(os.environ["AXLE_HOME"]) / "gunicorn.log"
-        os.environ["DJANGO_STATIC_ROOT"] = str(Path(os.environ["AXLE_HOME"]) / "static")
         port = free_port()
         server = start_server(tree, args.python, gunicorn_args(tree, args.gunicorn), port, log)
         try:
