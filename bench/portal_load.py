@@ -55,6 +55,7 @@ import sys
 import time
 import uuid
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -80,12 +81,9 @@ def make_data(*, users: int, jobs_per_user: int, say=c.say) -> list[dict]:
     import hashlib
     from datetime import timedelta
 
-    from django.conf import settings
-    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
-    from django.contrib.sessions.backends.db import SessionStore
+    from django.contrib.auth import get_user_model
     from django.utils import timezone
 
-    from apps.accounts.middleware import LAST_SEEN
     from apps.audit.models import AuditEvent
     from apps.clusters.models import Cluster, ClusterGrant
     from apps.jobs.models import Job
@@ -177,23 +175,7 @@ def make_data(*, users: int, jobs_per_user: int, say=c.say) -> list[dict]:
                 cursor.execute(f"VACUUM ANALYZE {table}")
     say(f"  {users} users, {total} jobs, {seq} audit events in {time.monotonic() - t0:.0f}s")
 
-    backend = next(b for b in settings.AUTHENTICATION_BACKENDS if "LocalPassword" in b)
-    result = []
-    for user in people:
-        session = SessionStore()
-        session[SESSION_KEY] = str(user.pk)
-        session[BACKEND_SESSION_KEY] = backend
-        session[HASH_SESSION_KEY] = user.get_session_auth_hash()
-        session[LAST_SEEN] = int(time.time())
-        session.create()
-        running = list(
-            Job.objects.filter(owner=user, status="running").order_by("-created_at").values_list("uuid", flat=True)
-        )
-        others = list(Job.objects.filter(owner=user).order_by("?").values_list("uuid", flat=True)[:20])
-        result.append(
-            {"session": session.session_key, "running": [str(u) for u in running], "others": [str(u) for u in others]}
-        )
-    return result
+    return people_of(users)
 
 
 class Mutator:
@@ -222,17 +204,78 @@ class Mutator:
             self.changes += 1
 
 
+def people_of(db_users: int) -> list[dict]:
+    """--reuse-db: the users an earlier run made, with a fresh session each (this run's key)."""
+    from django.conf import settings
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from apps.accounts.middleware import LAST_SEEN
+    from apps.jobs.models import Job
+
+    backend = next(b for b in settings.AUTHENTICATION_BACKENDS if "LocalPassword" in b)
+    result = []
+    for user in get_user_model().objects.filter(username__startswith="load").order_by("username")[:db_users]:
+        session = SessionStore()
+        session[SESSION_KEY] = str(user.pk)
+        session[BACKEND_SESSION_KEY] = backend
+        session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+        session[LAST_SEEN] = int(time.time())
+        session.create()
+        running = (
+            Job.objects.filter(owner=user, status="running").order_by("-created_at").values_list("uuid", flat=True)
+        )
+        others = Job.objects.filter(owner=user).order_by("?").values_list("uuid", flat=True)[:20]
+        result.append(
+            {"session": session.session_key, "running": [str(u) for u in running], "others": [str(u) for u in others]}
+        )
+    return result
+
+
+@contextmanager
+def existing_hub(*, db_name: str, pg_url: str):
+    """--reuse-db: an earlier run's database (made with --keep-db), kept afterwards; a fresh
+    AXLE_HOME (secret key, static files) as throwaway_hub makes."""
+    import shutil
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="axle-bench-"))
+    for name in ("DATABASE_URL_FILE", "AXLE_REDIS_URL", "DJANGO_SECRET_KEY", "DJANGO_SECRET_KEY_FILE"):
+        os.environ.pop(name, None)
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "portal.settings.local",
+            "DATABASE_URL": f"{pg_url.rstrip('/')}/{db_name}",
+            "AXLE_HOME": str(home),
+            "AXLE_HUB_DIR": str(home / "hub"),
+            "DJANGO_LOG_LEVEL": "WARNING",
+        }
+    )
+    import django
+
+    django.setup()
+    c.say(f"hub: reusing database {db_name}, AXLE_HOME={home}")
+    try:
+        yield
+    finally:
+        from django.contrib.sessions.models import Session
+        from django.db import connections
+
+        Session.objects.all().delete()
+        connections.close_all()
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def profile(people: list[dict], repeat: int, top: int) -> None:
     """In-process (Django's test client, no server): each kind of request `repeat` times, its
     SQL statements and mean time, then cProfile's top functions of the job page's poll."""
     import cProfile
     import pstats
 
+    from django.core.management import call_command
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
-
-    from django.core.management import call_command
 
     call_command("collectstatic", interactive=False, verbosity=0)
     user = people[0]
@@ -299,7 +342,17 @@ def start_server(tree: Path, python: Path, args: list[str], port: int, log: Path
         [str(python), "manage.py", "collectstatic", "--noinput", "-v0"], cwd=tree, env=env, check=True, timeout=600
     )
     gunicorn = python.parent / "gunicorn"
-    command = [str(gunicorn), "portal.wsgi:application", *args, "--bind", f"127.0.0.1:{port}"]
+    # An access log line per request, as `dev` writes one.
+    access = log.with_name("access.log")
+    command = [
+        str(gunicorn),
+        "portal.wsgi:application",
+        *args,
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--access-logfile",
+        str(access),
+    ]
     c.say(f"server: {' '.join(shlex.quote(w) for w in command)} (cwd {tree})")
     server = subprocess.Popen(
         command, cwd=tree, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
@@ -628,6 +681,11 @@ def main() -> int:
         metavar="N",
         help="no server: each request N times in-process, SQL and cProfile",
     )
+    parser.add_argument(
+        "--reuse-db",
+        action="store_true",
+        help="use the database --db-name that an earlier run kept (--keep-db) instead of making one",
+    )
     c.add_db_args(parser)
     args = parser.parse_args()
     c.interruptible()
@@ -637,10 +695,19 @@ def main() -> int:
         f"portal_load: {args.users} users x {args.jobs_per_user} jobs, "
         f"{'closed loop' if args.closed_loop else 'open loop, think 10-20 s'}; server {tree}; {c.load()}"
     )
-    with c.throwaway_hub(db_name=args.db_name, pg_url=args.pg, sqlite=args.sqlite, keep_db=args.keep_db, env=env):
+    hub = (
+        existing_hub(db_name=args.db_name, pg_url=args.pg)
+        if args.reuse_db
+        else c.throwaway_hub(db_name=args.db_name, pg_url=args.pg, sqlite=args.sqlite, keep_db=args.keep_db, env=env)
+    )
+    with hub:
         from django.db import connections
 
-        people = make_data(users=args.users, jobs_per_user=args.jobs_per_user)
+        if args.reuse_db:
+            people = people_of(args.users)
+            c.say(f"  {len(people)} users of the earlier run, fresh sessions")
+        else:
+            people = make_data(users=args.users, jobs_per_user=args.jobs_per_user)
         running = [j for p in people for j in p["running"]]
         if args.profile:
             sys.path.insert(0, str(tree))
