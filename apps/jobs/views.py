@@ -89,27 +89,33 @@ def job_list(request):
         page.paginator.count,
     )
     query = {k: v for k, v in filters.items() if v}
-    context = {
-        "page": page,
-        "rows": rows,
-        **filters,
-        "filtered": any(filters[k] for k in ("status", "cluster", "q", "since", "until")),
-        "statuses": Job.Status.choices,
-        "grants": grant_usable_list(user=request.user),
-        "metric_names": selectors.job_metric_names(user=request.user),
-        "live_version": version,
-        "live_url": f"{request.path}?{urlencode({**query, 'page': page.number})}",
-        "sort_links": _sort_links(query, filters["sort"]),
-        "query_no_page": urlencode(query),
-    }
+
+    def context(**extra):
+        # Built only to render: a poll that finds nothing changed (204) needs the rows alone,
+        # not the metric names (200 rows' JSON) or the grants.
+        return {
+            "page": page,
+            "rows": rows,
+            **filters,
+            "filtered": any(filters[k] for k in ("status", "cluster", "q", "since", "until")),
+            "statuses": Job.Status.choices,
+            "grants": grant_usable_list(user=request.user),
+            "metric_names": selectors.job_metric_names(user=request.user),
+            "live_version": version,
+            "live_url": f"{request.path}?{urlencode({**query, 'page': page.number})}",
+            "sort_links": _sort_links(query, filters["sort"]),
+            "query_no_page": urlencode(query),
+            **extra,
+        }
+
     if is_live_poll(request):
         return live_answer(
             request,
             version=version,
             final=False,
-            render=lambda: render(request, "jobs/_rows_live.html", {**context, "oob": True}),
+            render=lambda: render(request, "jobs/_rows_live.html", context(oob=True)),
         )
-    return render(request, "jobs/list.html", context)
+    return render(request, "jobs/list.html", context())
 
 
 def _sort_links(query: dict, current: str) -> dict:

@@ -140,3 +140,22 @@ def test_the_metrics_answer_is_the_owners_alone(client, alice, charlie, running)
     assert answer.status_code == 200 and answer.json() == {"run_id": running.mlflow_run_id, "metrics": {}}
     client.force_login(charlie)
     assert client.get(f"/api/v1/jobs/{running.uuid}/metrics/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_an_unchanged_list_poll_reads_the_rows_and_not_the_page_around_them(
+    client, alice, running, django_assert_max_num_queries
+):
+    # The list polls every 5 s: a 204 needs the page's rows, not the metric column's names
+    # (200 jobs' metrics) nor the grants of the "new job" menu, which only a render shows.
+    client.force_login(alice)
+    page = client.get("/jobs/?status=running").content.decode()
+    assert running.name in page
+    url = re.search(r'id="live-jobs"[^>]*hx-get="([^"]+)"', page).group(1).replace("&amp;", "&")
+    with django_assert_max_num_queries(8) as queries:
+        assert client.get(url, **HX).status_code == 204
+    sql = " ".join(q["sql"] for q in queries.captured_queries)
+    assert '"jobs_job"."metrics" AS "metrics"' not in sql and "clusters_clustergrant" not in sql
+    Job.objects.filter(pk=running.pk).update(status=Job.Status.COMPLETED)
+    changed = client.get(url, **HX)
+    assert changed.status_code == 200 and 'id="job-rows"' in changed.content.decode()
