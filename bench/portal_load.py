@@ -284,19 +284,31 @@ def profile(people: list[dict], repeat: int, top: int) -> None:
     job = user["running"][0]
     page = client.get(f"/jobs/{job}/")
     version = re.search(r'data-live-version="([^"]+)"', page.content.decode()).group(1)
+
+    def held(url: str) -> str:
+        # Asked just before the polls: a running job's minutes (in the list's version) move.
+        return re.search(r'data-live-version="([^"]+)"', client.get(url).content.decode()).group(1)
+
     kinds = [
         ("page job", f"/jobs/{job}/", {}),
         ("poll job (204)", f"/jobs/{job}/?live={version}", {"HTTP_HX_REQUEST": "true"}),
         ("poll job (200)", f"/jobs/{job}/?live=old", {"HTTP_HX_REQUEST": "true"}),
         ("api metrics", f"/api/v1/jobs/{job}/metrics/", {"HTTP_ACCEPT": "application/json"}),
         ("page home", "/", {}),
-        ("poll home", "/?live=old", {"HTTP_HX_REQUEST": "true"}),
+        ("poll home (204)", lambda: f"/?live={held('/')}", {"HTTP_HX_REQUEST": "true"}),
+        ("poll home (200)", "/?live=old", {"HTTP_HX_REQUEST": "true"}),
         ("page jobs list", "/jobs/?status=running", {}),
-        ("poll jobs list", "/jobs/?status=running&page=1&live=old", {"HTTP_HX_REQUEST": "true"}),
+        (
+            "poll jobs list (204)",
+            lambda: f"/jobs/?status=running&page=1&live={held('/jobs/?status=running')}",
+            {"HTTP_HX_REQUEST": "true"},
+        ),
+        ("poll jobs list (200)", "/jobs/?status=running&page=1&live=old", {"HTTP_HX_REQUEST": "true"}),
         ("api list", "/api/v1/jobs/?limit=50", {"HTTP_ACCEPT": "application/json"}),
     ]
-    c.say(f"{'request (in-process)':<22} {'status':>6} {'SQL':>4} {'mean ms':>8}")
+    c.say(f"{'request (in-process)':<22} {'status':>6} {'SQL':>4} {'mean ms':>8}; {c.load()}")
     for label, url, headers in kinds:
+        url = url() if callable(url) else url
         times = []
         for _ in range(repeat):
             with CaptureQueriesContext(connection) as ctx:
@@ -309,13 +321,17 @@ def profile(people: list[dict], repeat: int, top: int) -> None:
         )
         for q in ctx.captured_queries if os.environ.get("BENCH_SHOW_SQL") else []:
             c.say(f"    {q['sql'][:160]}")
-    profiler = cProfile.Profile()
-    profiler.enable()
-    for _ in range(repeat):
-        client.get(f"/jobs/{job}/?live={version}", HTTP_HX_REQUEST="true")
-    profiler.disable()
-    c.say(f"cProfile of {repeat} job polls (204), by cumulative time:")
-    pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(top)
+    for label, url, headers in [
+        ("job polls (204)", f"/jobs/{job}/?live={version}", {"HTTP_HX_REQUEST": "true"}),
+        ("home pages", "/", {}),
+    ]:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(repeat):
+            client.get(url, **headers)
+        profiler.disable()
+        c.say(f"cProfile of {repeat} {label}, by cumulative time:")
+        pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(top)
 
 
 # ---------------------------------------------------------------- the server
@@ -411,6 +427,7 @@ class Stats:
         self.statuses: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
         self.errors: dict[str, list[str]] = defaultdict(list)
         self.queued = 0  # polls htmx would have held back: the last one still in flight
+        self.lag: list[float] = []  # how late the client's own event loop wakes (a starved client)
 
     def counts(self, started: float) -> bool:
         return self.window[0] <= started < self.window[1]
@@ -435,7 +452,10 @@ class User:
             headers["Accept"] = "application/json"
         started = time.monotonic()
         try:
-            response = await self.client.get(url, headers=headers, cookies=self.cookies, timeout=self.timeout)
+            # The whole answer within the time-out (httpx's own is per read, not per request).
+            response = await asyncio.wait_for(
+                self.client.get(url, headers=headers, cookies=self.cookies, timeout=self.timeout), self.timeout
+            )
             text = response.text
             status = response.status_code
             error = None if status in OK else f"HTTP {status}"
@@ -606,6 +626,16 @@ async def load(args, base: str, people: list[dict], stats: Stats, mutator: Mutat
                 await asyncio.sleep(1)
 
         changer = asyncio.create_task(change()) if not args.closed_loop and args.changes_per_second > 0 else None
+
+        async def watch_lag():
+            # A client starved of CPU measures its own delay as the server's: say how late it runs.
+            while time.monotonic() < t_end:
+                t = time.monotonic()
+                await asyncio.sleep(0.1)
+                if stats.counts(t):
+                    stats.lag.append(time.monotonic() - t - 0.1)
+
+        lag = asyncio.create_task(watch_lag())
         progress_at = start
         while time.monotonic() < t_end:
             await asyncio.sleep(1)
@@ -618,6 +648,7 @@ async def load(args, base: str, people: list[dict], stats: Stats, mutator: Mutat
             task.cancel()
         if changer:
             changer.cancel()
+        lag.cancel()
 
 
 def report(
@@ -654,6 +685,11 @@ def report(
         f"window {seconds:.0f}s: portal CPU {portal_cpu:.1f}s ({portal_cpu / seconds * 100:.0f}% of one core), "
         f"load client CPU {client_cpu:.1f}s ({client_cpu / seconds * 100:.0f}%), machine busy "
         f"{machine_cpu / seconds * 100:.0f}% of one core (of {os.cpu_count() * 100}%)"
+    )
+    c.say(
+        f"client event loop late by p50 {c.percentile(stats.lag, 50) * 1000:.0f} ms, p95 "
+        f"{c.percentile(stats.lag, 95) * 1000:.0f} ms, max {max(stats.lag, default=0) * 1000:.0f} ms "
+        "(latencies above include it)"
     )
     c.say(
         f"polls held back by htmx (previous still in flight): {stats.queued}; job changes made: {changes}; "
