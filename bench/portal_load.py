@@ -593,6 +593,7 @@ class User:
         finally:
             for task in tab1 + tab2:
                 task.cancel()
+            await asyncio.gather(*tab1, *tab2, return_exceptions=True)
 
     async def run_closed(self, t_end: float, spread: float) -> None:
         """The issue's first pattern: the next request as soon as the last answered."""
@@ -646,6 +647,7 @@ async def load(args, base: str, people: list[dict], stats: Stats, mutator: Mutat
         await asyncio.wait(tasks, timeout=args.timeout + 5)
         for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if changer:
             changer.cancel()
         lag.cancel()
@@ -682,7 +684,8 @@ def report(
         for e, n in sorted(seen.items(), key=lambda x: -x[1])[:3]:
             c.say(f"  error {kind}: {n}x {e}")
     c.say(
-        f"window {seconds:.0f}s: portal CPU {portal_cpu:.1f}s ({portal_cpu / seconds * 100:.0f}% of one core), "
+        f"window {seconds:.0f}s: portal CPU {portal_cpu:.1f}s ({portal_cpu / seconds * 100:.0f}% of one core, "
+        f"{portal_cpu / max(total, 1) * 1000:.1f} ms per request), "
         f"load client CPU {client_cpu:.1f}s ({client_cpu / seconds * 100:.0f}%), machine busy "
         f"{machine_cpu / seconds * 100:.0f}% of one core (of {os.cpu_count() * 100}%)"
     )
