@@ -16,7 +16,7 @@ What it does:
    that tree's configuration: `portal/gunicorn.conf.py` when the tree has one (what `dev`
    starts), otherwise `dev`'s old command line (`--workers 3 --timeout 120`);
    `--gunicorn "ARGS"` overrides it. collectstatic runs first, as in `dev`.
-3. An open-loop load (asyncio, httpx): every user keeps two tabs.
+3. An open-loop load (asyncio, aiohttp): every user keeps two tabs.
    - Tab 1: the page of one of their running jobs, with its live regions polling as the
      browser does: htmx asks `/jobs/<id>/?live=<version>` every 3 s (`{% live_poller %}`;
      a fixed rate, and while a poll is in flight the next one waits, as htmx queues it), and
@@ -441,7 +441,7 @@ class User:
         self.stats = stats
         self.rng = rng
         self.timeout = timeout
-        self.cookies = {"sessionid": data["session"]}
+        self.cookie = f"sessionid={data['session']}"
         self.assets_loaded = False
 
     async def get(self, kind: str, url: str, *, htmx: bool = False, accept_json: bool = False):
@@ -451,13 +451,11 @@ class User:
         if accept_json:
             headers["Accept"] = "application/json"
         started = time.monotonic()
+        headers["Cookie"] = self.cookie
         try:
-            # The whole answer within the time-out (httpx's own is per read, not per request).
-            response = await asyncio.wait_for(
-                self.client.get(url, headers=headers, cookies=self.cookies, timeout=self.timeout), self.timeout
-            )
-            text = response.text
-            status = response.status_code
+            async with self.client.get(url, headers=headers, allow_redirects=False) as response:
+                text = await response.text()
+                status = response.status
             error = None if status in OK else f"HTTP {status}"
         except Exception as exc:  # noqa: BLE001 - every failure is a counted error
             text, status, error = "", 0, f"{type(exc).__name__}: {exc}"[:200]
@@ -608,11 +606,18 @@ class User:
 
 
 async def load(args, base: str, people: list[dict], stats: Stats, mutator: Mutator) -> None:
-    import httpx
+    import aiohttp
 
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=args.users * 2)
+    # aiohttp rather than httpx: the client shares the 2 cores with the portal, and aiohttp
+    # spends less CPU per request (see bench/README.md). Idle connections are dropped after
+    # 4 s, before gunicorn's keep-alive (5 s) closes them under a request (a browser retries
+    # such a request; this client would count an error).
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=4)
+    timeout = aiohttp.ClientTimeout(total=args.timeout)  # the whole answer, not one read
     rng = random.Random(args.seed)
-    async with httpx.AsyncClient(base_url=base, limits=limits, http1=True) as client:
+    async with aiohttp.ClientSession(
+        base_url=base, connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()
+    ) as client:
         start = time.monotonic()
         stats.window = (start + args.warmup, start + args.warmup + args.duration)
         t_end = stats.window[1]
@@ -686,7 +691,8 @@ def report(
     c.say(
         f"window {seconds:.0f}s: portal CPU {portal_cpu:.1f}s ({portal_cpu / seconds * 100:.0f}% of one core, "
         f"{portal_cpu / max(total, 1) * 1000:.1f} ms per request), "
-        f"load client CPU {client_cpu:.1f}s ({client_cpu / seconds * 100:.0f}%), machine busy "
+        f"load client CPU {client_cpu:.1f}s ({client_cpu / seconds * 100:.0f}%, "
+        f"{client_cpu / max(total, 1) * 1000:.1f} ms per request), machine busy "
         f"{machine_cpu / seconds * 100:.0f}% of one core (of {os.cpu_count() * 100}%)"
     )
     c.say(
