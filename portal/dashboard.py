@@ -28,15 +28,18 @@ def home(request):
             final=False,
             render=lambda: render(request, "portal/_home_live.html", {**lists, "oob": True}),
         )
+    # The nav's badge (apps.serving.context_processors) shows the same count: ask once.
+    waiting = waiting_count(user=request.user)
     return render(
         request,
         "portal/dashboard.html",
         {
             **lists,
+            "nav_approvals_waiting": waiting,
             "memberships": membership_list(user=request.user),
             "grants": grant_list(user=request.user)[:10],
             "live": deployment_list(user=request.user, status="live")[:10],
-            "inbox_count": waiting_count(user=request.user),
+            "inbox_count": waiting,
             "access_requests": access_requests[:10],
             "access_request_count": access_requests.count(),
         },

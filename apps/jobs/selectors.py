@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
+from django.db.models import Count, Max, QuerySet
 
 from apps.audit.models import AuditEvent
 from apps.clusters.models import Cluster
@@ -62,6 +62,47 @@ def job_get(*, user, job_id) -> Job:
 
 def job_timeline(*, job: Job) -> QuerySet[AuditEvent]:
     return AuditEvent.objects.filter(subject_type="jobs.job", subject_id=str(job.uuid)).order_by("seq")
+
+
+#: What the job page's live regions depend on (apps.jobs.views._job_state), and no more.
+JOB_LIVE_FIELDS = (
+    "uuid",
+    "status",
+    "slurm_job_id",
+    "slurm_state",
+    "reason",
+    "estimated_start",
+    "exit_code",
+    "accounting",
+    "failure_message",
+    "last_error",
+    "mlflow_run_id",
+    "metrics",
+    "finalized_at",
+    "started_at",
+)
+
+
+def job_get_fields(*, user, job_id, fields: tuple[str, ...]) -> Job:
+    """A job of the user's own with only ``fields`` loaded: for the answers the browser polls
+    (the job page every 3 s, its metrics every 4 s), which read a few columns of one row and
+    must not pay for job_get's joins. Anybody else's job answers as if it did not exist."""
+    try:
+        job = Job.objects.filter(owner=user, uuid=job_id).only(*fields).first()
+    except ValidationError:
+        job = None
+    if job is None:
+        raise NotFound("No such job.")
+    return job
+
+
+def job_timeline_head(*, job: Job) -> tuple[int, int | None]:
+    """How many events the job's timeline holds and the last one's seq, in one aggregate
+    (what the live version needs, without reading the events)."""
+    head = AuditEvent.objects.filter(subject_type="jobs.job", subject_id=str(job.uuid)).aggregate(
+        count=Count("id"), last=Max("seq")
+    )
+    return head["count"], head["last"]
 
 
 # ---------------------------------------------------------------- logs

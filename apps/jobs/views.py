@@ -89,27 +89,33 @@ def job_list(request):
         page.paginator.count,
     )
     query = {k: v for k, v in filters.items() if v}
-    context = {
-        "page": page,
-        "rows": rows,
-        **filters,
-        "filtered": any(filters[k] for k in ("status", "cluster", "q", "since", "until")),
-        "statuses": Job.Status.choices,
-        "grants": grant_usable_list(user=request.user),
-        "metric_names": selectors.job_metric_names(user=request.user),
-        "live_version": version,
-        "live_url": f"{request.path}?{urlencode({**query, 'page': page.number})}",
-        "sort_links": _sort_links(query, filters["sort"]),
-        "query_no_page": urlencode(query),
-    }
+
+    def context(**extra):
+        # Built only to render: a poll that finds nothing changed (204) needs the rows alone,
+        # not the metric names (200 rows' JSON) or the grants.
+        return {
+            "page": page,
+            "rows": rows,
+            **filters,
+            "filtered": any(filters[k] for k in ("status", "cluster", "q", "since", "until")),
+            "statuses": Job.Status.choices,
+            "grants": grant_usable_list(user=request.user),
+            "metric_names": selectors.job_metric_names(user=request.user),
+            "live_version": version,
+            "live_url": f"{request.path}?{urlencode({**query, 'page': page.number})}",
+            "sort_links": _sort_links(query, filters["sort"]),
+            "query_no_page": urlencode(query),
+            **extra,
+        }
+
     if is_live_poll(request):
         return live_answer(
             request,
             version=version,
             final=False,
-            render=lambda: render(request, "jobs/_rows_live.html", {**context, "oob": True}),
+            render=lambda: render(request, "jobs/_rows_live.html", context(oob=True)),
         )
-    return render(request, "jobs/list.html", context)
+    return render(request, "jobs/list.html", context())
 
 
 def _sort_links(query: dict, current: str) -> dict:
@@ -231,8 +237,9 @@ def job_new(request):
     return render(request, "jobs/new.html", context)
 
 
-def _job_state(job: Job, timeline: list) -> str:
-    """The version of everything the job page's live regions show (apps.core.live)."""
+def _job_state(job: Job, events: int, last_seq: int | None) -> str:
+    """The version of everything the job page's live regions show (apps.core.live): the
+    job's live fields (selectors.JOB_LIVE_FIELDS) and its timeline's length and last event."""
     return live_version(
         job.status,
         job.slurm_job_id,
@@ -247,46 +254,54 @@ def _job_state(job: Job, timeline: list) -> str:
         job.metrics,
         job.finalized_at,
         job.started_at,
-        [e.seq for e in timeline[-1:]],
-        len(timeline),
+        [last_seq] if last_seq is not None else [],
+        events,
     )
+
+
+def _job_final(job: Job) -> bool:
+    # Final once nothing more can change: ended, and its tracking data mirrored (or none).
+    return job.is_terminal and (bool(job.finalized_at) or not job.mlflow_run_id)
 
 
 def job_detail(request, job_id):
-    job = _job(request, job_id)
-    timeline = list(selectors.job_timeline(job=job))
-    version = _job_state(job, timeline)
-    # Final once nothing more can change: ended, and its tracking data mirrored (or none).
-    final = job.is_terminal and (bool(job.finalized_at) or not job.mlflow_run_id)
-
-    def context(**extra):
-        return {
-            "job": job,
-            "timeline": timeline,
-            "tasks": job.tasks.all()[:500],
-            "task_count": job.tasks.count(),
-            "live_version": version,
-            "live_final": final,
-            "mlflow_run_url": selectors.job_mlflow_run_url(job=job),
-            **extra,
-        }
-
     if is_live_poll(request):
+        # The page polls every 3 s and almost every answer is "unchanged": decide that from
+        # the few columns the version covers and one aggregate of the timeline, and load the
+        # whole job only to render a change.
+        try:
+            head = selectors.job_get_fields(user=request.user, job_id=job_id, fields=selectors.JOB_LIVE_FIELDS)
+        except NotFound:
+            raise Http404("No such job.") from None
         return live_answer(
             request,
-            version=version,
-            final=final,
-            render=lambda: render(request, "jobs/_live.html", context(oob=True)),
+            version=_job_state(head, *selectors.job_timeline_head(job=head)),
+            final=_job_final(head),
+            render=lambda: _job_page(request, job_id, template="jobs/_live.html", oob=True),
         )
-    return render(
-        request,
-        "jobs/detail.html",
-        context(
+    return _job_page(request, job_id, template="jobs/detail.html")
+
+
+def _job_page(request, job_id, *, template: str, oob: bool = False):
+    job = _job(request, job_id)
+    timeline = list(selectors.job_timeline(job=job))
+    context = {
+        "job": job,
+        "timeline": timeline,
+        "tasks": job.tasks.all()[:500],
+        "task_count": job.tasks.count(),
+        "live_version": _job_state(job, len(timeline), timeline[-1].seq if timeline else None),
+        "live_final": _job_final(job),
+        "mlflow_run_url": selectors.job_mlflow_run_url(job=job),
+        "oob": oob,
+    }
+    if not oob:
+        context.update(
             inputs=job_inputs(job),
             reproductions=job.reproductions.order_by("created_at"),
             streams=("stdout", "stderr"),
-        ),
-    )
+        )
+    return render(request, template, context)
 
 
 @require_GET

@@ -100,3 +100,62 @@ def test_a_log_chunk_adds_nothing_of_its_own_to_the_log(client, alice, team):
     client.force_login(alice)
     body = client.get(f"/jobs/{job.uuid}/logs/stdout/?offset=0").content.decode()
     assert not body.endswith("\n")
+
+
+@pytest.mark.django_db
+def test_an_unchanged_poll_reads_one_narrow_row_and_one_aggregate(
+    client, alice, running, django_assert_max_num_queries
+):
+    # 200 open job pages poll every 3 s: "nothing changed" must not load the job's joins and
+    # its whole timeline (bench/portal_load.py). Session, user, the job's live columns, the
+    # timeline's count and last seq.
+    client.force_login(alice)
+    url = _poll_url(client.get(f"/jobs/{running.uuid}/").content.decode())
+    with django_assert_max_num_queries(4) as queries:
+        assert client.get(url, **HX).status_code == 204
+    job_reads = [q["sql"] for q in queries.captured_queries if 'FROM "jobs_job"' in q["sql"]]
+    assert len(job_reads) == 1 and '"jobs_job"."script"' not in job_reads[0] and "JOIN" not in job_reads[0]
+
+
+@pytest.mark.django_db
+def test_a_new_timeline_event_alone_makes_the_poll_render_the_timeline(client, alice, running):
+    from apps.audit.services import audit_record
+
+    client.force_login(alice)
+    url = _poll_url(client.get(f"/jobs/{running.uuid}/").content.decode())
+    audit_record(action="job.note", subject=running, actor=alice, after={"status": "running"})
+    response = client.get(url, **HX)
+    assert response.status_code == 200
+    assert re.search(r'id="job-timeline"[^>]*hx-swap-oob="true"', response.content.decode())
+    assert "job.note" in response.content.decode()
+    # The poller it carries holds the new version: asked again, nothing changed.
+    again = _poll_url(response.content.decode())
+    assert client.get(again, **HX).status_code == 204
+
+
+@pytest.mark.django_db
+def test_the_metrics_answer_is_the_owners_alone(client, alice, charlie, running):
+    client.force_login(alice)
+    answer = client.get(f"/api/v1/jobs/{running.uuid}/metrics/")
+    assert answer.status_code == 200 and answer.json() == {"run_id": running.mlflow_run_id, "metrics": {}}
+    client.force_login(charlie)
+    assert client.get(f"/api/v1/jobs/{running.uuid}/metrics/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_an_unchanged_list_poll_reads_the_rows_and_not_the_page_around_them(
+    client, alice, running, django_assert_max_num_queries
+):
+    # The list polls every 5 s: a 204 needs the page's rows, not the metric column's names
+    # (200 jobs' metrics) nor the grants of the "new job" menu, which only a render shows.
+    client.force_login(alice)
+    page = client.get("/jobs/?status=running").content.decode()
+    assert running.name in page
+    url = re.search(r'id="live-jobs"[^>]*hx-get="([^"]+)"', page).group(1).replace("&amp;", "&")
+    with django_assert_max_num_queries(8) as queries:
+        assert client.get(url, **HX).status_code == 204
+    sql = " ".join(q["sql"] for q in queries.captured_queries)
+    assert '"jobs_job"."metrics" AS "metrics"' not in sql and "clusters_clustergrant" not in sql
+    Job.objects.filter(pk=running.pk).update(status=Job.Status.COMPLETED)
+    changed = client.get(url, **HX)
+    assert changed.status_code == 200 and 'id="job-rows"' in changed.content.decode()

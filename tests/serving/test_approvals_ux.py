@@ -160,6 +160,21 @@ class TestBadge:
         with django_assert_num_queries(1):
             assert selectors.waiting_count(user=approver) == 1
 
+    def test_the_home_page_counts_once_for_its_button_and_the_badge(
+        self, alice, approver, version, production, django_assert_max_num_queries
+    ):
+        request(alice, version, production)
+        client = logged_in(approver)
+        with django_assert_max_num_queries(20) as queries:
+            page = client.get("/").content.decode()
+        assert re.search(r'id="approvals-badge"[^>]*>1</a>', page) and "1 approval waiting" in page
+        counts = [
+            q
+            for q in queries.captured_queries
+            if q["sql"].startswith('SELECT COUNT(*) AS "__count" FROM "serving_deployment"')
+        ]
+        assert len(counts) == 1
+
 
 class TestNextRequest:
     def test_after_a_decision_the_approver_lands_on_the_next(self, alice, approver, team, version, production):

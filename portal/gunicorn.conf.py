@@ -1,0 +1,30 @@
+"""gunicorn's settings for the portal: `./dev up` starts it with this file and
+bench/portal_load.py measures it (README, "Deployment: serving the portal").
+
+The portal's requests are short and mostly wait on PostgreSQL (a poll is four small
+queries), so each process runs several threads: while one waits on the database another
+uses the core. Processes give the cores; threads hide the waits; persistent database
+connections (DJANGO_CONN_MAX_AGE) spare each request a new PostgreSQL backend.
+
+Every value can be set from the environment for a bigger host; the bind address, pid file and
+logs stay on the command line (`dev` gives them).
+"""
+
+import os
+
+# One process per core, plus one so a core stays busy while another process is in a GC pause
+# or a slow render. On 2 cores: 3 processes x 4 threads = 12 requests in progress at once and
+# 12 PostgreSQL connections, which the database serves without queueing.
+workers = int(os.environ.get("AXLE_WEB_WORKERS", (os.cpu_count() or 1) + 1))
+worker_class = "gthread"
+threads = int(os.environ.get("AXLE_WEB_THREADS", "4"))
+# Browsers keep their connection between the job page's polls (every 3 s): keep it open a
+# little longer than that, so most polls do not open a new one.
+keepalive = int(os.environ.get("AXLE_WEB_KEEPALIVE", "5"))
+# Requests that wait for the outside (a cluster's log over SSH, MLflow) may take a while.
+timeout = int(os.environ.get("AXLE_WEB_TIMEOUT", "120"))
+graceful_timeout = 30
+# A process is replaced after this many requests (a slow leak never grows for ever); the
+# jitter keeps the processes from restarting together.
+max_requests = int(os.environ.get("AXLE_WEB_MAX_REQUESTS", "20000"))
+max_requests_jitter = max_requests // 10
