@@ -16,6 +16,9 @@ STORAGES = {
 STATIC_ROOT = Path(tempfile.gettempdir()) / "axle-test-static"
 STATIC_ROOT.mkdir(exist_ok=True)
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+# A connection per request, as Django's default: the suite's live servers, threads and inline
+# tasks must not keep connections open past a test (the test database could not be dropped).
+DATABASES["default"]["CONN_MAX_AGE"] = 0
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / "axle-test.sqlite3")}
 AXLE_AUDIT_KEY = "test-only-audit-key-" + "k" * 32

@@ -50,7 +50,8 @@ def test_dev_starts_the_portal_with_that_configuration():
 
 def _database_settings(**env) -> str:
     full = {k: v for k, v in os.environ.items() if k != "DJANGO_CONN_MAX_AGE"}
-    full.update(env)
+    # The served settings (the suite's own keep a connection per request, settings/test.py).
+    full.update({"DJANGO_SETTINGS_MODULE": "portal.settings.local", **env})
     code = "from django.conf import settings as s; d = s.DATABASES['default']; "
     code += "print(d['CONN_MAX_AGE'], d['CONN_HEALTH_CHECKS'])"
     result = subprocess.run(
