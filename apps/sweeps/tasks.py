@@ -4,6 +4,7 @@ run twice."""
 import logging
 
 from apps.core.leases import leased_loop
+from apps.jobs.tasks import job_submit
 
 from . import advance, services
 
@@ -11,7 +12,12 @@ log = logging.getLogger(__name__)
 
 
 def sweep_launch(sweep_id: int):
-    services.sweep_launch(sweep_id=sweep_id)
+    job = services.sweep_launch(sweep_id=sweep_id)
+    if job is not None:
+        # The wave goes to Slurm from here, not from a task of its own: the time from a POST to
+        # the trials on Slurm is one task's pickup, not two. The job's own queued task (and the
+        # re-drive) find it taken, by its lease or its state, and leave it.
+        job_submit(job.pk)
 
 
 def sweep_advance(sweep_id: int):
