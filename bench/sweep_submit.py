@@ -1,25 +1,33 @@
 #!/usr/bin/env python
-"""Sweep submission: time from creating a grid sweep of N trials to every trial known to
-Slurm, against N plain `sbatch` over one SSH connection.
+"""Sweep submission: time from `POST /api/v1/sweeps/` of a grid sweep of N trials to every
+trial known to Slurm, against N plain `sbatch` over one SSH connection.
 
-(a) sweep: `sweep_create` (spec parsed, grant checked, Optuna asked for all N trials, rows
-           written) + `sweep_launch` (parameter file and trial script written into the sweep's
-           folder, the wave's Job created) + `job_submit` (one sbatch of `--array=0-(N-1)%P`),
-           as the API and the task worker run them; then `squeue -r` until it lists N tasks.
-           The trials' MLflow runs are made later by the tracking cycle, off this path.
+(a) sweep: the API request (in this process: spec parsed, grant checked, Optuna asked for all
+           N trials, rows written, the launch queued), then a real `manage.py qcluster` on the
+           same throwaway database picks the launch up and submits the wave (one sbatch of
+           `--array=0-(N-1)%P`); timed until `squeue -r` lists N tasks. The split comes from
+           the rows' own timestamps. The trials' MLflow runs are made later by the tracking
+           cycle, off this path.
+    --inline: the services the API and the worker run, called in this process (no queue), with
+           their SQL statements counted; `--profile` prints a cProfile of that path.
 (b) plain: `sbatch --parsable --hold` of the same script, one command per trial, over ONE SSH
            connection opened beforehand.
 
 Every job is held (never runs) and cancelled at the end by its unique name.
 
-    .venv/bin/python bench/sweep_submit.py [--trials 100 1000]
+    .venv/bin/python bench/sweep_submit.py [--trials 100 1000] [--inline [--profile]]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import signal
+import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import yaml
@@ -76,6 +84,9 @@ def run_plain(ssh, n: int, name: str) -> float:
 def run_sweep(ssh, user, cluster, n: int, name: str, quiet: bool = False) -> tuple[float, float, str, list[float]]:
     import cProfile
 
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
     from apps.core import context
     from apps.jobs.services import job_submit
     from apps.sweeps.services import sweep_create, sweep_launch
@@ -84,7 +95,7 @@ def run_sweep(ssh, user, cluster, n: int, name: str, quiet: bool = False) -> tup
     if profile:
         profile.enable()
     started = time.monotonic()
-    with context.bind(actor_id=user.pk):
+    with context.bind(actor_id=user.pk), CaptureQueriesContext(connection) as queries:
         sweep = sweep_create(user=user, cluster=cluster, spec_text=spec(name, n))
         t1 = time.monotonic()
         job = sweep_launch(sweep_id=sweep.pk)
@@ -96,7 +107,7 @@ def run_sweep(ssh, user, cluster, n: int, name: str, quiet: bool = False) -> tup
 
         profile.disable()
         pstats.Stats(profile).sort_stats("cumulative").print_stats(45)
-    steps = [t1 - started, t2 - t1, submitted - (t2 - started)]
+    steps = [t1 - started, t2 - t1, submitted - (t2 - started), len(queries)]
     job.refresh_from_db()
     if not job.slurm_job_id:
         c.die(f"the sweep's array did not reach Slurm: {job.status} {job.failure_message or job.last_error}", 1)
@@ -107,12 +118,68 @@ def run_sweep(ssh, user, cluster, n: int, name: str, quiet: bool = False) -> tup
     return submitted, time.monotonic() - started, sweep.folder, steps
 
 
+def start_worker() -> subprocess.Popen:
+    """A real task worker on the throwaway hub (this process's environment: its database,
+    AXLE_HOME and MLflow), as `./dev up` runs one."""
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "qcluster"],
+        cwd=str(c.REPO),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def stop_worker(worker: subprocess.Popen) -> None:
+    if worker.poll() is not None:
+        return
+    os.killpg(worker.pid, signal.SIGTERM)
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=10)
+
+
+def run_posted(ssh, user, cluster, n: int, name: str) -> tuple[float, float, str, list[float]]:
+    """POST the sweep as a client would; the worker does the rest. Returns the request's time,
+    the time until Slurm lists every trial, the sweep's folder and the split (request, until
+    the worker made the wave's Job, until sbatch answered, until squeue listed every task)."""
+    from django.test import Client
+
+    from apps.jobs.models import Job
+    from apps.sweeps.models import Sweep
+
+    warnings.filterwarnings("ignore", message="No directory at")  # the throwaway hub has no static files
+    http = Client(HTTP_HOST="localhost")
+    http.force_login(user)
+    body = json.dumps({"cluster": cluster.name, "spec": spec(name, n)})
+    wall0, started = time.time(), time.monotonic()
+    answer = http.post("/api/v1/sweeps/", body, content_type="application/json")
+    posted = time.monotonic() - started
+    if answer.status_code != 201:
+        c.die(f"POST /api/v1/sweeps/ answered {answer.status_code}: {answer.content[:500]!r}", 1)
+    while tasks_known(ssh, f"{name}-0") < n:
+        if time.monotonic() - started > 300:
+            c.die("Slurm did not list every trial within 5 minutes", 1)
+        time.sleep(0.02)
+    known = time.monotonic() - started
+    sweep = Sweep.objects.get(uuid=answer.json()["id"])
+    job = Job.objects.filter(trials__sweep=sweep).distinct().get()
+    while job.submitted_at is None and time.monotonic() - started < 300:
+        time.sleep(0.05)  # Slurm lists the tasks before the worker has recorded its answer
+        job.refresh_from_db()
+    made, answered = job.created_at.timestamp() - wall0, job.submitted_at.timestamp() - wall0
+    return posted, known, sweep.folder, [posted, made - posted, answered - made, known - answered]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--transport", choices=["ssh", "rest"], default="ssh")
     c.add_db_args(parser)
-    parser.add_argument("--profile", action="store_true", help="print a cProfile of the sweep's submission")
+    parser.add_argument("--inline", action="store_true", help="the services in this process, no queue, SQL counted")
+    parser.add_argument("--profile", action="store_true", help="with --inline: print a cProfile of the path")
     args = parser.parse_args()
     global PROFILE
     PROFILE = args.profile
@@ -127,12 +194,20 @@ def main() -> int:
     ):
         user, cluster, grant = c.hub_cluster(env, args.transport)
         folders = []
+        worker = None if args.inline else start_worker()
+
+        def sweep_once(n: int, name: str, quiet: bool = False):
+            if args.inline:
+                return run_sweep(ssh, user, cluster, n, name, quiet=quiet)
+            return run_posted(ssh, user, cluster, n, name)
+
         try:
             # A running hub has its SSH connection to the cluster open and the team's MLflow
-            # experiment made; so has the plain loop its connection. One small sweep first.
+            # experiment made; so has the plain loop its connection. One small sweep first
+            # (through the worker: it also proves the worker is up).
             warm = f"axlebench-warm-{rid}"
             c.say("warm-up: a sweep of 2 trials (opens the hub's SSH connection, makes the experiment)")
-            folders.append(run_sweep(ssh, user, cluster, 2, warm, quiet=True)[2])
+            folders.append(sweep_once(2, warm, quiet=True)[2])
             c.cancel_named(ssh, f"{warm}-0")
             for n in args.trials:
                 plain_name, sweep_name = f"axlebench-plain-{rid}-{n}", f"axlebench-sweep-{rid}-{n}"
@@ -140,11 +215,13 @@ def main() -> int:
                 plain = run_plain(ssh, n, plain_name)
                 c.cancel_named(ssh, plain_name)
                 c.say(f"(a) sweep: grid of {n} trials, one array")
-                submitted, known, folder, steps = run_sweep(ssh, user, cluster, n, sweep_name)
+                submitted, known, folder, steps = sweep_once(n, sweep_name)
                 folders.append(folder)
                 c.cancel_named(ssh, f"{sweep_name}-0")
                 rows.append((n, plain, submitted, known, steps))
         finally:
+            if worker is not None:
+                stop_worker(worker)
             for n in args.trials:
                 # The sweep's array is named after the sweep and its wave (-0).
                 for name in (f"axlebench-plain-{rid}-{n}", f"axlebench-sweep-{rid}-{n}-0"):
@@ -154,16 +231,26 @@ def main() -> int:
                 ssh.run(["rm", "-rf", "--", folder], timeout=120)
     ssh.close()
     c.say("")
-    c.say(f"== sweep_submit ({args.transport}); {c.load()}")
+    mode = "inline services" if args.inline else "POST + qcluster"
+    c.say(f"== sweep_submit ({args.transport}, {mode}); {c.load()}")
     for n, plain, submitted, known, steps in rows:
+        what = "create+launch+sbatch" if args.inline else "POST answered"
         c.say(
-            f"{n:5d} trials: plain sbatch loop {plain:7.2f}s | sweep create+launch+sbatch {submitted:6.2f}s, "
-            f"every trial in squeue {known:6.2f}s | plain/sweep {plain / known:6.1f}x"
+            f"{n:5d} trials: plain sbatch loop {plain:7.2f}s ({1000 * plain / n:.1f} ms each) | sweep {what} "
+            f"{submitted:6.2f}s, every trial in squeue {known:6.2f}s | plain/sweep {plain / known:6.1f}x"
         )
-        c.say(
-            f"             of which sweep_create {steps[0]:.2f}s (spec, grant, Optuna, rows), sweep_launch "
-            f"{steps[1]:.2f}s (parameter file, Job), job_submit {steps[2]:.2f}s (MLflow run and login, mkdir, sbatch)"
-        )
+        if args.inline:
+            c.say(
+                f"             of which sweep_create {steps[0]:.3f}s (spec, grant, Optuna, rows), sweep_launch "
+                f"{steps[1]:.3f}s (array script, Job), job_submit {steps[2]:.3f}s (MLflow run and login, sbatch); "
+                f"{steps[3]} SQL statements"
+            )
+        else:
+            c.say(
+                f"             of which the POST {steps[0]:.3f}s, until the worker made the wave's Job "
+                f"{steps[1]:.3f}s, until sbatch answered {steps[2]:.3f}s, until squeue listed all "
+                f"{steps[3]:.3f}s"
+            )
     return 0
 
 

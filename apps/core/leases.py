@@ -1,5 +1,7 @@
+import logging
+import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -66,3 +68,42 @@ def work_lease(name: str, *, fallback: timedelta = timedelta(seconds=90)) -> Ite
     finally:
         if taken:
             Lease.objects.filter(name=name).delete()
+
+
+def leased_loop(
+    name: str,
+    tick: Callable[[], object],
+    *,
+    seconds: float,
+    interval: float,
+    then: str | None = None,
+    log: logging.Logger | None = None,
+) -> str:
+    """Run ``tick`` every ``interval`` seconds for about ``seconds``, holding the work lease
+    ``name`` throughout, so two loops never overlap; on PostgreSQL the lease dies with a killed
+    worker's connection, so the next loop starts at once instead of when a timed lease would
+    have expired. ``then``, a task path, is queued when the loop ends, so no gap opens between
+    one loop and the next (the minutely schedule stays as the backstop)."""
+    from django_q.conf import Conf
+    from django_q.tasks import async_task
+
+    log = log or logging.getLogger(__name__)
+    deadline = time.monotonic() + seconds
+    with work_lease(name, fallback=timedelta(seconds=seconds + 10)) as mine:
+        if not mine:
+            return "another tracker holds the lease"
+        while time.monotonic() < deadline:
+            try:
+                tick()
+            except Exception:  # one bad cycle must not end tracking for the minute
+                log.exception("%s: cycle failed", name)
+            # Not close_if_unusable_or_obsolete: closing the connection would drop the loop's
+            # own lease (an advisory lock on it) in the middle of the minute.
+            conn = transaction.get_connection()
+            if conn.connection is not None and not conn.is_usable():
+                conn.close()
+                return "the database connection broke; the next loop takes over"
+            time.sleep(interval)
+    if then and not Conf.SYNC:  # inline tasks (tests) would chain loops forever
+        async_task(then)
+    return "done"

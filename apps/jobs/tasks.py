@@ -3,14 +3,10 @@ run twice."""
 
 import logging
 import time
-from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
-from django_q.conf import Conf
-from django_q.tasks import async_task
 
-from apps.core.leases import work_lease
+from apps.core.leases import leased_loop, work_lease
 
 from . import services
 from .models import Job
@@ -74,28 +70,15 @@ def jobs_track(seconds: int = 55, interval: float = 5.0):
     minutely schedule starts this loop (and each worker process starts one when it spawns, see
     apps.jobs.apps). The loop's lease keeps two loops from overlapping; on PostgreSQL it dies
     with a killed worker, so the next loop starts at once instead of a minute later."""
-    deadline = time.monotonic() + seconds
-    with work_lease("jobs-track", fallback=timedelta(seconds=seconds + 10)) as mine:
-        if not mine:
-            return "another tracker holds the lease"
-        next_redrive = time.monotonic()
-        while time.monotonic() < deadline:
-            try:
-                if time.monotonic() >= next_redrive:
-                    next_redrive = time.monotonic() + settings.AXLE_REDRIVE_SECONDS
-                    jobs_redrive()
-                jobs_tick()
-            except Exception:  # one bad cycle must not end tracking for the minute
-                log.exception("tracking cycle failed")
-            # Not close_if_unusable_or_obsolete: closing the connection would drop the loop's
-            # own lease (an advisory lock on it) in the middle of the minute.
-            connection = transaction.get_connection()
-            if connection.connection is not None and not connection.is_usable():
-                connection.close()
-                return "the database connection broke; the next loop takes over"
-            time.sleep(interval)
-    # The next loop is queued at once, not left to the minutely schedule (which stays as the
-    # backstop): no gap of seconds to a minute each minute in which nobody tracks or re-drives.
-    if not Conf.SYNC:  # inline tasks (tests) would chain loops forever
-        async_task("apps.jobs.tasks.jobs_track")
-    return "done"
+    next_redrive = time.monotonic()
+
+    def cycle():
+        nonlocal next_redrive
+        if time.monotonic() >= next_redrive:
+            next_redrive = time.monotonic() + settings.AXLE_REDRIVE_SECONDS
+            jobs_redrive()
+        jobs_tick()
+
+    return leased_loop(
+        "jobs-track", cycle, seconds=seconds, interval=interval, then="apps.jobs.tasks.jobs_track", log=log
+    )

@@ -167,47 +167,9 @@ def model_version_register(*, user, model_name: str, job: Job, description: str 
         raise Conflict(f"Job {job.name} has no MLflow run, so it logged no MLflow model.")
 
     logged = _register_in_mlflow(job, name)
-
-    try:
-        with transaction.atomic():
-            model, created = RegisteredModel.objects.get_or_create(
-                name=name, defaults={"team": team, "created_by": user, "description": (description or "").strip()}
-            )
-            if created:
-                audit_record(action="model.created", subject=model, actor=user, after={"team": team.name, "name": name})
-            version = ModelVersion.objects.create(
-                model=model,
-                number=logged.number,
-                job=job,
-                mlflow_run_id=job.mlflow_run_id,
-                source_uri=logged.source_uri,
-                artifact_uri=logged.artifact_uri,
-                sha256=logged.sha256,
-                metrics=logged.metrics,
-                created_by=user,
-            )
-            audit_record(
-                action="model_version.registered",
-                subject=version,
-                actor=user,
-                after={
-                    "model": name,
-                    "number": version.number,
-                    "job": str(job.uuid),
-                    "mlflow_run_id": job.mlflow_run_id,
-                    "source_uri": version.source_uri,
-                    "artifact_uri": version.artifact_uri,
-                    "sha256": version.sha256,
-                    "metrics": version.metrics,
-                },
-            )
-    except IntegrityError:
-        # A concurrent registration of the same job won the race: hand back its version.
-        existing = ModelVersion.objects.filter(model__name=name, job=job).select_related("model", "job").first()
-        if existing is None:
-            raise Conflict(f"Version {logged.number} of {name} was recorded by someone else; try again.") from None
-        return existing
-    return version
+    return _record_version(
+        user=user, name=name, team=team, description=description, job=job, run_id=job.mlflow_run_id, logged=logged
+    )
 
 
 def model_version_register_from_job(*, job_id: int) -> ModelVersion | None:
@@ -292,23 +254,53 @@ def model_version_register_trial(*, user, model_name: str, trial: Trial) -> Mode
         # The trial's objective as the sweep judged it (by its metricStrategies).
         metrics[spec_of(sweep).metric] = trial.objective
 
+    return _record_version(
+        user=user,
+        name=name,
+        team=team,
+        job=trial.job,
+        trial=trial,
+        run_id=trial.mlflow_run_id,
+        logged=logged,
+        metrics=metrics,
+        about={"sweep": str(sweep.uuid), "trial": trial.number},
+    )
+
+
+def _record_version(
+    *,
+    user,
+    name: str,
+    team: Team,
+    job: Job,
+    run_id: str,
+    logged: _Logged,
+    description: str = "",
+    trial: Trial | None = None,
+    metrics: dict | None = None,
+    about: dict | None = None,
+) -> ModelVersion:
+    """Record the version MLflow made (the model created in `team` on first use) with its
+    audit events; the version of a job (or of a trial) registered meanwhile by a concurrent
+    request is handed back instead."""
+    mine = {"job": job} if trial is None else {"trial": trial}
     try:
         with transaction.atomic():
             model, created = RegisteredModel.objects.get_or_create(
-                name=name, defaults={"team": team, "created_by": user, "description": ""}
+                name=name, defaults={"team": team, "created_by": user, "description": (description or "").strip()}
             )
             if created:
                 audit_record(action="model.created", subject=model, actor=user, after={"team": team.name, "name": name})
             version = ModelVersion.objects.create(
                 model=model,
                 number=logged.number,
-                job=trial.job,
+                job=job,
                 trial=trial,
-                mlflow_run_id=trial.mlflow_run_id,
+                mlflow_run_id=run_id,
                 source_uri=logged.source_uri,
                 artifact_uri=logged.artifact_uri,
                 sha256=logged.sha256,
-                metrics=metrics,
+                metrics=logged.metrics if metrics is None else metrics,
                 created_by=user,
             )
             audit_record(
@@ -318,10 +310,9 @@ def model_version_register_trial(*, user, model_name: str, trial: Trial) -> Mode
                 after={
                     "model": name,
                     "number": version.number,
-                    "job": str(trial.job.uuid),
-                    "sweep": str(sweep.uuid),
-                    "trial": trial.number,
-                    "mlflow_run_id": trial.mlflow_run_id,
+                    "job": str(job.uuid),
+                    **(about or {}),
+                    "mlflow_run_id": run_id,
                     "source_uri": version.source_uri,
                     "artifact_uri": version.artifact_uri,
                     "sha256": version.sha256,
@@ -329,7 +320,8 @@ def model_version_register_trial(*, user, model_name: str, trial: Trial) -> Mode
                 },
             )
     except IntegrityError:
-        existing = ModelVersion.objects.filter(model__name=name, trial=trial).select_related("model", "job").first()
+        # A concurrent registration of the same job (or trial) won the race: hand back its version.
+        existing = ModelVersion.objects.filter(model__name=name, **mine).select_related("model", "job").first()
         if existing is None:
             raise Conflict(f"Version {logged.number} of {name} was recorded by someone else; try again.") from None
         return existing

@@ -91,8 +91,11 @@ def sampler(spec: Spec, *, asked: int = 0) -> optuna.samplers.BaseSampler:
             # Katib's hyperband draws each bracket's configurations at random.
             return optuna.samplers.RandomSampler(seed=seed)
         if name == "grid":
+            # The sweep's own seed, never the per-ask one: a trial's grid_id indexes the
+            # sampler's seeded shuffle of the grid, which must be the same shuffle when the
+            # study is rebuilt to extend the sweep (with a per-ask seed, points repeated).
             space = {p.name: p.grid() for p in spec.parameters}
-            return optuna.samplers.GridSampler(space, seed=seed)
+            return optuna.samplers.GridSampler(space, seed=spec.seed)
         if name == "sobol":
             # The Sobol sequence's own seed is the sweep's, never the per-ask one: the
             # sequence continues from the index QMC keeps in the trials' system_attrs.
@@ -191,6 +194,22 @@ def ask(
     (QMC's sample index), to be stored with the sweep. Each asked trial stays RUNNING in the
     study, so the asks of one wave see each other. ``asked`` (default: the past's length)
     picks the seed's stream."""
+    if spec.algorithm == "grid" and not past and not study_attrs:
+        fresh = _ask_fresh_grid(spec, count, asked=asked or 0)
+        if fresh is not None:
+            return fresh, {}
+    return ask_optuna(spec, past, count, study_attrs=study_attrs, asked=asked)
+
+
+def ask_optuna(
+    spec: Spec,
+    past: list[Past],
+    count: int,
+    *,
+    study_attrs: dict[str, Any] | None = None,
+    asked: int | None = None,
+) -> tuple[list[Suggestion], dict[str, Any]]:
+    """`ask`, always through an Optuna study rebuilt from ``past``."""
     current = study(spec, past, study_attrs=study_attrs, asked=asked)
     dists = distributions(spec)
     suggestions: list[Suggestion] = []
@@ -202,6 +221,28 @@ def ask(
             attrs = current._storage.get_trial_system_attrs(trial._trial_id)
             suggestions.append(Suggestion(params=params, system_attrs=_jsonable(attrs)))
     return suggestions, _jsonable(current._storage.get_study_system_attrs(current._study_id))
+
+
+def _ask_fresh_grid(spec: Spec, count: int, *, asked: int) -> list[Suggestion] | None:
+    """What Optuna's GridSampler answers ``count`` asks of a study with no trials, without the
+    study: each ask through a study scans every trial of it (quadratic: a second for a 1,000-point
+    grid, on the way from a sweep's POST to Slurm). The sampler gives trial number ``i`` the
+    ``i``-th point of its seeded shuffle of the grid while there are points left, so the first
+    ``count`` points of that shuffle are the same trials (tests/sweeps/test_search.py holds it to
+    Optuna's own answers). None when the grid is smaller than ``count``: Optuna decides those."""
+    grid = sampler(spec, asked=asked)
+    assert isinstance(grid, optuna.samplers.GridSampler)
+    points, names = grid._all_grids, grid._param_names
+    if count > len(points):
+        return None
+    dists = distributions(spec)
+    suggestions = []
+    for grid_id in range(count):
+        params = {}
+        for name, dist in dists.items():
+            params[name] = dist.to_external_repr(dist.to_internal_repr(points[grid_id][names.index(name)]))
+        suggestions.append(Suggestion(params=params, system_attrs={"grid_id": grid_id}))
+    return suggestions
 
 
 def _jsonable(attrs: dict[str, Any]) -> dict[str, Any]:

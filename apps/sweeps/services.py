@@ -22,7 +22,7 @@ from apps.clusters.transport import slurm_client
 from apps.core.errors import Conflict, PermissionDenied, Unavailable, ValidationFailed
 from apps.core.tasks import enqueue
 from apps.core.transitions import transition
-from apps.integrations.slurm.base import RemoteCommandFailed, SlurmError, UnsupportedOperation
+from apps.integrations.slurm.base import SlurmError
 from apps.jobs import validation as job_validation
 from apps.jobs.models import Job
 from apps.jobs.services import job_create
@@ -233,10 +233,10 @@ def _record_trials(sweep: Sweep, spec: Spec, suggestions: list[search.Suggestion
 
 
 def sweep_launch(*, sweep_id: int) -> Job | None:
-    """Put the trials not yet in an array into ONE job array: write the wave's parameter
-    file and the trial script into the sweep's folder, then create the wave's Job (the jobs
-    app submits and tracks it). Safe to run twice: a launch claims its wave number with a
-    compare-and-swap, and the files it wrote are the same each time."""
+    """Put the trials not yet in an array into ONE job array: its script carries the trial
+    script and the wave's parameter table; create the wave's Job (the jobs app submits and
+    tracks it). Safe to run twice: a launch claims its wave number with a compare-and-swap.
+    Talks to nobody: the caller submits the Job (tasks.sweep_launch at once)."""
     sweep = Sweep.objects.select_related("grant__cluster", "owner", "team").get(pk=sweep_id)
     if sweep.is_terminal:
         return None
@@ -245,18 +245,8 @@ def sweep_launch(*, sweep_id: int) -> Job | None:
         return None
     spec = spec_of(sweep)
     wave = sweep.waves
-    params = trialscript.params_file(spec, [(t.number, t.values) for t in trials])
-    try:
-        with slurm_client(sweep.grant) as client:
-            # One write (it makes the folder too); the trial script travels in the array's.
-            client.files.write(f"{sweep.folder}/wave-{wave}.tsv", params)
-    except (UnsupportedOperation, RemoteCommandFailed) as exc:
-        _end(sweep, S.FAILED, f"The sweep's folder {sweep.folder} could not be written: {exc.message}")
-        return None
-    except SlurmError as exc:
-        # Transient: the tick launches the wave again later.
-        Sweep.objects.filter(pk=sweep.pk).update(message=f"Waiting for cluster {sweep.cluster.name}: {exc.message}")
-        return None
+    # The parameter table travels inside the array's script, as the trial script does: the
+    # wave costs its one sbatch and nothing else on the cluster before it.
     script = trialscript.array_script(
         spec=spec,
         script=sweep.script,
@@ -264,6 +254,7 @@ def sweep_launch(*, sweep_id: int) -> Job | None:
         wave=wave,
         size=len(trials),
         parallel=spec.parallel_trial_count,
+        params=trialscript.params_file(spec, [(t.number, t.values) for t in trials]),
     )
     try:
         with transaction.atomic():

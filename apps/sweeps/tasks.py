@@ -2,12 +2,9 @@
 run twice."""
 
 import logging
-import time
-from datetime import timedelta
 
-from django.db import transaction
-
-from apps.core.leases import acquire_lease, release_lease
+from apps.core.leases import leased_loop
+from apps.jobs.tasks import job_submit
 
 from . import advance, services
 
@@ -15,7 +12,12 @@ log = logging.getLogger(__name__)
 
 
 def sweep_launch(sweep_id: int):
-    services.sweep_launch(sweep_id=sweep_id)
+    job = services.sweep_launch(sweep_id=sweep_id)
+    if job is not None:
+        # The wave goes to Slurm from here, not from a task of its own: the time from a POST to
+        # the trials on Slurm is one task's pickup, not two. The job's own queued task (and the
+        # re-drive) find it taken, by its lease or its state, and leave it.
+        job_submit(job.pk)
 
 
 def sweep_advance(sweep_id: int):
@@ -24,17 +26,15 @@ def sweep_advance(sweep_id: int):
 
 def sweeps_track(seconds: int = 55, interval: float = 5.0):
     """Advance every running sweep every few seconds for about a minute (the jobs' own
-    tracking loop polls Slurm; this reads what it recorded, and MLflow)."""
-    deadline = time.monotonic() + seconds
-    if not acquire_lease("sweeps-track", timedelta(seconds=seconds + 10)):
-        return "another tracker holds the lease"
-    while time.monotonic() < deadline:
-        try:
-            advance.sweeps_tick()
-        except Exception:
-            log.exception("sweep cycle failed")
-        finally:
-            transaction.get_connection().close_if_unusable_or_obsolete()
-        time.sleep(interval)
-    release_lease("sweeps-track")
-    return "done"
+    tracking loop polls Slurm; this reads what it recorded, and MLflow). The same leased loop
+    as the jobs' (apps.core.leases.leased_loop): on PostgreSQL its lease dies with a killed
+    worker's connection, so the next loop (queued when a worker spawns, or by the schedule)
+    starts at once."""
+    return leased_loop(
+        "sweeps-track",
+        advance.sweeps_tick,
+        seconds=seconds,
+        interval=interval,
+        then="apps.sweeps.tasks.sweeps_track",
+        log=log,
+    )

@@ -2,8 +2,9 @@
 
 A wave of trials is ONE job array. Its script is the user's sbatch header (the ``#SBATCH``
 lines, as sbatch reads them) plus ``#SBATCH --array=0-(N-1)%P`` and a short bash preamble.
-Each task reads its own line of the wave's parameter file (written by the hub into the
-sweep's folder before sbatch), exports every trial parameter as an environment variable,
+Each task reads its own line of the wave's parameter table (carried inside the array's
+script, as the trial script is: a wave is one sbatch and no other file written on the
+submission path), exports every trial parameter as an environment variable,
 puts the values in place of ``${trialParameters.<name>}`` in the user's script exactly as
 Katib does in a trialSpec (plain text replacement, so it works inside quotes, heredocs and
 Python as well), and runs that script with its own interpreter line."""
@@ -58,8 +59,12 @@ def runs_file(runs: list[tuple[int, str]]) -> bytes:
     return "".join(f"{number}\t{run_id}\n" for number, run_id in runs).encode("utf-8")
 
 
-def array_script(*, spec: Spec, script: str, folder: str, wave: int, size: int, parallel: int) -> str:
-    """The sbatch script of one wave: ``size`` tasks, at most ``parallel`` at once."""
+def array_script(
+    *, spec: Spec, script: str, folder: str, wave: int, size: int, parallel: int, params: bytes = b""
+) -> str:
+    """The sbatch script of one wave: ``size`` tasks, at most ``parallel`` at once, task
+    ``i`` running the trial on line ``i + 2`` of ``params`` (`params_file`; empty when the
+    script is only checked against the grant)."""
     shebang, directives = header(script)
     q = shlex.quote
     body = script if script.endswith("\n") else script + "\n"
@@ -67,6 +72,11 @@ def array_script(*, spec: Spec, script: str, folder: str, wave: int, size: int, 
     delimiter = "AXLE_TRIAL_" + hashlib.sha256(body.encode()).hexdigest()[:16]
     while delimiter in body.split("\n"):
         delimiter += "_"
+    table = params.decode("utf-8")
+    table = table if table.endswith("\n") or not table else table + "\n"
+    # Every line of the table starts with a trial number or is its header (AXLE_TRIAL...):
+    # none can be this delimiter.
+    params_end = "AXLE_PARAMS_END"
     lines = [
         "#!/bin/bash",
         *directives,
@@ -75,10 +85,14 @@ def array_script(*, spec: Spec, script: str, folder: str, wave: int, size: int, 
         "# the trial script below with its parameters put in.",
         "set -eu",
         f"axle_dir={q(folder)}",
-        f'axle_params="$axle_dir"/{q(f"wave-{wave}.tsv")}',
+        f"# Wave {wave}: the trials' parameters, a header line then one line per task.",
+        f"axle_params=$(cat <<'{params_end}'",
+        *table.split("\n")[:-1],
+        params_end,
+        ")",
         "axle_line=$((SLURM_ARRAY_TASK_ID + 2))",
-        "IFS=$'\\t' read -r -a axle_names < \"$axle_params\"",
-        'IFS=$\'\\t\' read -r -a axle_values < <(sed -n "${axle_line}p" "$axle_params")',
+        "IFS=$'\\t' read -r -a axle_names < <(printf '%s\\n' \"$axle_params\" | sed -n 1p)",
+        "IFS=$'\\t' read -r -a axle_values < <(printf '%s\\n' \"$axle_params\" | sed -n \"${axle_line}p\")",
         'export AXLE_TRIAL="${axle_values[0]}"',
         # The trial script travels inside this one (a quoted here-document: nothing in it is
         # expanded), so a wave costs one file (its parameters) and one sbatch.
@@ -95,11 +109,13 @@ def array_script(*, spec: Spec, script: str, folder: str, wave: int, size: int, 
         "done",
         "# Wait for the hub to have made this trial's MLflow run (it does so in batches).",
         'axle_run=""',
-        f"for axle_i in $(seq 1 {RUN_WAIT_SECONDS // 2}); do",
+        # Every half second: the run is usually made within a tracking cycle of the array's
+        # start, and a trial of a minute should not idle for seconds waiting to look again.
+        f"for axle_i in $(seq 1 {RUN_WAIT_SECONDS * 2}); do",
         '  axle_run=$(awk -F"\\t" -v t="$AXLE_TRIAL" \'$1 == t {print $2}\' \\',
         f'    "$axle_dir"/{RUNS_FILE} 2>/dev/null || true)',
         '  [ -n "$axle_run" ] && break',
-        "  sleep 2",
+        "  sleep 0.5",
         "done",
         'if [ -n "$axle_run" ]; then export MLFLOW_RUN_ID="$axle_run"; else unset MLFLOW_RUN_ID; fi',
         'mkdir -p "$axle_dir/trials"',

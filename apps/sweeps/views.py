@@ -1,11 +1,12 @@
 from django.contrib import messages
 from django.core.cache import cache
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from apps.clusters.selectors import grant_usable_list
 from apps.core.errors import ApplicationError, NotFound
+from apps.core.live import is_live_poll, live_answer, live_version
 
 from . import search, selectors, services
 from .models import Sweep
@@ -141,8 +142,37 @@ def _importances(sweep: Sweep, spec) -> list[tuple[str, float]]:
     return found
 
 
+def _sweep_version(sweep: Sweep) -> str:
+    """What the live part of the page shows, as a digest: the sweep's own fields and each
+    trial's (with its array's Slurm id and the models registered from it). Computed with two
+    queries, so a poll that finds nothing new costs those and no more."""
+    trials = list(
+        sweep.trials.order_by("number", "model_versions__pk").values_list(
+            "number",
+            "state",
+            "objective",
+            "metrics",
+            "intermediate",
+            "stop_reason",
+            "started_at",
+            "finished_at",
+            "task_id",
+            "job__slurm_job_id",
+            "model_versions__pk",
+        )
+    )
+    return live_version(
+        [sweep.status, sweep.message, sweep.best_value, sweep.max_trial_count, sweep.mlflow_run_id, sweep.finished_at],
+        trials,
+    )
+
+
 def sweep_detail(request, sweep_id):
     sweep = _sweep(request, sweep_id)
+    version = _sweep_version(sweep)
+    if is_live_poll(request) and request.GET.get("live") == version:
+        # Nothing new: answered before the charts and importances are computed.
+        return live_answer(request, version=version, final=sweep.is_terminal, render=HttpResponse)
     spec = services.spec_of(sweep)
     trials = list(selectors.trial_list(sweep=sweep).prefetch_related("model_versions__model"))
     counts: dict[str, int] = {}
@@ -165,9 +195,16 @@ def sweep_detail(request, sweep_id):
         "parallel": selectors.parallel_coordinates(sweep=sweep, names=[p.name for p in spec.parameters]),
         "is_owner": sweep.owner_id == request.user.pk,
         "importances": _importances(sweep, spec),
+        "live_version": version,
+        "live_final": sweep.is_terminal,
     }
-    if request.headers.get("HX-Request"):
-        return render(request, "sweeps/_live.html", context)
+    if is_live_poll(request):
+        return live_answer(
+            request,
+            version=version,
+            final=sweep.is_terminal,
+            render=lambda: render(request, "sweeps/_live_answer.html", {**context, "oob": True}),
+        )
     return render(request, "sweeps/detail.html", context)
 
 

@@ -38,6 +38,8 @@
     const table = document.getElementById("trials");
     if (!table) return;
     table.querySelectorAll("th").forEach((th, column) => {
+      if (th.dataset.bound) return; // redrawn after each swap: one listener per header
+      th.dataset.bound = "1";
       th.addEventListener("click", () => {
         const numeric = th.dataset.sort === "num";
         const ascending = th.dataset.dir !== "asc";
@@ -103,13 +105,15 @@
   draw();
   sortable();
   parallel();
-  // The live part of the page is swapped as a whole; the canvases are kept (hx-preserve),
-  // so the charts are redrawn in place from the new data.
-  document.body.addEventListener("htmx:afterSettle", () => {
+  // The live part of the page is swapped as a whole (out of band, by the page's live
+  // poller); the canvases are kept (hx-preserve), so the charts are redrawn in place.
+  function redraw() {
     if (document.getElementById("sweep-live")) {
       draw();
       sortable();
       parallel();
     }
-  });
+  }
+  document.body.addEventListener("htmx:afterSettle", redraw);
+  document.body.addEventListener("htmx:oobAfterSwap", redraw);
 })();

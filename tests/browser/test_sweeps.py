@@ -77,5 +77,6 @@ def test_the_sweep_page_is_live_as_a_whole_until_the_sweep_ends(page, grant, ali
     assert page.evaluate("Chart.getChart('sweep-chart').data.datasets[0].data.length") == 2
     assert page.locator("#sweep-parallel").get_attribute("data-lines") == "2"
     assert page.locator("tr.best").get_attribute("data-trial") == "1"
-    # An ended sweep's page stops polling.
-    assert page.locator("#sweep-live").get_attribute("hx-trigger") is None
+    # An ended sweep's page stops polling: its poller (apps/core/live.py) is final.
+    assert page.locator("#live-sweep").get_attribute("data-live-final") == "true"
+    assert page.locator("#live-sweep").get_attribute("hx-trigger") is None

@@ -262,9 +262,17 @@ def test_the_live_sweep_partial_costs_the_same_queries_for_ten_trials_as_for_for
         )
         for trial in sweep.trials.all():
             Trial.objects.filter(pk=trial.pk).update(job=job, task_id=trial.number, state="succeeded", objective=0.1)
-        client.get(f"/sweeps/{sweep.uuid}/", HTTP_HX_REQUEST="true")  # importances computed and kept
+        url = f"/sweeps/{sweep.uuid}/?live=stale"
+        client.get(url, HTTP_HX_REQUEST="true")  # importances computed and kept
         with CaptureQueriesContext(connection) as queries:
-            page = client.get(f"/sweeps/{sweep.uuid}/", HTTP_HX_REQUEST="true").content.decode()
-        assert page.startswith('<div id="sweep-live"') or 'id="sweep-live"' in page[:300]
+            answer = client.get(url, HTTP_HX_REQUEST="true")
+        page = answer.content.decode()
+        assert page.lstrip().startswith('<div id="sweep-live"') and 'hx-swap-oob="true"' in page[:300]
         counts.append(len(queries))
+        # A poll that holds the current version gets 204 (286 once the sweep ended), unrendered.
+        version = answer["ETag"].strip('"')
+        with CaptureQueriesContext(connection) as unchanged:
+            held = client.get(f"/sweeps/{sweep.uuid}/?live={version}", HTTP_HX_REQUEST="true")
+        assert held.status_code in (204, 286) and held.content == b""
+        assert len(unchanged) < len(queries)
     assert counts[0] == counts[1], counts

@@ -86,6 +86,40 @@ def test_grid_never_repeats_a_point_even_across_a_rebuild():
     assert "search_space" not in first[0].system_attrs  # the grid is not stored once per trial
 
 
+@pytest.mark.parametrize("seed", [None, 1, 7])
+@pytest.mark.parametrize(
+    "space",
+    [
+        [("x", "int", {"min": "1", "max": "1000"})],
+        [("lr", "double", {"min": "0.01", "max": "0.05", "step": "0.01"}), ("opt", "categorical", ["sgd", "adam"])],
+        [("a", "int", {"min": "0", "max": "9"}), ("b", "int", {"min": "0", "max": "9"})],
+    ],
+)
+def test_a_fresh_grid_is_asked_as_optuna_would_without_a_study(space, seed):
+    document = yaml.safe_load((KATIB / "grid.yaml").read_text())
+    parameters = []
+    for name, kind, feasible in space:
+        fs = {"list": feasible} if kind == "categorical" else feasible
+        parameters.append({"name": name, "parameterType": kind, "feasibleSpace": fs})
+    spec_doc = document["spec"]
+    spec_doc["parameters"] = parameters
+    spec_doc["algorithm"]["algorithmSettings"] = [{"name": "random_state", "value": str(seed)}] if seed else []
+    spec_doc["trialTemplate"]["trialParameters"] = [{"name": n, "reference": n} for n, _, _ in space]
+    spec_doc["trialTemplate"]["trialSpec"] = "#!/bin/bash\necho ${trialParameters." + space[0][0] + "}\n"
+    spec_doc["maxTrialCount"] = spec_doc["parallelTrialCount"] = 1
+    count = min(sweep_spec.parse(copy.deepcopy(document)).grid_size(), 300)
+    spec_doc["maxTrialCount"] = count
+    spec = sweep_spec.parse(copy.deepcopy(document))
+    direct, attrs = search.ask(spec, [], count)
+    optuna_answer, optuna_attrs = search.ask_optuna(spec, [], count)
+    assert [(s.params, s.system_attrs) for s in direct] == [(s.params, s.system_attrs) for s in optuna_answer]
+    assert attrs == optuna_attrs
+    # And the same once the grid is rebuilt from them: the next asks skip every point taken.
+    past = [search.Past(params=s.params, state="succeeded", value=1.0, system_attrs=s.system_attrs) for s in direct]
+    more = search.ask(spec, past, min(5, spec.grid_size() - count))[0]
+    assert not {tuple(sorted(s.params.items())) for s in more} & {tuple(sorted(s.params.items())) for s in direct}
+
+
 def test_sobol_continues_its_sequence_after_a_rebuild():
     spec = parsed(
         "random.yaml",

@@ -1,6 +1,6 @@
 """The array task's wrapper, run by bash here as Slurm would run one task: it finds its own
-line of the wave's parameter file, exports the parameters, puts them into the trial script
-(carried inside the array's script, byte for byte) and runs it."""
+line of the wave's parameter table (carried inside the array's script), exports the
+parameters, puts them into the trial script (carried there too, byte for byte) and runs it."""
 
 import subprocess
 import textwrap
@@ -27,12 +27,14 @@ def run_task(tmp_path, task: int, script: str = TRICKY) -> str:
     spec = parse(experiment(), script=script)
     folder = tmp_path / "sweep"
     folder.mkdir(exist_ok=True)
-    (folder / "wave-0.tsv").write_bytes(
-        trialscript.params_file(spec, [(7, {"learningRate": "0.01"}), (8, {"learningRate": "0.05"})])
-    )
     (folder / trialscript.RUNS_FILE).write_bytes(trialscript.runs_file([(7, "run-seven"), (8, "run-eight")]))
-    wrapper = trialscript.array_script(spec=spec, script=spec.script, folder=str(folder), wave=0, size=2, parallel=1)
+    params = trialscript.params_file(spec, [(7, {"learningRate": "0.01"}), (8, {"learningRate": "0.05"})])
+    wrapper = trialscript.array_script(
+        spec=spec, script=spec.script, folder=str(folder), wave=0, size=2, parallel=1, params=params
+    )
     assert "#SBATCH --array=0-1%1" in wrapper
+    # Nothing but the runs file is read from the sweep's folder: the wave is its one script.
+    assert "wave-0.tsv" not in wrapper
     done = subprocess.run(
         ["bash", "-c", wrapper],
         env={"PATH": "/usr/bin:/bin", "HOME": "/home/x", "SLURM_ARRAY_TASK_ID": str(task)},
