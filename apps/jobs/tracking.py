@@ -77,14 +77,34 @@ def run_tags(job: Job) -> dict[str, str]:
 
 
 def start_run(job: Job) -> tuple[str, str]:
-    """Create (or find again) the job's run; return (experiment id, run id)."""
+    """Create (or find again) the job's run and log its parameters; return (experiment id,
+    run id)."""
+    experiment_id, run_id = open_run(job)
+    log_parameters(job, run_id)
+    return experiment_id, run_id
+
+
+def open_run(job: Job) -> tuple[str, str]:
+    """Create (or find again) the job's run, with its tags in the same call; return
+    (experiment id, run id). The parameters are not logged here (`log_parameters`): the
+    batched submission logs them while sbatch runs, off the path to Slurm.
+
+    A job on its first attempt (`attempts` is 1 once a submission took it) cannot have a run
+    from an earlier attempt: the search for one is made only from the second attempt on."""
     tracking = client()
     experiment_id = job.mlflow_experiment_id or tracking.ensure_experiment(experiment_name(job))
-    run_id = job.mlflow_run_id or _run_of_an_earlier_attempt(tracking, experiment_id, job)
+    run_id = job.mlflow_run_id
+    if not run_id and job.attempts > 1:
+        run_id = _run_of_an_earlier_attempt(tracking, experiment_id, job)
     run_id = run_id or tracking.create_run(experiment_id, job.name, run_tags(job))
-    if job.parameters:
-        tracking.log_params(run_id, job.parameters)
     return experiment_id, run_id
+
+
+def log_parameters(job: Job, run_id: str) -> None:
+    """The job's parameters on its run (one call; logging the same values again is a no-op
+    for MLflow, so a retried submission may log them twice)."""
+    if job.parameters:
+        client().log_params(run_id, job.parameters)
 
 
 def _run_of_an_earlier_attempt(tracking: TrackingClient, experiment_id: str, job: Job) -> str:
