@@ -128,7 +128,8 @@ def job_create(
                 tracking_mode=cluster.tracking_mode,
                 idempotency_key=idempotency_key,
             )
-            job.dataset_versions.set(versions)
+            if versions:  # a new job has none to clear: no query for the (usual) job without datasets
+                job.dataset_versions.set(versions)
             audit_record(
                 action="job.created",
                 subject=job,
