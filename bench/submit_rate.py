@@ -176,13 +176,17 @@ def run_hub_batched(user, cluster, n: int, name: str, every: int) -> tuple[float
     return time.monotonic() - started, total, creates, submits
 
 
-def run_hub_concurrent(user, cluster, n: int, name: str, every: int) -> tuple[float, list, list, list]:
+def run_hub_concurrent(
+    user, cluster, n: int, name: str, every: int, create_batch: int = 0
+) -> tuple[float, list, list, list]:
     """As the API and the task worker run side by side: this thread creates the jobs one by
     one (`job_create`, as `POST /api/v1/jobs/` does), a second thread (the worker) runs each
     job's `job_submit` task as soon as it is queued, in order; the first task of a grant
     takes a batch of its queued jobs, later tasks find theirs taken. Wall time: from the
     first creation to the last job known to Slurm. Latency per job: from its creation to the
-    end of the task that delivered it."""
+    end of the task that delivered it. With `create_batch`, the jobs are created that many at
+    a time with `job_create_many` (as `POST /api/v1/jobs/batch/` does); job_create p50 is
+    then a batch's time divided by its size."""
     import queue
     import threading
 
@@ -224,15 +228,42 @@ def run_hub_concurrent(user, cluster, n: int, name: str, every: int) -> tuple[fl
     thread.start()
     try:
         with c.Waits.sql():
-            for _ in range(1, n + 1):
-                t0 = time.monotonic()
-                with context.bind(actor_id=user.pk):
-                    job = job_create(
-                        user=user, cluster=cluster, name=name, script=SCRIPT, parameters={"BENCH_I": str(len(creates))}
-                    )
-                created_at[job.pk] = t0
-                creates.append(time.monotonic() - t0)
-                tasks.put(job.pk)
+            if create_batch:
+                # As a client posting to /api/v1/jobs/batch/: job_create_many queues one task
+                # per AXLE_SUBMIT_BATCH jobs; those tasks go to the worker.
+                from django.conf import settings
+
+                from apps.jobs.services import job_create_many
+
+                size = max(1, getattr(settings, "AXLE_SUBMIT_BATCH", 100))
+                for start in range(0, n, create_batch):
+                    items = [
+                        {"name": name, "script": SCRIPT, "parameters": {"BENCH_I": str(i)}}
+                        for i in range(start, min(n, start + create_batch))
+                    ]
+                    t0 = time.monotonic()
+                    with context.bind(actor_id=user.pk):
+                        made = job_create_many(user=user, cluster=cluster, jobs=items)
+                    spent = time.monotonic() - t0
+                    for job in made:
+                        created_at[job.pk] = t0
+                        creates.append(spent / len(made))
+                    for k in range(0, len(made), size):
+                        tasks.put(made[k].pk)
+            else:
+                for _ in range(1, n + 1):
+                    t0 = time.monotonic()
+                    with context.bind(actor_id=user.pk):
+                        job = job_create(
+                            user=user,
+                            cluster=cluster,
+                            name=name,
+                            script=SCRIPT,
+                            parameters={"BENCH_I": str(len(creates))},
+                        )
+                    created_at[job.pk] = t0
+                    creates.append(time.monotonic() - t0)
+                    tasks.put(job.pk)
     finally:
         tasks.put(None)
         thread.join()
@@ -257,11 +288,15 @@ def main() -> int:
     parser.add_argument("--order", choices=["plain-first", "hub-first"], default="plain-first")
     parser.add_argument(
         "--mode",
-        choices=["batched", "concurrent", "per-job"],
+        choices=["batched", "concurrent", "api-batch", "per-job"],
         default="batched",
         help="batched: create all, then the worker's tasks deliver batches (default); "
         "concurrent: a worker thread runs the tasks while the jobs are being created, as the API and the "
-        "worker do; per-job: job_create + job_submit one job at a time",
+        "worker do; api-batch: as concurrent, the jobs created --create-batch at a time with job_create_many "
+        "(POST /api/v1/jobs/batch/); per-job: job_create + job_submit one job at a time",
+    )
+    parser.add_argument(
+        "--create-batch", type=int, default=100, help="jobs per job_create_many call in --mode api-batch (default 100)"
     )
     parser.add_argument(
         "--baseline",
@@ -337,9 +372,12 @@ def main() -> int:
                     before = c.SSHHandshakes.count
                     waits = c.Waits.snapshot()
                     cpu0 = time.process_time()
-                    runner = {"batched": run_hub_batched, "concurrent": run_hub_concurrent, "per-job": run_hub}[
-                        args.mode
-                    ]
+                    runner = {
+                        "batched": run_hub_batched,
+                        "concurrent": run_hub_concurrent,
+                        "api-batch": lambda *a: run_hub_concurrent(*a, create_batch=args.create_batch),
+                        "per-job": run_hub,
+                    }[args.mode]
                     wall, lat, creates, submits = runner(user, cluster, args.jobs, hub_name, args.progress)
                     jobs = Job.objects.filter(name=hub_name)
                     workdirs = list(jobs.values_list("workdir", flat=True))
