@@ -14,7 +14,7 @@ from django.conf import settings
 from apps.clusters.models import Cluster
 from apps.integrations.mlflow import auth as mlflow_auth
 from apps.integrations.mlflow import filestore
-from apps.integrations.mlflow.base import MetricPoint, RunStatus
+from apps.integrations.mlflow.base import MetricPoint, MlflowError, RunStatus
 from apps.integrations.mlflow.client import TrackingClient
 from apps.integrations.slurm.base import ClusterFiles, RemoteFileMissing
 
@@ -86,8 +86,9 @@ def start_run(job: Job) -> tuple[str, str]:
 
 def open_run(job: Job) -> tuple[str, str]:
     """Create (or find again) the job's run, with its tags in the same call; return
-    (experiment id, run id). The parameters are not logged here (`log_parameters`): the
-    batched submission logs them while sbatch runs, off the path to Slurm.
+    (experiment id, run id). The parameters are not logged here: the batched submission
+    leaves them to `finish_run` (the hub records them on the job; MLflow gets them with the
+    final tags, in the same call), so a job costs MLflow one call before sbatch.
 
     A job on its first attempt (`attempts` is 1 once a submission took it) cannot have a run
     from an earlier attempt: the search for one is made only from the second attempt on."""
@@ -230,5 +231,17 @@ def finish_run(job: Job) -> None:
         "axle.elapsed_seconds": str(accounting.get("elapsed_seconds", "")),
         "axle.alloc_gpus": str(accounting.get("alloc_gpus", "")),
     }
-    tracking.set_tags(job.mlflow_run_id, {k: v for k, v in tags.items() if v})
+    tags = {k: v for k, v in tags.items() if v}
+    # The job's parameters go with the final tags, in the same call: a batched submission
+    # does not log them (one MLflow call per job on the path to Slurm; `open_run`). Logging
+    # them again when the submission did is a no-op for MLflow. Should the job itself have
+    # logged one of these names with another value, MLflow refuses the batch: the job's own
+    # value stands (the hub's is on the job, `Job.parameters`) and the tags go alone.
+    params = {k: str(v) for k, v in (job.parameters or {}).items()}
+    try:
+        tracking.log_batch(job.mlflow_run_id, params=params, tags=tags)
+    except MlflowError as exc:
+        if not params or exc.code != "INVALID_PARAMETER_VALUE":
+            raise
+        tracking.set_tags(job.mlflow_run_id, tags)
     tracking.terminate(job.mlflow_run_id, RUN_STATUS.get(job.status, "FAILED"))

@@ -4,7 +4,6 @@ run, lay out its folder, sbatch, and record the answer.
 The rule: record the intent and commit, talk to the cluster with no transaction open, then
 record the result with a compare-and-swap transition."""
 
-import logging
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import timedelta
@@ -39,7 +38,6 @@ from .. import inputs, tracking, validation
 from ..models import Job
 
 S = Job.Status
-log = logging.getLogger(__name__)
 
 
 def _backoff(attempts: int) -> timedelta:
@@ -285,8 +283,8 @@ _PIPELINE_CHUNK = 25
 
 
 def _open_run(job: Job) -> tuple[str, str, dict[str, str]]:
-    """The job's MLflow run (one call: the run with its tags; its parameters are logged later,
-    `_log_parameters`) and its environment; runs in a worker thread, touching no database
+    """The job's MLflow run (one call: the run with its tags; its parameters are logged at
+    the end, `tracking.finish_run`) and its environment; runs in a worker thread, touching no database
     (the job comes with its owner, team and cluster loaded)."""
     experiment_id, run_id = tracking.open_run(job)
     job.mlflow_experiment_id, job.mlflow_run_id = experiment_id, run_id
@@ -298,16 +296,6 @@ def _in_thread(func, *args):
         return func(*args)
     finally:
         connections.close_all()  # this thread's, should anything have opened one
-
-
-def _log_parameters(job: Job) -> None:
-    """The job's parameters on its run, once the job is on its way to Slurm (sbatch needs the
-    run's id, not its parameters). Best effort: the job is submitted whatever MLflow says
-    here; the parameters stay recorded on the job (`Job.parameters`, shown and audited)."""
-    try:
-        tracking.log_parameters(job, job.mlflow_run_id)
-    except (MlflowError, Unavailable) as exc:
-        log.warning("job %s: its parameters were not logged on MLflow run %s: %s", job.pk, job.mlflow_run_id, exc)
 
 
 def _prepare_and_deliver(jobs: list[Job], client: SlurmClient, outcome: "_Outcome") -> None:
@@ -347,12 +335,9 @@ def _prepare_and_deliver(jobs: list[Job], client: SlurmClient, outcome: "_Outcom
         job = simple[0]
         opened = _call(_open_run, job)
         _deliver_chunk(client, first + _ready_envs([job], {job.pk: opened}, versions, outcome), outcome)
-        if not isinstance(opened, Exception) and outcome.submitted(job):
-            _log_parameters(job)
         return
     threads = min(_MLFLOW_THREADS, len(simple))
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mlflow-run")
-    logged = []
     try:
         futures = {job.pk: pool.submit(_in_thread, _call, _open_run, job) for job in simple}
         for start in range(0, len(simple), _PIPELINE_CHUNK):
@@ -360,10 +345,6 @@ def _prepare_and_deliver(jobs: list[Job], client: SlurmClient, outcome: "_Outcom
             opened = {job.pk: futures[job.pk].result() for job in chunk}
             _deliver_chunk(client, first + _ready_envs(chunk, opened, versions, outcome), outcome)
             first = []
-            # Behind the runs still to open in the threads' queue: those are on the path to Slurm.
-            logged += [pool.submit(_in_thread, _log_parameters, job) for job in chunk if outcome.submitted(job)]
-        for future in logged:
-            future.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -434,20 +415,13 @@ class _Outcome:
         self.groups: dict[tuple[str, str], list[tuple[Job, dict, dict | None]]] = {}
         self.ambiguous: list[Job] = []
         self._decided: set[int] = set()
-        self._submitted: set[int] = set()
 
     def decided(self, job: Job) -> bool:
         return job.pk in self._decided
 
     def _add(self, job: Job, to: str, action: str, fields: dict, data: dict | None) -> None:
         self._decided.add(job.pk)
-        if to == S.PENDING:
-            self._submitted.add(job.pk)
         self.groups.setdefault((to, action), []).append((job, fields, data))
-
-    def submitted(self, job: Job) -> bool:
-        """Slurm answered with a job id for it."""
-        return job.pk in self._submitted
 
     def superseded(self, job: Job) -> None:
         self._decided.add(job.pk)
