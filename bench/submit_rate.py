@@ -7,10 +7,18 @@
 (b) plain: `sbatch --parsable --hold` with the same script on stdin, one command per job,
            over ONE SSH connection opened beforehand (the hub's own SSHClient).
 
-Prints both rates, their ratio and p50/p95 latency per job, then cancels every job it made
+(c) with --baseline ssh-per-job|both: one OpenSSH `ssh ... sbatch` process per job (a new
+           connection, handshake and login each time).
+
+The hub side runs --mode batched (create all, then the tasks), concurrent (a worker thread
+runs the tasks while the jobs are created, as the API and the worker do), api-batch (as
+concurrent, the jobs created 100 at a time as POST /api/v1/jobs/batch/ does) or per-job.
+
+Prints the rates, their ratios and p50/p95 latency per job, then cancels every job it made
 (they carry a unique job name) and drops its throwaway database.
 
-    .venv/bin/python bench/submit_rate.py [--jobs 1000] [--transport ssh|rest]
+    .venv/bin/python bench/submit_rate.py [--jobs 1000] [--transport ssh|rest] [--mode api-batch]
+        [--baseline both --baseline-jobs 100]
 """
 
 from __future__ import annotations
