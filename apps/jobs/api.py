@@ -336,7 +336,8 @@ class JobBatchItemSerializer(serializers.Serializer):
 
 class JobBatchInputSerializer(serializers.Serializer):
     cluster = serializers.CharField(help_text="Cluster name or id")
-    jobs = JobBatchItemSerializer(many=True, min_length=1, max_length=MAX_BATCH)
+    # A ListField, not many=True: its length limits reach the schema (minItems, maxItems).
+    jobs = serializers.ListField(child=JobBatchItemSerializer(), min_length=1, max_length=MAX_BATCH)
 
 
 class JobBatchOutputSerializer(serializers.Serializer):
