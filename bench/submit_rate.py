@@ -7,10 +7,18 @@
 (b) plain: `sbatch --parsable --hold` with the same script on stdin, one command per job,
            over ONE SSH connection opened beforehand (the hub's own SSHClient).
 
-Prints both rates, their ratio and p50/p95 latency per job, then cancels every job it made
+(c) with --baseline ssh-per-job|both: one OpenSSH `ssh ... sbatch` process per job (a new
+           connection, handshake and login each time).
+
+The hub side runs --mode batched (create all, then the tasks), concurrent (a worker thread
+runs the tasks while the jobs are created, as the API and the worker do), api-batch (as
+concurrent, the jobs created 100 at a time as POST /api/v1/jobs/batch/ does) or per-job.
+
+Prints the rates, their ratios and p50/p95 latency per job, then cancels every job it made
 (they carry a unique job name) and drops its throwaway database.
 
-    .venv/bin/python bench/submit_rate.py [--jobs 1000] [--transport ssh|rest]
+    .venv/bin/python bench/submit_rate.py [--jobs 1000] [--transport ssh|rest] [--mode api-batch]
+        [--baseline both --baseline-jobs 100]
 """
 
 from __future__ import annotations
@@ -57,6 +65,66 @@ def run_plain(ssh, n: int, name: str, every: int) -> tuple[float, list[float], i
                 c.say(f"  plain sbatch failed: {result.err or result.out!r}")
         progress("plain", i, n, started, every)
     return time.monotonic() - started, latencies, failures
+
+
+def run_ssh_per_job(env: dict[str, str], n: int, name: str, every: int) -> tuple[float, list[float], int]:
+    """One OpenSSH `ssh` process per job (a new connection, handshake and login each time),
+    running `sbatch` with the script on stdin: what a script that loops over
+    `ssh login sbatch` costs. Returns wall seconds, latencies, failures."""
+    import os
+    import shlex
+    import shutil
+    import subprocess
+    import tempfile
+
+    if not shutil.which("ssh"):
+        c.die("no `ssh` command (OpenSSH client) for --baseline ssh-per-job")
+    folder = Path(tempfile.mkdtemp(prefix="axle-bench-ssh-"))
+    try:
+        key = folder / "id_ed25519"  # a private copy: ssh refuses a key readable by others
+        key.write_bytes((Path(env["AXLE_LOCAL_KEYS_DIR"]) / c.BENCH_USER / "id_ed25519").read_bytes())
+        os.chmod(key, 0o600)
+        command = [
+            "ssh",
+            "-p",
+            env.get("AXLE_LOCAL_SSH_PORT", "2222"),
+            "-i",
+            str(key),
+            "-o",
+            f"UserKnownHostsFile={env['AXLE_LOCAL_SSH_KNOWN_HOSTS']}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "ControlMaster=no",
+            "-o",
+            "ControlPath=none",
+            "-F",
+            "/dev/null",
+            f"{c.BENCH_USER}@{env.get('AXLE_LOCAL_SSH_HOST', '127.0.0.1')}",
+            # ssh hands the remote shell one string: quoted word by word.
+            shlex.join(["sbatch", "--parsable", "--hold", f"--job-name={name}", "--output=/dev/null"]),
+        ]
+        latencies: list[float] = []
+        failures = 0
+        script = SCRIPT.encode()
+        started = time.monotonic()
+        for i in range(1, n + 1):
+            t0 = time.monotonic()
+            result = subprocess.run(command, input=script, capture_output=True, timeout=120)
+            latencies.append(time.monotonic() - t0)
+            out = result.stdout.decode(errors="replace").strip()
+            if result.returncode != 0 or not out.split(";")[0].isdigit():
+                failures += 1
+                if failures <= 3:
+                    c.say(f"  ssh sbatch failed: {result.stderr.decode(errors='replace')[-300:] or out!r}")
+            progress("ssh per job", i, n, started, every)
+        return time.monotonic() - started, latencies, failures
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def run_hub(user, cluster, n: int, name: str, every: int) -> tuple[float, list[float], list[float], list[float]]:
@@ -116,6 +184,102 @@ def run_hub_batched(user, cluster, n: int, name: str, every: int) -> tuple[float
     return time.monotonic() - started, total, creates, submits
 
 
+def run_hub_concurrent(
+    user, cluster, n: int, name: str, every: int, create_batch: int = 0
+) -> tuple[float, list, list, list]:
+    """As the API and the task worker run side by side: this thread creates the jobs one by
+    one (`job_create`, as `POST /api/v1/jobs/` does), a second thread (the worker) runs each
+    job's `job_submit` task as soon as it is queued, in order; the first task of a grant
+    takes a batch of its queued jobs, later tasks find theirs taken. Wall time: from the
+    first creation to the last job known to Slurm. Latency per job: from its creation to the
+    end of the task that delivered it. With `create_batch`, the jobs are created that many at
+    a time with `job_create_many` (as `POST /api/v1/jobs/batch/` does); job_create p50 is
+    then a batch's time divided by its size."""
+    import queue
+    import threading
+
+    from django.db import connections
+
+    from apps.core import context
+    from apps.jobs.models import Job
+    from apps.jobs.services import job_create, job_submit
+
+    creates, created_at, submits, total = [], {}, [], []
+    tasks: queue.Queue = queue.Queue()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            done = 0
+            while (pk := tasks.get()) is not None:
+                t1 = time.monotonic()
+                with context.bind(actor_id=user.pk):
+                    job_submit(job_id=pk)
+                t2 = time.monotonic()
+                submits.append(t2 - t1)
+                done += 1
+                if t2 - t1 > 0.001:  # this task delivered a batch: its jobs are known to Slurm now
+                    known = Job.objects.filter(name=name, submitted_at__isnull=False).values_list("pk", flat=True)
+                    for p in set(known) - delivered:
+                        if p in created_at:  # else its creation is being recorded: counted next time
+                            delivered.add(p)
+                            total.append(t2 - created_at[p])
+                progress(f"hub worker ({cluster.transport})", done, n, started, every)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    delivered: set[int] = set()
+    started = time.monotonic()
+    thread = threading.Thread(target=worker, name="bench-worker")
+    thread.start()
+    try:
+        with c.Waits.sql():
+            if create_batch:
+                # As a client posting to /api/v1/jobs/batch/: job_create_many queues one task
+                # per AXLE_SUBMIT_BATCH jobs; those tasks go to the worker.
+                from django.conf import settings
+
+                from apps.jobs.services import job_create_many
+
+                size = max(1, getattr(settings, "AXLE_SUBMIT_BATCH", 100))
+                for start in range(0, n, create_batch):
+                    items = [
+                        {"name": name, "script": SCRIPT, "parameters": {"BENCH_I": str(i)}}
+                        for i in range(start, min(n, start + create_batch))
+                    ]
+                    t0 = time.monotonic()
+                    with context.bind(actor_id=user.pk):
+                        made = job_create_many(user=user, cluster=cluster, jobs=items)
+                    spent = time.monotonic() - t0
+                    for job in made:
+                        created_at[job.pk] = t0
+                        creates.append(spent / len(made))
+                    for k in range(0, len(made), size):
+                        tasks.put(made[k].pk)
+            else:
+                for _ in range(1, n + 1):
+                    t0 = time.monotonic()
+                    with context.bind(actor_id=user.pk):
+                        job = job_create(
+                            user=user,
+                            cluster=cluster,
+                            name=name,
+                            script=SCRIPT,
+                            parameters={"BENCH_I": str(len(creates))},
+                        )
+                    created_at[job.pk] = t0
+                    creates.append(time.monotonic() - t0)
+                    tasks.put(job.pk)
+    finally:
+        tasks.put(None)
+        thread.join()
+    if errors:
+        raise errors[0]
+    return time.monotonic() - started, total, creates, submits
+
+
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
@@ -132,10 +296,28 @@ def main() -> int:
     parser.add_argument("--order", choices=["plain-first", "hub-first"], default="plain-first")
     parser.add_argument(
         "--mode",
-        choices=["batched", "per-job"],
+        choices=["batched", "concurrent", "api-batch", "per-job"],
         default="batched",
         help="batched: create all, then the worker's tasks deliver batches (default); "
-        "per-job: job_create + job_submit one job at a time",
+        "concurrent: a worker thread runs the tasks while the jobs are being created, as the API and the "
+        "worker do; api-batch: as concurrent, the jobs created --create-batch at a time with job_create_many "
+        "(POST /api/v1/jobs/batch/); per-job: job_create + job_submit one job at a time",
+    )
+    parser.add_argument(
+        "--create-batch", type=int, default=100, help="jobs per job_create_many call in --mode api-batch (default 100)"
+    )
+    parser.add_argument(
+        "--baseline",
+        choices=["plain", "ssh-per-job", "both"],
+        default="plain",
+        help="what the hub is compared with: plain = a sbatch loop over one SSH connection (default); "
+        "ssh-per-job = one OpenSSH `ssh ... sbatch` process per job; both",
+    )
+    parser.add_argument(
+        "--baseline-jobs",
+        type=int,
+        default=0,
+        help="jobs for the ssh-per-job baseline (default: --jobs); its rate is per job",
     )
     parser.add_argument("--name-prefix", default="axlebench", help="job name prefix on the cluster")
     parser.add_argument("--progress", type=int, default=100, help="print progress every N jobs (default 100)")
@@ -153,6 +335,11 @@ def main() -> int:
     c.Waits.install(env)
     rid = c.run_id()
     plain_name, hub_name = f"{args.name_prefix}-plain-{rid}", f"{args.name_prefix}-hub-{rid}"
+    sshjob_name = f"{args.name_prefix}-sshjob-{rid}"
+    baselines = (
+        ["plain", "sshjob"] if args.baseline == "both" else ["sshjob" if args.baseline == "ssh-per-job" else "plain"]
+    )
+    sshjob_n = args.baseline_jobs or args.jobs
     c.say(
         f"submit_rate: {args.jobs} held jobs per path, hub transport {args.transport}, "
         f"job names {plain_name} / {hub_name}; {c.load()}"
@@ -177,8 +364,13 @@ def main() -> int:
         c.say(f"hub under test: {hub_label}")
         workdirs: list[str] = []
         try:
-            for phase in ["plain", "hub"] if args.order == "plain-first" else ["hub", "plain"]:
-                if phase == "plain":
+            for phase in [*baselines, "hub"] if args.order == "plain-first" else ["hub", *baselines]:
+                if phase == "sshjob":
+                    c.say(f"(c) one OpenSSH `ssh ... sbatch` process per job, {sshjob_n} jobs")
+                    wall, lat, failures = run_ssh_per_job(env, sshjob_n, sshjob_name, args.progress)
+                    results["sshjob"] = {"wall": wall, "lat": lat, "failures": failures, "n": sshjob_n}
+                    c.cancel_named(ssh, sshjob_name)
+                elif phase == "plain":
                     c.say(f"(b) plain sbatch loop over one SSH connection, {args.jobs} jobs")
                     wall, lat, failures = run_plain(ssh, args.jobs, plain_name, args.progress)
                     results["plain"] = {"wall": wall, "lat": lat, "failures": failures}
@@ -188,7 +380,12 @@ def main() -> int:
                     before = c.SSHHandshakes.count
                     waits = c.Waits.snapshot()
                     cpu0 = time.process_time()
-                    runner = run_hub_batched if args.mode == "batched" else run_hub
+                    runner = {
+                        "batched": run_hub_batched,
+                        "concurrent": run_hub_concurrent,
+                        "api-batch": lambda *a: run_hub_concurrent(*a, create_batch=args.create_batch),
+                        "per-job": run_hub,
+                    }[args.mode]
                     wall, lat, creates, submits = runner(user, cluster, args.jobs, hub_name, args.progress)
                     jobs = Job.objects.filter(name=hub_name)
                     workdirs = list(jobs.values_list("workdir", flat=True))
@@ -210,7 +407,7 @@ def main() -> int:
                     c.cancel_named(ssh, hub_name)
         finally:
             # Whatever happened above: nothing of this run stays queued on the cluster.
-            for name in (plain_name, hub_name):
+            for name in (plain_name, hub_name, sshjob_name):
                 if c.count_named(ssh, name):
                     c.cancel_named(ssh, name)
             if workdirs:
@@ -223,18 +420,29 @@ def main() -> int:
 
     ssh.close()
     n = args.jobs
-    plain, hub = results["plain"], results["hub"]
-    plain_rate, hub_rate = n / plain["wall"], n / hub["wall"]
+    hub = results["hub"]
+    hub_rate = n / hub["wall"]
+    plain = results.get("plain")
+    plain_rate = n / plain["wall"] if plain else None
     c.say("")
     c.say(
         f"== submit_rate: {n} held jobs each, hub {hub_label}, mode {args.mode}; {c.load()}; "
         f"tcp_nodelay {args.tcp_nodelay}"
     )
-    c.say(
-        f"plain sbatch, one SSH connection : {plain_rate:7.1f} jobs/s  ({plain['wall']:.1f}s)  "
-        f"p50 {ms(c.percentile(plain['lat'], 50))}  p95 {ms(c.percentile(plain['lat'], 95))}  "
-        f"failures {plain['failures']}"
-    )
+    if plain:
+        c.say(
+            f"plain sbatch, one SSH connection : {plain_rate:7.1f} jobs/s  ({plain['wall']:.1f}s)  "
+            f"p50 {ms(c.percentile(plain['lat'], 50))}  p95 {ms(c.percentile(plain['lat'], 95))}  "
+            f"failures {plain['failures']}"
+        )
+    sshjob = results.get("sshjob")
+    if sshjob:
+        sshjob_rate = sshjob["n"] / sshjob["wall"]
+        c.say(
+            f"one `ssh ... sbatch` per job     : {sshjob_rate:7.1f} jobs/s  ({sshjob['wall']:.1f}s for {sshjob['n']})  "
+            f"p50 {ms(c.percentile(sshjob['lat'], 50))}  p95 {ms(c.percentile(sshjob['lat'], 95))}  "
+            f"failures {sshjob['failures']}"
+        )
     c.say(
         f"hub job_create+job_submit ({args.transport:>4}): {hub_rate:7.1f} jobs/s  ({hub['wall']:.1f}s)  "
         f"p50 {ms(c.percentile(hub['lat'], 50))}  p95 {ms(c.percentile(hub['lat'], 95))}  "
@@ -250,8 +458,8 @@ def main() -> int:
     )
     delivery = sum(hub["submits"])
     c.say(
-        f"  delivery alone (job_submit tasks): {n / delivery:7.1f} jobs/s  ({delivery:.1f}s); "
-        f"ratio delivery/plain {n / delivery / plain_rate:.2f}"
+        f"  delivery alone (job_submit tasks): {n / delivery:7.1f} jobs/s  ({delivery:.1f}s)"
+        + (f"; ratio delivery/plain {n / delivery / plain_rate:.2f}" if plain else "")
     )
     c.say(f"  SSH handshakes on the hub path : {hub['handshakes']} ({hub['handshakes'] / n:.2f} per job)")
     waited = 0.0
@@ -261,11 +469,15 @@ def main() -> int:
     c.say(f"  the rest (checks, audit, Python): {ms((hub['wall'] - waited) / n)}/job")
     c.say(f"  hub process CPU                : {ms(hub['cpu'] / n)}/job (includes SSH encryption, the DB driver)")
     c.say(f"  hub job states                 : {hub['by_status']}")
-    c.say(
-        f"ratio hub/plain (rate)           : {hub_rate / plain_rate:.2f}  "
-        f"(the hub path takes {plain_rate / hub_rate:.1f}x the plain loop's time)"
-    )
-    return 0 if plain["failures"] == 0 and hub["failures"] == 0 else 1
+    if plain:
+        c.say(
+            f"ratio hub/plain (rate)           : {hub_rate / plain_rate:.2f}  "
+            f"(the hub path takes {plain_rate / hub_rate:.1f}x the plain loop's time)"
+        )
+    if sshjob:
+        c.say(f"ratio hub/ssh-per-job (rate)     : {hub_rate / sshjob_rate:.1f}x")
+    failed = hub["failures"] + sum(results[k]["failures"] for k in ("plain", "sshjob") if k in results)
+    return 0 if failed == 0 else 1
 
 
 if __name__ == "__main__":

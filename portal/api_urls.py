@@ -18,6 +18,7 @@ urlpatterns = [
     path("grants/", clusters_api.GrantListApi.as_view(), name="api-grant-list"),
     path("jobs/", jobs_api.JobListCreateApi.as_view(), name="api-job-list"),
     path("jobs/validate/", jobs_api.JobValidateApi.as_view(), name="api-job-validate"),
+    path("jobs/batch/", jobs_api.JobBatchCreateApi.as_view(), name="api-job-batch"),
     path("jobs/<uuid:job_id>/", jobs_api.JobDetailApi.as_view(), name="api-job-detail"),
     path("jobs/<uuid:job_id>/cancel/", jobs_api.JobCancelApi.as_view(), name="api-job-cancel"),
     path("jobs/<uuid:job_id>/rerun/", jobs_api.JobRerunApi.as_view(), name="api-job-rerun"),

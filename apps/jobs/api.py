@@ -13,6 +13,7 @@ from apps.integrations.slurm.policy import has_control_characters
 
 from . import selectors, services, validation
 from .models import Job
+from .services.create import MAX_BATCH
 
 
 class CodeInputSerializer(serializers.Serializer):
@@ -312,6 +313,54 @@ class JobListCreateApi(APIView):
         )
         job.refresh_from_db()
         return Response(JobOutputSerializer(job).data, status=201)
+
+
+class JobBatchItemSerializer(serializers.Serializer):
+    name = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=200,
+        trim_whitespace=False,
+        validators=[RegexValidator(r"^[^\x00-\x1f\x7f]+$", "A job name cannot hold control characters.")],
+    )
+    script = serializers.CharField(
+        trim_whitespace=False,
+        validators=[
+            RegexValidator(r"^#![^\x00]*\Z", "The script must start with an interpreter line such as #!/bin/bash.")
+        ],
+        help_text="The sbatch script; it starts with an interpreter line such as #!/bin/bash",
+    )
+    parameters = ParametersField(required=False, default=dict, help_text="Exported to the job as environment variables")
+
+
+class JobBatchInputSerializer(serializers.Serializer):
+    cluster = serializers.CharField(help_text="Cluster name or id")
+    # A ListField, not many=True: its length limits reach the schema (minItems, maxItems).
+    jobs = serializers.ListField(child=JobBatchItemSerializer(), min_length=1, max_length=MAX_BATCH)
+
+
+class JobBatchOutputSerializer(serializers.Serializer):
+    jobs = JobOutputSerializer(many=True)
+
+
+class JobBatchCreateApi(APIView):
+    """Many plain jobs on one cluster in one request, all or none (`services.job_create_many`)."""
+
+    @extend_schema(
+        request=JobBatchInputSerializer,
+        responses={201: JobBatchOutputSerializer, **errors(404)},
+        description="Create up to 1,000 jobs (a script, a name and parameters each) on one cluster in one "
+        "request, all or none: if any job does not fit the grant, none is created and the 400 answer lists "
+        "each refused job by its index (`jobs`: [{index, problems}]). Jobs with inputs (code, image, "
+        "datasets) or an Idempotency-Key go through POST /api/v1/jobs/ one by one.",
+    )
+    def post(self, request):
+        data = JobBatchInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        d = data.validated_data
+        jobs = services.job_create_many(user=request.user, cluster=_cluster(request, d["cluster"]), jobs=d["jobs"])
+        return Response(JobBatchOutputSerializer({"jobs": jobs}).data, status=201)
 
 
 class JobDetailApi(APIView):

@@ -14,7 +14,7 @@ from django.conf import settings
 from apps.clusters.models import Cluster
 from apps.integrations.mlflow import auth as mlflow_auth
 from apps.integrations.mlflow import filestore
-from apps.integrations.mlflow.base import MetricPoint, RunStatus
+from apps.integrations.mlflow.base import MetricPoint, MlflowError, RunStatus
 from apps.integrations.mlflow.client import TrackingClient
 from apps.integrations.slurm.base import ClusterFiles, RemoteFileMissing
 
@@ -77,14 +77,35 @@ def run_tags(job: Job) -> dict[str, str]:
 
 
 def start_run(job: Job) -> tuple[str, str]:
-    """Create (or find again) the job's run; return (experiment id, run id)."""
+    """Create (or find again) the job's run and log its parameters; return (experiment id,
+    run id)."""
+    experiment_id, run_id = open_run(job)
+    log_parameters(job, run_id)
+    return experiment_id, run_id
+
+
+def open_run(job: Job) -> tuple[str, str]:
+    """Create (or find again) the job's run, with its tags in the same call; return
+    (experiment id, run id). The parameters are not logged here: the batched submission
+    leaves them to `finish_run` (the hub records them on the job; MLflow gets them with the
+    final tags, in the same call), so a job costs MLflow one call before sbatch.
+
+    A job on its first attempt (`attempts` is 1 once a submission took it) cannot have a run
+    from an earlier attempt: the search for one is made only from the second attempt on."""
     tracking = client()
     experiment_id = job.mlflow_experiment_id or tracking.ensure_experiment(experiment_name(job))
-    run_id = job.mlflow_run_id or _run_of_an_earlier_attempt(tracking, experiment_id, job)
+    run_id = job.mlflow_run_id
+    if not run_id and job.attempts > 1:
+        run_id = _run_of_an_earlier_attempt(tracking, experiment_id, job)
     run_id = run_id or tracking.create_run(experiment_id, job.name, run_tags(job))
-    if job.parameters:
-        tracking.log_params(run_id, job.parameters)
     return experiment_id, run_id
+
+
+def log_parameters(job: Job, run_id: str) -> None:
+    """The job's parameters on its run (one call; logging the same values again is a no-op
+    for MLflow, so a retried submission may log them twice)."""
+    if job.parameters:
+        client().log_params(run_id, job.parameters)
 
 
 def _run_of_an_earlier_attempt(tracking: TrackingClient, experiment_id: str, job: Job) -> str:
@@ -210,5 +231,17 @@ def finish_run(job: Job) -> None:
         "axle.elapsed_seconds": str(accounting.get("elapsed_seconds", "")),
         "axle.alloc_gpus": str(accounting.get("alloc_gpus", "")),
     }
-    tracking.set_tags(job.mlflow_run_id, {k: v for k, v in tags.items() if v})
+    tags = {k: v for k, v in tags.items() if v}
+    # The job's parameters go with the final tags, in the same call: a batched submission
+    # does not log them (one MLflow call per job on the path to Slurm; `open_run`). Logging
+    # them again when the submission did is a no-op for MLflow. Should the job itself have
+    # logged one of these names with another value, MLflow refuses the batch: the job's own
+    # value stands (the hub's is on the job, `Job.parameters`) and the tags go alone.
+    params = {k: str(v) for k, v in (job.parameters or {}).items()}
+    try:
+        tracking.log_batch(job.mlflow_run_id, params=params, tags=tags)
+    except MlflowError as exc:
+        if not params or exc.code != "INVALID_PARAMETER_VALUE":
+            raise
+        tracking.set_tags(job.mlflow_run_id, tags)
     tracking.terminate(job.mlflow_run_id, RUN_STATUS.get(job.status, "FAILED"))

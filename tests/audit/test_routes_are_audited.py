@@ -295,6 +295,12 @@ CASES: dict[str, Callable[..., Call]] = {
     "api-job-list": lambda w: Call(
         "/api/v1/jobs/", {"cluster": w.grant.cluster.name, "name": "train", "script": SCRIPT}, user=w.alice, api=True
     ),
+    "api-job-batch": lambda w: Call(
+        "/api/v1/jobs/batch/",
+        {"cluster": w.grant.cluster.name, "jobs": [{"name": "train", "script": SCRIPT}]},
+        user=w.alice,
+        api=True,
+    ),
     "api-job-cancel": lambda w: Call(
         f"/api/v1/jobs/{w.job(status=Job.Status.QUEUED).uuid}/cancel/", user=w.alice, api=True
     ),

@@ -89,3 +89,30 @@ def test_a_job_gets_no_run_without_a_login_when_mlflow_answers_anyone(db, settin
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.mlflow
+def test_the_parameters_reach_the_run_with_its_final_tags_and_the_jobs_own_value_stands(db):
+    # A batched submission opens the run with one call (its tags) and leaves the parameters
+    # to finish_run, which logs them with the final tags in one call.
+    hub = tracking.client()
+    if not hub.health():
+        pytest.fail(f"MLflow at {hub.display_uri} does not answer: start it with compose/local/stack.sh up")
+    experiment = hub.ensure_experiment(f"team-params-{uuid.uuid4().hex[:8]}")
+    job = _job(Cluster.TrackingMode.SERVER)
+    job.parameters = {"EPOCHS": "4", "LR": "0.1"}
+    job.mlflow_run_id = hub.create_run(experiment, "batched")
+    tracking.finish_run(job)
+    run = hub.get_run(job.mlflow_run_id)
+    assert run.params == {"EPOCHS": "4", "LR": "0.1"}
+    assert run.tags["axle.status"] == Job.Status.COMPLETED and run.status == "FINISHED"
+
+    # The job logged LR itself, with another value: MLflow keeps it, the tags still go.
+    other = _job(Cluster.TrackingMode.SERVER)
+    other.parameters = {"EPOCHS": "4", "LR": "0.1"}
+    other.mlflow_run_id = hub.create_run(experiment, "batched, own value")
+    hub.log_params(other.mlflow_run_id, {"LR": "0.5"})
+    tracking.finish_run(other)
+    run = hub.get_run(other.mlflow_run_id)
+    assert run.params["LR"] == "0.5"
+    assert run.tags["axle.status"] == Job.Status.COMPLETED and run.status == "FINISHED"

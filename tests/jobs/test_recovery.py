@@ -162,18 +162,18 @@ def test_a_queued_job_whose_task_died_is_submitted_by_the_redrive(grant):
 @pytest.mark.slow
 def test_a_worker_killed_after_opening_the_run_leaves_one_run_per_job(grant, monkeypatch, settings):
     job = services.job_create(user=grant.user, cluster=grant.cluster, name="killed-run", script=SCRIPT)
-    real_start_run = tracking.start_run
+    real_open_run = tracking.open_run
     for _ in range(2):  # two attempts die after MLflow opened the run, before the job recorded it
         Job.objects.filter(pk=job.pk).update(status=S.QUEUED, next_attempt_at=None)
 
         def killed(j):
-            real_start_run(j)
+            real_open_run(j)
             raise SystemExit("worker killed")
 
-        monkeypatch.setattr(submitting.tracking, "start_run", killed)
+        monkeypatch.setattr(submitting.tracking, "open_run", killed)
         with pytest.raises(SystemExit):
             services.job_submit(job_id=job.pk)
-        monkeypatch.setattr(submitting.tracking, "start_run", real_start_run)
+        monkeypatch.setattr(submitting.tracking, "open_run", real_open_run)
         job.refresh_from_db()
         assert job.status == S.SUBMITTING and not job.mlflow_run_id
         # The re-drive finds the dead submission, the marker search finds no Slurm job.

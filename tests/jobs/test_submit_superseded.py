@@ -31,13 +31,13 @@ def test_it_does_not_sbatch_a_job_taken_for_stuck_while_its_inputs_were_resolved
     def fake_client(grant):
         yield RecordingClient()
 
-    def slow_start_run(j):
+    def slow_open_run(j):
         # Meanwhile the periodic tick took the job for one a dead worker left submitting.
         Job.objects.filter(pk=j.pk).update(status=S.UNKNOWN)
         return "1", "run-1"
 
     monkeypatch.setattr(submitting, "slurm_client", fake_client)
-    monkeypatch.setattr(tracking, "start_run", slow_start_run)
+    monkeypatch.setattr(tracking, "open_run", slow_open_run)
     result = services.job_submit(job_id=job.pk)
     assert RecordingClient.submitted == []
     assert result.status == S.UNKNOWN and result.slurm_job_id == ""

@@ -73,15 +73,18 @@ _SBATCH_WITH_ENV = '[ -f "$1" ] || exit 45; exec 3< "$1"; rm -f -- "$1"; shift; 
 
 
 # One command that submits a batch of jobs. The hub sends, on stdin, a program (this
-# library, then one `take` line per job and one `one` line per job, every value quoted with
+# library, then one `take` line per job, then the `one` lines, every value quoted with
 # shlex.quote) and after it every job's script and variables back to back. The program first
 # reads all of stdin into a private folder (0700) and checks every length: if the stream
 # was cut short nothing was submitted (exit 44). Only then does it run sbatch for each job,
-# printing one line per job as soon as its sbatch returns:
+# a wave of up to SUBMIT_PARALLEL jobs at a time (`one ... &`, then `wave_done` waits for the
+# wave and prints its answers in order), one line per job:
 #   AXLE<TAB>marker<TAB>exit status<TAB>sbatch's stdout<TAB>sbatch's stderr in base64
 # so a connection that breaks half-way leaves exact knowledge of the jobs already answered;
 # the others are ambiguous and reconciled by their markers. `W` as exit status: the job's
-# folder or environment file could not be written (nothing was submitted for it).
+# folder or environment file could not be written (nothing was submitted for it). Each job
+# of a wave writes its line to a file of its own (`$B/<i>.a`), printed by `wave_done` once the
+# wave is over: lines of parallel jobs never interleave.
 _BATCH_BOOT = 'p=$(head -c "$1") || exit 44; eval "$p"'
 _BATCH_LIBRARY = r"""
 login=$PATH; PATH=/usr/bin:/bin; umask 077
@@ -96,25 +99,29 @@ take() {
 }
 one() {
   i=$1; m=$2; d=$3; pat=$4; shift 4
-  if ! { mkdir -p -- "$d" && [ -d "$d" ] && [ -w "$d" ]; } 2>"$B/err"; then
-    [ -s "$B/err" ] || echo "cannot write to the folder $d" > "$B/err"
-    printf 'AXLE	%s	W		%s
-' "$m" "$(base64 -w0 < "$B/err")"; return
+  if ! { mkdir -p -- "$d" && [ -d "$d" ] && [ -w "$d" ]; } 2>"$B/$i.r"; then
+    [ -s "$B/$i.r" ] || echo "cannot write to the folder $d" > "$B/$i.r"
+    printf 'AXLE\t%s\tW\t\t%s\n' "$m" "$(base64 -w0 < "$B/$i.r")" > "$B/$i.a"; return
   fi
-  if ! { PATH=$login /usr/bin/env -0 | grep -zEv "$pat"; cat "$B/$i.v"; } > "$B/$i.e" 2>"$B/err"; then
-    printf 'AXLE	%s	W		%s
-' "$m" "$(base64 -w0 < "$B/err")"; return
+  if ! { PATH=$login /usr/bin/env -0 | grep -zEv "$pat"; cat "$B/$i.v"; } > "$B/$i.e" 2>"$B/$i.r"; then
+    printf 'AXLE\t%s\tW\t\t%s\n' "$m" "$(base64 -w0 < "$B/$i.r")" > "$B/$i.a"; return
   fi
   rm -f -- "$B/$i.v"
   exec 3< "$B/$i.e"; rm -f -- "$B/$i.e"
-  out=$("$@" < "$B/$i.s" 2>"$B/err"); rc=$?
+  out=$("$@" < "$B/$i.s" 2>"$B/$i.r"); rc=$?
   exec 3<&-
   rm -f -- "$B/$i.s"
-  printf 'AXLE	%s	%s	%s	%s
-' "$m" "$rc" "$(printf %s "$out" | tr '
-	' '  ')" "$(base64 -w0 < "$B/err")"
+  out=$(printf %s "$out" | tr '\n\t' '  ')
+  printf 'AXLE\t%s\t%s\t%s\t%s\n' "$m" "$rc" "$out" "$(base64 -w0 < "$B/$i.r")" > "$B/$i.a"
+}
+wave_done() {
+  wait
+  for i; do cat -- "$B/$i.a" 2>/dev/null; rm -f -- "$B/$i.a" "$B/$i.r"; done
 }
 """
+# Jobs of one batch in sbatch at once on the login node (slurmctld serves concurrent RPCs;
+# its own locks serialize what must be). More buys little on a small controller.
+SUBMIT_PARALLEL = 4
 
 
 def slurm_argv(
@@ -523,11 +530,16 @@ class SSHClient:
                 pattern += "|^(" + "|".join(re.escape(name) for name in sorted(req.env)) + ")="
             lines.append(f"take {i} {len(script)} {len(variables)}")
             argv = [str(i), req.comment, req.workdir or ".", pattern, *self.slurm_command(args)]
-            sent.append((req.comment, "one " + " ".join(shlex.quote(w) for w in argv)))
+            sent.append((req.comment, i, "one " + " ".join(shlex.quote(w) for w in argv)))
             data += [script, variables]
         if not sent:
             return answers
-        calls = "\n".join(c for _, c in sent)
+        waves = []
+        for start in range(0, len(sent), SUBMIT_PARALLEL):
+            wave = sent[start : start + SUBMIT_PARALLEL]
+            waves += [f"{call} &" for _, _, call in wave]
+            waves.append("wave_done " + " ".join(str(i) for _, i, _ in wave))
+        calls = "\n".join(waves)
         program = (_BATCH_LIBRARY + "\n".join(lines) + "\necho AXLE-READY\n" + calls + "\n").encode()
         stdin = program + b"".join(data)
         command = ["/bin/sh", "-c", _BATCH_BOOT, "sh", str(len(program))]
@@ -562,7 +574,7 @@ class SSHClient:
             else:
                 job_id = parsing.parse_sbatch_parsable(out)
                 answers[marker] = job_id or AmbiguousSubmitError(f"sbatch succeeded but printed no job id: {out!r}")
-        for marker, _ in sent:
+        for marker, _, _ in sent:
             if marker in answers:
                 continue
             if not ready:

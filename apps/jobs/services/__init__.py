@@ -11,7 +11,7 @@ the intent and commit, talk to the cluster with no transaction open, then record
 with a compare-and-swap transition."""
 
 from .cancel import job_cancel, jobs_cancel
-from .create import job_create, job_reproduce, job_rerun, job_validate
+from .create import job_create, job_create_many, job_reproduce, job_rerun, job_validate
 from .finalize import job_finalize, job_sync_tracking
 from .poll import PollStats, jobs_poll
 from .reconcile import job_reconcile, jobs_find_stuck, jobs_reconcile_unknown
@@ -21,6 +21,7 @@ __all__ = [
     "PollStats",
     "job_cancel",
     "job_create",
+    "job_create_many",
     "job_finalize",
     "job_reconcile",
     "job_reproduce",

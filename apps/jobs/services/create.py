@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from django.db import IntegrityError, transaction
 
 from apps.accounts.teams import team_default
-from apps.audit.services import audit_record
+from apps.audit.services import audit_record, audit_record_many
 from apps.clusters.models import Cluster, ClusterGrant
 from apps.clusters.selectors import grant_for_submission
 from apps.core.errors import Conflict, PermissionDenied, ValidationFailed
@@ -128,7 +128,8 @@ def job_create(
                 tracking_mode=cluster.tracking_mode,
                 idempotency_key=idempotency_key,
             )
-            job.dataset_versions.set(versions)
+            if versions:  # a new job has none to clear: no query for the (usual) job without datasets
+                job.dataset_versions.set(versions)
             audit_record(
                 action="job.created",
                 subject=job,
@@ -152,6 +153,111 @@ def job_create(
             return earlier
         raise
     return job
+
+
+MAX_BATCH = 1000
+
+
+def job_create_many(*, user, cluster: Cluster, jobs: Sequence[dict]) -> list[Job]:
+    """Many plain jobs (each a dict with `script`, optional `name` and `parameters`) for one
+    cluster in one go, all or none: each is checked against the grant as `job_create` checks
+    one; if any does not fit, nothing is recorded and ValidationFailed says, per job (by its
+    index), what is wrong. Otherwise one transaction records them all: one multi-row INSERT,
+    their `job.created` events appended to the audit chain at once, and one submission task
+    per batch of AXLE_SUBMIT_BATCH jobs (the task of a grant takes a batch of its queued jobs,
+    `jobs_submit_batch`; the re-drive takes any job whose task was lost).
+
+    Jobs with inputs (code, image, datasets), a team other than the user's default, or an
+    Idempotency-Key are made one by one with `job_create`."""
+    from django.conf import settings
+
+    if not jobs:
+        raise ValidationFailed("Give at least one job.")
+    if len(jobs) > MAX_BATCH:
+        raise ValidationFailed(f"At most {MAX_BATCH} jobs in one request.")
+    grant = grant_for_submission(user=user, cluster=cluster)
+    if grant is None:
+        raise PermissionDenied(f"You have no active grant on cluster {cluster.name}.")
+    team = team_default(user)
+    built, refused = [], []
+    for index, item in enumerate(jobs):
+        name = (item.get("name") or "").strip()[:200] or "job"
+        job_uuid = uuid_lib.uuid4()
+        workdir = f"{grant.job_root}/{job_uuid}"
+        result = validation.validate(
+            script=item["script"], grant=grant, workdir=workdir, parameters=item.get("parameters"), name=name
+        )
+        if not result.ok:
+            refused.append({"index": index, "problems": result.problems})
+            continue
+        script = item["script"]
+        built.append(
+            Job(
+                uuid=job_uuid,
+                owner=user,
+                grant=grant,
+                cluster=cluster,
+                name=name,
+                script=script,
+                script_sha256=hashlib.sha256(script.encode("utf-8")).hexdigest(),
+                parameters=result.parameters,
+                effective_request=result.effective_request,
+                hub_args=list(result.hub_args),
+                script_directives=result.script_directives,
+                cluster_username=grant.cluster_username,
+                marker=f"axle-{job_uuid.hex}",
+                workdir=workdir,
+                stdout_path=result.stdout_path,
+                stderr_path=result.stderr_path,
+                team=team,
+                tracking_mode=cluster.tracking_mode,
+            )
+        )
+    if refused:
+        raise ValidationFailed(
+            f"{len(refused)} of the {len(jobs)} jobs do not fit your grant; none was created: "
+            + "; ".join(
+                f"job {r['index']}: "
+                + ", ".join((f"line {p['line']}: " if p["line"] else "") + p["message"] for p in r["problems"])
+                for r in refused[:5]
+            ),
+            extra={"jobs": refused},
+        )
+    with transaction.atomic():
+        if grant.max_active_jobs is not None:
+            ClusterGrant.objects.select_for_update().only("pk").get(pk=grant.pk)
+            active = Job.objects.filter(grant=grant).exclude(status__in=Job.TERMINAL).count()
+            if active + len(built) > grant.max_active_jobs:
+                raise ValidationFailed(
+                    f"You have {active} active jobs on {cluster.name} and your grant allows "
+                    f"{grant.max_active_jobs}: {len(built)} more do not fit; none was created."
+                )
+        created = Job.objects.bulk_create(built)
+        audit_record_many(
+            [
+                {
+                    "action": "job.created",
+                    "subject": job,
+                    "actor": user,
+                    "after": {
+                        "status": job.status,
+                        "cluster": cluster.name,
+                        "cluster_username": grant.cluster_username,
+                        "script_sha256": job.script_sha256,
+                        "rerun_of": None,
+                        "reproduced_from": None,
+                        "dataset_versions": [],
+                        "code": None,
+                        "image": None,
+                    },
+                }
+                for job in created
+            ]
+        )
+        size = max(1, getattr(settings, "AXLE_SUBMIT_BATCH", 100))
+        for start in range(0, len(created), size):
+            enqueue("apps.jobs.tasks.job_submit", created[start].pk)
+    return created
 
 
 def _job_with_key(user, key: str, script: str) -> Job | None:

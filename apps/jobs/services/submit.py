@@ -196,9 +196,7 @@ def jobs_submit_batch(*, grant_id: int, first: int | None = None, limit: int | N
     # batch works on it; a job whose lease another worker holds is left to that worker. The
     # caller's task already holds `first`'s.
     with ExitStack() as leases:
-        held = [
-            pk for pk in candidates if pk == first or leases.enter_context(work_lease(job_lease_name(pk)))
-        ]
+        held = [pk for pk in candidates if pk == first or leases.enter_context(work_lease(job_lease_name(pk)))]
         return _submit_leased(grant_id=grant_id, candidates=held)
 
 
@@ -231,23 +229,14 @@ def _submit_leased(*, grant_id: int, candidates: list[int]) -> list[int]:
             outcome.fail(job, "job.grant_refused", message, {"problems": problems})
         else:
             ready.append(job)
-    envs: dict[int, dict[str, str]] = {}
-    requests = []
     if ready:
         try:
             with slurm_client(grant) as client:
-                envs = _prepare_many(ready, client, outcome)
-                batch = [job for job in ready if job.pk in envs]
-                requests = [_submit_request(job, envs[job.pk]) for job in batch]
-                _make_folders(client, [job for job in batch if not _needs_cluster_files(job)])
-                answers = _deliver(client, requests) if requests else {}
+                _prepare_and_deliver(ready, client, outcome)
         except (Unavailable, TransportError, SlurmError) as exc:
             for job in ready:
                 if not outcome.decided(job):
                     outcome.error(job, exc)
-        else:
-            for job in batch:
-                outcome.answer(job, answers.get(job.marker))
     outcome.record()
     return [job.pk for job in jobs]
 
@@ -287,44 +276,54 @@ def _needs_cluster_files(job: Job) -> bool:
 
 
 _MLFLOW_THREADS = 8
+# A batch's simple jobs go to sbatch in chunks of this many, in order, as soon as the MLflow
+# runs of a chunk are open: while one chunk is in sbatch (the worker waits on the cluster),
+# the threads open the runs of the next ones, so MLflow and Slurm work at the same time.
+_PIPELINE_CHUNK = 25
 
 
 def _open_run(job: Job) -> tuple[str, str, dict[str, str]]:
-    """The job's MLflow run and its environment; runs in a worker thread, touching no
-    database (the job comes with its owner, team and cluster loaded)."""
-    experiment_id, run_id = tracking.start_run(job)
+    """The job's MLflow run (one call: the run with its tags; its parameters are logged at
+    the end, `tracking.finish_run`) and its environment; runs in a worker thread, touching no database
+    (the job comes with its owner, team and cluster loaded)."""
+    experiment_id, run_id = tracking.open_run(job)
     job.mlflow_experiment_id, job.mlflow_run_id = experiment_id, run_id
     return experiment_id, run_id, tracking.job_environment(job, experiment_id, run_id)
 
 
-def _open_run_in_thread(job: Job) -> tuple[str, str, dict[str, str]]:
+def _in_thread(func, *args):
     try:
-        return _open_run(job)
+        return func(*args)
     finally:
         connections.close_all()  # this thread's, should anything have opened one
 
 
-def _prepare_many(jobs: list[Job], client: SlurmClient, outcome: "_Outcome") -> dict[int, dict[str, str]]:
-    """Each job's environment, its MLflow run opened; jobs that failed or were superseded
-    are left out (their outcome is recorded in `outcome`)."""
-    envs: dict[int, dict[str, str]] = {}
+def _prepare_and_deliver(jobs: list[Job], client: SlurmClient, outcome: "_Outcome") -> None:
+    """Open each job's MLflow run, lay out its folder, sbatch it, and put every answer in
+    `outcome`. Jobs that need the cluster's files for their inputs are prepared one by one
+    (`_prepare`) and go with the first chunk; the others are pipelined: their runs are
+    opened by a few threads (each on its own kept-alive session) and each chunk of
+    `_PIPELINE_CHUNK` jobs goes to sbatch as soon as its runs are open, while the threads
+    go on with the next chunks. A transport failure in a chunk raises: the jobs not answered
+    yet get its error (the caller), the chunks answered before keep their answers."""
     versions = {job.pk: list(job.dataset_versions.select_related("dataset")) for job in jobs}
     simple = [job for job in jobs if not _needs_cluster_files(job)]
+    first: list[tuple[Job, dict[str, str]]] = []
     for job in jobs:
-        if job in simple:
-            continue
-        try:
-            envs[job.pk] = _prepare(job, client)
-        except _Superseded:
-            outcome.superseded(job)
-        except (inputs.InputError, MlflowError, Unavailable) as exc:
-            outcome.error(job, exc)
+        if _needs_cluster_files(job):
+            try:
+                first.append((job, _prepare(job, client)))
+            except _Superseded:
+                outcome.superseded(job)
+            except (inputs.InputError, MlflowError, Unavailable) as exc:
+                outcome.error(job, exc)
     if not simple:
-        return envs
-    opened: dict[int, tuple[str, str, dict[str, str]]] = {}
+        _deliver_chunk(client, first, outcome)
+        return
+    _make_folders(client, simple)
     # One experiment for many jobs (a user's or a team's): found once per batch, not per job.
     experiments: dict[str, str | Exception] = {}
-    for job in simple if len(simple) > 1 else []:
+    for job in simple:
         if job.mlflow_experiment_id:
             continue
         name = tracking.experiment_name(job)
@@ -333,31 +332,48 @@ def _prepare_many(jobs: list[Job], client: SlurmClient, outcome: "_Outcome") -> 
         if not isinstance(experiments[name], Exception):
             job.mlflow_experiment_id = experiments[name]
     if len(simple) == 1:
-        results = {simple[0].pk: _call(_open_run, simple[0])}
-    else:
-        # Each run is a few HTTP calls to MLflow (experiment, run, parameters, the job's
-        # login): a few at a time, each thread on its own kept-alive session.
-        with ThreadPoolExecutor(max_workers=min(_MLFLOW_THREADS, len(simple)), thread_name_prefix="mlflow-run") as pool:
-            futures = {job.pk: pool.submit(_open_run_in_thread, job) for job in simple}
-        results = {pk: _call(future.result) for pk, future in futures.items()}
-    for job in simple:
-        result = results[job.pk]
+        job = simple[0]
+        opened = _call(_open_run, job)
+        _deliver_chunk(client, first + _ready_envs([job], {job.pk: opened}, versions, outcome), outcome)
+        return
+    threads = min(_MLFLOW_THREADS, len(simple))
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mlflow-run")
+    try:
+        futures = {job.pk: pool.submit(_in_thread, _call, _open_run, job) for job in simple}
+        for start in range(0, len(simple), _PIPELINE_CHUNK):
+            chunk = simple[start : start + _PIPELINE_CHUNK]
+            opened = {job.pk: futures[job.pk].result() for job in chunk}
+            _deliver_chunk(client, first + _ready_envs(chunk, opened, versions, outcome), outcome)
+            first = []
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ready_envs(
+    chunk: list[Job], opened: dict, versions: dict[int, list], outcome: "_Outcome"
+) -> list[tuple[Job, dict[str, str]]]:
+    """The jobs of `chunk` whose run is open and that are still this batch's, with their
+    environment; their run ids recorded (one transaction) before sbatch. The others' outcome
+    goes in `outcome`."""
+    good = {}
+    for job in chunk:
+        result = opened[job.pk]
         if isinstance(result, Exception):
             outcome.error(job, result)
         else:
-            opened[job.pk] = result
-    # Resolving may outlast AXLE_SUBMIT_STUCK_SECONDS: a job taken for stuck meanwhile is
+            good[job.pk] = result
+    if not good:
+        return []
+    # Opening runs may outlast AXLE_SUBMIT_STUCK_SECONDS: a job taken for stuck meanwhile is
     # another worker's now, and a sbatch from here would make a second job.
     with transaction.atomic():
         mine = set(
-            Job.objects.select_for_update()
-            .filter(pk__in=list(opened), status=S.SUBMITTING)
-            .values_list("pk", flat=True)
+            Job.objects.select_for_update().filter(pk__in=list(good), status=S.SUBMITTING).values_list("pk", flat=True)
         )
         now = timezone.now()
         kept = []
-        for job in simple:
-            if job.pk not in opened:
+        for job in chunk:
+            if job.pk not in good:
                 continue
             if job.pk not in mine:
                 outcome.superseded(job)
@@ -365,14 +381,23 @@ def _prepare_many(jobs: list[Job], client: SlurmClient, outcome: "_Outcome") -> 
             job.updated_at = now
             kept.append(job)
         Job.objects.bulk_update(kept, ["mlflow_experiment_id", "mlflow_run_id", "updated_at"], batch_size=500)
+    ready = []
     for job in kept:
-        env = {**opened[job.pk][2], **dataset_env(versions[job.pk])}
+        env = {**good[job.pk][2], **dataset_env(versions[job.pk])}
         if job.code_repo:
             env.update(AXLE_CODE_REPO=job.code_repo, AXLE_CODE_COMMIT=job.code_commit)
         if job.image_path:
             env["AXLE_IMAGE"] = job.image_path
-        envs[job.pk] = env
-    return envs
+        ready.append((job, env))
+    return ready
+
+
+def _deliver_chunk(client: SlurmClient, ready: list[tuple[Job, dict[str, str]]], outcome: "_Outcome") -> None:
+    if not ready:
+        return
+    answers = _deliver(client, [_submit_request(job, env) for job, env in ready])
+    for job, _ in ready:
+        outcome.answer(job, answers.get(job.marker))
 
 
 def _call(func, *args):
