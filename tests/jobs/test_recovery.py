@@ -30,6 +30,12 @@ def age(job: Job, seconds: int = 3600) -> None:
     Job.objects.filter(pk=job.pk).update(updated_at=timezone.now() - timedelta(seconds=seconds))
 
 
+def search_long_enough(job: Job, settings) -> None:
+    """Let the marker search of an unknown job run past its grace."""
+    since = timezone.now() - timedelta(seconds=settings.AXLE_RECONCILE_GRACE_SECONDS + 5)
+    Job.objects.filter(pk=job.pk, status=S.UNKNOWN).update(unknown_since=since)
+
+
 class OtherWorker:
     """Another process holding a job's lease over a database connection of its own; `die()`
     drops that connection, as a worker killed with SIGKILL does."""
@@ -55,7 +61,7 @@ class OtherWorker:
 
 @pytest.mark.postgres
 @pytest.mark.django_db
-def test_the_redrive_leaves_a_submission_in_flight_alone_and_takes_it_once_its_worker_died(alice):
+def test_the_redrive_leaves_a_submission_in_flight_alone_and_takes_it_once_its_worker_died(alice, settings):
     if connection.vendor != "postgresql":
         pytest.skip("the lease that dies with its worker's connection is PostgreSQL's")
     job = make_job(alice, status=S.SUBMITTING, attempts=1)
@@ -67,11 +73,42 @@ def test_the_redrive_leaves_a_submission_in_flight_alone_and_takes_it_once_its_w
         assert job.status == S.SUBMITTING and stats.busy == 1
     finally:
         worker.die()
+    noticed = timezone.now()
     stats = redrive.jobs_redrive()
     job.refresh_from_db()
-    # Whether sbatch ran is unknown: the marker search decides, from the last heartbeat on.
+    # Whether sbatch ran is unknown: the marker search decides, from the last heartbeat on but
+    # for at least half its grace after the death was noticed (a minute after the heartbeat, a
+    # long batch's last sbatch may still be landing).
     assert job.status == S.UNKNOWN and stats.interrupted == 1
-    assert job.unknown_since == job.updated_at or job.unknown_since < timezone.now() - timedelta(seconds=50)
+    half = timedelta(seconds=settings.AXLE_RECONCILE_GRACE_SECONDS / 2)
+    assert noticed - half - timedelta(seconds=1) <= job.unknown_since <= timezone.now() - half
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_a_submission_whose_worker_just_died_is_searched_for_from_its_heartbeat(alice, settings):
+    # A short batch: the heartbeat is the later moment, and the search waits no longer for it.
+    settings.AXLE_REDRIVE_SETTLE_SECONDS = 2
+    job = make_job(alice, status=S.SUBMITTING, attempts=1)
+    grace = settings.AXLE_RECONCILE_GRACE_SECONDS
+    age(job, 4)
+    heartbeat = Job.objects.get(pk=job.pk).updated_at
+    assert timezone.now() - heartbeat < timedelta(seconds=grace / 2)
+    redrive.jobs_redrive()
+    job.refresh_from_db()
+    assert job.status == S.UNKNOWN and job.unknown_since == heartbeat
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_a_stuck_submission_of_a_long_dead_worker_is_searched_for_after_it_was_noticed(alice, settings):
+    job = make_job(alice, status=S.SUBMITTING, attempts=1)
+    age(job, settings.AXLE_SUBMIT_STUCK_SECONDS + 60)
+    noticed = timezone.now()
+    assert services.jobs_find_stuck() == [job.pk]
+    job.refresh_from_db()
+    half = timedelta(seconds=settings.AXLE_RECONCILE_GRACE_SECONDS / 2)
+    assert job.status == S.UNKNOWN and job.unknown_since >= noticed - half - timedelta(seconds=1)
 
 
 @pytest.mark.postgres
@@ -179,6 +216,7 @@ def test_a_worker_killed_after_opening_the_run_leaves_one_run_per_job(grant, mon
         # The re-drive finds the dead submission, the marker search finds no Slurm job.
         age(job, settings.AXLE_RECONCILE_GRACE_SECONDS + 5)
         redrive.jobs_redrive()
+        search_long_enough(job, settings)
         services.jobs_reconcile_unknown()
         job.refresh_from_db()
         assert job.status == S.QUEUED and on_slurm(grant, job) == []
@@ -224,3 +262,73 @@ def test_an_unreachable_cluster_keeps_each_job_in_its_last_known_state(grant, ap
     assert job.status in (S.PENDING, S.RUNNING) and job.last_error == ""
     with slurm_client(grant) as client:
         client.cancel(job.slurm_job_id)
+
+
+@pytest.mark.slurm
+@pytest.mark.mlflow
+@pytest.mark.slow
+@pytest.mark.parametrize("killed", ["opening the runs", "before sbatch", "after sbatch"])
+def test_a_worker_killed_in_the_middle_of_a_batch_leaves_each_job_once_on_slurm_with_one_run(
+    grant, monkeypatch, settings, killed
+):
+    # Batched submission (issue 14) takes several queued jobs of a grant at once; a worker
+    # killed anywhere in the batch must leave each of them to the re-drive, every one reaching
+    # Slurm exactly once with exactly one MLflow run.
+    jobs = [
+        services.job_create(user=grant.user, cluster=grant.cluster, name=f"killed-batch-{i}", script=SCRIPT)
+        for i in range(3)
+    ]
+    real_open, real_deliver = submitting._open_run, submitting._deliver
+
+    def open_then_die(job):
+        real_open(job)
+        raise SystemExit("worker killed")
+
+    def deliver_then_die(client, requests):
+        if killed == "after sbatch":
+            real_deliver(client, requests)
+        raise SystemExit("worker killed")
+
+    if killed == "opening the runs":
+        monkeypatch.setattr(submitting, "_open_run", open_then_die)
+    else:
+        monkeypatch.setattr(submitting, "_deliver", deliver_then_die)
+    with pytest.raises(SystemExit):
+        services.job_submit(job_id=jobs[0].pk)
+    monkeypatch.undo()
+    try:
+        for job in jobs:
+            job.refresh_from_db()
+            assert job.status == S.SUBMITTING
+            assert bool(job.mlflow_run_id) == (killed != "opening the runs")
+        # The worker is gone (its leases with it): the re-drive sees each job stuck in
+        # `submitting`, and the marker search decides whether sbatch ran.
+        for job in jobs:
+            age(job, settings.AXLE_RECONCILE_GRACE_SECONDS + 5)
+        stats = redrive.jobs_redrive()
+        assert stats.interrupted == 3
+        for job in jobs:
+            search_long_enough(job, settings)
+        services.jobs_reconcile_unknown()
+        for job in jobs:
+            job.refresh_from_db()
+            if killed == "after sbatch":
+                assert job.status in (S.PENDING, S.RUNNING, S.COMPLETED) and job.slurm_job_id, job.last_error
+            else:
+                assert job.status == S.QUEUED and on_slurm(grant, job) == []
+                age(job, 30)
+        redrive.jobs_redrive()
+        redrive.jobs_redrive()  # twice: never a second submission
+        client = tracking.client()
+        for job in jobs:
+            job.refresh_from_db()
+            assert job.status in (S.PENDING, S.RUNNING, S.COMPLETED), job.last_error
+            assert on_slurm(grant, job) == [job.slurm_job_id]
+            runs = client.runs_tagged(job.mlflow_experiment_id, "axle.job_id", str(job.uuid))
+            assert [run_id for run_id, _ in runs] == [job.mlflow_run_id]
+    finally:
+        with slurm_client(grant) as c:
+            for job in jobs:
+                job.refresh_from_db()
+                if job.slurm_job_id and job.status != S.COMPLETED:
+                    c.cancel(job.slurm_job_id)

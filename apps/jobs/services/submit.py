@@ -196,9 +196,7 @@ def jobs_submit_batch(*, grant_id: int, first: int | None = None, limit: int | N
     # batch works on it; a job whose lease another worker holds is left to that worker. The
     # caller's task already holds `first`'s.
     with ExitStack() as leases:
-        held = [
-            pk for pk in candidates if pk == first or leases.enter_context(work_lease(job_lease_name(pk)))
-        ]
+        held = [pk for pk in candidates if pk == first or leases.enter_context(work_lease(job_lease_name(pk)))]
         return _submit_leased(grant_id=grant_id, candidates=held)
 
 
