@@ -565,6 +565,10 @@ def main() -> int:
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: the chaos run starts and stops its private site's daemons")
+    # Stopped by SIGINT or SIGTERM (a background run ignores SIGINT unless told otherwise), it
+    # still kills its worker and portal and starts whatever daemon it had stopped (`finally`).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
     random.seed(args.seed)
     only = set(args.only.split(","))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)

@@ -80,7 +80,11 @@ def start_run(job: Job) -> tuple[str, str]:
     """Create (or find again) the job's run; return (experiment id, run id)."""
     tracking = client()
     experiment_id = job.mlflow_experiment_id or tracking.ensure_experiment(experiment_name(job))
-    run_id = job.mlflow_run_id or _run_of_an_earlier_attempt(tracking, experiment_id, job)
+    # Only a job sent before (its attempts are counted as it is taken) can have a run of an
+    # earlier attempt: a first attempt spares MLflow the search, its slowest call under load
+    # (30 s and more at load 40, which delayed whole batches; bench/chaos.py, issue 16).
+    earlier = job.attempts > 1 and not job.mlflow_run_id
+    run_id = job.mlflow_run_id or (_run_of_an_earlier_attempt(tracking, experiment_id, job) if earlier else "")
     run_id = run_id or tracking.create_run(experiment_id, job.name, run_tags(job))
     if job.parameters:
         tracking.log_params(run_id, job.parameters)

@@ -13,6 +13,7 @@ from django.utils import timezone
 from apps.clusters.models import Cluster
 from apps.clusters.transport import slurm_client
 from apps.core.leases import _advisory_key
+from apps.integrations.mlflow.client import TrackingClient
 from apps.integrations.slurm.base import AmbiguousSubmitError, SlurmRejected, TransportError, submit_refusal
 from apps.jobs import services, tracking
 from apps.jobs.models import Job
@@ -40,7 +41,7 @@ class OtherWorker:
     """Another process holding a job's lease over a database connection of its own; `die()`
     drops that connection, as a worker killed with SIGKILL does."""
 
-    def __init__(self, job: Job):
+    def __init__(self, job: Job | None = None, lease: str = ""):
         s = connection.settings_dict
         self.conn = psycopg.connect(
             dbname=s["NAME"],
@@ -50,7 +51,8 @@ class OtherWorker:
             port=s["PORT"] or None,
             autocommit=True,
         )
-        self.conn.execute("SELECT pg_advisory_lock(%s, %s)", _advisory_key(redrive.job_lease_name(job.pk)))
+        name = lease or redrive.job_lease_name(job.pk)
+        self.conn.execute("SELECT pg_advisory_lock(%s, %s)", _advisory_key(name))
 
     def die(self):
         self.conn.close()
@@ -118,6 +120,31 @@ def test_the_redrive_leaves_a_fresh_job_to_its_own_task(alice):
     stats = redrive.jobs_redrive()
     job.refresh_from_db()
     assert job.status == S.QUEUED and job.attempts == 0 and stats.submitted == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_a_tracking_loop_runs_for_its_configured_minutes_and_alone(settings, monkeypatch):
+    # One loop runs AXLE_TRACK_LOOP_SECONDS (minutes on a hub, not one): its successor waits
+    # behind a busy task queue once per loop, so tracking pauses that rarely.
+    if connection.vendor != "postgresql":
+        pytest.skip("the lease that dies with its worker's connection is PostgreSQL's")
+    from apps.jobs import tasks
+
+    assert settings.AXLE_TRACK_LOOP_SECONDS >= 240
+    ticks = []
+    monkeypatch.setattr(tasks, "jobs_tick", lambda: ticks.append(1))
+    monkeypatch.setattr(tasks, "jobs_redrive", lambda: None)
+    settings.AXLE_TRACK_LOOP_SECONDS = 0.5
+    assert tasks.jobs_track(interval=0.05) == "done"
+    assert len(ticks) >= 5
+    ticks.clear()
+    other = OtherWorker(lease="jobs-track")  # another worker's loop runs
+    try:
+        assert tasks.jobs_track(interval=0.05) == "another tracker holds the lease" and ticks == []
+    finally:
+        other.die()
+    assert tasks.jobs_track(interval=0.05) == "done" and ticks
 
 
 # ------------------------------------------------------------ outages are not refusals
@@ -332,3 +359,32 @@ def test_a_worker_killed_in_the_middle_of_a_batch_leaves_each_job_once_on_slurm_
                 job.refresh_from_db()
                 if job.slurm_job_id and job.status != S.COMPLETED:
                     c.cancel(job.slurm_job_id)
+
+
+@pytest.mark.slurm
+@pytest.mark.mlflow
+@pytest.mark.slow
+def test_a_first_attempt_opens_its_run_without_searching_for_an_earlier_one(grant, monkeypatch):
+    # The search for a killed attempt's run is MLflow's slowest call under load; a job never
+    # sent before cannot have such a run, so its first attempt does not search.
+    searched = []
+    real = TrackingClient.runs_tagged
+
+    def runs_tagged(self, experiment_id, key, value):
+        searched.append(value)
+        return real(self, experiment_id, key, value)
+
+    monkeypatch.setattr(TrackingClient, "runs_tagged", runs_tagged)
+    job = services.job_create(user=grant.user, cluster=grant.cluster, name="first-attempt", script=SCRIPT)
+    services.job_submit(job_id=job.pk)
+    job.refresh_from_db()
+    try:
+        assert job.status in (S.PENDING, S.RUNNING, S.COMPLETED) and job.attempts == 1, job.last_error
+        assert job.mlflow_run_id and searched == []
+        runs = tracking.client().runs_tagged(job.mlflow_experiment_id, "axle.job_id", str(job.uuid))
+        assert [run_id for run_id, _ in runs] == [job.mlflow_run_id]
+    finally:
+        job.refresh_from_db()
+        if job.slurm_job_id and job.status != S.COMPLETED:
+            with slurm_client(grant) as c:
+                c.cancel(job.slurm_job_id)
