@@ -119,10 +119,21 @@ PORTAL = Process(
 )
 
 
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
 def setup() -> None:
     log(f"private site {STACK_DIR}: up")
     # On a loaded machine MLflow's first start can outlast stack.sh's wait (3 minutes; it took
-    # 5 at load 45); `up` is idempotent and finds what already runs, so ask again before failing.
+    # 5 to 8 at load 30-45). `up` finds what already runs, but restarts an MLflow that does not
+    # answer yet: so wait for the one starting to answer (up to 10 minutes), then ask again.
     for attempt in range(3):
         try:
             stack("up")
@@ -130,7 +141,10 @@ def setup() -> None:
         except SystemExit as exc:
             if attempt == 2:
                 raise
-            log(f"  stack.sh up did not finish ({str(exc).splitlines()[-1][:100]}); again")
+            log(f"  stack.sh up did not finish ({str(exc).splitlines()[-1][:100]}); waiting for MLflow")
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline and not _answers(f"http://127.0.0.1:{SITE['AXLE_MLFLOW_PORT']}/health"):
+                time.sleep(5)
     (STACK_DIR / "hub").mkdir(mode=0o700, exist_ok=True)
     # A fresh start: a new hub database, and no job of an earlier run left on the private site.
     subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "--force", DATABASE], check=True)
