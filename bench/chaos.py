@@ -282,6 +282,24 @@ def wait_converged(jobs, since: float, timeout: float = 420) -> float | None:
 
 
 def check(result: Result) -> None:
+    _check(result)
+    # Each experiment's row as soon as it is known (the table at the end repeats them all).
+    conv = [c for c in result.convergence if c is not None]
+    worst = "never" if len(conv) < len(result.convergence) else (f"{max(conv):.1f}s" if conv else "-")
+    log(
+        f"  {result.name}: rounds {result.rounds}, hub jobs {len(result.jobs)}, slurm jobs by marker "
+        f"{result.slurm_jobs}, duplicates {result.duplicates}, lost {result.lost}, false {result.false_failures}, "
+        f"orphan runs {result.orphan_runs}, worst convergence {worst}; load {_load()}"
+    )
+    for note in result.notes:
+        log(f"    {note}")
+
+
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def _check(result: Result) -> None:
     from apps.jobs import tracking
 
     markers = {j.marker: j for j in result.jobs}
