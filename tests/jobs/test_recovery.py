@@ -327,8 +327,16 @@ def test_a_worker_killed_in_the_middle_of_a_batch_leaves_each_job_once_on_slurm_
         monkeypatch.setattr(submitting.tracking, "start_run", open_then_die)
     else:
         monkeypatch.setattr(submitting, "_deliver", deliver_then_die)
-    with pytest.raises(SystemExit):
-        services.job_submit(job_id=jobs[0].pk)
+    for _ in range(3):
+        try:
+            services.job_submit(job_id=jobs[0].pk)
+        except SystemExit:
+            break
+        # A loaded MLflow timed out before the point of the kill: the jobs wait in the hub
+        # for their next attempt, as on a hub; try again at once.
+        Job.objects.filter(pk__in=[j.pk for j in jobs], status=S.QUEUED).update(next_attempt_at=None)
+    else:
+        pytest.fail("the batch never reached the point of the kill")
     monkeypatch.undo()
     try:
         for job in jobs:
@@ -351,8 +359,12 @@ def test_a_worker_killed_in_the_middle_of_a_batch_leaves_each_job_once_on_slurm_
             else:
                 assert job.status == S.QUEUED and on_slurm(grant, job) == []
                 age(job, 30)
-        redrive.jobs_redrive()
-        redrive.jobs_redrive()  # twice: never a second submission
+        for _ in range(3):  # a loaded MLflow may time out: the job then waits, as it would on a hub
+            redrive.jobs_redrive()
+            waiting = Job.objects.filter(pk__in=[j.pk for j in jobs], status=S.QUEUED)
+            if not waiting.update(next_attempt_at=None, updated_at=timezone.now() - timedelta(seconds=30)):
+                break
+        redrive.jobs_redrive()  # once more: never a second submission
         client = tracking.client()
         for job in jobs:
             job.refresh_from_db()
