@@ -152,6 +152,20 @@ def test_a_tracking_loop_runs_for_its_configured_minutes_and_alone(settings, mon
     assert answer == "done" and ticks
 
 
+@pytest.mark.django_db
+def test_a_submission_never_found_by_its_marker_is_due_for_the_next_tick(alice, settings):
+    # Requeued after the marker search, the job is due at once: the tracking loop's next tick
+    # sends it, whether or not its task waits behind a busy queue.
+    from apps.jobs.services import reconcile
+
+    since = timezone.now() - timedelta(seconds=settings.AXLE_RECONCILE_GRACE_SECONDS + 5)
+    job = make_job(alice, status=S.UNKNOWN, attempts=1, unknown_since=since)
+    job = reconcile._reconcile_with(job, [])
+    assert job.status == S.QUEUED and job.next_attempt_at <= timezone.now()
+    due = Job.objects.filter(status=S.QUEUED, next_attempt_at__lte=timezone.now())
+    assert list(due.values_list("pk", flat=True)) == [job.pk]
+
+
 # ------------------------------------------------------------ outages are not refusals
 
 

@@ -87,7 +87,9 @@ def _reconcile_with(job: Job, found: list[JobInfo]) -> Job:
             action="job.requeued",
             fields={
                 "unknown_since": None,
-                "next_attempt_at": None,
+                # Due now: the tracking loop's next tick sends it (`jobs_submit_due`) even when
+                # the task queued below waits behind a busy queue (21 s in bench/chaos.py).
+                "next_attempt_at": timezone.now(),
                 "last_error": "The earlier submission never reached Slurm; submitting again.",
             },
             data={"reason": "marker not found on the cluster"},
