@@ -119,9 +119,32 @@ PORTAL = Process(
 )
 
 
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
 def setup() -> None:
     log(f"private site {STACK_DIR}: up")
-    stack("up")
+    # On a loaded machine MLflow's first start can outlast stack.sh's wait (3 minutes; it took
+    # 5 to 8 at load 30-45). `up` finds what already runs, but restarts an MLflow that does not
+    # answer yet: so wait for the one starting to answer (up to 10 minutes), then ask again.
+    for attempt in range(3):
+        try:
+            stack("up")
+            break
+        except SystemExit as exc:
+            if attempt == 2:
+                raise
+            log(f"  stack.sh up did not finish ({str(exc).splitlines()[-1][:100]}); waiting for MLflow")
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline and not _answers(f"http://127.0.0.1:{SITE['AXLE_MLFLOW_PORT']}/health"):
+                time.sleep(5)
     (STACK_DIR / "hub").mkdir(mode=0o700, exist_ok=True)
     # A fresh start: a new hub database, and no job of an earlier run left on the private site.
     subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "--force", DATABASE], check=True)
@@ -259,6 +282,24 @@ def wait_converged(jobs, since: float, timeout: float = 420) -> float | None:
 
 
 def check(result: Result) -> None:
+    _check(result)
+    # Each experiment's row as soon as it is known (the table at the end repeats them all).
+    conv = [c for c in result.convergence if c is not None]
+    worst = "never" if len(conv) < len(result.convergence) else (f"{max(conv):.1f}s" if conv else "-")
+    log(
+        f"  {result.name}: rounds {result.rounds}, hub jobs {len(result.jobs)}, slurm jobs by marker "
+        f"{result.slurm_jobs}, duplicates {result.duplicates}, lost {result.lost}, false {result.false_failures}, "
+        f"orphan runs {result.orphan_runs}, worst convergence {worst}; load {_load()}"
+    )
+    for note in result.notes:
+        log(f"    {note}")
+
+
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def _check(result: Result) -> None:
     from apps.jobs import tracking
 
     markers = {j.marker: j for j in result.jobs}
@@ -535,6 +576,12 @@ def report(results: list[Result]) -> bool:
     for r in results:
         for note in r.notes:
             print(f"  {r.name}: {note}")
+    # The target, printed and not asserted (the figure depends on the machine's load).
+    print(f"load average {Path('/proc/loadavg').read_text().split()[:3]}")
+    for r in results:
+        slow = [c for c in r.convergence if c is not None and c > 60]
+        if slow:
+            print(f"  {r.name}: {len(slow)} of {len(r.convergence)} converged in over 60 s (worst {max(slow):.1f}s)")
     print("\nPASS" if ok else "\nFAIL")
     return ok
 
@@ -550,8 +597,14 @@ def main() -> int:
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: the chaos run starts and stops its private site's daemons")
+    # Stopped by SIGINT or SIGTERM (a background run ignores SIGINT unless told otherwise), it
+    # still kills its worker and portal and starts whatever daemon it had stopped (`finally`).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
     random.seed(args.seed)
     only = set(args.only.split(","))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    log(f"commit {commit.stdout.strip() or '?'}, load average {Path('/proc/loadavg').read_text().split()[:3]}")
     setup()
     results = []
     try:

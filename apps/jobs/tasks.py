@@ -62,14 +62,22 @@ def jobs_tick() -> services.PollStats:
     return stats
 
 
-def jobs_track(seconds: int = 55, interval: float = 5.0):
+def jobs_track(seconds: float | None = None, interval: float = 5.0):
     """Run ``jobs_tick`` every few seconds, and ``jobs_redrive`` every
-    AXLE_REDRIVE_SECONDS, for about a minute.
+    AXLE_REDRIVE_SECONDS, for AXLE_TRACK_LOOP_SECONDS (a few minutes).
 
     django-q2's schedules fire at most once a minute; live status needs more often, so the
     minutely schedule starts this loop (and each worker process starts one when it spawns, see
     apps.jobs.apps). The loop's lease keeps two loops from overlapping; on PostgreSQL it dies
-    with a killed worker, so the next loop starts at once instead of a minute later."""
+    with a killed worker, so the next loop starts at once instead of a minute later.
+
+    Each loop queues its successor when it ends, and a queued task waits behind every task
+    queued before it: on a busy hub (minutely schedules taking longer than a minute, a burst of
+    submissions) that wait is a pause in tracking and re-driving, once per loop. A loop of a few
+    minutes (within django-q2's `timeout`) has that pause once in a few minutes, not each
+    minute (bench/chaos.py: ended jobs shown pending for minutes behind a backlog of 57 tasks)."""
+    if seconds is None:
+        seconds = settings.AXLE_TRACK_LOOP_SECONDS
     next_redrive = time.monotonic()
 
     def cycle():

@@ -278,9 +278,10 @@ AXLE_REDIS_URL = env.str("AXLE_REDIS_URL", default="")
 # AXLE_REDRIVE_SECONDS) takes over any job whose work is not in flight, so django-q2's own
 # redelivery is a last resort, not what recovery waits for. `timeout` is the longest task may
 # run: a submission that re-verifies a large dataset or hashes an image on the cluster (minutes);
-# the tracking loop is a minute. `retry` (when a task taken by a dead worker is handed out
-# again) must exceed `timeout`, or a slow live task would be run twice at once; one attempt,
-# since every task is safe to run twice but a failing one should not loop.
+# the tracking loop runs AXLE_TRACK_LOOP_SECONDS (a few minutes). `retry` (when a task taken
+# by a dead worker is handed out again) must exceed `timeout`, or a slow live task would be
+# run twice at once; one attempt, since every task is safe to run twice but a failing one
+# should not loop.
 Q_CLUSTER = {
     "name": "axle",
     # Two workers are always busy with the minute-long tracking loops (jobs, sweeps): four
@@ -336,6 +337,10 @@ AXLE_SUBMIT_STUCK_SECONDS = env.int("AXLE_SUBMIT_STUCK_SECONDS", default=120)
 # The re-drive: how often it runs, and how long a fresh job is left to its own task first.
 AXLE_REDRIVE_SECONDS = env.int("AXLE_REDRIVE_SECONDS", default=15)
 AXLE_REDRIVE_SETTLE_SECONDS = env.int("AXLE_REDRIVE_SETTLE_SECONDS", default=10)
+# How long one tracking loop (apps.jobs.tasks.jobs_track) runs before it queues its successor:
+# well under Q_CLUSTER["timeout"], long enough that the wait of its successor behind a busy
+# queue is rare (it was a minute; tracking then paused each minute behind a backlog).
+AXLE_TRACK_LOOP_SECONDS = env.int("AXLE_TRACK_LOOP_SECONDS", default=295)
 # How many queued jobs of one grant a worker delivers in one round trip (one SSH command,
 # or that many concurrent slurmrestd requests); 1 submits one job at a time.
 AXLE_SUBMIT_BATCH = env.int("AXLE_SUBMIT_BATCH", default=100)

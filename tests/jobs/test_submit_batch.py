@@ -2,6 +2,8 @@
 batch of a grant's queued jobs goes in one round trip, each job gets its own answer, and a
 batch cut off half-way is reconciled by markers, never submitted again."""
 
+import base64
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -177,3 +179,29 @@ def test_a_batch_that_never_reached_sbatch_is_queued_again(ssh_grant, monkeypatc
         assert job.status == S.QUEUED and "nothing was submitted" in job.last_error, job.last_error
     with slurm_client(grant) as client:
         assert client.find_by_comments([j.marker for j in jobs]) == {}
+
+
+def test_a_controller_down_during_a_batch_is_an_outage_and_not_a_refusal(ssh_grant, monkeypatch):
+    # bench/chaos.py, slurmctld stopped: a batch over SSH made the job `failed` with
+    # "Unable to contact slurm controller" (the batch's answers skipped the classification a
+    # single sbatch has). Here the batch prints what each sbatch says while slurmctld is down,
+    # over the real SSH connection.
+    grant = ssh_grant
+    jobs = create(grant, 2, name="ctld-down")
+    said = "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)"
+    told = base64.b64encode(said.encode()).decode()
+    real_run = ssh_transport.SSHClient.run
+
+    def run(self, args, *, stdin=None, timeout=None):
+        if args[:3] == ["/bin/sh", "-c", ssh_transport._BATCH_BOOT]:
+            lines = "".join(f"AXLE\t{job.marker}\t1\t\t{told}\n" for job in jobs)
+            return real_run(self, ["/bin/sh", "-c", 'printf "AXLE-READY\\n%s" "$1"', "sh", lines], timeout=timeout)
+        return real_run(self, args, stdin=stdin, timeout=timeout)
+
+    monkeypatch.setattr(ssh_transport.SSHClient, "run", run)
+    services.job_submit(job_id=jobs[0].pk)
+    monkeypatch.undo()
+    for job in jobs:
+        job.refresh_from_db()
+        assert job.status == S.QUEUED and not job.failure_message, job.failure_message
+        assert "controller is not reachable" in job.last_error and job.next_attempt_at

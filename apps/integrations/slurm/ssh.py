@@ -570,7 +570,9 @@ class SSHClient:
             if status == "W":
                 answers[marker] = SlurmError(f"Cannot prepare the job's folder on {self.host}: {err}", permanent=False)
             elif status != "0":
-                answers[marker] = SlurmRejected(err or f"sbatch exited with status {status}")
+                # As for one job: a controller that cannot be reached is an outage (the job
+                # waits, or is searched for), not Slurm refusing the job.
+                answers[marker] = submit_refusal(err or f"sbatch exited with status {status}")
             else:
                 job_id = parsing.parse_sbatch_parsable(out)
                 answers[marker] = job_id or AmbiguousSubmitError(f"sbatch succeeded but printed no job id: {out!r}")

@@ -1,7 +1,7 @@
 """Finding jobs whose submission outcome is unknown by their marker, never by submitting
 again; and noticing submissions a dead worker left behind."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.utils import timezone
@@ -87,13 +87,29 @@ def _reconcile_with(job: Job, found: list[JobInfo]) -> Job:
             action="job.requeued",
             fields={
                 "unknown_since": None,
-                "next_attempt_at": None,
+                # Due now: the tracking loop's next tick sends it (`jobs_submit_due`) even when
+                # the task queued below waits behind a busy queue (21 s in bench/chaos.py).
+                "next_attempt_at": timezone.now(),
                 "last_error": "The earlier submission never reached Slurm; submitting again.",
             },
             data={"reason": "marker not found on the cluster"},
         )
         enqueue("apps.jobs.tasks.job_submit", job.pk)
     return job
+
+
+def interrupted_since(job: Job) -> datetime:
+    """Where the marker search of a submission whose worker died starts counting its grace:
+    the worker's last heartbeat (written just before sbatch ran), but never more than half
+    the grace before now, when the death is noticed. The heartbeat alone is too early for a
+    long batch (issue 14): a worker killed half a minute into a batch of a hundred sbatch calls
+    leaves the one in flight to finish on the cluster (the SSH batch stops at its next line of
+    output, slurmrestd completes the requests it took), and slurmctld answers it within its
+    MessageTimeout (10 s) of its sending, which was before the death was noticed; searching
+    for half the grace (10 s) after that moment cannot miss it, so the job is never sent twice.
+    For a short batch the heartbeat is the later of the two, and nothing waits longer."""
+    floor = timezone.now() - timedelta(seconds=settings.AXLE_RECONCILE_GRACE_SECONDS / 2)
+    return max(job.updated_at, floor)
 
 
 def jobs_find_stuck() -> list[int]:
@@ -110,7 +126,7 @@ def jobs_find_stuck() -> list[int]:
                     to=S.UNKNOWN,
                     transitions=Job.TRANSITIONS,
                     action="job.submit_interrupted",
-                    fields={"unknown_since": job.updated_at},
+                    fields={"unknown_since": interrupted_since(job)},
                     data={"reason": "the worker stopped while submitting"},
                 )
                 stuck.append(job.pk)

@@ -23,6 +23,7 @@ from apps.core.transitions import transition
 
 from ..models import Job
 from .finalize import job_finalize
+from .reconcile import interrupted_since
 from .submit import job_lease_name, job_submit
 
 log = logging.getLogger(__name__)
@@ -55,13 +56,14 @@ def jobs_redrive(*, budget_seconds: float = 20.0) -> RedriveStats:
                 continue
             try:
                 # The worker died between its last heartbeat and the answer: whether sbatch
-                # ran is unknown; the marker search decides (from that heartbeat on).
+                # ran is unknown; the marker search decides (from that heartbeat on, and for
+                # at least half its grace from now: see `interrupted_since`).
                 transition(
                     obj=job,
                     to=S.UNKNOWN,
                     transitions=Job.TRANSITIONS,
                     action="job.submit_interrupted",
-                    fields={"unknown_since": job.updated_at},
+                    fields={"unknown_since": interrupted_since(job)},
                     data={"reason": "the worker stopped while submitting"},
                 )
                 stats.interrupted += 1
