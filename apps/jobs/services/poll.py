@@ -10,6 +10,7 @@ from django.utils import timezone
 from apps.clusters.models import ClusterGrant
 from apps.clusters.transport import slurm_client
 from apps.integrations.slurm.base import JobInfo, SlurmError
+from apps.integrations.slurm.parsing import SqueueMemo
 
 from ..models import Job
 from .fold import apply_many, combined_state, complete_record, task_key
@@ -59,6 +60,9 @@ _HUB_SIDE = ("status", "slurm_state", "reason", "estimated_start", "started_at",
 # (id, grant_id, slurm_job_id, last_error, *_HUB_SIDE): one tuple per active job
 _ID, _GRANT, _SLURM_ID, _LAST_ERROR = range(4)
 _unchanged: dict[int, dict[int, tuple]] = {}  # grant pk -> {job pk: (hub side, Slurm side)}
+# And the grant's last squeue answer, row by row with what was parsed from it: a steady cycle
+# parses only the rows that changed (parsing.SqueueMemo says why that is safe).
+_squeue_memos: dict[int, SqueueMemo] = {}  # grant pk -> memo
 _unchanged_lock = threading.Lock()
 
 
@@ -89,6 +93,8 @@ def jobs_poll() -> PollStats:
     with _unchanged_lock:
         for gone in set(_unchanged) - set(groups):
             del _unchanged[gone]  # no active job left on that account
+        for gone in set(_squeue_memos) - set(groups):
+            del _squeue_memos[gone]
     stats.clusters = len({grants[g].cluster_id for g in groups})
     for grant_id, rows in groups.items():
         grant = grants[grant_id]
@@ -135,8 +141,9 @@ def _poll_group(grant: ClusterGrant, rows: list[tuple]) -> tuple[int, int]:
     by_id = {row[_SLURM_ID]: row for row in rows}
     with _unchanged_lock:
         before = _unchanged.get(grant.pk, {})
+        memo = _squeue_memos.setdefault(grant.pk, SqueueMemo())
     with slurm_client(grant) as client:
-        queue = client.queue(grant.cluster_username)
+        queue = client.queue(grant.cluster_username, memo=memo)
         calls += 1
         seen: dict[str, list[JobInfo]] = {}
         for info in queue:
