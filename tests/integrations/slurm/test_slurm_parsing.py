@@ -19,6 +19,7 @@ from apps.integrations.slurm.parsing import (
     SQUEUE_FIELDS,
     SqueueMemo,
     UnreadableOutput,
+    _all_known,
     gpus_in_gres,
     new_delimiter,
     parse_duration,
@@ -245,6 +246,54 @@ def test_a_memo_reuses_the_rows_that_did_not_change_from_one_call_to_the_next() 
     assert reused.count(False) == 1  # the one row whose reason changed was parsed again
     assert next(j for j, r in zip(second, reused, strict=True) if not r).reason == "Priority"
     assert len(memo) == len(second)
+
+
+def one_line_rows(delimiter: str) -> str:
+    """The captured answer without its rows whose free text holds a newline, cut with
+    `delimiter`: an answer a memo can read whole, line by line."""
+    rows, width = [], len(SQUEUE_FIELDS) - 1
+    tokens = SQUEUE.split(DELIM)
+    first = tokens[0]
+    for start in range(1, len(tokens), width):
+        last, _, following = tokens[start + width - 1].partition("\n")
+        values = [first, *tokens[start : start + width - 1], last]
+        if not any("\n" in v for v in values):
+            rows.append(delimiter.join(values) + "\n")
+        first = following
+    return "".join(rows)
+
+
+def test_an_answer_of_known_rows_only_is_read_line_by_line_as_the_full_parse_reads_it() -> None:
+    memo = SqueueMemo()
+    before = new_delimiter()
+    first = parse_squeue(one_line_rows(before), before, memo)
+    assert len(first) == len(memo) >= 10
+    after = new_delimiter()
+    second = parse_squeue(one_line_rows(after), after, memo)
+    assert second == parse_squeue(one_line_rows(after), after) == first
+    assert all(a is b for a, b in zip(first, second, strict=True))
+    # (read by the line-by-line path, which the captured answer, with its multi-line rows, is not)
+    assert _all_known(one_line_rows(after), after, memo.infos) == second
+    captured_memo = SqueueMemo()
+    parse_squeue(SQUEUE, DELIM, captured_memo)
+    assert _all_known(SQUEUE, DELIM, captured_memo.infos) is None
+    # Forged or broken answers made of known rows are still refused whole.
+    guessed = new_delimiter()
+    known = one_line_rows(after)
+    forged = [
+        known + guessed.join(["7", "7", "N/A", "x", "c", "RUNNING", *[""] * 12, "7"]) + "\n",
+        known + one_line_rows(before),  # known rows, but cut with another call's delimiter
+        known + known.split("\n", 1)[0],  # a known row without its newline
+        known[: len(known) // 2],
+        known + "squeue: error: something\n",
+    ]
+    for output in forged:
+        with pytest.raises(UnreadableOutput):
+            parse_squeue(output, after, memo)
+    # A field holding a NUL (which Slurm never prints) would make keys ambiguous: no memo.
+    with_nul = known.replace("long", "lo\x00ng", 1)
+    assert [j.name for j in parse_squeue(with_nul, after, memo)] == [j.name for j in parse_squeue(with_nul, after)]
+    assert len(memo) == 0
 
 
 def test_a_memo_spares_no_check_of_the_answer_in_hand() -> None:
