@@ -32,7 +32,7 @@ def new_delimiter() -> str:
     unit separators. A forged row needs the delimiter of the very call that reads it, drawn
     after the job was named: 2**96 is as far out of a guess's reach as 2**128 was, and a
     delimiter appears 18 times in each of 10,000 squeue rows a tracking cycle, so 18
-    characters instead of 34 make that answer ~40 % smaller to read and to split."""
+    characters instead of 34 make that answer ~35 % smaller to read and to split."""
     return f"\x1f{secrets.token_urlsafe(12)}\x1f"
 
 
@@ -337,10 +337,9 @@ class SqueueMemo:
     - the whole answer at once (`_all_known`): cut at newlines, this call's delimiter
       replaced by NUL in each line (the delimiter holds no newline). If every line is a key
       of the memo and the answer ends with a newline, the answer *is* those rows, framing
-      and all: each key is the NUL-join of a
-      row that passed every check (19 fields, first == last == a job id, no control
-      character in a fixed field) and holds no newline, and rows are what lies between
-      newlines once no field holds one. Any other line (a new or changed row, a row whose
+      and all: each key is the NUL-join of a row that passed every check (19 fields, first
+      == last == a job id, no control character in a fixed field) and holds no newline, and
+      rows are what lies between newlines once no field holds one. Any other line (a new or changed row, a row whose
       free text holds a newline, a forged or stray line, a partial row) sends the whole
       answer to the full parse below.
     - the full parse: split by this call's delimiter and every framing check, row by row;
