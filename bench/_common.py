@@ -52,6 +52,15 @@ def run_id() -> str:
 # ---------------------------------------------------------------- the local cluster
 
 
+def use_site(stack_dir: str | None) -> None:
+    """Talk to another local site than the shared one: the cluster.env of compose/local/stack.sh
+    started with AXLE_STACK_DIR=`stack_dir` (and ports of its own), e.g. a private site that
+    10,000 held jobs do not slow for everyone else."""
+    global CLUSTER_ENV
+    if stack_dir:
+        CLUSTER_ENV = Path(stack_dir) / "cluster.env"
+
+
 def cluster_env() -> dict[str, str]:
     """cluster.env as a dict, or exit: the local cluster is not up."""
     if not CLUSTER_ENV.exists():

@@ -65,11 +65,33 @@ def _date(value: str):
         return None
 
 
+# What a row of the runs table shows (templates/jobs/_job_rows.html) and its live version reads:
+# no script, parameters or inputs, and no join to the jobs it was rerun or reproduced from.
+ROW_COLUMNS = (
+    "id",
+    "uuid",
+    "name",
+    "status",
+    "cluster__name",
+    "slurm_job_id",
+    "reason",
+    "exit_code",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "accounting",
+    "metrics",
+    "failure_message",
+    "last_error",
+)
+
+
 def job_list(request):
     """The runs table: filters, sort, a chosen metric column, bulk actions; rows stay live."""
     get = request.GET
     filters = {k: get.get(k, "") for k in ("status", "cluster", "q", "since", "until", "sort", "metric")}
     jobs = selectors.job_list(user=request.user, status=filters["status"], cluster=filters["cluster"], q=filters["q"])
+    jobs = jobs.select_related(None).select_related("cluster").prefetch_related(None).only(*ROW_COLUMNS)
     jobs = selectors.job_runs_order(
         jobs,
         sort=filters["sort"],

@@ -60,6 +60,25 @@ def test_offset_pages_still_count_and_a_forged_cursor_is_refused(api, alice, gra
     assert response.status_code == 400 and "cursor" in response.json()["detail"]
 
 
+def test_every_offset_page_holds_the_same_rows_read_from_either_end(api, alice, grant):
+    jobs = [make_job(alice, grant=grant) for _ in range(11)]
+    same = timezone.now()
+    Job.objects.filter(pk__in=[j.pk for j in jobs[3:9]]).update(created_at=same)  # ties: the id decides
+    expected = [
+        str(u) for u in Job.objects.filter(owner=alice).order_by("-created_at", "-id").values_list("uuid", flat=True)
+    ]
+    api.force_authenticate(alice)
+    for offset in range(12):  # the pages past the middle are read from the index's far end
+        body = api.get(f"/api/v1/jobs/?limit=3&offset={offset}").json()
+        assert [item["id"] for item in body["results"]] == expected[offset : offset + 3]
+        assert body["count"] == 11 and (body["next"] is not None) == (offset + 3 < 11)
+    from apps.core.pagination import IdsFirstPaginator
+
+    listed = selectors.job_list(user=alice)
+    paginator = IdsFirstPaginator(listed, 2)
+    assert [str(j.uuid) for n in paginator.page_range for j in paginator.page(n)] == expected
+
+
 def _poll(client, url, version):
     return client.get(url, {"live": version}, headers={"HX-Request": "true"})
 

@@ -10,9 +10,12 @@ import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from .sbatch import Directive
+
+if TYPE_CHECKING:
+    from .parsing import SqueueMemo
 
 
 class SlurmError(Exception):
@@ -413,8 +416,11 @@ class SlurmClient(Protocol):
         other `SlurmError` when it certainly was not submitted. Markers must be unique."""
         ...
 
-    def queue(self, user: str) -> list[JobInfo]:
-        """All of `user`'s jobs Slurm's controller still holds, array tasks one per row."""
+    def queue(self, user: str, *, memo: SqueueMemo | None = None) -> list[JobInfo]:
+        """All of `user`'s jobs Slurm's controller still holds, array tasks one per row.
+        `memo`, kept by the caller from one call to the next for the same user, lets the SSH
+        transport skip parsing the rows unchanged since the last call (the JobInfo objects
+        are then shared: do not change them); the REST transport does not use it."""
         ...
 
     def accounting(self, job_ids: list[str]) -> list[JobInfo]:

@@ -45,7 +45,7 @@ from .base import (
     UsageWindow,
     submit_refusal,
 )
-from .parsing import gpus_in_gres
+from .parsing import SqueueMemo, gpus_in_gres
 
 log = logging.getLogger(__name__)
 
@@ -430,7 +430,7 @@ class RestClient:
                 session.close()
         return answers
 
-    def queue(self, user: str) -> list[JobInfo]:
+    def queue(self, user: str, *, memo: SqueueMemo | None = None) -> list[JobInfo]:
         """v0.0.38 cannot filter by user: one call, filtered here. The call asks only for
         what changed since the last answer (`update_time`): slurmctld then answers "no
         change" (HTTP 304, no body) unless any job changed, and the last answer stands. A

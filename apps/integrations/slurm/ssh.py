@@ -9,6 +9,7 @@ grant's cluster user, through one pinned-host-key connection reused for many cal
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import io
 import logging
@@ -619,10 +620,10 @@ class SSHClient:
             raise SlurmError(f"Cannot write the job's environment file in {folder}: {result.err}", permanent=False)
         return path
 
-    def queue(self, user: str) -> list[JobInfo]:
+    def queue(self, user: str, *, memo: parsing.SqueueMemo | None = None) -> list[JobInfo]:
         delimiter = parsing.new_delimiter()
         result = self._slurm(parsing.squeue_args(delimiter, user))
-        jobs = self._parsed(parsing.parse_squeue, result.out, delimiter)
+        jobs = self._parsed(functools.partial(parsing.parse_squeue, memo=memo), result.out, delimiter)
         return [job for job in jobs if job.user == user]
 
     def accounting(self, job_ids: list[str]) -> list[JobInfo]:

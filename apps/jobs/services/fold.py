@@ -100,12 +100,13 @@ def apply_infos(job: Job, infos: list[JobInfo], *, final: bool = False) -> Job:
     return job
 
 
-def apply_many(items: list[tuple[Job, list[JobInfo], bool]]) -> int:
+def apply_many(items: list[tuple[Job, list[JobInfo], bool]], *, untouched: list[Job] | None = None) -> int:
     """Record what Slurm says about many jobs (one tracking cycle) in one transaction and a
     few statements: the jobs whose status moves, one bulk compare-and-swap transition per new
     status with all their audit events appended at once; the jobs where only Slurm's details
     changed (state word, reason, expected start), one bulk write guarded by their status;
-    unchanged jobs, nothing at all. Returns how many jobs were written."""
+    unchanged jobs, nothing at all (appended to `untouched` when given). Returns how many jobs
+    were written."""
     moving: dict[str, list[tuple[Job, dict, dict]]] = {}
     details: list[Job] = []
     arrays: list[tuple[Job, list[JobInfo]]] = []
@@ -115,6 +116,8 @@ def apply_many(items: list[tuple[Job, list[JobInfo], bool]]) -> int:
     for job, infos, final in items:
         state, fields, moves, head = _plan(job, infos, final)
         if not job.is_array and not moves and all(getattr(job, k) == v for k, v in fields.items()):
+            if untouched is not None:
+                untouched.append(job)
             continue  # nothing new: no write
         if job.is_array:
             arrays.append((job, infos))

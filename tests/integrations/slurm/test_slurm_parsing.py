@@ -8,6 +8,7 @@ script for the scenario.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,7 +17,9 @@ import pytest
 from apps.integrations.slurm.base import JobInfo
 from apps.integrations.slurm.parsing import (
     SQUEUE_FIELDS,
+    SqueueMemo,
     UnreadableOutput,
+    _all_known,
     gpus_in_gres,
     new_delimiter,
     parse_duration,
@@ -141,7 +144,9 @@ def test_sacct_asks_for_every_job_in_one_call() -> None:
 
 def test_each_call_draws_its_own_delimiter_that_nobody_could_have_typed() -> None:
     first, second = new_delimiter(), new_delimiter()
-    assert first != second and len(first) >= 32
+    # 96 random bits: 16 URL-safe characters (6 bits each) between two unit separators
+    assert first != second and len(first) == 18
+    assert first[0] == first[-1] == "\x1f" and re.fullmatch(r"[A-Za-z0-9_-]{16}", first[1:-1])
 
 
 # ------------------------------------------------------------------ squeue
@@ -225,6 +230,94 @@ def test_output_that_is_not_whole_rows_is_refused_not_shifted(damage) -> None:
 
 def test_no_output_is_no_jobs() -> None:
     assert parse_squeue("", DELIM) == []
+
+
+def test_a_memo_reuses_the_rows_that_did_not_change_from_one_call_to_the_next() -> None:
+    memo = SqueueMemo()
+    first = parse_squeue(SQUEUE, DELIM, memo)
+    assert first == parse_squeue(SQUEUE, DELIM) and len(memo) == len(first)
+    # The next call draws its own delimiter: the rows are compared field by field, so the
+    # same rows cut by another delimiter are the same rows.
+    again = new_delimiter()
+    changed = SQUEUE.replace(DELIM, again).replace("JobHeldUser", "Priority", 1)
+    second = parse_squeue(changed, again, memo)
+    assert second == parse_squeue(changed, again)
+    reused = [a is b for a, b in zip(first, second, strict=True)]
+    assert reused.count(False) == 1  # the one row whose reason changed was parsed again
+    assert next(j for j, r in zip(second, reused, strict=True) if not r).reason == "Priority"
+    assert len(memo) == len(second)
+
+
+def one_line_rows(delimiter: str) -> str:
+    """The captured answer without its rows whose free text holds a newline, cut with
+    `delimiter`: an answer a memo can read whole, line by line."""
+    rows, width = [], len(SQUEUE_FIELDS) - 1
+    tokens = SQUEUE.split(DELIM)
+    first = tokens[0]
+    for start in range(1, len(tokens), width):
+        last, _, following = tokens[start + width - 1].partition("\n")
+        values = [first, *tokens[start : start + width - 1], last]
+        if not any("\n" in v for v in values):
+            rows.append(delimiter.join(values) + "\n")
+        first = following
+    return "".join(rows)
+
+
+def test_an_answer_of_known_rows_only_is_read_line_by_line_as_the_full_parse_reads_it() -> None:
+    memo = SqueueMemo()
+    before = new_delimiter()
+    first = parse_squeue(one_line_rows(before), before, memo)
+    assert len(first) == len(memo) >= 10
+    after = new_delimiter()
+    second = parse_squeue(one_line_rows(after), after, memo)
+    assert second == parse_squeue(one_line_rows(after), after) == first
+    assert all(a is b for a, b in zip(first, second, strict=True))
+    # (read by the line-by-line path, which the captured answer, with its multi-line rows, is not)
+    assert _all_known(one_line_rows(after), after, memo.infos) == second
+    captured_memo = SqueueMemo()
+    parse_squeue(SQUEUE, DELIM, captured_memo)
+    assert _all_known(SQUEUE, DELIM, captured_memo.infos) is None
+    # Forged or broken answers made of known rows are still refused whole.
+    guessed = new_delimiter()
+    known = one_line_rows(after)
+    forged = [
+        known + guessed.join(["7", "7", "N/A", "x", "c", "RUNNING", *[""] * 12, "7"]) + "\n",
+        known + one_line_rows(before),  # known rows, but cut with another call's delimiter
+        known + known.split("\n", 1)[0],  # a known row without its newline
+        known[: len(known) // 2],
+        known + "squeue: error: something\n",
+    ]
+    for output in forged:
+        with pytest.raises(UnreadableOutput):
+            parse_squeue(output, after, memo)
+    # A field holding a NUL (which Slurm never prints) would make keys ambiguous: no memo.
+    with_nul = known.replace("long", "lo\x00ng", 1)
+    assert [j.name for j in parse_squeue(with_nul, after, memo)] == [j.name for j in parse_squeue(with_nul, after)]
+    assert len(memo) == 0
+
+
+def test_a_memo_spares_no_check_of_the_answer_in_hand() -> None:
+    # Every row of the forged answers below is a row the memo knows; the framing is of this
+    # answer and is checked again, and a refused answer leaves the memo as it was.
+    memo = SqueueMemo()
+    parse_squeue(SQUEUE, DELIM, memo)
+    known = dict(memo.infos)
+    guessed = new_delimiter()
+    row = guessed.join(["7", "7", "N/A", "x", "c", "RUNNING", *[""] * 12, "7"])
+    forged = [
+        SQUEUE.replace("\n", f"\n{row}\n", 1),
+        SQUEUE[:-1] + "x\n",
+        SQUEUE + "squeue: error: something\n",
+        SQUEUE.replace(DELIM, "", 1),
+        SQUEUE + SQUEUE.split("\n", 1)[0],  # a known row's text without its newline
+    ]
+    for output in forged:
+        with pytest.raises(UnreadableOutput):
+            parse_squeue(output, DELIM, memo)
+        assert memo.infos == known
+    # The captured answer read with a delimiter other than its own is not rows at all.
+    with pytest.raises(UnreadableOutput):
+        parse_squeue(SQUEUE, new_delimiter(), memo)
 
 
 @pytest.mark.parametrize("text", ["UNLIMITED", "Partition_Limit", "INVALID"])
