@@ -324,11 +324,14 @@ def test_a_worker_killed_in_the_middle_of_a_batch_leaves_each_job_once_on_slurm_
         services.job_create(user=grant.user, cluster=grant.cluster, name=f"killed-batch-{i}", script=SCRIPT)
         for i in range(3)
     ]
-    real_start_run, real_deliver = tracking.start_run, submitting._deliver
+    real_start_run, real_open_run, real_deliver = tracking.start_run, tracking.open_run, submitting._deliver
 
-    def open_then_die(job):
-        real_start_run(job)
-        raise SystemExit("worker killed")
+    def dies_after(real):
+        def open_then_die(job):
+            real(job)
+            raise SystemExit("worker killed")
+
+        return open_then_die
 
     def deliver_then_die(client, requests):
         if killed == "after sbatch":
@@ -336,9 +339,10 @@ def test_a_worker_killed_in_the_middle_of_a_batch_leaves_each_job_once_on_slurm_
         raise SystemExit("worker killed")
 
     if killed == "opening the runs":
-        # Both ways a batch opens runs (concurrently, or one by one for a job that needs
-        # the cluster's files, as a file-store cluster's do) go through start_run.
-        monkeypatch.setattr(submitting.tracking, "start_run", open_then_die)
+        # Both ways a batch opens runs: concurrently with its tags alone (open_run, a plain
+        # job), or one by one for a job that needs the cluster's files (start_run).
+        monkeypatch.setattr(submitting.tracking, "open_run", dies_after(real_open_run))
+        monkeypatch.setattr(submitting.tracking, "start_run", dies_after(real_start_run))
     else:
         monkeypatch.setattr(submitting, "_deliver", deliver_then_die)
     for _ in range(3):
