@@ -316,22 +316,10 @@ class JobListCreateApi(APIView):
 
 
 class JobBatchItemSerializer(serializers.Serializer):
-    name = serializers.CharField(
-        required=False,
-        allow_blank=True,
-        default="",
-        max_length=200,
-        trim_whitespace=False,
-        validators=[RegexValidator(r"^[^\x00-\x1f\x7f]+$", "A job name cannot hold control characters.")],
-    )
-    script = serializers.CharField(
-        trim_whitespace=False,
-        validators=[
-            RegexValidator(r"^#![^\x00]*\Z", "The script must start with an interpreter line such as #!/bin/bash.")
-        ],
-        help_text="The sbatch script; it starts with an interpreter line such as #!/bin/bash",
-    )
-    parameters = ParametersField(required=False, default=dict, help_text="Exported to the job as environment variables")
+    # The same fields, checks and help as one job's POST (the batch takes plain jobs only).
+    name = JobCreateInputSerializer._declared_fields["name"]
+    script = JobCreateInputSerializer._declared_fields["script"]
+    parameters = JobCreateInputSerializer._declared_fields["parameters"]
 
 
 class JobBatchInputSerializer(serializers.Serializer):

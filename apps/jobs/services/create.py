@@ -99,25 +99,10 @@ def job_create(
                     extra={"problems": result.problems, "effective_request": result.effective_request},
                 )
             job = Job.objects.create(
-                uuid=job_uuid,
-                owner=user,
-                grant=grant,
-                cluster=cluster,
-                name=name,
-                script=script,
-                script_sha256=hashlib.sha256(script.encode("utf-8")).hexdigest(),
-                parameters=result.parameters,
-                effective_request=result.effective_request,
+                **_job_columns(user, grant, cluster, job_uuid, workdir, name, script, result, team),
                 hub_args=[*result.hub_args, *extra_args],
-                script_directives=result.script_directives,
-                cluster_username=grant.cluster_username,
-                marker=f"axle-{job_uuid.hex}",
-                workdir=workdir,
-                stdout_path=result.stdout_path,
-                stderr_path=result.stderr_path,
                 rerun_of=rerun_of,
                 reproduced_from=reproduced_from,
-                team=team,
                 code_repo=str(code.get("repo", "")).strip(),
                 code_ref=str(code.get("ref", "") or "").strip(),
                 code_commit=code_commit,
@@ -125,7 +110,6 @@ def job_create(
                 image_digest=image_digest,
                 verify_datasets=verify_datasets,
                 register_model_as=(register_model_as or "").strip(),
-                tracking_mode=cluster.tracking_mode,
                 idempotency_key=idempotency_key,
             )
             if versions:  # a new job has none to clear: no query for the (usual) job without datasets
@@ -153,6 +137,32 @@ def job_create(
             return earlier
         raise
     return job
+
+
+def _job_columns(
+    user, grant: ClusterGrant, cluster: Cluster, job_uuid, workdir: str, name: str, script: str, result, team
+) -> dict:
+    """The columns every new job gets from its grant and its validated script (`job_create`
+    and `job_create_many` add their own)."""
+    return {
+        "uuid": job_uuid,
+        "owner": user,
+        "grant": grant,
+        "cluster": cluster,
+        "name": name,
+        "script": script,
+        "script_sha256": hashlib.sha256(script.encode("utf-8")).hexdigest(),
+        "parameters": result.parameters,
+        "effective_request": result.effective_request,
+        "script_directives": result.script_directives,
+        "cluster_username": grant.cluster_username,
+        "marker": f"axle-{job_uuid.hex}",
+        "workdir": workdir,
+        "stdout_path": result.stdout_path,
+        "stderr_path": result.stderr_path,
+        "team": team,
+        "tracking_mode": cluster.tracking_mode,
+    }
 
 
 MAX_BATCH = 1000
@@ -190,27 +200,10 @@ def job_create_many(*, user, cluster: Cluster, jobs: Sequence[dict]) -> list[Job
         if not result.ok:
             refused.append({"index": index, "problems": result.problems})
             continue
-        script = item["script"]
         built.append(
             Job(
-                uuid=job_uuid,
-                owner=user,
-                grant=grant,
-                cluster=cluster,
-                name=name,
-                script=script,
-                script_sha256=hashlib.sha256(script.encode("utf-8")).hexdigest(),
-                parameters=result.parameters,
-                effective_request=result.effective_request,
+                **_job_columns(user, grant, cluster, job_uuid, workdir, name, item["script"], result, team),
                 hub_args=list(result.hub_args),
-                script_directives=result.script_directives,
-                cluster_username=grant.cluster_username,
-                marker=f"axle-{job_uuid.hex}",
-                workdir=workdir,
-                stdout_path=result.stdout_path,
-                stderr_path=result.stderr_path,
-                team=team,
-                tracking_mode=cluster.tracking_mode,
             )
         )
     if refused:
