@@ -52,7 +52,10 @@ def listening_tcp_inodes() -> set[str]:
 def socket_inodes(pid: int) -> set[str]:
     found = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
-        target = os.readlink(fd)
+        try:
+            target = os.readlink(fd)
+        except FileNotFoundError:  # closed between the listing and the read (a served request's)
+            continue
         if target.startswith("socket:["):
             found.add(target[len("socket:[") : -1])
     return found
