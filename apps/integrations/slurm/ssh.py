@@ -372,8 +372,15 @@ class SSHClient:
             raise TransportError(f"Cannot start a command on {self.host}: {exc}", permanent=False) from None
         try:
             if stdin is not None:
-                channel.sendall(stdin)
-            channel.shutdown_write()
+                try:
+                    channel.sendall(stdin)
+                except OSError:
+                    # A command may end without reading all its input (`cd` failing first):
+                    # its answer is still there to collect. Anything else is a lost connection.
+                    if not channel.exit_status_ready():
+                        raise
+            if not channel.closed:
+                channel.shutdown_write()
             return self._collect(channel, timeout or self.command_timeout)
         except (paramiko.SSHException, OSError, EOFError, _ConnectionLost) as exc:
             self.close()

@@ -62,11 +62,14 @@ class SSHFiles:
     def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None) -> CommandResult:
         from .ssh import _ConnectionLost
 
-        try:
-            return self.ssh.run(argv, stdin=stdin, timeout=timeout)
-        except _ConnectionLost as exc:
-            # Every file operation here is safe to repeat (a write lands by rename or not at all).
-            raise TransportError(f"Lost the connection to {self.ssh.host}: {exc}", permanent=False) from None
+        # Every file operation here is safe to repeat (a write lands by rename or not at all), so a
+        # kept connection that died under one is replaced and the operation tried once more.
+        for _ in range(2):
+            try:
+                return self.ssh.run(argv, stdin=stdin, timeout=timeout)
+            except _ConnectionLost as exc:
+                lost = exc
+        raise TransportError(f"Lost the connection to {self.ssh.host}: {lost}", permanent=False) from None
 
     def _sh(self, script: str, *args: str, stdin: bytes | None = None, timeout: float | None = None) -> CommandResult:
         return self.run(["/bin/sh", "-c", script, "sh", *args], stdin=stdin, timeout=timeout)

@@ -207,6 +207,31 @@ def test_a_connection_lost_before_sbatch_started_is_a_plain_transport_error(monk
     assert not isinstance(caught.value, AmbiguousSubmitError) and not caught.value.permanent
 
 
+def test_a_file_operation_whose_kept_connection_died_is_tried_once_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = SSHClient("127.0.0.1", 9, "alice", _ed25519_line()[1], host_key="SHA256:x")
+    calls: list[list[str]] = []
+
+    def drop_once(args: list[str], **kwargs: object) -> CommandResult:
+        calls.append(list(args))
+        if len(calls) == 1:
+            raise _ConnectionLost("Socket is closed")
+        return CommandResult(0, b"", b"")
+
+    monkeypatch.setattr(client, "run", drop_once)
+    client.files.mkdir("/scratch/alice/x")
+    assert calls == [["mkdir", "-p", "--", "/scratch/alice/x"]] * 2
+
+    def drop(args: list[str], **kwargs: object) -> CommandResult:
+        calls.append(list(args))
+        raise _ConnectionLost("Socket is closed")
+
+    calls.clear()
+    monkeypatch.setattr(client, "run", drop)
+    with pytest.raises(TransportError) as caught:
+        client.files.mkdir("/scratch/alice/x")
+    assert len(calls) == 2 and not caught.value.permanent and "Socket is closed" in str(caught.value)
+
+
 @pytest.mark.parametrize("name", ["LD_PRELOAD", "PATH", "SLURM_JOB_ID"])
 def test_both_transports_refuse_a_job_environment_that_changes_how_programs_run(name: str) -> None:
     # Refused before anything is sent: port 9 would not answer anyway.
