@@ -225,6 +225,23 @@ def _str(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _return_code(exit_code: Mapping[str, Any], state: str) -> int | None:
+    """A job's exit code from slurmdbd's answer, or None when the answer cannot be right.
+
+    slurmrestd 22.05 (v0.0.38) answers `{"status": "SUCCESS", "return_code": 0}` for every job,
+    one that exited 2 and is FAILED included (sacct says 2:0): a FAILED job shown as "exit code
+    0" would be a lie, so it has no exit code over REST then. Later versions give the number as
+    `{"set": true, "number": N}`."""
+    code = exit_code.get("return_code")
+    if isinstance(code, dict):
+        code = code.get("number") if code.get("set", True) else None
+    if not isinstance(code, int):
+        return None
+    if code == 0 and state == "FAILED":
+        return None
+    return code
+
+
 class RestClient:
     """slurmrestd for one cluster user. Reuses one HTTP session (keep-alive)."""
 
@@ -664,13 +681,14 @@ def _job_from_slurmdb(j: Mapping[str, Any]) -> JobInfo:
     array_job = array.get("job_id") or 0
     signal = (exit_code.get("signal") or {}).get("signal_id")
     comment = j.get("comment")
+    current = _str(state.get("current"))
     return JobInfo(
         job_id=str(j.get("job_id")),
         array_job_id=str(array_job) if array_job else None,
         array_task_id=str(task) if array_job and task is not None else None,
         name=_str(j.get("name")),
         comment=_str(comment.get("job") if isinstance(comment, dict) else comment),
-        state=_str(state.get("current")),
+        state=current,
         reason="" if state.get("reason") in (None, "None") else _str(state.get("reason")),
         user=_str(j.get("user")),
         account=_str(j.get("account")),
@@ -681,7 +699,7 @@ def _job_from_slurmdb(j: Mapping[str, Any]) -> JobInfo:
         node_list="" if j.get("nodes") in (None, "None assigned") else _str(j.get("nodes")),
         elapsed_seconds=times.get("elapsed"),
         time_limit_minutes=times.get("limit"),
-        exit_code=exit_code.get("return_code"),
+        exit_code=_return_code(exit_code, current),
         exit_signal=signal if isinstance(signal, int) else None,
         cpu_time_seconds=(total.get("seconds") or 0) + (total.get("microseconds") or 0) / 1e6 if total else None,
         max_rss_bytes=max_rss,

@@ -15,6 +15,7 @@ from apps.integrations.slurm.base import (
 )
 from apps.integrations.slurm.parsing import parse_duration, parse_scontrol_oneliner
 from apps.integrations.slurm.request import effective_request
+from apps.integrations.slurm.rest import RestClient
 from apps.integrations.slurm.sbatch import parse_array, parse_memory_mb
 from apps.integrations.slurm.ssh import SSHClient
 
@@ -85,6 +86,15 @@ def test_it_tracks_a_job_to_completion_and_reads_its_log_in_two_chunks(
     assert slurm.files.read(path, end, 100) == (b"", end)
     err, _ = slurm.files.read(f"{scratch}/contract-{job_id}.err", 0, 100)
     assert err == b"line three\n"
+
+
+def test_a_failed_job_never_shows_exit_code_zero(slurm: SlurmClient, scratch: str, marker: str) -> None:
+    # slurmrestd 22.05 answers exit code 0 for every job: over REST a FAILED job's code is then
+    # unknown (None), never 0; sacct over SSH has the real one.
+    job_id = slurm.submit(request("#!/bin/bash\nexit 3\n", scratch, marker))
+    [job] = finished(slurm, job_id)
+    assert job.state == "FAILED"
+    assert job.exit_code == (None if isinstance(slurm, RestClient) else 3)
 
 
 def test_it_cancels_a_long_job(slurm: SlurmClient, scratch: str, marker: str) -> None:

@@ -18,7 +18,7 @@ from apps.integrations.slurm.base import (
     TransportError,
     UnsupportedOperation,
 )
-from apps.integrations.slurm.rest import RestClient, job_properties, mint_token
+from apps.integrations.slurm.rest import RestClient, _job_from_slurmdb, job_properties, mint_token
 from apps.integrations.slurm.ssh import (
     CommandResult,
     PinnedHostKey,
@@ -251,3 +251,21 @@ def test_the_ssh_transport_names_slurms_programs_by_absolute_path_in_a_fixed_env
         ssh.slurm_command(["rm", "-rf", "/"])
     with pytest.raises(TransportError):
         SSHClient("127.0.0.1", 9, "alice", _ed25519_line()[1], host_key="SHA256:x", slurm_bin_dir="bin")
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "state", "expected"),
+    [
+        ({"status": "SUCCESS", "return_code": 0}, "COMPLETED", 0),
+        # slurmrestd 22.05 says this of a job that exited 3 (sacct: 3:0): not believed
+        ({"status": "SUCCESS", "return_code": 0}, "FAILED", None),
+        ({"status": "FAILED", "return_code": 3}, "FAILED", 3),
+        # later data parsers: the number with its "set" flag
+        ({"status": ["EXITED"], "return_code": {"set": True, "infinite": False, "number": 3}}, "FAILED", 3),
+        ({"status": ["PENDING"], "return_code": {"set": False, "infinite": False, "number": 0}}, "PENDING", None),
+        ({}, "RUNNING", None),
+    ],
+)
+def test_rest_accounting_exit_codes(exit_code: dict, state: str, expected: int | None) -> None:
+    job = _job_from_slurmdb({"job_id": 7, "state": {"current": state}, "exit_code": exit_code})
+    assert (job.state, job.exit_code) == (state, expected)
