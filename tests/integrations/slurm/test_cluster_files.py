@@ -133,6 +133,15 @@ def test_it_hashes_many_files_in_one_call_as_sha256sum_prints_them(
     assert "not-there" in caught.value.detail
 
 
+def test_a_command_that_ends_before_reading_its_input_still_answers(files: ClusterFiles, folder: str) -> None:
+    # `cd` fails and the remote side closes while the names (4 MB, more than SSH's window) are
+    # still being sent: that is the command's answer, not a lost connection.
+    names = [f"name-{i:014d}" for i in range(200_000)]
+    for _ in range(3):
+        with pytest.raises(RemoteFileMissing):
+            files.sha256_many(f"{folder}/nothing", names)
+
+
 def test_its_commands_take_every_word_literally(files: ClusterFiles) -> None:
     result = files.run(["printf", "%s|", "$(id)", "a b", "; echo no"])
     assert (result.exit_status, result.stdout) == (0, b"$(id)|a b|; echo no|")
