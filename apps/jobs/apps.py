@@ -18,6 +18,17 @@ def _start_tracking(**kwargs):
         logging.getLogger(__name__).exception("could not start the tracking loop")
 
 
+def _freeze_startup_heap(**kwargs):
+    # Everything a freshly spawned worker holds (Django, its apps, Optuna, MLflow's client...)
+    # lives as long as the process: moved out of the collector's reach, a full collection scans
+    # only what tasks allocate. Measured in a bench process holding the same modules: full
+    # collections of 0.1-0.26 s each, landing in the middle of a submission.
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 class JobsConfig(AppConfig):
     name = "apps.jobs"
     label = "jobs"
@@ -25,4 +36,5 @@ class JobsConfig(AppConfig):
     def ready(self):
         from django_q.signals import post_spawn
 
+        post_spawn.connect(_freeze_startup_heap, dispatch_uid="apps.jobs.freeze_startup_heap")
         post_spawn.connect(_start_tracking, dispatch_uid="apps.jobs.start_tracking")
