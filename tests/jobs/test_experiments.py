@@ -6,10 +6,12 @@ and never uses an experiment it merely finds by name."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import uuid
 
 import pytest
+from django.apps import apps
 
 from apps.audit.models import AuditEvent
 from apps.clusters.models import Cluster
@@ -20,6 +22,7 @@ from apps.jobs import experiments, tracking
 from apps.jobs.experiments import TOKEN_TAG, experiment_ensure
 from apps.jobs.models import HubExperiment, Job
 from tests.factories import ClusterFactory, TeamFactory, UserFactory
+from tests.registry.conftest import make_job
 
 
 class FakeMlflow:
@@ -125,6 +128,19 @@ def test_an_experiment_recorded_before_the_upgrade_is_used_as_it_is(db, mlflow):
     """Migration 0009 records the ids the hub's jobs already hold, with no token."""
     HubExperiment.objects.create(name="team-vision", mlflow_name="team-vision", experiment_id="42")
     assert experiment_ensure(name="team-vision", tracking=mlflow) == "42" and mlflow.creates == 0
+
+
+def test_the_migration_records_the_experiments_the_hubs_jobs_already_use(db, mlflow):
+    alice, team = UserFactory(username="alice"), TeamFactory(name="vision")
+    make_job(alice, team=team, mlflow_experiment_id="7")
+    make_job(alice, team=team, mlflow_experiment_id="9")  # the latest wins
+    make_job(alice, mlflow_experiment_id="8")
+    make_job(alice, team=TeamFactory(name="never-ran"))
+    migration = importlib.import_module("apps.jobs.migrations.0009_record_hub_experiments")
+    migration.record(apps, None)
+    recorded = dict(HubExperiment.objects.values_list("name", "experiment_id"))
+    assert recorded == {"team-vision": "9", "user-alice": "8"}
+    assert experiment_ensure(name="team-vision", tracking=mlflow) == "9" and mlflow.creates == 0
 
 
 def test_it_gives_up_when_every_name_it_tries_is_taken(db, mlflow, monkeypatch):
