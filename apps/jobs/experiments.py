@@ -17,7 +17,7 @@ whose create finds the name taken reads the tag: its row's token means a fellow 
 experiment (or one whose worker died before recording it), anything else someone else's.
 The token is not logged; only the hub's own row holds it until the experiment exists.
 
-Experiments made before this record existed are recorded by migration 0008 from the ids
+Experiments made before this record existed are recorded by migration 0009 from the ids
 the hub's jobs and sweeps hold: the hub adopts only what it already used."""
 
 from __future__ import annotations
