@@ -188,15 +188,11 @@ class HubExperiment(models.Model):
     Any MLflow login may create experiments, and manages what it creates: the hub never puts
     a team's runs in an experiment merely found by its name. `name` is the hub's name for it
     (`team-<team>`, `user-<username>`); `mlflow_name` the experiment's name in MLflow, the same
-    unless someone else had taken it first. `token` is the random value the hub tags its
-    experiment with at creation, so that a worker finding the name taken can tell a fellow
-    worker's experiment (or one made by a worker that died before recording it) from anyone
-    else's. `experiment_id` is empty until the experiment exists."""
+    unless another login had taken it first."""
 
     name = models.CharField(max_length=200, unique=True)
     mlflow_name = models.CharField(max_length=255)
-    experiment_id = models.CharField(max_length=64, blank=True)
-    token = models.CharField(max_length=64, blank=True)
+    experiment_id = models.CharField(max_length=64)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

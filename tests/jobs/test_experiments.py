@@ -78,20 +78,24 @@ def test_it_does_not_use_an_experiment_someone_else_made_under_the_teams_name(db
     assert row.mlflow_name.startswith("team-vision (axle ") and mlflow.experiments[row.mlflow_name][0] == ours
     event = AuditEvent.objects.get(action="mlflow.experiment_name_taken")
     assert event.subject_id == squatted and event.after["hub_mlflow_name"] == row.mlflow_name
-    assert "not made by the hub" in caplog.text and row.token not in caplog.text
-    assert row.token not in str(event.after)
+    assert "not made by the hub" in caplog.text
+    assert experiments.token(row.mlflow_name) not in caplog.text + str(event.after)
     # From now on the team's experiment is the hub's, without asking MLflow.
     assert experiment_ensure(name="team-vision", tracking=mlflow) == ours and mlflow.creates == 1
 
 
-def test_it_does_not_take_a_guessed_token_for_its_own(db, mlflow):
-    squatted = mlflow.add("team-vision", {TOKEN_TAG: ""})
-    mlflow.add("user-alice", {TOKEN_TAG: "guess"})
-    assert experiment_ensure(name="team-vision", tracking=mlflow) != squatted
-    assert experiment_ensure(name="user-alice", tracking=mlflow) != mlflow.experiments["user-alice"][0]
+def test_it_does_not_take_a_guessed_or_borrowed_tag_for_its_own(db, mlflow):
+    """Whoever makes an experiment sets its tags: an empty one, a guess, or the tag a job of
+    team A reads on its own team's experiment, copied onto `team-B`."""
+    experiment_ensure(name="team-a", tracking=mlflow)
+    borrowed = mlflow.experiments["team-a"][1][TOKEN_TAG]
+    for name, tag in [("team-b", borrowed), ("team-c", ""), ("user-alice", "guess")]:
+        squatted = mlflow.add(name, {TOKEN_TAG: tag})
+        assert experiment_ensure(name=name, tracking=mlflow) != squatted
+    assert AuditEvent.objects.filter(action="mlflow.experiment_name_taken").count() == 3
 
 
-def test_it_adopts_the_experiment_a_worker_made_before_it_died(db, mlflow):
+def test_it_adopts_its_experiment_made_by_a_worker_that_died_before_recording_it(db, mlflow):
     def dies():
         raise MlflowUnavailable("the worker died before recording the id")
 
@@ -99,18 +103,26 @@ def test_it_adopts_the_experiment_a_worker_made_before_it_died(db, mlflow):
     with pytest.raises(MlflowUnavailable):
         experiment_ensure(name="team-vision", tracking=mlflow)
     orphan = mlflow.experiments["team-vision"][0]
-    assert HubExperiment.objects.get(name="team-vision").experiment_id == ""
+    assert not HubExperiment.objects.filter(name="team-vision").exists()
     assert experiment_ensure(name="team-vision", tracking=mlflow) == orphan
     assert not AuditEvent.objects.filter(action="mlflow.experiment_name_taken").exists()
 
 
+def test_a_database_restored_from_a_backup_finds_the_experiments_made_since(db, mlflow):
+    mlflow.add("team-vision")
+    ours = experiment_ensure(name="team-vision", tracking=mlflow)
+    HubExperiment.objects.all().delete()  # the backup predates them
+    assert experiment_ensure(name="team-vision", tracking=mlflow) == ours and mlflow.creates == 1
+
+
 def test_two_workers_racing_for_a_new_name_share_one_experiment(db, mlflow):
     """The second worker's create finds the name taken (the first has not recorded its id
-    yet): the token tag says it is the hub's."""
+    yet): the tag says it is the hub's."""
     second: list[str] = []
     mlflow.on_create = lambda: second.append(experiment_ensure(name="team-vision", tracking=mlflow))
     first = experiment_ensure(name="team-vision", tracking=mlflow)
     assert second == [first] and mlflow.creates == 1
+    assert HubExperiment.objects.get(name="team-vision").experiment_id == first
     assert not AuditEvent.objects.filter(action="mlflow.experiment_name_taken").exists()
 
 
@@ -125,7 +137,7 @@ def test_two_workers_finding_the_name_taken_make_one_experiment_and_one_audit_ev
 
 
 def test_an_experiment_recorded_before_the_upgrade_is_used_as_it_is(db, mlflow):
-    """Migration 0009 records the ids the hub's jobs already hold, with no token."""
+    """Migration 0009 records the ids the hub's jobs already hold; those experiments carry no tag."""
     HubExperiment.objects.create(name="team-vision", mlflow_name="team-vision", experiment_id="42")
     assert experiment_ensure(name="team-vision", tracking=mlflow) == "42" and mlflow.creates == 0
 
@@ -146,7 +158,7 @@ def test_the_migration_records_the_experiments_the_hubs_jobs_already_use(db, mlf
 def test_it_gives_up_when_every_name_it_tries_is_taken(db, mlflow, monkeypatch):
     mlflow.add("team-vision")
     mlflow.add("team-vision (axle same)")
-    monkeypatch.setattr(experiments, "distinct_name", lambda name: f"{name} (axle same)")
+    monkeypatch.setattr(experiments, "candidate_name", lambda name, n: name if n == 0 else f"{name} (axle same)")
     with pytest.raises(MlflowUnavailable, match="every name it tried was taken"):
         experiment_ensure(name="team-vision", tracking=mlflow)
 
