@@ -180,3 +180,20 @@ class JobTask(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_id}[{self.task_id}]"
+
+
+class HubExperiment(models.Model):
+    """An MLflow experiment the hub made itself for a team or a user (`apps.jobs.experiments`).
+
+    Any MLflow login may create experiments, and manages what it creates: the hub never puts
+    a team's runs in an experiment merely found by its name. `name` is the hub's name for it
+    (`team-<team>`, `user-<username>`); `mlflow_name` the experiment's name in MLflow, the same
+    unless another login had taken it first."""
+
+    name = models.CharField(max_length=200, unique=True)
+    mlflow_name = models.CharField(max_length=255)
+    experiment_id = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name

@@ -18,6 +18,7 @@ from apps.integrations.mlflow.base import MetricPoint, MlflowError, RunStatus
 from apps.integrations.mlflow.client import TrackingClient
 from apps.integrations.slurm.base import ClusterFiles, RemoteFileMissing
 
+from . import experiments
 from .models import Job
 
 # How a finished job's state reads in MLflow.
@@ -49,6 +50,11 @@ def mlflow_username(job: Job) -> str:
 
 def experiment_name(job: Job) -> str:
     return f"team-{job.team.name}" if job.team_id else f"user-{job.owner.get_username()}"
+
+
+def hub_experiment_id(job: Job, tracking: TrackingClient | None = None) -> str:
+    """The id of the job's team's (or user's) experiment: one the hub made (`experiments`)."""
+    return experiments.experiment_ensure(name=experiment_name(job), tracking=tracking or client())
 
 
 def mlruns_dir(job: Job) -> str:
@@ -93,12 +99,12 @@ def open_run(job: Job) -> tuple[str, str]:
     A job on its first attempt (`attempts` is 1 once a submission took it) cannot have a run
     from an earlier attempt: the search for one is made only from the second attempt on."""
     tracking = client()
-    experiment_id = job.mlflow_experiment_id or tracking.ensure_experiment(experiment_name(job))
+    experiment = job.mlflow_experiment_id or hub_experiment_id(job, tracking)
     run_id = job.mlflow_run_id
     if not run_id and job.attempts > 1:
-        run_id = _run_of_an_earlier_attempt(tracking, experiment_id, job)
-    run_id = run_id or tracking.create_run(experiment_id, job.name, run_tags(job))
-    return experiment_id, run_id
+        run_id = _run_of_an_earlier_attempt(tracking, experiment, job)
+    run_id = run_id or tracking.create_run(experiment, job.name, run_tags(job))
+    return experiment, run_id
 
 
 def log_parameters(job: Job, run_id: str) -> None:

@@ -144,9 +144,7 @@ def _make_runs(sweep: Sweep) -> None:
         # which may edit that experiment only (tracking.job_environment).
         job = pending[0].job
         experiment_id = (
-            sweep.mlflow_experiment_id
-            or job.mlflow_experiment_id
-            or client.ensure_experiment(tracking.experiment_name(job))
+            sweep.mlflow_experiment_id or job.mlflow_experiment_id or tracking.hub_experiment_id(job, client)
         )
         run_id = client.create_run(
             experiment_id, sweep.name, {"axle.sweep_id": str(sweep.uuid), "mlflow.user": sweep.owner.get_username()}

@@ -15,7 +15,7 @@ from apps.clusters.models import Cluster
 from apps.clusters.transport import slurm_client
 from apps.integrations.slurm import ssh as ssh_transport
 from apps.integrations.slurm.base import AmbiguousSubmitError
-from apps.jobs import services
+from apps.jobs import services, tracking
 from apps.jobs.models import Job
 from apps.jobs.services import submit as submitting
 from tests.jobs.test_contract import assert_found_by_its_marker, script
@@ -81,6 +81,8 @@ def test_a_batch_goes_in_one_round_trip_and_one_refusal_fails_alone(grant, monke
             return self.cm.__exit__(*exc)
 
     monkeypatch.setattr(submitting, "slurm_client", Counting)
+    # Made and recorded once per team (apps.jobs.experiments), not per batch: not counted here.
+    tracking.hub_experiment_id(jobs[0])
     with CaptureQueriesContext(connection) as queries:
         services.job_submit(job_id=jobs[0].pk)
     try:

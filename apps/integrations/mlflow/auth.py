@@ -10,7 +10,8 @@ login of its own configured (AXLE_MLFLOW_USERNAME, required in production) that 
 runs. Only a hub without a login (local development) gets None: no login to hand out.
 
 Any login may create experiments and registered models on such a server (MLflow's auth app
-grants creation to every user and MANAGE to the creator); see `squatting_problem`.
+grants creation to every user and MANAGE to the creator, who may then grant it to anyone):
+the hub never uses a team's experiment it did not make itself (`apps.jobs.experiments`).
 
 Passwords are never logged, put in an exception or returned in a repr.
 """

@@ -205,7 +205,10 @@ class TrackingClient:
 
     def ensure_experiment(self, name: str) -> str:
         """The id of experiment `name`, created if missing. Two workers may race to create
-        it: the loser gets RESOURCE_ALREADY_EXISTS and reads the winner's id."""
+        it: the loser gets RESOURCE_ALREADY_EXISTS and reads the winner's id.
+
+        Whoever made the experiment is not checked: not for a team's or a user's experiment,
+        whose name any MLflow login could have taken first (`apps.jobs.experiments`)."""
         try:
             return self._get("experiments/get-by-name", "looking up an experiment", experiment_name=name)["experiment"][
                 "experiment_id"
@@ -221,6 +224,22 @@ class TrackingClient:
         return self._get("experiments/get-by-name", "looking up an experiment", experiment_name=name)["experiment"][
             "experiment_id"
         ]
+
+    def create_experiment(self, name: str, tags: Mapping[str, str] | None = None) -> str:
+        """The id of a new experiment `name`; MlflowError with code RESOURCE_ALREADY_EXISTS
+        when the name is taken (by anyone, deleted experiments included)."""
+        body = {"name": name, "tags": [{"key": k, "value": str(v)} for k, v in (tags or {}).items()]}
+        return self._post("experiments/create", "creating an experiment", body)["experiment_id"]
+
+    def experiment_by_name(self, name: str) -> tuple[str, dict[str, str]] | None:
+        """(id, tags) of experiment `name`, or None when there is none."""
+        try:
+            found = self._get("experiments/get-by-name", "looking up an experiment", experiment_name=name)
+        except MlflowError as exc:
+            if exc.code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        return found["experiment"]["experiment_id"], _kv(found["experiment"].get("tags"))
 
     def create_run(self, experiment_id: str, run_name: str, tags: Mapping[str, str] | None = None) -> str:
         body = {

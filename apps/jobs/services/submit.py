@@ -328,7 +328,7 @@ def _prepare_and_deliver(jobs: list[Job], client: SlurmClient, outcome: "_Outcom
             continue
         name = tracking.experiment_name(job)
         if name not in experiments:
-            experiments[name] = _call(tracking.client().ensure_experiment, name)
+            experiments[name] = _call(tracking.hub_experiment_id, job)
         if not isinstance(experiments[name], Exception):
             job.mlflow_experiment_id = experiments[name]
     if len(simple) == 1:

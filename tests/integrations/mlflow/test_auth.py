@@ -193,3 +193,21 @@ def test_a_job_login_may_create_objects_but_they_stay_out_of_other_teams_reach(t
     auth.user_delete(admin, two_teams["login"].username)
     later = admin.create_run(experiment, "the later team's run")
     assert _refused(lambda: job.get_run(later)).status == 401
+
+
+def test_a_login_that_made_an_experiment_may_grant_it_to_another_login(tracking_uri, admin, two_teams):
+    """Why the hub never uses an experiment it did not make (apps.jobs.experiments): its maker
+    holds MANAGE, and with it may grant anyone on it, the hub's own login included, so who
+    holds a permission on an experiment does not tell who made it; nor do its tags, which the
+    maker sets in the same call."""
+    job = _as(tracking_uri, two_teams["login"])
+    tag = uuid.uuid4().hex[:8]
+    experiment = job.create_experiment(f"team-later-{tag}", {"axle.hub_token": "anything"})
+    assert job.experiment_by_name(f"team-later-{tag}") == (experiment, {"axle.hub_token": "anything"})
+    accomplice = auth.user_with_permissions(admin, f"axle-job-test-{tag}-2", [])
+    try:
+        body = {"username": accomplice.username, "resource_type": "experiment", "resource_id": experiment}
+        auth._call(job, "POST", auth.PERMISSIONS_GRANT, "granting", {**body, "permission": "MANAGE"})
+        _as(tracking_uri, accomplice).create_run(experiment, "the accomplice's run")
+    finally:
+        auth.user_delete(admin, accomplice.username)

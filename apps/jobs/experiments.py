@@ -1,0 +1,123 @@
+"""The MLflow experiment of a team (`team-<name>`) or a user (`user-<username>`): only ever
+one the hub made itself.
+
+MLflow's auth app lets any login create experiments and makes it their manager, free to
+grant them to anyone. A job of team A could create `team-B` before team B's first job; were
+the hub to use what it finds by that name, team B's runs would sit where team A's login
+reads them, grants others on them and deletes them. So the hub records the experiment it
+makes for each name (`HubExperiment`) and uses only that.
+
+Telling its own experiment from another's: the hub tags each experiment it creates with an
+HMAC of the experiment's name under the hub's secret key (`TOKEN_TAG`). Whoever creates an
+experiment may set any tag on it, but cannot compute this one; the tag of a team's own
+experiment, which the team's job logins can read, is worth nothing for any other name.
+Workers racing to make the same experiment converge on one: the loser's create finds the
+name taken and the tag its own. An experiment whose worker died before recording it, or
+made by a hub whose database was since restored from a backup, is recognised the same way.
+
+A name another login took first is left to it: the hub makes `<name> (axle <8 hex>)`
+instead, the hex from the same HMAC, so it cannot be taken in advance and every worker picks
+the same one. A team's work goes on (refusing would let any login block another team until
+an administrator steps in); the hub logs a warning and records an audit event
+(`mlflow.experiment_name_taken`) for an administrator to look into. A space and brackets
+are in no team's or user's name: the new name is no one else's `team-…` or `user-…`.
+
+Recording is settled in the database (a unique name: the first row wins, with its audit
+event in the same transaction), with no transaction open while MLflow answers. Experiments
+made before this record existed are recorded by migration 0009 from the ids the hub's jobs
+and sweeps hold: the hub adopts only what it already used."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from django.db import transaction
+from django.utils.crypto import salted_hmac
+
+from apps.audit.services import audit_record
+from apps.integrations.mlflow.base import MlflowError, MlflowUnavailable
+from apps.integrations.mlflow.client import TrackingClient
+
+from .models import HubExperiment
+
+log = logging.getLogger(__name__)
+
+TOKEN_TAG = "axle.hub_token"
+_ATTEMPTS = 4  # a name someone else took costs one; the hub's own names cannot be guessed
+
+
+def _hmac(purpose: str, value: str) -> str:
+    return salted_hmac(f"axle.jobs.experiments.{purpose}", value, algorithm="sha256").hexdigest()
+
+
+def token(mlflow_name: str) -> str:
+    """The tag value that marks experiment `mlflow_name` as the hub's."""
+    return _hmac("token", mlflow_name)
+
+
+def candidate_name(name: str, attempt: int) -> str:
+    """The MLflow name to try for `name`: itself first, then names only the hub can work out."""
+    return name if attempt == 0 else f"{name} (axle {_hmac('name', f'{name}#{attempt}')[:8]})"
+
+
+def experiment_ensure(*, name: str, tracking: TrackingClient) -> str:
+    """The id of the hub's experiment `name`, made (once, whichever worker asks) if there is none."""
+    row = HubExperiment.objects.filter(name=name).first()
+    if row is not None:
+        return row.experiment_id
+    taken: list[tuple[str, str]] = []  # (name, id) of experiments someone else made
+    attempt = 0
+    for _ in range(_ATTEMPTS):
+        mlflow_name = candidate_name(name, attempt)
+        experiment_id, someone_elses = _create_or_find_ours(tracking, mlflow_name)
+        if experiment_id:
+            return _record(name, mlflow_name, experiment_id, taken)
+        if someone_elses:
+            taken.append((mlflow_name, someone_elses))
+            attempt += 1
+    raise MlflowUnavailable(f"The hub could not make its MLflow experiment for {name}: every name it tried was taken.")
+
+
+def _create_or_find_ours(tracking: TrackingClient, mlflow_name: str) -> tuple[str, str]:
+    """(id, "") of the hub's experiment `mlflow_name`, created now or found with the hub's
+    tag; ("", id) when someone else made it; ("", "") when it was gone by the time it was
+    looked up (deleted for good): worth another try."""
+    try:
+        return tracking.create_experiment(mlflow_name, {TOKEN_TAG: token(mlflow_name)}), ""
+    except MlflowError as exc:
+        if exc.code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    found = tracking.experiment_by_name(mlflow_name)
+    if found is None:
+        return "", ""
+    experiment_id, tags = found
+    if hmac.compare_digest(tags.get(TOKEN_TAG, ""), token(mlflow_name)):
+        return experiment_id, ""
+    return "", experiment_id
+
+
+def _record(name: str, mlflow_name: str, experiment_id: str, taken: list[tuple[str, str]]) -> str:
+    """The recorded id for `name`: this one, or a racing worker's if it recorded first (the
+    same experiment: both found the same names taken and the same one the hub's)."""
+    with transaction.atomic():
+        row, created = HubExperiment.objects.get_or_create(
+            name=name, defaults={"mlflow_name": mlflow_name, "experiment_id": experiment_id}
+        )
+        if created and taken:
+            audit_record(
+                action="mlflow.experiment_name_taken",
+                subject_type="mlflow.experiment",
+                subject_id=taken[0][1],
+                subject_text=taken[0][0],
+                after={"name": name, "taken": [{"name": n, "id": i} for n, i in taken], "hub_mlflow_name": mlflow_name},
+            )
+    if created and taken:
+        log.warning(
+            "MLflow experiment %r (id %s) was not made by the hub, which does not use it: %s's runs go to %r.",
+            taken[0][0],
+            taken[0][1],
+            name,
+            mlflow_name,
+        )
+    return row.experiment_id

@@ -1,0 +1,205 @@
+"""A team's runs go only to an experiment the hub made itself (apps.jobs.experiments).
+
+MLflow's auth app lets any login create experiments and manage what it creates: a job of one
+team could take `team-<other>` before that team's first job. The hub records what it makes
+and never uses an experiment it merely finds by name."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import uuid
+
+import pytest
+from django.apps import apps
+
+from apps.audit.models import AuditEvent
+from apps.clusters.models import Cluster
+from apps.integrations.mlflow import auth
+from apps.integrations.mlflow.base import MlflowError, MlflowUnavailable
+from apps.integrations.mlflow.client import TrackingClient
+from apps.jobs import experiments, tracking
+from apps.jobs.experiments import TOKEN_TAG, experiment_ensure
+from apps.jobs.models import HubExperiment, Job
+from tests.factories import ClusterFactory, TeamFactory, UserFactory
+from tests.registry.conftest import make_job
+
+
+class FakeMlflow:
+    """Experiments by name, as MLflow keeps them: a name is taken once, by whoever came first."""
+
+    def __init__(self) -> None:
+        self.experiments: dict[str, tuple[str, dict[str, str]]] = {}
+        self.creates = 0
+        self.on_create = None  # called after storing, before answering: a worker dying, a race
+        self.on_lookup = None
+
+    def add(self, name: str, tags: dict[str, str] | None = None) -> str:
+        experiment_id = str(len(self.experiments) + 1)
+        self.experiments[name] = (experiment_id, dict(tags or {}))
+        return experiment_id
+
+    def create_experiment(self, name: str, tags: dict[str, str] | None = None) -> str:
+        if name in self.experiments:
+            raise MlflowError("already exists", permanent=True, code="RESOURCE_ALREADY_EXISTS", status=400)
+        self.creates += 1
+        experiment_id = self.add(name, tags)
+        if self.on_create:
+            hook, self.on_create = self.on_create, None
+            hook()
+        return experiment_id
+
+    def experiment_by_name(self, name: str) -> tuple[str, dict[str, str]] | None:
+        if self.on_lookup:
+            hook, self.on_lookup = self.on_lookup, None
+            hook()
+        return self.experiments.get(name)
+
+
+@pytest.fixture
+def mlflow() -> FakeMlflow:
+    return FakeMlflow()
+
+
+def test_it_makes_a_teams_experiment_once_and_reuses_it(db, mlflow):
+    first = experiment_ensure(name="team-vision", tracking=mlflow)
+    assert experiment_ensure(name="team-vision", tracking=mlflow) == first
+    assert mlflow.creates == 1
+    assert mlflow.experiments["team-vision"][0] == first
+    assert HubExperiment.objects.get(name="team-vision").experiment_id == first
+
+
+def test_it_does_not_use_an_experiment_someone_else_made_under_the_teams_name(db, mlflow, caplog):
+    squatted = mlflow.add("team-vision")
+    with caplog.at_level(logging.WARNING):
+        ours = experiment_ensure(name="team-vision", tracking=mlflow)
+    assert ours != squatted
+    row = HubExperiment.objects.get(name="team-vision")
+    assert row.mlflow_name.startswith("team-vision (axle ") and mlflow.experiments[row.mlflow_name][0] == ours
+    event = AuditEvent.objects.get(action="mlflow.experiment_name_taken")
+    assert event.subject_id == squatted and event.after["hub_mlflow_name"] == row.mlflow_name
+    assert "not made by the hub" in caplog.text
+    assert experiments.token(row.mlflow_name) not in caplog.text + str(event.after)
+    # From now on the team's experiment is the hub's, without asking MLflow.
+    assert experiment_ensure(name="team-vision", tracking=mlflow) == ours and mlflow.creates == 1
+
+
+def test_it_does_not_take_a_guessed_or_borrowed_tag_for_its_own(db, mlflow):
+    """Whoever makes an experiment sets its tags: an empty one, a guess, or the tag a job of
+    team A reads on its own team's experiment, copied onto `team-B`."""
+    experiment_ensure(name="team-a", tracking=mlflow)
+    borrowed = mlflow.experiments["team-a"][1][TOKEN_TAG]
+    for name, tag in [("team-b", borrowed), ("team-c", ""), ("user-alice", "guess")]:
+        squatted = mlflow.add(name, {TOKEN_TAG: tag})
+        assert experiment_ensure(name=name, tracking=mlflow) != squatted
+    assert AuditEvent.objects.filter(action="mlflow.experiment_name_taken").count() == 3
+
+
+def test_it_adopts_its_experiment_made_by_a_worker_that_died_before_recording_it(db, mlflow):
+    def dies():
+        raise MlflowUnavailable("the worker died before recording the id")
+
+    mlflow.on_create = dies
+    with pytest.raises(MlflowUnavailable):
+        experiment_ensure(name="team-vision", tracking=mlflow)
+    orphan = mlflow.experiments["team-vision"][0]
+    assert not HubExperiment.objects.filter(name="team-vision").exists()
+    assert experiment_ensure(name="team-vision", tracking=mlflow) == orphan
+    assert not AuditEvent.objects.filter(action="mlflow.experiment_name_taken").exists()
+
+
+def test_a_database_restored_from_a_backup_finds_the_experiments_made_since(db, mlflow):
+    mlflow.add("team-vision")
+    ours = experiment_ensure(name="team-vision", tracking=mlflow)
+    HubExperiment.objects.all().delete()  # the backup predates them
+    assert experiment_ensure(name="team-vision", tracking=mlflow) == ours and mlflow.creates == 1
+
+
+def test_two_workers_racing_for_a_new_name_share_one_experiment(db, mlflow):
+    """The second worker's create finds the name taken (the first has not recorded its id
+    yet): the tag says it is the hub's."""
+    second: list[str] = []
+    mlflow.on_create = lambda: second.append(experiment_ensure(name="team-vision", tracking=mlflow))
+    first = experiment_ensure(name="team-vision", tracking=mlflow)
+    assert second == [first] and mlflow.creates == 1
+    assert HubExperiment.objects.get(name="team-vision").experiment_id == first
+    assert not AuditEvent.objects.filter(action="mlflow.experiment_name_taken").exists()
+
+
+def test_two_workers_finding_the_name_taken_make_one_experiment_and_one_audit_event(db, mlflow):
+    mlflow.add("team-vision")
+    second: list[str] = []
+    # The second worker runs while the first is looking at the squatted experiment.
+    mlflow.on_lookup = lambda: second.append(experiment_ensure(name="team-vision", tracking=mlflow))
+    first = experiment_ensure(name="team-vision", tracking=mlflow)
+    assert second == [first] and mlflow.creates == 1
+    assert AuditEvent.objects.filter(action="mlflow.experiment_name_taken").count() == 1
+
+
+def test_an_experiment_recorded_before_the_upgrade_is_used_as_it_is(db, mlflow):
+    """Migration 0009 records the ids the hub's jobs already hold; those experiments carry no tag."""
+    HubExperiment.objects.create(name="team-vision", mlflow_name="team-vision", experiment_id="42")
+    assert experiment_ensure(name="team-vision", tracking=mlflow) == "42" and mlflow.creates == 0
+
+
+def test_the_migration_records_the_experiments_the_hubs_jobs_already_use(db, mlflow):
+    alice, team = UserFactory(username="alice"), TeamFactory(name="vision")
+    make_job(alice, team=team, mlflow_experiment_id="7")
+    make_job(alice, team=team, mlflow_experiment_id="9")  # the latest wins
+    make_job(alice, mlflow_experiment_id="8")
+    make_job(alice, team=TeamFactory(name="never-ran"))
+    migration = importlib.import_module("apps.jobs.migrations.0009_record_hub_experiments")
+    migration.record(apps, None)
+    recorded = dict(HubExperiment.objects.values_list("name", "experiment_id"))
+    assert recorded == {"team-vision": "9", "user-alice": "8"}
+    assert experiment_ensure(name="team-vision", tracking=mlflow) == "9" and mlflow.creates == 0
+
+
+def test_it_gives_up_when_every_name_it_tries_is_taken(db, mlflow, monkeypatch):
+    mlflow.add("team-vision")
+    mlflow.add("team-vision (axle same)")
+    monkeypatch.setattr(experiments, "candidate_name", lambda name, n: name if n == 0 else f"{name} (axle same)")
+    with pytest.raises(MlflowUnavailable, match="every name it tried was taken"):
+        experiment_ensure(name="team-vision", tracking=mlflow)
+
+
+@pytest.mark.mlflow
+def test_a_teams_next_job_does_not_land_in_an_experiment_another_login_took_first(db):
+    """Against the real server: a login that is not the hub's (as a job of another team has)
+    creates `team-<x>` before team x's first job; that job's run goes elsewhere, out of the
+    other login's reach."""
+    hub = tracking.client()
+    if not hub.health():
+        pytest.fail(f"MLflow at {hub.display_uri} does not answer: start it with compose/local/stack.sh up")
+    tag = uuid.uuid4().hex[:8]
+    outsider = auth.user_with_permissions(hub, f"axle-job-test-squat-{tag}", [])
+    assert outsider is not None, f"MLflow at {hub.display_uri} has no login: stack.sh up starts it with one"
+    try:
+        as_outsider = TrackingClient(hub.base_url, auth=(outsider.username, outsider.password), timeout=30)
+        team = TeamFactory(name=f"squatted-{tag}")
+        squatted = as_outsider.create_experiment(f"team-{team.name}", {TOKEN_TAG: "a guess"})
+        job = Job(
+            uuid=uuid.uuid4(),
+            name="digits",
+            owner=UserFactory(),
+            team=team,
+            cluster=ClusterFactory(tracking_mode=Cluster.TrackingMode.SERVER),
+            workdir="/scratch/alice/axle-jobs/digits",
+        )
+
+        experiment_id, run_id = tracking.open_run(job)
+
+        assert experiment_id != squatted
+        assert hub.get_run(run_id).experiment_id == experiment_id
+        assert hub.runs_tagged(squatted, "axle.job_id", str(job.uuid)) == []
+        with pytest.raises(MlflowError) as refused:
+            as_outsider.get_run(run_id)
+        assert refused.value.status == 403
+        row = HubExperiment.objects.get(name=f"team-{team.name}")
+        assert row.experiment_id == experiment_id and row.mlflow_name != f"team-{team.name}"
+        assert AuditEvent.objects.filter(action="mlflow.experiment_name_taken", subject_id=squatted).exists()
+        # The team's next job goes to the same experiment.
+        job2 = Job(uuid=uuid.uuid4(), name="digits-2", owner=job.owner, team=team, cluster=job.cluster)
+        assert tracking.open_run(job2)[0] == experiment_id
+    finally:
+        auth.user_delete(hub, outsider.username)
