@@ -15,6 +15,7 @@ from apps.audit.models import AuditEvent
 from apps.clusters.models import Cluster
 from apps.clusters.transport import slurm_client
 from apps.core.errors import NotFound, Unavailable, ValidationFailed
+from apps.core.live import live_version
 from apps.integrations.mlflow.base import MlflowError, MlflowUnavailable
 from apps.integrations.slurm.base import RemoteFileMissing, SlurmError, UnsupportedOperation
 
@@ -173,6 +174,27 @@ def _incomplete_utf8_tail(data: bytes) -> int:
 
 
 # ---------------------------------------------------------------- tracking
+
+
+def job_curves_version(*, job: Job) -> str:
+    """What the job page's metric charts show, as a short version its live poll compares:
+    "" without an MLflow run (no chart), "final" once the run can gain no more points, and
+    while it can, a digest of the latest point of each metric (one MLflow call). The charts
+    fetch the history only when this changes. A point logged at an older step than a metric's
+    latest one leaves the digest alone and shows with the next change or when the job ends."""
+    if not job.mlflow_run_id:
+        return ""
+    if job.is_terminal and job.finalized_at:
+        return "final"
+    if job.status not in (Job.Status.RUNNING, Job.Status.UNKNOWN) and not job.is_terminal:
+        return "not-started"  # the job's own code logs the points, and it has not run yet
+    try:
+        latest = tracking.latest_metrics(job)
+    except MlflowError:
+        # The chart says MLflow could not be reached (its own fetch fails the same way); the
+        # next poll that reaches MLflow changes the version and the chart fetches again.
+        return "unavailable"
+    return live_version(sorted((p.key, p.step, p.timestamp_ms, p.value) for p in latest.values()))
 
 
 def job_metric_history(*, job: Job) -> dict[str, list[dict]]:
