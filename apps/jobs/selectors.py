@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Max, QuerySet
+from django.db.models import QuerySet, Subquery
 
 from apps.audit.models import AuditEvent
 from apps.clusters.models import Cluster
 from apps.clusters.transport import slurm_client
 from apps.core.errors import NotFound, Unavailable, ValidationFailed
 from apps.core.live import live_version
+from apps.core.models import parse_uuid
 from apps.integrations.mlflow.base import MlflowError, MlflowUnavailable
 from apps.integrations.slurm.base import RemoteFileMissing, SlurmError, UnsupportedOperation
 
@@ -97,13 +98,27 @@ def job_get_fields(*, user, job_id, fields: tuple[str, ...]) -> Job:
     return job
 
 
-def job_timeline_head(*, job: Job) -> tuple[int, int | None]:
-    """How many events the job's timeline holds and the last one's seq, in one aggregate
-    (what the live version needs, without reading the events)."""
-    head = AuditEvent.objects.filter(subject_type="jobs.job", subject_id=str(job.uuid)).aggregate(
-        count=Count("id"), last=Max("seq")
+def job_live_head(*, user, job_id) -> Job:
+    """What the job page's live poll compares (apps.jobs.views), in one statement: the job's
+    JOB_LIVE_FIELDS and, as ``last_event_seq``, the seq of its timeline's last event (None
+    without one). The audit trail is append-only (a trigger refuses UPDATE and DELETE) and
+    its seq grows with every append, so the last seq alone says whether the timeline changed.
+    Anybody else's job answers as if it did not exist."""
+    key = parse_uuid(job_id)
+    if key is None:
+        raise NotFound("No such job.")
+    last_event = (
+        AuditEvent.objects.filter(subject_type="jobs.job", subject_id=str(key)).order_by("-seq").values("seq")[:1]
     )
-    return head["count"], head["last"]
+    job = (
+        Job.objects.filter(owner=user, uuid=key)
+        .only(*JOB_LIVE_FIELDS)
+        .annotate(last_event_seq=Subquery(last_event))
+        .first()
+    )
+    if job is None:
+        raise NotFound("No such job.")
+    return job
 
 
 # ---------------------------------------------------------------- logs

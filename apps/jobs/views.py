@@ -267,9 +267,10 @@ def job_new(request):
 JOB_POLL_EVERY = "5s"
 
 
-def _job_state(job: Job, events: int, last_seq: int | None) -> str:
+def _job_state(job: Job, last_seq: int | None) -> str:
     """The version of everything the job page's live regions show (apps.core.live): the
-    job's live fields (selectors.JOB_LIVE_FIELDS) and its timeline's length and last event."""
+    job's live fields (selectors.JOB_LIVE_FIELDS) and its timeline's last event (append-only:
+    a new event has a higher seq, see selectors.job_live_head)."""
     return live_version(
         job.status,
         job.slurm_job_id,
@@ -284,8 +285,7 @@ def _job_state(job: Job, events: int, last_seq: int | None) -> str:
         job.metrics,
         job.finalized_at,
         job.started_at,
-        [last_seq] if last_seq is not None else [],
-        events,
+        last_seq,
     )
 
 
@@ -301,10 +301,10 @@ def job_detail(request, job_id):
         # the run can gain points) the latest metric points, and load the whole job only to
         # render a change. When only the curves changed, the regions are not rendered again.
         try:
-            head = selectors.job_get_fields(user=request.user, job_id=job_id, fields=selectors.JOB_LIVE_FIELDS)
+            head = selectors.job_live_head(user=request.user, job_id=job_id)
         except NotFound:
             raise Http404("No such job.") from None
-        state = _job_state(head, *selectors.job_timeline_head(job=head))
+        state = _job_state(head, head.last_event_seq)
         curves = selectors.job_curves_version(job=head)
         version = _job_version(state, curves)
         only_curves = request.GET.get("live", "").partition(".")[0] == state
@@ -336,7 +336,7 @@ def _job_page(request, job_id, *, template: str, oob: bool = False, curves: str 
         "tasks": job.tasks.all()[:500],
         "task_count": job.tasks.count(),
         "curves": curves,
-        "live_version": _job_version(_job_state(job, len(timeline), timeline[-1].seq if timeline else None), curves),
+        "live_version": _job_version(_job_state(job, timeline[-1].seq if timeline else None), curves),
         "live_final": _job_final(job),
         "live_every": JOB_POLL_EVERY,
         "mlflow_run_url": selectors.job_mlflow_run_url(job=job),
