@@ -18,9 +18,10 @@ import os
 workers = int(os.environ.get("AXLE_WEB_WORKERS", (os.cpu_count() or 1) + 1))
 worker_class = "gthread"
 threads = int(os.environ.get("AXLE_WEB_THREADS", "4"))
-# Browsers keep their connection between the job page's polls (every 3 s): keep it open a
-# little longer than that, so most polls do not open a new one.
-keepalive = int(os.environ.get("AXLE_WEB_KEEPALIVE", "5"))
+# Browsers keep their connection between a page's polls (every 5 s): keep it open for two of
+# them, so a poll neither opens a new one nor races the server closing the old one (gthread
+# parks an idle connection in its poller, not in a thread).
+keepalive = int(os.environ.get("AXLE_WEB_KEEPALIVE", "10"))
 # Requests that wait for the outside (a cluster's log over SSH, MLflow) may take a while.
 timeout = int(os.environ.get("AXLE_WEB_TIMEOUT", "120"))
 graceful_timeout = 30

@@ -86,9 +86,9 @@ JOB_LIVE_FIELDS = (
 
 
 def job_get_fields(*, user, job_id, fields: tuple[str, ...]) -> Job:
-    """A job of the user's own with only ``fields`` loaded: for the answers the browser polls
-    (the job page every 3 s, its metrics every 4 s), which read a few columns of one row and
-    must not pay for job_get's joins. Anybody else's job answers as if it did not exist."""
+    """A job of the user's own with only ``fields`` loaded: for the answers the job page asks
+    often (its chart's history, each time its curves changed), which read a few columns of one
+    row and must not pay for job_get's joins. Anybody else's job answers as if it did not exist."""
     try:
         job = Job.objects.filter(owner=user, uuid=job_id).only(*fields).first()
     except ValidationError:
