@@ -224,3 +224,25 @@ def test_new_metric_points_alone_make_the_poll_carry_a_new_curves_version_and_no
     assert re.search(r'id="job-metrics-summary"[^>]*hx-swap-oob="true"', body)
     assert "job-timeline" not in body and "job-status" not in body, "the regions did not change"
     assert client.get(_poll_url(body), **HX).status_code == 204
+
+
+@pytest.mark.django_db
+def test_the_live_head_reads_what_the_orm_reads_and_the_timelines_last_event(alice, charlie, running):
+    from apps.audit.models import AuditEvent
+    from apps.audit.services import audit_record
+    from apps.core.errors import NotFound
+    from apps.jobs import selectors
+
+    Job.objects.filter(pk=running.pk).update(metrics={"loss": 0.25}, accounting={"elapsed_seconds": 60}, exit_code=3)
+    head = selectors.job_live_head(user=alice, job_id=running.uuid)
+    full = Job.objects.get(pk=running.pk)
+    for name in selectors.JOB_LIVE_FIELDS:
+        assert getattr(head, name) == getattr(full, name), name
+    assert head.last_event_seq is None
+    audit_record(action="job.note", subject=running, actor=alice, after={"status": "running"})
+    last = AuditEvent.objects.filter(subject_id=str(running.uuid)).order_by("-seq").first()
+    assert selectors.job_live_head(user=alice, job_id=str(running.uuid)).last_event_seq == last.seq
+    with pytest.raises(NotFound):
+        selectors.job_live_head(user=charlie, job_id=running.uuid)
+    with pytest.raises(NotFound):
+        selectors.job_live_head(user=alice, job_id="not-a-uuid")
