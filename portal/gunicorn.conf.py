@@ -1,7 +1,7 @@
 """gunicorn's settings for the portal: `./dev up` starts it with this file and
 bench/portal_load.py measures it (README, "Deployment: serving the portal").
 
-The portal's requests are short and mostly wait on PostgreSQL (a poll is four small
+The portal's requests are short and mostly wait on PostgreSQL (a poll is three to five small
 queries), so each process runs several threads: while one waits on the database another
 uses the core. Processes give the cores; threads hide the waits; persistent database
 connections (DJANGO_CONN_MAX_AGE) spare each request a new PostgreSQL backend.
