@@ -59,14 +59,16 @@
         const note = document.getElementById("metric-error");
         if (note) note.hidden = true;
         draw(body.metrics || {});
+        busy = false;
+        load(); // the version may have moved on while this fetch was out
       })
       .catch(() => {
         const note = document.getElementById("metric-error");
         if (note) note.hidden = false;
-      })
-      .finally(() => {
+        // Asked again in a poll's time, whether or not the version moves meanwhile.
+        fetched = "";
         busy = false;
-        load(); // the version may have moved on while this fetch was out
+        setTimeout(load, 5000);
       });
   }
   // The live poll replaces #job-metrics-summary (an out-of-band swap) when anything changed;
