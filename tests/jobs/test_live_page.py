@@ -246,3 +246,15 @@ def test_the_live_head_reads_what_the_orm_reads_and_the_timelines_last_event(ali
         selectors.job_live_head(user=charlie, job_id=running.uuid)
     with pytest.raises(NotFound):
         selectors.job_live_head(user=alice, job_id="not-a-uuid")
+
+
+@pytest.mark.django_db
+def test_a_job_that_has_not_started_asks_mlflow_nothing_for_its_curves(client, alice, team, monkeypatch):
+    from apps.jobs import tracking
+
+    monkeypatch.setattr(tracking, "latest_metrics", lambda job: pytest.fail("MLflow asked before the job ran"))
+    job = make_job(alice, team=team, status=Job.Status.PENDING, slurm_job_id="99", mlflow_run_id="p" * 32)
+    client.force_login(alice)
+    page = client.get(f"/jobs/{job.uuid}/").content.decode()
+    assert _curves(page) == "not-started"
+    assert client.get(_poll_url(page), **HX).status_code == 204
