@@ -49,10 +49,15 @@ def job_list(*, user, status: str = "", cluster: str = "", q: str = "") -> Query
 
 
 def job_get(*, user, job_id) -> Job:
-    """A job of the user's own; anybody else's answers as if it did not exist."""
+    """A job of the user's own; anybody else's answers as if it did not exist.
+
+    The jobs it was run again or reproduced from are read when there is one (a small query
+    each), not joined in: every job page, log chunk and action reads this, and the ORM spent
+    3 ms of CPU a call building a five-table select of two more whole jobs (bench/README.md,
+    portal_load)."""
     try:
         job = (
-            Job.objects.select_related("cluster", "grant__cluster", "rerun_of", "reproduced_from", "team")
+            Job.objects.select_related("cluster", "grant__cluster", "team")
             .prefetch_related("dataset_versions__dataset")
             .filter(owner=user, uuid=job_id)
             .first()
