@@ -18,9 +18,13 @@ What it does:
    `--gunicorn "ARGS"` overrides it. collectstatic runs first, as in `dev`.
 3. An open-loop load (asyncio, aiohttp): every user keeps two tabs.
    - Tab 1: the page of one of their running jobs, with its live regions polling as the
-     browser does: htmx asks `/jobs/<id>/?live=<version>` every 3 s (`{% live_poller %}`;
-     a fixed rate, and while a poll is in flight the next one waits, as htmx queues it), and
-     the metrics chart asks `/api/v1/jobs/<id>/metrics/` 4 s after each answer (metrics.js).
+     browser does: htmx asks `/jobs/<id>/?live=<version>` at the rate the page's poller says
+     (`{% live_poller %}`'s `hx-trigger="every Ns"`: 5 s now, 3 s before; a fixed rate, and
+     while a poll is in flight the next one waits, as htmx queues it). The metrics chart
+     (metrics.js) asks `/api/v1/jobs/<id>/metrics/` when the page opens and again when a
+     poll's answer carries a new curves version (`data-curves`; "" for a job without an
+     MLflow run: no request); a page without `data-curves` (before this change) has the
+     chart ask 4 s after each answer, whatever changed.
    - Tab 2: every 10-20 s (uniform, mean 15 s) a new page: the home page, the jobs list with a
      filter (status, cluster, search, sort, a page), another job's page, or the API list.
      The page's own pollers run while it is shown (home and the list every 5 s).
@@ -68,6 +72,9 @@ POLLER = re.compile(r'<div id="live-[^"]*" class="live-poller"[^>]*>')
 HX_GET = re.compile(r'hx-get="([^"]*)"')
 EVERY = re.compile(r'hx-trigger="every (\d+(?:\.\d+)?)s"')
 METRICS = re.compile(r'id="metric-charts" data-url="([^"]*)"')
+# The curves' version the job page's live poll carries (metrics.js fetches the history when it
+# changes); on a page without it (before the merged poll) the chart polls on its own every 4 s.
+CURVES = re.compile(r'id="job-metrics-summary" data-curves="([^"]*)"')
 ASSETS = re.compile(r'<(?:link rel="stylesheet" href|script src)="(/static/[^"]*)"')
 OK = {200, 204, 286, 304}
 
@@ -433,6 +440,32 @@ class Stats:
         return self.window[0] <= started < self.window[1]
 
 
+class Charts:
+    """metrics.js on a job page whose live poll carries the curves' version: it fetches the
+    history when the version is not the one it last fetched for ("" means no run: nothing)."""
+
+    def __init__(self, user: User, url: str):
+        self.user = user
+        self.url = url
+        self.fetched = ""
+        self.wanted = ""
+        self.changed = asyncio.Event()
+
+    def seen(self, version: str) -> None:
+        self.wanted = version
+        self.changed.set()
+
+    async def follow(self, version: str) -> None:
+        self.wanted = version
+        while True:
+            if self.wanted and self.wanted != self.fetched:
+                self.fetched = self.wanted
+                await self.user.get("api metrics", self.url, accept_json=True)
+                continue
+            self.changed.clear()
+            await self.changed.wait()
+
+
 class User:
     def __init__(self, n: int, data: dict, client, stats: Stats, rng: random.Random, timeout: float):
         self.n = n
@@ -476,24 +509,29 @@ class User:
             assets = [html.unescape(a) for a in ASSETS.findall(text)]
             await asyncio.gather(*(self.get("static", a) for a in assets))
         tasks = []
+        metrics = METRICS.search(text)
+        curves = CURVES.search(text)
+        charts = Charts(self, html.unescape(metrics.group(1))) if metrics and curves else None
         for div in POLLER.findall(text):
             target = HX_GET.search(div)
             every = EVERY.search(div)
             if target and every:
                 tasks.append(
                     asyncio.create_task(
-                        self.live(f"poll {kind}", html.unescape(target.group(1)), float(every.group(1)))
+                        self.live(f"poll {kind}", html.unescape(target.group(1)), float(every.group(1)), charts)
                     )
                 )
-        metrics = METRICS.search(text)
-        if metrics and tasks:  # metrics.js polls while the job can still change
+        if charts:  # metrics.js: the history when the page opens, then when the poll says it changed
+            tasks.append(asyncio.create_task(charts.follow(curves.group(1))))
+        elif metrics and tasks:  # the older metrics.js: its own poll while the job can still change
             tasks.append(asyncio.create_task(self.metrics_poll(html.unescape(metrics.group(1)))))
         elif metrics:
             await self.get("api metrics", html.unescape(metrics.group(1)), accept_json=True)
         return tasks
 
-    async def live(self, kind: str, url: str, every: float) -> None:
-        """htmx's `every Ns`: a fixed rate; a tick while a poll is in flight waits for it."""
+    async def live(self, kind: str, url: str, every: float, charts: Charts | None = None) -> None:
+        """htmx's `every Ns`: a fixed rate; a tick while a poll is in flight waits for it. A
+        changed answer that carries the curves' version tells `charts`."""
         url_box = [url]
         inflight: asyncio.Task | None = None
         pending = False
@@ -506,6 +544,9 @@ class User:
                 if status == 286:
                     stop.set()
                 elif status == 200:
+                    curves = CURVES.search(text)
+                    if charts and curves:
+                        charts.seen(curves.group(1))
                     div = POLLER.search(text)
                     target = HX_GET.search(div.group(0)) if div else None
                     if target:

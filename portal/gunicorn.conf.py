@@ -1,7 +1,7 @@
 """gunicorn's settings for the portal: `./dev up` starts it with this file and
 bench/portal_load.py measures it (README, "Deployment: serving the portal").
 
-The portal's requests are short and mostly wait on PostgreSQL (a poll is four small
+The portal's requests are short and mostly wait on PostgreSQL (a poll is three to five small
 queries), so each process runs several threads: while one waits on the database another
 uses the core. Processes give the cores; threads hide the waits; persistent database
 connections (DJANGO_CONN_MAX_AGE) spare each request a new PostgreSQL backend.
@@ -18,9 +18,10 @@ import os
 workers = int(os.environ.get("AXLE_WEB_WORKERS", (os.cpu_count() or 1) + 1))
 worker_class = "gthread"
 threads = int(os.environ.get("AXLE_WEB_THREADS", "4"))
-# Browsers keep their connection between the job page's polls (every 3 s): keep it open a
-# little longer than that, so most polls do not open a new one.
-keepalive = int(os.environ.get("AXLE_WEB_KEEPALIVE", "5"))
+# Browsers keep their connection between a page's polls (every 5 s): keep it open for two of
+# them, so a poll neither opens a new one nor races the server closing the old one (gthread
+# parks an idle connection in its poller, not in a thread).
+keepalive = int(os.environ.get("AXLE_WEB_KEEPALIVE", "10"))
 # Requests that wait for the outside (a cluster's log over SSH, MLflow) may take a while.
 timeout = int(os.environ.get("AXLE_WEB_TIMEOUT", "120"))
 graceful_timeout = 30

@@ -433,6 +433,6 @@ class JobMetricsOutputSerializer(serializers.Serializer):
 class JobMetricsApi(APIView):
     @extend_schema(responses={200: JobMetricsOutputSerializer, **errors(503)})
     def get(self, request, job_id):
-        # The job page's chart asks this every 4 s: one narrow row, not job_get's joins.
+        # The job page's chart asks this when its curves changed: one narrow row, not job_get's joins.
         job = selectors.job_get_fields(user=request.user, job_id=job_id, fields=("uuid", "mlflow_run_id"))
         return Response({"run_id": job.mlflow_run_id, "metrics": selectors.job_metric_history(job=job)})

@@ -31,17 +31,26 @@ RUN_STATUS = {
 _clients = threading.local()
 
 
-def client() -> TrackingClient:
-    """The hub's MLflow client, one per thread and settings, kept: its HTTP session keeps
-    the connection alive across the few calls a submission makes (and across submissions)."""
+#: How long the job page's live poll waits for MLflow (`latest_metrics`): the poll holds one
+#: of the portal's few threads while it waits, every 5 s for each open page, so an MLflow that
+#: hangs must cost a poll seconds, not the client's 30.
+LIVE_TIMEOUT = 3.0
+
+
+def client(*, timeout: float = 30.0) -> TrackingClient:
+    """The hub's MLflow client, one per thread, settings and timeout, kept: its HTTP session
+    keeps the connection alive across the few calls a submission makes (and across
+    submissions)."""
     login = settings.AXLE_MLFLOW_USERNAME
     auth = (login, settings.AXLE_MLFLOW_PASSWORD) if login else None
-    key = (settings.AXLE_MLFLOW_TRACKING_URI, auth)
+    key = (settings.AXLE_MLFLOW_TRACKING_URI, auth, timeout)
     cached = getattr(_clients, "cached", None)
-    if cached is None or cached[0] != key:
-        cached = (key, TrackingClient(settings.AXLE_MLFLOW_TRACKING_URI, auth=auth))
+    if cached is None or key not in cached:
+        # Settings change only in tests: keep the clients of the current settings alone.
+        cached = {k: v for k, v in (cached or {}).items() if k[:2] == key[:2]}
+        cached[key] = TrackingClient(settings.AXLE_MLFLOW_TRACKING_URI, auth=auth, timeout=timeout)
         _clients.cached = cached
-    return cached[1]
+    return cached[key]
 
 
 def mlflow_username(job: Job) -> str:
@@ -215,6 +224,12 @@ def final_metrics(job: Job) -> dict[str, float | None]:
     """The last value of each metric; NaN and infinity (not JSON) become None."""
     latest = client().get_run(job.mlflow_run_id).metrics
     return {key: (p.value if math.isfinite(p.value) else None) for key, p in sorted(latest.items())}
+
+
+def latest_metrics(job: Job) -> dict[str, MetricPoint]:
+    """The latest point of each of the run's metrics, in one call with a short timeout (the
+    job page's live poll asks it while the run can still gain points)."""
+    return client(timeout=LIVE_TIMEOUT).get_run(job.mlflow_run_id).metrics
 
 
 def metric_history(job: Job, keys: list[str] | None = None) -> dict[str, list[MetricPoint]]:

@@ -1,14 +1,17 @@
-// Metric curves on the job page: one small chart per metric, refreshed while the job's live
-// poller (apps/core/live.py) says its state is not final, and once more when it becomes final.
+// Metric curves on the job page: one small chart per metric. The page's own live poll
+// (apps/core/live.py, every few seconds) carries a version of what the curves show, in
+// #job-metrics-summary's data-curves ("" without an MLflow run); the history is fetched when
+// the page opens and again only when that version changes, so an unchanged job costs one
+// request per poll, not two.
 (function () {
   const box = document.getElementById("metric-charts");
   if (!box || typeof Chart === "undefined") return;
   const url = box.dataset.url;
   const charts = {};
 
-  function isFinal() {
-    const poller = document.getElementById("live-job");
-    return poller ? poller.dataset.liveFinal === "true" : true;
+  function wanted() {
+    const summary = document.getElementById("job-metrics-summary");
+    return summary ? summary.dataset.curves || "" : "";
   }
 
   function draw(metrics) {
@@ -43,25 +46,36 @@
     }
   }
 
-  let lastRound = false;
+  let fetched = ""; // the curves version the last fetch was made for
+  let busy = false;
   function load() {
-    const finalNow = isFinal();
+    const version = wanted();
+    if (busy || !version || version === fetched) return;
+    busy = true;
+    fetched = version;
     fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then((r) => (r.ok ? r.json() : Promise.reject(r.status)))
       .then((body) => {
         const note = document.getElementById("metric-error");
         if (note) note.hidden = true;
         draw(body.metrics || {});
+        busy = false;
+        load(); // the version may have moved on while this fetch was out
       })
       .catch(() => {
         const note = document.getElementById("metric-error");
         if (note) note.hidden = false;
-      })
-      .finally(() => {
-        if (finalNow && lastRound) return;
-        lastRound = finalNow;
-        setTimeout(load, finalNow ? 0 : 4000);
+        // Asked again in a poll's time, whether or not the version moves meanwhile.
+        fetched = "";
+        busy = false;
+        setTimeout(load, 5000);
       });
   }
+  // The live poll replaces #job-metrics-summary (an out-of-band swap) when anything changed;
+  // htmx puts the new element in with the old attributes and sets the new ones a moment later
+  // (its settle step), so the attribute's change is watched too.
+  new MutationObserver(load).observe(box.parentElement, {
+    childList: true, subtree: true, attributes: true, attributeFilter: ["data-curves"],
+  });
   load();
 })();

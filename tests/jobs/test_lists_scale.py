@@ -134,6 +134,25 @@ def test_the_home_page_costs_the_same_few_queries_for_3_or_30_jobs(client, alice
         assert client.get("/").status_code == 200
 
 
+def test_an_unchanged_home_poll_reads_the_recent_jobs_without_their_scripts(
+    client, alice, grant, django_assert_max_num_queries
+):
+    # Every open home page polls every 5 s (bench/portal_load.py): session, user, the five
+    # recent jobs' shown columns with their cluster, the five recent sweeps.
+    job = make_job(alice, grant=grant, status=S.RUNNING)
+    client.force_login(alice)
+    page = client.get("/")
+    assert job.name in page.content.decode()
+    with django_assert_max_num_queries(4) as queries:
+        assert _poll(client, "/", page.context["live_version"]).status_code == 204
+    sql = " ".join(q["sql"] for q in queries.captured_queries)
+    assert '"jobs_job"."script"' not in sql and "datasets_datasetversion" not in sql
+    assert '"sweeps_sweep"."spec_text"' not in sql
+    Job.objects.filter(pk=job.pk).update(status=S.COMPLETED)
+    changed = _poll(client, "/", page.context["live_version"])
+    assert changed.status_code == 200 and 'data-status="completed"' in changed.content.decode()
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize(
     ("kwargs", "index"),

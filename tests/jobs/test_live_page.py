@@ -65,7 +65,7 @@ def test_a_final_job_stops_the_polling(client, alice, team):
     assert 'id="live-job"' in page and 'data-live-final="true"' in page
     assert not re.search(r'id="live-job"[^>]*hx-get=', page)
     # A browser that still holds the version is told to stop (286).
-    version = re.search(r'data-live-version="([0-9a-f]+)"', page).group(1)
+    version = re.search(r'data-live-version="([^"]+)"', page).group(1)
     assert client.get(f"/jobs/{job.uuid}/?live={version}", **HX).status_code == 286
 
 
@@ -103,15 +103,14 @@ def test_a_log_chunk_adds_nothing_of_its_own_to_the_log(client, alice, team):
 
 
 @pytest.mark.django_db
-def test_an_unchanged_poll_reads_one_narrow_row_and_one_aggregate(
-    client, alice, running, django_assert_max_num_queries
-):
-    # 200 open job pages poll every 3 s: "nothing changed" must not load the job's joins and
-    # its whole timeline (bench/portal_load.py). Session, user, the job's live columns, the
-    # timeline's count and last seq.
+def test_an_unchanged_poll_reads_one_narrow_row(client, alice, running, django_assert_max_num_queries):
+    # 200 open job pages poll every 5 s: "nothing changed" must not load the job's joins and
+    # its whole timeline (bench/portal_load.py). Session, user, and one statement for the
+    # job's live columns with its timeline's last seq; a job without an MLflow run asks
+    # MLflow nothing.
     client.force_login(alice)
     url = _poll_url(client.get(f"/jobs/{running.uuid}/").content.decode())
-    with django_assert_max_num_queries(4) as queries:
+    with django_assert_max_num_queries(3) as queries:
         assert client.get(url, **HX).status_code == 204
     job_reads = [q["sql"] for q in queries.captured_queries if 'FROM "jobs_job"' in q["sql"]]
     assert len(job_reads) == 1 and '"jobs_job"."script"' not in job_reads[0] and "JOIN" not in job_reads[0]
@@ -159,3 +158,103 @@ def test_an_unchanged_list_poll_reads_the_rows_and_not_the_page_around_them(
     Job.objects.filter(pk=running.pk).update(status=Job.Status.COMPLETED)
     changed = client.get(url, **HX)
     assert changed.status_code == 200 and 'id="job-rows"' in changed.content.decode()
+
+
+def _curves(body: str) -> str:
+    return re.search(r'id="job-metrics-summary" data-curves="([^"]*)"', body).group(1)
+
+
+@pytest.mark.django_db
+def test_a_job_page_polls_every_5_s_and_a_job_without_a_run_has_no_curves_to_fetch(client, alice, running):
+    client.force_login(alice)
+    page = client.get(f"/jobs/{running.uuid}/").content.decode()
+    assert re.search(r'id="live-job"[^>]*hx-trigger="every 5s"', page), "the tracking loop's cadence"
+    assert _curves(page) == "", "no MLflow run: the chart asks nothing"
+
+
+@pytest.mark.django_db
+def test_an_ended_job_whose_run_is_mirrored_shows_final_curves_without_asking_mlflow(client, alice, team, monkeypatch):
+    from django.utils import timezone
+
+    from apps.jobs import tracking
+
+    monkeypatch.setattr(tracking, "latest_metrics", lambda job: pytest.fail("MLflow asked for a final run"))
+    job = make_job(alice, team=team, mlflow_run_id="f" * 32, finalized_at=timezone.now())
+    client.force_login(alice)
+    assert _curves(client.get(f"/jobs/{job.uuid}/").content.decode()) == "final"
+
+
+@pytest.mark.django_db
+def test_while_mlflow_is_unreachable_the_poll_still_answers_204(client, alice, running, monkeypatch):
+    from apps.integrations.mlflow.base import MlflowUnavailable
+    from apps.jobs import tracking
+
+    def unreachable(job):
+        raise MlflowUnavailable("MLflow did not answer within 3s.")
+
+    monkeypatch.setattr(tracking, "latest_metrics", unreachable)
+    Job.objects.filter(pk=running.pk).update(mlflow_run_id="u" * 32)
+    client.force_login(alice)
+    page = client.get(f"/jobs/{running.uuid}/").content.decode()
+    assert _curves(page) == "unavailable", "the chart fetches once and says MLflow could not be reached"
+    assert client.get(_poll_url(page), **HX).status_code == 204
+
+
+@pytest.mark.django_db
+@pytest.mark.mlflow
+def test_new_metric_points_alone_make_the_poll_carry_a_new_curves_version_and_nothing_else(client, alice, running):
+    from apps.integrations.mlflow.base import MetricPoint
+    from apps.jobs import tracking
+
+    mlflow = tracking.client()
+    experiment_id = mlflow.ensure_experiment("axle-tests-live-page")
+    run_id = mlflow.create_run(experiment_id, "live-curves")
+    mlflow.log_metrics(run_id, [MetricPoint("loss", 1.0, 1_700_000_000_000, 0)])
+    Job.objects.filter(pk=running.pk).update(mlflow_run_id=run_id, mlflow_experiment_id=experiment_id)
+    client.force_login(alice)
+    page = client.get(f"/jobs/{running.uuid}/").content.decode()
+    url = _poll_url(page)
+    assert client.get(url, **HX).status_code == 204, "no new point: one request, nothing to fetch"
+
+    mlflow.log_metrics(run_id, [MetricPoint("loss", 0.5, 1_700_000_001_000, 1)])
+    response = client.get(url, **HX)
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert _curves(body) not in ("", _curves(page)), "the chart sees a new version and fetches the history"
+    assert re.search(r'id="job-metrics-summary"[^>]*hx-swap-oob="true"', body)
+    assert "job-timeline" not in body and "job-status" not in body, "the regions did not change"
+    assert client.get(_poll_url(body), **HX).status_code == 204
+
+
+@pytest.mark.django_db
+def test_the_live_head_reads_what_the_orm_reads_and_the_timelines_last_event(alice, charlie, running):
+    from apps.audit.models import AuditEvent
+    from apps.audit.services import audit_record
+    from apps.core.errors import NotFound
+    from apps.jobs import selectors
+
+    Job.objects.filter(pk=running.pk).update(metrics={"loss": 0.25}, accounting={"elapsed_seconds": 60}, exit_code=3)
+    head = selectors.job_live_head(user=alice, job_id=running.uuid)
+    full = Job.objects.get(pk=running.pk)
+    for name in selectors.JOB_LIVE_FIELDS:
+        assert getattr(head, name) == getattr(full, name), name
+    assert head.last_event_seq is None
+    audit_record(action="job.note", subject=running, actor=alice, after={"status": "running"})
+    last = AuditEvent.objects.filter(subject_id=str(running.uuid)).order_by("-seq").first()
+    assert selectors.job_live_head(user=alice, job_id=str(running.uuid)).last_event_seq == last.seq
+    with pytest.raises(NotFound):
+        selectors.job_live_head(user=charlie, job_id=running.uuid)
+    with pytest.raises(NotFound):
+        selectors.job_live_head(user=alice, job_id="not-a-uuid")
+
+
+@pytest.mark.django_db
+def test_a_job_that_has_not_started_asks_mlflow_nothing_for_its_curves(client, alice, team, monkeypatch):
+    from apps.jobs import tracking
+
+    monkeypatch.setattr(tracking, "latest_metrics", lambda job: pytest.fail("MLflow asked before the job ran"))
+    job = make_job(alice, team=team, status=Job.Status.PENDING, slurm_job_id="99", mlflow_run_id="p" * 32)
+    client.force_login(alice)
+    page = client.get(f"/jobs/{job.uuid}/").content.decode()
+    assert _curves(page) == "not-started"
+    assert client.get(_poll_url(page), **HX).status_code == 204
