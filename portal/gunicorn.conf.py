@@ -29,3 +29,14 @@ graceful_timeout = 30
 # jitter keeps the processes from restarting together.
 max_requests = int(os.environ.get("AXLE_WEB_MAX_REQUESTS", "20000"))
 max_requests_jitter = max_requests // 10
+
+
+def post_worker_init(worker):
+    """Once a process has loaded the portal, its startup heap (Django, the apps, Optuna, MLflow's
+    client) lives as long as it does: frozen, a full garbage collection scans only what requests
+    allocate. The task worker does the same (apps/jobs/apps.py), where it was measured; here it
+    was not."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
