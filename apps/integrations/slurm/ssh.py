@@ -232,9 +232,12 @@ class _ConnectionLost(Exception):
     """The channel died after the command had been sent. `partial` is what it printed on
     stdout before that (a batch of submissions reports each one as soon as it is done)."""
 
-    def __init__(self, message: str, partial: bytes = b"") -> None:
+    def __init__(self, message: str, partial: bytes = b"", *, timed_out: bool = False) -> None:
         super().__init__(message)
         self.partial = partial
+        # The command outlived its time limit on a live connection (it may still be running):
+        # not a connection that died under it.
+        self.timed_out = timed_out
 
 
 class SSHClient:
@@ -384,7 +387,11 @@ class SSHClient:
             return self._collect(channel, timeout or self.command_timeout)
         except (paramiko.SSHException, OSError, EOFError, _ConnectionLost) as exc:
             self.close()
-            raise _ConnectionLost(str(exc) or type(exc).__name__, getattr(exc, "partial", b"")) from None
+            raise _ConnectionLost(
+                str(exc) or type(exc).__name__,
+                getattr(exc, "partial", b""),
+                timed_out=getattr(exc, "timed_out", False),
+            ) from None
         finally:
             channel.close()
 
@@ -419,7 +426,7 @@ class SSHClient:
             if not self._alive():
                 raise _ConnectionLost("the connection closed before the command finished")
             if time.monotonic() > deadline:
-                raise _ConnectionLost(f"no answer within {timeout:.0f}s")
+                raise _ConnectionLost(f"no answer within {timeout:.0f}s", timed_out=True)
             if not progressed:
                 time.sleep(0.005)
         return CommandResult(channel.recv_exit_status(), bytes(out), bytes(err))

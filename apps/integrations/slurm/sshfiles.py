@@ -63,12 +63,16 @@ class SSHFiles:
         from .ssh import _ConnectionLost
 
         # Every file operation here is safe to repeat (a write lands by rename or not at all), so a
-        # kept connection that died under one is replaced and the operation tried once more.
+        # kept connection that died under one is replaced and the operation tried once more. A
+        # command that outlived its time limit is not: it may still be running, and a second one
+        # would wait as long again.
         for _ in range(2):
             try:
                 return self.ssh.run(argv, stdin=stdin, timeout=timeout)
             except _ConnectionLost as exc:
                 lost = exc
+                if exc.timed_out:
+                    break
         raise TransportError(f"Lost the connection to {self.ssh.host}: {lost}", permanent=False) from None
 
     def _sh(self, script: str, *args: str, stdin: bytes | None = None, timeout: float | None = None) -> CommandResult:

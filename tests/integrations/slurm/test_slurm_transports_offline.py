@@ -231,6 +231,17 @@ def test_a_file_operation_whose_kept_connection_died_is_tried_once_more(monkeypa
         client.files.mkdir("/scratch/alice/x")
     assert len(calls) == 2 and not caught.value.permanent and "Socket is closed" in str(caught.value)
 
+    # A command that outlived its time limit may still be running: it is not started again.
+    def too_slow(args: list[str], **kwargs: object) -> CommandResult:
+        calls.append(list(args))
+        raise _ConnectionLost("no answer within 60s", timed_out=True)
+
+    calls.clear()
+    monkeypatch.setattr(client, "run", too_slow)
+    with pytest.raises(TransportError) as caught:
+        client.files.mkdir("/scratch/alice/x")
+    assert len(calls) == 1 and "no answer within 60s" in str(caught.value)
+
 
 @pytest.mark.parametrize("name", ["LD_PRELOAD", "PATH", "SLURM_JOB_ID"])
 def test_both_transports_refuse_a_job_environment_that_changes_how_programs_run(name: str) -> None:
