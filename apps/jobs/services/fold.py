@@ -69,7 +69,11 @@ def _plan(job: Job, infos: list[JobInfo], final: bool) -> tuple[Job.Status | Non
                 "node_list": ",".join(sorted({i.node_list for i in infos if i.node_list})),
             }
         )
-        fields["exit_code"] = max((i.exit_code for i in infos if i.exit_code is not None), default=None)
+        # The highest code of the tasks, unknown when a failed task's code is (slurmrestd 22.05
+        # gives none for a FAILED job): "0" for an array with a failed task would be false.
+        unknown = any(i.exit_code is None and i.state == "FAILED" for i in infos)
+        codes = [i.exit_code for i in infos if i.exit_code is not None]
+        fields["exit_code"] = None if unknown else max(codes, default=None)
         ends = [i.end_time for i in infos if i.end_time]
         fields["finished_at"] = max(ends) if ends else timezone.now()
     moves = bool(state and state != job.status and state in Job.TRANSITIONS.get(job.status, ()))
