@@ -48,9 +48,14 @@
 
   let fetched = ""; // the curves version the last fetch was made for
   let busy = false;
-  function load() {
+  // After a failed fetch: one timer at a time, waiting longer after each failure (5 s, 10 s,
+  // ... at most a minute), and given up after a dozen (the note stays; a reload asks again).
+  // Meanwhile the live poll's swaps do not fetch: they would fail the same way, each at once.
+  let retry = null;
+  let failures = 0;
+  function load(fromTimer) {
     const version = wanted();
-    if (busy || !version || version === fetched) return;
+    if (busy || (retry && !fromTimer) || !version || version === fetched) return;
     busy = true;
     fetched = version;
     fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
@@ -58,6 +63,7 @@
       .then((body) => {
         const note = document.getElementById("metric-error");
         if (note) note.hidden = true;
+        failures = 0;
         draw(body.metrics || {});
         busy = false;
         load(); // the version may have moved on while this fetch was out
@@ -65,16 +71,20 @@
       .catch(() => {
         const note = document.getElementById("metric-error");
         if (note) note.hidden = false;
-        // Asked again in a poll's time, whether or not the version moves meanwhile.
         fetched = "";
         busy = false;
-        setTimeout(load, 5000);
+        failures += 1;
+        if (failures > 12) return;
+        retry = setTimeout(() => {
+          retry = null;
+          load(true);
+        }, Math.min(5000 * 2 ** (failures - 1), 60000));
       });
   }
   // The live poll replaces #job-metrics-summary (an out-of-band swap) when anything changed;
   // htmx puts the new element in with the old attributes and sets the new ones a moment later
   // (its settle step), so the attribute's change is watched too.
-  new MutationObserver(load).observe(box.parentElement, {
+  new MutationObserver(() => load()).observe(box.parentElement, {
     childList: true, subtree: true, attributes: true, attributeFilter: ["data-curves"],
   });
   load();

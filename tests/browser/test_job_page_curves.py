@@ -93,3 +93,33 @@ def test_the_chart_follows_the_pages_own_poll_and_fetches_only_what_changed(page
     stopped = len(polls())
     page.wait_for_timeout(6000)
     assert len(polls()) == stopped, "a final job's page polls no more"
+
+
+def test_a_failing_history_is_asked_again_later_by_one_timer_not_at_every_poll(page, running):
+    job, hub = running
+    fetches: list[float] = []
+    start = time.monotonic()
+
+    def history(route):
+        fetches.append(time.monotonic() - start)
+        if len(fetches) <= 2:
+            route.fulfill(status=503, body="{}")  # MLflow away, twice
+        else:
+            route.continue_()
+
+    page.route(f"**/api/v1/jobs/{job.uuid}/metrics/", history)
+    page.goto("/login/")
+    page.fill("#id_username", "alice")
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/")
+    start = time.monotonic()
+    page.goto(f"/jobs/{job.uuid}/")
+    page.wait_for_selector("#metric-error:not([hidden])", timeout=10000)
+    # New points while the history fails: the polls swap the summary (a new curves version),
+    # which asks nothing at once; the one timer asks again after 5 s, then after 10 s.
+    hub.log_metrics(job.mlflow_run_id, [MetricPoint("loss", 0.25, int(time.time() * 1000), 2)])
+    until(page, "document.querySelector('#metric-charts').dataset.points === '3'", timeout=30)
+    assert len(fetches) == 3, fetches
+    assert fetches[1] - fetches[0] >= 4.5 and fetches[2] - fetches[1] >= 9.5, fetches
+    assert page.locator("#metric-error").is_hidden()
