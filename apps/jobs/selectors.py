@@ -226,7 +226,7 @@ def job_curves_version(*, job: Job) -> str:
         return "not-started"  # the job's own code logs the points, and it has not run yet
     try:
         latest = tracking.latest_metrics(job)
-    except MlflowError:
+    except (MlflowError, KeyError):
         # The chart says MLflow could not be reached (its own fetch fails the same way); the
         # next poll that reaches MLflow changes the version and the chart fetches again.
         return "unavailable"

@@ -182,8 +182,19 @@ class TrackingClient:
             raise MlflowUnavailable(f"MLflow at {self.display_uri} failed {what}: HTTP {resp.status_code} {message}")
         raise MlflowError(f"MLflow refused {what}: {message}", permanent=True, code=code, status=resp.status_code)
 
+    def _json(self, resp: requests.Response, what: str) -> dict[str, Any]:
+        """The answer's JSON body; anything else (a proxy's login page, a cut-off body) is an
+        MLflow that is not answering as MLflow, not a crash of the caller."""
+        try:
+            return resp.json()
+        except ValueError:
+            raise MlflowUnavailable(
+                f"MLflow at {self.display_uri} answered {what} with something that is not JSON "
+                f"(HTTP {resp.status_code}, {resp.headers.get('Content-Type') or 'no content type'})."
+            ) from None
+
     def _get(self, endpoint: str, what: str, **params: Any) -> dict[str, Any]:
-        return self._request("GET", f"api/2.0/mlflow/{endpoint}", what=what, params=params).json()
+        return self._json(self._request("GET", f"api/2.0/mlflow/{endpoint}", what=what, params=params), what)
 
     def _post(self, endpoint: str, what: str, body: Mapping[str, Any]) -> dict[str, Any]:
         resp = self._request(
@@ -193,7 +204,7 @@ class TrackingClient:
             data=json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
         )
-        return resp.json() if resp.content else {}
+        return self._json(resp, what) if resp.content else {}
 
     def health(self) -> bool:
         try:

@@ -113,6 +113,13 @@ def test_a_5xx_answer_is_transient(canned):
         TrackingClient(canned.url).get_run("r")
 
 
+def test_a_200_answer_that_is_not_json_is_transient_not_a_crash(canned):
+    # A proxy's login page in front of MLflow, say: the caller gets MLflow's error, not ValueError.
+    canned.status, canned.body = 200, b"<html>please sign in</html>"
+    with pytest.raises(MlflowUnavailable, match="not JSON"):
+        TrackingClient(canned.url).get_run("r")
+
+
 def test_a_4xx_answer_is_permanent_and_carries_mlflow_s_code(canned):
     canned.status, canned.body = 400, b'{"error_code": "INVALID_PARAMETER_VALUE", "message": "bad"}'
     with pytest.raises(MlflowError) as caught:
