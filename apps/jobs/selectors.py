@@ -131,9 +131,10 @@ def _live_head_sql() -> str:
     qn = connection.ops.quote_name
     jobs, events = Job._meta, AuditEvent._meta
     columns = ", ".join(qn(jobs.get_field(name).column) for name in ("id", *JOB_LIVE_FIELDS))
+    seq, subject_type, subject_id = (qn(events.get_field(f).column) for f in ("seq", "subject_type", "subject_id"))
     last_event = (
-        f"SELECT {qn('seq')} FROM {qn(events.db_table)} WHERE {qn('subject_type')} = %s AND {qn('subject_id')} = %s "
-        f"ORDER BY {qn('seq')} DESC LIMIT 1"
+        f"SELECT {seq} FROM {qn(events.db_table)} WHERE {subject_type} = %s AND {subject_id} = %s "
+        f"ORDER BY {seq} DESC LIMIT 1"
     )
     owner, uuid = qn(jobs.get_field("owner").column), qn(jobs.get_field("uuid").column)
     return (

@@ -220,21 +220,18 @@ class TrackingClient:
 
         Whoever made the experiment is not checked: not for a team's or a user's experiment,
         whose name any MLflow login could have taken first (`apps.jobs.experiments`)."""
+        found = self.experiment_by_name(name)
+        if found is not None:
+            return found[0]
         try:
-            return self._get("experiments/get-by-name", "looking up an experiment", experiment_name=name)["experiment"][
-                "experiment_id"
-            ]
-        except MlflowError as exc:
-            if exc.code != "RESOURCE_DOES_NOT_EXIST":
-                raise
-        try:
-            return self._post("experiments/create", "creating an experiment", {"name": name})["experiment_id"]
+            return self.create_experiment(name)
         except MlflowError as exc:
             if exc.code != "RESOURCE_ALREADY_EXISTS":
                 raise
-        return self._get("experiments/get-by-name", "looking up an experiment", experiment_name=name)["experiment"][
-            "experiment_id"
-        ]
+            found = self.experiment_by_name(name)
+            if found is None:
+                raise
+        return found[0]
 
     def create_experiment(self, name: str, tags: Mapping[str, str] | None = None) -> str:
         """The id of a new experiment `name`; MlflowError with code RESOURCE_ALREADY_EXISTS
