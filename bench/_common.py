@@ -8,6 +8,7 @@ a database made for the run and dropped after it.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 import tempfile
@@ -217,10 +218,17 @@ def throwaway_hub(*, db_name: str, pg_url: str, sqlite: bool, keep_db: bool, env
 
 
 @contextmanager
-def throwaway_mlflow(*, uri: str, env: dict[str, str], home: Path | None = None):
+def throwaway_mlflow(*, uri: str, env: dict[str, str], home: Path | None = None, login: str = "off"):
     """The hub opens an MLflow run per job at submission. Unless `uri` names a server, start
     a private one (SQLite, temporary folder) so the bench's runs never land in the demo's
-    MLflow; stop it afterwards. Yields the tracking URI (None when the hub has no tracking)."""
+    MLflow; stop it afterwards. Yields the tracking URI (None when the hub has no tracking).
+
+    `login` ("off", "stack", "stack-nocache"): "stack" starts it as compose/local/stack.sh
+    starts the demo's, with MLflow's basic-auth app (its own admin, random password; the hub
+    logs in as it and makes a login per job) from the same mlflow_auth.ini; "stack-nocache"
+    the same with the credential cache off (`auth_cache_ttl_seconds = 0`: a password hash
+    checked on every request), as the stack ran before."""
+    import secrets
     import shutil
     import signal
     import socket
@@ -234,18 +242,14 @@ def throwaway_mlflow(*, uri: str, env: dict[str, str], home: Path | None = None)
         os.environ["AXLE_MLFLOW_TRACKING_URI"] = env["AXLE_MLFLOW_TRACKING_URI"] = uri
         yield uri
         return
-    binary = next(
-        (
-            b
-            for b in (
-                REPO / ".venv/bin/mlflow",
-                Path(sys.executable).parent / "mlflow",
-                Path(env.get("AXLE_LOCAL_PYTHON", "/nonexistent")).parent / "mlflow",
-            )
-            if b.exists()
-        ),
-        None,
+    stack_mlflow = Path(env.get("AXLE_LOCAL_PYTHON", "/nonexistent")).parent / "mlflow"
+    # The basic-auth app needs MLflow's `auth` extra, which the stack's venv has.
+    candidates = (
+        [stack_mlflow]
+        if login != "off"
+        else [REPO / ".venv/bin/mlflow", Path(sys.executable).parent / "mlflow", stack_mlflow]
     )
+    binary = next((b for b in candidates if b.exists()), None)
     if binary is None:
         die("no mlflow command to start a private MLflow server; pass --mlflow URL of one")
     folder = Path(tempfile.mkdtemp(prefix="axle-bench-mlflow-"))
@@ -254,10 +258,33 @@ def throwaway_mlflow(*, uri: str, env: dict[str, str], home: Path | None = None)
         port = sock.getsockname()[1]
     uri = f"http://127.0.0.1:{port}"
     log = (folder / "server.log").open("wb")
+    server_env = dict(os.environ)
+    app: list[str] = []
+    if login != "off":
+        # The stack's own configuration file, rendered as stack.sh renders it.
+        ini = (REPO / "compose" / "local" / "mlflow_auth.ini.in").read_text()
+        ini = ini.replace("@MLFLOW_AUTH_DB@", f"sqlite:///{folder / 'basic_auth.db'}").replace(
+            "@MLFLOW_ADMIN_USER@", "axle-bench-admin"
+        )
+        if login == "stack-nocache":
+            ini = re.sub(r"(?m)^auth_cache_ttl_seconds\s*=.*$", "auth_cache_ttl_seconds = 0", ini)
+        (folder / "basic_auth.ini").write_text(ini)
+        password = secrets.token_urlsafe(32)
+        server_env.update(
+            MLFLOW_AUTH_CONFIG_PATH=str(folder / "basic_auth.ini"),
+            MLFLOW_AUTH_ADMIN_PASSWORD=password,
+            MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_urlsafe(32),
+        )
+        app = ["--app-name", "basic-auth"]
+        os.environ["AXLE_MLFLOW_USERNAME"] = env["AXLE_MLFLOW_USERNAME"] = "axle-bench-admin"
+        os.environ["AXLE_MLFLOW_PASSWORD"] = env["AXLE_MLFLOW_PASSWORD"] = password
+        for name in ("AXLE_MLFLOW_PASSWORD_FILE",):
+            os.environ.pop(name, None)
     server = subprocess.Popen(
         [
             str(binary),
             "server",
+            *app,
             "--host",
             "127.0.0.1",
             "--port",
@@ -274,6 +301,7 @@ def throwaway_mlflow(*, uri: str, env: dict[str, str], home: Path | None = None)
         stderr=subprocess.STDOUT,
         start_new_session=True,
         cwd=folder,
+        env=server_env,
     )
     try:
         deadline = time.monotonic() + 120
@@ -287,7 +315,7 @@ def throwaway_mlflow(*, uri: str, env: dict[str, str], home: Path | None = None)
             if server.poll() is not None or time.monotonic() > deadline:
                 die(f"the private MLflow server did not start; see {folder / 'server.log'}")
             time.sleep(0.5)
-        say(f"mlflow: private server {uri} (pid {server.pid}), store in {folder}")
+        say(f"mlflow: private server {uri} (pid {server.pid}), store in {folder}, login {login}")
         os.environ["AXLE_MLFLOW_TRACKING_URI"] = env["AXLE_MLFLOW_TRACKING_URI"] = uri
         yield uri
     finally:
@@ -346,6 +374,14 @@ def add_db_args(parser) -> None:
         metavar="URL",
         help="MLflow server for the run the hub opens per job (default: a private one the bench starts and stops, "
         "so the demo's MLflow never sees them)",
+    )
+    parser.add_argument(
+        "--mlflow-login",
+        choices=["off", "stack", "stack-nocache"],
+        default="off",
+        help="the private MLflow's login: off (none, default); stack: MLflow's basic-auth app configured as "
+        "compose/local/stack.sh configures the demo's (a login per job); stack-nocache: the same without "
+        "the credential cache",
     )
     parser.add_argument("--keep-db", action="store_true", help="keep the database and AXLE_HOME for inspection")
 

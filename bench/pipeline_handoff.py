@@ -145,7 +145,7 @@ def main() -> int:
     native_name, axle_name = f"axlebench-native-{rid}", f"axlebench-axle-{rid}"
     timeout = 120 + args.steps * (args.sleep + 30)
     with (
-        c.throwaway_mlflow(uri=args.mlflow, env=env),
+        c.throwaway_mlflow(uri=args.mlflow, env=env, login=args.mlflow_login),
         c.throwaway_hub(db_name=args.db_name, pg_url=args.pg, sqlite=args.sqlite, keep_db=args.keep_db, env=env),
     ):
         user, cluster, grant = c.hub_cluster(env, args.transport)

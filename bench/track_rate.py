@@ -153,7 +153,7 @@ def main() -> int:
     setup_seconds = 0.0
     try:
         with (
-            c.throwaway_mlflow(uri=args.mlflow, env=env),
+            c.throwaway_mlflow(uri=args.mlflow, env=env, login=args.mlflow_login),
             c.throwaway_hub(db_name=args.db_name, pg_url=args.pg, sqlite=args.sqlite, keep_db=args.keep_db, env=env),
         ):
             from django.db.models import Count

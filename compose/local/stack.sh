@@ -520,7 +520,18 @@ do_mlflow() {
   chmod 0600 "$LOGS_DIR/mlflow.log"
   local MLFLOW_AUTH_DB="sqlite:///$MLFLOW_DIR/basic_auth.db"
   render "$HERE/mlflow_auth.ini.in" "$MLFLOW_DIR/basic_auth.ini" 0600 mlflow:mlflow MLFLOW_AUTH_DB MLFLOW_ADMIN_USER
-  if mlflow_alive && mlflow_requires_login; then
+  # One worker process (it serves requests on threads): MLflow's cache of checked logins
+  # (mlflow_auth.ini) lives in each worker, and a user deleted through one worker stays
+  # accepted by the others until the cache expires. With one, a finished job's login is
+  # refused at once.
+  local args=(server --app-name basic-auth
+    --host 127.0.0.1 --port "$AXLE_MLFLOW_PORT" --workers 1
+    --backend-store-uri "sqlite:///$MLFLOW_DIR/mlflow.db"
+    --serve-artifacts --artifacts-destination "$MLFLOW_DIR/artifacts")
+  # A server started with another configuration (an older checkout's) is restarted.
+  local config
+  config="$({ cat "$MLFLOW_DIR/basic_auth.ini"; printf '%s\n' "${args[@]}"; } | sha256sum | cut -d' ' -f1)"
+  if mlflow_alive && mlflow_requires_login && [[ "$(cat "$RUN_DIR/mlflow.config" 2>/dev/null)" == "$config" ]]; then
     echo "MLflow already running, with its login"
     return 0
   fi
@@ -530,11 +541,8 @@ do_mlflow() {
   MLFLOW_AUTH_CONFIG_PATH="$MLFLOW_DIR/basic_auth.ini" \
     MLFLOW_AUTH_ADMIN_PASSWORD="$(<"$MLFLOW_PASSWORD_FILE")" \
     MLFLOW_FLASK_SERVER_SECRET_KEY="$(<"$MLFLOW_FLASK_KEY_FILE")" \
-    spawn "$RUN_DIR/mlflow.pid" "$LOGS_DIR/mlflow.log" mlflow \
-    "$VENV_DIR/bin/mlflow" server --app-name basic-auth \
-    --host 127.0.0.1 --port "$AXLE_MLFLOW_PORT" --workers 2 \
-    --backend-store-uri "sqlite:///$MLFLOW_DIR/mlflow.db" \
-    --serve-artifacts --artifacts-destination "$MLFLOW_DIR/artifacts"
+    spawn "$RUN_DIR/mlflow.pid" "$LOGS_DIR/mlflow.log" mlflow "$VENV_DIR/bin/mlflow" "${args[@]}"
+  printf '%s\n' "$config" >"$RUN_DIR/mlflow.config"
   wait_up 180 "$RUN_DIR/mlflow.pid" mlflow_alive
   mlflow_requires_login
   # The first signed-in request checks the password hash and opens the user store: on a
