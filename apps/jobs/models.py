@@ -93,6 +93,13 @@ class Job(BaseModel):
     tracking_mode = models.CharField(max_length=8, blank=True)
     mlflow_experiment_id = models.CharField(max_length=64, blank=True)
     mlflow_run_id = models.CharField(max_length=64, blank=True, db_index=True)
+    mlflow_login = models.CharField(
+        max_length=64,
+        blank=True,
+        db_index=True,
+        help_text="The MLflow user the job logs in as when the jobs of its submission batch share one "
+        "(apps.jobs.tracking.shared_login); empty: a user of its own, axle-job-<uuid>.",
+    )
     metrics = models.JSONField(default=dict, blank=True, help_text="Final value of each metric.")
     import_state = models.JSONField(default=dict, blank=True, help_text="Offsets of the file store already imported.")
     finalized_at = models.DateTimeField(null=True, blank=True)

@@ -7,6 +7,7 @@ import math
 import posixpath
 import tempfile
 import threading
+import uuid
 from pathlib import Path
 
 from django.conf import settings
@@ -55,6 +56,29 @@ def client(*, timeout: float = 30.0) -> TrackingClient:
 
 def mlflow_username(job: Job) -> str:
     return f"axle-job-{job.uuid}"
+
+
+#: `job_environment`'s default: the job gets a login of its own.
+OWN_LOGIN = object()
+
+
+def shared_login(experiment_id: str) -> mlflow_auth.Credential | None:
+    """One login for the jobs of a submission batch that log to `experiment_id`: EDIT on it
+    and nothing else, as a job's own login. A batch is one grant's jobs, so the jobs sharing
+    it run as the same cluster account of the same user, and every job of the experiment's
+    team may edit its runs anyway: what a job can reach is unchanged, and MLflow hashes one
+    password for the batch instead of one per job (a scrypt each, on the server). Each job
+    records the name (`Job.mlflow_login`); the last of them to end deletes it
+    (`release_login`)."""
+    return mlflow_auth.user_with_experiment(client(), f"axle-batch-{uuid.uuid4().hex}", experiment_id)
+
+
+def release_login(username: str) -> bool:
+    """Delete a shared login once no job holding it may still run (each job that ends asks;
+    the last one deletes it). True when it was deleted."""
+    if Job.objects.filter(mlflow_login=username).exclude(status__in=Job.TERMINAL).exists():
+        return False
+    return mlflow_auth.user_delete(client(), username)
 
 
 def experiment_name(job: Job) -> str:
@@ -134,16 +158,18 @@ def _run_of_an_earlier_attempt(tracking: TrackingClient, experiment_id: str, job
     return live[0] if live else ""
 
 
-def job_environment(job: Job, experiment_id: str, run_id: str) -> dict[str, str]:
-    """What the job's own `mlflow` client needs; nothing Axle-specific in the user's code."""
+def job_environment(job: Job, experiment_id: str, run_id: str, *, login=OWN_LOGIN) -> dict[str, str]:
+    """What the job's own `mlflow` client needs; nothing Axle-specific in the user's code.
+    `login`: a shared login (`shared_login`) the job uses instead of one of its own."""
     env = {"MLFLOW_RUN_ID": run_id, "MLFLOW_EXPERIMENT_ID": experiment_id, "AXLE_JOB_ID": str(job.uuid)}
     if job.cluster.tracking_mode == Cluster.TrackingMode.FILE:
         env["MLFLOW_TRACKING_URI"] = filestore.tracking_uri(mlruns_dir(job))
         env.update(filestore.ALLOW_FILE_STORE_ENV)
     else:
         env["MLFLOW_TRACKING_URI"] = job.cluster.mlflow_tracking_uri or settings.AXLE_MLFLOW_TRACKING_URI
-        # A login of its own, good for its team's experiment only; deleted by finish_run.
-        login = mlflow_auth.user_with_experiment(client(), mlflow_username(job), experiment_id)
+        # A login good for its team's experiment only; deleted by finish_run.
+        if login is OWN_LOGIN:
+            login = mlflow_auth.user_with_experiment(client(), mlflow_username(job), experiment_id)
         env.update(login.environment() if login else {})
     return env
 
@@ -241,7 +267,10 @@ def metric_history(job: Job, keys: list[str] | None = None) -> dict[str, list[Me
 
 def finish_run(job: Job) -> None:
     tracking = client()
-    mlflow_auth.user_delete(tracking, mlflow_username(job))
+    if job.mlflow_login:
+        release_login(job.mlflow_login)
+    else:
+        mlflow_auth.user_delete(tracking, mlflow_username(job))
     accounting = job.accounting or {}
     tags = {
         "axle.status": job.status,

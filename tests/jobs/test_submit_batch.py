@@ -207,3 +207,88 @@ def test_a_controller_down_during_a_batch_is_an_outage_and_not_a_refusal(ssh_gra
         job.refresh_from_db()
         assert job.status == S.QUEUED and not job.failure_message, job.failure_message
         assert "controller is not reachable" in job.last_error and job.next_attempt_at
+
+
+def _record_shared_logins(monkeypatch) -> list:
+    made = []
+    real = tracking.shared_login
+
+    def shared_login(experiment_id):
+        login = real(experiment_id)
+        made.append(login)
+        return login
+
+    monkeypatch.setattr(tracking, "shared_login", shared_login)
+    return made
+
+
+def _as(login, run_id):
+    """Read `run_id` as `login`; the HTTP status MLflow answers (200 when allowed)."""
+    from apps.integrations.mlflow.base import MlflowError
+    from apps.integrations.mlflow.client import TrackingClient
+
+    client = TrackingClient(tracking.client().base_url, auth=(login.username, login.password))
+    try:
+        client.get_run(run_id)
+    except MlflowError as exc:
+        return exc.status
+    return 200
+
+
+@pytest.mark.mlflow
+def test_the_jobs_of_a_batch_share_one_login_deleted_when_the_last_of_them_ends(ssh_grant, monkeypatch):
+    """One MLflow user (one password hash on the server) for a batch's jobs of one experiment,
+    good for each job's run; it outlives every job but the last one to end."""
+    from apps.integrations.mlflow import auth as mlflow_auth
+
+    grant = ssh_grant
+    jobs = create(grant, 3, name="sharedlogin")
+    made = _record_shared_logins(monkeypatch)
+    users_made = []
+    real_call = mlflow_auth._call
+    monkeypatch.setattr(
+        mlflow_auth,
+        "_call",
+        lambda client, method, path, what, body: (
+            users_made.append(body["username"]) if path == mlflow_auth.USERS_CREATE else None,
+            real_call(client, method, path, what, body),
+        )[1],
+    )
+    try:
+        services.job_submit(job_id=jobs[0].pk)
+        [login] = made
+        assert login is not None, "the hub has no MLflow login: stack.sh up starts MLflow with one"
+        assert users_made == [login.username] and login.username.startswith("axle-batch-")
+        for job in jobs:
+            job.refresh_from_db()
+            assert job.status == S.PENDING and job.mlflow_login == login.username, job.last_error
+            assert _as(login, job.mlflow_run_id) == 200
+    finally:
+        cancel(grant, jobs)
+    for i, job in enumerate(jobs):
+        Job.objects.filter(pk=job.pk).update(status=S.CANCELLED)
+        job.refresh_from_db()
+        tracking.finish_run(job)
+        expected = 401 if i == len(jobs) - 1 else 200
+        assert _as(login, jobs[-1].mlflow_run_id) == expected, f"after job {i} ended"
+
+
+@pytest.mark.mlflow
+def test_a_batch_that_was_never_sent_deletes_its_shared_login(ssh_grant, monkeypatch):
+    grant = ssh_grant
+    jobs = create(grant, 2, name="loginunsent")
+    made = _record_shared_logins(monkeypatch)
+    real_run = ssh_transport.SSHClient.run
+
+    def run(self, args, *, stdin=None, timeout=None):
+        if args[:3] == ["/bin/sh", "-c", ssh_transport._BATCH_BOOT]:
+            stdin = stdin[:-5]  # cut short: no sbatch runs
+        return real_run(self, args, stdin=stdin, timeout=timeout)
+
+    monkeypatch.setattr(ssh_transport.SSHClient, "run", run)
+    services.job_submit(job_id=jobs[0].pk)
+    [login] = made
+    for job in jobs:
+        job.refresh_from_db()
+        assert job.status == S.QUEUED and job.mlflow_login == "", job.last_error
+    assert _as(login, jobs[0].mlflow_run_id) == 401

@@ -4,6 +4,7 @@ run, lay out its folder, sbatch, and record the answer.
 The rule: record the intent and commit, talk to the cluster with no transaction open, then
 record the result with a compare-and-swap transition."""
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import timedelta
@@ -21,6 +22,7 @@ from apps.core.tasks import enqueue
 from apps.core.transitions import transition, transition_many
 from apps.datasets.selectors import dataset_env
 from apps.datasets.services import dataset_version_verify
+from apps.integrations.mlflow import auth as mlflow_auth
 from apps.integrations.mlflow.base import MlflowError, MlflowUnavailable
 from apps.integrations.slurm.base import (
     AmbiguousSubmitError,
@@ -38,6 +40,7 @@ from .. import inputs, tracking, validation
 from ..models import Job
 
 S = Job.Status
+log = logging.getLogger(__name__)
 
 
 def _backoff(attempts: int) -> timedelta:
@@ -99,7 +102,8 @@ def _prepare(job: Job, client: SlurmClient) -> dict[str, str]:
     for key, value in resolved.items():
         setattr(job, key, value)
     experiment_id, run_id = tracking.start_run(job)
-    resolved.update(mlflow_experiment_id=experiment_id, mlflow_run_id=run_id)
+    # A login of its own (job_environment): not one an earlier attempt shared.
+    resolved.update(mlflow_experiment_id=experiment_id, mlflow_run_id=run_id, mlflow_login="")
     # Resolving inputs may outlast AXLE_SUBMIT_STUCK_SECONDS: if the job was taken for stuck
     # meanwhile, it is another worker's now, and a sbatch from here would make a second job.
     if not Job.objects.filter(pk=job.pk, status=S.SUBMITTING).update(**resolved, updated_at=timezone.now()):
@@ -220,6 +224,8 @@ def _submit_leased(*, grant_id: int, candidates: list[int]) -> list[int]:
     outcome = _Outcome()
     grant = jobs[0].grant
     ready: list[Job] = []
+    # A login an earlier attempt recorded: released below if this attempt leaves it.
+    outcome.logins.update(job.mlflow_login for job in jobs if job.mlflow_login)
     for job in jobs:
         job.grant = grant
         # The job keeps the request checked at creation; the grant may have been narrowed,
@@ -238,7 +244,19 @@ def _submit_leased(*, grant_id: int, candidates: list[int]) -> list[int]:
                 if not outcome.decided(job):
                     outcome.error(job, exc)
     outcome.record()
+    _release_logins(outcome.logins)
     return [job.pk for job in jobs]
+
+
+def _release_logins(names: set[str]) -> None:
+    """The shared logins this batch made or left that no job may use any more (every job
+    holding one was queued again or failed before sbatch): deleted. Best effort: a login
+    left behind can edit its team's experiment only and was never given to a job."""
+    for name in sorted(names):
+        try:
+            tracking.release_login(name)
+        except (MlflowError, Unavailable) as exc:
+            log.warning("MLflow login %s could not be deleted: %s", name, exc)
 
 
 def _make_folders(client: SlurmClient, jobs: list[Job]) -> None:
@@ -282,13 +300,22 @@ _MLFLOW_THREADS = 8
 _PIPELINE_CHUNK = 25
 
 
-def _open_run(job: Job) -> tuple[str, str, dict[str, str]]:
+def _open_run(job: Job, login=tracking.OWN_LOGIN) -> tuple[str, str, dict[str, str]]:
     """The job's MLflow run (one call: the run with its tags; its parameters are logged at
-    the end, `tracking.finish_run`) and its environment; runs in a worker thread, touching no database
-    (the job comes with its owner, team and cluster loaded)."""
+    the end, `tracking.finish_run`) and its environment, with `login` (the batch's shared
+    one) or a login of its own; runs in a worker thread, touching no database (the job comes
+    with its owner, team and cluster loaded)."""
+    if isinstance(login, Exception):
+        raise login
     experiment_id, run_id = tracking.open_run(job)
     job.mlflow_experiment_id, job.mlflow_run_id = experiment_id, run_id
-    return experiment_id, run_id, tracking.job_environment(job, experiment_id, run_id)
+    env = tracking.job_environment(job, experiment_id, run_id, login=login)
+    job.mlflow_login = login.username if isinstance(login, mlflow_auth.Credential) else ""
+    if job.mlflow_login and job.attempts > 1:
+        # An earlier attempt may have made the job a login of its own (prepared one by one):
+        # finish_run deletes only the shared one now.
+        mlflow_auth.user_delete(tracking.client(), tracking.mlflow_username(job))
+    return experiment_id, run_id, env
 
 
 def _in_thread(func, *args):
@@ -331,15 +358,21 @@ def _prepare_and_deliver(jobs: list[Job], client: SlurmClient, outcome: "_Outcom
             experiments[name] = _call(tracking.hub_experiment_id, job)
         if not isinstance(experiments[name], Exception):
             job.mlflow_experiment_id = experiments[name]
+    logins = _shared_logins(simple, outcome)
     if len(simple) == 1:
         job = simple[0]
-        opened = _call(_open_run, job)
+        opened = _call(_open_run, job, logins.get(job.mlflow_experiment_id, tracking.OWN_LOGIN))
         _deliver_chunk(client, first + _ready_envs([job], {job.pk: opened}, versions, outcome), outcome)
         return
     threads = min(_MLFLOW_THREADS, len(simple))
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mlflow-run")
     try:
-        futures = {job.pk: pool.submit(_in_thread, _call, _open_run, job) for job in simple}
+        futures = {
+            job.pk: pool.submit(
+                _in_thread, _call, _open_run, job, logins.get(job.mlflow_experiment_id, tracking.OWN_LOGIN)
+            )
+            for job in simple
+        }
         for start in range(0, len(simple), _PIPELINE_CHUNK):
             chunk = simple[start : start + _PIPELINE_CHUNK]
             opened = {job.pk: futures[job.pk].result() for job in chunk}
@@ -347,6 +380,24 @@ def _prepare_and_deliver(jobs: list[Job], client: SlurmClient, outcome: "_Outcom
             first = []
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _shared_logins(jobs: list[Job], outcome: "_Outcome") -> dict:
+    """One MLflow login per experiment that two or more of the batch's jobs log to
+    (`tracking.shared_login`: one user and one password hash for them, not one each); a job
+    alone in its experiment gets its own. Experiment id -> login (None: the server has no
+    login to hand out; an exception: it could not be made, the jobs get it)."""
+    counts: dict[str, int] = {}
+    for job in jobs:
+        if job.mlflow_experiment_id:
+            counts[job.mlflow_experiment_id] = counts.get(job.mlflow_experiment_id, 0) + 1
+    logins = {}
+    for experiment_id in sorted(e for e, n in counts.items() if n > 1):
+        login = _call(tracking.shared_login, experiment_id)
+        if isinstance(login, mlflow_auth.Credential):
+            outcome.logins.add(login.username)
+        logins[experiment_id] = login
+    return logins
 
 
 def _ready_envs(
@@ -380,7 +431,9 @@ def _ready_envs(
                 continue
             job.updated_at = now
             kept.append(job)
-        Job.objects.bulk_update(kept, ["mlflow_experiment_id", "mlflow_run_id", "updated_at"], batch_size=500)
+        Job.objects.bulk_update(
+            kept, ["mlflow_experiment_id", "mlflow_run_id", "mlflow_login", "updated_at"], batch_size=500
+        )
     ready = []
     for job in kept:
         env = {**good[job.pk][2], **dataset_env(versions[job.pk])}
@@ -415,6 +468,8 @@ class _Outcome:
         self.groups: dict[tuple[str, str], list[tuple[Job, dict, dict | None]]] = {}
         self.ambiguous: list[Job] = []
         self._decided: set[int] = set()
+        #: Shared MLflow logins the batch made or its jobs held (`_release_logins`).
+        self.logins: set[str] = set()
 
     def decided(self, job: Job) -> bool:
         return job.pk in self._decided
@@ -427,15 +482,16 @@ class _Outcome:
         self._decided.add(job.pk)
 
     def fail(self, job: Job, action: str, message: str, data: dict) -> None:
-        self._add(job, S.FAILED, action, {"failure_message": message, "finished_at": timezone.now()}, data)
+        fields = {"failure_message": message, "finished_at": timezone.now(), "mlflow_login": ""}
+        self._add(job, S.FAILED, action, fields, data)
 
     def requeue(self, job: Job, error: str, what: str = "") -> None:
         retry_at = timezone.now() + _backoff(job.attempts)
         what = what or f"Cluster {job.cluster.name}"
         message = f"{what} could not be reached ({error}); trying again at {retry_at:%H:%M:%S} UTC."
-        self._add(
-            job, S.QUEUED, "job.submit_delayed", {"next_attempt_at": retry_at, "last_error": message}, {"error": error}
-        )
+        # Not sent: the login its environment named (if shared) is not its any more.
+        fields = {"next_attempt_at": retry_at, "last_error": message, "mlflow_login": ""}
+        self._add(job, S.QUEUED, "job.submit_delayed", fields, {"error": error})
 
     def error(self, job: Job, exc: Exception) -> None:
         if isinstance(exc, inputs.InputError):
@@ -446,7 +502,12 @@ class _Outcome:
             message = f"MLflow refused the job's run: {exc}"
             self.fail(job, "job.tracking_refused", message, {"error": str(exc)})
         elif isinstance(exc, SlurmRejected):
-            fields = {"failure_message": exc.message, "finished_at": timezone.now(), "last_error": ""}
+            fields = {
+                "failure_message": exc.message,
+                "finished_at": timezone.now(),
+                "last_error": "",
+                "mlflow_login": "",
+            }
             self._add(job, S.FAILED, "job.rejected", fields, {"slurm_message": exc.message})
         elif isinstance(exc, AmbiguousSubmitError):
             fields = {"unknown_since": timezone.now(), "last_error": exc.message}
