@@ -31,6 +31,7 @@ from apps.sweeps.models import Trial
 from apps.sweeps.services import spec_of
 
 from .models import ModelVersion, RegisteredModel
+from .ownership import registered_model_ensure
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ def _register_in_mlflow(job: Job, name: str, *, run_id: str | None = None, what:
         sha256 = client.model_sha256(source)
         artifact_uri = client.artifact_uri(source)
         metrics = (job.metrics if run_id == job.mlflow_run_id else None) or client.get_run(run_id).metrics
+        registered_model_ensure(client=client, name=name)
         number = _existing_mlflow_version(client, name, run_id, source, artifact_uri)
         if number is None:
             number = int(client.register_model(name, source, run_id).version)

@@ -638,11 +638,32 @@ class TrackingClient:
                 break
         return sorted(versions, key=lambda v: int(v.version))
 
+    def create_registered_model(self, name: str, tags: Mapping[str, str] | None = None) -> None:
+        """A new registered model `name`; MlflowError with code RESOURCE_ALREADY_EXISTS when
+        the name is taken."""
+        body = {"name": name, "tags": [{"key": k, "value": str(v)} for k, v in (tags or {}).items()]}
+        self._post("registered-models/create", "creating a registered model", body)
+
+    def registered_model_tags(self, name: str) -> dict[str, str] | None:
+        """The tags of registered model `name`, or None when there is none."""
+        try:
+            found = self._get("registered-models/get", "looking up a registered model", name=name)
+        except MlflowError as exc:
+            if exc.code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        return _kv(found["registered_model"].get("tags"))
+
+    def set_registered_model_tag(self, name: str, key: str, value: str) -> None:
+        body = {"name": name, "key": key, "value": value}
+        self._post("registered-models/set-tag", "tagging a registered model", body)
+
     def register_model(self, name: str, source: str, run_id: str) -> ModelVersionInfo:
         """A new version of registered model `name` (created if missing) from `source`, a
-        `models:/m-…` or `runs:/<id>/<path>` URI as `find_logged_model` returns."""
+        `models:/m-…` or `runs:/<id>/<path>` URI as `find_logged_model` returns. The hub's
+        registry first makes sure the name is its own (`apps.registry.ownership`)."""
         try:
-            self._post("registered-models/create", "creating a registered model", {"name": name})
+            self.create_registered_model(name)
         except MlflowError as exc:
             if exc.code != "RESOURCE_ALREADY_EXISTS":
                 raise
