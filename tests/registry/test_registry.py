@@ -7,6 +7,7 @@ from apps.audit.models import AuditEvent
 from apps.jobs.models import Job
 from apps.registry import services
 from apps.registry.models import ModelVersion, RegisteredModel
+from apps.registry.ownership import registered_model_ensure
 
 from .conftest import make_job, make_model_version, make_run, unique_name
 
@@ -63,6 +64,8 @@ def test_registering_the_same_job_twice_returns_the_same_version(api, alice, bob
 @pytest.mark.mlflow
 def test_a_retry_after_a_crash_reuses_the_version_mlflow_already_made(alice, completed_job, mlflow):
     name = unique_name()
+    # What the attempt that crashed did in MLflow: the hub's model (tagged), then the version.
+    registered_model_ensure(client=mlflow, name=name)
     mlflow.register_model(name, f"runs:/{completed_job.mlflow_run_id}/model", completed_job.mlflow_run_id)
     version = services.model_version_register(user=alice, model_name=name, job=completed_job)
     assert version.number == 1
