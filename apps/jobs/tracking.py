@@ -7,6 +7,7 @@ import math
 import posixpath
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from django.conf import settings
@@ -14,7 +15,7 @@ from django.conf import settings
 from apps.clusters.models import Cluster
 from apps.integrations.mlflow import auth as mlflow_auth
 from apps.integrations.mlflow import filestore
-from apps.integrations.mlflow.base import MetricPoint, MlflowError, RunStatus
+from apps.integrations.mlflow.base import MetricPoint, MlflowError, MlflowUnavailable, RunStatus
 from apps.integrations.mlflow.client import TrackingClient
 from apps.integrations.slurm.base import ClusterFiles, RemoteFileMissing
 
@@ -226,10 +227,43 @@ def final_metrics(job: Job) -> dict[str, float | None]:
     return {key: (p.value if math.isfinite(p.value) else None) for key, p in sorted(latest.items())}
 
 
+#: After the live poll found MLflow unavailable (no answer within LIVE_TIMEOUT, refused, a
+#: 5xx), this process's live polls do not ask it again for this long: they answer at once
+#: that MLflow is unavailable. Without it a hanging MLflow holds a portal thread 3 s for every
+#: poll of every open page of a job with a run (20 polls/s for 100 such pages: the portal's
+#: 12 threads all waiting). The first poll after it asks again, and when MLflow answers the
+#: charts' version changes and they fetch the history.
+LIVE_BREAKER_SECONDS = 10.0
+_live_down: dict[str, float] = {}  # tracking URI -> monotonic time until which polls do not ask
+_live_lock = threading.Lock()
+
+
+def reset_live_breaker() -> None:
+    """Forget that MLflow was found unavailable (tests: one test's outage is not the next's)."""
+    with _live_lock:
+        _live_down.clear()
+
+
 def latest_metrics(job: Job) -> dict[str, MetricPoint]:
     """The latest point of each of the run's metrics, in one call with a short timeout (the
-    job page's live poll asks it while the run can still gain points)."""
-    return client(timeout=LIVE_TIMEOUT).get_run(job.mlflow_run_id).metrics
+    job page's live poll asks it while the run can still gain points). Raises
+    `MlflowUnavailable` at once, without asking, for `LIVE_BREAKER_SECONDS` after a call
+    found MLflow unavailable (per process and tracking URI)."""
+    uri = settings.AXLE_MLFLOW_TRACKING_URI
+    with _live_lock:
+        until = _live_down.get(uri)
+    if until is not None and time.monotonic() < until:
+        raise MlflowUnavailable("MLflow did not answer a moment ago; the hub asks again in a few seconds.")
+    try:
+        metrics = client(timeout=LIVE_TIMEOUT).get_run(job.mlflow_run_id).metrics
+    except MlflowUnavailable:
+        with _live_lock:
+            _live_down[uri] = time.monotonic() + LIVE_BREAKER_SECONDS
+        raise
+    if until is not None:
+        with _live_lock:
+            _live_down.pop(uri, None)
+    return metrics
 
 
 def metric_history(job: Job, keys: list[str] | None = None) -> dict[str, list[MetricPoint]]:

@@ -258,3 +258,71 @@ def test_a_job_that_has_not_started_asks_mlflow_nothing_for_its_curves(client, a
     page = client.get(f"/jobs/{job.uuid}/").content.decode()
     assert _curves(page) == "not-started"
     assert client.get(_poll_url(page), **HX).status_code == 204
+
+
+class _FlakyMlflow:
+    """tracking.client() stand-in: counts get_run calls; raises MlflowUnavailable while down."""
+
+    def __init__(self):
+        self.calls = 0
+        self.down = True
+
+    def get_run(self, run_id):
+        from types import SimpleNamespace
+
+        from apps.integrations.mlflow.base import MetricPoint, MlflowUnavailable
+
+        self.calls += 1
+        if self.down:
+            raise MlflowUnavailable("MLflow did not answer within 3s.")
+        return SimpleNamespace(metrics={"loss": MetricPoint("loss", 0.5, 1_700_000_001_000, 3)})
+
+
+@pytest.mark.django_db
+def test_after_mlflow_did_not_answer_the_polls_of_the_next_seconds_do_not_wait_for_it(
+    client, alice, running, monkeypatch
+):
+    from apps.jobs import tracking
+
+    mlflow = _FlakyMlflow()
+    monkeypatch.setattr(tracking, "client", lambda **kw: mlflow)
+    now = [1000.0]
+    monkeypatch.setattr(tracking.time, "monotonic", lambda: now[0])
+    Job.objects.filter(pk=running.pk).update(mlflow_run_id="u" * 32)
+    client.force_login(alice)
+    page = client.get(f"/jobs/{running.uuid}/").content.decode()
+    assert _curves(page) == "unavailable" and mlflow.calls == 1
+    url = _poll_url(page)
+    for _ in range(3):  # a hanging MLflow would hold a portal thread 3 s for each of these
+        now[0] += 2
+        assert client.get(url, **HX).status_code == 204
+    assert mlflow.calls == 1, "within LIVE_BREAKER_SECONDS the polls answer without asking MLflow"
+
+    mlflow.down = False
+    now[0] += tracking.LIVE_BREAKER_SECONDS
+    response = client.get(url, **HX)
+    assert mlflow.calls == 2, "once the pause is over a poll asks again"
+    assert response.status_code == 200
+    assert _curves(response.content.decode()) not in ("", "unavailable"), "the chart fetches the history again"
+    now[0] += 5
+    assert client.get(_poll_url(response.content.decode()), **HX).status_code == 204
+    assert mlflow.calls == 3, "MLflow answers: every poll asks it, as before"
+
+
+@pytest.mark.django_db
+def test_the_mlflow_pause_is_per_tracking_server(client, alice, running, monkeypatch, settings):
+    from apps.jobs import tracking
+
+    mlflow = _FlakyMlflow()
+    monkeypatch.setattr(tracking, "client", lambda **kw: mlflow)
+    job = Job.objects.get(pk=running.pk)
+    job.mlflow_run_id = "u" * 32
+    from apps.jobs import selectors
+
+    assert selectors.job_curves_version(job=job) == "unavailable"
+    assert selectors.job_curves_version(job=job) == "unavailable"
+    assert mlflow.calls == 1
+    settings.AXLE_MLFLOW_TRACKING_URI = "http://another-mlflow.invalid:5000"
+    mlflow.down = False
+    assert selectors.job_curves_version(job=job) not in ("", "unavailable")
+    assert mlflow.calls == 2
