@@ -326,3 +326,63 @@ def test_the_mlflow_pause_is_per_tracking_server(client, alice, running, monkeyp
     mlflow.down = False
     assert selectors.job_curves_version(job=job) not in ("", "unavailable")
     assert mlflow.calls == 2
+
+
+def _next_read(body: str) -> tuple[str, str]:
+    """The log tail's next request: its URL and its htmx trigger."""
+    match = re.search(r'class="log-more" hx-get="([^"]+)" hx-trigger="([^"]+)"', body)
+    assert match, "the tail goes on"
+    return match.group(1).replace("&amp;", "&"), match.group(2)
+
+
+@pytest.mark.django_db
+def test_a_running_jobs_log_tail_waits_after_new_text_and_slows_down_on_a_quiet_stream(
+    client, alice, running, monkeypatch
+):
+    from apps.jobs import selectors
+
+    log = {"text": b"epoch 1\n"}
+
+    def read(*, job, stream, offset=0, task=None, limit=selectors.LOG_CHUNK):
+        data = log["text"][offset : offset + limit]
+        return selectors.LogChunk(data.decode(), offset + len(data))
+
+    monkeypatch.setattr(selectors, "job_log_read", read)
+    client.force_login(alice)
+    url, trigger = _next_read(client.get(f"/jobs/{running.uuid}/logs/stdout/?offset=0").content.decode())
+    # New text that reached the end of the file: the next read a few seconds later, not at once
+    # (a job printing steadily made its page read in a loop, an SSH command per round trip).
+    assert trigger == "load delay:3s"
+    triggers = []
+    for _ in range(7):  # nothing new: 3 s at first, then 6 s on a stream that stays quiet
+        url, trigger = _next_read(client.get(url).content.decode())
+        triggers.append(trigger)
+    assert triggers == ["load delay:3s"] * 4 + ["load delay:6s"] * 3
+    log["text"] += b"epoch 2\n"
+    body = client.get(url).content.decode()
+    assert body.startswith("epoch 2\n")
+    url, trigger = _next_read(body)
+    assert trigger == "load delay:3s", "a line written: back to reading every 3 s"
+    assert _next_read(client.get(url).content.decode())[1] == "load delay:3s"
+
+
+@pytest.mark.django_db
+def test_a_log_tail_reads_on_at_once_after_a_whole_chunk_and_for_a_finished_job(client, alice, running, monkeypatch):
+    from apps.jobs import selectors
+
+    monkeypatch.setattr(selectors, "LOG_CHUNK", 16)
+    text = b"0123456789" * 5
+
+    def read(*, job, stream, offset=0, task=None, limit=None):
+        data = text[offset : offset + selectors.LOG_CHUNK]
+        return selectors.LogChunk(data.decode(), offset + len(data))
+
+    monkeypatch.setattr(selectors, "job_log_read", read)
+    client.force_login(alice)
+    url, trigger = _next_read(client.get(f"/jobs/{running.uuid}/logs/stdout/?offset=0").content.decode())
+    assert trigger == "load", "a whole chunk: the rest is waiting, read it at once"
+    assert "offset=16" in url
+    Job.objects.filter(pk=running.pk).update(status=Job.Status.COMPLETED)
+    url, trigger = _next_read(client.get(f"/jobs/{running.uuid}/logs/stdout/?offset=48").content.decode())
+    assert trigger == "load", "a finished job's log is read to its end at once"
+    assert "log-more" not in client.get(url).content.decode(), "and then the tail stops"
