@@ -5,13 +5,15 @@ serves it (gunicorn), each with a live job page open and navigating every ~15 s.
     .venv/bin/python bench/portal_load.py [--users 200] [--jobs-per-user 500] [--duration 120]
     .venv/bin/python bench/portal_load.py --server-tree /tmp/load-before   # another checkout's portal
     .venv/bin/python bench/portal_load.py --closed-loop                   # the issue's old pattern
+    .venv/bin/python bench/portal_load.py --pattern plain                 # no log tail, no MLflow run
 
 What it does:
 
 1. A throwaway PostgreSQL database and AXLE_HOME (as bench/list_rate.py): `--users` users,
    each with `--jobs-per-user` jobs (1 % running, 3 clusters) and two or three audit events per
-   job (the job page's timeline), one browser session per user. No cluster, no MLflow: the
-   jobs have no MLflow run and their logs are not read (both would measure Slurm and MLflow).
+   job (the job page's timeline), one browser session per user. With `--pattern plain` no
+   cluster and no MLflow; `--pattern mixed` (below) moves each user's running job to the
+   local cluster and gives half of them an MLflow run in a throwaway MLflow.
 2. The portal of `--server-tree` (default: this checkout) under gunicorn on a free port, with
    that tree's configuration: `portal/gunicorn.conf.py` when the tree has one (what `dev`
    starts), otherwise `dev`'s old command line (`--workers 3 --timeout 120`);
@@ -31,6 +33,22 @@ What it does:
    - A user's first page also loads its CSS and scripts (cached afterwards: hashed names).
    - The bench changes `--changes-per-second` running jobs' metrics and elapsed time, so some
      polls find a change (200 with the regions) and most find none (204).
+   - `--pattern mixed` (the default) adds what a real running job's page does besides its
+     poll (`--pattern plain` leaves it out, as this bench did before):
+     * every open job page (tab 1) is a running job on the local cluster (`load-local`, a
+       grant per user, all as the cluster account `scientist`, so each grant has its own
+       SSH connections as distinct accounts would), with stdout and stderr in a folder of
+       their own on the login node; the page tails both as `_log_chunk.html` says (the next
+       read at once or after the `load delay:Ns` the answer carries, until an answer has no
+       next read), each read an SSH command. `--log-lines-per-second` (20) stdout files gain
+       a line each second: a job prints a line every ~10 s; stderr stays empty;
+     * every `--runs-every`'th (2nd: half) of those jobs has an MLflow run in the bench's
+       throwaway MLflow (3 metrics x 20 points); `--points-per-second` (5) runs gain a point
+       of each metric each second (one every ~20 s per run), so the live poll's MLflow call
+       (`job_curves_version`) sometimes finds new points and the chart fetches the history;
+       the page's artifacts list (`hx-trigger="load"`, one MLflow call) is fetched once.
+     The job pages opened in tab 2 tail their logs too (their clusters have no login host:
+     one read, an error note, the tail stops).
    Users start spread over the first 15 s; figures cover `--duration` seconds after
    `--warmup`.
 
