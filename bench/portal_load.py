@@ -514,6 +514,25 @@ def profile(people: list[dict], repeat: int, top: int) -> None:
 # ---------------------------------------------------------------- the server
 
 
+def hanging_mlflow() -> str:
+    """--mlflow-hangs: a port that accepts connections and never answers (an MLflow stuck
+    behind its proxy, or out of workers). Returns its URL; the threads are daemons."""
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(512)
+    held = []
+
+    def accept():
+        while True:
+            conn, _ = listener.accept()
+            held.append(conn)  # kept open, never read nor answered
+
+    threading.Thread(target=accept, daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -988,6 +1007,11 @@ def main() -> int:
         "an MLflow run; plain: the pattern before (no cluster, no MLflow, no log tail)",
     )
     parser.add_argument("--runs-every", type=int, default=2, help="mixed: every Nth open job has an MLflow run")
+    parser.add_argument(
+        "--mlflow-hangs",
+        action="store_true",
+        help="mixed: the portal's MLflow accepts connections and never answers (the runs are made in the bench's)",
+    )
     parser.add_argument("--log-lines-per-second", type=float, default=20.0, help="mixed: stdout lines written per s")
     parser.add_argument("--points-per-second", type=float, default=5.0, help="mixed: runs gaining a point per s")
     parser.add_argument("--server-tree", type=Path, default=c.REPO, help="checkout whose portal is served")
@@ -1056,6 +1080,10 @@ def main() -> int:
             profile(people, args.profile, 40)
             return 0
         connections.close_all()
+        if mixed and args.mlflow_hangs:
+            # The bench keeps logging points to its MLflow; the portal asks one that hangs.
+            os.environ["AXLE_MLFLOW_TRACKING_URI"] = hanging_mlflow()
+            c.say(f"  the portal's MLflow hangs: {os.environ['AXLE_MLFLOW_TRACKING_URI']} never answers")
         log = Path(os.environ["AXLE_HOME"]) / "gunicorn.log"
         port = free_port()
         server = start_server(tree, args.python, gunicorn_args(tree, args.gunicorn), port, log)
