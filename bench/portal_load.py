@@ -781,11 +781,12 @@ class User:
                 await asyncio.sleep(delay)
             status, text = await self.get("log tail", url, htmx=True)
             more = LOG_MORE.search(text) if status == 200 else None
+            if self.stats.counts(time.monotonic()) and status == 200:
+                # The chunk is the log's text, then the notes and the next read's span.
+                self.stats.log_reads["with text" if text and not text.startswith("<span") else "empty"] += 1
             if more is None:
                 return
             url, delay = html.unescape(more.group(1)), float(more.group(2) or 0)
-            if self.stats.counts(time.monotonic()):
-                self.stats.log_reads["with text" if not delay else "empty"] += 1
 
     async def metrics_poll(self, url: str) -> None:
         while True:
