@@ -69,6 +69,25 @@ def job_get(*, user, job_id) -> Job:
     return job
 
 
+def job_for_log(*, user, job_id) -> Job:
+    """A job of the user's own, as its log tail reads it (each stream asks every few seconds
+    while the page is open): the job with its grant and cluster in one query, without
+    job_get's team, dataset versions and script. Anybody else's job answers as if it did
+    not exist."""
+    try:
+        job = (
+            Job.objects.select_related("cluster", "grant__cluster")
+            .defer("script", "parameters", "hub_args", "script_directives")
+            .filter(owner=user, uuid=job_id)
+            .first()
+        )
+    except ValidationError:
+        job = None
+    if job is None:
+        raise NotFound("No such job.")
+    return job
+
+
 def job_timeline(*, job: Job) -> QuerySet[AuditEvent]:
     return AuditEvent.objects.filter(subject_type="jobs.job", subject_id=str(job.uuid)).order_by("seq")
 

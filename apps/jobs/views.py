@@ -354,7 +354,10 @@ def _job_page(request, job_id, *, template: str, oob: bool = False, curves: str 
 @require_GET
 def job_log(request, job_id, stream):
     """A chunk of log from ``offset`` on, for the live tail (htmx appends it)."""
-    job = _job(request, job_id)
+    try:
+        job = selectors.job_for_log(user=request.user, job_id=job_id)
+    except NotFound:
+        raise Http404("No such job.") from None
     try:
         offset = max(int(request.GET.get("offset", "0")), 0)
     except ValueError:

@@ -386,3 +386,32 @@ def test_a_log_tail_reads_on_at_once_after_a_whole_chunk_and_for_a_finished_job(
     url, trigger = _next_read(client.get(f"/jobs/{running.uuid}/logs/stdout/?offset=48").content.decode())
     assert trigger == "load", "a finished job's log is read to its end at once"
     assert "log-more" not in client.get(url).content.decode(), "and then the tail stops"
+
+
+@pytest.mark.django_db
+def test_a_log_read_reads_the_job_grant_and_cluster_in_one_query(
+    client, alice, charlie, running, monkeypatch, django_assert_max_num_queries
+):
+    from apps.clusters import transport
+    from apps.jobs import selectors
+
+    seen = {}
+
+    def read(*, job, stream, offset=0, task=None, limit=None):
+        # What the read uses (the grant's connection, the log's path) is there already.
+        with django_assert_max_num_queries(0):
+            seen["key"] = transport._key(job.grant)
+            seen["path"] = selectors.job_log_path(job, stream)
+            seen["cluster"] = job.cluster.name
+        return selectors.LogChunk("line\n", offset + 5)
+
+    monkeypatch.setattr(selectors, "job_log_read", read)
+    client.force_login(alice)
+    url = f"/jobs/{running.uuid}/logs/stdout/?offset=0"
+    client.get(url)  # the session's first request may write it
+    with django_assert_max_num_queries(3):  # session, user, the job with grant and cluster
+        body = client.get(url).content.decode()
+    assert body.startswith("line\n") and seen["cluster"] == running.cluster.name
+    assert seen["path"] == selectors.job_log_path(running, "stdout")
+    client.force_login(charlie)
+    assert client.get(url).status_code == 404
