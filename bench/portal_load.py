@@ -1076,6 +1076,11 @@ def main() -> int:
             )
             stack.callback(live.clean)
             live.prepare()
+        elif running:
+            from apps.jobs.models import Job
+
+            # A database an earlier mixed run kept: its jobs' runs are in an MLflow that is gone.
+            Job.objects.filter(uuid__in=running).update(mlflow_run_id="", mlflow_experiment_id="")
         if args.profile:
             sys.path.insert(0, str(tree))
             profile(people, args.profile, 40)
