@@ -209,7 +209,12 @@ def job_log_read(
     except UnsupportedOperation as exc:
         raise Unavailable(exc.message) from None
     except SlurmError as exc:
-        raise Unavailable(f"Cluster {job.cluster.name} could not be reached for the log: {exc.message}") from None
+        # `retry`: a later read may work (a dropped connection, an sshd refusing logins for a
+        # moment); not when the grant or cluster cannot reach files at all.
+        raise Unavailable(
+            f"Cluster {job.cluster.name} could not be reached for the log: {exc.message}",
+            extra={"retry": not exc.permanent},
+        ) from None
     cut = _incomplete_utf8_tail(data)
     if cut:
         # A chunk may end inside a multi-byte character: leave those bytes for next time.

@@ -367,11 +367,15 @@ def job_log(request, job_id, stream):
         idle = min(max(int(request.GET.get("idle", "0")), 0), LOG_IDLE_SLOW)
     except ValueError:
         idle = 0
+    retry = False
     try:
         chunk = selectors.job_log_read(job=job, stream=stream, offset=offset, task=task)
         error = ""
     except ApplicationError as exc:
         chunk, error = selectors.LogChunk("", offset), exc.message
+        # A running job's tail goes on after a failure that may pass: its note is replaced by
+        # the next read, and the lines come back once the cluster answers again.
+        retry = bool(exc.extra.get("retry")) and not job.is_terminal
     return render(
         request,
         "jobs/_log_chunk.html",
@@ -382,8 +386,9 @@ def job_log(request, job_id, stream):
             "error": error,
             "task": task or "",
             "done": job.is_terminal and not chunk.text and not chunk.missing,
-            "next_read": _log_next_read(job, chunk, offset, idle),
+            "next_read": f"load delay:{LOG_WAIT_RETRY}s" if retry else _log_next_read(job, chunk, offset, idle),
             "idle": 0 if chunk.text else min(idle + 1, LOG_IDLE_SLOW),
+            "retry": retry,
         },
     )
 
@@ -397,6 +402,7 @@ def job_log(request, job_id, stream):
 LOG_WAIT = 3
 LOG_WAIT_IDLE = 6
 LOG_IDLE_SLOW = 5
+LOG_WAIT_RETRY = 10
 
 
 def _log_next_read(job, chunk, offset: int, idle: int) -> str:

@@ -415,3 +415,44 @@ def test_a_log_read_reads_the_job_grant_and_cluster_in_one_query(
     assert seen["path"] == selectors.job_log_path(running, "stdout")
     client.force_login(charlie)
     assert client.get(url).status_code == 404
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("permanent", [False, True])
+def test_a_running_jobs_log_tail_tries_again_after_a_failure_that_may_pass(
+    client, alice, running, monkeypatch, permanent
+):
+    from apps.integrations.slurm.base import TransportError
+    from apps.jobs import selectors
+
+    failing = [True]
+
+    class Files:
+        def read(self, path, offset, limit):
+            if failing[0]:
+                raise TransportError("Error reading SSH protocol banner", permanent=permanent)
+            return b"back\n", offset + 5
+
+    class Client:
+        files = Files()
+
+    from contextlib import contextmanager
+
+    @contextmanager
+    def slurm_client(grant):
+        yield Client()
+
+    monkeypatch.setattr(selectors, "slurm_client", slurm_client)
+    client.force_login(alice)
+    body = client.get(f"/jobs/{running.uuid}/logs/stdout/?offset=0").content.decode()
+    assert "Error reading SSH protocol banner" in body
+    if permanent:  # no login host, no key: asking again cannot help, the tail stops as before
+        assert "log-more" not in body
+        return
+    url, trigger = _next_read(body)
+    assert trigger == "load delay:10s"
+    # The note is inside the span the next read replaces: it goes once the cluster answers.
+    assert re.search(r'class="log-more"[^>]*><span class="log-note error">\[[^<]*Trying again', body)
+    failing[0] = False
+    body = client.get(url).content.decode()
+    assert body.startswith("back\n") and "error" not in body
