@@ -595,6 +595,33 @@ def stop_server(server: subprocess.Popen) -> None:
             pass
 
 
+def sshd_cpu() -> float:
+    """CPU seconds of the login node's sshd so far: every sshd process's own and its reaped
+    children's (the shells and `tail`s a read runs; a closed session's in the listener's)."""
+    total = 0.0
+    for pid in c.pids_named("sshd"):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15]) / c.CLK_TCK  # utime, stime, cutime, cstime
+    return total
+
+
+def pid_listening_on(uri: str) -> int | None:
+    """The process started with `--port <uri's port>` (the bench's MLflow server)."""
+    port = uri.rsplit(":", 1)[-1].strip("/")
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                words = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"server" in words and b"--port" in words and port.encode() in words:
+                return int(entry.name)
+    return None
+
+
 def tree_cpu(root: int) -> float:
     """CPU seconds of a process and all its descendants alive now."""
     children: dict[int, list[int]] = defaultdict(list)
@@ -938,6 +965,7 @@ def report(
     loads,
     changes,
     sshd_cpu: float = 0.0,
+    mlflow_cpu: float = 0.0,
 ) -> None:
     total = sum(len(v) for v in stats.times.values())
     errors = sum(len(v) for v in stats.errors.values())
@@ -985,8 +1013,9 @@ def report(
     if stats.log_reads:
         c.say(
             f"log tail reads: {stats.log_reads['with text']} found new text, {stats.log_reads['empty']} found none; "
-            f"sshd CPU (its processes alive at the end) {sshd_cpu:.1f}s "
-            f"({sshd_cpu / max(sum(stats.log_reads.values()), 1) * 1000:.1f} ms per read)"
+            f"login node's sshd and its commands: {sshd_cpu:.1f}s of CPU "
+            f"({sshd_cpu / max(sum(stats.log_reads.values()), 1) * 1000:.1f} ms per read); "
+            f"the bench's MLflow server: {mlflow_cpu:.1f}s"
         )
 
 
@@ -1047,10 +1076,12 @@ def main() -> int:
     mixed = args.pattern == "mixed" and not args.profile
     if mixed and not env:
         c.die("--pattern mixed reads the logs on the local cluster: it is not up (or pass --pattern plain)")
+    mlflow_pid = None
     with ExitStack() as stack:
         stack.enter_context(hub)
         if mixed:
             uri = stack.enter_context(c.throwaway_mlflow(uri=args.mlflow, env=env))
+            mlflow_pid = pid_listening_on(uri)
             from django.conf import settings
 
             # Django read the settings before the server started: this process's calls go there too.
@@ -1111,7 +1142,8 @@ def main() -> int:
                         time.process_time(),
                         c.machine_busy_seconds(),
                         c.load(),
-                        c.cpu_of_named("sshd"),
+                        sshd_cpu(),
+                        tree_cpu(mlflow_pid) if mlflow_pid else 0.0,
                     )
 
                 m1 = asyncio.create_task(mark("start", args.warmup))
@@ -1131,6 +1163,7 @@ def main() -> int:
                 loads=(start[3], end[3]),
                 changes=mutator.changes,
                 sshd_cpu=end[4] - start[4],
+                mlflow_cpu=end[5] - start[5],
             )
             if live is not None:
                 c.say(f"the jobs' output during the load: {live.lines} log lines, {live.points} new metric points")
