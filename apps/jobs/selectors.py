@@ -282,7 +282,7 @@ def job_artifacts(*, job: Job, path: str = "") -> list:
     if not job.mlflow_run_id:
         return []
     try:
-        return tracking.client().list_artifacts(job.mlflow_run_id, path)
+        return tracking.list_artifacts(job, path)
     except MlflowUnavailable as exc:
         raise Unavailable(f"MLflow could not be reached: {exc}") from None
     except MlflowError as exc:

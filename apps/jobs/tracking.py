@@ -8,7 +8,9 @@ import posixpath
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from django.conf import settings
 
@@ -23,6 +25,8 @@ from . import experiments
 from .models import Job
 
 # How a finished job's state reads in MLflow.
+T = TypeVar("T")
+
 RUN_STATUS = {
     Job.Status.COMPLETED: "FINISHED",
     Job.Status.CANCELLED: "KILLED",
@@ -244,18 +248,20 @@ def reset_live_breaker() -> None:
         _live_down.clear()
 
 
-def latest_metrics(job: Job) -> dict[str, MetricPoint]:
-    """The latest point of each of the run's metrics, in one call with a short timeout (the
-    job page's live poll asks it while the run can still gain points). Raises
-    `MlflowUnavailable` at once, without asking, for `LIVE_BREAKER_SECONDS` after a call
-    found MLflow unavailable (per process and tracking URI)."""
+def _page_call(call: Callable[[], T]) -> T:
+    """`call` (one MLflow request a job page makes by itself: its live poll, its artifacts
+    list), unless MLflow was found unavailable less than LIVE_BREAKER_SECONDS ago in this
+    process: then `MlflowUnavailable` at once. When that pause is over one call asks again
+    (the others still answer at once meanwhile); if MLflow answers, the pause ends."""
     uri = settings.AXLE_MLFLOW_TRACKING_URI
     with _live_lock:
         until = _live_down.get(uri)
-    if until is not None and time.monotonic() < until:
-        raise MlflowUnavailable("MLflow did not answer a moment ago; the hub asks again in a few seconds.")
+        if until is not None:
+            if time.monotonic() < until:
+                raise MlflowUnavailable("MLflow did not answer a moment ago; the hub asks again in a few seconds.")
+            _live_down[uri] = time.monotonic() + LIVE_TIMEOUT + LIVE_BREAKER_SECONDS  # this call probes
     try:
-        metrics = client(timeout=LIVE_TIMEOUT).get_run(job.mlflow_run_id).metrics
+        result = call()
     except MlflowUnavailable:
         with _live_lock:
             _live_down[uri] = time.monotonic() + LIVE_BREAKER_SECONDS
@@ -263,7 +269,25 @@ def latest_metrics(job: Job) -> dict[str, MetricPoint]:
     if until is not None:
         with _live_lock:
             _live_down.pop(uri, None)
-    return metrics
+    return result
+
+
+def latest_metrics(job: Job) -> dict[str, MetricPoint]:
+    """The latest point of each of the run's metrics, in one call with a short timeout (the
+    job page's live poll asks it while the run can still gain points). Raises
+    `MlflowUnavailable` at once, without asking, for `LIVE_BREAKER_SECONDS` after a call
+    found MLflow unavailable (per process and tracking URI)."""
+    return _page_call(lambda: client(timeout=LIVE_TIMEOUT).get_run(job.mlflow_run_id).metrics)
+
+
+#: How long the job page's artifacts list (asked when the page opens) waits for MLflow.
+ARTIFACTS_TIMEOUT = 10.0
+
+
+def list_artifacts(job: Job, path: str = "") -> list:
+    """The run's artifacts below `path`, for the job page: with the live poll's pause after
+    MLflow was found unavailable, and 10 s at most (it held a portal thread 30 s before)."""
+    return _page_call(lambda: client(timeout=ARTIFACTS_TIMEOUT).list_artifacts(job.mlflow_run_id, path))
 
 
 def metric_history(job: Job, keys: list[str] | None = None) -> dict[str, list[MetricPoint]]:

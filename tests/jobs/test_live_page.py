@@ -456,3 +456,37 @@ def test_a_running_jobs_log_tail_tries_again_after_a_failure_that_may_pass(
     failing[0] = False
     body = client.get(url).content.decode()
     assert body.startswith("back\n") and "error" not in body
+
+
+@pytest.mark.django_db
+def test_while_mlflow_is_paused_the_artifacts_list_answers_at_once_too(client, alice, running, monkeypatch):
+    from apps.jobs import tracking
+
+    mlflow = _FlakyMlflow()
+    listed = []
+
+    def list_artifacts(run_id, path=""):
+        listed.append(path)
+        return []
+
+    mlflow.list_artifacts = list_artifacts
+    timeouts = []
+
+    def make_client(**kw):
+        timeouts.append(kw.get("timeout"))
+        return mlflow
+
+    monkeypatch.setattr(tracking, "client", make_client)
+    now = [1000.0]
+    monkeypatch.setattr(tracking.time, "monotonic", lambda: now[0])
+    Job.objects.filter(pk=running.pk).update(mlflow_run_id="u" * 32)
+    client.force_login(alice)
+    client.get(f"/jobs/{running.uuid}/")  # its curves version found MLflow unavailable
+    body = client.get(f"/jobs/{running.uuid}/artifacts/").content.decode()
+    assert listed == [], "the artifacts list did not wait for an MLflow found down a moment ago"
+    assert "MLflow could not be reached" in body
+    mlflow.down = False
+    now[0] += tracking.LIVE_BREAKER_SECONDS + tracking.LIVE_TIMEOUT + 1
+    client.get(f"/jobs/{running.uuid}/artifacts/")
+    assert listed == [""], "after the pause it asks"
+    assert timeouts[-1] == tracking.ARTIFACTS_TIMEOUT
