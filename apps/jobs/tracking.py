@@ -291,10 +291,16 @@ def list_artifacts(job: Job, path: str = "") -> list:
 
 
 def metric_history(job: Job, keys: list[str] | None = None) -> dict[str, list[MetricPoint]]:
-    tracking = client()
-    if keys is None:
-        keys = sorted(tracking.get_run(job.mlflow_run_id).metrics)
-    return tracking.metric_history(job.mlflow_run_id, keys)
+    """Every point of the run's metrics (the job page's charts ask it when their version
+    changes, and when the page opens): with the live poll's pause after MLflow was found
+    unavailable, so a page opened meanwhile does not hold a portal thread for the timeout."""
+
+    def call():
+        tracking = client()
+        names = sorted(tracking.get_run(job.mlflow_run_id).metrics) if keys is None else keys
+        return tracking.metric_history(job.mlflow_run_id, names)
+
+    return _page_call(call)
 
 
 def finish_run(job: Job) -> None:

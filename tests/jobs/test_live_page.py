@@ -459,7 +459,9 @@ def test_a_running_jobs_log_tail_tries_again_after_a_failure_that_may_pass(
 
 
 @pytest.mark.django_db
-def test_while_mlflow_is_paused_the_artifacts_list_answers_at_once_too(client, alice, running, monkeypatch):
+def test_while_mlflow_is_paused_the_artifacts_list_and_the_charts_history_answer_at_once_too(
+    client, alice, running, monkeypatch
+):
     from apps.jobs import tracking
 
     mlflow = _FlakyMlflow()
@@ -485,6 +487,9 @@ def test_while_mlflow_is_paused_the_artifacts_list_answers_at_once_too(client, a
     body = client.get(f"/jobs/{running.uuid}/artifacts/").content.decode()
     assert listed == [], "the artifacts list did not wait for an MLflow found down a moment ago"
     assert "MLflow could not be reached" in body
+    calls = mlflow.calls
+    answer = client.get(f"/api/v1/jobs/{running.uuid}/metrics/", HTTP_ACCEPT="application/json")
+    assert answer.status_code == 503 and mlflow.calls == calls, "nor did the charts' history"
     mlflow.down = False
     now[0] += tracking.LIVE_BREAKER_SECONDS + tracking.LIVE_TIMEOUT + 1
     client.get(f"/jobs/{running.uuid}/artifacts/")
