@@ -24,9 +24,9 @@ from apps.integrations.slurm.base import ClusterFiles, RemoteFileMissing
 from . import experiments
 from .models import Job
 
-# How a finished job's state reads in MLflow.
 T = TypeVar("T")
 
+# How a finished job's state reads in MLflow.
 RUN_STATUS = {
     Job.Status.COMPLETED: "FINISHED",
     Job.Status.CANCELLED: "KILLED",
@@ -231,12 +231,14 @@ def final_metrics(job: Job) -> dict[str, float | None]:
     return {key: (p.value if math.isfinite(p.value) else None) for key, p in sorted(latest.items())}
 
 
-#: After the live poll found MLflow unavailable (no answer within LIVE_TIMEOUT, refused, a
-#: 5xx), this process's live polls do not ask it again for this long: they answer at once
-#: that MLflow is unavailable. Without it a hanging MLflow holds a portal thread 3 s for every
-#: poll of every open page of a job with a run (20 polls/s for 100 such pages: the portal's
-#: 12 threads all waiting). The first poll after it asks again, and when MLflow answers the
-#: charts' version changes and they fetch the history.
+#: After a call of the job page (its live poll, artifacts list, charts' history) found MLflow
+#: unavailable (no answer in time, refused, a 5xx), this process's page calls do not ask it
+#: again for this long: they answer at once that MLflow is unavailable. Without it a hanging
+#: MLflow holds a portal thread 3 s for every poll of every open page of a job with a run
+#: (20 polls/s for 100 such pages) and 30 s for every artifacts list and history: the
+#: portal's 12 threads all wait and nothing else is answered (bench/README.md, portal_load
+#: --mlflow-hangs). The first call after it asks again; when MLflow answers, the charts'
+#: version changes and they fetch the history.
 LIVE_BREAKER_SECONDS = 10.0
 _live_down: dict[str, float] = {}  # tracking URI -> monotonic time until which polls do not ask
 _live_lock = threading.Lock()
