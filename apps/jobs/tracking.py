@@ -250,18 +250,20 @@ def reset_live_breaker() -> None:
         _live_down.clear()
 
 
-def _page_call(call: Callable[[], T]) -> T:
-    """`call` (one MLflow request a job page makes by itself: its live poll, its artifacts
-    list), unless MLflow was found unavailable less than LIVE_BREAKER_SECONDS ago in this
-    process: then `MlflowUnavailable` at once. When that pause is over one call asks again
-    (the others still answer at once meanwhile); if MLflow answers, the pause ends."""
+def _page_call(call: Callable[[], T], timeout: float) -> T:
+    """`call` (what a job page asks MLflow by itself: its live poll, its artifacts list, its
+    charts' history; waiting `timeout` at most per request), unless MLflow was found
+    unavailable less than LIVE_BREAKER_SECONDS ago in this process: then `MlflowUnavailable`
+    at once. When that pause is over one call asks again (the others still answer at once
+    until it has had its time): one portal thread per process waits for a hanging MLflow,
+    not all of them; if MLflow answers, the pause ends."""
     uri = settings.AXLE_MLFLOW_TRACKING_URI
     with _live_lock:
         until = _live_down.get(uri)
         if until is not None:
             if time.monotonic() < until:
                 raise MlflowUnavailable("MLflow did not answer a moment ago; the hub asks again in a few seconds.")
-            _live_down[uri] = time.monotonic() + LIVE_TIMEOUT + LIVE_BREAKER_SECONDS  # this call probes
+            _live_down[uri] = time.monotonic() + timeout + LIVE_BREAKER_SECONDS  # this call probes
     try:
         result = call()
     except MlflowUnavailable:
@@ -279,7 +281,7 @@ def latest_metrics(job: Job) -> dict[str, MetricPoint]:
     job page's live poll asks it while the run can still gain points). Raises
     `MlflowUnavailable` at once, without asking, for `LIVE_BREAKER_SECONDS` after a call
     found MLflow unavailable (per process and tracking URI)."""
-    return _page_call(lambda: client(timeout=LIVE_TIMEOUT).get_run(job.mlflow_run_id).metrics)
+    return _page_call(lambda: client(timeout=LIVE_TIMEOUT).get_run(job.mlflow_run_id).metrics, LIVE_TIMEOUT)
 
 
 #: How long the job page's artifacts list (asked when the page opens) waits for MLflow.
@@ -289,7 +291,13 @@ ARTIFACTS_TIMEOUT = 10.0
 def list_artifacts(job: Job, path: str = "") -> list:
     """The run's artifacts below `path`, for the job page: with the live poll's pause after
     MLflow was found unavailable, and 10 s at most (it held a portal thread 30 s before)."""
-    return _page_call(lambda: client(timeout=ARTIFACTS_TIMEOUT).list_artifacts(job.mlflow_run_id, path))
+    return _page_call(
+        lambda: client(timeout=ARTIFACTS_TIMEOUT).list_artifacts(job.mlflow_run_id, path), ARTIFACTS_TIMEOUT
+    )
+
+
+#: How long the charts' history (every point of every metric: it can be long) waits for MLflow.
+HISTORY_TIMEOUT = 30.0
 
 
 def metric_history(job: Job, keys: list[str] | None = None) -> dict[str, list[MetricPoint]]:
@@ -298,11 +306,11 @@ def metric_history(job: Job, keys: list[str] | None = None) -> dict[str, list[Me
     unavailable, so a page opened meanwhile does not hold a portal thread for the timeout."""
 
     def call():
-        tracking = client()
+        tracking = client(timeout=HISTORY_TIMEOUT)
         names = sorted(tracking.get_run(job.mlflow_run_id).metrics) if keys is None else keys
         return tracking.metric_history(job.mlflow_run_id, names)
 
-    return _page_call(call)
+    return _page_call(call, HISTORY_TIMEOUT)
 
 
 def finish_run(job: Job) -> None:

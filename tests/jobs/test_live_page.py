@@ -495,3 +495,41 @@ def test_while_mlflow_is_paused_the_artifacts_list_and_the_charts_history_answer
     client.get(f"/jobs/{running.uuid}/artifacts/")
     assert listed == [""], "after the pause it asks"
     assert timeouts[-1] == tracking.ARTIFACTS_TIMEOUT
+
+
+@pytest.mark.django_db
+def test_when_the_mlflow_pause_ends_one_call_asks_and_the_others_answer_at_once_while_it_waits(running, monkeypatch):
+    import threading
+
+    from apps.integrations.mlflow.base import MlflowUnavailable
+    from apps.jobs import tracking
+
+    mlflow = _FlakyMlflow()
+    monkeypatch.setattr(tracking, "client", lambda **kw: mlflow)
+    job = Job.objects.get(pk=running.pk)
+    job.mlflow_run_id = "u" * 32
+    now = [1000.0]
+    monkeypatch.setattr(tracking.time, "monotonic", lambda: now[0])
+    with pytest.raises(MlflowUnavailable):
+        tracking.latest_metrics(job)  # MLflow found down: the pause starts
+    now[0] += tracking.LIVE_BREAKER_SECONDS + 1  # and is over
+    inside, release = threading.Event(), threading.Event()
+
+    def hanging_get_run(run_id):
+        mlflow.calls += 1
+        inside.set()
+        release.wait(5)  # a hanging MLflow, until the call's timeout
+        raise MlflowUnavailable("MLflow did not answer within 30s.")
+
+    mlflow.get_run = hanging_get_run
+    # The charts' history probes: it may wait its whole timeout (30 s), longer than a poll's.
+    probe = threading.Thread(target=lambda: pytest.raises(MlflowUnavailable, tracking.metric_history, job))
+    probe.start()
+    assert inside.wait(5)
+    for _ in range(3):  # meanwhile every other call answers at once, without asking
+        now[0] += tracking.LIVE_TIMEOUT + tracking.LIVE_BREAKER_SECONDS
+        with pytest.raises(MlflowUnavailable):
+            tracking.latest_metrics(job)
+        assert mlflow.calls == 2, "a hanging MLflow holds one portal thread, not one more per poll"
+    release.set()
+    probe.join(5)
