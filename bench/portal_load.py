@@ -5,13 +5,15 @@ serves it (gunicorn), each with a live job page open and navigating every ~15 s.
     .venv/bin/python bench/portal_load.py [--users 200] [--jobs-per-user 500] [--duration 120]
     .venv/bin/python bench/portal_load.py --server-tree /tmp/load-before   # another checkout's portal
     .venv/bin/python bench/portal_load.py --closed-loop                   # the issue's old pattern
+    .venv/bin/python bench/portal_load.py --pattern plain                 # no log tail, no MLflow run
 
 What it does:
 
 1. A throwaway PostgreSQL database and AXLE_HOME (as bench/list_rate.py): `--users` users,
    each with `--jobs-per-user` jobs (1 % running, 3 clusters) and two or three audit events per
-   job (the job page's timeline), one browser session per user. No cluster, no MLflow: the
-   jobs have no MLflow run and their logs are not read (both would measure Slurm and MLflow).
+   job (the job page's timeline), one browser session per user. With `--pattern plain` no
+   cluster and no MLflow; `--pattern mixed` (below) moves each user's running job to the
+   local cluster and gives half of them an MLflow run in a throwaway MLflow.
 2. The portal of `--server-tree` (default: this checkout) under gunicorn on a free port, with
    that tree's configuration: `portal/gunicorn.conf.py` when the tree has one (what `dev`
    starts), otherwise `dev`'s old command line (`--workers 3 --timeout 120`);
@@ -31,6 +33,22 @@ What it does:
    - A user's first page also loads its CSS and scripts (cached afterwards: hashed names).
    - The bench changes `--changes-per-second` running jobs' metrics and elapsed time, so some
      polls find a change (200 with the regions) and most find none (204).
+   - `--pattern mixed` (the default) adds what a real running job's page does besides its
+     poll (`--pattern plain` leaves it out, as this bench did before):
+     * every open job page (tab 1) is a running job on the local cluster (`load-local`, a
+       grant per user, all as the cluster account `scientist`, so each grant has its own
+       SSH connections as distinct accounts would), with stdout and stderr in a folder of
+       their own on the login node; the page tails both as `_log_chunk.html` says (the next
+       read at once or after the `load delay:Ns` the answer carries, until an answer has no
+       next read), each read an SSH command. `--log-lines-per-second` (20) stdout files gain
+       a line each second: a job prints a line every ~10 s; stderr stays empty;
+     * every `--runs-every`'th (2nd: half) of those jobs has an MLflow run in the bench's
+       throwaway MLflow (3 metrics x 20 points); `--points-per-second` (5) runs gain a point
+       of each metric each second (one every ~20 s per run), so the live poll's MLflow call
+       (`job_curves_version`) sometimes finds new points and the chart fetches the history;
+       the page's artifacts list (`hx-trigger="load"`, one MLflow call) is fetched once.
+     The job pages opened in tab 2 tail their logs too (their clusters have no login host:
+     one read, an error note, the tail stops).
    Users start spread over the first 15 s; figures cover `--duration` seconds after
    `--warmup`.
 
@@ -59,7 +77,7 @@ import sys
 import time
 import uuid
 from collections import defaultdict
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -75,6 +93,11 @@ METRICS = re.compile(r'id="metric-charts" data-url="([^"]*)"')
 # The curves' version the job page's live poll carries (metrics.js fetches the history when it
 # changes); on a page without it (before the merged poll) the chart polls on its own every 4 s.
 CURVES = re.compile(r'id="job-metrics-summary" data-curves="([^"]*)"')
+# The log viewer: a span per stream that htmx replaces with the next chunk and a new span,
+# asked at once after a chunk with text ("load") and 3 s after an empty one ("load delay:3s").
+LOG_MORE = re.compile(r'<span(?: class="log-more")? hx-get="([^"]*/logs/[^"]*)" hx-trigger="load(?: delay:(\d+)s)?"')
+# Other fragments a page asks for once it has loaded (the artifacts of a job with a run).
+LOAD_ONCE = re.compile(r'<div hx-get="([^"]*)" hx-trigger="load"')
 ASSETS = re.compile(r'<(?:link rel="stylesheet" href|script src)="(/static/[^"]*)"')
 OK = {200, 204, 286, 304}
 
@@ -211,6 +234,153 @@ class Mutator:
             self.changes += 1
 
 
+class LiveJobs:
+    """--pattern mixed: what the open job pages' jobs need to be real on the outside.
+
+    Every user's open running job moves to the local cluster (a grant per user on cluster
+    `load-local`, all as the cluster account `scientist`, each grant its own SSH connection as
+    distinct accounts would be), with stdout and stderr in a folder of its own on the login
+    node: the log tail reads them over SSH. Every other one (`--runs-every 2`: half) gets an
+    MLflow run in the bench's throwaway MLflow with `METRICS_PER_RUN` metrics of
+    `POINTS_PER_METRIC` points. While the load runs, `lines_per_second` stdout files gain a
+    line each second (one SSH command) and `points_per_second` runs a point of each metric
+    (what a training loop logs)."""
+
+    METRICS_PER_RUN = 3
+    POINTS_PER_METRIC = 20
+
+    def __init__(self, env: dict[str, str], people: list[dict], *, runs_every: int, lines: float, points: float):
+        self.env = env
+        self.people = people
+        self.runs_every = runs_every
+        self.lines_per_second = lines
+        self.points_per_second = points
+        self.folder = ""
+        self.logs: list[str] = []
+        self.runs: list[str] = []
+        self.steps: dict[str, int] = {}
+        self.ssh = None
+        self.lines = 0
+        self.points = 0
+
+    def prepare(self) -> None:
+        from apps.clusters.local import host_key_from_known_hosts
+        from apps.clusters.models import Cluster, ClusterGrant
+        from apps.core import crypto
+        from apps.integrations.mlflow.base import MetricPoint
+        from apps.jobs import tracking
+        from apps.jobs.models import Job
+
+        t0 = time.monotonic()
+        self.ssh = c.check_cluster(self.env)
+        self.folder = c.remote(self.ssh, ["mktemp", "-d", "/tmp/axle-load-XXXXXX"]).out.strip()
+        if not self.folder.startswith("/tmp/axle-load-"):
+            c.die(f"mktemp on the login node gave {self.folder!r}")
+        # As apps.clusters.local registers it, but written directly: the bench's made-up audit
+        # trail is not a chain the hub's audited services can append to.
+        host_key = host_key_from_known_hosts(self.env["AXLE_LOCAL_SSH_KNOWN_HOSTS"])
+        cluster, _ = Cluster.objects.update_or_create(
+            name="load-local",
+            defaults={
+                "transport": "ssh",
+                "is_active": True,
+                "login_host": self.env.get("AXLE_LOCAL_SSH_HOST", "127.0.0.1"),
+                "login_port": int(self.env.get("AXLE_LOCAL_SSH_PORT", "2222")),
+                "host_key": "\n".join(line.strip() for line in host_key.strip().splitlines() if line.strip()),
+                "slurm_bin_dir": self.env.get("AXLE_LOCAL_SLURM_BIN_DIR") or "/usr/bin",
+            },
+        )
+        key = (Path(self.env["AXLE_LOCAL_KEYS_DIR"]) / c.BENCH_USER / "id_ed25519").read_text()
+        from django.contrib.auth import get_user_model
+
+        users = {u.username: u for u in get_user_model().objects.filter(username__startswith="load")}
+        tracking_client = tracking.client()
+        experiment = tracking_client.ensure_experiment(f"axle-load-{uuid.uuid4().hex[:8]}")
+        now_ms = int(time.time() * 1000)
+        paths = []
+        for n, person in enumerate(self.people):
+            if not person["running"]:
+                continue
+            job = Job.objects.select_related("owner").get(uuid=person["running"][0])
+            grant = ClusterGrant.objects.filter(user=job.owner, cluster=cluster).first()
+            if grant is None:
+                grant = ClusterGrant.objects.create(
+                    user=users[job.owner.username], cluster=cluster, cluster_username=c.BENCH_USER, status="active"
+                )
+            # This run's AXLE_HOME has a new encryption key: store the key again each run.
+            ClusterGrant.objects.filter(pk=grant.pk).update(
+                ssh_private_key_encrypted=crypto.encrypt(key.strip() + "\n")
+            )
+            run_id = ""
+            if self.runs_every and n % self.runs_every == 0:
+                run_id = tracking_client.create_run(experiment, f"load-{n}")
+                points = [
+                    MetricPoint(key=f"m{k}", value=random.random(), timestamp_ms=now_ms + step, step=step)
+                    for k in range(self.METRICS_PER_RUN)
+                    for step in range(self.POINTS_PER_METRIC)
+                ]
+                tracking_client.log_metrics(run_id, points)
+                self.runs.append(run_id)
+                self.steps[run_id] = self.POINTS_PER_METRIC
+            out, err = f"{self.folder}/{n}.out", f"{self.folder}/{n}.err"
+            paths += [out, err]
+            self.logs.append(out)
+            Job.objects.filter(pk=job.pk).update(
+                cluster=cluster,
+                grant=grant,
+                cluster_username=c.BENCH_USER,
+                stdout_path=out,
+                stderr_path=err,
+                mlflow_experiment_id=experiment if run_id else "",
+                mlflow_run_id=run_id,
+            )
+        # stdout starts with a screenful, stderr empty (as most training jobs).
+        script = (
+            'for f in "$@"; do case "$f" in *.out) seq -f "epoch 0 batch %g loss 0.5" 1 40 > "$f";; '
+            '*) : > "$f";; esac; done'
+        )
+        for i in range(0, len(paths), 200):
+            c.remote(self.ssh, ["sh", "-c", script, "sh", *paths[i : i + 200]])
+        c.say(
+            f"  mixed pages: {len(self.logs)} running jobs on cluster load-local (logs in {self.folder} on the login "
+            f"node), {len(self.runs)} with an MLflow run ({self.METRICS_PER_RUN} metrics x {self.POINTS_PER_METRIC} "
+            f"points) in {time.monotonic() - t0:.0f}s"
+        )
+
+    def grow(self, rng: random.Random) -> None:
+        """One second of the jobs' output: lines appended to some stdouts, points to some runs."""
+        from apps.integrations.mlflow.base import MetricPoint
+        from apps.jobs import tracking
+
+        n = int(self.lines_per_second) + (1 if rng.random() < self.lines_per_second % 1 else 0)
+        files = rng.sample(self.logs, min(n, len(self.logs)))
+        if files:
+            line = f"epoch 1 batch {self.lines} loss {rng.random():.4f}"
+            script = 'line=$1; shift; for f in "$@"; do printf "%s\\n" "$line" >> "$f"; done'
+            c.remote(self.ssh, ["sh", "-c", script, "sh", line, *files], timeout=30)
+            self.lines += len(files)
+        n = int(self.points_per_second) + (1 if rng.random() < self.points_per_second % 1 else 0)
+        now_ms = int(time.time() * 1000)
+        for run_id in rng.sample(self.runs, min(n, len(self.runs))):
+            step = self.steps[run_id]
+            self.steps[run_id] += 1
+            tracking.client().log_metrics(
+                run_id,
+                [
+                    MetricPoint(key=f"m{k}", value=rng.random(), timestamp_ms=now_ms, step=step)
+                    for k in range(self.METRICS_PER_RUN)
+                ],
+            )
+            self.points += 1
+
+    def clean(self) -> None:
+        if self.ssh is None:
+            return
+        if self.folder.startswith("/tmp/axle-load-"):
+            c.remote(self.ssh, ["rm", "-rf", "--", self.folder], timeout=60)
+        self.ssh.close()
+
+
 def people_of(db_users: int) -> list[dict]:
     """--reuse-db: the users an earlier run made, with a fresh session each (this run's key)."""
     from django.conf import settings
@@ -344,6 +514,25 @@ def profile(people: list[dict], repeat: int, top: int) -> None:
 # ---------------------------------------------------------------- the server
 
 
+def hanging_mlflow() -> str:
+    """--mlflow-hangs: a port that accepts connections and never answers (an MLflow stuck
+    behind its proxy, or out of workers). Returns its URL; the threads are daemons."""
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(512)
+    held = []
+
+    def accept():
+        while True:
+            conn, _ = listener.accept()
+            held.append(conn)  # kept open, never read nor answered
+
+    threading.Thread(target=accept, daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -406,6 +595,33 @@ def stop_server(server: subprocess.Popen) -> None:
             pass
 
 
+def sshd_cpu() -> float:
+    """CPU seconds of the login node's sshd so far: every sshd process's own and its reaped
+    children's (the shells and `tail`s a read runs; a closed session's in the listener's)."""
+    total = 0.0
+    for pid in c.pids_named("sshd"):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15]) / c.CLK_TCK  # utime, stime, cutime, cstime
+    return total
+
+
+def pid_listening_on(uri: str) -> int | None:
+    """The process started with `--port <uri's port>` (the bench's MLflow server)."""
+    port = uri.rsplit(":", 1)[-1].strip("/")
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                words = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"server" in words and b"--port" in words and port.encode() in words:
+                return int(entry.name)
+    return None
+
+
 def tree_cpu(root: int) -> float:
     """CPU seconds of a process and all its descendants alive now."""
     children: dict[int, list[int]] = defaultdict(list)
@@ -435,6 +651,7 @@ class Stats:
         self.errors: dict[str, list[str]] = defaultdict(list)
         self.queued = 0  # polls htmx would have held back: the last one still in flight
         self.lag: list[float] = []  # how late the client's own event loop wakes (a starved client)
+        self.log_reads: dict[str, int] = defaultdict(int)
 
     def counts(self, started: float) -> bool:
         return self.window[0] <= started < self.window[1]
@@ -467,7 +684,9 @@ class Charts:
 
 
 class User:
-    def __init__(self, n: int, data: dict, client, stats: Stats, rng: random.Random, timeout: float):
+    def __init__(
+        self, n: int, data: dict, client, stats: Stats, rng: random.Random, timeout: float, mixed: bool = False
+    ):
         self.n = n
         self.data = data
         self.client = client
@@ -475,6 +694,7 @@ class User:
         self.rng = rng
         self.timeout = timeout
         self.cookie = f"sessionid={data['session']}"
+        self.mixed = mixed
         self.assets_loaded = False
 
     async def get(self, kind: str, url: str, *, htmx: bool = False, accept_json: bool = False):
@@ -521,6 +741,11 @@ class User:
                         self.live(f"poll {kind}", html.unescape(target.group(1)), float(every.group(1)), charts)
                     )
                 )
+        if self.mixed:
+            for url in LOAD_ONCE.findall(text):
+                tasks.append(asyncio.create_task(self.get(f"{kind} fragment", html.unescape(url))))
+            for url, delay in LOG_MORE.findall(text):
+                tasks.append(asyncio.create_task(self.tail(html.unescape(url), float(delay or 0))))
         if charts:  # metrics.js: the history when the page opens, then when the poll says it changed
             tasks.append(asyncio.create_task(charts.follow(curves.group(1))))
         elif metrics and tasks:  # the older metrics.js: its own poll while the job can still change
@@ -573,6 +798,22 @@ class User:
         finally:
             if inflight is not None and not inflight.done():
                 inflight.cancel()
+
+    async def tail(self, url: str, delay: float) -> None:
+        """One stream of the log viewer, as htmx runs `_log_chunk.html`: the next chunk at once
+        after one with text, 3 s after an empty one; it stops when the answer has no span (the
+        job ended, or an error)."""
+        while url:
+            if delay:
+                await asyncio.sleep(delay)
+            status, text = await self.get("log tail", url, htmx=True)
+            more = LOG_MORE.search(text) if status == 200 else None
+            if self.stats.counts(time.monotonic()) and status == 200:
+                # The chunk is the log's text, then the notes and the next read's span.
+                self.stats.log_reads["with text" if text and not text.startswith("<span") else "empty"] += 1
+            if more is None:
+                return
+            url, delay = html.unescape(more.group(1)), float(more.group(2) or 0)
 
     async def metrics_poll(self, url: str) -> None:
         while True:
@@ -646,7 +887,7 @@ class User:
             await self.get("poll job", f"{self.job_url(job)}?live=0", htmx=True)
 
 
-async def load(args, base: str, people: list[dict], stats: Stats, mutator: Mutator) -> None:
+async def load(args, base: str, people: list[dict], stats: Stats, mutator: Mutator, live: LiveJobs | None) -> None:
     import aiohttp
 
     # aiohttp rather than httpx: the client shares the 2 cores with the portal, and aiohttp
@@ -662,7 +903,10 @@ async def load(args, base: str, people: list[dict], stats: Stats, mutator: Mutat
         start = time.monotonic()
         stats.window = (start + args.warmup, start + args.warmup + args.duration)
         t_end = stats.window[1]
-        users = [User(i, d, client, stats, random.Random(rng.random()), args.timeout) for i, d in enumerate(people)]
+        users = [
+            User(i, d, client, stats, random.Random(rng.random()), args.timeout, mixed=live is not None)
+            for i, d in enumerate(people)
+        ]
         spread = 15.0
         runner = (lambda u: u.run_closed(t_end, spread)) if args.closed_loop else (lambda u: u.run(t_end, spread))
         tasks = [asyncio.create_task(runner(u)) for u in users]
@@ -673,6 +917,16 @@ async def load(args, base: str, people: list[dict], stats: Stats, mutator: Mutat
                 await asyncio.sleep(1)
 
         changer = asyncio.create_task(change()) if not args.closed_loop and args.changes_per_second > 0 else None
+
+        async def grow():
+            while time.monotonic() < t_end:
+                try:
+                    await asyncio.to_thread(live.grow, rng)
+                except Exception as exc:  # noqa: BLE001 - say it, go on: the load is what is measured
+                    c.say(f"  growing the logs and runs failed: {exc}")
+                await asyncio.sleep(1)
+
+        grower = asyncio.create_task(grow()) if live is not None and not args.closed_loop else None
 
         async def watch_lag():
             # A client starved of CPU measures its own delay as the server's: say how late it runs.
@@ -696,11 +950,22 @@ async def load(args, base: str, people: list[dict], stats: Stats, mutator: Mutat
         await asyncio.gather(*tasks, return_exceptions=True)
         if changer:
             changer.cancel()
+        if grower:
+            grower.cancel()
         lag.cancel()
 
 
 def report(
-    stats: Stats, *, seconds: float, portal_cpu: float, client_cpu: float, machine_cpu: float, loads, changes
+    stats: Stats,
+    *,
+    seconds: float,
+    portal_cpu: float,
+    client_cpu: float,
+    machine_cpu: float,
+    loads,
+    changes,
+    sshd_cpu: float = 0.0,
+    mlflow_cpu: float = 0.0,
 ) -> None:
     total = sum(len(v) for v in stats.times.values())
     errors = sum(len(v) for v in stats.errors.values())
@@ -745,6 +1010,13 @@ def report(
         f"polls held back by htmx (previous still in flight): {stats.queued}; job changes made: {changes}; "
         f"load average at start {loads[0]}, at end {loads[1]}"
     )
+    if stats.log_reads:
+        c.say(
+            f"log tail reads: {stats.log_reads['with text']} found new text, {stats.log_reads['empty']} found none; "
+            f"login node's sshd and its commands: {sshd_cpu:.1f}s of CPU "
+            f"({sshd_cpu / max(sum(stats.log_reads.values()), 1) * 1000:.1f} ms per read); "
+            f"the bench's MLflow server: {mlflow_cpu:.1f}s"
+        )
 
 
 def main() -> int:
@@ -757,6 +1029,21 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=14)
     parser.add_argument("--closed-loop", action="store_true", help="the issue's old pattern: no think time")
+    parser.add_argument(
+        "--pattern",
+        choices=["mixed", "plain"],
+        default="mixed",
+        help="mixed (default): the open running job pages tail their logs over SSH and every --runs-every'th has "
+        "an MLflow run; plain: the pattern before (no cluster, no MLflow, no log tail)",
+    )
+    parser.add_argument("--runs-every", type=int, default=2, help="mixed: every Nth open job has an MLflow run")
+    parser.add_argument(
+        "--mlflow-hangs",
+        action="store_true",
+        help="mixed: the portal's MLflow accepts connections and never answers (the runs are made in the bench's)",
+    )
+    parser.add_argument("--log-lines-per-second", type=float, default=20.0, help="mixed: stdout lines written per s")
+    parser.add_argument("--points-per-second", type=float, default=5.0, help="mixed: runs gaining a point per s")
     parser.add_argument("--server-tree", type=Path, default=c.REPO, help="checkout whose portal is served")
     parser.add_argument("--python", type=Path, default=Path(sys.executable), help="its Python (venv)")
     parser.add_argument("--gunicorn", default=None, metavar="ARGS", help="gunicorn arguments instead of the tree's")
@@ -786,7 +1073,21 @@ def main() -> int:
         if args.reuse_db
         else c.throwaway_hub(db_name=args.db_name, pg_url=args.pg, sqlite=args.sqlite, keep_db=args.keep_db, env=env)
     )
-    with hub:
+    mixed = args.pattern == "mixed" and not args.profile
+    if mixed and not env:
+        c.die("--pattern mixed reads the logs on the local cluster: it is not up (or pass --pattern plain)")
+    mlflow_pid = None
+    with ExitStack() as stack:
+        stack.enter_context(hub)
+        if mixed:
+            uri = stack.enter_context(c.throwaway_mlflow(uri=args.mlflow, env=env))
+            mlflow_pid = pid_listening_on(uri)
+            from django.conf import settings
+
+            # Django read the settings before the server started: this process's calls go there too.
+            settings.AXLE_MLFLOW_TRACKING_URI = uri
+            settings.AXLE_MLFLOW_USERNAME = ""
+            os.environ.pop("AXLE_MLFLOW_USERNAME", None)
         from django.db import connections
 
         if args.reuse_db:
@@ -795,11 +1096,31 @@ def main() -> int:
         else:
             people = make_data(users=args.users, jobs_per_user=args.jobs_per_user)
         running = [j for p in people for j in p["running"]]
+        live = None
+        if mixed:
+            live = LiveJobs(
+                env,
+                people,
+                runs_every=args.runs_every,
+                lines=args.log_lines_per_second,
+                points=args.points_per_second,
+            )
+            stack.callback(live.clean)
+            live.prepare()
+        elif running:
+            from apps.jobs.models import Job
+
+            # A database an earlier mixed run kept: its jobs' runs are in an MLflow that is gone.
+            Job.objects.filter(uuid__in=running).update(mlflow_run_id="", mlflow_experiment_id="")
         if args.profile:
             sys.path.insert(0, str(tree))
             profile(people, args.profile, 40)
             return 0
         connections.close_all()
+        if mixed and args.mlflow_hangs:
+            # The bench keeps logging points to its MLflow; the portal asks one that hangs.
+            os.environ["AXLE_MLFLOW_TRACKING_URI"] = hanging_mlflow()
+            c.say(f"  the portal's MLflow hangs: {os.environ['AXLE_MLFLOW_TRACKING_URI']} never answers")
         log = Path(os.environ["AXLE_HOME"]) / "gunicorn.log"
         port = free_port()
         server = start_server(tree, args.python, gunicorn_args(tree, args.gunicorn), port, log)
@@ -816,11 +1137,18 @@ def main() -> int:
             async def measured():
                 async def mark(at: str, delay: float):
                     await asyncio.sleep(delay)
-                    marks[at] = (tree_cpu(server.pid), time.process_time(), c.machine_busy_seconds(), c.load())
+                    marks[at] = (
+                        tree_cpu(server.pid),
+                        time.process_time(),
+                        c.machine_busy_seconds(),
+                        c.load(),
+                        sshd_cpu(),
+                        tree_cpu(mlflow_pid) if mlflow_pid else 0.0,
+                    )
 
                 m1 = asyncio.create_task(mark("start", args.warmup))
                 m2 = asyncio.create_task(mark("end", args.warmup + args.duration))
-                await load(args, f"http://127.0.0.1:{port}", people, stats, mutator)
+                await load(args, f"http://127.0.0.1:{port}", people, stats, mutator, live)
                 await asyncio.gather(m1, m2)
 
             loop.run_until_complete(measured())
@@ -834,7 +1162,11 @@ def main() -> int:
                 machine_cpu=end[2] - start[2],
                 loads=(start[3], end[3]),
                 changes=mutator.changes,
+                sshd_cpu=end[4] - start[4],
+                mlflow_cpu=end[5] - start[5],
             )
+            if live is not None:
+                c.say(f"the jobs' output during the load: {live.lines} log lines, {live.points} new metric points")
             text = log.read_text(errors="replace")
             problems = [
                 line for line in text.splitlines() if "CRITICAL" in line or "Traceback" in line or "ERROR" in line

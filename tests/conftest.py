@@ -68,6 +68,16 @@ def _fresh_cluster_connections():
 
 
 @pytest.fixture(autouse=True)
+def _mlflow_not_found_down():
+    """The live poll's MLflow breaker (apps.jobs.tracking) starts closed in each test."""
+    from apps.jobs import tracking
+
+    tracking.reset_live_breaker()
+    yield
+    tracking.reset_live_breaker()
+
+
+@pytest.fixture(autouse=True)
 def _own_audit_checkpoint_file(settings, tmp_path):
     """Each test's database starts with an empty audit chain, so it gets its own empty file of
     signed checkpoints too (a shared file would hold checkpoints of other tests' chains)."""

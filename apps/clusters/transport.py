@@ -4,6 +4,7 @@ Callers use it as a context manager and never inside a database transaction."""
 
 import base64
 import hashlib
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -81,17 +82,28 @@ def _rest_files(grant: ClusterGrant) -> ClusterFiles:
     return NoClusterFiles(f"A REST-only grant ({grant.cluster_username} on cluster {cluster.name})")
 
 
-# Connections are kept per thread and reused while idle for less than this long: an SSH
-# handshake costs more than most Slurm calls, and a tracking cycle or a burst of submissions
-# talks to the same account again and again.
+# Connections are kept per process and reused while idle for less than this long: an SSH
+# handshake costs more than most Slurm calls (tens of ms of CPU on each side), and a tracking
+# cycle, a burst of submissions or the job pages' log tails talk to the same account again
+# and again. A connection is used by one thread at a time: a thread takes it out of the pool
+# for its call and puts it back afterwards, so threads share connections without sharing one
+# at once. (Kept per thread before: a portal process of 4 threads held up to 4 connections
+# per account, and the log tails of 200 open job pages made ~2,400 SSH logins.)
 IDLE_SECONDS = 60
-_local = threading.local()
+#: Idle connections kept per account and process; more at once (a burst) are closed on return.
+IDLE_PER_ACCOUNT = 2
+_lock = threading.Lock()
+_pool: dict[str, list[tuple[SlurmClient, float]]] = {}
 
 
-def _cache() -> dict:
-    if not hasattr(_local, "clients"):
-        _local.clients = {}
-    return _local.clients
+def _forget_after_fork() -> None:
+    # A forked child must not use (nor close) its parent's connections: they are the parent's.
+    global _lock
+    _lock = threading.Lock()
+    _pool.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def _key(grant: ClusterGrant) -> str:
@@ -115,36 +127,58 @@ def _key(grant: ClusterGrant) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
-def _evict_idle(now: float) -> None:
-    cache = _cache()
-    for key, (client, last_used) in list(cache.items()):
-        if now - last_used > IDLE_SECONDS:
-            cache.pop(key, None)
-            client.close()
+def _take(key: str, now: float) -> SlurmClient | None:
+    """The most recently used idle connection for `key` (None if none), after dropping every
+    connection idle for too long; those are closed outside the lock."""
+    stale = []
+    with _lock:
+        for k, idle in list(_pool.items()):
+            fresh = [(cl, t) for cl, t in idle if now - t <= IDLE_SECONDS]
+            stale += [cl for cl, t in idle if now - t > IDLE_SECONDS]
+            if fresh:
+                _pool[k] = fresh
+            else:
+                del _pool[k]
+        idle = _pool.get(key)
+        client = idle.pop()[0] if idle else None
+        if idle == []:
+            del _pool[key]
+    for old in stale:
+        old.close()
+    return client
+
+
+def _give_back(key: str, client: SlurmClient) -> None:
+    with _lock:
+        idle = _pool.setdefault(key, [])
+        keep = len(idle) < IDLE_PER_ACCOUNT
+        if keep:
+            idle.append((client, time.monotonic()))
+    if not keep:
+        client.close()
 
 
 def close_all() -> None:
-    cache = _cache()
-    for client, _ in cache.values():
+    with _lock:
+        clients = [client for idle in _pool.values() for client, _ in idle]
+        _pool.clear()
+    for client in clients:
         client.close()
-    cache.clear()
 
 
 @contextmanager
 def slurm_client(grant: ClusterGrant) -> Iterator[SlurmClient]:
-    """A client for the grant's account, reused from earlier calls on this thread when it can be.
+    """A client for the grant's account, reused from earlier calls in this process when it
+    can be (never by two threads at once).
 
     A call that fails drops the connection, since its state is then unknown."""
-    now = time.monotonic()
-    _evict_idle(now)
     key = _key(grant)
-    cached = _cache().pop(key, None)
-    client = (
-        cached[0] if cached else (_rest(grant) if grant.cluster.transport == Cluster.Transport.REST else _ssh(grant))
-    )
+    client = _take(key, time.monotonic())
+    if client is None:
+        client = _rest(grant) if grant.cluster.transport == Cluster.Transport.REST else _ssh(grant)
     try:
         yield client
     except BaseException:
         client.close()
         raise
-    _cache()[key] = (client, time.monotonic())
+    _give_back(key, client)

@@ -69,6 +69,25 @@ def job_get(*, user, job_id) -> Job:
     return job
 
 
+def job_for_log(*, user, job_id) -> Job:
+    """A job of the user's own, as its log tail reads it (each stream asks every few seconds
+    while the page is open): the job with its grant and cluster in one query, without
+    job_get's team, dataset versions and script. Anybody else's job answers as if it did
+    not exist."""
+    try:
+        job = (
+            Job.objects.select_related("cluster", "grant__cluster")
+            .defer("script", "parameters", "hub_args", "script_directives")
+            .filter(owner=user, uuid=job_id)
+            .first()
+        )
+    except ValidationError:
+        job = None
+    if job is None:
+        raise NotFound("No such job.")
+    return job
+
+
 def job_timeline(*, job: Job) -> QuerySet[AuditEvent]:
     return AuditEvent.objects.filter(subject_type="jobs.job", subject_id=str(job.uuid)).order_by("seq")
 
@@ -190,7 +209,12 @@ def job_log_read(
     except UnsupportedOperation as exc:
         raise Unavailable(exc.message) from None
     except SlurmError as exc:
-        raise Unavailable(f"Cluster {job.cluster.name} could not be reached for the log: {exc.message}") from None
+        # `retry`: a later read may work (a dropped connection, an sshd refusing logins for a
+        # moment); not when the grant or cluster cannot reach files at all.
+        raise Unavailable(
+            f"Cluster {job.cluster.name} could not be reached for the log: {exc.message}",
+            extra={"retry": not exc.permanent},
+        ) from None
     cut = _incomplete_utf8_tail(data)
     if cut:
         # A chunk may end inside a multi-byte character: leave those bytes for next time.
@@ -258,7 +282,7 @@ def job_artifacts(*, job: Job, path: str = "") -> list:
     if not job.mlflow_run_id:
         return []
     try:
-        return tracking.client().list_artifacts(job.mlflow_run_id, path)
+        return tracking.list_artifacts(job, path)
     except MlflowUnavailable as exc:
         raise Unavailable(f"MLflow could not be reached: {exc}") from None
     except MlflowError as exc:

@@ -7,20 +7,25 @@ import math
 import posixpath
 import tempfile
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from django.conf import settings
 
 from apps.clusters.models import Cluster
 from apps.integrations.mlflow import auth as mlflow_auth
 from apps.integrations.mlflow import filestore
-from apps.integrations.mlflow.base import MetricPoint, MlflowError, RunStatus
+from apps.integrations.mlflow.base import MetricPoint, MlflowError, MlflowUnavailable, RunStatus
 from apps.integrations.mlflow.client import TrackingClient
 from apps.integrations.slurm.base import ClusterFiles, RemoteFileMissing
 
 from . import experiments
 from .models import Job
+
+T = TypeVar("T")
 
 # How a finished job's state reads in MLflow.
 RUN_STATUS = {
@@ -252,17 +257,86 @@ def final_metrics(job: Job) -> dict[str, float | None]:
     return {key: (p.value if math.isfinite(p.value) else None) for key, p in sorted(latest.items())}
 
 
+#: After a call of the job page (its live poll, artifacts list, charts' history) found MLflow
+#: unavailable (no answer in time, refused, a 5xx), this process's page calls do not ask it
+#: again for this long: they answer at once that MLflow is unavailable. Without it a hanging
+#: MLflow holds a portal thread 3 s for every poll of every open page of a job with a run
+#: (20 polls/s for 100 such pages) and 30 s for every artifacts list and history: the
+#: portal's 12 threads all wait and nothing else is answered (bench/README.md, portal_load
+#: --mlflow-hangs). The first call after it asks again; when MLflow answers, the charts'
+#: version changes and they fetch the history.
+LIVE_BREAKER_SECONDS = 10.0
+_live_down: dict[str, float] = {}  # tracking URI -> monotonic time until which polls do not ask
+_live_lock = threading.Lock()
+
+
+def reset_live_breaker() -> None:
+    """Forget that MLflow was found unavailable (tests: one test's outage is not the next's)."""
+    with _live_lock:
+        _live_down.clear()
+
+
+def _page_call(call: Callable[[], T], timeout: float) -> T:
+    """`call` (what a job page asks MLflow by itself: its live poll, its artifacts list, its
+    charts' history; waiting `timeout` at most per request), unless MLflow was found
+    unavailable less than LIVE_BREAKER_SECONDS ago in this process: then `MlflowUnavailable`
+    at once. When that pause is over one call asks again (the others still answer at once
+    until it has had its time): one portal thread per process waits for a hanging MLflow,
+    not all of them; if MLflow answers, the pause ends."""
+    uri = settings.AXLE_MLFLOW_TRACKING_URI
+    with _live_lock:
+        until = _live_down.get(uri)
+        if until is not None:
+            if time.monotonic() < until:
+                raise MlflowUnavailable("MLflow did not answer a moment ago; the hub asks again in a few seconds.")
+            _live_down[uri] = time.monotonic() + timeout + LIVE_BREAKER_SECONDS  # this call probes
+    try:
+        result = call()
+    except MlflowUnavailable:
+        with _live_lock:
+            _live_down[uri] = time.monotonic() + LIVE_BREAKER_SECONDS
+        raise
+    if until is not None:
+        with _live_lock:
+            _live_down.pop(uri, None)
+    return result
+
+
 def latest_metrics(job: Job) -> dict[str, MetricPoint]:
     """The latest point of each of the run's metrics, in one call with a short timeout (the
-    job page's live poll asks it while the run can still gain points)."""
-    return client(timeout=LIVE_TIMEOUT).get_run(job.mlflow_run_id).metrics
+    job page's live poll asks it while the run can still gain points). Raises
+    `MlflowUnavailable` at once, without asking, for `LIVE_BREAKER_SECONDS` after a call
+    found MLflow unavailable (per process and tracking URI)."""
+    return _page_call(lambda: client(timeout=LIVE_TIMEOUT).get_run(job.mlflow_run_id).metrics, LIVE_TIMEOUT)
+
+
+#: How long the job page's artifacts list (asked when the page opens) waits for MLflow.
+ARTIFACTS_TIMEOUT = 10.0
+
+
+def list_artifacts(job: Job, path: str = "") -> list:
+    """The run's artifacts below `path`, for the job page: with the live poll's pause after
+    MLflow was found unavailable, and 10 s at most (it held a portal thread 30 s before)."""
+    return _page_call(
+        lambda: client(timeout=ARTIFACTS_TIMEOUT).list_artifacts(job.mlflow_run_id, path), ARTIFACTS_TIMEOUT
+    )
+
+
+#: How long the charts' history (every point of every metric: it can be long) waits for MLflow.
+HISTORY_TIMEOUT = 30.0
 
 
 def metric_history(job: Job, keys: list[str] | None = None) -> dict[str, list[MetricPoint]]:
-    tracking = client()
-    if keys is None:
-        keys = sorted(tracking.get_run(job.mlflow_run_id).metrics)
-    return tracking.metric_history(job.mlflow_run_id, keys)
+    """Every point of the run's metrics (the job page's charts ask it when their version
+    changes, and when the page opens): with the live poll's pause after MLflow was found
+    unavailable, so a page opened meanwhile does not hold a portal thread for the timeout."""
+
+    def call():
+        tracking = client(timeout=HISTORY_TIMEOUT)
+        names = sorted(tracking.get_run(job.mlflow_run_id).metrics) if keys is None else keys
+        return tracking.metric_history(job.mlflow_run_id, names)
+
+    return _page_call(call, HISTORY_TIMEOUT)
 
 
 def finish_run(job: Job) -> None:

@@ -354,17 +354,28 @@ def _job_page(request, job_id, *, template: str, oob: bool = False, curves: str 
 @require_GET
 def job_log(request, job_id, stream):
     """A chunk of log from ``offset`` on, for the live tail (htmx appends it)."""
-    job = _job(request, job_id)
+    try:
+        job = selectors.job_for_log(user=request.user, job_id=job_id)
+    except NotFound:
+        raise Http404("No such job.") from None
     try:
         offset = max(int(request.GET.get("offset", "0")), 0)
     except ValueError:
         offset = 0
     task = request.GET.get("task") or None
     try:
+        idle = min(max(int(request.GET.get("idle", "0")), 0), LOG_IDLE_SLOW)
+    except ValueError:
+        idle = 0
+    retry = False
+    try:
         chunk = selectors.job_log_read(job=job, stream=stream, offset=offset, task=task)
         error = ""
     except ApplicationError as exc:
         chunk, error = selectors.LogChunk("", offset), exc.message
+        # A running job's tail goes on after a failure that may pass: its note is replaced by
+        # the next read, and the lines come back once the cluster answers again.
+        retry = bool(exc.extra.get("retry")) and not job.is_terminal
     return render(
         request,
         "jobs/_log_chunk.html",
@@ -375,8 +386,34 @@ def job_log(request, job_id, stream):
             "error": error,
             "task": task or "",
             "done": job.is_terminal and not chunk.text and not chunk.missing,
+            "next_read": f"load delay:{LOG_WAIT_RETRY}s" if retry else _log_next_read(job, chunk, offset, idle),
+            "idle": 0 if chunk.text else min(idle + 1, LOG_IDLE_SLOW),
+            "retry": retry,
         },
     )
+
+
+#: The log tail of a running job: each stream asks for its next chunk LOG_WAIT seconds after a
+#: read that reached the end of the file (with new text or without), at once only after a
+#: whole chunk (more is waiting), and LOG_WAIT_IDLE seconds once LOG_IDLE_SLOW reads in a row
+#: found nothing. Each read is an SSH command on the cluster: before, a chunk with text was
+#: followed by another read at once (a job printing steadily kept its page reading in a loop,
+#: one SSH command per round trip), and an idle stream (most stderrs) was read every 3 s.
+LOG_WAIT = 3
+LOG_WAIT_IDLE = 6
+LOG_IDLE_SLOW = 5
+LOG_WAIT_RETRY = 10
+
+
+def _log_next_read(job, chunk, offset: int, idle: int) -> str:
+    """The htmx trigger of the next read: "load" (at once) or "load delay:Ns"."""
+    if job.is_terminal and chunk.text:
+        return "load"  # the rest of a finished log, at once
+    if chunk.text and chunk.next_offset - offset >= selectors.LOG_CHUNK - 4:
+        return "load"  # a whole chunk (less a cut multi-byte character): more is waiting
+    if chunk.text or idle + 1 < LOG_IDLE_SLOW:
+        return f"load delay:{LOG_WAIT}s"
+    return f"load delay:{LOG_WAIT_IDLE}s"
 
 
 @require_GET

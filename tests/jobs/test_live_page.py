@@ -258,3 +258,278 @@ def test_a_job_that_has_not_started_asks_mlflow_nothing_for_its_curves(client, a
     page = client.get(f"/jobs/{job.uuid}/").content.decode()
     assert _curves(page) == "not-started"
     assert client.get(_poll_url(page), **HX).status_code == 204
+
+
+class _FlakyMlflow:
+    """tracking.client() stand-in: counts get_run calls; raises MlflowUnavailable while down."""
+
+    def __init__(self):
+        self.calls = 0
+        self.down = True
+
+    def get_run(self, run_id):
+        from types import SimpleNamespace
+
+        from apps.integrations.mlflow.base import MetricPoint, MlflowUnavailable
+
+        self.calls += 1
+        if self.down:
+            raise MlflowUnavailable("MLflow did not answer within 3s.")
+        return SimpleNamespace(metrics={"loss": MetricPoint("loss", 0.5, 1_700_000_001_000, 3)})
+
+
+@pytest.mark.django_db
+def test_after_mlflow_did_not_answer_the_polls_of_the_next_seconds_do_not_wait_for_it(
+    client, alice, running, monkeypatch
+):
+    from apps.jobs import tracking
+
+    mlflow = _FlakyMlflow()
+    monkeypatch.setattr(tracking, "client", lambda **kw: mlflow)
+    now = [1000.0]
+    monkeypatch.setattr(tracking.time, "monotonic", lambda: now[0])
+    Job.objects.filter(pk=running.pk).update(mlflow_run_id="u" * 32)
+    client.force_login(alice)
+    page = client.get(f"/jobs/{running.uuid}/").content.decode()
+    assert _curves(page) == "unavailable" and mlflow.calls == 1
+    url = _poll_url(page)
+    for _ in range(3):  # a hanging MLflow would hold a portal thread 3 s for each of these
+        now[0] += 2
+        assert client.get(url, **HX).status_code == 204
+    assert mlflow.calls == 1, "within LIVE_BREAKER_SECONDS the polls answer without asking MLflow"
+
+    mlflow.down = False
+    now[0] += tracking.LIVE_BREAKER_SECONDS
+    response = client.get(url, **HX)
+    assert mlflow.calls == 2, "once the pause is over a poll asks again"
+    assert response.status_code == 200
+    assert _curves(response.content.decode()) not in ("", "unavailable"), "the chart fetches the history again"
+    now[0] += 5
+    assert client.get(_poll_url(response.content.decode()), **HX).status_code == 204
+    assert mlflow.calls == 3, "MLflow answers: every poll asks it, as before"
+
+
+@pytest.mark.django_db
+def test_the_mlflow_pause_is_per_tracking_server(client, alice, running, monkeypatch, settings):
+    from apps.jobs import tracking
+
+    mlflow = _FlakyMlflow()
+    monkeypatch.setattr(tracking, "client", lambda **kw: mlflow)
+    job = Job.objects.get(pk=running.pk)
+    job.mlflow_run_id = "u" * 32
+    from apps.jobs import selectors
+
+    assert selectors.job_curves_version(job=job) == "unavailable"
+    assert selectors.job_curves_version(job=job) == "unavailable"
+    assert mlflow.calls == 1
+    settings.AXLE_MLFLOW_TRACKING_URI = "http://another-mlflow.invalid:5000"
+    mlflow.down = False
+    assert selectors.job_curves_version(job=job) not in ("", "unavailable")
+    assert mlflow.calls == 2
+
+
+def _next_read(body: str) -> tuple[str, str]:
+    """The log tail's next request: its URL and its htmx trigger."""
+    match = re.search(r'class="log-more" hx-get="([^"]+)" hx-trigger="([^"]+)"', body)
+    assert match, "the tail goes on"
+    return match.group(1).replace("&amp;", "&"), match.group(2)
+
+
+@pytest.mark.django_db
+def test_a_running_jobs_log_tail_waits_after_new_text_and_slows_down_on_a_quiet_stream(
+    client, alice, running, monkeypatch
+):
+    from apps.jobs import selectors
+
+    log = {"text": b"epoch 1\n"}
+
+    def read(*, job, stream, offset=0, task=None, limit=selectors.LOG_CHUNK):
+        data = log["text"][offset : offset + limit]
+        return selectors.LogChunk(data.decode(), offset + len(data))
+
+    monkeypatch.setattr(selectors, "job_log_read", read)
+    client.force_login(alice)
+    url, trigger = _next_read(client.get(f"/jobs/{running.uuid}/logs/stdout/?offset=0").content.decode())
+    # New text that reached the end of the file: the next read a few seconds later, not at once
+    # (a job printing steadily made its page read in a loop, an SSH command per round trip).
+    assert trigger == "load delay:3s"
+    triggers = []
+    for _ in range(7):  # nothing new: 3 s at first, then 6 s on a stream that stays quiet
+        url, trigger = _next_read(client.get(url).content.decode())
+        triggers.append(trigger)
+    assert triggers == ["load delay:3s"] * 4 + ["load delay:6s"] * 3
+    log["text"] += b"epoch 2\n"
+    body = client.get(url).content.decode()
+    assert body.startswith("epoch 2\n")
+    url, trigger = _next_read(body)
+    assert trigger == "load delay:3s", "a line written: back to reading every 3 s"
+    assert _next_read(client.get(url).content.decode())[1] == "load delay:3s"
+
+
+@pytest.mark.django_db
+def test_a_log_tail_reads_on_at_once_after_a_whole_chunk_and_for_a_finished_job(client, alice, running, monkeypatch):
+    from apps.jobs import selectors
+
+    monkeypatch.setattr(selectors, "LOG_CHUNK", 16)
+    text = b"0123456789" * 5
+
+    def read(*, job, stream, offset=0, task=None, limit=None):
+        data = text[offset : offset + selectors.LOG_CHUNK]
+        return selectors.LogChunk(data.decode(), offset + len(data))
+
+    monkeypatch.setattr(selectors, "job_log_read", read)
+    client.force_login(alice)
+    url, trigger = _next_read(client.get(f"/jobs/{running.uuid}/logs/stdout/?offset=0").content.decode())
+    assert trigger == "load", "a whole chunk: the rest is waiting, read it at once"
+    assert "offset=16" in url
+    Job.objects.filter(pk=running.pk).update(status=Job.Status.COMPLETED)
+    url, trigger = _next_read(client.get(f"/jobs/{running.uuid}/logs/stdout/?offset=48").content.decode())
+    assert trigger == "load", "a finished job's log is read to its end at once"
+    assert "log-more" not in client.get(url).content.decode(), "and then the tail stops"
+
+
+@pytest.mark.django_db
+def test_a_log_read_reads_the_job_grant_and_cluster_in_one_query(
+    client, alice, charlie, running, monkeypatch, django_assert_max_num_queries
+):
+    from apps.clusters import transport
+    from apps.jobs import selectors
+
+    seen = {}
+
+    def read(*, job, stream, offset=0, task=None, limit=None):
+        # What the read uses (the grant's connection, the log's path) is there already.
+        with django_assert_max_num_queries(0):
+            seen["key"] = transport._key(job.grant)
+            seen["path"] = selectors.job_log_path(job, stream)
+            seen["cluster"] = job.cluster.name
+        return selectors.LogChunk("line\n", offset + 5)
+
+    monkeypatch.setattr(selectors, "job_log_read", read)
+    client.force_login(alice)
+    url = f"/jobs/{running.uuid}/logs/stdout/?offset=0"
+    client.get(url)  # the session's first request may write it
+    with django_assert_max_num_queries(3):  # session, user, the job with grant and cluster
+        body = client.get(url).content.decode()
+    assert body.startswith("line\n") and seen["cluster"] == running.cluster.name
+    assert seen["path"] == selectors.job_log_path(running, "stdout")
+    client.force_login(charlie)
+    assert client.get(url).status_code == 404
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("permanent", [False, True])
+def test_a_running_jobs_log_tail_tries_again_after_a_failure_that_may_pass(
+    client, alice, running, monkeypatch, permanent
+):
+    from apps.integrations.slurm.base import TransportError
+    from apps.jobs import selectors
+
+    failing = [True]
+
+    class Files:
+        def read(self, path, offset, limit):
+            if failing[0]:
+                raise TransportError("Error reading SSH protocol banner", permanent=permanent)
+            return b"back\n", offset + 5
+
+    class Client:
+        files = Files()
+
+    from contextlib import contextmanager
+
+    @contextmanager
+    def slurm_client(grant):
+        yield Client()
+
+    monkeypatch.setattr(selectors, "slurm_client", slurm_client)
+    client.force_login(alice)
+    body = client.get(f"/jobs/{running.uuid}/logs/stdout/?offset=0").content.decode()
+    assert "Error reading SSH protocol banner" in body
+    if permanent:  # no login host, no key: asking again cannot help, the tail stops as before
+        assert "log-more" not in body
+        return
+    url, trigger = _next_read(body)
+    assert trigger == "load delay:10s"
+    # The note is inside the span the next read replaces: it goes once the cluster answers.
+    assert re.search(r'class="log-more"[^>]*><span class="log-note error">\[[^<]*Trying again', body)
+    failing[0] = False
+    body = client.get(url).content.decode()
+    assert body.startswith("back\n") and "error" not in body
+
+
+@pytest.mark.django_db
+def test_while_mlflow_is_paused_the_artifacts_list_and_the_charts_history_answer_at_once_too(
+    client, alice, running, monkeypatch
+):
+    from apps.jobs import tracking
+
+    mlflow = _FlakyMlflow()
+    listed = []
+
+    def list_artifacts(run_id, path=""):
+        listed.append(path)
+        return []
+
+    mlflow.list_artifacts = list_artifacts
+    timeouts = []
+
+    def make_client(**kw):
+        timeouts.append(kw.get("timeout"))
+        return mlflow
+
+    monkeypatch.setattr(tracking, "client", make_client)
+    now = [1000.0]
+    monkeypatch.setattr(tracking.time, "monotonic", lambda: now[0])
+    Job.objects.filter(pk=running.pk).update(mlflow_run_id="u" * 32)
+    client.force_login(alice)
+    client.get(f"/jobs/{running.uuid}/")  # its curves version found MLflow unavailable
+    body = client.get(f"/jobs/{running.uuid}/artifacts/").content.decode()
+    assert listed == [], "the artifacts list did not wait for an MLflow found down a moment ago"
+    assert "MLflow could not be reached" in body
+    calls = mlflow.calls
+    answer = client.get(f"/api/v1/jobs/{running.uuid}/metrics/", HTTP_ACCEPT="application/json")
+    assert answer.status_code == 503 and mlflow.calls == calls, "nor did the charts' history"
+    mlflow.down = False
+    now[0] += tracking.LIVE_BREAKER_SECONDS + tracking.LIVE_TIMEOUT + 1
+    client.get(f"/jobs/{running.uuid}/artifacts/")
+    assert listed == [""], "after the pause it asks"
+    assert timeouts[-1] == tracking.ARTIFACTS_TIMEOUT
+
+
+@pytest.mark.django_db
+def test_when_the_mlflow_pause_ends_one_call_asks_and_the_others_answer_at_once_while_it_waits(running, monkeypatch):
+    import threading
+
+    from apps.integrations.mlflow.base import MlflowUnavailable
+    from apps.jobs import tracking
+
+    mlflow = _FlakyMlflow()
+    monkeypatch.setattr(tracking, "client", lambda **kw: mlflow)
+    job = Job.objects.get(pk=running.pk)
+    job.mlflow_run_id = "u" * 32
+    now = [1000.0]
+    monkeypatch.setattr(tracking.time, "monotonic", lambda: now[0])
+    with pytest.raises(MlflowUnavailable):
+        tracking.latest_metrics(job)  # MLflow found down: the pause starts
+    now[0] += tracking.LIVE_BREAKER_SECONDS + 1  # and is over
+    inside, release = threading.Event(), threading.Event()
+
+    def hanging_get_run(run_id):
+        mlflow.calls += 1
+        inside.set()
+        release.wait(5)  # a hanging MLflow, until the call's timeout
+        raise MlflowUnavailable("MLflow did not answer within 30s.")
+
+    mlflow.get_run = hanging_get_run
+    # The charts' history probes: it may wait its whole timeout (30 s), longer than a poll's.
+    probe = threading.Thread(target=lambda: pytest.raises(MlflowUnavailable, tracking.metric_history, job))
+    probe.start()
+    assert inside.wait(5)
+    for _ in range(3):  # meanwhile every other call answers at once, without asking
+        now[0] += tracking.LIVE_TIMEOUT + tracking.LIVE_BREAKER_SECONDS
+        with pytest.raises(MlflowUnavailable):
+            tracking.latest_metrics(job)
+        assert mlflow.calls == 2, "a hanging MLflow holds one portal thread, not one more per poll"
+    release.set()
+    probe.join(5)

@@ -1,0 +1,108 @@
+"""The cluster connections a process keeps (apps.clusters.transport): one pool per process,
+each connection used by one thread at a time. No cluster: the connections are stand-ins."""
+
+import threading
+
+import pytest
+
+from apps.clusters import transport
+from apps.clusters.models import Cluster, ClusterGrant
+
+
+class FakeClient:
+    made = 0
+
+    def __init__(self):
+        FakeClient.made += 1
+        self.closed = False
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture
+def grant(monkeypatch):
+    FakeClient.made = 0
+    monkeypatch.setattr(transport, "_ssh", lambda grant: FakeClient())
+    cluster = Cluster(pk=7, name="hpc", transport=Cluster.Transport.SSH, login_host="login", host_key="k")
+    return ClusterGrant(pk=11, cluster=cluster, cluster_username="alice", ssh_private_key_encrypted="x")
+
+
+def in_thread(fn):
+    out = []
+    thread = threading.Thread(target=lambda: out.append(fn()))
+    thread.start()
+    thread.join()
+    return out[0]
+
+
+def use(grant):
+    with transport.slurm_client(grant) as client:
+        return client
+
+
+def test_threads_of_a_process_reuse_one_connection_per_account(grant):
+    # A portal process serves requests on several threads: the log tail of one job page lands
+    # on any of them, and each must not log in to the cluster again.
+    first = in_thread(lambda: use(grant))
+    second = in_thread(lambda: use(grant))
+    third = use(grant)
+    assert first is second is third
+    assert FakeClient.made == 1
+    assert not first.closed
+
+
+def test_a_connection_is_never_handed_to_two_threads_at_once(grant):
+    inside, release = threading.Event(), threading.Event()
+    held = []
+
+    def hold():
+        with transport.slurm_client(grant) as client:
+            held.append(client)
+            inside.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert inside.wait(5)
+    other = use(grant)  # while the first thread still holds its connection
+    release.set()
+    thread.join()
+    assert other is not held[0]
+    assert FakeClient.made == 2
+    # Both go back to the pool (at most IDLE_PER_ACCOUNT are kept) and are reused from there.
+    assert {id(use(grant)) for _ in range(3)} <= {id(other), id(held[0])}
+    assert FakeClient.made == 2
+
+
+def test_a_burst_keeps_only_a_few_idle_connections(grant, monkeypatch):
+    monkeypatch.setattr(transport, "IDLE_PER_ACCOUNT", 1)
+    with transport.slurm_client(grant) as a, transport.slurm_client(grant) as b:
+        assert a is not b
+    assert b.closed != a.closed  # one kept, the other closed on return
+    assert use(grant) is (a if not a.closed else b)
+
+
+def test_a_failed_call_drops_its_connection(grant):
+    with pytest.raises(RuntimeError), transport.slurm_client(grant) as broken:
+        raise RuntimeError("connection lost")
+    assert broken.closed
+    assert use(grant) is not broken
+
+
+def test_idle_connections_are_closed_after_a_while(grant, monkeypatch):
+    old = use(grant)
+    now = transport.time.monotonic()
+    monkeypatch.setattr(transport.time, "monotonic", lambda: now + transport.IDLE_SECONDS + 1)
+    fresh = use(grant)
+    assert old.closed
+    assert fresh is not old
+
+
+def test_another_account_gets_its_own_connection_and_close_all_closes_them(grant):
+    other = ClusterGrant(pk=12, cluster=grant.cluster, cluster_username="bob", ssh_private_key_encrypted="y")
+    a, b = use(grant), use(other)
+    assert a is not b
+    transport.close_all()
+    assert a.closed and b.closed
+    assert use(grant) is not a
