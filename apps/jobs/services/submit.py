@@ -98,7 +98,7 @@ def _prepare(job: Job, client: SlurmClient) -> dict[str, str]:
                 raise inputs.InputError(f"Dataset {version.dataset.name} v{version.number}: {check.message}")
     for key, value in resolved.items():
         setattr(job, key, value)
-    experiment_id, run_id = tracking.start_run(job)
+    experiment_id, run_id = tracking.start_run(job) if tracking.has_own_run(job) else ("", "")
     resolved.update(mlflow_experiment_id=experiment_id, mlflow_run_id=run_id)
     # Resolving inputs may outlast AXLE_SUBMIT_STUCK_SECONDS: if the job was taken for stuck
     # meanwhile, it is another worker's now, and a sbatch from here would make a second job.
@@ -285,7 +285,10 @@ _PIPELINE_CHUNK = 25
 def _open_run(job: Job) -> tuple[str, str, dict[str, str]]:
     """The job's MLflow run (one call: the run with its tags; its parameters are logged at
     the end, `tracking.finish_run`) and its environment; runs in a worker thread, touching no database
-    (the job comes with its owner, team and cluster loaded)."""
+    (the job comes with its owner, team and cluster loaded). A sweep's wave has no run of
+    its own: nothing is asked of MLflow (its trials' runs and its login come after sbatch)."""
+    if not tracking.has_own_run(job):
+        return "", "", tracking.job_environment(job, "", "")
     experiment_id, run_id = tracking.open_run(job)
     job.mlflow_experiment_id, job.mlflow_run_id = experiment_id, run_id
     return experiment_id, run_id, tracking.job_environment(job, experiment_id, run_id)
@@ -324,7 +327,7 @@ def _prepare_and_deliver(jobs: list[Job], client: SlurmClient, outcome: "_Outcom
     # One experiment for many jobs (a user's or a team's): found once per batch, not per job.
     experiments: dict[str, str | Exception] = {}
     for job in simple:
-        if job.mlflow_experiment_id:
+        if job.mlflow_experiment_id or not tracking.has_own_run(job):
             continue
         name = tracking.experiment_name(job)
         if name not in experiments:
