@@ -50,6 +50,12 @@ class Job(BaseModel):
         **{s: frozenset() for s in TERMINAL},
     }
     ACTIVE_ON_CLUSTER = frozenset({Status.PENDING, Status.RUNNING})
+    # `tracking_mode` of a sweep's wave (a job array): the job has no MLflow run of its own
+    # and nothing is asked of MLflow before its sbatch. Its tasks log to their trials' runs,
+    # which the sweep makes after sbatch, as the job's own MLflow login, which the sweep makes
+    # then too and hands the tasks in a 0600 file (apps.sweeps.advance); `finish_run` deletes
+    # the login as for any job. Otherwise the field is the cluster's mode, server or file.
+    TRACKING_TRIALS = "trials"
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="jobs")
     grant = models.ForeignKey(ClusterGrant, on_delete=models.PROTECT, related_name="jobs")

@@ -5,6 +5,7 @@ import logging
 import time
 
 from django.conf import settings
+from django.db.models import Q
 
 from apps.core.leases import leased_loop, work_lease
 
@@ -55,7 +56,7 @@ def jobs_tick() -> services.PollStats:
             log.exception("pulling the file store of job %s failed", job_id)
     for job_id in (
         Job.objects.filter(status__in=Job.TERMINAL, finalized_at__isnull=True)
-        .exclude(mlflow_run_id="")
+        .exclude(Q(mlflow_run_id="") & ~Q(tracking_mode=Job.TRACKING_TRIALS))  # a wave: its login
         .values_list("pk", flat=True)[:50]
     ):
         job_finalize(job_id)

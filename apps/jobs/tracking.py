@@ -163,9 +163,19 @@ def _run_of_an_earlier_attempt(tracking: TrackingClient, experiment_id: str, job
     return live[0] if live else ""
 
 
+def has_own_run(job: Job) -> bool:
+    """False for a sweep's wave (`Job.TRACKING_TRIALS`): its tasks log to their trials' runs."""
+    return job.tracking_mode != Job.TRACKING_TRIALS
+
+
 def job_environment(job: Job, experiment_id: str, run_id: str, *, login=OWN_LOGIN) -> dict[str, str]:
     """What the job's own `mlflow` client needs; nothing Axle-specific in the user's code.
-    `login`: a shared login (`shared_login`) the job uses instead of one of its own."""
+    `login`: a shared login (`shared_login`) the job uses instead of one of its own. A sweep's
+    wave gets only the tracking URI, at no MLflow call: each task learns its run and the job's
+    login from the sweep's folder once the hub made them, after sbatch."""
+    if not has_own_run(job):
+        uri = job.cluster.mlflow_tracking_uri or settings.AXLE_MLFLOW_TRACKING_URI
+        return {"MLFLOW_TRACKING_URI": uri, "AXLE_JOB_ID": str(job.uuid)}
     env = {"MLFLOW_RUN_ID": run_id, "MLFLOW_EXPERIMENT_ID": experiment_id, "AXLE_JOB_ID": str(job.uuid)}
     if job.cluster.tracking_mode == Cluster.TrackingMode.FILE:
         env["MLFLOW_TRACKING_URI"] = filestore.tracking_uri(mlruns_dir(job))
@@ -340,11 +350,14 @@ def metric_history(job: Job, keys: list[str] | None = None) -> dict[str, list[Me
 
 
 def finish_run(job: Job) -> None:
+    """Delete the job's login, then mirror its end onto its run (a sweep's wave has none)."""
     tracking = client()
     if job.mlflow_login:
         release_login(job.mlflow_login)
     else:
         mlflow_auth.user_delete(tracking, mlflow_username(job))
+    if not job.mlflow_run_id:
+        return
     accounting = job.accounting or {}
     tags = {
         "axle.status": job.status,

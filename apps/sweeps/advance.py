@@ -24,6 +24,7 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 from apps.clusters.transport import slurm_client
 from apps.core.tasks import enqueue
+from apps.integrations.mlflow import auth as mlflow_auth
 from apps.integrations.mlflow.base import MlflowError
 from apps.integrations.slurm import states
 from apps.integrations.slurm.base import SlurmError
@@ -127,6 +128,50 @@ def _fold(sweep: Sweep) -> None:
             Trial.objects.filter(pk=trial.pk, state=trial.state).update(**fields, updated_at=timezone.now())
 
 
+def _deliver_logins(sweep: Sweep, pending: list[Trial], client) -> list[Trial]:
+    """Each array job whose trials get their first runs now (a wave with no run of its own,
+    `Job.TRACKING_TRIALS`) gets its own MLflow login, EDIT on the sweep's experiment and
+    nothing else, written to the sweep's folder with mode 0600 BEFORE the runs file: a task
+    reads it once it finds its run id. Made once per job (a job with a trial that has a run
+    has its login: renewing it would change the password under running tasks); deleted when
+    the job is finalized (`tracking.finish_run`) and when the sweep ends (`runs.close_runs`).
+    Returns the trials whose runs can be made now: a job whose login could not be written
+    waits for the next cycle (no task of it can have started logging)."""
+    jobs = {t.job_id: t.job for t in pending if not tracking.has_own_run(t.job) and t.job.status not in Job.TERMINAL}
+    if not jobs:
+        return pending
+    has_runs = set(
+        sweep.trials.filter(job_id__in=list(jobs)).exclude(mlflow_run_id="").values_list("job_id", flat=True)
+    )
+    needed = [job for pk, job in jobs.items() if pk not in has_runs]
+    if not needed:
+        return pending
+    logins = {}
+    for job in needed:
+        login = mlflow_auth.user_with_experiment(client, tracking.mlflow_username(job), sweep.mlflow_experiment_id)
+        if login is not None:  # None: a hub without logins (local development), nothing to hand out
+            logins[job.pk] = (job, login)
+    if not logins:
+        return pending
+    failed: set[int] = set()
+    try:
+        with slurm_client(sweep.grant) as cluster:
+            for pk, (job, login) in logins.items():
+                try:
+                    cluster.files.write(
+                        f"{sweep.folder}/{trialscript.login_name(job.uuid)}",
+                        trialscript.login_file(login.username, login.password),
+                        mode=0o600,
+                    )
+                except SlurmError as exc:
+                    failed.add(pk)
+                    log.warning("sweep %s: writing job %s's login failed: %s", sweep.uuid, job.uuid, exc.message)
+    except SlurmError as exc:
+        failed.update(logins)
+        log.warning("sweep %s: writing the logins failed: %s", sweep.uuid, exc.message)
+    return [t for t in pending if t.job_id not in failed]
+
+
 def _make_runs(sweep: Sweep) -> None:
     """The sweep's parent run, then a child run for each trial in an array that has none,
     a batch per cycle; then the file that tells each task its run."""
@@ -154,6 +199,9 @@ def _make_runs(sweep: Sweep) -> None:
         )
         sweep.refresh_from_db()
 
+    pending = _deliver_logins(sweep, pending, client)
+    if not pending:
+        return
     # The threads touch no model and no database: everything they need is read here.
     experiment_id, parent, sweep_uuid, owner = (
         sweep.mlflow_experiment_id,

@@ -2,8 +2,10 @@
 
 import logging
 
+from apps.integrations.mlflow import auth as mlflow_auth
 from apps.integrations.mlflow.base import MlflowError
 from apps.jobs import tracking
+from apps.jobs.models import Job
 
 from .models import Sweep, Trial
 
@@ -18,10 +20,16 @@ SWEEP_RUN_END = {S.SUCCEEDED: "FINISHED", S.FAILED: "FAILED", S.STOPPED: "KILLED
 def close_runs(sweep: Sweep) -> None:
     """End the runs the trials could not end themselves (a cancelled task never returns to
     its `mlflow.start_run`), then the sweep's own run. Best effort: MLflow being down leaves
-    them RUNNING, which changes nothing the hub decides."""
+    them RUNNING, which changes nothing the hub decides. The arrays' logins go first (each is
+    deleted when its job is finalized too; a job the sweep ended may not be yet)."""
     if not sweep.mlflow_run_id:
         return
     client = tracking.client()
+    try:
+        for job in Job.objects.filter(trials__sweep=sweep, tracking_mode=Job.TRACKING_TRIALS).distinct():
+            mlflow_auth.user_delete(client, tracking.mlflow_username(job))
+    except MlflowError as exc:
+        log.warning("sweep %s: deleting its arrays' MLflow logins: %s", sweep.uuid, exc)
     try:
         for trial in sweep.trials.filter(state__in=list(RUN_END)).exclude(mlflow_run_id=""):
             if client.get_run(trial.mlflow_run_id).status == "RUNNING":

@@ -266,6 +266,9 @@ def sweep_launch(*, sweep_id: int) -> Job | None:
                 name=f"{sweep.name}-{wave}"[:200],
                 script=script,
                 team=sweep.team,
+                # No MLflow call before the wave's sbatch: its tasks log to their trials' runs,
+                # and get the job's login with them, both made after it (advance._make_runs).
+                own_run=False,
             )
             # All the wave's trials in one UPDATE, each given its task index.
             claimed = Trial.objects.filter(pk__in=[t.pk for t in trials], job__isnull=True, state=T.CREATED).update(

@@ -21,6 +21,22 @@ from .spec import Spec
 # the submission path); a task waits for its line so its metrics land in its own run.
 RUNS_FILE = "runs.tsv"
 RUN_WAIT_SECONDS = 300
+# The array job's own MLflow login (user name, then password, a line each), written by the hub
+# with mode 0600 in the same cycle as, and before, the runs file; a task reads it once its run
+# is there, and exports it to the trial script alone.
+LOGIN_PREFIX = "mlflow-login-"
+
+
+def login_name(job_uuid) -> str:
+    """The login file of array job `job_uuid` in the sweep's folder (its tasks find it by
+    their AXLE_JOB_ID)."""
+    return f"{LOGIN_PREFIX}{job_uuid}"
+
+
+def login_file(username: str, password: str) -> bytes:
+    return f"{username}\n{password}\n".encode()
+
+
 _ARRAY = re.compile(r"^#SBATCH\s+(-a\b|--array\b)")
 
 
@@ -118,6 +134,14 @@ def array_script(
         "  sleep 0.5",
         "done",
         'if [ -n "$axle_run" ]; then export MLFLOW_RUN_ID="$axle_run"; else unset MLFLOW_RUN_ID; fi',
+        # The job's MLflow login, made with the runs (after sbatch): none in the job's
+        # environment, none on a hub without logins (then the file is not written).
+        f'axle_login="$axle_dir/{LOGIN_PREFIX}${{AXLE_JOB_ID:-none}}"',
+        'if [ -n "$axle_run" ] && [ -r "$axle_login" ]; then',
+        "  { IFS= read -r MLFLOW_TRACKING_USERNAME && IFS= read -r MLFLOW_TRACKING_PASSWORD",
+        '  } <"$axle_login" || true',
+        "  export MLFLOW_TRACKING_USERNAME MLFLOW_TRACKING_PASSWORD",
+        "fi",
         'mkdir -p "$axle_dir/trials"',
         'axle_script="$axle_dir/trials/$AXLE_TRIAL.sh"',
         'printf "%s" "$axle_body" > "$axle_script"',

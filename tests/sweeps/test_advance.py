@@ -239,3 +239,67 @@ def test_katibs_metric_strategies_pick_each_metrics_value_and_additional_metrics
     # accuracy: max; epoch_seconds: no strategy given, so the objective's direction (min).
     assert first.metrics == {"accuracy": 0.9, "epoch_seconds": 2.0}
     assert sweep.trials.get(number=1).metrics == {"accuracy": 1.9, "epoch_seconds": 3.0}
+
+
+class RecordingTracking:
+    """An MLflow client that records what is asked of it (the login calls go through
+    `_request`, as on the real client)."""
+
+    def __init__(self):
+        self.calls = []
+        self.session = type("S", (), {"auth": ("hub", "pw"), "headers": {}})()
+
+    def _request(self, method, path, **kwargs):
+        self.calls.append((method, path))
+
+    def __getattr__(self, name):
+        def call(*args, **kwargs):
+            self.calls.append((name, args))
+            raise AssertionError(f"unexpected MLflow call {name}")
+
+        return call
+
+
+def test_a_wave_job_has_no_run_of_its_own_and_its_finalize_deletes_only_its_login(alice, grant, monkeypatch):
+    from apps.jobs import tracking
+    from apps.jobs.services import job_finalize
+
+    sweep = services.sweep_create(user=alice, cluster=grant.cluster, spec_text=experiment(trials=2, parallel=2))
+    job = services.sweep_launch(sweep_id=sweep.pk)
+    assert job.tracking_mode == Job.TRACKING_TRIALS and not tracking.has_own_run(job)
+    # What its tasks get from the hub at submission: the tracking URI, no run, no login.
+    env = tracking.job_environment(job, "", "")
+    assert set(env) == {"MLFLOW_TRACKING_URI", "AXLE_JOB_ID"}
+    recording = RecordingTracking()
+    monkeypatch.setattr(tracking, "client", lambda **kw: recording)
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.COMPLETED)
+    job = job_finalize(job_id=job.pk)
+    assert job.finalized_at is not None and job.metrics == {}
+    assert recording.calls == [("DELETE", "api/2.0/mlflow/users/delete")]
+
+
+def test_finalizing_a_wave_job_is_retried_while_mlflow_is_down(alice, grant, monkeypatch):
+    from apps.integrations.mlflow.base import MlflowUnavailable
+    from apps.jobs import tasks as job_tasks
+    from apps.jobs import tracking
+
+    sweep = services.sweep_create(user=alice, cluster=grant.cluster, spec_text=experiment(trials=2, parallel=2))
+    job = services.sweep_launch(sweep_id=sweep.pk)
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.FAILED)
+
+    def down(*args, **kwargs):
+        raise MlflowUnavailable("down")
+
+    monkeypatch.setattr(tracking, "finish_run", down)
+    monkeypatch.setattr(job_tasks.services, "jobs_poll", lambda: None)
+    job_tasks.jobs_tick()
+    job.refresh_from_db()
+    assert job.finalized_at is None and "not synced yet" in job.last_error
+    monkeypatch.undo()
+    recording = RecordingTracking()
+    monkeypatch.setattr(tracking, "client", lambda **kw: recording)
+    monkeypatch.setattr(job_tasks.services, "jobs_poll", lambda: None)
+    job_tasks.jobs_tick()  # the tick takes it again, although it has no run
+    job.refresh_from_db()
+    assert job.finalized_at is not None
+    assert ("DELETE", "api/2.0/mlflow/users/delete") in recording.calls

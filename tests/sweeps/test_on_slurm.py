@@ -248,6 +248,74 @@ def test_more_failed_trials_than_allowed_fail_the_sweep_and_cancel_the_rest(gran
     assert all(by_task.get(str(t.task_id), "CANCELLED").startswith("CANCELLED") for t in trials[1:])
 
 
+def test_the_waves_sbatch_asks_nothing_of_mlflow_and_its_login_comes_after_in_a_0600_file(grant, monkeypatch):
+    """Issue 11: a wave has no run of its own, and its tasks' MLflow login is made after
+    sbatch, with the trials' runs, and handed over in the sweep's folder (mode 0600): good
+    for the sweep's experiment only, and deleted when the sweep ends."""
+    import uuid
+
+    from apps.integrations.mlflow.base import MlflowError
+    from apps.integrations.mlflow.client import TrackingClient
+    from apps.jobs.services import submit as submitting
+    from apps.sweeps import trialscript
+
+    python = local_cluster_env()["AXLE_LOCAL_PYTHON"]
+    sweep = services.sweep_create(
+        user=grant.user,
+        cluster=grant.cluster,
+        spec_text=experiment("login", ["1", "2"], parallel=2),
+        script=trial_script(python, slow_above=0),  # both report for two minutes
+    )
+    calls: list[str] = []
+    real_request = TrackingClient._request
+
+    def recording(self, method, path, **kwargs):
+        calls.append(path)
+        return real_request(self, method, path, **kwargs)
+
+    monkeypatch.setattr(TrackingClient, "_request", recording)
+    at_sbatch: list[list[str]] = []
+    real_deliver = submitting._deliver
+
+    def deliver(client, requests):
+        at_sbatch.append(list(calls))
+        return real_deliver(client, requests)
+
+    monkeypatch.setattr(submitting, "_deliver", deliver)
+    services.sweep_launch(sweep_id=sweep.pk)
+    job = sweep.trials.first().job
+    job_services.job_submit(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.slurm_job_id, job.last_error
+    assert at_sbatch == [[]]  # one sbatch, and no MLflow call before it
+    assert not job.mlflow_run_id and job.tracking_mode == Job.TRACKING_TRIALS
+
+    advance.sweep_advance(sweep_id=sweep.pk)  # the tracking cycle: runs, and the login first
+    trials = list(sweep.trials.order_by("number"))
+    assert all(t.mlflow_run_id for t in trials)
+    path = f"{sweep.folder}/{trialscript.login_name(job.uuid)}"
+    with slurm_client(grant) as client:
+        mode = client.files.run(["stat", "-c", "%a", "--", path]).out.strip()
+        data, _ = client.files.read(path)
+    assert mode == "600"
+    username, password = data.decode().split("\n")[:2]
+    assert username == tracking.mlflow_username(job) and len(password) >= 32
+    own = TrackingClient(settings.AXLE_MLFLOW_TRACKING_URI, auth=(username, password))
+    assert own.get_run(trials[0].mlflow_run_id).status  # the sweep's experiment: its own
+    sweep.refresh_from_db()
+    other = tracking.client().create_experiment(f"not-the-sweeps-{uuid.uuid4().hex[:8]}")
+    with pytest.raises(MlflowError) as refused:
+        own.create_run(other, "intruder")
+    assert refused.value.status == 403
+    # The tasks log to their trials' runs with it.
+    sweep = run(sweep, until=lambda s: all(t.intermediate for t in s.trials.all()))
+    assert sweep.status == Sweep.Status.RUNNING
+    services.sweep_stop(user=grant.user, sweep=sweep)
+    with pytest.raises(MlflowError) as gone:
+        own.get_run(trials[0].mlflow_run_id)
+    assert gone.value.status == 401
+
+
 def test_a_worker_killed_after_sbatch_leaves_one_array(grant, monkeypatch):
     from datetime import timedelta
 

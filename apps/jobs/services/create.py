@@ -50,12 +50,17 @@ def job_create(
     team=None,
     idempotency_key: str = "",
     extra_args: Sequence[str] = (),
+    own_run: bool = True,
 ) -> Job:
     """Check the script and its inputs against the user's grant, record the job with every
     input, and queue its submission. Nothing recorded here can change afterwards.
 
     ``extra_args`` are the hub's own further sbatch options (a pipeline step's
     ``--dependency``), added after the script was checked against the grant.
+
+    ``own_run=False`` (a sweep's wave) records a job with no MLflow run of its own on a
+    cluster whose nodes reach MLflow (`Job.TRACKING_TRIALS`): its submission asks nothing of
+    MLflow before sbatch. A file-store cluster's job keeps its run (its file store is it).
 
     With an ``idempotency_key`` (the API's Idempotency-Key header), a request sent again (the
     client retrying after a lost answer or a portal killed mid-request) gets the job the first
@@ -98,8 +103,11 @@ def job_create(
                     + "; ".join((f"line {p['line']}: " if p["line"] else "") + p["message"] for p in result.problems),
                     extra={"problems": result.problems, "effective_request": result.effective_request},
                 )
+            columns = _job_columns(user, grant, cluster, job_uuid, workdir, name, script, result, team)
+            if not own_run and columns["tracking_mode"] != Cluster.TrackingMode.FILE:
+                columns["tracking_mode"] = Job.TRACKING_TRIALS
             job = Job.objects.create(
-                **_job_columns(user, grant, cluster, job_uuid, workdir, name, script, result, team),
+                **columns,
                 hub_args=[*result.hub_args, *extra_args],
                 rerun_of=rerun_of,
                 reproduced_from=reproduced_from,

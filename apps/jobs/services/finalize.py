@@ -38,7 +38,8 @@ def job_finalize(*, job_id: int) -> Job | None:
         return job
     metrics: dict = {}
     state = job.import_state
-    if job.mlflow_run_id:
+    # A sweep's wave has no run of its own, but a login to delete (`tracking.finish_run`).
+    if job.mlflow_run_id or not tracking.has_own_run(job):
         try:
             if job.tracking_mode == Cluster.TrackingMode.FILE:
                 try:
@@ -48,7 +49,7 @@ def job_finalize(*, job_id: int) -> Job | None:
                 except UnsupportedOperation:
                     pass  # a REST-only grant: its file store cannot be read
             tracking.finish_run(job)
-            metrics = tracking.final_metrics(job)
+            metrics = tracking.final_metrics(job) if job.mlflow_run_id else {}
         except (MlflowUnavailable, SlurmError) as exc:
             Job.objects.filter(pk=job.pk).update(last_error=f"Tracking data not synced yet: {exc}")
             return job

@@ -87,7 +87,7 @@ def jobs_redrive(*, budget_seconds: float = 20.0) -> RedriveStats:
 
     for job_id in (
         Job.objects.filter(status__in=Job.TERMINAL, finalized_at__isnull=True)
-        .exclude(mlflow_run_id="")
+        .exclude(Q(mlflow_run_id="") & ~Q(tracking_mode=Job.TRACKING_TRIALS))  # a wave: its login
         .order_by("finished_at")
         .values_list("pk", flat=True)[:100]
     ):

@@ -101,7 +101,7 @@ def _prepare(job: Job, client: SlurmClient) -> dict[str, str]:
                 raise inputs.InputError(f"Dataset {version.dataset.name} v{version.number}: {check.message}")
     for key, value in resolved.items():
         setattr(job, key, value)
-    experiment_id, run_id = tracking.start_run(job)
+    experiment_id, run_id = tracking.start_run(job) if tracking.has_own_run(job) else ("", "")
     # A login of its own (job_environment): not one an earlier attempt shared.
     resolved.update(mlflow_experiment_id=experiment_id, mlflow_run_id=run_id, mlflow_login="")
     # Resolving inputs may outlast AXLE_SUBMIT_STUCK_SECONDS: if the job was taken for stuck
@@ -304,7 +304,10 @@ def _open_run(job: Job, login=tracking.OWN_LOGIN) -> tuple[str, str, dict[str, s
     """The job's MLflow run (one call: the run with its tags; its parameters are logged at
     the end, `tracking.finish_run`) and its environment, with `login` (the batch's shared
     one) or a login of its own; runs in a worker thread, touching no database (the job comes
-    with its owner, team and cluster loaded)."""
+    with its owner, team and cluster loaded). A sweep's wave has no run of its own: nothing is
+    asked of MLflow (its trials' runs and its login come after sbatch)."""
+    if not tracking.has_own_run(job):
+        return "", "", tracking.job_environment(job, "", "")
     if isinstance(login, Exception):
         raise login
     experiment_id, run_id = tracking.open_run(job)
@@ -351,7 +354,7 @@ def _prepare_and_deliver(jobs: list[Job], client: SlurmClient, outcome: "_Outcom
     # One experiment for many jobs (a user's or a team's): found once per batch, not per job.
     experiments: dict[str, str | Exception] = {}
     for job in simple:
-        if job.mlflow_experiment_id:
+        if job.mlflow_experiment_id or not tracking.has_own_run(job):
             continue
         name = tracking.experiment_name(job)
         if name not in experiments:
