@@ -67,7 +67,11 @@ def mlflow_username(job: Job) -> str:
 OWN_LOGIN = object()
 
 
-def shared_login(experiment_id: str) -> mlflow_auth.Credential | None:
+def shared_login_name() -> str:
+    return f"axle-batch-{uuid.uuid4().hex}"
+
+
+def shared_login(experiment_id: str, username: str) -> mlflow_auth.Credential | None:
     """One login for the jobs of a submission batch that log to `experiment_id`: EDIT on it
     and nothing else, as a job's own login. A batch is one grant's jobs, so the jobs sharing
     it run as the same cluster account of the same user, and every job of the experiment's
@@ -75,7 +79,7 @@ def shared_login(experiment_id: str) -> mlflow_auth.Credential | None:
     password for the batch instead of one per job (a scrypt each, on the server). Each job
     records the name (`Job.mlflow_login`); the last of them to end deletes it
     (`release_login`)."""
-    return mlflow_auth.user_with_experiment(client(), f"axle-batch-{uuid.uuid4().hex}", experiment_id)
+    return mlflow_auth.user_with_experiment(client(), username, experiment_id)
 
 
 def release_login(username: str) -> bool:
@@ -306,9 +310,14 @@ def _page_call(call: Callable[[], T], timeout: float) -> T:
         with _live_lock:
             _live_down[uri] = time.monotonic() + LIVE_BREAKER_SECONDS
         raise
-    if until is not None:
+    except BaseException:
+        # MLflow answered, with a refusal (a deleted run, a 403), or the call failed on the
+        # hub's side: not an outage, so no pause (the probe's own extension included).
         with _live_lock:
             _live_down.pop(uri, None)
+        raise
+    with _live_lock:
+        _live_down.pop(uri, None)  # MLflow answers: the pause, whoever set it, is over
     return result
 
 

@@ -310,6 +310,36 @@ def test_after_mlflow_did_not_answer_the_polls_of_the_next_seconds_do_not_wait_f
 
 
 @pytest.mark.django_db
+def test_an_mlflow_that_answers_with_a_refusal_ends_the_pause(running, monkeypatch):
+    """The call that asks again after the pause gets MLflow's refusal (a deleted run): MLflow
+    answers, so the next calls ask it at once instead of waiting out a longer pause."""
+    from apps.integrations.mlflow.base import MlflowError, MlflowUnavailable
+    from apps.jobs import tracking
+
+    mlflow = _FlakyMlflow()
+    monkeypatch.setattr(tracking, "client", lambda **kw: mlflow)
+    job = Job.objects.get(pk=running.pk)
+    job.mlflow_run_id = "d" * 32
+    now = [1000.0]
+    monkeypatch.setattr(tracking.time, "monotonic", lambda: now[0])
+    with pytest.raises(MlflowUnavailable):
+        tracking.latest_metrics(job)  # down: the pause starts
+    now[0] += tracking.LIVE_BREAKER_SECONDS + 1
+
+    def refused(run_id):
+        mlflow.calls += 1
+        raise MlflowError("MLflow refused reading a run: no such run", status=404, code="RESOURCE_DOES_NOT_EXIST")
+
+    mlflow.get_run = refused
+    with pytest.raises(MlflowError):
+        tracking.latest_metrics(job)  # the probe: MLflow answered
+    with pytest.raises(MlflowError) as again:
+        tracking.latest_metrics(job)  # at the same moment: asked, not paused
+    assert not isinstance(again.value, MlflowUnavailable)
+    assert mlflow.calls == 3
+
+
+@pytest.mark.django_db
 def test_the_mlflow_pause_is_per_tracking_server(client, alice, running, monkeypatch, settings):
     from apps.jobs import tracking
 
@@ -523,7 +553,15 @@ def test_when_the_mlflow_pause_ends_one_call_asks_and_the_others_answer_at_once_
 
     mlflow.get_run = hanging_get_run
     # The charts' history probes: it may wait its whole timeout (30 s), longer than a poll's.
-    probe = threading.Thread(target=lambda: pytest.raises(MlflowUnavailable, tracking.metric_history, job))
+    probed = []
+
+    def probing():
+        try:
+            tracking.metric_history(job)
+        except Exception as exc:  # noqa: BLE001 - asserted below, in the test's thread
+            probed.append(exc)
+
+    probe = threading.Thread(target=probing)
     probe.start()
     assert inside.wait(5)
     for _ in range(3):  # meanwhile every other call answers at once, without asking
@@ -533,3 +571,4 @@ def test_when_the_mlflow_pause_ends_one_call_asks_and_the_others_answer_at_once_
         assert mlflow.calls == 2, "a hanging MLflow holds one portal thread, not one more per poll"
     release.set()
     probe.join(5)
+    assert [type(e) for e in probed] == [MlflowUnavailable]

@@ -213,8 +213,8 @@ def _record_shared_logins(monkeypatch) -> list:
     made = []
     real = tracking.shared_login
 
-    def shared_login(experiment_id):
-        login = real(experiment_id)
+    def shared_login(experiment_id, username):
+        login = real(experiment_id, username)
         made.append(login)
         return login
 

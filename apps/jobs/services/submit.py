@@ -235,16 +235,20 @@ def _submit_leased(*, grant_id: int, candidates: list[int]) -> list[int]:
             outcome.fail(job, "job.grant_refused", message, {"problems": problems})
         else:
             ready.append(job)
-    if ready:
-        try:
-            with slurm_client(grant) as client:
-                _prepare_and_deliver(ready, client, outcome)
-        except (Unavailable, TransportError, SlurmError) as exc:
-            for job in ready:
-                if not outcome.decided(job):
-                    outcome.error(job, exc)
-    outcome.record()
-    _release_logins(outcome.logins)
+    try:
+        if ready:
+            try:
+                with slurm_client(grant) as client:
+                    _prepare_and_deliver(ready, client, outcome)
+            except (Unavailable, TransportError, SlurmError) as exc:
+                for job in ready:
+                    if not outcome.decided(job):
+                        outcome.error(job, exc)
+        outcome.record()
+    finally:
+        # Whatever happened: a login no job holds (the database says which may still run)
+        # is deleted.
+        _release_logins(outcome.logins)
     return [job.pk for job in jobs]
 
 
@@ -255,7 +259,7 @@ def _release_logins(names: set[str]) -> None:
     for name in sorted(names):
         try:
             tracking.release_login(name)
-        except (MlflowError, Unavailable) as exc:
+        except Exception as exc:  # noqa: BLE001 - best effort, and never hides the batch's own error
             log.warning("MLflow login %s could not be deleted: %s", name, exc)
 
 
@@ -396,10 +400,11 @@ def _shared_logins(jobs: list[Job], outcome: "_Outcome") -> dict:
             counts[job.mlflow_experiment_id] = counts.get(job.mlflow_experiment_id, 0) + 1
     logins = {}
     for experiment_id in sorted(e for e, n in counts.items() if n > 1):
-        login = _call(tracking.shared_login, experiment_id)
-        if isinstance(login, mlflow_auth.Credential):
-            outcome.logins.add(login.username)
-        logins[experiment_id] = login
+        # Named (and so released at the end) before MLflow is asked: a user made whose grant
+        # then failed is deleted too.
+        name = tracking.shared_login_name()
+        outcome.logins.add(name)
+        logins[experiment_id] = _call(tracking.shared_login, experiment_id, name)
     return logins
 
 
