@@ -11,8 +11,11 @@ creates with an HMAC of the name under its secret key (`TOKEN_TAG`; another purp
 experiments' token, which a team's job logins can read), and registers versions only into a
 model that carries it. A name another login took is refused with a clear message (a model's
 name is the user's choice, and another name does); the hub logs a warning and records the
-audit event `mlflow.model_name_taken`. A model the hub had already registered versions into
-before the tag existed is adopted: tagged now, as migration 0009 adopted experiments."""
+audit event `mlflow.model_name_taken`. A model the hub made before the tag existed is
+adopted (tagged now): one the hub holds versions of, whose first version was registered
+within seconds of the model's creation, as the hub's registration then made both back to
+back. A name someone took earlier and the hub then registered into stays refused: tagging
+it would not take its creator's MANAGE permission away."""
 
 from __future__ import annotations
 
@@ -39,6 +42,17 @@ def token(name: str) -> str:
     return salted_hmac("axle.registry.model_token", name, algorithm="sha256").hexdigest()
 
 
+#: How close the hub's own earlier registrations made a model and its first version.
+ADOPT_WITHIN_MS = 10_000
+
+
+def _made_by_the_hub_before_tags(client: TrackingClient, name: str, created_ms: int) -> bool:
+    if not ModelVersion.objects.filter(model__name=name, number=1).exists():
+        return False
+    first = client.model_version_created(name, "1")
+    return first is not None and 0 <= first - created_ms <= ADOPT_WITHIN_MS
+
+
 def registered_model_ensure(*, client: TrackingClient, name: str) -> None:
     """Make sure MLflow's registered model `name` is the hub's: created now with its tag,
     found with it, or adopted (the hub registered versions into it before it was tagged).
@@ -50,13 +64,14 @@ def registered_model_ensure(*, client: TrackingClient, name: str) -> None:
     except MlflowError as exc:
         if exc.code != "RESOURCE_ALREADY_EXISTS":
             raise
-    tags = client.registered_model_tags(name)
-    if tags is None:  # deleted since: one more try
+    found = client.registered_model(name)
+    if found is None:  # deleted since: one more try
         client.create_registered_model(name, {TOKEN_TAG: expected})
         return
+    tags, created_ms = found
     if hmac.compare_digest(tags.get(TOKEN_TAG, ""), expected):
         return
-    if TOKEN_TAG not in tags and ModelVersion.objects.filter(model__name=name).exists():
+    if TOKEN_TAG not in tags and _made_by_the_hub_before_tags(client, name, created_ms):
         client.set_registered_model_tag(name, TOKEN_TAG, expected)
         return
     with transaction.atomic():

@@ -52,15 +52,36 @@ def test_the_hubs_model_carries_its_token_and_takes_every_version(alice, team, m
     assert len(mlflow.search_model_versions(name)) == 2
 
 
-def test_a_model_the_hub_used_before_the_tag_existed_is_adopted(alice, team, db):
+def test_a_model_the_hub_made_before_the_tag_existed_is_adopted(alice, team, mlflow, experiment_id, tmp_path):
     hub = tracking.client()
     name = unique_name("older")
-    hub.create_registered_model(name)  # as the hub made them before: no tag
-    make_model_version(make_job(alice, team=team), alice, name=name)
+    run_id = make_run(mlflow, experiment_id, tmp_path)
+    hub.register_model(name, hub.find_logged_model(run_id), run_id)  # as the hub did before: no tag
+    make_model_version(make_job(alice, team=team), alice, name=name, number=1)
 
     registered_model_ensure(client=hub, name=name)
 
     assert hub.registered_model_tags(name)[TOKEN_TAG] == token(name)
+
+
+def test_a_name_taken_before_the_hub_registered_into_it_is_not_adopted(
+    alice, team, mlflow, experiment_id, tmp_path, outsider, monkeypatch
+):
+    """Someone made the model well before the hub's (untagged, older) first version: tagging it
+    would leave its creator managing the hub's versions."""
+    from apps.registry import ownership
+
+    name = unique_name("early")
+    outsider.create_registered_model(name)
+    run_id = make_run(mlflow, experiment_id, tmp_path)
+    hub = tracking.client()
+    hub.register_model(name, hub.find_logged_model(run_id), run_id)
+    make_model_version(make_job(alice, team=team), alice, name=name, number=1)
+    monkeypatch.setattr(ownership, "ADOPT_WITHIN_MS", -1)  # the model older than its first version
+
+    with pytest.raises(Conflict):
+        registered_model_ensure(client=hub, name=name)
+    assert TOKEN_TAG not in hub.registered_model_tags(name)
 
 
 def test_an_untagged_model_the_hub_never_used_is_not_adopted(outsider, db):

@@ -646,13 +646,29 @@ class TrackingClient:
 
     def registered_model_tags(self, name: str) -> dict[str, str] | None:
         """The tags of registered model `name`, or None when there is none."""
+        found = self.registered_model(name)
+        return None if found is None else found[0]
+
+    def registered_model(self, name: str) -> tuple[dict[str, str], int] | None:
+        """(tags, creation time in ms) of registered model `name`, or None when there is none."""
         try:
             found = self._get("registered-models/get", "looking up a registered model", name=name)
         except MlflowError as exc:
             if exc.code == "RESOURCE_DOES_NOT_EXIST":
                 return None
             raise
-        return _kv(found["registered_model"].get("tags"))
+        model = found["registered_model"]
+        return _kv(model.get("tags")), int(model.get("creation_timestamp") or 0)
+
+    def model_version_created(self, name: str, version: str) -> int | None:
+        """When version `version` of registered model `name` was made (ms), None if it was not."""
+        try:
+            found = self._get("model-versions/get", "looking up a model version", name=name, version=version)
+        except MlflowError as exc:
+            if exc.code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        return int(found["model_version"].get("creation_timestamp") or 0)
 
     def set_registered_model_tag(self, name: str, key: str, value: str) -> None:
         body = {"name": name, "key": key, "value": value}
