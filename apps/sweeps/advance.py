@@ -153,7 +153,16 @@ def _deliver_logins(sweep: Sweep, pending: list[Trial], client) -> list[Trial]:
             logins[job.pk] = (job, login)
     if not logins:
         return pending
-    failed: set[int] = set()
+    # A wave finalized, or the sweep ended, while the logins were being made: nothing would
+    # delete those any more (finish_run and close_runs have run). Deleted here, not written.
+    ended = set(Job.objects.filter(pk__in=list(logins), finalized_at__isnull=False).values_list("pk", flat=True))
+    if Sweep.objects.filter(pk=sweep.pk, status__in=Sweep.TERMINAL).exists():
+        ended = set(logins)
+    for pk in ended:
+        mlflow_auth.user_delete(client, logins.pop(pk)[1].username)
+    failed: set[int] = set(ended)
+    if not logins:
+        return [t for t in pending if t.job_id not in failed]
     try:
         with slurm_client(sweep.grant) as cluster:
             for pk, (job, login) in logins.items():

@@ -303,3 +303,30 @@ def test_finalizing_a_wave_job_is_retried_while_mlflow_is_down(alice, grant, mon
     job.refresh_from_db()
     assert job.finalized_at is not None
     assert ("DELETE", "api/2.0/mlflow/users/delete") in recording.calls
+
+
+def test_a_wave_login_made_after_the_sweep_ended_is_deleted_not_written(alice, grant, monkeypatch):
+    """The sweep was stopped (close_runs ran) while the cycle made a wave's login: nothing
+    would delete that login later, so it is deleted at once and never written to the folder."""
+    from apps.integrations.mlflow.auth import Credential
+
+    sweep = services.sweep_create(user=alice, cluster=grant.cluster, spec_text=experiment(trials=2, parallel=2))
+    job = services.sweep_launch(sweep_id=sweep.pk)
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.RUNNING)
+    pending = list(sweep.trials.select_related("job").order_by("number"))
+    made, deleted = [], []
+
+    def user_with_experiment(client, username, experiment_id):
+        made.append(username)
+        Sweep.objects.filter(pk=sweep.pk).update(status=Sweep.Status.STOPPED)  # stopped meanwhile
+        return Credential(username, "secret-" + username)
+
+    def no_cluster(grant):
+        raise AssertionError("the login of an ended sweep is not written")
+
+    monkeypatch.setattr(advance.mlflow_auth, "user_with_experiment", user_with_experiment)
+    monkeypatch.setattr(advance.mlflow_auth, "user_delete", lambda client, username: deleted.append(username))
+    monkeypatch.setattr(advance, "slurm_client", no_cluster)
+
+    assert advance._deliver_logins(sweep, pending, client=object()) == []
+    assert made == deleted and len(made) == 1
