@@ -25,11 +25,11 @@ def close_runs(sweep: Sweep) -> None:
     if not sweep.mlflow_run_id:
         return
     client = tracking.client()
-    try:
-        for job in Job.objects.filter(trials__sweep=sweep, tracking_mode=Job.TRACKING_TRIALS).distinct():
+    for job in Job.objects.filter(trials__sweep=sweep, tracking_mode=Job.TRACKING_TRIALS).distinct():
+        try:  # each on its own: one that fails leaves the others to be deleted
             mlflow_auth.user_delete(client, tracking.mlflow_username(job))
-    except MlflowError as exc:
-        log.warning("sweep %s: deleting its arrays' MLflow logins: %s", sweep.uuid, exc)
+        except MlflowError as exc:
+            log.warning("sweep %s: deleting array %s's MLflow login: %s", sweep.uuid, job.uuid, exc)
     try:
         for trial in sweep.trials.filter(state__in=list(RUN_END)).exclude(mlflow_run_id=""):
             if client.get_run(trial.mlflow_run_id).status == "RUNNING":
