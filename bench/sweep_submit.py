@@ -177,6 +177,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--transport", choices=["ssh", "rest"], default="ssh")
+    parser.add_argument(
+        "--warm-ups",
+        type=int,
+        default=1,
+        help="warm-up sweeps before the measured ones (default 1); each warms the SSH connection of the "
+        "worker process that takes it (connections are kept per process)",
+    )
     c.add_db_args(parser)
     parser.add_argument("--inline", action="store_true", help="the services in this process, no queue, SQL counted")
     parser.add_argument("--profile", action="store_true", help="with --inline: print a cProfile of the path")
@@ -205,10 +212,11 @@ def main() -> int:
             # A running hub has its SSH connection to the cluster open and the team's MLflow
             # experiment made; so has the plain loop its connection. One small sweep first
             # (through the worker: it also proves the worker is up).
-            warm = f"axlebench-warm-{rid}"
-            c.say("warm-up: a sweep of 2 trials (opens the hub's SSH connection, makes the experiment)")
-            folders.append(sweep_once(2, warm, quiet=True)[2])
-            c.cancel_named(ssh, f"{warm}-0")
+            for w in range(args.warm_ups):
+                warm = f"axlebench-warm-{rid}-{w}"
+                c.say("warm-up: a sweep of 2 trials (opens the hub's SSH connection, makes the experiment)")
+                folders.append(sweep_once(2, warm, quiet=True)[2])
+                c.cancel_named(ssh, f"{warm}-0")
             for n in args.trials:
                 plain_name, sweep_name = f"axlebench-plain-{rid}-{n}", f"axlebench-sweep-{rid}-{n}"
                 c.say(f"(b) plain: {n} sbatch over one SSH connection")
