@@ -431,7 +431,10 @@ def existing_hub(*, db_name: str, pg_url: str):
     import django
 
     django.setup()
-    c.say(f"hub: reusing database {db_name}, AXLE_HOME={home}")
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)  # made by an older checkout, maybe
+    c.say(f"hub: reusing database {db_name} (migrated), AXLE_HOME={home}")
     try:
         yield
     finally:
