@@ -55,13 +55,18 @@ def job_get(*, user, job_id) -> Job:
     each), not joined in: every job page, log chunk and action reads this, and the ORM spent
     3 ms of CPU a call building a five-table select of two more whole jobs (bench/README.md,
     portal_load)."""
+    return _own_job(
+        Job.objects.select_related("cluster", "grant__cluster", "team").prefetch_related("dataset_versions__dataset"),
+        user=user,
+        job_id=job_id,
+    )
+
+
+def _own_job(jobs: QuerySet[Job], *, user, job_id) -> Job:
+    """The user's own job `job_id` from `jobs`; anybody else's, or a malformed id, answers as
+    if it did not exist."""
     try:
-        job = (
-            Job.objects.select_related("cluster", "grant__cluster", "team")
-            .prefetch_related("dataset_versions__dataset")
-            .filter(owner=user, uuid=job_id)
-            .first()
-        )
+        job = jobs.filter(owner=user, uuid=job_id).first()
     except ValidationError:
         job = None
     if job is None:
@@ -74,18 +79,13 @@ def job_for_log(*, user, job_id) -> Job:
     while the page is open): the job with its grant and cluster in one query, without
     job_get's team, dataset versions and script. Anybody else's job answers as if it did
     not exist."""
-    try:
-        job = (
-            Job.objects.select_related("cluster", "grant__cluster")
-            .defer("script", "parameters", "hub_args", "script_directives")
-            .filter(owner=user, uuid=job_id)
-            .first()
-        )
-    except ValidationError:
-        job = None
-    if job is None:
-        raise NotFound("No such job.")
-    return job
+    return _own_job(
+        Job.objects.select_related("cluster", "grant__cluster").defer(
+            "script", "parameters", "hub_args", "script_directives"
+        ),
+        user=user,
+        job_id=job_id,
+    )
 
 
 def job_timeline(*, job: Job) -> QuerySet[AuditEvent]:

@@ -206,6 +206,15 @@ class TrackingClient:
         )
         return self._json(resp, what) if resp.content else {}
 
+    def _get_or_none(self, endpoint: str, what: str, **params: Any) -> dict[str, Any] | None:
+        """`_get`, or None when MLflow answers that the thing does not exist."""
+        try:
+            return self._get(endpoint, what, **params)
+        except MlflowError as exc:
+            if exc.code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+
     def health(self) -> bool:
         try:
             return self._request("GET", "health", what="health").ok
@@ -241,12 +250,9 @@ class TrackingClient:
 
     def experiment_by_name(self, name: str) -> tuple[str, dict[str, str]] | None:
         """(id, tags) of experiment `name`, or None when there is none."""
-        try:
-            found = self._get("experiments/get-by-name", "looking up an experiment", experiment_name=name)
-        except MlflowError as exc:
-            if exc.code == "RESOURCE_DOES_NOT_EXIST":
-                return None
-            raise
+        found = self._get_or_none("experiments/get-by-name", "looking up an experiment", experiment_name=name)
+        if found is None:
+            return None
         return found["experiment"]["experiment_id"], _kv(found["experiment"].get("tags"))
 
     def create_run(self, experiment_id: str, run_name: str, tags: Mapping[str, str] | None = None) -> str:
@@ -651,23 +657,17 @@ class TrackingClient:
 
     def registered_model(self, name: str) -> tuple[dict[str, str], int] | None:
         """(tags, creation time in ms) of registered model `name`, or None when there is none."""
-        try:
-            found = self._get("registered-models/get", "looking up a registered model", name=name)
-        except MlflowError as exc:
-            if exc.code == "RESOURCE_DOES_NOT_EXIST":
-                return None
-            raise
+        found = self._get_or_none("registered-models/get", "looking up a registered model", name=name)
+        if found is None:
+            return None
         model = found["registered_model"]
         return _kv(model.get("tags")), int(model.get("creation_timestamp") or 0)
 
     def model_version_created(self, name: str, version: str) -> int | None:
         """When version `version` of registered model `name` was made (ms), None if it was not."""
-        try:
-            found = self._get("model-versions/get", "looking up a model version", name=name, version=version)
-        except MlflowError as exc:
-            if exc.code == "RESOURCE_DOES_NOT_EXIST":
-                return None
-            raise
+        found = self._get_or_none("model-versions/get", "looking up a model version", name=name, version=version)
+        if found is None:
+            return None
         return int(found["model_version"].get("creation_timestamp") or 0)
 
     def set_registered_model_tag(self, name: str, key: str, value: str) -> None:
