@@ -14,8 +14,9 @@ name is the user's choice, and another name does); the hub logs a warning and re
 audit event `mlflow.model_name_taken`. A model the hub made before the tag existed is
 adopted (tagged now): one the hub holds versions of, whose first version was registered
 within seconds of the model's creation, as the hub's registration then made both back to
-back. A name someone took earlier and the hub then registered into stays refused: tagging
-it would not take its creator's MANAGE permission away."""
+back; the adoption is recorded (audit event `mlflow.model_adopted`). A name someone took
+earlier and the hub then registered into stays refused: tagging it would not take its
+creator's MANAGE permission away."""
 
 from __future__ import annotations
 
@@ -73,6 +74,15 @@ def registered_model_ensure(*, client: TrackingClient, name: str) -> None:
         return
     if TOKEN_TAG not in tags and _made_by_the_hub_before_tags(client, name, created_ms):
         client.set_registered_model_tag(name, TOKEN_TAG, expected)
+        with transaction.atomic():
+            audit_record(
+                action="mlflow.model_adopted",
+                subject_type="mlflow.registered_model",
+                subject_id=name,
+                subject_text=name,
+                after={"name": name, "tag": TOKEN_TAG, "created_ms": created_ms},
+            )
+        log.info("MLflow registered model %r, made by the hub before its tag existed, is tagged as the hub's.", name)
         return
     with transaction.atomic():
         audit_record(
