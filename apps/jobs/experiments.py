@@ -22,6 +22,12 @@ an administrator steps in); the hub logs a warning and records an audit event
 (`mlflow.experiment_name_taken`) for an administrator to look into. A space and brackets
 are in no team's or user's name: the new name is no one else's `team-…` or `user-…`.
 
+The recorded experiment is looked up in MLflow each time (one call per submission batch and
+experiment): one an MLflow administrator deleted is restored, one deleted for good is
+replaced by a new one, each with an audit event (`mlflow.experiment_restored`,
+`mlflow.experiment_gone`). A job makes its own run in it, on the compute node, so an
+experiment that cannot take runs is put right before sbatch.
+
 Recording is settled in the database (a unique name: the first row wins, with its audit
 event in the same transaction), with no transaction open while MLflow answers. Experiments
 made before this record existed are recorded by migration 0009 from the ids the hub's jobs
@@ -62,10 +68,29 @@ def candidate_name(name: str, attempt: int) -> str:
 
 
 def experiment_ensure(*, name: str, tracking: TrackingClient) -> str:
-    """The id of the hub's experiment `name`, made (once, whichever worker asks) if there is none."""
+    """The id of the hub's experiment `name`, made (once, whichever worker asks) if there is
+    none, and usable: one an MLflow administrator deleted is restored (it holds the team's
+    runs, which lineage points to), one deleted for good is replaced by a new one. Either is
+    an audit event. A job logs to this experiment itself (it makes its run there), so an
+    experiment that cannot take runs must be found here, before sbatch, not by the job."""
     row = HubExperiment.objects.filter(name=name).first()
     if row is not None:
-        return row.experiment_id
+        stage = tracking.experiment_stage(row.experiment_id)
+        if stage == "active":
+            return row.experiment_id
+        if stage is not None:
+            tracking.restore_experiment(row.experiment_id)
+            _note(row, "mlflow.experiment_restored", "was deleted in MLflow; the hub restored it")
+            return row.experiment_id
+        with transaction.atomic():
+            if HubExperiment.objects.filter(pk=row.pk, experiment_id=row.experiment_id).delete()[0]:
+                _audit(row, "mlflow.experiment_gone")
+        log.warning(
+            "MLflow experiment %r (id %s) of %s is gone from MLflow; the hub makes a new one.",
+            row.mlflow_name,
+            row.experiment_id,
+            name,
+        )
     taken: list[tuple[str, str]] = []  # (name, id) of experiments someone else made
     attempt = 0
     for _ in range(_ATTEMPTS):
@@ -93,8 +118,31 @@ def _create_or_find_ours(tracking: TrackingClient, mlflow_name: str) -> tuple[st
         return "", ""
     experiment_id, tags = found
     if hmac.compare_digest(tags.get(TOKEN_TAG, ""), token(mlflow_name)):
+        # The hub's, but perhaps in MLflow's bin (a name stays taken while it is there): runs
+        # cannot go to a deleted experiment, so it is restored.
+        if tracking.experiment_stage(experiment_id) == "deleted":
+            tracking.restore_experiment(experiment_id)
+            log.warning(
+                "MLflow experiment %r (id %s), the hub's, was deleted; the hub restored it.", mlflow_name, experiment_id
+            )
         return experiment_id, ""
     return "", experiment_id
+
+
+def _audit(row: HubExperiment, action: str) -> None:
+    audit_record(
+        action=action,
+        subject_type="mlflow.experiment",
+        subject_id=row.experiment_id,
+        subject_text=row.mlflow_name,
+        after={"name": row.name, "mlflow_name": row.mlflow_name, "experiment_id": row.experiment_id},
+    )
+
+
+def _note(row: HubExperiment, action: str, what: str) -> None:
+    with transaction.atomic():
+        _audit(row, action)
+    log.warning("MLflow experiment %r (id %s) of %s %s.", row.mlflow_name, row.experiment_id, row.name, what)
 
 
 def _record(name: str, mlflow_name: str, experiment_id: str, taken: list[tuple[str, str]]) -> str:

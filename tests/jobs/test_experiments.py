@@ -35,7 +35,8 @@ class FakeMlflow:
         self.on_lookup = None
 
     def add(self, name: str, tags: dict[str, str] | None = None) -> str:
-        experiment_id = str(len(self.experiments) + 1)
+        self.made = getattr(self, "made", 0) + 1  # ids are never reused, as MLflow's
+        experiment_id = str(self.made)
         self.experiments[name] = (experiment_id, dict(tags or {}))
         return experiment_id
 
@@ -54,6 +55,25 @@ class FakeMlflow:
             hook, self.on_lookup = self.on_lookup, None
             hook()
         return self.experiments.get(name)
+
+    deleted: set[str]
+    restored: list[str]
+
+    def experiment_stage(self, experiment_id: str) -> str | None:
+        if experiment_id not in {i for i, _ in self.experiments.values()}:
+            return None
+        return "deleted" if experiment_id in getattr(self, "deleted", set()) else "active"
+
+    def restore_experiment(self, experiment_id: str) -> None:
+        self.deleted.discard(experiment_id)
+        self.restored = [*getattr(self, "restored", []), experiment_id]
+
+    def delete(self, name: str, *, for_good: bool = False) -> None:
+        """An MLflow administrator deletes the experiment: to the bin, or for good."""
+        if for_good:
+            del self.experiments[name]
+        else:
+            self.deleted = {*getattr(self, "deleted", set()), self.experiments[name][0]}
 
 
 @pytest.fixture
@@ -138,6 +158,7 @@ def test_two_workers_finding_the_name_taken_make_one_experiment_and_one_audit_ev
 
 def test_an_experiment_recorded_before_the_upgrade_is_used_as_it_is(db, mlflow):
     """Migration 0009 records the ids the hub's jobs already hold; those experiments carry no tag."""
+    mlflow.experiments["team-vision"] = ("42", {})
     HubExperiment.objects.create(name="team-vision", mlflow_name="team-vision", experiment_id="42")
     assert experiment_ensure(name="team-vision", tracking=mlflow) == "42" and mlflow.creates == 0
 
@@ -148,11 +169,60 @@ def test_the_migration_records_the_experiments_the_hubs_jobs_already_use(db, mlf
     make_job(alice, team=team, mlflow_experiment_id="9")  # the latest wins
     make_job(alice, mlflow_experiment_id="8")
     make_job(alice, team=TeamFactory(name="never-ran"))
+    mlflow.experiments["team-vision"] = ("9", {})
     migration = importlib.import_module("apps.jobs.migrations.0009_record_hub_experiments")
     migration.record(apps, None)
     recorded = dict(HubExperiment.objects.values_list("name", "experiment_id"))
     assert recorded == {"team-vision": "9", "user-alice": "8"}
     assert experiment_ensure(name="team-vision", tracking=mlflow) == "9" and mlflow.creates == 0
+
+
+def test_its_experiment_deleted_in_mlflow_is_restored_not_replaced(db, mlflow):
+    """An MLflow administrator put the team's experiment in the bin: the team's next job
+    would make its run there and fail on the node. The hub restores it (its runs are what the
+    team's lineage points to) and says so."""
+    ours = experiment_ensure(name="team-vision", tracking=mlflow)
+    mlflow.delete("team-vision")
+    assert experiment_ensure(name="team-vision", tracking=mlflow) == ours
+    assert mlflow.experiment_stage(ours) == "active" and mlflow.restored == [ours] and mlflow.creates == 1
+    event = AuditEvent.objects.get(action="mlflow.experiment_restored")
+    assert event.subject_id == ours and event.after["name"] == "team-vision"
+
+
+def test_its_experiment_deleted_for_good_is_replaced_and_recorded_anew(db, mlflow):
+    old = experiment_ensure(name="team-vision", tracking=mlflow)
+    mlflow.delete("team-vision", for_good=True)
+    new = experiment_ensure(name="team-vision", tracking=mlflow)
+    assert new != old and mlflow.experiments["team-vision"][0] == new and mlflow.creates == 2
+    assert HubExperiment.objects.get(name="team-vision").experiment_id == new
+    assert AuditEvent.objects.get(action="mlflow.experiment_gone").subject_id == old
+    assert experiment_ensure(name="team-vision", tracking=mlflow) == new and mlflow.creates == 2
+
+
+def test_its_unrecorded_experiment_found_in_the_bin_is_restored(db, mlflow):
+    """A name stays taken while its experiment is in MLflow's bin: the hub's own (by its tag),
+    made by a worker that died before recording it, is restored rather than taken for another's."""
+    mlflow.on_create = lambda: (_ for _ in ()).throw(MlflowUnavailable("died"))
+    with pytest.raises(MlflowUnavailable):
+        experiment_ensure(name="team-vision", tracking=mlflow)
+    orphan = mlflow.experiments["team-vision"][0]
+    mlflow.delete("team-vision")
+    assert experiment_ensure(name="team-vision", tracking=mlflow) == orphan
+    assert mlflow.experiment_stage(orphan) == "active"
+
+
+@pytest.mark.mlflow
+def test_a_teams_experiment_deleted_in_mlflow_is_restored_for_its_next_job(db):
+    hub = tracking.client()
+    team = TeamFactory(name=f"binned-{uuid.uuid4().hex[:8]}")
+    experiment_id = experiment_ensure(name=f"team-{team.name}", tracking=hub)
+    hub._post("experiments/delete", "deleting an experiment", {"experiment_id": experiment_id})
+    assert hub.experiment_stage(experiment_id) == "deleted"
+
+    assert experiment_ensure(name=f"team-{team.name}", tracking=hub) == experiment_id
+    assert hub.experiment_stage(experiment_id) == "active"
+    assert hub.create_run(experiment_id, "after-restore")  # runs go there again
+    assert AuditEvent.objects.filter(action="mlflow.experiment_restored", subject_id=experiment_id).exists()
 
 
 def test_it_gives_up_when_every_name_it_tries_is_taken(db, mlflow, monkeypatch):
