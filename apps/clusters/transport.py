@@ -96,11 +96,19 @@ _lock = threading.Lock()
 _pool: dict[str, list[tuple[SlurmClient, float]]] = {}
 
 
+#: How often a process that keeps idle connections looks for those idle too long, without
+#: waiting for its next cluster call (a portal process whose pages stopped asking the cluster
+#: closes its sessions within IDLE_SECONDS + REAP_SECONDS).
+REAP_SECONDS = 15.0
+_reaper: threading.Thread | None = None
+
+
 def _forget_after_fork() -> None:
     # A forked child must not use (nor close) its parent's connections: they are the parent's.
-    global _lock
+    global _lock, _reaper
     _lock = threading.Lock()
     _pool.clear()
+    _reaper = None  # threads do not survive a fork
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
@@ -127,18 +135,42 @@ def _key(grant: ClusterGrant) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
+def _drop_stale(now: float) -> list[SlurmClient]:
+    """Take every connection idle for longer than IDLE_SECONDS out of the pool (the caller
+    holds the lock, and closes them after releasing it)."""
+    stale = []
+    for k, idle in list(_pool.items()):
+        fresh = [(cl, t) for cl, t in idle if now - t <= IDLE_SECONDS]
+        stale += [cl for cl, t in idle if now - t > IDLE_SECONDS]
+        if fresh:
+            _pool[k] = fresh
+        else:
+            del _pool[k]
+    return stale
+
+
+def _reap() -> None:
+    """The reaper's loop: every REAP_SECONDS, close the connections idle too long; ends once
+    the pool is empty (the next connection given back starts another)."""
+    global _reaper
+    while True:
+        time.sleep(REAP_SECONDS)
+        with _lock:
+            stale = _drop_stale(time.monotonic())
+            done = not _pool
+            if done and _reaper is threading.current_thread():
+                _reaper = None
+        for old in stale:
+            old.close()
+        if done:
+            return
+
+
 def _take(key: str, now: float) -> SlurmClient | None:
     """The most recently used idle connection for `key` (None if none), after dropping every
     connection idle for too long; those are closed outside the lock."""
-    stale = []
     with _lock:
-        for k, idle in list(_pool.items()):
-            fresh = [(cl, t) for cl, t in idle if now - t <= IDLE_SECONDS]
-            stale += [cl for cl, t in idle if now - t > IDLE_SECONDS]
-            if fresh:
-                _pool[k] = fresh
-            else:
-                del _pool[k]
+        stale = _drop_stale(now)
         idle = _pool.get(key)
         client = idle.pop()[0] if idle else None
         if idle == []:
@@ -149,11 +181,15 @@ def _take(key: str, now: float) -> SlurmClient | None:
 
 
 def _give_back(key: str, client: SlurmClient) -> None:
+    global _reaper
     with _lock:
         idle = _pool.setdefault(key, [])
         keep = len(idle) < IDLE_PER_ACCOUNT
         if keep:
             idle.append((client, time.monotonic()))
+            if _reaper is None or not _reaper.is_alive():
+                _reaper = threading.Thread(target=_reap, name="axle-cluster-reaper", daemon=True)
+                _reaper.start()
     if not keep:
         client.close()
 

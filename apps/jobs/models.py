@@ -201,9 +201,17 @@ class HubExperiment(models.Model):
     Any MLflow login may create experiments, and manages what it creates: the hub never puts
     a team's runs in an experiment merely found by its name. `name` is the hub's name for it
     (`team-<team>`, `user-<username>`); `mlflow_name` the experiment's name in MLflow, the same
-    unless another login had taken it first."""
+    unless another login had taken it first. `key` is whose it is (`team:<pk>`, `user:<pk>`):
+    the row is found by it, so a team renamed keeps its experiment, and a new team given the
+    old name does not get it (nor the renamed team's runs)."""
 
-    name = models.CharField(max_length=200, unique=True)
+    key = models.CharField(
+        max_length=64,
+        unique=True,
+        null=True,
+        help_text="Whose experiment: team:<pk> or user:<pk> (empty for a record whose team or user is gone).",
+    )
+    name = models.CharField(max_length=200, help_text="The team's or user's experiment name when it was made.")
     mlflow_name = models.CharField(max_length=255)
     experiment_id = models.CharField(max_length=64)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -96,7 +96,11 @@ def experiment_name(job: Job) -> str:
 
 def hub_experiment_id(job: Job, tracking: TrackingClient | None = None) -> str:
     """The id of the job's team's (or user's) experiment: one the hub made (`experiments`)."""
-    return experiments.experiment_ensure(name=experiment_name(job), tracking=tracking or client())
+    return experiments.experiment_ensure(
+        key=experiments.owner_key(team_id=job.team_id, user_id=job.owner_id),
+        name=experiment_name(job),
+        tracking=tracking or client(),
+    )
 
 
 def mlruns_dir(job: Job) -> str:

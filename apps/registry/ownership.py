@@ -14,8 +14,9 @@ name is the user's choice, and another name does); the hub logs a warning and re
 audit event `mlflow.model_name_taken`. A model the hub made before the tag existed is
 adopted (tagged now): one the hub holds versions of, whose first version was registered
 within seconds of the model's creation, as the hub's registration then made both back to
-back. A name someone took earlier and the hub then registered into stays refused: tagging
-it would not take its creator's MANAGE permission away."""
+back; the adoption is recorded (audit event `mlflow.model_adopted`). A name someone took
+earlier and the hub then registered into stays refused: tagging it would not take its
+creator's MANAGE permission away."""
 
 from __future__ import annotations
 
@@ -73,18 +74,20 @@ def registered_model_ensure(*, client: TrackingClient, name: str) -> None:
         return
     if TOKEN_TAG not in tags and _made_by_the_hub_before_tags(client, name, created_ms):
         client.set_registered_model_tag(name, TOKEN_TAG, expected)
+        _audit("mlflow.model_adopted", name, {"name": name, "tag": TOKEN_TAG, "created_ms": created_ms})
+        log.info("MLflow registered model %r, made by the hub before its tag existed, is tagged as the hub's.", name)
         return
-    with transaction.atomic():
-        audit_record(
-            action="mlflow.model_name_taken",
-            subject_type="mlflow.registered_model",
-            subject_id=name,
-            subject_text=name,
-            after={"name": name},
-        )
+    _audit("mlflow.model_name_taken", name, {"name": name})
     log.warning("MLflow registered model %r was not made by the hub, which does not register into it.", name)
     raise Conflict(
         f"The model name {name} is taken in MLflow's model registry by an account outside the hub's "
         "control, so the hub will not register into it; choose another name (an administrator can "
         "look into who made it)."
     )
+
+
+def _audit(action: str, name: str, after: dict) -> None:
+    with transaction.atomic():
+        audit_record(
+            action=action, subject_type="mlflow.registered_model", subject_id=name, subject_text=name, after=after
+        )

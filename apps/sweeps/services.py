@@ -309,7 +309,8 @@ def _end(sweep: Sweep, status: str, message: str, *, actor=None, data: dict | No
 
 def cancel_rest(sweep: Sweep, *, state: str = T.CANCELLED) -> int:
     """Cancel every trial still waiting or running: the arrays' remaining tasks on Slurm (one
-    scancel per array, which stops all of its tasks), then the rows. Returns the trials."""
+    scancel for all the arrays, which stops all of their tasks), then the rows. Returns the
+    trials."""
     jobs = list(
         Job.objects.filter(trials__sweep=sweep, trials__state__in=Trial.ACTIVE, status__in=Job.ACTIVE_ON_CLUSTER)
         .exclude(slurm_job_id="")
@@ -318,8 +319,8 @@ def cancel_rest(sweep: Sweep, *, state: str = T.CANCELLED) -> int:
     if jobs:
         try:
             with slurm_client(sweep.grant) as client:
-                for job in jobs:
-                    client.cancel(job.slurm_job_id)
+                # One Slurm call for every array (scancel of an array stops all its tasks).
+                client.cancel_many([job.slurm_job_id for job in jobs])
         except SlurmError as exc:
             raise Unavailable(f"Cluster {sweep.cluster.name} could not be reached to cancel the trials: {exc.message}")
     # Arrays not yet on Slurm are cancelled in the hub's queue, so they never get there.

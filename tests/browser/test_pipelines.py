@@ -139,5 +139,8 @@ def test_a_member_adds_a_schedule_and_a_webhook_and_a_pushed_run_appears_live(pa
     assert run.trigger == "push" and run.delivery_id == "browser-delivery-1"
     row = page.wait_for_selector(f"#pipeline-runs tr[data-run='{run.uuid}'][data-trigger=push]", timeout=20000)
     assert "delivery browser-delivery-1" in row.inner_text() and f"#{run.number}" in row.inner_text()
+    # The triggers section is live too: the delivery is listed with what it did.
+    delivery = page.wait_for_selector("#deliveries tr:has-text('browser-delivery-1')", timeout=20000)
+    assert "Started a run" in delivery.inner_text()
     assert page.evaluate("window.notReloaded") is True
     services.pipeline_run_cancel(user=grant.user, run=run)

@@ -106,3 +106,24 @@ def test_another_account_gets_its_own_connection_and_close_all_closes_them(grant
     transport.close_all()
     assert a.closed and b.closed
     assert use(grant) is not a
+
+
+def test_idle_connections_are_closed_without_another_call(grant, monkeypatch):
+    # A process that stops talking to the cluster (a portal whose pages were closed) does not
+    # keep its sessions open until its next call: the reaper closes them.
+    monkeypatch.setattr(transport, "IDLE_SECONDS", 0.05)
+    monkeypatch.setattr(transport, "REAP_SECONDS", 0.05)
+    transport._reaper = None  # one an earlier test started sleeps the default's 15 s
+    client = use(grant)
+    assert not client.closed
+    for _ in range(100):
+        if client.closed:
+            break
+        threading.Event().wait(0.02)
+    assert client.closed
+    assert transport._pool == {}
+    for _ in range(100):  # and the reaper ends with the pool empty
+        if transport._reaper is None:
+            break
+        threading.Event().wait(0.02)
+    assert transport._reaper is None

@@ -35,7 +35,8 @@ class FakeMlflow:
         self.on_lookup = None
 
     def add(self, name: str, tags: dict[str, str] | None = None) -> str:
-        experiment_id = str(len(self.experiments) + 1)
+        self.made = getattr(self, "made", 0) + 1  # ids are never reused, as MLflow's
+        experiment_id = str(self.made)
         self.experiments[name] = (experiment_id, dict(tags or {}))
         return experiment_id
 
@@ -55,6 +56,25 @@ class FakeMlflow:
             hook()
         return self.experiments.get(name)
 
+    deleted: set[str]
+    restored: list[str]
+
+    def experiment_stage(self, experiment_id: str) -> str | None:
+        if experiment_id not in {i for i, _ in self.experiments.values()}:
+            return None
+        return "deleted" if experiment_id in getattr(self, "deleted", set()) else "active"
+
+    def restore_experiment(self, experiment_id: str) -> None:
+        self.deleted.discard(experiment_id)
+        self.restored = [*getattr(self, "restored", []), experiment_id]
+
+    def delete(self, name: str, *, for_good: bool = False) -> None:
+        """An MLflow administrator deletes the experiment: to the bin, or for good."""
+        if for_good:
+            del self.experiments[name]
+        else:
+            self.deleted = {*getattr(self, "deleted", set()), self.experiments[name][0]}
+
 
 @pytest.fixture
 def mlflow() -> FakeMlflow:
@@ -62,36 +82,36 @@ def mlflow() -> FakeMlflow:
 
 
 def test_it_makes_a_teams_experiment_once_and_reuses_it(db, mlflow):
-    first = experiment_ensure(name="team-vision", tracking=mlflow)
-    assert experiment_ensure(name="team-vision", tracking=mlflow) == first
+    first = experiment_ensure(key="team-vision", name="team-vision", tracking=mlflow)
+    assert experiment_ensure(key="team-vision", name="team-vision", tracking=mlflow) == first
     assert mlflow.creates == 1
     assert mlflow.experiments["team-vision"][0] == first
-    assert HubExperiment.objects.get(name="team-vision").experiment_id == first
+    assert HubExperiment.objects.get(key="team-vision").experiment_id == first
 
 
 def test_it_does_not_use_an_experiment_someone_else_made_under_the_teams_name(db, mlflow, caplog):
     squatted = mlflow.add("team-vision")
     with caplog.at_level(logging.WARNING):
-        ours = experiment_ensure(name="team-vision", tracking=mlflow)
+        ours = experiment_ensure(key="team-vision", name="team-vision", tracking=mlflow)
     assert ours != squatted
-    row = HubExperiment.objects.get(name="team-vision")
+    row = HubExperiment.objects.get(key="team-vision")
     assert row.mlflow_name.startswith("team-vision (axle ") and mlflow.experiments[row.mlflow_name][0] == ours
     event = AuditEvent.objects.get(action="mlflow.experiment_name_taken")
     assert event.subject_id == squatted and event.after["hub_mlflow_name"] == row.mlflow_name
     assert "not made by the hub" in caplog.text
-    assert experiments.token(row.mlflow_name) not in caplog.text + str(event.after)
+    assert experiments.token(row.mlflow_name, "team-vision") not in caplog.text + str(event.after)
     # From now on the team's experiment is the hub's, without asking MLflow.
-    assert experiment_ensure(name="team-vision", tracking=mlflow) == ours and mlflow.creates == 1
+    assert experiment_ensure(key="team-vision", name="team-vision", tracking=mlflow) == ours and mlflow.creates == 1
 
 
 def test_it_does_not_take_a_guessed_or_borrowed_tag_for_its_own(db, mlflow):
     """Whoever makes an experiment sets its tags: an empty one, a guess, or the tag a job of
     team A reads on its own team's experiment, copied onto `team-B`."""
-    experiment_ensure(name="team-a", tracking=mlflow)
+    experiment_ensure(key="team-a", name="team-a", tracking=mlflow)
     borrowed = mlflow.experiments["team-a"][1][TOKEN_TAG]
     for name, tag in [("team-b", borrowed), ("team-c", ""), ("user-alice", "guess")]:
         squatted = mlflow.add(name, {TOKEN_TAG: tag})
-        assert experiment_ensure(name=name, tracking=mlflow) != squatted
+        assert experiment_ensure(key=name, name=name, tracking=mlflow) != squatted
     assert AuditEvent.objects.filter(action="mlflow.experiment_name_taken").count() == 3
 
 
@@ -101,28 +121,28 @@ def test_it_adopts_its_experiment_made_by_a_worker_that_died_before_recording_it
 
     mlflow.on_create = dies
     with pytest.raises(MlflowUnavailable):
-        experiment_ensure(name="team-vision", tracking=mlflow)
+        experiment_ensure(key="team-vision", name="team-vision", tracking=mlflow)
     orphan = mlflow.experiments["team-vision"][0]
-    assert not HubExperiment.objects.filter(name="team-vision").exists()
-    assert experiment_ensure(name="team-vision", tracking=mlflow) == orphan
+    assert not HubExperiment.objects.filter(key="team-vision").exists()
+    assert experiment_ensure(key="team-vision", name="team-vision", tracking=mlflow) == orphan
     assert not AuditEvent.objects.filter(action="mlflow.experiment_name_taken").exists()
 
 
 def test_a_database_restored_from_a_backup_finds_the_experiments_made_since(db, mlflow):
     mlflow.add("team-vision")
-    ours = experiment_ensure(name="team-vision", tracking=mlflow)
+    ours = experiment_ensure(key="team-vision", name="team-vision", tracking=mlflow)
     HubExperiment.objects.all().delete()  # the backup predates them
-    assert experiment_ensure(name="team-vision", tracking=mlflow) == ours and mlflow.creates == 1
+    assert experiment_ensure(key="team-vision", name="team-vision", tracking=mlflow) == ours and mlflow.creates == 1
 
 
 def test_two_workers_racing_for_a_new_name_share_one_experiment(db, mlflow):
     """The second worker's create finds the name taken (the first has not recorded its id
     yet): the tag says it is the hub's."""
     second: list[str] = []
-    mlflow.on_create = lambda: second.append(experiment_ensure(name="team-vision", tracking=mlflow))
-    first = experiment_ensure(name="team-vision", tracking=mlflow)
+    mlflow.on_create = lambda: second.append(experiment_ensure(key="team-vision", name="team-vision", tracking=mlflow))
+    first = experiment_ensure(key="team-vision", name="team-vision", tracking=mlflow)
     assert second == [first] and mlflow.creates == 1
-    assert HubExperiment.objects.get(name="team-vision").experiment_id == first
+    assert HubExperiment.objects.get(key="team-vision").experiment_id == first
     assert not AuditEvent.objects.filter(action="mlflow.experiment_name_taken").exists()
 
 
@@ -130,16 +150,17 @@ def test_two_workers_finding_the_name_taken_make_one_experiment_and_one_audit_ev
     mlflow.add("team-vision")
     second: list[str] = []
     # The second worker runs while the first is looking at the squatted experiment.
-    mlflow.on_lookup = lambda: second.append(experiment_ensure(name="team-vision", tracking=mlflow))
-    first = experiment_ensure(name="team-vision", tracking=mlflow)
+    mlflow.on_lookup = lambda: second.append(experiment_ensure(key="team-vision", name="team-vision", tracking=mlflow))
+    first = experiment_ensure(key="team-vision", name="team-vision", tracking=mlflow)
     assert second == [first] and mlflow.creates == 1
     assert AuditEvent.objects.filter(action="mlflow.experiment_name_taken").count() == 1
 
 
 def test_an_experiment_recorded_before_the_upgrade_is_used_as_it_is(db, mlflow):
     """Migration 0009 records the ids the hub's jobs already hold; those experiments carry no tag."""
-    HubExperiment.objects.create(name="team-vision", mlflow_name="team-vision", experiment_id="42")
-    assert experiment_ensure(name="team-vision", tracking=mlflow) == "42" and mlflow.creates == 0
+    mlflow.experiments["team-vision"] = ("42", {})
+    HubExperiment.objects.create(key="team-vision", name="team-vision", mlflow_name="team-vision", experiment_id="42")
+    assert experiment_ensure(key="team-vision", name="team-vision", tracking=mlflow) == "42" and mlflow.creates == 0
 
 
 def test_the_migration_records_the_experiments_the_hubs_jobs_already_use(db, mlflow):
@@ -148,19 +169,97 @@ def test_the_migration_records_the_experiments_the_hubs_jobs_already_use(db, mlf
     make_job(alice, team=team, mlflow_experiment_id="9")  # the latest wins
     make_job(alice, mlflow_experiment_id="8")
     make_job(alice, team=TeamFactory(name="never-ran"))
-    migration = importlib.import_module("apps.jobs.migrations.0009_record_hub_experiments")
-    migration.record(apps, None)
+    mlflow.experiments["team-vision"] = ("9", {})
+    importlib.import_module("apps.jobs.migrations.0009_record_hub_experiments").record(apps, None)
     recorded = dict(HubExperiment.objects.values_list("name", "experiment_id"))
     assert recorded == {"team-vision": "9", "user-alice": "8"}
-    assert experiment_ensure(name="team-vision", tracking=mlflow) == "9" and mlflow.creates == 0
+    # 0011 keys them by whose they are; a row whose name no team has any more gets no key.
+    HubExperiment.objects.create(name="team-disbanded", mlflow_name="team-disbanded", experiment_id="3")
+    importlib.import_module("apps.jobs.migrations.0011_hubexperiment_key").fill(apps, None)
+    keys = dict(HubExperiment.objects.values_list("name", "key"))
+    assert keys == {"team-vision": f"team:{team.pk}", "user-alice": f"user:{alice.pk}", "team-disbanded": None}
+    key = experiments.owner_key(team_id=team.pk, user_id=alice.pk)
+    assert experiment_ensure(key=key, name="team-vision", tracking=mlflow) == "9" and mlflow.creates == 0
+
+
+def test_a_renamed_team_keeps_its_experiment_and_a_new_team_of_the_old_name_gets_its_own(db, mlflow):
+    """Found by the team's id: were it found by name, the new `vision` would log its runs next
+    to the renamed team's, with its job logins able to edit them."""
+    old, new = TeamFactory(name="vision"), None
+    ours = experiment_ensure(key=experiments.owner_key(team_id=old.pk, user_id=1), name="team-vision", tracking=mlflow)
+    old.name = "vision-archive"
+    old.save()
+    assert (
+        experiment_ensure(
+            key=experiments.owner_key(team_id=old.pk, user_id=1), name="team-vision-archive", tracking=mlflow
+        )
+        == ours
+    )
+    new = TeamFactory(name="vision")
+    theirs = experiment_ensure(
+        key=experiments.owner_key(team_id=new.pk, user_id=1), name="team-vision", tracking=mlflow
+    )
+    assert theirs != ours
+    # The MLflow name `team-vision` is the renamed team's experiment (the hub's, but keyed to
+    # the other team): the new team gets the hub's alternate name, never that experiment.
+    row = HubExperiment.objects.get(key=f"team:{new.pk}")
+    assert row.mlflow_name.startswith("team-vision (axle ") and mlflow.experiments[row.mlflow_name][0] == theirs
+
+
+def test_its_experiment_deleted_in_mlflow_is_restored_not_replaced(db, mlflow):
+    """An MLflow administrator put the team's experiment in the bin: the team's next job
+    would make its run there and fail on the node. The hub restores it (its runs are what the
+    team's lineage points to) and says so."""
+    ours = experiment_ensure(key="team-vision", name="team-vision", tracking=mlflow)
+    mlflow.delete("team-vision")
+    assert experiment_ensure(key="team-vision", name="team-vision", tracking=mlflow) == ours
+    assert mlflow.experiment_stage(ours) == "active" and mlflow.restored == [ours] and mlflow.creates == 1
+    event = AuditEvent.objects.get(action="mlflow.experiment_restored")
+    assert event.subject_id == ours and event.after["name"] == "team-vision"
+
+
+def test_its_experiment_deleted_for_good_is_replaced_and_recorded_anew(db, mlflow):
+    old = experiment_ensure(key="team-vision", name="team-vision", tracking=mlflow)
+    mlflow.delete("team-vision", for_good=True)
+    new = experiment_ensure(key="team-vision", name="team-vision", tracking=mlflow)
+    assert new != old and mlflow.experiments["team-vision"][0] == new and mlflow.creates == 2
+    assert HubExperiment.objects.get(key="team-vision").experiment_id == new
+    assert AuditEvent.objects.get(action="mlflow.experiment_gone").subject_id == old
+    assert experiment_ensure(key="team-vision", name="team-vision", tracking=mlflow) == new and mlflow.creates == 2
+
+
+def test_its_unrecorded_experiment_found_in_the_bin_is_restored(db, mlflow):
+    """A name stays taken while its experiment is in MLflow's bin: the hub's own (by its tag),
+    made by a worker that died before recording it, is restored rather than taken for another's."""
+    mlflow.on_create = lambda: (_ for _ in ()).throw(MlflowUnavailable("died"))
+    with pytest.raises(MlflowUnavailable):
+        experiment_ensure(key="team-vision", name="team-vision", tracking=mlflow)
+    orphan = mlflow.experiments["team-vision"][0]
+    mlflow.delete("team-vision")
+    assert experiment_ensure(key="team-vision", name="team-vision", tracking=mlflow) == orphan
+    assert mlflow.experiment_stage(orphan) == "active"
+
+
+@pytest.mark.mlflow
+def test_a_teams_experiment_deleted_in_mlflow_is_restored_for_its_next_job(db):
+    hub = tracking.client()
+    team = TeamFactory(name=f"binned-{uuid.uuid4().hex[:8]}")
+    experiment_id = experiment_ensure(key=f"team-{team.name}", name=f"team-{team.name}", tracking=hub)
+    hub._post("experiments/delete", "deleting an experiment", {"experiment_id": experiment_id})
+    assert hub.experiment_stage(experiment_id) == "deleted"
+
+    assert experiment_ensure(key=f"team-{team.name}", name=f"team-{team.name}", tracking=hub) == experiment_id
+    assert hub.experiment_stage(experiment_id) == "active"
+    assert hub.create_run(experiment_id, "after-restore")  # runs go there again
+    assert AuditEvent.objects.filter(action="mlflow.experiment_restored", subject_id=experiment_id).exists()
 
 
 def test_it_gives_up_when_every_name_it_tries_is_taken(db, mlflow, monkeypatch):
     mlflow.add("team-vision")
     mlflow.add("team-vision (axle same)")
-    monkeypatch.setattr(experiments, "candidate_name", lambda name, n: name if n == 0 else f"{name} (axle same)")
+    monkeypatch.setattr(experiments, "candidate_name", lambda name, n, key: name if n == 0 else f"{name} (axle same)")
     with pytest.raises(MlflowUnavailable, match="every name it tried was taken"):
-        experiment_ensure(name="team-vision", tracking=mlflow)
+        experiment_ensure(key="team-vision", name="team-vision", tracking=mlflow)
 
 
 @pytest.mark.mlflow
@@ -195,7 +294,7 @@ def test_a_teams_next_job_does_not_land_in_an_experiment_another_login_took_firs
         with pytest.raises(MlflowError) as refused:
             as_outsider.get_run(run_id)
         assert refused.value.status == 403
-        row = HubExperiment.objects.get(name=f"team-{team.name}")
+        row = HubExperiment.objects.get(key=f"team:{team.pk}")
         assert row.experiment_id == experiment_id and row.mlflow_name != f"team-{team.name}"
         assert AuditEvent.objects.filter(action="mlflow.experiment_name_taken", subject_id=squatted).exists()
         # The team's next job goes to the same experiment.

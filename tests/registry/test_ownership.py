@@ -62,6 +62,10 @@ def test_a_model_the_hub_made_before_the_tag_existed_is_adopted(alice, team, mlf
     registered_model_ensure(client=hub, name=name)
 
     assert hub.registered_model_tags(name)[TOKEN_TAG] == token(name)
+    adopted = AuditEvent.objects.get(action="mlflow.model_adopted", subject_id=name)
+    assert adopted.after["name"] == name
+    registered_model_ensure(client=hub, name=name)  # tagged now: found, not adopted again
+    assert AuditEvent.objects.filter(action="mlflow.model_adopted", subject_id=name).count() == 1
 
 
 def test_a_name_taken_before_the_hub_registered_into_it_is_not_adopted(

@@ -314,6 +314,8 @@ def test_the_waves_sbatch_asks_nothing_of_mlflow_and_its_login_comes_after_in_a_
     with pytest.raises(MlflowError) as gone:
         own.get_run(trials[0].mlflow_run_id)
     assert gone.value.status == 401
+    with slurm_client(grant) as client:  # and its file is gone from the sweep's folder
+        assert client.files.run(["test", "-e", path]).exit_status == 1
 
 
 def test_a_worker_killed_after_sbatch_leaves_one_array(grant, monkeypatch):

@@ -255,6 +255,16 @@ class TrackingClient:
             return None
         return found["experiment"]["experiment_id"], _kv(found["experiment"].get("tags"))
 
+    def experiment_stage(self, experiment_id: str) -> str | None:
+        """The experiment's lifecycle stage ("active", or "deleted" for one in MLflow's bin),
+        or None when there is no such experiment (deleted for good)."""
+        found = self._get_or_none("experiments/get", "looking up an experiment", experiment_id=experiment_id)
+        return None if found is None else found["experiment"].get("lifecycle_stage", "active")
+
+    def restore_experiment(self, experiment_id: str) -> None:
+        """Take a deleted experiment out of MLflow's bin, with its runs."""
+        self._post("experiments/restore", "restoring an experiment", {"experiment_id": experiment_id})
+
     def create_run(self, experiment_id: str, run_name: str, tags: Mapping[str, str] | None = None) -> str:
         body = {
             "experiment_id": experiment_id,

@@ -11,6 +11,7 @@ urlpatterns = [
         name="pipeline-webhook-disable",
     ),
     path("pipelines/<uuid:pipeline_id>/triggers/polling/", views.polling, name="pipeline-polling"),
+    path("pipelines/<uuid:pipeline_id>/triggers/live/", views.triggers_live, name="pipeline-triggers-live"),
     path("pipelines/<uuid:pipeline_id>/schedules/", views.schedule_add, name="pipeline-schedule-add"),
     path(
         "pipelines/<uuid:pipeline_id>/schedules/<uuid:schedule_id>/remove/",

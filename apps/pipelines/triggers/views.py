@@ -2,24 +2,79 @@
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.http import Http404, JsonResponse
+from django.middleware.csrf import get_token
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from apps.accounts.security import client_ip
 from apps.core.errors import ApplicationError, NotFound
+from apps.core.live import is_live_poll, live_answer, live_version
 
 from . import selectors, services
+from .forges import FORGE_NAMES
 
 
 def webhook_url(request, pipeline) -> str:
     return request.build_absolute_uri(reverse("pipeline-webhook", args=[pipeline.uuid]))
+
+
+def triggers_context(request, pipeline, *, csrf_token=None) -> dict:
+    """What the triggers section draws (its webhook, polling and schedules with their next
+    fire times, from this app's own rows), with the live version of the parts that change
+    by themselves: the deliveries, the last poll, the schedules' next and last runs."""
+    settings_row = selectors.trigger_settings_get(pipeline=pipeline)
+    deliveries = selectors.delivery_list(pipeline=pipeline)
+    schedules = []
+    for s in selectors.schedule_list(pipeline=pipeline):
+        # Formatted here: the date filter would show it on the hub's clocks, not the schedule's.
+        local = s.next_fire_at.astimezone(ZoneInfo(s.timezone)) if s.next_fire_at else None
+        schedules.append({"row": s, "next_local": f"{local:%Y-%m-%d %H:%M}" if local else ""})
+    version = live_version(
+        [(d.pk, d.outcome, d.message) for d in deliveries],
+        [
+            settings_row.polling_enabled,
+            settings_row.last_polled_at,
+            settings_row.last_seen_commit,
+            settings_row.last_poll_error,
+        ],
+        [(s["row"].pk, s["row"].next_fire_at, s["row"].last_fired_at, s["row"].last_outcome) for s in schedules],
+    )
+    return {
+        "request": request,
+        "csrf_token": csrf_token,
+        "pipeline": pipeline,
+        "settings": settings_row,
+        "webhook_url": webhook_url(request, pipeline),
+        "forges": FORGE_NAMES.values(),
+        "deliveries": deliveries,
+        "schedules": schedules,
+        "live_version": version,
+    }
+
+
+@require_GET
+def triggers_live(request, pipeline_id):
+    """The live poll of a pipeline page's triggers section (apps.core.live): the deliveries,
+    the last poll and the schedules, swapped in place when they changed; the section's forms
+    are not redrawn, so what a member is typing stays."""
+    if not is_live_poll(request):
+        return _back(_pipeline(request, pipeline_id))
+    context = triggers_context(request, _pipeline(request, pipeline_id), csrf_token=get_token(request))
+    return live_answer(
+        request,
+        version=context["live_version"],
+        final=False,  # a push, a poll or a schedule may change it at any time
+        render=lambda: render(request, "pipelines/triggers/_live.html", {**context, "oob": True}),
+    )
 
 
 @csrf_exempt  # a forge has no session and no CSRF token: its signature is the proof

@@ -67,3 +67,59 @@ def test_nobody_outside_the_team_sees_or_changes_the_triggers(client, api, charl
     assert api.get(f"/api/v1/pipelines/{pipeline.uuid}/triggers/").status_code == 404
     assert api.post(f"/api/v1/pipelines/{pipeline.uuid}/triggers/webhook/").status_code == 404
     assert not TriggerSettings.objects.exists() and not PipelineSchedule.objects.exists()
+
+
+def test_the_triggers_section_is_live_without_redrawing_its_forms(client, alice, pipeline):
+    """A push, a poll or a schedule changes the section by itself: its live poll answers 204
+    while nothing changed, and the deliveries, the last poll and the schedules (never the
+    forms, where a member may be typing) when something did."""
+    from django.utils import timezone
+
+    from apps.pipelines.triggers.models import WebhookDelivery
+
+    client.force_login(alice)
+    html = client.get(f"/pipelines/{pipeline.uuid}/").content.decode()
+    live = f"/pipelines/{pipeline.uuid}/triggers/live/"
+    assert f'hx-get="{live}?live=' in html
+    version = html.split(f'hx-get="{live}?live=')[1].split('"')[0]
+    poll = {"HTTP_HX_REQUEST": "true"}
+    assert client.get(live, {"live": version}, **poll).status_code == 204
+
+    WebhookDelivery.objects.create(
+        pipeline=pipeline,
+        forge="github",
+        delivery_id="live-delivery-1",
+        body_sha256="0" * 64,
+        commit="a" * 40,
+        outcome=WebhookDelivery.Outcome.STARTED,
+    )
+    answer = client.get(live, {"live": version}, **poll)
+    assert answer.status_code == 200
+    body = answer.content.decode()
+    assert 'id="trigger-deliveries" hx-swap-oob="true"' in body and "live-delivery-1" in body
+    assert 'id="trigger-schedules" hx-swap-oob="true"' in body and 'id="trigger-polling" hx-swap-oob="true"' in body
+    assert 'name="cron"' not in body and 'name="interval_minutes"' not in body  # the forms stay as typed
+    newer = body.split(f'hx-get="{live}?live=')[1].split('"')[0]
+    assert newer != version and client.get(live, {"live": newer}, **poll).status_code == 204
+
+    TriggerSettings.objects.update_or_create(
+        pipeline=pipeline,
+        defaults={
+            "polling_enabled": True,
+            "polling_set_by": alice,
+            "last_polled_at": timezone.now(),
+            "last_seen_commit": "b" * 40,
+        },
+    )
+    body = client.get(live, {"live": newer}, **poll).content.decode()
+    assert "Last poll:" in body and "b" * 12 in body
+    # Not a live poll (a visit): back to the pipeline's page.
+    assert client.get(live).status_code == 302
+
+
+def test_a_stranger_gets_nothing_from_the_triggers_live_poll(client, charlie, pipeline):
+    client.force_login(charlie)
+    assert (
+        client.get(f"/pipelines/{pipeline.uuid}/triggers/live/", {"live": "x"}, HTTP_HX_REQUEST="true").status_code
+        == 404
+    )
