@@ -73,6 +73,24 @@ def token(mlflow_name: str, key: str) -> str:
     return _hmac("token", f"{key}\n{mlflow_name}")
 
 
+def _legacy_token(mlflow_name: str) -> str:
+    """The tag the hub put on its experiments before the token was bound to their owner
+    (migration 0011): honoured only for an experiment no record holds (see `_ours`)."""
+    return _hmac("token", mlflow_name)
+
+
+def _ours(tag: str, mlflow_name: str, experiment_id: str, key: str) -> bool:
+    """The experiment found by name is the hub's for `key`: its token says so, or it carries
+    the older, owner-less token and no record holds it (a database restored from a backup
+    older than the experiment). An experiment recorded for anyone (a renamed team's, whose
+    old name a new team now has) is never taken by the older token."""
+    if hmac.compare_digest(tag, token(mlflow_name, key)):
+        return True
+    return hmac.compare_digest(tag, _legacy_token(mlflow_name)) and not (
+        HubExperiment.objects.filter(experiment_id=experiment_id).exists()
+    )
+
+
 def candidate_name(name: str, attempt: int, key: str) -> str:
     """The MLflow name to try for `name`: itself first, then names only the hub can work out."""
     return name if attempt == 0 else f"{name} (axle {_hmac('name', f'{key}#{name}#{attempt}')[:8]})"
@@ -128,13 +146,15 @@ def _create_or_find_ours(tracking: TrackingClient, mlflow_name: str, key: str) -
     if found is None:
         return "", ""
     experiment_id, tags = found
-    if hmac.compare_digest(tags.get(TOKEN_TAG, ""), token(mlflow_name, key)):
+    if _ours(tags.get(TOKEN_TAG, ""), mlflow_name, experiment_id, key):
         # The hub's, but perhaps in MLflow's bin (a name stays taken while it is there): runs
         # cannot go to a deleted experiment, so it is restored.
         if tracking.experiment_stage(experiment_id) == "deleted":
             tracking.restore_experiment(experiment_id)
-            log.warning(
-                "MLflow experiment %r (id %s), the hub's, was deleted; the hub restored it.", mlflow_name, experiment_id
+            _note(
+                HubExperiment(name=key, mlflow_name=mlflow_name, experiment_id=experiment_id),
+                "mlflow.experiment_restored",
+                "was deleted in MLflow; the hub restored it",
             )
         return experiment_id, ""
     return "", experiment_id

@@ -173,11 +173,30 @@ def test_the_migration_records_the_experiments_the_hubs_jobs_already_use(db, mlf
     importlib.import_module("apps.jobs.migrations.0009_record_hub_experiments").record(apps, None)
     recorded = dict(HubExperiment.objects.values_list("name", "experiment_id"))
     assert recorded == {"team-vision": "9", "user-alice": "8"}
-    # 0011 keys them by whose they are; a row whose name no team has any more gets no key.
+    # 0011 keys them by whose jobs log there; a row no job used, by the name's team if any.
     HubExperiment.objects.create(name="team-disbanded", mlflow_name="team-disbanded", experiment_id="3")
+    unused = TeamFactory(name="unused")
+    HubExperiment.objects.create(name="team-unused", mlflow_name="team-unused", experiment_id="4")
+    # A team renamed before the upgrade (`ml` -> `ml-archive`, its jobs in experiment 5) and a
+    # new `ml`: the row `team-ml` is the renamed team's, not the new one's.
+    archive, new_ml = TeamFactory(name="ml-archive"), TeamFactory(name="ml")
+    make_job(alice, team=archive, mlflow_experiment_id="5")
+    HubExperiment.objects.create(name="team-ml", mlflow_name="team-ml", experiment_id="5")
+    # Both teams logged to experiment 6 (the old bug): neither gets it.
+    shared = TeamFactory(name="shared")
+    make_job(alice, team=shared, mlflow_experiment_id="6")
+    make_job(alice, team=new_ml, mlflow_experiment_id="6")
+    HubExperiment.objects.create(name="team-shared", mlflow_name="team-shared", experiment_id="6")
     importlib.import_module("apps.jobs.migrations.0011_hubexperiment_key").fill(apps, None)
     keys = dict(HubExperiment.objects.values_list("name", "key"))
-    assert keys == {"team-vision": f"team:{team.pk}", "user-alice": f"user:{alice.pk}", "team-disbanded": None}
+    assert keys == {
+        "team-vision": f"team:{team.pk}",
+        "user-alice": f"user:{alice.pk}",
+        "team-disbanded": None,
+        "team-unused": f"team:{unused.pk}",
+        "team-ml": f"team:{archive.pk}",
+        "team-shared": None,
+    }
     key = experiments.owner_key(team_id=team.pk, user_id=alice.pk)
     assert experiment_ensure(key=key, name="team-vision", tracking=mlflow) == "9" and mlflow.creates == 0
 
@@ -238,6 +257,21 @@ def test_its_unrecorded_experiment_found_in_the_bin_is_restored(db, mlflow):
     mlflow.delete("team-vision")
     assert experiment_ensure(key="team-vision", name="team-vision", tracking=mlflow) == orphan
     assert mlflow.experiment_stage(orphan) == "active"
+    assert AuditEvent.objects.filter(action="mlflow.experiment_restored", subject_id=orphan).exists()
+
+
+def test_an_experiment_tagged_before_tokens_named_their_owner_is_found_unless_recorded(db, mlflow):
+    """Experiments made before migration 0011 carry the older token (the name's alone): one no
+    record holds (a database restored from an older backup) is the hub's still; one a record
+    holds (a renamed team's, whose old name a new team has now) is not the new team's."""
+    older = mlflow.add("team-vision", {TOKEN_TAG: experiments._legacy_token("team-vision")})
+    assert experiment_ensure(key="team:1", name="team-vision", tracking=mlflow) == older
+    assert mlflow.creates == 0 and not AuditEvent.objects.filter(action="mlflow.experiment_name_taken").exists()
+
+    renamed = mlflow.add("team-ml", {TOKEN_TAG: experiments._legacy_token("team-ml")})
+    HubExperiment.objects.create(key="team:2", name="team-ml", mlflow_name="team-ml", experiment_id=renamed)
+    theirs = experiment_ensure(key="team:3", name="team-ml", tracking=mlflow)
+    assert theirs != renamed and HubExperiment.objects.get(key="team:3").mlflow_name.startswith("team-ml (axle ")
 
 
 @pytest.mark.mlflow
