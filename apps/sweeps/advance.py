@@ -178,7 +178,26 @@ def _deliver_logins(sweep: Sweep, pending: list[Trial], client) -> list[Trial]:
     except SlurmError as exc:
         failed.update(logins)
         log.warning("sweep %s: writing the logins failed: %s", sweep.uuid, exc.message)
+    if Sweep.objects.filter(pk=sweep.pk, status__in=Sweep.TERMINAL).exists():
+        # The sweep ended while the files were being written: its end (`close_runs`) may have
+        # removed the folder's login files before these landed. Take them back.
+        _take_back_logins(sweep, [(job, login) for pk, (job, login) in logins.items() if pk not in failed])
+        return []
     return [t for t in pending if t.job_id not in failed]
+
+
+def _take_back_logins(sweep: Sweep, written: list) -> None:
+    client = tracking.client()
+    for _, login in written:
+        mlflow_auth.user_delete(client, login.username)
+    if not written:
+        return
+    paths = [f"{sweep.folder}/{trialscript.login_name(job.uuid)}" for job, _ in written]
+    try:
+        with slurm_client(sweep.grant) as cluster:
+            cluster.files.run(["rm", "-f", "--", *paths])
+    except SlurmError as exc:
+        log.warning("sweep %s: removing the logins written as it ended: %s", sweep.uuid, exc.message)
 
 
 def _make_runs(sweep: Sweep) -> None:

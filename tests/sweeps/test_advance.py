@@ -330,3 +330,45 @@ def test_a_wave_login_made_after_the_sweep_ended_is_deleted_not_written(alice, g
 
     assert advance._deliver_logins(sweep, pending, client=object()) == []
     assert made == deleted and len(made) == 1
+
+
+def test_a_wave_login_written_as_the_sweep_ended_is_taken_back(alice, grant, monkeypatch):
+    """The sweep ended while the login file was being written: its end may have removed the
+    folder's login files before this one landed, so the cycle removes it and deletes the login."""
+    from contextlib import contextmanager
+
+    from apps.integrations.mlflow.auth import Credential
+
+    sweep = services.sweep_create(user=alice, cluster=grant.cluster, spec_text=experiment(trials=2, parallel=2))
+    job = services.sweep_launch(sweep_id=sweep.pk)
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.RUNNING)
+    pending = list(sweep.trials.select_related("job").order_by("number"))
+    written, removed, deleted = [], [], []
+
+    class Files:
+        def write(self, path, data, mode):
+            written.append(path)
+            Sweep.objects.filter(pk=sweep.pk).update(status=Sweep.Status.STOPPED)  # ended meanwhile
+
+        def run(self, argv):
+            removed.extend(argv[3:])
+
+    class Cluster:
+        files = Files()
+
+    @contextmanager
+    def cluster(grant):
+        yield Cluster()
+
+    monkeypatch.setattr(
+        advance.mlflow_auth,
+        "user_with_experiment",
+        lambda client, username, eid: Credential(username, "pw-" + username),
+    )
+    monkeypatch.setattr(advance.mlflow_auth, "user_delete", lambda client, username: deleted.append(username))
+    monkeypatch.setattr(advance, "slurm_client", cluster)
+    monkeypatch.setattr(advance.tracking, "client", lambda **kw: object())
+
+    assert advance._deliver_logins(sweep, pending, client=object()) == []
+    assert written == removed and len(written) == 1
+    assert deleted == [advance.tracking.mlflow_username(job)]

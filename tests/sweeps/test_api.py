@@ -110,6 +110,44 @@ def test_stopping_a_sweep_cancels_its_waiting_trials_and_queued_array(api, alice
     assert token_client(api, alice).post(f"/api/v1/sweeps/{sweep.uuid}/stop/").status_code == 409
 
 
+def test_stopping_a_sweep_cancels_all_its_arrays_with_one_slurm_call(alice, grant, monkeypatch):
+    from contextlib import contextmanager
+
+    calls = []
+
+    class Cluster:
+        def cancel(self, job_id):
+            raise AssertionError("one scancel per array: the batched call serves all")
+
+        def cancel_many(self, job_ids):
+            calls.append(sorted(job_ids))
+
+    @contextmanager
+    def fake_client(grant):
+        yield Cluster()
+
+    monkeypatch.setattr(services, "slurm_client", fake_client)
+    sweep = services.sweep_create(user=alice, cluster=grant.cluster, spec_text=experiment(trials=2))
+    for number, trial in enumerate(sweep.trials.order_by("number")):
+        job = Job.objects.create(
+            owner=alice,
+            grant=grant,
+            cluster=grant.cluster,
+            name=f"wave-{number}",
+            script="#!/bin/bash\n",
+            marker=f"m-wave-{number}",
+            cluster_username="alice01",
+            workdir="/w",
+            stdout_path="/w/o",
+            stderr_path="/w/e",
+            status=Job.Status.RUNNING,
+            slurm_job_id=str(700 + number),
+        )
+        Trial.objects.filter(pk=trial.pk).update(job=job, task_id=0, state=Trial.State.RUNNING)
+    assert services.cancel_rest(sweep) == 2
+    assert calls == [["700", "701"]]
+
+
 def test_extending_asks_more_trials_that_continue_the_search(api, alice, grant):
     sweep = services.sweep_create(user=alice, cluster=grant.cluster, spec_text=experiment(trials=3))
     first = list(sweep.trials.values_list("params", flat=True))
