@@ -291,3 +291,19 @@ def test_registering_the_model_of_a_job_whose_run_is_not_recorded_yet_says_to_wa
     job = make_job(alice, team=team, status=S.COMPLETED, mlflow_experiment_id="7")
     with pytest.raises(Conflict, match="not recorded yet"):
         registry.model_version_register(user=alice, model_name="digits", job=job)
+
+
+@pytest.mark.mlflow
+def test_the_pipeline_examples_rest_logging_makes_the_run_the_hub_adopts(job_in_experiment):
+    job, experiment, _ = job_in_experiment
+    steps = Path(settings.BASE_DIR) / "examples" / "digits-pipeline"
+    code = (
+        f"import sys; sys.path.insert(0, {str(steps)!r}); import os, steps\n"
+        "steps.log_batch(params={'C': 1}, metrics=[('accuracy', 0.9, 1)])\n"
+        "steps.log_batch(metrics=[('accuracy', 0.95, 2)])\n"
+        "print('run=' + os.environ['MLFLOW_RUN_ID'])\n"
+    )
+    [run_id] = _as_job(tracking.job_environment(job, experiment, ""), code)
+    assert tracking.adopt_run(job) == run_id
+    run = tracking.client().get_run(run_id)
+    assert run.params == {"C": "1"} and run.metrics["accuracy"].value == 0.95
