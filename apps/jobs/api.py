@@ -355,6 +355,7 @@ class JobDetailApi(APIView):
     @extend_schema(responses=JobDetailOutputSerializer)
     def get(self, request, job_id):
         job = selectors.job_get(user=request.user, job_id=job_id)
+        selectors.job_run_find(job=job)
         return Response(JobDetailOutputSerializer(job).data)
 
 
@@ -434,5 +435,7 @@ class JobMetricsApi(APIView):
     @extend_schema(responses={200: JobMetricsOutputSerializer, **errors(503)})
     def get(self, request, job_id):
         # The job page's chart asks this when its curves changed: one narrow row, not job_get's joins.
-        job = selectors.job_get_fields(user=request.user, job_id=job_id, fields=("uuid", "mlflow_run_id"))
-        return Response({"run_id": job.mlflow_run_id, "metrics": selectors.job_metric_history(job=job)})
+        fields = ("uuid", "status", "tracking_mode", "mlflow_experiment_id", "mlflow_run_id")
+        job = selectors.job_get_fields(user=request.user, job_id=job_id, fields=fields)
+        metrics = selectors.job_metric_history(job=job)  # first: it may find the job's run
+        return Response({"run_id": job.mlflow_run_id, "metrics": metrics})

@@ -105,6 +105,8 @@ JOB_LIVE_FIELDS = (
     "failure_message",
     "last_error",
     "mlflow_run_id",
+    "mlflow_experiment_id",
+    "tracking_mode",
     "metrics",
     "finalized_at",
     "started_at",
@@ -237,13 +239,20 @@ def _incomplete_utf8_tail(data: bytes) -> int:
 # ---------------------------------------------------------------- tracking
 
 
+def job_run_find(*, job: Job) -> str:
+    """The job's MLflow run id: for a running or ended job whose code makes its run, the hub
+    looks for it (`tracking.page_adopt_run`: one MLflow search every few seconds at most, no
+    error raised); "" while there is none."""
+    return tracking.page_adopt_run(job)
+
+
 def job_curves_version(*, job: Job) -> str:
     """What the job page's metric charts show, as a short version its live poll compares:
     "" without an MLflow run (no chart), "final" once the run can gain no more points, and
     while it can, a digest of the latest point of each metric (one MLflow call). The charts
     fetch the history only when this changes. A point logged at an older step than a metric's
     latest one leaves the digest alone and shows with the next change or when the job ends."""
-    if not job.mlflow_run_id:
+    if not tracking.page_adopt_run(job):  # a run the job's code made, found (one call at most)
         return ""
     if job.is_terminal and job.finalized_at:
         return "final"
@@ -260,7 +269,7 @@ def job_curves_version(*, job: Job) -> str:
 
 def job_metric_history(*, job: Job) -> dict[str, list[dict]]:
     """Every metric's points per step, from the hub's MLflow run (live while the job runs)."""
-    if not job.mlflow_run_id:
+    if not tracking.page_adopt_run(job):
         return {}
     try:
         history = tracking.metric_history(job)
@@ -279,7 +288,7 @@ def job_metric_history(*, job: Job) -> dict[str, list[dict]]:
 
 
 def job_artifacts(*, job: Job, path: str = "") -> list:
-    if not job.mlflow_run_id:
+    if not tracking.page_adopt_run(job):
         return []
     try:
         return tracking.list_artifacts(job, path)
@@ -309,7 +318,7 @@ def job_artifact_file(*, job: Job, path: str) -> tuple[str, str]:
 
 
 def job_mlflow_run_url(*, job: Job) -> str:
-    """The run's page in the MLflow UI ('' before the hub created the run)."""
+    """The run's page in the MLflow UI ('' before the job's run is known)."""
     from django.conf import settings
 
     if not job.mlflow_run_id or not job.mlflow_experiment_id:

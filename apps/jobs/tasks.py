@@ -56,7 +56,8 @@ def jobs_tick() -> services.PollStats:
             log.exception("pulling the file store of job %s failed", job_id)
     for job_id in (
         Job.objects.filter(status__in=Job.TERMINAL, finalized_at__isnull=True)
-        .exclude(Q(mlflow_run_id="") & ~Q(tracking_mode=Job.TRACKING_TRIALS))  # a wave: its login
+        # A wave has no run but a login; a job sent with an experiment, its run to find or make.
+        .exclude(Q(mlflow_run_id="", mlflow_experiment_id="") & ~Q(tracking_mode=Job.TRACKING_TRIALS))
         .values_list("pk", flat=True)[:50]
     ):
         job_finalize(job_id)

@@ -1,8 +1,13 @@
-"""A job's MLflow run: created by the hub at submission, mirrored at the end, and (for
-clusters whose compute nodes cannot reach the hub) fed from a file store in the job folder.
+"""A job's MLflow run: made by the job's own code (its `mlflow.start_run()`) and found by
+the hub (`adopt_run`), or made by the hub at submission (a file store, a job prepared one
+by one) or at the end (a job that made none); mirrored at the end, and (for clusters whose
+compute nodes cannot reach the hub) fed from a file store in the job folder.
 
 Only called from services and tasks, never inside a database transaction."""
 
+import hashlib
+import hmac
+import json
 import math
 import posixpath
 import tempfile
@@ -128,6 +133,82 @@ def run_tags(job: Job) -> dict[str, str]:
     return tags
 
 
+#: The tag that tells the run a job's code made (`run_context`) from one anybody else with
+#: EDIT on the experiment made with the job's `axle.job_id`: MLflow records no creator (a
+#: run's `user_id` is what the client says, its `mlflow.user` tag), so the job's environment
+#: carries a value only the hub can make, and the hub adopts only a run that has it.
+RUN_KEY_TAG = "axle.run_key"
+
+
+def run_key(job: Job) -> str:
+    """The job's `RUN_KEY_TAG` value: a MAC of its id under the hub's secret key. It opens
+    nothing (it is no login): it only shows that a run came from the job's environment."""
+    digest = hmac.new(settings.SECRET_KEY.encode(), f"axle-run-key:{job.uuid}".encode(), hashlib.sha256)
+    return digest.hexdigest()[:32]
+
+
+def run_context(job: Job) -> str:
+    """`MLFLOW_RUN_CONTEXT` for the job: MLflow's own variable, whose tags its client puts on
+    every run it creates (after its defaults, so `mlflow.user` is the job's owner)."""
+    return json.dumps({**run_tags(job), RUN_KEY_TAG: run_key(job)}, sort_keys=True)
+
+
+def run_pending(job: Job) -> bool:
+    """The job's run is its own code's to make and the hub has not found it yet (a job sent
+    with an experiment and no run: `job_environment`)."""
+    return has_own_run(job) and bool(job.mlflow_experiment_id) and not job.mlflow_run_id
+
+
+def adopt_run(job: Job, tracking: TrackingClient | None = None) -> str:
+    """Find the run the job's code made and record it on the job (once: a guarded update, so
+    two callers agree on one). The job's run is the earliest run of its experiment tagged with
+    its id and its `run_key`: a script that starts a run twice, or several ranks that start
+    one each, make several, and the first is the job's. Returns the run id, "" while none.
+    One MLflow search; never call it inside a transaction."""
+    tracking = tracking or client()
+    key = run_key(job)
+    runs = tracking.runs_tagged_info(job.mlflow_experiment_id, "axle.job_id", str(job.uuid))
+    found = next((run.run_id for run in runs if hmac.compare_digest(run.tags.get(RUN_KEY_TAG, ""), key)), "")
+    if not found:
+        return ""
+    if not Job.objects.filter(pk=job.pk, mlflow_run_id="").update(mlflow_run_id=found):
+        found = Job.objects.filter(pk=job.pk).values_list("mlflow_run_id", flat=True).first() or found
+    job.mlflow_run_id = found
+    return found
+
+
+#: A job page asks MLflow for the run a job's code made at most this often per job (per process).
+ADOPT_EVERY = 5.0
+_adopt_misses: dict[str, float] = {}  # job uuid -> monotonic time of its last search that found none
+_adopt_lock = threading.Lock()
+
+
+def page_adopt_run(job: Job) -> str:
+    """`adopt_run` for a job page (its live poll, the API's detail and metrics): only for a
+    job that has started, with the live poll's short timeout and pause after MLflow was found
+    unavailable, and not again within `ADOPT_EVERY` seconds of a search that found nothing.
+    MLflow's errors are the page's "no MLflow run yet": never raised."""
+    if not run_pending(job) or job.status in (Job.Status.QUEUED, Job.Status.SUBMITTING, Job.Status.PENDING):
+        return job.mlflow_run_id
+    now = time.monotonic()
+    name = str(job.uuid)
+    with _adopt_lock:
+        if now - _adopt_misses.get(name, -ADOPT_EVERY) < ADOPT_EVERY:
+            return ""
+        _adopt_misses[name] = now
+        if len(_adopt_misses) > 10_000:
+            for stale in [k for k, t in _adopt_misses.items() if now - t >= ADOPT_EVERY]:
+                del _adopt_misses[stale]
+    try:
+        found = _page_call(lambda: adopt_run(job, client(timeout=LIVE_TIMEOUT)), LIVE_TIMEOUT)
+    except MlflowError:
+        return ""
+    if found:
+        with _adopt_lock:
+            _adopt_misses.pop(name, None)
+    return found
+
+
 def start_run(job: Job) -> tuple[str, str]:
     """Create (or find again) the job's run and log its parameters; return (experiment id,
     run id)."""
@@ -180,11 +261,20 @@ def job_environment(job: Job, experiment_id: str, run_id: str, *, login=OWN_LOGI
     """What the job's own `mlflow` client needs; nothing Axle-specific in the user's code.
     `login`: a shared login (`shared_login`) the job uses instead of one of its own. A sweep's
     wave gets only the tracking URI, at no MLflow call: each task learns its run and the job's
-    login from the sweep's folder once the hub made them, after sbatch."""
+    login from the sweep's folder once the hub made them, after sbatch.
+
+    Without `run_id` (a job logging over HTTP, sent in a batch) the job gets no run: its
+    `mlflow.start_run()` makes one in its experiment, tagged from `MLFLOW_RUN_CONTEXT` with
+    the job's id and key, and the hub finds it (`adopt_run`) or, if the job made none, makes
+    it at the end (`finish_run`)."""
     if not has_own_run(job):
         uri = job.cluster.mlflow_tracking_uri or settings.AXLE_MLFLOW_TRACKING_URI
         return {"MLFLOW_TRACKING_URI": uri, "AXLE_JOB_ID": str(job.uuid)}
-    env = {"MLFLOW_RUN_ID": run_id, "MLFLOW_EXPERIMENT_ID": experiment_id, "AXLE_JOB_ID": str(job.uuid)}
+    env = {"MLFLOW_EXPERIMENT_ID": experiment_id, "AXLE_JOB_ID": str(job.uuid)}
+    if run_id:
+        env["MLFLOW_RUN_ID"] = run_id
+    else:
+        env["MLFLOW_RUN_CONTEXT"] = run_context(job)
     if job.cluster.tracking_mode == Cluster.TrackingMode.FILE:
         env["MLFLOW_TRACKING_URI"] = filestore.tracking_uri(mlruns_dir(job))
         env.update(filestore.ALLOW_FILE_STORE_ENV)
@@ -363,12 +453,16 @@ def metric_history(job: Job, keys: list[str] | None = None) -> dict[str, list[Me
 
 
 def finish_run(job: Job) -> None:
-    """Delete the job's login, then mirror its end onto its run (a sweep's wave has none)."""
+    """Delete the job's login, then mirror its end onto its run (a sweep's wave has none).
+    A job whose code made no run (or none the hub found) gets one here, so every job ends
+    with one run holding its parameters, final tags and status."""
     tracking = client()
     if job.mlflow_login:
         release_login(job.mlflow_login)
     else:
         mlflow_auth.user_delete(tracking, mlflow_username(job))
+    if run_pending(job) and not adopt_run(job, tracking):
+        _create_final_run(job, tracking)
     if not job.mlflow_run_id:
         return
     accounting = job.accounting or {}
@@ -395,3 +489,16 @@ def finish_run(job: Job) -> None:
             raise
         tracking.set_tags(job.mlflow_run_id, tags)
     tracking.terminate(job.mlflow_run_id, RUN_STATUS.get(job.status, "FAILED"))
+
+
+def _create_final_run(job: Job, tracking: TrackingClient) -> None:
+    """The run of a job whose code made none: with its tags, started when the job started."""
+    start = job.started_at or job.submitted_at
+    start_ms = int(start.timestamp() * 1000) if start else None
+    run_id = tracking.create_run(job.mlflow_experiment_id, job.name, run_tags(job), start_time_ms=start_ms)
+    if Job.objects.filter(pk=job.pk, mlflow_run_id="").update(mlflow_run_id=run_id):
+        job.mlflow_run_id = run_id
+        return
+    # Another caller recorded a run meanwhile (a page found the job's own): that one stands.
+    tracking.delete_run(run_id)
+    job.mlflow_run_id = Job.objects.filter(pk=job.pk).values_list("mlflow_run_id", flat=True).first() or ""

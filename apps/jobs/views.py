@@ -18,7 +18,7 @@ from apps.core.models import parse_uuid
 from apps.core.pagination import IdsFirstPaginator
 from apps.datasets.models import DatasetVersion
 
-from . import selectors, services
+from . import selectors, services, tracking
 from .api import job_inputs
 from .models import Job
 
@@ -291,7 +291,7 @@ def _job_state(job: Job, last_seq: int | None) -> str:
 
 def _job_final(job: Job) -> bool:
     # Final once nothing more can change: ended, and its tracking data mirrored (or none).
-    return job.is_terminal and (bool(job.finalized_at) or not job.mlflow_run_id)
+    return job.is_terminal and (bool(job.finalized_at) or not (job.mlflow_run_id or tracking.run_pending(job)))
 
 
 def job_detail(request, job_id):
@@ -304,8 +304,8 @@ def job_detail(request, job_id):
             head = selectors.job_live_head(user=request.user, job_id=job_id)
         except NotFound:
             raise Http404("No such job.") from None
+        curves = selectors.job_curves_version(job=head)  # first: it may find the job's run
         state = _job_state(head, head.last_event_seq)
-        curves = selectors.job_curves_version(job=head)
         version = _job_version(state, curves)
         only_curves = request.GET.get("live", "").partition(".")[0] == state
 
@@ -327,9 +327,9 @@ def _job_version(state: str, curves: str) -> str:
 
 def _job_page(request, job_id, *, template: str, oob: bool = False, curves: str | None = None):
     job = _job(request, job_id)
-    timeline = list(selectors.job_timeline(job=job))
     if curves is None:
-        curves = selectors.job_curves_version(job=job)
+        curves = selectors.job_curves_version(job=job)  # first: it may find the job's run
+    timeline = list(selectors.job_timeline(job=job))
     context = {
         "job": job,
         "timeline": timeline,

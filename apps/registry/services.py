@@ -165,6 +165,11 @@ def model_version_register(*, user, model_name: str, job: Job, description: str 
         raise Conflict(
             f"Job {job.name} is {job.get_status_display().lower()}; only a completed job's model can be registered."
         )
+    if not job.mlflow_run_id and tracking.run_pending(job):
+        raise Conflict(
+            f"Job {job.name}'s MLflow run is not recorded yet: the hub records it when it finishes "
+            "the job's tracking, seconds after the job ended. Try again in a moment."
+        )
     if not job.mlflow_run_id:
         raise Conflict(f"Job {job.name} has no MLflow run, so it logged no MLflow model.")
 

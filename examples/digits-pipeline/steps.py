@@ -1,8 +1,10 @@
 """The digits pipeline's steps: `python steps.py prepare|train|evaluate|register`.
 
 Folders come from the environment Axle sets for each step: OUTPUT_<NAME> for what the step
-writes, INPUT_<NAME> for another step's output it reads. Logging goes to the MLflow run the
-hub opened for the step's job (MLFLOW_RUN_ID).
+writes, INPUT_<NAME> for another step's output it reads. Logging goes to the step's job's
+MLflow run: the one the hub opened (MLFLOW_RUN_ID) when it made it before sbatch, else one made
+here as `mlflow.start_run()` makes it (in MLFLOW_EXPERIMENT_ID, with MLFLOW_RUN_CONTEXT's tags,
+by which the hub finds it).
 
 The steps are kept small, since `./dev up` waits for this pipeline: train and evaluate log
 their few numbers in one call of MLflow's REST API (`runs/log-batch`, with the standard
@@ -37,12 +39,31 @@ def log_batch(*, params: dict | None = None, metrics: list[tuple[str, float, int
         return
     now = int(time.time() * 1000)
     body = {
-        "run_id": os.environ["MLFLOW_RUN_ID"],
+        "run_id": os.environ.get("MLFLOW_RUN_ID") or _create_run(uri),
         "params": [{"key": k, "value": str(v)} for k, v in (params or {}).items()],
         "metrics": [{"key": k, "value": v, "timestamp": now, "step": s} for k, v, s in metrics],
     }
+    _post(uri, "runs/log-batch", body)
+
+
+def _create_run(uri: str) -> str:
+    """The step's run, made as `mlflow.start_run()` makes it: in the job's experiment, with the
+    tags the hub put in MLFLOW_RUN_CONTEXT (its `mlflow.user` is the run's user)."""
+    tags = json.loads(os.environ.get("MLFLOW_RUN_CONTEXT") or "{}")
+    body = {
+        "experiment_id": os.environ["MLFLOW_EXPERIMENT_ID"],
+        "start_time": int(time.time() * 1000),
+        "user_id": tags.get("mlflow.user", ""),
+        "tags": [{"key": k, "value": str(v)} for k, v in tags.items()],
+    }
+    run_id = _post(uri, "runs/create", body)["run"]["info"]["run_id"]
+    os.environ["MLFLOW_RUN_ID"] = run_id  # one run for the step, however often it logs
+    return run_id
+
+
+def _post(uri: str, endpoint: str, body: dict) -> dict:
     request = urllib.request.Request(
-        uri.rstrip("/") + "/api/2.0/mlflow/runs/log-batch",
+        uri.rstrip("/") + "/api/2.0/mlflow/" + endpoint,
         data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json"},
         method="POST",
@@ -52,7 +73,7 @@ def log_batch(*, params: dict | None = None, metrics: list[tuple[str, float, int
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
     with urllib.request.urlopen(request, timeout=60) as answer:  # noqa: S310 - the hub's MLflow
-        answer.read()
+        return json.loads(answer.read() or b"{}")
 
 
 def load(folder: str):

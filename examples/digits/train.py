@@ -1,7 +1,9 @@
 """Train a handwritten-digits classifier and log it with plain MLflow.
 
-Nothing here knows about Axle: the hub exports MLFLOW_TRACKING_URI, MLFLOW_RUN_ID and
-MLFLOW_EXPERIMENT_ID, so `mlflow.start_run()` continues the run the hub opened for the job.
+Nothing here knows about Axle: the hub exports MLFLOW_TRACKING_URI and MLFLOW_EXPERIMENT_ID,
+and either MLFLOW_RUN_ID (a run it opened before sbatch: `mlflow.start_run()` continues it) or
+MLFLOW_RUN_CONTEXT (`mlflow.start_run()` makes the job's run, with the tags by which the hub
+finds it).
 The data is the dataset version the job declared, found through AXLE_DATASET_DIGITS (or
 scikit-learn's bundled copy when run by hand). Deterministic: the same inputs give the same
 metrics, which is what "Reproduce" checks.

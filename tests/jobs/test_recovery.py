@@ -220,6 +220,19 @@ def grant(request, alice):
 SCRIPT = "#!/bin/bash\n#SBATCH --partition=debug\n#SBATCH --time=00:05:00\n#SBATCH --mem=100M\nsleep 1\n"
 
 
+def finalized(job: Job, timeout: float = 90) -> Job:
+    """The job once it ended and the hub mirrored its end onto its run."""
+    deadline = time.monotonic() + timeout
+    while job.status not in Job.TERMINAL and time.monotonic() < deadline:
+        services.jobs_poll()
+        job.refresh_from_db()
+        time.sleep(1)
+    services.job_finalize(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == S.COMPLETED and job.finalized_at, (job.status, job.last_error)
+    return job
+
+
 def on_slurm(grant, job: Job) -> list[str]:
     with slurm_client(grant) as client:
         return [j.job_id for j in client.find_by_comment(job.marker) if not j.is_array_task]
@@ -244,6 +257,10 @@ def test_a_queued_job_whose_task_died_is_submitted_by_the_redrive(grant):
 @pytest.mark.mlflow
 @pytest.mark.slow
 def test_a_worker_killed_after_opening_the_run_leaves_one_run_per_job(grant, monkeypatch, settings):
+    # The hub opens a run before sbatch only for a job it prepares one by one (here: one
+    # tracked in a file store, whose folder gets the run); a batch's plain jobs make theirs.
+    Cluster.objects.filter(pk=grant.cluster_id).update(tracking_mode=Cluster.TrackingMode.FILE)
+    grant.cluster.refresh_from_db()
     job = services.job_create(user=grant.user, cluster=grant.cluster, name="killed-run", script=SCRIPT)
     real_open_run = tracking.open_run
     for _ in range(2):  # two attempts die after MLflow opened the run, before the job recorded it
@@ -313,7 +330,7 @@ def test_an_unreachable_cluster_keeps_each_job_in_its_last_known_state(grant, ap
 @pytest.mark.slurm
 @pytest.mark.mlflow
 @pytest.mark.slow
-@pytest.mark.parametrize("killed", ["opening the runs", "before sbatch", "after sbatch"])
+@pytest.mark.parametrize("killed", ["preparing the runs", "before sbatch", "after sbatch"])
 def test_a_worker_killed_in_the_middle_of_a_batch_leaves_each_job_once_on_slurm_with_one_run(
     grant, monkeypatch, settings, killed
 ):
@@ -324,11 +341,11 @@ def test_a_worker_killed_in_the_middle_of_a_batch_leaves_each_job_once_on_slurm_
         services.job_create(user=grant.user, cluster=grant.cluster, name=f"killed-batch-{i}", script=SCRIPT)
         for i in range(3)
     ]
-    real_start_run, real_open_run, real_deliver = tracking.start_run, tracking.open_run, submitting._deliver
+    real_start_run, real_prepare, real_deliver = tracking.start_run, submitting._open_run, submitting._deliver
 
     def dies_after(real):
-        def open_then_die(job):
-            real(job)
+        def open_then_die(job, *args):
+            real(job, *args)
             raise SystemExit("worker killed")
 
         return open_then_die
@@ -338,10 +355,11 @@ def test_a_worker_killed_in_the_middle_of_a_batch_leaves_each_job_once_on_slurm_
             real_deliver(client, requests)
         raise SystemExit("worker killed")
 
-    if killed == "opening the runs":
-        # Both ways a batch opens runs: concurrently with its tags alone (open_run, a plain
-        # job), or one by one for a job that needs the cluster's files (start_run).
-        monkeypatch.setattr(submitting.tracking, "open_run", dies_after(real_open_run))
+    if killed == "preparing the runs":
+        # Both ways a batch prepares a job's tracking: concurrently, its login and
+        # environment (_open_run, a plain job: its own code makes its run), or one by one,
+        # its run, for a job that needs the cluster's files (start_run).
+        monkeypatch.setattr(submitting, "_open_run", dies_after(real_prepare))
         monkeypatch.setattr(submitting.tracking, "start_run", dies_after(real_start_run))
     else:
         monkeypatch.setattr(submitting, "_deliver", deliver_then_die)
@@ -360,7 +378,7 @@ def test_a_worker_killed_in_the_middle_of_a_batch_leaves_each_job_once_on_slurm_
         for job in jobs:
             job.refresh_from_db()
             assert job.status == S.SUBMITTING
-            assert bool(job.mlflow_run_id) == (killed != "opening the runs")
+            assert not job.mlflow_run_id  # made by the job's code, or by the hub at its end
         # The worker is gone (its leases with it): the re-drive sees each job stuck in
         # `submitting`, and the marker search decides whether sbatch ran.
         for job in jobs:
@@ -388,8 +406,10 @@ def test_a_worker_killed_in_the_middle_of_a_batch_leaves_each_job_once_on_slurm_
             job.refresh_from_db()
             assert job.status in (S.PENDING, S.RUNNING, S.COMPLETED), job.last_error
             assert on_slurm(grant, job) == [job.slurm_job_id]
+        for job in jobs:  # each ends with one run: made at its end (its script makes none)
+            finalized(job)
             runs = client.runs_tagged(job.mlflow_experiment_id, "axle.job_id", str(job.uuid))
-            assert [run_id for run_id, _ in runs] == [job.mlflow_run_id]
+            assert [run_id for run_id, _ in runs] == [job.mlflow_run_id] and job.mlflow_run_id
     finally:
         with slurm_client(grant) as c:
             for job in jobs:
@@ -403,7 +423,10 @@ def test_a_worker_killed_in_the_middle_of_a_batch_leaves_each_job_once_on_slurm_
 @pytest.mark.slow
 def test_a_first_attempt_opens_its_run_without_searching_for_an_earlier_one(grant, monkeypatch):
     # The search for a killed attempt's run is MLflow's slowest call under load; a job never
-    # sent before cannot have such a run, so its first attempt does not search.
+    # sent before cannot have such a run, so its first attempt does not search. (The hub opens
+    # a run before sbatch for a job it prepares one by one: here, one tracked in a file store.)
+    Cluster.objects.filter(pk=grant.cluster_id).update(tracking_mode=Cluster.TrackingMode.FILE)
+    grant.cluster.refresh_from_db()
     searched = []
     real = TrackingClient.runs_tagged
 

@@ -96,7 +96,7 @@ def test_a_batch_goes_in_one_round_trip_and_one_refusal_fails_alone(grant, monke
                 assert refused.after["slurm_message"] == job.failure_message
             else:
                 assert job.status == S.PENDING and job.slurm_job_id and job.attempts == 1, job.last_error
-                assert job.mlflow_run_id
+                assert job.mlflow_experiment_id and not job.mlflow_run_id  # the job's code makes its run
         ids = [j.slurm_job_id for j in jobs if j.slurm_job_id]
         assert len(set(ids)) == 3
         # The statements do not grow with the batch: taking, recording and auditing are bulk.
@@ -222,14 +222,15 @@ def _record_shared_logins(monkeypatch) -> list:
     return made
 
 
-def _as(login, run_id):
-    """Read `run_id` as `login`; the HTTP status MLflow answers (200 when allowed)."""
+def _as(login, experiment_id):
+    """Make a run in `experiment_id` as `login` (what a job's `mlflow.start_run()` does); the
+    HTTP status MLflow answers (200 when allowed)."""
     from apps.integrations.mlflow.base import MlflowError
     from apps.integrations.mlflow.client import TrackingClient
 
     client = TrackingClient(tracking.client().base_url, auth=(login.username, login.password))
     try:
-        client.get_run(run_id)
+        client.create_run(experiment_id, "as the job")
     except MlflowError as exc:
         return exc.status
     return 200
@@ -238,7 +239,7 @@ def _as(login, run_id):
 @pytest.mark.mlflow
 def test_the_jobs_of_a_batch_share_one_login_deleted_when_the_last_of_them_ends(ssh_grant, monkeypatch):
     """One MLflow user (one password hash on the server) for a batch's jobs of one experiment,
-    good for each job's run; it outlives every job but the last one to end."""
+    good for making each job's run; it outlives every job but the last one to end."""
     from apps.integrations.mlflow import auth as mlflow_auth
 
     grant = ssh_grant
@@ -262,7 +263,7 @@ def test_the_jobs_of_a_batch_share_one_login_deleted_when_the_last_of_them_ends(
         for job in jobs:
             job.refresh_from_db()
             assert job.status == S.PENDING and job.mlflow_login == login.username, job.last_error
-            assert _as(login, job.mlflow_run_id) == 200
+            assert _as(login, job.mlflow_experiment_id) == 200
     finally:
         cancel(grant, jobs)
     for i, job in enumerate(jobs):
@@ -270,7 +271,7 @@ def test_the_jobs_of_a_batch_share_one_login_deleted_when_the_last_of_them_ends(
         job.refresh_from_db()
         tracking.finish_run(job)
         expected = 401 if i == len(jobs) - 1 else 200
-        assert _as(login, jobs[-1].mlflow_run_id) == expected, f"after job {i} ended"
+        assert _as(login, jobs[-1].mlflow_experiment_id) == expected, f"after job {i} ended"
 
 
 @pytest.mark.mlflow
@@ -291,4 +292,4 @@ def test_a_batch_that_was_never_sent_deletes_its_shared_login(ssh_grant, monkeyp
     for job in jobs:
         job.refresh_from_db()
         assert job.status == S.QUEUED and job.mlflow_login == "", job.last_error
-    assert _as(login, jobs[0].mlflow_run_id) == 401
+    assert _as(login, jobs[0].mlflow_experiment_id or "0") == 401

@@ -31,13 +31,14 @@ def test_it_does_not_sbatch_a_job_taken_for_stuck_while_its_inputs_were_resolved
     def fake_client(grant):
         yield RecordingClient()
 
-    def slow_open_run(j):
+    def slow_environment(j, experiment_id, run_id, login=tracking.OWN_LOGIN):
         # Meanwhile the periodic tick took the job for one a dead worker left submitting.
         Job.objects.filter(pk=j.pk).update(status=S.UNKNOWN)
-        return "1", "run-1"
+        return {"MLFLOW_EXPERIMENT_ID": experiment_id}
 
     monkeypatch.setattr(submitting, "slurm_client", fake_client)
-    monkeypatch.setattr(tracking, "open_run", slow_open_run)
+    monkeypatch.setattr(tracking, "hub_experiment_id", lambda j, tracking=None: "1")
+    monkeypatch.setattr(tracking, "job_environment", slow_environment)
     result = services.job_submit(job_id=job.pk)
     assert RecordingClient.submitted == []
     assert result.status == S.UNKNOWN and result.slurm_job_id == ""

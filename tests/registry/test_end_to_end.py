@@ -33,7 +33,7 @@ TRAIN = textwrap.dedent(
     from sklearn.linear_model import LogisticRegression
 
     X, y = load_iris(return_X_y=True)
-    with mlflow.start_run():  # MLFLOW_RUN_ID from the hub: the job's own run
+    with mlflow.start_run():  # makes the job's run, tagged from MLFLOW_RUN_CONTEXT: the hub finds it
         model = LogisticRegression(C=0.5, max_iter=300).fit(X, y)
         mlflow.log_param("C", 0.5)
         mlflow.log_metric("train_accuracy", model.score(X, y))
@@ -80,6 +80,8 @@ def test_a_real_jobs_model_is_registered_with_its_lineage(
     version = ModelVersion.objects.select_related("model").get(job=job)
     assert version.model.name == name and version.model.team == team and version.created_by == alice
     assert version.number == 1 and version.mlflow_run_id == job.mlflow_run_id
+    run = tracking_client().get_run(job.mlflow_run_id)  # the run the job's code made, adopted
+    assert run.params["C"] == "0.5" and run.tags["axle.job_id"] == str(job.uuid) and run.status == "FINISHED"
     assert version.source_uri.startswith("models:/m-") or version.source_uri.startswith("runs:/")
     mlflow = tracking_client()
     assert version.sha256 == mlflow.model_sha256(version.source_uri)

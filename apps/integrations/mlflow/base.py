@@ -64,6 +64,7 @@ class RunInfo:
     artifact_uri: str = ""
     run_name: str = ""
     model_ids: tuple[str, ...] = ()  # MLflow 3 LoggedModels this run produced
+    user_id: str = ""  # what the client that made the run said (its `mlflow.user` tag): not checked by MLflow
 
 
 @dataclass(frozen=True)

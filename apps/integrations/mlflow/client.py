@@ -265,11 +265,18 @@ class TrackingClient:
         """Take a deleted experiment out of MLflow's bin, with its runs."""
         self._post("experiments/restore", "restoring an experiment", {"experiment_id": experiment_id})
 
-    def create_run(self, experiment_id: str, run_name: str, tags: Mapping[str, str] | None = None) -> str:
+    def create_run(
+        self,
+        experiment_id: str,
+        run_name: str,
+        tags: Mapping[str, str] | None = None,
+        *,
+        start_time_ms: int | None = None,
+    ) -> str:
         body = {
             "experiment_id": experiment_id,
             "run_name": run_name,
-            "start_time": int(time.time() * 1000),
+            "start_time": start_time_ms or int(time.time() * 1000),
             "tags": [{"key": k, "value": str(v)} for k, v in (tags or {}).items()],
         }
         return self._post("runs/create", "creating a run", body)["run"]["info"]["run_id"]
@@ -277,6 +284,11 @@ class TrackingClient:
     def runs_tagged(self, experiment_id: str, key: str, value: str) -> list[tuple[str, str]]:
         """(run id, status) of the runs of an experiment whose tag ``key`` is ``value``,
         oldest first: one search, however many there are."""
+        return [(run.run_id, run.status) for run in self.runs_tagged_info(experiment_id, key, value)]
+
+    def runs_tagged_info(self, experiment_id: str, key: str, value: str) -> list[RunInfo]:
+        """The runs of an experiment whose tag ``key`` is ``value`` (their info and tags),
+        oldest first: one search, however many there are (100 at most)."""
         quoted = value.replace("\\", "\\\\").replace("'", "\\'")
         body = {
             "experiment_ids": [experiment_id],
@@ -286,7 +298,7 @@ class TrackingClient:
             "order_by": ["attributes.start_time ASC"],
         }
         runs = self._post("runs/search", "searching runs", body).get("runs") or []
-        return [(r["info"]["run_id"], r["info"]["status"]) for r in runs]
+        return [_run_info(run) for run in runs]
 
     def terminate(self, run_id: str, status: str, end_time_ms: int | None = None) -> None:
         if status not in RunStatus.TERMINAL:
@@ -295,28 +307,10 @@ class TrackingClient:
         self._post("runs/update", "ending a run", body)
 
     def get_run(self, run_id: str) -> RunInfo:
-        run = self._get("runs/get", "reading a run", run_id=run_id)["run"]
-        info, data = run["info"], run.get("data", {})
-        metrics = {
-            m["key"]: MetricPoint(m["key"], _from_json_float(m["value"]), int(m["timestamp"]), int(m.get("step", 0)))
-            for m in data.get("metrics", [])
-        }
-        outputs = run.get("outputs", {}).get("model_outputs", [])
-        # Latest step last, so the model a run logged last is model_ids[-1].
-        model_ids = tuple(o["model_id"] for o in sorted(outputs, key=lambda o: int(o.get("step", 0))))
-        return RunInfo(
-            run_id=info["run_id"],
-            experiment_id=info["experiment_id"],
-            status=info["status"],
-            start_time=int(info["start_time"]) if info.get("start_time") else None,
-            end_time=int(info["end_time"]) if info.get("end_time") else None,
-            params=_kv(data.get("params")),
-            tags=_kv(data.get("tags")),
-            metrics=metrics,
-            artifact_uri=info.get("artifact_uri", ""),
-            run_name=info.get("run_name", ""),
-            model_ids=model_ids,
-        )
+        return _run_info(self._get("runs/get", "reading a run", run_id=run_id)["run"])
+
+    def delete_run(self, run_id: str) -> None:
+        self._post("runs/delete", "deleting a run", {"run_id": run_id})
 
     # ------------------------------------------------------------ logging, batched
 
@@ -701,3 +695,28 @@ class TrackingClient:
             root, path = self._root_of(source)
             body["source"] = f"{root.rstrip('/')}/{path}" if path else root
         return _model_version(self._post("model-versions/create", "registering a model version", body)["model_version"])
+
+
+def _run_info(run: dict[str, Any]) -> RunInfo:
+    info, data = run["info"], run.get("data", {})
+    metrics = {
+        m["key"]: MetricPoint(m["key"], _from_json_float(m["value"]), int(m["timestamp"]), int(m.get("step", 0)))
+        for m in data.get("metrics", [])
+    }
+    outputs = run.get("outputs", {}).get("model_outputs", [])
+    # Latest step last, so the model a run logged last is model_ids[-1].
+    model_ids = tuple(o["model_id"] for o in sorted(outputs, key=lambda o: int(o.get("step", 0))))
+    return RunInfo(
+        run_id=info["run_id"],
+        experiment_id=info["experiment_id"],
+        status=info["status"],
+        start_time=int(info["start_time"]) if info.get("start_time") else None,
+        end_time=int(info["end_time"]) if info.get("end_time") else None,
+        params=_kv(data.get("params")),
+        tags=_kv(data.get("tags")),
+        metrics=metrics,
+        artifact_uri=info.get("artifact_uri", ""),
+        run_name=info.get("run_name", ""),
+        model_ids=model_ids,
+        user_id=info.get("user_id", ""),
+    )

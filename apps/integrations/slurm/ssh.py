@@ -75,9 +75,9 @@ _SBATCH_WITH_ENV = '[ -f "$1" ] || exit 45; exec 3< "$1"; rm -f -- "$1"; shift; 
 
 # One command that submits a batch of jobs. The hub sends, on stdin, a program (this
 # library, then one `take` line per job, then the `one` lines, every value quoted with
-# shlex.quote) and after it every job's script and variables back to back. The program first
-# reads all of stdin into a private folder (0700) and checks every length: if the stream
-# was cut short nothing was submitted (exit 44). Only then does it run sbatch for each job,
+# shlex.quote) and after it every job's script and variables back to back, then an end mark.
+# The program first reads all of stdin into a private folder (0700) and checks the end mark:
+# if the stream was cut short nothing was submitted (exit 44). Only then does it run sbatch for each job,
 # a wave of up to SUBMIT_PARALLEL jobs at a time (`one ... &`, then `wave_done` waits for the
 # wave and prints its answers in order), one line per job:
 #   AXLE<TAB>marker<TAB>exit status<TAB>sbatch's stdout<TAB>sbatch's stderr in base64
@@ -85,7 +85,11 @@ _SBATCH_WITH_ENV = '[ -f "$1" ] || exit 45; exec 3< "$1"; rm -f -- "$1"; shift; 
 # the others are ambiguous and reconciled by their markers. `W` as exit status: the job's
 # folder or environment file could not be written (nothing was submitted for it). Each job
 # of a wave writes its line to a file of its own (`$B/<i>.a`), printed by `wave_done` once the
-# wave is over: lines of parallel jobs never interleave.
+# wave is over: lines of parallel jobs never interleave. A job's work besides sbatch is kept
+# to few processes (the batch's time on a small login node was mostly its per-job `wc`, `rm`,
+# `tr`, `base64` and `cat`, bench/README.md): one `cat` and one `rm` per wave, `tr` and
+# `base64` only when there is something to translate. A job's variables file (`.v`) goes
+# with its wave's `rm`; the file sbatch reads them from (`.e`) is removed before sbatch starts.
 _BATCH_BOOT = 'p=$(head -c "$1") || exit 44; eval "$p"'
 _BATCH_LIBRARY = r"""
 login=$PATH; PATH=/usr/bin:/bin; umask 077
@@ -93,10 +97,14 @@ find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'axle-batch-*' -user "$(id -u)" -mmin +
 B=$(mktemp -d "${TMPDIR:-/tmp}/axle-batch-XXXXXXXX") || { echo "AXLE-ABORT cannot make a temporary folder"; exit 44; }
 trap 'rm -rf -- "$B"' EXIT
 trap 'exit 143' HUP INT TERM PIPE
+nl='
+'
+tab=$(printf '\t')
 take() {
   head -c "$2" > "$B/$1.s" && head -c "$3" > "$B/$1.v" || { echo "AXLE-ABORT cannot write $B"; exit 44; }
-  [ "$(wc -c < "$B/$1.s")" -eq "$2" ] && [ "$(wc -c < "$B/$1.v")" -eq "$3" ] || {
-    echo "AXLE-ABORT the batch arrived cut short"; exit 44; }
+}
+taken() {
+  [ "$(head -c ${#1})" = "$1" ] || { echo "AXLE-ABORT the batch arrived cut short"; exit 44; }
 }
 one() {
   i=$1; m=$2; d=$3; pat=$4; shift 4
@@ -107,20 +115,21 @@ one() {
   if ! { PATH=$login /usr/bin/env -0 | grep -zEv "$pat"; cat "$B/$i.v"; } > "$B/$i.e" 2>"$B/$i.r"; then
     printf 'AXLE\t%s\tW\t\t%s\n' "$m" "$(base64 -w0 < "$B/$i.r")" > "$B/$i.a"; return
   fi
-  rm -f -- "$B/$i.v"
   exec 3< "$B/$i.e"; rm -f -- "$B/$i.e"
   out=$("$@" < "$B/$i.s" 2>"$B/$i.r"); rc=$?
   exec 3<&-
-  rm -f -- "$B/$i.s"
-  out=$(printf %s "$out" | tr '\n\t' '  ')
-  printf 'AXLE\t%s\t%s\t%s\t%s\n' "$m" "$rc" "$out" "$(base64 -w0 < "$B/$i.r")" > "$B/$i.a"
+  case $out in *"$nl"*|*"$tab"*) out=$(printf %s "$out" | tr '\n\t' '  ') ;; esac
+  err=; [ -s "$B/$i.r" ] && err=$(base64 -w0 < "$B/$i.r")
+  printf 'AXLE\t%s\t%s\t%s\t%s\n' "$m" "$rc" "$out" "$err" > "$B/$i.a"
 }
 wave_done() {
   wait
-  for i; do cat -- "$B/$i.a" 2>/dev/null; rm -f -- "$B/$i.a" "$B/$i.r"; done
+  for i; do set -- "$@" "$B/$i.a"; shift; done
+  cat -- "$@" 2>/dev/null
+  for f; do set -- "$@" "$f" "${f%.a}.r" "${f%.a}.s" "${f%.a}.v"; shift; done
+  rm -f -- "$@"
 }
-"""
-# Jobs of one batch in sbatch at once on the login node (slurmctld serves concurrent RPCs;
+"""  # Jobs of one batch in sbatch at once on the login node (slurmctld serves concurrent RPCs;
 # its own locks serialize what must be). More buys little on a small controller.
 SUBMIT_PARALLEL = 4
 
@@ -555,9 +564,12 @@ class SSHClient:
             waves += [f"{call} &" for _, _, call in wave]
             waves.append("wave_done " + " ".join(str(i) for _, i, _ in wave))
         calls = "\n".join(waves)
-        program = (_BATCH_LIBRARY + "\n".join(lines) + "\necho AXLE-READY\n" + calls + "\n").encode()
-        stdin = program + b"".join(data)
-        command = ["/bin/sh", "-c", _BATCH_BOOT, "sh", str(len(program))]
+        # The stream's last bytes are a random end mark: a stream cut short lacks them (one
+        # check for the whole batch, not a length check per job).
+        end = f"AXLE-END-{secrets.token_hex(8)}"
+        program = "\n".join([_BATCH_LIBRARY + "\n".join(lines), f"taken {end}", "echo AXLE-READY", calls, ""])
+        stdin = program.encode() + b"".join(data) + end.encode()
+        command = ["/bin/sh", "-c", _BATCH_BOOT, "sh", str(len(program.encode()))]
         timeout = self.command_timeout + 2.0 * len(sent)
         try:
             result = self.run(command, stdin=stdin, timeout=timeout)

@@ -38,8 +38,9 @@ def job_finalize(*, job_id: int) -> Job | None:
         return job
     metrics: dict = {}
     state = job.import_state
-    # A sweep's wave has no run of its own, but a login to delete (`tracking.finish_run`).
-    if job.mlflow_run_id or not tracking.has_own_run(job):
+    # A sweep's wave has no run of its own, but a login to delete (`tracking.finish_run`); a
+    # job sent with an experiment and no run gets the run its code made, or one made here.
+    if job.mlflow_run_id or job.mlflow_experiment_id or not tracking.has_own_run(job):
         try:
             if job.tracking_mode == Cluster.TrackingMode.FILE:
                 try:

@@ -87,7 +87,8 @@ def jobs_redrive(*, budget_seconds: float = 20.0) -> RedriveStats:
 
     for job_id in (
         Job.objects.filter(status__in=Job.TERMINAL, finalized_at__isnull=True)
-        .exclude(Q(mlflow_run_id="") & ~Q(tracking_mode=Job.TRACKING_TRIALS))  # a wave: its login
+        # A wave has no run but a login; a job sent with an experiment, its run to find or make.
+        .exclude(Q(mlflow_run_id="", mlflow_experiment_id="") & ~Q(tracking_mode=Job.TRACKING_TRIALS))
         .order_by("finished_at")
         .values_list("pk", flat=True)[:100]
     ):

@@ -1,5 +1,6 @@
-"""Delivering a queued job to Slurm: resolve its inputs on the cluster, open its MLflow
-run, lay out its folder, sbatch, and record the answer.
+"""Delivering a queued job to Slurm: resolve its inputs on the cluster, prepare its MLflow
+tracking (its experiment and login; its run when the hub must make it first), lay out its
+folder, sbatch, and record the answer.
 
 The rule: record the intent and commit, talk to the cluster with no transaction open, then
 record the result with a compare-and-swap transition."""
@@ -173,10 +174,11 @@ def jobs_submit_batch(*, grant_id: int, first: int | None = None, limit: int | N
 
     1. one transaction takes them (queued -> submitting, rows locked with SKIP LOCKED so two
        workers never take the same job) with all their audit events appended at once;
-    2. with no transaction open: each job's MLflow run is created, concurrently (a few
-       threads, each on one kept-alive session), and jobs that need the cluster's files for
-       their inputs (a code commit, an image digest, datasets to verify, a file store) have
-       them resolved one by one as before;
+    2. with no transaction open: each job's experiment and MLflow login are prepared (one
+       login per experiment for the batch; no run: the job's own code makes it, see
+       `_open_run`), and jobs that need the cluster's files for their inputs (a code commit,
+       an image digest, datasets to verify, a file store) have them resolved, and their run
+       made, one by one as before;
     3. one `submit_many`: over SSH one command writes every script and environment and runs
        sbatch for each, printing marker -> job id; over slurmrestd concurrent requests;
     4. one transaction records every answer (pending, failed with Slurm's words for the one
@@ -298,24 +300,29 @@ def _needs_cluster_files(job: Job) -> bool:
 
 
 _MLFLOW_THREADS = 8
-# A batch's simple jobs go to sbatch in chunks of this many, in order, as soon as the MLflow
-# runs of a chunk are open: while one chunk is in sbatch (the worker waits on the cluster),
-# the threads open the runs of the next ones, so MLflow and Slurm work at the same time.
+# A batch's simple jobs go to sbatch in chunks of this many, in order, as soon as the
+# environments of a chunk are ready: while one chunk is in sbatch (the worker waits on the
+# cluster), the threads prepare the next ones (a job alone in its experiment gets a login of
+# its own, one MLflow call), so MLflow and Slurm work at the same time.
 _PIPELINE_CHUNK = 25
 
 
 def _open_run(job: Job, login=tracking.OWN_LOGIN) -> tuple[str, str, dict[str, str]]:
-    """The job's MLflow run (one call: the run with its tags; its parameters are logged at
-    the end, `tracking.finish_run`) and its environment, with `login` (the batch's shared
-    one) or a login of its own; runs in a worker thread, touching no database (the job comes
-    with its owner, team and cluster loaded). A sweep's wave has no run of its own: nothing is
-    asked of MLflow (its trials' runs and its login come after sbatch)."""
+    """The job's experiment and environment, with `login` (the batch's shared one) or a login
+    of its own; runs in a worker thread, touching no database (the job comes with its owner,
+    team and cluster loaded). No run is made here: the job's own `mlflow.start_run()` makes
+    it, the hub finds it later (`tracking.adopt_run`) or makes it at the end if the job made
+    none (`tracking.finish_run`), so the path to Slurm costs MLflow no call per job (MLflow
+    makes fewer runs a second than Slurm takes jobs: bench/README.md). A run an earlier
+    attempt had (prepared one by one) is kept. A sweep's wave has no run of its own: nothing
+    is asked of MLflow (its trials' runs and its login come after sbatch)."""
     if not tracking.has_own_run(job):
         return "", "", tracking.job_environment(job, "", "")
     if isinstance(login, Exception):
         raise login
-    experiment_id, run_id = tracking.open_run(job)
-    job.mlflow_experiment_id, job.mlflow_run_id = experiment_id, run_id
+    experiment_id = job.mlflow_experiment_id or tracking.hub_experiment_id(job)
+    run_id = job.mlflow_run_id
+    job.mlflow_experiment_id = experiment_id
     env = tracking.job_environment(job, experiment_id, run_id, login=login)
     job.mlflow_login = login.username if isinstance(login, mlflow_auth.Credential) else ""
     if job.mlflow_login and job.attempts > 1:
@@ -333,13 +340,14 @@ def _in_thread(func, *args):
 
 
 def _prepare_and_deliver(jobs: list[Job], client: SlurmClient, outcome: "_Outcome") -> None:
-    """Open each job's MLflow run, lay out its folder, sbatch it, and put every answer in
-    `outcome`. Jobs that need the cluster's files for their inputs are prepared one by one
-    (`_prepare`) and go with the first chunk; the others are pipelined: their runs are
-    opened by a few threads (each on its own kept-alive session) and each chunk of
-    `_PIPELINE_CHUNK` jobs goes to sbatch as soon as its runs are open, while the threads
-    go on with the next chunks. A transport failure in a chunk raises: the jobs not answered
-    yet get its error (the caller), the chunks answered before keep their answers."""
+    """Prepare each job's tracking (`_open_run`), lay out its folder, sbatch it, and put every
+    answer in `outcome`. Jobs that need the cluster's files for their inputs are prepared one
+    by one (`_prepare`, which makes their run) and go with the first chunk; the others are
+    pipelined: their environments are made by a few threads (each on its own kept-alive
+    session) and each chunk of `_PIPELINE_CHUNK` jobs goes to sbatch as soon as its
+    environments are ready, while the threads go on with the next chunks. A transport
+    failure in a chunk raises: the jobs not answered yet get its error (the caller), the
+    chunks answered before keep their answers."""
     versions = {job.pk: list(job.dataset_versions.select_related("dataset")) for job in jobs}
     simple = [job for job in jobs if not _needs_cluster_files(job)]
     first: list[tuple[Job, dict[str, str]]] = []
@@ -411,9 +419,9 @@ def _shared_logins(jobs: list[Job], outcome: "_Outcome") -> dict:
 def _ready_envs(
     chunk: list[Job], opened: dict, versions: dict[int, list], outcome: "_Outcome"
 ) -> list[tuple[Job, dict[str, str]]]:
-    """The jobs of `chunk` whose run is open and that are still this batch's, with their
-    environment; their run ids recorded (one transaction) before sbatch. The others' outcome
-    goes in `outcome`."""
+    """The jobs of `chunk` whose environment is ready and that are still this batch's, with
+    their environment; their experiment and login recorded (one transaction) before sbatch.
+    The others' outcome goes in `outcome`."""
     good = {}
     for job in chunk:
         result = opened[job.pk]
@@ -423,7 +431,7 @@ def _ready_envs(
             good[job.pk] = result
     if not good:
         return []
-    # Opening runs may outlast AXLE_SUBMIT_STUCK_SECONDS: a job taken for stuck meanwhile is
+    # Preparing may outlast AXLE_SUBMIT_STUCK_SECONDS: a job taken for stuck meanwhile is
     # another worker's now, and a sbatch from here would make a second job.
     with transaction.atomic():
         mine = set(

@@ -1,0 +1,309 @@
+"""A job's MLflow run is made by the job's own code (issue 14, rows 1-2): a batch sends its
+jobs to Slurm with no MLflow call per job; each job's `mlflow.start_run()` makes its run,
+tagged from MLFLOW_RUN_CONTEXT; the hub finds it (the job page while the job runs, the
+finalizer at the end) and makes one at the end for a job that made none."""
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from apps.clusters.transport import slurm_client
+from apps.integrations.mlflow import auth as mlflow_auth
+from apps.integrations.mlflow.client import TrackingClient
+from apps.jobs import selectors, services, tracking
+from apps.jobs.models import Job
+from tests.local_cluster import LOCAL_CLUSTER_MISSING, local_cluster_env, make_local_cluster, make_local_grant
+from tests.registry.conftest import make_job
+
+S = Job.Status
+COMPUTE_PYTHON = Path(os.environ.get("AXLE_LOCAL_PYTHON", "/var/lib/axle/venv/bin/python"))
+
+# The job's code: plain mlflow, a run started twice (as a script calling start_run twice, or
+# two ranks each calling it, would).
+TWO_RUNS = """
+import mlflow
+for name in ("first", "second"):
+    with mlflow.start_run() as run:
+        mlflow.log_metric("loss", 0.5)
+        print("run=" + run.info.run_id)
+"""
+
+
+def _hub() -> TrackingClient:
+    hub = tracking.client()
+    if not hub.health():
+        pytest.fail(f"MLflow at {hub.display_uri} does not answer: start it with compose/local/stack.sh up")
+    return hub
+
+
+def _as_job(env: dict[str, str], code: str) -> list[str]:
+    """Run `code` with the compute Python and the job's environment; the run ids it printed."""
+    if not os.access(COMPUTE_PYTHON, os.X_OK):
+        pytest.skip(f"{COMPUTE_PYTHON} is missing: the compute Python is installed by compose/local/stack.sh up")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    result = subprocess.run(
+        [str(COMPUTE_PYTHON), "-c", code], env={**clean, **env}, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [line[len("run=") :] for line in result.stdout.splitlines() if line.startswith("run=")]
+
+
+@pytest.fixture
+def job_in_experiment(db, alice):
+    hub = _hub()
+    experiment = hub.ensure_experiment(f"team-jobrun-{uuid.uuid4().hex[:8]}")
+    job = make_job(alice, status=S.RUNNING, mlflow_experiment_id=experiment, parameters={"LR": "0.1"})
+    logins = [tracking.mlflow_username(job)]
+    yield job, experiment, logins
+    for name in logins:
+        mlflow_auth.user_delete(hub, name)
+
+
+@pytest.mark.mlflow
+def test_the_hub_adopts_the_first_run_the_jobs_code_made_and_not_a_forged_one(job_in_experiment, alice):
+    job, experiment, logins = job_in_experiment
+    hub = tracking.client()
+    env = tracking.job_environment(job, experiment, "")
+    assert "MLFLOW_RUN_ID" not in env and env["MLFLOW_EXPERIMENT_ID"] == experiment
+    assert json.loads(env["MLFLOW_RUN_CONTEXT"])["axle.job_id"] == str(job.uuid)
+
+    # Another login with EDIT on the same experiment (a teammate's job) makes a run with the
+    # job's id and the job's login name as its user first: MLflow records whatever the
+    # client says, so neither makes it the job's.
+    forger = f"axle-test-forger-{uuid.uuid4().hex[:8]}"
+    logins.append(forger)
+    other = mlflow_auth.user_with_experiment(hub, forger, experiment)
+    as_other = TrackingClient(settings.AXLE_MLFLOW_TRACKING_URI, auth=(other.username, other.password))
+    tags = {"axle.job_id": str(job.uuid), "mlflow.user": tracking.mlflow_username(job)}
+    forged = as_other.create_run(experiment, "forged", tags)
+    assert tracking.adopt_run(job) == ""
+    job.refresh_from_db()
+    assert job.mlflow_run_id == ""
+
+    # The job's login may make runs in its experiment: its two runs carry the job's tags.
+    first, second = _as_job(env, TWO_RUNS)
+    assert tracking.adopt_run(job) == first
+    job.refresh_from_db()
+    assert job.mlflow_run_id == first
+    run = hub.get_run(first)
+    assert run.tags["axle.job_id"] == str(job.uuid) and run.tags["mlflow.runName"] == job.name
+    assert run.tags["mlflow.user"] == alice.username == run.user_id  # the owner, not the account
+    assert {r.run_id for r in hub.runs_tagged_info(experiment, "axle.job_id", str(job.uuid))} == {
+        forged,
+        first,
+        second,
+    }
+    # Recorded once: a later search never moves the job to another run.
+    job.mlflow_run_id = ""
+    assert tracking.adopt_run(job) == first
+
+    job.status = S.COMPLETED
+    tracking.finish_run(job)
+    run = hub.get_run(first)
+    assert run.status == "FINISHED" and run.params["LR"] == "0.1" and run.tags["axle.status"] == S.COMPLETED
+    assert hub.get_run(forged).status == "RUNNING"  # not the job's: left alone
+
+
+@pytest.mark.mlflow
+def test_a_job_that_never_made_a_run_ends_with_one_holding_its_parameters(job_in_experiment):
+    job, experiment, _ = job_in_experiment
+    hub = tracking.client()
+    Job.objects.filter(pk=job.pk).update(status=S.FAILED, exit_code=3)
+    job.refresh_from_db()
+    started = job.created_at
+    Job.objects.filter(pk=job.pk).update(started_at=started)
+    job.refresh_from_db()
+    tracking.finish_run(job)
+    job.refresh_from_db()
+    runs = hub.runs_tagged_info(experiment, "axle.job_id", str(job.uuid))
+    assert [r.run_id for r in runs] == [job.mlflow_run_id]
+    run = runs[0]
+    assert run.status == "FAILED" and run.params == {"LR": "0.1"}
+    assert run.tags["axle.status"] == S.FAILED and run.tags["axle.exit_code"] == "3"
+    assert run.start_time == int(started.timestamp() * 1000)
+    assert tracking.RUN_KEY_TAG not in run.tags  # the hub's, not the job's
+
+
+@pytest.mark.mlflow
+def test_the_job_page_asks_mlflow_for_the_jobs_run_once_in_a_few_seconds(job_in_experiment, monkeypatch):
+    job, experiment, _ = job_in_experiment
+    searches = []
+    real = TrackingClient.runs_tagged_info
+
+    def counted(self, *args):
+        searches.append(args)
+        return real(self, *args)
+
+    monkeypatch.setattr(TrackingClient, "runs_tagged_info", counted)
+    assert selectors.job_curves_version(job=job) == ""
+    assert selectors.job_curves_version(job=job) == ""  # the miss is remembered
+    assert len(searches) == 1
+    [run_id] = _as_job(tracking.job_environment(job, experiment, ""), TWO_RUNS.replace('"first", "second"', '"one",'))
+    monkeypatch.setattr(tracking, "ADOPT_EVERY", 0.0)
+    assert selectors.job_curves_version(job=job) not in ("", "unavailable")
+    assert Job.objects.get(pk=job.pk).mlflow_run_id == run_id
+    assert selectors.job_mlflow_run_url(job=job).endswith(f"/runs/{run_id}")
+
+
+# ---------------------------------------------------------------- on the real cluster
+
+
+@pytest.fixture(params=["ssh", "rest"])
+def grant(request, alice):
+    if local_cluster_env() is None:
+        pytest.skip(LOCAL_CLUSTER_MISSING)
+    _hub()
+    cluster = make_local_cluster(request.param, f"local-{request.param}")
+    return make_local_grant(cluster, alice, "scientist", max_cpus=2, max_time_minutes=60)
+
+
+HEADER = "#!/bin/bash\n#SBATCH --partition=debug\n#SBATCH --time=00:05:00\n#SBATCH --mem=200M\n"
+
+
+def _logging_script() -> str:
+    python = local_cluster_env()["AXLE_LOCAL_PYTHON"]
+    code = (
+        "import mlflow, time\n"
+        "with mlflow.start_run() as run:\n"
+        "    mlflow.log_param('seen', 'yes')\n"
+        "    mlflow.log_metric('loss', 0.25, step=1)\n"
+        "    print('run=' + run.info.run_id, flush=True)\n"
+        "    time.sleep(15)\n"
+    )
+    return f"{HEADER}{python} - <<'EOF'\n{code}EOF\n"
+
+
+def _wait(job: Job, statuses, poll=None, timeout: float = 300) -> Job:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        services.jobs_poll()
+        job.refresh_from_db()
+        if poll:
+            poll(job)
+        if job.status in statuses:
+            return job
+        time.sleep(1)
+    raise AssertionError(f"job stayed {job.status} ({job.slurm_state} {job.reason}) for {timeout}s")
+
+
+@pytest.mark.slurm
+@pytest.mark.mlflow
+@pytest.mark.slow
+def test_a_batch_reaches_slurm_with_no_run_made_and_each_job_ends_with_its_run(grant, monkeypatch):
+    created = []
+    real_create = TrackingClient.create_run
+
+    def counted(self, *args, **kwargs):
+        created.append(args)
+        return real_create(self, *args, **kwargs)
+
+    monkeypatch.setattr(TrackingClient, "create_run", counted)
+    logging_job = services.job_create(
+        user=grant.user, cluster=grant.cluster, name="logs", script=_logging_script(), parameters={"LR": "0.1"}
+    )
+    quiet_jobs = [
+        services.job_create(
+            user=grant.user,
+            cluster=grant.cluster,
+            name=f"quiet-{i}",
+            script=HEADER + "echo quiet\n",
+            parameters={"N": str(i)},
+        )
+        for i in range(3)
+    ]
+    jobs = [logging_job, *quiet_jobs]
+    services.jobs_submit_batch(grant_id=grant.pk, first=logging_job.pk)
+    try:
+        for job in jobs:
+            job.refresh_from_db()
+            assert job.status in (S.PENDING, S.RUNNING, S.COMPLETED), job.last_error
+            assert job.mlflow_experiment_id and not job.mlflow_run_id
+        assert created == []  # no MLflow run made on the way to Slurm
+
+        seen_running = []
+
+        def page(job):
+            # The job page's live poll while the job runs finds the run its code made.
+            if job.status == S.RUNNING and selectors.job_run_find(job=job):
+                seen_running.append(job.mlflow_run_id)
+
+        monkeypatch.setattr(tracking, "ADOPT_EVERY", 0.0)
+        _wait(logging_job, Job.TERMINAL, poll=page)
+        assert seen_running, "the page never found the job's run while it ran"
+        for job in quiet_jobs:
+            _wait(job, Job.TERMINAL)
+        for job in jobs:
+            services.job_finalize(job_id=job.pk)
+            job.refresh_from_db()
+            assert job.status == S.COMPLETED and job.finalized_at, job.last_error
+    finally:
+        with slurm_client(grant) as client:
+            for job in jobs:
+                job.refresh_from_db()
+                if job.slurm_job_id and job.status not in Job.TERMINAL:
+                    client.cancel(job.slurm_job_id)
+
+    hub = tracking.client()
+    printed = selectors.job_log_read(job=logging_job, stream="stdout").text
+    assert f"run={logging_job.mlflow_run_id}" in printed  # the run the job's code made
+    assert seen_running[0] == logging_job.mlflow_run_id
+    run = hub.get_run(logging_job.mlflow_run_id)
+    assert run.status == "FINISHED" and run.params == {"seen": "yes", "LR": "0.1"}
+    assert (
+        run.tags["axle.job_id"] == str(logging_job.uuid) and run.tags["axle.slurm_job_id"] == logging_job.slurm_job_id
+    )
+    assert logging_job.metrics == {"loss": 0.25}
+    for job in quiet_jobs:
+        runs = hub.runs_tagged_info(job.mlflow_experiment_id, "axle.job_id", str(job.uuid))
+        assert [r.run_id for r in runs] == [job.mlflow_run_id]
+        assert runs[0].status == "FINISHED" and runs[0].params == {"N": job.parameters["N"]}
+        assert runs[0].tags["axle.slurm_job_id"] == job.slurm_job_id
+    assert len(created) == len(quiet_jobs)  # made at the end, one for each job that made none
+
+
+@pytest.mark.mlflow
+def test_the_page_of_an_ended_job_whose_run_is_still_to_find_says_so_and_keeps_polling(
+    client, job_in_experiment, alice
+):
+    job, _, _ = job_in_experiment
+    Job.objects.filter(pk=job.pk).update(status=S.COMPLETED, exit_code=0)
+    client.force_login(alice)
+    page = client.get(f"/jobs/{job.uuid}/").content.decode()
+    assert "No MLflow run yet" in page and 'id="mlflow-run-none"' in page
+    # Not final: the finalizer has the job's run (or makes it) still to record.
+    assert 'id="live-job"' in page and 'data-live-final="false"' in page
+    # On the old code a run-less ended job was final at once: its page stopped asking.
+    Job.objects.filter(pk=job.pk).update(mlflow_experiment_id="")
+    assert 'data-live-final="true"' in client.get(f"/jobs/{job.uuid}/").content.decode()
+
+
+@pytest.mark.django_db
+def test_registering_the_model_of_a_job_whose_run_is_not_recorded_yet_says_to_wait(alice, team):
+    from apps.core.errors import Conflict
+    from apps.registry import services as registry
+
+    job = make_job(alice, team=team, status=S.COMPLETED, mlflow_experiment_id="7")
+    with pytest.raises(Conflict, match="not recorded yet"):
+        registry.model_version_register(user=alice, model_name="digits", job=job)
+
+
+@pytest.mark.mlflow
+def test_the_pipeline_examples_rest_logging_makes_the_run_the_hub_adopts(job_in_experiment):
+    job, experiment, _ = job_in_experiment
+    steps = Path(settings.BASE_DIR) / "examples" / "digits-pipeline"
+    code = (
+        f"import sys; sys.path.insert(0, {str(steps)!r}); import os, steps\n"
+        "steps.log_batch(params={'C': 1}, metrics=[('accuracy', 0.9, 1)])\n"
+        "steps.log_batch(metrics=[('accuracy', 0.95, 2)])\n"
+        "print('run=' + os.environ['MLFLOW_RUN_ID'])\n"
+    )
+    [run_id] = _as_job(tracking.job_environment(job, experiment, ""), code)
+    assert tracking.adopt_run(job) == run_id
+    run = tracking.client().get_run(run_id)
+    assert run.params == {"C": "1"} and run.metrics["accuracy"].value == 0.95
