@@ -99,10 +99,15 @@ def experiment_name(job: Job) -> str:
     return f"team-{job.team.name}" if job.team_id else f"user-{job.owner.get_username()}"
 
 
+def experiment_key(job: Job) -> str:
+    """Whose experiment the job logs to (`experiments.owner_key`): its team's, else its owner's."""
+    return experiments.owner_key(team_id=job.team_id, user_id=job.owner_id)
+
+
 def hub_experiment_id(job: Job, tracking: TrackingClient | None = None) -> str:
     """The id of the job's team's (or user's) experiment: one the hub made (`experiments`)."""
     return experiments.experiment_ensure(
-        key=experiments.owner_key(team_id=job.team_id, user_id=job.owner_id),
+        key=experiment_key(job),
         name=experiment_name(job),
         tracking=tracking or client(),
     )

@@ -307,3 +307,43 @@ def test_the_pipeline_examples_rest_logging_makes_the_run_the_hub_adopts(job_in_
     assert tracking.adopt_run(job) == run_id
     run = tracking.client().get_run(run_id)
     assert run.params == {"C": "1"} and run.metrics["accuracy"].value == 0.95
+
+
+@pytest.mark.mlflow
+def test_a_retried_jobs_experiment_deleted_in_mlflow_is_restored_before_it_is_sent_again(db, alice):
+    """A job queued again after a failed batch keeps its recorded experiment; its code makes its
+    run there on the node, so the batch checks that experiment as it does a new job's: one an
+    MLflow administrator deleted meanwhile is restored before sbatch (the job would fail there)."""
+    from apps.jobs.services import submit
+    from apps.jobs.services.submit import _Outcome, _prepare_and_deliver
+    from tests.factories import TeamFactory
+
+    hub = _hub()
+    team = TeamFactory(name=f"retried-{uuid.uuid4().hex[:8]}")
+    job = make_job(alice, team=team, status=S.SUBMITTING, attempts=2)
+    experiment_id = tracking.hub_experiment_id(job)
+    Job.objects.filter(pk=job.pk).update(mlflow_experiment_id=experiment_id)
+    job = Job.objects.select_related("cluster", "owner", "team", "grant").get(pk=job.pk)
+    hub._post("experiments/delete", "deleting an experiment", {"experiment_id": experiment_id})
+    sent = []
+
+    class Files:
+        def run(self, argv, **kwargs):
+            return None
+
+    class Cluster:
+        files = Files()
+        submit_makes_folders = True
+
+        def submit(self, req):
+            sent.append(req)
+            return "4242"
+
+    outcome = _Outcome()
+    try:
+        _prepare_and_deliver([job], Cluster(), outcome)
+    finally:
+        submit._release_logins(outcome.logins)
+        mlflow_auth.user_delete(hub, tracking.mlflow_username(job))
+    assert hub.experiment_stage(experiment_id) == "active"
+    assert len(sent) == 1 and sent[0].env["MLFLOW_EXPERIMENT_ID"] == experiment_id

@@ -363,16 +363,19 @@ def _prepare_and_deliver(jobs: list[Job], client: SlurmClient, outcome: "_Outcom
         _deliver_chunk(client, first, outcome)
         return
     _make_folders(client, simple)
-    # One experiment for many jobs (a user's or a team's): found once per batch, not per job.
+    # One experiment for many jobs (a user's or a team's): found once per batch, not per job,
+    # and checked (`experiments.experiment_ensure`: one deleted in MLflow is restored or
+    # replaced), a retried job's too: the job makes its run there on the node. A job that
+    # already has a run (an earlier attempt prepared it) stays where its run is.
     experiments: dict[str, str | Exception] = {}
     for job in simple:
-        if job.mlflow_experiment_id or not tracking.has_own_run(job):
+        if job.mlflow_run_id or not tracking.has_own_run(job):
             continue
-        name = tracking.experiment_name(job)
-        if name not in experiments:
-            experiments[name] = _call(tracking.hub_experiment_id, job)
-        if not isinstance(experiments[name], Exception):
-            job.mlflow_experiment_id = experiments[name]
+        key = tracking.experiment_key(job)
+        if key not in experiments:
+            experiments[key] = _call(tracking.hub_experiment_id, job)
+        # Not found or checked: `_open_run` asks again and the job gets MLflow's error.
+        job.mlflow_experiment_id = "" if isinstance(experiments[key], Exception) else experiments[key]
     logins = _shared_logins(simple, outcome)
     if len(simple) == 1:
         job = simple[0]
