@@ -151,8 +151,10 @@ def run_context(job: Job) -> str:
 
 def run_pending(job: Job) -> bool:
     """The job's run is its own code's to make and the hub has not found it yet (a job sent
-    with an experiment and no run: `job_environment`)."""
-    return has_own_run(job) and bool(job.mlflow_experiment_id) and not job.mlflow_run_id
+    with an experiment and no run: `job_environment`). Never once the job is finalized:
+    `finish_run` found or made its run then, so a finalized job without one (its tracking
+    could not be synced) will not get one by asking MLflow again."""
+    return job.finalized_at is None and has_own_run(job) and bool(job.mlflow_experiment_id) and not job.mlflow_run_id
 
 
 def adopt_run(job: Job, tracking: TrackingClient | None = None) -> str:

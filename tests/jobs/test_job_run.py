@@ -307,3 +307,24 @@ def test_the_pipeline_examples_rest_logging_makes_the_run_the_hub_adopts(job_in_
     assert tracking.adopt_run(job) == run_id
     run = tracking.client().get_run(run_id)
     assert run.params == {"C": "1"} and run.metrics["accuracy"].value == 0.95
+
+
+@pytest.mark.django_db
+def test_a_finalized_job_without_a_run_is_told_it_has_none_and_mlflow_is_not_asked_again(alice, team, monkeypatch):
+    from django.utils import timezone
+
+    from apps.core.errors import Conflict
+    from apps.registry import services as registry
+
+    job = make_job(alice, team=team, status=S.COMPLETED, mlflow_experiment_id="7")
+    Job.objects.filter(pk=job.pk).update(finalized_at=timezone.now())
+    job.refresh_from_db()
+    # The finalizer found or made the job's run then; a job finalized without one (its
+    # tracking could not be synced) will not get one by waiting.
+    assert not tracking.run_pending(job)
+    with pytest.raises(Conflict, match="has no MLflow run"):
+        registry.model_version_register(user=alice, model_name="digits", job=job)
+    searches = []
+    monkeypatch.setattr(TrackingClient, "runs_tagged_info", lambda self, *a, **k: searches.append(a) or [])
+    monkeypatch.setattr(tracking, "ADOPT_EVERY", 0.0)
+    assert tracking.page_adopt_run(job) == "" and searches == []
