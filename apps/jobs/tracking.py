@@ -157,6 +157,12 @@ def run_pending(job: Job) -> bool:
     return job.finalized_at is None and has_own_run(job) and bool(job.mlflow_experiment_id) and not job.mlflow_run_id
 
 
+def job_run_filter(job: Job) -> dict[str, str]:
+    """The tags a run the job's environment made carries: its id and its key. Both go in
+    MLflow's search, so runs tagged with the job's id alone (any number) hide nothing."""
+    return {"axle.job_id": str(job.uuid), RUN_KEY_TAG: run_key(job)}
+
+
 def adopt_run(job: Job, tracking: TrackingClient | None = None) -> str:
     """Find the run the job's code made and record it on the job (once: a guarded update, so
     two callers agree on one). The job's run is the earliest run of its experiment tagged with
@@ -164,11 +170,10 @@ def adopt_run(job: Job, tracking: TrackingClient | None = None) -> str:
     one each, make several, and the first is the job's. Returns the run id, "" while none.
     One MLflow search; never call it inside a transaction."""
     tracking = tracking or client()
-    key = run_key(job)
-    runs = tracking.runs_tagged_info(job.mlflow_experiment_id, "axle.job_id", str(job.uuid))
-    found = next((run.run_id for run in runs if hmac.compare_digest(run.tags.get(RUN_KEY_TAG, ""), key)), "")
-    if not found:
+    runs = tracking.runs_with_tags(job.mlflow_experiment_id, job_run_filter(job), first_only=True)
+    if not runs:
         return ""
+    found = runs[0].run_id
     if not Job.objects.filter(pk=job.pk, mlflow_run_id="").update(mlflow_run_id=found):
         found = Job.objects.filter(pk=job.pk).values_list("mlflow_run_id", flat=True).first() or found
     job.mlflow_run_id = found

@@ -134,13 +134,13 @@ def test_a_job_that_never_made_a_run_ends_with_one_holding_its_parameters(job_in
 def test_the_job_page_asks_mlflow_for_the_jobs_run_once_in_a_few_seconds(job_in_experiment, monkeypatch):
     job, experiment, _ = job_in_experiment
     searches = []
-    real = TrackingClient.runs_tagged_info
+    real = TrackingClient.runs_with_tags
 
-    def counted(self, *args):
+    def counted(self, *args, **kwargs):
         searches.append(args)
-        return real(self, *args)
+        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(TrackingClient, "runs_tagged_info", counted)
+    monkeypatch.setattr(TrackingClient, "runs_with_tags", counted)
     assert selectors.job_curves_version(job=job) == ""
     assert selectors.job_curves_version(job=job) == ""  # the miss is remembered
     assert len(searches) == 1
@@ -325,6 +325,19 @@ def test_a_finalized_job_without_a_run_is_told_it_has_none_and_mlflow_is_not_ask
     with pytest.raises(Conflict, match="has no MLflow run"):
         registry.model_version_register(user=alice, model_name="digits", job=job)
     searches = []
-    monkeypatch.setattr(TrackingClient, "runs_tagged_info", lambda self, *a, **k: searches.append(a) or [])
+    monkeypatch.setattr(TrackingClient, "runs_with_tags", lambda self, *a, **k: searches.append(a) or [])
     monkeypatch.setattr(tracking, "ADOPT_EVERY", 0.0)
     assert tracking.page_adopt_run(job) == "" and searches == []
+
+
+@pytest.mark.mlflow
+def test_a_hundred_runs_tagged_with_the_jobs_id_alone_do_not_hide_the_jobs_run(job_in_experiment):
+    job, experiment, _ = job_in_experiment
+    hub = tracking.client()
+    # Older than the job's run and without its key: a search by the job's id alone, 100 runs a
+    # page, saw only these and missed the job's run.
+    for i in range(101):
+        hub.create_run(experiment, f"noise-{i}", {"axle.job_id": str(job.uuid)}, start_time_ms=1000 + i)
+    [run_id] = _as_job(tracking.job_environment(job, experiment, ""), TWO_RUNS.replace('"first", "second"', '"one",'))
+    assert tracking.adopt_run(job) == run_id
+    assert len(hub.runs_tagged_info(experiment, "axle.job_id", str(job.uuid))) == 102  # paged: all of them
