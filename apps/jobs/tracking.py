@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -163,14 +164,31 @@ def job_run_filter(job: Job) -> dict[str, str]:
     return {"axle.job_id": str(job.uuid), RUN_KEY_TAG: run_key(job)}
 
 
+#: How much earlier than Slurm's start of the job a run the job made may say it started
+#: (the compute node's clock against the controller's).
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def _started_from_ms(job: Job) -> int | None:
+    """The earliest start time a run of the job may have, when Slurm's start is known: a run
+    whose client says it started before (backdated, by a teammate who read the job's key off
+    its run) is not the job's, even if it is the earliest."""
+    if not job.started_at:
+        return None
+    return int((job.started_at - CLOCK_SKEW).timestamp() * 1000)
+
+
 def adopt_run(job: Job, tracking: TrackingClient | None = None) -> str:
     """Find the run the job's code made and record it on the job (once: a guarded update, so
     two callers agree on one). The job's run is the earliest run of its experiment tagged with
-    its id and its `run_key`: a script that starts a run twice, or several ranks that start
-    one each, make several, and the first is the job's. Returns the run id, "" while none.
+    its id and its `run_key`, started no earlier than Slurm started the job (less
+    `CLOCK_SKEW`) when that is known: a script that starts a run twice, or several ranks that
+    start one each, make several, and the first is the job's. Returns the run id, "" while none.
     One MLflow search; never call it inside a transaction."""
     tracking = tracking or client()
-    runs = tracking.runs_with_tags(job.mlflow_experiment_id, job_run_filter(job), first_only=True)
+    runs = tracking.runs_with_tags(
+        job.mlflow_experiment_id, job_run_filter(job), started_from_ms=_started_from_ms(job), first_only=True
+    )
     if not runs:
         return ""
     found = runs[0].run_id

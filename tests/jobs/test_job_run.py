@@ -341,3 +341,31 @@ def test_a_hundred_runs_tagged_with_the_jobs_id_alone_do_not_hide_the_jobs_run(j
     [run_id] = _as_job(tracking.job_environment(job, experiment, ""), TWO_RUNS.replace('"first", "second"', '"one",'))
     assert tracking.adopt_run(job) == run_id
     assert len(hub.runs_tagged_info(experiment, "axle.job_id", str(job.uuid))) == 102  # paged: all of them
+
+
+@pytest.mark.mlflow
+def test_a_teammate_who_read_the_key_and_backdated_a_run_is_not_adopted(job_in_experiment):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    job, experiment, logins = job_in_experiment
+    Job.objects.filter(pk=job.pk).update(started_at=timezone.now() - timedelta(minutes=1))
+    job.refresh_from_db()
+    [real] = _as_job(tracking.job_environment(job, experiment, ""), TWO_RUNS.replace('"first", "second"', '"one",'))
+    # A teammate's job login (EDIT on the same experiment) reads the job's run, key and all,
+    # and makes a copy that says it started an hour earlier: the earliest keyed run.
+    forger = f"axle-test-forger-{uuid.uuid4().hex[:8]}"
+    logins.append(forger)
+    other = mlflow_auth.user_with_experiment(tracking.client(), forger, experiment)
+    as_other = TrackingClient(settings.AXLE_MLFLOW_TRACKING_URI, auth=(other.username, other.password))
+    seen = as_other.get_run(real)
+    assert seen.tags[tracking.RUN_KEY_TAG] == tracking.run_key(job)
+    forged = as_other.create_run(experiment, seen.run_name, seen.tags, start_time_ms=seen.start_time - 3_600_000)
+    assert [r.run_id for r in tracking.client().runs_with_tags(experiment, tracking.job_run_filter(job))] == [
+        forged,
+        real,
+    ]
+    # Slurm started the job a minute ago: a run that says it started before that (less the
+    # clock skew allowed) is not the job's.
+    assert tracking.adopt_run(job) == real
