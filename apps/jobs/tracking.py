@@ -513,10 +513,13 @@ def finish_run(job: Job) -> None:
 
 
 def _create_final_run(job: Job, tracking: TrackingClient) -> None:
-    """The run of a job whose code made none: with its tags, started when the job started."""
+    """The run of a job whose code made none: with its tags, started when the job started.
+    It carries the job's key too, so a finalizer killed before it recorded the run finds it
+    on its retry (`adopt_run`) instead of making another."""
     start = job.started_at or job.submitted_at
     start_ms = int(start.timestamp() * 1000) if start else None
-    run_id = tracking.create_run(job.mlflow_experiment_id, job.name, run_tags(job), start_time_ms=start_ms)
+    tags = {**run_tags(job), RUN_KEY_TAG: run_key(job)}
+    run_id = tracking.create_run(job.mlflow_experiment_id, job.name, tags, start_time_ms=start_ms)
     if Job.objects.filter(pk=job.pk, mlflow_run_id="").update(mlflow_run_id=run_id):
         job.mlflow_run_id = run_id
         return

@@ -127,7 +127,7 @@ def test_a_job_that_never_made_a_run_ends_with_one_holding_its_parameters(job_in
     assert run.status == "FAILED" and run.params == {"LR": "0.1"}
     assert run.tags["axle.status"] == S.FAILED and run.tags["axle.exit_code"] == "3"
     assert run.start_time == int(started.timestamp() * 1000)
-    assert tracking.RUN_KEY_TAG not in run.tags  # the hub's, not the job's
+    assert run.tags[tracking.RUN_KEY_TAG] == tracking.run_key(job)  # found again on a retry
 
 
 @pytest.mark.mlflow
@@ -369,3 +369,26 @@ def test_a_teammate_who_read_the_key_and_backdated_a_run_is_not_adopted(job_in_e
     # Slurm started the job a minute ago: a run that says it started before that (less the
     # clock skew allowed) is not the job's.
     assert tracking.adopt_run(job) == real
+
+
+@pytest.mark.mlflow
+def test_a_finalizer_killed_after_making_the_final_run_finds_it_on_its_retry(job_in_experiment, monkeypatch):
+    job, experiment, _ = job_in_experiment
+    Job.objects.filter(pk=job.pk).update(status=S.FAILED, started_at=job.created_at)
+    job.refresh_from_db()
+    real = TrackingClient.create_run
+
+    def create_then_die(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        raise SystemExit("worker killed")  # before the guarded update recorded the run
+
+    monkeypatch.setattr(TrackingClient, "create_run", create_then_die)
+    with pytest.raises(SystemExit):
+        tracking.finish_run(job)
+    monkeypatch.setattr(TrackingClient, "create_run", real)
+    job.refresh_from_db()
+    assert job.mlflow_run_id == ""
+    tracking.finish_run(job)
+    job.refresh_from_db()
+    runs = tracking.client().runs_tagged_info(experiment, "axle.job_id", str(job.uuid))
+    assert [(r.run_id, r.status) for r in runs] == [(job.mlflow_run_id, "FAILED")]
