@@ -509,7 +509,19 @@ def finish_run(job: Job) -> None:
         if not params or exc.code != "INVALID_PARAMETER_VALUE":
             raise
         tracking.set_tags(job.mlflow_run_id, tags)
-    tracking.terminate(job.mlflow_run_id, RUN_STATUS.get(job.status, "FAILED"))
+    status = RUN_STATUS.get(job.status, "FAILED")
+    tracking.terminate(job.mlflow_run_id, status)
+    if job.tracking_mode != Cluster.TrackingMode.FILE:
+        _end_other_runs(job, tracking, status)
+
+
+def _end_other_runs(job: Job, tracking: TrackingClient, status: str) -> None:
+    """End the job's other runs (several ranks, or a script, that each started one) that
+    are still open: they would stay RUNNING for ever once the job is gone. One search."""
+    runs = tracking.runs_with_tags(job.mlflow_experiment_id, job_run_filter(job), started_from_ms=_started_from_ms(job))
+    for run in runs:
+        if run.run_id != job.mlflow_run_id and run.status not in RunStatus.TERMINAL:
+            tracking.terminate(run.run_id, status)
 
 
 def _create_final_run(job: Job, tracking: TrackingClient) -> None:

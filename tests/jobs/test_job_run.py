@@ -392,3 +392,28 @@ def test_a_finalizer_killed_after_making_the_final_run_finds_it_on_its_retry(job
     job.refresh_from_db()
     runs = tracking.client().runs_tagged_info(experiment, "axle.job_id", str(job.uuid))
     assert [(r.run_id, r.status) for r in runs] == [(job.mlflow_run_id, "FAILED")]
+
+
+# A rank of a multi-process job: it starts a run and is killed before it ends it.
+RANK = """
+import os, mlflow
+run = mlflow.start_run()
+mlflow.log_metric("loss", 0.5)
+print("run=" + run.info.run_id, flush=True)
+os._exit(0)
+"""
+
+
+@pytest.mark.mlflow
+def test_the_jobs_other_runs_still_open_end_with_it(job_in_experiment):
+    job, experiment, _ = job_in_experiment
+    env = tracking.job_environment(job, experiment, "")
+    [first] = _as_job(env, RANK)
+    [second] = _as_job(env, RANK)
+    hub = tracking.client()
+    assert hub.get_run(second).status == "RUNNING"
+    Job.objects.filter(pk=job.pk).update(status=S.CANCELLED)
+    job.refresh_from_db()
+    tracking.finish_run(job)
+    assert job.mlflow_run_id == first
+    assert hub.get_run(first).status == hub.get_run(second).status == "KILLED"
