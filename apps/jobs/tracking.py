@@ -29,7 +29,7 @@ from apps.integrations.mlflow.client import TrackingClient
 from apps.integrations.slurm.base import ClusterFiles, RemoteFileMissing
 
 from . import experiments
-from .models import Job
+from .models import HubExperiment, Job
 
 T = TypeVar("T")
 
@@ -136,6 +136,11 @@ def run_tags(job: Job) -> dict[str, str]:
 #: carries a value only the hub can make, and the hub adopts only a run that has it.
 RUN_KEY_TAG = "axle.run_key"
 
+#: On the run the hub made at the end for a job whose code made none in its experiment
+#: (`_create_final_run`): "hub". The job page says so (`Job.mlflow_run_by_hub`), since the
+#: likely cause is code that logged elsewhere (`mlflow.set_experiment` to another one).
+RUN_MADE_BY_TAG = "axle.run_made_by"
+
 
 def run_key(job: Job) -> str:
     """The job's `RUN_KEY_TAG` value: a MAC of its id under the hub's secret key. It opens
@@ -191,11 +196,14 @@ def adopt_run(job: Job, tracking: TrackingClient | None = None) -> str:
     )
     if not runs:
         return ""
-    found = runs[0].run_id
-    if not Job.objects.filter(pk=job.pk, mlflow_run_id="").update(mlflow_run_id=found):
-        found = Job.objects.filter(pk=job.pk).values_list("mlflow_run_id", flat=True).first() or found
-    job.mlflow_run_id = found
-    return found
+    found, by_hub = runs[0].run_id, runs[0].tags.get(RUN_MADE_BY_TAG) == "hub"
+    if Job.objects.filter(pk=job.pk, mlflow_run_id="").update(mlflow_run_id=found, mlflow_run_by_hub=by_hub):
+        job.mlflow_run_id, job.mlflow_run_by_hub = found, by_hub
+        return found
+    row = Job.objects.filter(pk=job.pk).values("mlflow_run_id", "mlflow_run_by_hub").first() or {}
+    job.mlflow_run_id = row.get("mlflow_run_id") or found
+    job.mlflow_run_by_hub = bool(row.get("mlflow_run_by_hub"))
+    return job.mlflow_run_id
 
 
 #: A job page asks MLflow for the run a job's code made at most this often per job (per process).
@@ -296,6 +304,14 @@ def job_environment(job: Job, experiment_id: str, run_id: str, *, login=OWN_LOGI
         env["MLFLOW_RUN_ID"] = run_id
     else:
         env["MLFLOW_RUN_CONTEXT"] = run_context(job)
+        # The cluster login's own MLFLOW_RUN_ID or MLFLOW_EXPERIMENT_NAME (sbatch passes the
+        # login's environment on) would send the job's run where the hub does not look: ""
+        # is no run to MLflow's client (`mlflow.start_run()` makes one), and the experiment's
+        # name agrees with its id (MLflow checks that they do).
+        env["MLFLOW_RUN_ID"] = ""
+        name = experiment_mlflow_name(experiment_id)
+        if name:
+            env["MLFLOW_EXPERIMENT_NAME"] = name
     if job.cluster.tracking_mode == Cluster.TrackingMode.FILE:
         env["MLFLOW_TRACKING_URI"] = filestore.tracking_uri(mlruns_dir(job))
         env.update(filestore.ALLOW_FILE_STORE_ENV)
@@ -306,6 +322,21 @@ def job_environment(job: Job, experiment_id: str, run_id: str, *, login=OWN_LOGI
             login = mlflow_auth.user_with_experiment(client(), mlflow_username(job), experiment_id)
         env.update(login.environment() if login else {})
     return env
+
+
+_mlflow_names: dict[str, str] = {}  # experiment id -> its name in MLflow (a HubExperiment's never changes)
+
+
+def experiment_mlflow_name(experiment_id: str) -> str:
+    """The name in MLflow of the hub's experiment `experiment_id` ("" if the hub did not make
+    it): one query per experiment and process, not one per job of a batch."""
+    name = _mlflow_names.get(experiment_id)
+    if name is None:
+        rows = HubExperiment.objects.filter(experiment_id=experiment_id).values_list("mlflow_name", flat=True)
+        name = rows.first() or ""
+        if name:
+            _mlflow_names[experiment_id] = name
+    return name
 
 
 def bootstrap_file_store(job: Job, experiment_id: str, run_id: str) -> dict[str, bytes]:
@@ -530,11 +561,13 @@ def _create_final_run(job: Job, tracking: TrackingClient) -> None:
     on its retry (`adopt_run`) instead of making another."""
     start = job.started_at or job.submitted_at
     start_ms = int(start.timestamp() * 1000) if start else None
-    tags = {**run_tags(job), RUN_KEY_TAG: run_key(job)}
+    tags = {**run_tags(job), RUN_KEY_TAG: run_key(job), RUN_MADE_BY_TAG: "hub"}
     run_id = tracking.create_run(job.mlflow_experiment_id, job.name, tags, start_time_ms=start_ms)
-    if Job.objects.filter(pk=job.pk, mlflow_run_id="").update(mlflow_run_id=run_id):
-        job.mlflow_run_id = run_id
+    if Job.objects.filter(pk=job.pk, mlflow_run_id="").update(mlflow_run_id=run_id, mlflow_run_by_hub=True):
+        job.mlflow_run_id, job.mlflow_run_by_hub = run_id, True
         return
     # Another caller recorded a run meanwhile (a page found the job's own): that one stands.
     tracking.delete_run(run_id)
-    job.mlflow_run_id = Job.objects.filter(pk=job.pk).values_list("mlflow_run_id", flat=True).first() or ""
+    row = Job.objects.filter(pk=job.pk).values("mlflow_run_id", "mlflow_run_by_hub").first() or {}
+    job.mlflow_run_id = row.get("mlflow_run_id") or ""
+    job.mlflow_run_by_hub = bool(row.get("mlflow_run_by_hub"))

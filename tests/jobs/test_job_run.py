@@ -17,7 +17,7 @@ from apps.clusters.transport import slurm_client
 from apps.integrations.mlflow import auth as mlflow_auth
 from apps.integrations.mlflow.client import TrackingClient
 from apps.jobs import selectors, services, tracking
-from apps.jobs.models import Job
+from apps.jobs.models import HubExperiment, Job
 from tests.local_cluster import LOCAL_CLUSTER_MISSING, local_cluster_env, make_local_cluster, make_local_grant
 from tests.registry.conftest import make_job
 
@@ -57,7 +57,9 @@ def _as_job(env: dict[str, str], code: str) -> list[str]:
 @pytest.fixture
 def job_in_experiment(db, alice):
     hub = _hub()
-    experiment = hub.ensure_experiment(f"team-jobrun-{uuid.uuid4().hex[:8]}")
+    name = f"team-jobrun-{uuid.uuid4().hex[:8]}"
+    experiment = hub.ensure_experiment(name)
+    HubExperiment.objects.create(name=name, mlflow_name=name, experiment_id=experiment)
     job = make_job(alice, status=S.RUNNING, mlflow_experiment_id=experiment, parameters={"LR": "0.1"})
     logins = [tracking.mlflow_username(job)]
     yield job, experiment, logins
@@ -70,7 +72,7 @@ def test_the_hub_adopts_the_first_run_the_jobs_code_made_and_not_a_forged_one(jo
     job, experiment, logins = job_in_experiment
     hub = tracking.client()
     env = tracking.job_environment(job, experiment, "")
-    assert "MLFLOW_RUN_ID" not in env and env["MLFLOW_EXPERIMENT_ID"] == experiment
+    assert env["MLFLOW_RUN_ID"] == "" and env["MLFLOW_EXPERIMENT_ID"] == experiment
     assert json.loads(env["MLFLOW_RUN_CONTEXT"])["axle.job_id"] == str(job.uuid)
 
     # Another login with EDIT on the same experiment (a teammate's job) makes a run with the
@@ -174,6 +176,8 @@ def _logging_script() -> str:
         "    mlflow.log_param('seen', 'yes')\n"
         "    mlflow.log_metric('loss', 0.25, step=1)\n"
         "    print('run=' + run.info.run_id, flush=True)\n"
+        "    import os; env = os.environ.get\n"
+        "    print('env=' + repr((env('MLFLOW_RUN_ID'), env('MLFLOW_EXPERIMENT_NAME'))))\n"
         "    time.sleep(15)\n"
     )
     return f"{HEADER}{python} - <<'EOF'\n{code}EOF\n"
@@ -252,6 +256,11 @@ def test_a_batch_reaches_slurm_with_no_run_made_and_each_job_ends_with_its_run(g
     hub = tracking.client()
     printed = selectors.job_log_read(job=logging_job, stream="stdout").text
     assert f"run={logging_job.mlflow_run_id}" in printed  # the run the job's code made
+    # Both transports hand the job an empty MLFLOW_RUN_ID (over the login's own, if any) and
+    # its experiment's MLflow name.
+    name = HubExperiment.objects.get(experiment_id=logging_job.mlflow_experiment_id).mlflow_name
+    assert f"env={('', name)!r}" in printed
+    assert not logging_job.mlflow_run_by_hub and all(job.mlflow_run_by_hub for job in quiet_jobs)
     assert seen_running[0] == logging_job.mlflow_run_id
     run = hub.get_run(logging_job.mlflow_run_id)
     assert run.status == "FINISHED" and run.params == {"seen": "yes", "LR": "0.1"}
@@ -417,3 +426,45 @@ def test_the_jobs_other_runs_still_open_end_with_it(job_in_experiment):
     tracking.finish_run(job)
     assert job.mlflow_run_id == first
     assert hub.get_run(first).status == hub.get_run(second).status == "KILLED"
+
+
+@pytest.mark.mlflow
+def test_the_cluster_logins_own_run_and_experiment_do_not_take_the_jobs_run(job_in_experiment):
+    job, experiment, _ = job_in_experiment
+    hub = tracking.client()
+    env = tracking.job_environment(job, experiment, "")
+    assert (
+        env["MLFLOW_RUN_ID"] == ""
+        and env["MLFLOW_EXPERIMENT_NAME"] == HubExperiment.objects.get(experiment_id=experiment).mlflow_name
+    )
+    # The cluster login exports a run and an experiment of its own; sbatch gives the job the
+    # login's environment with the job's variables over it.
+    elsewhere = hub.ensure_experiment(f"login-own-{uuid.uuid4().hex[:8]}")
+    login_run = hub.create_run(elsewhere, "the login's")
+    login = {"MLFLOW_RUN_ID": login_run, "MLFLOW_EXPERIMENT_NAME": f"login-own-{uuid.uuid4().hex[:8]}"}
+    [run_id] = _as_job({**login, **env}, TWO_RUNS.replace('"first", "second"', '"one",'))
+    assert run_id != login_run and hub.get_run(run_id).experiment_id == experiment
+    assert tracking.adopt_run(job) == run_id
+
+
+@pytest.mark.mlflow
+def test_a_job_whose_code_logged_to_another_experiment_says_the_hub_made_its_run(client, job_in_experiment, alice):
+    job, experiment, _ = job_in_experiment
+    elsewhere = f"mine-{uuid.uuid4().hex[:8]}"
+    code = (
+        "import mlflow\n"
+        f"mlflow.set_experiment({elsewhere!r})\n"
+        "with mlflow.start_run() as run:\n"
+        "    print('run=' + run.info.run_id)\n"
+    )
+    [own] = _as_job(tracking.job_environment(job, experiment, ""), code)
+    assert tracking.adopt_run(job) == ""  # not in the job's experiment: the hub does not look there
+    Job.objects.filter(pk=job.pk).update(status=S.COMPLETED, exit_code=0)
+    job.refresh_from_db()
+    tracking.finish_run(job)
+    job.refresh_from_db()
+    assert job.mlflow_run_id != own and job.mlflow_run_by_hub
+    assert tracking.client().get_run(job.mlflow_run_id).tags[tracking.RUN_MADE_BY_TAG] == "hub"
+    client.force_login(alice)
+    page = client.get(f"/jobs/{job.uuid}/").content.decode()
+    assert 'id="mlflow-run-by-hub"' in page and "made no run in its experiment" in page
