@@ -5,8 +5,6 @@ compute nodes cannot reach the hub) fed from a file store in the job folder.
 
 Only called from services and tasks, never inside a database transaction."""
 
-import hashlib
-import hmac
 import json
 import math
 import posixpath
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from django.conf import settings
+from django.utils.crypto import salted_hmac
 
 from apps.clusters.models import Cluster
 from apps.integrations.mlflow import auth as mlflow_auth
@@ -145,8 +144,7 @@ RUN_MADE_BY_TAG = "axle.run_made_by"
 def run_key(job: Job) -> str:
     """The job's `RUN_KEY_TAG` value: a MAC of its id under the hub's secret key. It opens
     nothing (it is no login): it only shows that a run came from the job's environment."""
-    digest = hmac.new(settings.SECRET_KEY.encode(), f"axle-run-key:{job.uuid}".encode(), hashlib.sha256)
-    return digest.hexdigest()[:32]
+    return salted_hmac("axle.jobs.tracking.run_key", str(job.uuid), algorithm="sha256").hexdigest()[:32]
 
 
 def run_context(job: Job) -> str:
