@@ -564,8 +564,10 @@ def _create_final_run(job: Job, tracking: TrackingClient) -> None:
     if Job.objects.filter(pk=job.pk, mlflow_run_id="").update(mlflow_run_id=run_id, mlflow_run_by_hub=True):
         job.mlflow_run_id, job.mlflow_run_by_hub = run_id, True
         return
-    # Another caller recorded a run meanwhile (a page found the job's own): that one stands.
-    tracking.delete_run(run_id)
+    # Another caller recorded a run meanwhile: that one stands. A page that found the job's
+    # own run: this one goes. A page that found this one (it has the job's key): it stays.
     row = Job.objects.filter(pk=job.pk).values("mlflow_run_id", "mlflow_run_by_hub").first() or {}
     job.mlflow_run_id = row.get("mlflow_run_id") or ""
     job.mlflow_run_by_hub = bool(row.get("mlflow_run_by_hub"))
+    if job.mlflow_run_id != run_id:
+        tracking.delete_run(run_id)

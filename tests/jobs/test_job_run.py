@@ -468,3 +468,49 @@ def test_a_job_whose_code_logged_to_another_experiment_says_the_hub_made_its_run
     client.force_login(alice)
     page = client.get(f"/jobs/{job.uuid}/").content.decode()
     assert 'id="mlflow-run-by-hub"' in page and "made no run in its experiment" in page
+
+
+def _finish_while_a_page_adopts(job, monkeypatch, make_own: bool) -> str:
+    """finish_run, with a page adopting a run between the hub's create_run and its guarded
+    update: the job's own (made first: `make_own`) or the hub's. The run the page adopted."""
+    env = tracking.job_environment(job, job.mlflow_experiment_id, "")
+    real = TrackingClient.create_run
+    adopted = []
+
+    def create_while_a_page_adopts(self, *args, **kwargs):
+        if make_own:  # the job's run (made with the job's tags: its login is already deleted)
+            real(self, job.mlflow_experiment_id, job.name, json.loads(env["MLFLOW_RUN_CONTEXT"]))
+            adopted.append(tracking.adopt_run(Job.objects.get(pk=job.pk)))
+        made = real(self, *args, **kwargs)
+        if not make_own:
+            adopted.append(tracking.adopt_run(Job.objects.get(pk=job.pk)))
+        return made
+
+    monkeypatch.setattr(TrackingClient, "create_run", create_while_a_page_adopts)
+    tracking.finish_run(job)
+    job.refresh_from_db()
+    return adopted[0]
+
+
+@pytest.mark.mlflow
+def test_the_hubs_final_run_gives_way_to_the_jobs_own_found_meanwhile(job_in_experiment, monkeypatch):
+    job, experiment, _ = job_in_experiment
+    Job.objects.filter(pk=job.pk).update(status=S.COMPLETED, exit_code=0)
+    job.refresh_from_db()
+    own = _finish_while_a_page_adopts(job, monkeypatch, make_own=True)
+    assert own and job.mlflow_run_id == own and not job.mlflow_run_by_hub
+    hub = tracking.client()
+    active = hub.runs_with_tags(experiment, tracking.job_run_filter(job))
+    assert [(r.run_id, r.status) for r in active] == [(own, "FINISHED")]  # the hub's run deleted
+    assert len(hub.runs_tagged_info(experiment, "axle.job_id", str(job.uuid))) == 2
+
+
+@pytest.mark.mlflow
+def test_the_hubs_final_run_found_by_a_page_meanwhile_stays(job_in_experiment, monkeypatch):
+    job, experiment, _ = job_in_experiment
+    Job.objects.filter(pk=job.pk).update(status=S.COMPLETED, exit_code=0)
+    job.refresh_from_db()
+    hubs = _finish_while_a_page_adopts(job, monkeypatch, make_own=False)
+    assert hubs and job.mlflow_run_id == hubs and job.mlflow_run_by_hub
+    active = tracking.client().runs_with_tags(experiment, tracking.job_run_filter(job))
+    assert [(r.run_id, r.status) for r in active] == [(hubs, "FINISHED")]  # kept, not deleted
