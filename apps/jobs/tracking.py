@@ -540,7 +540,7 @@ def finish_run(job: Job) -> None:
         tracking.set_tags(job.mlflow_run_id, tags)
     status = RUN_STATUS.get(job.status, "FAILED")
     tracking.terminate(job.mlflow_run_id, status)
-    if job.tracking_mode != Cluster.TrackingMode.FILE:
+    if job.mlflow_experiment_id and job.tracking_mode != Cluster.TrackingMode.FILE:
         _end_other_runs(job, tracking, status)
 
 
