@@ -273,7 +273,7 @@ class TrackingClient:
 
     def runs_tagged(self, experiment_id: str, key: str, value: str) -> list[tuple[str, str]]:
         """(run id, status) of the runs of an experiment whose tag ``key`` is ``value``,
-        oldest first: one search, however many there are."""
+        oldest first: one search for up to 1,000 (then a page more per 1,000)."""
         return [(run.run_id, run.status) for run in self.runs_tagged_info(experiment_id, key, value)]
 
     def runs_tagged_info(self, experiment_id: str, key: str, value: str) -> list[RunInfo]:
