@@ -100,8 +100,12 @@ def experiment_name(job: Job) -> str:
 
 
 def hub_experiment_id(job: Job, tracking: TrackingClient | None = None) -> str:
-    """The id of the job's team's (or user's) experiment: one the hub made (`experiments`)."""
-    return experiments.experiment_ensure(name=experiment_name(job), tracking=tracking or client())
+    """The id of the job's team's (or user's) experiment: one the hub made (`experiments`).
+    Its MLflow name is then known too (`experiment_mlflow_name`), before a batch's threads,
+    which touch no database, put it in each job's environment."""
+    experiment_id = experiments.experiment_ensure(name=experiment_name(job), tracking=tracking or client())
+    experiment_mlflow_name(experiment_id)
+    return experiment_id
 
 
 def mlruns_dir(job: Job) -> str:
@@ -327,7 +331,8 @@ _mlflow_names: dict[str, str] = {}  # experiment id -> its name in MLflow (a Hub
 
 def experiment_mlflow_name(experiment_id: str) -> str:
     """The name in MLflow of the hub's experiment `experiment_id` ("" if the hub did not make
-    it): one query per experiment and process, not one per job of a batch."""
+    it): one query per experiment and process (`hub_experiment_id` makes it), not one per job
+    of a batch."""
     name = _mlflow_names.get(experiment_id)
     if name is None:
         rows = HubExperiment.objects.filter(experiment_id=experiment_id).values_list("mlflow_name", flat=True)

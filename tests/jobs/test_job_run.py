@@ -514,3 +514,16 @@ def test_the_hubs_final_run_found_by_a_page_meanwhile_stays(job_in_experiment, m
     assert hubs and job.mlflow_run_id == hubs and job.mlflow_run_by_hub
     active = tracking.client().runs_with_tags(experiment, tracking.job_run_filter(job))
     assert [(r.run_id, r.status) for r in active] == [(hubs, "FINISHED")]  # kept, not deleted
+
+
+@pytest.mark.mlflow
+def test_a_batchs_threads_get_the_experiments_name_with_no_query(db, alice, django_assert_num_queries):
+    # A batch resolves each experiment once (hub_experiment_id) before its threads, which
+    # touch no database, build each job's environment.
+    _hub()
+    job = make_job(alice, status=S.QUEUED)
+    tracking._mlflow_names.clear()
+    experiment = tracking.hub_experiment_id(job)
+    with django_assert_num_queries(0):
+        name = tracking.experiment_mlflow_name(experiment)
+    assert name == HubExperiment.objects.get(experiment_id=experiment).mlflow_name
