@@ -106,6 +106,11 @@ class Job(BaseModel):
         help_text="The MLflow user the job logs in as when the jobs of its submission batch share one "
         "(apps.jobs.tracking.shared_login); empty: a user of its own, axle-job-<uuid>.",
     )
+    mlflow_run_by_hub = models.BooleanField(
+        default=False,
+        help_text="The job's code made no run in its experiment (or none the hub found): the hub made "
+        "its run when it ended (apps.jobs.tracking.RUN_MADE_BY_TAG).",
+    )
     metrics = models.JSONField(default=dict, blank=True, help_text="Final value of each metric.")
     import_state = models.JSONField(default=dict, blank=True, help_text="Offsets of the file store already imported.")
     finalized_at = models.DateTimeField(null=True, blank=True)

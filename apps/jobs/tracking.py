@@ -5,8 +5,6 @@ compute nodes cannot reach the hub) fed from a file store in the job folder.
 
 Only called from services and tasks, never inside a database transaction."""
 
-import hashlib
-import hmac
 import json
 import math
 import posixpath
@@ -15,10 +13,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
 from django.conf import settings
+from django.utils.crypto import salted_hmac
 
 from apps.clusters.models import Cluster
 from apps.integrations.mlflow import auth as mlflow_auth
@@ -28,7 +28,7 @@ from apps.integrations.mlflow.client import TrackingClient
 from apps.integrations.slurm.base import ClusterFiles, RemoteFileMissing
 
 from . import experiments
-from .models import Job
+from .models import HubExperiment, Job
 
 T = TypeVar("T")
 
@@ -105,12 +105,16 @@ def experiment_key(job: Job) -> str:
 
 
 def hub_experiment_id(job: Job, tracking: TrackingClient | None = None) -> str:
-    """The id of the job's team's (or user's) experiment: one the hub made (`experiments`)."""
-    return experiments.experiment_ensure(
+    """The id of the job's team's (or user's) experiment: one the hub made (`experiments`).
+    Its MLflow name is then known too (`experiment_mlflow_name`), before a batch's threads,
+    which touch no database, put it in each job's environment."""
+    experiment_id = experiments.experiment_ensure(
         key=experiment_key(job),
         name=experiment_name(job),
         tracking=tracking or client(),
     )
+    experiment_mlflow_name(experiment_id)
+    return experiment_id
 
 
 def mlruns_dir(job: Job) -> str:
@@ -144,12 +148,16 @@ def run_tags(job: Job) -> dict[str, str]:
 #: carries a value only the hub can make, and the hub adopts only a run that has it.
 RUN_KEY_TAG = "axle.run_key"
 
+#: On the run the hub made at the end for a job whose code made none in its experiment
+#: (`_create_final_run`): "hub". The job page says so (`Job.mlflow_run_by_hub`), since the
+#: likely cause is code that logged elsewhere (`mlflow.set_experiment` to another one).
+RUN_MADE_BY_TAG = "axle.run_made_by"
+
 
 def run_key(job: Job) -> str:
     """The job's `RUN_KEY_TAG` value: a MAC of its id under the hub's secret key. It opens
     nothing (it is no login): it only shows that a run came from the job's environment."""
-    digest = hmac.new(settings.SECRET_KEY.encode(), f"axle-run-key:{job.uuid}".encode(), hashlib.sha256)
-    return digest.hexdigest()[:32]
+    return salted_hmac("axle.jobs.tracking.run_key", str(job.uuid), algorithm="sha256").hexdigest()[:32]
 
 
 def run_context(job: Job) -> str:
@@ -160,26 +168,53 @@ def run_context(job: Job) -> str:
 
 def run_pending(job: Job) -> bool:
     """The job's run is its own code's to make and the hub has not found it yet (a job sent
-    with an experiment and no run: `job_environment`)."""
-    return has_own_run(job) and bool(job.mlflow_experiment_id) and not job.mlflow_run_id
+    with an experiment and no run: `job_environment`). Never once the job is finalized:
+    `finish_run` found or made its run then, so a finalized job without one (its tracking
+    could not be synced) will not get one by asking MLflow again."""
+    return job.finalized_at is None and has_own_run(job) and bool(job.mlflow_experiment_id) and not job.mlflow_run_id
+
+
+def job_run_filter(job: Job) -> dict[str, str]:
+    """The tags a run the job's environment made carries: its id and its key. Both go in
+    MLflow's search, so runs tagged with the job's id alone (any number) hide nothing."""
+    return {"axle.job_id": str(job.uuid), RUN_KEY_TAG: run_key(job)}
+
+
+#: How much earlier than Slurm's start of the job a run the job made may say it started
+#: (the compute node's clock against the controller's).
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def _started_from_ms(job: Job) -> int | None:
+    """The earliest start time a run of the job may have, when Slurm's start is known: a run
+    whose client says it started before (backdated, by a teammate who read the job's key off
+    its run) is not the job's, even if it is the earliest."""
+    if not job.started_at:
+        return None
+    return int((job.started_at - CLOCK_SKEW).timestamp() * 1000)
 
 
 def adopt_run(job: Job, tracking: TrackingClient | None = None) -> str:
     """Find the run the job's code made and record it on the job (once: a guarded update, so
     two callers agree on one). The job's run is the earliest run of its experiment tagged with
-    its id and its `run_key`: a script that starts a run twice, or several ranks that start
-    one each, make several, and the first is the job's. Returns the run id, "" while none.
+    its id and its `run_key`, started no earlier than Slurm started the job (less
+    `CLOCK_SKEW`) when that is known: a script that starts a run twice, or several ranks that
+    start one each, make several, and the first is the job's. Returns the run id, "" while none.
     One MLflow search; never call it inside a transaction."""
     tracking = tracking or client()
-    key = run_key(job)
-    runs = tracking.runs_tagged_info(job.mlflow_experiment_id, "axle.job_id", str(job.uuid))
-    found = next((run.run_id for run in runs if hmac.compare_digest(run.tags.get(RUN_KEY_TAG, ""), key)), "")
-    if not found:
+    runs = tracking.runs_with_tags(
+        job.mlflow_experiment_id, job_run_filter(job), started_from_ms=_started_from_ms(job), first_only=True
+    )
+    if not runs:
         return ""
-    if not Job.objects.filter(pk=job.pk, mlflow_run_id="").update(mlflow_run_id=found):
-        found = Job.objects.filter(pk=job.pk).values_list("mlflow_run_id", flat=True).first() or found
-    job.mlflow_run_id = found
-    return found
+    found, by_hub = runs[0].run_id, runs[0].tags.get(RUN_MADE_BY_TAG) == "hub"
+    if Job.objects.filter(pk=job.pk, mlflow_run_id="").update(mlflow_run_id=found, mlflow_run_by_hub=by_hub):
+        job.mlflow_run_id, job.mlflow_run_by_hub = found, by_hub
+        return found
+    row = Job.objects.filter(pk=job.pk).values("mlflow_run_id", "mlflow_run_by_hub").first() or {}
+    job.mlflow_run_id = row.get("mlflow_run_id") or found
+    job.mlflow_run_by_hub = bool(row.get("mlflow_run_by_hub"))
+    return job.mlflow_run_id
 
 
 #: A job page asks MLflow for the run a job's code made at most this often per job (per process).
@@ -280,6 +315,14 @@ def job_environment(job: Job, experiment_id: str, run_id: str, *, login=OWN_LOGI
         env["MLFLOW_RUN_ID"] = run_id
     else:
         env["MLFLOW_RUN_CONTEXT"] = run_context(job)
+        # The cluster login's own MLFLOW_RUN_ID or MLFLOW_EXPERIMENT_NAME (sbatch passes the
+        # login's environment on) would send the job's run where the hub does not look: ""
+        # is no run to MLflow's client (`mlflow.start_run()` makes one), and the experiment's
+        # name agrees with its id (MLflow checks that they do).
+        env["MLFLOW_RUN_ID"] = ""
+        name = experiment_mlflow_name(experiment_id)
+        if name:
+            env["MLFLOW_EXPERIMENT_NAME"] = name
     if job.cluster.tracking_mode == Cluster.TrackingMode.FILE:
         env["MLFLOW_TRACKING_URI"] = filestore.tracking_uri(mlruns_dir(job))
         env.update(filestore.ALLOW_FILE_STORE_ENV)
@@ -290,6 +333,22 @@ def job_environment(job: Job, experiment_id: str, run_id: str, *, login=OWN_LOGI
             login = mlflow_auth.user_with_experiment(client(), mlflow_username(job), experiment_id)
         env.update(login.environment() if login else {})
     return env
+
+
+_mlflow_names: dict[str, str] = {}  # experiment id -> its name in MLflow (a HubExperiment's never changes)
+
+
+def experiment_mlflow_name(experiment_id: str) -> str:
+    """The name in MLflow of the hub's experiment `experiment_id` ("" if the hub did not make
+    it): one query per experiment and process (`hub_experiment_id` makes it), not one per job
+    of a batch."""
+    name = _mlflow_names.get(experiment_id)
+    if name is None:
+        rows = HubExperiment.objects.filter(experiment_id=experiment_id).values_list("mlflow_name", flat=True)
+        name = rows.first() or ""
+        if name:
+            _mlflow_names[experiment_id] = name
+    return name
 
 
 def bootstrap_file_store(job: Job, experiment_id: str, run_id: str) -> dict[str, bytes]:
@@ -493,17 +552,36 @@ def finish_run(job: Job) -> None:
         if not params or exc.code != "INVALID_PARAMETER_VALUE":
             raise
         tracking.set_tags(job.mlflow_run_id, tags)
-    tracking.terminate(job.mlflow_run_id, RUN_STATUS.get(job.status, "FAILED"))
+    status = RUN_STATUS.get(job.status, "FAILED")
+    tracking.terminate(job.mlflow_run_id, status)
+    if job.mlflow_experiment_id and job.tracking_mode != Cluster.TrackingMode.FILE:
+        _end_other_runs(job, tracking, status)
+
+
+def _end_other_runs(job: Job, tracking: TrackingClient, status: str) -> None:
+    """End the job's other runs (several ranks, or a script, that each started one) that
+    are still open: they would stay RUNNING for ever once the job is gone. One search."""
+    runs = tracking.runs_with_tags(job.mlflow_experiment_id, job_run_filter(job), started_from_ms=_started_from_ms(job))
+    for run in runs:
+        if run.run_id != job.mlflow_run_id and run.status not in RunStatus.TERMINAL:
+            tracking.terminate(run.run_id, status)
 
 
 def _create_final_run(job: Job, tracking: TrackingClient) -> None:
-    """The run of a job whose code made none: with its tags, started when the job started."""
+    """The run of a job whose code made none: with its tags, started when the job started.
+    It carries the job's key too, so a finalizer killed before it recorded the run finds it
+    on its retry (`adopt_run`) instead of making another."""
     start = job.started_at or job.submitted_at
     start_ms = int(start.timestamp() * 1000) if start else None
-    run_id = tracking.create_run(job.mlflow_experiment_id, job.name, run_tags(job), start_time_ms=start_ms)
-    if Job.objects.filter(pk=job.pk, mlflow_run_id="").update(mlflow_run_id=run_id):
-        job.mlflow_run_id = run_id
+    tags = {**run_tags(job), RUN_KEY_TAG: run_key(job), RUN_MADE_BY_TAG: "hub"}
+    run_id = tracking.create_run(job.mlflow_experiment_id, job.name, tags, start_time_ms=start_ms)
+    if Job.objects.filter(pk=job.pk, mlflow_run_id="").update(mlflow_run_id=run_id, mlflow_run_by_hub=True):
+        job.mlflow_run_id, job.mlflow_run_by_hub = run_id, True
         return
-    # Another caller recorded a run meanwhile (a page found the job's own): that one stands.
-    tracking.delete_run(run_id)
-    job.mlflow_run_id = Job.objects.filter(pk=job.pk).values_list("mlflow_run_id", flat=True).first() or ""
+    # Another caller recorded a run meanwhile: that one stands. A page that found the job's
+    # own run: this one goes. A page that found this one (it has the job's key): it stays.
+    row = Job.objects.filter(pk=job.pk).values("mlflow_run_id", "mlflow_run_by_hub").first() or {}
+    job.mlflow_run_id = row.get("mlflow_run_id") or ""
+    job.mlflow_run_by_hub = bool(row.get("mlflow_run_by_hub"))
+    if job.mlflow_run_id != run_id:
+        tracking.delete_run(run_id)

@@ -283,22 +283,44 @@ class TrackingClient:
 
     def runs_tagged(self, experiment_id: str, key: str, value: str) -> list[tuple[str, str]]:
         """(run id, status) of the runs of an experiment whose tag ``key`` is ``value``,
-        oldest first: one search, however many there are."""
+        oldest first: one search for up to 1,000 (then a page more per 1,000)."""
         return [(run.run_id, run.status) for run in self.runs_tagged_info(experiment_id, key, value)]
 
     def runs_tagged_info(self, experiment_id: str, key: str, value: str) -> list[RunInfo]:
         """The runs of an experiment whose tag ``key`` is ``value`` (their info and tags),
-        oldest first: one search, however many there are (100 at most)."""
-        quoted = value.replace("\\", "\\\\").replace("'", "\\'")
-        body = {
+        oldest first, deleted ones too."""
+        return self.runs_with_tags(experiment_id, {key: value}, active_only=False)
+
+    def runs_with_tags(
+        self,
+        experiment_id: str,
+        tags: Mapping[str, str],
+        *,
+        started_from_ms: int | None = None,
+        active_only: bool = True,
+        first_only: bool = False,
+    ) -> list[RunInfo]:
+        """The runs of an experiment that carry every tag of ``tags`` (the filter is MLflow's,
+        so no number of other runs hides them), started at ``started_from_ms`` or later if
+        given, oldest first: all of them, a page of 1,000 a call, or only the first."""
+        clauses = [f"tags.`{key}` = '{_quoted(value)}'" for key, value in tags.items()]
+        if started_from_ms is not None:
+            clauses.append(f"attributes.start_time >= {int(started_from_ms)}")
+        body: dict[str, Any] = {
             "experiment_ids": [experiment_id],
-            "filter": f"tags.`{key}` = '{quoted}'",
-            "run_view_type": "ALL",
-            "max_results": 100,
+            "filter": " AND ".join(clauses),
+            "run_view_type": "ACTIVE_ONLY" if active_only else "ALL",
+            "max_results": 1 if first_only else 1000,
             "order_by": ["attributes.start_time ASC"],
         }
-        runs = self._post("runs/search", "searching runs", body).get("runs") or []
-        return [_run_info(run) for run in runs]
+        found: list[RunInfo] = []
+        while True:
+            page = self._post("runs/search", "searching runs", body)
+            found.extend(_run_info(run) for run in page.get("runs") or [])
+            token = page.get("next_page_token")
+            if first_only or not token:
+                return found
+            body["page_token"] = token
 
     def terminate(self, run_id: str, status: str, end_time_ms: int | None = None) -> None:
         if status not in RunStatus.TERMINAL:
@@ -695,6 +717,11 @@ class TrackingClient:
             root, path = self._root_of(source)
             body["source"] = f"{root.rstrip('/')}/{path}" if path else root
         return _model_version(self._post("model-versions/create", "registering a model version", body)["model_version"])
+
+
+def _quoted(value: str) -> str:
+    """``value`` inside single quotes of an MLflow search filter."""
+    return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
 def _run_info(run: dict[str, Any]) -> RunInfo:
