@@ -567,3 +567,21 @@ def test_a_batchs_threads_get_the_experiments_name_with_no_query(db, alice, djan
     with django_assert_num_queries(0):
         name = tracking.experiment_mlflow_name(experiment)
     assert name == HubExperiment.objects.get(experiment_id=experiment).mlflow_name
+
+
+@pytest.mark.django_db
+def test_a_job_whose_run_mlflow_refuses_for_good_is_finalized_saying_why(alice, team, monkeypatch):
+    """The finalizer stops retrying when MLflow refuses for good (the run was deleted, say), and
+    the job keeps the reason: it was written, then wiped by the finalizing update."""
+    from apps.integrations.mlflow.base import MlflowError
+
+    job = make_job(alice, team=team, status=S.COMPLETED, mlflow_experiment_id="7", mlflow_run_id="gone-run")
+
+    def refused(job):
+        raise MlflowError("run gone-run was deleted", permanent=True, code="RESOURCE_DOES_NOT_EXIST", status=404)
+
+    monkeypatch.setattr(tracking, "finish_run", refused)
+    services.job_finalize(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.finalized_at is not None
+    assert job.last_error.startswith("Tracking data could not be synced") and "gone-run was deleted" in job.last_error

@@ -38,6 +38,7 @@ def job_finalize(*, job_id: int) -> Job | None:
         return job
     metrics: dict = {}
     state = job.import_state
+    error = ""  # why the tracking data could not be synced, kept on the finalized job
     # A sweep's wave has no run of its own, but a login to delete (`tracking.finish_run`); a
     # job sent with an experiment and no run gets the run its code made, or one made here.
     if job.mlflow_run_id or job.mlflow_experiment_id or not tracking.has_own_run(job):
@@ -55,11 +56,11 @@ def job_finalize(*, job_id: int) -> Job | None:
             Job.objects.filter(pk=job.pk).update(last_error=f"Tracking data not synced yet: {exc}")
             return job
         except MlflowError as exc:
-            # MLflow refused for good (the run was deleted, say): record it and stop retrying.
-            Job.objects.filter(pk=job.pk).update(last_error=f"Tracking data could not be synced: {exc}")
+            # MLflow refused for good (the run was deleted, say): say so on the job, stop retrying.
+            error = f"Tracking data could not be synced: {exc}"
     with transaction.atomic():
         updated = Job.objects.filter(pk=job.pk, finalized_at__isnull=True).update(
-            metrics=metrics, import_state=state or {}, finalized_at=timezone.now(), last_error=""
+            metrics=metrics, import_state=state or {}, finalized_at=timezone.now(), last_error=error
         )
         if updated:
             audit_record(action="job.tracking_synced", subject=job, after={"metrics": metrics})
