@@ -16,7 +16,7 @@ from django.db.models import Case, Value, When
 from django.utils import timezone
 
 from apps.accounts.teams import team_default
-from apps.audit.services import audit_record
+from apps.audit.services import audit_batched, audit_record
 from apps.clusters.models import Cluster, ClusterGrant
 from apps.clusters.selectors import grant_for_submission
 from apps.clusters.transport import ready, slurm_client
@@ -205,7 +205,7 @@ def sweep_create(
         and ready(grant, wait=settings.AXLE_SWEEP_SUBMIT_WAIT_SECONDS)
     )
     job = None
-    with transaction.atomic():
+    with transaction.atomic(), audit_batched():
         sweep = Sweep.objects.create(
             uuid=sweep_uuid,
             owner=user,
@@ -236,7 +236,7 @@ def sweep_create(
         if now:
             # One transaction for the sweep and its wave's Job: a process killed after it
             # leaves the Job's own queued submission, never a sweep with nothing queued.
-            job = sweep_launch(sweep_id=sweep.pk, sweep=sweep)
+            job = sweep_launch(sweep_id=sweep.pk, sweep=sweep, spec=spec)
         else:
             enqueue("apps.sweeps.tasks.sweep_launch", sweep.pk)
     sweep.launch = "queued"
@@ -278,7 +278,7 @@ def _record_trials(sweep: Sweep, spec: Spec, suggestions: list[search.Suggestion
     )
 
 
-def sweep_launch(*, sweep_id: int, sweep: Sweep | None = None) -> Job | None:
+def sweep_launch(*, sweep_id: int, sweep: Sweep | None = None, spec: Spec | None = None) -> Job | None:
     """Put the trials not yet in an array into ONE job array: its script carries the trial
     script and the wave's parameter table; create the wave's Job (the jobs app submits and
     tracks it). Safe to run twice: a launch claims its wave number with a compare-and-swap.
@@ -290,7 +290,7 @@ def sweep_launch(*, sweep_id: int, sweep: Sweep | None = None) -> Job | None:
     trials = list(sweep.trials.filter(state=T.CREATED, job__isnull=True).order_by("number"))
     if not trials:
         return None
-    spec = spec_of(sweep)
+    spec = spec or spec_of(sweep)
     wave = sweep.waves
     # The parameter table travels inside the array's script, as the trial script does: the
     # wave costs its one sbatch and nothing else on the cluster before it.
@@ -304,7 +304,7 @@ def sweep_launch(*, sweep_id: int, sweep: Sweep | None = None) -> Job | None:
         params=trialscript.params_file(spec, [(t.number, t.values) for t in trials]),
     )
     try:
-        with transaction.atomic():
+        with transaction.atomic(), audit_batched():
             if not Sweep.objects.filter(pk=sweep.pk, waves=wave, status=S.RUNNING).update(waves=wave + 1):
                 raise Conflict("another launch took this wave")
             job = job_create(
