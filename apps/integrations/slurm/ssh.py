@@ -16,6 +16,7 @@ import logging
 import posixpath
 import re
 import secrets
+import select
 import shlex
 import socket
 import time
@@ -428,7 +429,13 @@ class SSHClient:
             if time.monotonic() > deadline:
                 raise _ConnectionLost(f"no answer within {timeout:.0f}s", timed_out=True)
             if not progressed:
-                time.sleep(0.005)
+                # Woken by the answer instead of sleeping a fixed step past it: the channel's
+                # pipe is set by stdout data and by EOF, the status event by the exit status
+                # (which may follow EOF). Stderr alone wakes nothing: the step bounds that.
+                if channel.eof_received or channel.closed:
+                    channel.status_event.wait(0.005)
+                else:
+                    select.select([channel], [], [], 0.005)
         return CommandResult(channel.recv_exit_status(), bytes(out), bytes(err))
 
     def slurm_command(
