@@ -90,7 +90,10 @@ _SBATCH_WITH_ENV = '[ -f "$1" ] || exit 45; exec 3< "$1"; rm -f -- "$1"; shift; 
 _BATCH_BOOT = 'p=$(head -c "$1") || exit 44; eval "$p"'
 _BATCH_LIBRARY = r"""
 login=$PATH; PATH=/usr/bin:/bin; umask 077
-find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'axle-batch-*' -user "$(id -u)" -mmin +10 -exec rm -rf -- {} + 2>/dev/null
+nl='
+'; tab='	'
+(find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'axle-batch-*' -user "$(id -u)" -mmin +10 -exec rm -rf -- {} + &) \
+  >/dev/null 2>&1 </dev/null
 B=$(mktemp -d "${TMPDIR:-/tmp}/axle-batch-XXXXXXXX") || { echo "AXLE-ABORT cannot make a temporary folder"; exit 44; }
 trap 'rm -rf -- "$B"' EXIT
 trap 'exit 143' HUP INT TERM PIPE
@@ -113,8 +116,9 @@ one() {
   out=$("$@" < "$B/$i.s" 2>"$B/$i.r"); rc=$?
   exec 3<&-
   rm -f -- "$B/$i.s"
-  out=$(printf %s "$out" | tr '\n\t' '  ')
-  printf 'AXLE\t%s\t%s\t%s\t%s\n' "$m" "$rc" "$out" "$(base64 -w0 < "$B/$i.r")" > "$B/$i.a"
+  case $out in *"$nl"* | *"$tab"*) out=$(printf %s "$out" | tr '\n\t' '  ') ;; esac
+  err=; [ -s "$B/$i.r" ] && err=$(base64 -w0 < "$B/$i.r")
+  printf 'AXLE\t%s\t%s\t%s\t%s\n' "$m" "$rc" "$out" "$err" > "$B/$i.a"
 }
 wave_done() {
   wait
