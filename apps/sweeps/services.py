@@ -12,7 +12,7 @@ import uuid as uuid_lib
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, Value, When
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from apps.accounts.teams import team_default
@@ -317,11 +317,16 @@ def sweep_launch(*, sweep_id: int, sweep: Sweep | None = None, spec: Spec | None
                 # and get the job's login with them, both made after it (advance._make_runs).
                 own_run=False,
             )
-            # All the wave's trials in one UPDATE, each given its task index.
+            # All the wave's trials in one UPDATE, each given its task index: its number's
+            # offset when the numbers run without a gap (always, for trials asked together; a
+            # CASE of one WHEN per trial costs PostgreSQL milliseconds per hundred), else a CASE.
+            first = trials[0].number
+            if [t.number for t in trials] == list(range(first, first + len(trials))):
+                task_id = F("number") - first
+            else:
+                task_id = Case(*[When(pk=t.pk, then=Value(i)) for i, t in enumerate(trials)])
             claimed = Trial.objects.filter(pk__in=[t.pk for t in trials], job__isnull=True, state=T.CREATED).update(
-                job=job,
-                state=T.PENDING,
-                task_id=Case(*[When(pk=t.pk, then=Value(i)) for i, t in enumerate(trials)]),
+                job=job, state=T.PENDING, task_id=task_id
             )
             if claimed != len(trials):
                 raise Conflict("a trial was taken meanwhile")
