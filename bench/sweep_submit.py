@@ -3,11 +3,11 @@
 trial known to Slurm, against N plain `sbatch` over one SSH connection.
 
 (a) sweep: the API request (in this process: spec parsed, grant checked, Optuna asked for all
-           N trials, rows written, the launch queued), then a real `manage.py qcluster` on the
-           same throwaway database picks the launch up and submits the wave (one sbatch of
-           `--array=0-(N-1)%P`); timed until `squeue -r` lists N tasks. The split comes from
-           the rows' own timestamps. The trials' MLflow runs are made later by the tracking
-           cycle, off this path.
+           N trials, rows written, and the wave (one sbatch of `--array=0-(N-1)%P`) submitted
+           in the request when this process reaches the cluster at once, else queued for a real
+           `manage.py qcluster` on the same throwaway database, which submits it); timed until
+           `squeue -r` lists N tasks. The split comes from the rows' own timestamps. The
+           trials' MLflow runs are made later by the tracking cycle, off this path.
     --inline: the services the API and the worker run, called in this process (no queue), with
            their SQL statements counted; `--profile` prints a cProfile of that path.
 (b) plain: `sbatch --parsable --hold` of the same script, one command per trial, over ONE SSH
@@ -141,11 +141,18 @@ def stop_worker(worker: subprocess.Popen) -> None:
         worker.wait(timeout=10)
 
 
-def run_posted(ssh, user, cluster, n: int, name: str) -> tuple[float, float, str, list[float]]:
-    """POST the sweep as a client would; the worker does the rest. Returns the request's time,
-    the time until Slurm lists every trial, the sweep's folder and the split (request, until
-    the worker made the wave's Job, until sbatch answered, until squeue listed every task)."""
+def run_posted(ssh, user, cluster, n: int, name: str, quiet: bool = False) -> tuple[float, float, str, list]:
+    """POST the sweep as a client would; the POST itself submits the first wave when it can
+    reach the cluster at once (its answer's `launch` is "submitted"), else the worker does.
+    Returns the request's time, the time until Slurm lists every trial, the sweep's folder and
+    the split: the answer's `launch`, this process's SQL statements during the POST, and the
+    events after the POST's start in the order they happened (the wave's Job made, sbatch
+    answered, the POST answered, squeue listed every task), each with its time."""
+    import cProfile
+
+    from django.db import connection
     from django.test import Client
+    from django.test.utils import CaptureQueriesContext
 
     from apps.jobs.models import Job
     from apps.sweeps.models import Sweep
@@ -154,9 +161,18 @@ def run_posted(ssh, user, cluster, n: int, name: str) -> tuple[float, float, str
     http = Client(HTTP_HOST="localhost")
     http.force_login(user)
     body = json.dumps({"cluster": cluster.name, "spec": spec(name, n)})
+    profile = cProfile.Profile() if PROFILE and not quiet else None
+    if profile:
+        profile.enable()
     wall0, started = time.time(), time.monotonic()
-    answer = http.post("/api/v1/sweeps/", body, content_type="application/json")
+    with CaptureQueriesContext(connection) as queries:
+        answer = http.post("/api/v1/sweeps/", body, content_type="application/json")
     posted = time.monotonic() - started
+    if profile:
+        import pstats
+
+        profile.disable()
+        pstats.Stats(profile).sort_stats("cumulative").print_stats(50)
     if answer.status_code != 201:
         c.die(f"POST /api/v1/sweeps/ answered {answer.status_code}: {answer.content[:500]!r}", 1)
     while tasks_known(ssh, f"{name}-0") < n:
@@ -170,7 +186,11 @@ def run_posted(ssh, user, cluster, n: int, name: str) -> tuple[float, float, str
         time.sleep(0.05)  # Slurm lists the tasks before the worker has recorded its answer
         job.refresh_from_db()
     made, answered = job.created_at.timestamp() - wall0, job.submitted_at.timestamp() - wall0
-    return posted, known, sweep.folder, [posted, made - posted, answered - made, known - answered]
+    events = sorted(
+        [("Job made", made), ("sbatch answered", answered), ("POST answered", posted), ("squeue listed all", known)],
+        key=lambda e: e[1],
+    )
+    return posted, known, sweep.folder, [answer.json().get("launch", "queued"), len(queries), events]
 
 
 def main() -> int:
@@ -186,7 +206,7 @@ def main() -> int:
     )
     c.add_db_args(parser)
     parser.add_argument("--inline", action="store_true", help="the services in this process, no queue, SQL counted")
-    parser.add_argument("--profile", action="store_true", help="with --inline: print a cProfile of the path")
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of the path (the POST, or --inline's)")
     args = parser.parse_args()
     global PROFILE
     PROFILE = args.profile
@@ -206,7 +226,7 @@ def main() -> int:
         def sweep_once(n: int, name: str, quiet: bool = False):
             if args.inline:
                 return run_sweep(ssh, user, cluster, n, name, quiet=quiet)
-            return run_posted(ssh, user, cluster, n, name)
+            return run_posted(ssh, user, cluster, n, name, quiet=quiet)
 
         try:
             # A running hub has its SSH connection to the cluster open and the team's MLflow
@@ -254,11 +274,12 @@ def main() -> int:
                 f"{steps[3]} SQL statements"
             )
         else:
-            c.say(
-                f"             of which the POST {steps[0]:.3f}s, until the worker made the wave's Job "
-                f"{steps[1]:.3f}s, until sbatch answered {steps[2]:.3f}s, until squeue listed all "
-                f"{steps[3]:.3f}s"
-            )
+            launch, statements, events = steps
+            split, last = [], 0.0
+            for what, at in events:
+                split.append(f"{what} +{at - last:.3f}s")
+                last = at
+            c.say(f"             launch {launch}, {statements} SQL statements in the POST; " + ", ".join(split))
     return 0
 
 

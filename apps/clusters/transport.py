@@ -11,7 +11,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from apps.core import crypto
-from apps.integrations.slurm.base import ClusterFiles, HostKeyError, NoClusterFiles, SlurmClient, TransportError
+from apps.integrations.slurm.base import (
+    ClusterFiles,
+    HostKeyError,
+    NoClusterFiles,
+    SlurmClient,
+    SlurmError,
+    TransportError,
+)
 from apps.integrations.slurm.rest import RestClient
 from apps.integrations.slurm.ssh import SSHClient
 
@@ -218,3 +225,45 @@ def slurm_client(grant: ClusterGrant) -> Iterator[SlurmClient]:
         client.close()
         raise
     _give_back(key, client)
+
+
+def ready(grant: ClusterGrant, *, wait: float) -> bool:
+    """Whether this process can talk to the grant's account at once: an idle connection is in
+    the pool, or a new one was made within about `wait` seconds (and put in the pool for the
+    caller's `slurm_client`). Never waits longer: a cluster that is slow to answer makes this
+    False, not a stalled caller. Talks to the cluster only when the pool has no connection."""
+    key = _key(grant)
+    now = time.monotonic()
+    with _lock:
+        if any(now - t <= IDLE_SECONDS for _, t in _pool.get(key, ())):
+            return True
+    try:
+        client = _rest(grant) if grant.cluster.transport == Cluster.Transport.REST else _ssh(grant)
+    except SlurmError:
+        return False
+    try:
+        if isinstance(client, RestClient):
+            client.timeout, timeout = wait, client.timeout
+            try:
+                client.ping()
+            finally:
+                client.timeout = timeout
+            # Its files (a submission's folders) go over the login node's SSH, when it has one.
+            ssh = getattr(client.files, "ssh", None)
+            if ssh is not None:
+                _connect_within(ssh, wait)
+        else:
+            _connect_within(client, wait)
+    except SlurmError:
+        client.close()
+        return False
+    _give_back(key, client)
+    return True
+
+
+def _connect_within(client: SSHClient, wait: float) -> None:
+    client.connect_timeout, timeout = wait, client.connect_timeout
+    try:
+        client.connect()
+    finally:
+        client.connect_timeout = timeout

@@ -69,6 +69,14 @@ class SweepOutputSerializer(serializers.Serializer):
     finished_at = serializers.DateTimeField(allow_null=True)
 
 
+class SweepCreateOutputSerializer(SweepOutputSerializer):
+    launch = serializers.ChoiceField(
+        choices=["submitted", "queued", "failed"],
+        help_text="The first wave: submitted to Slurm by this request (its trials are in squeue), queued "
+        "(a worker submits it: the cluster could not be reached at once) or failed (see message)",
+    )
+
+
 class SweepExtendInputSerializer(serializers.Serializer):
     trials = serializers.IntegerField(min_value=1, max_value=100_000)
 
@@ -97,7 +105,7 @@ class SweepListCreateApi(APIView):
         page = paginator.paginate_queryset(sweeps, request, view=self)
         return paginator.get_paginated_response(SweepOutputSerializer(page, many=True).data)
 
-    @extend_schema(request=SweepCreateInputSerializer, responses={201: SweepOutputSerializer, **errors(404)})
+    @extend_schema(request=SweepCreateInputSerializer, responses={201: SweepCreateOutputSerializer, **errors(404)})
     def post(self, request):
         data = SweepCreateInputSerializer(data=request.data, context={"request": request})
         data.is_valid(raise_exception=True)
@@ -108,8 +116,9 @@ class SweepListCreateApi(APIView):
             spec_text=d["spec"],
             script=d["script"],
             team=d["team"],
+            submit_now=True,
         )
-        return Response(SweepOutputSerializer(sweep).data, status=201)
+        return Response(SweepCreateOutputSerializer(sweep).data, status=201)
 
 
 class SweepDetailApi(APIView):

@@ -10,22 +10,25 @@ from __future__ import annotations
 
 import uuid as uuid_lib
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, Value, When
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from apps.accounts.teams import team_default
-from apps.audit.services import audit_record
+from apps.audit.services import audit_batched, audit_record
 from apps.clusters.models import Cluster, ClusterGrant
 from apps.clusters.selectors import grant_for_submission
-from apps.clusters.transport import slurm_client
+from apps.clusters.transport import ready, slurm_client
 from apps.core.errors import Conflict, PermissionDenied, Unavailable, ValidationFailed
+from apps.core.leases import work_lease
 from apps.core.tasks import enqueue
 from apps.core.transitions import transition
 from apps.integrations.slurm.base import SlurmError
 from apps.jobs import validation as job_validation
 from apps.jobs.models import Job
 from apps.jobs.services import job_create
+from apps.jobs.services.submit import job_lease_name, jobs_submit_batch
 
 from . import hyperband, search, trialscript
 from .models import Sweep, Trial
@@ -166,9 +169,19 @@ def _static_problems(spec: Spec, cluster: Cluster) -> list[dict]:
     return problems
 
 
-def sweep_create(*, user, cluster: Cluster, spec_text: str, script: str | None = None, team=None) -> Sweep:
+def sweep_create(
+    *, user, cluster: Cluster, spec_text: str, script: str | None = None, team=None, submit_now: bool = False
+) -> Sweep:
     """Check the spec and the grant, ask Optuna for the first trials, record them, and queue
-    the launch of their job array."""
+    the launch of their job array.
+
+    With ``submit_now`` (the API's POST) the first wave goes to Slurm from this process when
+    it can reach the cluster at once (`transport.ready`: an idle pooled connection, or one
+    made within AXLE_SWEEP_SUBMIT_WAIT_SECONDS): the wave's Job is made in the sweep's own
+    transaction (with its queued submission task, the fallback should this process die),
+    then submitted here under the job's lease, as a worker would. ``sweep.launch`` says what
+    happened: "submitted" (Slurm answered with the array's id), "queued" (a worker does it)
+    or "failed"."""
     spec = parse(spec_text, script=script)
     grant = grant_for_submission(user=user, cluster=cluster)
     if grant is None:
@@ -185,7 +198,14 @@ def sweep_create(*, user, cluster: Cluster, spec_text: str, script: str | None =
             extra={"problems": problems},
         )
     suggestions, attrs = _suggest(spec, _first_wave_size(spec))
-    with transaction.atomic():
+    # Asked before the transaction opens: it may connect to the cluster.
+    now = (
+        submit_now
+        and settings.AXLE_SWEEP_SUBMIT_WAIT_SECONDS > 0
+        and ready(grant, wait=settings.AXLE_SWEEP_SUBMIT_WAIT_SECONDS)
+    )
+    job = None
+    with transaction.atomic(), audit_batched():
         sweep = Sweep.objects.create(
             uuid=sweep_uuid,
             owner=user,
@@ -213,8 +233,34 @@ def sweep_create(*, user, cluster: Cluster, spec_text: str, script: str | None =
                 "first_array": len(suggestions),
             },
         )
-        enqueue("apps.sweeps.tasks.sweep_launch", sweep.pk)
+        if now:
+            # One transaction for the sweep and its wave's Job: a process killed after it
+            # leaves the Job's own queued submission, never a sweep with nothing queued.
+            job = sweep_launch(sweep_id=sweep.pk, sweep=sweep, spec=spec)
+        else:
+            enqueue("apps.sweeps.tasks.sweep_launch", sweep.pk)
+    sweep.launch = "queued"
+    if job is not None:
+        sweep.launch = _submit_wave(job)
+    elif now:
+        sweep.refresh_from_db()
+        sweep.launch = "failed" if sweep.is_terminal else "queued"
     return sweep
+
+
+def _submit_wave(job: Job) -> str:
+    """Submit the wave's Job from this process, under its lease as a worker's task would (a
+    worker that took the job's queued task first keeps it: "queued"). Only this job: a
+    request does not deliver the grant's backlog. The crash-safety is the jobs app's: a
+    process killed after sbatch leaves the job `submitting`, and the stuck check finds the
+    array by its marker (never a second sbatch)."""
+    with work_lease(job_lease_name(job.pk)) as mine:
+        if mine:
+            jobs_submit_batch(grant_id=job.grant_id, first=job.pk, limit=1)
+    job.refresh_from_db(fields=["status", "slurm_job_id"])
+    if job.slurm_job_id:
+        return "submitted"
+    return "failed" if job.status in Job.TERMINAL else "queued"
 
 
 def _record_trials(sweep: Sweep, spec: Spec, suggestions: list[search.Suggestion], *, start: int) -> list[Trial]:
@@ -232,18 +278,19 @@ def _record_trials(sweep: Sweep, spec: Spec, suggestions: list[search.Suggestion
     )
 
 
-def sweep_launch(*, sweep_id: int) -> Job | None:
+def sweep_launch(*, sweep_id: int, sweep: Sweep | None = None, spec: Spec | None = None) -> Job | None:
     """Put the trials not yet in an array into ONE job array: its script carries the trial
     script and the wave's parameter table; create the wave's Job (the jobs app submits and
     tracks it). Safe to run twice: a launch claims its wave number with a compare-and-swap.
     Talks to nobody: the caller submits the Job (tasks.sweep_launch at once)."""
-    sweep = Sweep.objects.select_related("grant__cluster", "owner", "team").get(pk=sweep_id)
+    if sweep is None:
+        sweep = Sweep.objects.select_related("grant__cluster", "owner", "team").get(pk=sweep_id)
     if sweep.is_terminal:
         return None
     trials = list(sweep.trials.filter(state=T.CREATED, job__isnull=True).order_by("number"))
     if not trials:
         return None
-    spec = spec_of(sweep)
+    spec = spec or spec_of(sweep)
     wave = sweep.waves
     # The parameter table travels inside the array's script, as the trial script does: the
     # wave costs its one sbatch and nothing else on the cluster before it.
@@ -257,7 +304,7 @@ def sweep_launch(*, sweep_id: int) -> Job | None:
         params=trialscript.params_file(spec, [(t.number, t.values) for t in trials]),
     )
     try:
-        with transaction.atomic():
+        with transaction.atomic(), audit_batched():
             if not Sweep.objects.filter(pk=sweep.pk, waves=wave, status=S.RUNNING).update(waves=wave + 1):
                 raise Conflict("another launch took this wave")
             job = job_create(
@@ -270,11 +317,16 @@ def sweep_launch(*, sweep_id: int) -> Job | None:
                 # and get the job's login with them, both made after it (advance._make_runs).
                 own_run=False,
             )
-            # All the wave's trials in one UPDATE, each given its task index.
+            # All the wave's trials in one UPDATE, each given its task index: its number's
+            # offset when the numbers run without a gap (always, for trials asked together; a
+            # CASE of one WHEN per trial costs PostgreSQL milliseconds per hundred), else a CASE.
+            first = trials[0].number
+            if [t.number for t in trials] == list(range(first, first + len(trials))):
+                task_id = F("number") - first
+            else:
+                task_id = Case(*[When(pk=t.pk, then=Value(i)) for i, t in enumerate(trials)])
             claimed = Trial.objects.filter(pk__in=[t.pk for t in trials], job__isnull=True, state=T.CREATED).update(
-                job=job,
-                state=T.PENDING,
-                task_id=Case(*[When(pk=t.pk, then=Value(i)) for i, t in enumerate(trials)]),
+                job=job, state=T.PENDING, task_id=task_id
             )
             if claimed != len(trials):
                 raise Conflict("a trial was taken meanwhile")

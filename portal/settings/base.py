@@ -334,6 +334,10 @@ AXLE_SUBMIT_BACKOFF_SECONDS = env.int("AXLE_SUBMIT_BACKOFF_SECONDS", default=15)
 AXLE_SUBMIT_BACKOFF_MAX_SECONDS = env.int("AXLE_SUBMIT_BACKOFF_MAX_SECONDS", default=45)
 AXLE_RECONCILE_GRACE_SECONDS = env.int("AXLE_RECONCILE_GRACE_SECONDS", default=20)
 AXLE_SUBMIT_STUCK_SECONDS = env.int("AXLE_SUBMIT_STUCK_SECONDS", default=120)
+# A sweep's first wave goes to Slurm in its POST when the portal process can reach the
+# cluster at once: an idle pooled connection, or a new one made within this many seconds.
+# Otherwise (or 0) the wave is queued for a worker, as before (apps.sweeps.services).
+AXLE_SWEEP_SUBMIT_WAIT_SECONDS = env.float("AXLE_SWEEP_SUBMIT_WAIT_SECONDS", default=1.0)
 # The re-drive: how often it runs, and how long a fresh job is left to its own task first.
 AXLE_REDRIVE_SECONDS = env.int("AXLE_REDRIVE_SECONDS", default=15)
 AXLE_REDRIVE_SETTLE_SECONDS = env.int("AXLE_REDRIVE_SETTLE_SECONDS", default=10)

@@ -314,3 +314,14 @@ def test_the_live_sweep_partial_costs_the_same_queries_for_ten_trials_as_for_for
         assert held.status_code in (204, 286) and held.content == b""
         assert len(unchanged) < len(queries)
     assert counts[0] == counts[1], counts
+
+
+@pytest.mark.parametrize("gap", [False, True])
+def test_each_launched_trial_gets_its_index_in_the_array_with_or_without_a_gap_in_the_numbers(alice, grant, gap):
+    sweep = services.sweep_create(user=alice, cluster=grant.cluster, spec_text=experiment(trials=4, parallel=4))
+    if gap:  # a trial that ended before its array was launched is not in it
+        sweep.trials.filter(number=1).update(state=Trial.State.CANCELLED)
+    job = services.sweep_launch(sweep_id=sweep.pk)
+    assert job is not None
+    launched = list(sweep.trials.filter(job=job).order_by("number").values_list("number", "task_id"))
+    assert launched == ([(0, 0), (2, 1), (3, 2)] if gap else [(0, 0), (1, 1), (2, 2), (3, 3)])

@@ -16,6 +16,7 @@ import logging
 import posixpath
 import re
 import secrets
+import select
 import shlex
 import socket
 import time
@@ -93,13 +94,13 @@ _SBATCH_WITH_ENV = '[ -f "$1" ] || exit 45; exec 3< "$1"; rm -f -- "$1"; shift; 
 _BATCH_BOOT = 'p=$(head -c "$1") || exit 44; eval "$p"'
 _BATCH_LIBRARY = r"""
 login=$PATH; PATH=/usr/bin:/bin; umask 077
-find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'axle-batch-*' -user "$(id -u)" -mmin +10 -exec rm -rf -- {} + 2>/dev/null
+nl='
+'; tab='	'
+(find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'axle-batch-*' -user "$(id -u)" -mmin +10 -exec rm -rf -- {} + &) \
+  >/dev/null 2>&1 </dev/null
 B=$(mktemp -d "${TMPDIR:-/tmp}/axle-batch-XXXXXXXX") || { echo "AXLE-ABORT cannot make a temporary folder"; exit 44; }
 trap 'rm -rf -- "$B"' EXIT
 trap 'exit 143' HUP INT TERM PIPE
-nl='
-'
-tab=$(printf '\t')
 take() {
   head -c "$2" > "$B/$1.s" && head -c "$3" > "$B/$1.v" || { echo "AXLE-ABORT cannot write $B"; exit 44; }
 }
@@ -129,7 +130,8 @@ wave_done() {
   for f; do set -- "$@" "$f" "${f%.a}.r" "${f%.a}.s" "${f%.a}.v"; shift; done
   rm -f -- "$@"
 }
-"""  # Jobs of one batch in sbatch at once on the login node (slurmctld serves concurrent RPCs;
+"""
+# Jobs of one batch in sbatch at once on the login node (slurmctld serves concurrent RPCs;
 # its own locks serialize what must be). More buys little on a small controller.
 SUBMIT_PARALLEL = 4
 
@@ -437,7 +439,13 @@ class SSHClient:
             if time.monotonic() > deadline:
                 raise _ConnectionLost(f"no answer within {timeout:.0f}s", timed_out=True)
             if not progressed:
-                time.sleep(0.005)
+                # Woken by the answer instead of sleeping a fixed step past it: the channel's
+                # pipe is set by stdout data and by EOF, the status event by the exit status
+                # (which may follow EOF). Stderr alone wakes nothing: the step bounds that.
+                if channel.eof_received or channel.closed:
+                    channel.status_event.wait(0.005)
+                else:
+                    select.select([channel], [], [], 0.005)
         return CommandResult(channel.recv_exit_status(), bytes(out), bytes(err))
 
     def slurm_command(

@@ -434,6 +434,26 @@ def _ready_envs(
             good[job.pk] = result
     if not good:
         return []
+    if any(tracking.has_own_run(job) for job in chunk if job.pk in good):
+        kept = _still_submitting(chunk, good, outcome)
+    else:
+        # Only sweep waves: nothing was asked of MLflow since they were taken (seconds at
+        # most, far within AXLE_SUBMIT_STUCK_SECONDS) and there is nothing to record.
+        kept = [job for job in chunk if job.pk in good]
+    ready = []
+    for job in kept:
+        env = {**good[job.pk][2], **dataset_env(versions[job.pk])}
+        if job.code_repo:
+            env.update(AXLE_CODE_REPO=job.code_repo, AXLE_CODE_COMMIT=job.code_commit)
+        if job.image_path:
+            env["AXLE_IMAGE"] = job.image_path
+        ready.append((job, env))
+    return ready
+
+
+def _still_submitting(chunk: list[Job], good: dict, outcome: "_Outcome") -> list[Job]:
+    """The jobs of `good` still this batch's, their experiment, run id and login recorded
+    (one transaction)."""
     # Preparing may outlast AXLE_SUBMIT_STUCK_SECONDS: a job taken for stuck meanwhile is
     # another worker's now, and a sbatch from here would make a second job.
     with transaction.atomic():
@@ -453,15 +473,7 @@ def _ready_envs(
         Job.objects.bulk_update(
             kept, ["mlflow_experiment_id", "mlflow_run_id", "mlflow_login", "updated_at"], batch_size=500
         )
-    ready = []
-    for job in kept:
-        env = {**good[job.pk][2], **dataset_env(versions[job.pk])}
-        if job.code_repo:
-            env.update(AXLE_CODE_REPO=job.code_repo, AXLE_CODE_COMMIT=job.code_commit)
-        if job.image_path:
-            env["AXLE_IMAGE"] = job.image_path
-        ready.append((job, env))
-    return ready
+    return kept
 
 
 def _deliver_chunk(client: SlurmClient, ready: list[tuple[Job, dict[str, str]]], outcome: "_Outcome") -> None:

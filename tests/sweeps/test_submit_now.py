@@ -1,0 +1,176 @@
+"""A sweep's first wave submitted in its POST, on the real local cluster through both
+transports: the trials are known to Slurm when the POST returns; a cluster that does not
+answer at once gets the wave queued for a worker, as before; and a request killed after sbatch
+leaves one array, found by its marker."""
+
+import socket
+import time
+from datetime import timedelta
+
+import pytest
+import yaml
+from django.utils import timezone
+
+from apps.accounts import services as account_services
+from apps.clusters.transport import slurm_client
+from apps.jobs import tasks as job_tasks
+from apps.jobs.models import Job
+from apps.jobs.services import submit as submitting
+from apps.sweeps import services
+from apps.sweeps import tasks as sweep_tasks
+from apps.sweeps.models import Sweep, Trial
+from tests.local_cluster import LOCAL_CLUSTER_MISSING, local_cluster_env, make_local_cluster, make_local_grant
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+SCRIPT = """#!/bin/bash
+#SBATCH --partition=debug
+#SBATCH --time=00:02:00
+#SBATCH --mem=50M
+echo "x=${trialParameters.x}"
+sleep 60
+"""
+
+
+@pytest.fixture(params=["ssh", "rest"])
+def grant(request, alice):
+    if local_cluster_env() is None:
+        pytest.skip(LOCAL_CLUSTER_MISSING)
+    cluster = make_local_cluster(request.param, f"now-{request.param}")
+    return make_local_grant(cluster, alice, "scientist", max_cpus=2, max_array_size=10, max_time_minutes=60)
+
+
+@pytest.fixture
+def silent_port():
+    """A port that accepts connections and never says a word: a cluster too slow to answer."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    yield listener.getsockname()[1]
+    listener.close()
+
+
+def spec(name: str, trials: int) -> str:
+    doc = {
+        "apiVersion": "kubeflow.org/v1beta1",
+        "kind": "Experiment",
+        "metadata": {"name": name},
+        "spec": {
+            "objective": {"type": "minimize", "objectiveMetricName": "loss"},
+            "algorithm": {"algorithmName": "grid"},
+            "parallelTrialCount": trials,
+            "maxTrialCount": trials,
+            "parameters": [
+                {"name": "x", "parameterType": "discrete", "feasibleSpace": {"list": [str(i) for i in range(trials)]}}
+            ],
+            "trialTemplate": {"trialParameters": [{"name": "x", "reference": "x"}]},
+        },
+    }
+    return yaml.safe_dump(doc)
+
+
+def post(api, grant, name: str, trials: int = 3):
+    _, secret = account_services.token_create(user=grant.user, name=name)
+    api.credentials(HTTP_AUTHORIZATION=f"Token {secret}")
+    return api.post(
+        "/api/v1/sweeps/",
+        {"cluster": grant.cluster.name, "spec": spec(name, trials), "script": SCRIPT},
+        format="json",
+    )
+
+
+def on_slurm(grant, job: Job) -> set[str]:
+    """The array ids Slurm knows the job's marker under (squeue first, then accounting)."""
+    with slurm_client(grant) as client:
+        return {j.array_job_id or j.job_id for j in client.find_by_comment(job.marker)}
+
+
+def cancel(grant, job: Job) -> None:
+    if job.slurm_job_id:
+        with slurm_client(grant) as client:
+            client.cancel(job.slurm_job_id)
+
+
+def test_the_post_submits_the_first_wave_and_its_trials_are_on_slurm_when_it_returns(api, grant):
+    response = post(api, grant, "now")
+    assert response.status_code == 201, response.json()
+    assert response.json()["launch"] == "submitted"
+    sweep = Sweep.objects.get(uuid=response.json()["id"])
+    job = Job.objects.get(trials__sweep=sweep, trials__number=0)
+    try:
+        assert job.status == Job.Status.PENDING and job.slurm_job_id
+        assert set(sweep.trials.values_list("state", "job_id")) == {(Trial.State.PENDING, job.pk)}
+        with slurm_client(grant) as client:
+            tasks = [j for j in client.queue(grant.cluster_username) if j.array_job_id == job.slurm_job_id]
+        assert len(tasks) >= 1 and on_slurm(grant, job) == {job.slurm_job_id}
+        # The worker's launch and the job's own queued task find nothing left to do.
+        sweep_tasks.sweep_launch(sweep.pk)
+        job_tasks.job_submit(job.pk)
+        assert Job.objects.filter(trials__sweep=sweep).distinct().count() == 1
+        assert on_slurm(grant, job) == {job.slurm_job_id}
+    finally:
+        cancel(grant, job)
+
+
+def test_a_cluster_that_does_not_answer_at_once_gets_the_wave_queued_and_a_worker_submits_it(
+    api, grant, silent_port, settings, django_capture_on_commit_callbacks
+):
+    settings.AXLE_SWEEP_SUBMIT_WAIT_SECONDS = 0.5
+    cluster = grant.cluster
+    real = (cluster.login_port, cluster.rest_url)
+    cluster.login_port = silent_port
+    cluster.rest_url = f"http://127.0.0.1:{silent_port}"
+    cluster.save(update_fields=["login_port", "rest_url"])
+    grant.refresh_from_db()
+    started = time.monotonic()
+    with django_capture_on_commit_callbacks() as queued:
+        response = post(api, grant, "later")
+    took = time.monotonic() - started
+    assert response.status_code == 201, response.json()
+    assert response.json()["launch"] == "queued"
+    assert took < 3, f"the POST waited {took:.1f}s on a cluster that does not answer"
+    assert len(queued) == 1  # the sweep's launch, for a worker
+    sweep = Sweep.objects.get(uuid=response.json()["id"])
+    assert not Job.objects.filter(trials__sweep=sweep).exists()
+    # The cluster answers again; the worker's launch submits the wave.
+    cluster.login_port, cluster.rest_url = real
+    cluster.save(update_fields=["login_port", "rest_url"])
+    grant.refresh_from_db()
+    sweep_tasks.sweep_launch(sweep.pk)
+    job = Job.objects.get(trials__sweep=sweep, trials__number=0)
+    try:
+        assert job.status == Job.Status.PENDING and job.slurm_job_id
+        assert on_slurm(grant, job) == {job.slurm_job_id}
+    finally:
+        cancel(grant, job)
+
+
+def test_a_request_killed_after_sbatch_leaves_one_array_found_by_its_marker(api, grant, monkeypatch):
+    real_transition = submitting.transition_many
+
+    def die_after_sbatch(**kwargs):
+        if kwargs.get("action") == "job.submitted":
+            raise SystemExit("portal process killed")
+        return real_transition(**kwargs)
+
+    monkeypatch.setattr(submitting, "transition_many", die_after_sbatch)
+    with pytest.raises(SystemExit):
+        post(api, grant, "killed")
+    monkeypatch.setattr(submitting, "transition_many", real_transition)
+    sweep = Sweep.objects.get(name="killed", owner=grant.user)
+    job = Job.objects.get(trials__sweep=sweep, trials__number=0)
+    assert job.status == Job.Status.SUBMITTING and not job.slurm_job_id
+    try:
+        # The worker's launch, and the job's own queued task: neither sends a second array.
+        assert services.sweep_launch(sweep_id=sweep.pk) is None
+        sweep_tasks.sweep_launch(sweep.pk)
+        job_tasks.job_submit(job.pk)
+        Job.objects.filter(pk=job.pk).update(updated_at=timezone.now() - timedelta(minutes=10))
+        job_tasks.jobs_tick()  # the stuck submission is found by its marker, never sent again
+        job.refresh_from_db()
+        assert job.slurm_job_id and job.status not in (Job.Status.SUBMITTING, Job.Status.QUEUED), job.status
+        assert Job.objects.filter(trials__sweep=sweep).distinct().count() == 1
+        assert on_slurm(grant, job) == {job.slurm_job_id}
+    finally:
+        job.refresh_from_db()
+        cancel(grant, job)
