@@ -245,6 +245,12 @@ class _ConnectionLost(Exception):
         self.timed_out = timed_out
 
 
+def _wait_readable(channel: paramiko.Channel, seconds: float) -> None:
+    poller = select.poll()
+    poller.register(channel.fileno(), select.POLLIN)
+    poller.poll(seconds * 1000)
+
+
 class SSHClient:
     """One SSH connection to a cluster's login host, as one cluster user.
 
@@ -434,12 +440,13 @@ class SSHClient:
                 raise _ConnectionLost(f"no answer within {timeout:.0f}s", timed_out=True)
             if not progressed:
                 # Woken by the answer instead of sleeping a fixed step past it: the channel's
-                # pipe is set by stdout data and by EOF, the status event by the exit status
-                # (which may follow EOF). Stderr alone wakes nothing: the step bounds that.
+                # pipe is set by data on either stream and by EOF, the status event by the exit
+                # status (which may follow EOF); the step bounds a missed wake-up. poll, not
+                # select: a busy process's descriptors pass 1024, which select refuses.
                 if channel.eof_received or channel.closed:
                     channel.status_event.wait(0.005)
                 else:
-                    select.select([channel], [], [], 0.005)
+                    _wait_readable(channel, 0.005)
         return CommandResult(channel.recv_exit_status(), bytes(out), bytes(err))
 
     def slurm_command(
