@@ -8,6 +8,7 @@ transaction open, then record the result."""
 
 from __future__ import annotations
 
+import logging
 import uuid as uuid_lib
 
 from django.conf import settings
@@ -34,6 +35,8 @@ from . import hyperband, search, trialscript
 from .models import Sweep, Trial
 from .runs import close_runs
 from .spec import Spec, SpecError, parse
+
+logger = logging.getLogger(__name__)
 
 S = Sweep.Status
 T = Trial.State
@@ -241,7 +244,13 @@ def sweep_create(
             enqueue("apps.sweeps.tasks.sweep_launch", sweep.pk)
     sweep.launch = "queued"
     if job is not None:
-        sweep.launch = _submit_wave(job)
+        try:
+            sweep.launch = _submit_wave(job)
+        except Exception:
+            # The sweep exists: a 500 would make a retrying client create a second one. The
+            # job's own queued task and the stuck-submission check take the wave from here.
+            logger.exception("The in-request submission of sweep %s's first wave failed", sweep.uuid)
+            sweep.launch = "queued"
     elif now:
         sweep.refresh_from_db()
         sweep.launch = "failed" if sweep.is_terminal else "queued"

@@ -174,3 +174,17 @@ def test_a_request_killed_after_sbatch_leaves_one_array_found_by_its_marker(api,
     finally:
         job.refresh_from_db()
         cancel(grant, job)
+
+
+def test_an_unexpected_error_in_the_posts_submission_answers_queued_for_the_sweep_it_made(api, grant, monkeypatch):
+    def broken(**kwargs):
+        raise ValueError("filedescriptor out of range in select()")
+
+    monkeypatch.setattr(services, "jobs_submit_batch", broken)
+    response = post(api, grant, "broken")
+    assert response.status_code == 201, response.content
+    assert response.json()["launch"] == "queued"
+    sweep = Sweep.objects.get(uuid=response.json()["id"])
+    job = Job.objects.get(trials__sweep=sweep, trials__number=0)
+    assert job.status == Job.Status.QUEUED and not job.slurm_job_id
+    assert Sweep.objects.filter(name="broken", owner=grant.user).count() == 1
