@@ -73,7 +73,10 @@ class SweepCreateOutputSerializer(SweepOutputSerializer):
     launch = serializers.ChoiceField(
         choices=["submitted", "queued", "failed"],
         help_text="The first wave: submitted to Slurm by this request (its trials are in squeue), queued "
-        "(a worker submits it: the cluster could not be reached at once) or failed (see message)",
+        "(a worker submits it: the cluster could not be reached at once) or failed (see launch_message)",
+    )
+    launch_message = serializers.CharField(
+        help_text="Why the first wave failed (Slurm's refusal, as it said it); empty otherwise",
     )
 
 

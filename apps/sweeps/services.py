@@ -184,7 +184,7 @@ def sweep_create(
     transaction (with its queued submission task, the fallback should this process die),
     then submitted here under the job's lease, as a worker would. ``sweep.launch`` says what
     happened: "submitted" (Slurm answered with the array's id), "queued" (a worker does it)
-    or "failed"."""
+    or "failed" (``sweep.launch_message`` says why)."""
     spec = parse(spec_text, script=script)
     grant = grant_for_submission(user=user, cluster=cluster)
     if grant is None:
@@ -242,10 +242,10 @@ def sweep_create(
             job = sweep_launch(sweep_id=sweep.pk, sweep=sweep, spec=spec)
         else:
             enqueue("apps.sweeps.tasks.sweep_launch", sweep.pk)
-    sweep.launch = "queued"
+    sweep.launch, sweep.launch_message = "queued", ""
     if job is not None:
         try:
-            sweep.launch = _submit_wave(job)
+            sweep.launch, sweep.launch_message = _submit_wave(job)
         except Exception:
             # The sweep exists: a 500 would make a retrying client create a second one. The
             # job's own queued task and the stuck-submission check take the wave from here.
@@ -253,11 +253,12 @@ def sweep_create(
             sweep.launch = "queued"
     elif now:
         sweep.refresh_from_db()
-        sweep.launch = "failed" if sweep.is_terminal else "queued"
+        if sweep.is_terminal:
+            sweep.launch, sweep.launch_message = "failed", sweep.message
     return sweep
 
 
-def _submit_wave(job: Job) -> str:
+def _submit_wave(job: Job) -> tuple[str, str]:
     """Submit the wave's Job from this process, under its lease as a worker's task would (a
     worker that took the job's queued task first keeps it: "queued"). Only this job: a
     request does not deliver the grant's backlog. The crash-safety is the jobs app's: a
@@ -266,10 +267,12 @@ def _submit_wave(job: Job) -> str:
     with work_lease(job_lease_name(job.pk)) as mine:
         if mine:
             jobs_submit_batch(grant_id=job.grant_id, first=job.pk, limit=1)
-    job.refresh_from_db(fields=["status", "slurm_job_id"])
+    job.refresh_from_db(fields=["status", "slurm_job_id", "failure_message"])
     if job.slurm_job_id:
-        return "submitted"
-    return "failed" if job.status in Job.TERMINAL else "queued"
+        return "submitted", ""
+    if job.status in Job.TERMINAL:
+        return "failed", job.failure_message
+    return "queued", ""
 
 
 def _record_trials(sweep: Sweep, spec: Spec, suggestions: list[search.Suggestion], *, start: int) -> list[Trial]:
