@@ -137,15 +137,8 @@ def _key(grant: ClusterGrant) -> str:
 def _take(key: str, now: float) -> SlurmClient | None:
     """The most recently used idle connection for `key` (None if none), after dropping every
     connection idle for too long; those are closed outside the lock."""
-    stale = []
     with _lock:
-        for k, idle in list(_pool.items()):
-            fresh = [(cl, t) for cl, t in idle if now - t <= IDLE_SECONDS]
-            stale += [cl for cl, t in idle if now - t > IDLE_SECONDS]
-            if fresh:
-                _pool[k] = fresh
-            else:
-                del _pool[k]
+        stale = _drop_stale(now)
         idle = _pool.get(key)
         client = idle.pop()[0] if idle else None
         if idle == []:
@@ -153,6 +146,20 @@ def _take(key: str, now: float) -> SlurmClient | None:
     for old in stale:
         old.close()
     return client
+
+
+def _drop_stale(now: float) -> list[SlurmClient]:
+    """Take every connection idle for too long out of the pool (the caller holds the lock
+    and closes them outside it)."""
+    stale = []
+    for k, idle in list(_pool.items()):
+        fresh = [(cl, t) for cl, t in idle if now - t <= IDLE_SECONDS]
+        stale += [cl for cl, t in idle if now - t > IDLE_SECONDS]
+        if fresh:
+            _pool[k] = fresh
+        else:
+            del _pool[k]
+    return stale
 
 
 def _give_back(key: str, client: SlurmClient) -> None:
@@ -199,8 +206,13 @@ def ready(grant: ClusterGrant, *, wait: float) -> bool:
     key = _key(grant)
     now = time.monotonic()
     with _lock:
-        if any(now - t <= IDLE_SECONDS for _, t in _pool.get(key, ())):
-            return True
+        # Stale entries would count against IDLE_PER_ACCOUNT when the new one is given back.
+        stale = _drop_stale(now)
+        pooled = bool(_pool.get(key))
+    for old in stale:
+        old.close()
+    if pooled:
+        return True
     try:
         client = _rest(grant) if grant.cluster.transport == Cluster.Transport.REST else _ssh(grant)
     except SlurmError:
