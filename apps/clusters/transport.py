@@ -202,7 +202,9 @@ def ready(grant: ClusterGrant, *, wait: float) -> bool:
     """Whether this process can talk to the grant's account at once: an idle connection is in
     the pool, or a new one was made within about `wait` seconds (and put in the pool for the
     caller's `slurm_client`). Never waits longer: a cluster that is slow to answer makes this
-    False, not a stalled caller. Talks to the cluster only when the pool has no connection."""
+    False, not a stalled caller. Talks to the cluster only when the pool has no connection, so
+    a pooled one is not checked: this bounds making a connection, not the calls after it (a
+    caller that must answer soon bounds those with `base.deadline`)."""
     key = _key(grant)
     now = time.monotonic()
     with _lock:

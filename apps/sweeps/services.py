@@ -25,7 +25,7 @@ from apps.core.errors import Conflict, PermissionDenied, Unavailable, Validation
 from apps.core.leases import work_lease
 from apps.core.tasks import enqueue
 from apps.core.transitions import transition
-from apps.integrations.slurm.base import SlurmError
+from apps.integrations.slurm.base import SlurmError, deadline
 from apps.jobs import validation as job_validation
 from apps.jobs.models import Job
 from apps.jobs.services import job_create
@@ -37,6 +37,9 @@ from .runs import close_runs
 from .spec import Spec, SpecError, parse
 
 logger = logging.getLogger(__name__)
+
+# How long the POST's own sbatch may take beyond AXLE_SWEEP_SUBMIT_WAIT_SECONDS.
+SUBMIT_GRACE_SECONDS = 5.0
 
 S = Sweep.Status
 T = Trial.State
@@ -183,8 +186,10 @@ def sweep_create(
     made within AXLE_SWEEP_SUBMIT_WAIT_SECONDS): the wave's Job is made in the sweep's own
     transaction (with its queued submission task, the fallback should this process die),
     then submitted here under the job's lease, as a worker would. ``sweep.launch`` says what
-    happened: "submitted" (Slurm answered with the array's id), "queued" (a worker does it)
-    or "failed" (``sweep.launch_message`` says why)."""
+    happened: "submitted" (Slurm answered with the array's id), "queued" (a worker does it),
+    "failed" (``sweep.launch_message`` says why) or "unknown" (the cluster did not answer the
+    sbatch in time: the job is found by its marker). The submission is bounded to
+    AXLE_SWEEP_SUBMIT_WAIT_SECONDS + SUBMIT_GRACE_SECONDS."""
     spec = parse(spec_text, script=script)
     grant = grant_for_submission(user=user, cluster=cluster)
     if grant is None:
@@ -266,12 +271,17 @@ def _submit_wave(job: Job) -> tuple[str, str]:
     array by its marker (never a second sbatch)."""
     with work_lease(job_lease_name(job.pk)) as mine:
         if mine:
-            jobs_submit_batch(grant_id=job.grant_id, first=job.pk, limit=1)
+            # A pooled connection may hang and sbatch take long: the request waits a few
+            # seconds at most, then the submission is ambiguous (the job `unknown`).
+            with deadline(settings.AXLE_SWEEP_SUBMIT_WAIT_SECONDS + SUBMIT_GRACE_SECONDS):
+                jobs_submit_batch(grant_id=job.grant_id, first=job.pk, limit=1)
     job.refresh_from_db(fields=["status", "slurm_job_id", "failure_message"])
     if job.slurm_job_id:
         return "submitted", ""
     if job.status in Job.TERMINAL:
         return "failed", job.failure_message
+    if job.status == Job.Status.UNKNOWN:
+        return "unknown", "The cluster did not answer in time; the hub finds the wave by its marker."
     return "queued", ""
 
 

@@ -231,3 +231,18 @@ def test_a_wave_slurm_refuses_in_the_post_is_answered_failed_with_slurms_words(a
     assert response.status_code == 201, response.content
     assert response.json()["launch"] == "failed"
     assert refusal in response.json()["launch_message"]
+
+
+def test_a_slow_sbatch_holds_the_post_no_longer_than_its_bound_and_the_wave_is_unknown(api, fake_sbatch, settings):
+    settings.AXLE_SWEEP_SUBMIT_WAIT_SECONDS = 1.0
+    # Answers nothing for 20 s over a connection that was made at once; submits nothing.
+    grant = fake_sbatch("cat >/dev/null\nsleep 20\nexit 1\n")
+    started = time.monotonic()
+    response = post(api, grant, "slow")
+    took = time.monotonic() - started
+    assert response.status_code == 201, response.content
+    assert took < 1.0 + services.SUBMIT_GRACE_SECONDS + 2, f"the POST waited {took:.1f}s on a slow sbatch"
+    body = response.json()
+    assert body["launch"] == "unknown" and "marker" in body["launch_message"]
+    job = Job.objects.get(trials__sweep__uuid=body["id"], trials__number=0)
+    assert job.status == Job.Status.UNKNOWN and not job.slurm_job_id

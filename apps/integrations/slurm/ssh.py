@@ -40,6 +40,7 @@ from .base import (
     SubmitRequest,
     TransportError,
     UsageWindow,
+    bounded,
     submit_refusal,
 )
 from .sshfiles import SSHFiles
@@ -310,10 +311,10 @@ class SSHClient:
                 port=self.port,
                 username=self.username,
                 pkey=self._key,
-                timeout=self.connect_timeout,
-                banner_timeout=self.connect_timeout,
-                auth_timeout=self.connect_timeout,
-                channel_timeout=self.connect_timeout,
+                timeout=bounded(self.connect_timeout),
+                banner_timeout=bounded(self.connect_timeout),
+                auth_timeout=bounded(self.connect_timeout),
+                channel_timeout=bounded(self.connect_timeout),
                 allow_agent=False,
                 look_for_keys=False,
             )
@@ -379,7 +380,7 @@ class SSHClient:
         transport = self._client.get_transport()
         try:
             assert transport is not None
-            channel = transport.open_session(timeout=self.connect_timeout)
+            channel = transport.open_session(timeout=bounded(self.connect_timeout))
             channel.exec_command(command)
         except (paramiko.SSHException, OSError, EOFError, AssertionError) as exc:
             self.close()
@@ -395,7 +396,7 @@ class SSHClient:
                         raise
             if not channel.closed:
                 channel.shutdown_write()
-            return self._collect(channel, timeout or self.command_timeout)
+            return self._collect(channel, bounded(timeout or self.command_timeout))
         except (paramiko.SSHException, OSError, EOFError, _ConnectionLost) as exc:
             self.close()
             raise _ConnectionLost(
