@@ -17,7 +17,7 @@ from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from apps.accounts.teams import team_default
-from apps.audit.services import audit_batched, audit_record
+from apps.audit.services import audit_record
 from apps.clusters.models import Cluster, ClusterGrant
 from apps.clusters.selectors import grant_for_submission
 from apps.clusters.transport import ready, slurm_client
@@ -213,7 +213,7 @@ def sweep_create(
         and ready(grant, wait=settings.AXLE_SWEEP_SUBMIT_WAIT_SECONDS)
     )
     job = None
-    with transaction.atomic(), audit_batched():
+    with transaction.atomic():
         sweep = Sweep.objects.create(
             uuid=sweep_uuid,
             owner=user,
@@ -326,7 +326,7 @@ def sweep_launch(*, sweep_id: int, sweep: Sweep | None = None, spec: Spec | None
         params=trialscript.params_file(spec, [(t.number, t.values) for t in trials]),
     )
     try:
-        with transaction.atomic(), audit_batched():
+        with transaction.atomic():
             if not Sweep.objects.filter(pk=sweep.pk, waves=wave, status=S.RUNNING).update(waves=wave + 1):
                 raise Conflict("another launch took this wave")
             job = job_create(
