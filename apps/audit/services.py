@@ -4,9 +4,6 @@ that makes the change, so the change and its record commit or roll back together
 import json
 import logging
 import uuid as uuid_lib
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -22,7 +19,6 @@ from .checkpoints import Checkpoint, checkpoint_append, checkpoint_line_append, 
 from .models import AuditChainHead, AuditEvent
 
 log = logging.getLogger(__name__)
-_batched: ContextVar[list[dict] | None] = ContextVar("audit_batched", default=None)
 
 
 def _plain(data: Any) -> Any:
@@ -53,31 +49,6 @@ def _locked_head() -> AuditChainHead:
     return head
 
 
-@contextmanager
-def audit_batched() -> Iterator[None]:
-    """Within the block, `audit_record` appends its event to a list, and the block's end
-    appends them all to the chain at once (`audit_record_many`: one lock of the chain head,
-    one INSERT, one head update) in the order they were made, instead of each on its own.
-    Use inside the transaction that makes the changes (the events commit with them). A
-    block inside another hands its events to the outer one, and drops them if it raises (as
-    the savepoint it sits in is rolled back). Such an `audit_record` returns None."""
-    if (outer := _batched.get()) is not None:
-        mark = len(outer)
-        try:
-            yield
-        except BaseException:
-            del outer[mark:]
-            raise
-        return
-    entries: list[dict] = []
-    token = _batched.set(entries)
-    try:
-        yield
-    finally:
-        _batched.reset(token)
-    audit_record_many(entries)
-
-
 def audit_record(
     *,
     action: str,
@@ -88,26 +59,12 @@ def audit_record(
     subject_type: str = "",
     subject_id: str = "",
     subject_text: str = "",
-) -> AuditEvent | None:
+) -> AuditEvent:
     """Append one event to the chain.
 
     ``actor`` defaults to whoever the current request or task acts for; None there means the
     system itself. Appends are serialized on the chain head row (a row lock on PostgreSQL,
     BEGIN IMMEDIATE on SQLite) so concurrent writers never fork the chain."""
-    if (batch := _batched.get()) is not None:
-        batch.append(
-            {
-                "action": action,
-                "subject": subject,
-                "actor": actor,
-                "before": before,
-                "after": after,
-                "subject_type": subject_type,
-                "subject_id": subject_id,
-                "subject_text": subject_text,
-            }
-        )
-        return None
     ctx = context.current()
     if actor is None and ctx.actor_id is not None:
         actor = get_user_model().objects.filter(pk=ctx.actor_id).first()

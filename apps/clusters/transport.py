@@ -187,6 +187,20 @@ def _take(key: str, now: float) -> SlurmClient | None:
     return client
 
 
+def _drop_stale(now: float) -> list[SlurmClient]:
+    """Take every connection idle for too long out of the pool (the caller holds the lock
+    and closes them outside it)."""
+    stale = []
+    for k, idle in list(_pool.items()):
+        fresh = [(cl, t) for cl, t in idle if now - t <= IDLE_SECONDS]
+        stale += [cl for cl, t in idle if now - t > IDLE_SECONDS]
+        if fresh:
+            _pool[k] = fresh
+        else:
+            del _pool[k]
+    return stale
+
+
 def _give_back(key: str, client: SlurmClient) -> None:
     global _reaper
     with _lock:
@@ -231,12 +245,19 @@ def ready(grant: ClusterGrant, *, wait: float) -> bool:
     """Whether this process can talk to the grant's account at once: an idle connection is in
     the pool, or a new one was made within about `wait` seconds (and put in the pool for the
     caller's `slurm_client`). Never waits longer: a cluster that is slow to answer makes this
-    False, not a stalled caller. Talks to the cluster only when the pool has no connection."""
+    False, not a stalled caller. Talks to the cluster only when the pool has no connection, so
+    a pooled one is not checked: this bounds making a connection, not the calls after it (a
+    caller that must answer soon bounds those with `base.deadline`)."""
     key = _key(grant)
     now = time.monotonic()
     with _lock:
-        if any(now - t <= IDLE_SECONDS for _, t in _pool.get(key, ())):
-            return True
+        # Stale entries would count against IDLE_PER_ACCOUNT when the new one is given back.
+        stale = _drop_stale(now)
+        pooled = bool(_pool.get(key))
+    for old in stale:
+        old.close()
+    if pooled:
+        return True
     try:
         client = _rest(grant) if grant.cluster.transport == Cluster.Transport.REST else _ssh(grant)
     except SlurmError:

@@ -71,9 +71,13 @@ class SweepOutputSerializer(serializers.Serializer):
 
 class SweepCreateOutputSerializer(SweepOutputSerializer):
     launch = serializers.ChoiceField(
-        choices=["submitted", "queued", "failed"],
+        choices=["submitted", "queued", "failed", "unknown"],
         help_text="The first wave: submitted to Slurm by this request (its trials are in squeue), queued "
-        "(a worker submits it: the cluster could not be reached at once) or failed (see message)",
+        "(a worker submits it: the cluster could not be reached at once), failed (see launch_message) or "
+        "unknown (the cluster did not answer the sbatch in time; the hub finds the wave by its marker)",
+    )
+    launch_message = serializers.CharField(
+        help_text="Why the first wave failed (Slurm's refusal, as it said it) or is unknown; empty otherwise",
     )
 
 

@@ -8,6 +8,7 @@ transaction open, then record the result."""
 
 from __future__ import annotations
 
+import logging
 import uuid as uuid_lib
 
 from django.conf import settings
@@ -16,7 +17,7 @@ from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from apps.accounts.teams import team_default
-from apps.audit.services import audit_batched, audit_record
+from apps.audit.services import audit_record
 from apps.clusters.models import Cluster, ClusterGrant
 from apps.clusters.selectors import grant_for_submission
 from apps.clusters.transport import ready, slurm_client
@@ -24,7 +25,7 @@ from apps.core.errors import Conflict, PermissionDenied, Unavailable, Validation
 from apps.core.leases import work_lease
 from apps.core.tasks import enqueue
 from apps.core.transitions import transition
-from apps.integrations.slurm.base import SlurmError
+from apps.integrations.slurm.base import SlurmError, deadline
 from apps.jobs import validation as job_validation
 from apps.jobs.models import Job
 from apps.jobs.services import job_create
@@ -34,6 +35,11 @@ from . import hyperband, search, trialscript
 from .models import Sweep, Trial
 from .runs import close_runs
 from .spec import Spec, SpecError, parse
+
+logger = logging.getLogger(__name__)
+
+# How long the POST's own sbatch may take beyond AXLE_SWEEP_SUBMIT_WAIT_SECONDS.
+SUBMIT_GRACE_SECONDS = 5.0
 
 S = Sweep.Status
 T = Trial.State
@@ -180,8 +186,10 @@ def sweep_create(
     made within AXLE_SWEEP_SUBMIT_WAIT_SECONDS): the wave's Job is made in the sweep's own
     transaction (with its queued submission task, the fallback should this process die),
     then submitted here under the job's lease, as a worker would. ``sweep.launch`` says what
-    happened: "submitted" (Slurm answered with the array's id), "queued" (a worker does it)
-    or "failed"."""
+    happened: "submitted" (Slurm answered with the array's id), "queued" (a worker does it),
+    "failed" (``sweep.launch_message`` says why) or "unknown" (the cluster did not answer the
+    sbatch in time: the job is found by its marker). The submission is bounded to
+    AXLE_SWEEP_SUBMIT_WAIT_SECONDS + SUBMIT_GRACE_SECONDS."""
     spec = parse(spec_text, script=script)
     grant = grant_for_submission(user=user, cluster=cluster)
     if grant is None:
@@ -205,7 +213,7 @@ def sweep_create(
         and ready(grant, wait=settings.AXLE_SWEEP_SUBMIT_WAIT_SECONDS)
     )
     job = None
-    with transaction.atomic(), audit_batched():
+    with transaction.atomic():
         sweep = Sweep.objects.create(
             uuid=sweep_uuid,
             owner=user,
@@ -239,16 +247,23 @@ def sweep_create(
             job = sweep_launch(sweep_id=sweep.pk, sweep=sweep, spec=spec)
         else:
             enqueue("apps.sweeps.tasks.sweep_launch", sweep.pk)
-    sweep.launch = "queued"
+    sweep.launch, sweep.launch_message = "queued", ""
     if job is not None:
-        sweep.launch = _submit_wave(job)
+        try:
+            sweep.launch, sweep.launch_message = _submit_wave(job)
+        except Exception:
+            # The sweep exists: a 500 would make a retrying client create a second one. The
+            # job's own queued task and the stuck-submission check take the wave from here.
+            logger.exception("The in-request submission of sweep %s's first wave failed", sweep.uuid)
+            sweep.launch = "queued"
     elif now:
         sweep.refresh_from_db()
-        sweep.launch = "failed" if sweep.is_terminal else "queued"
+        if sweep.is_terminal:
+            sweep.launch, sweep.launch_message = "failed", sweep.message
     return sweep
 
 
-def _submit_wave(job: Job) -> str:
+def _submit_wave(job: Job) -> tuple[str, str]:
     """Submit the wave's Job from this process, under its lease as a worker's task would (a
     worker that took the job's queued task first keeps it: "queued"). Only this job: a
     request does not deliver the grant's backlog. The crash-safety is the jobs app's: a
@@ -256,11 +271,18 @@ def _submit_wave(job: Job) -> str:
     array by its marker (never a second sbatch)."""
     with work_lease(job_lease_name(job.pk)) as mine:
         if mine:
-            jobs_submit_batch(grant_id=job.grant_id, first=job.pk, limit=1)
-    job.refresh_from_db(fields=["status", "slurm_job_id"])
+            # A pooled connection may hang and sbatch take long: the request waits a few
+            # seconds at most, then the submission is ambiguous (the job `unknown`).
+            with deadline(settings.AXLE_SWEEP_SUBMIT_WAIT_SECONDS + SUBMIT_GRACE_SECONDS):
+                jobs_submit_batch(grant_id=job.grant_id, first=job.pk, limit=1)
+    job.refresh_from_db(fields=["status", "slurm_job_id", "failure_message"])
     if job.slurm_job_id:
-        return "submitted"
-    return "failed" if job.status in Job.TERMINAL else "queued"
+        return "submitted", ""
+    if job.status in Job.TERMINAL:
+        return "failed", job.failure_message
+    if job.status == Job.Status.UNKNOWN:
+        return "unknown", "The cluster did not answer in time; the hub finds the wave by its marker."
+    return "queued", ""
 
 
 def _record_trials(sweep: Sweep, spec: Spec, suggestions: list[search.Suggestion], *, start: int) -> list[Trial]:
@@ -304,7 +326,7 @@ def sweep_launch(*, sweep_id: int, sweep: Sweep | None = None, spec: Spec | None
         params=trialscript.params_file(spec, [(t.number, t.values) for t in trials]),
     )
     try:
-        with transaction.atomic(), audit_batched():
+        with transaction.atomic():
             if not Sweep.objects.filter(pk=sweep.pk, waves=wave, status=S.RUNNING).update(waves=wave + 1):
                 raise Conflict("another launch took this wave")
             job = job_create(

@@ -16,8 +16,13 @@ class FakeClient:
         FakeClient.made += 1
         self.closed = False
 
+    connect_timeout = 10
+
     def close(self):
         self.closed = True
+
+    def connect(self):
+        pass
 
 
 @pytest.fixture
@@ -127,3 +132,18 @@ def test_idle_connections_are_closed_without_another_call(grant, monkeypatch):
             break
         threading.Event().wait(0.02)
     assert transport._reaper is None
+
+
+def test_ready_drops_stale_connections_and_keeps_the_one_it_made(grant, monkeypatch):
+    monkeypatch.setattr(transport, "IDLE_PER_ACCOUNT", 2)
+    with transport.slurm_client(grant) as a, transport.slurm_client(grant) as b:
+        stale = [a, b]  # both back in the pool: it is full
+    now = transport.time.monotonic()
+    monkeypatch.setattr(transport.time, "monotonic", lambda: now + transport.IDLE_SECONDS + 1)
+    assert transport.ready(grant, wait=1.0)
+    assert FakeClient.made == 3
+    made = use(grant)
+    assert FakeClient.made == 3, "the connection ready() made was closed, not kept"
+    assert made not in stale and not made.closed
+    assert all(old.closed for old in stale)
+    assert use(grant) is made  # the connection ready() made is the one the next call gets

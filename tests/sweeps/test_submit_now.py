@@ -3,7 +3,10 @@ transports: the trials are known to Slurm when the POST returns; a cluster that 
 answer at once gets the wave queued for a worker, as before; and a request killed after sbatch
 leaves one array, found by its marker."""
 
+import os
+import shutil
 import socket
+import tempfile
 import time
 from datetime import timedelta
 
@@ -13,6 +16,7 @@ from django.utils import timezone
 
 from apps.accounts import services as account_services
 from apps.clusters.transport import slurm_client
+from apps.integrations.slurm.ssh import SLURM_PROGRAMS
 from apps.jobs import tasks as job_tasks
 from apps.jobs.models import Job
 from apps.jobs.services import submit as submitting
@@ -48,6 +52,36 @@ def silent_port():
     listener.listen(8)
     yield listener.getsockname()[1]
     listener.close()
+
+
+@pytest.fixture
+def ssh_grant(alice):
+    if local_cluster_env() is None:
+        pytest.skip(LOCAL_CLUSTER_MISSING)
+    cluster = make_local_cluster("ssh", "now-fake-sbatch")
+    return make_local_grant(cluster, alice, "scientist", max_cpus=2, max_array_size=10, max_time_minutes=60)
+
+
+@pytest.fixture
+def fake_sbatch(ssh_grant):
+    """Point the SSH cluster at a Slurm bin folder whose sbatch is the given shell script (the
+    login node shares this machine's /tmp); the other programs are the real ones."""
+    folder = tempfile.mkdtemp(prefix="axle-fake-slurm-", dir="/tmp")
+    os.chmod(folder, 0o755)
+    for program in SLURM_PROGRAMS - {"sbatch"}:
+        os.symlink(f"/usr/bin/{program}", f"{folder}/{program}")
+
+    def install(body: str):
+        with open(f"{folder}/sbatch", "w") as f:
+            f.write("#!/bin/bash\n" + body)
+        os.chmod(f"{folder}/sbatch", 0o755)
+        ssh_grant.cluster.slurm_bin_dir = folder
+        ssh_grant.cluster.save(update_fields=["slurm_bin_dir"])
+        ssh_grant.refresh_from_db()
+        return ssh_grant
+
+    yield install
+    shutil.rmtree(folder)
 
 
 def spec(name: str, trials: int) -> str:
@@ -174,3 +208,41 @@ def test_a_request_killed_after_sbatch_leaves_one_array_found_by_its_marker(api,
     finally:
         job.refresh_from_db()
         cancel(grant, job)
+
+
+def test_an_unexpected_error_in_the_posts_submission_answers_queued_for_the_sweep_it_made(api, grant, monkeypatch):
+    def broken(**kwargs):
+        raise ValueError("filedescriptor out of range in select()")
+
+    monkeypatch.setattr(services, "jobs_submit_batch", broken)
+    response = post(api, grant, "broken")
+    assert response.status_code == 201, response.content
+    assert response.json()["launch"] == "queued"
+    sweep = Sweep.objects.get(uuid=response.json()["id"])
+    job = Job.objects.get(trials__sweep=sweep, trials__number=0)
+    assert job.status == Job.Status.QUEUED and not job.slurm_job_id
+    assert Sweep.objects.filter(name="broken", owner=grant.user).count() == 1
+
+
+def test_a_wave_slurm_refuses_in_the_post_is_answered_failed_with_slurms_words(api, fake_sbatch):
+    refusal = "sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified"
+    grant = fake_sbatch(f"cat >/dev/null\necho '{refusal}' >&2\nexit 1\n")
+    response = post(api, grant, "refused")
+    assert response.status_code == 201, response.content
+    assert response.json()["launch"] == "failed"
+    assert refusal in response.json()["launch_message"]
+
+
+def test_a_slow_sbatch_holds_the_post_no_longer_than_its_bound_and_the_wave_is_unknown(api, fake_sbatch, settings):
+    settings.AXLE_SWEEP_SUBMIT_WAIT_SECONDS = 1.0
+    # Answers nothing for 20 s over a connection that was made at once; submits nothing.
+    grant = fake_sbatch("cat >/dev/null\nsleep 20\nexit 1\n")
+    started = time.monotonic()
+    response = post(api, grant, "slow")
+    took = time.monotonic() - started
+    assert response.status_code == 201, response.content
+    assert took < 1.0 + services.SUBMIT_GRACE_SECONDS + 2, f"the POST waited {took:.1f}s on a slow sbatch"
+    body = response.json()
+    assert body["launch"] == "unknown" and "marker" in body["launch_message"]
+    job = Job.objects.get(trials__sweep__uuid=body["id"], trials__number=0)
+    assert job.status == Job.Status.UNKNOWN and not job.slurm_job_id

@@ -7,7 +7,10 @@ Framework-free on purpose: services import this, never the other way round.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -16,6 +19,42 @@ from .sbatch import Directive
 
 if TYPE_CHECKING:
     from .parsing import SqueueMemo
+
+# A caller that must answer soon (a web request submitting a sweep's wave) bounds every call
+# to the cluster under it; the transports cut their own timeouts to the time left.
+_deadline: ContextVar[float | None] = ContextVar("slurm_deadline", default=None)
+
+
+@contextmanager
+def deadline_at(at: float | None) -> Iterator[None]:
+    """Calls to the cluster inside end by `at` (time.monotonic()), or by an earlier deadline
+    already set; None sets none. Threads a transport starts pass it on with this."""
+    current = _deadline.get()
+    if current is not None and (at is None or current < at):
+        at = current
+    token = _deadline.set(at)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def deadline(seconds: float) -> AbstractContextManager[None]:
+    """Calls to the cluster inside end within `seconds` from now."""
+    return deadline_at(time.monotonic() + seconds)
+
+
+def current_deadline() -> float | None:
+    return _deadline.get()
+
+
+def bounded(timeout: float) -> float:
+    """`timeout`, cut to the time left before the caller's deadline (at least a tenth of a
+    second, so a call past it fails fast as a timeout rather than with a bad argument)."""
+    at = _deadline.get()
+    if at is None:
+        return timeout
+    return max(0.1, min(timeout, at - time.monotonic()))
 
 
 class SlurmError(Exception):

@@ -43,6 +43,9 @@ from .base import (
     TransportError,
     UnsupportedOperation,
     UsageWindow,
+    bounded,
+    current_deadline,
+    deadline_at,
     submit_refusal,
 )
 from .parsing import SqueueMemo, gpus_in_gres
@@ -327,7 +330,7 @@ class RestClient:
                 headers=self._headers(),
                 json=json,
                 params=params,
-                timeout=self.timeout,
+                timeout=bounded(self.timeout),
             )
         except requests.ConnectionError as exc:
             # A refused connection never reached slurmrestd; a reset after sending did.
@@ -418,6 +421,8 @@ class RestClient:
         local = threading.local()
         sessions: list[requests.Session] = []
 
+        at = current_deadline()  # the pool's threads do not inherit this thread's context
+
         def one(req: SubmitRequest) -> tuple[str, str | SlurmError]:
             if not hasattr(local, "client"):
                 session = requests.Session()
@@ -433,7 +438,8 @@ class RestClient:
                 )
                 local.client._minted_at = self._minted_at
             try:
-                return req.comment, local.client.submit(req)
+                with deadline_at(at):
+                    return req.comment, local.client.submit(req)
             except SlurmError as exc:
                 return req.comment, exc
 

@@ -40,6 +40,7 @@ from .base import (
     SubmitRequest,
     TransportError,
     UsageWindow,
+    bounded,
     submit_refusal,
 )
 from .sshfiles import SSHFiles
@@ -251,6 +252,12 @@ class _ConnectionLost(Exception):
         self.timed_out = timed_out
 
 
+def _wait_readable(channel: paramiko.Channel, seconds: float) -> None:
+    poller = select.poll()
+    poller.register(channel.fileno(), select.POLLIN)
+    poller.poll(seconds * 1000)
+
+
 class SSHClient:
     """One SSH connection to a cluster's login host, as one cluster user.
 
@@ -310,10 +317,10 @@ class SSHClient:
                 port=self.port,
                 username=self.username,
                 pkey=self._key,
-                timeout=self.connect_timeout,
-                banner_timeout=self.connect_timeout,
-                auth_timeout=self.connect_timeout,
-                channel_timeout=self.connect_timeout,
+                timeout=bounded(self.connect_timeout),
+                banner_timeout=bounded(self.connect_timeout),
+                auth_timeout=bounded(self.connect_timeout),
+                channel_timeout=bounded(self.connect_timeout),
                 allow_agent=False,
                 look_for_keys=False,
             )
@@ -379,7 +386,7 @@ class SSHClient:
         transport = self._client.get_transport()
         try:
             assert transport is not None
-            channel = transport.open_session(timeout=self.connect_timeout)
+            channel = transport.open_session(timeout=bounded(self.connect_timeout))
             channel.exec_command(command)
         except (paramiko.SSHException, OSError, EOFError, AssertionError) as exc:
             self.close()
@@ -395,7 +402,7 @@ class SSHClient:
                         raise
             if not channel.closed:
                 channel.shutdown_write()
-            return self._collect(channel, timeout or self.command_timeout)
+            return self._collect(channel, bounded(timeout or self.command_timeout))
         except (paramiko.SSHException, OSError, EOFError, _ConnectionLost) as exc:
             self.close()
             raise _ConnectionLost(
@@ -440,12 +447,13 @@ class SSHClient:
                 raise _ConnectionLost(f"no answer within {timeout:.0f}s", timed_out=True)
             if not progressed:
                 # Woken by the answer instead of sleeping a fixed step past it: the channel's
-                # pipe is set by stdout data and by EOF, the status event by the exit status
-                # (which may follow EOF). Stderr alone wakes nothing: the step bounds that.
+                # pipe is set by data on either stream and by EOF, the status event by the exit
+                # status (which may follow EOF); the step bounds a missed wake-up. poll, not
+                # select: a busy process's descriptors pass 1024, which select refuses.
                 if channel.eof_received or channel.closed:
                     channel.status_event.wait(0.005)
                 else:
-                    select.select([channel], [], [], 0.005)
+                    _wait_readable(channel, 0.005)
         return CommandResult(channel.recv_exit_status(), bytes(out), bytes(err))
 
     def slurm_command(

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import resource
 from collections.abc import Callable
 
 import pytest
@@ -180,6 +182,28 @@ def test_an_unknown_host_key_is_refused(ssh_factory: Callable[..., SSHClient]) -
         client.connect()
     assert caught.value.permanent
     assert "not the pinned key" in caught.value.message
+
+
+def test_a_command_is_answered_when_the_process_holds_over_1024_descriptors(
+    ssh_factory: Callable[..., SSHClient],
+) -> None:
+    # A busy worker's sockets and files push a channel's wake-up pipe past 1024, which
+    # select.select refuses with a ValueError.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the descriptor limit ({hard}) is too low to pass 1024")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = []
+    try:
+        while not held or held[-1] < 1030:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        with ssh_factory() as client:
+            result = client.run(["/bin/sh", "-c", "sleep 0.2; echo out; echo err >&2"])
+        assert (result.exit_status, result.out, result.err.strip()) == (0, "out\n", "err")
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 # --------------------------------------------------------------------------------------

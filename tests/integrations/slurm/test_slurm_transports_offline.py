@@ -3,6 +3,8 @@ tokens are minted, how failures are classified."""
 
 from __future__ import annotations
 
+import socket
+import time
 from dataclasses import replace
 
 import jwt
@@ -17,6 +19,7 @@ from apps.integrations.slurm.base import (
     SubmitRequest,
     TransportError,
     UnsupportedOperation,
+    deadline,
 )
 from apps.integrations.slurm.rest import RestClient, _job_from_slurmdb, job_properties, mint_token
 from apps.integrations.slurm.ssh import (
@@ -108,6 +111,19 @@ def test_a_minted_token_names_the_user_and_expires_soon() -> None:
     claims = jwt.decode(token, b"k" * 32, algorithms=["HS256"])
     assert claims["sun"] == "alice"
     assert claims["exp"] - claims["iat"] == 60
+
+
+def test_a_callers_deadline_cuts_the_rest_clients_timeout_in_its_submission_threads_too() -> None:
+    # A server that accepts and never answers; the client's own timeout is 30 s.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        client = RestClient(f"http://127.0.0.1:{silent.getsockname()[1]}", "alice", token="t", timeout=30)
+        started = time.monotonic()
+        with deadline(0.5):
+            answers = client.submit_many([req("#!/bin/bash\n")])
+        assert time.monotonic() - started < 3
+        assert isinstance(answers["axle:1"], AmbiguousSubmitError)
 
 
 def test_rest_without_ssh_files_says_what_it_cannot_do_and_what_is_missing() -> None:
