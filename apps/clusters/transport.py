@@ -187,20 +187,6 @@ def _take(key: str, now: float) -> SlurmClient | None:
     return client
 
 
-def _drop_stale(now: float) -> list[SlurmClient]:
-    """Take every connection idle for too long out of the pool (the caller holds the lock
-    and closes them outside it)."""
-    stale = []
-    for k, idle in list(_pool.items()):
-        fresh = [(cl, t) for cl, t in idle if now - t <= IDLE_SECONDS]
-        stale += [cl for cl, t in idle if now - t > IDLE_SECONDS]
-        if fresh:
-            _pool[k] = fresh
-        else:
-            del _pool[k]
-    return stale
-
-
 def _give_back(key: str, client: SlurmClient) -> None:
     global _reaper
     with _lock:
