@@ -75,66 +75,94 @@ _WRITE_ENV_FILE = (
 _SBATCH_WITH_ENV = '[ -f "$1" ] || exit 45; exec 3< "$1"; rm -f -- "$1"; shift; exec "$@"'
 
 
-# One command that submits a batch of jobs. The hub sends, on stdin, a program (this
-# library, then one `take` line per job, then the `one` lines, every value quoted with
-# shlex.quote) and after it every job's script and variables back to back, then an end mark.
-# The program first reads all of stdin into a private folder (0700) and checks the end mark:
-# if the stream was cut short nothing was submitted (exit 44). Only then does it run sbatch for each job,
-# a wave of up to SUBMIT_PARALLEL jobs at a time (`one ... &`, then `wave_done` waits for the
-# wave and prints its answers in order), one line per job:
+# One command that submits a batch of jobs. The hub sends, on stdin, one program: this library,
+# then what it writes (each job's script and variables, as `printf` formats: every byte that is
+# not plain printable ASCII written as an octal escape, so any byte, NUL included, arrives as it
+# is, and no value is ever on a command line or in a process's environment), then the sbatch
+# calls, every word quoted with shlex.quote. The program's last bytes are a random end mark, also
+# on the command line: `_BATCH_BOOT` reads exactly the program's length and runs it only if the
+# mark is there, so a stream cut short submits nothing (exit 44). The program writes everything
+# into a private folder (0700) first, prints AXLE-READY, then runs sbatch for each job, a wave of
+# up to SUBMIT_PARALLEL at a time, and prints one line per job:
 #   AXLE<TAB>marker<TAB>exit status<TAB>sbatch's stdout<TAB>sbatch's stderr in base64
-# so a connection that breaks half-way leaves exact knowledge of the jobs already answered;
-# the others are ambiguous and reconciled by their markers. `W` as exit status: the job's
-# folder or environment file could not be written (nothing was submitted for it). Each job
-# of a wave writes its line to a file of its own (`$B/<i>.a`), printed by `wave_done` once the
-# wave is over: lines of parallel jobs never interleave. A job's work besides sbatch is kept
-# to few processes (the batch's time on a small login node was mostly its per-job `wc`, `rm`,
-# `tr`, `base64` and `cat`, bench/README.md): one `cat` and one `rm` per wave, `tr` and
-# `base64` only when there is something to translate. A job's variables file (`.v`) goes
-# with its wave's `rm`; the file sbatch reads them from (`.e`) is removed before sbatch starts.
-_BATCH_BOOT = 'p=$(head -c "$1") || exit 44; eval "$p"'
+# so a connection that breaks half-way leaves exact knowledge of the jobs already answered; the
+# others are ambiguous and reconciled by their markers. `W` as exit status: the job's folder or
+# environment file could not be written (nothing was submitted for it).
+#
+# What it costs on the login node (bench/ssh_batch.py): the batch's processes are a fixed few
+# (`head`, two `mkdir`, `env | grep | tee` once per set of variable names, `rm` at the end, the
+# stale-folder `find` in the background); a job's is its one `sbatch` (forked once; `env -i` then
+# execs it). Everything else is the shell's builtins: `printf` writes the files, `read` takes
+# sbatch's answer, `wait` its status; `base64` runs only for a job that printed on stderr. The
+# job's environment file is the login session's environment (what sbatch would pass on with
+# --export=ALL, less Slurm's own input and output variables and less the names the job sets),
+# written once for all the jobs that set the same names (`tee`), then the job's own variables
+# appended. The folder and every file in it go with the program's end (`trap`); one a killed
+# program left is removed by the next batch's `find` (older than 10 minutes).
+_BATCH_BOOT = (
+    'p=$(head -c "$1") || exit 44; case $p in *"$2") ;; *) echo "AXLE-ABORT the batch arrived cut short"; '
+    'exit 44 ;; esac; eval "$p"'
+)
 _BATCH_LIBRARY = r"""
 login=$PATH; PATH=/usr/bin:/bin; umask 077
-nl='
-'; tab='	'
-(find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'axle-batch-*' -user "$(id -u)" -mmin +10 -exec rm -rf -- {} + &) \
-  >/dev/null 2>&1 </dev/null
-B=$(mktemp -d "${TMPDIR:-/tmp}/axle-batch-XXXXXXXX") || { echo "AXLE-ABORT cannot make a temporary folder"; exit 44; }
+{ find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'axle-batch-*' -user "$(id -u)" -mmin +10 -exec rm -rf -- {} +; } \
+  </dev/null >/dev/null 2>&1 &
+abort() { echo "AXLE-ABORT $1"; exit 44; }
+mkdir -m 700 -- "$B" 2>/dev/null || abort "cannot make a temporary folder"
 trap 'rm -rf -- "$B"' EXIT
 trap 'exit 143' HUP INT TERM PIPE
-take() {
-  head -c "$2" > "$B/$1.s" && head -c "$3" > "$B/$1.v" || { echo "AXLE-ABORT cannot write $B"; exit 44; }
+folders() { mkdir -p -- "$@" 2>"$B/m.r"; }
+base() {
+  pat=$1; shift
+  for i; do set -- "$@" "$B/$i.e"; shift; done
+  PATH=$login /usr/bin/env -0 | grep -zEv "$pat" | tee -- "$@" >/dev/null 2>"$B/t.r"
 }
-taken() {
-  [ "$(head -c ${#1})" = "$1" ] || { echo "AXLE-ABORT the batch arrived cut short"; exit 44; }
-}
-one() {
-  i=$1; m=$2; d=$3; pat=$4; shift 4
-  if ! { mkdir -p -- "$d" && [ -d "$d" ] && [ -w "$d" ]; } 2>"$B/$i.r"; then
-    [ -s "$B/$i.r" ] || echo "cannot write to the folder $d" > "$B/$i.r"
-    printf 'AXLE\t%s\tW\t\t%s\n' "$m" "$(base64 -w0 < "$B/$i.r")" > "$B/$i.a"; return
+ok() { for i; do eval "k$i=1"; done; }
+said() { printf 'AXLE\t%s\tW\t\t%s\n' "$1" "$(printf %s "$2" | base64 -w0)"; }
+go() {
+  i=$1; m=$2; d=$3; shift 3
+  eval "p$i="
+  if ! { [ -d "$d" ] && [ -w "$d" ]; }; then
+    r=; [ -s "$B/m.r" ] && r=$(cat -- "$B/m.r")
+    said "$m" "${r:-cannot write to the folder $d}"; return
   fi
-  if ! { PATH=$login /usr/bin/env -0 | grep -zEv "$pat"; cat "$B/$i.v"; } > "$B/$i.e" 2>"$B/$i.r"; then
-    printf 'AXLE\t%s\tW\t\t%s\n' "$m" "$(base64 -w0 < "$B/$i.r")" > "$B/$i.a"; return
+  eval "k=\${k$i-}"
+  if [ -z "$k" ]; then
+    r=; [ -s "$B/t.r" ] && r=$(cat -- "$B/t.r")
+    said "$m" "cannot write the job's environment in $B${r:+: $r}"; return
   fi
-  exec 3< "$B/$i.e"; rm -f -- "$B/$i.e"
-  out=$("$@" < "$B/$i.s" 2>"$B/$i.r"); rc=$?
-  exec 3<&-
-  case $out in *"$nl"*|*"$tab"*) out=$(printf %s "$out" | tr '\n\t' '  ') ;; esac
-  err=; [ -s "$B/$i.r" ] && err=$(base64 -w0 < "$B/$i.r")
-  printf 'AXLE\t%s\t%s\t%s\t%s\n' "$m" "$rc" "$out" "$err" > "$B/$i.a"
+  "$@" 2>"$B/$i.r" 3<"$B/$i.e" <"$B/$i.s" >"$B/$i.o" &
+  eval "p$i=\$!"
 }
-wave_done() {
-  wait
-  for i; do set -- "$@" "$B/$i.a"; shift; done
-  cat -- "$@" 2>/dev/null
-  for f; do set -- "$@" "$f" "${f%.a}.r" "${f%.a}.s" "${f%.a}.v"; shift; done
-  rm -f -- "$@"
+reap() {
+  while [ $# -gt 0 ]; do
+    i=$1; m=$2; shift 2
+    eval "p=\$p$i"
+    [ -n "$p" ] || continue
+    wait "$p"; rc=$?
+    out=; while IFS= read -r l || [ -n "$l" ]; do out="$out${out:+ }$l"; done <"$B/$i.o"
+    err=; [ -s "$B/$i.r" ] && err=$(base64 -w0 <"$B/$i.r")
+    printf 'AXLE\t%s\t%s\t%s\t%s\n' "$m" "$rc" "$out" "$err"
+  done
 }
 """
 # Jobs of one batch in sbatch at once on the login node (slurmctld serves concurrent RPCs;
 # its own locks serialize what must be). More buys little on a small controller.
 SUBMIT_PARALLEL = 4
+# Bytes a `printf` format may hold as they are; every other byte, and `'` `\` `%`, is escaped.
+_UNPRINTABLE = re.compile(rb"[^\x20-\x7e]|['\\%]")
+
+
+def _escape_byte(match: re.Match[bytes]) -> bytes:
+    byte = match.group()
+    return b"%%" if byte == b"%" else b"\\%03o" % byte[0]
+
+
+def printf_word(data: bytes) -> bytes:
+    """`data` as one single-quoted shell word that `printf` prints back byte for byte (an
+    octal escape for every byte outside printable ASCII, for the quote and for the
+    backslash; `%%` for the percent sign): sh's builtin printf writes it, no process."""
+    return b"'" + _UNPRINTABLE.sub(_escape_byte, data) + b"'"
 
 
 def slurm_argv(
@@ -547,7 +575,10 @@ class SSHClient:
         """All of `reqs` with one SSH command (see _BATCH_LIBRARY): one round trip, one
         sbatch per job on the cluster, each job's answer its own."""
         answers: dict[str, str | SlurmError] = {}
-        lines, data, sent = [], [], []
+        writes: list[bytes] = []
+        groups: dict[str, list[tuple[int, bytes]]] = {}  # the login variables left out -> (job, its variables)
+        folders: dict[str, None] = {}
+        sent = []
         for i, req in enumerate(reqs):
             try:
                 variables = environment.export_file(req.env)
@@ -564,28 +595,34 @@ class SSHClient:
             if req.workdir:
                 args.append(f"--chdir={req.workdir}")
             args.extend(req.extra_args)
-            script = req.script.encode()
             pattern = "^(SLURM|SBATCH|SALLOC|SRUN)_"
             if req.env:
                 pattern += "|^(" + "|".join(re.escape(name) for name in sorted(req.env)) + ")="
-            lines.append(f"take {i} {len(script)} {len(variables)}")
-            argv = [str(i), req.comment, req.workdir or ".", pattern, *self.slurm_command(args)]
-            sent.append((req.comment, i, "one " + " ".join(shlex.quote(w) for w in argv)))
-            data += [script, variables]
+            groups.setdefault(pattern, []).append((i, variables))
+            folder = req.workdir or "."
+            folders[folder] = None
+            script = printf_word(req.script.encode())
+            writes.append(b"printf " + script + f' >"$B/{i}.s" || abort "cannot write $B"'.encode())
+            argv = [str(i), req.comment, folder, *self.slurm_command(args)]
+            sent.append((req.comment, i, "go " + " ".join(shlex.quote(w) for w in argv)))
         if not sent:
             return answers
+        for pattern, members in groups.items():
+            writes.append(f"if base {shlex.quote(pattern)} {' '.join(str(i) for i, _ in members)}; then".encode())
+            writes += [b"printf " + printf_word(v) + f' >>"$B/{i}.e" && ok {i}'.encode() for i, v in members]
+            writes.append(b"fi")
         waves = []
         for start in range(0, len(sent), SUBMIT_PARALLEL):
             wave = sent[start : start + SUBMIT_PARALLEL]
-            waves += [f"{call} &" for _, _, call in wave]
-            waves.append("wave_done " + " ".join(str(i) for _, i, _ in wave))
-        calls = "\n".join(waves)
-        # The stream's last bytes are a random end mark: a stream cut short lacks them (one
-        # check for the whole batch, not a length check per job).
+            waves += [call for _, _, call in wave]
+            waves.append("reap " + " ".join(f"{i} {shlex.quote(marker)}" for marker, i, _ in wave))
+        # The program's last bytes are a random end mark: a stream cut short lacks them.
         end = f"AXLE-END-{secrets.token_hex(8)}"
-        program = "\n".join([_BATCH_LIBRARY + "\n".join(lines), f"taken {end}", "echo AXLE-READY", calls, ""])
-        stdin = program.encode() + b"".join(data) + end.encode()
-        command = ["/bin/sh", "-c", _BATCH_BOOT, "sh", str(len(program.encode()))]
+        head = f"B=${{TMPDIR:-/tmp}}/axle-batch-{secrets.token_hex(8)}" + _BATCH_LIBRARY
+        head += "folders " + " ".join(shlex.quote(f) for f in folders) + "\n"
+        tail = "\n".join(["", "echo AXLE-READY", *waves, f"# {end}"])
+        stdin = head.encode() + b"\n".join(writes) + tail.encode()
+        command = ["/bin/sh", "-c", _BATCH_BOOT, "sh", str(len(stdin)), end]
         timeout = self.command_timeout + 2.0 * len(sent)
         try:
             result = self.run(command, stdin=stdin, timeout=timeout)
@@ -603,9 +640,10 @@ class SSHClient:
             if line.startswith("AXLE-ABORT"):
                 continue
             fields = line.split("\t")
-            if len(fields) != 5 or fields[0] != "AXLE":
+            if len(fields) < 5 or fields[0] != "AXLE":
                 continue
-            _, marker, status, out, err64 = fields
+            # sbatch's stdout (its lines joined) may hold a tab; the other fields cannot.
+            marker, status, out, err64 = fields[1], fields[2], "\t".join(fields[3:-1]), fields[-1]
             try:
                 err = base64.b64decode(err64).decode("utf-8", "replace").strip()
             except ValueError:
