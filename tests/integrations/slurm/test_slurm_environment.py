@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from apps.integrations.slurm import environment
-from apps.integrations.slurm.base import SlurmRejected, SubmitRequest
+from apps.integrations.slurm.base import SlurmError, SlurmRejected, SubmitRequest
 from apps.integrations.slurm.ssh import SSHClient
 
 from .conftest import wait_for
@@ -134,6 +134,66 @@ def test_a_jobs_environment_reaches_it_and_no_command_line(recording: Recording,
     assert any(c.startswith("/bin/sh -c") and "/usr/bin/sbatch --parsable" in c for c in recording.commands)
     # The file sbatch read is gone once it was opened.
     assert ssh.run(["/bin/sh", "-c", 'ls -A "$1" | grep -c axle-env', "sh", scratch]).out.strip() == "0"
+
+
+@pytest.mark.slurm
+def test_a_batch_gives_each_job_its_own_script_and_environment_byte_for_byte(
+    recording: Recording, ssh: SSHClient, scratch: str
+) -> None:
+    # One `submit_many`: the scripts and variables are written by the shell's printf from
+    # octal escapes, the login environment once for the jobs that set the same names.
+    tag = uuid.uuid4().hex[:8]
+    secrets_ = [f"token-{uuid.uuid4().hex}" for _ in range(3)]
+    notes = [
+        "plain",
+        f"a b; $(touch {scratch}/pwned) `id` 'q' \"d\" 100% \\n back\\slash\nsecond, line=2 \u00e9\u4e2d",
+        "\t tab and %s %d %% \x01 control",
+    ]
+    # An odd script: a percent sign, quotes, a backslash, UTF-8, a control byte, and no newline at the end.
+    odd = ECHO.replace("#SBATCH --time=1\n", "#SBATCH --time=1\n# 100% 'quoted' \\ back \u00e9t\u00e9 \x07\n").rstrip(
+        "\n"
+    )
+    reqs = [
+        SubmitRequest(
+            script=ECHO if i != 2 else odd,
+            job_name=f"batch-env-{i}",
+            comment=f"axle-test:{tag}:{i}",
+            workdir=scratch,
+            env={"NOTE": notes[i], "MLFLOW_RUN_ID": secrets_[i]}
+            if i != 1
+            else {"NOTE": notes[i], "MLFLOW_RUN_ID": secrets_[i], "EXTRA": "x"},
+            extra_args=[f"--output={scratch}/%x-%j.out"],
+        )
+        for i in range(3)
+    ]
+    # A fourth job whose folder cannot be made fails alone, before sbatch.
+    blocked = f"{scratch}/file-{tag}"
+    assert ssh.run(["touch", blocked]).exit_status == 0
+    reqs.append(
+        SubmitRequest(script=ECHO, job_name="batch-env-3", comment=f"axle-test:{tag}:3", workdir=f"{blocked}/sub")
+    )
+    answers = recording.submit_many(reqs)
+    failed = answers.pop(f"axle-test:{tag}:3")
+    assert isinstance(failed, SlurmError) and not isinstance(failed, SlurmRejected), failed
+    assert "Cannot prepare the job's folder" in str(failed) and "Not a directory" in str(failed), failed
+    ids = [answers[f"axle-test:{tag}:{i}"] for i in range(3)]
+    assert all(isinstance(job_id, str) and job_id.isdigit() for job_id in ids), answers
+    # sbatch got each script exactly as sent (no newline added to the one without).
+    stored = ssh.run(["scontrol", "write", "batch_script", ids[2], "-"]).stdout
+    assert stored == odd.encode(), stored
+    wait_for(lambda: ssh.accounting(ids), lambda jobs: len(jobs) == 3 and all(j.state == "COMPLETED" for j in jobs))
+    for i, job_id in enumerate(ids):
+        log, _ = ssh.files.read(f"{scratch}/batch-env-{i}-{job_id}.out")
+        assert log.decode() == (
+            f"note=[{notes[i]}]\nrun=[{secrets_[i]}]\nhome=[/home/scientist] user=[scientist]\nname=[batch-env-{i}]\n"
+        ), log
+    assert not exists(ssh, f"{scratch}/pwned")
+    # What every user of the login node can see: the commands, never a value.
+    assert recording.commands and not any(s in c for c in recording.commands for s in secrets_)
+    assert not any("second, line" in c for c in recording.commands)
+    # The batch's private folder (scripts, environment files) is gone.
+    left = ssh.run(["/bin/sh", "-c", 'ls -d "${TMPDIR:-/tmp}"/axle-batch-* 2>/dev/null | wc -l']).out.strip()
+    assert left == "0", left
 
 
 @pytest.mark.slurm
