@@ -24,6 +24,7 @@ Prints the rates, their ratios and p50/p95 latency per job, then cancels every j
 from __future__ import annotations
 
 import argparse
+import cProfile
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,9 @@ SCRIPT = """#!/bin/bash
 #SBATCH --ntasks=1
 true
 """
+
+
+PROFILE = False
 
 
 def progress(label: str, done: int, total: int, started: float, every: int) -> None:
@@ -209,6 +213,9 @@ def run_hub_concurrent(
     errors: list[BaseException] = []
 
     def worker() -> None:
+        profile = cProfile.Profile() if PROFILE else None
+        if profile:
+            profile.enable()
         try:
             done = 0
             while (pk := tasks.get()) is not None:
@@ -229,8 +236,12 @@ def run_hub_concurrent(
             errors.append(exc)
         finally:
             connections.close_all()
+            if profile:
+                profile.disable()
+                profiles.append(profile)
 
     delivered: set[int] = set()
+    profiles: list = []
     started = time.monotonic()
     thread = threading.Thread(target=worker, name="bench-worker")
     thread.start()
@@ -277,6 +288,13 @@ def run_hub_concurrent(
         thread.join()
     if errors:
         raise errors[0]
+    if profiles:
+        import pstats
+
+        c.say("-- profile of the worker thread (the deliveries), by cumulative time")
+        pstats.Stats(profiles[0]).sort_stats("cumulative").print_stats(60)
+        c.say("-- the same, by own time")
+        pstats.Stats(profiles[0]).sort_stats("tottime").print_stats(30)
     return time.monotonic() - started, total, creates, submits
 
 
@@ -320,9 +338,14 @@ def main() -> int:
         help="jobs for the ssh-per-job baseline (default: --jobs); its rate is per job",
     )
     parser.add_argument("--name-prefix", default="axlebench", help="job name prefix on the cluster")
+    parser.add_argument(
+        "--profile", action="store_true", help="print a cProfile of the hub's threads (--mode concurrent/api-batch)"
+    )
     parser.add_argument("--progress", type=int, default=100, help="print progress every N jobs (default 100)")
     c.add_db_args(parser)
     args = parser.parse_args()
+    global PROFILE
+    PROFILE = args.profile
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
 

@@ -106,6 +106,22 @@ def test_a_batch_goes_in_one_round_trip_and_one_refusal_fails_alone(grant, monke
         cancel(grant, jobs)
 
 
+def test_a_batchs_statements_do_not_grow_with_its_size(ssh_grant):
+    # Taking the jobs' leases, reading their datasets, recording their answers: a statement or
+    # two for the batch, not one per job (they were two lock calls and a dataset query a job).
+    counts = {}
+    for n in (3, 20):
+        jobs = create(ssh_grant, n, name=f"size{n}")
+        try:
+            with CaptureQueriesContext(connection) as queries:
+                services.job_submit(job_id=jobs[0].pk)
+            counts[n] = len(queries)
+            assert all(Job.objects.get(pk=j.pk).status == S.PENDING for j in jobs)
+        finally:
+            cancel(ssh_grant, jobs)
+    assert counts[20] <= counts[3] + 2, counts
+
+
 def test_a_batch_cut_off_after_its_first_answer_is_reconciled_never_resubmitted(grant, monkeypatch):
     jobs = create(grant, 3, name="cutoff")
     if grant.cluster.transport == Cluster.Transport.SSH:

@@ -7,20 +7,20 @@ record the result with a compare-and-swap transition."""
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import connections, transaction
-from django.db.models import Min, Q
+from django.db.models import Min, Prefetch, Q, prefetch_related_objects
 from django.utils import timezone
 
 from apps.clusters.models import Cluster
 from apps.clusters.transport import slurm_client
 from apps.core.errors import Unavailable
-from apps.core.leases import work_lease
+from apps.core.leases import work_leases
 from apps.core.tasks import enqueue
 from apps.core.transitions import transition, transition_many
+from apps.datasets.models import DatasetVersion
 from apps.datasets.selectors import dataset_env
 from apps.datasets.services import dataset_version_verify
 from apps.integrations.mlflow import auth as mlflow_auth
@@ -201,8 +201,9 @@ def jobs_submit_batch(*, grant_id: int, first: int | None = None, limit: int | N
     # Each job's lease says "in flight" to the re-drive (services.redrive) for as long as this
     # batch works on it; a job whose lease another worker holds is left to that worker. The
     # caller's task already holds `first`'s.
-    with ExitStack() as leases:
-        held = [pk for pk in candidates if pk == first or leases.enter_context(work_lease(job_lease_name(pk)))]
+    others = [pk for pk in candidates if pk != first]
+    with work_leases([job_lease_name(pk) for pk in others]) as taken:
+        held = [pk for pk in candidates if pk == first or job_lease_name(pk) in taken]
         return _submit_leased(grant_id=grant_id, candidates=held)
 
 
@@ -348,7 +349,11 @@ def _prepare_and_deliver(jobs: list[Job], client: SlurmClient, outcome: "_Outcom
     environments are ready, while the threads go on with the next chunks. A transport
     failure in a chunk raises: the jobs not answered yet get its error (the caller), the
     chunks answered before keep their answers."""
-    versions = {job.pk: list(job.dataset_versions.select_related("dataset")) for job in jobs}
+    # The jobs' dataset versions in one query for the batch, not one per job.
+    prefetch_related_objects(
+        jobs, Prefetch("dataset_versions", queryset=DatasetVersion.objects.select_related("dataset"))
+    )
+    versions = {job.pk: list(job.dataset_versions.all()) for job in jobs}
     simple = [job for job in jobs if not _needs_cluster_files(job)]
     first: list[tuple[Job, dict[str, str]]] = []
     for job in jobs:
