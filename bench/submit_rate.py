@@ -189,7 +189,7 @@ def run_hub_batched(user, cluster, n: int, name: str, every: int) -> tuple[float
 
 
 def run_hub_concurrent(
-    user, cluster, n: int, name: str, every: int, create_batch: int = 0
+    user, cluster, n: int, name: str, every: int, create_batch: int = 0, workers: int = 1
 ) -> tuple[float, list, list, list]:
     """As the API and the task worker run side by side: this thread creates the jobs one by
     one (`job_create`, as `POST /api/v1/jobs/` does), a second thread (the worker) runs each
@@ -198,7 +198,8 @@ def run_hub_concurrent(
     first creation to the last job known to Slurm. Latency per job: from its creation to the
     end of the task that delivered it. With `create_batch`, the jobs are created that many at
     a time with `job_create_many` (as `POST /api/v1/jobs/batch/` does); job_create p50 is
-    then a batch's time divided by its size."""
+    then a batch's time divided by its size. With `workers` > 1, that many worker threads take
+    the tasks (as a qcluster's worker processes do, here sharing one interpreter)."""
     import queue
     import threading
 
@@ -212,6 +213,8 @@ def run_hub_concurrent(
     tasks: queue.Queue = queue.Queue()
     errors: list[BaseException] = []
 
+    lock = threading.Lock()
+
     def worker() -> None:
         profile = cProfile.Profile() if PROFILE else None
         if profile:
@@ -224,13 +227,15 @@ def run_hub_concurrent(
                     job_submit(job_id=pk)
                 t2 = time.monotonic()
                 submits.append(t2 - t1)
-                done += 1
                 if t2 - t1 > 0.001:  # this task delivered a batch: its jobs are known to Slurm now
                     known = Job.objects.filter(name=name, submitted_at__isnull=False).values_list("pk", flat=True)
-                    for p in set(known) - delivered:
-                        if p in created_at:  # else its creation is being recorded: counted next time
-                            delivered.add(p)
-                            total.append(t2 - created_at[p])
+                    with lock:
+                        for p in set(known) - delivered:
+                            if p in created_at:  # else its creation is being recorded: counted next time
+                                delivered.add(p)
+                                total.append(t2 - created_at[p])
+                with lock:
+                    done = len(submits)
                 progress(f"hub worker ({cluster.transport})", done, n, started, every)
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             errors.append(exc)
@@ -243,8 +248,9 @@ def run_hub_concurrent(
     delivered: set[int] = set()
     profiles: list = []
     started = time.monotonic()
-    thread = threading.Thread(target=worker, name="bench-worker")
-    thread.start()
+    threads = [threading.Thread(target=worker, name=f"bench-worker-{w}") for w in range(workers)]
+    for thread in threads:
+        thread.start()
     try:
         with c.Waits.sql():
             if create_batch:
@@ -284,8 +290,10 @@ def run_hub_concurrent(
                     creates.append(time.monotonic() - t0)
                     tasks.put(job.pk)
     finally:
-        tasks.put(None)
-        thread.join()
+        for _ in threads:
+            tasks.put(None)
+        for thread in threads:
+            thread.join()
     if errors:
         raise errors[0]
     if profiles:
@@ -338,6 +346,13 @@ def main() -> int:
         help="jobs for the ssh-per-job baseline (default: --jobs); its rate is per job",
     )
     parser.add_argument("--name-prefix", default="axlebench", help="job name prefix on the cluster")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker threads taking the submission tasks in --mode concurrent/api-batch (default 1; the "
+        "stack's qcluster runs AXLE_WORKERS=4 processes, two of them held by the tracking loops)",
+    )
     parser.add_argument(
         "--profile", action="store_true", help="print a cProfile of the hub's threads (--mode concurrent/api-batch)"
     )
@@ -405,8 +420,10 @@ def main() -> int:
                     cpu0 = time.process_time()
                     runner = {
                         "batched": run_hub_batched,
-                        "concurrent": run_hub_concurrent,
-                        "api-batch": lambda *a: run_hub_concurrent(*a, create_batch=args.create_batch),
+                        "concurrent": lambda *a: run_hub_concurrent(*a, workers=args.workers),
+                        "api-batch": lambda *a: run_hub_concurrent(
+                            *a, create_batch=args.create_batch, workers=args.workers
+                        ),
                         "per-job": run_hub,
                     }[args.mode]
                     wall, lat, creates, submits = runner(user, cluster, args.jobs, hub_name, args.progress)
@@ -449,7 +466,7 @@ def main() -> int:
     plain_rate = n / plain["wall"] if plain else None
     c.say("")
     c.say(
-        f"== submit_rate: {n} held jobs each, hub {hub_label}, mode {args.mode}; {c.load()}; "
+        f"== submit_rate: {n} held jobs each, hub {hub_label}, mode {args.mode}, {args.workers} worker(s); {c.load()}; "
         f"tcp_nodelay {args.tcp_nodelay}"
     )
     if plain:
@@ -492,6 +509,9 @@ def main() -> int:
     c.say(f"  the rest (checks, audit, Python): {ms((hub['wall'] - waited) / n)}/job")
     c.say(f"  hub process CPU                : {ms(hub['cpu'] / n)}/job (includes SSH encryption, the DB driver)")
     c.say(f"  hub job states                 : {hub['by_status']}")
+    left = sum(count for status, count in hub["by_status"].items() if status != "pending")
+    if left:
+        c.say(f"  NOT COMPARABLE: the hub left {left} of {n} jobs not pending; its rate counts only the others")
     if plain:
         c.say(
             f"ratio hub/plain (rate)           : {hub_rate / plain_rate:.2f}  "

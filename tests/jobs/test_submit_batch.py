@@ -122,6 +122,28 @@ def test_a_batchs_statements_do_not_grow_with_its_size(ssh_grant):
     assert counts[20] <= counts[3] + 2, counts
 
 
+def test_a_batch_passes_over_the_jobs_another_worker_holds_and_fills_itself_with_the_next(ssh_grant):
+    # Two workers delivering one grant's batches side by side: the later one found the earlier
+    # one's jobs (still queued, their leases held) first, kept only its own task's job and left
+    # the rest queued until the re-drive.
+    from apps.core.leases import connection as lease_connection
+    from tests.pipelines.triggers.test_redrive import OtherWorker
+
+    if lease_connection.vendor != "postgresql":
+        pytest.skip("the lease another process holds is PostgreSQL's advisory lock")
+    jobs = create(ssh_grant, 6, name="contended")
+    others = [OtherWorker(submitting.job_lease_name(job.pk)) for job in jobs[:3]]
+    try:
+        taken = submitting.jobs_submit_batch(grant_id=ssh_grant.pk, first=jobs[3].pk, limit=3)
+        assert sorted(taken) == [job.pk for job in jobs[3:]]
+        states = [Job.objects.get(pk=job.pk).status for job in jobs]
+        assert states == [S.QUEUED] * 3 + [S.PENDING] * 3, states
+    finally:
+        for other in others:
+            other.die()
+        cancel(ssh_grant, jobs)
+
+
 def test_a_batch_cut_off_after_its_first_answer_is_reconciled_never_resubmitted(grant, monkeypatch):
     jobs = create(grant, 3, name="cutoff")
     if grant.cluster.transport == Cluster.Transport.SSH:

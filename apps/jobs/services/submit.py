@@ -7,6 +7,7 @@ record the result with a compare-and-swap transition."""
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from datetime import timedelta
 
 from django.conf import settings
@@ -190,21 +191,38 @@ def jobs_submit_batch(*, grant_id: int, first: int | None = None, limit: int | N
     limit = limit or _batch_size()
     now = timezone.now()
     due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
-    candidates = list(
-        Job.objects.filter(grant_id=grant_id, status=S.QUEUED)
-        .filter(due)
-        .order_by("pk")
-        .values_list("pk", flat=True)[:limit]
-    )
-    if first is not None and first not in candidates:
-        candidates = [first, *candidates[: limit - 1]]
     # Each job's lease says "in flight" to the re-drive (services.redrive) for as long as this
-    # batch works on it; a job whose lease another worker holds is left to that worker. The
-    # caller's task already holds `first`'s.
-    others = [pk for pk in candidates if pk != first]
-    with work_leases([job_lease_name(pk) for pk in others]) as taken:
-        held = [pk for pk in candidates if pk == first or job_lease_name(pk) in taken]
-        return _submit_leased(grant_id=grant_id, candidates=held)
+    # batch works on it; a job whose lease another worker holds is left to that worker, and the
+    # next queued ones are asked for instead (a few rounds at most): two workers delivering the
+    # same grant's batches side by side each fill theirs, instead of the later one keeping only
+    # its `first` and leaving the rest queued until the re-drive. The caller's task already
+    # holds `first`'s.
+    held = [] if first is None else [first]
+    tried = set(held)
+    with ExitStack() as leases:
+        for _ in range(_LEASE_ROUNDS):
+            want = limit - len(held)
+            if want <= 0:
+                break
+            candidates = list(
+                Job.objects.filter(grant_id=grant_id, status=S.QUEUED)
+                .filter(due)
+                .exclude(pk__in=tried)
+                .order_by("pk")
+                .values_list("pk", flat=True)[:want]
+            )
+            if not candidates:
+                break
+            tried.update(candidates)
+            taken = leases.enter_context(work_leases([job_lease_name(pk) for pk in candidates]))
+            held += [pk for pk in candidates if job_lease_name(pk) in taken]
+            if len(taken) == len(candidates):
+                break
+        return _submit_leased(grant_id=grant_id, candidates=sorted(held))
+
+
+#: Rounds of "the next queued jobs" a batch asks for when other workers hold some it found.
+_LEASE_ROUNDS = 3
 
 
 def _submit_leased(*, grant_id: int, candidates: list[int]) -> list[int]:
