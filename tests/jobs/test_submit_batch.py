@@ -123,24 +123,24 @@ def test_a_batchs_statements_do_not_grow_with_its_size(ssh_grant):
 
 
 def test_a_batch_passes_over_the_jobs_another_worker_holds_and_fills_itself_with_the_next(ssh_grant):
-    # Two workers delivering one grant's batches side by side: the later one found the earlier
-    # one's jobs (still queued, their leases held) first, kept only its own task's job and left
-    # the rest queued until the re-drive.
+    # Two workers delivering one grant's batches side by side. A task takes its own job and
+    # the ones made after it first (its request's jobs), then older ones; a job whose lease
+    # another worker holds is passed over and the next one asked for (before: the later task
+    # found the earlier one's jobs first, kept only its own and left the rest queued).
     from apps.core.leases import connection as lease_connection
     from tests.pipelines.triggers.test_redrive import OtherWorker
 
     if lease_connection.vendor != "postgresql":
         pytest.skip("the lease another process holds is PostgreSQL's advisory lock")
     jobs = create(ssh_grant, 6, name="contended")
-    others = [OtherWorker(submitting.job_lease_name(job.pk)) for job in jobs[:3]]
+    other = OtherWorker(submitting.job_lease_name(jobs[4].pk))
     try:
         taken = submitting.jobs_submit_batch(grant_id=ssh_grant.pk, first=jobs[3].pk, limit=3)
-        assert sorted(taken) == [job.pk for job in jobs[3:]]
+        assert sorted(taken) == [jobs[0].pk, jobs[3].pk, jobs[5].pk]
         states = [Job.objects.get(pk=job.pk).status for job in jobs]
-        assert states == [S.QUEUED] * 3 + [S.PENDING] * 3, states
+        assert states == [S.PENDING, S.QUEUED, S.QUEUED, S.PENDING, S.QUEUED, S.PENDING], states
     finally:
-        for other in others:
-            other.die()
+        other.die()
         cancel(ssh_grant, jobs)
 
 

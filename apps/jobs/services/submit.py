@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connections, transaction
-from django.db.models import Min, Prefetch, Q, prefetch_related_objects
+from django.db.models import Case, Min, Prefetch, Q, Value, When, prefetch_related_objects
 from django.utils import timezone
 
 from apps.clusters.models import Cluster
@@ -204,13 +204,16 @@ def jobs_submit_batch(*, grant_id: int, first: int | None = None, limit: int | N
             want = limit - len(held)
             if want <= 0:
                 break
-            candidates = list(
-                Job.objects.filter(grant_id=grant_id, status=S.QUEUED)
-                .filter(due)
-                .exclude(pk__in=tried)
-                .order_by("pk")
-                .values_list("pk", flat=True)[:want]
-            )
+            queued = Job.objects.filter(grant_id=grant_id, status=S.QUEUED).filter(due).exclude(pk__in=tried)
+            if first is not None:
+                # The task's own job and those made after it first (the jobs its request made,
+                # which have no task of their own), then older ones: two tasks of one grant
+                # running side by side take disjoint ranges instead of the same oldest jobs.
+                queued = queued.annotate(_older=Case(When(pk__lt=first, then=Value(1)), default=Value(0)))
+                order = ("_older", "pk")
+            else:
+                order = ("pk",)
+            candidates = list(queued.order_by(*order).values_list("pk", flat=True)[:want])
             if not candidates:
                 break
             tried.update(candidates)
