@@ -496,9 +496,15 @@ def _still_submitting(chunk: list[Job], good: dict, outcome: "_Outcome") -> list
                 continue
             job.updated_at = now
             kept.append(job)
-        Job.objects.bulk_update(
-            kept, ["mlflow_experiment_id", "mlflow_run_id", "mlflow_login", "updated_at"], batch_size=500
-        )
+        # The chunk's jobs share their experiment and login (one per experiment and batch): one
+        # UPDATE per distinct set of values, not a CASE per job and field (bulk_update).
+        same: dict[tuple[str, str, str], list[int]] = {}
+        for job in kept:
+            same.setdefault((job.mlflow_experiment_id, job.mlflow_run_id, job.mlflow_login), []).append(job.pk)
+        for (experiment_id, run_id, login), pks in same.items():
+            Job.objects.filter(pk__in=pks).update(
+                mlflow_experiment_id=experiment_id, mlflow_run_id=run_id, mlflow_login=login, updated_at=now
+            )
     return kept
 
 
