@@ -6,6 +6,7 @@ compute nodes cannot reach the hub) fed from a file store in the job folder.
 Only called from services and tasks, never inside a database transaction."""
 
 import json
+import logging
 import math
 import posixpath
 import tempfile
@@ -18,9 +19,11 @@ from pathlib import Path
 from typing import TypeVar
 
 from django.conf import settings
+from django.db import transaction
 from django.utils.crypto import salted_hmac
 
 from apps.clusters.models import Cluster
+from apps.core.leases import work_lease
 from apps.integrations.mlflow import auth as mlflow_auth
 from apps.integrations.mlflow import filestore
 from apps.integrations.mlflow.base import MetricPoint, MlflowError, MlflowUnavailable, RunStatus
@@ -29,6 +32,8 @@ from apps.integrations.slurm.base import ClusterFiles, RemoteFileMissing
 
 from . import experiments
 from .models import HubExperiment, Job
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -87,12 +92,75 @@ def shared_login(experiment_id: str, username: str) -> mlflow_auth.Credential | 
     return mlflow_auth.user_with_experiment(client(), username, experiment_id)
 
 
+#: How long a shared login is handed to the next batches of the grant whose batch made it (while
+#: jobs still hold it): one password hash on MLflow for a stream of batches, not one a batch.
+REUSE_LOGIN_SECONDS = 600
+# (grant, experiment) -> (the login, when it was made). This process's memory only: the password
+# is never written anywhere but into the environments of the jobs that use it.
+_reusable: dict[tuple[int, str], tuple[mlflow_auth.Credential, float]] = {}
+_reusable_lock = threading.Lock()
+
+
+def login_lease_name(username: str) -> str:
+    """Held while a login is taken over by a new batch or deleted (`reuse_login`, `release_login`):
+    the two never interleave, so a login is never deleted under a batch that just took it."""
+    return f"mlflow-login:{username}"
+
+
+def remember_login(grant_id: int, experiment_id: str, login: mlflow_auth.Credential) -> None:
+    with _reusable_lock:
+        _reusable[(grant_id, experiment_id)] = (login, time.monotonic())
+
+
+def _forget_login(username: str) -> None:
+    with _reusable_lock:
+        for key, (login, _) in list(_reusable.items()):
+            if login.username == username:
+                del _reusable[key]
+
+
+def reuse_login(grant_id: int, experiment_id: str, job_ids: list[int]) -> mlflow_auth.Credential | None:
+    """The shared login an earlier batch of this grant made for `experiment_id` in this process,
+    if it is recent (REUSE_LOGIN_SECONDS) and a job that may still run holds it (so it was not
+    deleted): the jobs `job_ids` (being submitted) are recorded as holding it too, under its
+    lease, before this returns. A batch is one grant's jobs, so the jobs sharing it run as the
+    same user and cluster account, as within one batch. None: make a new one."""
+    with _reusable_lock:
+        entry = _reusable.get((grant_id, experiment_id))
+    if entry is None:
+        return None
+    login, made = entry
+    if time.monotonic() - made > REUSE_LOGIN_SECONDS:
+        _forget_login(login.username)
+        return None
+    with work_lease(login_lease_name(login.username)) as mine:
+        if not mine:
+            return None  # being released or taken over right now: make a new one
+        with transaction.atomic():
+            held = Job.objects.filter(mlflow_login=login.username).exclude(status__in=Job.TERMINAL).exists()
+            if held:
+                Job.objects.filter(pk__in=job_ids, status=Job.Status.SUBMITTING).update(mlflow_login=login.username)
+    if not held:
+        _forget_login(login.username)  # its last job ended: deleted, or about to be
+        return None
+    return login
+
+
 def release_login(username: str) -> bool:
     """Delete a shared login once no job holding it may still run (each job that ends asks;
-    the last one deletes it). True when it was deleted."""
-    if Job.objects.filter(mlflow_login=username).exclude(status__in=Job.TERMINAL).exists():
-        return False
-    return mlflow_auth.user_delete(client(), username)
+    the last one deletes it). True when it was deleted. Under the login's lease: a batch taking
+    it over (`reuse_login`) has either recorded its jobs as holders before this looks, or finds
+    it gone after."""
+    for _ in range(40):
+        with work_lease(login_lease_name(username)) as mine:
+            if mine:
+                if Job.objects.filter(mlflow_login=username).exclude(status__in=Job.TERMINAL).exists():
+                    return False
+                _forget_login(username)
+                return mlflow_auth.user_delete(client(), username)
+        time.sleep(0.025)  # a batch holds it for two statements while taking it over
+    log.warning("MLflow login %s was busy for a second; left for its next holder to release", username)
+    return False
 
 
 def experiment_name(job: Job) -> str:

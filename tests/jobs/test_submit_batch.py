@@ -331,3 +331,48 @@ def test_a_batch_that_was_never_sent_deletes_its_shared_login(ssh_grant, monkeyp
         job.refresh_from_db()
         assert job.status == S.QUEUED and job.mlflow_login == "", job.last_error
     assert _as(login, jobs[0].mlflow_experiment_id or "0") == 401
+
+
+@pytest.mark.mlflow
+def test_the_grants_next_batch_takes_over_the_login_while_its_jobs_hold_it(ssh_grant, monkeypatch):
+    """Batches of one grant one after the other share the first one's login (one user made on
+    MLflow, not one a batch); it is deleted when the last job of both ends, and the batch after
+    that makes a new one instead of handing out the deleted one."""
+    from apps.integrations.mlflow import auth as mlflow_auth
+
+    grant = ssh_grant
+    jobs = create(grant, 6, name="reuselogin")
+    made = _record_shared_logins(monkeypatch)
+    users_made = []
+    real_call = mlflow_auth._call
+    monkeypatch.setattr(
+        mlflow_auth,
+        "_call",
+        lambda client, method, path, what, body: (
+            users_made.append(body["username"]) if path == mlflow_auth.USERS_CREATE else None,
+            real_call(client, method, path, what, body),
+        )[1],
+    )
+    try:
+        submitting.jobs_submit_batch(grant_id=grant.pk, first=jobs[0].pk, limit=2)
+        submitting.jobs_submit_batch(grant_id=grant.pk, first=jobs[2].pk, limit=2)
+        [login] = made
+        assert users_made == [login.username]
+        first_four = [Job.objects.get(pk=job.pk) for job in jobs[:4]]
+        assert all(j.status == S.PENDING and j.mlflow_login == login.username for j in first_four), [
+            (j.status, j.mlflow_login, j.last_error) for j in first_four
+        ]
+        for i, job in enumerate(first_four):
+            Job.objects.filter(pk=job.pk).update(status=S.CANCELLED)
+            job.refresh_from_db()
+            tracking.finish_run(job)
+            expected = 401 if i == len(first_four) - 1 else 200
+            assert _as(login, job.mlflow_experiment_id) == expected, f"after job {i} ended"
+        # Its last holder ended and it was deleted: the next batch makes a login of its own.
+        submitting.jobs_submit_batch(grant_id=grant.pk, first=jobs[4].pk, limit=2)
+        assert len(made) == 2 and made[1].username != login.username
+        last_two = [Job.objects.get(pk=job.pk) for job in jobs[4:]]
+        assert all(j.status == S.PENDING and j.mlflow_login == made[1].username for j in last_two)
+        assert _as(made[1], last_two[0].mlflow_experiment_id) == 200
+    finally:
+        cancel(grant, jobs)

@@ -437,11 +437,20 @@ def _shared_logins(jobs: list[Job], outcome: "_Outcome") -> dict:
             counts[job.mlflow_experiment_id] = counts.get(job.mlflow_experiment_id, 0) + 1
     logins = {}
     for experiment_id in sorted(e for e, n in counts.items() if n > 1):
+        # The login an earlier batch of the grant made, while its jobs hold it (they are
+        # recorded as holding it now): no new user and password hash on MLflow.
+        holders = [job.pk for job in jobs if job.mlflow_experiment_id == experiment_id]
+        if (login := tracking.reuse_login(jobs[0].grant_id, experiment_id, holders)) is not None:
+            outcome.logins.add(login.username)
+            logins[experiment_id] = login
+            continue
         # Named (and so released at the end) before MLflow is asked: a user made whose grant
         # then failed is deleted too.
         name = tracking.shared_login_name()
         outcome.logins.add(name)
         logins[experiment_id] = _call(tracking.shared_login, experiment_id, name)
+        if isinstance(logins[experiment_id], mlflow_auth.Credential):
+            tracking.remember_login(jobs[0].grant_id, experiment_id, logins[experiment_id])
     return logins
 
 
