@@ -33,7 +33,7 @@ from apps.jobs.models import Job, JobTask
 
 from . import earlystop, hyperband, services, trialscript
 from .models import Sweep, Trial
-from .runs import close_runs
+from .runs import _remove_login_files, close_runs
 from .spec import Spec
 
 log = logging.getLogger(__name__)
@@ -187,17 +187,12 @@ def _deliver_logins(sweep: Sweep, pending: list[Trial], client) -> list[Trial]:
 
 
 def _take_back_logins(sweep: Sweep, written: list) -> None:
+    """Logins delivered as the sweep ended: their MLflow users deleted, their files removed
+    (`runs._remove_login_files`, as when the sweep closes its runs)."""
     client = tracking.client()
     for _, login in written:
         mlflow_auth.user_delete(client, login.username)
-    if not written:
-        return
-    paths = [f"{sweep.folder}/{trialscript.login_name(job.uuid)}" for job, _ in written]
-    try:
-        with slurm_client(sweep.grant) as cluster:
-            cluster.files.run(["rm", "-f", "--", *paths])
-    except SlurmError as exc:
-        log.warning("sweep %s: removing the logins written as it ended: %s", sweep.uuid, exc.message)
+    _remove_login_files(sweep, [job for job, _ in written])
 
 
 def _make_runs(sweep: Sweep) -> None:
