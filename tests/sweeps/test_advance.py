@@ -4,8 +4,9 @@ stopping rule exactly."""
 
 import pytest
 
+from apps.integrations.slurm.ssh import CommandResult
 from apps.jobs.models import Job, JobTask
-from apps.sweeps import advance, earlystop, services
+from apps.sweeps import advance, earlystop, runs, services
 from apps.sweeps.models import Sweep, Trial
 
 from .conftest import experiment
@@ -352,6 +353,7 @@ def test_a_wave_login_written_as_the_sweep_ended_is_taken_back(alice, grant, mon
 
         def run(self, argv):
             removed.extend(argv[3:])
+            return CommandResult(0, b"", b"")
 
     class Cluster:
         files = Files()
@@ -367,6 +369,7 @@ def test_a_wave_login_written_as_the_sweep_ended_is_taken_back(alice, grant, mon
     )
     monkeypatch.setattr(advance.mlflow_auth, "user_delete", lambda client, username: deleted.append(username))
     monkeypatch.setattr(advance, "slurm_client", cluster)
+    monkeypatch.setattr(runs, "slurm_client", cluster)  # the file goes as the sweep's others do
     monkeypatch.setattr(advance.tracking, "client", lambda **kw: object())
 
     assert advance._deliver_logins(sweep, pending, client=object()) == []
