@@ -82,12 +82,20 @@ def main() -> int:
     rows = []
     try:
         ssh.run(["true"])  # warm
+        # The batches' folders exist before the first round, as a hub's job folders' parent does.
+        ssh.run(["mkdir", "-p", "--", *(f"{folder}/{k}" for k in range(50))])
         for r in range(args.rounds):
             pname, bname = f"axlebench-sshplain-{rid}-{r}", f"axlebench-sshbatch-{rid}-{r}"
-            p_wall, p_cpu = plain(ssh, args.jobs, pname)
-            c.cancel_named(ssh, pname)
+            # Alternating which goes first: the one after runs while slurmctld forgets the
+            # other's cancelled jobs.
+            if r % 2 == 0:
+                p_wall, p_cpu = plain(ssh, args.jobs, pname)
+                c.cancel_named(ssh, pname)
             b_wall, b_cpu = batched(ssh, args.jobs, args.batch, bname, folder)
             c.cancel_named(ssh, bname)
+            if r % 2 == 1:
+                p_wall, p_cpu = plain(ssh, args.jobs, pname)
+                c.cancel_named(ssh, pname)
             rows.append((p_wall, p_cpu, b_wall, b_cpu))
             c.say(
                 f"round {r + 1}: plain {args.jobs / p_wall:6.1f} jobs/s ({1000 * p_wall / args.jobs:.2f} ms, "

@@ -357,7 +357,8 @@ def main() -> int:
         type=int,
         default=1,
         help="worker threads taking the submission tasks in --mode concurrent/api-batch (default 1; the "
-        "stack's qcluster runs AXLE_WORKERS=4 processes, two of them held by the tracking loops)",
+        "stack's qcluster runs AXLE_WORKERS=4 processes, two of them held by the tracking loops). Threads "
+        "share one interpreter and the process's memory of shared MLflow logins, worker processes do not",
     )
     parser.add_argument(
         "--profile", action="store_true", help="print a cProfile of the hub's threads (--mode concurrent/api-batch)"
@@ -529,7 +530,8 @@ def main() -> int:
     c.say(f"  hub job states                 : {hub['by_status']}")
     left = sum(count for status, count in hub["by_status"].items() if status != "pending")
     if left:
-        c.say(f"  NOT COMPARABLE: the hub left {left} of {n} jobs not pending; its rate counts only the others")
+        c.say(f"  NOT COMPARABLE: the hub left {left} of {n} jobs not pending; no ratio is printed")
+        return 1
     if plain:
         c.say(
             f"ratio hub/plain (rate)           : {hub_rate / plain_rate:.2f}  "

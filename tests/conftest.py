@@ -75,6 +75,7 @@ def _mlflow_not_found_down():
     tracking.reset_live_breaker()
     yield
     tracking.reset_live_breaker()
+    tracking._reusable.clear()  # shared MLflow logins a test's batches made: not handed to the next test
 
 
 @pytest.fixture(autouse=True)

@@ -83,13 +83,19 @@ def work_leases(names: list[str]) -> Iterator[set[str]]:
             yield {name for name in names if stack.enter_context(work_lease(name))}
         return
     keys = [_advisory_key(name) for name in names]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT t.i, pg_try_advisory_lock(t.h, t.l) FROM unnest(%s::int4[], %s::int4[]) "
-            "WITH ORDINALITY AS t(h, l, i) ORDER BY t.i",
-            [[h for h, _ in keys], [low for _, low in keys]],
-        )
-        taken = [names[i - 1] for i, ok in cursor.fetchall() if ok]
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT t.i, pg_try_advisory_lock(t.h, t.l) FROM unnest(%s::int4[], %s::int4[]) "
+                "WITH ORDINALITY AS t(h, l, i) ORDER BY t.i",
+                [[h for h, _ in keys], [low for _, low in keys]],
+            )
+            taken = [names[i - 1] for i, ok in cursor.fetchall() if ok]
+    except Exception:
+        # Cut off part-way (a timeout, a cancel): the locks it took are unknown; the session
+        # that holds them goes, and they with it.
+        connection.close()
+        raise
     try:
         yield set(taken)
     finally:

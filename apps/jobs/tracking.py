@@ -108,8 +108,13 @@ def login_lease_name(username: str) -> str:
 
 
 def remember_login(grant_id: int, experiment_id: str, login: mlflow_auth.Credential) -> None:
+    now = time.monotonic()
     with _reusable_lock:
-        _reusable[(grant_id, experiment_id)] = (login, time.monotonic())
+        # Passwords past their reuse are not kept in memory either.
+        for key, (_, made) in list(_reusable.items()):
+            if now - made > REUSE_LOGIN_SECONDS:
+                del _reusable[key]
+        _reusable[(grant_id, experiment_id)] = (login, now)
 
 
 def _forget_login(username: str) -> None:

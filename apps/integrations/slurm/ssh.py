@@ -100,7 +100,9 @@ _SBATCH_WITH_ENV = '[ -f "$1" ] || exit 45; exec 3< "$1"; rm -f -- "$1"; shift; 
 # appended. The folder and every file in it go with the program's end (`trap`); one a killed
 # program left is removed by the next batch's `find` (older than 10 minutes).
 _BATCH_BOOT = (
-    'p=$(head -c "$1") || exit 44; case $p in *"$2") ;; *) echo "AXLE-ABORT the batch arrived cut short"; '
+    # `set +xv` first: a login that turns on tracing (bash as sh, SHELLOPTS=xtrace) would print
+    # the program, and the jobs' variables in it, on stderr.
+    'set +xv; p=$(head -c "$1") || exit 44; case $p in *"$2") ;; *) echo "AXLE-ABORT the batch arrived cut short"; '
     'exit 44 ;; esac; eval "$p"'
 )
 _BATCH_LIBRARY = r"""
@@ -111,24 +113,26 @@ abort() { echo "AXLE-ABORT $1"; exit 44; }
 mkdir -m 700 -- "$B" 2>/dev/null || abort "cannot make a temporary folder"
 trap 'rm -rf -- "$B"' EXIT
 trap 'exit 143' HUP INT TERM PIPE
-folders() { mkdir -p -- "$@" 2>"$B/m.r"; }
+folders() { mkdir -p -- "$@" 2>/dev/null; }
 base() {
-  pat=$1; shift
+  g=$1; pat=$2; shift 2
   for i; do set -- "$@" "$B/$i.e"; shift; done
-  PATH=$login /usr/bin/env -0 | grep -zEv "$pat" | tee -- "$@" >/dev/null 2>"$B/t.r"
+  PATH=$login /usr/bin/env -0 | grep -zEv "$pat" | tee -- "$@" >/dev/null 2>"$B/t$g.r"
 }
 ok() { for i; do eval "k$i=1"; done; }
 said() { printf 'AXLE\t%s\tW\t\t%s\n' "$1" "$(printf %s "$2" | base64 -w0)"; }
 go() {
-  i=$1; m=$2; d=$3; shift 3
+  i=$1; m=$2; d=$3; g=$4; shift 4
   eval "p$i="
   if ! { [ -d "$d" ] && [ -w "$d" ]; }; then
-    r=; [ -s "$B/m.r" ] && r=$(cat -- "$B/m.r")
-    said "$m" "${r:-cannot write to the folder $d}"; return
+    r=$(mkdir -p -- "$d" 2>&1)  # this folder's own reason (the batch's mkdir said nothing)
+    if ! { [ -d "$d" ] && [ -w "$d" ]; }; then
+      said "$m" "${r:-cannot write to the folder $d}"; return
+    fi
   fi
   eval "k=\${k$i-}"
   if [ -z "$k" ]; then
-    r=; [ -s "$B/t.r" ] && r=$(cat -- "$B/t.r")
+    r=; [ -s "$B/t$g.r" ] && r=$(cat -- "$B/t$g.r")
     said "$m" "cannot write the job's environment in $B${r:+: $r}"; return
   fi
   "$@" 2>"$B/$i.r" 3<"$B/$i.e" <"$B/$i.s" >"$B/$i.o" &
@@ -140,7 +144,13 @@ reap() {
     eval "p=\$p$i"
     [ -n "$p" ] || continue
     wait "$p"; rc=$?
-    out=; while IFS= read -r l || [ -n "$l" ]; do out="$out${out:+ }$l"; done <"$B/$i.o"
+    if [ ! -e "$B/$i.o" ]; then
+      # Its stdout is the last redirection: without it sbatch never started.
+      r=; [ -s "$B/$i.r" ] && r=$(cat -- "$B/$i.r")
+      said "$m" "cannot start sbatch with its files in $B${r:+: $r}"; continue
+    fi
+    # sbatch --parsable prints the id on its last line (a site's wrapper may print more first).
+    out=; while IFS= read -r l || [ -n "$l" ]; do [ -n "$l" ] && out=$l; done <"$B/$i.o"
     err=; [ -s "$B/$i.r" ] && err=$(base64 -w0 <"$B/$i.r")
     printf 'AXLE\t%s\t%s\t%s\t%s\n' "$m" "$rc" "$out" "$err"
   done
@@ -149,6 +159,9 @@ reap() {
 # Jobs of one batch in sbatch at once on the login node (slurmctld serves concurrent RPCs;
 # its own locks serialize what must be). More buys little on a small controller.
 SUBMIT_PARALLEL = 4
+# Environment files one `tee` writes at most (each is an open file of its; a login node's limit
+# on open files is often 1024).
+_TEE_FILES = 64
 # Bytes a `printf` format may hold as they are; every other byte, and `'` `\` `%`, is escaped.
 _UNPRINTABLE = re.compile(rb"[^\x20-\x7e]|['\\%]")
 
@@ -603,18 +616,28 @@ class SSHClient:
             folders[folder] = None
             script = printf_word(req.script.encode())
             writes.append(b"printf " + script + f' >"$B/{i}.s" || abort "cannot write $B"'.encode())
-            argv = [str(i), req.comment, folder, *self.slurm_command(args)]
-            sent.append((req.comment, i, "go " + " ".join(shlex.quote(w) for w in argv)))
+            sent.append((req.comment, i, [req.comment, folder, *self.slurm_command(args)]))
         if not sent:
             return answers
-        for pattern, members in groups.items():
-            writes.append(f"if base {shlex.quote(pattern)} {' '.join(str(i) for i, _ in members)}; then".encode())
+        # The login environment read once per set of names the jobs set, and written by one `tee`
+        # into at most _TEE_FILES environment files (each an open file of tee's).
+        group_of: dict[int, int] = {}
+        slices = [
+            (pattern, members[start : start + _TEE_FILES])
+            for pattern, members in groups.items()
+            for start in range(0, len(members), _TEE_FILES)
+        ]
+        for g, (pattern, members) in enumerate(slices):
+            group_of.update((i, g) for i, _ in members)
+            writes.append(f"if base {g} {shlex.quote(pattern)} {' '.join(str(i) for i, _ in members)}; then".encode())
             writes += [b"printf " + printf_word(v) + f' >>"$B/{i}.e" && ok {i}'.encode() for i, v in members]
             writes.append(b"fi")
         waves = []
         for start in range(0, len(sent), SUBMIT_PARALLEL):
             wave = sent[start : start + SUBMIT_PARALLEL]
-            waves += [call for _, _, call in wave]
+            for _, i, (marker, folder, *argv) in wave:
+                words = [str(i), marker, folder, str(group_of[i]), *argv]
+                waves.append("go " + " ".join(shlex.quote(w) for w in words))
             waves.append("reap " + " ".join(f"{i} {shlex.quote(marker)}" for marker, i, _ in wave))
         # The program's last bytes are a random end mark: a stream cut short lacks them.
         end = f"AXLE-END-{secrets.token_hex(8)}"
@@ -661,7 +684,11 @@ class SSHClient:
             if marker in answers:
                 continue
             if not ready:
-                why = lost or (result.err if result is not None else "") or "the batch was refused"
+                # The program's own reason (an AXLE-ABORT line), not the shell's stderr: the
+                # program holds the jobs' variables, and stderr is whatever the login shell says.
+                aborts = [line[len("AXLE-ABORT ") :] for line in complete.splitlines() if line.startswith("AXLE-ABORT")]
+                ended = f"it ended with status {result.exit_status}" if result is not None else "the batch was refused"
+                why = lost or (aborts[0] if aborts else ended)
                 answers[marker] = SlurmError(
                     f"The batch never reached sbatch on {self.host} ({why.strip()}); nothing was submitted.",
                     permanent=False,

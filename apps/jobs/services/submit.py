@@ -450,6 +450,9 @@ def _shared_logins(jobs: list[Job], outcome: "_Outcome") -> dict:
         outcome.logins.add(name)
         logins[experiment_id] = _call(tracking.shared_login, experiment_id, name)
         if isinstance(logins[experiment_id], mlflow_auth.Credential):
+            # Every job of the batch that will use it holds it from now on, not chunk by chunk:
+            # the first chunk's jobs ending cannot have it deleted under the later chunks.
+            Job.objects.filter(pk__in=holders, status=S.SUBMITTING).update(mlflow_login=name)
             tracking.remember_login(jobs[0].grant_id, experiment_id, logins[experiment_id])
     return logins
 

@@ -197,6 +197,37 @@ def test_a_batch_gives_each_job_its_own_script_and_environment_byte_for_byte(
 
 
 @pytest.mark.slurm
+def test_a_big_batch_gives_every_job_its_own_variables_and_reads_the_id_on_sbatchs_last_line(
+    ssh_factory: Callable[..., SSHClient], ssh: SSHClient, scratch: str
+) -> None:
+    # A site's sbatch wrapper that greets first; it answers each job with an id made of the
+    # job's own variable, read from the environment file sbatch gets (fd 3). 150 jobs setting
+    # the same names: the login environment goes to their files in slices (one `tee` holds a
+    # file open for each).
+    folder = f"{scratch}/wrapper-{uuid.uuid4().hex[:6]}"
+    wrapper = (
+        "#!/bin/sh\necho 'Welcome to the cluster'\necho\n"
+        "n=$(tr '\\000' '\\n' <&3 | sed -n 's/^AXLE_I=//p')\necho $((4000 + n))\n"
+    )
+    assert ssh.run(["mkdir", "-p", folder]).exit_status == 0
+    assert ssh.run(["/bin/sh", "-c", 'cat > "$1" && chmod 755 "$1"', "sh", f"{folder}/sbatch"], stdin=wrapper.encode())
+    tag = uuid.uuid4().hex[:8]
+    reqs = [
+        SubmitRequest(
+            script="#!/bin/bash\ntrue\n",
+            job_name="wrapped",
+            comment=f"axle-test:{tag}:{i}",
+            workdir=scratch,
+            env={"AXLE_I": str(i), "SECRET": f"s-{i}"},
+        )
+        for i in range(150)
+    ]
+    with ssh_factory(slurm_bin_dir=folder) as client:
+        answers = client.submit_many(reqs)
+    assert answers == {f"axle-test:{tag}:{i}": str(4000 + i) for i in range(150)}
+
+
+@pytest.mark.slurm
 def test_a_path_in_the_jobs_environment_cannot_choose_the_program(
     ssh_factory: Callable[..., SSHClient], ssh: SSHClient, scratch: str, fake_sbatch: tuple[str, str]
 ) -> None:
