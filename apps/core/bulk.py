@@ -3,10 +3,17 @@
 Django's `bulk_update` builds a `CASE WHEN pk=… THEN …` per field and row in Python, which
 for a tracking cycle of 10,000 jobs costs more CPU than the cycle itself. On PostgreSQL this
 writes each chunk with one `UPDATE … FROM (VALUES …)`; elsewhere it falls back on
-`bulk_update`."""
+`bulk_update`.
 
+Django's `bulk_create` adapts every field of every row as its own parameter (a sweep's 100
+trials: 1,600 values, ~25 ms of Python at a light load); `bulk_insert` sends the rows as one
+JSON document that PostgreSQL unpacks (`jsonb_to_recordset`), ~5 ms."""
+
+import datetime
+import json
 from collections.abc import Iterable, Sequence
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, models
 
 CHUNK = 1000
@@ -66,3 +73,53 @@ def bulk_write(
             cursor.execute(sql, params)
             written += cursor.rowcount
     return written
+
+
+class _Exact(DjangoJSONEncoder):
+    """DjangoJSONEncoder keeps milliseconds of a time; a column keeps microseconds."""
+
+    def default(self, o):
+        if isinstance(o, datetime.datetime | datetime.time):
+            return o.isoformat()
+        return super().default(o)
+
+
+def bulk_insert(model: type[models.Model], objs: Sequence[models.Model]) -> None:
+    """Insert `objs` (new rows, their primary key left to the database) in one statement per
+    CHUNK rows, as `bulk_create` would: each field's `pre_save` (auto_now) and its prepared
+    value. The objects get no primary key back. Elsewhere than on PostgreSQL, or for a row
+    JSON cannot carry exactly (a NaN, a JSONField with an encoder of its own), it is
+    `bulk_create`."""
+    if not objs:
+        return
+    meta = model._meta
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    if connection.vendor != "postgresql" or any(
+        isinstance(f, models.JSONField) and f.encoder is not None for f in fields
+    ):
+        model.objects.bulk_create(objs, batch_size=CHUNK)
+        return
+    quote = connection.ops.quote_name
+    names = [quote(f.column) for f in fields]
+    record = ", ".join(f"{quote(f.column)} {f.db_type(connection)}" for f in fields)
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(names)}) SELECT {', '.join(f'r.{n}' for n in names)} "
+        f"FROM jsonb_to_recordset(%s::jsonb) AS r({record})"
+    )
+    rows = []
+    for obj in objs:
+        row = {}
+        for f in fields:
+            value = f.pre_save(obj, add=True)
+            row[f.column] = value if isinstance(f, models.JSONField) else f.get_prep_value(value)
+        rows.append(row)
+    try:
+        documents = [
+            json.dumps(rows[start : start + CHUNK], cls=_Exact, allow_nan=False) for start in range(0, len(rows), CHUNK)
+        ]
+    except ValueError:
+        model.objects.bulk_create(objs, batch_size=CHUNK)
+        return
+    with connection.cursor() as cursor:
+        for document in documents:
+            cursor.execute(sql, [document])

@@ -23,6 +23,7 @@ from apps.audit.services import audit_record, audit_record_many
 from apps.clusters.models import Cluster, ClusterGrant
 from apps.clusters.selectors import grant_for_submission
 from apps.clusters.transport import ready, slurm_client
+from apps.core.bulk import bulk_insert
 from apps.core.errors import Conflict, PermissionDenied, Unavailable, ValidationFailed
 from apps.core.leases import work_lease
 from apps.core.tasks import enqueue
@@ -391,10 +392,11 @@ def _interrupted(job: Job, exc: Exception) -> tuple[str, str]:
 
 def _record_trials(
     sweep: Sweep, spec: Spec, suggestions: list[search.Suggestion], *, start: int, job: Job | None = None
-) -> list[Trial]:
+) -> None:
     """The trials, in one INSERT; with ``job``, already in its array (task i is trial start + i)."""
     placed = {"job": job, "state": T.PENDING} if job is not None else {}
-    return Trial.objects.bulk_create(
+    bulk_insert(
+        Trial,
         [
             Trial(
                 sweep=sweep,
@@ -406,7 +408,7 @@ def _record_trials(
                 **placed,
             )
             for i, s in enumerate(suggestions)
-        ]
+        ],
     )
 
 
@@ -600,7 +602,7 @@ def past_of(sweep: Sweep) -> list[search.Past]:
     ]
 
 
-def _ask_more(sweep: Sweep, spec: Spec, count: int) -> list[Trial]:
+def _ask_more(sweep: Sweep, spec: Spec, count: int) -> None:
     """Ask Optuna (rebuilt from the rows) for ``count`` more trials and record them. Call
     inside a transaction holding the sweep's row."""
     if spec.algorithm == "hyperband":
@@ -608,8 +610,9 @@ def _ask_more(sweep: Sweep, spec: Spec, count: int) -> list[Trial]:
         suggestions, attrs = _hyperband_suggest(spec, trials, sweep.optuna_attrs, limit=count)
         Sweep.objects.filter(pk=sweep.pk).update(optuna_attrs=attrs)
         sweep.optuna_attrs = attrs
-        return _record_trials(sweep, spec, suggestions, start=len(trials))
+        _record_trials(sweep, spec, suggestions, start=len(trials))
+        return
     past = past_of(sweep)
     suggestions, attrs = search.ask(spec, past, count, study_attrs=sweep.optuna_attrs)
     Sweep.objects.filter(pk=sweep.pk).update(optuna_attrs=attrs)
-    return _record_trials(sweep, spec, suggestions, start=len(past))
+    _record_trials(sweep, spec, suggestions, start=len(past))
