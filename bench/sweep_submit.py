@@ -188,6 +188,8 @@ def run_posted(ssh, user, cluster, n: int, name: str, quiet: bool = False) -> tu
         import pstats
 
         profile.disable()
+        profile.dump_stats("/tmp/sweep_submit_post.prof")
+        c.say("profile saved to /tmp/sweep_submit_post.prof")
         pstats.Stats(profile).sort_stats("cumulative").print_stats(50)
     if answer.status_code != 201:
         c.die(f"POST /api/v1/sweeps/ answered {answer.status_code}: {answer.content[:500]!r}", 1)
