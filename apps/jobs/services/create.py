@@ -105,7 +105,9 @@ def job_create(
         script=script, grant=grant, workdir=workdir, parameters=parameters, name=name
     )
     try:
-        with transaction.atomic():
+        # Taken, the job is part of its caller's transaction, which does not go on without it:
+        # no savepoint of its own.
+        with transaction.atomic(savepoint=not taken):
             if grant.max_active_jobs is not None:
                 # Two creations at once would both count the same jobs: the grant's row lock
                 # makes the second wait until the first job is committed, and count it.
