@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, models
+from django.utils import timezone
 
 CHUNK = 1000
 
@@ -84,20 +85,25 @@ class _Exact(DjangoJSONEncoder):
         return super().default(o)
 
 
-def bulk_insert(model: type[models.Model], objs: Sequence[models.Model]) -> None:
-    """Insert `objs` (new rows, their primary key left to the database) in one statement per
-    CHUNK rows, as `bulk_create` would: each field's `pre_save` (auto_now) and its prepared
-    value. The objects get no primary key back. Elsewhere than on PostgreSQL, or for a row
-    JSON cannot carry exactly (a NaN, a JSONField with an encoder of its own), it is
+def bulk_insert(model: type[models.Model], rows: Sequence[dict]) -> None:
+    """Insert new rows, each a dict of field attnames (`sweep_id`, or `sweep` for the object)
+    to values, the others taking their defaults and `auto_now` times, in one statement per
+    CHUNK rows: what `bulk_create` of `model(**row)` writes, without making a model instance
+    per row. Primary keys are the database's, not returned. Elsewhere than on PostgreSQL, or
+    for a row JSON cannot carry exactly (a NaN, a JSONField with an encoder of its own), it is
     `bulk_create`."""
-    if not objs:
+    if not rows:
         return
     meta = model._meta
     fields = [f for f in meta.concrete_fields if not f.primary_key]
+
+    def fallback() -> None:
+        model.objects.bulk_create([model(**row) for row in rows], batch_size=CHUNK)
+
     if connection.vendor != "postgresql" or any(
         isinstance(f, models.JSONField) and f.encoder is not None for f in fields
     ):
-        model.objects.bulk_create(objs, batch_size=CHUNK)
+        fallback()
         return
     quote = connection.ops.quote_name
     names = [quote(f.column) for f in fields]
@@ -106,20 +112,35 @@ def bulk_insert(model: type[models.Model], objs: Sequence[models.Model]) -> None
         f"INSERT INTO {quote(meta.db_table)} ({', '.join(names)}) SELECT {', '.join(f'r.{n}' for n in names)} "
         f"FROM jsonb_to_recordset(%s::jsonb) AS r({record})"
     )
-    rows = []
-    for obj in objs:
-        row = {}
-        for f in fields:
-            value = f.pre_save(obj, add=True)
-            row[f.column] = value if isinstance(f, models.JSONField) else f.get_prep_value(value)
-        rows.append(row)
-    try:
-        documents = [
-            json.dumps(rows[start : start + CHUNK], cls=_Exact, allow_nan=False) for start in range(0, len(rows), CHUNK)
-        ]
-    except ValueError:
-        model.objects.bulk_create(objs, batch_size=CHUNK)
-        return
+    now = timezone.now()
+    defaults = {}
+    for f in fields:
+        if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False):
+            defaults[f.attname] = now
+        elif f.has_default() or not f.null:
+            defaults[f.attname] = f.get_default()
+        else:
+            defaults[f.attname] = None
+    documents = []
+    for start in range(0, len(rows), CHUNK):
+        chunk = []
+        for row in rows[start : start + CHUNK]:
+            out = {}
+            for f in fields:
+                if f.attname in row:
+                    value = row[f.attname]
+                elif f.name in row:
+                    related = row[f.name]
+                    value = None if related is None else related.pk
+                else:
+                    value = defaults[f.attname]
+                out[f.column] = value if isinstance(f, models.JSONField) else f.get_prep_value(value)
+            chunk.append(out)
+        try:
+            documents.append(json.dumps(chunk, cls=_Exact, allow_nan=False))
+        except ValueError:
+            fallback()
+            return
     with connection.cursor() as cursor:
         for document in documents:
             cursor.execute(sql, [document])

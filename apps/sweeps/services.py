@@ -394,19 +394,19 @@ def _record_trials(
     sweep: Sweep, spec: Spec, suggestions: list[search.Suggestion], *, start: int, job: Job | None = None
 ) -> None:
     """The trials, in one INSERT; with ``job``, already in its array (task i is trial start + i)."""
-    placed = {"job": job, "state": T.PENDING} if job is not None else {}
+    placed = {"job_id": job.pk, "state": T.PENDING} if job is not None else {}
     bulk_insert(
         Trial,
         [
-            Trial(
-                sweep=sweep,
-                number=start + i,
-                params=s.params,
-                values=search.rendered(spec, s.params),
-                system_attrs=s.system_attrs,
-                task_id=i if job is not None else None,
+            {
+                "sweep_id": sweep.pk,
+                "number": start + i,
+                "params": s.params,
+                "values": search.rendered(spec, s.params),
+                "system_attrs": s.system_attrs,
+                "task_id": i if job is not None else None,
                 **placed,
-            )
+            }
             for i, s in enumerate(suggestions)
         ],
     )
