@@ -218,16 +218,8 @@ def sweep_create(
     folder = f"{grant.job_root}/sweep-{sweep_uuid}"
     size = _first_wave_size(spec)
     problems = _static_problems(spec, cluster)
-    # Asked before the transaction opens: it may connect to the cluster. Not for a spec that
-    # cannot run.
-    now = (
-        not problems
-        and submit_now
-        and settings.AXLE_SWEEP_SUBMIT_WAIT_SECONDS > 0
-        and ready(grant, wait=settings.AXLE_SWEEP_SUBMIT_WAIT_SECONDS)
-    )
     wave = None
-    if now:
+    if not problems and submit_now and settings.AXLE_SWEEP_SUBMIT_WAIT_SECONDS > 0:
         # The wave's own script, checked once: for the sweep here and as the Job's validation.
         suggestions, attrs = _suggest(spec, size)
         wave = _first_wave(spec, grant, folder, suggestions)
@@ -241,6 +233,10 @@ def sweep_create(
         )
     if wave is None:
         suggestions, attrs = _suggest(spec, size)
+    elif not ready(grant, wait=settings.AXLE_SWEEP_SUBMIT_WAIT_SECONDS):
+        # Asked before the transaction opens (it may connect to the cluster), and only for a
+        # sweep that can run. The cluster is not at hand: a worker launches the wave.
+        wave = None
     job = None
     with ExitStack() as lease:
         with transaction.atomic():
