@@ -3,11 +3,19 @@
 Django's `bulk_update` builds a `CASE WHEN pk=… THEN …` per field and row in Python, which
 for a tracking cycle of 10,000 jobs costs more CPU than the cycle itself. On PostgreSQL this
 writes each chunk with one `UPDATE … FROM (VALUES …)`; elsewhere it falls back on
-`bulk_update`."""
+`bulk_update`.
 
+Django's `bulk_create` adapts every field of every row as its own parameter (a sweep's 100
+trials: 1,600 values, ~25 ms of Python at a light load); `bulk_insert` sends the rows as one
+JSON document that PostgreSQL unpacks (`jsonb_to_recordset`), ~5 ms."""
+
+import datetime
+import json
 from collections.abc import Iterable, Sequence
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, models
+from django.utils import timezone
 
 CHUNK = 1000
 
@@ -66,3 +74,73 @@ def bulk_write(
             cursor.execute(sql, params)
             written += cursor.rowcount
     return written
+
+
+class _Exact(DjangoJSONEncoder):
+    """DjangoJSONEncoder keeps milliseconds of a time; a column keeps microseconds."""
+
+    def default(self, o):
+        if isinstance(o, datetime.datetime | datetime.time):
+            return o.isoformat()
+        return super().default(o)
+
+
+def bulk_insert(model: type[models.Model], rows: Sequence[dict]) -> None:
+    """Insert new rows, each a dict of field attnames (`sweep_id`, or `sweep` for the object)
+    to values, the others taking their defaults and `auto_now` times, in one statement per
+    CHUNK rows: what `bulk_create` of `model(**row)` writes, without making a model instance
+    per row. Primary keys are the database's, not returned. Elsewhere than on PostgreSQL, or
+    for a row JSON cannot carry exactly (a NaN, a JSONField with an encoder of its own), it is
+    `bulk_create`."""
+    if not rows:
+        return
+    meta = model._meta
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+
+    def fallback() -> None:
+        model.objects.bulk_create([model(**row) for row in rows], batch_size=CHUNK)
+
+    if connection.vendor != "postgresql" or any(
+        isinstance(f, models.JSONField) and f.encoder is not None for f in fields
+    ):
+        fallback()
+        return
+    quote = connection.ops.quote_name
+    names = [quote(f.column) for f in fields]
+    record = ", ".join(f"{quote(f.column)} {f.db_type(connection)}" for f in fields)
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(names)}) SELECT {', '.join(f'r.{n}' for n in names)} "
+        f"FROM jsonb_to_recordset(%s::jsonb) AS r({record})"
+    )
+    now = timezone.now()
+    defaults = {}
+    for f in fields:
+        if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False):
+            defaults[f.attname] = now
+        elif f.has_default() or not f.null:
+            defaults[f.attname] = f.get_default()
+        else:
+            defaults[f.attname] = None
+    documents = []
+    for start in range(0, len(rows), CHUNK):
+        chunk = []
+        for row in rows[start : start + CHUNK]:
+            out = {}
+            for f in fields:
+                if f.attname in row:
+                    value = row[f.attname]
+                elif f.name in row:
+                    related = row[f.name]
+                    value = None if related is None else related.pk
+                else:
+                    value = defaults[f.attname]
+                out[f.column] = value if isinstance(f, models.JSONField) else f.get_prep_value(value)
+            chunk.append(out)
+        try:
+            documents.append(json.dumps(chunk, cls=_Exact, allow_nan=False))
+        except ValueError:
+            fallback()
+            return
+    with connection.cursor() as cursor:
+        for document in documents:
+            cursor.execute(sql, [document])

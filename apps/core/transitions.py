@@ -72,7 +72,10 @@ def transition_many(
             raise Conflict(f"Cannot go from {old} to {to}.")
     has_updated_at = any(f.name == "updated_at" for f in model._meta.fields)
     now = timezone.now()
-    with transaction.atomic():
+    # No savepoint inside a caller's transaction: nothing here raises for the caller to catch
+    # and go on (a Conflict is raised above, before it), and a database error must roll the
+    # caller's transaction back.
+    with transaction.atomic(savepoint=False):
         current = dict(
             model.objects.select_for_update().filter(pk__in=[obj.pk for obj, _, _ in changes]).values_list("pk", field)
         )

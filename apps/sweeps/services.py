@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import uuid as uuid_lib
+from contextlib import ExitStack
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
@@ -17,10 +19,11 @@ from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from apps.accounts.teams import team_default
-from apps.audit.services import audit_record
+from apps.audit.services import audit_record, audit_record_many
 from apps.clusters.models import Cluster, ClusterGrant
 from apps.clusters.selectors import grant_for_submission
 from apps.clusters.transport import ready, slurm_client
+from apps.core.bulk import bulk_insert
 from apps.core.errors import Conflict, PermissionDenied, Unavailable, ValidationFailed
 from apps.core.leases import work_lease
 from apps.core.tasks import enqueue
@@ -29,7 +32,7 @@ from apps.integrations.slurm.base import SlurmError, deadline
 from apps.jobs import validation as job_validation
 from apps.jobs.models import Job
 from apps.jobs.services import job_create
-from apps.jobs.services.submit import job_lease_name, jobs_submit_batch
+from apps.jobs.services.submit import job_lease_name, job_submit_taken
 
 from . import hyperband, search, trialscript
 from .models import Sweep, Trial
@@ -54,13 +57,24 @@ def _problems_text(problems: list[dict]) -> str:
     return "; ".join((f"line {p['line']}: " if p.get("line") else "") + p["message"] for p in problems)
 
 
-def _grant_problems(*, spec: Spec, grant: ClusterGrant, size: int, folder: str) -> list[dict]:
+def _grant_problems(
+    *,
+    spec: Spec,
+    grant: ClusterGrant,
+    size: int,
+    folder: str,
+    result: job_validation.Validation | None = None,
+) -> list[dict]:
     """The sweep checked against the grant as the job array it will be: the array size, the
-    per-task resources and the active jobs, with the numbers."""
-    script = trialscript.array_script(
-        spec=spec, script=spec.script, folder=folder, wave=0, size=max(size, 1), parallel=spec.parallel_trial_count
-    )
-    result = job_validation.validate(script=script, grant=grant, workdir=f"{grant.job_root}/<job id>", name=spec.name)
+    per-task resources and the active jobs, with the numbers. ``result``: the wave's own
+    script already validated (the POST that submits it), else a script of the same shape is."""
+    if result is None:
+        script = trialscript.array_script(
+            spec=spec, script=spec.script, folder=folder, wave=0, size=max(size, 1), parallel=spec.parallel_trial_count
+        )
+        result = job_validation.validate(
+            script=script, grant=grant, workdir=f"{grant.job_root}/<job id>", name=spec.name
+        )
     problems = [
         {"path": "spec.trialTemplate.trialSpec", "line": p["line"], "message": p["message"]} for p in result.problems
     ]
@@ -183,12 +197,17 @@ def sweep_create(
 
     With ``submit_now`` (the API's POST) the first wave goes to Slurm from this process when
     it can reach the cluster at once (`transport.ready`: an idle pooled connection, or one
-    made within AXLE_SWEEP_SUBMIT_WAIT_SECONDS): the wave's Job is made in the sweep's own
-    transaction (with its queued submission task, the fallback should this process die),
-    then submitted here under the job's lease, as a worker would. ``sweep.launch`` says what
-    happened: "submitted" (Slurm answered with the array's id), "queued" (a worker does it),
-    "failed" (``sweep.launch_message`` says why) or "unknown" (the cluster did not answer the
-    sbatch in time: the job is found by its marker). The submission is bounded to
+    made within AXLE_SWEEP_SUBMIT_WAIT_SECONDS): the sweep, its trials and the wave's Job are
+    recorded in ONE transaction, the Job already `submitting` (its first attempt, taken by
+    this request: `job_create(taken=True)`) with its lease held by this process from before
+    the commit, its script validated once (the wave's own text, for the sweep and the Job
+    alike), and the trials already in it; after the commit the Job is delivered
+    (`job_submit_taken`). A process killed at any point after the commit leaves the Job
+    `submitting` with its lease gone: the stuck-submission check finds the array by its
+    marker (one array, never a second sbatch), as for a dead worker. ``sweep.launch`` says
+    what happened: "submitted" (Slurm answered with the array's id), "queued" (a worker does
+    it), "failed" (``sweep.launch_message`` says why) or "unknown" (the cluster did not answer
+    the sbatch in time: the job is found by its marker). The submission is bounded to
     AXLE_SWEEP_SUBMIT_WAIT_SECONDS + SUBMIT_GRACE_SECONDS."""
     spec = parse(spec_text, script=script)
     grant = grant_for_submission(user=user, cluster=cluster)
@@ -197,85 +216,141 @@ def sweep_create(
     team = team or team_default(user)
     sweep_uuid = uuid_lib.uuid4()
     folder = f"{grant.job_root}/sweep-{sweep_uuid}"
-    problems = _static_problems(spec, cluster) + _grant_problems(
-        spec=spec, grant=grant, size=_first_wave_size(spec), folder=folder
-    )
+    size = _first_wave_size(spec)
+    problems = _static_problems(spec, cluster)
+    wave = None
+    if not problems and submit_now and settings.AXLE_SWEEP_SUBMIT_WAIT_SECONDS > 0:
+        # The wave's own script, checked once: for the sweep here and as the Job's validation.
+        suggestions, attrs = _suggest(spec, size)
+        wave = _first_wave(spec, grant, folder, suggestions)
+        problems += _grant_problems(spec=spec, grant=grant, size=size, folder=folder, result=wave.result)
+    else:
+        problems += _grant_problems(spec=spec, grant=grant, size=size, folder=folder)
     if problems:
         raise ValidationFailed(
             "The sweep cannot run: " + "; ".join(f"{p['path']}: {p['message']}" for p in problems),
             extra={"problems": problems},
         )
-    suggestions, attrs = _suggest(spec, _first_wave_size(spec))
-    # Asked before the transaction opens: it may connect to the cluster.
-    now = (
-        submit_now
-        and settings.AXLE_SWEEP_SUBMIT_WAIT_SECONDS > 0
-        and ready(grant, wait=settings.AXLE_SWEEP_SUBMIT_WAIT_SECONDS)
-    )
+    if wave is None:
+        suggestions, attrs = _suggest(spec, size)
+    elif not ready(grant, wait=settings.AXLE_SWEEP_SUBMIT_WAIT_SECONDS):
+        # Asked before the transaction opens (it may connect to the cluster), and only for a
+        # sweep that can run. The cluster is not at hand: a worker launches the wave.
+        wave = None
     job = None
-    with transaction.atomic():
-        sweep = Sweep.objects.create(
-            uuid=sweep_uuid,
-            owner=user,
-            team=team,
-            grant=grant,
-            cluster=cluster,
-            name=spec.name,
-            spec_text=spec_text,
-            script=spec.script,
-            algorithm=spec.algorithm,
-            max_trial_count=spec.trial_count(),
-            folder=folder,
-            optuna_attrs=attrs,
-        )
-        _record_trials(sweep, spec, suggestions, start=0)
-        audit_record(
-            action="sweep.created",
-            subject=sweep,
-            actor=user,
-            after={
-                "cluster": cluster.name,
-                "algorithm": spec.algorithm,
-                "trials": sweep.max_trial_count,
-                "parallel": spec.parallel_trial_count,
-                "first_array": len(suggestions),
-            },
-        )
-        if now:
-            # One transaction for the sweep and its wave's Job: a process killed after it
-            # leaves the Job's own queued submission, never a sweep with nothing queued.
-            job = sweep_launch(sweep_id=sweep.pk, sweep=sweep, spec=spec)
-        else:
-            enqueue("apps.sweeps.tasks.sweep_launch", sweep.pk)
-    sweep.launch, sweep.launch_message = "queued", ""
-    if job is not None:
-        try:
+    with ExitStack() as lease:
+        with transaction.atomic():
+            sweep = Sweep.objects.create(
+                uuid=sweep_uuid,
+                owner=user,
+                team=team,
+                grant=grant,
+                cluster=cluster,
+                name=spec.name,
+                spec_text=spec_text,
+                script=spec.script,
+                algorithm=spec.algorithm,
+                max_trial_count=spec.trial_count(),
+                folder=folder,
+                optuna_attrs=attrs,
+                # The first wave is claimed at birth when this request launches it.
+                waves=1 if wave is not None else 0,
+            )
+            events = [
+                {
+                    "action": "sweep.created",
+                    "subject": sweep,
+                    "actor": user,
+                    "after": {
+                        "cluster": cluster.name,
+                        "algorithm": spec.algorithm,
+                        "trials": sweep.max_trial_count,
+                        "parallel": spec.parallel_trial_count,
+                        "first_array": len(suggestions),
+                    },
+                }
+            ]
+            if wave is not None:
+                job = job_create(
+                    user=user,
+                    cluster=cluster,
+                    name=wave.name,
+                    script=wave.script,
+                    team=team,
+                    own_run=False,
+                    grant=grant,
+                    job_uuid=wave.job_uuid,
+                    validated=wave.result,
+                    taken=True,
+                    audit=events,
+                )
+                # Held from before the commit to the end of the submission: the re-drive and
+                # the stuck check never take the job from this request while it is alive.
+                if not lease.enter_context(work_lease(job_lease_name(job.pk))):
+                    raise RuntimeError(f"the lease of job {job.pk}, made in this transaction, is held elsewhere")
+                _record_trials(sweep, spec, suggestions, start=0, job=job)
+                events.append(
+                    {
+                        "action": "sweep.array_created",
+                        "subject": sweep,
+                        "actor": user,
+                        "after": {"wave": 0, "job": str(job.uuid), "trials": list(range(len(suggestions)))},
+                    }
+                )
+            else:
+                _record_trials(sweep, spec, suggestions, start=0)
+                enqueue("apps.sweeps.tasks.sweep_launch", sweep.pk)
+            audit_record_many(events)
+        sweep.launch, sweep.launch_message = "queued", ""
+        if job is not None:
             sweep.launch, sweep.launch_message = _submit_wave(job)
-        except Exception:
-            # The sweep exists: a 500 would make a retrying client create a second one. The
-            # job's own queued task and the stuck-submission check take the wave from here.
-            logger.exception("The in-request submission of sweep %s's first wave failed", sweep.uuid)
-            sweep.launch = "queued"
-    elif now:
-        sweep.refresh_from_db()
-        if sweep.is_terminal:
-            sweep.launch, sweep.launch_message = "failed", sweep.message
     return sweep
 
 
+@dataclass
+class _Wave:
+    """A first wave's Job as the POST makes it: its name, script and uuid, and the script's
+    validation against the grant (for the workdir of that uuid)."""
+
+    name: str
+    script: str
+    job_uuid: uuid_lib.UUID
+    result: job_validation.Validation
+
+
+def _first_wave(spec: Spec, grant: ClusterGrant, folder: str, suggestions: list[search.Suggestion]) -> _Wave:
+    values = [search.rendered(spec, s.params) for s in suggestions]
+    script = trialscript.array_script(
+        spec=spec,
+        script=spec.script,
+        folder=folder,
+        wave=0,
+        size=len(suggestions),
+        parallel=spec.parallel_trial_count,
+        params=trialscript.params_file(spec, list(enumerate(values))),
+    )
+    name = f"{spec.name}-0"[:200]
+    job_uuid = uuid_lib.uuid4()
+    result = job_validation.validate(script=script, grant=grant, workdir=f"{grant.job_root}/{job_uuid}", name=name)
+    return _Wave(name=name, script=script, job_uuid=job_uuid, result=result)
+
+
 def _submit_wave(job: Job) -> tuple[str, str]:
-    """Submit the wave's Job from this process, under its lease as a worker's task would (a
-    worker that took the job's queued task first keeps it: "queued"). Only this job: a
-    request does not deliver the grant's backlog. The crash-safety is the jobs app's: a
-    process killed after sbatch leaves the job `submitting`, and the stuck check finds the
-    array by its marker (never a second sbatch)."""
-    with work_lease(job_lease_name(job.pk)) as mine:
-        if mine:
-            # A pooled connection may hang and sbatch take long: the request waits a few
-            # seconds at most, then the submission is ambiguous (the job `unknown`).
-            with deadline(settings.AXLE_SWEEP_SUBMIT_WAIT_SECONDS + SUBMIT_GRACE_SECONDS):
-                jobs_submit_batch(grant_id=job.grant_id, first=job.pk, limit=1)
-    job.refresh_from_db(fields=["status", "slurm_job_id", "failure_message"])
+    """Deliver the wave's Job, made `submitting` in the sweep's transaction and leased by the
+    caller. Only this job: a request does not deliver the grant's backlog."""
+    try:
+        # A pooled connection may hang and sbatch take long: the request waits a few seconds
+        # at most, then the submission is ambiguous (the job `unknown`).
+        with deadline(settings.AXLE_SWEEP_SUBMIT_WAIT_SECONDS + SUBMIT_GRACE_SECONDS):
+            job_submit_taken(job=job)
+    except Exception as exc:
+        # The sweep exists: a 500 would make a retrying client create a second one. Whether
+        # sbatch ran is not known: the marker search decides (a second array never).
+        logger.exception("The in-request submission of sweep wave %s failed", job.uuid)
+        return _interrupted(job, exc)
+    if job.status == Job.Status.SUBMITTING:
+        # Taken from this request meanwhile (it cannot be while the lease is held): as recorded.
+        job.refresh_from_db(fields=["status", "slurm_job_id", "failure_message"])
     if job.slurm_job_id:
         return "submitted", ""
     if job.status in Job.TERMINAL:
@@ -285,34 +360,66 @@ def _submit_wave(job: Job) -> tuple[str, str]:
     return "queued", ""
 
 
-def _record_trials(sweep: Sweep, spec: Spec, suggestions: list[search.Suggestion], *, start: int) -> list[Trial]:
-    return Trial.objects.bulk_create(
-        [
-            Trial(
-                sweep=sweep,
-                number=start + i,
-                params=s.params,
-                values=search.rendered(spec, s.params),
-                system_attrs=s.system_attrs,
+def _interrupted(job: Job, exc: Exception) -> tuple[str, str]:
+    """The request's submission broke off unexpectedly: the job goes to `unknown` now (not
+    after the stuck check's wait), reconciliation finds it by its marker or, once the grace
+    has passed without it, queues it again."""
+    try:
+        job.refresh_from_db(fields=["status", "slurm_job_id", "failure_message", "updated_at"])
+        if job.status == Job.Status.SUBMITTING:
+            transition(
+                obj=job,
+                to=Job.Status.UNKNOWN,
+                transitions=Job.TRANSITIONS,
+                action="job.submit_interrupted",
+                fields={"unknown_since": timezone.now(), "last_error": f"{type(exc).__name__}: {exc}"[:2000]},
+                data={"reason": "the request's submission broke off"},
             )
+            enqueue("apps.jobs.tasks.jobs_reconcile")
+    except Exception:
+        logger.exception("Sweep wave %s left submitting: the stuck-submission check takes it", job.uuid)
+        return "queued", ""
+    if job.slurm_job_id:
+        return "submitted", ""
+    if job.status in Job.TERMINAL:
+        return "failed", job.failure_message
+    return "unknown", "The submission was interrupted; the hub finds the wave by its marker."
+
+
+def _record_trials(
+    sweep: Sweep, spec: Spec, suggestions: list[search.Suggestion], *, start: int, job: Job | None = None
+) -> None:
+    """The trials, in one INSERT; with ``job``, already in its array (task i is trial start + i)."""
+    placed = {"job_id": job.pk, "state": T.PENDING} if job is not None else {}
+    bulk_insert(
+        Trial,
+        [
+            {
+                "sweep_id": sweep.pk,
+                "number": start + i,
+                "params": s.params,
+                "values": search.rendered(spec, s.params),
+                "system_attrs": s.system_attrs,
+                "task_id": i if job is not None else None,
+                **placed,
+            }
             for i, s in enumerate(suggestions)
-        ]
+        ],
     )
 
 
-def sweep_launch(*, sweep_id: int, sweep: Sweep | None = None, spec: Spec | None = None) -> Job | None:
+def sweep_launch(*, sweep_id: int) -> Job | None:
     """Put the trials not yet in an array into ONE job array: its script carries the trial
     script and the wave's parameter table; create the wave's Job (the jobs app submits and
     tracks it). Safe to run twice: a launch claims its wave number with a compare-and-swap.
     Talks to nobody: the caller submits the Job (tasks.sweep_launch at once)."""
-    if sweep is None:
-        sweep = Sweep.objects.select_related("grant__cluster", "owner", "team").get(pk=sweep_id)
+    sweep = Sweep.objects.select_related("grant__cluster", "owner", "team").get(pk=sweep_id)
     if sweep.is_terminal:
         return None
     trials = list(sweep.trials.filter(state=T.CREATED, job__isnull=True).order_by("number"))
     if not trials:
         return None
-    spec = spec or spec_of(sweep)
+    spec = spec_of(sweep)
     wave = sweep.waves
     # The parameter table travels inside the array's script, as the trial script does: the
     # wave costs its one sbatch and nothing else on the cluster before it.
@@ -491,7 +598,7 @@ def past_of(sweep: Sweep) -> list[search.Past]:
     ]
 
 
-def _ask_more(sweep: Sweep, spec: Spec, count: int) -> list[Trial]:
+def _ask_more(sweep: Sweep, spec: Spec, count: int) -> None:
     """Ask Optuna (rebuilt from the rows) for ``count`` more trials and record them. Call
     inside a transaction holding the sweep's row."""
     if spec.algorithm == "hyperband":
@@ -499,8 +606,9 @@ def _ask_more(sweep: Sweep, spec: Spec, count: int) -> list[Trial]:
         suggestions, attrs = _hyperband_suggest(spec, trials, sweep.optuna_attrs, limit=count)
         Sweep.objects.filter(pk=sweep.pk).update(optuna_attrs=attrs)
         sweep.optuna_attrs = attrs
-        return _record_trials(sweep, spec, suggestions, start=len(trials))
+        _record_trials(sweep, spec, suggestions, start=len(trials))
+        return
     past = past_of(sweep)
     suggestions, attrs = search.ask(spec, past, count, study_attrs=sweep.optuna_attrs)
     Sweep.objects.filter(pk=sweep.pk).update(optuna_attrs=attrs)
-    return _record_trials(sweep, spec, suggestions, start=len(past))
+    _record_trials(sweep, spec, suggestions, start=len(past))

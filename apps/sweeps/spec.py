@@ -281,6 +281,11 @@ def _check_setting(kind: str, value: str, path: str, problems: _Problems) -> Non
         problems.add(path, "must not be empty.")
 
 
+# libyaml's safe loader where PyYAML was built with it: the same documents, ~10x faster than
+# the pure-Python one (a spec is parsed on every POST; 100 trials' spec 2.5 -> 0.3 ms).
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load(text: str) -> dict:
     """The YAML document, or a SpecError saying why it is not one."""
     if not isinstance(text, str) or not text.strip():
@@ -288,7 +293,12 @@ def load(text: str) -> dict:
     if len(text.encode("utf-8")) > MAX_SPEC_BYTES:
         raise SpecError([{"path": "(document)", "message": f"The spec is larger than {MAX_SPEC_BYTES // 1024} KiB."}])
     try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+        try:
+            documents = [d for d in yaml.load_all(text, Loader=_LOADER) if d is not None]
+        except yaml.YAMLError:
+            # libyaml places some errors elsewhere (the end of a stream on the line after):
+            # the message says where the pure-Python parser finds it.
+            documents = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

@@ -15,6 +15,7 @@ import yaml
 from django.utils import timezone
 
 from apps.accounts import services as account_services
+from apps.audit.models import AuditEvent
 from apps.clusters.transport import slurm_client
 from apps.integrations.slurm.ssh import SLURM_PROGRAMS
 from apps.jobs import tasks as job_tasks
@@ -210,18 +211,140 @@ def test_a_request_killed_after_sbatch_leaves_one_array_found_by_its_marker(api,
         cancel(grant, job)
 
 
-def test_an_unexpected_error_in_the_posts_submission_answers_queued_for_the_sweep_it_made(api, grant, monkeypatch):
+def test_an_unexpected_error_in_the_posts_submission_answers_unknown_and_the_wave_is_sent_once(api, grant, monkeypatch):
     def broken(**kwargs):
         raise ValueError("filedescriptor out of range in select()")
 
-    monkeypatch.setattr(services, "jobs_submit_batch", broken)
+    monkeypatch.setattr(services, "job_submit_taken", broken)
     response = post(api, grant, "broken")
+    # The sweep exists: a 500 would make a retrying client create a second one.
     assert response.status_code == 201, response.content
-    assert response.json()["launch"] == "queued"
+    assert response.json()["launch"] == "unknown" and "marker" in response.json()["launch_message"]
+    assert Sweep.objects.filter(name="broken", owner=grant.user).count() == 1
     sweep = Sweep.objects.get(uuid=response.json()["id"])
     job = Job.objects.get(trials__sweep=sweep, trials__number=0)
-    assert job.status == Job.Status.QUEUED and not job.slurm_job_id
-    assert Sweep.objects.filter(name="broken", owner=grant.user).count() == 1
+    # Whether sbatch ran is not known to the request: the marker search decides.
+    assert job.status == Job.Status.UNKNOWN and not job.slurm_job_id
+    try:
+        # Nothing on Slurm under the marker once the grace has passed: queued again, sent once.
+        Job.objects.filter(pk=job.pk).update(unknown_since=timezone.now() - timedelta(minutes=5))
+        job_tasks.jobs_reconcile()
+        job.refresh_from_db()
+        assert job.status == Job.Status.QUEUED
+        job_tasks.job_submit(job.pk)
+        job.refresh_from_db()
+        assert job.status == Job.Status.PENDING and job.slurm_job_id
+        assert on_slurm(grant, job) == {job.slurm_job_id}
+    finally:
+        job.refresh_from_db()
+        cancel(grant, job)
+
+
+def test_the_post_records_the_sweep_its_trials_and_its_wave_submitting_in_one_transaction(
+    api, grant, monkeypatch, django_capture_on_commit_callbacks
+):
+    seen = {}
+    real = services.job_submit_taken
+
+    def at_sbatch(*, job):
+        # What the database holds when the request goes to the cluster.
+        row = Job.objects.get(pk=job.pk)
+        sweep = Sweep.objects.get(trials__job=row, trials__number=0)
+        seen.update(
+            status=row.status,
+            attempts=row.attempts,
+            waves=sweep.waves,
+            trials=set(sweep.trials.values_list("state", "job_id")),
+            tasks=list(sweep.trials.order_by("number").values_list("task_id", flat=True)),
+        )
+        return real(job=job)
+
+    monkeypatch.setattr(services, "job_submit_taken", at_sbatch)
+    with django_capture_on_commit_callbacks() as queued:
+        response = post(api, grant, "onetx")
+    assert response.status_code == 201, response.content
+    assert response.json()["launch"] == "submitted"
+    job = Job.objects.get(trials__sweep__uuid=response.json()["id"], trials__number=0)
+    try:
+        assert seen == {
+            "status": Job.Status.SUBMITTING,
+            "attempts": 1,
+            "waves": 1,
+            "trials": {(Trial.State.PENDING, job.pk)},
+            "tasks": [0, 1, 2],
+        }
+        # One take, one answer: the job's lifecycle as a worker's submission records it.
+        actions = list(
+            AuditEvent.objects.filter(subject_type="jobs.job", subject_id=str(job.uuid))
+            .order_by("seq")
+            .values_list("action", flat=True)
+        )
+        assert actions == ["job.created", "job.submitting", "job.submitted"]
+        # No task was queued (the sweep's launch, the job's submission): this request sent it.
+        assert queued == []
+    finally:
+        cancel(grant, job)
+
+
+def test_a_failure_inside_the_posts_transaction_leaves_no_sweep_no_trial_and_no_wave(api, grant, monkeypatch):
+    def broken(entries):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(services, "audit_record_many", broken)
+    with pytest.raises(RuntimeError):
+        post(api, grant, "rolledback")
+    assert not Sweep.objects.filter(name="rolledback").exists()
+    assert not Trial.objects.filter(sweep__name="rolledback").exists()
+    assert not Job.objects.filter(name="rolledback-0").exists()
+
+
+def test_a_request_killed_before_sbatch_leaves_the_wave_to_the_stuck_check_which_sends_it_once(api, grant, monkeypatch):
+    def killed(*, job):
+        raise SystemExit("portal process killed")
+
+    monkeypatch.setattr(services, "job_submit_taken", killed)
+    with pytest.raises(SystemExit):
+        post(api, grant, "killedbefore")
+    monkeypatch.undo()
+    sweep = Sweep.objects.get(name="killedbefore", owner=grant.user)
+    job = Job.objects.get(trials__sweep=sweep, trials__number=0)
+    assert job.status == Job.Status.SUBMITTING and not job.slurm_job_id
+    try:
+        # The worker's launch and the job's own task leave it alone: it is not queued.
+        assert services.sweep_launch(sweep_id=sweep.pk) is None
+        job_tasks.job_submit(job.pk)
+        assert Job.objects.get(pk=job.pk).status == Job.Status.SUBMITTING
+        # Its lease died with the request: the stuck check takes it, the marker search finds
+        # nothing once its grace has passed, and it is sent again, once.
+        Job.objects.filter(pk=job.pk).update(updated_at=timezone.now() - timedelta(minutes=10))
+        job_tasks.jobs_tick()
+        job.refresh_from_db()
+        assert job.status == Job.Status.UNKNOWN, job.status
+        Job.objects.filter(pk=job.pk).update(unknown_since=timezone.now() - timedelta(minutes=5))
+        job_tasks.jobs_reconcile()
+        job_tasks.job_submit(job.pk)
+        job.refresh_from_db()
+        assert job.status == Job.Status.PENDING and job.slurm_job_id, job.status
+        assert Job.objects.filter(trials__sweep=sweep).distinct().count() == 1
+        assert on_slurm(grant, job) == {job.slurm_job_id}
+    finally:
+        job.refresh_from_db()
+        cancel(grant, job)
+
+
+def test_the_posts_sql_stays_within_its_budget(api, grant, django_assert_max_num_queries):
+    post(api, grant, "warm")  # the pooled connection and the user's token, as on a running hub
+    _, secret = account_services.token_create(user=grant.user, name="budget")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {secret}")
+    with django_assert_max_num_queries(30):
+        response = api.post(
+            "/api/v1/sweeps/",
+            {"cluster": grant.cluster.name, "spec": spec("budget", 3), "script": SCRIPT},
+            format="json",
+        )
+    assert response.json()["launch"] == "submitted"
+    for sweep in Sweep.objects.filter(name__in=["warm", "budget"]):
+        cancel(grant, Job.objects.get(trials__sweep=sweep, trials__number=0))
 
 
 def test_a_wave_slurm_refuses_in_the_post_is_answered_failed_with_slurms_words(api, fake_sbatch):

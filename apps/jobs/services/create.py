@@ -51,6 +51,11 @@ def job_create(
     idempotency_key: str = "",
     extra_args: Sequence[str] = (),
     own_run: bool = True,
+    grant: ClusterGrant | None = None,
+    job_uuid: uuid_lib.UUID | None = None,
+    validated: validation.Validation | None = None,
+    taken: bool = False,
+    audit: list[dict] | None = None,
 ) -> Job:
     """Check the script and its inputs against the user's grant, record the job with every
     input, and queue its submission. Nothing recorded here can change afterwards.
@@ -64,10 +69,20 @@ def job_create(
 
     With an ``idempotency_key`` (the API's Idempotency-Key header), a request sent again (the
     client retrying after a lost answer or a portal killed mid-request) gets the job the first
-    one created instead of a second job."""
+    one created instead of a second job.
+
+    For a caller that submits the job itself in the same request (a sweep's first wave, made
+    in its POST): ``grant`` is the caller's `grant_for_submission` of this request, and
+    ``validated`` the `validation.validate` of exactly this script, grant, name and the
+    workdir of ``job_uuid`` (not validated again); ``taken`` records the job already
+    `submitting` (its first attempt), with no submission task: the caller holds its lease
+    and delivers it (`submit.job_submit_taken`) once its transaction commits, and a caller
+    that dies leaves it to the stuck-submission check like a dead worker (found by its
+    marker, never sent twice); ``audit`` is a list the job's events are appended to instead
+    of being recorded here, for the caller to record with its own in one append."""
     if idempotency_key and (earlier := _job_with_key(user, idempotency_key, script)):
         return earlier
-    grant = grant_for_submission(user=user, cluster=cluster)
+    grant = grant or grant_for_submission(user=user, cluster=cluster)
     if grant is None:
         raise PermissionDenied(f"You have no active grant on cluster {cluster.name}.")
     code = code or {}
@@ -82,11 +97,17 @@ def job_create(
     versions = dataset_versions_for_job(user, list(dataset_versions), cluster) if dataset_versions else []
     team = team or team_default(user)
     name = (name or "").strip()[:200] or "job"
-    job_uuid = uuid_lib.uuid4()
+    if validated is not None and (job_uuid is None or parameters):
+        raise ValueError("validated needs the job_uuid its workdir was validated with, and no parameters")
+    job_uuid = job_uuid or uuid_lib.uuid4()
     workdir = f"{grant.job_root}/{job_uuid}"
-    result = validation.validate(script=script, grant=grant, workdir=workdir, parameters=parameters, name=name)
+    result = validated or validation.validate(
+        script=script, grant=grant, workdir=workdir, parameters=parameters, name=name
+    )
     try:
-        with transaction.atomic():
+        # Taken, the job is part of its caller's transaction, which does not go on without it:
+        # no savepoint of its own.
+        with transaction.atomic(savepoint=not taken):
             if grant.max_active_jobs is not None:
                 # Two creations at once would both count the same jobs: the grant's row lock
                 # makes the second wait until the first job is committed, and count it.
@@ -106,6 +127,8 @@ def job_create(
             columns = _job_columns(user, grant, cluster, job_uuid, workdir, name, script, result, team)
             if not own_run and columns["tracking_mode"] != Cluster.TrackingMode.FILE:
                 columns["tracking_mode"] = Job.TRACKING_TRIALS
+            if taken:
+                columns.update(status=Job.Status.SUBMITTING, attempts=1)
             job = Job.objects.create(
                 **columns,
                 hub_args=[*result.hub_args, *extra_args],
@@ -122,23 +145,44 @@ def job_create(
             )
             if versions:  # a new job has none to clear: no query for the (usual) job without datasets
                 job.dataset_versions.set(versions)
-            audit_record(
-                action="job.created",
-                subject=job,
-                actor=user,
-                after={
-                    "status": job.status,
-                    "cluster": cluster.name,
-                    "cluster_username": grant.cluster_username,
-                    "script_sha256": job.script_sha256,
-                    "rerun_of": str(rerun_of.uuid) if rerun_of else None,
-                    "reproduced_from": str(reproduced_from.uuid) if reproduced_from else None,
-                    "dataset_versions": [str(v.uuid) for v in versions],
-                    "code": code or None,
-                    "image": job.image_path or None,
-                },
-            )
-            enqueue("apps.jobs.tasks.job_submit", job.pk)
+            events = [
+                {
+                    "action": "job.created",
+                    "subject": job,
+                    "actor": user,
+                    "after": {
+                        "status": job.status,
+                        "cluster": cluster.name,
+                        "cluster_username": grant.cluster_username,
+                        "script_sha256": job.script_sha256,
+                        "rerun_of": str(rerun_of.uuid) if rerun_of else None,
+                        "reproduced_from": str(reproduced_from.uuid) if reproduced_from else None,
+                        "dataset_versions": [str(v.uuid) for v in versions],
+                        "code": code or None,
+                        "image": job.image_path or None,
+                    },
+                }
+            ]
+            if taken:
+                # Its first attempt, as `jobs_submit_batch`'s take records one: taken by the
+                # request that made it rather than by a worker from the queue.
+                events.append(
+                    {
+                        "action": "job.submitting",
+                        "subject": job,
+                        "actor": user,
+                        "before": {"status": None},
+                        "after": {"status": Job.Status.SUBMITTING, "taken_by": "request"},
+                    }
+                )
+            else:
+                enqueue("apps.jobs.tasks.job_submit", job.pk)
+            if audit is not None:
+                audit.extend(events)
+            elif len(events) == 1:
+                audit_record(**events[0])
+            else:
+                audit_record_many(events)
     except IntegrityError:
         # Two requests with one key at once: the second finds the first's job.
         if idempotency_key and (earlier := _job_with_key(user, idempotency_key, script)):

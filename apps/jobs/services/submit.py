@@ -245,7 +245,31 @@ def _submit_leased(*, grant_id: int, candidates: list[int]) -> list[int]:
         )
     if not jobs:
         return []
-    outcome = _Outcome()
+    _deliver_taken(jobs, _Outcome())
+    return [job.pk for job in jobs]
+
+
+def job_submit_taken(*, job: Job) -> Job:
+    """Deliver one job that its caller created already `submitting` and whose lease it holds
+    (`job_create(taken=True)`: a sweep's first wave, made in its POST's transaction): steps 2
+    to 4 of `jobs_submit_batch`, without its take (no second transaction, no re-read). The job
+    comes with its grant, cluster, owner and team loaded; it was checked against the grant in
+    that same transaction, so it is not checked again, and it has no dataset versions.
+
+    A process killed after its sbatch leaves the job `submitting` with its lease released
+    (the connection's advisory lock dies with it): the stuck-submission check (the re-drive
+    after AXLE_REDRIVE_SETTLE_SECONDS, `jobs_find_stuck` after AXLE_SUBMIT_STUCK_SECONDS, both
+    only with the lease free) moves it to `unknown`, and reconciliation finds the array by
+    its marker: never a second sbatch. Returns the job as recorded (its status, and
+    slurm_job_id or failure_message)."""
+    _deliver_taken([job], _Outcome(actor=job.owner), checked=True, versions={job.pk: []})
+    return job
+
+
+def _deliver_taken(
+    jobs: list[Job], outcome: "_Outcome", *, checked: bool = False, versions: dict[int, list] | None = None
+) -> None:
+    """Steps 2 to 4 of `jobs_submit_batch` for jobs this process moved to `submitting`."""
     grant = jobs[0].grant
     ready: list[Job] = []
     # A login an earlier attempt recorded: released below if this attempt leaves it.
@@ -254,7 +278,7 @@ def _submit_leased(*, grant_id: int, candidates: list[int]) -> list[int]:
         job.grant = grant
         # The job keeps the request checked at creation; the grant may have been narrowed,
         # revoked or have expired since, and what Slurm gets must fit the grant of now.
-        if problems := validation.grant_problems_at_submission(job=job, grant=grant):
+        if not checked and (problems := validation.grant_problems_at_submission(job=job, grant=grant)):
             message = "The job no longer fits your grant, so it was not submitted: " + "; ".join(problems)
             outcome.fail(job, "job.grant_refused", message, {"problems": problems})
         else:
@@ -263,7 +287,7 @@ def _submit_leased(*, grant_id: int, candidates: list[int]) -> list[int]:
         if ready:
             try:
                 with slurm_client(grant) as client:
-                    _prepare_and_deliver(ready, client, outcome)
+                    _prepare_and_deliver(ready, client, outcome, versions=versions)
             except (Unavailable, TransportError, SlurmError) as exc:
                 for job in ready:
                     if not outcome.decided(job):
@@ -273,7 +297,6 @@ def _submit_leased(*, grant_id: int, candidates: list[int]) -> list[int]:
         # Whatever happened: a login no job holds (the database says which may still run)
         # is deleted.
         _release_logins(outcome.logins)
-    return [job.pk for job in jobs]
 
 
 def _release_logins(names: set[str]) -> None:
@@ -361,7 +384,9 @@ def _in_thread(func, *args):
         connections.close_all()  # this thread's, should anything have opened one
 
 
-def _prepare_and_deliver(jobs: list[Job], client: SlurmClient, outcome: "_Outcome") -> None:
+def _prepare_and_deliver(
+    jobs: list[Job], client: SlurmClient, outcome: "_Outcome", *, versions: dict[int, list] | None = None
+) -> None:
     """Prepare each job's tracking (`_open_run`), lay out its folder, sbatch it, and put every
     answer in `outcome`. Jobs that need the cluster's files for their inputs are prepared one
     by one (`_prepare`, which makes their run) and go with the first chunk; the others are
@@ -370,11 +395,12 @@ def _prepare_and_deliver(jobs: list[Job], client: SlurmClient, outcome: "_Outcom
     environments are ready, while the threads go on with the next chunks. A transport
     failure in a chunk raises: the jobs not answered yet get its error (the caller), the
     chunks answered before keep their answers."""
-    # The jobs' dataset versions in one query for the batch, not one per job.
-    prefetch_related_objects(
-        jobs, Prefetch("dataset_versions", queryset=DatasetVersion.objects.select_related("dataset"))
-    )
-    versions = {job.pk: list(job.dataset_versions.all()) for job in jobs}
+    if versions is None:
+        # The jobs' dataset versions in one query for the batch, not one per job.
+        prefetch_related_objects(
+            jobs, Prefetch("dataset_versions", queryset=DatasetVersion.objects.select_related("dataset"))
+        )
+        versions = {job.pk: list(job.dataset_versions.all()) for job in jobs}
     simple = [job for job in jobs if not _needs_cluster_files(job)]
     first: list[tuple[Job, dict[str, str]]] = []
     for job in jobs:
@@ -539,7 +565,9 @@ class _Outcome:
     """What became of each job of a batch, recorded at the end in one transaction: one bulk
     transition per kind of outcome, all their audit events appended together."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, actor=None) -> None:
+        #: Whom the events are recorded for (None: the current request's or task's actor).
+        self.actor = actor
         self.groups: dict[tuple[str, str], list[tuple[Job, dict, dict | None]]] = {}
         self.ambiguous: list[Job] = []
         self._decided: set[int] = set()
@@ -607,7 +635,9 @@ class _Outcome:
     def record(self) -> None:
         with transaction.atomic():
             for (to, action), changes in self.groups.items():
-                transition_many(model=Job, changes=changes, to=to, transitions=Job.TRANSITIONS, action=action)
+                transition_many(
+                    model=Job, changes=changes, to=to, transitions=Job.TRANSITIONS, action=action, actor=self.actor
+                )
             if self.ambiguous:
                 enqueue("apps.jobs.tasks.jobs_reconcile")
 
