@@ -13,6 +13,7 @@ import functools
 import hashlib
 import io
 import logging
+import math
 import posixpath
 import re
 import secrets
@@ -90,15 +91,16 @@ _SBATCH_WITH_ENV = '[ -f "$1" ] || exit 45; exec 3< "$1"; rm -f -- "$1"; shift; 
 # environment file could not be written (nothing was submitted for it).
 #
 # What it costs on the login node (bench/ssh_batch.py): the batch's processes are a fixed few
-# (`head`, two `mkdir`, `env | grep | tee` once per set of variable names, `rm` at the end, the
-# stale-folder `find` in the background); a job's is its one `sbatch` (forked once; `env -i` then
+# (`head`, a `mkdir` for itself and one for the jobs' folders unless they all exist, `env | grep |
+# tee` once per set of variable names, `rm` at the end; every TIDY_SECONDS a `find` in the
+# background for folders killed batches left); a job's is its one `sbatch` (forked once; `env -i` then
 # execs it). Everything else is the shell's builtins: `printf` writes the files, `read` takes
 # sbatch's answer, `wait` its status; `base64` runs only for a job that printed on stderr. The
 # job's environment file is the login session's environment (what sbatch would pass on with
 # --export=ALL, less Slurm's own input and output variables and less the names the job sets),
 # written once for all the jobs that set the same names (`tee`), then the job's own variables
 # appended. The folder and every file in it go with the program's end (`trap`); one a killed
-# program left is removed by the next batch's `find` (older than 10 minutes).
+# program left is removed by a later batch's `find` (older than 10 minutes).
 _BATCH_BOOT = (
     # `set +xv` first: a login that turns on tracing (bash as sh, SHELLOPTS=xtrace) would print
     # the program, and the jobs' variables in it, on stderr.
@@ -107,13 +109,17 @@ _BATCH_BOOT = (
 )
 _BATCH_LIBRARY = r"""
 login=$PATH; PATH=/usr/bin:/bin; umask 077
-{ find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'axle-batch-*' -user "$(id -u)" -mmin +10 -exec rm -rf -- {} +; } \
-  </dev/null >/dev/null 2>&1 &
+tidy() {
+  { find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'axle-batch-*' -user "$(id -u)" -mmin +10 -exec rm -rf -- {} +; } \
+    </dev/null >/dev/null 2>&1 &
+}
 abort() { echo "AXLE-ABORT $1"; exit 44; }
 mkdir -m 700 -- "$B" 2>/dev/null || abort "cannot make a temporary folder"
 trap 'rm -rf -- "$B"' EXIT
 trap 'exit 143' HUP INT TERM PIPE
-folders() { mkdir -p -- "$@" 2>/dev/null; }
+folders() {
+  for d; do { [ -d "$d" ] && [ -w "$d" ]; } || { mkdir -p -- "$@" 2>/dev/null; return; }; done
+}
 base() {
   g=$1; pat=$2; shift 2
   for i; do set -- "$@" "$B/$i.e"; shift; done
@@ -159,6 +165,9 @@ reap() {
 # Jobs of one batch in sbatch at once on the login node (slurmctld serves concurrent RPCs;
 # its own locks serialize what must be). More buys little on a small controller.
 SUBMIT_PARALLEL = 4
+# How often a connection's batches look for the private folders of killed batches (older than
+# ten minutes) to remove them.
+TIDY_SECONDS = 300
 # Environment files one `tee` writes at most (each is an open file of its; a login node's limit
 # on open files is often 1024).
 _TEE_FILES = 64
@@ -333,6 +342,7 @@ class SSHClient:
         self.command_timeout = command_timeout
         self._client: paramiko.SSHClient | None = None
         self._files = SSHFiles(self)
+        self._tidied = -math.inf  # when a batch last looked for folders killed batches left
 
     def __repr__(self) -> str:  # the key must never show up in logs or tracebacks
         return f"SSHClient({self.username}@{self.host}:{self.port})"
@@ -642,6 +652,11 @@ class SSHClient:
         # The program's last bytes are a random end mark: a stream cut short lacks them.
         end = f"AXLE-END-{secrets.token_hex(8)}"
         head = f"B=${{TMPDIR:-/tmp}}/axle-batch-{secrets.token_hex(8)}" + _BATCH_LIBRARY
+        if time.monotonic() - self._tidied > TIDY_SECONDS:
+            # Folders a killed batch left: looked for by this connection's first batch and then
+            # every TIDY_SECONDS, not by every batch (a `find` of the temporary folder each).
+            head += "tidy\n"
+            self._tidied = time.monotonic()
         head += "folders " + " ".join(shlex.quote(f) for f in folders) + "\n"
         tail = "\n".join(["", "echo AXLE-READY", *waves, f"# {end}"])
         stdin = head.encode() + b"\n".join(writes) + tail.encode()

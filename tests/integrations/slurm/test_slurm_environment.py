@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 
@@ -225,6 +226,29 @@ def test_a_big_batch_gives_every_job_its_own_variables_and_reads_the_id_on_sbatc
     with ssh_factory(slurm_bin_dir=folder) as client:
         answers = client.submit_many(reqs)
     assert answers == {f"axle-test:{tag}:{i}": str(4000 + i) for i in range(150)}
+
+
+@pytest.mark.slurm
+def test_a_connections_first_batch_removes_the_folders_killed_batches_left(
+    ssh_factory: Callable[..., SSHClient], ssh: SSHClient, scratch: str, fake_sbatch: tuple[str, str]
+) -> None:
+    # A batch killed with SIGKILL leaves its private folder (its trap never ran): the next
+    # connection's first batch removes those older than ten minutes, and leaves a fresh one.
+    tmp = ssh.run(["/bin/sh", "-c", 'printf %s "${TMPDIR:-/tmp}"']).out
+    old, fresh = f"{tmp}/axle-batch-killed{uuid.uuid4().hex[:6]}", f"{tmp}/axle-batch-young{uuid.uuid4().hex[:6]}"
+    script = 'mkdir -m 700 "$1" "$2" && touch "$1/0.e" && touch -d "20 minutes ago" "$1/0.e" "$1"'
+    assert ssh.run(["/bin/sh", "-c", script, "sh", old, fresh]).exit_status == 0
+    folder, _ = fake_sbatch
+    req = SubmitRequest(
+        script="#!/bin/bash\ntrue\n", job_name="tidy", comment=f"axle-test:{uuid.uuid4().hex}", workdir=scratch
+    )
+    with ssh_factory(slurm_bin_dir=folder) as client:
+        assert client.submit_many([req]) == {req.comment: "4242"}
+        deadline = time.monotonic() + 10
+        while exists(ssh, old) and time.monotonic() < deadline:
+            time.sleep(0.1)  # the `find` runs in the background
+        assert not exists(ssh, old) and exists(ssh, fresh)
+    ssh.run(["rm", "-rf", "--", fresh])
 
 
 @pytest.mark.slurm
