@@ -525,7 +525,14 @@ def main() -> int:
     for kind, (calls, seconds) in sorted(hub["waits"].items()):
         waited += seconds
         c.say(f"  waiting on {kind:<19}: {calls / n:.1f} calls/job, {ms(seconds / n)}/job")
-    c.say(f"  the rest (checks, audit, Python): {ms((hub['wall'] - waited) / n)}/job")
+    if waited <= hub["wall"]:
+        c.say(f"  the rest (checks, audit, Python): {ms((hub['wall'] - waited) / n)}/job")
+    else:
+        # Calls made concurrently (slurmrestd's, SUBMIT_PARALLEL) overlap: their sum is more than the wall.
+        c.say(
+            f"  the rest                       : – (the waits overlap: {ms(waited / n)}/job summed "
+            f"against {ms(hub['wall'] / n)}/job of wall time)"
+        )
     c.say(f"  hub process CPU                : {ms(hub['cpu'] / n)}/job (includes SSH encryption, the DB driver)")
     c.say(f"  hub job states                 : {hub['by_status']}")
     left = sum(count for status, count in hub["by_status"].items() if status != "pending")
