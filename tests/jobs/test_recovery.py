@@ -6,14 +6,12 @@ reused, an outage keeps each job's last known state, and a POST sent again makes
 import time
 from datetime import timedelta
 
-import psycopg
 import pytest
 from django.db import connection
 from django.utils import timezone
 
 from apps.clusters.models import Cluster
 from apps.clusters.transport import slurm_client
-from apps.core.leases import _advisory_key
 from apps.integrations.mlflow.client import TrackingClient
 from apps.integrations.slurm.base import AmbiguousSubmitError, SlurmRejected, TransportError, submit_refusal
 from apps.jobs import services, tracking
@@ -22,6 +20,7 @@ from apps.jobs.services import redrive
 from apps.jobs.services import submit as submitting
 from tests.factories import ClusterFactory, ClusterGrantFactory, local_state
 from tests.local_cluster import LOCAL_CLUSTER_MISSING, local_cluster_env, make_local_cluster, make_local_grant
+from tests.other_worker import OtherWorker
 from tests.registry.conftest import make_job
 
 S = Job.Status
@@ -38,27 +37,6 @@ def search_long_enough(job: Job, settings) -> None:
     Job.objects.filter(pk=job.pk, status=S.UNKNOWN).update(unknown_since=since)
 
 
-class OtherWorker:
-    """Another process holding a job's lease over a database connection of its own; `die()`
-    drops that connection, as a worker killed with SIGKILL does."""
-
-    def __init__(self, job: Job | None = None, lease: str = ""):
-        s = connection.settings_dict
-        self.conn = psycopg.connect(
-            dbname=s["NAME"],
-            user=s["USER"],
-            password=s["PASSWORD"] or None,
-            host=s["HOST"] or None,
-            port=s["PORT"] or None,
-            autocommit=True,
-        )
-        name = lease or redrive.job_lease_name(job.pk)
-        self.conn.execute("SELECT pg_advisory_lock(%s, %s)", _advisory_key(name))
-
-    def die(self):
-        self.conn.close()
-
-
 # ------------------------------------------------------------ the lease (PostgreSQL, no Slurm)
 
 
@@ -69,7 +47,7 @@ def test_the_redrive_leaves_a_submission_in_flight_alone_and_takes_it_once_its_w
         pytest.skip("the lease that dies with its worker's connection is PostgreSQL's")
     job = make_job(alice, status=S.SUBMITTING, attempts=1)
     age(job, 60)
-    worker = OtherWorker(job)
+    worker = OtherWorker(redrive.job_lease_name(job.pk))
     try:
         stats = redrive.jobs_redrive()
         job.refresh_from_db()
@@ -140,7 +118,7 @@ def test_a_tracking_loop_runs_for_its_configured_minutes_and_alone(settings, mon
     assert tasks.jobs_track(interval=0.05) == "done"
     assert len(ticks) >= 5
     ticks.clear()
-    other = OtherWorker(lease="jobs-track")  # another worker's loop runs
+    other = OtherWorker("jobs-track")  # another worker's loop runs
     try:
         assert tasks.jobs_track(interval=0.05) == "another tracker holds the lease" and ticks == []
     finally:

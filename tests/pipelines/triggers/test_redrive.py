@@ -9,16 +9,15 @@ its pipeline file on the real local cluster."""
 
 from datetime import timedelta
 
-import psycopg
 import pytest
 from django.db import connection
 from django.utils import timezone
 
-from apps.core.leases import _advisory_key
 from apps.pipelines import services as pipeline_services
 from apps.pipelines.models import PipelineRun
 from apps.pipelines.triggers import services, tasks
 from apps.pipelines.triggers.models import TriggerSettings, WebhookDelivery
+from tests.other_worker import OtherWorker
 
 from .conftest import push_body, signed_headers
 
@@ -36,26 +35,6 @@ def die(*args, **kwargs):
 
 def later(seconds: int = 60):
     return timezone.now() + timedelta(seconds=seconds)
-
-
-class OtherWorker:
-    """Another process holding a lease over a database connection of its own; ``die()`` drops
-    that connection, as a worker killed with SIGKILL does (tests/jobs/test_recovery.py)."""
-
-    def __init__(self, lease: str):
-        s = connection.settings_dict
-        self.conn = psycopg.connect(
-            dbname=s["NAME"],
-            user=s["USER"],
-            password=s["PASSWORD"] or None,
-            host=s["HOST"] or None,
-            port=s["PORT"] or None,
-            autocommit=True,
-        )
-        self.conn.execute("SELECT pg_advisory_lock(%s, %s)", _advisory_key(lease))
-
-    def die(self):
-        self.conn.close()
 
 
 def _queued_delivery(client, pipeline, secret, commit, django_capture_on_commit_callbacks) -> WebhookDelivery:
