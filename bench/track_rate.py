@@ -121,7 +121,14 @@ def main() -> int:
     parser.add_argument("--transport", choices=["ssh", "rest"], default="ssh", help="the hub's cluster transport")
     parser.add_argument("--parallel", type=int, default=2, help="parallel sbatch loops on the cluster (default 2)")
     parser.add_argument("--progress", type=int, default=100, help="print progress every N jobs (default 100)")
-    parser.add_argument("--profile", action="store_true", help="profile the last cycle and print the top functions")
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        type=int,
+        const=0,
+        metavar="CYCLE",
+        help="profile one cycle (default the last) and print the top functions",
+    )
     parser.add_argument(
         "--site",
         metavar="STACK_DIR",
@@ -199,7 +206,7 @@ def main() -> int:
             )
             for cycle in range(1, args.cycles + 1):
                 profiler = None
-                if args.profile and cycle == args.cycles:
+                if args.profile is not None and cycle == (args.profile or args.cycles):
                     import cProfile
 
                     profiler = cProfile.Profile()
@@ -251,6 +258,7 @@ def main() -> int:
                     import pstats
 
                     pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(25)
+                    pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(20)
             states = dict(Job.objects.filter(name=name).order_by().values_list("slurm_state").annotate(n=Count("id")))
             c.say(f"  hub rows by Slurm state after the last cycle: {states}")
             getattr(transport, "close_all", lambda: None)()

@@ -1,4 +1,5 @@
-"""`bulk_insert`: the rows `bulk_create` would write, in one statement."""
+"""`bulk_insert`: the rows `bulk_create` would write, in one statement; `bulk_write`: the fields
+`bulk_update` would write, one statement a chunk, with a compare-and-swap guard."""
 
 import math
 
@@ -6,7 +7,8 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from apps.core.bulk import bulk_insert
+from apps.core import bulk
+from apps.core.bulk import bulk_insert, bulk_write
 from apps.sweeps.models import Sweep, Trial
 from tests.factories import ClusterGrantFactory
 
@@ -88,4 +90,63 @@ def test_it_writes_the_rows_bulk_create_writes_in_one_statement(sweep):
 def test_a_value_json_cannot_carry_falls_back_on_bulk_create(sweep):
     bulk_insert(Trial, rows(sweep, 0, objective=math.nan))
     assert Trial.objects.filter(sweep=sweep).count() == 4
+    assert all(math.isnan(v) for v in Trial.objects.filter(sweep=sweep).values_list("objective", flat=True))
+
+
+WRITTEN = ["params", "values", "state", "task_id", "objective", "intermediate", "stop_reason", "started_at"]
+
+
+def _changed(trials):
+    from datetime import UTC, datetime, timedelta
+
+    when = datetime(2026, 12, 1, 4, 5, 6, 789012, tzinfo=UTC)
+    for i, trial in enumerate(trials):
+        trial.params = {"x": i, "s": 'q"uote\\ ünï\n', "deep": [None, {"t": True}]}
+        trial.values = {} if i % 2 else {"x": str(i)}
+        trial.state = Trial.State.RUNNING if i % 2 else Trial.State.SUCCEEDED
+        trial.task_id = None if i == 0 else i * 7
+        trial.objective = None if i == 1 else 0.1 + i / 3
+        trial.intermediate = {str(step): step / 10 for step in range(i)}
+        trial.stop_reason = {} if i % 2 else {"rule": f"r{i} 'quoted'", "median": 0.25}
+        trial.started_at = None if i == 2 else when - timedelta(microseconds=i * 123457)
+    return trials
+
+
+def _as_written(sweep, numbers):
+    return list(Trial.objects.filter(sweep=sweep, number__in=numbers).order_by("number").values(*WRITTEN))
+
+
+def test_bulk_write_writes_what_bulk_update_writes_in_one_statement_a_chunk(sweep, monkeypatch):
+    bulk_insert(Trial, rows(sweep, 0) + rows(sweep, 10))
+    mine = _changed(list(Trial.objects.filter(sweep=sweep, number__lt=10).order_by("number")))
+    theirs = _changed(list(Trial.objects.filter(sweep=sweep, number__gte=10).order_by("number")))
+    Trial.objects.bulk_update(theirs, WRITTEN)
+    monkeypatch.setattr(bulk, "CHUNK", 3)  # 4 rows: two chunks
+    with CaptureQueriesContext(connection) as queries:
+        assert bulk_write(Trial, mine, WRITTEN) == 4
+    assert len(queries) == 2 and all("jsonb_to_recordset" in q["sql"] for q in queries)
+    assert _as_written(sweep, range(4)) == _as_written(sweep, range(10, 14))
+    assert _as_written(sweep, range(4))[3]["started_at"] == mine[3].started_at  # to the microsecond
+
+
+def test_bulk_write_writes_a_row_only_while_its_guard_holds(sweep):
+    bulk_insert(Trial, rows(sweep, 0))
+    trials = list(Trial.objects.filter(sweep=sweep).order_by("number"))
+    expected = {t.pk: t.state for t in trials}
+    Trial.objects.filter(pk=trials[0].pk).update(state=Trial.State.FAILED)  # another writer moved it
+    for t in trials:
+        t.stop_reason = "mine"
+    assert bulk_write(Trial, trials, ["stop_reason"], only_if="state", expected=expected) == 3
+    reasons = dict(Trial.objects.filter(sweep=sweep).values_list("number", "stop_reason"))
+    assert reasons == {0: {}, 1: "mine", 2: "mine", 3: "mine"}
+
+
+def test_bulk_write_a_value_json_cannot_carry_is_written_as_parameters(sweep):
+    bulk_insert(Trial, rows(sweep, 0))
+    trials = list(Trial.objects.filter(sweep=sweep).order_by("number"))
+    for t in trials:
+        t.objective = math.nan
+    with CaptureQueriesContext(connection) as queries:
+        assert bulk_write(Trial, trials, ["objective"]) == 4
+    assert "VALUES" in queries[-1]["sql"]
     assert all(math.isnan(v) for v in Trial.objects.filter(sweep=sweep).values_list("objective", flat=True))
