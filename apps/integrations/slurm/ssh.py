@@ -162,6 +162,39 @@ reap() {
   done
 }
 """
+# A batch of one job (a sweep's wave, a single submission): the same boot, end mark, folder
+# check and answers as `_BATCH_LIBRARY`, without its machinery. No private folder and no files:
+# sbatch reads its script from a pipe `printf` fills, and its environment (fd 3) from another
+# that the login environment (`env -0 | grep`: less Slurm's own variables and the names the
+# job sets) and then the job's variables (`printf`) fill; so nothing of the job's is ever on
+# disk, and there is no `mkdir` of a private folder, no `tee`, no `trap`'s `rm`. Its processes:
+# the boot's `head`, `env`, `grep` and sbatch (`mkdir` only for a missing job folder, `base64`
+# only when sbatch printed on stderr). sbatch's stdout reaches the hub as it is (the id read on
+# its last line), its stderr is kept in a variable, and the last line is
+#   AXLE-ONE<TAB>marker<TAB>exit status<TAB>sbatch's stderr in base64
+# Slurm reads an --export-file given as a descriptor until its end, so a pipe serves as a file.
+_ONE_LIBRARY = r"""
+login=$PATH; PATH=/usr/bin:/bin; umask 077
+said() { printf 'AXLE\t%s\tW\t\t%s\n' "$1" "$(printf %s "$2" | base64 -w0)"; }
+tidy() {
+  { find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'axle-batch-*' -user "$(id -u)" -mmin +10 -exec rm -rf -- {} +; } \
+    </dev/null >/dev/null 2>&1 &
+}
+one() {
+  m=$1; d=$2; pat=$3; shift 3
+  if ! { [ -d "$d" ] && [ -w "$d" ]; }; then
+    r=$(mkdir -p -- "$d" 2>&1)
+    if ! { [ -d "$d" ] && [ -w "$d" ]; }; then said "$m" "${r:-cannot write to the folder $d}"; return; fi
+  fi
+  echo AXLE-READY
+  # fd 4: the environment's pipe, 5: the hub's stdout (sbatch's own), 6: the program's stderr.
+  { e=$( { { PATH=$login /usr/bin/env -0 | grep -zEv "$pat"; vars; } 2>&6 5>&- \
+    | { script | "$@" 3<&4 4<&- 5>&- 6>&-; } 4<&0; } 2>&1 >&5 ); } 5>&1 6>&2
+  rc=$?
+  [ -z "$e" ] || e=$(printf '%s\n' "$e" | base64 -w0)
+  printf '\nAXLE-ONE\t%s\t%s\t%s\n' "$m" "$rc" "$e"
+}
+"""
 # Jobs of one batch in sbatch at once on the login node (slurmctld serves concurrent RPCs;
 # its own locks serialize what must be). More buys little on a small controller.
 SUBMIT_PARALLEL = 4
@@ -629,6 +662,19 @@ class SSHClient:
             sent.append((req.comment, i, [req.comment, folder, *self.slurm_command(args)]))
         if not sent:
             return answers
+        if len(reqs) == 1:
+            # One job (a sweep's wave, most single submissions): `_ONE_LIBRARY`, no files.
+            (_, _, words), (_, variables) = sent[0], groups[pattern][0]
+            program = b"".join(
+                [
+                    _ONE_LIBRARY.encode(),
+                    self._tidy_line().encode(),
+                    b"vars() { printf " + printf_word(variables) + b"; }\n",
+                    b"script() { printf " + script + b"; }\n",
+                    b"one " + " ".join(shlex.quote(w) for w in [*words[:2], pattern, *words[2:]]).encode(),
+                ]
+            )
+            return self._run_batch(program, sent, answers, one=True)
         # The login environment read once per set of names the jobs set, and written by one `tee`
         # into at most _TEE_FILES environment files (each an open file of tee's).
         group_of: dict[int, int] = {}
@@ -649,17 +695,28 @@ class SSHClient:
                 words = [str(i), marker, folder, str(group_of[i]), *argv]
                 waves.append("go " + " ".join(shlex.quote(w) for w in words))
             waves.append("reap " + " ".join(f"{i} {shlex.quote(marker)}" for marker, i, _ in wave))
+        head = f"B=${{TMPDIR:-/tmp}}/axle-batch-{secrets.token_hex(8)}" + _BATCH_LIBRARY + self._tidy_line()
+        head += "folders " + " ".join(shlex.quote(f) for f in folders) + "\n"
+        tail = "\n".join(["", "echo AXLE-READY", *waves])
+        return self._run_batch(head.encode() + b"\n".join(writes) + tail.encode(), sent, answers)
+
+    def _tidy_line(self) -> str:
+        """`tidy` (the folders killed batches left, older than ten minutes, removed in the
+        background): in this connection's first batch and then every TIDY_SECONDS, not in
+        every batch (a `find` of the temporary folder each)."""
+        if time.monotonic() - self._tidied <= TIDY_SECONDS:
+            return ""
+        self._tidied = time.monotonic()
+        return "tidy\n"
+
+    def _run_batch(
+        self, program: bytes, sent: list, answers: dict[str, str | SlurmError], *, one: bool = False
+    ) -> dict[str, str | SlurmError]:
+        """Run a batch program (`_BATCH_LIBRARY`'s, or `_ONE_LIBRARY`'s for `one` job) and read
+        each job's answer from what it printed."""
         # The program's last bytes are a random end mark: a stream cut short lacks them.
         end = f"AXLE-END-{secrets.token_hex(8)}"
-        head = f"B=${{TMPDIR:-/tmp}}/axle-batch-{secrets.token_hex(8)}" + _BATCH_LIBRARY
-        if time.monotonic() - self._tidied > TIDY_SECONDS:
-            # Folders a killed batch left: looked for by this connection's first batch and then
-            # every TIDY_SECONDS, not by every batch (a `find` of the temporary folder each).
-            head += "tidy\n"
-            self._tidied = time.monotonic()
-        head += "folders " + " ".join(shlex.quote(f) for f in folders) + "\n"
-        tail = "\n".join(["", "echo AXLE-READY", *waves, f"# {end}"])
-        stdin = head.encode() + b"\n".join(writes) + tail.encode()
+        stdin = program + f"\n# {end}".encode()
         command = ["/bin/sh", "-c", _BATCH_BOOT, "sh", str(len(stdin)), end]
         timeout = self.command_timeout + 2.0 * len(sent)
         try:
@@ -671,11 +728,20 @@ class SSHClient:
         text = output.decode("utf-8", "replace")
         complete = text if text.endswith("\n") else text[: text.rfind("\n") + 1]
         ready = False
+        printed: list[str] = []  # sbatch's stdout, for `one` job (it goes to the hub as it is)
         for line in complete.splitlines():
             if line == "AXLE-READY":
                 ready = True
                 continue
             if line.startswith("AXLE-ABORT"):
+                continue
+            if one and ready and line.startswith("AXLE-ONE\t"):
+                # sbatch --parsable prints the id on its last line (a site's wrapper may print more first).
+                parts = line.split("\t")
+                out = next((p for p in reversed(printed) if p), "")
+                line = "\t".join(["AXLE", parts[1], parts[2], out, parts[-1]]) if len(parts) == 4 else ""
+            elif one and ready:
+                printed.append(line)
                 continue
             fields = line.split("\t")
             if len(fields) < 5 or fields[0] != "AXLE":

@@ -229,6 +229,139 @@ def test_a_big_batch_gives_every_job_its_own_variables_and_reads_the_id_on_sbatc
 
 
 @pytest.mark.slurm
+def test_a_batch_of_one_job_gives_it_its_script_and_environment_byte_for_byte_and_writes_no_file(
+    recording: Recording, ssh: SSHClient, scratch: str
+) -> None:
+    # One job: `_ONE_LIBRARY` (pipes, no private folder, no environment file), with what a
+    # batch guarantees: the script and variables byte for byte, the job's folder made,
+    # nothing on a command line, nothing left on disk.
+    from apps.integrations.slurm import ssh as ssh_module
+
+    tag = uuid.uuid4().hex[:8]
+    secret = f"token-{uuid.uuid4().hex}"
+    note = f"a b; $(touch {scratch}/pwned) `id` 'q' \"d\" 100% \\n back\\slash\nsecond, line=2 \u00e9\t\x01"
+    odd = ECHO.replace("#SBATCH --time=1\n", "#SBATCH --time=1\n# 100% 'quoted' \\ back \u00e9t\u00e9 \x07\n").rstrip(
+        "\n"
+    )
+    folder = f"{scratch}/new-{tag}/deeper"  # missing: made by the program
+    req = SubmitRequest(
+        script=odd,
+        job_name="one-env",
+        comment=f"axle-test:{tag}",
+        workdir=folder,
+        env={"NOTE": note, "MLFLOW_RUN_ID": secret},
+        extra_args=[f"--output={folder}/%x-%j.out"],
+    )
+    sent = []
+    real_run = recording.run
+
+    def run(args, **kwargs):
+        sent.append(kwargs.get("stdin") or b"")
+        return real_run(args, **kwargs)
+
+    recording.run = run
+    answers = recording.submit_many([req])
+    job_id = answers[req.comment]
+    assert isinstance(job_id, str) and job_id.isdigit(), answers
+    assert b"one " in sent[0] and b"go 0" not in sent[0], "a batch of one job takes the one-job program"
+    assert ssh.run(["scontrol", "write", "batch_script", job_id, "-"]).stdout == odd.encode()
+    wait_for(lambda: ssh.accounting([job_id]), lambda jobs: bool(jobs) and jobs[0].state == "COMPLETED")
+    log, _ = ssh.files.read(f"{folder}/one-env-{job_id}.out")
+    assert log.decode() == (
+        f"note=[{note}]\nrun=[{secret}]\nhome=[/home/scientist] user=[scientist]\nname=[one-env]\n"
+    ), log
+    assert not exists(ssh, f"{scratch}/pwned")
+    assert recording.commands and not any(secret in c or "second, line" in c for c in recording.commands)
+    # Nothing but the job's log in its folder, no private folder of the batch's.
+    assert ssh.run(["ls", "-A", folder]).out.split() == [f"one-env-{job_id}.out"]
+    left = ssh.run(["/bin/sh", "-c", 'ls -d "${TMPDIR:-/tmp}"/axle-batch-* 2>/dev/null | wc -l']).out.strip()
+    assert left == "0", left
+    assert ssh_module._ONE_LIBRARY.count("mkdir") == 1  # only for a missing job folder
+
+
+@pytest.mark.slurm
+def test_a_batch_of_one_job_answers_with_slurms_refusal_or_the_folders_reason(
+    ssh_factory: Callable[..., SSHClient], ssh: SSHClient, scratch: str
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    refused = SubmitRequest(
+        script="#!/bin/bash\ntrue\n",
+        job_name="one-refused",
+        comment=f"axle-test:{tag}:r",
+        workdir=scratch,
+        extra_args=["--partition=no-such-partition", "-t", "1"],
+    )
+    blocked = f"{scratch}/file-{tag}"
+    assert ssh.run(["touch", blocked]).exit_status == 0
+    unwritable = SubmitRequest(
+        script="#!/bin/bash\ntrue\n", job_name="one-blocked", comment=f"axle-test:{tag}:b", workdir=f"{blocked}/sub"
+    )
+    with ssh_factory() as client:
+        answer = client.submit_many([refused])[refused.comment]
+        assert isinstance(answer, SlurmRejected), answer
+        assert "invalid partition" in str(answer).lower() and "no-such-partition" in str(answer), answer
+        failed = client.submit_many([unwritable])[unwritable.comment]
+    assert isinstance(failed, SlurmError) and not isinstance(failed, SlurmRejected), failed
+    assert "Cannot prepare the job's folder" in str(failed) and "Not a directory" in str(failed), failed
+    assert not ssh.find_by_comments([refused.comment, unwritable.comment])
+
+
+@pytest.mark.slurm
+def test_a_batch_of_one_job_reads_the_id_on_sbatchs_last_line_and_gives_sbatch_the_login_and_job_variables(
+    ssh_factory: Callable[..., SSHClient], ssh: SSHClient, scratch: str
+) -> None:
+    # A site's wrapper that greets first and answers with what it read on fd 3 (the
+    # environment file's pipe): the job's variable, the login's HOME, and no Slurm variable
+    # of the login's nor the login's value of a name the job sets.
+    folder = f"{scratch}/wrapper-{uuid.uuid4().hex[:6]}"
+    wrapper = (
+        "#!/bin/sh\necho 'Welcome to the cluster'\necho\n"
+        "tr '\\000' '\\n' <&3 >\"$0.env\"\n"
+        "i=$(sed -n 's/^AXLE_I=//p' \"$0.env\"); h=$(grep -c '^HOME=' \"$0.env\"); "
+        "s=$(grep -c '^SLURM_CONF=' \"$0.env\"); l=$(grep -c '^SHLVL=' \"$0.env\")\n"
+        "echo $((4000 + i * 1000 + h * 100 + s * 10 + l))\n"
+    )
+    assert ssh.run(["mkdir", "-p", folder]).exit_status == 0
+    assert ssh.run(["/bin/sh", "-c", 'cat > "$1" && chmod 755 "$1"', "sh", f"{folder}/sbatch"], stdin=wrapper.encode())
+    req = SubmitRequest(
+        script="#!/bin/bash\ntrue\n",
+        job_name="wrapped",
+        comment=f"axle-test:{uuid.uuid4().hex}",
+        workdir=scratch,
+        env={"AXLE_I": "7", "SHLVL": "job-value"},
+    )
+    # The login session has a SLURM_CONF (the stack sets one) and a SHLVL, which sbatch would pass on.
+    login = ssh.run(["/bin/sh", "-c", "env | grep -c -e ^SLURM_CONF= -e ^SHLVL="]).out.strip()
+    assert login == "2", login
+    with ssh_factory(slurm_bin_dir=folder) as client:
+        answers = client.submit_many([req])
+    # i=7, HOME once, no SLURM_CONF, SHLVL once (the job's only).
+    assert answers == {req.comment: str(4000 + 7000 + 100 + 0 + 1)}, answers
+    env_seen = ssh.run(["cat", f"{folder}/sbatch.env"]).out
+    assert "SHLVL=job-value\n" in env_seen and env_seen.count("SHLVL=") == 1, env_seen
+
+
+@pytest.mark.slurm
+def test_a_batch_of_one_job_cut_short_runs_nothing(
+    ssh_factory: Callable[..., SSHClient], ssh: SSHClient, scratch: str, fake_sbatch: tuple[str, str]
+) -> None:
+    folder, mark = fake_sbatch
+    req = SubmitRequest(
+        script="#!/bin/bash\ntrue\n", job_name="cut", comment=f"axle-test:{uuid.uuid4().hex}", workdir=scratch
+    )
+    with ssh_factory(slurm_bin_dir=folder) as client:
+        real_run = client.run
+
+        def run(args, *, stdin=None, timeout=None):
+            return real_run(args, stdin=stdin[:-5] if stdin else stdin, timeout=timeout)
+
+        client.run = run
+        answer = client.submit_many([req])[req.comment]
+    assert isinstance(answer, SlurmError) and "nothing was submitted" in str(answer), answer
+    assert not exists(ssh, mark)
+
+
+@pytest.mark.slurm
 def test_a_connections_first_batch_removes_the_folders_killed_batches_left(
     ssh_factory: Callable[..., SSHClient], ssh: SSHClient, scratch: str, fake_sbatch: tuple[str, str]
 ) -> None:
