@@ -16,7 +16,7 @@ from django.db.models import QuerySet
 from apps.audit.models import AuditEvent
 from apps.clusters.models import Cluster
 from apps.clusters.transport import slurm_client
-from apps.core.errors import NotFound, Unavailable, ValidationFailed
+from apps.core.errors import ApplicationError, NotFound, Unavailable, ValidationFailed
 from apps.core.live import live_version
 from apps.core.models import parse_uuid
 from apps.integrations.mlflow.base import MlflowError, MlflowUnavailable
@@ -193,30 +193,58 @@ def job_log_read(
 ) -> LogChunk:
     """Read the log from ``offset`` on, through the grant's `ClusterFiles`; only what is new
     crosses the wire."""
-    if stream not in ("stdout", "stderr"):
-        raise ValidationFailed("stream must be stdout or stderr.")
-    if offset < 0:
-        raise ValidationFailed("offset must be 0 or more.")
+    chunk = job_logs_read(job=job, offsets={stream: offset}, task=task, limit=limit)[stream]
+    if isinstance(chunk, ApplicationError):
+        raise chunk
+    return chunk
+
+
+def job_logs_read(
+    *, job: Job, offsets: dict[str, int], task: str | None = None, limit: int = LOG_CHUNK
+) -> dict[str, LogChunk | ApplicationError]:
+    """Each stream of `offsets` (stdout, stderr) read from its offset on, all through one
+    connection of the grant's: the job page's log tail asks for both in one request. A stream
+    that could not be read gets the error to show in its place (`Unavailable`; its
+    ``extra["retry"]`` says whether a later read may work)."""
+    for stream, offset in offsets.items():
+        if stream not in ("stdout", "stderr"):
+            raise ValidationFailed("stream must be stdout or stderr.")
+        if offset < 0:
+            raise ValidationFailed("offset must be 0 or more.")
     # The index goes into the log file's name: a path fragment there would read another file.
     if task is not None and not re.fullmatch(r"[0-9]{1,10}", str(task)):
         raise ValidationFailed("task is an array task index, a whole number.")
+    if not offsets:
+        return {}
     if not job.slurm_job_id:
-        return LogChunk("", offset, missing=True, message="The job has not reached Slurm yet.")
-    path = job_log_path(job, stream, task)
+        return {
+            stream: LogChunk("", offset, missing=True, message="The job has not reached Slurm yet.")
+            for stream, offset in offsets.items()
+        }
+    chunks: dict[str, LogChunk | ApplicationError] = {}
     try:
         with slurm_client(job.grant) as client:
-            data, next_offset = client.files.read(path, offset, limit)
-    except RemoteFileMissing:
-        return LogChunk("", offset, missing=True, message="No log yet: Slurm creates it when the job starts.")
+            for stream, offset in offsets.items():
+                chunks[stream] = _log_chunk(client.files, job_log_path(job, stream, task), offset, limit)
     except UnsupportedOperation as exc:
-        raise Unavailable(exc.message) from None
+        failed: ApplicationError = Unavailable(exc.message)
     except SlurmError as exc:
         # `retry`: a later read may work (a dropped connection, an sshd refusing logins for a
         # moment); not when the grant or cluster cannot reach files at all.
-        raise Unavailable(
+        failed = Unavailable(
             f"Cluster {job.cluster.name} could not be reached for the log: {exc.message}",
             extra={"retry": not exc.permanent},
-        ) from None
+        )
+    else:
+        return chunks
+    return {stream: chunks.get(stream, failed) for stream in offsets}
+
+
+def _log_chunk(files, path: str, offset: int, limit: int) -> LogChunk:
+    try:
+        data, next_offset = files.read(path, offset, limit)
+    except RemoteFileMissing:
+        return LogChunk("", offset, missing=True, message="No log yet: Slurm creates it when the job starts.")
     cut = _incomplete_utf8_tail(data)
     if cut:
         # A chunk may end inside a multi-byte character: leave those bytes for next time.
