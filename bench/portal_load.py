@@ -40,8 +40,10 @@ What it does:
        SSH connections as distinct accounts would), with stdout and stderr in a folder of
        their own on the login node; the page tails both as `_log_chunk.html` says (the next
        read at once or after the `load delay:Ns` the answer carries, until an answer has no
-       next read), each read an SSH command. `--log-lines-per-second` (20) stdout files gain
-       a line each second: a job prints a line every ~10 s; stderr stays empty;
+       next read): one request per stream and an SSH command per read before the logtail
+       branch, one request for both streams and an SFTP read of each since.
+       `--log-lines-per-second` (20) stdout files gain a line each second: a job prints a
+       line every ~10 s; stderr stays empty;
      * every `--runs-every`'th (2nd: half) of those jobs has an MLflow run in the bench's
        throwaway MLflow (3 metrics x 20 points); `--points-per-second` (5) runs gain a point
        of each metric each second (one every ~20 s per run), so the live poll's MLflow call
