@@ -504,9 +504,13 @@ def test_a_log_read_reads_the_job_grant_and_cluster_in_one_query(
     client.force_login(alice)
     url = f"/jobs/{running.uuid}/logs/?stdout=0&stderr=0"
     client.get(url)  # the session's first request may write it
-    with django_assert_max_num_queries(3):  # session, user, the job with grant and cluster
+    with django_assert_max_num_queries(3) as queries:  # session, user, the job with grant and cluster
         body = client.get(url).content.decode()
     assert _appended(body) == {"stdout": "line\n", "stderr": "line\n"} and seen["cluster"] == running.cluster.name
+    # Narrow: the cluster joined once (the grant's is the job's), not the job's script, no ordering.
+    (read,) = [q["sql"] for q in queries.captured_queries if 'FROM "jobs_job"' in q["sql"]]
+    assert read.count('"clusters_cluster"."host_key"') == 1 and '"jobs_job"."script"' not in read
+    assert "ORDER BY" not in read
     assert seen["path"] == selectors.job_log_path(running, "stdout")
     client.force_login(charlie)
     assert client.get(url).status_code == 404
