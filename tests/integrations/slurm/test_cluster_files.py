@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import uuid
 
 import paramiko
@@ -19,7 +20,7 @@ from apps.integrations.slurm.base import (
     UnsupportedOperation,
 )
 from apps.integrations.slurm.rest import RestClient
-from apps.integrations.slurm.ssh import SSHClient
+from apps.integrations.slurm.ssh import IDLE_WAKE_SECONDS, SSHClient
 
 pytestmark = pytest.mark.slurm
 
@@ -257,3 +258,17 @@ def test_a_login_host_without_sftp_gets_the_command(
     # Asked once per connection; then each read is a command, as before.
     assert sessions.count("axle-no-such-subsystem") == 1
     assert sessions.count("exec") == 4
+
+
+def test_an_idle_connection_wakes_its_reader_rarely_and_still_answers_at_once(
+    fresh_ssh: SSHClient, folder: str
+) -> None:
+    # A portal process keeps a connection or two per account: paramiko's reader thread woke
+    # every 0.1 s on each (~10 % of a core for 200 accounts in bench/portal_load.py).
+    fresh_ssh.files.write(f"{folder}/log.txt", b"x")
+    sock = fresh_ssh._client.get_transport().sock
+    assert sock.gettimeout() == IDLE_WAKE_SECONDS >= 5
+    started = time.monotonic()
+    assert fresh_ssh.files.read(f"{folder}/log.txt") == (b"x", 1)
+    assert fresh_ssh.run(["true"]).exit_status == 0
+    assert time.monotonic() - started < 2, "answers wake the reader, not its timeout"
