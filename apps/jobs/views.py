@@ -410,7 +410,10 @@ LOG_STREAMS = ("stdout", "stderr")
 #: and LOG_WAIT_IDLE seconds once LOG_IDLE_SLOW reads in a row found nothing. Each read is an
 #: SFTP request per stream on the cluster's login node, both streams in one request to the
 #: portal (each stream asked on its own before: ~100 requests/s of 155 for 200 open job pages).
-LOG_WAIT = 3
+#: 5 s, the job page's own poll (JOB_POLL_EVERY): a line shows at most 5 s after it is written
+#: (3 s before), and 200 open pages ask ~43 log requests/s instead of ~60, which took the
+#: portal's p95 under 300 ms on 2 cores (bench/README.md, "Log tail over SFTP").
+LOG_WAIT = 5
 LOG_WAIT_IDLE = 6
 LOG_IDLE_SLOW = 5
 LOG_WAIT_RETRY = 10

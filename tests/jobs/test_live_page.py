@@ -390,18 +390,18 @@ def test_a_running_jobs_log_tail_waits_after_new_text_and_slows_down_on_a_quiet_
     url, trigger = _next_read(client.get(f"/jobs/{running.uuid}/logs/?stdout=0").content.decode())
     # New text that reached the end of the file: the next read a few seconds later, not at once
     # (a job printing steadily made its page read in a loop, an SSH command per round trip).
-    assert trigger == "load delay:3s"
+    assert trigger == "load delay:5s"
     triggers = []
-    for _ in range(7):  # nothing new: 3 s at first, then 6 s on a stream that stays quiet
+    for _ in range(7):  # nothing new: 5 s at first, then 6 s on a stream that stays quiet
         url, trigger = _next_read(client.get(url).content.decode())
         triggers.append(trigger)
-    assert triggers == ["load delay:3s"] * 4 + ["load delay:6s"] * 3
+    assert triggers == ["load delay:5s"] * 4 + ["load delay:6s"] * 3
     log["text"] += b"epoch 2\n"
     body = client.get(url).content.decode()
     assert _appended(body) == {"stdout": "epoch 2\n"}
     url, trigger = _next_read(body)
-    assert trigger == "load delay:3s", "a line written: back to reading every 3 s"
-    assert _next_read(client.get(url).content.decode())[1] == "load delay:3s"
+    assert trigger == "load delay:5s", "a line written: back to reading every 5 s"
+    assert _next_read(client.get(url).content.decode())[1] == "load delay:5s"
 
 
 @pytest.mark.django_db
@@ -470,7 +470,7 @@ def test_one_request_reads_both_streams_through_one_connection(client, alice, ru
     # No stderr file yet: its end says so until the next answer replaces it.
     assert re.search(r'id="log-stderr-end" hx-swap-oob="true"><span class="log-note muted">\[No log yet', body)
     url, trigger = _next_read(body)
-    assert "stdout=20&stderr=0&" in url and trigger == "load delay:3s"
+    assert "stdout=20&stderr=0&" in url and trigger == "load delay:5s"
     files[selectors.job_log_path(running, "stderr")] = b"warning\n"
     body = client.get(url).content.decode()
     assert _appended(body) == {"stderr": "warning\n"}
