@@ -40,8 +40,10 @@ What it does:
        SSH connections as distinct accounts would), with stdout and stderr in a folder of
        their own on the login node; the page tails both as `_log_chunk.html` says (the next
        read at once or after the `load delay:Ns` the answer carries, until an answer has no
-       next read), each read an SSH command. `--log-lines-per-second` (20) stdout files gain
-       a line each second: a job prints a line every ~10 s; stderr stays empty;
+       next read): one request per stream and an SSH command per read before the logtail
+       branch, one request for both streams and an SFTP read of each since.
+       `--log-lines-per-second` (20) stdout files gain a line each second: a job prints a
+       line every ~10 s; stderr stays empty;
      * every `--runs-every`'th (2nd: half) of those jobs has an MLflow run in the bench's
        throwaway MLflow (3 metrics x 20 points); `--points-per-second` (5) runs gain a point
        of each metric each second (one every ~20 s per run), so the live poll's MLflow call
@@ -95,7 +97,13 @@ METRICS = re.compile(r'id="metric-charts" data-url="([^"]*)"')
 CURVES = re.compile(r'id="job-metrics-summary" data-curves="([^"]*)"')
 # The log viewer: a span per stream that htmx replaces with the next chunk and a new span,
 # asked at once after a chunk with text ("load") and 3 s after an empty one ("load delay:3s").
-LOG_MORE = re.compile(r'<span(?: class="log-more")? hx-get="([^"]*/logs/[^"]*)" hx-trigger="load(?: delay:(\d+)s)?"')
+# Since the logtail branch one span asks for both streams (`id="log-tail"`) and the answer puts
+# each stream's text at its end out of band (`hx-swap-oob="beforebegin:..."`).
+LOG_MORE = re.compile(
+    r'<span(?: id="log-tail")?(?: class="log-more")? hx-get="([^"]*/logs/[^"]*)" hx-trigger="load(?: delay:(\d+)s)?"'
+)
+LOG_TEXT_OOB = 'hx-swap-oob="beforebegin:'
+
 # Other fragments a page asks for once it has loaded (the artifacts of a job with a run).
 LOAD_ONCE = re.compile(r'<div hx-get="([^"]*)" hx-trigger="load"')
 ASSETS = re.compile(r'<(?:link rel="stylesheet" href|script src)="(/static/[^"]*)"')
@@ -813,7 +821,8 @@ class User:
             more = LOG_MORE.search(text) if status == 200 else None
             if self.stats.counts(time.monotonic()) and status == 200:
                 # The chunk is the log's text, then the notes and the next read's span.
-                self.stats.log_reads["with text" if text and not text.startswith("<span") else "empty"] += 1
+                found = text and (not text.startswith("<span") or LOG_TEXT_OOB in text)
+                self.stats.log_reads["with text" if found else "empty"] += 1
             if more is None:
                 return
             url, delay = html.unescape(more.group(1)), float(more.group(2) or 0)

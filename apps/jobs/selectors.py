@@ -16,7 +16,7 @@ from django.db.models import QuerySet
 from apps.audit.models import AuditEvent
 from apps.clusters.models import Cluster
 from apps.clusters.transport import slurm_client
-from apps.core.errors import NotFound, Unavailable, ValidationFailed
+from apps.core.errors import ApplicationError, NotFound, Unavailable, ValidationFailed
 from apps.core.live import live_version
 from apps.core.models import parse_uuid
 from apps.integrations.mlflow.base import MlflowError, MlflowUnavailable
@@ -75,17 +75,58 @@ def _own_job(jobs: QuerySet[Job], *, user, job_id) -> Job:
 
 
 def job_for_log(*, user, job_id) -> Job:
-    """A job of the user's own, as its log tail reads it (each stream asks every few seconds
-    while the page is open): the job with its grant and cluster in one query, without
-    job_get's team, dataset versions and script. Anybody else's job answers as if it did
-    not exist."""
-    return _own_job(
-        Job.objects.select_related("cluster", "grant__cluster").defer(
-            "script", "parameters", "hub_args", "script_directives"
-        ),
-        user=user,
-        job_id=job_id,
-    )
+    """A job of the user's own, as its log tail reads it (one request every few seconds per
+    open job page): the columns the read uses, with its cluster and grant, in one narrow
+    statement without ordering (the job's uuid is unique). Anybody else's job answers as if it
+    did not exist. The ORM compiling job_get's wide select was most of a read's portal CPU."""
+    try:
+        found = list(
+            Job.objects.filter(owner=user, uuid=job_id)
+            .select_related("cluster", "grant")
+            .only(*_LOG_COLUMNS)
+            .order_by()[:1]
+        )
+    except ValidationError:
+        found = []
+    if not found:
+        raise NotFound("No such job.")
+    job = found[0]
+    if job.grant_id is not None and job.grant.cluster_id == job.cluster_id:
+        job.grant.cluster = job.cluster  # the same row: not joined twice
+    return job
+
+
+# What a log read uses: the job's state and log paths, the grant and cluster its connection is
+# made from (apps.clusters.transport), the cluster's name for messages.
+_LOG_COLUMNS = (
+    "uuid",
+    "owner_id",
+    "status",
+    "slurm_job_id",
+    "stdout_path",
+    "stderr_path",
+    "effective_request",
+    "cluster",
+    "grant",
+    *(
+        f"cluster__{name}"
+        for name in (
+            "name",
+            "transport",
+            "login_host",
+            "login_port",
+            "host_key",
+            "slurm_bin_dir",
+            "rest_url",
+            "rest_api_version",
+            "jwt_key_encrypted",
+        )
+    ),
+    *(
+        f"grant__{name}"
+        for name in ("cluster", "cluster_username", "ssh_private_key_encrypted", "rest_token_encrypted")
+    ),
+)
 
 
 def job_timeline(*, job: Job) -> QuerySet[AuditEvent]:
@@ -193,30 +234,58 @@ def job_log_read(
 ) -> LogChunk:
     """Read the log from ``offset`` on, through the grant's `ClusterFiles`; only what is new
     crosses the wire."""
-    if stream not in ("stdout", "stderr"):
-        raise ValidationFailed("stream must be stdout or stderr.")
-    if offset < 0:
-        raise ValidationFailed("offset must be 0 or more.")
+    chunk = job_logs_read(job=job, offsets={stream: offset}, task=task, limit=limit)[stream]
+    if isinstance(chunk, ApplicationError):
+        raise chunk
+    return chunk
+
+
+def job_logs_read(
+    *, job: Job, offsets: dict[str, int], task: str | None = None, limit: int = LOG_CHUNK
+) -> dict[str, LogChunk | ApplicationError]:
+    """Each stream of `offsets` (stdout, stderr) read from its offset on, all through one
+    connection of the grant's: the job page's log tail asks for both in one request. A stream
+    that could not be read gets the error to show in its place (`Unavailable`; its
+    ``extra["retry"]`` says whether a later read may work)."""
+    for stream, offset in offsets.items():
+        if stream not in ("stdout", "stderr"):
+            raise ValidationFailed("stream must be stdout or stderr.")
+        if offset < 0:
+            raise ValidationFailed("offset must be 0 or more.")
     # The index goes into the log file's name: a path fragment there would read another file.
     if task is not None and not re.fullmatch(r"[0-9]{1,10}", str(task)):
         raise ValidationFailed("task is an array task index, a whole number.")
+    if not offsets:
+        return {}
     if not job.slurm_job_id:
-        return LogChunk("", offset, missing=True, message="The job has not reached Slurm yet.")
-    path = job_log_path(job, stream, task)
+        return {
+            stream: LogChunk("", offset, missing=True, message="The job has not reached Slurm yet.")
+            for stream, offset in offsets.items()
+        }
+    chunks: dict[str, LogChunk | ApplicationError] = {}
     try:
         with slurm_client(job.grant) as client:
-            data, next_offset = client.files.read(path, offset, limit)
-    except RemoteFileMissing:
-        return LogChunk("", offset, missing=True, message="No log yet: Slurm creates it when the job starts.")
+            for stream, offset in offsets.items():
+                chunks[stream] = _log_chunk(client.files, job_log_path(job, stream, task), offset, limit)
     except UnsupportedOperation as exc:
-        raise Unavailable(exc.message) from None
+        failed: ApplicationError = Unavailable(exc.message)
     except SlurmError as exc:
         # `retry`: a later read may work (a dropped connection, an sshd refusing logins for a
         # moment); not when the grant or cluster cannot reach files at all.
-        raise Unavailable(
+        failed = Unavailable(
             f"Cluster {job.cluster.name} could not be reached for the log: {exc.message}",
             extra={"retry": not exc.permanent},
-        ) from None
+        )
+    else:
+        return chunks
+    return {stream: chunks.get(stream, failed) for stream in offsets}
+
+
+def _log_chunk(files, path: str, offset: int, limit: int) -> LogChunk:
+    try:
+        data, next_offset = files.read(path, offset, limit)
+    except RemoteFileMissing:
+        return LogChunk("", offset, missing=True, message="No log yet: Slurm creates it when the job starts.")
     cut = _incomplete_utf8_tail(data)
     if cut:
         # A chunk may end inside a multi-byte character: leave those bytes for next time.

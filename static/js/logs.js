@@ -15,13 +15,6 @@
     return out;
   }
 
-  function refresh(pre) {
-    const stream = pre.closest(".logstream");
-    if (stream) stream.dataset.empty = text(pre).trim().length ? "false" : "true";
-    if (follow.get(pre) !== false) pre.scrollTop = pre.scrollHeight;
-    search();
-  }
-
   function updateFollowNote() {
     const note = document.getElementById("log-follow");
     const paused = Array.from(section.querySelectorAll("pre.log:not(.log-matches)")).some((p) => follow.get(p) === false);
@@ -45,20 +38,25 @@
     updateFollowNote();
   });
 
-  document.body.addEventListener("htmx:afterSettle", (event) => {
-    const pre = event.target.closest && event.target.closest("pre.log");
-    if (pre && section.contains(pre)) refresh(pre);
-  });
-  // A swap replaces the placeholder inside the <pre>; when it is the target itself the
-  // event's target is gone from the page, so look at every stream.
-  document.body.addEventListener("htmx:afterSwap", () => {
-    section.querySelectorAll("pre.log:not(.log-matches)").forEach((pre) => {
-      const stream = pre.closest(".logstream");
-      if (stream) stream.dataset.empty = text(pre).trim().length ? "false" : "true";
-      if (follow.get(pre) !== false) pre.scrollTop = pre.scrollHeight;
-    });
-    search();
-  });
+  // Each answer of the tail puts its text at the end of each stream (out of band) and replaces
+  // its own request span, which is then gone from the page: look at every stream, once per answer.
+  let queued = false;
+  function refreshAll() {
+    if (queued) return;
+    queued = true;
+    setTimeout(() => {
+      queued = false;
+      section.querySelectorAll("pre.log:not(.log-matches)").forEach(refreshOne);
+      search();
+    }, 0);
+  }
+  function refreshOne(pre) {
+    const stream = pre.closest(".logstream");
+    if (stream) stream.dataset.empty = text(pre).trim().length ? "false" : "true";
+    if (follow.get(pre) !== false) pre.scrollTop = pre.scrollHeight;
+  }
+  document.body.addEventListener("htmx:afterSwap", refreshAll);
+  document.body.addEventListener("htmx:oobAfterSwap", refreshAll);
 
   const input = document.getElementById("log-search");
   const matches = document.getElementById("log-matches");

@@ -1,6 +1,7 @@
 """The job page's live regions (apps.core.live): a poll costs nothing while nothing changed,
 and re-renders every state-dependent part when something did."""
 
+import html
 import re
 
 import pytest
@@ -98,7 +99,7 @@ def test_a_log_chunk_adds_nothing_of_its_own_to_the_log(client, alice, team):
     # split lines at every chunk boundary (and make an empty stream look non-empty).
     job = make_job(alice, team=team, status=Job.Status.QUEUED)
     client.force_login(alice)
-    body = client.get(f"/jobs/{job.uuid}/logs/stdout/?offset=0").content.decode()
+    body = client.get(f"/jobs/{job.uuid}/logs/?stdout=0&stderr=0").content.decode()
     assert not body.endswith("\n")
 
 
@@ -358,6 +359,12 @@ def test_the_mlflow_pause_is_per_tracking_server(client, alice, running, monkeyp
     assert mlflow.calls == 2
 
 
+def _appended(body: str) -> dict[str, str]:
+    """What an answer of the log tail puts at the end of each stream."""
+    found = re.finditer(r'<span hx-swap-oob="beforebegin:#log-(\w+)-end">(.*?)</span>', body, re.S)
+    return {m.group(1): html.unescape(m.group(2)) for m in found}
+
+
 def _next_read(body: str) -> tuple[str, str]:
     """The log tail's next request: its URL and its htmx trigger."""
     match = re.search(r'class="log-more" hx-get="([^"]+)" hx-trigger="([^"]+)"', body)
@@ -373,27 +380,28 @@ def test_a_running_jobs_log_tail_waits_after_new_text_and_slows_down_on_a_quiet_
 
     log = {"text": b"epoch 1\n"}
 
-    def read(*, job, stream, offset=0, task=None, limit=selectors.LOG_CHUNK):
-        data = log["text"][offset : offset + limit]
-        return selectors.LogChunk(data.decode(), offset + len(data))
+    def read(*, job, offsets, task=None, limit=selectors.LOG_CHUNK):
+        assert list(offsets) == ["stdout"]
+        data = log["text"][offsets["stdout"] : offsets["stdout"] + limit]
+        return {"stdout": selectors.LogChunk(data.decode(), offsets["stdout"] + len(data))}
 
-    monkeypatch.setattr(selectors, "job_log_read", read)
+    monkeypatch.setattr(selectors, "job_logs_read", read)
     client.force_login(alice)
-    url, trigger = _next_read(client.get(f"/jobs/{running.uuid}/logs/stdout/?offset=0").content.decode())
+    url, trigger = _next_read(client.get(f"/jobs/{running.uuid}/logs/?stdout=0").content.decode())
     # New text that reached the end of the file: the next read a few seconds later, not at once
     # (a job printing steadily made its page read in a loop, an SSH command per round trip).
-    assert trigger == "load delay:3s"
+    assert trigger == "load delay:5s"
     triggers = []
-    for _ in range(7):  # nothing new: 3 s at first, then 6 s on a stream that stays quiet
+    for _ in range(7):  # nothing new: 5 s at first, then 6 s on a stream that stays quiet
         url, trigger = _next_read(client.get(url).content.decode())
         triggers.append(trigger)
-    assert triggers == ["load delay:3s"] * 4 + ["load delay:6s"] * 3
+    assert triggers == ["load delay:5s"] * 4 + ["load delay:6s"] * 3
     log["text"] += b"epoch 2\n"
     body = client.get(url).content.decode()
-    assert body.startswith("epoch 2\n")
+    assert _appended(body) == {"stdout": "epoch 2\n"}
     url, trigger = _next_read(body)
-    assert trigger == "load delay:3s", "a line written: back to reading every 3 s"
-    assert _next_read(client.get(url).content.decode())[1] == "load delay:3s"
+    assert trigger == "load delay:5s", "a line written: back to reading every 5 s"
+    assert _next_read(client.get(url).content.decode())[1] == "load delay:5s"
 
 
 @pytest.mark.django_db
@@ -403,19 +411,76 @@ def test_a_log_tail_reads_on_at_once_after_a_whole_chunk_and_for_a_finished_job(
     monkeypatch.setattr(selectors, "LOG_CHUNK", 16)
     text = b"0123456789" * 5
 
-    def read(*, job, stream, offset=0, task=None, limit=None):
-        data = text[offset : offset + selectors.LOG_CHUNK]
-        return selectors.LogChunk(data.decode(), offset + len(data))
+    def read(*, job, offsets, task=None, limit=None):
+        chunks = {}
+        for stream, offset in offsets.items():
+            data = text[offset : offset + selectors.LOG_CHUNK] if stream == "stdout" else b""
+            chunks[stream] = selectors.LogChunk(data.decode(), offset + len(data))
+        return chunks
 
-    monkeypatch.setattr(selectors, "job_log_read", read)
+    monkeypatch.setattr(selectors, "job_logs_read", read)
     client.force_login(alice)
-    url, trigger = _next_read(client.get(f"/jobs/{running.uuid}/logs/stdout/?offset=0").content.decode())
+    url, trigger = _next_read(client.get(f"/jobs/{running.uuid}/logs/?stdout=0&stderr=0").content.decode())
     assert trigger == "load", "a whole chunk: the rest is waiting, read it at once"
-    assert "offset=16" in url
+    assert "stdout=16&stderr=0" in url
     Job.objects.filter(pk=running.pk).update(status=Job.Status.COMPLETED)
-    url, trigger = _next_read(client.get(f"/jobs/{running.uuid}/logs/stdout/?offset=48").content.decode())
+    body = client.get(f"/jobs/{running.uuid}/logs/?stdout=48&stderr=0").content.decode()
+    url, trigger = _next_read(body)
+    assert "stdout=50&" in url and "stderr" not in url, "the finished job's empty stream is done"
     assert trigger == "load", "a finished job's log is read to its end at once"
     assert "log-more" not in client.get(url).content.decode(), "and then the tail stops"
+
+
+@pytest.mark.django_db
+def test_one_request_reads_both_streams_through_one_connection(client, alice, running, monkeypatch):
+    # 200 open job pages asked ~100 log reads a second, two requests per tick (one per stream):
+    # now one request per tick reads both, over one connection taken from the pool once.
+    from contextlib import contextmanager
+
+    from apps.integrations.slurm.base import RemoteFileMissing
+    from apps.jobs import selectors
+
+    files = {selectors.job_log_path(running, "stdout"): b"epoch 1\n<b>loss</b>\n"}
+    taken, reads = [], []
+
+    class Files:
+        def read(self, path, offset, limit):
+            reads.append((path, offset))
+            if path not in files:
+                raise RemoteFileMissing(path)
+            data = files[path][offset : offset + limit]
+            return data, offset + len(data)
+
+    class Client:
+        files = Files()
+
+    @contextmanager
+    def slurm_client(grant):
+        taken.append(grant)
+        yield Client()
+
+    monkeypatch.setattr(selectors, "slurm_client", slurm_client)
+    client.force_login(alice)
+    page = client.get(f"/jobs/{running.uuid}/").content.decode()
+    first = re.search(r'<span id="log-tail" hx-get="([^"]+)" hx-trigger="load"', page).group(1)
+    body = client.get(html.unescape(first)).content.decode()
+    assert (len(taken), len(reads)) == (1, 2)
+    assert _appended(body) == {"stdout": "epoch 1\n<b>loss</b>\n"}, "the text of each stream, escaped, to its own end"
+    assert "<b>" not in body
+    # No stderr file yet: its end says so until the next answer replaces it.
+    assert re.search(r'id="log-stderr-end" hx-swap-oob="true"><span class="log-note muted">\[No log yet', body)
+    url, trigger = _next_read(body)
+    assert "stdout=20&stderr=0&" in url and trigger == "load delay:5s"
+    files[selectors.job_log_path(running, "stderr")] = b"warning\n"
+    body = client.get(url).content.decode()
+    assert _appended(body) == {"stderr": "warning\n"}
+    assert re.search(r'id="log-stderr-end" hx-swap-oob="true"></span>', body)
+    assert (len(taken), len(reads)) == (2, 4)
+    # The job ended: what is left of each stream is read, then the tail stops.
+    Job.objects.filter(pk=running.pk).update(status=Job.Status.COMPLETED)
+    url, trigger = _next_read(body)
+    body = client.get(url).content.decode()
+    assert _appended(body) == {} and "log-tail" not in body
 
 
 @pytest.mark.django_db
@@ -427,21 +492,25 @@ def test_a_log_read_reads_the_job_grant_and_cluster_in_one_query(
 
     seen = {}
 
-    def read(*, job, stream, offset=0, task=None, limit=None):
+    def read(*, job, offsets, task=None, limit=None):
         # What the read uses (the grant's connection, the log's path) is there already.
         with django_assert_max_num_queries(0):
             seen["key"] = transport._key(job.grant)
-            seen["path"] = selectors.job_log_path(job, stream)
+            seen["path"] = selectors.job_log_path(job, "stdout")
             seen["cluster"] = job.cluster.name
-        return selectors.LogChunk("line\n", offset + 5)
+        return {stream: selectors.LogChunk("line\n", offset + 5) for stream, offset in offsets.items()}
 
-    monkeypatch.setattr(selectors, "job_log_read", read)
+    monkeypatch.setattr(selectors, "job_logs_read", read)
     client.force_login(alice)
-    url = f"/jobs/{running.uuid}/logs/stdout/?offset=0"
+    url = f"/jobs/{running.uuid}/logs/?stdout=0&stderr=0"
     client.get(url)  # the session's first request may write it
-    with django_assert_max_num_queries(3):  # session, user, the job with grant and cluster
+    with django_assert_max_num_queries(3) as queries:  # session, user, the job with grant and cluster
         body = client.get(url).content.decode()
-    assert body.startswith("line\n") and seen["cluster"] == running.cluster.name
+    assert _appended(body) == {"stdout": "line\n", "stderr": "line\n"} and seen["cluster"] == running.cluster.name
+    # Narrow: the cluster joined once (the grant's is the job's), not the job's script, no ordering.
+    (read,) = [q["sql"] for q in queries.captured_queries if 'FROM "jobs_job"' in q["sql"]]
+    assert read.count('"clusters_cluster"."host_key"') == 1 and '"jobs_job"."script"' not in read
+    assert "ORDER BY" not in read
     assert seen["path"] == selectors.job_log_path(running, "stdout")
     client.force_login(charlie)
     assert client.get(url).status_code == 404
@@ -474,18 +543,19 @@ def test_a_running_jobs_log_tail_tries_again_after_a_failure_that_may_pass(
 
     monkeypatch.setattr(selectors, "slurm_client", slurm_client)
     client.force_login(alice)
-    body = client.get(f"/jobs/{running.uuid}/logs/stdout/?offset=0").content.decode()
+    body = client.get(f"/jobs/{running.uuid}/logs/?stdout=0").content.decode()
     assert "Error reading SSH protocol banner" in body
     if permanent:  # no login host, no key: asking again cannot help, the tail stops as before
         assert "log-more" not in body
         return
     url, trigger = _next_read(body)
     assert trigger == "load delay:10s"
-    # The note is inside the span the next read replaces: it goes once the cluster answers.
-    assert re.search(r'class="log-more"[^>]*><span class="log-note error">\[[^<]*Trying again', body)
+    # The note is in the stream's end, which the next answer replaces: it goes once the cluster answers.
+    assert re.search(r'id="log-stdout-end" hx-swap-oob="true"><span class="log-note error">\[[^<]*Trying again', body)
     failing[0] = False
     body = client.get(url).content.decode()
-    assert body.startswith("back\n") and "error" not in body
+    assert _appended(body) == {"stdout": "back\n"} and "error" not in body
+    assert re.search(r'id="log-stdout-end" hx-swap-oob="true"></span>', body)
 
 
 @pytest.mark.django_db

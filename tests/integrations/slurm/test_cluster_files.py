@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import uuid
 
+import paramiko
 import pytest
 
 from apps.integrations.slurm.base import (
@@ -18,7 +20,7 @@ from apps.integrations.slurm.base import (
     UnsupportedOperation,
 )
 from apps.integrations.slurm.rest import RestClient
-from apps.integrations.slurm.ssh import SSHClient
+from apps.integrations.slurm.ssh import IDLE_WAKE_SECONDS, SSHClient
 
 pytestmark = pytest.mark.slurm
 
@@ -167,3 +169,106 @@ def test_a_rest_only_client_says_for_every_operation_what_it_lacks(rest: RestCli
             "so files on the cluster are reached over SSH on its login node. An administrator must add "
             "an SSH key to the grant (and a login host with a confirmed host key to the cluster)."
         )
+
+
+# ---------------------------------------------------------------- reads over SFTP
+
+
+@pytest.fixture
+def fresh_ssh(ssh_factory) -> SSHClient:
+    client = ssh_factory()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def sessions(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What each channel opened on any connection is used for: the command or subsystem."""
+    opened: list[str] = []
+    exec_command, invoke_subsystem = paramiko.Channel.exec_command, paramiko.Channel.invoke_subsystem
+    monkeypatch.setattr(
+        paramiko.Channel, "exec_command", lambda ch, cmd: (opened.append("exec"), exec_command(ch, cmd))[1]
+    )
+    monkeypatch.setattr(
+        paramiko.Channel, "invoke_subsystem", lambda ch, name: (opened.append(name), invoke_subsystem(ch, name))[1]
+    )
+    return opened
+
+
+def test_a_log_read_starts_no_command_on_the_login_node(fresh_ssh: SSHClient, folder: str, sessions: list[str]) -> None:
+    # A log tail reads every few seconds per open job page: each read was a `sh`, `tail` and
+    # `head` forked on the login node. Now one SFTP session per connection serves them all.
+    path = f"{folder}/job.out"
+    fresh_ssh.files.write(path, b"epoch 1\n")
+    sessions.clear()
+    offset = 0
+    for line in (b"epoch 2\n", b"", b"epoch 3\n"):
+        if line:
+            assert (
+                fresh_ssh.run(["/bin/sh", "-c", 'printf %s "$2" >> "$1"', "sh", path, line.decode()]).exit_status == 0
+            )
+        data, offset = fresh_ssh.files.read(path, offset)
+    assert offset == 24 and data == b"epoch 3\n"
+    assert sessions == ["exec", "sftp", "exec"]  # the two appends, and one SFTP session for the three reads
+
+
+def test_it_reads_nothing_past_the_end_and_names_what_it_cannot_read(fresh_ssh: SSHClient, folder: str) -> None:
+    files = fresh_ssh.files
+    files.write(f"{folder}/log.txt", b"0123456789")
+    assert files.read(f"{folder}/log.txt", 50, 10) == (b"", 50)
+    assert files.read(f"{folder}/log.txt", 4, 0) == (b"", 4)
+    assert files.read(f"{folder}/log.txt", 9, 1 << 30) == (b"9", 10)
+    assert fresh_ssh.run(["chmod", "000", "--", f"{folder}/log.txt"]).exit_status == 0
+    with pytest.raises(RemoteFileMissing):
+        files.read(f"{folder}/log.txt")  # there, but not readable by this account (as `test -r`)
+    with pytest.raises(RemoteFileMissing):
+        files.read(f"{folder}/log.txt/below")
+    with pytest.raises(RemoteCommandFailed) as caught:
+        files.read(folder)
+    assert caught.value.message == f"Could not read {folder} on {fresh_ssh.host} as scientist: it is a folder"
+    # None of these broke the session: the next read goes on over it.
+    files.write(f"{folder}/more.txt", b"more")
+    assert files.read(f"{folder}/more.txt", 1) == (b"ore", 4)
+
+
+def test_a_dead_session_or_connection_is_replaced_once(fresh_ssh: SSHClient, folder: str, sessions: list[str]) -> None:
+    path = f"{folder}/job.out"
+    fresh_ssh.files.write(path, b"0123456789")
+    assert fresh_ssh.files.read(path, 2, 3) == (b"234", 5)
+    fresh_ssh.sftp().get_channel().close()  # the SFTP session alone ends
+    assert fresh_ssh.files.read(path, 5, 3) == (b"567", 8)
+    transport = fresh_ssh._client.get_transport()
+    transport.sock.close()  # the whole connection dies under the next read
+    assert fresh_ssh.files.read(path, 8) == (b"89", 10)
+    assert fresh_ssh._client.get_transport() is not transport
+    assert sessions.count("sftp") == 3
+
+
+def test_a_login_host_without_sftp_gets_the_command(
+    fresh_ssh: SSHClient, folder: str, sessions: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # sshd answers "no such subsystem" as it does when an administrator removed the sftp line.
+    monkeypatch.setattr(fresh_ssh, "sftp_subsystem", "axle-no-such-subsystem")
+    path = f"{folder}/job.out"
+    fresh_ssh.files.write(path, b"0123456789")
+    assert fresh_ssh.files.read(path, 7) == (b"789", 10)
+    assert fresh_ssh.files.read(path, 10) == (b"", 10)
+    with pytest.raises(RemoteFileMissing):
+        fresh_ssh.files.read(f"{folder}/nothing")
+    # Asked once per connection; then each read is a command, as before.
+    assert sessions.count("axle-no-such-subsystem") == 1
+    assert sessions.count("exec") == 4
+
+
+def test_an_idle_connection_wakes_its_reader_rarely_and_still_answers_at_once(
+    fresh_ssh: SSHClient, folder: str
+) -> None:
+    # A portal process keeps a connection or two per account: paramiko's reader thread woke
+    # every 0.1 s on each (~10 % of a core for 200 accounts in bench/portal_load.py).
+    fresh_ssh.files.write(f"{folder}/log.txt", b"x")
+    sock = fresh_ssh._client.get_transport().sock
+    assert sock.gettimeout() == IDLE_WAKE_SECONDS >= 5
+    started = time.monotonic()
+    assert fresh_ssh.files.read(f"{folder}/log.txt") == (b"x", 1)
+    assert fresh_ssh.run(["true"]).exit_status == 0
+    assert time.monotonic() - started < 2, "answers wake the reader, not its timeout"
