@@ -93,11 +93,25 @@ def sweep_new(request):
             context["problems"] = context["result"]["problems"]
         else:
             try:
-                sweep = services.sweep_create(user=request.user, cluster=grant.cluster, spec_text=form["spec"])
+                # As the API's POST: the first wave goes to Slurm from this request when the
+                # cluster is at hand, else a worker sends it.
+                sweep = services.sweep_create(
+                    user=request.user, cluster=grant.cluster, spec_text=form["spec"], submit_now=True
+                )
             except ApplicationError as exc:
                 context["problems"] = exc.extra.get("problems") or [{"path": "", "message": exc.message}]
             else:
-                messages.success(request, f"Sweep “{sweep.name}” created: {sweep.max_trial_count} trials.")
+                created = f"Sweep “{sweep.name}” created: {sweep.max_trial_count} trials"
+                launch = getattr(sweep, "launch", "queued")
+                if launch == "failed":
+                    messages.error(request, f"{created}, but its first trials were not sent: {sweep.launch_message}")
+                elif launch == "submitted":
+                    messages.success(request, f"{created}; its first trials are on the cluster.")
+                elif launch == "unknown":
+                    late = "the cluster did not answer in time: its trials are looked for"
+                    messages.warning(request, f"{created}; {late}.")
+                else:
+                    messages.success(request, f"{created}; its first trials are queued.")
                 return redirect("sweep-detail", sweep_id=sweep.uuid)
     return render(request, "sweeps/new.html", context)
 

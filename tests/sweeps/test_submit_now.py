@@ -369,3 +369,21 @@ def test_a_slow_sbatch_holds_the_post_no_longer_than_its_bound_and_the_wave_is_u
     assert body["launch"] == "unknown" and "marker" in body["launch_message"]
     job = Job.objects.get(trials__sweep__uuid=body["id"], trials__number=0)
     assert job.status == Job.Status.UNKNOWN and not job.slurm_job_id
+
+
+def test_the_dashboard_form_sends_the_first_wave_as_the_api_does(client, grant):
+    doc = yaml.safe_load(spec("formnow", 2))
+    doc["spec"]["trialTemplate"]["trialSpec"] = SCRIPT
+    client.force_login(grant.user)
+    response = client.post(
+        "/sweeps/new/", {"cluster": grant.cluster.name, "spec": yaml.safe_dump(doc), "action": "create"}, follow=True
+    )
+    assert response.status_code == 200
+    sweep = Sweep.objects.get(name="formnow")
+    job = Job.objects.get(trials__sweep=sweep, trials__number=0)
+    try:
+        assert "its first trials are on the cluster" in response.content.decode()
+        assert job.status == Job.Status.PENDING and job.slurm_job_id
+        assert on_slurm(grant, job) == {job.slurm_job_id}
+    finally:
+        cancel(grant, job)
