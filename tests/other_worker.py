@@ -31,6 +31,9 @@ class OtherWorker:
         deadline = time.monotonic() + 10
         with connection.cursor() as cursor:
             while time.monotonic() < deadline:
+                # pg_stat_activity is read once per transaction (and these tests run in one):
+                # clear that snapshot so each look sees the server as it is now.
+                cursor.execute("SELECT pg_stat_clear_snapshot()")
                 cursor.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [self.pid])
                 if cursor.fetchone() is None:
                     return

@@ -20,7 +20,7 @@ from apps.core.errors import ApplicationError, NotFound, Unavailable, Validation
 from apps.core.live import live_version
 from apps.core.models import parse_uuid
 from apps.integrations.mlflow.base import MlflowError, MlflowUnavailable
-from apps.integrations.slurm.base import RemoteFileMissing, SlurmError, UnsupportedOperation
+from apps.integrations.slurm.base import RemoteCommandFailed, RemoteFileMissing, SlurmError, UnsupportedOperation
 
 from . import tracking
 from .models import ACTIVE_EXCLUDES, Job
@@ -266,7 +266,16 @@ def job_logs_read(
     try:
         with slurm_client(job.grant) as client:
             for stream, offset in offsets.items():
-                chunks[stream] = _log_chunk(client.files, job_log_path(job, stream, task), offset, limit)
+                try:
+                    chunks[stream] = _log_chunk(client.files, job_log_path(job, stream, task), offset, limit)
+                except RemoteCommandFailed as exc:
+                    # This file could not be read (a folder, an I/O error on the cluster): that
+                    # stream's tail ends with the reason, the other streams go on. The
+                    # connection is fine, so it stays in the pool.
+                    chunks[stream] = Unavailable(
+                        f"Cluster {job.cluster.name} could not be reached for the log: {exc.message}",
+                        extra={"retry": False},
+                    )
     except UnsupportedOperation as exc:
         failed: ApplicationError = Unavailable(exc.message)
     except SlurmError as exc:

@@ -95,12 +95,17 @@ def test_someone_elses_job_cannot_be_polled(client, charlie, running):
 
 @pytest.mark.django_db
 def test_a_log_chunk_adds_nothing_of_its_own_to_the_log(client, alice, team):
-    # The tail appends chunks one after another: a stray newline from the template would
-    # split lines at every chunk boundary (and make an empty stream look non-empty).
+    # The tail appends each answer's text to its stream: an answer with no text appends
+    # nothing (a stray newline would split lines at every chunk boundary and make an empty
+    # stream look non-empty); what it has to say goes in the stream's note, which the next
+    # answer replaces.
     job = make_job(alice, team=team, status=Job.Status.QUEUED)
     client.force_login(alice)
     body = client.get(f"/jobs/{job.uuid}/logs/?stdout=0&stderr=0").content.decode()
-    assert not body.endswith("\n")
+    assert 'hx-swap-oob="beforebegin:' not in body
+    for stream in ("stdout", "stderr"):
+        note = rf'id="log-{stream}-end" hx-swap-oob="true"><span class="log-note muted">\[The job has not'
+        assert re.search(note, body)
 
 
 @pytest.mark.django_db
@@ -642,3 +647,43 @@ def test_when_the_mlflow_pause_ends_one_call_asks_and_the_others_answer_at_once_
     release.set()
     probe.join(5)
     assert [type(e) for e in probed] == [MlflowUnavailable]
+
+
+@pytest.mark.django_db
+def test_a_stream_that_cannot_be_read_ends_alone_and_the_other_goes_on(client, alice, running, monkeypatch):
+    # Both streams are read in one request: a file the cluster cannot read (a folder, an I/O
+    # error) ends that stream's tail with its reason; the other stream is still read and tailed.
+    from contextlib import contextmanager
+
+    from apps.integrations.slurm.base import RemoteCommandFailed
+    from apps.jobs import selectors
+
+    out, err = selectors.job_log_path(running, "stdout"), selectors.job_log_path(running, "stderr")
+    reads, closed = [], []
+
+    class Files:
+        def read(self, path, offset, limit):
+            reads.append(path)
+            if path == out:
+                raise RemoteCommandFailed(f"Could not read {path}: Is a directory")
+            return b"warning\n"[offset:], 8
+
+    class Client:
+        files = Files()
+
+    @contextmanager
+    def slurm_client(grant):
+        try:
+            yield Client()
+        except BaseException:
+            closed.append(grant)  # what the pool does: a failure drops the connection
+            raise
+
+    monkeypatch.setattr(selectors, "slurm_client", slurm_client)
+    client.force_login(alice)
+    body = client.get(f"/jobs/{running.uuid}/logs/?stdout=0&stderr=0").content.decode()
+    assert reads == [out, err] and closed == []
+    assert _appended(body) == {"stderr": "warning\n"}
+    assert re.search(r'id="log-stdout-end" hx-swap-oob="true"><span class="log-note error">[^<]*Is a directory', body)
+    url, _ = _next_read(body)
+    assert "stderr=8" in url and "stdout=" not in url, "stdout's tail ended, stderr's goes on"
