@@ -10,10 +10,11 @@ trials: 1,600 values, ~25 ms of Python at a light load); `bulk_insert` sends the
 JSON document that PostgreSQL unpacks (`jsonb_to_recordset`), ~5 ms."""
 
 import datetime
+import decimal
 import json
+import uuid
 from collections.abc import Iterable, Sequence
 
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, models
 from django.utils import timezone
 
@@ -43,7 +44,7 @@ def bulk_write(
     fields = [meta.get_field(name) for name in names]
     pk = meta.pk
     guard = meta.get_field(only_if) if only_if else None
-    if any(isinstance(f, models.JSONField) and f.encoder is not None for f in fields):
+    if not all(_json_can_carry(f) for f in [pk, *fields, *([guard] if guard else [])]):
         return _write_values(model, objs, fields, guard, expected)
     # The rows go as one JSON document a chunk (`jsonb_to_recordset`), as in bulk_insert: a
     # `VALUES` list of 1,000 rows has a parameter per value, and psycopg's client-side binding
@@ -52,16 +53,17 @@ def bulk_write(
     for start in range(0, len(objs), CHUNK):
         chunk = []
         for obj in objs[start : start + CHUNK]:
-            row = {"pk": obj.pk}
+            row = {"pk": _json_value(pk, obj.pk)}
             for i, f in enumerate(fields):
-                value = getattr(obj, f.attname)
-                row[f"v{i}"] = value if isinstance(f, models.JSONField) else f.get_prep_value(value)
+                row[f"v{i}"] = _json_value(f, getattr(obj, f.attname))
             if guard is not None:
-                row["guard"] = guard.get_prep_value(expected[obj.pk])
+                row["guard"] = _json_value(guard, expected[obj.pk])
             chunk.append(row)
         try:
-            documents.append(json.dumps(chunk, cls=_Exact, allow_nan=False))
-        except (TypeError, ValueError):  # a NaN, bytes: what JSON cannot carry exactly
+            documents.append(json.dumps(chunk, allow_nan=False))
+        except (TypeError, ValueError):
+            # A NaN, bytes, or a JSONField's value JSON cannot hold (a Decimal, a datetime): the
+            # parameters' way, which keeps the NaN and refuses the rest as save() does.
             return _write_values(model, objs, fields, guard, expected)
     quote = connection.ops.quote_name
     record = [f"pk {pk.db_type(connection)}", *(f"v{i} {f.db_type(connection)}" for i, f in enumerate(fields))]
@@ -120,13 +122,44 @@ def _write_values(model, objs, fields, guard, expected) -> int:
     return written
 
 
-class _Exact(DjangoJSONEncoder):
-    """DjangoJSONEncoder keeps milliseconds of a time; a column keeps microseconds."""
+#: Columns a JSON document carries exactly: their values are JSON's own types, or text
+#: PostgreSQL reads back as the same value (a time to the microsecond, a decimal, a UUID).
+_JSON_READY = (
+    models.AutoField,
+    models.BigAutoField,
+    models.SmallAutoField,
+    models.IntegerField,
+    models.BooleanField,
+    models.CharField,
+    models.TextField,
+    models.FloatField,
+    models.DecimalField,
+    models.UUIDField,
+    models.DateTimeField,
+    models.DateField,
+    models.TimeField,
+    models.ForeignKey,
+)
 
-    def default(self, o):
-        if isinstance(o, datetime.datetime | datetime.time):
-            return o.isoformat()
-        return super().default(o)
+
+def _json_can_carry(field) -> bool:
+    if isinstance(field, models.JSONField):
+        return field.encoder is None
+    return isinstance(field, _JSON_READY)
+
+
+def _json_value(field, value):
+    """A field's value as the JSON document carries it: a JSONField's as it is (json.dumps
+    refuses what Django's would), the others as their database values, times and decimals as
+    text."""
+    if isinstance(field, models.JSONField):
+        return value
+    value = field.get_prep_value(value)
+    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal | uuid.UUID):
+        return str(value)
+    return value
 
 
 def bulk_insert(model: type[models.Model], rows: Sequence[dict]) -> None:
@@ -144,9 +177,7 @@ def bulk_insert(model: type[models.Model], rows: Sequence[dict]) -> None:
     def fallback() -> None:
         model.objects.bulk_create([model(**row) for row in rows], batch_size=CHUNK)
 
-    if connection.vendor != "postgresql" or any(
-        isinstance(f, models.JSONField) and f.encoder is not None for f in fields
-    ):
+    if connection.vendor != "postgresql" or not all(_json_can_carry(f) for f in fields):
         fallback()
         return
     quote = connection.ops.quote_name
@@ -178,11 +209,11 @@ def bulk_insert(model: type[models.Model], rows: Sequence[dict]) -> None:
                     value = None if related is None else related.pk
                 else:
                     value = defaults[f.attname]
-                out[f.column] = value if isinstance(f, models.JSONField) else f.get_prep_value(value)
+                out[f.column] = _json_value(f, value)
             chunk.append(out)
         try:
-            documents.append(json.dumps(chunk, cls=_Exact, allow_nan=False))
-        except ValueError:
+            documents.append(json.dumps(chunk, allow_nan=False))
+        except (TypeError, ValueError):  # as in bulk_write: bulk_create keeps or refuses it
             fallback()
             return
     with connection.cursor() as cursor:

@@ -4,7 +4,7 @@
 import math
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from apps.core import bulk
@@ -150,3 +150,27 @@ def test_bulk_write_a_value_json_cannot_carry_is_written_as_parameters(sweep):
         assert bulk_write(Trial, trials, ["objective"]) == 4
     assert "VALUES" in queries[-1]["sql"]
     assert all(math.isnan(v) for v in Trial.objects.filter(sweep=sweep).values_list("objective", flat=True))
+
+
+def test_a_json_fields_value_json_cannot_hold_is_refused_as_save_refuses_it(sweep):
+    import decimal
+
+    bulk_insert(Trial, rows(sweep, 0))
+    trial = Trial.objects.filter(sweep=sweep).first()
+    trial.params = {"lr": decimal.Decimal("0.1")}
+    with pytest.raises(TypeError), transaction.atomic():
+        trial.save(update_fields=["params"])
+    with pytest.raises(TypeError), transaction.atomic():
+        bulk_write(Trial, [trial], ["params"])
+    with pytest.raises(TypeError), transaction.atomic():
+        bulk_insert(Trial, [{**rows(sweep, 50)[0], "params": {"lr": decimal.Decimal("0.1")}}])
+
+
+def test_a_column_json_would_not_give_back_exactly_goes_the_parameters_way():
+    from django.db import models
+
+    from apps.core.bulk import _json_can_carry
+
+    assert not _json_can_carry(models.DurationField())  # a negative interval's ISO text is refused
+    assert not _json_can_carry(models.BinaryField())
+    assert _json_can_carry(models.DateTimeField()) and _json_can_carry(models.JSONField())

@@ -231,6 +231,26 @@ def test_it_reads_nothing_past_the_end_and_names_what_it_cannot_read(fresh_ssh: 
     assert files.read(f"{folder}/more.txt", 1) == (b"ore", 4)
 
 
+def test_a_large_read_asks_for_its_pieces_at_once_and_reads_exactly_its_range(
+    fresh_ssh: SSHClient, folder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SFTP reads 32 KiB a request: a large read asks for all of them before waiting (one round
+    # trip instead of one per piece), and still returns exactly the bytes from the offset on.
+    prefetched: list[int | None] = []
+    prefetch = paramiko.SFTPFile.prefetch
+    monkeypatch.setattr(
+        paramiko.SFTPFile, "prefetch", lambda f, size=None, *a: (prefetched.append(size), prefetch(f, size, *a))[1]
+    )
+    content = bytes(range(256)) * 4096 + b"tail"  # 1 MiB and a bit
+    path = f"{folder}/big.out"
+    fresh_ssh.files.write(path, content)
+    assert fresh_ssh.files.read(path, 1001, 300_000) == (content[1001:301_001], 301_001)
+    assert prefetched == [301_001]
+    assert fresh_ssh.files.read(path, len(content) - 10, 1 << 20) == (content[-10:], len(content))
+    assert fresh_ssh.files.read(path, 7, 1 << 30) == (content[7:], len(content))
+    assert prefetched == [301_001, len(content)], "a small read asks once; a large one prefetches"
+
+
 def test_a_dead_session_or_connection_is_replaced_once(fresh_ssh: SSHClient, folder: str, sessions: list[str]) -> None:
     path = f"{folder}/job.out"
     fresh_ssh.files.write(path, b"0123456789")
