@@ -95,15 +95,19 @@ def recording(cluster: dict[str, str]) -> Recording:
     client.close()
 
 
+def sbatch_folder(ssh: SSHClient, folder: str, program: str) -> str:
+    """Make `folder` on the login node holding `program` as its sbatch; returns the folder."""
+    assert ssh.run(["mkdir", "-p", folder]).exit_status == 0
+    assert ssh.run(["/bin/sh", "-c", 'cat > "$1" && chmod 755 "$1"', "sh", f"{folder}/sbatch"], stdin=program.encode())
+    return folder
+
+
 @pytest.fixture
 def fake_sbatch(ssh: SSHClient, scratch: str) -> tuple[str, str]:
     """A folder holding a program named sbatch that leaves a mark and claims job 4242."""
     folder = f"{scratch}/fakebin-{uuid.uuid4().hex[:6]}"
     mark = f"{folder}/ran"
-    script = f"#!/bin/sh\ntouch {mark}\necho 4242\n"
-    assert ssh.run(["mkdir", "-p", folder]).exit_status == 0
-    assert ssh.run(["/bin/sh", "-c", 'cat > "$1" && chmod 755 "$1"', "sh", f"{folder}/sbatch"], stdin=script.encode())
-    return folder, mark
+    return sbatch_folder(ssh, folder, f"#!/bin/sh\ntouch {mark}\necho 4242\n"), mark
 
 
 def exists(ssh: SSHClient, path: str) -> bool:
@@ -210,8 +214,7 @@ def test_a_big_batch_gives_every_job_its_own_variables_and_reads_the_id_on_sbatc
         "#!/bin/sh\necho 'Welcome to the cluster'\necho\n"
         "n=$(tr '\\000' '\\n' <&3 | sed -n 's/^AXLE_I=//p')\necho $((4000 + n))\n"
     )
-    assert ssh.run(["mkdir", "-p", folder]).exit_status == 0
-    assert ssh.run(["/bin/sh", "-c", 'cat > "$1" && chmod 755 "$1"', "sh", f"{folder}/sbatch"], stdin=wrapper.encode())
+    sbatch_folder(ssh, folder, wrapper)
     tag = uuid.uuid4().hex[:8]
     reqs = [
         SubmitRequest(
@@ -321,8 +324,7 @@ def test_a_batch_of_one_job_reads_the_id_on_sbatchs_last_line_and_gives_sbatch_t
         "s=$(grep -c '^SLURM_CONF=' \"$0.env\"); l=$(grep -c '^SHLVL=' \"$0.env\")\n"
         "echo $((4000 + i * 1000 + h * 100 + s * 10 + l))\n"
     )
-    assert ssh.run(["mkdir", "-p", folder]).exit_status == 0
-    assert ssh.run(["/bin/sh", "-c", 'cat > "$1" && chmod 755 "$1"', "sh", f"{folder}/sbatch"], stdin=wrapper.encode())
+    sbatch_folder(ssh, folder, wrapper)
     req = SubmitRequest(
         script="#!/bin/bash\ntrue\n",
         job_name="wrapped",
