@@ -268,6 +268,22 @@ def ready(grant: ClusterGrant, *, wait: float) -> bool:
     return True
 
 
+def prestart_batch(grant: ClusterGrant) -> None:
+    """Start the grant's next batch of submissions ahead, on its pooled connection (over SSH:
+    `SSHClient.prestart_batch`, a shell waiting for its program; nothing for slurmrestd).
+    Called by a request that submits right after its transaction (a sweep's first wave),
+    before that transaction opens: its `slurm_client` then takes the same connection (the
+    last one given back). Never connects and never raises: with no idle connection, nothing."""
+    key = _key(grant)
+    client = _take(key, time.monotonic())
+    if client is None:
+        return
+    start = getattr(client, "prestart_batch", None)
+    if start is not None:
+        start()
+    _give_back(key, client)
+
+
 def _connect_within(client: SSHClient, wait: float) -> None:
     client.connect_timeout, timeout = wait, client.connect_timeout
     try:

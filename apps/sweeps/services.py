@@ -22,7 +22,7 @@ from apps.accounts.teams import team_default
 from apps.audit.services import audit_record, audit_record_many
 from apps.clusters.models import Cluster, ClusterGrant
 from apps.clusters.selectors import grant_for_submission
-from apps.clusters.transport import ready, slurm_client
+from apps.clusters.transport import prestart_batch, ready, slurm_client
 from apps.core.bulk import bulk_insert
 from apps.core.errors import Conflict, PermissionDenied, Unavailable, ValidationFailed
 from apps.core.leases import work_lease
@@ -237,6 +237,10 @@ def sweep_create(
         # Asked before the transaction opens (it may connect to the cluster), and only for a
         # sweep that can run. The cluster is not at hand: a worker launches the wave.
         wave = None
+    else:
+        # The wave's sbatch command started now, while the transaction below runs: its shell
+        # waits for the program, which is sent once the transaction has committed.
+        prestart_batch(grant)
     job = None
     with ExitStack() as lease:
         with transaction.atomic():

@@ -83,8 +83,8 @@ _SBATCH_WITH_ENV = '[ -f "$1" ] || exit 45; exec 3< "$1"; rm -f -- "$1"; shift; 
 # not plain printable ASCII written as an octal escape, so any byte, NUL included, arrives as it
 # is, and no value is ever on a command line or in a process's environment), then the sbatch
 # calls, every word quoted with shlex.quote. The program's last bytes are a random end mark, also
-# on the command line: `_BATCH_BOOT` reads exactly the program's length and runs it only if the
-# mark is there, so a stream cut short submits nothing (exit 44). The program writes everything
+# on stdin's first line with the program's length: `_BATCH_BOOT` reads exactly that length and
+# runs it only if the mark is there, so a stream cut short submits nothing (exit 44). The program writes everything
 # into a private folder (0700) first, prints AXLE-READY, then runs sbatch for each job, a wave of
 # up to SUBMIT_PARALLEL at a time, and prints one line per job:
 #   AXLE<TAB>marker<TAB>exit status<TAB>sbatch's stdout<TAB>sbatch's stderr in base64
@@ -105,10 +105,17 @@ _SBATCH_WITH_ENV = '[ -f "$1" ] || exit 45; exec 3< "$1"; rm -f -- "$1"; shift; 
 # program left is removed by a later batch's `find` (older than 10 minutes).
 _BATCH_BOOT = (
     # `set +xv` first: a login that turns on tracing (bash as sh, SHELLOPTS=xtrace) would print
-    # the program, and the jobs' variables in it, on stderr.
-    'set +xv; p=$(head -c "$1") || exit 44; case $p in *"$2") ;; *) echo "AXLE-ABORT the batch arrived cut short"; '
-    'exit 44 ;; esac; eval "$p"'
+    # the program, and the jobs' variables in it, on stderr. The first line of stdin is the
+    # program's length and its end mark (`read` takes that line byte by byte, no further), so
+    # the command line is the same for every batch and can be started before its program is
+    # known (`SSHClient.prestart_batch`).
+    'set +xv; read -r n e || exit 44; [ -n "$e" ] || exit 44; p=$(head -c "$n") || exit 44; '
+    'case $p in *"$e") ;; *) echo "AXLE-ABORT the batch arrived cut short"; exit 44 ;; esac; eval "$p"'
 )
+_BATCH_COMMAND = ("/bin/sh", "-c", _BATCH_BOOT, "sh")
+# How long a batch command started ahead (`SSHClient.prestart_batch`) may wait for its program;
+# an older one is closed unused (its shell reads end of input and runs nothing).
+SPARE_SECONDS = 10.0
 _BATCH_LIBRARY = r"""
 login=$PATH; PATH=/usr/bin:/bin; umask 077
 tidy() {
@@ -387,6 +394,9 @@ class SSHClient:
         self._sftp_refused = False
         self._files = SSHFiles(self)
         self._tidied = -math.inf  # when a batch last looked for folders killed batches left
+        # A command started ahead of its stdin (`prestart_batch`): its channel, its command
+        # line and when it started; the next `run` of that same command line takes it.
+        self._spare: tuple[paramiko.Channel, str, float] | None = None
 
     def __repr__(self) -> str:  # the key must never show up in logs or tracebacks
         return f"SSHClient({self.username}@{self.host}:{self.port})"
@@ -462,6 +472,7 @@ class SSHClient:
 
     def close(self) -> None:
         self._sftp = None  # its channel closes with the connection
+        self._take_spare(None)
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -536,17 +547,66 @@ class SSHClient:
         _ConnectionLost if the connection died after it was sent (it may have run)."""
         return self._exec(" ".join(shlex.quote(w) for w in args), stdin=stdin, timeout=timeout)
 
+    def prestart_batch(self) -> None:
+        """Start the next batch's command now, before its program exists: the login node
+        opens the session and starts its shell, which waits for the program on stdin and runs
+        nothing until the whole of it has arrived (`_BATCH_BOOT`). The next `submit_many`
+        within SPARE_SECONDS sends its program on this channel instead of starting a command
+        (a request submitting right after its transaction commits: the session's start is
+        then out of the way while the transaction runs; no answer is awaited inside it, the
+        exec request's own is awaited here). Best effort: a command that cannot be started
+        leaves the next batch to start its own; nothing is raised."""
+        command = " ".join(shlex.quote(w) for w in _BATCH_COMMAND)
+        self._take_spare(None)
+        channel = None
+        try:
+            self.connect()
+            assert self._client is not None
+            transport = self._client.get_transport()
+            assert transport is not None
+            channel = transport.open_session(timeout=bounded(self.connect_timeout))
+            channel.exec_command(command)
+        except (TransportError, paramiko.SSHException, OSError, EOFError, AssertionError) as exc:
+            if channel is not None:
+                channel.close()
+            log.info("Could not start a batch command ahead on %s: %s", self.host, exc)
+            return
+        self._spare = (channel, command, time.monotonic())
+
+    def _take_spare(self, command: str | None) -> paramiko.Channel | None:
+        """The command started ahead, if it is `command` and still waits for its stdin on a
+        live connection, started at most SPARE_SECONDS ago. One past that is closed (its shell
+        reads end of input: nothing runs); a usable one for another command is kept for it.
+        None closes it whatever it is."""
+        if self._spare is None:
+            return None
+        channel, started, at = self._spare
+        usable = (
+            time.monotonic() - at <= SPARE_SECONDS
+            and not (channel.closed or channel.eof_received or channel.exit_status_ready())
+            and self._alive()
+        )
+        if usable and command is not None and command != started:
+            return None
+        self._spare = None
+        if usable and command == started:
+            return channel
+        channel.close()
+        return None
+
     def _exec(self, command: str, *, stdin: bytes | None, timeout: float | None) -> CommandResult:
         self.connect()
         assert self._client is not None
         transport = self._client.get_transport()
-        try:
-            assert transport is not None
-            channel = transport.open_session(timeout=bounded(self.connect_timeout))
-            channel.exec_command(command)
-        except (paramiko.SSHException, OSError, EOFError, AssertionError) as exc:
-            self.close()
-            raise TransportError(f"Cannot start a command on {self.host}: {exc}", permanent=False) from None
+        channel = self._take_spare(command)
+        if channel is None:
+            try:
+                assert transport is not None
+                channel = transport.open_session(timeout=bounded(self.connect_timeout))
+                channel.exec_command(command)
+            except (paramiko.SSHException, OSError, EOFError, AssertionError) as exc:
+                self.close()
+                raise TransportError(f"Cannot start a command on {self.host}: {exc}", permanent=False) from None
         try:
             if stdin is not None:
                 try:
@@ -788,8 +848,9 @@ class SSHClient:
         each job's answer from what it printed."""
         # The program's last bytes are a random end mark: a stream cut short lacks them.
         end = f"AXLE-END-{secrets.token_hex(8)}"
-        stdin = program + f"\n# {end}".encode()
-        command = ["/bin/sh", "-c", _BATCH_BOOT, "sh", str(len(stdin)), end]
+        body = program + f"\n# {end}".encode()
+        stdin = f"{len(body)} {end}\n".encode() + body
+        command = list(_BATCH_COMMAND)
         timeout = self.command_timeout + 2.0 * len(sent)
         try:
             result = self.run(command, stdin=stdin, timeout=timeout)
