@@ -10,14 +10,16 @@ import tempfile
 import time
 from datetime import timedelta
 
+import paramiko
 import pytest
 import yaml
+from django.db import connection
 from django.utils import timezone
 
 from apps.accounts import services as account_services
 from apps.audit.models import AuditEvent
 from apps.clusters.transport import slurm_client
-from apps.integrations.slurm.ssh import SLURM_PROGRAMS
+from apps.integrations.slurm.ssh import SLURM_PROGRAMS, SSHClient
 from apps.jobs import tasks as job_tasks
 from apps.jobs.models import Job
 from apps.jobs.services import submit as submitting
@@ -145,6 +147,49 @@ def test_the_post_submits_the_first_wave_and_its_trials_are_on_slurm_when_it_ret
         assert on_slurm(grant, job) == {job.slurm_job_id}
     finally:
         cancel(grant, job)
+
+
+def test_the_post_starts_its_waves_command_before_its_transaction_and_sends_the_program_after(
+    api, ssh_grant, monkeypatch
+):
+    # The login node starts the wave's shell while the transaction runs; nothing of the
+    # cluster's is awaited inside it, and the program goes once the transaction has committed.
+    seen = []
+    depth = len(connection.atomic_blocks)  # the test's own (pytest-django's) transaction
+
+    def inside() -> bool:
+        return len(connection.atomic_blocks) > depth
+
+    prestart, exec_command = SSHClient.prestart_batch, paramiko.Channel.exec_command
+    send = paramiko.Channel.sendall
+
+    def started_ahead(client):
+        seen.append(("ahead", inside(), Job.objects.filter(name__startswith="ahead").count()))
+        prestart(client)
+
+    def started(channel, command):
+        seen.append(("exec", inside(), command.startswith("/bin/sh -c 'set +xv; read")))
+        return exec_command(channel, command)
+
+    def sent(channel, data):
+        seen.append(("program", inside(), Job.objects.filter(name__startswith="ahead").count()))
+        return send(channel, data)
+
+    monkeypatch.setattr(SSHClient, "prestart_batch", started_ahead)
+    monkeypatch.setattr(paramiko.Channel, "exec_command", started)
+    monkeypatch.setattr(paramiko.Channel, "sendall", sent)
+    response = post(api, ssh_grant, "ahead")
+    monkeypatch.undo()
+    assert response.status_code == 201, response.json()
+    job = Job.objects.get(trials__sweep__uuid=response.json()["id"], trials__number=0)
+    try:
+        assert response.json()["launch"] == "submitted" and job.slurm_job_id
+        # Started ahead with no job yet and outside any transaction; its program sent after
+        # the commit (the job is there), on that same command: no second one started.
+        assert seen == [("ahead", False, 0), ("exec", False, True), ("program", False, 1)], seen
+        assert on_slurm(ssh_grant, job) == {job.slurm_job_id}
+    finally:
+        cancel(ssh_grant, job)
 
 
 def test_a_cluster_that_does_not_answer_at_once_gets_the_wave_queued_and_a_worker_submits_it(
