@@ -196,20 +196,23 @@ def bulk_insert(model: type[models.Model], rows: Sequence[dict]) -> None:
             defaults[f.attname] = f.get_default()
         else:
             defaults[f.attname] = None
+    # Each default converted once, and each row's own values on top (a row names a few of
+    # the columns): not one conversion per column and row.
+    base = {f.column: _json_value(f, defaults[f.attname]) for f in fields}
+    by_key = {f.attname: (f, False) for f in fields}
+    by_key.update((f.name, (f, True)) for f in fields if f.name != f.attname and f.name not in by_key)
     documents = []
     for start in range(0, len(rows), CHUNK):
         chunk = []
         for row in rows[start : start + CHUNK]:
-            out = {}
-            for f in fields:
-                if f.attname in row:
-                    value = row[f.attname]
-                elif f.name in row:
-                    related = row[f.name]
-                    value = None if related is None else related.pk
-                else:
-                    value = defaults[f.attname]
-                out[f.column] = _json_value(f, value)
+            out = dict(base)
+            for key, value in row.items():
+                field, related = by_key.get(key, (None, False))
+                if field is None or (related and field.attname in row):
+                    continue  # not a column, or the object of a column the row gives by its id
+                if related and value is not None:
+                    value = value.pk
+                out[field.column] = _json_value(field, value)
             chunk.append(out)
         try:
             documents.append(json.dumps(chunk, allow_nan=False))
