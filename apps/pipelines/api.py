@@ -12,6 +12,12 @@ from apps.core.schema import errors
 from . import selectors, services
 
 
+def _text(name: str) -> OpenApiParameter:
+    """A text query parameter as the schema gives it: no NUL character (`_param` refuses one,
+    which no database stores), so a NUL is not schema-valid input answered 400."""
+    return OpenApiParameter(name, str, pattern=r"^[^\u0000]*$")
+
+
 class PipelineInputSerializer(serializers.Serializer):
     team = TeamField()
     name = serializers.CharField(max_length=200)
@@ -105,7 +111,7 @@ class PipelineListCreateApi(APIView):
     pagination_class = Pagination
 
     @extend_schema(
-        parameters=[OpenApiParameter("name", str), OpenApiParameter("team", str)],
+        parameters=[_text("name"), _text("team")],
         responses={200: PipelineOutputSerializer(many=True), **errors(400)},
     )
     def get(self, request):
@@ -172,7 +178,7 @@ class PipelineRunListApi(APIView):
     pagination_class = Pagination
 
     @extend_schema(
-        parameters=[OpenApiParameter("pipeline", str), OpenApiParameter("status", str)],
+        parameters=[_text("pipeline"), _text("status")],
         responses={200: RunOutputSerializer(many=True), **errors(400, 404)},
     )
     def get(self, request):
