@@ -17,6 +17,7 @@ from apps.integrations.slurm.base import (
     NoClusterFiles,
     SlurmClient,
     SlurmError,
+    SubmitRequest,
     TransportError,
 )
 from apps.integrations.slurm.rest import RestClient
@@ -268,19 +269,20 @@ def ready(grant: ClusterGrant, *, wait: float) -> bool:
     return True
 
 
-def prestart_batch(grant: ClusterGrant) -> None:
-    """Start the grant's next batch of submissions ahead, on its pooled connection (over SSH:
-    `SSHClient.prestart_batch`, a shell waiting for its program; nothing for slurmrestd).
-    Called by a request that submits right after its transaction (a sweep's first wave),
+def stage_one(grant: ClusterGrant, req: SubmitRequest) -> None:
+    """Send the submission of `req` alone ahead, on the grant's pooled connection (over SSH:
+    `SSHClient.stage_one`, a program that waits for its go; nothing for slurmrestd). Called
+    by a request that submits `req` right after its transaction (a sweep's first wave),
     before that transaction opens: its `slurm_client` then takes the same connection (the
-    last one given back). Never connects and never raises: with no idle connection, nothing."""
+    last one given back) and `submit_many([req])` sends only the go. Never connects and
+    never raises: with no idle connection, nothing."""
     key = _key(grant)
     client = _take(key, time.monotonic())
     if client is None:
         return
-    start = getattr(client, "prestart_batch", None)
-    if start is not None:
-        start()
+    stage = getattr(client, "stage_one", None)
+    if stage is not None:
+        stage(req)
     _give_back(key, client)
 
 

@@ -22,7 +22,7 @@ from apps.accounts.teams import team_default
 from apps.audit.services import audit_record, audit_record_many
 from apps.clusters.models import Cluster, ClusterGrant
 from apps.clusters.selectors import grant_for_submission
-from apps.clusters.transport import prestart_batch, ready, slurm_client
+from apps.clusters.transport import ready, slurm_client, stage_one
 from apps.core.bulk import bulk_insert
 from apps.core.errors import Conflict, PermissionDenied, Unavailable, ValidationFailed
 from apps.core.leases import work_lease
@@ -32,7 +32,8 @@ from apps.integrations.slurm.base import SlurmError, deadline
 from apps.jobs import validation as job_validation
 from apps.jobs.models import Job
 from apps.jobs.services import job_create
-from apps.jobs.services.submit import job_lease_name, job_submit_taken
+from apps.jobs.services.create import job_unsaved
+from apps.jobs.services.submit import job_lease_name, job_submit_taken, taken_request
 
 from . import hyperband, search, trialscript
 from .models import Sweep, Trial
@@ -238,9 +239,22 @@ def sweep_create(
         # sweep that can run. The cluster is not at hand: a worker launches the wave.
         wave = None
     else:
-        # The wave's sbatch command started now, while the transaction below runs: its shell
-        # waits for the program, which is sent once the transaction has committed.
-        prestart_batch(grant)
+        # The wave's submission sent now, from the job as the transaction below records it:
+        # the login node starts its shell and reads the login environment while the
+        # transaction runs, and runs sbatch only at the go sent once it has committed.
+        unsaved = job_unsaved(
+            user=user,
+            grant=grant,
+            cluster=cluster,
+            name=wave.name,
+            script=wave.script,
+            validated=wave.result,
+            job_uuid=wave.job_uuid,
+            team=team,
+            own_run=False,
+        )
+        if (request := taken_request(unsaved)) is not None:
+            stage_one(grant, request)
     job = None
     with ExitStack() as lease:
         with transaction.atomic():

@@ -19,7 +19,7 @@ from django.utils import timezone
 from apps.accounts import services as account_services
 from apps.audit.models import AuditEvent
 from apps.clusters.transport import slurm_client
-from apps.integrations.slurm.ssh import SLURM_PROGRAMS, SSHClient
+from apps.integrations.slurm.ssh import SLURM_PROGRAMS
 from apps.jobs import tasks as job_tasks
 from apps.jobs.models import Job
 from apps.jobs.services import submit as submitting
@@ -149,44 +149,45 @@ def test_the_post_submits_the_first_wave_and_its_trials_are_on_slurm_when_it_ret
         cancel(grant, job)
 
 
-def test_the_post_starts_its_waves_command_before_its_transaction_and_sends_the_program_after(
-    api, ssh_grant, monkeypatch
-):
-    # The login node starts the wave's shell while the transaction runs; nothing of the
-    # cluster's is awaited inside it, and the program goes once the transaction has committed.
+def test_the_post_sends_its_waves_submission_before_its_transaction_and_only_the_go_after(api, ssh_grant, monkeypatch):
+    # The login node starts the wave's shell and reads its program while the transaction
+    # runs; sbatch runs at the go, sent once the transaction has committed, on that same
+    # command: no second command is started.
     seen = []
     depth = len(connection.atomic_blocks)  # the test's own (pytest-django's) transaction
-
-    def inside() -> bool:
-        return len(connection.atomic_blocks) > depth
-
-    prestart, exec_command = SSHClient.prestart_batch, paramiko.Channel.exec_command
-    send = paramiko.Channel.sendall
-
-    def started_ahead(client):
-        seen.append(("ahead", inside(), Job.objects.filter(name__startswith="ahead").count()))
-        prestart(client)
+    exec_command, send, create = paramiko.Channel.exec_command, paramiko.Channel.sendall, services.job_create
 
     def started(channel, command):
-        seen.append(("exec", inside(), command.startswith("/bin/sh -c 'set +xv; read")))
+        seen.append("batch command" if command.startswith("/bin/sh -c 'set +xv; read") else command)
         return exec_command(channel, command)
 
+    def in_transaction(**kwargs):
+        seen.append("transaction")
+        return create(**kwargs)
+
     def sent(channel, data):
-        seen.append(("program", inside(), Job.objects.filter(name__startswith="ahead").count()))
+        inside = len(connection.atomic_blocks) > depth
+        what = "go" if data.startswith(b"AXLE-END-") and data.count(b"\n") == 1 else "program"
+        seen.append((what, inside, Job.objects.filter(name__startswith="ahead").count()))
         return send(channel, data)
 
-    monkeypatch.setattr(SSHClient, "prestart_batch", started_ahead)
     monkeypatch.setattr(paramiko.Channel, "exec_command", started)
     monkeypatch.setattr(paramiko.Channel, "sendall", sent)
+    monkeypatch.setattr(services, "job_create", in_transaction)
     response = post(api, ssh_grant, "ahead")
     monkeypatch.undo()
     assert response.status_code == 201, response.json()
     job = Job.objects.get(trials__sweep__uuid=response.json()["id"], trials__number=0)
     try:
         assert response.json()["launch"] == "submitted" and job.slurm_job_id
-        # Started ahead with no job yet and outside any transaction; its program sent after
-        # the commit (the job is there), on that same command: no second one started.
-        assert seen == [("ahead", False, 0), ("exec", False, True), ("program", False, 1)], seen
+        # The program before the transaction (no job yet), the go after its commit (the job
+        # there), both outside any transaction of the request's.
+        assert seen == [
+            "batch command",
+            ("program", False, 0),
+            "transaction",
+            ("go", False, 1),
+        ], seen
         assert on_slurm(ssh_grant, job) == {job.slurm_job_id}
     finally:
         cancel(ssh_grant, job)

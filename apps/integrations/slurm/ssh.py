@@ -106,15 +106,14 @@ _SBATCH_WITH_ENV = '[ -f "$1" ] || exit 45; exec 3< "$1"; rm -f -- "$1"; shift; 
 _BATCH_BOOT = (
     # `set +xv` first: a login that turns on tracing (bash as sh, SHELLOPTS=xtrace) would print
     # the program, and the jobs' variables in it, on stderr. The first line of stdin is the
-    # program's length and its end mark (`read` takes that line byte by byte, no further), so
-    # the command line is the same for every batch and can be started before its program is
-    # known (`SSHClient.prestart_batch`).
+    # program's length and its end mark (`read` takes that line byte by byte, no further): the
+    # command line holds nothing of the batch's.
     'set +xv; read -r n e || exit 44; [ -n "$e" ] || exit 44; p=$(head -c "$n") || exit 44; '
     'case $p in *"$e") ;; *) echo "AXLE-ABORT the batch arrived cut short"; exit 44 ;; esac; eval "$p"'
 )
 _BATCH_COMMAND = ("/bin/sh", "-c", _BATCH_BOOT, "sh")
-# How long a batch command started ahead (`SSHClient.prestart_batch`) may wait for its program;
-# an older one is closed unused (its shell reads end of input and runs nothing).
+# How long a one-job program sent ahead (`SSHClient.stage_one`) may wait for its go; an older
+# one is closed unused (its shell reads end of input and runs nothing).
 SPARE_SECONDS = 10.0
 _BATCH_LIBRARY = r"""
 login=$PATH; PATH=/usr/bin:/bin; umask 077
@@ -183,22 +182,25 @@ reap() {
 #   AXLE-ONE<TAB>marker<TAB>exit status<TAB>sbatch's stderr in base64
 # Slurm reads an --export-file given as a descriptor until its end, so a pipe serves as a file.
 _ONE_LIBRARY = r"""
-login=$PATH; PATH=/usr/bin:/bin; umask 077
+login=$PATH; PATH=/usr/bin:/bin; umask 077; mark=$e
 said() { printf 'AXLE\t%s\tW\t\t%s\n' "$1" "$(printf %s "$2" | base64 -w0)"; }
 tidy() {
   { find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'axle-batch-*' -user "$(id -u)" -mmin +10 -exec rm -rf -- {} +; } \
     </dev/null >/dev/null 2>&1 &
 }
+proceed() { read -r g <&7 && [ "$g" = "$mark" ] && echo AXLE-READY; }
 one() {
   m=$1; d=$2; pat=$3; shift 3
   if ! { [ -d "$d" ] && [ -w "$d" ]; }; then
     r=$(mkdir -p -- "$d" 2>&1)
     if ! { [ -d "$d" ] && [ -w "$d" ]; }; then said "$m" "${r:-cannot write to the folder $d}"; return; fi
   fi
-  echo AXLE-READY
-  # fd 4: the environment's pipe, 5: the hub's stdout (sbatch's own), 6: the program's stderr.
-  { e=$( { { PATH=$login /usr/bin/env -0 | grep -zEv "$pat"; vars; } 2>&6 5>&- \
-    | { script | "$@" 3<&4 4<&- 5>&- 6>&-; } 4<&0; } 2>&1 >&5 ); } 5>&1 6>&2
+  # fd 4: the environment's pipe, 5: the hub's stdout (sbatch's own), 6: the program's stderr,
+  # 7: the hub's stdin. The environment is read at once; sbatch runs only once the hub's next
+  # line is the end mark again (`proceed`): a program sent ahead of its transaction's commit
+  # (`SSHClient.stage_one`) waits there, and one whose channel closes first runs nothing.
+  { e=$( { { PATH=$login /usr/bin/env -0 | grep -zEv "$pat"; vars; } 2>&6 5>&- 7<&- \
+    | { proceed && script | "$@" 3<&4 4<&- 5>&- 6>&- 7<&-; } 4<&0; } 2>&1 >&5 ); } 5>&1 6>&2 7<&0
   rc=$?
   [ -z "$e" ] || e=$(printf '%s\n' "$e" | base64 -w0)
   printf '\nAXLE-ONE\t%s\t%s\t%s\n' "$m" "$rc" "$e"
@@ -349,6 +351,32 @@ class _ConnectionLost(Exception):
         self.timed_out = timed_out
 
 
+@dataclass
+class _JobWords:
+    """One job as a batch program says it: its index, marker and folder, its variables (an
+    export file), the names the login environment leaves out (a grep pattern), its script
+    (a printf word) and its sbatch command."""
+
+    i: int
+    marker: str
+    folder: str
+    variables: bytes
+    pattern: str
+    script: bytes
+    argv: list[str]
+
+
+@dataclass
+class _Spare:
+    """A one-job program sent ahead (`SSHClient.stage_one`): its channel, when it was sent,
+    the program (without the `tidy` line) and its end mark."""
+
+    channel: paramiko.Channel
+    at: float
+    core: bytes
+    end: str
+
+
 def _wait_readable(channel: paramiko.Channel, seconds: float) -> None:
     poller = select.poll()
     poller.register(channel.fileno(), select.POLLIN)
@@ -394,9 +422,8 @@ class SSHClient:
         self._sftp_refused = False
         self._files = SSHFiles(self)
         self._tidied = -math.inf  # when a batch last looked for folders killed batches left
-        # A command started ahead of its stdin (`prestart_batch`): its channel, its command
-        # line and when it started; the next `run` of that same command line takes it.
-        self._spare: tuple[paramiko.Channel, str, float] | None = None
+        # A one-job program sent ahead of its go (`stage_one`); the next `submit_many` takes it.
+        self._spare: _Spare | None = None
 
     def __repr__(self) -> str:  # the key must never show up in logs or tracebacks
         return f"SSHClient({self.username}@{self.host}:{self.port})"
@@ -472,7 +499,7 @@ class SSHClient:
 
     def close(self) -> None:
         self._sftp = None  # its channel closes with the connection
-        self._take_spare(None)
+        self._take_staged(None)
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -547,17 +574,22 @@ class SSHClient:
         _ConnectionLost if the connection died after it was sent (it may have run)."""
         return self._exec(" ".join(shlex.quote(w) for w in args), stdin=stdin, timeout=timeout)
 
-    def prestart_batch(self) -> None:
-        """Start the next batch's command now, before its program exists: the login node
-        opens the session and starts its shell, which waits for the program on stdin and runs
-        nothing until the whole of it has arrived (`_BATCH_BOOT`). The next `submit_many`
-        within SPARE_SECONDS sends its program on this channel instead of starting a command
-        (a request submitting right after its transaction commits: the session's start is
-        then out of the way while the transaction runs; no answer is awaited inside it, the
-        exec request's own is awaited here). Best effort: a command that cannot be started
-        leaves the next batch to start its own; nothing is raised."""
-        command = " ".join(shlex.quote(w) for w in _BATCH_COMMAND)
-        self._take_spare(None)
+    def stage_one(self, req: SubmitRequest) -> None:
+        """Send the program that submits `req` alone (`submit_many([req])`) now, before the
+        caller may submit it (its transaction has not committed yet): the login node starts
+        the shell, reads the program and the login environment, and waits for one more line
+        before sbatch (`one`'s `proceed`). The next `submit_many` within SPARE_SECONDS, if
+        it is of exactly this request, sends only that line; any other closes the channel,
+        and so does `close()`: its shell reads end of input and runs nothing. No answer is
+        awaited but the exec request's own. Best effort: a program that cannot be sent
+        leaves the submission to send its own; nothing is raised."""
+        try:
+            core = self._one_program(self._job_words(req, 0), tidy="")
+        except environment.EnvironmentRefused:
+            return
+        end = f"AXLE-END-{secrets.token_hex(8)}"
+        body = core + f"\n# {end}".encode()
+        self._take_staged(None)
         channel = None
         try:
             self.connect()
@@ -565,40 +597,39 @@ class SSHClient:
             transport = self._client.get_transport()
             assert transport is not None
             channel = transport.open_session(timeout=bounded(self.connect_timeout))
-            channel.exec_command(command)
+            channel.exec_command(" ".join(shlex.quote(w) for w in _BATCH_COMMAND))
+            channel.sendall(f"{len(body)} {end}\n".encode() + body)
         except (TransportError, paramiko.SSHException, OSError, EOFError, AssertionError) as exc:
             if channel is not None:
                 channel.close()
-            log.info("Could not start a batch command ahead on %s: %s", self.host, exc)
+            log.info("Could not send a submission ahead to %s: %s", self.host, exc)
             return
-        self._spare = (channel, command, time.monotonic())
+        self._spare = _Spare(channel, time.monotonic(), core, end)
 
-    def _take_spare(self, command: str | None) -> paramiko.Channel | None:
-        """The command started ahead, if it is `command` and still waits for its stdin on a
-        live connection, started at most SPARE_SECONDS ago. One past that is closed (its shell
-        reads end of input: nothing runs); a usable one for another command is kept for it.
-        None closes it whatever it is."""
-        if self._spare is None:
+    def _take_staged(self, core: bytes | None) -> tuple[paramiko.Channel, str] | None:
+        """The channel `stage_one` sent the one-job program `core` on, and its end mark, if it
+        still waits on a live connection and was sent at most SPARE_SECONDS ago. Any other
+        staged program (or this one, past its time) is closed: nothing of it runs."""
+        spare, self._spare = self._spare, None
+        if spare is None:
             return None
-        channel, started, at = self._spare
-        usable = (
-            time.monotonic() - at <= SPARE_SECONDS
-            and not (channel.closed or channel.eof_received or channel.exit_status_ready())
+        if (
+            core == spare.core
+            and time.monotonic() - spare.at <= SPARE_SECONDS
+            and not (spare.channel.closed or spare.channel.eof_received or spare.channel.exit_status_ready())
             and self._alive()
-        )
-        if usable and command is not None and command != started:
-            return None
-        self._spare = None
-        if usable and command == started:
-            return channel
-        channel.close()
+        ):
+            return spare.channel, spare.end
+        spare.channel.close()
         return None
 
-    def _exec(self, command: str, *, stdin: bytes | None, timeout: float | None) -> CommandResult:
+    def _exec(
+        self, command: str, *, stdin: bytes | None, timeout: float | None, channel: paramiko.Channel | None = None
+    ) -> CommandResult:
+        """Run `command` (on `channel`, a spare already running it, when given)."""
         self.connect()
         assert self._client is not None
         transport = self._client.get_transport()
-        channel = self._take_spare(command)
         if channel is None:
             try:
                 assert transport is not None
@@ -759,6 +790,41 @@ class SSHClient:
             raise SlurmError(f"The job's environment file {path} is gone; submitting again.", permanent=False)
         return result
 
+    def _job_words(self, req: SubmitRequest, i: int) -> _JobWords:
+        """What a batch program says of one job. Raises EnvironmentRefused for variables no
+        environment can hold."""
+        variables = environment.export_file(req.env)
+        if req.job_name and "\x00" not in req.job_name:
+            variables += f"SLURM_JOB_NAME={req.job_name}".encode() + b"\x00"
+        args = ["sbatch", "--parsable", "--export-file=3"]
+        if req.job_name:
+            args.append(f"--job-name={req.job_name}")
+        if req.comment:
+            args.append(f"--comment={req.comment}")
+        if req.workdir:
+            args.append(f"--chdir={req.workdir}")
+        args.extend(req.extra_args)
+        pattern = "^(SLURM|SBATCH|SALLOC|SRUN)_"
+        if req.env:
+            pattern += "|^(" + "|".join(re.escape(name) for name in sorted(req.env)) + ")="
+        folder = req.workdir or "."
+        return _JobWords(
+            i, req.comment, folder, variables, pattern, printf_word(req.script.encode()), self.slurm_command(args)
+        )
+
+    @staticmethod
+    def _one_program(job: _JobWords, tidy: str) -> bytes:
+        """`_ONE_LIBRARY`'s program for one job (the `tidy` line after the library)."""
+        return b"".join(
+            [
+                _ONE_LIBRARY.encode(),
+                tidy.encode(),
+                b"vars() { printf " + printf_word(job.variables) + b"; }\n",
+                b"script() { printf " + job.script + b"; }\n",
+                b"one " + " ".join(shlex.quote(w) for w in [job.marker, job.folder, job.pattern, *job.argv]).encode(),
+            ]
+        )
+
     def submit_many(self, reqs: Sequence[SubmitRequest]) -> dict[str, str | SlurmError]:
         """All of `reqs` with one SSH command (see _BATCH_LIBRARY): one round trip, one
         sbatch per job on the cluster, each job's answer its own."""
@@ -767,46 +833,29 @@ class SSHClient:
         groups: dict[str, list[tuple[int, bytes]]] = {}  # the login variables left out -> (job, its variables)
         folders: dict[str, None] = {}
         sent = []
+        jobs = []
         for i, req in enumerate(reqs):
             try:
-                variables = environment.export_file(req.env)
+                job = self._job_words(req, i)
             except environment.EnvironmentRefused as exc:
                 answers[req.comment] = SlurmRejected(str(exc))
                 continue
-            if req.job_name and "\x00" not in req.job_name:
-                variables += f"SLURM_JOB_NAME={req.job_name}".encode() + b"\x00"
-            args = ["sbatch", "--parsable", "--export-file=3"]
-            if req.job_name:
-                args.append(f"--job-name={req.job_name}")
-            if req.comment:
-                args.append(f"--comment={req.comment}")
-            if req.workdir:
-                args.append(f"--chdir={req.workdir}")
-            args.extend(req.extra_args)
-            pattern = "^(SLURM|SBATCH|SALLOC|SRUN)_"
-            if req.env:
-                pattern += "|^(" + "|".join(re.escape(name) for name in sorted(req.env)) + ")="
-            groups.setdefault(pattern, []).append((i, variables))
-            folder = req.workdir or "."
-            folders[folder] = None
-            script = printf_word(req.script.encode())
-            writes.append(b"printf " + script + f' >"$B/{i}.s" || abort "cannot write $B"'.encode())
-            sent.append((req.comment, i, [req.comment, folder, *self.slurm_command(args)]))
+            jobs.append(job)
+            groups.setdefault(job.pattern, []).append((i, job.variables))
+            folders[job.folder] = None
+            writes.append(b"printf " + job.script + f' >"$B/{i}.s" || abort "cannot write $B"'.encode())
+            sent.append((req.comment, i, [req.comment, job.folder, *job.argv]))
         if not sent:
+            self._take_staged(None)
             return answers
         if len(reqs) == 1:
-            # One job (a sweep's wave, most single submissions): `_ONE_LIBRARY`, no files.
-            (_, _, words), (_, variables) = sent[0], groups[pattern][0]
-            program = b"".join(
-                [
-                    _ONE_LIBRARY.encode(),
-                    self._tidy_line().encode(),
-                    b"vars() { printf " + printf_word(variables) + b"; }\n",
-                    b"script() { printf " + script + b"; }\n",
-                    b"one " + " ".join(shlex.quote(w) for w in [*words[:2], pattern, *words[2:]]).encode(),
-                ]
-            )
-            return self._run_batch(program, sent, answers, one=True)
+            # One job (a sweep's wave, most single submissions): `_ONE_LIBRARY`, no files; on
+            # the command `stage_one` sent it on, if it holds this very program.
+            core = self._one_program(jobs[0], tidy="")
+            if (staged := self._take_staged(core)) is not None:
+                return self._run_batch(core, sent, answers, one=True, staged=staged)
+            return self._run_batch(self._one_program(jobs[0], tidy=self._tidy_line()), sent, answers, one=True)
+        self._take_staged(None)
         # The login environment read once per set of names the jobs set, and written by one `tee`
         # into at most _TEE_FILES environment files (each an open file of tee's).
         group_of: dict[int, int] = {}
@@ -842,18 +891,30 @@ class SSHClient:
         return "tidy\n"
 
     def _run_batch(
-        self, program: bytes, sent: list, answers: dict[str, str | SlurmError], *, one: bool = False
+        self,
+        program: bytes,
+        sent: list,
+        answers: dict[str, str | SlurmError],
+        *,
+        one: bool = False,
+        staged: tuple[paramiko.Channel, str] | None = None,
     ) -> dict[str, str | SlurmError]:
         """Run a batch program (`_BATCH_LIBRARY`'s, or `_ONE_LIBRARY`'s for `one` job) and read
-        each job's answer from what it printed."""
-        # The program's last bytes are a random end mark: a stream cut short lacks them.
-        end = f"AXLE-END-{secrets.token_hex(8)}"
-        body = program + f"\n# {end}".encode()
-        stdin = f"{len(body)} {end}\n".encode() + body
-        command = list(_BATCH_COMMAND)
+        each job's answer from what it printed. `staged`: the channel `stage_one` sent this
+        `one` program on, and its end mark (the line that lets it go on to sbatch)."""
         timeout = self.command_timeout + 2.0 * len(sent)
         try:
-            result = self.run(command, stdin=stdin, timeout=timeout)
+            if staged is not None:
+                channel, end = staged
+                command = " ".join(shlex.quote(w) for w in _BATCH_COMMAND)
+                result = self._exec(command, stdin=f"{end}\n".encode(), timeout=timeout, channel=channel)
+            else:
+                # The program's last bytes are a random end mark: a stream cut short lacks
+                # them. A `one` program goes on to sbatch at the line after it, the mark again.
+                end = f"AXLE-END-{secrets.token_hex(8)}"
+                body = program + f"\n# {end}".encode()
+                stdin = f"{len(body)} {end}\n".encode() + body + (f"{end}\n".encode() if one else b"")
+                result = self.run(list(_BATCH_COMMAND), stdin=stdin, timeout=timeout)
             output, lost = result.stdout, None
         except _ConnectionLost as exc:
             result, output, lost = None, exc.partial, str(exc)

@@ -124,9 +124,7 @@ def job_create(
                     + "; ".join((f"line {p['line']}: " if p["line"] else "") + p["message"] for p in result.problems),
                     extra={"problems": result.problems, "effective_request": result.effective_request},
                 )
-            columns = _job_columns(user, grant, cluster, job_uuid, workdir, name, script, result, team)
-            if not own_run and columns["tracking_mode"] != Cluster.TrackingMode.FILE:
-                columns["tracking_mode"] = Job.TRACKING_TRIALS
+            columns = _job_columns(user, grant, cluster, job_uuid, workdir, name, script, result, team, own_run)
             if taken:
                 columns.update(status=Job.Status.SUBMITTING, attempts=1)
             job = Job.objects.create(
@@ -191,11 +189,37 @@ def job_create(
     return job
 
 
+def job_unsaved(
+    *, user, grant: ClusterGrant, cluster: Cluster, name: str, script: str, validated, job_uuid, team, own_run=True
+) -> Job:
+    """The job `job_create` records for these arguments (a job of no inputs, no parameters
+    and no further sbatch options), not saved: what its submission sends is known before its
+    row exists (a sweep's POST sends its wave's ahead of its transaction,
+    `transport.stage_one`; the submission after the commit checks that it sends the same)."""
+    name = (name or "").strip()[:200] or "job"
+    workdir = f"{grant.job_root}/{job_uuid}"
+    columns = _job_columns(user, grant, cluster, job_uuid, workdir, name, script, validated, team, own_run)
+    return Job(**columns, hub_args=list(validated.hub_args))
+
+
 def _job_columns(
-    user, grant: ClusterGrant, cluster: Cluster, job_uuid, workdir: str, name: str, script: str, result, team
+    user,
+    grant: ClusterGrant,
+    cluster: Cluster,
+    job_uuid,
+    workdir: str,
+    name: str,
+    script: str,
+    result,
+    team,
+    own_run: bool = True,
 ) -> dict:
     """The columns every new job gets from its grant and its validated script (`job_create`
-    and `job_create_many` add their own)."""
+    and `job_create_many` add their own). Without `own_run` (a sweep's wave) a job whose
+    nodes reach MLflow has no run of its own (`Job.TRACKING_TRIALS`)."""
+    tracking_mode = cluster.tracking_mode
+    if not own_run and tracking_mode != Cluster.TrackingMode.FILE:
+        tracking_mode = Job.TRACKING_TRIALS
     return {
         "uuid": job_uuid,
         "owner": user,
@@ -213,7 +237,7 @@ def _job_columns(
         "stdout_path": result.stdout_path,
         "stderr_path": result.stderr_path,
         "team": team,
-        "tracking_mode": cluster.tracking_mode,
+        "tracking_mode": tracking_mode,
     }
 
 

@@ -50,6 +50,16 @@ def _backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(base * (2 ** max(attempts - 1, 0)), settings.AXLE_SUBMIT_BACKOFF_MAX_SECONDS))
 
 
+def taken_request(job: Job) -> SubmitRequest | None:
+    """The request `job_submit_taken` sends for `job` when the job has no run of its own and
+    nothing to prepare on the cluster (a sweep's wave: it asks nothing of MLflow before
+    sbatch), made from the job alone: from `job_unsaved` before its row exists, for
+    `transport.stage_one`. None for any other job."""
+    if tracking.has_own_run(job) or _needs_cluster_files(job):
+        return None
+    return _submit_request(job, {**tracking.job_environment(job, "", ""), **dataset_env([])})
+
+
 def _submit_request(job: Job, env: dict[str, str]) -> SubmitRequest:
     return SubmitRequest(
         script=job.script,

@@ -1,0 +1,142 @@
+"""A one-job submission sent ahead of its go (`SSHClient.stage_one`, as a sweep's POST does
+before its transaction): nothing runs until the submission of that same job sends the go on
+the same command; another job's submission, its time passing or the connection closing closes
+it, and then nothing of it runs on the login node."""
+
+from __future__ import annotations
+
+import shlex
+import time
+import uuid
+from collections.abc import Callable
+
+import paramiko
+import pytest
+
+from apps.integrations.slurm import ssh as ssh_module
+from apps.integrations.slurm.base import SubmitRequest
+from apps.integrations.slurm.ssh import SSHClient
+
+from .conftest import wait_for
+
+pytestmark = pytest.mark.slurm
+
+BOOT = " ".join(shlex.quote(w) for w in ssh_module._BATCH_COMMAND)
+
+
+@pytest.fixture
+def fresh_ssh(ssh_factory: Callable[..., SSHClient]) -> SSHClient:
+    client = ssh_factory()
+    client.connect()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def commands(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every command started on any connection, as the login node gets it."""
+    started: list[str] = []
+    exec_command = paramiko.Channel.exec_command
+    monkeypatch.setattr(
+        paramiko.Channel, "exec_command", lambda ch, cmd: (started.append(cmd), exec_command(ch, cmd))[1]
+    )
+    return started
+
+
+def held(scratch: str, name: str) -> SubmitRequest:
+    return SubmitRequest(
+        script="#!/bin/bash\ntrue\n",
+        job_name=name,
+        comment=f"axle-test:{uuid.uuid4().hex}",
+        workdir=scratch,
+        env={"NOTE": "staged"},
+        extra_args=["--hold", "-t", "1", f"--output={scratch}/%j.out"],
+    )
+
+
+def on_slurm(ssh: SSHClient, req: SubmitRequest) -> list[str]:
+    return [j.job_id for j in ssh.find_by_comment(req.comment)]
+
+
+def test_a_staged_submission_runs_sbatch_only_at_its_go_on_the_same_command(
+    fresh_ssh: SSHClient, ssh: SSHClient, scratch: str, commands: list[str]
+) -> None:
+    req = held(scratch, "staged")
+    fresh_ssh.stage_one(req)
+    assert commands == [BOOT]
+    time.sleep(1.0)  # the login node has had the program a while: no sbatch without the go
+    assert on_slurm(ssh, req) == []
+    commands.clear()
+    answers = fresh_ssh.submit_many([req])
+    assert commands == [], "the go went on the staged command: no command of its own"
+    job_id = answers[req.comment]
+    try:
+        assert isinstance(job_id, str) and job_id.isdigit(), answers
+        assert on_slurm(ssh, req) == [job_id]
+        assert fresh_ssh._spare is None
+        # Its environment as any one-job submission's: the job's variable is there.
+        out = ssh.run(["scontrol", "show", "job", job_id]).out
+        assert "JobState=PENDING" in out, out
+    finally:
+        ssh.cancel(job_id)
+
+
+def test_another_jobs_submission_closes_the_staged_one_which_never_runs(
+    fresh_ssh: SSHClient, ssh: SSHClient, scratch: str, commands: list[str]
+) -> None:
+    staged, other = held(scratch, "staged-not-sent"), held(scratch, "other")
+    fresh_ssh.stage_one(staged)
+    channel = fresh_ssh._spare.channel
+    answers = fresh_ssh.submit_many([other])
+    assert commands == [BOOT, BOOT] and channel.closed
+    job_id = answers[other.comment]
+    try:
+        assert isinstance(job_id, str) and on_slurm(ssh, other) == [job_id]
+        time.sleep(1.0)
+        assert on_slurm(ssh, staged) == []
+    finally:
+        ssh.cancel(job_id)
+
+
+def test_a_staged_submission_past_its_time_is_closed_and_the_job_sent_once(
+    fresh_ssh: SSHClient, ssh: SSHClient, scratch: str, commands: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    req = held(scratch, "stale")
+    fresh_ssh.stage_one(req)
+    channel = fresh_ssh._spare.channel
+    monkeypatch.setattr(ssh_module, "SPARE_SECONDS", 0.0)
+    time.sleep(0.01)
+    answers = fresh_ssh.submit_many([req])
+    assert commands == [BOOT, BOOT] and channel.closed
+    job_id = answers[req.comment]
+    try:
+        assert isinstance(job_id, str) and on_slurm(ssh, req) == [job_id]
+    finally:
+        ssh.cancel(job_id)
+
+
+def test_a_staged_submission_whose_connection_closes_ends_running_nothing(
+    ssh_factory: Callable[..., SSHClient], ssh: SSHClient, scratch: str
+) -> None:
+    def waiting() -> set[str]:
+        return set(ssh.run(["pgrep", "-u", "scientist", "-f", "read -r n e"]).out.split())
+
+    before = waiting()
+    client = ssh_factory()
+    req = held(scratch, "closed")
+    client.stage_one(req)
+    assert client._spare is not None
+    deadline = time.monotonic() + 10
+    while not waiting() - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    started = waiting() - before
+    assert started, "the staged program waits on the login node"
+    client.close()
+    wait_for(lambda: [p for p in waiting() if p in started], lambda left: not left, timeout=20)
+    assert on_slurm(ssh, req) == []
+
+
+def test_a_submission_that_cannot_be_sent_ahead_is_no_error(ssh_factory: Callable[..., SSHClient]) -> None:
+    client = ssh_factory(host_key="SHA256:" + "A" * 43)  # a host key that is not the server's
+    client.stage_one(held("/tmp", "unreachable"))
+    assert client._spare is None
