@@ -47,6 +47,19 @@ def grant_for_submission(*, user, cluster: Cluster) -> ClusterGrant | None:
     return grant_usable_list(user=user).filter(cluster=cluster).first()
 
 
+def grant_for_submission_to(*, user, ident: str) -> ClusterGrant | None:
+    """`grant_for_submission` on the cluster `cluster_get` finds by `ident` (its name, else its
+    public id), with its cluster, in one query for a name: None when the user has no usable
+    grant there (the caller tells a missing cluster from a missing grant with `cluster_get`)."""
+    grant = grant_usable_list(user=user).filter(cluster__name=ident).first()
+    if grant is None:
+        try:
+            grant = grant_usable_list(user=user).filter(cluster__uuid=uuid.UUID(str(ident))).first()
+        except ValueError:  # not a uuid either
+            return None
+    return grant
+
+
 def grant_for_health_check(*, cluster: Cluster) -> ClusterGrant | None:
     """One usable grant whose credentials can reach the cluster over its transport.
 

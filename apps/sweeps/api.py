@@ -4,7 +4,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.teams import TeamField
-from apps.clusters.selectors import cluster_get
+from apps.clusters.selectors import cluster_get, grant_for_submission_to
 from apps.core.pagination import Pagination
 from apps.core.schema import errors
 
@@ -114,9 +114,13 @@ class SweepListCreateApi(APIView):
         data = SweepCreateInputSerializer(data=request.data, context={"request": request})
         data.is_valid(raise_exception=True)
         d = data.validated_data
+        # The grant and its cluster in one query; without a grant, the cluster alone (a
+        # missing cluster is a 404, a missing grant the service's refusal).
+        grant = grant_for_submission_to(user=request.user, ident=d["cluster"])
         sweep = services.sweep_create(
             user=request.user,
-            cluster=cluster_get(user=request.user, ident=d["cluster"]),
+            cluster=grant.cluster if grant else cluster_get(user=request.user, ident=d["cluster"]),
+            grant=grant,
             spec_text=d["spec"],
             script=d["script"],
             team=d["team"],

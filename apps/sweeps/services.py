@@ -191,7 +191,14 @@ def _static_problems(spec: Spec, cluster: Cluster) -> list[dict]:
 
 
 def sweep_create(
-    *, user, cluster: Cluster, spec_text: str, script: str | None = None, team=None, submit_now: bool = False
+    *,
+    user,
+    cluster: Cluster,
+    spec_text: str,
+    script: str | None = None,
+    team=None,
+    submit_now: bool = False,
+    grant: ClusterGrant | None = None,
 ) -> Sweep:
     """Check the spec and the grant, ask Optuna for the first trials, record them, and queue
     the launch of their job array.
@@ -211,7 +218,8 @@ def sweep_create(
     the sbatch in time: the job is found by its marker). The submission is bounded to
     AXLE_SWEEP_SUBMIT_WAIT_SECONDS + SUBMIT_GRACE_SECONDS."""
     spec = parse(spec_text, script=script)
-    grant = grant_for_submission(user=user, cluster=cluster)
+    # `grant`: the caller's `grant_for_submission` on this cluster, in this request.
+    grant = grant or grant_for_submission(user=user, cluster=cluster)
     if grant is None:
         raise PermissionDenied(f"You have no active grant on cluster {cluster.name}.")
     team = team or team_default(user)

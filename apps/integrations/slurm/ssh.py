@@ -196,11 +196,12 @@ one() {
     if ! { [ -d "$d" ] && [ -w "$d" ]; }; then said "$m" "${r:-cannot write to the folder $d}"; return; fi
   fi
   # fd 4: the environment's pipe, 5: the hub's stdout (sbatch's own), 6: the program's stderr,
-  # 7: the hub's stdin. The environment is read at once; sbatch runs only once the hub's next
-  # line is the end mark again (`proceed`): a program sent ahead of its transaction's commit
-  # (`SSHClient.stage_one`) waits there, and one whose channel closes first runs nothing.
+  # 7: the hub's stdin. The environment and the script are written into their pipes at once;
+  # sbatch is exec'd only once the hub's next line is the end mark again (`proceed`): a
+  # program sent ahead of its transaction's commit (`SSHClient.stage_one`) waits there, and
+  # one whose channel closes first runs nothing.
   { e=$( { { PATH=$login /usr/bin/env -0 | grep -zEv "$pat"; vars; } 2>&6 5>&- 7<&- \
-    | { proceed && script | "$@" 3<&4 4<&- 5>&- 6>&- 7<&-; } 4<&0; } 2>&1 >&5 ); } 5>&1 6>&2 7<&0
+    | { script | { proceed && exec "$@" 3<&4 4<&- 5>&- 6>&- 7<&-; }; } 4<&0; } 2>&1 >&5 ); } 5>&1 6>&2 7<&0
   rc=$?
   [ -z "$e" ] || e=$(printf '%s\n' "$e" | base64 -w0)
   printf '\nAXLE-ONE\t%s\t%s\t%s\n' "$m" "$rc" "$e"
