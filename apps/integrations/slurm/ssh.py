@@ -181,6 +181,10 @@ reap() {
 # its last line), its stderr is kept in a variable, and the last line is
 #   AXLE-ONE<TAB>marker<TAB>exit status<TAB>sbatch's stderr in base64
 # Slurm reads an --export-file given as a descriptor until its end, so a pipe serves as a file.
+# The pipes are filled at once, but sbatch is exec'd only when the line after the program is
+# the end mark again (the go; `proceed` prints AXLE-READY then): a submission sends it right
+# after the program, and one sent ahead of its caller's commit (`SSHClient.stage_one`) sends
+# it later on the same channel. A channel that closes before it runs nothing.
 _ONE_LIBRARY = r"""
 login=$PATH; PATH=/usr/bin:/bin; umask 077; mark=$e
 said() { printf 'AXLE\t%s\tW\t\t%s\n' "$1" "$(printf %s "$2" | base64 -w0)"; }
