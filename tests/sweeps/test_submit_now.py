@@ -19,6 +19,7 @@ from django.utils import timezone
 from apps.accounts import services as account_services
 from apps.audit.models import AuditEvent
 from apps.clusters.transport import slurm_client
+from apps.integrations.slurm import ssh as ssh_module
 from apps.integrations.slurm.ssh import SLURM_PROGRAMS
 from apps.jobs import tasks as job_tasks
 from apps.jobs.models import Job
@@ -157,9 +158,18 @@ def test_the_post_sends_its_waves_submission_before_its_transaction_and_only_the
     depth = len(connection.atomic_blocks)  # the test's own (pytest-django's) transaction
     exec_command, send, create = paramiko.Channel.exec_command, paramiko.Channel.sendall, services.job_create
 
+    request = ssh_module._exec_request
+
+    def named(command):
+        return "batch command" if command.startswith("/bin/sh -c 'set +xv; read") else command
+
     def started(channel, command):
-        seen.append("batch command" if command.startswith("/bin/sh -c 'set +xv; read") else command)
+        seen.append(named(command))
         return exec_command(channel, command)
+
+    def requested(channel, command):  # a program sent ahead asks without waiting for the answer
+        seen.append(named(command))
+        return request(channel, command)
 
     def in_transaction(**kwargs):
         seen.append("transaction")
@@ -172,6 +182,7 @@ def test_the_post_sends_its_waves_submission_before_its_transaction_and_only_the
         return send(channel, data)
 
     monkeypatch.setattr(paramiko.Channel, "exec_command", started)
+    monkeypatch.setattr(ssh_module, "_exec_request", requested)
     monkeypatch.setattr(paramiko.Channel, "sendall", sent)
     monkeypatch.setattr(services, "job_create", in_transaction)
     response = post(api, ssh_grant, "ahead")

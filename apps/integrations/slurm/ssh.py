@@ -382,6 +382,27 @@ class _Spare:
     end: str
 
 
+def _exec_request(channel: paramiko.Channel, command: str) -> None:
+    """Ask the login host to run `command` on `channel` without waiting for its answer: what
+    paramiko's `Channel.exec_command` sends (paramiko 5.1), its wait left to `_exec_answered`.
+    SSH lets the command's input follow the request at once (the server takes a channel's
+    messages in order), so a program sent ahead (`SSHClient.stage_one`) costs the caller one
+    round trip (the channel's opening), not the login host's start of a session."""
+    m = paramiko.Message()
+    m.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)
+    m.add_int(channel.remote_chanid)
+    m.add_string("exec")
+    m.add_boolean(True)
+    m.add_string(command)
+    channel._event_pending()
+    channel.transport._send_user_message(m)
+
+
+def _exec_answered(channel: paramiko.Channel, timeout: float) -> bool:
+    """Whether the login host said yes to `_exec_request` (waiting at most `timeout`)."""
+    return channel.event.wait(timeout) and channel.event_ready and not channel.closed
+
+
 def _wait_readable(channel: paramiko.Channel, seconds: float) -> None:
     poller = select.poll()
     poller.register(channel.fileno(), select.POLLIN)
@@ -602,7 +623,7 @@ class SSHClient:
             transport = self._client.get_transport()
             assert transport is not None
             channel = transport.open_session(timeout=bounded(self.connect_timeout))
-            channel.exec_command(" ".join(shlex.quote(w) for w in _BATCH_COMMAND))
+            _exec_request(channel, " ".join(shlex.quote(w) for w in _BATCH_COMMAND))
             channel.sendall(f"{len(body)} {end}\n".encode() + body)
         except (TransportError, paramiko.SSHException, OSError, EOFError, AssertionError) as exc:
             if channel is not None:
@@ -858,7 +879,9 @@ class SSHClient:
             # the command `stage_one` sent it on, if it holds this very program.
             core = self._one_program(jobs[0], tidy="")
             if (staged := self._take_staged(core)) is not None:
-                return self._run_batch(core, sent, answers, one=True, staged=staged)
+                if _exec_answered(staged[0], bounded(self.connect_timeout)):
+                    return self._run_batch(core, sent, answers, one=True, staged=staged)
+                staged[0].close()  # the login host did not start it: no go was sent, nothing ran
             return self._run_batch(self._one_program(jobs[0], tidy=self._tidy_line()), sent, answers, one=True)
         self._take_staged(None)
         # The login environment read once per set of names the jobs set, and written by one `tee`

@@ -36,10 +36,12 @@ def fresh_ssh(ssh_factory: Callable[..., SSHClient]) -> SSHClient:
 def commands(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every command started on any connection, as the login node gets it."""
     started: list[str] = []
-    exec_command = paramiko.Channel.exec_command
+    exec_command, request = paramiko.Channel.exec_command, ssh_module._exec_request
     monkeypatch.setattr(
         paramiko.Channel, "exec_command", lambda ch, cmd: (started.append(cmd), exec_command(ch, cmd))[1]
     )
+    # A program sent ahead asks for its command without waiting for the answer.
+    monkeypatch.setattr(ssh_module, "_exec_request", lambda ch, cmd: (started.append(cmd), request(ch, cmd))[1])
     return started
 
 
@@ -111,6 +113,22 @@ def test_a_staged_submission_past_its_time_is_closed_and_the_job_sent_once(
     job_id = answers[req.comment]
     try:
         assert isinstance(job_id, str) and on_slurm(ssh, req) == [job_id]
+    finally:
+        ssh.cancel(job_id)
+
+
+def test_a_staged_command_the_login_host_did_not_start_leaves_the_job_to_a_command_of_its_own(
+    fresh_ssh: SSHClient, ssh: SSHClient, scratch: str, commands: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    req = held(scratch, "refused-ahead")
+    fresh_ssh.stage_one(req)
+    channel = fresh_ssh._spare.channel
+    monkeypatch.setattr(ssh_module, "_exec_answered", lambda channel, timeout: False)
+    answers = fresh_ssh.submit_many([req])
+    assert commands == [BOOT, BOOT] and channel.closed
+    job_id = answers[req.comment]
+    try:
+        assert isinstance(job_id, str) and on_slurm(ssh, req) == [job_id]  # once
     finally:
         ssh.cancel(job_id)
 
