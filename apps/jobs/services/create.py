@@ -75,7 +75,8 @@ def job_create(
     in its POST): ``grant`` is the caller's `grant_for_submission` of this request, and
     ``validated`` the `validation.validate` of exactly this script, grant, name and the
     workdir of ``job_uuid`` (not validated again); ``taken`` records the job already
-    `submitting` (its first attempt), with no submission task: the caller holds its lease
+    `submitting` (its first attempt), with its team as the caller gives it (already the
+    user's default if it named none), with no submission task: the caller holds its lease
     and delivers it (`submit.job_submit_taken`) once its transaction commits, and a caller
     that dies leaves it to the stuck-submission check like a dead worker (found by its
     marker, never sent twice); ``audit`` is a list the job's events are appended to instead
@@ -95,7 +96,9 @@ def job_create(
             "(the cluster account's own git credentials or SSH key are used to fetch it)."
         )
     versions = dataset_versions_for_job(user, list(dataset_versions), cluster) if dataset_versions else []
-    team = team or team_default(user)
+    if not taken:
+        # A taken job's caller chose its team already (None: the user is in no team).
+        team = team or team_default(user)
     name = (name or "").strip()[:200] or "job"
     if validated is not None and (job_uuid is None or parameters):
         raise ValueError("validated needs the job_uuid its workdir was validated with, and no parameters")
