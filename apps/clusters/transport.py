@@ -4,6 +4,7 @@ Callers use it as a context manager and never inside a database transaction."""
 
 import base64
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -24,6 +25,8 @@ from apps.integrations.slurm.rest import RestClient
 from apps.integrations.slurm.ssh import SSHClient
 
 from .models import Cluster, ClusterGrant
+
+log = logging.getLogger(__name__)
 
 
 def _ssh(grant: ClusterGrant) -> SSHClient:
@@ -280,9 +283,14 @@ def stage_one(grant: ClusterGrant, req: SubmitRequest) -> None:
     client = _take(key, time.monotonic())
     if client is None:
         return
-    stage = getattr(client, "stage_one", None)
-    if stage is not None:
-        stage(req)
+    try:
+        stage = getattr(client, "stage_one", None)
+        if stage is not None:
+            stage(req)
+    except Exception:  # noqa: BLE001 - best effort: the submission sends its own program
+        log.exception("Sending a submission ahead to %s failed", grant.cluster.name)
+        client.close()
+        return
     _give_back(key, client)
 
 

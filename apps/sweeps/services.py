@@ -262,7 +262,8 @@ def sweep_create(
             own_run=False,
         )
         if (request := taken_request(unsaved)) is not None:
-            stage_one(grant, request)
+            with deadline(settings.AXLE_SWEEP_SUBMIT_WAIT_SECONDS):
+                stage_one(grant, request)
     job = None
     with ExitStack() as lease:
         with transaction.atomic():

@@ -22,7 +22,7 @@ import shlex
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Self, TypeVar
 
 import paramiko
@@ -204,7 +204,7 @@ one() {
   # sbatch is exec'd only once the hub's next line is the end mark again (`proceed`): a
   # program sent ahead of its transaction's commit (`SSHClient.stage_one`) waits there, and
   # one whose channel closes first runs nothing.
-  { e=$( { { PATH=$login /usr/bin/env -0 | grep -zEv "$pat"; vars; } 2>&6 5>&- 7<&- \
+  { e=$( { { PATH=$login /usr/bin/env -0 | grep -zEv "$pat"; vars; } 0</dev/null 2>&6 5>&- 7<&- \
     | { script | { proceed && exec "$@" 3<&4 4<&- 5>&- 6>&- 7<&-; }; } 4<&0; } 2>&1 >&5 ); } 5>&1 6>&2 7<&0
   rc=$?
   [ -z "$e" ] || e=$(printf '%s\n' "$e" | base64 -w0)
@@ -365,10 +365,10 @@ class _JobWords:
     i: int
     marker: str
     folder: str
-    variables: bytes
-    pattern: str
-    script: bytes
-    argv: list[str]
+    variables: bytes = field(repr=False)  # the job's variables: never in a log or a traceback
+    pattern: str = ""
+    script: bytes = field(repr=False, default=b"")
+    argv: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -378,8 +378,8 @@ class _Spare:
 
     channel: paramiko.Channel
     at: float
-    core: bytes
-    end: str
+    core: bytes = field(repr=False)  # holds the job's variables
+    end: str = ""
 
 
 def _exec_request(channel: paramiko.Channel, command: str) -> None:
@@ -602,7 +602,8 @@ class SSHClient:
 
     def stage_one(self, req: SubmitRequest) -> None:
         """Send the program that submits `req` alone (`submit_many([req])`) now, before the
-        caller may submit it (its transaction has not committed yet): the login node starts
+        caller may submit it (its transaction has not committed yet), on this client's live
+        connection (none: nothing is sent; the caller bounds the rest with `deadline`): the login node starts
         the shell, reads the program and the login environment, and waits for one more line
         before sbatch (`one`'s `proceed`). The next `submit_many` within SPARE_SECONDS, if
         it is of exactly this request, sends only that line; any other closes the channel,
@@ -616,9 +617,10 @@ class SSHClient:
         end = f"AXLE-END-{secrets.token_hex(8)}"
         body = core + f"\n# {end}".encode()
         self._take_staged(None)
+        if not self._alive():
+            return  # never connects: a connection to make is the submission's own business
         channel = None
         try:
-            self.connect()
             assert self._client is not None
             transport = self._client.get_transport()
             assert transport is not None
@@ -991,6 +993,15 @@ class SSHClient:
                 # program holds the jobs' variables, and stderr is whatever the login shell says.
                 aborts = [line[len("AXLE-ABORT ") :] for line in complete.splitlines() if line.startswith("AXLE-ABORT")]
                 ended = f"it ended with status {result.exit_status}" if result is not None else "the batch was refused"
+                if lost and not aborts:
+                    # The connection broke before the program's word came: it may have been on
+                    # its way (the program prints AXLE-READY and then runs sbatch), so the job
+                    # is looked for by its marker rather than sent again.
+                    answers[marker] = AmbiguousSubmitError(
+                        f"The connection to {self.host} broke before the batch said whether it reached "
+                        f"sbatch ({lost.strip()}); the job may or may not have been submitted."
+                    )
+                    continue
                 why = lost or (aborts[0] if aborts else ended)
                 answers[marker] = SlurmError(
                     f"The batch never reached sbatch on {self.host} ({why.strip()}); nothing was submitted.",

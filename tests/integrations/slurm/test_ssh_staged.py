@@ -14,7 +14,7 @@ import paramiko
 import pytest
 
 from apps.integrations.slurm import ssh as ssh_module
-from apps.integrations.slurm.base import SubmitRequest
+from apps.integrations.slurm.base import AmbiguousSubmitError, SubmitRequest
 from apps.integrations.slurm.ssh import SSHClient
 
 from .conftest import wait_for
@@ -76,9 +76,8 @@ def test_a_staged_submission_runs_sbatch_only_at_its_go_on_the_same_command(
         assert isinstance(job_id, str) and job_id.isdigit(), answers
         assert on_slurm(ssh, req) == [job_id]
         assert fresh_ssh._spare is None
-        # Its environment as any one-job submission's: the job's variable is there.
         out = ssh.run(["scontrol", "show", "job", job_id]).out
-        assert "JobState=PENDING" in out, out
+        assert "JobState=PENDING" in out and f"Comment={req.comment}" in out, out
     finally:
         ssh.cancel(job_id)
 
@@ -112,6 +111,7 @@ def test_a_staged_submission_past_its_time_is_closed_and_the_job_sent_once(
     assert commands == [BOOT, BOOT] and channel.closed
     job_id = answers[req.comment]
     try:
+        time.sleep(1.0)  # the closed one had its chance to run
         assert isinstance(job_id, str) and on_slurm(ssh, req) == [job_id]
     finally:
         ssh.cancel(job_id)
@@ -128,6 +128,7 @@ def test_a_staged_command_the_login_host_did_not_start_leaves_the_job_to_a_comma
     assert commands == [BOOT, BOOT] and channel.closed
     job_id = answers[req.comment]
     try:
+        time.sleep(1.0)  # the closed one had its chance to run
         assert isinstance(job_id, str) and on_slurm(ssh, req) == [job_id]  # once
     finally:
         ssh.cancel(job_id)
@@ -137,10 +138,12 @@ def test_a_staged_submission_whose_connection_closes_ends_running_nothing(
     ssh_factory: Callable[..., SSHClient], ssh: SSHClient, scratch: str
 ) -> None:
     def waiting() -> set[str]:
-        return set(ssh.run(["pgrep", "-u", "scientist", "-f", "read -r n e"]).out.split())
+        # `[r]ead`: the pattern does not match a shell that runs pgrep itself.
+        return set(ssh.run(["pgrep", "-u", "scientist", "-f", "[r]ead -r n e"]).out.split())
 
     before = waiting()
     client = ssh_factory()
+    client.connect()
     req = held(scratch, "closed")
     client.stage_one(req)
     assert client._spare is not None
@@ -154,7 +157,38 @@ def test_a_staged_submission_whose_connection_closes_ends_running_nothing(
     assert on_slurm(ssh, req) == []
 
 
-def test_a_submission_that_cannot_be_sent_ahead_is_no_error(ssh_factory: Callable[..., SSHClient]) -> None:
-    client = ssh_factory(host_key="SHA256:" + "A" * 43)  # a host key that is not the server's
-    client.stage_one(held("/tmp", "unreachable"))
+def test_a_connection_lost_before_the_batch_said_it_reached_sbatch_is_ambiguous(
+    fresh_ssh: SSHClient, ssh: SSHClient, scratch: str
+) -> None:
+    # The program ran to its end (sbatch submitted the job); the hub saw nothing of it before
+    # the connection broke. "Nothing was submitted" would queue the job again: a second one.
+    req = held(scratch, "lost")
+    real_run = fresh_ssh.run
+
+    def run(args, *, stdin=None, timeout=None):
+        real_run(args, stdin=stdin, timeout=timeout)
+        raise ssh_module._ConnectionLost("connection reset", b"")
+
+    fresh_ssh.run = run
+    answer = fresh_ssh.submit_many([req])[req.comment]
+    found = on_slurm(ssh, req)
+    try:
+        assert isinstance(answer, AmbiguousSubmitError), answer
+        assert len(found) == 1, found  # found by its marker, not sent again
+    finally:
+        for job_id in found:
+            ssh.cancel(job_id)
+
+
+def test_nothing_is_sent_ahead_without_a_live_connection_and_none_is_made(
+    ssh_factory: Callable[..., SSHClient], scratch: str
+) -> None:
+    # A request's bound covers a connection being made (`transport.ready`), not this.
+    client = ssh_factory()
+    client.stage_one(held(scratch, "unconnected"))
+    assert client._spare is None and client._client is None
+    client.connect()
+    client._client.get_transport().close()  # a connection that died meanwhile
+    client.stage_one(held(scratch, "dead"))
     assert client._spare is None
+    client.close()
