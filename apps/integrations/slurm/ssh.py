@@ -382,6 +382,26 @@ class _Spare:
     end: str = ""
 
 
+def _sbatch_words(req: SubmitRequest, flags: Sequence[str]) -> tuple[bytes, list[str]]:
+    """A submission's environment file (its variables, NUL-separated) and its sbatch command
+    (with `flags`; the file on fd 3), for one job alone and for a batch alike. Raises
+    EnvironmentRefused for variables no environment can hold."""
+    variables = environment.export_file(req.env)
+    if req.job_name and "\x00" not in req.job_name:
+        # With --export-file, Slurm 22.05's sbatch leaves SLURM_JOB_NAME out of the job's
+        # environment, and slurmstepd expands %x in log names from it ("(null)").
+        variables += f"SLURM_JOB_NAME={req.job_name}".encode() + b"\x00"
+    args = ["sbatch", *flags, "--export-file=3"]
+    if req.job_name:
+        args.append(f"--job-name={req.job_name}")
+    if req.comment:
+        args.append(f"--comment={req.comment}")
+    if req.workdir:
+        args.append(f"--chdir={req.workdir}")
+    args.extend(req.extra_args)
+    return variables, args
+
+
 def _exec_request(channel: paramiko.Channel, command: str) -> None:
     """Ask the login host to run `command` on `channel` without waiting for its answer: what
     paramiko's `Channel.exec_command` sends (paramiko 5.1), its wait left to `_exec_answered`.
@@ -783,21 +803,9 @@ class SSHClient:
 
     def _sbatch(self, req: SubmitRequest, flags: Sequence[str], env: Mapping[str, str] | None = None) -> CommandResult:
         try:
-            variables = environment.export_file(req.env)
+            variables, args = _sbatch_words(req, flags)
         except environment.EnvironmentRefused as exc:
             raise SlurmRejected(str(exc)) from None
-        if req.job_name and "\x00" not in req.job_name:
-            # With --export-file, Slurm 22.05's sbatch leaves SLURM_JOB_NAME out of the job's
-            # environment, and slurmstepd expands %x in log names from it ("(null)").
-            variables += f"SLURM_JOB_NAME={req.job_name}".encode() + b"\x00"
-        args = ["sbatch", *flags, "--export-file=3"]
-        if req.job_name:
-            args.append(f"--job-name={req.job_name}")
-        if req.comment:
-            args.append(f"--comment={req.comment}")
-        if req.workdir:
-            args.append(f"--chdir={req.workdir}")
-        args.extend(req.extra_args)
         # The job's environment is the file alone (sbatch merges nothing else into it with
         # --export-file), so sbatch itself runs in the fixed environment: no SBATCH_* from
         # a login script changes what it submits.
@@ -821,17 +829,7 @@ class SSHClient:
     def _job_words(self, req: SubmitRequest, i: int) -> _JobWords:
         """What a batch program says of one job. Raises EnvironmentRefused for variables no
         environment can hold."""
-        variables = environment.export_file(req.env)
-        if req.job_name and "\x00" not in req.job_name:
-            variables += f"SLURM_JOB_NAME={req.job_name}".encode() + b"\x00"
-        args = ["sbatch", "--parsable", "--export-file=3"]
-        if req.job_name:
-            args.append(f"--job-name={req.job_name}")
-        if req.comment:
-            args.append(f"--comment={req.comment}")
-        if req.workdir:
-            args.append(f"--chdir={req.workdir}")
-        args.extend(req.extra_args)
+        variables, args = _sbatch_words(req, ["--parsable"])
         pattern = "^(SLURM|SBATCH|SALLOC|SRUN)_"
         if req.env:
             pattern += "|^(" + "|".join(re.escape(name) for name in sorted(req.env)) + ")="

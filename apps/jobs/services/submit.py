@@ -57,7 +57,7 @@ def taken_request(job: Job) -> SubmitRequest | None:
     `transport.stage_one`. None for any other job."""
     if tracking.has_own_run(job) or _needs_cluster_files(job):
         return None
-    return _submit_request(job, {**tracking.job_environment(job, "", ""), **dataset_env([])})
+    return _submit_request(job, tracking.job_environment(job, "", ""))  # and no dataset: no AXLE_DATASET_*
 
 
 def _submit_request(job: Job, env: dict[str, str]) -> SubmitRequest:
