@@ -181,10 +181,12 @@ reap() {
 # its last line), its stderr is kept in a variable, and the last line is
 #   AXLE-ONE<TAB>marker<TAB>exit status<TAB>sbatch's stderr in base64
 # Slurm reads an --export-file given as a descriptor until its end, so a pipe serves as a file.
-# The pipes are filled at once, but sbatch is exec'd only when the line after the program is
+# The environment's pipe is filled and sbatch started at once (it loads, reads slurm.conf and
+# waits for its script), but the script is written only when the line after the program is
 # the end mark again (the go; `proceed` prints AXLE-READY then): a submission sends it right
 # after the program, and one sent ahead of its caller's commit (`SSHClient.stage_one`) sends
-# it later on the same channel. A channel that closes before it runs nothing.
+# it later on the same channel. A channel that closes before it leaves sbatch an empty
+# script, which sbatch refuses before it asks Slurm for anything: nothing is submitted.
 _ONE_LIBRARY = r"""
 login=$PATH; PATH=/usr/bin:/bin; umask 077; mark=$e
 said() { printf 'AXLE\t%s\tW\t\t%s\n' "$1" "$(printf %s "$2" | base64 -w0)"; }
@@ -192,7 +194,7 @@ tidy() {
   { find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'axle-batch-*' -user "$(id -u)" -mmin +10 -exec rm -rf -- {} +; } \
     </dev/null >/dev/null 2>&1 &
 }
-proceed() { read -r g <&7 && [ "$g" = "$mark" ] && echo AXLE-READY; }
+proceed() { read -r g <&7 && [ "$g" = "$mark" ] && echo AXLE-READY >&5; }
 one() {
   m=$1; d=$2; pat=$3; shift 3
   if ! { [ -d "$d" ] && [ -w "$d" ]; }; then
@@ -200,12 +202,15 @@ one() {
     if ! { [ -d "$d" ] && [ -w "$d" ]; }; then said "$m" "${r:-cannot write to the folder $d}"; return; fi
   fi
   # fd 4: the environment's pipe, 5: the hub's stdout (sbatch's own), 6: the program's stderr,
-  # 7: the hub's stdin. The environment and the script are written into their pipes at once;
-  # sbatch is exec'd only once the hub's next line is the end mark again (`proceed`): a
-  # program sent ahead of its transaction's commit (`SSHClient.stage_one`) waits there, and
-  # one whose channel closes first runs nothing.
+  # 7: the hub's stdin. The environment is written into its pipe and sbatch started at once;
+  # sbatch reads its script from the other pipe to its end before it asks Slurm for anything,
+  # and the script is written only once the hub's next line is the end mark again
+  # (`proceed`): a program sent ahead of its transaction's commit (`SSHClient.stage_one`)
+  # waits there with sbatch loaded, and one whose channel closes first gives sbatch an empty
+  # script, which it refuses ("Batch script is empty!"): nothing is submitted.
   { e=$( { { PATH=$login /usr/bin/env -0 | grep -zEv "$pat"; vars; } 0</dev/null 2>&6 5>&- 7<&- \
-    | { script | { proceed && exec "$@" 3<&4 4<&- 5>&- 6>&- 7<&-; }; } 4<&0; } 2>&1 >&5 ); } 5>&1 6>&2 7<&0
+    | { { proceed && script; } 0</dev/null 4<&- 6>&- | exec "$@" 3<&4 4<&- 5>&- 6>&- 7<&-; } 4<&0; } 2>&1 >&5 ); } \
+    5>&1 6>&2 7<&0
   rc=$?
   [ -z "$e" ] || e=$(printf '%s\n' "$e" | base64 -w0)
   printf '\nAXLE-ONE\t%s\t%s\t%s\n' "$m" "$rc" "$e"

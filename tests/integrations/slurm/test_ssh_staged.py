@@ -5,6 +5,7 @@ it, and then nothing of it runs on the login node."""
 
 from __future__ import annotations
 
+import base64
 import shlex
 import time
 import uuid
@@ -60,13 +61,21 @@ def on_slurm(ssh: SSHClient, req: SubmitRequest) -> list[str]:
     return [j.job_id for j in ssh.find_by_comment(req.comment)]
 
 
+def sbatch_waiting(ssh: SSHClient, req: SubmitRequest) -> list[str]:
+    """The login node's sbatch processes for `req` (its marker is in their command line)."""
+    pattern = "[s]batch .*--comment=" + req.comment
+    return ssh.run(["pgrep", "-u", "scientist", "-f", pattern]).out.split()
+
+
 def test_a_staged_submission_runs_sbatch_only_at_its_go_on_the_same_command(
     fresh_ssh: SSHClient, ssh: SSHClient, scratch: str, commands: list[str]
 ) -> None:
     req = held(scratch, "staged")
     fresh_ssh.stage_one(req)
     assert commands == [BOOT]
-    time.sleep(1.0)  # the login node has had the program a while: no sbatch without the go
+    # sbatch is started ahead (loaded, waiting for its script), but asks Slurm for nothing.
+    wait_for(lambda: sbatch_waiting(ssh, req), bool, timeout=10)
+    time.sleep(1.0)  # the login node has had the program a while: no job without the go
     assert on_slurm(ssh, req) == []
     commands.clear()
     answers = fresh_ssh.submit_many([req])
@@ -152,8 +161,37 @@ def test_a_staged_submission_whose_connection_closes_ends_running_nothing(
         time.sleep(0.05)
     started = waiting() - before
     assert started, "the staged program waits on the login node"
+    wait_for(lambda: sbatch_waiting(ssh, req), bool, timeout=10)
     client.close()
     wait_for(lambda: [p for p in waiting() if p in started], lambda left: not left, timeout=20)
+    # sbatch read an empty script and ended without asking Slurm for anything.
+    wait_for(lambda: sbatch_waiting(ssh, req), lambda left: not left, timeout=20)
+    assert on_slurm(ssh, req) == []
+
+
+def test_a_staged_program_given_another_line_than_its_go_submits_nothing(
+    fresh_ssh: SSHClient, ssh: SSHClient, scratch: str
+) -> None:
+    req = held(scratch, "wrong-go")
+    fresh_ssh.stage_one(req)
+    spare, fresh_ssh._spare = fresh_ssh._spare, None
+    channel = spare.channel
+    wait_for(lambda: sbatch_waiting(ssh, req), bool, timeout=10)
+    channel.sendall(b"AXLE-END-0000000000000000\n")  # a line, but not its end mark
+    channel.shutdown_write()
+    out = b""
+    while chunk := channel.recv(65536):
+        out += chunk
+    status = channel.recv_exit_status()
+    channel.close()
+    lines = out.decode().splitlines()
+    assert "AXLE-READY" not in lines, lines
+    (answer,) = [line.split("\t") for line in lines if line.startswith("AXLE-ONE\t")]
+    assert answer[1] == req.comment and answer[2] != "0", answer
+    # sbatch's own refusal, not a failure of the program around it.
+    assert "Batch script is empty" in base64.b64decode(answer[3]).decode(), answer
+    assert status == 0
+    time.sleep(0.5)
     assert on_slurm(ssh, req) == []
 
 
