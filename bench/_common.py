@@ -258,7 +258,9 @@ def throwaway_mlflow(*, uri: str, env: dict[str, str], home: Path | None = None,
         port = sock.getsockname()[1]
     uri = f"http://127.0.0.1:{port}"
     log = (folder / "server.log").open("wb")
-    server_env = dict(os.environ)
+    # As the stack runs it (compose/local/stack.sh): without MLflow's job runner and its
+    # consumers, which the hub never uses.
+    server_env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     app: list[str] = []
     if login != "off":
         # The stack's own configuration file, rendered as stack.sh renders it.

@@ -528,9 +528,12 @@ do_mlflow() {
     --host 127.0.0.1 --port "$AXLE_MLFLOW_PORT" --workers 1
     --backend-store-uri "sqlite:///$MLFLOW_DIR/mlflow.db"
     --serve-artifacts --artifacts-destination "$MLFLOW_DIR/artifacts")
+  # MLflow 3's job execution (a job runner and seven huey consumers, for its GenAI jobs: prompt
+  # optimization, online scorers, trace rollups) is off: the hub uses none of it, and it costs
+  # eight more Python processes (~230 MB each) that poll all the time.
   # A server started with another configuration (an older checkout's) is restarted.
   local config
-  config="$({ cat "$MLFLOW_DIR/basic_auth.ini"; printf '%s\n' "${args[@]}"; } | sha256sum | cut -d' ' -f1)"
+  config="$({ cat "$MLFLOW_DIR/basic_auth.ini"; printf '%s\n' "${args[@]}" jobs=off; } | sha256sum | cut -d' ' -f1)"
   if mlflow_alive && mlflow_requires_login && [[ "$(cat "$RUN_DIR/mlflow.config" 2>/dev/null)" == "$config" ]]; then
     echo "MLflow already running, with its login"
     return 0
@@ -538,7 +541,7 @@ do_mlflow() {
   stop_pidfile mlflow "$RUN_DIR/mlflow.pid"
   umask 077
   # The admin password counts only the first time, when the user store is empty.
-  MLFLOW_AUTH_CONFIG_PATH="$MLFLOW_DIR/basic_auth.ini" \
+  MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_AUTH_CONFIG_PATH="$MLFLOW_DIR/basic_auth.ini" \
     MLFLOW_AUTH_ADMIN_PASSWORD="$(<"$MLFLOW_PASSWORD_FILE")" \
     MLFLOW_FLASK_SERVER_SECRET_KEY="$(<"$MLFLOW_FLASK_KEY_FILE")" \
     spawn "$RUN_DIR/mlflow.pid" "$LOGS_DIR/mlflow.log" mlflow "$VENV_DIR/bin/mlflow" "${args[@]}"
