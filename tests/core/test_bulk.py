@@ -73,7 +73,8 @@ def test_it_writes_the_rows_bulk_create_writes_in_one_statement(sweep):
     mine = rows(sweep, 100)
     with CaptureQueriesContext(connection) as queries:
         bulk_insert(Trial, mine)
-    assert len(queries) == 1
+    # One COPY, logged as a statement is.
+    assert len(queries) == 1 and queries[0]["sql"].startswith('COPY "sweeps_trial" ('), queries.captured_queries
     created = list(Trial.objects.filter(sweep=sweep, number__lt=100).order_by("number").values(*COMPARED))
     inserted = list(Trial.objects.filter(sweep=sweep, number__gte=100).order_by("number").values(*COMPARED))
     for row in inserted:
@@ -87,10 +88,45 @@ def test_it_writes_the_rows_bulk_create_writes_in_one_statement(sweep):
     assert len(stamped) == 1 and None not in stamped
 
 
-def test_a_value_json_cannot_carry_falls_back_on_bulk_create(sweep):
-    bulk_insert(Trial, rows(sweep, 0, objective=math.nan))
+def test_a_float_json_cannot_carry_is_copied_as_it_is(sweep):
+    with CaptureQueriesContext(connection) as queries:
+        bulk_insert(Trial, rows(sweep, 0, objective=math.nan))
+    assert [q["sql"][:4] for q in queries] == ["COPY"]
     assert Trial.objects.filter(sweep=sweep).count() == 4
     assert all(math.isnan(v) for v in Trial.objects.filter(sweep=sweep).values_list("objective", flat=True))
+
+
+def test_a_json_value_json_cannot_carry_falls_back_on_bulk_create_which_refuses_it(sweep):
+    from django.db import DataError
+
+    nan = [{**rows(sweep, 0)[0], "metrics": {"loss": math.nan}}]
+    with CaptureQueriesContext(connection) as queries, pytest.raises(DataError), transaction.atomic():
+        bulk_insert(Trial, nan)
+    # bulk_create's INSERT, not a COPY.
+    assert [q["sql"].split()[0] for q in queries if "SAVEPOINT" not in q["sql"]] == ["INSERT"], queries.captured_queries
+    assert not Trial.objects.filter(sweep=sweep).exists()
+
+
+def test_the_copy_goes_through_the_connections_execute_wrappers(sweep):
+    seen = []
+
+    def wrapper(execute, sql, params, many, context):
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(wrapper):
+        bulk_insert(Trial, rows(sweep, 0))
+    assert len(seen) == 1 and seen[0].startswith("COPY")
+    assert Trial.objects.filter(sweep=sweep).count() == 4
+
+
+def test_a_copy_the_database_refuses_raises_djangos_error_and_writes_nothing(sweep):
+    from django.db import IntegrityError
+
+    bulk_insert(Trial, rows(sweep, 0))
+    with pytest.raises(IntegrityError), transaction.atomic():
+        bulk_insert(Trial, rows(sweep, 2))  # numbers 2 and 3 are taken
+    assert Trial.objects.filter(sweep=sweep).count() == 4
 
 
 WRITTEN = ["params", "values", "state", "task_id", "objective", "intermediate", "stop_reason", "started_at"]
