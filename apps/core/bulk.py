@@ -150,15 +150,34 @@ def _json_can_carry(field) -> bool:
     return isinstance(field, _JSON_READY)
 
 
-def _copy_value(field, value):
-    """A field's value as `COPY`'s text gives it to PostgreSQL (psycopg escapes the text): a
-    JSONField's as its JSON (json.dumps refuses what Django's would), None as NULL, the others
-    as `_json_value` makes them."""
-    if value is None:
-        return None
+# JSON as json.dumps writes it, refusing a NaN (PostgreSQL's jsonb has none): one encoder for
+# all (json.dumps with allow_nan=False makes one a call).
+_JSON = json.JSONEncoder(allow_nan=False)
+_INTEGERS = (models.IntegerField, models.AutoField, models.BigAutoField, models.SmallAutoField)
+
+
+def _copier(field):
+    """How a field's value becomes what `COPY`'s text gives PostgreSQL (psycopg escapes the
+    text): None as NULL; a JSONField's as its JSON (refused as json.dumps refuses what Django's
+    would: ValueError, TypeError); an int for an integer column and a str for a text one as
+    they are; the others as `_json_value` makes them."""
     if isinstance(field, models.JSONField):
-        return json.dumps(value, allow_nan=False)
-    return _json_value(field, value)
+        return lambda value: None if value is None else _JSON.encode(value)
+    target = field.target_field if isinstance(field, models.ForeignKey) else field
+    same = None
+    if isinstance(target, _INTEGERS):
+        same = int
+    elif isinstance(target, models.CharField | models.TextField):
+        same = str
+
+    def copied(value):
+        if value is None:
+            return None
+        if type(value) is same:
+            return value
+        return _json_value(field, value)
+
+    return copied
 
 
 def _json_value(field, value):
@@ -209,25 +228,29 @@ def bulk_insert(model: type[models.Model], rows: Sequence[dict]) -> None:
     try:
         # Each default converted once, and each row's own values on top (a row names a few of
         # the columns): not one conversion per column and row.
-        base = [_copy_value(f, defaults[f.attname]) for f in fields]
-        at = {f.attname: (i, f, False) for i, f in enumerate(fields)}
-        at.update((f.name, (i, f, True)) for i, f in enumerate(fields) if f.name != f.attname and f.name not in at)
+        copiers = [_copier(f) for f in fields]
+        base = [copy(defaults[f.attname]) for f, copy in zip(fields, copiers, strict=True)]
+        at = {f.attname: (i, copiers[i], False) for i, f in enumerate(fields)}
+        at.update(
+            (f.name, (i, copiers[i], True)) for i, f in enumerate(fields) if f.name != f.attname and f.name not in at
+        )
+        attnames = {f.name: f.attname for f in fields}
         lines = []
         for row in rows:
             out = list(base)
             for key, value in row.items():
-                i, field, related = at.get(key, (None, None, False))
-                if field is None or (related and field.attname in row):
+                i, copy, related = at.get(key, (None, None, False))
+                if copy is None or (related and attnames[key] in row):
                     continue  # not a column, or the object of a column the row gives by its id
                 if related and value is not None:
                     value = value.pk
-                out[i] = _copy_value(field, value)
+                out[i] = copy(value)
             lines.append(out)
     except (TypeError, ValueError):  # as in bulk_write: bulk_create keeps or refuses it
         fallback()
         return
 
-    def copy(sql, params, many, context):
+    def write(sql, params, many, context):
         with context["cursor"].cursor.copy(sql) as stream:
             for line in lines:
                 stream.write_row(line)
@@ -236,6 +259,6 @@ def bulk_insert(model: type[models.Model], rows: Sequence[dict]) -> None:
         with connection.wrap_database_errors:
             if connection.queries_logged:
                 with cursor.debug_sql(sql):
-                    cursor._execute_with_wrappers(sql, None, False, executor=copy)
+                    cursor._execute_with_wrappers(sql, None, False, executor=write)
             else:
-                cursor._execute_with_wrappers(sql, None, False, executor=copy)
+                cursor._execute_with_wrappers(sql, None, False, executor=write)
