@@ -20,6 +20,7 @@ import secrets
 import select
 import shlex
 import socket
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -385,6 +386,29 @@ class _Spare:
     at: float
     core: bytes = field(repr=False)  # holds the job's variables
     end: str = ""
+    sending: _Sending | None = None
+
+
+class _Sending:
+    """A channel's input sent by a thread of its own: OpenSSH's sshd opens a session's window
+    only once it has started the command (a fork and exec on the login host), and paramiko's
+    `sendall` waits for that. `sent` waits for the end of it."""
+
+    def __init__(self, channel: paramiko.Channel, data: bytes) -> None:
+        self.failed: BaseException | None = None
+        self._thread = threading.Thread(target=self._send, args=(channel, data), name="axle-ssh-send", daemon=True)
+        self._thread.start()
+
+    def _send(self, channel: paramiko.Channel, data: bytes) -> None:
+        try:
+            channel.sendall(data)
+        except (paramiko.SSHException, OSError, EOFError) as exc:  # the channel closed under it
+            self.failed = exc
+
+    def sent(self, timeout: float) -> bool:
+        """Whether all of it was sent (waited for at most `timeout`)."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive() and self.failed is None
 
 
 def _sbatch_words(req: SubmitRequest, flags: Sequence[str]) -> tuple[bytes, list[str]]:
@@ -632,8 +656,10 @@ class SSHClient:
         the shell, reads the program and the login environment, and waits for one more line
         before sbatch (`one`'s `proceed`). The next `submit_many` within SPARE_SECONDS, if
         it is of exactly this request, sends only that line; any other closes the channel,
-        and so does `close()`: its shell reads end of input and runs nothing. No answer is
-        awaited but the exec request's own. Best effort: a program that cannot be sent
+        and so does `close()`: its shell reads end of input and runs nothing. Nothing is
+        awaited but the channel's opening: the command is asked for without waiting for the
+        answer (`_exec_request`), and the program sent by a thread once the login host has
+        started it (`_Sending`). Best effort: a program that cannot be sent
         leaves the submission to send its own; nothing is raised."""
         try:
             core = self._one_program(self._job_words(req, 0), tidy="")
@@ -651,24 +677,29 @@ class SSHClient:
             assert transport is not None
             channel = transport.open_session(timeout=bounded(self.connect_timeout))
             _exec_request(channel, " ".join(shlex.quote(w) for w in _BATCH_COMMAND))
-            channel.sendall(f"{len(body)} {end}\n".encode() + body)
         except (TransportError, paramiko.SSHException, OSError, EOFError, AssertionError) as exc:
             if channel is not None:
                 channel.close()
             log.info("Could not send a submission ahead to %s: %s", self.host, exc)
             return
-        self._spare = _Spare(channel, time.monotonic(), core, end)
+        # The program goes as soon as the login host has started the command, without the
+        # caller waiting for that (`_Sending`).
+        sending = _Sending(channel, f"{len(body)} {end}\n".encode() + body)
+        self._spare = _Spare(channel, time.monotonic(), core, end, sending)
 
     def _take_staged(self, core: bytes | None) -> tuple[paramiko.Channel, str] | None:
         """The channel `stage_one` sent the one-job program `core` on, and its end mark, if it
-        still waits on a live connection and was sent at most SPARE_SECONDS ago. Any other
-        staged program (or this one, past its time) is closed: nothing of it runs."""
+        still waits on a live connection, was sent at most SPARE_SECONDS ago and has all of
+        its program (its sending waited for at most the connection's timeout). Any other
+        staged program (or this one, past its time or not sent in full) is closed: nothing of
+        it runs."""
         spare, self._spare = self._spare, None
         if spare is None:
             return None
         if (
             core == spare.core
             and time.monotonic() - spare.at <= SPARE_SECONDS
+            and (spare.sending is None or spare.sending.sent(bounded(self.connect_timeout)))
             and not (spare.channel.closed or spare.channel.eof_received or spare.channel.exit_status_ready())
             and self._alive()
         ):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import shlex
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -230,3 +231,59 @@ def test_nothing_is_sent_ahead_without_a_live_connection_and_none_is_made(
     client.stage_one(held(scratch, "dead"))
     assert client._spare is None
     client.close()
+
+
+def test_the_program_is_sent_without_the_caller_waiting_for_the_login_host_and_before_the_go(
+    fresh_ssh: SSHClient, ssh: SSHClient, scratch: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # sshd opens a session's window only once it has started the command; the caller goes on
+    # meanwhile (its transaction), and the go follows the whole program on the channel.
+    sent: list[tuple[str, str]] = []
+    sendall = paramiko.Channel.sendall
+
+    def slow(channel, data):
+        kind = "go" if data.count(b"\n") == 1 and data.startswith(b"AXLE-END-") else "program"
+        if kind == "program":
+            time.sleep(0.5)  # a login host slow to start the command
+        sendall(channel, data)
+        sent.append((threading.current_thread().name, kind))
+
+    monkeypatch.setattr(paramiko.Channel, "sendall", slow)
+    req = held(scratch, "sent-behind")
+    fresh_ssh.stage_one(req)
+    assert sent == [], "stage_one returned before its program was sent"
+    answers = fresh_ssh.submit_many([req])
+    job_id = answers[req.comment]
+    try:
+        assert isinstance(job_id, str) and job_id.isdigit(), answers
+        assert sent == [("axle-ssh-send", "program"), (threading.current_thread().name, "go")], sent
+        assert on_slurm(ssh, req) == [job_id]
+    finally:
+        ssh.cancel(job_id)
+
+
+def test_a_program_not_sent_in_time_is_closed_and_the_job_sent_on_a_command_of_its_own(
+    fresh_ssh: SSHClient, ssh: SSHClient, scratch: str, commands: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sendall = paramiko.Channel.sendall
+    gate = threading.Event()
+
+    def stuck(channel, data):
+        if threading.current_thread().name == "axle-ssh-send":
+            gate.wait(10)  # the login host never opens the window in time
+        sendall(channel, data)
+
+    monkeypatch.setattr(paramiko.Channel, "sendall", stuck)
+    req = held(scratch, "never-sent")
+    fresh_ssh.stage_one(req)
+    channel = fresh_ssh._spare.channel
+    fresh_ssh.connect_timeout = 0.3
+    answers = fresh_ssh.submit_many([req])
+    gate.set()
+    job_id = answers[req.comment]
+    try:
+        assert commands == [BOOT, BOOT] and channel.closed
+        time.sleep(1.0)  # the closed one had its chance to run
+        assert isinstance(job_id, str) and on_slurm(ssh, req) == [job_id]  # once
+    finally:
+        ssh.cancel(job_id)
