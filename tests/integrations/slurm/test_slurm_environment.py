@@ -104,10 +104,17 @@ def sbatch_folder(ssh: SSHClient, folder: str, program: str) -> str:
 
 @pytest.fixture
 def fake_sbatch(ssh: SSHClient, scratch: str) -> tuple[str, str]:
-    """A folder holding a program named sbatch that leaves a mark and claims job 4242."""
+    """A folder holding a program named sbatch that, as sbatch does, reads its script from
+    stdin to its end and refuses an empty one; given one, it leaves a mark (the job it would
+    have submitted) and claims job 4242."""
     folder = f"{scratch}/fakebin-{uuid.uuid4().hex[:6]}"
     mark = f"{folder}/ran"
-    return sbatch_folder(ssh, folder, f"#!/bin/sh\ntouch {mark}\necho 4242\n"), mark
+    fake = (
+        "#!/bin/sh\n"
+        'script=$(cat)\n[ -n "$script" ] || { echo "sbatch: error: Batch script is empty!" >&2; exit 1; }\n'
+        f"touch {mark}\necho 4242\n"
+    )
+    return sbatch_folder(ssh, folder, fake), mark
 
 
 def exists(ssh: SSHClient, path: str) -> bool:
@@ -344,9 +351,10 @@ def test_a_batch_of_one_job_reads_the_id_on_sbatchs_last_line_and_gives_sbatch_t
 
 
 @pytest.mark.slurm
-def test_a_batch_of_one_job_cut_short_runs_nothing(
+def test_a_batch_of_one_job_cut_short_submits_nothing(
     ssh_factory: Callable[..., SSHClient], ssh: SSHClient, scratch: str, fake_sbatch: tuple[str, str]
 ) -> None:
+    # Its go line cut: sbatch, started with the program, never gets its script.
     folder, mark = fake_sbatch
     req = SubmitRequest(
         script="#!/bin/bash\ntrue\n", job_name="cut", comment=f"axle-test:{uuid.uuid4().hex}", workdir=scratch
