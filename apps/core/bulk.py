@@ -153,7 +153,22 @@ def _json_can_carry(field) -> bool:
 # JSON as json.dumps writes it, refusing a NaN (PostgreSQL's jsonb has none): one encoder for
 # all (json.dumps with allow_nan=False makes one a call).
 _JSON = json.JSONEncoder(allow_nan=False)
-_INTEGERS = (models.IntegerField, models.AutoField, models.BigAutoField, models.SmallAutoField)
+# Django's own classes, whose `get_prep_value` gives an int back as it is (a subclass of a
+# project's may not: it takes `_json_value`'s way).
+_INTEGERS = frozenset(
+    {
+        models.IntegerField,
+        models.BigIntegerField,
+        models.SmallIntegerField,
+        models.PositiveIntegerField,
+        models.PositiveBigIntegerField,
+        models.PositiveSmallIntegerField,
+        models.AutoField,
+        models.BigAutoField,
+        models.SmallAutoField,
+    }
+)
+_TEXTS = frozenset({models.CharField, models.TextField})
 
 
 def _copier(field):
@@ -165,9 +180,9 @@ def _copier(field):
         return lambda value: None if value is None else _JSON.encode(value)
     target = field.target_field if isinstance(field, models.ForeignKey) else field
     same = None
-    if isinstance(target, _INTEGERS):
+    if type(target) in _INTEGERS:
         same = int
-    elif isinstance(target, models.CharField | models.TextField):
+    elif type(target) in _TEXTS:
         same = str
 
     def copied(value):
@@ -255,6 +270,7 @@ def bulk_insert(model: type[models.Model], rows: Sequence[dict]) -> None:
             for line in lines:
                 stream.write_row(line)
 
+    connection.validate_no_broken_transaction()  # as a statement's execute does
     with connection.cursor() as cursor:
         with connection.wrap_database_errors:
             if connection.queries_logged:

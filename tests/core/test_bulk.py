@@ -210,3 +210,35 @@ def test_a_column_json_would_not_give_back_exactly_goes_the_parameters_way():
     assert not _json_can_carry(models.DurationField())  # a negative interval's ISO text is refused
     assert not _json_can_carry(models.BinaryField())
     assert _json_can_carry(models.DateTimeField()) and _json_can_carry(models.JSONField())
+
+
+def test_text_with_tabs_newlines_and_backslashes_is_copied_as_bulk_create_writes_it(sweep):
+    text = "tab\there\nnew line\r\\N back\\slash \"q\" 's' ünï"
+    Trial.objects.bulk_create([Trial(**{**rows(sweep, 0)[0], "mlflow_run_id": text[:64]})])
+    bulk_insert(Trial, [{**rows(sweep, 10)[0], "mlflow_run_id": text[:64]}])
+    written = dict(Trial.objects.filter(sweep=sweep).values_list("number", "mlflow_run_id"))
+    assert written == {0: text[:64], 10: text[:64]}
+
+
+def test_a_nul_in_text_is_refused_as_bulk_create_refuses_it_and_nothing_is_written(sweep):
+    from django.db import DataError
+
+    with pytest.raises(DataError), transaction.atomic():
+        Trial.objects.bulk_create([Trial(**{**rows(sweep, 0)[0], "mlflow_run_id": "a\x00b"})])
+    with pytest.raises(DataError), transaction.atomic():
+        bulk_insert(Trial, [*rows(sweep, 10), {**rows(sweep, 20)[0], "mlflow_run_id": "a\x00b"}])
+    assert not Trial.objects.filter(sweep=sweep).exists()
+
+
+def test_a_copy_in_a_broken_transaction_is_refused_as_a_statement_is(sweep):
+    from django.db import DatabaseError
+    from django.db.transaction import TransactionManagementError
+
+    with transaction.atomic():
+        try:
+            with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+                cursor.execute("SELECT 1/0")
+        except DatabaseError:
+            pass
+        with pytest.raises(TransactionManagementError):
+            bulk_insert(Trial, rows(sweep, 0))

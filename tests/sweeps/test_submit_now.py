@@ -152,9 +152,9 @@ def test_the_post_submits_the_first_wave_and_its_trials_are_on_slurm_when_it_ret
 
 
 def test_the_post_sends_its_waves_submission_before_its_transaction_and_only_the_go_after(api, ssh_grant, monkeypatch):
-    # The login node starts the wave's shell and reads its program while the transaction
-    # runs; sbatch runs at the go, sent once the transaction has committed, on that same
-    # command: no second command is started.
+    # The login node starts the wave's shell, reads its program and starts sbatch while the
+    # transaction runs; sbatch gets its script at the go, sent once the transaction has
+    # committed, on that same command: no second command is started.
     seen = []
     depth = len(connection.atomic_blocks)  # the test's own (pytest-django's) transaction
     exec_command, send, create = paramiko.Channel.exec_command, paramiko.Channel.sendall, services.job_create
@@ -178,9 +178,11 @@ def test_the_post_sends_its_waves_submission_before_its_transaction_and_only_the
 
     def sent(channel, data):
         if not (data.startswith(b"AXLE-END-") and data.count(b"\n") == 1):
-            # The program, sent by a thread of its own once the login host started the command.
+            # The program, sent by a thread of its own once the login host started the command
+            # (noted once all of it went).
+            send(channel, data)
             seen.append(("program", threading.current_thread().name))
-            return send(channel, data)
+            return None
         inside = len(connection.atomic_blocks) > depth
         seen.append(("go", inside, Job.objects.filter(name__startswith="ahead").count()))
         return send(channel, data)

@@ -114,7 +114,8 @@ _BATCH_BOOT = (
 )
 _BATCH_COMMAND = ("/bin/sh", "-c", _BATCH_BOOT, "sh")
 # How long a one-job program sent ahead (`SSHClient.stage_one`) may wait for its go; an older
-# one is closed unused (its shell reads end of input and runs nothing).
+# one is closed unused (its shell reads end of input, and its sbatch an empty script: nothing
+# is submitted).
 SPARE_SECONDS = 10.0
 _BATCH_LIBRARY = r"""
 login=$PATH; PATH=/usr/bin:/bin; umask 077
@@ -187,7 +188,10 @@ reap() {
 # the end mark again (the go; `proceed` prints AXLE-READY then): a submission sends it right
 # after the program, and one sent ahead of its caller's commit (`SSHClient.stage_one`) sends
 # it later on the same channel. A channel that closes before it leaves sbatch an empty
-# script, which sbatch refuses before it asks Slurm for anything: nothing is submitted.
+# script, which sbatch refuses before it asks Slurm for anything: nothing is submitted. So the
+# cluster's sbatch (`slurm_bin_dir`; a site's wrapper there too) must take the job's script
+# from its stdin before it submits, as sbatch does; `--wrap` (a job with no script on stdin)
+# is refused in the hub's own options (`_sbatch_words`).
 _ONE_LIBRARY = r"""
 login=$PATH; PATH=/usr/bin:/bin; umask 077; mark=$e
 said() { printf 'AXLE\t%s\tW\t\t%s\n' "$1" "$(printf %s "$2" | base64 -w0)"; }
@@ -396,6 +400,7 @@ class _Sending:
 
     def __init__(self, channel: paramiko.Channel, data: bytes) -> None:
         self.failed: BaseException | None = None
+        self.done = False  # set only once sendall returned: all of it went
         self._thread = threading.Thread(target=self._send, args=(channel, data), name="axle-ssh-send", daemon=True)
         self._thread.start()
 
@@ -404,22 +409,32 @@ class _Sending:
             channel.sendall(data)
         except (paramiko.SSHException, OSError, EOFError) as exc:  # the channel closed under it
             self.failed = exc
+            return
+        self.done = True
 
     def sent(self, timeout: float) -> bool:
         """Whether all of it was sent (waited for at most `timeout`)."""
         self._thread.join(timeout)
-        return not self._thread.is_alive() and self.failed is None
+        return self.done
+
+
+class _Refused(environment.EnvironmentRefused):
+    """A submission the hub's own options make impossible to send as sbatch takes a job."""
 
 
 def _sbatch_words(req: SubmitRequest, flags: Sequence[str]) -> tuple[bytes, list[str]]:
     """A submission's environment file (its variables, NUL-separated) and its sbatch command
     (with `flags`; the file on fd 3), for one job alone and for a batch alike. Raises
-    EnvironmentRefused for variables no environment can hold."""
+    EnvironmentRefused for variables no environment can hold (and `_Refused`, one of those,
+    for `--wrap` among the hub's options): the callers answer it as Slurm refusing the job."""
     variables = environment.export_file(req.env)
     if req.job_name and "\x00" not in req.job_name:
         # With --export-file, Slurm 22.05's sbatch leaves SLURM_JOB_NAME out of the job's
         # environment, and slurmstepd expands %x in log names from it ("(null)").
         variables += f"SLURM_JOB_NAME={req.job_name}".encode() + b"\x00"
+    if any(a == "--wrap" or a.startswith("--wrap=") for a in req.extra_args):
+        # A job's script is its stdin, which a one-job program gives sbatch only at its go.
+        raise _Refused("--wrap is not one of the hub's own sbatch options: a job's script is its own")
     args = ["sbatch", *flags, "--export-file=3"]
     if req.job_name:
         args.append(f"--job-name={req.job_name}")
@@ -656,7 +671,8 @@ class SSHClient:
         the shell, reads the program and the login environment, and waits for one more line
         before sbatch (`one`'s `proceed`). The next `submit_many` within SPARE_SECONDS, if
         it is of exactly this request, sends only that line; any other closes the channel,
-        and so does `close()`: its shell reads end of input and runs nothing. Nothing is
+        and so does `close()`: its shell reads end of input, its sbatch an empty script, and
+        nothing is submitted. Nothing is
         awaited but the channel's opening: the command is asked for without waiting for the
         answer (`_exec_request`), and the program sent by a thread once the login host has
         started it (`_Sending`). Best effort: a program that cannot be sent
@@ -692,7 +708,7 @@ class SSHClient:
         still waits on a live connection, was sent at most SPARE_SECONDS ago and has all of
         its program (its sending waited for at most the connection's timeout). Any other
         staged program (or this one, past its time or not sent in full) is closed: nothing of
-        it runs."""
+        it is submitted."""
         spare, self._spare = self._spare, None
         if spare is None:
             return None
@@ -1029,7 +1045,7 @@ class SSHClient:
                 ended = f"it ended with status {result.exit_status}" if result is not None else "the batch was refused"
                 if lost and not aborts:
                     # The connection broke before the program's word came: it may have been on
-                    # its way (the program prints AXLE-READY and then runs sbatch), so the job
+                    # its way (the program prints AXLE-READY and then gives sbatch its script), so the job
                     # is looked for by its marker rather than sent again.
                     answers[marker] = AmbiguousSubmitError(
                         f"The connection to {self.host} broke before the batch said whether it reached "

@@ -320,12 +320,13 @@ def test_a_batch_of_one_job_answers_with_slurms_refusal_or_the_folders_reason(
 def test_a_batch_of_one_job_reads_the_id_on_sbatchs_last_line_and_gives_sbatch_the_login_and_job_variables(
     ssh_factory: Callable[..., SSHClient], ssh: SSHClient, scratch: str
 ) -> None:
-    # A site's wrapper that greets first and answers with what it read on fd 3 (the
-    # environment file's pipe): the job's variable, the login's HOME, and no Slurm variable
-    # of the login's nor the login's value of a name the job sets.
+    # A site's wrapper that takes the job's script from stdin (as sbatch does, and as a
+    # wrapper passing it on to sbatch must), greets, and answers with what it read on fd 3
+    # (the environment file's pipe): the job's variable, the login's HOME, and no Slurm
+    # variable of the login's nor the login's value of a name the job sets.
     folder = f"{scratch}/wrapper-{uuid.uuid4().hex[:6]}"
     wrapper = (
-        "#!/bin/sh\necho 'Welcome to the cluster'\necho\n"
+        "#!/bin/sh\ncat >/dev/null\necho 'Welcome to the cluster'\necho\n"
         "tr '\\000' '\\n' <&3 >\"$0.env\"\n"
         "i=$(sed -n 's/^AXLE_I=//p' \"$0.env\"); h=$(grep -c '^HOME=' \"$0.env\"); "
         "s=$(grep -c '^SLURM_CONF=' \"$0.env\"); l=$(grep -c '^SHLVL=' \"$0.env\")\n"

@@ -296,3 +296,15 @@ def test_the_ssh_transport_names_slurms_programs_by_absolute_path_in_a_fixed_env
 def test_rest_accounting_exit_codes(exit_code: dict, state: str, expected: int | None) -> None:
     job = _job_from_slurmdb({"job_id": 7, "state": {"current": state}, "exit_code": exit_code})
     assert (job.state, job.exit_code) == (state, expected)
+
+
+def test_wrap_among_the_hubs_own_options_is_refused_before_anything_is_sent() -> None:
+    # A job's script is its stdin, which a one-job program gives sbatch only at its go; with
+    # --wrap sbatch would submit without reading it.
+    from apps.integrations.slurm import environment
+    from apps.integrations.slurm.ssh import _sbatch_words
+
+    for wrap in (["--wrap", "hostname"], ["--wrap=hostname"]):
+        with pytest.raises(environment.EnvironmentRefused, match="--wrap"):
+            _sbatch_words(req("#!/bin/sh\ntrue\n", *wrap), ["--parsable"])
+    assert _sbatch_words(req("#!/bin/sh\ntrue\n", "--hold"), ["--parsable"])[1][-1] == "--hold"

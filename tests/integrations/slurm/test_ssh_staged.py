@@ -1,7 +1,8 @@
 """A one-job submission sent ahead of its go (`SSHClient.stage_one`, as a sweep's POST does
-before its transaction): nothing runs until the submission of that same job sends the go on
-the same command; another job's submission, its time passing or the connection closing closes
-it, and then nothing of it runs on the login node."""
+before its transaction): sbatch starts with it but gets its script, and so submits, only when
+the submission of that same job sends the go on the same command; another job's submission,
+its time passing or the connection closing closes it, and then its sbatch reads an empty
+script: nothing of it is submitted."""
 
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def sbatch_waiting(ssh: SSHClient, req: SubmitRequest) -> list[str]:
     return ssh.run(["pgrep", "-u", "scientist", "-f", pattern]).out.split()
 
 
-def test_a_staged_submission_runs_sbatch_only_at_its_go_on_the_same_command(
+def test_a_staged_submission_gives_sbatch_its_script_only_at_its_go_on_the_same_command(
     fresh_ssh: SSHClient, ssh: SSHClient, scratch: str, commands: list[str]
 ) -> None:
     req = held(scratch, "staged")
@@ -144,7 +145,7 @@ def test_a_staged_command_the_login_host_did_not_start_leaves_the_job_to_a_comma
         ssh.cancel(job_id)
 
 
-def test_a_staged_submission_whose_connection_closes_ends_running_nothing(
+def test_a_staged_submission_whose_connection_closes_ends_submitting_nothing(
     ssh_factory: Callable[..., SSHClient], ssh: SSHClient, scratch: str
 ) -> None:
     def waiting() -> set[str]:
@@ -178,6 +179,8 @@ def test_a_staged_program_given_another_line_than_its_go_submits_nothing(
     spare, fresh_ssh._spare = fresh_ssh._spare, None
     channel = spare.channel
     wait_for(lambda: sbatch_waiting(ssh, req), bool, timeout=10)
+    assert spare.sending.sent(10)
+    channel.settimeout(30)  # a failure fails, not hangs
     channel.sendall(b"AXLE-END-0000000000000000\n")  # a line, but not its end mark
     channel.shutdown_write()
     out = b""
@@ -275,9 +278,10 @@ def test_a_program_not_sent_in_time_is_closed_and_the_job_sent_on_a_command_of_i
 
     monkeypatch.setattr(paramiko.Channel, "sendall", stuck)
     req = held(scratch, "never-sent")
+    sent = ssh_module._Sending.sent
+    monkeypatch.setattr(ssh_module._Sending, "sent", lambda sending, timeout: sent(sending, 0.3))
     fresh_ssh.stage_one(req)
     channel = fresh_ssh._spare.channel
-    fresh_ssh.connect_timeout = 0.3
     answers = fresh_ssh.submit_many([req])
     gate.set()
     job_id = answers[req.comment]
