@@ -46,23 +46,13 @@ def main() -> int:
 
         from apps.core.bulk import bulk_insert
         from apps.jobs.models import Job
-        from apps.sweeps.models import Sweep, Trial
-        from tests.factories import ClusterGrantFactory, UserFactory
+        from apps.sweeps.models import Trial
+        from tests.factories import SweepFactory
 
-        user = UserFactory()
-        grant = ClusterGrantFactory(user=user)
-        sweep = Sweep.objects.create(
-            owner=user,
-            grant=grant,
-            cluster=grant.cluster,
-            name="bench",
-            spec_text="",
-            script="",
-            algorithm="grid",
-            max_trial_count=args.rows,
-            folder="/bench",
+        sweep = SweepFactory(name="bench", max_trial_count=args.rows, folder="/bench")
+        job = Job.objects.create(
+            owner=sweep.owner, cluster=sweep.cluster, grant=sweep.grant, name="bench-0", script="#!/bin/sh\n"
         )
-        job = Job.objects.create(owner=user, cluster=grant.cluster, grant=grant, name="bench-0", script="#!/bin/sh\n")
 
         def rows() -> list[dict]:
             space = {"lr": [0.001, 0.01, 0.1, 1.0], "layers": list(range(1, 26))}

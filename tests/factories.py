@@ -4,6 +4,7 @@ from apps.accounts.models import Membership, Team, User
 from apps.clusters.models import Cluster, ClusterGrant
 from apps.clusters.services import cluster_state_json
 from apps.integrations.slurm.base import ClusterState, NodeInfo, PartitionInfo
+from apps.sweeps.models import Sweep
 
 PASSWORD = "correct horse battery staple"
 
@@ -89,3 +90,21 @@ class ClusterGrantFactory(factory.django.DjangoModelFactory):
     cluster_username = factory.LazyAttribute(lambda g: g.user.username)
     allowed_partitions = factory.LazyFunction(lambda: ["debug"])
     request_reason = "Training runs"
+
+
+class SweepFactory(factory.django.DjangoModelFactory):
+    """A grid sweep row on its owner's grant, with no spec, script or trials: for what writes
+    or reads its trials directly."""
+
+    class Meta:
+        model = Sweep
+
+    grant = factory.SubFactory(ClusterGrantFactory)
+    owner = factory.LazyAttribute(lambda s: s.grant.user)
+    cluster = factory.LazyAttribute(lambda s: s.grant.cluster)
+    name = "s"
+    spec_text = ""
+    script = ""
+    algorithm = "grid"
+    max_trial_count = 10
+    folder = "/f"

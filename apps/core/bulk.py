@@ -11,6 +11,7 @@ trials: 1,600 values, ~25 ms of Python at a light load); `bulk_insert` sends the
 JSON document unpacked by `jsonb_to_recordset`, its way before, and 8.6–11.9 ms for a
 `VALUES` list, on the same loaded 2-core machine)."""
 
+import contextlib
 import datetime
 import decimal
 import json
@@ -245,19 +246,22 @@ def bulk_insert(model: type[models.Model], rows: Sequence[dict]) -> None:
         # the columns): not one conversion per column and row.
         copiers = [_copier(f) for f in fields]
         base = [copy(defaults[f.attname]) for f, copy in zip(fields, copiers, strict=True)]
-        at = {f.attname: (i, copiers[i], False) for i, f in enumerate(fields)}
+        # A row's key -> the column's place, its copier, and for an object's name (`sweep`) the
+        # column it stands for (`sweep_id`).
+        at = {f.attname: (i, copiers[i], None) for i, f in enumerate(fields)}
         at.update(
-            (f.name, (i, copiers[i], True)) for i, f in enumerate(fields) if f.name != f.attname and f.name not in at
+            (f.name, (i, copiers[i], f.attname))
+            for i, f in enumerate(fields)
+            if f.name != f.attname and f.name not in at
         )
-        attnames = {f.name: f.attname for f in fields}
         lines = []
         for row in rows:
             out = list(base)
             for key, value in row.items():
-                i, copy, related = at.get(key, (None, None, False))
-                if copy is None or (related and attnames[key] in row):
+                i, copy, attname = at.get(key, (None, None, None))
+                if copy is None or (attname is not None and attname in row):
                     continue  # not a column, or the object of a column the row gives by its id
-                if related and value is not None:
+                if attname is not None and value is not None:
                     value = value.pk
                 out[i] = copy(value)
             lines.append(out)
@@ -271,10 +275,6 @@ def bulk_insert(model: type[models.Model], rows: Sequence[dict]) -> None:
                 stream.write_row(line)
 
     connection.validate_no_broken_transaction()  # as a statement's execute does
-    with connection.cursor() as cursor:
-        with connection.wrap_database_errors:
-            if connection.queries_logged:
-                with cursor.debug_sql(sql):
-                    cursor._execute_with_wrappers(sql, None, False, executor=write)
-            else:
-                cursor._execute_with_wrappers(sql, None, False, executor=write)
+    with connection.cursor() as cursor, connection.wrap_database_errors:
+        with cursor.debug_sql(sql) if connection.queries_logged else contextlib.nullcontext():
+            cursor._execute_with_wrappers(sql, None, False, executor=write)

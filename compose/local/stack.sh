@@ -531,9 +531,10 @@ do_mlflow() {
   # MLflow 3's job execution (a job runner and seven huey consumers, for its GenAI jobs: prompt
   # optimization, online scorers, trace rollups) is off: the hub uses none of it, and it costs
   # eight more Python processes (~230 MB each) that poll all the time.
+  local settings=(MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false)
   # A server started with another configuration (an older checkout's) is restarted.
   local config
-  config="$({ cat "$MLFLOW_DIR/basic_auth.ini"; printf '%s\n' "${args[@]}" jobs=off; } | sha256sum | cut -d' ' -f1)"
+  config="$({ cat "$MLFLOW_DIR/basic_auth.ini"; printf '%s\n' "${args[@]}" "${settings[@]}"; } | sha256sum | cut -d' ' -f1)"
   if mlflow_alive && mlflow_requires_login && [[ "$(cat "$RUN_DIR/mlflow.config" 2>/dev/null)" == "$config" ]]; then
     echo "MLflow already running, with its login"
     return 0
@@ -541,10 +542,10 @@ do_mlflow() {
   stop_pidfile mlflow "$RUN_DIR/mlflow.pid"
   umask 077
   # The admin password counts only the first time, when the user store is empty.
-  MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_AUTH_CONFIG_PATH="$MLFLOW_DIR/basic_auth.ini" \
+  MLFLOW_AUTH_CONFIG_PATH="$MLFLOW_DIR/basic_auth.ini" \
     MLFLOW_AUTH_ADMIN_PASSWORD="$(<"$MLFLOW_PASSWORD_FILE")" \
     MLFLOW_FLASK_SERVER_SECRET_KEY="$(<"$MLFLOW_FLASK_KEY_FILE")" \
-    spawn "$RUN_DIR/mlflow.pid" "$LOGS_DIR/mlflow.log" mlflow "$VENV_DIR/bin/mlflow" "${args[@]}"
+    spawn "$RUN_DIR/mlflow.pid" "$LOGS_DIR/mlflow.log" mlflow /usr/bin/env "${settings[@]}" "$VENV_DIR/bin/mlflow" "${args[@]}"
   printf '%s\n' "$config" >"$RUN_DIR/mlflow.config"
   wait_up 180 "$RUN_DIR/mlflow.pid" mlflow_alive
   mlflow_requires_login

@@ -9,8 +9,8 @@ from django.test.utils import CaptureQueriesContext
 
 from apps.core import bulk
 from apps.core.bulk import bulk_insert, bulk_write
-from apps.sweeps.models import Sweep, Trial
-from tests.factories import ClusterGrantFactory
+from apps.sweeps.models import Trial
+from tests.factories import ClusterGrantFactory, SweepFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -34,18 +34,7 @@ COMPARED = [
 
 @pytest.fixture
 def sweep(alice):
-    grant = ClusterGrantFactory(user=alice)
-    return Sweep.objects.create(
-        owner=alice,
-        grant=grant,
-        cluster=grant.cluster,
-        name="s",
-        spec_text="",
-        script="",
-        algorithm="grid",
-        max_trial_count=10,
-        folder="/f",
-    )
+    return SweepFactory(grant=ClusterGrantFactory(user=alice))
 
 
 def rows(sweep, first: int, objective=None) -> list[dict]:

@@ -389,8 +389,8 @@ class _Spare:
     channel: paramiko.Channel
     at: float
     core: bytes = field(repr=False)  # holds the job's variables
-    end: str = ""
-    sending: _Sending | None = None
+    end: str
+    sending: _Sending
 
 
 class _Sending:
@@ -399,7 +399,6 @@ class _Sending:
     `sendall` waits for that. `sent` waits for the end of it."""
 
     def __init__(self, channel: paramiko.Channel, data: bytes) -> None:
-        self.failed: BaseException | None = None
         self.done = False  # set only once sendall returned: all of it went
         self._thread = threading.Thread(target=self._send, args=(channel, data), name="axle-ssh-send", daemon=True)
         self._thread.start()
@@ -407,8 +406,7 @@ class _Sending:
     def _send(self, channel: paramiko.Channel, data: bytes) -> None:
         try:
             channel.sendall(data)
-        except (paramiko.SSHException, OSError, EOFError) as exc:  # the channel closed under it
-            self.failed = exc
+        except (paramiko.SSHException, OSError, EOFError):  # the channel closed under it
             return
         self.done = True
 
@@ -672,11 +670,10 @@ class SSHClient:
         before sbatch (`one`'s `proceed`). The next `submit_many` within SPARE_SECONDS, if
         it is of exactly this request, sends only that line; any other closes the channel,
         and so does `close()`: its shell reads end of input, its sbatch an empty script, and
-        nothing is submitted. Nothing is
-        awaited but the channel's opening: the command is asked for without waiting for the
-        answer (`_exec_request`), and the program sent by a thread once the login host has
-        started it (`_Sending`). Best effort: a program that cannot be sent
-        leaves the submission to send its own; nothing is raised."""
+        nothing is submitted. Nothing is awaited but the channel's opening: the command is
+        asked for without waiting for the answer (`_exec_request`), and the program sent by a
+        thread once the login host has started it (`_Sending`). Best effort: a program that
+        cannot be sent leaves the submission to send its own; nothing is raised."""
         try:
             core = self._one_program(self._job_words(req, 0), tidy="")
         except environment.EnvironmentRefused:
@@ -715,7 +712,7 @@ class SSHClient:
         if (
             core == spare.core
             and time.monotonic() - spare.at <= SPARE_SECONDS
-            and (spare.sending is None or spare.sending.sent(bounded(self.connect_timeout)))
+            and spare.sending.sent(bounded(self.connect_timeout))
             and not (spare.channel.closed or spare.channel.eof_received or spare.channel.exit_status_ready())
             and self._alive()
         ):
