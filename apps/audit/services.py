@@ -12,6 +12,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from apps.core import context
+from apps.core.bulk import bulk_insert
 
 from . import keys as audit_keys
 from .chain import CURRENT_VERSION, GENESIS, Verification, event_hash
@@ -19,6 +20,9 @@ from .checkpoints import Checkpoint, checkpoint_append, checkpoint_line_append, 
 from .models import AuditChainHead, AuditEvent
 
 log = logging.getLogger(__name__)
+
+# An event's columns as `bulk_insert` takes them (the primary key is the database's).
+_COLUMNS = [f.attname for f in AuditEvent._meta.concrete_fields if not f.primary_key]
 
 
 def _plain(data: Any) -> Any:
@@ -106,8 +110,9 @@ def audit_record(
 
 def audit_record_many(entries: list[dict]) -> list[AuditEvent]:
     """Append many events to the chain at once, in the order given, with one lock of the
-    chain head, one multi-row INSERT and one head update: still one chain, each event
-    linked to the one before it exactly as `audit_record` links them.
+    chain head, one `COPY` of the events (`bulk_insert`; their primary keys are not read back)
+    and one head update: still one chain, each event linked to the one before it exactly as
+    `audit_record` links them.
 
     Each entry takes `audit_record`'s keyword arguments (action, subject, actor, before,
     after, subject_type/id/text). Used where one operation moves many rows at once (a
@@ -154,7 +159,8 @@ def audit_record_many(entries: list[dict]) -> list[AuditEvent]:
             event.hash = event_hash(event, prev_hash, keys)
             prev_hash = event.hash
             events.append(event)
-        AuditEvent.objects.bulk_create(events, batch_size=1000)
+        # The rows of the events as built and hashed: what is stored is what was signed.
+        bulk_insert(AuditEvent, [{name: getattr(event, name) for name in _COLUMNS} for event in events])
         moved = {"seq": seq, "hash": prev_hash}
         if not head.legacy_boundary and not AuditEvent.objects.filter(version__gte=2, seq__lte=first_prev[0]).exists():
             moved["legacy_boundary"] = _legacy_boundary_sign(seq=first_prev[0], hash_=first_prev[1])

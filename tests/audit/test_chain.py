@@ -58,6 +58,27 @@ class TestChain:
         ]
         assert audit_verify().ok
 
+    def test_a_many_append_copies_the_events_as_they_were_hashed(self, alice):
+        # One COPY of the rows (not an INSERT with a model per row): what is stored must be
+        # what was signed, JSON, times and the actor included, and the chain must verify.
+        from django.db import connection, transaction
+        from django.test.utils import CaptureQueriesContext
+
+        entries = [
+            {"action": "thing.copied", "actor": alice, "subject_text": "tab\there", "after": {"i": i, "x": 1.5}}
+            for i in range(3)
+        ]
+        with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+            events = audit_record_many(entries)
+        statements = [q["sql"].split()[0] for q in queries.captured_queries]
+        assert statements.count("COPY" if connection.vendor == "postgresql" else "INSERT") == 1
+        stored = list(AuditEvent.objects.order_by("seq"))
+        assert [(e.seq, e.hash, e.after, e.subject_text, e.actor_id) for e in stored] == [
+            (e.seq, e.hash, e.after, e.subject_text, alice.pk) for e in events
+        ]
+        assert [e.created_at for e in stored] == [e.created_at for e in events]
+        assert audit_verify().ok
+
     def test_it_keys_each_link_with_the_audit_key(self):
         event = _record_some(1)[0]
         key_id, key = audit_keys.current()
