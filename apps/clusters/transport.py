@@ -294,6 +294,26 @@ def stage_one(grant: ClusterGrant, req: SubmitRequest) -> None:
     _give_back(key, client)
 
 
+def unstage(grant: ClusterGrant) -> None:
+    """Close what `stage_one` sent ahead on the grant's pooled connection when its caller will
+    not submit it (its transaction failed): nothing is submitted, and no shell or sbatch is
+    left waiting on the login node for a go that will not come. Never raises: a connection
+    another thread holds meanwhile closes it at its next submission, or at SPARE_SECONDS."""
+    key = _key(grant)
+    client = _take(key, time.monotonic())
+    if client is None:
+        return
+    try:
+        drop = getattr(client, "unstage", None)
+        if drop is not None:
+            drop()
+    except Exception:  # noqa: BLE001 - best effort, as stage_one
+        log.exception("Closing a submission sent ahead to %s failed", grant.cluster.name)
+        client.close()
+        return
+    _give_back(key, client)
+
+
 def _connect_within(client: SSHClient, wait: float) -> None:
     client.connect_timeout, timeout = wait, client.connect_timeout
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid as uuid_lib
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -22,7 +22,7 @@ from apps.accounts.teams import team_default
 from apps.audit.services import audit_record, audit_record_many
 from apps.clusters.models import Cluster, ClusterGrant
 from apps.clusters.selectors import grant_for_submission
-from apps.clusters.transport import ready, slurm_client, stage_one
+from apps.clusters.transport import ready, slurm_client, stage_one, unstage
 from apps.core.bulk import bulk_insert
 from apps.core.errors import Conflict, PermissionDenied, Unavailable, ValidationFailed
 from apps.core.leases import work_lease
@@ -227,7 +227,7 @@ def sweep_create(
     folder = f"{grant.job_root}/sweep-{sweep_uuid}"
     size = _first_wave_size(spec)
     problems = _static_problems(spec, cluster)
-    wave = None
+    wave, staged = None, False
     if not problems and submit_now and settings.AXLE_SWEEP_SUBMIT_WAIT_SECONDS > 0:
         # The wave's own script, checked once: for the sweep here and as the Job's validation.
         suggestions, attrs = _suggest(spec, size)
@@ -264,9 +264,11 @@ def sweep_create(
         if (request := taken_request(unsaved)) is not None:
             with deadline(settings.AXLE_SWEEP_SUBMIT_WAIT_SECONDS):
                 stage_one(grant, request)
+            staged = True
     job = None
     with ExitStack() as lease:
-        with transaction.atomic():
+        # Rolled back, the transaction leaves the program sent ahead closed (outside it).
+        with _unstaged_on_failure(grant if staged else None), transaction.atomic():
             sweep = Sweep.objects.create(
                 uuid=sweep_uuid,
                 owner=user,
@@ -332,6 +334,18 @@ def sweep_create(
         if job is not None:
             sweep.launch, sweep.launch_message = _submit_wave(job)
     return sweep
+
+
+@contextmanager
+def _unstaged_on_failure(grant: ClusterGrant | None):
+    """On an error in the block, close the submission `stage_one` sent ahead on `grant`'s
+    connection: its go will not come, and it must not wait for it on the login node."""
+    try:
+        yield
+    except BaseException:
+        if grant is not None:
+            unstage(grant)
+        raise
 
 
 @dataclass

@@ -359,6 +359,39 @@ def test_a_failure_inside_the_posts_transaction_leaves_no_sweep_no_trial_and_no_
     assert not Job.objects.filter(name="rolledback-0").exists()
 
 
+def test_a_failure_inside_the_posts_transaction_closes_the_submission_sent_ahead_at_once(api, fake_sbatch, monkeypatch):
+    # The wave's sbatch is started before the transaction and waits for its script. A
+    # transaction that fails sends no go: the program sent ahead is closed then (not at the
+    # connection's next submission or end), its sbatch reads an empty script and nothing waits.
+    folder = tempfile.mkdtemp(prefix="axle-unstaged-", dir="/tmp")
+    os.chmod(folder, 0o777)  # the login node's account writes there
+    log = f"{folder}/sbatch.log"
+
+    def lines() -> list[str]:
+        return open(log).read().splitlines() if os.path.exists(log) else []
+
+    def waited(what: str) -> list[str]:
+        end = time.monotonic() + 10
+        while not any(line.startswith(what) for line in lines()) and time.monotonic() < end:
+            time.sleep(0.02)
+        return lines()
+
+    grant = fake_sbatch(f'echo started >>{log}\nscript=$(cat)\necho "ended ${{#script}}" >>{log}\necho 4242\n')
+
+    def broken(entries):
+        assert waited("started") == ["started"]  # sbatch is up, waiting for its script
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(services, "audit_record_many", broken)
+    try:
+        with pytest.raises(RuntimeError):
+            post(api, grant, "unstaged")
+        assert waited("ended") == ["started", "ended 0"]
+        assert not Job.objects.filter(name="unstaged-0").exists()
+    finally:
+        shutil.rmtree(folder)
+
+
 def test_a_request_killed_before_sbatch_leaves_the_wave_to_the_stuck_check_which_sends_it_once(api, grant, monkeypatch):
     def killed(*, job):
         raise SystemExit("portal process killed")

@@ -700,6 +700,12 @@ class SSHClient:
         sending = _Sending(channel, f"{len(body)} {end}\n".encode() + body)
         self._spare = _Spare(channel, time.monotonic(), core, end, sending)
 
+    def unstage(self) -> None:
+        """Close the program `stage_one` sent, if one waits: its caller will not send the go
+        (its transaction failed). Its shell reads end of input and its sbatch an empty
+        script: nothing is submitted, and nothing of it waits on the login node."""
+        self._take_staged(None)
+
     def _take_staged(self, core: bytes | None) -> tuple[paramiko.Channel, str] | None:
         """The channel `stage_one` sent the one-job program `core` on, and its end mark, if it
         still waits on a live connection, was sent at most SPARE_SECONDS ago and has all of
