@@ -1,6 +1,8 @@
 import re
 
 from django.contrib.auth.middleware import LoginRequiredMiddleware as DjangoLoginRequiredMiddleware
+from django.http import JsonResponse
+from django.shortcuts import render
 
 from . import context
 
@@ -35,3 +37,25 @@ class RequestContextMiddleware:
             response = self.get_response(request)
         response["X-Request-ID"] = request_id
         return response
+
+
+class NulRefusedMiddleware:
+    """A NUL character in a query parameter (its name or a value) is refused with 400 before any
+    view sees it: no database stores one (PostgreSQL refuses it as a server error), so no
+    filter, search or page number may carry one. JSON under /api/, the error page elsewhere."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if any("\x00" in name or any("\x00" in value for value in values) for name, values in request.GET.lists()):
+            message = "A query parameter holds a NUL character, which nothing here can take."
+            if request.path_info.startswith("/api/"):
+                return JsonResponse({"detail": message}, status=400)
+            return render(
+                request,
+                "400.html",
+                {"message": message, "request_id": getattr(request, "request_id", "")},
+                status=400,
+            )
+        return self.get_response(request)

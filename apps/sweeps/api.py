@@ -1,4 +1,4 @@
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -9,6 +9,7 @@ from apps.core.pagination import Pagination
 from apps.core.schema import errors
 
 from . import selectors, services
+from .models import Sweep
 
 
 class SweepInputSerializer(serializers.Serializer):
@@ -97,14 +98,23 @@ class SweepValidateApi(APIView):
         )
 
 
+class SweepListFilterSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=["active", *Sweep.Status.values], required=False, allow_blank=True, help_text="active: not ended yet"
+    )
+
+
 class SweepListCreateApi(APIView):
     pagination_class = Pagination
 
     @extend_schema(
-        parameters=[OpenApiParameter("status", str)], responses={200: SweepOutputSerializer(many=True), **errors(400)}
+        parameters=[SweepListFilterSerializer], responses={200: SweepOutputSerializer(many=True), **errors(400)}
     )
     def get(self, request):
-        sweeps = selectors.sweep_list(user=request.user, status=request.query_params.get("status", ""))
+        # As the job list: an unknown status is refused (400), not matched against nothing.
+        filters = SweepListFilterSerializer(data=request.query_params.dict())
+        filters.is_valid(raise_exception=True)
+        sweeps = selectors.sweep_list(user=request.user, status=filters.validated_data.get("status", ""))
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(sweeps, request, view=self)
         return paginator.get_paginated_response(SweepOutputSerializer(page, many=True).data)

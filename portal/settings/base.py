@@ -66,6 +66,7 @@ MIDDLEWARE = [
     "apps.accounts.middleware.SessionIdleTimeoutMiddleware",
     "apps.core.middleware.LoginRequiredMiddleware",
     "apps.core.middleware.RequestContextMiddleware",
+    "apps.core.middleware.NulRefusedMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: it turns a locked-out login into its lockout response.
