@@ -201,6 +201,25 @@ def test_the_migration_records_the_experiments_the_hubs_jobs_already_use(db, mlf
     assert experiment_ensure(key=key, name="team-vision", tracking=mlflow) == "9" and mlflow.creates == 0
 
 
+def test_the_migration_reversed_leaves_one_row_per_name_the_owners_keeping_it(db):
+    # 0010 had one row per name; since 0011 a new team given a renamed team's old name has a
+    # row of that name too. Reversed, the keyed (newest) row keeps the name, the others are
+    # renamed, so 0010's unique name can be put back (before: the reverse failed on them).
+    old = HubExperiment.objects.create(name="team-ml", mlflow_name="team-ml", experiment_id="5", key=None)
+    newer = HubExperiment.objects.create(name="team-ml", mlflow_name="team-ml-2", experiment_id="6", key="team:2")
+    keyless = HubExperiment.objects.create(name="team-ml", mlflow_name="team-ml-3", experiment_id="7", key=None)
+    alone = HubExperiment.objects.create(name="user-alice", mlflow_name="user-alice", experiment_id="8", key="user:1")
+    importlib.import_module("apps.jobs.migrations.0011_hubexperiment_key").unfill(apps, None)
+    names = dict(HubExperiment.objects.values_list("pk", "name"))
+    assert names == {
+        old.pk: f"team-ml~{old.pk}",
+        newer.pk: "team-ml",
+        keyless.pk: f"team-ml~{keyless.pk}",
+        alone.pk: "user-alice",
+    }
+    assert set(HubExperiment.objects.values_list("experiment_id", flat=True)) == {"5", "6", "7", "8"}
+
+
 def test_a_renamed_team_keeps_its_experiment_and_a_new_team_of_the_old_name_gets_its_own(db, mlflow):
     """Found by the team's id: were it found by name, the new `vision` would log its runs next
     to the renamed team's, with its job logins able to edit them."""

@@ -37,6 +37,20 @@ def fill(apps, schema_editor):
             HubExperiment.objects.filter(pk=row.pk).update(key=key)
 
 
+def unfill(apps, schema_editor):
+    """Back to one row per name (0010's unique `name`): of the rows that share a name (a new
+    team given a renamed team's old name, say), the one found by its owner keeps it (a keyed
+    row, the newest first), and each other one is renamed `<name>~<id>`; its experiment stays
+    in MLflow and its id in the row."""
+    HubExperiment = apps.get_model("jobs", "HubExperiment")
+    kept: set[str] = set()
+    for row in sorted(HubExperiment.objects.all(), key=lambda row: (row.key is None, -row.pk)):
+        if row.name in kept:
+            HubExperiment.objects.filter(pk=row.pk).update(name=f"{row.name[:180]}~{row.pk}")
+        else:
+            kept.add(row.name)
+
+
 class Migration(migrations.Migration):
     dependencies = [
         ("jobs", "0010_job_mlflow_login"),
@@ -61,5 +75,5 @@ class Migration(migrations.Migration):
             name="name",
             field=models.CharField(help_text="The team's or user's experiment name when it was made.", max_length=200),
         ),
-        migrations.RunPython(fill, migrations.RunPython.noop),
+        migrations.RunPython(fill, unfill),
     ]
