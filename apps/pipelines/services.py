@@ -26,7 +26,7 @@ from django.utils import timezone
 from apps.accounts.teams import team_member_require
 from apps.audit.services import audit_record
 from apps.clusters.models import ClusterGrant
-from apps.clusters.selectors import grant_for_submission
+from apps.clusters.selectors import grant_for_submission, grant_usable_list
 from apps.clusters.transport import slurm_client
 from apps.core.errors import ApplicationError, Conflict, PermissionDenied, Unavailable, ValidationFailed
 from apps.core.tasks import enqueue
@@ -946,8 +946,15 @@ def pipeline_run_retry(*, user, run: PipelineRun) -> PipelineRun:
             f"Run #{run.number} runs as {grant.user.get_username()}'s grant ({grant.cluster_username} on "
             f"{run.pipeline.cluster.name}); only they can retry it. Start a new run to run it as your own grant."
         )
-    if grant_for_submission(user=user, cluster=run.pipeline.cluster) is None:
-        raise PermissionDenied(f"You have no active grant on cluster {run.pipeline.cluster.name} any more.")
+    if not grant_usable_list(user=user).filter(pk=grant.pk).exists():
+        # The steps would run as that grant (its account, its folder, its limits): a grant
+        # suspended, revoked or expired since refuses the retry, even when another one is active.
+        other = grant_for_submission(user=user, cluster=run.pipeline.cluster)
+        raise PermissionDenied(
+            f"Run #{run.number} runs as your grant {grant.cluster_username} on {run.pipeline.cluster.name}, "
+            "which is not active any more, so it cannot be retried; "
+            + ("start a new run to run it as your current grant." if other else "you have no active grant there.")
+        )
     if run.status not in (R.FAILED, R.CANCELLED):
         raise Conflict(f"Only a failed or cancelled run can be retried; this one is {run.status}.")
     if not run.spec:

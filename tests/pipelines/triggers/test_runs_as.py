@@ -137,6 +137,27 @@ def test_only_the_member_whose_grant_a_run_runs_as_may_retry_it(alice, bob, pipe
     assert "runs as alice's grant (alice01 on hpc); only they can retry it" in refused.value.message
 
 
+@pytest.mark.django_db
+def test_a_run_whose_grant_is_not_active_any_more_is_not_retried_even_with_another_grant(alice, pipeline):
+    # The retried steps would run as the run's own grant: one suspended since refuses the
+    # retry, though alice holds another active grant there (a new run would use that one).
+    run = PipelineRun.objects.create(
+        pipeline=pipeline, number=1, grant=pipeline.grant, status=PipelineRun.Status.FAILED, spec={"steps": {}}
+    )
+    _suspend(pipeline.grant)
+    ClusterGrantFactory(user=alice, cluster=pipeline.cluster, cluster_username="alice02", status="active")
+    with pytest.raises(PermissionDenied) as refused:
+        pipeline_services.pipeline_run_retry(user=alice, run=run)
+    assert "runs as your grant alice01 on hpc, which is not active any more" in refused.value.message
+    assert "start a new run to run it as your current grant" in refused.value.message
+    run.refresh_from_db()
+    assert run.status == PipelineRun.Status.FAILED
+    ClusterGrant.objects.filter(cluster_username="alice02").update(status=ClusterGrant.Status.SUSPENDED)
+    with pytest.raises(PermissionDenied) as refused:
+        pipeline_services.pipeline_run_retry(user=alice, run=run)
+    assert "you have no active grant there" in refused.value.message
+
+
 # ---------------------------------------------------------------- on the local cluster
 
 
