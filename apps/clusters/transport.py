@@ -193,6 +193,9 @@ def _take(key: str, now: float) -> SlurmClient | None:
 
 def _give_back(key: str, client: SlurmClient) -> None:
     global _reaper
+    expire = getattr(client, "expire_staged", None)
+    if expire is not None:
+        expire()  # a submission sent ahead that nobody took in time: closed, not kept waiting
     with _lock:
         idle = _pool.setdefault(key, [])
         keep = len(idle) < IDLE_PER_ACCOUNT
@@ -272,41 +275,47 @@ def ready(grant: ClusterGrant, *, wait: float) -> bool:
     return True
 
 
-def stage_one(grant: ClusterGrant, req: SubmitRequest) -> None:
+def stage_one(grant: ClusterGrant, req: SubmitRequest) -> SlurmClient | None:
     """Send the submission of `req` alone ahead, on the grant's pooled connection (over SSH:
     `SSHClient.stage_one`, a program that waits for its go; nothing for slurmrestd). Called
     by a request that submits `req` right after its transaction (a sweep's first wave),
     before that transaction opens: its `slurm_client` then takes the same connection (the
     last one given back) and `submit_many([req])` sends only the go. Never connects and
-    never raises: with no idle connection, nothing."""
+    never raises: with no idle connection, nothing. The connection it was sent on (for
+    `unstage`), or None when nothing was sent."""
     key = _key(grant)
     client = _take(key, time.monotonic())
     if client is None:
-        return
+        return None
     try:
         stage = getattr(client, "stage_one", None)
-        if stage is not None:
-            stage(req)
+        staged = bool(stage(req)) if stage is not None else False
     except Exception:  # noqa: BLE001 - best effort: the submission sends its own program
         log.exception("Sending a submission ahead to %s failed", grant.cluster.name)
         client.close()
-        return
+        return None
     _give_back(key, client)
+    return client if staged else None
 
 
-def unstage(grant: ClusterGrant) -> None:
-    """Close what `stage_one` sent ahead on the grant's pooled connection when its caller will
-    not submit it (its transaction failed): nothing is submitted, and no shell or sbatch is
-    left waiting on the login node for a go that will not come. Never raises: a connection
-    another thread holds meanwhile closes it at its next submission, or at SPARE_SECONDS."""
+def unstage(grant: ClusterGrant, client: SlurmClient) -> None:
+    """Close what `stage_one` sent ahead on `client` when its caller will not submit it (its
+    transaction failed): nothing is submitted, and no shell or sbatch is left waiting on the
+    login node for a go that will not come. Only while `client` is idle in the pool: one
+    another thread took meanwhile closes it at its next submission (another program) or when
+    it comes back to the pool after SPARE_SECONDS (`_give_back`). Never raises."""
     key = _key(grant)
-    client = _take(key, time.monotonic())
-    if client is None:
+    with _lock:
+        idle = _pool.get(key, [])
+        at = next((i for i, (pooled, _) in enumerate(idle) if pooled is client), None)
+        if at is not None:
+            idle.pop(at)
+            if not idle:
+                del _pool[key]
+    if at is None:
         return
     try:
-        drop = getattr(client, "unstage", None)
-        if drop is not None:
-            drop()
+        client.unstage()
     except Exception:  # noqa: BLE001 - best effort, as stage_one
         log.exception("Closing a submission sent ahead to %s failed", grant.cluster.name)
         client.close()

@@ -40,21 +40,28 @@ class RequestContextMiddleware:
 
 
 class NulRefusedMiddleware:
-    """A NUL character in a query parameter (its name or a value) is refused with 400 before any
-    view sees it: no database stores one (PostgreSQL refuses it as a server error), so no
-    filter, search or page number may carry one. JSON under /api/, the error page elsewhere."""
+    """A NUL character in the path or a query parameter (its name or a value) is refused with
+    400 before any view sees it: no database stores one (PostgreSQL refuses it as a server
+    error), so no id, name, filter, search or page number may carry one. JSON under /api/,
+    the error page elsewhere (its own template: Django's 400 page for other bad requests is
+    left as it is)."""
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
-        if any("\x00" in name or any("\x00" in value for value in values) for name, values in request.GET.lists()):
-            message = "A query parameter holds a NUL character, which nothing here can take."
+        where = ""
+        if "\x00" in request.path_info:
+            where = "The address"
+        elif any("\x00" in name or any("\x00" in value for value in values) for name, values in request.GET.lists()):
+            where = "A query parameter"
+        if where:
+            message = f"{where} holds a NUL character, which nothing here can take."
             if request.path_info.startswith("/api/"):
                 return JsonResponse({"detail": message}, status=400)
             return render(
                 request,
-                "400.html",
+                "errors/bad_request.html",
                 {"message": message, "request_id": getattr(request, "request_id", "")},
                 status=400,
             )

@@ -227,7 +227,7 @@ def sweep_create(
     folder = f"{grant.job_root}/sweep-{sweep_uuid}"
     size = _first_wave_size(spec)
     problems = _static_problems(spec, cluster)
-    wave, staged = None, False
+    wave, staged = None, None
     if not problems and submit_now and settings.AXLE_SWEEP_SUBMIT_WAIT_SECONDS > 0:
         # The wave's own script, checked once: for the sweep here and as the Job's validation.
         suggestions, attrs = _suggest(spec, size)
@@ -263,12 +263,11 @@ def sweep_create(
         )
         if (request := taken_request(unsaved)) is not None:
             with deadline(settings.AXLE_SWEEP_SUBMIT_WAIT_SECONDS):
-                stage_one(grant, request)
-            staged = True
+                staged = stage_one(grant, request)
     job = None
     with ExitStack() as lease:
         # Rolled back, the transaction leaves the program sent ahead closed (outside it).
-        with _unstaged_on_failure(grant if staged else None), transaction.atomic():
+        with _unstaged_on_failure(grant, staged), transaction.atomic():
             sweep = Sweep.objects.create(
                 uuid=sweep_uuid,
                 owner=user,
@@ -337,14 +336,17 @@ def sweep_create(
 
 
 @contextmanager
-def _unstaged_on_failure(grant: ClusterGrant | None):
-    """On an error in the block, close the submission `stage_one` sent ahead on `grant`'s
-    connection: its go will not come, and it must not wait for it on the login node."""
+def _unstaged_on_failure(grant: ClusterGrant, client):
+    """On an error in the block, close the submission `stage_one` sent ahead on `client` (None:
+    nothing was sent): its go will not come, and it must not wait for it on the login node."""
     try:
         yield
     except BaseException:
-        if grant is not None:
-            unstage(grant)
+        if client is not None:
+            try:
+                unstage(grant, client)
+            except Exception:  # noqa: BLE001 - the block's own error is the one to raise
+                logger.exception("Closing the wave sent ahead to %s failed", grant.cluster.name)
         raise
 
 

@@ -147,3 +147,49 @@ def test_ready_drops_stale_connections_and_keeps_the_one_it_made(grant, monkeypa
     assert made not in stale and not made.closed
     assert all(old.closed for old in stale)
     assert use(grant) is made  # the connection ready() made is the one the next call gets
+
+
+class Staging(FakeClient):
+    """A connection that can hold a submission sent ahead (as SSHClient)."""
+
+    def __init__(self):
+        super().__init__()
+        self.unstaged = 0
+        self.expired = 0
+
+    def stage_one(self, req):
+        return True
+
+    def unstage(self):
+        self.unstaged += 1
+
+    def expire_staged(self):
+        self.expired += 1
+
+
+def test_unstage_closes_the_program_on_its_own_connection_only_and_keeps_the_connection(grant, monkeypatch):
+    monkeypatch.setattr(transport, "_ssh", lambda grant: Staging())
+    with transport.slurm_client(grant) as mine, transport.slurm_client(grant) as other:
+        pass  # two idle connections; `mine` given back last (the outer block ends last)
+    assert transport.stage_one(grant, object()) is mine
+    with transport.slurm_client(grant) as busy:  # another thread's call takes `mine` meanwhile
+        assert busy is mine
+        transport.unstage(grant, mine)  # not idle: left to its own next use
+        assert mine.unstaged == 0
+    transport.unstage(grant, mine)
+    assert (mine.unstaged, other.unstaged) == (1, 0)
+    assert not mine.closed
+    with transport.slurm_client(grant) as again:
+        assert again is mine  # back in the pool, as the last one given back
+    transport.unstage(grant, Staging())  # a connection the pool never had: nothing
+    assert mine.expired >= 3, "each return to the pool looks for a program past its time"
+
+
+def test_a_connection_that_sends_nothing_ahead_is_not_named(grant, monkeypatch):
+    class Refusing(Staging):
+        def stage_one(self, req):
+            return False
+
+    monkeypatch.setattr(transport, "_ssh", lambda grant: Refusing())
+    use(grant)
+    assert transport.stage_one(grant, object()) is None

@@ -73,3 +73,15 @@ def test_a_nul_in_a_parameters_name_is_refused_too_and_a_plain_query_is_not(clie
     client.force_login(alice)
     assert client.get("/jobs/?a%00b=1").status_code == 400
     assert client.get("/jobs/?status=running").status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_nul_in_the_path_is_refused_too(api, client, alice):
+    # Paths that take a name (not a uuid) would hand the NUL to PostgreSQL.
+    api.force_authenticate(alice)
+    for path in ["/api/v1/models/a%00b/", "/api/v1/clusters/a%00b/"]:
+        response = api.get(path)
+        assert response.status_code == 400 and "NUL" in response.json()["detail"], path
+    client.force_login(alice)
+    response = client.get("/models/a%00b/")
+    assert response.status_code == 400 and b"The address holds a NUL character" in response.content

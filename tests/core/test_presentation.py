@@ -65,6 +65,19 @@ def test_a_way_back_never_leads_off_site(client, alice):
     assert "evil.example" not in page and 'id="error-back"' not in page
 
 
+def test_a_way_back_from_a_request_for_another_host_is_none_not_an_error(rf):
+    from apps.core.templatetags.axle import safe_back
+
+    request = rf.get("/", HTTP_HOST="evil.example", HTTP_REFERER="http://evil.example/x")
+    assert safe_back(request) == ""
+
+
+@pytest.mark.django_db
+def test_a_request_for_another_host_is_djangos_bad_request_not_a_server_error(client):
+    response = client.get("/login/", HTTP_HOST="evil.example", HTTP_REFERER="http://evil.example/x")
+    assert response.status_code == 400
+
+
 @pytest.mark.django_db
 def test_a_forbidden_page_is_branded(rf, alice):
     from django.core.exceptions import PermissionDenied

@@ -139,9 +139,14 @@ def get_item(mapping, key):
 @register.filter
 def safe_back(request) -> str:
     """The page the user came from, when it is one of the hub's own (an error page's way back)."""
+    from django.core.exceptions import DisallowedHost
     from django.utils.http import url_has_allowed_host_and_scheme
 
     referer = getattr(request, "META", {}).get("HTTP_REFERER", "")
-    if referer and url_has_allowed_host_and_scheme(referer, allowed_hosts={request.get_host()}):
-        return referer
-    return ""
+    if not referer:
+        return ""
+    try:
+        host = request.get_host()
+    except DisallowedHost:  # an error page for a request whose host is not the hub's
+        return ""
+    return referer if url_has_allowed_host_and_scheme(referer, allowed_hosts={host}) else ""

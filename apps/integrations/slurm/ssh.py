@@ -662,7 +662,7 @@ class SSHClient:
         _ConnectionLost if the connection died after it was sent (it may have run)."""
         return self._exec(" ".join(shlex.quote(w) for w in args), stdin=stdin, timeout=timeout)
 
-    def stage_one(self, req: SubmitRequest) -> None:
+    def stage_one(self, req: SubmitRequest) -> bool:
         """Send the program that submits `req` alone (`submit_many([req])`) now, before the
         caller may submit it (its transaction has not committed yet), on this client's live
         connection (none: nothing is sent; the caller bounds the rest with `deadline`): the login node starts
@@ -673,16 +673,17 @@ class SSHClient:
         nothing is submitted. Nothing is awaited but the channel's opening: the command is
         asked for without waiting for the answer (`_exec_request`), and the program sent by a
         thread once the login host has started it (`_Sending`). Best effort: a program that
-        cannot be sent leaves the submission to send its own; nothing is raised."""
+        cannot be sent leaves the submission to send its own; nothing is raised. Whether a
+        program was sent."""
         try:
             core = self._one_program(self._job_words(req, 0), tidy="")
         except environment.EnvironmentRefused:
-            return
+            return False
         end = f"AXLE-END-{secrets.token_hex(8)}"
         body = core + f"\n# {end}".encode()
         self._take_staged(None)
         if not self._alive():
-            return  # never connects: a connection to make is the submission's own business
+            return False  # never connects: a connection to make is the submission's own business
         channel = None
         try:
             assert self._client is not None
@@ -694,17 +695,24 @@ class SSHClient:
             if channel is not None:
                 channel.close()
             log.info("Could not send a submission ahead to %s: %s", self.host, exc)
-            return
+            return False
         # The program goes as soon as the login host has started the command, without the
         # caller waiting for that (`_Sending`).
         sending = _Sending(channel, f"{len(body)} {end}\n".encode() + body)
         self._spare = _Spare(channel, time.monotonic(), core, end, sending)
+        return True
 
     def unstage(self) -> None:
         """Close the program `stage_one` sent, if one waits: its caller will not send the go
         (its transaction failed). Its shell reads end of input and its sbatch an empty
         script: nothing is submitted, and nothing of it waits on the login node."""
         self._take_staged(None)
+
+    def expire_staged(self) -> None:
+        """Close the program `stage_one` sent if it has waited longer than SPARE_SECONDS (no
+        submission would take it any more), as its connection goes back to the pool."""
+        if self._spare is not None and time.monotonic() - self._spare.at > SPARE_SECONDS:
+            self._take_staged(None)
 
     def _take_staged(self, core: bytes | None) -> tuple[paramiko.Channel, str] | None:
         """The channel `stage_one` sent the one-job program `core` on, and its end mark, if it

@@ -73,7 +73,7 @@ def test_a_staged_submission_gives_sbatch_its_script_only_at_its_go_on_the_same_
     fresh_ssh: SSHClient, ssh: SSHClient, scratch: str, commands: list[str]
 ) -> None:
     req = held(scratch, "staged")
-    fresh_ssh.stage_one(req)
+    assert fresh_ssh.stage_one(req) is True
     assert commands == [BOOT]
     # sbatch is started ahead (loaded, waiting for its script), but asks Slurm for nothing.
     wait_for(lambda: sbatch_waiting(ssh, req), bool, timeout=10)
@@ -227,11 +227,11 @@ def test_nothing_is_sent_ahead_without_a_live_connection_and_none_is_made(
 ) -> None:
     # A request's bound covers a connection being made (`transport.ready`), not this.
     client = ssh_factory()
-    client.stage_one(held(scratch, "unconnected"))
+    assert client.stage_one(held(scratch, "unconnected")) is False
     assert client._spare is None and client._client is None
     client.connect()
     client._client.get_transport().close()  # a connection that died meanwhile
-    client.stage_one(held(scratch, "dead"))
+    assert client.stage_one(held(scratch, "dead")) is False
     assert client._spare is None
     client.close()
 
@@ -291,3 +291,21 @@ def test_a_program_not_sent_in_time_is_closed_and_the_job_sent_on_a_command_of_i
         assert isinstance(job_id, str) and on_slurm(ssh, req) == [job_id]  # once
     finally:
         ssh.cancel(job_id)
+
+
+def test_a_staged_program_past_its_time_is_closed_when_its_connection_goes_back_and_never_runs(
+    fresh_ssh: SSHClient, ssh: SSHClient, scratch: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No submission took it within SPARE_SECONDS (its request failed while another thread held
+    # the connection, say): the pool closes it as the connection comes back, not at its next
+    # submission or close; its sbatch reads an empty script and nothing waits on the login node.
+    req = held(scratch, "expired")
+    assert fresh_ssh.stage_one(req) is True
+    wait_for(lambda: sbatch_waiting(ssh, req), bool, timeout=10)
+    fresh_ssh.expire_staged()
+    assert fresh_ssh._spare is not None, "a program within its time is kept"
+    monkeypatch.setattr(ssh_module, "SPARE_SECONDS", 0.0)
+    fresh_ssh.expire_staged()
+    assert fresh_ssh._spare is None
+    wait_for(lambda: sbatch_waiting(ssh, req), lambda found: not found, timeout=10)
+    assert on_slurm(ssh, req) == []
