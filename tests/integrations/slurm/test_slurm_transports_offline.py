@@ -308,3 +308,14 @@ def test_wrap_among_the_hubs_own_options_is_refused_before_anything_is_sent() ->
         with pytest.raises(environment.EnvironmentRefused, match="--wrap"):
             _sbatch_words(req("#!/bin/sh\ntrue\n", *wrap), ["--parsable"])
     assert _sbatch_words(req("#!/bin/sh\ntrue\n", "--hold"), ["--parsable"])[1][-1] == "--hold"
+
+
+def test_a_one_job_answer_is_whole_only_with_its_go_taken_and_its_last_line_ended():
+    from apps.integrations.slurm.ssh import _one_answered
+
+    answered = _one_answered("axle-m1")
+    assert answered(b"AXLE-READY\n4242\n\nAXLE-ONE\taxle-m1\t0\t\n")
+    assert not answered(b"AXLE-READY\n4242\n\nAXLE-ONE\taxle-m1\t0\t")  # its line not ended yet
+    assert not answered(b"\nAXLE-ONE\taxle-m1\t1\tZXJy\n")  # no go taken: waited for to its end
+    assert not answered(b"AXLE-READY\n\nAXLE-ONE\taxle-m2\t0\t\n")  # another job's
+    assert not answered(b"\nAXLE-ONE\taxle-m1\t0\t\nAXLE-READY\n")  # READY must come first

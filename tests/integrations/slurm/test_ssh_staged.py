@@ -309,3 +309,25 @@ def test_a_staged_program_past_its_time_is_closed_when_its_connection_goes_back_
     assert fresh_ssh._spare is None
     wait_for(lambda: sbatch_waiting(ssh, req), lambda found: not found, timeout=10)
     assert on_slurm(ssh, req) == []
+
+
+def test_the_answer_is_taken_as_soon_as_its_last_line_is_in_not_at_the_shells_exit(
+    fresh_ssh: SSHClient, ssh: SSHClient, scratch: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `one` prints nothing after its AXLE-ONE line: the submission does not wait for the shell
+    # to exit and sshd to say so. A program that lingers 5 s after it shows that.
+    program = ssh_module.SSHClient._one_program
+    monkeypatch.setattr(
+        ssh_module.SSHClient, "_one_program", staticmethod(lambda job, tidy: program(job, tidy) + b"\nsleep 5")
+    )
+    req = held(scratch, "answered")
+    assert fresh_ssh.stage_one(req) is True
+    started = time.monotonic()
+    job_id = fresh_ssh.submit_many([req])[req.comment]
+    took = time.monotonic() - started
+    try:
+        assert isinstance(job_id, str) and job_id.isdigit(), job_id
+        assert took < 3, f"the submission waited {took:.1f}s for the shell's exit"
+        assert on_slurm(ssh, req) == [job_id]
+    finally:
+        ssh.cancel(job_id)
