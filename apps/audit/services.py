@@ -9,6 +9,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, models, transaction
+from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
 from apps.core import context
@@ -56,22 +57,33 @@ def _head_sql(sql: str, params: list | None = None) -> tuple | None:
         return cursor.fetchone() if cursor.description else None
 
 
+def _head_column(name: str) -> str:
+    return connection.ops.quote_name(AuditChainHead._meta.get_field(name).column)
+
+
+_HEAD_FIELDS = ("seq", "hash", "legacy_boundary")
+
+
 def _locked_head() -> AuditChainHead:
-    """The head row, locked until the transaction ends: appends are serialized on it."""
-    row = _head_sql("SELECT seq, hash, legacy_boundary FROM {table} WHERE id = 1{lock}")
+    """The head row, locked until the transaction ends: appends are serialized on it. Only
+    inside a transaction (as the ORM's select_for_update requires): a lock taken in autocommit
+    would end with its statement."""
+    if not connection.in_atomic_block:
+        raise TransactionManagementError("The audit chain's head is locked only inside a transaction.")
+    columns = ", ".join(_head_column(name) for name in _HEAD_FIELDS)
+    select = f"SELECT {columns} FROM {{table}} WHERE {_head_column('id')} = 1{{lock}}"
+    row = _head_sql(select)
     if row is None:
         # The migration creates the head; only an emptied database (a test flush) lacks it.
         AuditChainHead.objects.bulk_create([AuditChainHead(pk=1)], ignore_conflicts=True)
-        row = _head_sql("SELECT seq, hash, legacy_boundary FROM {table} WHERE id = 1{lock}")
-    seq, hash_, boundary = row
-    return AuditChainHead(pk=1, seq=seq, hash=hash_, legacy_boundary=boundary)
+        row = _head_sql(select)
+    return AuditChainHead(pk=1, **dict(zip(_HEAD_FIELDS, row, strict=True)))
 
 
 def _head_move(moved: dict) -> None:
     """Move the head onto the last event (`seq`, `hash`, and the legacy boundary when signed)."""
-    quote = connection.ops.quote_name
-    columns = ", ".join(f"{quote(AuditChainHead._meta.get_field(name).column)} = %s" for name in moved)
-    _head_sql(f"UPDATE {{table}} SET {columns} WHERE id = 1", list(moved.values()))
+    columns = ", ".join(f"{_head_column(name)} = %s" for name in moved)
+    _head_sql(f"UPDATE {{table}} SET {columns} WHERE {_head_column('id')} = 1", list(moved.values()))
 
 
 def audit_record(

@@ -336,7 +336,7 @@ def load_private_key(key: str | paramiko.PKey, passphrase: str | None = None) ->
 
 @dataclass
 class CommandResult:
-    exit_status: int
+    exit_status: int | None  # None: the answer was read whole before the command exited
     stdout: bytes
     stderr: bytes
 
@@ -460,19 +460,17 @@ def _exec_request(channel: paramiko.Channel, command: str) -> None:
     channel.transport._send_user_message(m)
 
 
-# A command's exit status when its answer was read whole before it exited (`_exec`'s `answered`).
-ANSWERED_STATUS = 0
-
-
 def _one_answered(marker: str) -> Callable[[bytes], bool]:
     """Whether a one-job program's output holds its last line, `AXLE-ONE` for `marker` with
-    its end of line, after AXLE-READY (`_ONE_LIBRARY`'s `one` prints nothing after it; a
-    program that never got its go is waited for to its end, whose status then says why)."""
+    its end of line, after an AXLE-READY line (`_ONE_LIBRARY`'s `one` prints nothing after
+    it). Without AXLE-READY the program never got its go: it is read to its end as before
+    (the parser then says that nothing was submitted)."""
     head = f"\nAXLE-ONE\t{marker}\t".encode()
 
     def answered(out: bytes) -> bool:
         at = out.rfind(head)
-        return 0 <= out.find(b"AXLE-READY\n") < at and out.find(b"\n", at + len(head)) >= 0
+        ready = 0 if out.startswith(b"AXLE-READY\n") else out.find(b"\nAXLE-READY\n")
+        return 0 <= ready < at and out.find(b"\n", at + len(head)) >= 0
 
     return answered
 
@@ -762,7 +760,7 @@ class SSHClient:
     ) -> CommandResult:
         """Run `command` (on `channel`, a spare already running it, when given). `answered`:
         the command's stdout so far holds all of its answer, so its exit is not waited for
-        (its status is then ANSWERED_STATUS)."""
+        (its status is then None)."""
         self.connect()
         assert self._client is not None
         transport = self._client.get_transport()
@@ -831,7 +829,7 @@ class SSHClient:
             if progressed and answered is not None and answered(bytes(out)):
                 # All of the answer is here: the shell's exit, sshd's status and end of output
                 # would add 0.4-1 ms (up to 2.5) and nothing to read.
-                return CommandResult(ANSWERED_STATUS, bytes(out), bytes(err))
+                return CommandResult(None, bytes(out), bytes(err))
             if channel.exit_status_ready() and (channel.eof_received or channel.closed):
                 if not channel.recv_ready() and not channel.recv_stderr_ready():
                     break

@@ -331,3 +331,26 @@ def test_the_answer_is_taken_as_soon_as_its_last_line_is_in_not_at_the_shells_ex
         assert on_slurm(ssh, req) == [job_id]
     finally:
         ssh.cancel(job_id)
+
+
+def test_a_staged_program_whose_go_is_not_taken_is_read_to_its_end_and_submits_nothing(
+    fresh_ssh: SSHClient, ssh: SSHClient, scratch: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its AXLE-ONE line comes without AXLE-READY (sbatch refused the empty script): that is no
+    # answer to take early; the submission reads the program to its end, 2 s later here, and
+    # says nothing was submitted.
+    program = ssh_module.SSHClient._one_program
+    monkeypatch.setattr(
+        ssh_module.SSHClient, "_one_program", staticmethod(lambda job, tidy: program(job, tidy) + b"\nsleep 2")
+    )
+    req = held(scratch, "not-taken")
+    assert fresh_ssh.stage_one(req) is True
+    fresh_ssh._spare.end = "AXLE-END-0000000000000000"  # the go sent will not be its end mark
+    started = time.monotonic()
+    answer = fresh_ssh.submit_many([req])[req.comment]
+    took = time.monotonic() - started
+    assert not isinstance(answer, str), answer
+    assert "nothing was submitted" in str(answer), answer
+    assert took >= 2, f"answered after {took:.1f}s, before the program's end"
+    time.sleep(0.5)
+    assert on_slurm(ssh, req) == []
