@@ -110,7 +110,7 @@ _BATCH_BOOT = (
     # program's length and its end mark (`read` takes that line byte by byte, no further): the
     # command line holds nothing of the batch's.
     'set +xv; read -r n e || exit 44; [ -n "$e" ] || exit 44; p=$(head -c "$n") || exit 44; '
-    'case $p in *"$e") ;; *) echo "AXLE-ABORT the batch arrived cut short"; exit 44 ;; esac; eval "$p"'
+    'case $p in *"$e") ;; *) printf "\\nAXLE-ABORT the batch arrived cut short\\n"; exit 44 ;; esac; eval "$p"'
 )
 _BATCH_COMMAND = ("/bin/sh", "-c", _BATCH_BOOT, "sh")
 # How long a one-job program sent ahead (`SSHClient.stage_one`) may wait for its go; an older
@@ -123,7 +123,7 @@ tidy() {
   { find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'axle-batch-*' -user "$(id -u)" -mmin +10 -exec rm -rf -- {} +; } \
     </dev/null >/dev/null 2>&1 &
 }
-abort() { echo "AXLE-ABORT $1"; exit 44; }
+abort() { printf '\nAXLE-ABORT %s\n' "$1"; exit 44; }
 mkdir -m 700 -- "$B" 2>/dev/null || abort "cannot make a temporary folder"
 trap 'rm -rf -- "$B"' EXIT
 trap 'exit 143' HUP INT TERM PIPE
@@ -136,7 +136,7 @@ base() {
   PATH=$login /usr/bin/env -0 | grep -zEv "$pat" | tee -- "$@" >/dev/null 2>"$B/t$g.r"
 }
 ok() { for i; do eval "k$i=1"; done; }
-said() { printf 'AXLE\t%s\tW\t\t%s\n' "$1" "$(printf %s "$2" | base64 -w0)"; }
+said() { printf '\nAXLE\t%s\tW\t\t%s\n' "$1" "$(printf %s "$2" | base64 -w0)"; }
 go() {
   i=$1; m=$2; d=$3; g=$4; shift 4
   eval "p$i="
@@ -194,12 +194,12 @@ reap() {
 # is refused in the hub's own options (`_sbatch_words`).
 _ONE_LIBRARY = r"""
 login=$PATH; PATH=/usr/bin:/bin; umask 077; mark=$e
-said() { printf 'AXLE\t%s\tW\t\t%s\n' "$1" "$(printf %s "$2" | base64 -w0)"; }
+said() { printf '\nAXLE\t%s\tW\t\t%s\n' "$1" "$(printf %s "$2" | base64 -w0)"; }
 tidy() {
   { find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'axle-batch-*' -user "$(id -u)" -mmin +10 -exec rm -rf -- {} +; } \
     </dev/null >/dev/null 2>&1 &
 }
-proceed() { read -r g <&7 && [ "$g" = "$mark" ] && echo AXLE-READY >&5; }
+proceed() { read -r g <&7 && [ "$g" = "$mark" ] && printf '\nAXLE-READY\n' >&5; }
 one() {
   m=$1; d=$2; pat=$3; shift 3
   if ! { [ -d "$d" ] && [ -w "$d" ]; }; then
@@ -1004,7 +1004,7 @@ class SSHClient:
             waves.append("reap " + " ".join(f"{i} {shlex.quote(marker)}" for marker, i, _ in wave))
         head = f"B=${{TMPDIR:-/tmp}}/axle-batch-{secrets.token_hex(8)}" + _BATCH_LIBRARY + self._tidy_line()
         head += "folders " + " ".join(shlex.quote(f) for f in folders) + "\n"
-        tail = "\n".join(["", "echo AXLE-READY", *waves])
+        tail = "\n".join(["", "printf '\\nAXLE-READY\\n'", *waves])
         return self._run_batch(head.encode() + b"\n".join(writes) + tail.encode(), sent, answers)
 
     def _tidy_line(self) -> str:

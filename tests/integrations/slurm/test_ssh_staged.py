@@ -7,11 +7,14 @@ script: nothing of it is submitted."""
 from __future__ import annotations
 
 import base64
+import contextlib
+import pwd
 import shlex
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import paramiko
 import pytest
@@ -354,3 +357,44 @@ def test_a_staged_program_whose_go_is_not_taken_is_read_to_its_end_and_submits_n
     assert took >= 2, f"answered after {took:.1f}s, before the program's end"
     time.sleep(0.5)
     assert on_slurm(ssh, req) == []
+
+
+@contextlib.contextmanager
+def banner_without_newline():
+    """The login account's ~/.bashrc prints a banner with no end of line before anything else
+    (bash reads it for a command sshd runs): whatever the program prints first lands on its
+    line. Put back as it was afterwards."""
+    rc = Path(pwd.getpwnam("scientist").pw_dir) / ".bashrc"
+    before = rc.read_bytes() if rc.exists() else None
+    rc.write_bytes(b"printf 'Welcome to the cluster'\n" + (before or b""))
+    try:
+        yield
+    finally:
+        if before is None:
+            rc.unlink()
+        else:
+            rc.write_bytes(before)
+
+
+def test_a_login_banner_without_an_end_of_line_does_not_hide_a_submission(
+    fresh_ssh: SSHClient, ssh: SSHClient, scratch: str
+) -> None:
+    # Each of the program's own lines starts a line of its own: glued to the banner, its
+    # AXLE-READY went unseen, and a job sbatch had taken was answered "nothing was submitted"
+    # (sent again: a second job). Checked with the banner gone (it garbles squeue's first line).
+    staged, alone = held(scratch, "banner-staged"), held(scratch, "banner-alone")
+    batch = [held(scratch, "banner-batch-0"), held(scratch, "banner-batch-1")]
+    with banner_without_newline():
+        assert fresh_ssh.stage_one(staged) is True
+        answers = fresh_ssh.submit_many([staged])
+        answers |= fresh_ssh.submit_many([alone])  # a job alone, on a command of its own
+        answers |= fresh_ssh.submit_many(batch)  # the batch program
+    try:
+        for req in [staged, alone, *batch]:
+            job_id = answers[req.comment]
+            assert isinstance(job_id, str) and job_id.isdigit(), answers
+            assert on_slurm(ssh, req) == [job_id]
+    finally:
+        for job_id in answers.values():
+            if isinstance(job_id, str):
+                ssh.cancel(job_id)
