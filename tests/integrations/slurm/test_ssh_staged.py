@@ -314,15 +314,22 @@ def test_a_staged_program_past_its_time_is_closed_when_its_connection_goes_back_
     assert on_slurm(ssh, req) == []
 
 
+def lingering(monkeypatch: pytest.MonkeyPatch, seconds: int) -> None:
+    """Every one-job program sleeps `seconds` after its last line (`one` prints nothing then)."""
+    program = ssh_module.SSHClient._one_program
+    monkeypatch.setattr(
+        ssh_module.SSHClient,
+        "_one_program",
+        staticmethod(lambda job, tidy: program(job, tidy) + f"\nsleep {seconds}".encode()),
+    )
+
+
 def test_the_answer_is_taken_as_soon_as_its_last_line_is_in_not_at_the_shells_exit(
     fresh_ssh: SSHClient, ssh: SSHClient, scratch: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # `one` prints nothing after its AXLE-ONE line: the submission does not wait for the shell
     # to exit and sshd to say so. A program that lingers 5 s after it shows that.
-    program = ssh_module.SSHClient._one_program
-    monkeypatch.setattr(
-        ssh_module.SSHClient, "_one_program", staticmethod(lambda job, tidy: program(job, tidy) + b"\nsleep 5")
-    )
+    lingering(monkeypatch, 5)
     req = held(scratch, "answered")
     assert fresh_ssh.stage_one(req) is True
     started = time.monotonic()
@@ -342,10 +349,7 @@ def test_a_staged_program_whose_go_is_not_taken_is_read_to_its_end_and_submits_n
     # Its AXLE-ONE line comes without AXLE-READY (sbatch refused the empty script): that is no
     # answer to take early; the submission reads the program to its end, 2 s later here, and
     # says nothing was submitted.
-    program = ssh_module.SSHClient._one_program
-    monkeypatch.setattr(
-        ssh_module.SSHClient, "_one_program", staticmethod(lambda job, tidy: program(job, tidy) + b"\nsleep 2")
-    )
+    lingering(monkeypatch, 2)
     req = held(scratch, "not-taken")
     assert fresh_ssh.stage_one(req) is True
     fresh_ssh._spare.end = "AXLE-END-0000000000000000"  # the go sent will not be its end mark
